@@ -1,0 +1,88 @@
+/*
+ * config.h - every setting of the daemon, from one table.
+ *
+ * Values come from the built-in defaults, then the INI file (--config),
+ * then KEYBRAKE_* environment variables, each layer overriding the one
+ * before. The same table validates values and prints `keybrake config`
+ * (docs/configuration.md is generated from it).
+ *
+ * Vendors: the built-in profiles stripe, openai, anthropic and twilio, plus
+ * generic ones declared as INI sections [vendor.NAME]. Secrets come from the
+ * vendors' usual environment variables (STRIPE_SECRET_KEY, OPENAI_API_KEY,
+ * ANTHROPIC_API_KEY, TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN) or the INI file;
+ * KEYBRAKE_<VENDOR>_BASE_URL and KEYBRAKE_<VENDOR>_SECRET override both.
+ */
+#ifndef KB_CORE_CONFIG_H
+#define KB_CORE_CONFIG_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+enum kb_auth_style {
+    KB_AUTH_BEARER = 0, /* Authorization: Bearer <secret> (Stripe, OpenAI) */
+    KB_AUTH_HEADER = 1, /* <auth_header>: <secret> (Anthropic x-api-key) */
+    KB_AUTH_BASIC = 2,  /* Authorization: Basic base64(account:secret) (Twilio) */
+};
+
+struct kb_fixed_cost {
+    char *pattern;  /* owned; endpoint pattern (policy/pattern.h) */
+    int64_t micros; /* cost per matching request */
+};
+
+struct kb_vendor {
+    char *name;              /* owned; lower-case [a-z0-9_-], first path segment */
+    char *base_url;          /* owned; no trailing slash */
+    enum kb_auth_style auth; /* how the SDK sends, and we inject, the credential */
+    char *auth_header;       /* owned; header name for KB_AUTH_HEADER */
+    char *secret;            /* owned; the real vendor secret, NULL if unset */
+    char *account;           /* owned; Basic username (Twilio account SID), may be NULL */
+    bool builtin;            /* one of the four built-in profiles */
+    struct kb_fixed_cost *costs; /* owned; generic vendors' fixed costs */
+    size_t ncosts;
+};
+
+struct kb_config {
+    char *data_dir;            /* owned */
+    char *proxy_listen;        /* owned; "host:port" */
+    char *admin_listen;        /* owned; "host:port" */
+    char *admin_token;         /* owned; NULL: generate on first start */
+    char *server_key;          /* owned; hex, NULL: <data_dir>/server.key */
+    int64_t workers;           /* proxy worker threads; 0 = one per core */
+    int64_t shutdown_timeout_ms;
+    int64_t max_ttl_ms;
+    int64_t upstream_connect_timeout_ms;
+    int64_t upstream_timeout_ms; /* idle: no byte from upstream for this long */
+    int64_t max_body_bytes;
+    int64_t max_header_bytes;
+    int64_t max_headers;
+    int64_t max_path_bytes;
+    int64_t max_connections;   /* per worker */
+    int64_t client_timeout_ms; /* read/write timeout for proxy clients */
+    char *log_level;           /* owned */
+    char *log_format;          /* owned */
+    char *pricing_file;        /* owned; NULL: embedded pricing only */
+    char *store_synchronous;   /* owned; SQLite synchronous: normal|full */
+    char *ca_file;             /* owned; NULL: system CA store */
+    struct kb_vendor *vendors; /* owned */
+    size_t nvendors;
+};
+
+/*
+ * Builds the configuration: defaults, then `path` (INI, may be NULL), then
+ * the environment. Refuses (KB_E_CONFIG, *errmsg names the setting and the
+ * file line) unknown sections or keys, values of the wrong type or out of
+ * range, unknown auth styles, and vendor names that are not [a-z0-9_-]+.
+ * *out is owned by the caller (config_free). Main thread, before start.
+ */
+KB_MUSTCHECK enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg);
+void config_free(struct kb_config *cfg);
+
+/* The vendor named `name` (len bytes), or NULL. */
+const struct kb_vendor *config_vendor(const struct kb_config *cfg, const char *name, size_t len);
+
+/* Writes the settings table (name, env, default, help) as Markdown. */
+void config_print_table(void);
+
+#endif

@@ -1,0 +1,151 @@
+/* crypto.c - CSPRNG, HMAC, token format (see crypto.h). */
+#include "core/crypto.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+
+static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+void crypto_random(void *buf, size_t n)
+{
+    if (RAND_bytes(buf, (int)n) != 1) {
+        fprintf(stderr, "keybrake: CSPRNG failure\n");
+        abort();
+    }
+}
+
+void crypto_hmac(const uint8_t *key, size_t key_len, const void *msg, size_t len,
+                 uint8_t out[KB_HASH_LEN])
+{
+    unsigned int outlen = KB_HASH_LEN;
+    if (!HMAC(EVP_sha256(), key, (int)key_len, msg, len, out, &outlen)) {
+        fprintf(stderr, "keybrake: HMAC failure\n");
+        abort();
+    }
+}
+
+bool crypto_equal(const void *a, const void *b, size_t n)
+{
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+static uint32_t crc32(const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (uint32_t)-(int32_t)(c & 1));
+    }
+    return ~c;
+}
+
+/* n base62 characters, unbiased: bytes >= 248 (4 * 62) are drawn again. */
+static void random_b62(char *out, size_t n)
+{
+    uint8_t pool[64];
+    size_t used = sizeof pool;
+    for (size_t i = 0; i < n;) {
+        if (used == sizeof pool) {
+            crypto_random(pool, sizeof pool);
+            used = 0;
+        }
+        uint8_t b = pool[used++];
+        if (b < 248)
+            out[i++] = b62[b % 62];
+    }
+}
+
+static void checksum_b62(const char *s, size_t n, char out[KB_TOKEN_CHECK_LEN])
+{
+    uint32_t c = crc32(s, n);
+    for (int i = KB_TOKEN_CHECK_LEN - 1; i >= 0; i--) {
+        out[i] = b62[c % 62];
+        c /= 62;
+    }
+}
+
+void crypto_token_new(const char *prefix, char *out, size_t size)
+{
+    size_t pl = strlen(prefix);
+    if (size < pl + KB_TOKEN_RANDOM_LEN + KB_TOKEN_CHECK_LEN + 1)
+        abort(); /* a caller bug, never input */
+    memcpy(out, prefix, pl);
+    random_b62(out + pl, KB_TOKEN_RANDOM_LEN);
+    checksum_b62(out, pl + KB_TOKEN_RANDOM_LEN, out + pl + KB_TOKEN_RANDOM_LEN);
+    out[pl + KB_TOKEN_RANDOM_LEN + KB_TOKEN_CHECK_LEN] = '\0';
+}
+
+bool crypto_token_valid(const char *prefix, const char *tok, size_t len)
+{
+    size_t pl = strlen(prefix);
+    if (len != pl + KB_TOKEN_RANDOM_LEN + KB_TOKEN_CHECK_LEN || memcmp(tok, prefix, pl) != 0)
+        return false;
+    for (size_t i = pl; i < len; i++) {
+        char c = tok[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+            return false;
+    }
+    char check[KB_TOKEN_CHECK_LEN];
+    checksum_b62(tok, pl + KB_TOKEN_RANDOM_LEN, check);
+    return memcmp(check, tok + pl + KB_TOKEN_RANDOM_LEN, KB_TOKEN_CHECK_LEN) == 0;
+}
+
+void crypto_id_new(const char *prefix, size_t n, char *out, size_t size)
+{
+    size_t pl = strlen(prefix);
+    if (size < pl + n + 1)
+        abort();
+    memcpy(out, prefix, pl);
+    random_b62(out + pl, n);
+    out[pl + n] = '\0';
+}
+
+void crypto_hex(const uint8_t *in, size_t n, char *out)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[in[i] >> 4];
+        out[2 * i + 1] = hx[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+bool crypto_unhex(const char *in, size_t len, uint8_t *out, size_t n)
+{
+    if (len != 2 * n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
+char *crypto_base64(const void *in, size_t n)
+{
+    char *out = kb_malloc(4 * ((n + 2) / 3) + 1);
+    EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+    return out;
+}

@@ -1,0 +1,22 @@
+/*
+ * runtime.h - what every thread reads and nobody writes after start: the
+ * configuration, the prices and the server key. Built by main.c, passed
+ * down by pointer; immutable while threads run.
+ */
+#ifndef KB_CORE_RUNTIME_H
+#define KB_CORE_RUNTIME_H
+#include <stdint.h>
+
+#include "core/crypto.h"
+
+struct kb_config;
+struct kb_pricing;
+
+struct kb_runtime {
+    const struct kb_config *cfg;        /* borrowed */
+    const struct kb_pricing *pricing;   /* borrowed */
+    uint8_t server_key[KB_HASH_LEN];    /* HMAC key for tokens */
+    const char *store_path;             /* borrowed; the SQLite file */
+};
+
+#endif
