@@ -1,0 +1,542 @@
+/*
+ * sqlite.c - the embedded store (see store.h) on SQLite 3 in WAL mode.
+ *
+ * One connection per thread; statements are prepared once per connection
+ * and reset after each use. Writers serialise on SQLite's write lock with a
+ * busy timeout; every spend change is a single conditional UPDATE, so the
+ * cap check and the change are one atomic step.
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "store/store.h"
+
+extern const char *const kb_schema_migrations[];
+extern const int kb_schema_count;
+
+enum stmt_id {
+    S_KEY_INSERT = 0,    /* insert a key */
+    S_KEY_BY_ID = 1,     /* key + usage by public id */
+    S_KEY_BY_HASH = 2,   /* key + usage by token hash */
+    S_KEY_REVOKE = 3,    /* revoke one */
+    S_KEY_EXISTS = 4,    /* does id exist */
+    S_REVOKE_PREFIX = 5, /* revoke by label prefix */
+    S_SPEND_ENSURE = 6,  /* create the day's counter row */
+    S_SPEND_RESERVE = 7, /* conditional reserve */
+    S_SPEND_SETTLE = 8,  /* settle */
+    S_SPEND_GET = 9,     /* remaining after a change */
+    S_ADMIN_COUNT = 10,  /* count admin tokens */
+    S_ADMIN_ADD = 11,    /* add admin token */
+    S_ADMIN_CHECK = 12,  /* look up admin token */
+    S_PING = 13,         /* trivial query */
+    S_KEY_REVOKED = 14,  /* revocation state by seq */
+    S__COUNT = 15,       /* number of statements */
+};
+
+#define KEY_COLS                                                                                   \
+    "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "      \
+    "k.created_at, k.expires_at, k.revoked_at, "                                                  \
+    "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0) "
+
+static const char *const sql[S__COUNT] = {
+    [S_KEY_INSERT] = "INSERT INTO keys (id, token_hash, label, vendor, allowed_endpoints, "
+                     "daily_cap_micros, metadata, created_at, expires_at) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [S_KEY_BY_ID] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
+                    "ON s.key_seq = k.seq AND s.day = ?2 WHERE k.id = ?1",
+    [S_KEY_BY_HASH] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
+                      "ON s.key_seq = k.seq AND s.day = ?2 WHERE k.token_hash = ?1",
+    [S_KEY_REVOKE] = "UPDATE keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+    [S_KEY_EXISTS] = "SELECT 1 FROM keys WHERE id = ?1",
+    [S_REVOKE_PREFIX] = "UPDATE keys SET revoked_at = ?2 WHERE revoked_at IS NULL "
+                        "AND substr(label, 1, length(?1)) = ?1",
+    [S_SPEND_ENSURE] = "INSERT OR IGNORE INTO spend (key_seq, day) VALUES (?1, ?2)",
+    [S_SPEND_RESERVE] = "UPDATE spend SET reserved_micros = reserved_micros + ?3, "
+                        "requests = requests + 1 WHERE key_seq = ?1 AND day = ?2 "
+                        "AND spent_micros + reserved_micros + ?3 <= ?4",
+    [S_SPEND_SETTLE] = "UPDATE spend SET reserved_micros = max(reserved_micros - ?3, 0), "
+                       "spent_micros = spent_micros + ?4 WHERE key_seq = ?1 AND day = ?2",
+    [S_SPEND_GET] = "SELECT spent_micros + reserved_micros FROM spend "
+                    "WHERE key_seq = ?1 AND day = ?2",
+    [S_ADMIN_COUNT] = "SELECT count(*) FROM admin_tokens",
+    [S_ADMIN_ADD] = "INSERT OR IGNORE INTO admin_tokens (token_hash, label, created_at) "
+                    "VALUES (?1, ?2, ?3)",
+    [S_ADMIN_CHECK] = "SELECT token_hash FROM admin_tokens WHERE token_hash = ?1",
+    [S_PING] = "SELECT 1",
+    [S_KEY_REVOKED] = "SELECT revoked_at IS NOT NULL FROM keys WHERE seq = ?1",
+};
+
+struct kb_store {
+    sqlite3 *db;                  /* owned */
+    sqlite3_stmt *stmts[S__COUNT]; /* owned; prepared lazily */
+};
+
+static sqlite3_stmt *stmt(struct kb_store *s, enum stmt_id id)
+{
+    if (!s->stmts[id] &&
+        sqlite3_prepare_v3(s->db, sql[id], -1, SQLITE_PREPARE_PERSISTENT, &s->stmts[id], NULL) !=
+            SQLITE_OK)
+        return NULL;
+    return s->stmts[id];
+}
+
+static void done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+static enum kb_err exec(struct kb_store *s, const char *q, char **errmsg)
+{
+    char *e = NULL;
+    if (sqlite3_exec(s->db, q, NULL, NULL, &e) != SQLITE_OK) {
+        kb_set_errmsg(errmsg, "%s", e ? e : sqlite3_errmsg(s->db));
+        sqlite3_free(e);
+        return KB_E_STORE;
+    }
+    return KB_OK;
+}
+
+static enum kb_err migrate(struct kb_store *s, char **errmsg)
+{
+    enum kb_err err;
+    if ((err = exec(s, "BEGIN IMMEDIATE", errmsg)) != KB_OK)
+        return err;
+    if ((err = exec(s, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                       "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+                    errmsg)) != KB_OK)
+        goto fail;
+    sqlite3_stmt *st = NULL;
+    int version = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT coalesce(max(version), 0) FROM schema_migrations", -1,
+                           &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version > kb_schema_count) {
+        kb_set_errmsg(errmsg, "the store's schema version %d is newer than this binary's (%d)",
+                      version, kb_schema_count);
+        err = KB_E_STORE;
+        goto fail;
+    }
+    for (int v = version; v < kb_schema_count; v++) {
+        if ((err = exec(s, kb_schema_migrations[v], errmsg)) != KB_OK)
+            goto fail;
+        char q[128];
+        snprintf(q, sizeof q,
+                 "INSERT INTO schema_migrations VALUES (%d, CAST(strftime('%%s','now') AS INTEGER))",
+                 v + 1);
+        if ((err = exec(s, q, errmsg)) != KB_OK)
+            goto fail;
+    }
+    return exec(s, "COMMIT", errmsg);
+fail:
+    (void)exec(s, "ROLLBACK", NULL);
+    return err;
+}
+
+enum kb_err store_open(const char *path, const char *synchronous, bool check,
+                       struct kb_store **out, char **errmsg)
+{
+    enum kb_err err = KB_OK;
+    struct kb_store *s = kb_calloc(1, sizeof *s);
+    if (sqlite3_open_v2(path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        kb_set_errmsg(errmsg, "cannot open %s: %s", path,
+                      s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        err = KB_E_STORE;
+        goto out;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    char q[128];
+    snprintf(q, sizeof q,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON",
+             strcmp(synchronous, "full") == 0 ? "FULL" : "NORMAL");
+    if ((err = exec(s, q, errmsg)) != KB_OK)
+        goto out;
+    if (check) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(s->db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK ||
+            sqlite3_step(st) != SQLITE_ROW ||
+            strcmp((const char *)sqlite3_column_text(st, 0), "ok") != 0) {
+            kb_set_errmsg(errmsg, "integrity check of %s failed: %s", path,
+                          st && sqlite3_column_text(st, 0)
+                              ? (const char *)sqlite3_column_text(st, 0)
+                              : sqlite3_errmsg(s->db));
+            sqlite3_finalize(st);
+            err = KB_E_STORE;
+            goto out;
+        }
+        sqlite3_finalize(st);
+        if ((err = migrate(s, errmsg)) != KB_OK)
+            goto out;
+    }
+out:
+    if (err != KB_OK) {
+        store_close(s);
+        return err;
+    }
+    *out = s;
+    return KB_OK;
+}
+
+void store_close(struct kb_store *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < S__COUNT; i++)
+        sqlite3_finalize(s->stmts[i]);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+enum kb_err store_ping(struct kb_store *s)
+{
+    sqlite3_stmt *st = stmt(s, S_PING);
+    if (!st)
+        return KB_E_STORE;
+    int rc = sqlite3_step(st);
+    done(st);
+    return rc == SQLITE_ROW ? KB_OK : KB_E_STORE;
+}
+
+static char *col_str(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return kb_strdup(t ? (const char *)t : "");
+}
+
+static void row_to_key(sqlite3_stmt *st, struct kb_key *k, int64_t day)
+{
+    k->seq = sqlite3_column_int64(st, 0);
+    const unsigned char *id = sqlite3_column_text(st, 1);
+    snprintf(k->id, sizeof k->id, "%s", id ? (const char *)id : "");
+    k->label = col_str(st, 2);
+    k->vendor = col_str(st, 3);
+    k->allowed_endpoints = col_str(st, 4);
+    k->metadata = col_str(st, 5);
+    k->daily_cap = sqlite3_column_int64(st, 6);
+    k->created_at = sqlite3_column_int64(st, 7);
+    k->expires_at = sqlite3_column_int64(st, 8);
+    k->revoked_at = sqlite3_column_int64(st, 9);
+    k->usage_day = day;
+    k->spent = sqlite3_column_int64(st, 10);
+    k->reserved = sqlite3_column_int64(st, 11);
+    k->requests = sqlite3_column_int64(st, 12);
+}
+
+enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k,
+                             const uint8_t hash[KB_HASH_LEN])
+{
+    sqlite3_stmt *st = stmt(s, S_KEY_INSERT);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_text(st, 1, k->id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, hash, KB_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, k->label, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, k->vendor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, k->allowed_endpoints, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, k->daily_cap);
+    sqlite3_bind_text(st, 7, k->metadata, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, k->created_at);
+    sqlite3_bind_int64(st, 9, k->expires_at);
+    int rc = sqlite3_step(st);
+    done(st);
+    if (rc == SQLITE_CONSTRAINT)
+        return KB_E_EXISTS;
+    if (rc != SQLITE_DONE)
+        return KB_E_STORE;
+    k->seq = sqlite3_last_insert_rowid(s->db);
+    return KB_OK;
+}
+
+static enum kb_err key_lookup(struct kb_store *s, enum stmt_id id, const void *arg, int arglen,
+                              int64_t day, struct kb_key **out)
+{
+    sqlite3_stmt *st = stmt(s, id);
+    if (!st)
+        return KB_E_STORE;
+    if (id == S_KEY_BY_HASH)
+        sqlite3_bind_blob(st, 1, arg, arglen, SQLITE_STATIC);
+    else
+        sqlite3_bind_text(st, 1, arg, arglen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, day);
+    int rc = sqlite3_step(st);
+    enum kb_err err = KB_OK;
+    if (rc == SQLITE_ROW) {
+        struct kb_key *k = kb_calloc(1, sizeof *k);
+        row_to_key(st, k, day);
+        *out = k;
+    } else {
+        err = rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
+    }
+    done(st);
+    return err;
+}
+
+enum kb_err store_key_get(struct kb_store *s, const char *id, int64_t day, struct kb_key **out)
+{
+    return key_lookup(s, S_KEY_BY_ID, id, -1, day, out);
+}
+
+enum kb_err store_key_by_hash(struct kb_store *s, const uint8_t hash[KB_HASH_LEN], int64_t day,
+                              struct kb_key **out)
+{
+    return key_lookup(s, S_KEY_BY_HASH, hash, KB_HASH_LEN, day, out);
+}
+
+enum kb_err store_key_revoked(struct kb_store *s, int64_t seq, bool *revoked)
+{
+    sqlite3_stmt *st = stmt(s, S_KEY_REVOKED);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_int64(st, 1, seq);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *revoked = sqlite3_column_int(st, 0) != 0;
+    done(st);
+    return rc == SQLITE_ROW ? KB_OK : rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
+}
+
+enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f,
+                           struct kb_key **out, size_t *n)
+{
+    /* Built per call: the filter combinations are few and this is not the
+     * proxy path. Values are always bound, never spliced. */
+    char q[1024];
+    int len = snprintf(q, sizeof q,
+                       "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s ON s.key_seq = k.seq "
+                       "AND s.day = ?1 WHERE 1");
+    if (f->label_prefix)
+        len += snprintf(q + len, sizeof q - (size_t)len,
+                        " AND substr(k.label, 1, length(?2)) = ?2");
+    if (f->vendor)
+        len += snprintf(q + len, sizeof q - (size_t)len, " AND k.vendor = ?3");
+    if (f->before_seq > 0)
+        len += snprintf(q + len, sizeof q - (size_t)len, " AND k.seq < ?4");
+    if (f->status == KB_KEY_ACTIVE)
+        len += snprintf(q + len, sizeof q - (size_t)len,
+                        " AND k.revoked_at IS NULL AND k.expires_at > ?5");
+    else if (f->status == KB_KEY_REVOKED)
+        len += snprintf(q + len, sizeof q - (size_t)len, " AND k.revoked_at IS NOT NULL");
+    else if (f->status == KB_KEY_EXPIRED)
+        len += snprintf(q + len, sizeof q - (size_t)len,
+                        " AND k.revoked_at IS NULL AND k.expires_at <= ?5");
+    snprintf(q + len, sizeof q - (size_t)len, " ORDER BY k.seq DESC LIMIT ?6");
+
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK)
+        return KB_E_STORE;
+    int64_t day = f->now / 86400;
+    sqlite3_bind_int64(st, 1, day);
+    if (f->label_prefix)
+        sqlite3_bind_text(st, 2, f->label_prefix, -1, SQLITE_STATIC);
+    if (f->vendor)
+        sqlite3_bind_text(st, 3, f->vendor, -1, SQLITE_STATIC);
+    if (f->before_seq > 0)
+        sqlite3_bind_int64(st, 4, f->before_seq);
+    if (f->status == KB_KEY_ACTIVE || f->status == KB_KEY_EXPIRED)
+        sqlite3_bind_int64(st, 5, f->now);
+    sqlite3_bind_int(st, 6, f->limit);
+
+    struct kb_key *keys = kb_calloc((size_t)f->limit, sizeof *keys);
+    size_t count = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && count < (size_t)f->limit)
+        row_to_key(st, &keys[count++], day);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        store_key_list_free(keys, count);
+        return KB_E_STORE;
+    }
+    *out = keys;
+    *n = count;
+    return KB_OK;
+}
+
+enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now)
+{
+    sqlite3_stmt *st = stmt(s, S_KEY_REVOKE);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    int rc = sqlite3_step(st);
+    done(st);
+    if (rc != SQLITE_DONE)
+        return KB_E_STORE;
+    if (sqlite3_changes(s->db) > 0)
+        return KB_OK;
+    /* nothing changed: either already revoked (fine) or unknown */
+    st = stmt(s, S_KEY_EXISTS);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    done(st);
+    return rc == SQLITE_ROW ? KB_OK : rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
+}
+
+enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
+                                    int64_t *count)
+{
+    sqlite3_stmt *st = stmt(s, S_REVOKE_PREFIX);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    int rc = sqlite3_step(st);
+    done(st);
+    if (rc != SQLITE_DONE)
+        return KB_E_STORE;
+    *count = sqlite3_changes64(s->db);
+    return KB_OK;
+}
+
+static enum kb_err step_done(struct kb_store *s, enum stmt_id id, int64_t a, int64_t b,
+                             int64_t c, int64_t d, int nargs)
+{
+    sqlite3_stmt *st = stmt(s, id);
+    if (!st)
+        return KB_E_STORE;
+    int64_t args[4] = {a, b, c, d};
+    for (int i = 0; i < nargs; i++)
+        sqlite3_bind_int64(st, i + 1, args[i]);
+    int rc = sqlite3_step(st);
+    done(st);
+    return rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
+}
+
+static enum kb_err used(struct kb_store *s, int64_t seq, int64_t day, int64_t *out)
+{
+    sqlite3_stmt *st = stmt(s, S_SPEND_GET);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_int64(st, 1, seq);
+    sqlite3_bind_int64(st, 2, day);
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
+}
+
+enum kb_err store_spend_reserve(struct kb_store *s, int64_t seq, int64_t day, int64_t amount,
+                                int64_t cap, int64_t *remaining)
+{
+    enum kb_err err;
+    /* One transaction: the row is created and conditionally charged, and the
+     * remaining amount read, with no other writer in between. */
+    if ((err = exec(s, "BEGIN IMMEDIATE", NULL)) != KB_OK)
+        return err;
+    if ((err = step_done(s, S_SPEND_ENSURE, seq, day, 0, 0, 2)) != KB_OK ||
+        (err = step_done(s, S_SPEND_RESERVE, seq, day, amount, cap, 4)) != KB_OK)
+        goto fail;
+    bool fits = sqlite3_changes(s->db) > 0;
+    int64_t u = 0;
+    if (remaining && (err = used(s, seq, day, &u)) != KB_OK)
+        goto fail;
+    if ((err = exec(s, "COMMIT", NULL)) != KB_OK)
+        goto fail;
+    if (remaining)
+        *remaining = cap - u > 0 ? cap - u : 0;
+    return fits ? KB_OK : KB_E_CAP_EXHAUSTED;
+fail:
+    (void)exec(s, "ROLLBACK", NULL);
+    return err;
+}
+
+enum kb_err store_spend_settle(struct kb_store *s, int64_t seq, int64_t day, int64_t reserved,
+                               int64_t actual, int64_t cap, int64_t *remaining)
+{
+    enum kb_err err;
+    if ((err = exec(s, "BEGIN IMMEDIATE", NULL)) != KB_OK)
+        return err;
+    if ((err = step_done(s, S_SPEND_SETTLE, seq, day, reserved, actual, 4)) != KB_OK)
+        goto fail;
+    int64_t u = 0;
+    if (remaining && (err = used(s, seq, day, &u)) != KB_OK)
+        goto fail;
+    if ((err = exec(s, "COMMIT", NULL)) != KB_OK)
+        goto fail;
+    if (remaining)
+        *remaining = cap - u > 0 ? cap - u : 0;
+    return KB_OK;
+fail:
+    (void)exec(s, "ROLLBACK", NULL);
+    return err;
+}
+
+enum kb_err store_admin_token_count(struct kb_store *s, int64_t *count)
+{
+    sqlite3_stmt *st = stmt(s, S_ADMIN_COUNT);
+    if (!st)
+        return KB_E_STORE;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(st, 0);
+    done(st);
+    return rc == SQLITE_ROW ? KB_OK : KB_E_STORE;
+}
+
+enum kb_err store_admin_token_add(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
+                                  const char *label, int64_t now)
+{
+    sqlite3_stmt *st = stmt(s, S_ADMIN_ADD);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_blob(st, 1, hash, KB_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, label, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now);
+    int rc = sqlite3_step(st);
+    done(st);
+    return rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
+}
+
+enum kb_err store_admin_token_check(struct kb_store *s, const uint8_t hash[KB_HASH_LEN])
+{
+    sqlite3_stmt *st = stmt(s, S_ADMIN_CHECK);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_blob(st, 1, hash, KB_HASH_LEN, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    enum kb_err err = KB_E_NOT_FOUND;
+    if (rc == SQLITE_ROW) {
+        /* the index found it; compare in constant time all the same */
+        const void *h = sqlite3_column_blob(st, 0);
+        if (h && sqlite3_column_bytes(st, 0) == KB_HASH_LEN && crypto_equal(h, hash, KB_HASH_LEN))
+            err = KB_OK;
+    } else if (rc != SQLITE_DONE) {
+        err = KB_E_STORE;
+    }
+    done(st);
+    return err;
+}
+
+static void key_cleanup(struct kb_key *k)
+{
+    free(k->label);
+    free(k->vendor);
+    free(k->allowed_endpoints);
+    free(k->metadata);
+}
+
+void store_key_free(struct kb_key *k)
+{
+    if (!k)
+        return;
+    key_cleanup(k);
+    free(k);
+}
+
+void store_key_list_free(struct kb_key *keys, size_t n)
+{
+    if (!keys)
+        return;
+    for (size_t i = 0; i < n; i++)
+        key_cleanup(&keys[i]);
+    free(keys);
+}

@@ -1,0 +1,135 @@
+/*
+ * store.h - the only interface to persistent state. SQL lives behind it, in
+ * src/store/ only (sqlite.c now; a PostgreSQL backend implements the same
+ * functions for several nodes sharing one store).
+ *
+ * Every operation is atomic on its own: callers never read, modify and
+ * write back. Spend in particular is reserved with one conditional update
+ * (spent + reserved + amount <= cap) and settled with another, so no
+ * interleaving of threads, processes or nodes can overshoot a cap.
+ *
+ * A struct kb_store is one connection: open one per thread (each worker, the
+ * admin thread) and use it from that thread only.
+ */
+#ifndef KB_STORE_STORE_H
+#define KB_STORE_STORE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/crypto.h"
+#include "core/err.h"
+
+struct kb_store;
+
+struct kb_key {
+    int64_t seq;             /* internal row number; creation order */
+    char id[32];             /* "vk_..." */
+    char *label;             /* owned */
+    char *vendor;            /* owned */
+    char *allowed_endpoints; /* owned; JSON array text */
+    char *metadata;          /* owned; JSON object text */
+    int64_t daily_cap;       /* micro-dollars */
+    int64_t created_at;      /* epoch seconds */
+    int64_t expires_at;      /* epoch seconds; expired when now >= expires_at */
+    int64_t revoked_at;      /* epoch seconds; 0 when not revoked */
+    /* usage on usage_day, filled by store_key_get and store_key_by_hash */
+    int64_t usage_day;       /* UTC day number */
+    int64_t spent;           /* settled micro-dollars */
+    int64_t reserved;        /* in-flight reservations, micro-dollars */
+    int64_t requests;        /* requests reserved on that day */
+};
+
+enum kb_key_status {
+    KB_KEY_ANY = 0,     /* no status filter */
+    KB_KEY_ACTIVE = 1,  /* neither revoked nor expired */
+    KB_KEY_REVOKED = 2, /* revoked (whether or not also expired) */
+    KB_KEY_EXPIRED = 3, /* expired and not revoked */
+};
+
+struct kb_key_filter {
+    const char *label_prefix; /* NULL: any */
+    const char *vendor;       /* NULL: any */
+    enum kb_key_status status;
+    int64_t now;              /* for the status filter */
+    int64_t before_seq;       /* 0: from the newest; else only seq < before_seq */
+    int limit;                /* 1..1000 */
+};
+
+/*
+ * Opens (creating if needed) the store at `path` (a SQLite file), applies
+ * pending schema migrations inside one transaction, and runs a quick
+ * integrity check when `check` is true (do it once, at start). synchronous
+ * is "normal" or "full". Errors: KB_E_STORE with *errmsg.
+ */
+KB_MUSTCHECK enum kb_err store_open(const char *path, const char *synchronous, bool check,
+                                    struct kb_store **out, char **errmsg);
+void store_close(struct kb_store *s);
+
+/* KB_OK when the store answers a trivial query. */
+KB_MUSTCHECK enum kb_err store_ping(struct kb_store *s);
+
+/* Inserts a new key; k->seq is set on success. The id and hash must be new
+ * (KB_E_EXISTS otherwise). */
+KB_MUSTCHECK enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k,
+                                          const uint8_t hash[KB_HASH_LEN]);
+
+/* The key with public id `id`, with its usage on `day`; KB_E_NOT_FOUND.
+ * *out is owned by the caller (store_key_free). */
+KB_MUSTCHECK enum kb_err store_key_get(struct kb_store *s, const char *id, int64_t day,
+                                       struct kb_key **out);
+
+/* The key whose token hashes to `hash`, with its usage on `day`; KB_E_NOT_FOUND.
+ * The hot path: one indexed lookup. */
+KB_MUSTCHECK enum kb_err store_key_by_hash(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
+                                           int64_t day, struct kb_key **out);
+
+/* Sets *revoked to true when key `seq` is revoked. For watching keys of
+ * requests in flight: one indexed read. */
+KB_MUSTCHECK enum kb_err store_key_revoked(struct kb_store *s, int64_t seq, bool *revoked);
+
+/* Keys matching f, newest first, at most f->limit. *out is an array of
+ * *n keys owned by the caller (store_key_list_free). */
+KB_MUSTCHECK enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f,
+                                        struct kb_key **out, size_t *n);
+
+/* Revokes key `id` at `now` (keeps the first revocation time).
+ * KB_E_NOT_FOUND for an unknown id; revoking a revoked key is KB_OK. */
+KB_MUSTCHECK enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now);
+
+/* Revokes every unrevoked key whose label starts with prefix (non-empty);
+ * *count is how many. */
+KB_MUSTCHECK enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix,
+                                                 int64_t now, int64_t *count);
+
+/*
+ * Reserves `amount` (>= 0) micro-dollars on key `seq` for `day`, counting
+ * one request, if spent + reserved + amount <= cap. KB_E_CAP_EXHAUSTED when
+ * it does not fit (nothing changes). *remaining (may be NULL) is
+ * cap - spent - reserved after the reservation.
+ */
+KB_MUSTCHECK enum kb_err store_spend_reserve(struct kb_store *s, int64_t seq, int64_t day,
+                                             int64_t amount, int64_t cap, int64_t *remaining);
+
+/*
+ * Replaces a reservation of `reserved` made on `day` by the actual cost
+ * `actual` (>= 0; 0 releases it). Always succeeds unless the store fails.
+ * *remaining (may be NULL) as for reserve.
+ */
+KB_MUSTCHECK enum kb_err store_spend_settle(struct kb_store *s, int64_t seq, int64_t day,
+                                            int64_t reserved, int64_t actual, int64_t cap,
+                                            int64_t *remaining);
+
+/* Number of admin tokens. */
+KB_MUSTCHECK enum kb_err store_admin_token_count(struct kb_store *s, int64_t *count);
+/* Adds an admin token by hash (KB_OK if it is already there). */
+KB_MUSTCHECK enum kb_err store_admin_token_add(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
+                                               const char *label, int64_t now);
+/* KB_OK when hash is a known admin token, KB_E_NOT_FOUND otherwise. */
+KB_MUSTCHECK enum kb_err store_admin_token_check(struct kb_store *s,
+                                                 const uint8_t hash[KB_HASH_LEN]);
+
+void store_key_free(struct kb_key *k);
+void store_key_list_free(struct kb_key *keys, size_t n);
+
+#endif
