@@ -1,0 +1,103 @@
+/*
+ * admin.c - admin API routing and authentication (see admin.h).
+ *
+ * Authentication happens once here, before any route runs: the bearer
+ * token is HMACed under the server key and looked up; a wrong, missing or
+ * malformed token all get the same 401 body.
+ */
+#include "admin/admin.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "admin/admin_int.h"
+#include "core/alloc.h"
+#include "core/crypto.h"
+#include "core/runtime.h"
+#include "net/http.h"
+#include "store/store.h"
+
+static bool authorized(struct kb_admin *a, struct evhttp_request *req)
+{
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *auth = NULL;
+    int n = 0;
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, h, next)
+    {
+        if (strcasecmp(kv->key, "authorization") == 0)
+            auth = kv->value, n++;
+    }
+    if (n != 1 || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    const char *tok = auth + 7;
+    size_t len = strlen(tok);
+    if (len < 16 || len > 256)
+        return false;
+    uint8_t hash[KB_HASH_LEN];
+    crypto_hmac(a->rt->server_key, KB_HASH_LEN, tok, len, hash);
+    return store_admin_token_check(a->store, hash) == KB_OK;
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct kb_admin *a = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (!path) {
+        http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
+        return;
+    }
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
+        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+            http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
+            return;
+        }
+        if (path[1] == 'h')
+            admin__healthz(a, req);
+        else
+            admin__readyz(a, req);
+        return;
+    }
+    if (!authorized(a, req)) {
+        http_reply_error(req, KB_E_UNAUTHORIZED, NULL, NULL);
+        return;
+    }
+    if (strncmp(path, "/v1/keys", 8) == 0 && (path[8] == '\0' || path[8] == '/')) {
+        struct evkeyvalq query;
+        TAILQ_INIT(&query);
+        const char *q = evhttp_uri_get_query(uri);
+        if (q && evhttp_parse_query_str(q, &query) != 0) {
+            evhttp_clear_headers(&query);
+            http_reply_error(req, KB_E_INVALID, "malformed query string", NULL);
+            return;
+        }
+        admin__keys(a, req, path + 8, &query);
+        evhttp_clear_headers(&query);
+        return;
+    }
+    http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
+}
+
+enum kb_err admin_new(struct evhttp *http, const struct kb_runtime *rt, struct kb_store *store,
+                      struct kb_admin **out, char **errmsg)
+{
+    (void)errmsg;
+    struct kb_admin *a = kb_calloc(1, sizeof *a);
+    a->rt = rt;
+    a->store = store;
+    evhttp_set_gencb(http, on_request, a);
+    *out = a;
+    return KB_OK;
+}
+
+void admin_free(struct kb_admin *a)
+{
+    free(a);
+}

@@ -1,0 +1,22 @@
+/* admin_int.h - shared between the admin API's files only. */
+#ifndef KB_ADMIN_ADMIN_INT_H
+#define KB_ADMIN_ADMIN_INT_H
+#include <stddef.h>
+
+struct evhttp_request;
+struct evkeyvalq;
+struct kb_runtime;
+struct kb_store;
+
+struct kb_admin {
+    const struct kb_runtime *rt; /* borrowed */
+    struct kb_store *store;      /* borrowed; the admin thread's connection */
+};
+
+/* One handler per route; `rest` is the path after /v1/keys ("" or "/vk_..."). */
+void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *rest,
+                 struct evkeyvalq *query);
+void admin__healthz(struct kb_admin *a, struct evhttp_request *req);
+void admin__readyz(struct kb_admin *a, struct evhttp_request *req);
+
+#endif

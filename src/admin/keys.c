@@ -1,0 +1,423 @@
+/*
+ * keys.c - the vault keys resource of the admin API.
+ *
+ *   POST   /v1/keys          issue a key (the token is shown once)
+ *   GET    /v1/keys          list, filtered, newest first, cursor paging
+ *   GET    /v1/keys/{id}     one key with today's usage
+ *   DELETE /v1/keys/{id}     revoke (idempotent)
+ *   POST   /v1/keys/revoke   revoke every key whose label has a prefix
+ *
+ * Input is validated field by field; the first bad field is named in a
+ * 400, and nothing is written.
+ */
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin/admin_int.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/crypto.h"
+#include "core/duration.h"
+#include "core/log.h"
+#include "core/money.h"
+#include "core/runtime.h"
+#include "net/http.h"
+#include "policy/pattern.h"
+#include "store/store.h"
+
+#define MAX_LABEL 256
+#define MAX_PATTERNS 100
+#define MAX_METADATA 4096
+#define DEFAULT_TTL_MS (3600 * 1000)
+
+static double usd(int64_t micros)
+{
+    /* display only: amounts are exact integers everywhere else */
+    return (double)micros / (double)KB_MICROS_PER_USD;
+}
+
+static const char *key_status(const struct kb_key *k, int64_t now)
+{
+    return k->revoked_at ? "revoked" : now >= k->expires_at ? "expired" : "active";
+}
+
+static json_t *key_json(const struct kb_key *k, int64_t now, bool usage)
+{
+    char created[32], expires[32], revoked[32];
+    json_t *eps = json_loads(k->allowed_endpoints, 0, NULL);
+    json_t *meta = json_loads(k->metadata, 0, NULL);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:f, s:s, s:s, s:o, s:s}", "id", k->id, "label",
+                          k->label, "vendor", k->vendor, "allowed_endpoints",
+                          eps ? eps : json_array(), "daily_usd_cap", usd(k->daily_cap),
+                          "created_at", clock_rfc3339(k->created_at, created, sizeof created),
+                          "expires_at", clock_rfc3339(k->expires_at, expires, sizeof expires),
+                          "metadata", meta ? meta : json_object(), "status",
+                          key_status(k, now));
+    json_object_set_new(o, "revoked_at",
+                        k->revoked_at ? json_string(clock_rfc3339(k->revoked_at, revoked,
+                                                                  sizeof revoked))
+                                      : json_null());
+    if (usage) {
+        char day[16];
+        int64_t left = k->daily_cap - k->spent - k->reserved;
+        json_object_set_new(o, "usage",
+                            json_pack("{s:s, s:f, s:f, s:f, s:I}", "day",
+                                      clock_day_str(k->usage_day, day, sizeof day), "spent_usd",
+                                      usd(k->spent), "reserved_usd", usd(k->reserved),
+                                      "remaining_usd", usd(left > 0 ? left : 0), "requests",
+                                      (json_int_t)k->requests));
+    }
+    return o;
+}
+
+struct field_err {
+    const char *field;
+    char *msg; /* owned */
+};
+
+static bool bad(struct field_err *fe, const char *field, char *msg)
+{
+    fe->field = field;
+    fe->msg = msg;
+    return false;
+}
+
+static bool valid_text(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
+/* Validates the issuance body into k; the first bad field goes into fe. */
+static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json_t *body,
+                        struct kb_key *k, struct field_err *fe, enum kb_err *err)
+{
+    static const char *const known[] = {"label",      "vendor",   "allowed_endpoints",
+                                        "daily_usd_cap", "expires_in", "metadata", NULL};
+    const char *name;
+    json_t *v;
+    json_object_foreach(body, name, v)
+    {
+        bool ok = false;
+        for (const char *const *kn = known; *kn && !ok; kn++)
+            ok = strcmp(*kn, name) == 0;
+        if (!ok)
+            return bad(fe, name, kb_asprintf("unknown field \"%s\"", name));
+    }
+
+    json_t *label = json_object_get(body, "label");
+    if (!json_is_string(label) || !valid_text(json_string_value(label), MAX_LABEL))
+        return bad(fe, "label", kb_asprintf("label must be a string of 1-%d printable bytes",
+                                            MAX_LABEL));
+    k->label = kb_strdup(json_string_value(label));
+
+    json_t *vendor = json_object_get(body, "vendor");
+    const char *vname = json_string_value(vendor);
+    const struct kb_vendor *cv = vname ? config_vendor(a->rt->cfg, vname, strlen(vname)) : NULL;
+    if (!cv)
+        return bad(fe, "vendor", kb_asprintf("vendor must be one of the configured vendors"));
+    if (!cv->secret) {
+        *err = KB_E_VENDOR_NOT_CONFIGURED;
+        return bad(fe, "vendor", kb_asprintf("no secret is configured for vendor %s", cv->name));
+    }
+    k->vendor = kb_strdup(cv->name);
+
+    json_t *eps = json_object_get(body, "allowed_endpoints");
+    size_t n = json_array_size(eps);
+    if (!json_is_array(eps) || n == 0 || n > MAX_PATTERNS)
+        return bad(fe, "allowed_endpoints",
+                   kb_asprintf("allowed_endpoints must be an array of 1-%d patterns",
+                               MAX_PATTERNS));
+    const char **pats = kb_calloc(n, sizeof *pats);
+    for (size_t i = 0; i < n; i++) {
+        pats[i] = json_string_value(json_array_get(eps, i));
+        if (!pats[i]) {
+            free(pats);
+            return bad(fe, "allowed_endpoints",
+                       kb_asprintf("allowed_endpoints[%zu] is not a string", i));
+        }
+    }
+    struct kb_policy *pol = NULL;
+    char *perr = NULL;
+    enum kb_err pe = policy_compile(pats, n, &pol, &perr);
+    free(pats);
+    policy_free(pol);
+    if (pe != KB_OK)
+        return bad(fe, "allowed_endpoints", perr ? perr : kb_strdup("invalid pattern"));
+    k->allowed_endpoints = json_dumps(eps, JSON_COMPACT);
+
+    const char *num;
+    size_t numlen;
+    char *merr = NULL;
+    if (money_json_number(raw, rawlen, "daily_usd_cap", &num, &numlen) != KB_OK ||
+        money_parse(num, numlen, &k->daily_cap, &merr) != KB_OK) {
+        char *m = kb_asprintf("daily_usd_cap must be a non-negative USD amount with at most 6 "
+                              "decimals%s%s", merr ? ": " : "", merr ? merr : "");
+        free(merr);
+        return bad(fe, "daily_usd_cap", m);
+    }
+
+    json_t *ttl = json_object_get(body, "expires_in");
+    int64_t ttl_ms = DEFAULT_TTL_MS;
+    if (ttl) {
+        bool ok = false;
+        if (json_is_integer(ttl) && json_integer_value(ttl) > 0 &&
+            json_integer_value(ttl) <= INT64_MAX / 1000) {
+            ttl_ms = json_integer_value(ttl) * 1000;
+            ok = true;
+        } else if (json_is_string(ttl)) {
+            ok = duration_parse_ms(json_string_value(ttl), json_string_length(ttl), &ttl_ms) ==
+                     KB_OK &&
+                 ttl_ms > 0 && ttl_ms % 1000 == 0;
+        }
+        if (!ok)
+            return bad(fe, "expires_in",
+                       kb_asprintf("expires_in must be whole seconds: an integer, or \"30s\", "
+                                   "\"5m\", \"2h\""));
+    }
+    if (ttl_ms > a->rt->cfg->max_ttl_ms)
+        return bad(fe, "expires_in",
+                   kb_asprintf("expires_in exceeds the maximum of %lld seconds",
+                               (long long)(a->rt->cfg->max_ttl_ms / 1000)));
+    k->created_at = clock_now();
+    k->expires_at = k->created_at + ttl_ms / 1000;
+
+    json_t *meta = json_object_get(body, "metadata");
+    if (meta && !json_is_null(meta)) {
+        char *text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
+        if (!text || strlen(text) > MAX_METADATA) {
+            free(text);
+            return bad(fe, "metadata",
+                       kb_asprintf("metadata must be a JSON object of at most %d bytes",
+                                   MAX_METADATA));
+        }
+        k->metadata = text;
+    } else {
+        k->metadata = kb_strdup("{}");
+    }
+    return true;
+}
+
+struct kb_buf_view {
+    const char *data;
+    size_t len;
+};
+
+static json_t *read_body(struct evhttp_request *req, struct kb_buf_view *view)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    view->len = evbuffer_get_length(in);
+    view->data = view->len ? (const char *)evbuffer_pullup(in, -1) : "";
+    json_t *j = json_loadb(view->data, view->len, JSON_REJECT_DUPLICATES, NULL);
+    if (j && !json_is_object(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static void issue(struct kb_admin *a, struct evhttp_request *req)
+{
+    struct kb_buf_view raw;
+    json_t *body = read_body(req, &raw);
+    if (!body) {
+        http_reply_error(req, KB_E_BAD_JSON, NULL, NULL);
+        return;
+    }
+    struct kb_key k = {0};
+    struct field_err fe = {0};
+    enum kb_err err = KB_E_INVALID;
+    char token[KB_TOKEN_MAX];
+    if (!parse_issue(a, raw.data, raw.len, body, &k, &fe, &err)) {
+        http_reply_error(req, err, fe.msg, fe.field);
+        goto out;
+    }
+    uint8_t hash[KB_HASH_LEN];
+    for (int attempt = 0;; attempt++) {
+        crypto_id_new("vk_", KB_ID_RANDOM_LEN, k.id, sizeof k.id);
+        crypto_token_new("kb_", token, sizeof token);
+        crypto_hmac(a->rt->server_key, KB_HASH_LEN, token, strlen(token), hash);
+        err = store_key_insert(a->store, &k, hash);
+        if (err != KB_E_EXISTS || attempt == 3)
+            break;
+    }
+    if (err != KB_OK) {
+        http_reply_error(req, KB_E_STORE, NULL, NULL);
+        goto out;
+    }
+    k.usage_day = clock_day(k.created_at);
+    json_t *o = key_json(&k, k.created_at, false);
+    json_object_set_new(o, "token", json_string(token));
+    kb_log(KB_LOG_INFO, "key issued", "key_id", k.id, "label", k.label, "vendor", k.vendor, NULL);
+    http_reply_json(req, 201, o);
+out:
+    free(fe.msg);
+    free(k.label);
+    free(k.vendor);
+    free(k.allowed_endpoints);
+    free(k.metadata);
+    json_decref(body);
+}
+
+static void bulk_revoke(struct kb_admin *a, struct evhttp_request *req)
+{
+    struct kb_buf_view raw;
+    json_t *body = read_body(req, &raw);
+    if (!body) {
+        http_reply_error(req, KB_E_BAD_JSON, NULL, NULL);
+        return;
+    }
+    json_t *p = json_object_get(body, "label_prefix");
+    if (!json_is_string(p) || !valid_text(json_string_value(p), MAX_LABEL) ||
+        json_object_size(body) != 1) {
+        http_reply_error(req, KB_E_INVALID, "label_prefix must be a non-empty string",
+                         "label_prefix");
+        json_decref(body);
+        return;
+    }
+    int64_t count = 0;
+    if (store_key_revoke_prefix(a->store, json_string_value(p), clock_now(), &count) != KB_OK) {
+        http_reply_error(req, KB_E_STORE, NULL, NULL);
+    } else {
+        char n[24];
+        snprintf(n, sizeof n, "%lld", (long long)count);
+        kb_log(KB_LOG_INFO, "keys revoked by label prefix", "label_prefix", json_string_value(p),
+               "count", n, NULL);
+        http_reply_json(req, 200, json_pack("{s:I}", "revoked", (json_int_t)count));
+    }
+    json_decref(body);
+}
+
+static void list(struct kb_admin *a, struct evhttp_request *req, struct evkeyvalq *q)
+{
+    struct kb_key_filter f = {0};
+    f.now = clock_now();
+    f.label_prefix = evhttp_find_header(q, "label_prefix");
+    f.vendor = evhttp_find_header(q, "vendor");
+    const char *status = evhttp_find_header(q, "status");
+    const char *limit = evhttp_find_header(q, "limit");
+    const char *cursor = evhttp_find_header(q, "cursor");
+    if (status) {
+        if (strcmp(status, "active") == 0)
+            f.status = KB_KEY_ACTIVE;
+        else if (strcmp(status, "revoked") == 0)
+            f.status = KB_KEY_REVOKED;
+        else if (strcmp(status, "expired") == 0)
+            f.status = KB_KEY_EXPIRED;
+        else {
+            http_reply_error(req, KB_E_INVALID, "status must be active, revoked or expired",
+                             "status");
+            return;
+        }
+    }
+    long long lim = 50;
+    if (limit) {
+        char *end;
+        lim = strtoll(limit, &end, 10);
+        if (!*limit || *end || lim < 1 || lim > 200 ||
+            strspn(limit, "0123456789") != strlen(limit)) {
+            http_reply_error(req, KB_E_INVALID, "limit must be an integer from 1 to 200",
+                             "limit");
+            return;
+        }
+    }
+    if (cursor) {
+        char *end;
+        long long c = strtoll(cursor, &end, 10);
+        if (!*cursor || *end || c <= 0 || strspn(cursor, "0123456789") != strlen(cursor)) {
+            http_reply_error(req, KB_E_INVALID, "cursor is not one this API returned", "cursor");
+            return;
+        }
+        f.before_seq = c;
+    }
+    f.limit = (int)lim + 1; /* one more tells whether a next page exists */
+    struct kb_key *keys = NULL;
+    size_t n = 0;
+    if (store_key_list(a->store, &f, &keys, &n) != KB_OK) {
+        http_reply_error(req, KB_E_STORE, NULL, NULL);
+        return;
+    }
+    json_t *data = json_array();
+    size_t shown = n > (size_t)lim ? (size_t)lim : n;
+    for (size_t i = 0; i < shown; i++)
+        json_array_append_new(data, key_json(&keys[i], f.now, false));
+    json_t *next = json_null();
+    if (n > shown) {
+        char c[24];
+        snprintf(c, sizeof c, "%lld", (long long)keys[shown - 1].seq);
+        json_decref(next);
+        next = json_string(c);
+    }
+    store_key_list_free(keys, n);
+    http_reply_json(req, 200, json_pack("{s:o, s:o}", "data", data, "next_cursor", next));
+}
+
+static bool valid_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n < 4 || n >= 32 || strncmp(id, "vk_", 3) != 0)
+        return false;
+    return strspn(id + 3, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") ==
+           n - 3;
+}
+
+void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *rest,
+                 struct evkeyvalq *query)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (*rest == '\0') {
+        if (cmd == EVHTTP_REQ_POST)
+            issue(a, req);
+        else if (cmd == EVHTTP_REQ_GET)
+            list(a, req, query);
+        else
+            http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
+        return;
+    }
+    const char *id = rest + 1;
+    if (strcmp(id, "revoke") == 0) {
+        if (cmd == EVHTTP_REQ_POST)
+            bulk_revoke(a, req);
+        else
+            http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
+        return;
+    }
+    if (!valid_id(id)) {
+        http_reply_error(req, KB_E_NOT_FOUND, "no such key", NULL);
+        return;
+    }
+    int64_t now = clock_now();
+    if (cmd == EVHTTP_REQ_GET) {
+        struct kb_key *k = NULL;
+        enum kb_err err = store_key_get(a->store, id, clock_day(now), &k);
+        if (err == KB_OK)
+            http_reply_json(req, 200, key_json(k, now, true));
+        else
+            http_reply_error(req, err == KB_E_NOT_FOUND ? err : KB_E_STORE,
+                             err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
+        store_key_free(k);
+    } else if (cmd == EVHTTP_REQ_DELETE) {
+        enum kb_err err = store_key_revoke(a->store, id, now);
+        if (err == KB_OK) {
+            kb_log(KB_LOG_INFO, "key revoked", "key_id", id, NULL);
+            http_reply_json(req, 204, NULL);
+        } else {
+            http_reply_error(req, err == KB_E_NOT_FOUND ? err : KB_E_STORE,
+                             err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
+        }
+    } else {
+        http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
+    }
+}

@@ -1,0 +1,142 @@
+/* setup.c - data directory, server key and first admin token (see cli.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "store/store.h"
+
+static enum kb_err mkdir_p(const char *dir, char **errmsg)
+{
+    char *p = kb_strdup(dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST)
+            goto fail;
+        *s = '/';
+    }
+    if (mkdir(p, 0700) != 0 && errno != EEXIST)
+        goto fail;
+    free(p);
+    return KB_OK;
+fail:
+    kb_set_errmsg(errmsg, "cannot create data directory %s: %s", p, strerror(errno));
+    free(p);
+    return KB_E_IO;
+}
+
+/* Writes `data` to a new file at path with mode 0600; fails if it exists. */
+static enum kb_err write_new_file(const char *path, const char *data, char **errmsg)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        kb_set_errmsg(errmsg, "cannot create %s: %s", path, strerror(errno));
+        return KB_E_IO;
+    }
+    size_t len = strlen(data);
+    ssize_t w = write(fd, data, len);
+    if (w != (ssize_t)len || fsync(fd) != 0) {
+        kb_set_errmsg(errmsg, "cannot write %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return KB_E_IO;
+    }
+    close(fd);
+    return KB_OK;
+}
+
+enum kb_err cli_prepare_data_dir(const struct kb_config *cfg, uint8_t key[KB_HASH_LEN],
+                                 char **errmsg)
+{
+    enum kb_err err = mkdir_p(cfg->data_dir, errmsg);
+    if (err != KB_OK)
+        return err;
+    if (cfg->server_key) {
+        if (!crypto_unhex(cfg->server_key, strlen(cfg->server_key), key, KB_HASH_LEN)) {
+            kb_set_errmsg(errmsg, "server_key must be 64 hex characters");
+            return KB_E_CONFIG;
+        }
+        return KB_OK;
+    }
+    char *path = kb_asprintf("%s/server.key", cfg->data_dir);
+    char text[2 * KB_HASH_LEN + 2];
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+            n--;
+        if (!crypto_unhex(text, n, key, KB_HASH_LEN)) {
+            kb_set_errmsg(errmsg, "%s is not 64 hex characters; refusing to replace it (every "
+                                  "issued token depends on it)", path);
+            err = KB_E_CONFIG;
+        }
+    } else if (errno == ENOENT) {
+        crypto_random(key, KB_HASH_LEN);
+        crypto_hex(key, KB_HASH_LEN, text);
+        text[2 * KB_HASH_LEN] = '\n';
+        text[2 * KB_HASH_LEN + 1] = '\0';
+        err = write_new_file(path, text, errmsg);
+    } else {
+        kb_set_errmsg(errmsg, "cannot read %s: %s", path, strerror(errno));
+        err = KB_E_IO;
+    }
+    free(path);
+    return err;
+}
+
+enum kb_err cli_bootstrap_admin_token(const struct kb_config *cfg, struct kb_store *store,
+                                      const uint8_t key[KB_HASH_LEN], char **errmsg)
+{
+    uint8_t hash[KB_HASH_LEN];
+    if (cfg->admin_token) {
+        crypto_hmac(key, KB_HASH_LEN, cfg->admin_token, strlen(cfg->admin_token), hash);
+        if (store_admin_token_add(store, hash, "configured", clock_now()) != KB_OK) {
+            kb_set_errmsg(errmsg, "cannot store the admin token");
+            return KB_E_STORE;
+        }
+        return KB_OK;
+    }
+    int64_t count = 0;
+    if (store_admin_token_count(store, &count) != KB_OK) {
+        kb_set_errmsg(errmsg, "cannot read admin tokens");
+        return KB_E_STORE;
+    }
+    char *path = kb_asprintf("%s/admin-token", cfg->data_dir);
+    enum kb_err err = KB_OK;
+    if (count == 0) {
+        char token[KB_TOKEN_MAX + 1];
+        crypto_token_new("kba_", token, sizeof token);
+        crypto_hmac(key, KB_HASH_LEN, token, strlen(token), hash);
+        size_t n = strlen(token);
+        token[n] = '\n';
+        token[n + 1] = '\0';
+        unlink(path); /* a stale file from a wiped store must not survive */
+        if ((err = write_new_file(path, token, errmsg)) != KB_OK)
+            goto out;
+        token[n] = '\0';
+        if (store_admin_token_add(store, hash, "root", clock_now()) != KB_OK) {
+            unlink(path);
+            kb_set_errmsg(errmsg, "cannot store the admin token");
+            err = KB_E_STORE;
+            goto out;
+        }
+        printf("keybrake: admin token written to %s\n", path);
+    } else if (access(path, F_OK) == 0) {
+        printf("keybrake: admin token is in %s\n", path);
+    }
+    fflush(stdout);
+out:
+    free(path);
+    return err;
+}

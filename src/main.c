@@ -1,0 +1,159 @@
+/*
+ * main.c - argv, start-up, signals and stop. Nothing else lives here:
+ * `keybrake serve` loads the configuration, prepares the data directory
+ * (server key, store, admin token), starts the server and waits for
+ * SIGTERM/SIGINT.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/crypto.h"
+#include "core/log.h"
+#include "core/runtime.h"
+#include "meter/meter.h"
+#include "net/server.h"
+#include "store/store.h"
+
+#ifndef KB_VERSION
+#define KB_VERSION "0.1.0"
+#endif
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: keybrake serve [--config FILE]   run the proxy and admin API\n"
+               "       keybrake config                  print the settings table\n"
+               "       keybrake version\n");
+}
+
+static int serve(const char *config_path)
+{
+    int rc = 1;
+    char *errmsg = NULL;
+    struct kb_config *cfg = NULL;
+    struct kb_pricing *pricing = NULL;
+    struct kb_store *store = NULL;
+    struct kb_server *srv = NULL;
+    struct kb_runtime rt = {0};
+    char *store_path = NULL;
+
+    if (config_load(config_path, &cfg, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        goto out;
+    }
+    if (!log_set_level(cfg->log_level) || !log_set_format(cfg->log_format)) {
+        fprintf(stderr, "keybrake: log_level must be debug|info|warn|error and log_format "
+                        "logfmt|json\n");
+        goto out;
+    }
+    if (cli_prepare_data_dir(cfg, rt.server_key, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        goto out;
+    }
+    store_path = kb_asprintf("%s/keybrake.db", cfg->data_dir);
+    if (store_open(store_path, cfg->store_synchronous, true, &store, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: store: %s\n", errmsg);
+        goto out;
+    }
+    if (cli_bootstrap_admin_token(cfg, store, rt.server_key, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        goto out;
+    }
+    if (meter_pricing_load(cfg->pricing_file, &pricing, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: pricing: %s\n", errmsg);
+        goto out;
+    }
+    for (size_t i = 0; i < cfg->nvendors; i++)
+        for (size_t k = 0; k < cfg->vendors[i].ncosts; k++)
+            if (meter_pricing_add_fixed(pricing, cfg->vendors[i].name,
+                                        cfg->vendors[i].costs[k].pattern,
+                                        cfg->vendors[i].costs[k].micros, &errmsg) != KB_OK) {
+                fprintf(stderr, "keybrake: vendor.%s cost: %s\n", cfg->vendors[i].name, errmsg);
+                goto out;
+            }
+#ifdef KB_TEST_HOOKS
+    const char *off = getenv("KEYBRAKE_TEST_CLOCK_OFFSET");
+    if (off)
+        clock_set_offset(strtoll(off, NULL, 10));
+#endif
+    rt.cfg = cfg;
+    rt.pricing = pricing;
+    rt.store_path = store_path;
+
+    /* Signals go to this thread only, through sigwait: workers never see them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (server_start(&rt, &srv, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        goto out;
+    }
+    kb_log(KB_LOG_INFO, "keybrake started", "proxy", server_proxy_addr(srv), "admin",
+           server_admin_addr(srv), "version", KB_VERSION, NULL);
+    printf("keybrake: ready proxy=%s admin=%s\n", server_proxy_addr(srv), server_admin_addr(srv));
+    fflush(stdout);
+
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
+        ;
+    kb_log(KB_LOG_INFO, "stopping", "signal", sig == SIGTERM ? "TERM" : "INT", NULL);
+    server_stop(srv);
+    srv = NULL;
+    kb_log(KB_LOG_INFO, "stopped", NULL);
+    rc = 0;
+out:
+    store_close(store);
+    meter_pricing_free(pricing);
+    config_free(cfg);
+    free(store_path);
+    free(errmsg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "serve") == 0) {
+        const char *config = NULL;
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+                config = argv[++i];
+            else {
+                usage(stderr);
+                return 2;
+            }
+        }
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        int rc = serve(config);
+        curl_global_cleanup();
+        return rc;
+    }
+    if (strcmp(argv[1], "config") == 0) {
+        config_print_table();
+        return 0;
+    }
+    if (strcmp(argv[1], "version") == 0) {
+        printf("keybrake %s\n", KB_VERSION);
+        return 0;
+    }
+    usage(strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+    return strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ? 0 : 2;
+}

@@ -1,0 +1,88 @@
+/*
+ * meter.h - what a request may cost before it is sent, and what it did cost
+ * after. One file per vendor (stripe.c, openai.c, anthropic.c, twilio.c,
+ * fixed.c) behind this interface; prices come from pricing.json (embedded in
+ * the binary, overridable by a file named in the config).
+ *
+ * The proxy calls, per request, on one worker thread:
+ *   meter_begin()            -> worst-case reservation (may refuse, may rewrite the body)
+ *   meter_response_status()  -> once, when the final upstream status is known
+ *   meter_response_data()    -> for every body chunk as it passes (streams are
+ *                               never buffered whole: state is bounded)
+ *   meter_settle()           -> the actual cost
+ *   meter_free()
+ * All amounts are int64 micro-dollars (core/money.h).
+ */
+#ifndef KB_METER_METER_H
+#define KB_METER_METER_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+struct kb_pricing; /* immutable after load: share across threads */
+struct kb_meter;   /* per-request state; owned by the request */
+
+/*
+ * Loads the embedded pricing.json, then, when override_path is non-NULL,
+ * the file there, whose entries replace the embedded ones key by key.
+ * Refuses (KB_E_CONFIG, *errmsg set) unreadable or malformed files and
+ * prices that are negative or not exact micro-dollar decimals.
+ */
+KB_MUSTCHECK enum kb_err meter_pricing_load(const char *override_path, struct kb_pricing **out,
+                                            char **errmsg);
+void meter_pricing_free(struct kb_pricing *p);
+
+/*
+ * Adds a fixed cost for requests to a generic vendor whose method and path
+ * match `pattern` (the pattern language of policy/pattern.h); the first
+ * matching entry wins; no match costs zero. Called at start-up only.
+ */
+KB_MUSTCHECK enum kb_err meter_pricing_add_fixed(struct kb_pricing *p, const char *vendor,
+                                                 const char *pattern, int64_t micros,
+                                                 char **errmsg);
+
+struct kb_meter_req {
+    const char *vendor;       /* "stripe", "openai", "anthropic", "twilio" or a generic name */
+    const char *method;       /* "POST" */
+    const char *path;         /* canonical vendor path without query: "/v1/chat/completions" */
+    size_t path_len;          /* bytes of path */
+    const char *content_type; /* request Content-Type, may be NULL */
+    const char *body;         /* request body as it will be forwarded (Stripe: form) */
+    size_t body_len;          /* bytes of body */
+};
+
+/*
+ * Starts metering one request. On KB_OK: *out is the state (caller frees
+ * with meter_free), *reserve is the worst-case cost (>= 0) to reserve before
+ * forwarding, and *new_body and *new_body_len are set to a rewritten body the
+ * proxy must forward instead (heap, caller frees) or NULL when unchanged
+ * (OpenAI streams get stream_options.include_usage=true added).
+ * Refuses: KB_E_MODEL_NOT_PRICED (unpriced model, no default price),
+ * KB_E_CURRENCY_NOT_SUPPORTED (Stripe amount in a currency without a rate),
+ * KB_E_INVALID (a body the meter must read but cannot parse, e.g. an OpenAI
+ * completion without "model"). *errmsg (caller frees) says why.
+ */
+KB_MUSTCHECK enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *req,
+                                     struct kb_meter **out, int64_t *reserve, char **new_body,
+                                     size_t *new_body_len, char **errmsg);
+
+/* The final upstream status and response Content-Type (may be NULL). */
+void meter_response_status(struct kb_meter *m, int status, const char *content_type);
+
+/* One chunk of the response body, in order. Memory use stays bounded
+ * whatever the total size (SSE events are parsed as they complete). */
+void meter_response_data(struct kb_meter *m, const char *data, size_t len);
+
+/*
+ * The actual cost. `complete` is false when the response did not arrive
+ * whole (upstream cut, client gone mid-stream): a metered response whose
+ * usage was not seen then costs the reservation, never zero. A response
+ * that never started (no status) costs zero. Never negative.
+ */
+int64_t meter_settle(struct kb_meter *m, bool complete);
+
+void meter_free(struct kb_meter *m);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * http.h - small helpers over evhttp shared by the proxy and the admin API:
+ * JSON replies, error replies in the one error shape, and request facts.
+ */
+#ifndef KB_NET_HTTP_H
+#define KB_NET_HTTP_H
+#include <jansson.h>
+#include <stddef.h>
+
+#include "core/err.h"
+
+struct evhttp_request;
+
+/*
+ * Replies `status` with `body` serialised (steals the reference; may be
+ * NULL for an empty body) and Content-Type application/json. The request
+ * is finished and must not be touched afterwards.
+ */
+void http_reply_json(struct evhttp_request *req, int status, json_t *body);
+
+/*
+ * Replies with the error shape {"code", "message"[, "field"]}, the status
+ * from err.h, and a `Keybrake-Error: <code>` header so clients can tell the
+ * proxy's answers from the vendor's. message NULL: the default message.
+ */
+void http_reply_error(struct evhttp_request *req, enum kb_err err, const char *message,
+                      const char *field);
+
+/* The method as text ("GET"), or NULL for one Keybrake does not serve. */
+const char *http_method_name(struct evhttp_request *req);
+
+#endif

@@ -1,0 +1,317 @@
+/*
+ * server.c - binding, worker threads and graceful stop (see server.h).
+ *
+ * Each thread owns an event_base, an evhttp and a store connection, all
+ * created here on the main thread before the thread starts and freed here
+ * after it is joined, so no two threads ever touch the same one. Stopping
+ * is a write to the thread's eventfd; the thread then stops accepting and
+ * exits its loop once its in-flight requests are done or the shutdown
+ * timeout passes.
+ */
+#include "net/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "admin/admin.h"
+#include "core/alloc.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/runtime.h"
+#include "proxy/proxy.h"
+#include "store/store.h"
+
+struct thread {
+    struct kb_server *srv;          /* borrowed */
+    int index;                      /* worker number; -1 for admin */
+    pthread_t tid;
+    bool started;
+    struct event_base *base;        /* owned */
+    struct evhttp *http;            /* owned */
+    struct evhttp_bound_socket *bound; /* owned by http */
+    struct kb_store *store;         /* owned */
+    struct kb_proxy *proxy;         /* owned; workers only */
+    struct kb_admin *admin;         /* owned; admin thread only */
+    int stop_fd;                    /* owned; eventfd */
+    struct event *stop_ev;          /* owned */
+    struct event *deadline;         /* owned; shutdown timeout */
+};
+
+struct kb_server {
+    const struct kb_runtime *rt; /* borrowed */
+    struct thread *workers;      /* owned */
+    int nworkers;
+    struct thread admin;
+    char proxy_addr[64];
+    char admin_addr[64];
+};
+
+/* Splits "host:port" and binds a listening socket; *port gets the bound
+ * port (the chosen one when asked for 0). */
+static int bind_listener(const char *hostport, int port_override, int *port, char **errmsg)
+{
+    const char *colon = strrchr(hostport, ':');
+    if (!colon || colon == hostport) {
+        kb_set_errmsg(errmsg, "listen address \"%s\" must be host:port", hostport);
+        return -1;
+    }
+    char host[256];
+    size_t hlen = (size_t)(colon - hostport);
+    if (hlen >= sizeof host) {
+        kb_set_errmsg(errmsg, "listen host too long");
+        return -1;
+    }
+    memcpy(host, hostport, hlen);
+    host[hlen] = '\0';
+    if (host[0] == '[' && hlen > 2 && host[hlen - 1] == ']') {
+        memmove(host, host + 1, hlen - 2);
+        host[hlen - 2] = '\0';
+    }
+    char portstr[16];
+    if (port_override >= 0)
+        snprintf(portstr, sizeof portstr, "%d", port_override);
+    else
+        snprintf(portstr, sizeof portstr, "%s", colon + 1);
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(host, portstr, &hints, &ai);
+    if (rc != 0) {
+        kb_set_errmsg(errmsg, "cannot resolve listen address \"%s\": %s", hostport,
+                      gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        kb_set_errmsg(errmsg, "cannot listen on %s: %s", hostport, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                           : ((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+}
+
+static void format_addr(char *out, size_t size, const char *hostport, int port)
+{
+    const char *colon = strrchr(hostport, ':');
+    snprintf(out, size, "%.*s:%d", (int)(colon - hostport), hostport, port);
+}
+
+static void loop_exit(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct thread *t = arg;
+    event_base_loopexit(t->base, NULL);
+}
+
+static void drained(void *arg)
+{
+    struct thread *t = arg;
+    event_base_loopexit(t->base, NULL);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct thread *t = arg;
+    uint64_t v;
+    ssize_t n = read(fd, &v, sizeof v);
+    (void)n;
+    /* stop accepting: the socket closes, new connections go elsewhere */
+    if (t->bound) {
+        evhttp_del_accept_socket(t->http, t->bound);
+        t->bound = NULL;
+    }
+    if (!t->proxy) {
+        event_base_loopexit(t->base, NULL);
+        return;
+    }
+    int64_t ms = t->srv->rt->cfg->shutdown_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    t->deadline = evtimer_new(t->base, loop_exit, t);
+    evtimer_add(t->deadline, &tv);
+    proxy_drain(t->proxy, drained, t);
+}
+
+static void *thread_main(void *arg)
+{
+    struct thread *t = arg;
+    event_base_dispatch(t->base);
+    return NULL;
+}
+
+static void thread_cleanup(struct thread *t)
+{
+    proxy_free(t->proxy);
+    admin_free(t->admin);
+    if (t->http)
+        evhttp_free(t->http);
+    if (t->stop_ev)
+        event_free(t->stop_ev);
+    if (t->deadline)
+        event_free(t->deadline);
+    if (t->stop_fd > 0)
+        close(t->stop_fd);
+    store_close(t->store);
+    if (t->base)
+        event_base_free(t->base);
+}
+
+static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int index, int fd,
+                               char **errmsg)
+{
+    const struct kb_config *cfg = srv->rt->cfg;
+    enum kb_err err;
+    t->srv = srv;
+    t->index = index;
+    struct event_config *ec = event_config_new();
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    t->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (!t->base) {
+        kb_set_errmsg(errmsg, "cannot create an event loop");
+        close(fd);
+        return KB_E_INTERNAL;
+    }
+    t->http = evhttp_new(t->base);
+    evhttp_set_default_content_type(t->http, NULL);
+    t->bound = evhttp_accept_socket_with_handle(t->http, fd);
+    if (!t->bound) {
+        close(fd);
+        kb_set_errmsg(errmsg, "cannot accept on the listening socket");
+        return KB_E_INTERNAL;
+    }
+    t->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    t->stop_ev = event_new(t->base, t->stop_fd, EV_READ, on_stop, t);
+    event_add(t->stop_ev, NULL);
+    if ((err = store_open(srv->rt->store_path, cfg->store_synchronous, false, &t->store,
+                          errmsg)) != KB_OK)
+        return err;
+    if (index >= 0) {
+        evhttp_set_allowed_methods(t->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                                EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+        evhttp_set_max_headers_size(t->http, (ev_ssize_t)cfg->max_header_bytes);
+        evhttp_set_max_body_size(t->http, (ev_ssize_t)cfg->max_body_bytes);
+        evhttp_set_timeout(t->http, (int)((cfg->client_timeout_ms + 999) / 1000));
+        return proxy_new(t->base, t->http, srv->rt, t->store, index, &t->proxy, errmsg);
+    }
+    evhttp_set_allowed_methods(t->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_DELETE);
+    evhttp_set_max_headers_size(t->http, 32 * 1024);
+    evhttp_set_max_body_size(t->http, 1024 * 1024);
+    evhttp_set_timeout(t->http, 30);
+    return admin_new(t->http, srv->rt, t->store, &t->admin, errmsg);
+}
+
+enum kb_err server_start(const struct kb_runtime *rt, struct kb_server **out, char **errmsg)
+{
+    const struct kb_config *cfg = rt->cfg;
+    struct kb_server *srv = kb_calloc(1, sizeof *srv);
+    srv->rt = rt;
+    enum kb_err err = KB_OK;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->nworkers = cfg->workers > 0 ? (int)cfg->workers : (int)(cores > 0 ? cores : 1);
+    srv->workers = kb_calloc((size_t)srv->nworkers, sizeof *srv->workers);
+
+    int port = 0;
+    for (int i = 0; i < srv->nworkers; i++) {
+        /* the first bind may pick the port; the others join it */
+        int fd = bind_listener(cfg->proxy_listen, i == 0 ? -1 : port, &port, errmsg);
+        if (fd < 0) {
+            err = KB_E_CONFIG;
+            goto fail;
+        }
+        if ((err = thread_init(srv, &srv->workers[i], i, fd, errmsg)) != KB_OK)
+            goto fail;
+    }
+    format_addr(srv->proxy_addr, sizeof srv->proxy_addr, cfg->proxy_listen, port);
+    int afd = bind_listener(cfg->admin_listen, -1, &port, errmsg);
+    if (afd < 0) {
+        err = KB_E_CONFIG;
+        goto fail;
+    }
+    if ((err = thread_init(srv, &srv->admin, -1, afd, errmsg)) != KB_OK)
+        goto fail;
+    format_addr(srv->admin_addr, sizeof srv->admin_addr, cfg->admin_listen, port);
+
+    for (int i = 0; i < srv->nworkers; i++) {
+        if (pthread_create(&srv->workers[i].tid, NULL, thread_main, &srv->workers[i]) != 0) {
+            kb_set_errmsg(errmsg, "cannot start worker thread: %s", strerror(errno));
+            err = KB_E_INTERNAL;
+            goto fail;
+        }
+        srv->workers[i].started = true;
+    }
+    if (pthread_create(&srv->admin.tid, NULL, thread_main, &srv->admin) != 0) {
+        kb_set_errmsg(errmsg, "cannot start admin thread: %s", strerror(errno));
+        err = KB_E_INTERNAL;
+        goto fail;
+    }
+    srv->admin.started = true;
+    *out = srv;
+    return KB_OK;
+fail:
+    server_stop(srv);
+    return err;
+}
+
+const char *server_proxy_addr(const struct kb_server *s)
+{
+    return s->proxy_addr;
+}
+
+const char *server_admin_addr(const struct kb_server *s)
+{
+    return s->admin_addr;
+}
+
+static void signal_stop(struct thread *t)
+{
+    uint64_t one = 1;
+    if (t->started && write(t->stop_fd, &one, sizeof one) < 0)
+        kb_log(KB_LOG_ERROR, "cannot signal a thread to stop", NULL);
+}
+
+void server_stop(struct kb_server *srv)
+{
+    if (!srv)
+        return;
+    signal_stop(&srv->admin);
+    for (int i = 0; i < srv->nworkers; i++)
+        signal_stop(&srv->workers[i]);
+    if (srv->admin.started)
+        pthread_join(srv->admin.tid, NULL);
+    for (int i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].started)
+            pthread_join(srv->workers[i].tid, NULL);
+    thread_cleanup(&srv->admin);
+    for (int i = 0; i < srv->nworkers; i++)
+        thread_cleanup(&srv->workers[i]);
+    free(srv->workers);
+    free(srv);
+}

@@ -1,0 +1,701 @@
+/*
+ * proxy.c - one proxied request, start to finish (see proxy.h).
+ *
+ * on_request() decides everything that can refuse a request before a byte
+ * leaves: canonical target, vendor, vault token, key state, endpoint policy,
+ * body transcoding, cost reservation. Only then does it hand the request to
+ * the upstream client, whose callbacks stream the answer back (on_head,
+ * on_body) and settle the cost (on_done). A client that goes away mid-way
+ * is noticed by the connection's close callback (client_closed).
+ *
+ * Ownership: struct preq owns everything of one request and is freed in
+ * exactly one place, preq_finish(). evhttp owns the evhttp_request; once a
+ * reply is sent (or the connection is gone) we never touch it again.
+ */
+#include "proxy/proxy.h"
+
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/http_struct.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/crypto.h"
+#include "core/log.h"
+#include "core/money.h"
+#include "core/runtime.h"
+#include "meter/meter.h"
+#include "net/http.h"
+#include "policy/canon.h"
+#include "policy/pattern.h"
+#include "proxy/hygiene.h"
+#include "proxy/stripe_form.h"
+#include "proxy/upstream.h"
+#include "store/store.h"
+
+/* Pause the upstream when this much is waiting to go to a slow client. */
+#define CLIENT_HIGH_WATER (256 * 1024)
+/* How often requests in flight are checked for a revoked key: a revoked
+ * key's streams are cut within this (issue: "within one second"). */
+#define REVOCATION_WATCH_MS 250
+
+struct kb_proxy {
+    struct event_base *base;     /* borrowed */
+    struct evhttp *http;         /* borrowed */
+    const struct kb_runtime *rt; /* borrowed */
+    struct kb_store *store;      /* borrowed; this worker's connection */
+    struct kb_upstream *up;      /* owned */
+    char **inject;               /* owned; per vendor index, the credential header line */
+    struct evbuffer *scratch;    /* owned; staging for reply chunks */
+    struct event *watch;         /* owned; revocation watch timer */
+    struct preq *inflight;       /* requests in flight, doubly linked */
+    int ninflight;
+    bool draining;
+    kb_drained_cb drained_cb;
+    void *drained_arg;
+    int worker;
+    uint32_t seed;    /* random per worker: request ids differ across restarts */
+    uint64_t counter; /* request ids within this worker */
+};
+
+struct preq {
+    struct kb_proxy *px;          /* borrowed */
+    struct evhttp_request *req;   /* borrowed from evhttp; NULL once replied or gone */
+    struct evhttp_connection *conn; /* borrowed; NULL once gone */
+    struct kb_upstream_req *up;   /* owned while the transfer runs */
+    struct kb_key *key;           /* owned */
+    const struct kb_vendor *vendor; /* borrowed from the config */
+    struct kb_meter *meter;       /* owned */
+    char *body;                   /* owned when rewritten, else NULL */
+    int64_t reserved;             /* micro-dollars reserved on `day` */
+    int64_t day;                  /* UTC day of the reservation */
+    int64_t remaining;            /* cap left after the reservation */
+    int status;                   /* upstream status, 0 until known */
+    bool head_sent;               /* reply headers went to the client */
+    bool paused;                  /* upstream paused for a slow client */
+    bool client_gone;             /* the client connection closed */
+    char id[40];                  /* request id */
+    struct preq *prev, *next;
+};
+
+static const char *const strip_request[] = {
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive",
+    "proxy-connection", "te", "trailer", "upgrade", "expect", "authorization",
+    "proxy-authorization", "x-api-key", "cookie", "forwarded", NULL};
+static const char *const strip_response[] = {
+    "connection", "keep-alive", "proxy-connection", "te", "trailer",
+    "transfer-encoding", "upgrade", NULL};
+
+static bool in_list(const char *const *list, const char *name, size_t len)
+{
+    for (; *list; list++)
+        if (strlen(*list) == len && strncasecmp(*list, name, len) == 0)
+            return true;
+    return false;
+}
+
+/* True when `name` appears as a token of a Connection header value. */
+static bool named_in_connection(const char *conn, const char *name)
+{
+    size_t nlen = strlen(name);
+    for (const char *p = conn; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ' && *e != '\t')
+            e++;
+        if ((size_t)(e - p) == nlen && strncasecmp(p, name, nlen) == 0)
+            return true;
+        p = e;
+    }
+    return false;
+}
+
+static void preq_unlink(struct preq *r)
+{
+    struct kb_proxy *px = r->px;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        px->inflight = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    px->ninflight--;
+}
+
+/* Settles the cost (`actual`), frees the request state, and tells a
+ * draining worker when the last request is done. */
+static void preq_finish(struct preq *r, int64_t actual)
+{
+    struct kb_proxy *px = r->px;
+    if (r->key && r->reserved >= 0) {
+        enum kb_err err = store_spend_settle(px->store, r->key->seq, r->day, r->reserved, actual,
+                                             r->key->daily_cap, NULL);
+        if (err != KB_OK)
+            kb_log(KB_LOG_ERROR, "spend settlement failed; the reservation stays (fail closed)",
+                   "request_id", r->id, "key_id", r->key->id, NULL);
+    }
+    if (r->conn)
+        evhttp_connection_set_closecb(r->conn, NULL, NULL);
+    preq_unlink(r);
+    meter_free(r->meter);
+    store_key_free(r->key);
+    free(r->body);
+    free(r);
+    if (px->draining && px->ninflight == 0 && px->drained_cb)
+        px->drained_cb(px->drained_arg);
+}
+
+/* ---- upstream callbacks ---- */
+
+static void on_header(void *arg, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    struct preq *r = arg;
+    if (r->client_gone || in_list(strip_response, name, nlen))
+        return;
+    char *n = kb_strndup(name, nlen), *v = kb_strndup(value, vlen);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), n, v);
+    free(n);
+    free(v);
+}
+
+static void add_cost_headers(struct preq *r, struct evkeyvalq *out, int64_t cost)
+{
+    char a[32], b[32];
+    evhttp_add_header(out, "Keybrake-Cost-USD", money_format(cost, a, sizeof a));
+    evhttp_add_header(out, "Keybrake-Remaining-USD", money_format(r->remaining, b, sizeof b));
+}
+
+static void on_head(void *arg, int status)
+{
+    struct preq *r = arg;
+    r->status = status;
+    if (r->client_gone)
+        return;
+    struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
+    meter_response_status(r->meter, status, evhttp_find_header(out, "Content-Type"));
+    evhttp_add_header(out, "Keybrake-Request-Id", r->id);
+    add_cost_headers(r, out, r->reserved);
+    evhttp_send_reply_start(r->req, status, NULL);
+    r->head_sent = true;
+}
+
+static void chunk_written(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    struct preq *r = arg;
+    if (r->paused && r->up) {
+        r->paused = false;
+        upstream_resume(r->up);
+    }
+}
+
+static bool on_body(void *arg, const char *data, size_t len)
+{
+    struct preq *r = arg;
+    if (r->client_gone || !r->head_sent)
+        return true;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(r->conn);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > CLIENT_HIGH_WATER) {
+        r->paused = true; /* chunk_written resumes once the client caught up */
+        return false;
+    }
+    meter_response_data(r->meter, data, len);
+    if (len == 0)
+        return true;
+    evbuffer_add(r->px->scratch, data, len);
+    evhttp_send_reply_chunk_with_cb(r->req, r->px->scratch, chunk_written, r);
+    return true;
+}
+
+static void on_done(void *arg, enum kb_err err)
+{
+    struct preq *r = arg;
+    r->up = NULL; /* the upstream client freed it */
+    int64_t actual;
+    if (r->client_gone) {
+        /* already settled by client_closed */
+        return;
+    }
+    if (err == KB_OK) {
+        actual = meter_settle(r->meter, true);
+        evhttp_send_reply_end(r->req);
+    } else if (r->head_sent) {
+        /* cut mid-body: the client must not mistake it for a whole answer */
+        actual = meter_settle(r->meter, false);
+        struct evhttp_connection *conn = r->conn;
+        evhttp_connection_set_closecb(conn, NULL, NULL);
+        r->conn = NULL;
+        evhttp_connection_free(conn);
+        kb_log(KB_LOG_WARN, "upstream failed mid-response", "request_id", r->id, "code",
+               kb_strerror(err), NULL);
+    } else {
+        actual = meter_settle(r->meter, false);
+        http_reply_error(r->req, err, NULL, NULL);
+    }
+    r->req = NULL;
+    preq_finish(r, actual);
+}
+
+static const struct kb_upstream_ops upstream_ops = {on_header, on_head, on_body, on_done};
+
+/* The client connection closed while its request was in flight. */
+static void client_closed(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    struct preq *r = arg;
+    r->client_gone = true;
+    r->conn = NULL;
+    /* detached by evhttp (client went away): freeing it is ours */
+    if (r->req && evhttp_request_get_connection(r->req) == NULL)
+        evhttp_request_free(r->req);
+    r->req = NULL;
+    if (r->up) {
+        upstream_cancel(r->up);
+        r->up = NULL;
+    }
+    /* The vendor may have acted on a request we could not see the end of:
+     * charge the worst case unless the meter knows better. */
+    int64_t actual = r->status ? meter_settle(r->meter, false) : r->reserved;
+    kb_log(KB_LOG_INFO, "client closed before the response ended", "request_id", r->id, NULL);
+    preq_finish(r, actual);
+}
+
+/* The key of a request in flight was revoked: stop the vendor transfer and
+ * end the client's response where it stands. */
+static void cut_revoked(struct preq *r)
+{
+    if (r->up) {
+        upstream_cancel(r->up);
+        r->up = NULL;
+    }
+    /* the vendor may have acted already: a metered response is charged as
+     * a cut stream, an unanswered one at the reservation */
+    int64_t actual = r->status ? meter_settle(r->meter, false) : r->reserved;
+    if (r->head_sent) {
+        struct evhttp_connection *conn = r->conn;
+        evhttp_connection_set_closecb(conn, NULL, NULL);
+        r->conn = NULL;
+        evhttp_connection_free(conn);
+    } else {
+        http_reply_error(r->req, KB_E_KEY_REVOKED, NULL, NULL);
+    }
+    r->req = NULL;
+    kb_log(KB_LOG_INFO, "response cut: key revoked", "request_id", r->id, "key_id", r->key->id,
+           NULL);
+    preq_finish(r, actual);
+}
+
+static void watch_revocations(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct kb_proxy *px = arg;
+    for (struct preq *r = px->inflight, *next; r; r = next) {
+        next = r->next;
+        bool revoked = false;
+        if (store_key_revoked(px->store, r->key->seq, &revoked) == KB_OK && revoked)
+            cut_revoked(r);
+    }
+}
+
+/* ---- the request path ---- */
+
+/* Finds the vault token where the vendor's SDK sends it. */
+static bool find_token(struct evkeyvalq *h, const struct kb_vendor *v, char *out, size_t size)
+{
+    const char *auth = NULL, *xkey = NULL;
+    int nauth = 0, nkey = 0;
+    const char *key_header = v && v->auth == KB_AUTH_HEADER ? v->auth_header : "x-api-key";
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, h, next)
+    {
+        if (strcasecmp(kv->key, "authorization") == 0)
+            auth = kv->value, nauth++;
+        else if (strcasecmp(kv->key, key_header) == 0)
+            xkey = kv->value, nkey++;
+    }
+    if (nauth > 1 || nkey > 1)
+        return false; /* ambiguous: refuse rather than guess */
+    const char *tok = NULL;
+    size_t len = 0;
+    char decoded[256];
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        tok = auth + 7;
+        while (*tok == ' ')
+            tok++;
+        len = strlen(tok);
+    } else if (auth && strncasecmp(auth, "Basic ", 6) == 0) {
+        const char *b64 = auth + 6;
+        size_t blen = strlen(b64);
+        if (blen == 0 || blen % 4 || blen / 4 * 3 >= sizeof decoded)
+            return false;
+        int n = EVP_DecodeBlock((unsigned char *)decoded, (const unsigned char *)b64, (int)blen);
+        if (n < 0)
+            return false;
+        if (blen >= 1 && b64[blen - 1] == '=')
+            n--;
+        if (blen >= 2 && b64[blen - 2] == '=')
+            n--;
+        decoded[n] = '\0';
+        char *colon = memchr(decoded, ':', (size_t)n);
+        if (!colon)
+            return false;
+        /* Twilio sends SID:token; Stripe's curl style sends token: */
+        if (colon[1]) {
+            tok = colon + 1;
+            len = strlen(tok);
+        } else {
+            tok = decoded;
+            len = (size_t)(colon - decoded);
+        }
+    } else if (xkey) {
+        tok = xkey;
+        len = strlen(tok);
+    }
+    if (!tok || len == 0 || len >= size)
+        return false;
+    memcpy(out, tok, len);
+    out[len] = '\0';
+    return true;
+}
+
+static void build_headers(struct kb_proxy *px, struct evhttp_request *req,
+                                 const struct kb_vendor *v, bool transcoded, bool has_body,
+                                 struct curl_slist **out)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *conn = evhttp_find_header(in, "Connection");
+    struct curl_slist *list = NULL;
+    bool has_accept = false, has_ctype = false;
+    struct kb_buf line = KB_BUF_INIT;
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, in, next)
+    {
+        size_t nlen = strlen(kv->key);
+        if (in_list(strip_request, kv->key, nlen) || strncasecmp(kv->key, "keybrake-", 9) == 0 ||
+            strncasecmp(kv->key, "x-forwarded-", 12) == 0 ||
+            (v->auth == KB_AUTH_HEADER && strcasecmp(kv->key, v->auth_header) == 0) ||
+            (conn && named_in_connection(conn, kv->key)))
+            continue;
+        if (strcasecmp(kv->key, "content-type") == 0) {
+            if (transcoded)
+                continue;
+            has_ctype = true;
+        }
+        if (strcasecmp(kv->key, "accept") == 0)
+            has_accept = true;
+        buf_reset(&line);
+        buf_printf(&line, "%s: %s", kv->key, kv->value);
+        if (!*kv->value) /* curl sends "Name;" as an empty header */
+            buf_reset(&line), buf_printf(&line, "%s;", kv->key);
+        list = curl_slist_append(list, line.data);
+    }
+    buf_cleanup(&line);
+    if (transcoded)
+        list = curl_slist_append(list, "Content-Type: application/x-www-form-urlencoded");
+    else if (has_body && !has_ctype)
+        list = curl_slist_append(list, "Content-Type:");
+    if (!has_accept)
+        list = curl_slist_append(list, "Accept:");
+    list = curl_slist_append(list, "Expect:");
+    list = curl_slist_append(list, px->inject[v - px->rt->cfg->vendors]);
+    *out = list;
+}
+
+static struct kb_policy *compile_policy(const char *json_text)
+{
+    json_t *arr = json_loads(json_text, 0, NULL);
+    struct kb_policy *pol = NULL;
+    if (arr && json_is_array(arr)) {
+        size_t n = json_array_size(arr);
+        const char **pats = kb_calloc(n ? n : 1, sizeof *pats);
+        for (size_t i = 0; i < n; i++)
+            pats[i] = json_string_value(json_array_get(arr, i));
+        char *e = NULL;
+        if (policy_compile(pats, n, &pol, &e) != KB_OK)
+            pol = NULL;
+        free(e);
+        free(pats);
+    }
+    json_decref(arr);
+    return pol;
+}
+
+static void refuse(struct evhttp_request *req, enum kb_err err, const char *msg, const char *id)
+{
+    kb_log(KB_LOG_DEBUG, "request refused", "request_id", id, "code", kb_strerror(err), NULL);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Request-Id", id);
+    http_reply_error(req, err, msg, NULL);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct kb_proxy *px = arg;
+    const struct kb_config *cfg = px->rt->cfg;
+    char id[40];
+    snprintf(id, sizeof id, "req_%08x%02x%010llx", px->seed, px->worker & 0xff,
+             (unsigned long long)++px->counter);
+    enum kb_err err = KB_OK;
+    char *msg = NULL;
+    struct kb_key *key = NULL;
+    struct kb_policy *pol = NULL;
+    struct kb_meter *meter = NULL;
+    char *new_body = NULL;
+    struct curl_slist *headers = NULL;
+    char *url = NULL;
+
+    const char *method = http_method_name(req);
+    if (!method) {
+        err = KB_E_METHOD_NOT_ALLOWED;
+        goto refused;
+    }
+    if (px->draining) {
+        err = KB_E_SHUTTING_DOWN;
+        goto refused;
+    }
+
+    /* 1. framing and headers that could be read two ways: refused, and the
+     * connection closed so nothing buffered after them is read */
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    if ((err = hygiene_check_headers(in, req->major, req->minor, cfg->max_headers, &msg)) !=
+        KB_OK) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        goto refused;
+    }
+
+    /* 2. the target: canonical, or refused */
+    const char *target = evhttp_request_get_uri(req);
+    size_t tlen = strlen(target), plen;
+    if ((err = policy_canon_check(target, tlen, (size_t)cfg->max_path_bytes, &plen, &msg)) != KB_OK)
+        goto refused;
+    if (plen < tlen && hygiene_query_has_token(target + plen + 1, tlen - plen - 1)) {
+        err = KB_E_TOKEN_IN_QUERY;
+        goto refused;
+    }
+
+    /* 3. vendor from the first segment, when it names one */
+    const struct kb_vendor *vendor = NULL;
+    const char *vpath = target;
+    size_t seg = 1;
+    while (seg < plen && target[seg] != '/')
+        seg++;
+    const struct kb_vendor *prefixed = config_vendor(cfg, target + 1, seg - 1);
+    if (prefixed) {
+        vendor = prefixed;
+        vpath = target + seg; /* "" or "/..." or "?..." */
+        plen -= seg;
+    }
+
+    /* 4. the vault token and its key */
+    char token[KB_TOKEN_MAX + 8];
+    if (!find_token(in, vendor, token, sizeof token) ||
+        !crypto_token_valid("kb_", token, strlen(token))) {
+        err = KB_E_INVALID_TOKEN;
+        goto refused;
+    }
+    uint8_t hash[KB_HASH_LEN];
+    crypto_hmac(px->rt->server_key, KB_HASH_LEN, token, strlen(token), hash);
+    int64_t now = clock_now();
+    int64_t day = clock_day(now);
+    if ((err = store_key_by_hash(px->store, hash, day, &key)) != KB_OK) {
+        if (err == KB_E_NOT_FOUND)
+            err = KB_E_INVALID_TOKEN;
+        goto refused;
+    }
+    if (key->revoked_at) {
+        err = KB_E_KEY_REVOKED;
+        goto refused;
+    }
+    if (now >= key->expires_at) {
+        err = KB_E_KEY_EXPIRED;
+        goto refused;
+    }
+    const struct kb_vendor *kv = config_vendor(cfg, key->vendor, strlen(key->vendor));
+    if (prefixed && kv != prefixed) {
+        err = KB_E_VENDOR_MISMATCH;
+        msg = kb_asprintf("this vault key is for %s, not %s", key->vendor, prefixed->name);
+        goto refused;
+    }
+    vendor = kv;
+    if (!vendor || !vendor->secret) {
+        err = KB_E_VENDOR_NOT_CONFIGURED;
+        goto refused;
+    }
+
+    /* 5. endpoint policy, on exactly the path that will be forwarded */
+    const char *path = plen ? vpath : "/";
+    size_t path_len = plen ? plen : 1;
+    if (!(pol = compile_policy(key->allowed_endpoints)) ||
+        !policy_allows(pol, method, path, path_len)) {
+        err = KB_E_ENDPOINT_NOT_ALLOWED;
+        goto refused;
+    }
+
+    /* 6. body: Stripe takes forms; JSON from agents is transcoded */
+    struct evbuffer *inbuf = evhttp_request_get_input_buffer(req);
+    size_t blen = evbuffer_get_length(inbuf);
+    const char *body = blen ? (const char *)evbuffer_pullup(inbuf, -1) : NULL;
+    const char *ctype = evhttp_find_header(in, "Content-Type");
+    bool transcoded = false;
+    if (strcmp(vendor->name, "stripe") == 0 && blen && ctype &&
+        strncasecmp(ctype, "application/json", 16) == 0) {
+        size_t flen;
+        if ((err = stripe_form_from_json(body, blen, &new_body, &flen, &msg)) != KB_OK)
+            goto refused;
+        body = new_body;
+        blen = flen;
+        transcoded = true;
+        ctype = "application/x-www-form-urlencoded";
+    }
+
+    /* 7. worst-case cost, reserved atomically against today's cap */
+    char *path_z = kb_strndup(path, path_len);
+    struct kb_meter_req mreq = {vendor->name, method, path_z, path_len, ctype, body, blen};
+    int64_t reserve = 0;
+    char *metered_body = NULL;
+    size_t metered_len = 0;
+    err = meter_begin(px->rt->pricing, &mreq, &meter, &reserve, &metered_body, &metered_len, &msg);
+    free(path_z);
+    if (err != KB_OK)
+        goto refused;
+    if (metered_body) {
+        free(new_body);
+        body = new_body = metered_body;
+        blen = metered_len;
+    }
+    int64_t remaining = 0;
+    if ((err = store_spend_reserve(px->store, key->seq, day, reserve, key->daily_cap,
+                                   &remaining)) != KB_OK)
+        goto refused;
+
+    /* 8. forward */
+    struct preq *r = kb_calloc(1, sizeof *r);
+    r->px = px;
+    r->req = req;
+    r->conn = evhttp_request_get_connection(req);
+    r->key = key;
+    r->vendor = vendor;
+    r->meter = meter;
+    r->body = new_body;
+    r->reserved = reserve;
+    r->day = day;
+    r->remaining = remaining;
+    memcpy(r->id, id, sizeof r->id);
+    key = NULL;
+    meter = NULL;
+    new_body = NULL;
+    r->next = px->inflight;
+    if (px->inflight)
+        px->inflight->prev = r;
+    px->inflight = r;
+    px->ninflight++;
+    evhttp_connection_set_closecb(r->conn, client_closed, r);
+
+    build_headers(px, req, vendor, transcoded, blen > 0, &headers);
+    const char *query = memchr(vpath, '?', strlen(vpath));
+    url = kb_asprintf("%s%.*s%s", vendor->base_url, (int)path_len, path, query ? query : "");
+    r->up = upstream_start(px->up, method, url, headers, body, blen, &upstream_ops, r);
+    free(url);
+    policy_free(pol);
+    free(msg);
+    return;
+
+refused:
+    refuse(req, err, msg, id);
+    meter_free(meter);
+    store_key_free(key);
+    policy_free(pol);
+    free(new_body);
+    free(msg);
+}
+
+enum kb_err proxy_new(struct event_base *base, struct evhttp *http, const struct kb_runtime *rt,
+                      struct kb_store *store, int worker, struct kb_proxy **out, char **errmsg)
+{
+    const struct kb_config *cfg = rt->cfg;
+    struct kb_proxy *px = kb_calloc(1, sizeof *px);
+    px->base = base;
+    px->http = http;
+    px->rt = rt;
+    px->store = store;
+    px->worker = worker;
+    crypto_random(&px->seed, sizeof px->seed);
+    px->scratch = evbuffer_new();
+    struct kb_upstream_opts o = {cfg->upstream_connect_timeout_ms, cfg->upstream_timeout_ms,
+                                 cfg->ca_file, 1024};
+    enum kb_err err = upstream_new(base, &o, &px->up, errmsg);
+    if (err != KB_OK) {
+        evbuffer_free(px->scratch);
+        free(px);
+        return err;
+    }
+    /* the injected credential of each vendor, built once */
+    px->inject = kb_calloc(cfg->nvendors, sizeof *px->inject);
+    for (size_t i = 0; i < cfg->nvendors; i++) {
+        const struct kb_vendor *v = &cfg->vendors[i];
+        if (!v->secret)
+            continue;
+        if (v->auth == KB_AUTH_BEARER) {
+            px->inject[i] = kb_asprintf("Authorization: Bearer %s", v->secret);
+        } else if (v->auth == KB_AUTH_HEADER) {
+            px->inject[i] = kb_asprintf("%s: %s", v->auth_header, v->secret);
+        } else {
+            char *pair = kb_asprintf("%s:%s", v->account ? v->account : "", v->secret);
+            char *b64 = crypto_base64(pair, strlen(pair));
+            px->inject[i] = kb_asprintf("Authorization: Basic %s", b64);
+            free(b64);
+            free(pair);
+        }
+    }
+    px->watch = event_new(base, -1, EV_PERSIST, watch_revocations, px);
+    struct timeval tv = {0, REVOCATION_WATCH_MS * 1000};
+    event_add(px->watch, &tv);
+    evhttp_set_gencb(http, on_request, px);
+    *out = px;
+    return KB_OK;
+}
+
+void proxy_drain(struct kb_proxy *px, kb_drained_cb cb, void *arg)
+{
+    px->draining = true;
+    px->drained_cb = cb;
+    px->drained_arg = arg;
+    if (px->ninflight == 0 && cb)
+        cb(arg);
+}
+
+void proxy_free(struct kb_proxy *px)
+{
+    if (!px)
+        return;
+    px->drained_cb = NULL;
+    while (px->inflight) {
+        struct preq *r = px->inflight;
+        if (r->up) {
+            upstream_cancel(r->up);
+            r->up = NULL;
+        }
+        preq_finish(r, r->reserved);
+    }
+    event_free(px->watch);
+    upstream_free(px->up);
+    for (size_t i = 0; i < px->rt->cfg->nvendors; i++)
+        free(px->inject[i]);
+    free(px->inject);
+    evbuffer_free(px->scratch);
+    free(px);
+}

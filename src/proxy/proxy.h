@@ -1,0 +1,40 @@
+/*
+ * proxy.h - the per-request path of the proxy listener:
+ *   route -> authenticate -> policy -> meter/reserve -> upstream -> settle.
+ *
+ * One kb_proxy per worker thread, owning that worker's upstream client and
+ * using that worker's store connection; everything runs on the worker's
+ * event loop.
+ */
+#ifndef KB_PROXY_PROXY_H
+#define KB_PROXY_PROXY_H
+#include <stdbool.h>
+
+#include "core/err.h"
+
+struct event_base;
+struct evhttp;
+struct kb_runtime;
+struct kb_store;
+struct kb_proxy;
+
+typedef void (*kb_drained_cb)(void *arg);
+
+/*
+ * Serves proxied requests arriving on `http` (configured and bound by the
+ * caller). `rt` and `store` are borrowed and must outlive the proxy.
+ * Worker thread only.
+ */
+KB_MUSTCHECK enum kb_err proxy_new(struct event_base *base, struct evhttp *http,
+                                   const struct kb_runtime *rt, struct kb_store *store,
+                                   int worker, struct kb_proxy **out, char **errmsg);
+
+/* Stops taking new work; `cb` fires once no request is in flight (maybe at
+ * once). */
+void proxy_drain(struct kb_proxy *p, kb_drained_cb cb, void *arg);
+
+/* Frees the proxy; requests still in flight are abandoned (their
+ * reservations settled at the reserved worst case). Call before evhttp_free. */
+void proxy_free(struct kb_proxy *p);
+
+#endif
