@@ -35,7 +35,6 @@
 #define MAX_LABEL 256
 #define MAX_PATTERNS 100
 #define MAX_METADATA 4096
-#define DEFAULT_TTL_MS (3600 * 1000)
 
 static double usd(int64_t micros)
 {
@@ -170,23 +169,21 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
     }
 
     json_t *ttl = json_object_get(body, "expires_in");
-    int64_t ttl_ms = DEFAULT_TTL_MS;
-    if (ttl) {
-        bool ok = false;
-        if (json_is_integer(ttl) && json_integer_value(ttl) > 0 &&
-            json_integer_value(ttl) <= INT64_MAX / 1000) {
-            ttl_ms = json_integer_value(ttl) * 1000;
-            ok = true;
-        } else if (json_is_string(ttl)) {
-            ok = duration_parse_ms(json_string_value(ttl), json_string_length(ttl), &ttl_ms) ==
+    int64_t ttl_ms = 0;
+    bool ttl_ok = false;
+    if (json_is_integer(ttl) && json_integer_value(ttl) > 0 &&
+        json_integer_value(ttl) <= INT64_MAX / 1000) {
+        ttl_ms = json_integer_value(ttl) * 1000;
+        ttl_ok = true;
+    } else if (json_is_string(ttl)) {
+        ttl_ok = duration_parse_ms(json_string_value(ttl), json_string_length(ttl), &ttl_ms) ==
                      KB_OK &&
                  ttl_ms > 0 && ttl_ms % 1000 == 0;
-        }
-        if (!ok)
-            return bad(fe, "expires_in",
-                       kb_asprintf("expires_in must be whole seconds: an integer, or \"30s\", "
-                                   "\"5m\", \"2h\""));
     }
+    if (!ttl_ok)
+        return bad(fe, "expires_in",
+                   kb_asprintf("expires_in is required: whole seconds as an integer, or \"30s\", "
+                               "\"5m\", \"2h\""));
     if (ttl_ms > a->rt->cfg->max_ttl_ms)
         return bad(fe, "expires_in",
                    kb_asprintf("expires_in exceeds the maximum of %lld seconds",

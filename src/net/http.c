@@ -24,8 +24,7 @@ void http_reply_json(struct evhttp_request *req, int status, json_t *body)
     evbuffer_free(buf);
 }
 
-void http_reply_error(struct evhttp_request *req, enum kb_err err, const char *message,
-                      const char *field)
+static json_t *error_body(enum kb_err err, const char *message, const char *field)
 {
     json_t *o = json_object();
     json_object_set_new(o, "code", json_string(kb_strerror(err)));
@@ -34,6 +33,13 @@ void http_reply_error(struct evhttp_request *req, enum kb_err err, const char *m
     json_object_set_new(o, "message", m ? m : json_string(kb_errmsg(err)));
     if (field)
         json_object_set_new(o, "field", json_string(field));
+    return o;
+}
+
+void http_reply_error(struct evhttp_request *req, enum kb_err err, const char *message,
+                      const char *field)
+{
+    json_t *o = error_body(err, message, field);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Error", kb_strerror(err));
     http_reply_json(req, kb_err_status(err), o);
 }
@@ -58,4 +64,15 @@ const char *http_method_name(struct evhttp_request *req)
     default:
         return NULL;
     }
+}
+
+void http_reply_proxy_error(struct evhttp_request *req, enum kb_err err, const char *message)
+{
+    json_t *o = error_body(err, message, NULL);
+    json_object_set_new(o, "error",
+                        json_pack("{s:s, s:O, s:O}", "type", "keybrake_error", "code",
+                                  json_object_get(o, "code"), "message",
+                                  json_object_get(o, "message")));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Error", kb_strerror(err));
+    http_reply_json(req, kb_err_status(err), o);
 }

@@ -26,6 +26,14 @@ void http_reply_json(struct evhttp_request *req, int status, json_t *body);
 void http_reply_error(struct evhttp_request *req, enum kb_err err, const char *message,
                       const char *field);
 
+/*
+ * The same, for errors the proxy makes itself, plus an `error` member
+ * {"type": "keybrake_error", "code", "message"}: vendor SDKs (stripe-node
+ * above all) raise an exception only when the body has one, so a refusal
+ * reaches tool code as an error instead of as a resource.
+ */
+void http_reply_proxy_error(struct evhttp_request *req, enum kb_err err, const char *message);
+
 /* The method as text ("GET"), or NULL for one Keybrake does not serve. */
 const char *http_method_name(struct evhttp_request *req);
 

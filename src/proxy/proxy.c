@@ -63,6 +63,7 @@ struct kb_proxy {
     struct event *watch;         /* owned; revocation watch timer */
     struct preq *inflight;       /* requests in flight, doubly linked */
     int ninflight;
+    int unflushed;               /* replies not yet written out to their client */
     bool draining;
     kb_drained_cb drained_cb;
     void *drained_arg;
@@ -124,6 +125,37 @@ static bool named_in_connection(const char *conn, const char *name)
     return false;
 }
 
+/* A draining worker may stop once no request is in flight and every reply
+ * has been written out: exiting earlier would drop replies still buffered. */
+static void maybe_drained(struct kb_proxy *px)
+{
+    if (px->draining && px->ninflight == 0 && px->unflushed == 0 && px->drained_cb) {
+        kb_drained_cb cb = px->drained_cb;
+        px->drained_cb = NULL;
+        cb(px->drained_arg);
+    }
+}
+
+/* evhttp wrote a reply out completely. */
+static void reply_flushed(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    struct kb_proxy *px = arg;
+    px->unflushed--;
+    maybe_drained(px);
+}
+
+/* The client connection is closed by us before its reply could complete:
+ * evhttp frees the request without calling reply_flushed. */
+static void abort_connection(struct preq *r)
+{
+    struct evhttp_connection *conn = r->conn;
+    evhttp_connection_set_closecb(conn, NULL, NULL);
+    r->conn = NULL;
+    r->px->unflushed--;
+    evhttp_connection_free(conn);
+}
+
 static void preq_unlink(struct preq *r)
 {
     struct kb_proxy *px = r->px;
@@ -155,8 +187,7 @@ static void preq_finish(struct preq *r, int64_t actual)
     store_key_free(r->key);
     free(r->body);
     free(r);
-    if (px->draining && px->ninflight == 0 && px->drained_cb)
-        px->drained_cb(px->drained_arg);
+    maybe_drained(px);
 }
 
 /* ---- upstream callbacks ---- */
@@ -236,15 +267,12 @@ static void on_done(void *arg, enum kb_err err)
     } else if (r->head_sent) {
         /* cut mid-body: the client must not mistake it for a whole answer */
         actual = meter_settle(r->meter, false);
-        struct evhttp_connection *conn = r->conn;
-        evhttp_connection_set_closecb(conn, NULL, NULL);
-        r->conn = NULL;
-        evhttp_connection_free(conn);
+        abort_connection(r);
         kb_log(KB_LOG_WARN, "upstream failed mid-response", "request_id", r->id, "code",
                kb_strerror(err), NULL);
     } else {
         actual = meter_settle(r->meter, false);
-        http_reply_error(r->req, err, NULL, NULL);
+        http_reply_proxy_error(r->req, err, NULL);
     }
     r->req = NULL;
     preq_finish(r, actual);
@@ -259,6 +287,7 @@ static void client_closed(struct evhttp_connection *conn, void *arg)
     struct preq *r = arg;
     r->client_gone = true;
     r->conn = NULL;
+    r->px->unflushed--; /* its reply will never complete */
     /* detached by evhttp (client went away): freeing it is ours */
     if (r->req && evhttp_request_get_connection(r->req) == NULL)
         evhttp_request_free(r->req);
@@ -286,12 +315,9 @@ static void cut_revoked(struct preq *r)
      * a cut stream, an unanswered one at the reservation */
     int64_t actual = r->status ? meter_settle(r->meter, false) : r->reserved;
     if (r->head_sent) {
-        struct evhttp_connection *conn = r->conn;
-        evhttp_connection_set_closecb(conn, NULL, NULL);
-        r->conn = NULL;
-        evhttp_connection_free(conn);
+        abort_connection(r);
     } else {
-        http_reply_error(r->req, KB_E_KEY_REVOKED, NULL, NULL);
+        http_reply_proxy_error(r->req, KB_E_KEY_REVOKED, NULL);
     }
     r->req = NULL;
     kb_log(KB_LOG_INFO, "response cut: key revoked", "request_id", r->id, "key_id", r->key->id,
@@ -439,7 +465,7 @@ static void refuse(struct evhttp_request *req, enum kb_err err, const char *msg,
 {
     kb_log(KB_LOG_DEBUG, "request refused", "request_id", id, "code", kb_strerror(err), NULL);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Request-Id", id);
-    http_reply_error(req, err, msg, NULL);
+    http_reply_proxy_error(req, err, msg);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -458,6 +484,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct curl_slist *headers = NULL;
     char *url = NULL;
 
+    px->unflushed++;
+    evhttp_request_set_on_complete_cb(req, reply_flushed, px);
     const char *method = http_method_name(req);
     if (!method) {
         err = KB_E_METHOD_NOT_ALLOWED;
@@ -674,8 +702,7 @@ void proxy_drain(struct kb_proxy *px, kb_drained_cb cb, void *arg)
     px->draining = true;
     px->drained_cb = cb;
     px->drained_arg = arg;
-    if (px->ninflight == 0 && cb)
-        cb(arg);
+    maybe_drained(px);
 }
 
 void proxy_free(struct kb_proxy *px)
