@@ -1,0 +1,192 @@
+'use strict';
+// startup.test.js - the daemon's life cycle: the ready line, the admin token
+// created on first start (file mode 0600, path printed), restart on the same
+// data dir keeping keys and token, and SIGTERM with a request in flight
+// (the request completes, then the daemon exits 0).
+
+const { describe, it } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const {
+  assertError,
+  makeSecrets,
+  mkTempDir,
+  request,
+  rmTempDir,
+  startDaemon,
+  uniquePrefix,
+  waitFor,
+} = require('./lib/harness');
+const { startMockVendors } = require('./mock/vendor');
+
+describe('startup and shutdown', () => {
+  it('prints exactly one ready line with two distinct loopback ports', async () => {
+    const d = await startDaemon({});
+    try {
+      const ready = d.stdoutLines.filter((l) => l.startsWith('keybrake: ready'));
+      assert.equal(ready.length, 1, d.output());
+      assert.notEqual(d.proxyPort, d.adminPort);
+      assert.ok(d.proxyPort > 0 && d.adminPort > 0);
+      const h = await d.admin.get('/healthz', { token: null });
+      assert.equal(h.status, 200);
+      // An admin token given by environment is not written to the data dir.
+      assert.ok(!d.stdoutLines.some((l) => l.startsWith('keybrake: admin token written')), d.output());
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('no admin token configured: one is created (0600, path printed), works, and survives a restart with the keys', async () => {
+    const mocks = await startMockVendors();
+    const dataDir = mkTempDir();
+    const secrets = makeSecrets();
+    try {
+      const d1 = await startDaemon({ dataDir, adminToken: null, mocks, secrets });
+      let key;
+      let token;
+      try {
+        const file = path.join(dataDir, 'admin-token');
+        assert.equal(d1.tokenWrittenTo, file, `token path line:\n${d1.output()}`);
+        // The line comes before the ready line.
+        const iWritten = d1.stdoutLines.findIndex((l) => l.startsWith('keybrake: admin token written'));
+        const iReady = d1.stdoutLines.findIndex((l) => l.startsWith('keybrake: ready'));
+        assert.ok(iWritten >= 0 && iWritten < iReady, d1.output());
+        const st = fs.statSync(file);
+        assert.equal(st.mode & 0o777, 0o600, `mode ${(st.mode & 0o777).toString(8)}`);
+        token = fs.readFileSync(file, 'utf8').trim();
+        assert.ok(token.length >= 32, `admin token too short: ${token.length} chars`);
+        assert.ok(!/\s/.test(token));
+        assert.ok(!d1.output().includes(token), 'the admin token itself is printed or logged');
+
+        const list = await d1.admin.get('/v1/keys', { token });
+        assert.equal(list.status, 200, list.text);
+        const wrong = await d1.admin.get('/v1/keys', { token: token.slice(0, -1) + 'x' });
+        assertError(wrong, 401, 'unauthorized');
+
+        key = await d1.issueKey({ label: uniquePrefix('persist'), vendor: 'stripe' });
+        const p = await d1.proxy({
+          method: 'GET',
+          path: '/stripe/v1/payment_intents/pi_persist1',
+          headers: { authorization: `Bearer ${key.token}` },
+        });
+        assert.equal(p.status, 200, p.text);
+      } finally {
+        await d1.stop();
+      }
+      assert.ok(fs.existsSync(path.join(dataDir, 'admin-token')), 'token file kept after stop');
+
+      const d2 = await startDaemon({ dataDir, adminToken: null, mocks, secrets });
+      try {
+        assert.equal(d2.tokenWrittenTo, undefined, `no new token on restart:\n${d2.output()}`);
+        assert.equal(fs.readFileSync(path.join(dataDir, 'admin-token'), 'utf8').trim(), token);
+        const g = await d2.admin.get(`/v1/keys/${key.id}`, { token });
+        assert.equal(g.status, 200, g.text);
+        assert.equal(g.json.label, key.label);
+        assert.equal(g.json.status, 'active');
+        assert.equal(g.json.usage.requests, 1, 'usage survives the restart');
+        mocks.reset();
+        const p = await d2.proxy({
+          method: 'GET',
+          path: '/stripe/v1/payment_intents/pi_persist2',
+          headers: { authorization: `Bearer ${key.token}` },
+        });
+        assert.equal(p.status, 200, `the vault token still works after restart: ${p.text}`);
+        assert.equal(mocks.stripe.requests.length, 1);
+
+        // Revocation is durable too.
+        assert.equal((await d2.admin.del(`/v1/keys/${key.id}`, { token })).status, 204);
+      } finally {
+        await d2.stop();
+      }
+
+      const d3 = await startDaemon({ dataDir, adminToken: null, mocks, secrets });
+      try {
+        const p = await d3.proxy({
+          method: 'GET',
+          path: '/stripe/v1/payment_intents/pi_persist3',
+          headers: { authorization: `Bearer ${key.token}` },
+        });
+        assertError(p, 401, 'key_revoked');
+      } finally {
+        await d3.stop();
+      }
+    } finally {
+      rmTempDir(dataDir);
+      await mocks.close();
+    }
+  });
+
+  it('SIGTERM with a request in flight: the request completes, then exit code 0', { timeout: 60_000 }, async () => {
+    const mocks = await startMockVendors();
+    let d;
+    try {
+      d = await startDaemon({ mocks });
+      const key = await d.issueKey({ label: uniquePrefix('drain'), vendor: 'stripe' });
+      const held = mocks.stripe.nextHold();
+      const inflight = d.proxy({
+        method: 'POST',
+        path: '/stripe/v1/payment_intents',
+        headers: {
+          authorization: `Bearer ${key.token}`,
+          'content-type': 'application/x-www-form-urlencoded',
+        },
+        body: 'amount=4200&currency=usd',
+      });
+      const ctl = await held; // the request has reached the vendor and waits there
+      d.signal('SIGTERM');
+
+      // Wait until the daemon shows it is shutting down: a new request is refused
+      // (connection refused/reset, or 503 shutting_down) instead of the usual 401.
+      await waitFor(
+        async () => {
+          if (d.exited) return true;
+          try {
+            const r = await request({ port: d.proxyPort, path: '/stripe/v1/payment_intents', timeoutMs: 2000 });
+            if (r.status === 503) {
+              assert.equal(r.json && r.json.code, 'shutting_down', r.text);
+              return true;
+            }
+            return false;
+          } catch {
+            return true; // refused: listener closed
+          }
+        },
+        { timeoutMs: 10_000, what: 'the daemon to stop accepting after SIGTERM' },
+      );
+      assert.equal(d.exited, false, `daemon exited with a request in flight:\n${d.output()}`);
+
+      ctl.respond(); // the vendor answers now
+      const r = await inflight;
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.object, 'payment_intent');
+      assert.equal(r.json.amount, 4200);
+
+      await d.waitExit();
+      await d.stop(); // asserts exit code 0
+    } finally {
+      if (d) await d.kill();
+      await mocks.close();
+    }
+  });
+
+  it('SIGINT stops the daemon with exit code 0', async () => {
+    const d = await startDaemon({});
+    d.signal('SIGINT');
+    await d.waitExit();
+    await d.stop();
+  });
+
+  it('refuses to start with an invalid configuration, with a message and non-zero exit', async () => {
+    const dataDir = mkTempDir();
+    try {
+      await assert.rejects(
+        startDaemon({ dataDir, env: { KEYBRAKE_MAX_TTL: 'forever' } }),
+        /exited \(code [1-9]\d*, signal null\) before ready[\s\S]*MAX_TTL/i,
+      );
+    } finally {
+      rmTempDir(dataDir);
+    }
+  });
+});
