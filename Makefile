@@ -42,7 +42,7 @@ test-blackbox:
 	@cd tests/blackbox && KEYBRAKE_BIN=$(CURDIR)/$(TEST_BUILD)/keybrake \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		node --test --test-concurrency=$(JOBS) *.test.js
+		node --test --test-concurrency=$(JOBS) --test-timeout=120000 *.test.js
 
 fuzz:
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DKB_FUZZ=ON -DKB_SANITIZE=ON >/dev/null

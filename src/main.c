@@ -57,6 +57,8 @@ static int serve(const char *config_path)
                         "logfmt|json\n");
         goto out;
     }
+    /* the store, key and token files are for this user alone */
+    umask(077);
     if (cli_prepare_data_dir(cfg, rt.server_key, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;

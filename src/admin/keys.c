@@ -63,6 +63,11 @@ static json_t *key_json(const struct kb_key *k, int64_t now, bool usage)
                         k->revoked_at ? json_string(clock_rfc3339(k->revoked_at, revoked,
                                                                   sizeof revoked))
                                       : json_null());
+    json_object_set_new(o, "rate_limit",
+                        k->rate_requests
+                            ? json_pack("{s:I, s:s}", "requests", (json_int_t)k->rate_requests,
+                                        "per", k->rate_period_ms == 1000 ? "second" : "minute")
+                            : json_null());
     if (usage) {
         char day[16];
         int64_t left = k->daily_cap - k->spent - k->reserved;
@@ -104,7 +109,8 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
                         struct kb_key *k, struct field_err *fe, enum kb_err *err)
 {
     static const char *const known[] = {"label",      "vendor",   "allowed_endpoints",
-                                        "daily_usd_cap", "expires_in", "metadata", NULL};
+                                        "daily_usd_cap", "expires_in", "metadata",
+                                        "rate_limit", NULL};
     const char *name;
     json_t *v;
     json_object_foreach(body, name, v)
@@ -190,6 +196,20 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
                                (long long)(a->rt->cfg->max_ttl_ms / 1000)));
     k->created_at = clock_now();
     k->expires_at = k->created_at + ttl_ms / 1000;
+
+    json_t *rl = json_object_get(body, "rate_limit");
+    if (rl && !json_is_null(rl)) {
+        json_t *rq = json_object_get(rl, "requests");
+        const char *per = json_string_value(json_object_get(rl, "per"));
+        if (!json_is_object(rl) || json_object_size(rl) != 2 || !json_is_integer(rq) ||
+            json_integer_value(rq) < 1 || json_integer_value(rq) > 1000000 || !per ||
+            (strcmp(per, "second") != 0 && strcmp(per, "minute") != 0))
+            return bad(fe, "rate_limit",
+                       kb_asprintf("rate_limit must be {\"requests\": 1-1000000, \"per\": "
+                                   "\"second\"|\"minute\"}"));
+        k->rate_requests = json_integer_value(rq);
+        k->rate_period_ms = strcmp(per, "second") == 0 ? 1000 : 60000;
+    }
 
     json_t *meta = json_object_get(body, "metadata");
     if (meta && !json_is_null(meta)) {

@@ -14,6 +14,14 @@ int64_t clock_now(void)
     return (int64_t)ts.tv_sec + atomic_load_explicit(&offset, memory_order_relaxed);
 }
 
+int64_t clock_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((int64_t)ts.tv_sec + atomic_load_explicit(&offset, memory_order_relaxed)) * 1000 +
+           ts.tv_nsec / 1000000;
+}
+
 int64_t clock_mono_ms(void)
 {
     struct timespec ts;

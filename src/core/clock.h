@@ -12,6 +12,8 @@
 
 /* Seconds since the epoch, UTC. Any thread. */
 int64_t clock_now(void);
+/* Milliseconds since the epoch, UTC (with the same test offset). Any thread. */
+int64_t clock_now_ms(void);
 /* Monotonic milliseconds, for latencies and timeouts. Any thread. */
 int64_t clock_mono_ms(void);
 /* Monotonic microseconds. Any thread. */

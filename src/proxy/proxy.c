@@ -573,6 +573,20 @@ static void on_request(struct evhttp_request *req, void *arg)
         goto refused;
     }
 
+    /* per-key rate limit, shared by every worker through the store */
+    if (key->rate_requests) {
+        int64_t retry_ms = 0;
+        err = store_rate_take(px->store, key->seq, key->rate_requests, key->rate_period_ms,
+                              clock_now_ms(), &retry_ms);
+        if (err == KB_E_RATE_LIMITED) {
+            char ra[24];
+            snprintf(ra, sizeof ra, "%lld", (long long)((retry_ms + 999) / 1000));
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
+        }
+        if (err != KB_OK)
+            goto refused;
+    }
+
     /* 6. body: Stripe takes forms; JSON from agents is transcoded */
     struct evbuffer *inbuf = evhttp_request_get_input_buffer(req);
     size_t blen = evbuffer_get_length(inbuf);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "store/sqlite_int.h"
 #include "store/store.h"
 
 extern const char *const kb_schema_migrations[];
@@ -33,18 +34,21 @@ enum stmt_id {
     S_ADMIN_CHECK = 12,  /* look up admin token */
     S_PING = 13,         /* trivial query */
     S_KEY_REVOKED = 14,  /* revocation state by seq */
-    S__COUNT = 15,       /* number of statements */
+    S_RATE_ENSURE = 15,  /* create a full bucket */
+    S_RATE_TAKE = 16,    /* refill and take one request */
+    S_RATE_GET = 17,     /* units left after refill */
+    S__COUNT = 18,       /* number of statements */
 };
 
 #define KEY_COLS                                                                                   \
     "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "      \
-    "k.created_at, k.expires_at, k.revoked_at, "                                                  \
+    "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "              \
     "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0) "
 
 static const char *const sql[S__COUNT] = {
     [S_KEY_INSERT] = "INSERT INTO keys (id, token_hash, label, vendor, allowed_endpoints, "
-                     "daily_cap_micros, metadata, created_at, expires_at) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     "daily_cap_micros, metadata, created_at, expires_at, rate_requests, "
+                     "rate_period_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [S_KEY_BY_ID] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
                     "ON s.key_seq = k.seq AND s.day = ?2 WHERE k.id = ?1",
     [S_KEY_BY_HASH] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
@@ -67,6 +71,14 @@ static const char *const sql[S__COUNT] = {
     [S_ADMIN_CHECK] = "SELECT token_hash FROM admin_tokens WHERE token_hash = ?1",
     [S_PING] = "SELECT 1",
     [S_KEY_REVOKED] = "SELECT revoked_at IS NOT NULL FROM keys WHERE seq = ?1",
+    /* ?2 capacity units, ?3 refill units per ms, ?4 now, ?5 units per request */
+    [S_RATE_ENSURE] = "INSERT OR IGNORE INTO rate_buckets (key_seq, units, ts_ms) "
+                      "VALUES (?1, ?2, ?4)",
+    [S_RATE_TAKE] = "UPDATE rate_buckets SET units = min(?2, units + max(?4 - ts_ms, 0) * ?3) - ?5, "
+                    "ts_ms = max(?4, ts_ms) WHERE key_seq = ?1 "
+                    "AND min(?2, units + max(?4 - ts_ms, 0) * ?3) >= ?5",
+    [S_RATE_GET] = "SELECT min(?2, units + max(?4 - ts_ms, 0) * ?3) FROM rate_buckets "
+                   "WHERE key_seq = ?1",
 };
 
 struct kb_store {
@@ -184,6 +196,11 @@ out:
     return KB_OK;
 }
 
+sqlite3 *store__db(struct kb_store *s)
+{
+    return s->db;
+}
+
 void store_close(struct kb_store *s)
 {
     if (!s)
@@ -223,10 +240,12 @@ static void row_to_key(sqlite3_stmt *st, struct kb_key *k, int64_t day)
     k->created_at = sqlite3_column_int64(st, 7);
     k->expires_at = sqlite3_column_int64(st, 8);
     k->revoked_at = sqlite3_column_int64(st, 9);
+    k->rate_requests = sqlite3_column_int64(st, 10);
+    k->rate_period_ms = sqlite3_column_int64(st, 11);
     k->usage_day = day;
-    k->spent = sqlite3_column_int64(st, 10);
-    k->reserved = sqlite3_column_int64(st, 11);
-    k->requests = sqlite3_column_int64(st, 12);
+    k->spent = sqlite3_column_int64(st, 12);
+    k->reserved = sqlite3_column_int64(st, 13);
+    k->requests = sqlite3_column_int64(st, 14);
 }
 
 enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k,
@@ -244,6 +263,8 @@ enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k,
     sqlite3_bind_text(st, 7, k->metadata, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 8, k->created_at);
     sqlite3_bind_int64(st, 9, k->expires_at);
+    sqlite3_bind_int64(st, 10, k->rate_requests);
+    sqlite3_bind_int64(st, 11, k->rate_period_ms);
     int rc = sqlite3_step(st);
     done(st);
     if (rc == SQLITE_CONSTRAINT)
@@ -465,6 +486,48 @@ enum kb_err store_spend_settle(struct kb_store *s, int64_t seq, int64_t day, int
     if (remaining)
         *remaining = cap - u > 0 ? cap - u : 0;
     return KB_OK;
+fail:
+    (void)exec(s, "ROLLBACK", NULL);
+    return err;
+}
+
+static enum kb_err rate_step(struct kb_store *s, enum stmt_id id, const int64_t args[5],
+                             int64_t *value)
+{
+    sqlite3_stmt *st = stmt(s, id);
+    if (!st)
+        return KB_E_STORE;
+    for (int i = 0; i < 5; i++)
+        sqlite3_bind_int64(st, i + 1, args[i]);
+    int rc = sqlite3_step(st);
+    if (value)
+        *value = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    done(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? KB_OK : KB_E_STORE;
+}
+
+enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_t requests, int64_t period_ms,
+                            int64_t now_ms, int64_t *retry_after_ms)
+{
+    /* integer units: a request costs period_ms, refill is `requests` per ms */
+    const int64_t args[5] = {seq, requests * period_ms, requests, now_ms, period_ms};
+    enum kb_err err;
+    if ((err = exec(s, "BEGIN IMMEDIATE", NULL)) != KB_OK)
+        return err;
+    if ((err = rate_step(s, S_RATE_ENSURE, args, NULL)) != KB_OK ||
+        (err = rate_step(s, S_RATE_TAKE, args, NULL)) != KB_OK)
+        goto fail;
+    bool took = sqlite3_changes(s->db) > 0;
+    int64_t units = 0;
+    if (!took && (err = rate_step(s, S_RATE_GET, args, &units)) != KB_OK)
+        goto fail;
+    if ((err = exec(s, "COMMIT", NULL)) != KB_OK)
+        goto fail;
+    if (took)
+        return KB_OK;
+    if (retry_after_ms)
+        *retry_after_ms = (period_ms - units + requests - 1) / requests;
+    return KB_E_RATE_LIMITED;
 fail:
     (void)exec(s, "ROLLBACK", NULL);
     return err;

@@ -33,6 +33,8 @@ struct kb_key {
     int64_t created_at;      /* epoch seconds */
     int64_t expires_at;      /* epoch seconds; expired when now >= expires_at */
     int64_t revoked_at;      /* epoch seconds; 0 when not revoked */
+    int64_t rate_requests;   /* requests per rate_period_ms; 0: no rate limit */
+    int64_t rate_period_ms;  /* 1000 (per second) or 60000 (per minute) */
     /* usage on usage_day, filled by store_key_get and store_key_by_hash */
     int64_t usage_day;       /* UTC day number */
     int64_t spent;           /* settled micro-dollars */
@@ -119,6 +121,16 @@ KB_MUSTCHECK enum kb_err store_spend_reserve(struct kb_store *s, int64_t seq, in
 KB_MUSTCHECK enum kb_err store_spend_settle(struct kb_store *s, int64_t seq, int64_t day,
                                             int64_t reserved, int64_t actual, int64_t cap,
                                             int64_t *remaining);
+
+/*
+ * Takes one request from key `seq`'s rate bucket (`requests` per
+ * `period_ms`, full when first used) at `now_ms`. KB_E_RATE_LIMITED when the
+ * bucket is empty (nothing changes); *retry_after_ms (may be NULL) is then
+ * how long until one request fits.
+ */
+KB_MUSTCHECK enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_t requests,
+                                         int64_t period_ms, int64_t now_ms,
+                                         int64_t *retry_after_ms);
 
 /* Number of admin tokens. */
 KB_MUSTCHECK enum kb_err store_admin_token_count(struct kb_store *s, int64_t *count);

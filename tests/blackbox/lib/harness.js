@@ -35,6 +35,16 @@ function hex(n) {
   return crypto.randomBytes(n).toString('hex');
 }
 
+// Every vendor secret any daemon of this process was given: the suite-wide
+// canary. request() fails a test whose response (body or header) contains
+// one, and stop()/kill() fail when the daemon's log does.
+const CANARIES = new Set();
+
+function findCanary(text) {
+  for (const c of CANARIES) if (text.includes(c)) return c;
+  return null;
+}
+
 // Vendor secrets for one test run. Made up, random, recognisable in a dump.
 function makeSecrets() {
   return {
@@ -92,6 +102,11 @@ function request({ port, method = 'GET', path: p = '/', headers = {}, body, time
         res.on('end', () => {
           const b = Buffer.concat(chunks);
           const text = b.toString('utf8');
+          const leaked = findCanary(text) || findCanary(res.rawHeaders.join('\n'));
+          if (leaked) {
+            reject(new Error(`a vendor secret leaked into a response to ${method} ${p}`));
+            return;
+          }
           let json;
           try {
             json = text.length ? JSON.parse(text) : undefined;
@@ -268,13 +283,18 @@ class Daemon {
     return request({ port: this.proxyPort, ...opts });
   }
 
-  // Last-resort cleanup after a failed test: SIGKILL, no assertion.
+  // Last-resort cleanup after a failed test: SIGKILL; still checks the canary.
   async kill() {
     if (!this.exited) {
       this.child.kill('SIGKILL');
       await this.exitPromise;
     }
     if (this.cleanupDataDir) rmTempDir(this.dataDir);
+    this.assertNoSecretInLog();
+  }
+
+  assertNoSecretInLog() {
+    assert.equal(findCanary(this.stdout + this.stderr), null, 'a vendor secret reached the log');
   }
 
   signal(sig) {
@@ -288,6 +308,7 @@ class Daemon {
       await this.waitExit(STOP_TIMEOUT_MS);
     }
     if (this.cleanupDataDir) rmTempDir(this.dataDir);
+    this.assertNoSecretInLog();
     assert.equal(
       this.exitSignal,
       null,
@@ -331,6 +352,8 @@ async function startDaemon(opts = {}) {
   d.cleanupDataDir = !opts.dataDir && !opts.keepDataDir;
   d.adminToken = opts.adminToken === undefined ? 'kba_test_' + hex(16) : opts.adminToken;
   d.secrets = opts.secrets || makeSecrets();
+  // the account SID is an identifier (it is in Twilio's URLs), not a secret
+  for (const [k, v] of Object.entries(d.secrets)) if (v && k !== 'twilioSid') CANARIES.add(v);
 
   // Start from the runner's environment minus anything that would configure
   // the daemon behind the test's back (sanitizer options pass through).
