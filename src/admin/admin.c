@@ -8,6 +8,7 @@
 #include "admin/admin.h"
 
 #include <event2/buffer.h>
+#include <jansson.h>
 #include <event2/http.h>
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
@@ -17,6 +18,7 @@
 
 #include "admin/admin_int.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/crypto.h"
 #include "core/runtime.h"
 #include "net/http.h"
@@ -82,6 +84,25 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_clear_headers(&query);
         return;
     }
+#ifdef KB_TEST_HOOKS
+    /* test builds only: move the server clock (day rollover, expiry) */
+    if (strcmp(path, "/v1/test/clock") == 0 && cmd == EVHTTP_REQ_POST) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(req);
+        size_t len = evbuffer_get_length(in);
+        json_t *j = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+        json_t *off = json_object_get(j, "offset_seconds");
+        if (!json_is_integer(off)) {
+            http_reply_error(req, KB_E_INVALID, "offset_seconds must be an integer",
+                             "offset_seconds");
+        } else {
+            clock_set_offset(json_integer_value(off));
+            http_reply_json(req, 200, json_pack("{s:I}", "offset_seconds",
+                                                (json_int_t)clock_get_offset()));
+        }
+        json_decref(j);
+        return;
+    }
+#endif
     http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
 }
 
