@@ -48,6 +48,11 @@
 
 /* Pause the upstream when this much is waiting to go to a slow client. */
 #define CLIENT_HIGH_WATER (256 * 1024)
+/* Compiled endpoint policies kept per worker, direct-mapped by key seq. A
+ * key's allowed_endpoints never change after issuance, so an entry is
+ * valid for as long as it stays; a collision just recompiles. */
+#define POLICY_CACHE_SLOTS 4096
+
 /* How often requests in flight are checked for a revoked key: a revoked
  * key's streams are cut within this (issue: "within one second"). */
 #define REVOCATION_WATCH_MS 250
@@ -61,6 +66,10 @@ struct kb_proxy {
     char **inject;               /* owned; per vendor index, the credential header line */
     struct evbuffer *scratch;    /* owned; staging for reply chunks */
     struct event *watch;         /* owned; revocation watch timer */
+    struct {
+        int64_t seq;             /* key seq, 0 when empty */
+        struct kb_policy *policy; /* owned */
+    } policies[POLICY_CACHE_SLOTS];
     struct preq *inflight;       /* requests in flight, doubly linked */
     int ninflight;
     int unflushed;               /* replies not yet written out to their client */
@@ -461,6 +470,22 @@ static struct kb_policy *compile_policy(const char *json_text)
     return pol;
 }
 
+/* The compiled policy of `key` (borrowed from the cache), or NULL when its
+ * stored patterns no longer compile (fail closed). */
+static const struct kb_policy *key_policy(struct kb_proxy *px, const struct kb_key *key)
+{
+    size_t slot = (size_t)key->seq % POLICY_CACHE_SLOTS;
+    if (px->policies[slot].seq == key->seq && px->policies[slot].policy)
+        return px->policies[slot].policy;
+    struct kb_policy *pol = compile_policy(key->allowed_endpoints);
+    if (!pol)
+        return NULL;
+    policy_free(px->policies[slot].policy);
+    px->policies[slot].seq = key->seq;
+    px->policies[slot].policy = pol;
+    return pol;
+}
+
 static void refuse(struct evhttp_request *req, enum kb_err err, const char *msg, const char *id)
 {
     kb_log(KB_LOG_DEBUG, "request refused", "request_id", id, "code", kb_strerror(err), NULL);
@@ -478,7 +503,6 @@ static void on_request(struct evhttp_request *req, void *arg)
     enum kb_err err = KB_OK;
     char *msg = NULL;
     struct kb_key *key = NULL;
-    struct kb_policy *pol = NULL;
     struct kb_meter *meter = NULL;
     char *new_body = NULL;
     struct curl_slist *headers = NULL;
@@ -567,8 +591,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     /* 5. endpoint policy, on exactly the path that will be forwarded */
     const char *path = plen ? vpath : "/";
     size_t path_len = plen ? plen : 1;
-    if (!(pol = compile_policy(key->allowed_endpoints)) ||
-        !policy_allows(pol, method, path, path_len)) {
+    const struct kb_policy *pol = key_policy(px, key);
+    if (!pol || !policy_allows(pol, method, path, path_len)) {
         err = KB_E_ENDPOINT_NOT_ALLOWED;
         goto refused;
     }
@@ -652,7 +676,6 @@ static void on_request(struct evhttp_request *req, void *arg)
     url = kb_asprintf("%s%.*s%s", vendor->base_url, (int)path_len, path, query ? query : "");
     r->up = upstream_start(px->up, method, url, headers, body, blen, &upstream_ops, r);
     free(url);
-    policy_free(pol);
     free(msg);
     return;
 
@@ -660,7 +683,6 @@ refused:
     refuse(req, err, msg, id);
     meter_free(meter);
     store_key_free(key);
-    policy_free(pol);
     free(new_body);
     free(msg);
 }
@@ -733,6 +755,8 @@ void proxy_free(struct kb_proxy *px)
         preq_finish(r, r->reserved);
     }
     event_free(px->watch);
+    for (size_t i = 0; i < POLICY_CACHE_SLOTS; i++)
+        policy_free(px->policies[i].policy);
     upstream_free(px->up);
     for (size_t i = 0; i < px->rt->cfg->nvendors; i++)
         free(px->inject[i]);
