@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/duration.h"
@@ -62,6 +63,13 @@ static const struct setting settings[] = {
      "JSON file whose prices replace the embedded pricing.json entry by entry"},
     {"store", "synchronous", "KEYBRAKE_STORE_SYNCHRONOUS", T_STR, OFF(store_synchronous),
      "normal", 0, 0, "SQLite synchronous setting: normal (survives crashes) or full (power loss)"},
+    {"audit", "sink", "KEYBRAKE_AUDIT_SINK", T_STR, OFF(audit_sink), NULL, 0, 0,
+     "append-only JSONL file that receives every audit record too (for a SIEM)"},
+    {"audit", "checkpoint_every", "KEYBRAKE_AUDIT_CHECKPOINT_EVERY", T_INT,
+     OFF(audit_checkpoint_every), "1000", 1, 1000000,
+     "audit records between checkpoints signed with the server key"},
+    {"store", "max_batch", "KEYBRAKE_STORE_MAX_BATCH", T_INT, OFF(writer_max_batch), "512", 1,
+     100000, "most writes grouped into one commit"},
     {"upstream", "connect_timeout", "KEYBRAKE_UPSTREAM_CONNECT_TIMEOUT", T_DURATION,
      OFF(upstream_connect_timeout_ms), "10s", 1, 600000, "TCP+TLS connect timeout to a vendor"},
     {"upstream", "timeout", "KEYBRAKE_UPSTREAM_TIMEOUT", T_DURATION, OFF(upstream_timeout_ms),
@@ -366,8 +374,13 @@ enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg)
 
     if (path) {
         FILE *f = fopen(path, "r");
-        if (!f) {
-            kb_set_errmsg(errmsg, "cannot open config file %s: %s", path, strerror(errno));
+        struct stat st;
+        if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+            /* fopen succeeds on a directory; it would read as an empty file */
+            kb_set_errmsg(errmsg, "cannot read config file %s: %s", path,
+                          f ? "not a regular file" : strerror(errno));
+            if (f)
+                fclose(f);
             err = KB_E_CONFIG;
             goto out;
         }

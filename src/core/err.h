@@ -3,8 +3,8 @@
  *
  * Every fallible function returns an enum kb_err. Each entry also carries the
  * HTTP status and the stable `code` string a client sees when that error ends
- * a request, so a code is defined exactly once (docs/errors.md mirrors this
- * table; tests/unit/test_err.c checks that codes are unique).
+ * a request, so a code is defined exactly once (README.md's error table
+ * mirrors it; tests/unit/test_err.c checks both).
  */
 #ifndef KB_CORE_ERR_H
 #define KB_CORE_ERR_H

@@ -184,9 +184,9 @@ enum kb_err store_open(const char *path, const char *synchronous, bool check,
             goto out;
         }
         sqlite3_finalize(st);
-        if ((err = migrate(s, errmsg)) != KB_OK)
-            goto out;
     }
+    if ((err = migrate(s, errmsg)) != KB_OK)
+        goto out;
 out:
     if (err != KB_OK) {
         store_close(s);
@@ -266,9 +266,10 @@ enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k,
     sqlite3_bind_int64(st, 10, k->rate_requests);
     sqlite3_bind_int64(st, 11, k->rate_period_ms);
     int rc = sqlite3_step(st);
+    int ext = sqlite3_extended_errcode(s->db);
     done(st);
     if (rc == SQLITE_CONSTRAINT)
-        return KB_E_EXISTS;
+        return ext == SQLITE_CONSTRAINT_UNIQUE ? KB_E_EXISTS : KB_E_INVALID;
     if (rc != SQLITE_DONE)
         return KB_E_STORE;
     k->seq = sqlite3_last_insert_rowid(s->db);
@@ -326,6 +327,8 @@ enum kb_err store_key_revoked(struct kb_store *s, int64_t seq, bool *revoked)
 enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f,
                            struct kb_key **out, size_t *n)
 {
+    if (f->limit < 1 || f->limit > 1000)
+        return KB_E_INVALID;
     /* Built per call: the filter combinations are few and this is not the
      * proxy path. Values are always bound, never spliced. */
     char q[1024];
@@ -405,6 +408,8 @@ enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now)
 enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
                                     int64_t *count)
 {
+    if (!prefix || !*prefix)
+        return KB_E_INVALID; /* an empty prefix would revoke every key */
     sqlite3_stmt *st = stmt(s, S_REVOKE_PREFIX);
     if (!st)
         return KB_E_STORE;

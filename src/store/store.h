@@ -72,7 +72,8 @@ void store_close(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_ping(struct kb_store *s);
 
 /* Inserts a new key; k->seq is set on success. The id and hash must be new
- * (KB_E_EXISTS otherwise). */
+ * (KB_E_EXISTS otherwise); a field the schema refuses (negative cap, missing
+ * label) is KB_E_INVALID. */
 KB_MUSTCHECK enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k,
                                           const uint8_t hash[KB_HASH_LEN]);
 
@@ -90,7 +91,8 @@ KB_MUSTCHECK enum kb_err store_key_by_hash(struct kb_store *s, const uint8_t has
  * requests in flight: one indexed read. */
 KB_MUSTCHECK enum kb_err store_key_revoked(struct kb_store *s, int64_t seq, bool *revoked);
 
-/* Keys matching f, newest first, at most f->limit. *out is an array of
+/* Keys matching f, newest first, at most f->limit (1..1000, else
+ * KB_E_INVALID). *out is an array of
  * *n keys owned by the caller (store_key_list_free). */
 KB_MUSTCHECK enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f,
                                         struct kb_key **out, size_t *n);
@@ -99,8 +101,8 @@ KB_MUSTCHECK enum kb_err store_key_list(struct kb_store *s, const struct kb_key_
  * KB_E_NOT_FOUND for an unknown id; revoking a revoked key is KB_OK. */
 KB_MUSTCHECK enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now);
 
-/* Revokes every unrevoked key whose label starts with prefix (non-empty);
- * *count is how many. */
+/* Revokes every unrevoked key whose label starts with prefix; *count is how
+ * many. An empty prefix is KB_E_INVALID (it would revoke every key). */
 KB_MUSTCHECK enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix,
                                                  int64_t now, int64_t *count);
 
