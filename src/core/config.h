@@ -65,6 +65,9 @@ struct kb_config {
     char *pricing_file;        /* owned; NULL: embedded pricing only */
     char *store_synchronous;   /* owned; SQLite synchronous: normal|full */
     char *ca_file;             /* owned; NULL: system CA store */
+    char *audit_sink;          /* owned; NULL: no JSONL sink file */
+    int64_t audit_checkpoint_every; /* records between signed checkpoints */
+    int64_t writer_max_batch;  /* jobs per group-commit transaction */
     struct kb_vendor *vendors; /* owned */
     size_t nvendors;
 };
