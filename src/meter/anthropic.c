@@ -139,7 +139,7 @@ static void cache_scan(json_t *v, int depth, bool *any, bool *hour)
         return;
     }
     if (json_is_object(v)) {
-        json_object_foreach(v, k, x) {
+        json_object_foreach (v, k, x) {
             if (strcmp(k, "cache_control") == 0 && !json_is_null(x)) {
                 json_t *ttl = json_object_get(x, "ttl");
                 *any = true;
@@ -149,7 +149,7 @@ static void cache_scan(json_t *v, int depth, bool *any, bool *hour)
             cache_scan(x, depth + 1, any, hour);
         }
     } else if (json_is_array(v)) {
-        json_array_foreach(v, i, x)
+        json_array_foreach (v, i, x)
             cache_scan(x, depth + 1, any, hour);
     }
 }
@@ -163,7 +163,8 @@ enum kb_err meter__anthropic_begin(struct kb_meter *m, const struct kb_meter_req
     int64_t out_tokens = 0, in_tokens;
     bool present = false, any = false, hour = false;
 
-    if (strcmp(req->method, "POST") != 0 || !meter__seg_is(req->path, req->path_len, "/v1/messages"))
+    if (strcmp(req->method, "POST") != 0 ||
+        !meter__seg_is(req->path, req->path_len, "/v1/messages"))
         goto out;
     *metered = true;
     if ((err = meter__json_body(req, &root, errmsg)) != KB_OK)

@@ -92,7 +92,7 @@ enum kb_err meter__keys_check(json_t *obj, const char *where, const char *const 
 {
     const char *k;
     json_t *v;
-    json_object_foreach(obj, k, v) {
+    json_object_foreach (obj, k, v) {
         bool ok = k[0] == '_'; /* "_note": comments are allowed anywhere */
         for (size_t i = 0; !ok && allowed[i]; i++)
             ok = strcmp(k, allowed[i]) == 0;
@@ -141,8 +141,7 @@ out:
 static enum kb_err tokens_parse(json_t *v, const char *where, int64_t lo, int64_t *out,
                                 char **errmsg)
 {
-    if (!json_is_integer(v) || json_integer_value(v) < lo ||
-        json_integer_value(v) > TOKENS_MAX) {
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > TOKENS_MAX) {
         kb_set_errmsg(errmsg, "pricing: %s: must be an integer from %lld to %lld", where,
                       (long long)lo, (long long)TOKENS_MAX);
         return KB_E_CONFIG;
@@ -180,8 +179,8 @@ enum kb_err meter__json_opt_uint(json_t *obj, const char *key, int64_t *out, boo
 enum kb_err meter__json_body(const struct kb_meter_req *req, json_t **out, char **errmsg)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(req->body ? req->body : "", req->body_len,
-                              JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root =
+        json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         kb_set_errmsg(errmsg, "the request body is not valid JSON: %s", jerr.text);
         return KB_E_INVALID;
@@ -205,7 +204,7 @@ static enum kb_err merge_patch(json_t *target, json_t *patch, int depth, char **
         kb_set_errmsg(errmsg, "pricing override: nested too deeply");
         return KB_E_CONFIG;
     }
-    json_object_foreach(patch, k, v) {
+    json_object_foreach (patch, k, v) {
         if (json_is_null(v)) {
             json_object_del(target, k);
             continue;
@@ -229,17 +228,21 @@ static enum kb_err merge_patch(json_t *target, json_t *patch, int depth, char **
 
 /* ---- models ---- */
 
-static const char *const openai_model_keys[] = {
-    "input_per_mtok", "cached_input_per_mtok", "output_per_mtok", "max_output_tokens",
-    "long_context", NULL};
+static const char *const openai_model_keys[] = {"input_per_mtok",  "cached_input_per_mtok",
+                                                "output_per_mtok", "max_output_tokens",
+                                                "long_context",    NULL};
 static const char *const openai_long_keys[] = {"threshold_tokens", "input_per_mtok",
                                                "cached_input_per_mtok", "output_per_mtok", NULL};
 static const char *const anthropic_model_keys[] = {
     "input_per_mtok",      "output_per_mtok",   "cache_write_per_mtok", "cache_write_1h_per_mtok",
     "cache_read_per_mtok", "max_output_tokens", "long_context",         NULL};
-static const char *const anthropic_long_keys[] = {
-    "threshold_tokens",        "input_per_mtok",      "output_per_mtok", "cache_write_per_mtok",
-    "cache_write_1h_per_mtok", "cache_read_per_mtok", NULL};
+static const char *const anthropic_long_keys[] = {"threshold_tokens",
+                                                  "input_per_mtok",
+                                                  "output_per_mtok",
+                                                  "cache_write_per_mtok",
+                                                  "cache_write_1h_per_mtok",
+                                                  "cache_read_per_mtok",
+                                                  NULL};
 
 /* Reads a required (or, with dflt >= 0, optional) price member. */
 static enum kb_err member_price(json_t *obj, const char *where, const char *key, int64_t dflt,
@@ -273,12 +276,12 @@ static enum kb_err prices_parse(json_t *obj, const char *where, bool anthropic,
         (err = member_price(obj, where, "output_per_mtok", -1, &x.output, errmsg)) != KB_OK)
         return err;
     if (anthropic) {
-        if ((err = member_price(obj, where, "cache_write_per_mtok", -1, &x.cache_write,
-                                errmsg)) != KB_OK ||
+        if ((err = member_price(obj, where, "cache_write_per_mtok", -1, &x.cache_write, errmsg)) !=
+                KB_OK ||
             (err = member_price(obj, where, "cache_write_1h_per_mtok", -1, &x.cache_write_1h,
                                 errmsg)) != KB_OK ||
-            (err = member_price(obj, where, "cache_read_per_mtok", -1, &x.cache_read,
-                                errmsg)) != KB_OK)
+            (err = member_price(obj, where, "cache_read_per_mtok", -1, &x.cache_read, errmsg)) !=
+                KB_OK)
             return err;
     } else {
         /* Cached input defaults to the full input price: never cheaper. */
@@ -301,8 +304,8 @@ static enum kb_err model_parse(const char *name, json_t *obj, const char *where,
         kb_set_errmsg(errmsg, "pricing: %s: must be an object", where);
         goto out;
     }
-    err = meter__keys_check(obj, where, anthropic ? anthropic_model_keys : openai_model_keys,
-                            errmsg);
+    err =
+        meter__keys_check(obj, where, anthropic ? anthropic_model_keys : openai_model_keys, errmsg);
     if (err != KB_OK)
         goto out;
     if ((err = prices_parse(obj, where, anthropic, &x.base, errmsg)) != KB_OK)
@@ -327,9 +330,9 @@ static enum kb_err model_parse(const char *name, json_t *obj, const char *where,
         if (!json_is_object(v)) {
             kb_set_errmsg(errmsg, "pricing: %s: must be an object", w);
             err = KB_E_CONFIG;
-        } else if ((err = meter__keys_check(v, w,
-                                            anthropic ? anthropic_long_keys : openai_long_keys,
-                                            errmsg)) == KB_OK &&
+        } else if ((err =
+                        meter__keys_check(v, w, anthropic ? anthropic_long_keys : openai_long_keys,
+                                          errmsg)) == KB_OK &&
                    (err = prices_parse(v, w, anthropic, &x.longctx, errmsg)) == KB_OK) {
             json_t *t = json_object_get(v, "threshold_tokens");
             char *wt = kb_asprintf("%s.threshold_tokens", w);
@@ -373,7 +376,7 @@ enum kb_err meter__models_parse(json_t *models, const char *kind, struct meter__
         goto out;
     }
     x.v = kb_calloc(json_object_size(models), sizeof *x.v);
-    json_object_foreach(models, name, v) {
+    json_object_foreach (models, name, v) {
         if (name[0] == '_')
             continue;
         char *where = kb_asprintf("%s.models.%s", kind, name);
@@ -631,8 +634,7 @@ void meter__form_cleanup(struct meter__form *f)
     f->n = 0;
 }
 
-enum kb_err meter__form_parse(const char *body, size_t len, struct meter__form *f,
-                              char **errmsg)
+enum kb_err meter__form_parse(const char *body, size_t len, struct meter__form *f, char **errmsg)
 {
     enum kb_err err = KB_E_INVALID;
     struct meter__form x = {0};
@@ -772,8 +774,7 @@ static void sse_line_end(struct meter__sse *s, meter__sse_cb *cb, void *ctx)
     /* id:, retry: and unknown fields carry nothing we meter. */
 }
 
-void meter__sse_feed(struct meter__sse *s, const char *d, size_t n, meter__sse_cb *cb,
-                     void *ctx)
+void meter__sse_feed(struct meter__sse *s, const char *d, size_t n, meter__sse_cb *cb, void *ctx)
 {
     size_t i = 0;
 
@@ -812,8 +813,8 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     size_t nbl = 0;
     bool metered = false;
 
-    if (!p || !req || !req->vendor || !req->method || !req->path ||
-        (!req->body && req->body_len) || !out || !reserve || !new_body || !new_body_len) {
+    if (!p || !req || !req->vendor || !req->method || !req->path || (!req->body && req->body_len) ||
+        !out || !reserve || !new_body || !new_body_len) {
         kb_set_errmsg(errmsg, "meter_begin: missing argument");
         goto out;
     }

@@ -55,9 +55,9 @@ struct meter__models {
 };
 
 struct meter__currency {
-    char code[4];  /* lowercase ISO 4217 code, NUL-terminated */
-    int exponent;  /* digits of the minor unit (jpy 0, usd 2, kwd 3) */
-    int64_t rate;  /* micro-dollars per major unit; -1 = no rate configured */
+    char code[4]; /* lowercase ISO 4217 code, NUL-terminated */
+    int exponent; /* digits of the minor unit (jpy 0, usd 2, kwd 3) */
+    int64_t rate; /* micro-dollars per major unit; -1 = no rate configured */
 };
 
 struct meter__stripe_cfg {
@@ -222,8 +222,7 @@ void meter__sse_init(struct meter__sse *s);
 void meter__sse_cleanup(struct meter__sse *s);
 /* Feeds bytes; calls cb for every event completed by a blank line. Lines may
  * end in CRLF, LF or CR, split anywhere across calls. */
-void meter__sse_feed(struct meter__sse *s, const char *d, size_t n, meter__sse_cb *cb,
-                     void *ctx);
+void meter__sse_feed(struct meter__sse *s, const char *d, size_t n, meter__sse_cb *cb, void *ctx);
 
 /* ---- vendor meters ---- */
 
@@ -239,9 +238,8 @@ KB_MUSTCHECK enum kb_err meter__twilio_begin(struct kb_meter *m, const struct kb
 KB_MUSTCHECK enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *req,
                                              bool *metered, char **new_body, size_t *new_len,
                                              char **errmsg);
-KB_MUSTCHECK enum kb_err meter__anthropic_begin(struct kb_meter *m,
-                                                const struct kb_meter_req *req, bool *metered,
-                                                char **errmsg);
+KB_MUSTCHECK enum kb_err meter__anthropic_begin(struct kb_meter *m, const struct kb_meter_req *req,
+                                                bool *metered, char **errmsg);
 /* Prices the request from the fixed entries (first match; none costs 0). */
 void meter__fixed_begin(struct kb_meter *m, const struct kb_meter_req *req);
 void meter__fixed_cleanup(struct kb_pricing *p);

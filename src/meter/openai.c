@@ -332,8 +332,8 @@ static enum kb_err output_bound(enum kind kind, json_t *root, const struct meter
     return KB_OK;
 }
 
-enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *req,
-                                bool *metered, char **new_body, size_t *new_len, char **errmsg)
+enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *req, bool *metered,
+                                char **new_body, size_t *new_len, char **errmsg)
 {
     enum kb_err err = KB_OK;
     json_t *root = NULL, *model;

@@ -36,9 +36,9 @@
  * stays well below this. */
 #define RESPONSE_CAP (1024 * 1024)
 
-static const int64_t pow10_tab[] = {1LL,          10LL,          100LL,          1000LL,
-                                    10000LL,      100000LL,      1000000LL,      10000000LL,
-                                    100000000LL,  1000000000LL,  10000000000LL,  100000000000LL};
+static const int64_t pow10_tab[] = {1LL,         10LL,         100LL,         1000LL,
+                                    10000LL,     100000LL,     1000000LL,     10000000LL,
+                                    100000000LL, 1000000000LL, 10000000000LL, 100000000000LL};
 
 /* ---- configuration ---- */
 
@@ -91,8 +91,7 @@ void meter__stripe_config_cleanup(struct meter__stripe_cfg *cfg)
 static enum kb_err config_code(const char *map, const char *k, char code[4], char **errmsg)
 {
     if (!currency_code(k, strlen(k), code)) {
-        kb_set_errmsg(errmsg, "pricing: stripe.%s: \"%s\" is not a 3-letter currency code", map,
-                      k);
+        kb_set_errmsg(errmsg, "pricing: stripe.%s: \"%s\" is not a 3-letter currency code", map, k);
         return KB_E_CONFIG;
     }
     if (strcmp(code, "usd") == 0) {
@@ -121,7 +120,7 @@ enum kb_err meter__stripe_config(json_t *obj, struct meter__stripe_cfg *cfg, cha
                               "must be objects");
         goto out;
     }
-    json_object_foreach(exps, k, v) {
+    json_object_foreach (exps, k, v) {
         if (k[0] == '_')
             continue;
         if ((err = config_code("minor_unit_exponents", k, code, errmsg)) != KB_OK)
@@ -138,7 +137,7 @@ enum kb_err meter__stripe_config(json_t *obj, struct meter__stripe_cfg *cfg, cha
         }
         cur_add(&x, code)->exponent = (int)json_integer_value(v);
     }
-    json_object_foreach(rates, k, v) {
+    json_object_foreach (rates, k, v) {
         if (k[0] == '_')
             continue;
         if ((err = config_code("currency_rates", k, code, errmsg)) != KB_OK)
@@ -163,8 +162,8 @@ enum kb_err meter__stripe_config(json_t *obj, struct meter__stripe_cfg *cfg, cha
     }
     unk = json_object_get(obj, "unknown_amount_reserve");
     if (unk && !json_is_null(unk) &&
-        (err = meter__price_parse(unk, "stripe.unknown_amount_reserve",
-                                  &x.unknown_amount_reserve, errmsg)) != KB_OK)
+        (err = meter__price_parse(unk, "stripe.unknown_amount_reserve", &x.unknown_amount_reserve,
+                                  errmsg)) != KB_OK)
         goto out;
     *cfg = x;
     memset(&x, 0, sizeof x);
@@ -254,9 +253,8 @@ static enum kb_err convert(const struct meter__stripe_cfg *cfg, const char *curr
     if (strcmp(code, "usd") != 0) {
         const struct meter__currency *c = cur_find(cfg, code);
         if (!c || c->rate < 0) {
-            kb_set_errmsg(errmsg,
-                          "no USD rate is configured for currency %s (stripe.currency_rates)",
-                          code);
+            kb_set_errmsg(
+                errmsg, "no USD rate is configured for currency %s (stripe.currency_rates)", code);
             return KB_E_CURRENCY_NOT_SUPPORTED;
         }
         rate = c->rate;
@@ -297,8 +295,7 @@ static enum kb_err unit_amount(const struct meter__form *f, const char *prefix, 
         kb_set_errmsg(errmsg, "%s[%zu]%s[unit_amount] must be an integer", prefix, i, base);
         err = KB_E_INVALID;
     } else if (!ua && uad && !parse_dec_minor(uad, mm)) {
-        kb_set_errmsg(errmsg, "%s[%zu]%s[unit_amount_decimal] must be a decimal", prefix, i,
-                      base);
+        kb_set_errmsg(errmsg, "%s[%zu]%s[unit_amount_decimal] must be a decimal", prefix, i, base);
         err = KB_E_INVALID;
     }
 out:
@@ -368,11 +365,10 @@ static enum kb_err sum_items(const struct meter__stripe_cfg *cfg, const struct m
         int64_t mm = 0, qty = 1, maxq = ADJUSTABLE_DEFAULT_MAX, cost = 0;
         bool found = false;
 
-        if ((err = unit_amount(f, prefix, idx[j], "[price_data]", &found, &mm, errmsg)) !=
-                KB_OK ||
+        if ((err = unit_amount(f, prefix, idx[j], "[price_data]", &found, &mm, errmsg)) != KB_OK ||
             (err = item_get(f, prefix, idx[j], "[quantity]", &q, errmsg)) != KB_OK ||
-            (err = item_get(f, prefix, idx[j], "[adjustable_quantity][enabled]", &adj,
-                            errmsg)) != KB_OK ||
+            (err = item_get(f, prefix, idx[j], "[adjustable_quantity][enabled]", &adj, errmsg)) !=
+                KB_OK ||
             (err = item_get(f, prefix, idx[j], "[adjustable_quantity][maximum]", &adjmax,
                             errmsg)) != KB_OK ||
             (err = item_get(f, prefix, idx[j], "[price_data][currency]", &cur, errmsg)) != KB_OK)
@@ -395,8 +391,8 @@ static enum kb_err sum_items(const struct meter__stripe_cfg *cfg, const struct m
             *unknown = true;
             break;
         }
-        if ((err = convert(cfg, cur->val, cur->vlen, meter__mul_sat(mm, qty), &cost,
-                           errmsg)) != KB_OK)
+        if ((err = convert(cfg, cur->val, cur->vlen, meter__mul_sat(mm, qty), &cost, errmsg)) !=
+            KB_OK)
             return err;
         total = meter__add_sat(total, cost);
     }
@@ -464,9 +460,9 @@ static const struct route *route_find(const struct kb_meter_req *req)
             continue;
         bool ok = true;
         for (size_t i = 0; i < k && ok; i++)
-            ok = strcmp(routes[r].seg[i], "+") == 0 ? len[i + 1] > 0
-                                                     : meter__seg_is(seg[i + 1], len[i + 1],
-                                                                     routes[r].seg[i]);
+            ok = strcmp(routes[r].seg[i], "+") == 0
+                     ? len[i + 1] > 0
+                     : meter__seg_is(seg[i + 1], len[i + 1], routes[r].seg[i]);
         if (ok)
             return &routes[r];
     }
@@ -498,10 +494,10 @@ static enum kb_err rule_amount(const struct meter__stripe_cfg *cfg, const struct
 }
 
 /* Invoice items: amount, or unit_amount(_decimal) or price_data[...] times
- * quantity. *zero when an update touches none of them. */
+ * quantity. An update touching none of them leaves *cost at zero. */
 static enum kb_err rule_invoiceitem(const struct meter__stripe_cfg *cfg,
                                     const struct meter__form *f, bool update, int64_t *cost,
-                                    bool *unknown, bool *zero, char **errmsg)
+                                    bool *unknown, char **errmsg)
 {
     const struct meter__form_pair *amount, *q, *price, *cur, *pdcur;
     enum kb_err err;
@@ -530,10 +526,8 @@ static enum kb_err rule_invoiceitem(const struct meter__stripe_cfg *cfg,
         pd = true;
     }
     found = ua || uad;
-    if (update && !found && !q && !price) {
-        *zero = true; /* metadata, description, ... */
-        return KB_OK;
-    }
+    if (update && !found && !q && !price)
+        return KB_OK; /* metadata, description, ... */
     if (!found) {
         *unknown = true;
         return KB_OK;
@@ -576,8 +570,8 @@ static int64_t settle_unknown(struct kb_meter *m, bool complete)
     if (!meter__json_uint(root, st->resp_key, &amount) || !json_is_string(cur))
         goto out;
     mm = meter__mul_sat(amount, 1000000);
-    if (convert(&m->p->stripe, json_string_value(cur), json_string_length(cur), mm, &amount,
-                &em) == KB_OK)
+    if (convert(&m->p->stripe, json_string_value(cur), json_string_length(cur), mm, &amount, &em) ==
+        KB_OK)
         cost = amount;
 out:
     free(em);
@@ -587,8 +581,8 @@ out:
 
 static const struct meter__ops unknown_ops = {NULL, settle_unknown, free};
 
-enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *req,
-                                bool *metered, char **errmsg)
+enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *req, bool *metered,
+                                char **errmsg)
 {
     enum kb_err err = KB_OK;
     const struct meter__stripe_cfg *cfg = &m->p->stripe;
@@ -596,7 +590,7 @@ enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *r
     struct meter__form f = {0};
     const struct meter__form_pair *mode = NULL, *cur = NULL;
     int64_t cost = 0;
-    bool unknown = false, zero = false;
+    bool unknown = false;
 
     if (strcmp(req->method, "POST") != 0 || !(r = route_find(req)))
         goto out; /* reads and unlisted endpoints: not metered here */
@@ -619,7 +613,7 @@ enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *r
     case RULE_INVOICEITEM:
     case RULE_INVOICEITEM_UPDATE:
         err = rule_invoiceitem(cfg, &f, r->rule == RULE_INVOICEITEM_UPDATE, &cost, &unknown,
-                               &zero, errmsg);
+                               errmsg);
         break;
     case RULE_CHECKOUT:
         if ((err = meter__form_get(&f, "mode", &mode, errmsg)) != KB_OK ||
@@ -660,8 +654,6 @@ enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *r
         m->body_cap = RESPONSE_CAP;
         goto out;
     }
-    if (zero)
-        cost = 0;
     m->reserve = m->on_success = cost;
 out:
     meter__form_cleanup(&f);

@@ -85,11 +85,17 @@ static size_t utf8_next(const unsigned char *s, size_t n, size_t i, uint32_t *cp
         return 1;
     }
     if (c >= 0xC2 && c <= 0xDF) {
-        len = 2, v = c & 0x1Fu, min = 0x80;
+        len = 2;
+        v = c & 0x1Fu;
+        min = 0x80;
     } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3, v = c & 0x0Fu, min = 0x800;
+        len = 3;
+        v = c & 0x0Fu;
+        min = 0x800;
     } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4, v = c & 0x07u, min = 0x10000;
+        len = 4;
+        v = c & 0x07u;
+        min = 0x10000;
     } else {
         *cp = UINT32_MAX;
         return 1;
@@ -156,8 +162,9 @@ int64_t meter__sms_segments(const char *body, size_t len)
 
 /* ---- configuration ---- */
 
-static const char *const twilio_keys[] = {"sms_per_segment", "mms_per_message", "call_estimate",
-                                          "call_per_minute", "unknown_body_segments", NULL};
+static const char *const twilio_keys[] = {"sms_per_segment",       "mms_per_message",
+                                          "call_estimate",         "call_per_minute",
+                                          "unknown_body_segments", NULL};
 
 void meter__twilio_config_cleanup(struct meter__twilio_cfg *cfg)
 {
@@ -213,7 +220,7 @@ enum kb_err meter__twilio_config(json_t *obj, struct meter__twilio_cfg *cfg, cha
         goto out;
     }
     x.sms = kb_calloc(json_object_size(sms), sizeof *x.sms);
-    json_object_foreach(sms, k, v) {
+    json_object_foreach (sms, k, v) {
         if (k[0] == '_')
             continue;
         char *w = kb_asprintf("twilio.sms_per_segment.%s", k);
@@ -246,10 +253,10 @@ enum kb_err meter__twilio_config(json_t *obj, struct meter__twilio_cfg *cfg, cha
         (err = required_price(obj, "call_per_minute", &x.call_per_minute, errmsg)) != KB_OK)
         goto out;
     v = json_object_get(obj, "unknown_body_segments");
-    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-        json_integer_value(v) > SEGMENTS_MAX) {
-        kb_set_errmsg(errmsg, "pricing: twilio.unknown_body_segments: must be an integer from 1 "
-                              "to %d",
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > SEGMENTS_MAX) {
+        kb_set_errmsg(errmsg,
+                      "pricing: twilio.unknown_body_segments: must be an integer from 1 "
+                      "to %d",
                       SEGMENTS_MAX);
         err = KB_E_CONFIG;
         goto out;
@@ -367,16 +374,15 @@ static enum kb_err call(struct kb_meter *m, const struct meter__form *f, char **
         secs = tl->val[i] >= '0' && tl->val[i] <= '9' ? secs * 10 + (tl->val[i] - '0')
                                                       : TIME_LIMIT_MAX + 1;
     if (tl->vlen == 0 || secs < 1 || secs > TIME_LIMIT_MAX) {
-        kb_set_errmsg(errmsg, "TimeLimit must be a number of seconds from 1 to %d",
-                      TIME_LIMIT_MAX);
+        kb_set_errmsg(errmsg, "TimeLimit must be a number of seconds from 1 to %d", TIME_LIMIT_MAX);
         return KB_E_INVALID;
     }
     m->reserve = m->on_success = meter__mul_sat((secs + 59) / 60, cfg->call_per_minute);
     return KB_OK;
 }
 
-enum kb_err meter__twilio_begin(struct kb_meter *m, const struct kb_meter_req *req,
-                                bool *metered, char **errmsg)
+enum kb_err meter__twilio_begin(struct kb_meter *m, const struct kb_meter_req *req, bool *metered,
+                                char **errmsg)
 {
     enum kb_err err = KB_OK;
     struct meter__form f = {0};
