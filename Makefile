@@ -12,7 +12,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 TEST_BUILD ?= build-asan
 
-.PHONY: all build run test test-unit test-blackbox deps deps-test fuzz bench format clean
+.PHONY: all build run test test-unit test-blackbox test-fuzz deps deps-test fuzz bench format clean
 
 all: build
 
@@ -33,7 +33,7 @@ test: deps-test
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKB_SANITIZE=ON -DKB_WERROR=ON \
 		-DKB_TEST_HOOKS=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
-	@$(MAKE) --no-print-directory test-unit test-blackbox
+	@$(MAKE) --no-print-directory test-unit test-blackbox test-fuzz
 
 test-unit:
 	@cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -46,7 +46,17 @@ test-blackbox:
 
 fuzz:
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DKB_FUZZ=ON -DKB_SANITIZE=ON >/dev/null
-	@cmake --build build-fuzz -j $(JOBS)
+	@cmake --build build-fuzz -j $(JOBS) --target $$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$$//')
+
+# Each fuzz target runs briefly on a scratch copy of its seed corpus; a
+# crash fails the build and leaves its input in build-fuzz/.
+FUZZ_SECONDS ?= 10
+test-fuzz: fuzz
+	@for f in tests/fuzz/fuzz_*.c; do t=$$(basename $$f .c); \
+		rm -rf build-fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$$t build-fuzz/corpus-$$t && \
+		build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/$$t- \
+			build-fuzz/corpus-$$t > build-fuzz/$$t.log 2>&1 || { tail -40 build-fuzz/$$t.log; exit 1; }; \
+		echo "fuzz: $$t: $$(tail -1 build-fuzz/$$t.log)"; done
 
 bench: deps build
 	@bench/run.sh

@@ -68,6 +68,17 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: store: %s\n", errmsg);
         goto out;
     }
+    int64_t orphans = 0;
+    if (store_spend_settle_orphans(store, &orphans) != KB_OK) {
+        fprintf(stderr, "keybrake: store: cannot settle reservations left by a crash\n");
+        goto out;
+    }
+    if (orphans > 0) {
+        char n[24];
+        snprintf(n, sizeof n, "%lld", (long long)orphans);
+        kb_log(KB_LOG_WARN, "reservations left by an unclean stop settled at their worst case",
+               "counters", n, NULL);
+    }
     if (cli_bootstrap_admin_token(cfg, store, rt.server_key, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;

@@ -538,6 +538,16 @@ fail:
     return err;
 }
 
+enum kb_err store_spend_settle_orphans(struct kb_store *s, int64_t *count)
+{
+    enum kb_err err = exec(s, "UPDATE spend SET spent_micros = spent_micros + reserved_micros, "
+                              "reserved_micros = 0 WHERE reserved_micros > 0",
+                           NULL);
+    if (err == KB_OK)
+        *count = sqlite3_changes64(s->db);
+    return err;
+}
+
 enum kb_err store_admin_token_count(struct kb_store *s, int64_t *count)
 {
     sqlite3_stmt *st = stmt(s, S_ADMIN_COUNT);

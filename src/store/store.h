@@ -134,6 +134,16 @@ KB_MUSTCHECK enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_
                                          int64_t period_ms, int64_t now_ms,
                                          int64_t *retry_after_ms);
 
+/*
+ * At start, after a crash: every reservation still open belongs to a request
+ * that died with the process, whose outcome at the vendor is unknown. Each
+ * is settled at its worst case (as a cut stream is), so none is left to
+ * block the cap and none of what the vendor may have billed is missed.
+ * *count is the number of counters touched. Single-node stores only: with
+ * several nodes sharing a store, another node's reservations are live.
+ */
+KB_MUSTCHECK enum kb_err store_spend_settle_orphans(struct kb_store *s, int64_t *count);
+
 /* Number of admin tokens. */
 KB_MUSTCHECK enum kb_err store_admin_token_count(struct kb_store *s, int64_t *count);
 /* Adds an admin token by hash (KB_OK if it is already there). */

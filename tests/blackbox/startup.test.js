@@ -189,4 +189,46 @@ describe('startup and shutdown', () => {
       rmTempDir(dataDir);
     }
   });
+  it('kill -9 with a payment in flight: after restart no reservation is left, it is charged', async () => {
+    const mocks = await startMockVendors();
+    const dataDir = mkTempDir();
+    const secrets = makeSecrets();
+    try {
+      const d1 = await startDaemon({ dataDir, mocks, secrets });
+      let key;
+      try {
+        key = await d1.issueKey({ label: uniquePrefix('crash'), vendor: 'stripe', daily_usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+        const hold = mocks.stripe.nextHold();
+        const inflight = d1
+          .proxy({
+            method: 'POST',
+            path: '/stripe/v1/payment_intents',
+            headers: { authorization: `Bearer ${key.token}`, 'content-type': 'application/x-www-form-urlencoded' },
+            body: 'amount=4000&currency=usd',
+          })
+          .catch((e) => e);
+        await hold; // the vendor has the request: its outcome is now unknown to Keybrake
+        const before = await d1.admin.get(`/v1/keys/${key.id}`);
+        assert.equal(before.json.usage.reserved_usd, 40, before.text);
+        d1.child.kill('SIGKILL');
+        await d1.exitPromise;
+        assert.ok((await inflight) instanceof Error, 'the client saw the connection die');
+      } finally {
+        await d1.kill();
+      }
+      const d2 = await startDaemon({ dataDir, mocks, secrets });
+      try {
+        const after = await d2.admin.get(`/v1/keys/${key.id}`);
+        assert.equal(after.status, 200, after.text);
+        assert.equal(after.json.usage.reserved_usd, 0, 'no reservation survives the crash');
+        assert.equal(after.json.usage.spent_usd, 40, 'settled at its worst case, not dropped');
+        assert.match(d2.stderr, /reservations left by an unclean stop/);
+      } finally {
+        await d2.stop();
+      }
+    } finally {
+      await mocks.close();
+      rmTempDir(dataDir);
+    }
+  });
 });
