@@ -1,0 +1,147 @@
+/*
+ * audit.h - the audit log: one record per admin action and per proxied
+ * request (allowed or refused), hash-chained so that an edited, inserted
+ * or removed record is detected, with periodic checkpoints signed by an
+ * HMAC under the server key.
+ *
+ * Records never hold a token, a vendor secret, a query string or a body.
+ * They are written through the writer (store/writer.h): audit_job_* are
+ * kb_job_fn bodies to run on the writer thread, so the chain is extended
+ * by one thread only, in commit order.
+ */
+#ifndef KB_AUDIT_AUDIT_H
+#define KB_AUDIT_AUDIT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/crypto.h"
+#include "core/err.h"
+
+struct kb_store;
+
+enum kb_audit_kind {
+    KB_AUDIT_PROXY = 0, /* a proxied request */
+    KB_AUDIT_ADMIN = 1, /* an admin action */
+};
+
+/* One record. Strings are borrowed by the functions below and copied. */
+struct kb_audit_rec {
+    enum kb_audit_kind kind;
+    int64_t ts_ms;           /* wall clock, ms since the epoch */
+    char request_id[40];     /* Keybrake-Request-Id, or the admin request's id */
+    const char *action;      /* admin: "key.issued", "key.revoked", "keys.bulk_revoked",
+                                "admin_token.created"; proxy: "proxy.request" */
+    const char *key_id;      /* may be NULL (unknown token) */
+    const char *label;       /* may be NULL */
+    const char *vendor;      /* may be NULL */
+    const char *method;      /* may be NULL */
+    const char *path;        /* vendor path without query; may be NULL */
+    const char *decision;    /* "allowed" or "refused" (admin: "ok") */
+    const char *code;        /* error code when refused/failed, else NULL */
+    int status;              /* upstream status (proxy) once known, else 0 */
+    int64_t reserved;        /* micro-dollars reserved */
+    int64_t settled;         /* micro-dollars settled; -1 while pending */
+    int64_t latency_us;      /* proxy overhead + upstream, once complete; else 0 */
+    int64_t bytes_in;        /* request body bytes from the client */
+    int64_t bytes_out;       /* response body bytes to the client */
+    const char *detail;      /* admin: small JSON text (e.g. {"revoked":3}); may be NULL */
+};
+
+/* Sets the HMAC key of the checkpoints (the server key), process-wide.
+ * Main thread, before the writer starts. */
+void audit_set_key(const uint8_t key[KB_HASH_LEN]);
+
+/* Records between signed checkpoints (config audit_checkpoint_every,
+ * 1..1000000; default 1000). Main thread, before the writer starts. */
+void audit_set_checkpoint_every(int64_t n);
+
+/*
+ * Appends `rec` to the chain as a new record; the record's sequence number
+ * goes to *seq (may be NULL). A record with settled == -1 awaits an
+ * audit_complete; any other settled value makes it complete on its own
+ * (refusals, admin actions). Adds a signed checkpoint when one is due.
+ * Errors: KB_E_STORE (the batch must fail: see writer.h). Writer thread
+ * only (inside a batch). Strings must never hold a secret, a token, a
+ * query string or a body.
+ */
+KB_MUSTCHECK enum kb_err audit_append(struct kb_store *s, const struct kb_audit_rec *rec,
+                                      int64_t *seq);
+
+/*
+ * Completes the proxy record appended earlier as `seq`: status, settled
+ * cost, latency, bytes and a failure code. Appended as a new chained
+ * "completion" record referring to `seq` (records are never updated in
+ * place, so the chain covers completions too); pass the whole record
+ * (kind, ts_ms, request_id... as for the begin) with the outcome fields
+ * set. KB_E_NOT_FOUND when `seq` is not a record. Writer thread only.
+ */
+KB_MUSTCHECK enum kb_err audit_complete(struct kb_store *s, int64_t seq,
+                                        const struct kb_audit_rec *rec);
+
+/* ---- the JSONL sink (config audit_sink) ---- */
+
+struct kb_audit_sink;
+
+/*
+ * Opens (creating, mode 0600, O_APPEND) the sink file at path and finds
+ * where it resumes: after the seq of its last complete line, or at the
+ * log's current end (read through `store`, the main thread's connection)
+ * for a new file. KB_E_IO / KB_E_STORE with *errmsg. Main thread, before
+ * the writer starts. Install audit_sink_commit as the writer's commit hook
+ * (writer_set_commit_hook) with the sink as its argument.
+ */
+KB_MUSTCHECK enum kb_err audit_sink_open(const char *path, struct kb_store *store,
+                                         struct kb_audit_sink **out, char **errmsg);
+/*
+ * A kb_writer_commit_cb: appends every committed record the sink does not
+ * hold yet, one JSON line each, in seq order. Resumes after the last seq
+ * found in the file (a fresh file starts at the log's end); a failed write
+ * is retried after the next commit. Writer thread.
+ */
+void audit_sink_commit(struct kb_store *s, void *sink);
+/* Closes the sink; after writer_free. */
+void audit_sink_free(struct kb_audit_sink *sink);
+
+/* ---- verify and export ---- */
+
+struct kb_audit_row;
+
+enum kb_audit_problem {
+    KB_AUDIT_OK = 0,         /* the chain is intact */
+    KB_AUDIT_ALTERED = 1,    /* a record does not match its hash */
+    KB_AUDIT_INSERTED = 2,   /* a record was inserted before later ones */
+    KB_AUDIT_REMOVED = 3,    /* a record is missing (gap, or cut before a checkpoint) */
+    KB_AUDIT_CHECKPOINT = 4, /* a checkpoint is missing, forged or does not match */
+};
+
+struct kb_audit_report {
+    int64_t records;             /* records walked (up to the first problem) */
+    int64_t checkpoints;         /* checkpoints verified */
+    int64_t last_ckpt_seq;       /* last good checkpoint, 0 if none */
+    enum kb_audit_problem problem;
+    int64_t bad_seq;             /* first bad record (or checkpoint) seq */
+    char why[256];               /* human explanation of problem */
+};
+
+/*
+ * Walks the whole chain in one read snapshot: recomputes every hash, checks
+ * seq continuity and every checkpoint's HMAC under key, linkage and
+ * schedule. KB_OK with report->problem set (KB_AUDIT_OK or the first
+ * problem); KB_E_STORE with *errmsg when the store cannot be read. Any
+ * thread with its own connection.
+ */
+KB_MUSTCHECK enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
+                                      struct kb_audit_report *report, char **errmsg);
+
+/* The JSON line of a chain row (export and sink): the raw record with
+ * seq, ref_seq and hash. New reference. */
+json_t *audit_row_json(const struct kb_audit_row *row);
+
+/* Parses RFC 3339 ("2026-11-22T07:39:48Z", fraction and numeric offsets
+ * allowed) or integer epoch seconds into ms since the epoch. Pure. */
+KB_MUSTCHECK enum kb_err audit_parse_time(const char *text, int64_t *ms);
+
+#endif

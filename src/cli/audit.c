@@ -1,0 +1,198 @@
+/*
+ * audit.c - `keybrake audit verify|export` (see cli/audit.h).
+ *
+ * Both open the store the daemon uses (<data_dir>/keybrake.db) without
+ * migrating it and only read: verify walks the chain in one snapshot
+ * (audit_verify), export streams the raw chained records as JSON lines so
+ * a copy can be archived or fed to a SIEM. Neither creates anything: a
+ * missing store or server key is an error, never a fresh one (a new key
+ * would make every checkpoint look forged).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit/audit.h"
+#include "cli/audit.h"
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/config.h"
+#include "store/audit_store.h"
+#include "store/store.h"
+
+#define EXIT_BAD 1   /* the chain is damaged */
+#define EXIT_ERROR 2 /* could not check */
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: keybrake audit verify [--config FILE]\n"
+                    "       keybrake audit export [--since TIME] [--until TIME] "
+                    "[--config FILE]\n"
+                    "TIME: RFC 3339 (2026-11-22T08:00:00Z) or epoch seconds\n");
+}
+
+static const char *problem_name(enum kb_audit_problem p)
+{
+    switch (p) {
+    case KB_AUDIT_OK:
+        return "intact";
+    case KB_AUDIT_ALTERED:
+        return "altered";
+    case KB_AUDIT_INSERTED:
+        return "inserted";
+    case KB_AUDIT_REMOVED:
+        return "removed";
+    case KB_AUDIT_CHECKPOINT:
+        return "checkpoint";
+    }
+    return "unknown";
+}
+
+/* Opens the daemon's store read-only in spirit: no creation, no migration. */
+static struct kb_store *open_existing(const struct kb_config *cfg)
+{
+    char *path = kb_asprintf("%s/keybrake.db", cfg->data_dir);
+    struct kb_store *s = NULL;
+    char *errmsg = NULL;
+    if (access(path, R_OK) != 0)
+        fprintf(stderr, "keybrake: no store at %s: %s\n", path, strerror(errno));
+    else if (store_open(path, cfg->store_synchronous, false, &s, &errmsg) != KB_OK)
+        fprintf(stderr, "keybrake: store: %s\n", errmsg ? errmsg : "cannot open");
+    free(errmsg);
+    free(path);
+    return s;
+}
+
+static int verify(const struct kb_config *cfg)
+{
+    uint8_t key[KB_HASH_LEN];
+    char *errmsg = NULL;
+    int rc = EXIT_ERROR;
+    struct kb_store *s = NULL;
+    if (!cfg->server_key) {
+        char *kp = kb_asprintf("%s/server.key", cfg->data_dir);
+        int ok = access(kp, R_OK);
+        if (ok != 0)
+            fprintf(stderr, "keybrake: no server key at %s: %s\n", kp, strerror(errno));
+        free(kp);
+        if (ok != 0)
+            return EXIT_ERROR;
+    }
+    if (cli_prepare_data_dir(cfg, key, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        goto out;
+    }
+    if (!(s = open_existing(cfg)))
+        goto out;
+    struct kb_audit_report r;
+    if (audit_verify(s, key, &r, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s (is this store older than the audit log?)\n", errmsg);
+        goto out;
+    }
+    if (r.problem != KB_AUDIT_OK) {
+        printf("audit: FAILED at seq %lld (%s): %s\n", (long long)r.bad_seq,
+               problem_name(r.problem), r.why);
+        printf("audit: %lld records and %lld checkpoints verified before it\n",
+               (long long)r.records, (long long)r.checkpoints);
+        rc = EXIT_BAD;
+        goto out;
+    }
+    printf("audit: %lld records, %lld checkpoints, chain intact\n", (long long)r.records,
+           (long long)r.checkpoints);
+    if (r.records > r.last_ckpt_seq)
+        printf("audit: records %lld..%lld follow the last signed checkpoint and are covered by "
+               "the hash chain only\n",
+               (long long)(r.last_ckpt_seq + 1), (long long)r.records);
+    rc = 0;
+out:
+    fflush(stdout);
+    store_close(s);
+    free(errmsg);
+    return rc;
+}
+
+static int export(const struct kb_config *cfg, int64_t since, int64_t until)
+{
+    int rc = EXIT_ERROR;
+    struct kb_audit_iter *it = NULL;
+    struct kb_audit_row row;
+    bool reading = false;
+    struct kb_store *s = open_existing(cfg);
+    if (!s)
+        return EXIT_ERROR;
+    if (store_audit_read_begin(s) != KB_OK)
+        goto fail;
+    reading = true;
+    if (store_audit_rows(s, 0, since, until, &it) != KB_OK)
+        goto fail;
+    enum kb_err err;
+    while ((err = store_audit_row_next(it, &row)) == KB_OK) {
+        json_t *j = audit_row_json(&row);
+        if (json_dumpf(j, stdout, JSON_COMPACT) != 0 || putchar('\n') == EOF) {
+            json_decref(j);
+            fprintf(stderr, "keybrake: writing the export failed: %s\n", strerror(errno));
+            goto out;
+        }
+        json_decref(j);
+    }
+    if (err != KB_E_NOT_FOUND)
+        goto fail;
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, "keybrake: writing the export failed: %s\n", strerror(errno));
+        goto out;
+    }
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "keybrake: cannot read the audit log (is this store older than it?)\n");
+out:
+    store_audit_iter_free(it);
+    if (reading)
+        store_audit_read_end(s);
+    store_close(s);
+    return rc;
+}
+
+int cli_audit(int argc, char **argv)
+{
+    if (argc < 2 || (strcmp(argv[1], "verify") != 0 && strcmp(argv[1], "export") != 0)) {
+        usage();
+        return EXIT_ERROR;
+    }
+    bool is_export = strcmp(argv[1], "export") == 0;
+    const char *config_path = NULL;
+    int64_t since = 0, until = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *opt = argv[i];
+        if (i + 1 >= argc) {
+            usage();
+            return EXIT_ERROR;
+        }
+        const char *val = argv[++i];
+        if (strcmp(opt, "--config") == 0) {
+            config_path = val;
+        } else if (is_export && (strcmp(opt, "--since") == 0 || strcmp(opt, "--until") == 0)) {
+            int64_t *dest = opt[2] == 's' ? &since : &until;
+            if (audit_parse_time(val, dest) != KB_OK) {
+                fprintf(stderr, "keybrake: %s: not an RFC 3339 time or epoch seconds: %s\n",
+                        opt, val);
+                return EXIT_ERROR;
+            }
+        } else {
+            usage();
+            return EXIT_ERROR;
+        }
+    }
+    struct kb_config *cfg = NULL;
+    char *errmsg = NULL;
+    if (config_load(config_path, &cfg, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        free(errmsg);
+        return EXIT_ERROR;
+    }
+    int rc = is_export ? export(cfg, since, until) : verify(cfg);
+    config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,24 @@
+/*
+ * audit.h - `keybrake audit verify|export`: offline checks and extraction
+ * of the audit log (see docs/audit.md).
+ */
+#ifndef KB_CLI_AUDIT_H
+#define KB_CLI_AUDIT_H
+
+/*
+ * Runs `keybrake audit ...`; argv[0] is "audit".
+ *
+ *   audit verify [--config FILE]
+ *       exit 0: "audit: N records, M checkpoints, chain intact"
+ *       exit 1: the first bad seq and why (altered, inserted, removed,
+ *               checkpoint); exit 2: usage, configuration or store errors.
+ *   audit export [--since TIME] [--until TIME] [--config FILE]
+ *       one JSON object per line on stdout, in seq order; TIME is RFC 3339
+ *       or epoch seconds, since inclusive, until exclusive.
+ *
+ * Safe while `keybrake serve` runs on the same store (WAL readers see one
+ * committed snapshot). Main thread; returns the process exit status.
+ */
+int cli_audit(int argc, char **argv);
+
+#endif

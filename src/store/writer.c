@@ -1,0 +1,366 @@
+/*
+ * writer.c - group commit (see writer.h).
+ *
+ * Submission: one queue for all ports under the writer's mutex; a submit
+ * holds it for two pointer stores, and it gives one global commit order.
+ * The writer thread takes up to max_batch jobs, runs them in one
+ * BEGIN IMMEDIATE ... COMMIT with a savepoint each, then hands each job to
+ * its port's completion queue and pokes the port's eventfd; the port's
+ * loop runs the `done` callbacks.
+ *
+ * Failure: a BEGIN or COMMIT that fails, a job that reports the store
+ * itself failing (KB_E_STORE, KB_E_AUDIT_UNAVAILABLE), or a transaction
+ * SQLite rolled back on its own (disk full, I/O error) fails the whole
+ * batch: every job gets KB_E_AUDIT_UNAVAILABLE. The thread keeps going; the
+ * next batch simply tries again, so recovery needs nothing.
+ *
+ * Lifetime: each job in flight holds a reference on its port. A port freed
+ * with jobs pending is marked closed; the writer then frees those jobs
+ * without their callback, and the last reference frees the port. Job nodes
+ * are recycled through a small per-port freelist (loop thread only).
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "store/audit_store.h"
+#include "store/sqlite_int.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+#define FREELIST_MAX 256 /* job nodes a port keeps for reuse */
+
+struct job {
+    struct job *next;            /* queue link */
+    kb_job_fn fn;
+    kb_job_done_cb done;         /* may be NULL */
+    void *arg;                   /* borrowed; the submitter's */
+    struct kb_writer_port *port; /* holds a reference */
+    enum kb_err err;             /* result, set by the writer */
+};
+
+struct kb_writer_port {
+    struct kb_writer *w;    /* borrowed */
+    struct event *ev;       /* owned; eventfd readable */
+    int efd;                /* owned; eventfd */
+    pthread_mutex_t mu;     /* guards head/tail/closed */
+    struct job *head, *tail; /* completed jobs awaiting their callback */
+    bool closed;            /* writer_port_free was called */
+    atomic_int refs;        /* 1 for the owner + 1 per job in flight */
+    struct job *free_list;  /* loop thread only */
+    int nfree;              /* loop thread only */
+    bool dispatching;       /* loop thread only: inside on_done */
+    bool free_requested;    /* loop thread only: port freed from a done callback */
+};
+
+struct kb_writer {
+    pthread_t thread;
+    struct kb_store *store; /* owned; the writer thread's connection */
+    int max_batch;
+    pthread_mutex_t mu;     /* guards head/tail/stopping/idle */
+    pthread_cond_t cond;    /* signalled on submit and on stop */
+    struct job *head, *tail; /* submitted, not yet taken */
+    bool stopping;
+    bool idle;              /* the thread waits on cond */
+    kb_writer_commit_cb hook;
+    void *hook_arg;
+};
+
+static void port_unref(struct kb_writer_port *p, int n)
+{
+    if (atomic_fetch_sub(&p->refs, n) != n)
+        return;
+    /* last reference: nobody else can reach the port */
+    for (struct job *j = p->free_list, *next; j; j = next) {
+        next = j->next;
+        free(j);
+    }
+    close(p->efd);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+/* Writer thread: hands a finished job back to its port. */
+static void complete(struct job *j)
+{
+    struct kb_writer_port *p = j->port;
+    pthread_mutex_lock(&p->mu);
+    if (p->closed) {
+        pthread_mutex_unlock(&p->mu);
+        free(j);
+        port_unref(p, 1);
+        return;
+    }
+    j->next = NULL;
+    bool was_empty = p->head == NULL;
+    if (p->tail)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    if (was_empty) {
+        /* under the mutex: the port cannot be freed before the write */
+        uint64_t one = 1;
+        ssize_t rc;
+        do
+            rc = write(p->efd, &one, sizeof one);
+        while (rc < 0 && errno == EINTR);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+static bool exec(sqlite3 *db, const char *q)
+{
+    return sqlite3_exec(db, q, NULL, NULL, NULL) == SQLITE_OK;
+}
+
+/* Runs one batch in one transaction; sets every job's err. */
+static void run_batch(struct kb_writer *w, struct job *batch)
+{
+    sqlite3 *db = store__db(w->store);
+    bool ok = exec(db, "BEGIN IMMEDIATE");
+    for (struct job *j = batch; ok && j; j = j->next) {
+        if (!exec(db, "SAVEPOINT j")) {
+            ok = false;
+            break;
+        }
+        j->err = j->fn(w->store, j->arg);
+        if (sqlite3_get_autocommit(db)) {
+            /* SQLite rolled the whole transaction back (full disk, I/O
+             * error): the earlier jobs' work is gone too */
+            ok = false;
+            break;
+        }
+        if (j->err == KB_E_STORE || j->err == KB_E_AUDIT_UNAVAILABLE) {
+            ok = false;
+            break;
+        }
+        if (j->err != KB_OK && !exec(db, "ROLLBACK TO j")) {
+            ok = false;
+            break;
+        }
+        if (!exec(db, "RELEASE j")) {
+            ok = false;
+            break;
+        }
+    }
+    if (ok && !exec(db, "COMMIT"))
+        ok = false;
+    if (!ok) {
+        int code = sqlite3_extended_errcode(db);
+        if (!sqlite3_get_autocommit(db))
+            (void)exec(db, "ROLLBACK");
+        char num[16];
+        snprintf(num, sizeof num, "%d", code);
+        kb_log(KB_LOG_ERROR, "store batch failed; answering audit_unavailable", "sqlite_code",
+               num, "error", sqlite3_errstr(code), NULL);
+        for (struct job *j = batch; j; j = j->next)
+            j->err = KB_E_AUDIT_UNAVAILABLE;
+    } else if (w->hook) {
+        w->hook(w->store, w->hook_arg);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct kb_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->head && !w->stopping) {
+            w->idle = true;
+            pthread_cond_wait(&w->cond, &w->mu);
+            w->idle = false;
+        }
+        if (!w->head)
+            break; /* stopping, and everything submitted has run */
+        struct job *batch = w->head, *last = batch;
+        for (int n = 1; n < w->max_batch && last->next; n++)
+            last = last->next;
+        w->head = last->next;
+        if (!w->head)
+            w->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&w->mu);
+
+        run_batch(w, batch);
+        for (struct job *j = batch, *next; j; j = next) {
+            next = j->next;
+            complete(j);
+        }
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
+                       struct kb_writer **out, char **errmsg)
+{
+    struct kb_store *s = NULL;
+    enum kb_err err = store_open(path, synchronous, false, &s, errmsg);
+    if (err != KB_OK)
+        return err;
+    struct kb_writer *w = kb_calloc(1, sizeof *w);
+    w->store = s;
+    w->max_batch = max_batch > 0 ? max_batch : 1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    int rc = pthread_create(&w->thread, NULL, writer_main, w);
+    if (rc != 0) {
+        kb_set_errmsg(errmsg, "cannot start the writer thread: %s", strerror(rc));
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->mu);
+        store_close(s);
+        free(w);
+        return KB_E_INTERNAL;
+    }
+    *out = w;
+    return KB_OK;
+}
+
+void writer_set_commit_hook(struct kb_writer *w, kb_writer_commit_cb cb, void *arg)
+{
+    pthread_mutex_lock(&w->mu); /* publishes to the writer thread */
+    w->hook = cb;
+    w->hook_arg = arg;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void writer_free(struct kb_writer *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stopping = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL); /* the thread drains the queue first */
+    store_audit_forget(w->store);
+    store_close(w->store);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* Loop thread: runs the callbacks of every completed job. */
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct kb_writer_port *p = arg;
+    uint64_t n;
+    if (read(fd, &n, sizeof n) < 0 && errno != EAGAIN && errno != EINTR)
+        kb_log(KB_LOG_WARN, "writer port eventfd read failed", "error", strerror(errno), NULL);
+    pthread_mutex_lock(&p->mu);
+    struct job *list = p->head;
+    p->head = p->tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+
+    int finished = 0;
+    p->dispatching = true;
+    for (struct job *j = list, *next; j; j = next) {
+        next = j->next;
+        kb_job_done_cb done = p->free_requested ? NULL : j->done;
+        void *jarg = j->arg;
+        enum kb_err err = j->err;
+        /* recycle before the callback, which may submit again */
+        if (p->nfree < FREELIST_MAX) {
+            j->next = p->free_list;
+            p->free_list = j;
+            p->nfree++;
+        } else {
+            free(j);
+        }
+        finished++;
+        if (done)
+            done(jarg, err);
+    }
+    p->dispatching = false;
+    if (p->free_requested) {
+        port_unref(p, finished); /* before the final free below drops the owner's */
+        finished = 0;
+        p->free_requested = false;
+        writer_port_free(p);
+        return;
+    }
+    if (finished)
+        port_unref(p, finished);
+}
+
+struct kb_writer_port *writer_port_new(struct kb_writer *w, struct event_base *base)
+{
+    struct kb_writer_port *p = kb_calloc(1, sizeof *p);
+    p->w = w;
+    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->efd < 0)
+        abort(); /* fd exhaustion at start-up: nothing sensible to do */
+    pthread_mutex_init(&p->mu, NULL);
+    atomic_init(&p->refs, 1);
+    p->ev = event_new(base, p->efd, EV_READ | EV_PERSIST, on_done, p);
+    if (!p->ev || event_add(p->ev, NULL) != 0)
+        abort();
+    return p;
+}
+
+void writer_port_free(struct kb_writer_port *p)
+{
+    if (!p)
+        return;
+    if (p->dispatching) {
+        /* called from a done callback: finish in on_done */
+        p->free_requested = true;
+        return;
+    }
+    event_free(p->ev);
+    p->ev = NULL;
+    pthread_mutex_lock(&p->mu);
+    p->closed = true;
+    struct job *list = p->head;
+    p->head = p->tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    int n = 1; /* the owner's reference */
+    for (struct job *j = list, *next; j; j = next) {
+        next = j->next;
+        free(j); /* completed; freed without its callback */
+        n++;
+    }
+    port_unref(p, n);
+}
+
+void writer_submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, void *arg)
+{
+    struct job *j = p->free_list;
+    if (j) {
+        p->free_list = j->next;
+        p->nfree--;
+    } else {
+        j = kb_malloc(sizeof *j);
+    }
+    j->next = NULL;
+    j->fn = fn;
+    j->done = done;
+    j->arg = arg;
+    j->port = p;
+    j->err = KB_OK;
+    atomic_fetch_add(&p->refs, 1);
+
+    struct kb_writer *w = p->w;
+    pthread_mutex_lock(&w->mu);
+    if (w->tail)
+        w->tail->next = j;
+    else
+        w->head = j;
+    w->tail = j;
+    if (w->idle)
+        pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+}

@@ -1,0 +1,72 @@
+/*
+ * writer.h - group commit: one thread owns the store's write connection
+ * and runs queued jobs in batched transactions, so that many concurrent
+ * requests share one commit (and one fsync at synchronous=full) instead of
+ * serialising on the write lock.
+ *
+ * Each event loop that submits jobs (every proxy worker, the admin thread)
+ * has a port; a job's `done` callback runs on that port's loop after the
+ * batch holding the job committed (or failed to). Jobs of one batch run in
+ * submission order inside one transaction, each in a savepoint: a job that
+ * fails rolls back alone; a commit that fails fails every job of the batch.
+ *
+ * Threads: writer_submit and the port functions are called only from the
+ * port's own loop thread; jobs run on the writer thread with its
+ * connection; writer_new/writer_free on the main thread.
+ */
+#ifndef KB_STORE_WRITER_H
+#define KB_STORE_WRITER_H
+#include <stdint.h>
+
+#include "core/err.h"
+
+struct event_base;
+struct kb_store;
+struct kb_writer;
+struct kb_writer_port;
+
+/* Runs on the writer thread inside the batch's transaction. Returns the
+ * job's own result; anything but KB_OK rolls the job's savepoint back.
+ * KB_E_STORE and KB_E_AUDIT_UNAVAILABLE mean the store itself failed (disk
+ * full, I/O error): they fail the whole batch, like a failed COMMIT. */
+typedef enum kb_err (*kb_job_fn)(struct kb_store *s, void *arg);
+/* Runs on the port's loop once the batch is durable: err is the job's
+ * result, or KB_E_AUDIT_UNAVAILABLE when the batch could not commit. */
+typedef void (*kb_job_done_cb)(void *arg, enum kb_err err);
+
+/*
+ * Starts the writer thread on its own connection to the store at `path`.
+ * max_batch bounds the jobs per transaction. Main thread.
+ */
+KB_MUSTCHECK enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
+                                    struct kb_writer **out, char **errmsg);
+
+/*
+ * Runs on the writer thread after each batch that committed, outside any
+ * transaction, with the writer's connection, before the batch's `done`
+ * callbacks are queued: for work that must follow durability and must not
+ * be undone by a rollback (the audit JSONL sink, audit_sink_commit).
+ */
+typedef void (*kb_writer_commit_cb)(struct kb_store *s, void *arg);
+
+/* Installs the commit hook (one; NULL removes it). Main thread, before the
+ * first writer_submit. */
+void writer_set_commit_hook(struct kb_writer *w, kb_writer_commit_cb cb, void *arg);
+
+/* Runs every job already submitted, then stops and joins the thread. The
+ * ports must be freed first. Main thread. */
+void writer_free(struct kb_writer *w);
+
+/* A completion port on `base`; freed with writer_port_free on that loop's
+ * thread (jobs still pending then complete without their callback). */
+struct kb_writer_port *writer_port_new(struct kb_writer *w, struct event_base *base);
+void writer_port_free(struct kb_writer_port *p);
+
+/*
+ * Queues `fn(arg)` for the next batch; `done(arg, err)` (may be NULL: fire
+ * and forget, still durable before writer_free returns) follows on the
+ * port's loop. Never blocks on the store.
+ */
+void writer_submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, void *arg);
+
+#endif
