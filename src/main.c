@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "audit/audit.h"
+#include "cli/audit.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -25,6 +27,7 @@
 #include "meter/meter.h"
 #include "net/server.h"
 #include "store/store.h"
+#include "store/writer.h"
 
 #ifndef KB_VERSION
 #define KB_VERSION "0.1.0"
@@ -33,6 +36,8 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: keybrake serve [--config FILE]   run the proxy and admin API\n"
+               "       keybrake audit verify [--config FILE]\n"
+               "       keybrake audit export [--since T] [--until T] [--config FILE]\n"
                "       keybrake config                  print the settings table\n"
                "       keybrake version\n");
 }
@@ -45,6 +50,8 @@ static int serve(const char *config_path)
     struct kb_pricing *pricing = NULL;
     struct kb_store *store = NULL;
     struct kb_server *srv = NULL;
+    struct kb_writer *writer = NULL;
+    struct kb_audit_sink *sink = NULL;
     struct kb_runtime rt = {0};
     char *store_path = NULL;
 
@@ -79,6 +86,8 @@ static int serve(const char *config_path)
         kb_log(KB_LOG_WARN, "reservations left by an unclean stop settled at their worst case",
                "counters", n, NULL);
     }
+    audit_set_key(rt.server_key);
+    audit_set_checkpoint_every(cfg->audit_checkpoint_every);
     if (cli_bootstrap_admin_token(cfg, store, rt.server_key, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
@@ -100,9 +109,22 @@ static int serve(const char *config_path)
     if (off)
         clock_set_offset(strtoll(off, NULL, 10));
 #endif
+    if (writer_new(store_path, cfg->store_synchronous, (int)cfg->writer_max_batch, &writer,
+                   &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: store writer: %s\n", errmsg);
+        goto out;
+    }
+    if (cfg->audit_sink) {
+        if (audit_sink_open(cfg->audit_sink, store, &sink, &errmsg) != KB_OK) {
+            fprintf(stderr, "keybrake: audit sink: %s\n", errmsg);
+            goto out;
+        }
+        writer_set_commit_hook(writer, audit_sink_commit, sink);
+    }
     rt.cfg = cfg;
     rt.pricing = pricing;
     rt.store_path = store_path;
+    rt.writer = writer;
 
     /* Signals go to this thread only, through sigwait: workers never see them. */
     sigset_t set;
@@ -130,6 +152,9 @@ static int serve(const char *config_path)
     kb_log(KB_LOG_INFO, "stopped", NULL);
     rc = 0;
 out:
+    server_stop(srv); /* NULL after a clean stop; frees the threads' ports */
+    writer_free(writer); /* runs every job still queued */
+    audit_sink_free(sink);
     store_close(store);
     meter_pricing_free(pricing);
     config_free(cfg);
@@ -159,6 +184,8 @@ int main(int argc, char **argv)
         curl_global_cleanup();
         return rc;
     }
+    if (strcmp(argv[1], "audit") == 0)
+        return cli_audit(argc - 1, argv + 1);
     if (strcmp(argv[1], "config") == 0) {
         config_print_table();
         return 0;

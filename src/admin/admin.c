@@ -71,7 +71,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         http_reply_error(req, KB_E_UNAUTHORIZED, NULL, NULL);
         return;
     }
-    if (strncmp(path, "/v1/keys", 8) == 0 && (path[8] == '\0' || path[8] == '/')) {
+    bool keys = strncmp(path, "/v1/keys", 8) == 0 && (path[8] == '\0' || path[8] == '/');
+    if (keys || strcmp(path, "/v1/audit") == 0) {
         struct evkeyvalq query;
         TAILQ_INIT(&query);
         const char *q = evhttp_uri_get_query(uri);
@@ -80,7 +81,10 @@ static void on_request(struct evhttp_request *req, void *arg)
             http_reply_error(req, KB_E_INVALID, "malformed query string", NULL);
             return;
         }
-        admin__keys(a, req, path + 8, &query);
+        if (keys)
+            admin__keys(a, req, path + 8, &query);
+        else
+            admin__audit(a, req, &query);
         evhttp_clear_headers(&query);
         return;
     }

@@ -16,6 +16,8 @@ struct kb_admin {
 /* One handler per route; `rest` is the path after /v1/keys ("" or "/vk_..."). */
 void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *rest,
                  struct evkeyvalq *query);
+/* GET /v1/audit: records filtered and paged (audit.c). */
+void admin__audit(struct kb_admin *a, struct evhttp_request *req, struct evkeyvalq *query);
 void admin__healthz(struct kb_admin *a, struct evhttp_request *req);
 void admin__readyz(struct kb_admin *a, struct evhttp_request *req);
 

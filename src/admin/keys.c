@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "admin/admin_int.h"
+#include "audit/audit.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -245,6 +246,60 @@ static json_t *read_body(struct evhttp_request *req, struct kb_buf_view *view)
     return j;
 }
 
+/* One admin write and its audit record, committed together. */
+struct admin_write {
+    struct kb_key *key;         /* issue: the new key */
+    const uint8_t *hash;        /* issue: its token's HMAC */
+    const char *id;             /* revoke: the key id */
+    const char *prefix;         /* bulk revoke: the label prefix */
+    int64_t now;
+    int64_t count;              /* bulk revoke: keys revoked */
+    struct kb_audit_rec rec;
+    char detail[48];
+};
+
+static void admin_rec(struct admin_write *w, const char *action)
+{
+    w->rec.kind = KB_AUDIT_ADMIN;
+    w->rec.ts_ms = clock_now_ms();
+    crypto_id_new("adm_", 24, w->rec.request_id, sizeof w->rec.request_id);
+    w->rec.action = action;
+    w->rec.decision = "ok";
+    w->rec.settled = 0;
+}
+
+static enum kb_err issue_txn(struct kb_store *s, void *arg)
+{
+    struct admin_write *w = arg;
+    enum kb_err err = store_key_insert(s, w->key, w->hash);
+    return err == KB_OK ? audit_append(s, &w->rec, NULL) : err;
+}
+
+static enum kb_err revoke_txn(struct kb_store *s, void *arg)
+{
+    struct admin_write *w = arg;
+    enum kb_err err = store_key_revoke(s, w->id, w->now);
+    return err == KB_OK ? audit_append(s, &w->rec, NULL) : err;
+}
+
+static enum kb_err bulk_revoke_txn(struct kb_store *s, void *arg)
+{
+    struct admin_write *w = arg;
+    enum kb_err err = store_key_revoke_prefix(s, w->prefix, w->now, &w->count);
+    if (err != KB_OK)
+        return err;
+    snprintf(w->detail, sizeof w->detail, "{\"revoked\":%lld}", (long long)w->count);
+    w->rec.detail = w->detail;
+    return audit_append(s, &w->rec, NULL);
+}
+
+/* The error a failed admin write answers with: the store's own failures
+ * and an unwritable audit log are one thing to the caller. */
+static enum kb_err write_error(enum kb_err err)
+{
+    return err == KB_E_STORE ? KB_E_AUDIT_UNAVAILABLE : err;
+}
+
 static void issue(struct kb_admin *a, struct evhttp_request *req)
 {
     struct kb_buf_view raw;
@@ -262,16 +317,21 @@ static void issue(struct kb_admin *a, struct evhttp_request *req)
         goto out;
     }
     uint8_t hash[KB_HASH_LEN];
+    struct admin_write w = {.key = &k, .hash = hash};
+    admin_rec(&w, "key.issued");
     for (int attempt = 0;; attempt++) {
         crypto_id_new("vk_", KB_ID_RANDOM_LEN, k.id, sizeof k.id);
         crypto_token_new("kb_", token, sizeof token);
         crypto_hmac(a->rt->server_key, KB_HASH_LEN, token, strlen(token), hash);
-        err = store_key_insert(a->store, &k, hash);
+        w.rec.key_id = k.id;
+        w.rec.label = k.label;
+        w.rec.vendor = k.vendor;
+        err = store_txn_run(a->store, issue_txn, &w);
         if (err != KB_E_EXISTS || attempt == 3)
             break;
     }
     if (err != KB_OK) {
-        http_reply_error(req, KB_E_STORE, NULL, NULL);
+        http_reply_error(req, write_error(err), NULL, NULL);
         goto out;
     }
     k.usage_day = clock_day(k.created_at);
@@ -304,9 +364,13 @@ static void bulk_revoke(struct kb_admin *a, struct evhttp_request *req)
         json_decref(body);
         return;
     }
-    int64_t count = 0;
-    if (store_key_revoke_prefix(a->store, json_string_value(p), clock_now(), &count) != KB_OK) {
-        http_reply_error(req, KB_E_STORE, NULL, NULL);
+    struct admin_write w = {.prefix = json_string_value(p), .now = clock_now()};
+    admin_rec(&w, "keys.bulk_revoked");
+    w.rec.label = w.prefix;
+    enum kb_err err = store_txn_run(a->store, bulk_revoke_txn, &w);
+    int64_t count = w.count;
+    if (err != KB_OK) {
+        http_reply_error(req, write_error(err), NULL, NULL);
     } else {
         char n[24];
         snprintf(n, sizeof n, "%lld", (long long)count);
@@ -426,12 +490,15 @@ void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *res
                              err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
         store_key_free(k);
     } else if (cmd == EVHTTP_REQ_DELETE) {
-        enum kb_err err = store_key_revoke(a->store, id, now);
+        struct admin_write w = {.id = id, .now = now};
+        admin_rec(&w, "key.revoked");
+        w.rec.key_id = id;
+        enum kb_err err = store_txn_run(a->store, revoke_txn, &w);
         if (err == KB_OK) {
             kb_log(KB_LOG_INFO, "key revoked", "key_id", id, NULL);
             http_reply_json(req, 204, NULL);
         } else {
-            http_reply_error(req, err == KB_E_NOT_FOUND ? err : KB_E_STORE,
+            http_reply_error(req, err == KB_E_NOT_FOUND ? err : write_error(err),
                              err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
         }
     } else {

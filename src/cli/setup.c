@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "audit/audit.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -95,13 +96,42 @@ enum kb_err cli_prepare_data_dir(const struct kb_config *cfg, uint8_t key[KB_HAS
     return err;
 }
 
+struct token_write {
+    const uint8_t *hash;
+    const char *label;
+    struct kb_audit_rec rec;
+};
+
+static enum kb_err add_token_txn(struct kb_store *s, void *arg)
+{
+    struct token_write *w = arg;
+    enum kb_err err = store_admin_token_add(s, w->hash, w->label, clock_now());
+    return err == KB_OK ? audit_append(s, &w->rec, NULL) : err;
+}
+
+/* Adds an admin token by hash with its audit record, in one transaction. */
+static enum kb_err add_token(struct kb_store *store, const uint8_t *hash, const char *label)
+{
+    struct token_write w = {.hash = hash, .label = label};
+    w.rec.kind = KB_AUDIT_ADMIN;
+    w.rec.ts_ms = clock_now_ms();
+    crypto_id_new("adm_", 24, w.rec.request_id, sizeof w.rec.request_id);
+    w.rec.action = "admin_token.created";
+    w.rec.label = label;
+    w.rec.decision = "ok";
+    return store_txn_run(store, add_token_txn, &w);
+}
+
 enum kb_err cli_bootstrap_admin_token(const struct kb_config *cfg, struct kb_store *store,
                                       const uint8_t key[KB_HASH_LEN], char **errmsg)
 {
     uint8_t hash[KB_HASH_LEN];
     if (cfg->admin_token) {
         crypto_hmac(key, KB_HASH_LEN, cfg->admin_token, strlen(cfg->admin_token), hash);
-        if (store_admin_token_add(store, hash, "configured", clock_now()) != KB_OK) {
+        /* recorded once: a restart with the same token finds it there */
+        if (store_admin_token_check(store, hash) == KB_OK)
+            return KB_OK;
+        if (add_token(store, hash, "configured") != KB_OK) {
             kb_set_errmsg(errmsg, "cannot store the admin token");
             return KB_E_STORE;
         }
@@ -125,7 +155,7 @@ enum kb_err cli_bootstrap_admin_token(const struct kb_config *cfg, struct kb_sto
         if ((err = write_new_file(path, token, errmsg)) != KB_OK)
             goto out;
         token[n] = '\0';
-        if (store_admin_token_add(store, hash, "root", clock_now()) != KB_OK) {
+        if (add_token(store, hash, "root") != KB_OK) {
             unlink(path);
             kb_set_errmsg(errmsg, "cannot store the admin token");
             err = KB_E_STORE;

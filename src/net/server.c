@@ -31,6 +31,7 @@
 #include "core/runtime.h"
 #include "proxy/proxy.h"
 #include "store/store.h"
+#include "store/writer.h"
 
 struct thread {
     struct kb_server *srv;          /* borrowed */
@@ -40,7 +41,8 @@ struct thread {
     struct event_base *base;        /* owned */
     struct evhttp *http;            /* owned */
     struct evhttp_bound_socket *bound; /* owned by http */
-    struct kb_store *store;         /* owned */
+    struct kb_store *store;         /* owned; reads */
+    struct kb_writer_port *port;    /* owned; group-commit writes */
     struct kb_proxy *proxy;         /* owned; workers only */
     struct kb_admin *admin;         /* owned; admin thread only */
     int stop_fd;                    /* owned; eventfd */
@@ -169,6 +171,8 @@ static void thread_cleanup(struct thread *t)
     admin_free(t->admin);
     if (t->http)
         evhttp_free(t->http);
+    if (t->port)
+        writer_port_free(t->port);
     if (t->stop_ev)
         event_free(t->stop_ev);
     if (t->deadline)
@@ -211,6 +215,7 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
     if ((err = store_open(srv->rt->store_path, cfg->store_synchronous, false, &t->store,
                           errmsg)) != KB_OK)
         return err;
+    t->port = writer_port_new(srv->rt->writer, t->base);
     if (index >= 0) {
         evhttp_set_allowed_methods(t->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                                 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -218,7 +223,8 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         evhttp_set_max_headers_size(t->http, (ev_ssize_t)cfg->max_header_bytes);
         evhttp_set_max_body_size(t->http, (ev_ssize_t)cfg->max_body_bytes);
         evhttp_set_timeout(t->http, (int)((cfg->client_timeout_ms + 999) / 1000));
-        return proxy_new(t->base, t->http, srv->rt, t->store, index, &t->proxy, errmsg);
+        return proxy_new(t->base, t->http, srv->rt, t->store, t->port, index, &t->proxy,
+                         errmsg);
     }
     evhttp_set_allowed_methods(t->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_DELETE);

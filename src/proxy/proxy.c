@@ -8,8 +8,12 @@
  * on_body) and settle the cost (on_done). A client that goes away mid-way
  * is noticed by the connection's close callback (client_closed).
  *
+ * Writes go through the group-commit writer: a request is admitted by one
+ * job (rate limit, reservation, audit record) and settled by another (cost,
+ * completion record); refusals are answered once their record is durable.
+ *
  * Ownership: struct preq owns everything of one request and is freed in
- * exactly one place, preq_finish(). evhttp owns the evhttp_request; once a
+ * exactly one place, preq_free(). evhttp owns the evhttp_request; once a
  * reply is sent (or the connection is gone) we never touch it again.
  */
 #include "proxy/proxy.h"
@@ -37,6 +41,7 @@
 #include "core/log.h"
 #include "core/money.h"
 #include "core/runtime.h"
+#include "audit/audit.h"
 #include "meter/meter.h"
 #include "net/http.h"
 #include "policy/canon.h"
@@ -45,6 +50,7 @@
 #include "proxy/stripe_form.h"
 #include "proxy/upstream.h"
 #include "store/store.h"
+#include "store/writer.h"
 
 /* Pause the upstream when this much is waiting to go to a slow client. */
 #define CLIENT_HIGH_WATER (256 * 1024)
@@ -61,7 +67,8 @@ struct kb_proxy {
     struct event_base *base;     /* borrowed */
     struct evhttp *http;         /* borrowed */
     const struct kb_runtime *rt; /* borrowed */
-    struct kb_store *store;      /* borrowed; this worker's connection */
+    struct kb_store *store;      /* borrowed; this worker's read connection */
+    struct kb_writer_port *port; /* borrowed; group-commit writes from this worker */
     struct kb_upstream *up;      /* owned */
     char **inject;               /* owned; per vendor index, the credential header line */
     struct evbuffer *scratch;    /* owned; staging for reply chunks */
@@ -81,8 +88,18 @@ struct kb_proxy {
     uint64_t counter; /* request ids within this worker */
 };
 
+/* A request moves through these stages; in each, exactly one party may
+ * finish it: the writer's callback (ADMIT, SETTLE) or the upstream client
+ * and the client connection (UPSTREAM). */
+enum preq_stage {
+    ST_ADMIT = 0,    /* reservation + audit record queued for commit */
+    ST_UPSTREAM = 1, /* forwarded; the vendor transfer runs */
+    ST_SETTLE = 2,   /* settlement + completion record queued for commit */
+};
+
 struct preq {
     struct kb_proxy *px;          /* borrowed */
+    enum preq_stage stage;
     struct evhttp_request *req;   /* borrowed from evhttp; NULL once replied or gone */
     struct evhttp_connection *conn; /* borrowed; NULL once gone */
     struct kb_upstream_req *up;   /* owned while the transfer runs */
@@ -98,6 +115,22 @@ struct preq {
     bool paused;                  /* upstream paused for a slow client */
     bool client_gone;             /* the client connection closed */
     char id[40];                  /* request id */
+    const char *method;           /* static string */
+    char *path;                   /* owned; vendor path, no query */
+    char *url;                    /* owned; upstream URL */
+    struct curl_slist *headers;   /* owned until handed to the upstream client */
+    const char *fwd_body;         /* borrowed: r->body or evhttp's input buffer */
+    size_t fwd_len;
+    int64_t ts_ms;                /* arrival, wall clock */
+    int64_t start_us;             /* arrival, monotonic */
+    int64_t audit_seq;            /* the request's audit record */
+    enum kb_err outcome;          /* admission: KB_OK, CAP_EXHAUSTED or RATE_LIMITED */
+    int64_t retry_ms;             /* RATE_LIMITED: until one request fits */
+    int64_t bytes_out;            /* response body bytes sent to the client */
+    int64_t actual;               /* settled cost */
+    int64_t latency_us;           /* arrival to settlement */
+    const char *fail;             /* completion failure code, NULL when whole */
+    bool finish_reply;            /* settlement must end the client's reply */
     struct preq *prev, *next;
 };
 
@@ -177,26 +210,91 @@ static void preq_unlink(struct preq *r)
     px->ninflight--;
 }
 
-/* Settles the cost (`actual`), frees the request state, and tells a
- * draining worker when the last request is done. */
-static void preq_finish(struct preq *r, int64_t actual)
+static void preq_free(struct preq *r)
 {
     struct kb_proxy *px = r->px;
-    if (r->key && r->reserved >= 0) {
-        enum kb_err err = store_spend_settle(px->store, r->key->seq, r->day, r->reserved, actual,
-                                             r->key->daily_cap, NULL);
-        if (err != KB_OK)
-            kb_log(KB_LOG_ERROR, "spend settlement failed; the reservation stays (fail closed)",
-                   "request_id", r->id, "key_id", r->key->id, NULL);
-    }
     if (r->conn)
         evhttp_connection_set_closecb(r->conn, NULL, NULL);
     preq_unlink(r);
     meter_free(r->meter);
     store_key_free(r->key);
+    curl_slist_free_all(r->headers);
     free(r->body);
+    free(r->path);
+    free(r->url);
     free(r);
     maybe_drained(px);
+}
+
+static void rec_fill(const struct preq *r, struct kb_audit_rec *rec)
+{
+    memset(rec, 0, sizeof *rec);
+    rec->kind = KB_AUDIT_PROXY;
+    rec->ts_ms = r->ts_ms;
+    memcpy(rec->request_id, r->id, sizeof rec->request_id);
+    rec->action = "proxy.request";
+    rec->key_id = r->key->id;
+    rec->label = r->key->label;
+    rec->vendor = r->vendor->name;
+    rec->method = r->method;
+    rec->path = r->path;
+    rec->reserved = r->reserved;
+    rec->bytes_in = (int64_t)r->fwd_len;
+}
+
+/* Writer thread: the actual cost replaces the reservation and the audit
+ * record is completed, in one transaction. */
+static enum kb_err settle_job(struct kb_store *s, void *arg)
+{
+    struct preq *r = arg;
+    enum kb_err err = store_spend_settle(s, r->key->seq, r->day, r->reserved, r->actual,
+                                         r->key->daily_cap, NULL);
+    if (err != KB_OK)
+        return KB_E_STORE;
+    struct kb_audit_rec rec;
+    rec_fill(r, &rec);
+    rec.decision = "allowed";
+    rec.code = r->fail;
+    rec.status = r->status;
+    rec.settled = r->actual;
+    rec.latency_us = r->latency_us;
+    rec.bytes_out = r->bytes_out;
+    return audit_complete(s, r->audit_seq, &rec);
+}
+
+static void settle_done(void *arg, enum kb_err err)
+{
+    struct preq *r = arg;
+    if (err != KB_OK)
+        kb_log(KB_LOG_ERROR, "settlement not committed; the reservation stays (fail closed)",
+               "request_id", r->id, "key_id", r->key->id, "code", kb_strerror(err), NULL);
+    /* a whole answer ends only once its cost is durable, so what a client
+     * reads in the key's usage after the answer already includes it */
+    if (r->finish_reply && r->req && !r->client_gone) {
+        evhttp_connection_set_closecb(r->conn, NULL, NULL);
+        r->conn = NULL;
+        evhttp_send_reply_end(r->req);
+    }
+    r->req = NULL;
+    preq_free(r);
+}
+
+/* Ends the request's life: `actual` replaces the reservation; `fail` is the
+ * failure code for the audit record (NULL when the answer was whole). With
+ * finish_reply the client's reply is ended after the commit; otherwise it
+ * was already answered or cut and the connection is let go now. */
+static void preq_settle(struct preq *r, int64_t actual, const char *fail, bool finish_reply)
+{
+    r->stage = ST_SETTLE;
+    r->actual = actual;
+    r->fail = fail;
+    r->finish_reply = finish_reply;
+    r->latency_us = clock_mono_us() - r->start_us;
+    if (!finish_reply && r->conn) {
+        evhttp_connection_set_closecb(r->conn, NULL, NULL);
+        r->conn = NULL;
+    }
+    writer_submit(r->px->port, settle_job, settle_done, r);
 }
 
 /* ---- upstream callbacks ---- */
@@ -254,6 +352,7 @@ static bool on_body(void *arg, const char *data, size_t len)
         return false;
     }
     meter_response_data(r->meter, data, len);
+    r->bytes_out += (int64_t)len;
     if (len == 0)
         return true;
     evbuffer_add(r->px->scratch, data, len);
@@ -265,26 +364,22 @@ static void on_done(void *arg, enum kb_err err)
 {
     struct preq *r = arg;
     r->up = NULL; /* the upstream client freed it */
-    int64_t actual;
-    if (r->client_gone) {
-        /* already settled by client_closed */
-        return;
-    }
     if (err == KB_OK) {
-        actual = meter_settle(r->meter, true);
-        evhttp_send_reply_end(r->req);
+        preq_settle(r, meter_settle(r->meter, true), NULL, true);
     } else if (r->head_sent) {
         /* cut mid-body: the client must not mistake it for a whole answer */
-        actual = meter_settle(r->meter, false);
+        int64_t actual = meter_settle(r->meter, false);
         abort_connection(r);
+        r->req = NULL;
         kb_log(KB_LOG_WARN, "upstream failed mid-response", "request_id", r->id, "code",
                kb_strerror(err), NULL);
+        preq_settle(r, actual, kb_strerror(err), false);
     } else {
-        actual = meter_settle(r->meter, false);
+        int64_t actual = meter_settle(r->meter, false);
         http_reply_proxy_error(r->req, err, NULL);
+        r->req = NULL;
+        preq_settle(r, actual, kb_strerror(err), false);
     }
-    r->req = NULL;
-    preq_finish(r, actual);
 }
 
 static const struct kb_upstream_ops upstream_ops = {on_header, on_head, on_body, on_done};
@@ -301,15 +396,17 @@ static void client_closed(struct evhttp_connection *conn, void *arg)
     if (r->req && evhttp_request_get_connection(r->req) == NULL)
         evhttp_request_free(r->req);
     r->req = NULL;
+    kb_log(KB_LOG_INFO, "client closed before the response ended", "request_id", r->id, NULL);
+    if (r->stage != ST_UPSTREAM)
+        return; /* the writer's callback finishes it */
     if (r->up) {
         upstream_cancel(r->up);
         r->up = NULL;
     }
     /* The vendor may have acted on a request we could not see the end of:
      * charge the worst case unless the meter knows better. */
-    int64_t actual = r->status ? meter_settle(r->meter, false) : r->reserved;
-    kb_log(KB_LOG_INFO, "client closed before the response ended", "request_id", r->id, NULL);
-    preq_finish(r, actual);
+    preq_settle(r, r->status ? meter_settle(r->meter, false) : r->reserved, "client_closed",
+                false);
 }
 
 /* The key of a request in flight was revoked: stop the vendor transfer and
@@ -331,7 +428,7 @@ static void cut_revoked(struct preq *r)
     r->req = NULL;
     kb_log(KB_LOG_INFO, "response cut: key revoked", "request_id", r->id, "key_id", r->key->id,
            NULL);
-    preq_finish(r, actual);
+    preq_settle(r, actual, kb_strerror(KB_E_KEY_REVOKED), false);
 }
 
 static void watch_revocations(evutil_socket_t fd, short what, void *arg)
@@ -341,6 +438,8 @@ static void watch_revocations(evutil_socket_t fd, short what, void *arg)
     struct kb_proxy *px = arg;
     for (struct preq *r = px->inflight, *next; r; r = next) {
         next = r->next;
+        if (r->stage != ST_UPSTREAM)
+            continue;
         bool revoked = false;
         if (store_key_revoked(px->store, r->key->seq, &revoked) == KB_OK && revoked)
             cut_revoked(r);
@@ -486,11 +585,134 @@ static const struct kb_policy *key_policy(struct kb_proxy *px, const struct kb_k
     return pol;
 }
 
-static void refuse(struct evhttp_request *req, enum kb_err err, const char *msg, const char *id)
+/* A refusal, answered only once its audit record is durable. */
+struct refusal {
+    struct kb_proxy *px;        /* borrowed */
+    struct evhttp_request *req; /* borrowed until replied */
+    enum kb_err err;
+    char *msg;                  /* owned; may be NULL */
+    struct kb_audit_rec rec;    /* strings below, or static */
+    char *key_id, *label, *vendor, *path; /* owned copies */
+};
+
+static enum kb_err refusal_job(struct kb_store *s, void *arg)
+{
+    struct refusal *f = arg;
+    return audit_append(s, &f->rec, NULL);
+}
+
+static void refusal_done(void *arg, enum kb_err err)
+{
+    struct refusal *f = arg;
+    /* no durable record, no answer but this one (fail closed) */
+    if (err != KB_OK)
+        http_reply_proxy_error(f->req, KB_E_AUDIT_UNAVAILABLE, NULL);
+    else
+        http_reply_proxy_error(f->req, f->err, f->msg);
+    free(f->msg);
+    free(f->key_id);
+    free(f->label);
+    free(f->vendor);
+    free(f->path);
+    free(f);
+}
+
+/* Refuses `req` with err; msg (may be NULL) is taken. The refusal is audited
+ * with what is known of the request: key (may be NULL), vendor, the path
+ * without its query (capped), never a token. */
+static void refuse(struct kb_proxy *px, struct evhttp_request *req, enum kb_err err, char *msg,
+                   const char *id, const char *method, const struct kb_key *key,
+                   const char *vendor, const char *path, size_t path_len)
 {
     kb_log(KB_LOG_DEBUG, "request refused", "request_id", id, "code", kb_strerror(err), NULL);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Request-Id", id);
-    http_reply_proxy_error(req, err, msg);
+    struct refusal *f = kb_calloc(1, sizeof *f);
+    f->px = px;
+    f->req = req;
+    f->err = err;
+    f->msg = msg;
+    f->key_id = key ? kb_strdup(key->id) : NULL;
+    f->label = key ? kb_strdup(key->label) : NULL;
+    f->vendor = vendor ? kb_strdup(vendor) : NULL;
+    f->path = path ? kb_strndup(path, path_len > 512 ? 512 : path_len) : NULL;
+    f->rec.kind = KB_AUDIT_PROXY;
+    f->rec.ts_ms = clock_now_ms();
+    memcpy(f->rec.request_id, id, sizeof f->rec.request_id);
+    f->rec.action = "proxy.request";
+    f->rec.key_id = f->key_id;
+    f->rec.label = f->label;
+    f->rec.vendor = f->vendor;
+    f->rec.method = method;
+    f->rec.path = f->path;
+    f->rec.decision = "refused";
+    f->rec.code = kb_strerror(err);
+    f->rec.bytes_in = (int64_t)evbuffer_get_length(evhttp_request_get_input_buffer(req));
+    writer_submit(px->port, refusal_job, refusal_done, f);
+}
+
+/* Writer thread: rate limit, reservation and the audit record, committed
+ * together before a byte goes to the vendor. A refusal here is recorded as
+ * one (the job succeeds; r->outcome says what happened). */
+static enum kb_err admit_job(struct kb_store *s, void *arg)
+{
+    struct preq *r = arg;
+    enum kb_err err;
+    r->outcome = KB_OK;
+    if (r->key->rate_requests) {
+        err = store_rate_take(s, r->key->seq, r->key->rate_requests, r->key->rate_period_ms,
+                              r->ts_ms, &r->retry_ms);
+        if (err == KB_E_RATE_LIMITED)
+            r->outcome = err;
+        else if (err != KB_OK)
+            return KB_E_STORE;
+    }
+    if (r->outcome == KB_OK) {
+        err = store_spend_reserve(s, r->key->seq, r->day, r->reserved, r->key->daily_cap,
+                                  &r->remaining);
+        if (err == KB_E_CAP_EXHAUSTED)
+            r->outcome = err;
+        else if (err != KB_OK)
+            return KB_E_STORE;
+    }
+    struct kb_audit_rec rec;
+    rec_fill(r, &rec);
+    rec.decision = r->outcome == KB_OK ? "allowed" : "refused";
+    rec.code = r->outcome == KB_OK ? NULL : kb_strerror(r->outcome);
+    rec.settled = r->outcome == KB_OK ? -1 : 0;
+    return audit_append(s, &rec, &r->audit_seq);
+}
+
+static void admit_done(void *arg, enum kb_err err)
+{
+    struct preq *r = arg;
+    if (err != KB_OK || r->outcome != KB_OK) {
+        /* nothing was reserved (the batch rolled back, or it did not fit) */
+        if (!r->client_gone) {
+            struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
+            evhttp_add_header(out, "Keybrake-Request-Id", r->id);
+            if (err == KB_OK && r->outcome == KB_E_RATE_LIMITED) {
+                char ra[24];
+                snprintf(ra, sizeof ra, "%lld", (long long)((r->retry_ms + 999) / 1000));
+                evhttp_add_header(out, "Retry-After", ra);
+            }
+            evhttp_connection_set_closecb(r->conn, NULL, NULL);
+            r->conn = NULL;
+            http_reply_proxy_error(r->req, err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome,
+                                   NULL);
+        }
+        r->req = NULL;
+        preq_free(r);
+        return;
+    }
+    if (r->client_gone) {
+        /* gone before anything was sent: release it all */
+        preq_settle(r, 0, "client_closed", false);
+        return;
+    }
+    r->stage = ST_UPSTREAM;
+    r->up = upstream_start(r->px->up, r->method, r->url, r->headers, r->fwd_body, r->fwd_len,
+                           &upstream_ops, r);
+    r->headers = NULL; /* the upstream request owns them now */
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -505,9 +727,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct kb_key *key = NULL;
     struct kb_meter *meter = NULL;
     char *new_body = NULL;
-    struct curl_slist *headers = NULL;
-    char *url = NULL;
+    const char *target = evhttp_request_get_uri(req);
+    size_t tlen = strlen(target), plen = strcspn(target, "?");
+    const struct kb_vendor *vendor = NULL;
+    const char *vpath = target;
 
+    int64_t start_us = clock_mono_us();
     px->unflushed++;
     evhttp_request_set_on_complete_cb(req, reply_flushed, px);
     const char *method = http_method_name(req);
@@ -530,8 +755,6 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 
     /* 2. the target: canonical, or refused */
-    const char *target = evhttp_request_get_uri(req);
-    size_t tlen = strlen(target), plen;
     if ((err = policy_canon_check(target, tlen, (size_t)cfg->max_path_bytes, &plen, &msg)) != KB_OK)
         goto refused;
     if (plen < tlen && hygiene_query_has_token(target + plen + 1, tlen - plen - 1)) {
@@ -540,8 +763,6 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 
     /* 3. vendor from the first segment, when it names one */
-    const struct kb_vendor *vendor = NULL;
-    const char *vpath = target;
     size_t seg = 1;
     while (seg < plen && target[seg] != '/')
         seg++;
@@ -597,20 +818,6 @@ static void on_request(struct evhttp_request *req, void *arg)
         goto refused;
     }
 
-    /* per-key rate limit, shared by every worker through the store */
-    if (key->rate_requests) {
-        int64_t retry_ms = 0;
-        err = store_rate_take(px->store, key->seq, key->rate_requests, key->rate_period_ms,
-                              clock_now_ms(), &retry_ms);
-        if (err == KB_E_RATE_LIMITED) {
-            char ra[24];
-            snprintf(ra, sizeof ra, "%lld", (long long)((retry_ms + 999) / 1000));
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
-        }
-        if (err != KB_OK)
-            goto refused;
-    }
-
     /* 6. body: Stripe takes forms; JSON from agents is transcoded */
     struct evbuffer *inbuf = evhttp_request_get_input_buffer(req);
     size_t blen = evbuffer_get_length(inbuf);
@@ -643,23 +850,26 @@ static void on_request(struct evhttp_request *req, void *arg)
         body = new_body = metered_body;
         blen = metered_len;
     }
-    int64_t remaining = 0;
-    if ((err = store_spend_reserve(px->store, key->seq, day, reserve, key->daily_cap,
-                                   &remaining)) != KB_OK)
-        goto refused;
 
-    /* 8. forward */
+    /* 8. reserve, record, then forward: the writer commits the reservation
+     * and the audit record before admit_done sends anything */
     struct preq *r = kb_calloc(1, sizeof *r);
     r->px = px;
+    r->stage = ST_ADMIT;
     r->req = req;
     r->conn = evhttp_request_get_connection(req);
     r->key = key;
     r->vendor = vendor;
     r->meter = meter;
     r->body = new_body;
+    r->fwd_body = body;
+    r->fwd_len = blen;
     r->reserved = reserve;
     r->day = day;
-    r->remaining = remaining;
+    r->method = method;
+    r->path = kb_strndup(path, path_len);
+    r->ts_ms = clock_now_ms();
+    r->start_us = start_us;
     memcpy(r->id, id, sizeof r->id);
     key = NULL;
     meter = NULL;
@@ -670,25 +880,24 @@ static void on_request(struct evhttp_request *req, void *arg)
     px->inflight = r;
     px->ninflight++;
     evhttp_connection_set_closecb(r->conn, client_closed, r);
-
-    build_headers(px, req, vendor, transcoded, blen > 0, &headers);
+    build_headers(px, req, vendor, transcoded, blen > 0, &r->headers);
     const char *query = memchr(vpath, '?', strlen(vpath));
-    url = kb_asprintf("%s%.*s%s", vendor->base_url, (int)path_len, path, query ? query : "");
-    r->up = upstream_start(px->up, method, url, headers, body, blen, &upstream_ops, r);
-    free(url);
+    r->url = kb_asprintf("%s%.*s%s", vendor->base_url, (int)path_len, path, query ? query : "");
+    writer_submit(px->port, admit_job, admit_done, r);
     free(msg);
     return;
 
 refused:
-    refuse(req, err, msg, id);
+    refuse(px, req, err, msg, id, method, key, vendor ? vendor->name : NULL,
+           vpath, plen);
     meter_free(meter);
     store_key_free(key);
     free(new_body);
-    free(msg);
 }
 
 enum kb_err proxy_new(struct event_base *base, struct evhttp *http, const struct kb_runtime *rt,
-                      struct kb_store *store, int worker, struct kb_proxy **out, char **errmsg)
+                      struct kb_store *store, struct kb_writer_port *port, int worker,
+                      struct kb_proxy **out, char **errmsg)
 {
     const struct kb_config *cfg = rt->cfg;
     struct kb_proxy *px = kb_calloc(1, sizeof *px);
@@ -696,6 +905,7 @@ enum kb_err proxy_new(struct event_base *base, struct evhttp *http, const struct
     px->http = http;
     px->rt = rt;
     px->store = store;
+    px->port = port;
     px->worker = worker;
     crypto_random(&px->seed, sizeof px->seed);
     px->scratch = evbuffer_new();
@@ -746,13 +956,25 @@ void proxy_free(struct kb_proxy *px)
     if (!px)
         return;
     px->drained_cb = NULL;
-    while (px->inflight) {
-        struct preq *r = px->inflight;
-        if (r->up) {
-            upstream_cancel(r->up);
-            r->up = NULL;
-        }
-        preq_finish(r, r->reserved);
+    /* Only after a shutdown timeout are requests still here. Those waiting
+     * on the writer are left to it (its job still reads them: they are not
+     * freed, a bounded leak at exit); those talking to a vendor are settled
+     * at their worst case on this worker's connection, without a completion
+     * record (the audit shows them as not completed). */
+    for (struct preq *r = px->inflight, *next; r; r = next) {
+        next = r->next;
+        if (r->conn)
+            evhttp_connection_set_closecb(r->conn, NULL, NULL);
+        r->conn = NULL;
+        if (r->stage != ST_UPSTREAM)
+            continue;
+        upstream_cancel(r->up);
+        r->up = NULL;
+        if (store_spend_settle(px->store, r->key->seq, r->day, r->reserved, r->reserved,
+                               r->key->daily_cap, NULL) != KB_OK)
+            kb_log(KB_LOG_ERROR, "settlement at shutdown failed", "request_id", r->id, NULL);
+        r->req = NULL;
+        preq_free(r);
     }
     event_free(px->watch);
     for (size_t i = 0; i < POLICY_CACHE_SLOTS; i++)

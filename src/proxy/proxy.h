@@ -16,18 +16,21 @@ struct event_base;
 struct evhttp;
 struct kb_runtime;
 struct kb_store;
+struct kb_writer_port;
 struct kb_proxy;
 
 typedef void (*kb_drained_cb)(void *arg);
 
 /*
  * Serves proxied requests arriving on `http` (configured and bound by the
- * caller). `rt` and `store` are borrowed and must outlive the proxy.
- * Worker thread only.
+ * caller). `rt`, `store` (this worker's read connection) and `port` (its
+ * group-commit port: reservations, settlements and audit records) are
+ * borrowed and must outlive the proxy. Worker thread only.
  */
 KB_MUSTCHECK enum kb_err proxy_new(struct event_base *base, struct evhttp *http,
                                    const struct kb_runtime *rt, struct kb_store *store,
-                                   int worker, struct kb_proxy **out, char **errmsg);
+                                   struct kb_writer_port *port, int worker,
+                                   struct kb_proxy **out, char **errmsg);
 
 /* Stops taking new work; `cb` fires once no request is in flight (maybe at
  * once). */

@@ -112,6 +112,24 @@ static enum kb_err exec(struct kb_store *s, const char *q, char **errmsg)
     return KB_OK;
 }
 
+/* Opens a write transaction unless the caller (the group-commit writer)
+ * already holds one; *own says whether txn_end must commit it. */
+static enum kb_err txn_begin(struct kb_store *s, bool *own)
+{
+    *own = sqlite3_get_autocommit(s->db) != 0;
+    return *own ? exec(s, "BEGIN IMMEDIATE", NULL) : KB_OK;
+}
+
+static enum kb_err txn_end(struct kb_store *s, bool own, enum kb_err err)
+{
+    if (!own)
+        return err;
+    if (err == KB_OK && (err = exec(s, "COMMIT", NULL)) == KB_OK)
+        return KB_OK;
+    (void)exec(s, "ROLLBACK", NULL);
+    return err;
+}
+
 static enum kb_err migrate(struct kb_store *s, char **errmsg)
 {
     enum kb_err err;
@@ -205,8 +223,11 @@ void store_close(struct kb_store *s)
 {
     if (!s)
         return;
-    for (int i = 0; i < S__COUNT; i++)
-        sqlite3_finalize(s->stmts[i]);
+    /* every statement still prepared on the connection, ours or the audit
+     * store's (sqlite_audit.c caches its own): close fails while any lives */
+    sqlite3_stmt *st;
+    while (s->db && (st = sqlite3_next_stmt(s->db, NULL)) != NULL)
+        sqlite3_finalize(st);
     sqlite3_close(s->db);
     free(s);
 }
@@ -453,47 +474,42 @@ static enum kb_err used(struct kb_store *s, int64_t seq, int64_t day, int64_t *o
 enum kb_err store_spend_reserve(struct kb_store *s, int64_t seq, int64_t day, int64_t amount,
                                 int64_t cap, int64_t *remaining)
 {
-    enum kb_err err;
     /* One transaction: the row is created and conditionally charged, and the
      * remaining amount read, with no other writer in between. */
-    if ((err = exec(s, "BEGIN IMMEDIATE", NULL)) != KB_OK)
+    bool own;
+    enum kb_err err = txn_begin(s, &own);
+    if (err != KB_OK)
         return err;
-    if ((err = step_done(s, S_SPEND_ENSURE, seq, day, 0, 0, 2)) != KB_OK ||
-        (err = step_done(s, S_SPEND_RESERVE, seq, day, amount, cap, 4)) != KB_OK)
-        goto fail;
-    bool fits = sqlite3_changes(s->db) > 0;
+    bool fits = false;
     int64_t u = 0;
-    if (remaining && (err = used(s, seq, day, &u)) != KB_OK)
-        goto fail;
-    if ((err = exec(s, "COMMIT", NULL)) != KB_OK)
-        goto fail;
+    if ((err = step_done(s, S_SPEND_ENSURE, seq, day, 0, 0, 2)) == KB_OK &&
+        (err = step_done(s, S_SPEND_RESERVE, seq, day, amount, cap, 4)) == KB_OK) {
+        fits = sqlite3_changes(s->db) > 0;
+        if (remaining)
+            err = used(s, seq, day, &u);
+    }
+    if ((err = txn_end(s, own, err)) != KB_OK)
+        return err;
     if (remaining)
         *remaining = cap - u > 0 ? cap - u : 0;
     return fits ? KB_OK : KB_E_CAP_EXHAUSTED;
-fail:
-    (void)exec(s, "ROLLBACK", NULL);
-    return err;
 }
 
 enum kb_err store_spend_settle(struct kb_store *s, int64_t seq, int64_t day, int64_t reserved,
                                int64_t actual, int64_t cap, int64_t *remaining)
 {
-    enum kb_err err;
-    if ((err = exec(s, "BEGIN IMMEDIATE", NULL)) != KB_OK)
+    bool own;
+    enum kb_err err = txn_begin(s, &own);
+    if (err != KB_OK)
         return err;
-    if ((err = step_done(s, S_SPEND_SETTLE, seq, day, reserved, actual, 4)) != KB_OK)
-        goto fail;
     int64_t u = 0;
-    if (remaining && (err = used(s, seq, day, &u)) != KB_OK)
-        goto fail;
-    if ((err = exec(s, "COMMIT", NULL)) != KB_OK)
-        goto fail;
+    if ((err = step_done(s, S_SPEND_SETTLE, seq, day, reserved, actual, 4)) == KB_OK && remaining)
+        err = used(s, seq, day, &u);
+    if ((err = txn_end(s, own, err)) != KB_OK)
+        return err;
     if (remaining)
         *remaining = cap - u > 0 ? cap - u : 0;
     return KB_OK;
-fail:
-    (void)exec(s, "ROLLBACK", NULL);
-    return err;
 }
 
 static enum kb_err rate_step(struct kb_store *s, enum stmt_id id, const int64_t args[5],
@@ -516,26 +532,25 @@ enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_t requests, i
 {
     /* integer units: a request costs period_ms, refill is `requests` per ms */
     const int64_t args[5] = {seq, requests * period_ms, requests, now_ms, period_ms};
-    enum kb_err err;
-    if ((err = exec(s, "BEGIN IMMEDIATE", NULL)) != KB_OK)
+    bool own;
+    enum kb_err err = txn_begin(s, &own);
+    if (err != KB_OK)
         return err;
-    if ((err = rate_step(s, S_RATE_ENSURE, args, NULL)) != KB_OK ||
-        (err = rate_step(s, S_RATE_TAKE, args, NULL)) != KB_OK)
-        goto fail;
-    bool took = sqlite3_changes(s->db) > 0;
+    bool took = false;
     int64_t units = 0;
-    if (!took && (err = rate_step(s, S_RATE_GET, args, &units)) != KB_OK)
-        goto fail;
-    if ((err = exec(s, "COMMIT", NULL)) != KB_OK)
-        goto fail;
+    if ((err = rate_step(s, S_RATE_ENSURE, args, NULL)) == KB_OK &&
+        (err = rate_step(s, S_RATE_TAKE, args, NULL)) == KB_OK) {
+        took = sqlite3_changes(s->db) > 0;
+        if (!took)
+            err = rate_step(s, S_RATE_GET, args, &units);
+    }
+    if ((err = txn_end(s, own, err)) != KB_OK)
+        return err;
     if (took)
         return KB_OK;
     if (retry_after_ms)
         *retry_after_ms = (period_ms - units + requests - 1) / requests;
     return KB_E_RATE_LIMITED;
-fail:
-    (void)exec(s, "ROLLBACK", NULL);
-    return err;
 }
 
 enum kb_err store_spend_settle_orphans(struct kb_store *s, int64_t *count)
@@ -545,6 +560,20 @@ enum kb_err store_spend_settle_orphans(struct kb_store *s, int64_t *count)
                            NULL);
     if (err == KB_OK)
         *count = sqlite3_changes64(s->db);
+    return err;
+}
+
+enum kb_err store_txn_run(struct kb_store *s, kb_txn_fn fn, void *arg)
+{
+    if (exec(s, "BEGIN IMMEDIATE", NULL) != KB_OK)
+        return KB_E_AUDIT_UNAVAILABLE;
+    enum kb_err err = fn(s, arg);
+    if (err == KB_OK) {
+        if (exec(s, "COMMIT", NULL) == KB_OK)
+            return KB_OK;
+        err = KB_E_AUDIT_UNAVAILABLE;
+    }
+    (void)exec(s, "ROLLBACK", NULL);
     return err;
 }
 

@@ -144,6 +144,17 @@ KB_MUSTCHECK enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_
  */
 KB_MUSTCHECK enum kb_err store_spend_settle_orphans(struct kb_store *s, int64_t *count);
 
+/*
+ * Runs fn(s, arg) inside one write transaction on this connection: committed
+ * when fn returns KB_OK, rolled back otherwise. Returns fn's result, or
+ * KB_E_AUDIT_UNAVAILABLE when the transaction cannot begin or commit (disk
+ * full, read-only, I/O error). For writes that must carry their audit
+ * record (admin actions): SQLite's write lock serialises them with the
+ * group-commit writer, so the audit chain stays one line.
+ */
+typedef enum kb_err (*kb_txn_fn)(struct kb_store *s, void *arg);
+KB_MUSTCHECK enum kb_err store_txn_run(struct kb_store *s, kb_txn_fn fn, void *arg);
+
 /* Number of admin tokens. */
 KB_MUSTCHECK enum kb_err store_admin_token_count(struct kb_store *s, int64_t *count);
 /* Adds an admin token by hash (KB_OK if it is already there). */
