@@ -376,6 +376,7 @@ static void on_done(void *arg, enum kb_err err)
         preq_settle(r, actual, kb_strerror(err), false);
     } else {
         int64_t actual = meter_settle(r->meter, false);
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Keybrake-Request-Id", r->id);
         http_reply_proxy_error(r->req, err, NULL);
         r->req = NULL;
         preq_settle(r, actual, kb_strerror(err), false);
@@ -423,6 +424,7 @@ static void cut_revoked(struct preq *r)
     if (r->head_sent) {
         abort_connection(r);
     } else {
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Keybrake-Request-Id", r->id);
         http_reply_proxy_error(r->req, KB_E_KEY_REVOKED, NULL);
     }
     r->req = NULL;
