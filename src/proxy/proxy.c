@@ -192,6 +192,11 @@ static void reply_flushed(struct evhttp_request *req, void *arg)
 static void abort_connection(struct preq *r)
 {
     struct evhttp_connection *conn = r->conn;
+    /* Hand what is already queued (the head, the last chunks) to the kernel
+     * first, best effort: the client then sees a response cut short, not
+     * a connection that died before answering. No terminating chunk. */
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+    evbuffer_write(bufferevent_get_output(bev), bufferevent_getfd(bev));
     evhttp_connection_set_closecb(conn, NULL, NULL);
     r->conn = NULL;
     r->px->unflushed--;
