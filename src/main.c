@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/runtime.h"
 #include "meter/meter.h"
 #include "net/server.h"
@@ -121,6 +122,11 @@ static int serve(const char *config_path)
         }
         writer_set_commit_hook(writer, audit_sink_commit, sink);
     }
+    const char *names[KB_METRICS_MAX_VENDORS];
+    size_t nnames = 0;
+    for (; nnames < cfg->nvendors && nnames < KB_METRICS_MAX_VENDORS; nnames++)
+        names[nnames] = cfg->vendors[nnames].name;
+    metrics_init(names, nnames);
     rt.cfg = cfg;
     rt.pricing = pricing;
     rt.store_path = store_path;

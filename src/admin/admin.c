@@ -71,6 +71,13 @@ static void on_request(struct evhttp_request *req, void *arg)
         http_reply_error(req, KB_E_UNAUTHORIZED, NULL, NULL);
         return;
     }
+    if (strcmp(path, "/metrics") == 0) {
+        if (cmd == EVHTTP_REQ_GET)
+            admin__metrics(a, req);
+        else
+            http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
+        return;
+    }
     bool keys = strncmp(path, "/v1/keys", 8) == 0 && (path[8] == '\0' || path[8] == '/');
     if (keys || strcmp(path, "/v1/audit") == 0) {
         struct evkeyvalq query;

@@ -18,6 +18,8 @@ void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *res
                  struct evkeyvalq *query);
 /* GET /v1/audit: records filtered and paged (audit.c). */
 void admin__audit(struct kb_admin *a, struct evhttp_request *req, struct evkeyvalq *query);
+/* GET /metrics: Prometheus text (metrics.c). */
+void admin__metrics(struct kb_admin *a, struct evhttp_request *req);
 void admin__healthz(struct kb_admin *a, struct evhttp_request *req);
 void admin__readyz(struct kb_admin *a, struct evhttp_request *req);
 

@@ -35,6 +35,7 @@
     X(HEADERS_TOO_LARGE, 431, "headers_too_large", "the request headers are too large")            \
     X(CAP_EXHAUSTED, 429, "cap_exhausted", "the daily spend cap of this vault key is exhausted")   \
     X(RATE_LIMITED, 429, "rate_limited", "the rate limit of this vault key is exceeded")           \
+    X(CLIENT_CLOSED, 499, "client_closed", "the client closed the connection first")          \
     X(INTERNAL, 500, "internal_error", "internal error")                                           \
     X(UPSTREAM_UNREACHABLE, 502, "upstream_unreachable", "the vendor could not be reached")        \
     X(UPSTREAM_ERROR, 502, "upstream_error", "the vendor connection failed")                       \

@@ -39,6 +39,7 @@
 #include "core/config.h"
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/money.h"
 #include "core/runtime.h"
 #include "audit/audit.h"
@@ -129,7 +130,8 @@ struct preq {
     int64_t bytes_out;            /* response body bytes sent to the client */
     int64_t actual;               /* settled cost */
     int64_t latency_us;           /* arrival to settlement */
-    const char *fail;             /* completion failure code, NULL when whole */
+    enum kb_err fail;             /* completion failure, KB_OK when whole */
+    int64_t up_start_us;          /* forwarded at, monotonic; 0 if never */
     bool finish_reply;            /* settlement must end the client's reply */
     struct preq *prev, *next;
 };
@@ -221,6 +223,7 @@ static void preq_free(struct preq *r)
     if (r->conn)
         evhttp_connection_set_closecb(r->conn, NULL, NULL);
     preq_unlink(r);
+    metrics_inflight(-1);
     meter_free(r->meter);
     store_key_free(r->key);
     curl_slist_free_all(r->headers);
@@ -259,7 +262,7 @@ static enum kb_err settle_job(struct kb_store *s, void *arg)
     struct kb_audit_rec rec;
     rec_fill(r, &rec);
     rec.decision = "allowed";
-    rec.code = r->fail;
+    rec.code = r->fail != KB_OK ? kb_strerror(r->fail) : NULL;
     rec.status = r->status;
     rec.settled = r->actual;
     rec.latency_us = r->latency_us;
@@ -267,9 +270,40 @@ static enum kb_err settle_job(struct kb_store *s, void *arg)
     return audit_complete(s, r->audit_seq, &rec);
 }
 
+/* One access log line per request, keyed by its id; never a token, a
+ * query or a body (the log escapes every value). */
+static void access_log(const char *id, const char *key_id, const char *vendor,
+                       const char *method, const char *path, int status, enum kb_err code,
+                       int64_t cost, int64_t latency_us)
+{
+    if (!log_enabled(KB_LOG_INFO))
+        return;
+    char st[8], c[32], ms[32];
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(ms, sizeof ms, "%.3f", (double)latency_us / 1000.0);
+    kb_log(KB_LOG_INFO, "access", "request_id", id, "key_id", key_id ? key_id : "-", "vendor",
+           vendor ? vendor : "-", "method", method ? method : "-", "path", path ? path : "-",
+           "status", st, "code", kb_strerror(code), "cost_usd", money_format(cost, c, sizeof c),
+           "latency_ms", ms, NULL);
+}
+
+static int vendor_index(const struct kb_proxy *px, const struct kb_vendor *v)
+{
+    return v ? (int)(v - px->rt->cfg->vendors) : -1;
+}
+
 static void settle_done(void *arg, enum kb_err err)
 {
     struct preq *r = arg;
+    int64_t upstream_us = r->up_start_us ? clock_mono_us() - r->up_start_us : 0;
+    if (upstream_us > r->latency_us)
+        upstream_us = r->latency_us;
+    if (r->up_start_us)
+        metrics_observe(KB_H_UPSTREAM, upstream_us);
+    metrics_observe(KB_H_OVERHEAD, r->latency_us - upstream_us);
+    metrics_request(vendor_index(r->px, r->vendor), r->fail, r->status, r->actual);
+    access_log(r->id, r->key->id, r->vendor->name, r->method, r->path, r->status, r->fail,
+               r->actual, r->latency_us);
     if (err != KB_OK)
         kb_log(KB_LOG_ERROR, "settlement not committed; the reservation stays (fail closed)",
                "request_id", r->id, "key_id", r->key->id, "code", kb_strerror(err), NULL);
@@ -288,7 +322,7 @@ static void settle_done(void *arg, enum kb_err err)
  * failure code for the audit record (NULL when the answer was whole). With
  * finish_reply the client's reply is ended after the commit; otherwise it
  * was already answered or cut and the connection is let go now. */
-static void preq_settle(struct preq *r, int64_t actual, const char *fail, bool finish_reply)
+static void preq_settle(struct preq *r, int64_t actual, enum kb_err fail, bool finish_reply)
 {
     r->stage = ST_SETTLE;
     r->actual = actual;
@@ -370,7 +404,7 @@ static void on_done(void *arg, enum kb_err err)
     struct preq *r = arg;
     r->up = NULL; /* the upstream client freed it */
     if (err == KB_OK) {
-        preq_settle(r, meter_settle(r->meter, true), NULL, true);
+        preq_settle(r, meter_settle(r->meter, true), KB_OK, true);
     } else if (r->head_sent) {
         /* cut mid-body: the client must not mistake it for a whole answer */
         int64_t actual = meter_settle(r->meter, false);
@@ -378,13 +412,13 @@ static void on_done(void *arg, enum kb_err err)
         r->req = NULL;
         kb_log(KB_LOG_WARN, "upstream failed mid-response", "request_id", r->id, "code",
                kb_strerror(err), NULL);
-        preq_settle(r, actual, kb_strerror(err), false);
+        preq_settle(r, actual, err, false);
     } else {
         int64_t actual = meter_settle(r->meter, false);
         evhttp_add_header(evhttp_request_get_output_headers(r->req), "Keybrake-Request-Id", r->id);
         http_reply_proxy_error(r->req, err, NULL);
         r->req = NULL;
-        preq_settle(r, actual, kb_strerror(err), false);
+        preq_settle(r, actual, err, false);
     }
 }
 
@@ -411,7 +445,7 @@ static void client_closed(struct evhttp_connection *conn, void *arg)
     }
     /* The vendor may have acted on a request we could not see the end of:
      * charge the worst case unless the meter knows better. */
-    preq_settle(r, r->status ? meter_settle(r->meter, false) : r->reserved, "client_closed",
+    preq_settle(r, r->status ? meter_settle(r->meter, false) : r->reserved, KB_E_CLIENT_CLOSED,
                 false);
 }
 
@@ -435,7 +469,7 @@ static void cut_revoked(struct preq *r)
     r->req = NULL;
     kb_log(KB_LOG_INFO, "response cut: key revoked", "request_id", r->id, "key_id", r->key->id,
            NULL);
-    preq_settle(r, actual, kb_strerror(KB_E_KEY_REVOKED), false);
+    preq_settle(r, actual, KB_E_KEY_REVOKED, false);
 }
 
 static void watch_revocations(evutil_socket_t fd, short what, void *arg)
@@ -598,8 +632,10 @@ struct refusal {
     struct evhttp_request *req; /* borrowed until replied */
     enum kb_err err;
     char *msg;                  /* owned; may be NULL */
+    int vendor;                 /* vendor index for metrics, -1 if unknown */
     struct kb_audit_rec rec;    /* strings below, or static */
-    char *key_id, *label, *vendor, *path; /* owned copies */
+    char *key_id, *label, *vendor_name, *path; /* owned copies */
+    int64_t start_us;           /* arrival, monotonic */
 };
 
 static enum kb_err refusal_job(struct kb_store *s, void *arg)
@@ -612,14 +648,15 @@ static void refusal_done(void *arg, enum kb_err err)
 {
     struct refusal *f = arg;
     /* no durable record, no answer but this one (fail closed) */
-    if (err != KB_OK)
-        http_reply_proxy_error(f->req, KB_E_AUDIT_UNAVAILABLE, NULL);
-    else
-        http_reply_proxy_error(f->req, f->err, f->msg);
+    enum kb_err code = err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : f->err;
+    metrics_request(f->vendor, code, 0, 0);
+    access_log(f->rec.request_id, f->key_id, f->vendor_name, f->rec.method, f->path, 0, code, 0,
+               clock_mono_us() - f->start_us);
+    http_reply_proxy_error(f->req, code, err != KB_OK ? NULL : f->msg);
     free(f->msg);
     free(f->key_id);
     free(f->label);
-    free(f->vendor);
+    free(f->vendor_name);
     free(f->path);
     free(f);
 }
@@ -628,8 +665,9 @@ static void refusal_done(void *arg, enum kb_err err)
  * with what is known of the request: key (may be NULL), vendor, the path
  * without its query (capped), never a token. */
 static void refuse(struct kb_proxy *px, struct evhttp_request *req, enum kb_err err, char *msg,
-                   const char *id, const char *method, const struct kb_key *key,
-                   const char *vendor, const char *path, size_t path_len)
+                   const char *id, int64_t start_us, const char *method,
+                   const struct kb_key *key, const struct kb_vendor *vendor, const char *path,
+                   size_t path_len)
 {
     kb_log(KB_LOG_DEBUG, "request refused", "request_id", id, "code", kb_strerror(err), NULL);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Request-Id", id);
@@ -640,7 +678,9 @@ static void refuse(struct kb_proxy *px, struct evhttp_request *req, enum kb_err 
     f->msg = msg;
     f->key_id = key ? kb_strdup(key->id) : NULL;
     f->label = key ? kb_strdup(key->label) : NULL;
-    f->vendor = vendor ? kb_strdup(vendor) : NULL;
+    f->vendor_name = vendor ? kb_strdup(vendor->name) : NULL;
+    f->vendor = vendor_index(px, vendor);
+    f->start_us = start_us;
     f->path = path ? kb_strndup(path, path_len > 512 ? 512 : path_len) : NULL;
     f->rec.kind = KB_AUDIT_PROXY;
     f->rec.ts_ms = clock_now_ms();
@@ -648,7 +688,7 @@ static void refuse(struct kb_proxy *px, struct evhttp_request *req, enum kb_err 
     f->rec.action = "proxy.request";
     f->rec.key_id = f->key_id;
     f->rec.label = f->label;
-    f->rec.vendor = f->vendor;
+    f->rec.vendor = f->vendor_name;
     f->rec.method = method;
     f->rec.path = f->path;
     f->rec.decision = "refused";
@@ -707,16 +747,21 @@ static void admit_done(void *arg, enum kb_err err)
             http_reply_proxy_error(r->req, err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome,
                                    NULL);
         }
+        enum kb_err code = err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome;
+        metrics_request(vendor_index(r->px, r->vendor), code, 0, 0);
+        access_log(r->id, r->key->id, r->vendor->name, r->method, r->path, 0, code, 0,
+                   clock_mono_us() - r->start_us);
         r->req = NULL;
         preq_free(r);
         return;
     }
     if (r->client_gone) {
         /* gone before anything was sent: release it all */
-        preq_settle(r, 0, "client_closed", false);
+        preq_settle(r, 0, KB_E_CLIENT_CLOSED, false);
         return;
     }
     r->stage = ST_UPSTREAM;
+    r->up_start_us = clock_mono_us();
     r->up = upstream_start(r->px->up, r->method, r->url, r->headers, r->fwd_body, r->fwd_len,
                            &upstream_ops, r);
     r->headers = NULL; /* the upstream request owns them now */
@@ -886,6 +931,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         px->inflight->prev = r;
     px->inflight = r;
     px->ninflight++;
+    metrics_inflight(1);
     evhttp_connection_set_closecb(r->conn, client_closed, r);
     build_headers(px, req, vendor, transcoded, blen > 0, &r->headers);
     const char *query = memchr(vpath, '?', strlen(vpath));
@@ -895,8 +941,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     return;
 
 refused:
-    refuse(px, req, err, msg, id, method, key, vendor ? vendor->name : NULL,
-           vpath, plen);
+    refuse(px, req, err, msg, id, start_us, method, key, vendor, vpath, plen);
     meter_free(meter);
     store_key_free(key);
     free(new_body);

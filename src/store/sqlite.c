@@ -37,7 +37,8 @@ enum stmt_id {
     S_RATE_ENSURE = 15,  /* create a full bucket */
     S_RATE_TAKE = 16,    /* refill and take one request */
     S_RATE_GET = 17,     /* units left after refill */
-    S__COUNT = 18,       /* number of statements */
+    S_KEY_ACTIVE = 18,   /* count of active keys */
+    S__COUNT = 19,       /* number of statements */
 };
 
 #define KEY_COLS                                                                                   \
@@ -70,6 +71,7 @@ static const char *const sql[S__COUNT] = {
                     "VALUES (?1, ?2, ?3)",
     [S_ADMIN_CHECK] = "SELECT token_hash FROM admin_tokens WHERE token_hash = ?1",
     [S_PING] = "SELECT 1",
+    [S_KEY_ACTIVE] = "SELECT count(*) FROM keys WHERE revoked_at IS NULL AND expires_at > ?1",
     [S_KEY_REVOKED] = "SELECT revoked_at IS NOT NULL FROM keys WHERE seq = ?1",
     /* ?2 capacity units, ?3 refill units per ms, ?4 now, ?5 units per request */
     [S_RATE_ENSURE] = "INSERT OR IGNORE INTO rate_buckets (key_seq, units, ts_ms) "
@@ -401,6 +403,19 @@ enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f,
     *out = keys;
     *n = count;
     return KB_OK;
+}
+
+enum kb_err store_key_count_active(struct kb_store *s, int64_t now, int64_t *count)
+{
+    sqlite3_stmt *st = stmt(s, S_KEY_ACTIVE);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_int64(st, 1, now);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(st, 0);
+    done(st);
+    return rc == SQLITE_ROW ? KB_OK : KB_E_STORE;
 }
 
 enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now)

@@ -97,6 +97,9 @@ KB_MUSTCHECK enum kb_err store_key_revoked(struct kb_store *s, int64_t seq, bool
 KB_MUSTCHECK enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f,
                                         struct kb_key **out, size_t *n);
 
+/* *count = keys neither revoked nor expired at `now`. */
+KB_MUSTCHECK enum kb_err store_key_count_active(struct kb_store *s, int64_t now, int64_t *count);
+
 /* Revokes key `id` at `now` (keeps the first revocation time).
  * KB_E_NOT_FOUND for an unknown id; revoking a revoked key is KB_OK. */
 KB_MUSTCHECK enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now);

@@ -32,7 +32,9 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "store/audit_store.h"
 #include "store/sqlite_int.h"
 #include "store/store.h"
@@ -128,6 +130,7 @@ static bool exec(sqlite3 *db, const char *q)
 static void run_batch(struct kb_writer *w, struct job *batch)
 {
     sqlite3 *db = store__db(w->store);
+    int64_t t0 = clock_mono_us();
     bool ok = exec(db, "BEGIN IMMEDIATE");
     for (struct job *j = batch; ok && j; j = j->next) {
         if (!exec(db, "SAVEPOINT j")) {
@@ -156,6 +159,7 @@ static void run_batch(struct kb_writer *w, struct job *batch)
     }
     if (ok && !exec(db, "COMMIT"))
         ok = false;
+    metrics_observe(KB_H_COMMIT, clock_mono_us() - t0);
     if (!ok) {
         int code = sqlite3_extended_errcode(db);
         if (!sqlite3_get_autocommit(db))

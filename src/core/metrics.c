@@ -1,0 +1,125 @@
+/* metrics.c - counters and histograms for /metrics (see metrics.h). */
+#include "core/metrics.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+/* Upper bounds (µs) of the histogram buckets; +Inf is implied. */
+static const int64_t bounds[] = {100,    250,    500,    1000,    2500,    5000,    10000,
+                                 25000,  50000,  100000, 250000,  500000,  1000000, 2500000,
+                                 5000000, 10000000, 30000000};
+#define NBOUNDS (sizeof bounds / sizeof bounds[0])
+
+static const char *vendors[KB_METRICS_MAX_VENDORS + 1]; /* last slot: "unknown" */
+static size_t nvendors;
+
+static _Atomic uint64_t requests[KB_METRICS_MAX_VENDORS + 1][KB_E__COUNT];
+static _Atomic uint64_t status_class[KB_METRICS_MAX_VENDORS + 1][6]; /* 0: none, 1..5 */
+static _Atomic uint64_t settled[KB_METRICS_MAX_VENDORS + 1];
+static _Atomic uint64_t hist[KB_H__COUNT][NBOUNDS + 1];
+static _Atomic uint64_t hist_sum[KB_H__COUNT];
+static _Atomic uint64_t hist_count[KB_H__COUNT];
+static _Atomic int64_t inflight;
+
+static const char *const hist_names[KB_H__COUNT] = {
+    "keybrake_proxy_overhead_seconds", "keybrake_upstream_seconds",
+    "keybrake_store_commit_seconds"};
+static const char *const hist_help[KB_H__COUNT] = {
+    "Time Keybrake itself spends on a proxied request (total minus upstream).",
+    "Time from forwarding to the vendor's last byte.",
+    "Duration of one group-commit transaction of the store writer."};
+
+void metrics_init(const char *const *names, size_t n)
+{
+    nvendors = n > KB_METRICS_MAX_VENDORS ? KB_METRICS_MAX_VENDORS : n;
+    for (size_t i = 0; i < nvendors; i++)
+        vendors[i] = names[i];
+    vendors[nvendors] = "unknown";
+}
+
+void metrics_request(int vendor, enum kb_err code, int status, int64_t amount)
+{
+    size_t v = vendor >= 0 && (size_t)vendor < nvendors ? (size_t)vendor : nvendors;
+    if ((unsigned)code >= KB_E__COUNT)
+        code = KB_E_INTERNAL;
+    atomic_fetch_add_explicit(&requests[v][code], 1, memory_order_relaxed);
+    int cls = status >= 100 && status < 600 ? status / 100 : 0;
+    atomic_fetch_add_explicit(&status_class[v][cls], 1, memory_order_relaxed);
+    if (amount > 0)
+        atomic_fetch_add_explicit(&settled[v], (uint64_t)amount, memory_order_relaxed);
+}
+
+void metrics_observe(enum kb_histogram h, int64_t us)
+{
+    if (us < 0)
+        us = 0;
+    size_t i = 0;
+    while (i < NBOUNDS && us > bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&hist[h][i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hist_sum[h], (uint64_t)us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hist_count[h], 1, memory_order_relaxed);
+}
+
+void metrics_inflight(int delta)
+{
+    atomic_fetch_add_explicit(&inflight, delta, memory_order_relaxed);
+}
+
+static uint64_t get(_Atomic uint64_t *p)
+{
+    return atomic_load_explicit(p, memory_order_relaxed);
+}
+
+void metrics_render(struct kb_buf *b, int64_t active_keys)
+{
+    buf_puts(b, "# HELP keybrake_requests_total Proxied requests by vendor and outcome code "
+                "(ok: forwarded and answered).\n# TYPE keybrake_requests_total counter\n");
+    for (size_t v = 0; v <= nvendors; v++)
+        for (int c = 0; c < KB_E__COUNT; c++) {
+            uint64_t n = get(&requests[v][c]);
+            if (n)
+                buf_printf(b, "keybrake_requests_total{vendor=\"%s\",code=\"%s\"} %llu\n",
+                           vendors[v], kb_strerror((enum kb_err)c), (unsigned long long)n);
+        }
+    buf_puts(b, "# HELP keybrake_upstream_responses_total Vendor answers by status class "
+                "(none: no answer).\n# TYPE keybrake_upstream_responses_total counter\n");
+    static const char *const cls[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (size_t v = 0; v <= nvendors; v++)
+        for (int c = 0; c < 6; c++) {
+            uint64_t n = get(&status_class[v][c]);
+            if (n)
+                buf_printf(b, "keybrake_upstream_responses_total{vendor=\"%s\",class=\"%s\"} %llu\n",
+                           vendors[v], cls[c], (unsigned long long)n);
+        }
+    buf_puts(b, "# HELP keybrake_spend_settled_usd_total Spend settled, by vendor.\n"
+                "# TYPE keybrake_spend_settled_usd_total counter\n");
+    for (size_t v = 0; v < nvendors; v++) {
+        uint64_t m = get(&settled[v]);
+        buf_printf(b, "keybrake_spend_settled_usd_total{vendor=\"%s\"} %llu.%06llu\n", vendors[v],
+                   (unsigned long long)(m / 1000000), (unsigned long long)(m % 1000000));
+    }
+    buf_printf(b, "# HELP keybrake_active_keys Vault keys neither revoked nor expired.\n"
+                  "# TYPE keybrake_active_keys gauge\nkeybrake_active_keys %lld\n",
+               (long long)active_keys);
+    buf_printf(b, "# HELP keybrake_requests_in_flight Proxied requests being served.\n"
+                  "# TYPE keybrake_requests_in_flight gauge\nkeybrake_requests_in_flight %lld\n",
+               (long long)atomic_load(&inflight));
+    for (int h = 0; h < KB_H__COUNT; h++) {
+        buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", hist_names[h], hist_help[h],
+                   hist_names[h]);
+        uint64_t cum = 0;
+        for (size_t i = 0; i <= NBOUNDS; i++) {
+            cum += get(&hist[h][i]);
+            if (i < NBOUNDS)
+                buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", hist_names[h],
+                           (double)bounds[i] / 1e6, (unsigned long long)cum);
+            else
+                buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", hist_names[h],
+                           (unsigned long long)cum);
+        }
+        buf_printf(b, "%s_sum %.6f\n%s_count %llu\n", hist_names[h],
+                   (double)get(&hist_sum[h]) / 1e6, hist_names[h],
+                   (unsigned long long)get(&hist_count[h]));
+    }
+}

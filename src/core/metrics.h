@@ -1,0 +1,38 @@
+/*
+ * metrics.h - process-wide counters and histograms for GET /metrics
+ * (Prometheus text format). Updated from any thread with relaxed atomics:
+ * no lock is taken on the request path; a scrape reads a consistent-enough
+ * snapshot (each value is exact, the set is not taken at one instant).
+ */
+#ifndef KB_CORE_METRICS_H
+#define KB_CORE_METRICS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+
+#define KB_METRICS_MAX_VENDORS 64
+
+enum kb_histogram {
+    KB_H_OVERHEAD = 0, /* proxy's own time per request (total minus upstream) */
+    KB_H_UPSTREAM = 1, /* upstream time, forward to last byte */
+    KB_H_COMMIT = 2,   /* group-commit transaction time */
+    KB_H__COUNT = 3,   /* number of histograms */
+};
+
+/* Names the vendors (index = position in the config), once at start. */
+void metrics_init(const char *const *vendor_names, size_t n);
+
+/* One finished proxied request: vendor index (-1 when unknown), its
+ * outcome code (KB_OK when the vendor answered), the upstream status (0 if
+ * none) and the micro-dollars settled. */
+void metrics_request(int vendor, enum kb_err code, int status, int64_t settled);
+void metrics_observe(enum kb_histogram h, int64_t us);
+void metrics_inflight(int delta);
+
+/* Appends the Prometheus text exposition; active_keys is read by the caller
+ * from the store. */
+void metrics_render(struct kb_buf *b, int64_t active_keys);
+
+#endif
