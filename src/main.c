@@ -56,6 +56,16 @@ static int serve(const char *config_path)
     struct kb_runtime rt = {0};
     char *store_path = NULL;
 
+    /* Signals go to this thread only, through sigwait. Blocked before any
+     * thread exists (the store writer starts early): a thread created with
+     * them unblocked could take a SIGTERM and die of it. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
     if (config_load(config_path, &cfg, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
@@ -132,13 +142,6 @@ static int serve(const char *config_path)
     rt.store_path = store_path;
     rt.writer = writer;
 
-    /* Signals go to this thread only, through sigwait: workers never see them. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     if (server_start(&rt, &srv, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
