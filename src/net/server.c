@@ -48,6 +48,7 @@ struct thread {
     int stop_fd;                    /* owned; eventfd */
     struct event *stop_ev;          /* owned */
     struct event *deadline;         /* owned; shutdown timeout */
+    bool deadline_hit;              /* the shutdown timeout passed */
 };
 
 struct kb_server {
@@ -126,6 +127,7 @@ static void loop_exit(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct thread *t = arg;
+    t->deadline_hit = true;
     event_base_loopexit(t->base, NULL);
 }
 
@@ -161,7 +163,14 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 static void *thread_main(void *arg)
 {
     struct thread *t = arg;
-    event_base_dispatch(t->base);
+    for (;;) {
+        event_base_dispatch(t->base);
+        if (!t->proxy || t->deadline_hit || proxy_idle(t->proxy))
+            break;
+        /* a request came in on an open connection in the same loop turn
+         * that found the worker drained: serve it to the end too */
+        proxy_drain(t->proxy, drained, t);
+    }
     return NULL;
 }
 

@@ -793,6 +793,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         goto refused;
     }
     if (px->draining) {
+        /* and no further request on this connection */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
         err = KB_E_SHUTTING_DOWN;
         goto refused;
     }
@@ -993,6 +995,11 @@ enum kb_err proxy_new(struct event_base *base, struct evhttp *http, const struct
     evhttp_set_gencb(http, on_request, px);
     *out = px;
     return KB_OK;
+}
+
+bool proxy_idle(const struct kb_proxy *px)
+{
+    return px->ninflight == 0 && px->unflushed == 0;
 }
 
 void proxy_drain(struct kb_proxy *px, kb_drained_cb cb, void *arg)

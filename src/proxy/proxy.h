@@ -36,6 +36,9 @@ KB_MUSTCHECK enum kb_err proxy_new(struct event_base *base, struct evhttp *http,
  * once). */
 void proxy_drain(struct kb_proxy *p, kb_drained_cb cb, void *arg);
 
+/* True when no request is in flight and every reply has been written. */
+bool proxy_idle(const struct kb_proxy *p);
+
 /* Frees the proxy; requests still in flight are abandoned (their
  * reservations settled at the reserved worst case). Call before evhttp_free. */
 void proxy_free(struct kb_proxy *p);
