@@ -87,20 +87,21 @@ describe('LLM metering through the official SDKs', () => {
     const key = await d.issueKey({ label: uniquePrefix('oa-cut'), vendor: 'openai', daily_usd_cap: 5, allowed_endpoints: ['POST /v1/chat/completions'] });
     const openai = new OpenAI({ apiKey: key.token, baseURL: `${d.proxyUrl}/openai/v1`, organization: null, project: null, maxRetries: 0 });
     const streamP = mocks.openai.nextStream();
-    const { data, response } = await Promise.all([
-      openai.chat.completions
-        .create({ model: 'gpt-4o-mini', stream: true, max_tokens: 100, messages: [{ role: 'user', content: 'x' }] })
-        .withResponse(),
-      streamP.then((up) => {
-        up.send({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini', choices: [{ index: 0, delta: { content: 'par' } }] });
-        up.res.destroy(); // the vendor connection dies mid-stream
-      }),
-    ]).then(([r]) => r);
+    const callP = openai.chat.completions
+      .create({ model: 'gpt-4o-mini', stream: true, max_tokens: 100, messages: [{ role: 'user', content: 'x' }] })
+      .withResponse();
+    const up = await streamP;
+    up.send({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini', choices: [{ index: 0, delta: { content: 'par' } }] });
+    const { data, response } = await callP;
     const reserved = Math.round(Number(response.headers.get('keybrake-cost-usd')) * 1e6);
     assert.ok(reserved > 0, 'the reservation is announced in Keybrake-Cost-USD');
+    const it = data[Symbol.asyncIterator]();
+    const first = await it.next();
+    assert.equal(first.value.choices[0].delta.content, 'par');
+    up.res.destroy(); // the vendor connection dies mid-stream, after the client read a chunk
     await assert.rejects(
       (async () => {
-        for await (const _ of data); // eslint-disable-line no-unused-vars
+        while (!(await it.next()).done);
       })(),
     );
     assert.equal(await spentMicros(d, key.id), reserved, 'charged the worst case, not zero');
