@@ -119,7 +119,7 @@ void crypto_hex(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hexval(char c)
+int crypto_hexdigit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -135,7 +135,7 @@ bool crypto_unhex(const char *in, size_t len, uint8_t *out, size_t n)
     if (len != 2 * n)
         return false;
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        int hi = crypto_hexdigit(in[2 * i]), lo = crypto_hexdigit(in[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         out[i] = (uint8_t)(hi << 4 | lo);

@@ -44,6 +44,9 @@ bool crypto_token_valid(const char *prefix, const char *tok, size_t len);
 /* Writes "<prefix><n random base62>" into out (size > strlen(prefix) + n). */
 void crypto_id_new(const char *prefix, size_t n, char *out, size_t size);
 
+/* The value of one hex digit (either case), or -1. */
+int crypto_hexdigit(char c);
+
 /* Lower-case hex of n bytes into out (size >= 2n+1). */
 void crypto_hex(const uint8_t *in, size_t n, char *out);
 /* Parses exactly 2n hex characters; false on anything else. */

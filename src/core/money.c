@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "core/alloc.h"
+#include "core/crypto.h"
 
 /* Nesting the scanner accepts; matches jansson's default parser limit so a
  * body jansson accepts is never refused here for depth alone. */
@@ -216,17 +217,6 @@ static void skip_ws(struct scan *s)
         s->p++;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Reads the 4 hex digits of a \u escape at s->p. Returns -1 if malformed. */
 static long read_u4(struct scan *s)
 {
@@ -234,7 +224,7 @@ static long read_u4(struct scan *s)
     if (s->end - s->p < 4)
         return -1;
     for (int i = 0; i < 4; i++) {
-        int h = hex_value(*s->p++);
+        int h = crypto_hexdigit(*s->p++);
         if (h < 0)
             return -1;
         v = v * 16 + h;

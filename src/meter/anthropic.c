@@ -158,7 +158,7 @@ enum kb_err meter__anthropic_begin(struct kb_meter *m, const struct kb_meter_req
                                    bool *metered, char **errmsg)
 {
     enum kb_err err = KB_OK;
-    json_t *root = NULL, *model;
+    json_t *root = NULL;
     const struct meter__model *mod;
     int64_t out_tokens = 0, in_tokens;
     bool present = false, any = false, hour = false;
@@ -167,20 +167,8 @@ enum kb_err meter__anthropic_begin(struct kb_meter *m, const struct kb_meter_req
         !meter__seg_is(req->path, req->path_len, "/v1/messages"))
         goto out;
     *metered = true;
-    if ((err = meter__json_body(req, &root, errmsg)) != KB_OK)
+    if ((err = meter__model_for(req, &m->p->anthropic, &root, &mod, errmsg)) != KB_OK)
         goto out;
-    model = json_object_get(root, "model");
-    if (!json_is_string(model)) {
-        kb_set_errmsg(errmsg, "\"model\" is required to price the request");
-        err = KB_E_INVALID;
-        goto out;
-    }
-    mod = meter__model_find(&m->p->anthropic, json_string_value(model));
-    if (!mod) {
-        kb_set_errmsg(errmsg, "model \"%.100s\" has no configured price", json_string_value(model));
-        err = KB_E_MODEL_NOT_PRICED;
-        goto out;
-    }
     if ((err = meter__json_opt_uint(root, "max_tokens", &out_tokens, &present, errmsg)) != KB_OK)
         goto out;
     if (!present)

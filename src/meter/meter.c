@@ -24,6 +24,7 @@
 #include <strings.h>
 
 #include "core/alloc.h"
+#include "core/crypto.h"
 #include "core/buf.h"
 #include "core/money.h"
 #include "meter/meter_int.h"
@@ -402,6 +403,25 @@ out:
     return err;
 }
 
+enum kb_err meter__model_for(const struct kb_meter_req *req, const struct meter__models *t,
+                             json_t **root, const struct meter__model **mod, char **errmsg)
+{
+    enum kb_err err = meter__json_body(req, root, errmsg);
+    if (err != KB_OK)
+        return err;
+    json_t *model = json_object_get(*root, "model");
+    if (!json_is_string(model)) {
+        kb_set_errmsg(errmsg, "\"model\" is required to price the request");
+        return KB_E_INVALID;
+    }
+    *mod = meter__model_find(t, json_string_value(model));
+    if (!*mod) {
+        kb_set_errmsg(errmsg, "model \"%.100s\" has no configured price", json_string_value(model));
+        return KB_E_MODEL_NOT_PRICED;
+    }
+    return KB_OK;
+}
+
 const struct meter__model *meter__model_find(const struct meter__models *t, const char *id)
 {
     const struct meter__model *best = NULL;
@@ -584,17 +604,6 @@ bool meter__seg_is(const char *seg, size_t len, const char *s)
 
 /* ---- form bodies ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes s (n bytes) into a fresh string; false on a malformed escape. */
 static bool form_decode(const char *s, size_t n, char **out, size_t *out_len)
 {
@@ -605,8 +614,8 @@ static bool form_decode(const char *s, size_t n, char **out, size_t *out_len)
         if (s[i] == '+') {
             d[k++] = ' ';
         } else if (s[i] == '%') {
-            int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            int hi = i + 2 < n ? crypto_hexdigit(s[i + 1]) : -1;
+            int lo = i + 2 < n ? crypto_hexdigit(s[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 free(d);
                 return false;

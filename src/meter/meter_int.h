@@ -155,6 +155,13 @@ int64_t meter__token_cost(int64_t tokens, int64_t per_mtok);
 /* Exact id, then the longest configured name that is a prefix of id followed
  * by '-' (dated snapshots), then the "default" entry; NULL when none. */
 const struct meter__model *meter__model_find(const struct meter__models *t, const char *id);
+
+/* Parses the JSON request body into *root (caller decrefs, set even on a
+ * pricing failure) and finds the price of its "model" in t: KB_E_INVALID
+ * without a model, KB_E_MODEL_NOT_PRICED without a price. */
+KB_MUSTCHECK enum kb_err meter__model_for(const struct kb_meter_req *req,
+                                          const struct meter__models *t, json_t **root,
+                                          const struct meter__model **mod, char **errmsg);
 /* The prices that apply to a request with `input` input tokens (long
  * context above the model's threshold). */
 const struct meter__prices *meter__prices_for(const struct meter__model *mod, int64_t input);

@@ -336,7 +336,7 @@ enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *r
                                 char **new_body, size_t *new_len, char **errmsg)
 {
     enum kb_err err = KB_OK;
-    json_t *root = NULL, *model;
+    json_t *root = NULL;
     const struct meter__model *mod;
     enum kind kind;
     int64_t out_tokens = 0, in_tokens;
@@ -346,20 +346,8 @@ enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *r
     if (strcmp(req->method, "POST") != 0 || !kind_of(req, &kind))
         goto out;
     *metered = true;
-    if ((err = meter__json_body(req, &root, errmsg)) != KB_OK)
+    if ((err = meter__model_for(req, &m->p->openai, &root, &mod, errmsg)) != KB_OK)
         goto out;
-    model = json_object_get(root, "model");
-    if (!json_is_string(model)) {
-        kb_set_errmsg(errmsg, "\"model\" is required to price the request");
-        err = KB_E_INVALID;
-        goto out;
-    }
-    mod = meter__model_find(&m->p->openai, json_string_value(model));
-    if (!mod) {
-        kb_set_errmsg(errmsg, "model \"%.100s\" has no configured price", json_string_value(model));
-        err = KB_E_MODEL_NOT_PRICED;
-        goto out;
-    }
     if ((err = output_bound(kind, root, mod, &out_tokens, errmsg)) != KB_OK)
         goto out;
 
