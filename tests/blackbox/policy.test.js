@@ -187,3 +187,26 @@ describe('request hygiene and policy enforcement', () => {
     await d.stop();
   });
 });
+
+describe('slow clients', () => {
+  it('a client trickling its headers is cut by the timeout without holding up others', async () => {
+    const mocks = await startMockVendors();
+    const d = await startDaemon({ mocks, env: { KEYBRAKE_CLIENT_TIMEOUT: '1s', KEYBRAKE_WORKERS: '1' } });
+    try {
+      const key = await d.issueKey({ label: uniquePrefix('slow'), vendor: 'stripe', allowed_endpoints: ['GET /v1/*'] });
+      // headers never finished: the read timeout must close the connection
+      const slow = raw(d.proxyPort, `GET /stripe/v1/payment_intents/pi_1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key.token}\r\n`);
+      // meanwhile, on the same single worker, another client is served at once
+      const r = await d.proxy({ path: '/stripe/v1/payment_intents/pi_2', headers: { authorization: `Bearer ${key.token}` } });
+      assert.equal(r.status, 200);
+      const s = await slow;
+      assert.ok(s.closed, 'the trickling connection was closed by the proxy');
+      assert.ok(!/^HTTP\/1\.1 200/.test(s.text), s.text);
+      assert.equal(mocks.stripe.requests.filter((q) => q.url.endsWith('pi_1')).length, 0, 'the partial request was never forwarded');
+      await d.stop();
+    } finally {
+      await d.kill();
+      await mocks.close();
+    }
+  });
+});
