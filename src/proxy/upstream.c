@@ -24,6 +24,8 @@ struct kb_upstream {
     struct event *timer;     /* owned */
     struct kb_upstream_opts opts;
     struct kb_upstream_req *reqs; /* owned; running transfers, doubly linked */
+    CURL *idle[64];               /* owned; reset easy handles ready for reuse */
+    int nidle;
 };
 
 struct kb_upstream_req {
@@ -139,8 +141,16 @@ static void req_unlink(struct kb_upstream_req *r)
 
 static void req_free(struct kb_upstream_req *r)
 {
-    curl_multi_remove_handle(r->u->multi, r->easy);
-    curl_easy_cleanup(r->easy);
+    struct kb_upstream *u = r->u;
+    curl_multi_remove_handle(u->multi, r->easy);
+    /* easy handles are reused (notes: pool them per thread); a reset one
+     * keeps its buffers and caches but no option of the last request */
+    if (u->nidle < (int)(sizeof u->idle / sizeof u->idle[0])) {
+        curl_easy_reset(r->easy);
+        u->idle[u->nidle++] = r->easy;
+    } else {
+        curl_easy_cleanup(r->easy);
+    }
     curl_slist_free_all(r->headers);
     req_unlink(r);
     free(r);
@@ -152,6 +162,8 @@ void upstream_free(struct kb_upstream *u)
         return;
     while (u->reqs)
         req_free(u->reqs);
+    while (u->nidle > 0)
+        curl_easy_cleanup(u->idle[--u->nidle]);
     curl_multi_cleanup(u->multi);
     event_free(u->timer);
     free(u);
@@ -274,7 +286,7 @@ struct kb_upstream_req *upstream_start(struct kb_upstream *u, const char *method
     r->ops = ops;
     r->arg = arg;
     r->headers = headers;
-    CURL *e = r->easy = curl_easy_init();
+    CURL *e = r->easy = u->nidle > 0 ? u->idle[--u->nidle] : curl_easy_init();
     if (!e)
         abort(); /* only out of memory makes this fail */
     curl_easy_setopt(e, CURLOPT_URL, url);
