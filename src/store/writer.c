@@ -76,7 +76,22 @@ struct kb_writer {
     bool idle;              /* the thread waits on cond */
     kb_writer_commit_cb hook;
     void *hook_arg;
+    sqlite3_stmt *tx[6];     /* owned; the transaction statements, prepared once
+                                (the profile showed sqlite3_exec re-parsing them
+                                for every job) */
 };
+
+enum tx_stmt {
+    TX_BEGIN = 0,       /* BEGIN IMMEDIATE */
+    TX_SAVEPOINT = 1,   /* SAVEPOINT j */
+    TX_ROLLBACK_TO = 2, /* ROLLBACK TO j */
+    TX_RELEASE = 3,     /* RELEASE j */
+    TX_COMMIT = 4,      /* COMMIT */
+    TX_ROLLBACK = 5,    /* ROLLBACK */
+};
+
+static const char *const tx_sql[6] = {"BEGIN IMMEDIATE", "SAVEPOINT j", "ROLLBACK TO j",
+                                      "RELEASE j",       "COMMIT",      "ROLLBACK"};
 
 static void port_unref(struct kb_writer_port *p, int n)
 {
@@ -126,14 +141,26 @@ static bool exec(sqlite3 *db, const char *q)
     return sqlite3_exec(db, q, NULL, NULL, NULL) == SQLITE_OK;
 }
 
+/* Runs one transaction statement, prepared on first use. */
+static bool tx(struct kb_writer *w, enum tx_stmt which)
+{
+    sqlite3 *db = store__db(w->store);
+    if (!w->tx[which] && sqlite3_prepare_v3(db, tx_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
+                                            &w->tx[which], NULL) != SQLITE_OK)
+        return exec(db, tx_sql[which]);
+    int rc = sqlite3_step(w->tx[which]);
+    sqlite3_reset(w->tx[which]);
+    return rc == SQLITE_DONE;
+}
+
 /* Runs one batch in one transaction; sets every job's err. */
 static void run_batch(struct kb_writer *w, struct job *batch)
 {
     sqlite3 *db = store__db(w->store);
     int64_t t0 = clock_mono_us();
-    bool ok = exec(db, "BEGIN IMMEDIATE");
+    bool ok = tx(w, TX_BEGIN);
     for (struct job *j = batch; ok && j; j = j->next) {
-        if (!exec(db, "SAVEPOINT j")) {
+        if (!tx(w, TX_SAVEPOINT)) {
             ok = false;
             break;
         }
@@ -148,22 +175,22 @@ static void run_batch(struct kb_writer *w, struct job *batch)
             ok = false;
             break;
         }
-        if (j->err != KB_OK && !exec(db, "ROLLBACK TO j")) {
+        if (j->err != KB_OK && !tx(w, TX_ROLLBACK_TO)) {
             ok = false;
             break;
         }
-        if (!exec(db, "RELEASE j")) {
+        if (!tx(w, TX_RELEASE)) {
             ok = false;
             break;
         }
     }
-    if (ok && !exec(db, "COMMIT"))
+    if (ok && !tx(w, TX_COMMIT))
         ok = false;
     metrics_observe(KB_H_COMMIT, clock_mono_us() - t0);
     if (!ok) {
         int code = sqlite3_extended_errcode(db);
         if (!sqlite3_get_autocommit(db))
-            (void)exec(db, "ROLLBACK");
+            (void)tx(w, TX_ROLLBACK);
         char num[16];
         snprintf(num, sizeof num, "%d", code);
         kb_log(KB_LOG_ERROR, "store batch failed; answering audit_unavailable", "sqlite_code",
