@@ -89,6 +89,13 @@ struct kb_proxy {
     uint64_t counter; /* request ids within this worker */
 };
 
+/* What is still owed to the client once the settlement is durable. */
+enum reply_after {
+    REPLY_NONE = 0,   /* already answered or cut */
+    REPLY_FINISH = 1, /* end the streamed answer */
+    REPLY_ERROR = 2,  /* answer with the error r->fail */
+};
+
 /* A request moves through these stages; in each, exactly one party may
  * finish it: the writer's callback (ADMIT, SETTLE) or the upstream client
  * and the client connection (UPSTREAM). */
@@ -132,7 +139,7 @@ struct preq {
     int64_t latency_us;           /* arrival to settlement */
     enum kb_err fail;             /* completion failure, KB_OK when whole */
     int64_t up_start_us;          /* forwarded at, monotonic; 0 if never */
-    bool finish_reply;            /* settlement must end the client's reply */
+    enum reply_after reply;       /* what settlement must still send the client */
     struct preq *prev, *next;
 };
 
@@ -307,29 +314,36 @@ static void settle_done(void *arg, enum kb_err err)
     if (err != KB_OK)
         kb_log(KB_LOG_ERROR, "settlement not committed; the reservation stays (fail closed)",
                "request_id", r->id, "key_id", r->key->id, "code", kb_strerror(err), NULL);
-    /* a whole answer ends only once its cost is durable, so what a client
-     * reads in the key's usage after the answer already includes it */
-    if (r->finish_reply && r->req && !r->client_gone) {
+    /* an answer ends only once its cost and audit completion are durable,
+     * so what a client reads in the key's usage or the audit log after the
+     * answer already includes it */
+    if (r->reply != REPLY_NONE && r->req && !r->client_gone) {
         evhttp_connection_set_closecb(r->conn, NULL, NULL);
         r->conn = NULL;
-        evhttp_send_reply_end(r->req);
+        if (r->reply == REPLY_FINISH) {
+            evhttp_send_reply_end(r->req);
+        } else {
+            evhttp_add_header(evhttp_request_get_output_headers(r->req), "Keybrake-Request-Id",
+                              r->id);
+            http_reply_proxy_error(r->req, r->fail, NULL);
+        }
     }
     r->req = NULL;
     preq_free(r);
 }
 
 /* Ends the request's life: `actual` replaces the reservation; `fail` is the
- * failure code for the audit record (NULL when the answer was whole). With
- * finish_reply the client's reply is ended after the commit; otherwise it
- * was already answered or cut and the connection is let go now. */
-static void preq_settle(struct preq *r, int64_t actual, enum kb_err fail, bool finish_reply)
+ * failure for the audit record (KB_OK when the answer was whole); `reply` is
+ * what the client is sent after the commit. With REPLY_NONE it was already
+ * answered or cut and the connection is let go now. */
+static void preq_settle(struct preq *r, int64_t actual, enum kb_err fail, enum reply_after reply)
 {
     r->stage = ST_SETTLE;
     r->actual = actual;
     r->fail = fail;
-    r->finish_reply = finish_reply;
+    r->reply = reply;
     r->latency_us = clock_mono_us() - r->start_us;
-    if (!finish_reply && r->conn) {
+    if (reply == REPLY_NONE && r->conn) {
         evhttp_connection_set_closecb(r->conn, NULL, NULL);
         r->conn = NULL;
     }
@@ -404,7 +418,7 @@ static void on_done(void *arg, enum kb_err err)
     struct preq *r = arg;
     r->up = NULL; /* the upstream client freed it */
     if (err == KB_OK) {
-        preq_settle(r, meter_settle(r->meter, true), KB_OK, true);
+        preq_settle(r, meter_settle(r->meter, true), KB_OK, REPLY_FINISH);
     } else if (r->head_sent) {
         /* cut mid-body: the client must not mistake it for a whole answer */
         int64_t actual = meter_settle(r->meter, false);
@@ -412,13 +426,9 @@ static void on_done(void *arg, enum kb_err err)
         r->req = NULL;
         kb_log(KB_LOG_WARN, "upstream failed mid-response", "request_id", r->id, "code",
                kb_strerror(err), NULL);
-        preq_settle(r, actual, err, false);
+        preq_settle(r, actual, err, REPLY_NONE);
     } else {
-        int64_t actual = meter_settle(r->meter, false);
-        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Keybrake-Request-Id", r->id);
-        http_reply_proxy_error(r->req, err, NULL);
-        r->req = NULL;
-        preq_settle(r, actual, err, false);
+        preq_settle(r, meter_settle(r->meter, false), err, REPLY_ERROR);
     }
 }
 
@@ -446,7 +456,7 @@ static void client_closed(struct evhttp_connection *conn, void *arg)
     /* The vendor may have acted on a request we could not see the end of:
      * charge the worst case unless the meter knows better. */
     preq_settle(r, r->status ? meter_settle(r->meter, false) : r->reserved, KB_E_CLIENT_CLOSED,
-                false);
+                REPLY_NONE);
 }
 
 /* The key of a request in flight was revoked: stop the vendor transfer and
@@ -460,16 +470,15 @@ static void cut_revoked(struct preq *r)
     /* the vendor may have acted already: a metered response is charged as
      * a cut stream, an unanswered one at the reservation */
     int64_t actual = r->status ? meter_settle(r->meter, false) : r->reserved;
-    if (r->head_sent) {
-        abort_connection(r);
-    } else {
-        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Keybrake-Request-Id", r->id);
-        http_reply_proxy_error(r->req, KB_E_KEY_REVOKED, NULL);
-    }
-    r->req = NULL;
     kb_log(KB_LOG_INFO, "response cut: key revoked", "request_id", r->id, "key_id", r->key->id,
            NULL);
-    preq_settle(r, actual, KB_E_KEY_REVOKED, false);
+    if (!r->head_sent) {
+        preq_settle(r, actual, KB_E_KEY_REVOKED, REPLY_ERROR);
+        return;
+    }
+    abort_connection(r);
+    r->req = NULL;
+    preq_settle(r, actual, KB_E_KEY_REVOKED, REPLY_NONE);
 }
 
 static void watch_revocations(evutil_socket_t fd, short what, void *arg)
@@ -757,7 +766,7 @@ static void admit_done(void *arg, enum kb_err err)
     }
     if (r->client_gone) {
         /* gone before anything was sent: release it all */
-        preq_settle(r, 0, KB_E_CLIENT_CLOSED, false);
+        preq_settle(r, 0, KB_E_CLIENT_CLOSED, REPLY_NONE);
         return;
     }
     r->stage = ST_UPSTREAM;
