@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "meter_test.h"
+
 #include "core/alloc.h"
 #include "meter/meter.h"
 #include "meter/meter_int.h"
@@ -40,33 +42,11 @@ static const char pinned[] =
 
 /* ---- helpers (each test file carries its own) ---- */
 
-static char *write_tmp(const char *text)
-{
-    char *path = kb_strdup("/tmp/kb_test_meter_XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    size_t n = strlen(text);
-    assert_int_equal(write(fd, text, n), (ssize_t)n);
-    close(fd);
-    return path;
-}
-
 static struct kb_pricing *load(const char *override)
 {
-    struct kb_pricing *p = NULL;
-    char *em = NULL, *path = override ? write_tmp(override) : NULL;
-    enum kb_err err = meter_pricing_load(path, &p, &em);
-    if (err != KB_OK)
-        print_message("pricing: %s\n", em ? em : "?");
-    assert_int_equal(err, KB_OK);
-    if (path)
-        unlink(path);
-    free(path);
-    free(em);
-    return p;
+    return load_pricing(override);
 }
 
-/* meter_begin on a POST to path; *nb gets the rewritten body (or NULL). */
 static enum kb_err begin(struct kb_pricing *p, const char *path, const char *body,
                          struct kb_meter **m, int64_t *reserve, char **nb)
 {

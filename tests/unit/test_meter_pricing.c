@@ -15,21 +15,12 @@
 
 #include <cmocka.h>
 
+#include "meter_test.h"
+
 #include "core/alloc.h"
 #include "core/money.h"
 #include "meter/meter.h"
 #include "meter/meter_int.h"
-
-static char *write_tmp(const char *text)
-{
-    char *path = kb_strdup("/tmp/kb_test_meter_XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    size_t n = strlen(text);
-    assert_int_equal(write(fd, text, n), (ssize_t)n);
-    close(fd);
-    return path;
-}
 
 /* Loads with `override` as the file; returns the error, *p set on KB_OK. */
 static enum kb_err try_load(const char *override, struct kb_pricing **p)
