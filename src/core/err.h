@@ -18,7 +18,7 @@
     X(BAD_JSON, 400, "invalid_json", "the body is not a JSON object")                              \
     X(BAD_REQUEST, 400, "bad_request", "the request is malformed")                                 \
     X(BAD_PATH, 400, "bad_path", "the request path is not in canonical form")                      \
-    X(TOKEN_IN_QUERY, 400, "token_in_query", "credentials are not accepted in the query string")   \
+    X(TOKEN_IN_QUERY, 400, "token_in_query", "credentials are not accepted in the URL")   \
     X(VENDOR_NOT_CONFIGURED, 400, "vendor_not_configured", "no secret is configured for vendor")   \
     X(CURRENCY_NOT_SUPPORTED, 400, "currency_not_supported", "the currency is not supported")      \
     X(MODEL_NOT_PRICED, 400, "model_not_priced", "the model has no configured price")              \

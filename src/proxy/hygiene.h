@@ -28,7 +28,7 @@ KB_MUSTCHECK enum kb_err hygiene_check_headers(const struct evkeyvalq *h, int ma
                                                int64_t max_headers, char **errmsg);
 
 /*
- * True when the query string `q` (len bytes, without the '?') carries
+ * True when `q` (len bytes: a whole request target, path and query) carries
  * something shaped like a vault token ("kb_" + 46 base62 with a valid
  * checksum): such a request is refused and never logged with its query.
  */

@@ -820,8 +820,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     /* 2. the target: canonical, or refused */
     if ((err = policy_canon_check(target, tlen, (size_t)cfg->max_path_bytes, &plen, &msg)) != KB_OK)
         goto refused;
-    if (plen < tlen && hygiene_query_has_token(target + plen + 1, tlen - plen - 1)) {
+    if (hygiene_query_has_token(target, tlen)) {
+        /* anywhere in the URL: refused, and the URL is neither logged nor
+         * audited (the refusal records no path) */
         err = KB_E_TOKEN_IN_QUERY;
+        vpath = NULL;
+        plen = 0;
         goto refused;
     }
 

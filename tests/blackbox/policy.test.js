@@ -110,6 +110,19 @@ describe('request hygiene and policy enforcement', () => {
     assert.ok(!(d.stdout + d.stderr).includes(key.token), 'token not in the log');
   });
 
+  it('refuses a vault token in the path too, and neither logs nor audits the URL', async () => {
+    const r = await d.proxy({
+      path: `/stripe/v1/customers/${key.token}`,
+      headers: { authorization: `Bearer ${key.token}` },
+    });
+    assertError(r, 400, 'token_in_query');
+    assert.equal(mocks.count(), 0);
+    const audit = await d.admin.get('/v1/audit?limit=200');
+    assert.equal(audit.status, 200);
+    assert.ok(!audit.text.includes(key.token), 'token not in the audit log');
+    assert.ok(!(d.stdout + d.stderr).includes(key.token), 'token not in the log');
+  });
+
   it('a well-formed request still goes through (the checks are not blanket refusals)', async () => {
     const r = await raw(
       d.proxyPort,
