@@ -188,8 +188,6 @@ enum kb_err store_open(const char *path, const char *synchronous, bool check,
     snprintf(q, sizeof q,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON",
              strcmp(synchronous, "full") == 0 ? "FULL" : "NORMAL");
-    /* no checkpoint inside a commit: see store_checkpoint */
-    sqlite3_wal_autocheckpoint(s->db, 0);
     if ((err = exec(s, q, errmsg)) != KB_OK)
         goto out;
     if (check) {
@@ -234,12 +232,6 @@ void store_close(struct kb_store *s)
         sqlite3_finalize(st);
     sqlite3_close(s->db);
     free(s);
-}
-
-enum kb_err store_checkpoint(struct kb_store *s)
-{
-    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    return rc == SQLITE_OK || rc == SQLITE_BUSY ? KB_OK : KB_E_STORE;
 }
 
 enum kb_err store_ping(struct kb_store *s)

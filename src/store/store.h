@@ -68,15 +68,6 @@ KB_MUSTCHECK enum kb_err store_open(const char *path, const char *synchronous, b
                                     struct kb_store **out, char **errmsg);
 void store_close(struct kb_store *s);
 
-/*
- * Copies committed WAL frames into the database file without waiting for
- * readers or writers (a passive checkpoint). Connections never checkpoint
- * on commit: the fsync of a checkpoint, measured at 145-300 ms on this kind
- * of disk, would stall whoever committed; a background thread calls this
- * instead (store/writer.c). Any thread, with its own connection.
- */
-KB_MUSTCHECK enum kb_err store_checkpoint(struct kb_store *s);
-
 /* KB_OK when the store answers a trivial query. */
 KB_MUSTCHECK enum kb_err store_ping(struct kb_store *s);
 

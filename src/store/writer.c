@@ -65,16 +65,8 @@ struct kb_writer_port {
     bool free_requested;    /* loop thread only: port freed from a done callback */
 };
 
-/* How often the checkpointer copies the WAL into the database file. */
-#define CHECKPOINT_EVERY_MS 500
-
 struct kb_writer {
     pthread_t thread;
-    pthread_t ckpt_thread;    /* runs passive checkpoints off the commit path */
-    bool ckpt_started;
-    struct kb_store *ckpt_store; /* owned; the checkpointer's connection */
-    pthread_cond_t ckpt_cond;    /* wakes the checkpointer at stop (not cond: a
-                                    submit's signal must wake the writer) */
     struct kb_store *store; /* owned; the writer thread's connection */
     int max_batch;
     pthread_mutex_t mu;     /* guards head/tail/stopping/idle */
@@ -242,30 +234,6 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Checkpointer thread: the WAL is copied into the database file every
- * CHECKPOINT_EVERY_MS, so its fsync never runs inside a commit. */
-static void *checkpointer_main(void *arg)
-{
-    struct kb_writer *w = arg;
-    pthread_mutex_lock(&w->mu);
-    while (!w->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += CHECKPOINT_EVERY_MS * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&w->ckpt_cond, &w->mu, &until);
-        if (w->stopping)
-            break;
-        pthread_mutex_unlock(&w->mu);
-        if (store_checkpoint(w->ckpt_store) != KB_OK)
-            kb_log(KB_LOG_WARN, "store checkpoint failed; retrying", NULL);
-        pthread_mutex_lock(&w->mu);
-    }
-    pthread_mutex_unlock(&w->mu);
-    return NULL;
-}
-
 enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
                        struct kb_writer **out, char **errmsg)
 {
@@ -278,22 +246,15 @@ enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
     w->max_batch = max_batch > 0 ? max_batch : 1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cond, NULL);
-    pthread_cond_init(&w->ckpt_cond, NULL);
     int rc = pthread_create(&w->thread, NULL, writer_main, w);
     if (rc != 0) {
         kb_set_errmsg(errmsg, "cannot start the writer thread: %s", strerror(rc));
         pthread_cond_destroy(&w->cond);
-        pthread_cond_destroy(&w->ckpt_cond);
         pthread_mutex_destroy(&w->mu);
         store_close(s);
         free(w);
         return KB_E_INTERNAL;
     }
-    if (store_open(path, synchronous, false, &w->ckpt_store, NULL) == KB_OK &&
-        pthread_create(&w->ckpt_thread, NULL, checkpointer_main, w) == 0)
-        w->ckpt_started = true;
-    else
-        kb_log(KB_LOG_WARN, "no checkpointer thread: the WAL grows until restart", NULL);
     *out = w;
     return KB_OK;
 }
@@ -313,13 +274,8 @@ void writer_free(struct kb_writer *w)
     pthread_mutex_lock(&w->mu);
     w->stopping = true;
     pthread_cond_signal(&w->cond);
-    pthread_cond_signal(&w->ckpt_cond);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL); /* the thread drains the queue first */
-    if (w->ckpt_started)
-        pthread_join(w->ckpt_thread, NULL);
-    store_close(w->ckpt_store);
-    pthread_cond_destroy(&w->ckpt_cond);
     store_audit_forget(w->store);
     store_close(w->store);
     pthread_cond_destroy(&w->cond);
