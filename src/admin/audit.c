@@ -36,11 +36,6 @@ struct page {
     bool more;        /* the store had one more */
 };
 
-static json_t *str_or_null(const char *s)
-{
-    return s ? json_string(s) : json_null();
-}
-
 static double usd(int64_t micros)
 {
     /* display only: amounts are exact integers in the store */
@@ -65,16 +60,7 @@ static void add_entry(const struct kb_audit_entry *e, void *arg)
     json_t *o = json_object();
     json_object_set_new(o, "seq", json_integer(e->seq));
     json_object_set_new(o, "ts", json_string(ts));
-    json_object_set_new(o, "request_id", json_string(r->request_id));
-    json_object_set_new(o, "kind", json_string(r->kind == KB_AUDIT_ADMIN ? "admin" : "proxy"));
-    json_object_set_new(o, "action", str_or_null(r->action));
-    json_object_set_new(o, "key_id", str_or_null(r->key_id));
-    json_object_set_new(o, "label", str_or_null(r->label));
-    json_object_set_new(o, "vendor", str_or_null(r->vendor));
-    json_object_set_new(o, "method", str_or_null(r->method));
-    json_object_set_new(o, "path", str_or_null(r->path));
-    json_object_set_new(o, "decision", str_or_null(r->decision));
-    json_object_set_new(o, "code", str_or_null(r->code));
+    audit_rec_json_ids(o, r);
     json_object_set_new(o, "status", r->status ? json_integer(r->status) : json_null());
     json_object_set_new(o, "reserved_usd", json_real(usd(r->reserved)));
     json_object_set_new(o, "settled_usd", r->settled >= 0 ? json_real(usd(r->settled))

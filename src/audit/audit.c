@@ -347,6 +347,20 @@ static json_t *str_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
+void audit_rec_json_ids(json_t *o, const struct kb_audit_rec *r)
+{
+    json_object_set_new(o, "request_id", json_string(r->request_id));
+    json_object_set_new(o, "kind", json_string(r->kind == KB_AUDIT_ADMIN ? "admin" : "proxy"));
+    json_object_set_new(o, "action", str_or_null(r->action));
+    json_object_set_new(o, "key_id", str_or_null(r->key_id));
+    json_object_set_new(o, "label", str_or_null(r->label));
+    json_object_set_new(o, "vendor", str_or_null(r->vendor));
+    json_object_set_new(o, "method", str_or_null(r->method));
+    json_object_set_new(o, "path", str_or_null(r->path));
+    json_object_set_new(o, "decision", str_or_null(r->decision));
+    json_object_set_new(o, "code", str_or_null(r->code));
+}
+
 /* "2026-11-22T07:39:48.123Z" */
 static void fmt_ms(int64_t ms, char *buf, size_t size)
 {
@@ -369,18 +383,9 @@ json_t *audit_row_json(const struct kb_audit_row *row)
     json_t *o = json_object();
     json_object_set_new(o, "seq", json_integer(row->seq));
     json_object_set_new(o, "ref_seq", row->ref_seq ? json_integer(row->ref_seq) : json_null());
-    json_object_set_new(o, "kind", json_string(r->kind == KB_AUDIT_ADMIN ? "admin" : "proxy"));
     json_object_set_new(o, "ts", json_string(ts));
     json_object_set_new(o, "ts_ms", json_integer(r->ts_ms));
-    json_object_set_new(o, "request_id", json_string(r->request_id));
-    json_object_set_new(o, "action", str_or_null(r->action));
-    json_object_set_new(o, "key_id", str_or_null(r->key_id));
-    json_object_set_new(o, "label", str_or_null(r->label));
-    json_object_set_new(o, "vendor", str_or_null(r->vendor));
-    json_object_set_new(o, "method", str_or_null(r->method));
-    json_object_set_new(o, "path", str_or_null(r->path));
-    json_object_set_new(o, "decision", str_or_null(r->decision));
-    json_object_set_new(o, "code", str_or_null(r->code));
+    audit_rec_json_ids(o, r);
     json_object_set_new(o, "status", json_integer(r->status));
     json_object_set_new(o, "reserved_micros", json_integer(r->reserved));
     json_object_set_new(o, "settled_micros", json_integer(r->settled));

@@ -140,6 +140,11 @@ KB_MUSTCHECK enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_H
  * seq, ref_seq and hash. New reference. */
 json_t *audit_row_json(const struct kb_audit_row *row);
 
+/* Sets the fields both the export and GET /v1/audit show as they are
+ * (request_id, kind, action, key_id, label, vendor, method, path, decision,
+ * code) on o; absent strings become null. */
+void audit_rec_json_ids(json_t *o, const struct kb_audit_rec *r);
+
 /* Parses RFC 3339 ("2026-11-22T07:39:48Z", fraction and numeric offsets
  * allowed) or integer epoch seconds into ms since the epoch. Pure. */
 KB_MUSTCHECK enum kb_err audit_parse_time(const char *text, int64_t *ms);

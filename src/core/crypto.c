@@ -119,17 +119,6 @@ void crypto_hex(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-int crypto_hexdigit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool crypto_unhex(const char *in, size_t len, uint8_t *out, size_t n)
 {
     if (len != 2 * n)

@@ -44,8 +44,18 @@ bool crypto_token_valid(const char *prefix, const char *tok, size_t len);
 /* Writes "<prefix><n random base62>" into out (size > strlen(prefix) + n). */
 void crypto_id_new(const char *prefix, size_t n, char *out, size_t size);
 
-/* The value of one hex digit (either case), or -1. */
-int crypto_hexdigit(char c);
+/* The value of one hex digit (either case), or -1. Inline: the path
+ * canonicaliser calls it for every escape of every request. */
+static inline int crypto_hexdigit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
 
 /* Lower-case hex of n bytes into out (size >= 2n+1). */
 void crypto_hex(const uint8_t *in, size_t n, char *out);

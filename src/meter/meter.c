@@ -93,7 +93,8 @@ enum kb_err meter__keys_check(json_t *obj, const char *where, const char *const 
 {
     const char *k;
     json_t *v;
-    json_object_foreach (obj, k, v) {
+    json_object_foreach(obj, k, v)
+    {
         bool ok = k[0] == '_'; /* "_note": comments are allowed anywhere */
         for (size_t i = 0; !ok && allowed[i]; i++)
             ok = strcmp(k, allowed[i]) == 0;
@@ -205,7 +206,8 @@ static enum kb_err merge_patch(json_t *target, json_t *patch, int depth, char **
         kb_set_errmsg(errmsg, "pricing override: nested too deeply");
         return KB_E_CONFIG;
     }
-    json_object_foreach (patch, k, v) {
+    json_object_foreach(patch, k, v)
+    {
         if (json_is_null(v)) {
             json_object_del(target, k);
             continue;
@@ -245,8 +247,7 @@ static const char *const anthropic_long_keys[] = {"threshold_tokens",
                                                   "cache_read_per_mtok",
                                                   NULL};
 
-/* Reads a required (or, with dflt >= 0, optional) price member. */
-static enum kb_err member_price(json_t *obj, const char *where, const char *key, int64_t dflt,
+enum kb_err meter__member_price(json_t *obj, const char *where, const char *key, int64_t dflt,
                                 int64_t *out, char **errmsg)
 {
     enum kb_err err;
@@ -273,21 +274,21 @@ static enum kb_err prices_parse(json_t *obj, const char *where, bool anthropic,
     enum kb_err err;
     struct meter__prices x = {0};
 
-    if ((err = member_price(obj, where, "input_per_mtok", -1, &x.input, errmsg)) != KB_OK ||
-        (err = member_price(obj, where, "output_per_mtok", -1, &x.output, errmsg)) != KB_OK)
+    if ((err = meter__member_price(obj, where, "input_per_mtok", -1, &x.input, errmsg)) != KB_OK ||
+        (err = meter__member_price(obj, where, "output_per_mtok", -1, &x.output, errmsg)) != KB_OK)
         return err;
     if (anthropic) {
-        if ((err = member_price(obj, where, "cache_write_per_mtok", -1, &x.cache_write, errmsg)) !=
-                KB_OK ||
-            (err = member_price(obj, where, "cache_write_1h_per_mtok", -1, &x.cache_write_1h,
-                                errmsg)) != KB_OK ||
-            (err = member_price(obj, where, "cache_read_per_mtok", -1, &x.cache_read, errmsg)) !=
-                KB_OK)
+        if ((err = meter__member_price(obj, where, "cache_write_per_mtok", -1, &x.cache_write,
+                                       errmsg)) != KB_OK ||
+            (err = meter__member_price(obj, where, "cache_write_1h_per_mtok", -1, &x.cache_write_1h,
+                                       errmsg)) != KB_OK ||
+            (err = meter__member_price(obj, where, "cache_read_per_mtok", -1, &x.cache_read,
+                                       errmsg)) != KB_OK)
             return err;
     } else {
         /* Cached input defaults to the full input price: never cheaper. */
-        if ((err = member_price(obj, where, "cached_input_per_mtok", x.input, &x.cached_input,
-                                errmsg)) != KB_OK)
+        if ((err = meter__member_price(obj, where, "cached_input_per_mtok", x.input,
+                                       &x.cached_input, errmsg)) != KB_OK)
             return err;
     }
     *pr = x;
@@ -377,7 +378,8 @@ enum kb_err meter__models_parse(json_t *models, const char *kind, struct meter__
         goto out;
     }
     x.v = kb_calloc(json_object_size(models), sizeof *x.v);
-    json_object_foreach (models, name, v) {
+    json_object_foreach(models, name, v)
+    {
         if (name[0] == '_')
             continue;
         char *where = kb_asprintf("%s.models.%s", kind, name);

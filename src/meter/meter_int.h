@@ -154,6 +154,11 @@ int64_t meter__token_cost(int64_t tokens, int64_t per_mtok);
 
 /* Exact id, then the longest configured name that is a prefix of id followed
  * by '-' (dated snapshots), then the "default" entry; NULL when none. */
+/* Reads the price member `key` of obj ("where.key" in messages): required,
+ * or, with dflt >= 0, optional with that default. */
+KB_MUSTCHECK enum kb_err meter__member_price(json_t *obj, const char *where, const char *key,
+                                             int64_t dflt, int64_t *out, char **errmsg);
+
 const struct meter__model *meter__model_find(const struct meter__models *t, const char *id);
 
 /* Parses the JSON request body into *root (caller decrefs, set even on a

@@ -186,22 +186,6 @@ static bool is_prefix_key(const char *k)
     return true;
 }
 
-static enum kb_err required_price(json_t *obj, const char *key, int64_t *out, char **errmsg)
-{
-    json_t *v = json_object_get(obj, key);
-    char *w = kb_asprintf("twilio.%s", key);
-    enum kb_err err;
-
-    if (!v) {
-        kb_set_errmsg(errmsg, "pricing: %s: missing", w);
-        err = KB_E_CONFIG;
-    } else {
-        err = meter__price_parse(v, w, out, errmsg);
-    }
-    free(w);
-    return err;
-}
-
 enum kb_err meter__twilio_config(json_t *obj, struct meter__twilio_cfg *cfg, char **errmsg)
 {
     enum kb_err err;
@@ -220,7 +204,8 @@ enum kb_err meter__twilio_config(json_t *obj, struct meter__twilio_cfg *cfg, cha
         goto out;
     }
     x.sms = kb_calloc(json_object_size(sms), sizeof *x.sms);
-    json_object_foreach (sms, k, v) {
+    json_object_foreach(sms, k, v)
+    {
         if (k[0] == '_')
             continue;
         char *w = kb_asprintf("twilio.sms_per_segment.%s", k);
@@ -248,9 +233,12 @@ enum kb_err meter__twilio_config(json_t *obj, struct meter__twilio_cfg *cfg, cha
         err = KB_E_CONFIG;
         goto out;
     }
-    if ((err = required_price(obj, "mms_per_message", &x.mms, errmsg)) != KB_OK ||
-        (err = required_price(obj, "call_estimate", &x.call_estimate, errmsg)) != KB_OK ||
-        (err = required_price(obj, "call_per_minute", &x.call_per_minute, errmsg)) != KB_OK)
+    if ((err = meter__member_price(obj, "twilio", "mms_per_message", -1, &x.mms, errmsg)) !=
+            KB_OK ||
+        (err = meter__member_price(obj, "twilio", "call_estimate", -1, &x.call_estimate, errmsg)) !=
+            KB_OK ||
+        (err = meter__member_price(obj, "twilio", "call_per_minute", -1, &x.call_per_minute,
+                                   errmsg)) != KB_OK)
         goto out;
     v = json_object_get(obj, "unknown_body_segments");
     if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > SEGMENTS_MAX) {

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "core/alloc.h"
+#include "core/crypto.h"
 
 /* What a raw byte may be inside the path part. */
 enum byte_class {
@@ -47,26 +48,14 @@ static const unsigned char path_class[256] = {
     ['?'] = B_QUERY,
 };
 
-/* Value of a hex digit, or -1. */
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Decodes the escape whose '%' is at s[i]; -1 when it is not '%' and two
  * hex digits inside the first len bytes. */
 static int decode_escape(const unsigned char *s, size_t len, size_t i)
 {
     if (len - i < 3)
         return -1;
-    int hi = hexval(s[i + 1]);
-    int lo = hexval(s[i + 2]);
+    int hi = crypto_hexdigit((char)s[i + 1]);
+    int lo = crypto_hexdigit((char)s[i + 2]);
     if (hi < 0 || lo < 0)
         return -1;
     return hi * 16 + lo;

@@ -66,7 +66,7 @@ bad_name:
     return KB_E_BAD_REQUEST;
 }
 
-bool hygiene_query_has_token(const char *q, size_t len)
+bool hygiene_url_has_token(const char *q, size_t len)
 {
     const size_t toklen = 3 + KB_TOKEN_RANDOM_LEN + KB_TOKEN_CHECK_LEN;
     for (size_t i = 0; i + toklen <= len; i++)

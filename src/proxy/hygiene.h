@@ -32,6 +32,6 @@ KB_MUSTCHECK enum kb_err hygiene_check_headers(const struct evkeyvalq *h, int ma
  * something shaped like a vault token ("kb_" + 46 base62 with a valid
  * checksum): such a request is refused and never logged with its query.
  */
-bool hygiene_query_has_token(const char *q, size_t len);
+bool hygiene_url_has_token(const char *q, size_t len);
 
 #endif

@@ -323,8 +323,6 @@ static void settle_done(void *arg, enum kb_err err)
         if (r->reply == REPLY_FINISH) {
             evhttp_send_reply_end(r->req);
         } else {
-            evhttp_add_header(evhttp_request_get_output_headers(r->req), "Keybrake-Request-Id",
-                              r->id);
             http_reply_proxy_error(r->req, r->fail, NULL);
         }
     }
@@ -357,10 +355,16 @@ static void on_header(void *arg, const char *name, size_t nlen, const char *valu
     struct preq *r = arg;
     if (r->client_gone || in_list(strip_response, name, nlen))
         return;
-    char *n = kb_strndup(name, nlen), *v = kb_strndup(value, vlen);
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), n, v);
-    free(n);
-    free(v);
+    /* evhttp wants C strings: one stack copy, heap only for huge headers */
+    char stack[1024];
+    char *nv = nlen + vlen + 2 <= sizeof stack ? stack : kb_malloc(nlen + vlen + 2);
+    memcpy(nv, name, nlen);
+    nv[nlen] = '\0';
+    memcpy(nv + nlen + 1, value, vlen);
+    nv[nlen + 1 + vlen] = '\0';
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), nv, nv + nlen + 1);
+    if (nv != stack)
+        free(nv);
 }
 
 static void add_cost_headers(struct preq *r, struct evkeyvalq *out, int64_t cost)
@@ -378,7 +382,6 @@ static void on_head(void *arg, int status)
         return;
     struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
     meter_response_status(r->meter, status, evhttp_find_header(out, "Content-Type"));
-    evhttp_add_header(out, "Keybrake-Request-Id", r->id);
     add_cost_headers(r, out, r->reserved);
     evhttp_send_reply_start(r->req, status, NULL);
     r->head_sent = true;
@@ -679,7 +682,6 @@ static void refuse(struct kb_proxy *px, struct evhttp_request *req, enum kb_err 
                    size_t path_len)
 {
     kb_log(KB_LOG_DEBUG, "request refused", "request_id", id, "code", kb_strerror(err), NULL);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Request-Id", id);
     struct refusal *f = kb_calloc(1, sizeof *f);
     f->px = px;
     f->req = req;
@@ -745,7 +747,6 @@ static void admit_done(void *arg, enum kb_err err)
         /* nothing was reserved (the batch rolled back, or it did not fit) */
         if (!r->client_gone) {
             struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
-            evhttp_add_header(out, "Keybrake-Request-Id", r->id);
             if (err == KB_OK && r->outcome == KB_E_RATE_LIMITED) {
                 char ra[24];
                 snprintf(ra, sizeof ra, "%lld", (long long)((r->retry_ms + 999) / 1000));
@@ -796,6 +797,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     int64_t start_us = clock_mono_us();
     px->unflushed++;
     evhttp_request_set_on_complete_cb(req, reply_flushed, px);
+    /* every answer, whatever ends the request, carries its id */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Request-Id", id);
     const char *method = http_method_name(req);
     if (!method) {
         err = KB_E_METHOD_NOT_ALLOWED;
@@ -820,7 +823,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     /* 2. the target: canonical, or refused */
     if ((err = policy_canon_check(target, tlen, (size_t)cfg->max_path_bytes, &plen, &msg)) != KB_OK)
         goto refused;
-    if (hygiene_query_has_token(target, tlen)) {
+    if (hygiene_url_has_token(target, tlen)) {
         /* anywhere in the URL: refused, and the URL is neither logged nor
          * audited (the refusal records no path) */
         err = KB_E_TOKEN_IN_QUERY;
@@ -903,15 +906,16 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 
     /* 7. worst-case cost, reserved atomically against today's cap */
-    char *path_z = kb_strndup(path, path_len);
+    char *path_z = kb_strndup(path, path_len); /* the request keeps it: audit, logs */
     struct kb_meter_req mreq = {vendor->name, method, path_z, path_len, ctype, body, blen};
     int64_t reserve = 0;
     char *metered_body = NULL;
     size_t metered_len = 0;
     err = meter_begin(px->rt->pricing, &mreq, &meter, &reserve, &metered_body, &metered_len, &msg);
-    free(path_z);
-    if (err != KB_OK)
+    if (err != KB_OK) {
+        free(path_z);
         goto refused;
+    }
     if (metered_body) {
         free(new_body);
         body = new_body = metered_body;
@@ -934,7 +938,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     r->reserved = reserve;
     r->day = day;
     r->method = method;
-    r->path = kb_strndup(path, path_len);
+    r->path = path_z;
     r->ts_ms = clock_now_ms();
     r->start_us = start_us;
     memcpy(r->id, id, sizeof r->id);
