@@ -353,7 +353,10 @@ static void preq_settle(struct preq *r, int64_t actual, enum kb_err fail, enum r
 static void on_header(void *arg, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     struct preq *r = arg;
-    if (r->client_gone || in_list(strip_response, name, nlen))
+    /* Keybrake-* belongs to the proxy alone: a vendor (or anything in
+     * front of it) must not speak for it, e.g. with its own cost header */
+    if (r->client_gone || in_list(strip_response, name, nlen) ||
+        (nlen >= 9 && strncasecmp(name, "keybrake-", 9) == 0))
         return;
     /* evhttp wants C strings: one stack copy, heap only for huge headers */
     char stack[1024];

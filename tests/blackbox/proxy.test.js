@@ -91,6 +91,36 @@ describe('proxy forwarding', () => {
     assert.equal(mocks.count(), 1, 'nothing forwarded for the revoked key');
   });
 
+  it("the vendor's own Keybrake-* headers never reach the client", async () => {
+    const key = await d.issueKey({ label: uniquePrefix('spoof'), vendor: 'stripe' });
+    mocks.stripe.setHandler((rec, res) => {
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'keybrake-cost-usd': '999.000000',
+        'keybrake-remaining-usd': '999.000000',
+        'keybrake-request-id': 'req_spoofed',
+        'keybrake-error': 'cap_exhausted',
+      });
+      res.end('{"id":"pi_spoof","object":"payment_intent"}');
+      return true;
+    });
+    try {
+      const r = await d.proxy({
+        path: '/stripe/v1/payment_intents/pi_spoof',
+        headers: { authorization: `Bearer ${key.token}` },
+      });
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(rawHeaderValues(r.rawHeaders, 'keybrake-cost-usd'), ['0.000000']);
+      assert.deepEqual(rawHeaderValues(r.rawHeaders, 'keybrake-remaining-usd').length, 1);
+      const ids = rawHeaderValues(r.rawHeaders, 'keybrake-request-id');
+      assert.equal(ids.length, 1);
+      assert.notEqual(ids[0], 'req_spoofed');
+      assert.deepEqual(rawHeaderValues(r.rawHeaders, 'keybrake-error'), [], 'a vendor answer is not a Keybrake error');
+    } finally {
+      mocks.stripe.setHandler(() => false);
+    }
+  });
+
   it('usage counts a forwarded request', async () => {
     const key = await d.issueKey({ label: uniquePrefix('usage'), vendor: 'stripe' });
     const r = await d.proxy({
