@@ -142,7 +142,6 @@ static int serve(const char *config_path)
     rt.store_path = store_path;
     rt.writer = writer;
 
-
     if (server_start(&rt, &srv, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
@@ -161,7 +160,7 @@ static int serve(const char *config_path)
     kb_log(KB_LOG_INFO, "stopped", NULL);
     rc = 0;
 out:
-    server_stop(srv); /* NULL after a clean stop; frees the threads' ports */
+    server_stop(srv);    /* NULL after a clean stop; frees the threads' ports */
     writer_free(writer); /* runs every job still queued */
     audit_sink_free(sink);
     store_close(store);

@@ -107,8 +107,8 @@ static void on_request(struct evhttp_request *req, void *arg)
                              "offset_seconds");
         } else {
             clock_set_offset(json_integer_value(off));
-            http_reply_json(req, 200, json_pack("{s:I}", "offset_seconds",
-                                                (json_int_t)clock_get_offset()));
+            http_reply_json(req, 200,
+                            json_pack("{s:I}", "offset_seconds", (json_int_t)clock_get_offset()));
         }
         json_decref(j);
         return;

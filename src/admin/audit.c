@@ -63,8 +63,8 @@ static void add_entry(const struct kb_audit_entry *e, void *arg)
     audit_rec_json_ids(o, r);
     json_object_set_new(o, "status", r->status ? json_integer(r->status) : json_null());
     json_object_set_new(o, "reserved_usd", json_real(usd(r->reserved)));
-    json_object_set_new(o, "settled_usd", r->settled >= 0 ? json_real(usd(r->settled))
-                                                          : json_null());
+    json_object_set_new(o, "settled_usd",
+                        r->settled >= 0 ? json_real(usd(r->settled)) : json_null());
     json_object_set_new(o, "latency_ms", json_real((double)r->latency_us / 1000.0));
     json_object_set_new(o, "bytes_in", json_integer(r->bytes_in));
     json_object_set_new(o, "bytes_out", json_integer(r->bytes_out));
@@ -117,16 +117,14 @@ void admin__audit(struct kb_admin *a, struct evhttp_request *req, struct evkeyva
     const char **dest[] = {&f.key_id, &f.label_prefix, &f.vendor};
     for (size_t i = 0; i < 3; i++) {
         if (!text_param(query, texts[i], dest[i])) {
-            http_reply_error(req, KB_E_INVALID, "filters must be 1-256 printable bytes",
-                             texts[i]);
+            http_reply_error(req, KB_E_INVALID, "filters must be 1-256 printable bytes", texts[i]);
             return;
         }
     }
     f.decision = evhttp_find_header(query, "decision");
     if (f.decision && strcmp(f.decision, "allowed") != 0 && strcmp(f.decision, "refused") != 0 &&
         strcmp(f.decision, "ok") != 0) {
-        http_reply_error(req, KB_E_INVALID, "decision must be allowed, refused or ok",
-                         "decision");
+        http_reply_error(req, KB_E_INVALID, "decision must be allowed, refused or ok", "decision");
         return;
     }
     static const char *const times[] = {"since", "until"};
@@ -135,8 +133,7 @@ void admin__audit(struct kb_admin *a, struct evhttp_request *req, struct evkeyva
         const char *v = evhttp_find_header(query, times[i]);
         if (v && audit_parse_time(v, tdest[i]) != KB_OK) {
             http_reply_error(req, KB_E_INVALID,
-                             "since and until must be RFC 3339 times or epoch seconds",
-                             times[i]);
+                             "since and until must be RFC 3339 times or epoch seconds", times[i]);
             return;
         }
     }

@@ -58,12 +58,11 @@ static json_t *key_json(const struct kb_key *k, int64_t now, bool usage)
                           eps ? eps : json_array(), "daily_usd_cap", usd(k->daily_cap),
                           "created_at", clock_rfc3339(k->created_at, created, sizeof created),
                           "expires_at", clock_rfc3339(k->expires_at, expires, sizeof expires),
-                          "metadata", meta ? meta : json_object(), "status",
-                          key_status(k, now));
+                          "metadata", meta ? meta : json_object(), "status", key_status(k, now));
     json_object_set_new(o, "revoked_at",
-                        k->revoked_at ? json_string(clock_rfc3339(k->revoked_at, revoked,
-                                                                  sizeof revoked))
-                                      : json_null());
+                        k->revoked_at
+                            ? json_string(clock_rfc3339(k->revoked_at, revoked, sizeof revoked))
+                            : json_null());
     json_object_set_new(o, "rate_limit",
                         k->rate_requests
                             ? json_pack("{s:I, s:s}", "requests", (json_int_t)k->rate_requests,
@@ -109,9 +108,9 @@ static bool valid_text(const char *s, size_t max)
 static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json_t *body,
                         struct kb_key *k, struct field_err *fe, enum kb_err *err)
 {
-    static const char *const known[] = {"label",      "vendor",   "allowed_endpoints",
+    static const char *const known[] = {"label",         "vendor",     "allowed_endpoints",
                                         "daily_usd_cap", "expires_in", "metadata",
-                                        "rate_limit", NULL};
+                                        "rate_limit",    NULL};
     const char *name;
     json_t *v;
     json_object_foreach(body, name, v)
@@ -125,8 +124,8 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
 
     json_t *label = json_object_get(body, "label");
     if (!json_is_string(label) || !valid_text(json_string_value(label), MAX_LABEL))
-        return bad(fe, "label", kb_asprintf("label must be a string of 1-%d printable bytes",
-                                            MAX_LABEL));
+        return bad(fe, "label",
+                   kb_asprintf("label must be a string of 1-%d printable bytes", MAX_LABEL));
     k->label = kb_strdup(json_string_value(label));
 
     json_t *vendor = json_object_get(body, "vendor");
@@ -143,9 +142,9 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
     json_t *eps = json_object_get(body, "allowed_endpoints");
     size_t n = json_array_size(eps);
     if (!json_is_array(eps) || n == 0 || n > MAX_PATTERNS)
-        return bad(fe, "allowed_endpoints",
-                   kb_asprintf("allowed_endpoints must be an array of 1-%d patterns",
-                               MAX_PATTERNS));
+        return bad(
+            fe, "allowed_endpoints",
+            kb_asprintf("allowed_endpoints must be an array of 1-%d patterns", MAX_PATTERNS));
     const char **pats = kb_calloc(n, sizeof *pats);
     for (size_t i = 0; i < n; i++) {
         pats[i] = json_string_value(json_array_get(eps, i));
@@ -170,7 +169,8 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
     if (money_json_number(raw, rawlen, "daily_usd_cap", &num, &numlen) != KB_OK ||
         money_parse(num, numlen, &k->daily_cap, &merr) != KB_OK) {
         char *m = kb_asprintf("daily_usd_cap must be a non-negative USD amount with at most 6 "
-                              "decimals%s%s", merr ? ": " : "", merr ? merr : "");
+                              "decimals%s%s",
+                              merr ? ": " : "", merr ? merr : "");
         free(merr);
         return bad(fe, "daily_usd_cap", m);
     }
@@ -183,9 +183,9 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
         ttl_ms = json_integer_value(ttl) * 1000;
         ttl_ok = true;
     } else if (json_is_string(ttl)) {
-        ttl_ok = duration_parse_ms(json_string_value(ttl), json_string_length(ttl), &ttl_ms) ==
-                     KB_OK &&
-                 ttl_ms > 0 && ttl_ms % 1000 == 0;
+        ttl_ok =
+            duration_parse_ms(json_string_value(ttl), json_string_length(ttl), &ttl_ms) == KB_OK &&
+            ttl_ms > 0 && ttl_ms % 1000 == 0;
     }
     if (!ttl_ok)
         return bad(fe, "expires_in",
@@ -217,9 +217,9 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
         char *text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
         if (!text || strlen(text) > MAX_METADATA) {
             free(text);
-            return bad(fe, "metadata",
-                       kb_asprintf("metadata must be a JSON object of at most %d bytes",
-                                   MAX_METADATA));
+            return bad(
+                fe, "metadata",
+                kb_asprintf("metadata must be a JSON object of at most %d bytes", MAX_METADATA));
         }
         k->metadata = text;
     } else {
@@ -248,12 +248,12 @@ static json_t *read_body(struct evhttp_request *req, struct kb_buf_view *view)
 
 /* One admin write and its audit record, committed together. */
 struct admin_write {
-    struct kb_key *key;         /* issue: the new key */
-    const uint8_t *hash;        /* issue: its token's HMAC */
-    const char *id;             /* revoke: the key id */
-    const char *prefix;         /* bulk revoke: the label prefix */
+    struct kb_key *key;  /* issue: the new key */
+    const uint8_t *hash; /* issue: its token's HMAC */
+    const char *id;      /* revoke: the key id */
+    const char *prefix;  /* bulk revoke: the label prefix */
     int64_t now;
-    int64_t count;              /* bulk revoke: keys revoked */
+    int64_t count; /* bulk revoke: keys revoked */
     struct kb_audit_rec rec;
     char detail[48];
 };
@@ -409,8 +409,7 @@ static void list(struct kb_admin *a, struct evhttp_request *req, struct evkeyval
         lim = strtoll(limit, &end, 10);
         if (!*limit || *end || lim < 1 || lim > 200 ||
             strspn(limit, "0123456789") != strlen(limit)) {
-            http_reply_error(req, KB_E_INVALID, "limit must be an integer from 1 to 200",
-                             "limit");
+            http_reply_error(req, KB_E_INVALID, "limit must be an integer from 1 to 200", "limit");
             return;
         }
     }

@@ -37,8 +37,8 @@
 #include "core/alloc.h"
 #include "store/audit_store.h"
 
-static uint8_t g_key[KB_HASH_LEN];    /* checkpoint HMAC key; set before threads start */
-static int64_t g_every = 1000;        /* records between checkpoints */
+static uint8_t g_key[KB_HASH_LEN]; /* checkpoint HMAC key; set before threads start */
+static int64_t g_every = 1000;     /* records between checkpoints */
 
 void audit_set_key(const uint8_t key[KB_HASH_LEN])
 {
@@ -112,9 +112,8 @@ static void rec_hash(const uint8_t prev[KB_HASH_LEN], int64_t seq, int64_t ref_s
     EVP_MD_CTX_free(c);
 }
 
-static void ckpt_mac(const uint8_t key[KB_HASH_LEN], int64_t seq, int64_t prev_seq,
-                     int64_t every, int64_t ts_ms, const uint8_t hash[KB_HASH_LEN],
-                     uint8_t out[KB_HASH_LEN])
+static void ckpt_mac(const uint8_t key[KB_HASH_LEN], int64_t seq, int64_t prev_seq, int64_t every,
+                     int64_t ts_ms, const uint8_t hash[KB_HASH_LEN], uint8_t out[KB_HASH_LEN])
 {
     uint8_t msg[4 + 4 * 8 + KB_HASH_LEN];
     memcpy(msg, "KBC1", 4);
@@ -146,9 +145,14 @@ static enum kb_err append(struct kb_store *s, int64_t ref_seq, const struct kb_a
     int64_t due = ck_every > 0 && ck_every < g_every ? ck_every : g_every;
     if (ck_seq == 0 || seq - ck_seq >= due) {
         uint8_t mac[KB_HASH_LEN];
-        struct kb_audit_ckpt ck = {.seq = seq, .prev_seq = ck_seq, .every = g_every,
-                                   .ts_ms = rec->ts_ms, .hash = hash, .hash_len = KB_HASH_LEN,
-                                   .mac = mac, .mac_len = KB_HASH_LEN};
+        struct kb_audit_ckpt ck = {.seq = seq,
+                                   .prev_seq = ck_seq,
+                                   .every = g_every,
+                                   .ts_ms = rec->ts_ms,
+                                   .hash = hash,
+                                   .hash_len = KB_HASH_LEN,
+                                   .mac = mac,
+                                   .mac_len = KB_HASH_LEN};
         ckpt_mac(g_key, ck.seq, ck.prev_seq, ck.every, ck.ts_ms, hash, mac);
         if ((err = store_audit_ckpt_insert(s, &ck)) != KB_OK)
             return err;
@@ -197,8 +201,7 @@ static bool check_ckpt(struct kb_audit_report *r, const uint8_t key[KB_HASH_LEN]
 {
     uint8_t mac[KB_HASH_LEN];
     if (ck->hash_len != KB_HASH_LEN || ck->mac_len != KB_HASH_LEN) {
-        report(r, KB_AUDIT_CHECKPOINT, ck->seq, "checkpoint %lld is malformed",
-               (long long)ck->seq);
+        report(r, KB_AUDIT_CHECKPOINT, ck->seq, "checkpoint %lld is malformed", (long long)ck->seq);
         return false;
     }
     ckpt_mac(key, ck->seq, ck->prev_seq, ck->every, ck->ts_ms, ck->hash, mac);
@@ -260,8 +263,7 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
             goto fail;
         if (row.seq < expected) {
             report(r, KB_AUDIT_INSERTED, row.seq,
-                   "record %lld is outside the chain's numbering (inserted)",
-                   (long long)row.seq);
+                   "record %lld is outside the chain's numbering (inserted)", (long long)row.seq);
             goto done;
         }
         if (row.seq > expected) {
@@ -469,8 +471,12 @@ enum kb_err audit_parse_time(const char *text, int64_t *ms)
     bool leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
     if (M == 2 && D == 29 && !leap)
         return KB_E_INVALID;
-    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h,
-                    .tm_min = m, .tm_sec = sec > 59 ? 59 : sec};
+    struct tm tm = {.tm_year = Y - 1900,
+                    .tm_mon = M - 1,
+                    .tm_mday = D,
+                    .tm_hour = h,
+                    .tm_min = m,
+                    .tm_sec = sec > 59 ? 59 : sec};
     time_t t = timegm(&tm);
     if (t == (time_t)-1)
         return KB_E_INVALID;

@@ -30,24 +30,24 @@ enum kb_audit_kind {
 /* One record. Strings are borrowed by the functions below and copied. */
 struct kb_audit_rec {
     enum kb_audit_kind kind;
-    int64_t ts_ms;           /* wall clock, ms since the epoch */
-    char request_id[40];     /* Keybrake-Request-Id, or the admin request's id */
-    const char *action;      /* admin: "key.issued", "key.revoked", "keys.bulk_revoked",
-                                "admin_token.created"; proxy: "proxy.request" */
-    const char *key_id;      /* may be NULL (unknown token) */
-    const char *label;       /* may be NULL */
-    const char *vendor;      /* may be NULL */
-    const char *method;      /* may be NULL */
-    const char *path;        /* vendor path without query; may be NULL */
-    const char *decision;    /* "allowed" or "refused" (admin: "ok") */
-    const char *code;        /* error code when refused/failed, else NULL */
-    int status;              /* upstream status (proxy) once known, else 0 */
-    int64_t reserved;        /* micro-dollars reserved */
-    int64_t settled;         /* micro-dollars settled; -1 while pending */
-    int64_t latency_us;      /* proxy overhead + upstream, once complete; else 0 */
-    int64_t bytes_in;        /* request body bytes from the client */
-    int64_t bytes_out;       /* response body bytes to the client */
-    const char *detail;      /* admin: small JSON text (e.g. {"revoked":3}); may be NULL */
+    int64_t ts_ms;        /* wall clock, ms since the epoch */
+    char request_id[40];  /* Keybrake-Request-Id, or the admin request's id */
+    const char *action;   /* admin: "key.issued", "key.revoked", "keys.bulk_revoked",
+                             "admin_token.created"; proxy: "proxy.request" */
+    const char *key_id;   /* may be NULL (unknown token) */
+    const char *label;    /* may be NULL */
+    const char *vendor;   /* may be NULL */
+    const char *method;   /* may be NULL */
+    const char *path;     /* vendor path without query; may be NULL */
+    const char *decision; /* "allowed" or "refused" (admin: "ok") */
+    const char *code;     /* error code when refused/failed, else NULL */
+    int status;           /* upstream status (proxy) once known, else 0 */
+    int64_t reserved;     /* micro-dollars reserved */
+    int64_t settled;      /* micro-dollars settled; -1 while pending */
+    int64_t latency_us;   /* proxy overhead + upstream, once complete; else 0 */
+    int64_t bytes_in;     /* request body bytes from the client */
+    int64_t bytes_out;    /* response body bytes to the client */
+    const char *detail;   /* admin: small JSON text (e.g. {"revoked":3}); may be NULL */
 };
 
 /* Sets the HMAC key of the checkpoints (the server key), process-wide.
@@ -118,12 +118,12 @@ enum kb_audit_problem {
 };
 
 struct kb_audit_report {
-    int64_t records;             /* records walked (up to the first problem) */
-    int64_t checkpoints;         /* checkpoints verified */
-    int64_t last_ckpt_seq;       /* last good checkpoint, 0 if none */
+    int64_t records;       /* records walked (up to the first problem) */
+    int64_t checkpoints;   /* checkpoints verified */
+    int64_t last_ckpt_seq; /* last good checkpoint, 0 if none */
     enum kb_audit_problem problem;
-    int64_t bad_seq;             /* first bad record (or checkpoint) seq */
-    char why[256];               /* human explanation of problem */
+    int64_t bad_seq; /* first bad record (or checkpoint) seq */
+    char why[256];   /* human explanation of problem */
 };
 
 /*

@@ -24,7 +24,7 @@
 #include "core/log.h"
 #include "store/audit_store.h"
 
-#define TAIL_BYTES 65536   /* enough for the longest line we write */
+#define TAIL_BYTES 65536    /* enough for the longest line we write */
 #define MAX_PER_COMMIT 4096 /* lines per commit hook: catch-up never stalls the writer long */
 
 struct kb_audit_sink {
@@ -152,8 +152,7 @@ fail:
     store_audit_iter_free(it);
     if (!s->failing)
         kb_log(KB_LOG_WARN, "audit sink write failed; will retry after the next commit", "path",
-               s->path, "error", saved_errno ? strerror(saved_errno) : "store read failed",
-               NULL);
+               s->path, "error", saved_errno ? strerror(saved_errno) : "store read failed", NULL);
     s->failing = true;
 }
 

@@ -176,8 +176,8 @@ int cli_audit(int argc, char **argv)
         } else if (is_export && (strcmp(opt, "--since") == 0 || strcmp(opt, "--until") == 0)) {
             int64_t *dest = opt[2] == 's' ? &since : &until;
             if (audit_parse_time(val, dest) != KB_OK) {
-                fprintf(stderr, "keybrake: %s: not an RFC 3339 time or epoch seconds: %s\n",
-                        opt, val);
+                fprintf(stderr, "keybrake: %s: not an RFC 3339 time or epoch seconds: %s\n", opt,
+                        val);
                 return EXIT_ERROR;
             }
         } else {

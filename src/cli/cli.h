@@ -19,8 +19,8 @@ struct kb_store;
  * start. A malformed key file is an error, never silently replaced: every
  * stored token hash depends on it.
  */
-KB_MUSTCHECK enum kb_err cli_prepare_data_dir(const struct kb_config *cfg,
-                                              uint8_t key[KB_HASH_LEN], char **errmsg);
+KB_MUSTCHECK enum kb_err cli_prepare_data_dir(const struct kb_config *cfg, uint8_t key[KB_HASH_LEN],
+                                              char **errmsg);
 
 /*
  * Makes sure an admin token exists: the configured admin_token is added (by

@@ -78,8 +78,10 @@ enum kb_err cli_prepare_data_dir(const struct kb_config *cfg, uint8_t key[KB_HAS
         while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
             n--;
         if (!crypto_unhex(text, n, key, KB_HASH_LEN)) {
-            kb_set_errmsg(errmsg, "%s is not 64 hex characters; refusing to replace it (every "
-                                  "issued token depends on it)", path);
+            kb_set_errmsg(errmsg,
+                          "%s is not 64 hex characters; refusing to replace it (every "
+                          "issued token depends on it)",
+                          path);
             err = KB_E_CONFIG;
         }
     } else if (errno == ENOENT) {

@@ -12,7 +12,10 @@ struct kb_buf {
     size_t cap; /* bytes allocated */
 };
 
-#define KB_BUF_INIT {NULL, 0, 0}
+#define KB_BUF_INIT                                                                                \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void buf_append(struct kb_buf *b, const void *p, size_t n);
 void buf_puts(struct kb_buf *b, const char *s);

@@ -31,20 +31,20 @@ struct setting {
     const char *name;    /* INI key */
     const char *env;     /* environment override */
     enum setting_type type;
-    size_t offset;       /* into struct kb_config */
-    const char *def;     /* default as text; NULL: unset */
-    int64_t min, max;    /* range for numbers (after unit conversion) */
-    const char *help;    /* one line for docs */
+    size_t offset;    /* into struct kb_config */
+    const char *def;  /* default as text; NULL: unset */
+    int64_t min, max; /* range for numbers (after unit conversion) */
+    const char *help; /* one line for docs */
 };
 
 #define OFF(f) offsetof(struct kb_config, f)
 static const struct setting settings[] = {
     {"server", "data_dir", "KEYBRAKE_DATA_DIR", T_STR, OFF(data_dir), "./var", 0, 0,
      "directory of the embedded store, server key and admin token"},
-    {"server", "proxy_listen", "KEYBRAKE_PROXY_LISTEN", T_STR, OFF(proxy_listen),
-     "127.0.0.1:8420", 0, 0, "proxy listener host:port (port 0 picks a free port)"},
-    {"server", "admin_listen", "KEYBRAKE_ADMIN_LISTEN", T_STR, OFF(admin_listen),
-     "127.0.0.1:8421", 0, 0, "admin API listener host:port"},
+    {"server", "proxy_listen", "KEYBRAKE_PROXY_LISTEN", T_STR, OFF(proxy_listen), "127.0.0.1:8420",
+     0, 0, "proxy listener host:port (port 0 picks a free port)"},
+    {"server", "admin_listen", "KEYBRAKE_ADMIN_LISTEN", T_STR, OFF(admin_listen), "127.0.0.1:8421",
+     0, 0, "admin API listener host:port"},
     {"server", "admin_token", "KEYBRAKE_ADMIN_TOKEN", T_STR, OFF(admin_token), NULL, 0, 0,
      "root admin token to accept; unset: one is generated into <data_dir>/admin-token"},
     {"server", "server_key", "KEYBRAKE_SERVER_KEY", T_STR, OFF(server_key), NULL, 0, 0,
@@ -61,8 +61,8 @@ static const struct setting settings[] = {
      "logfmt or json"},
     {"server", "pricing_file", "KEYBRAKE_PRICING_FILE", T_STR, OFF(pricing_file), NULL, 0, 0,
      "JSON file whose prices replace the embedded pricing.json entry by entry"},
-    {"store", "synchronous", "KEYBRAKE_STORE_SYNCHRONOUS", T_STR, OFF(store_synchronous),
-     "normal", 0, 0, "SQLite synchronous setting: normal (survives crashes) or full (power loss)"},
+    {"store", "synchronous", "KEYBRAKE_STORE_SYNCHRONOUS", T_STR, OFF(store_synchronous), "normal",
+     0, 0, "SQLite synchronous setting: normal (survives crashes) or full (power loss)"},
     {"audit", "sink", "KEYBRAKE_AUDIT_SINK", T_STR, OFF(audit_sink), NULL, 0, 0,
      "append-only JSONL file that receives every audit record too (for a SIEM)"},
     {"audit", "checkpoint_every", "KEYBRAKE_AUDIT_CHECKPOINT_EVERY", T_INT,
@@ -76,16 +76,16 @@ static const struct setting settings[] = {
      "300s", 1, 3600000, "longest silence from a vendor before the request fails (504)"},
     {"upstream", "ca_file", "KEYBRAKE_CA_FILE", T_STR, OFF(ca_file), NULL, 0, 0,
      "CA bundle for vendor TLS; unset: the system store"},
-    {"limits", "max_body_bytes", "KEYBRAKE_MAX_BODY_BYTES", T_SIZE, OFF(max_body_bytes), "10m",
-     0, INT64_C(1) << 32, "largest request body accepted (413 body_too_large)"},
+    {"limits", "max_body_bytes", "KEYBRAKE_MAX_BODY_BYTES", T_SIZE, OFF(max_body_bytes), "10m", 0,
+     INT64_C(1) << 32, "largest request body accepted (413 body_too_large)"},
     {"limits", "max_header_bytes", "KEYBRAKE_MAX_HEADER_BYTES", T_SIZE, OFF(max_header_bytes),
      "32k", 1024, 1 << 24, "largest request header block accepted"},
     {"limits", "max_headers", "KEYBRAKE_MAX_HEADERS", T_INT, OFF(max_headers), "100", 1, 10000,
      "most request header lines accepted"},
-    {"limits", "max_path_bytes", "KEYBRAKE_MAX_PATH_BYTES", T_SIZE, OFF(max_path_bytes), "2k",
-     16, 65536, "longest request path accepted (400 bad_path)"},
-    {"limits", "max_connections", "KEYBRAKE_MAX_CONNECTIONS", T_INT, OFF(max_connections),
-     "4096", 1, 1000000, "most open proxy client connections per worker"},
+    {"limits", "max_path_bytes", "KEYBRAKE_MAX_PATH_BYTES", T_SIZE, OFF(max_path_bytes), "2k", 16,
+     65536, "longest request path accepted (400 bad_path)"},
+    {"limits", "max_connections", "KEYBRAKE_MAX_CONNECTIONS", T_INT, OFF(max_connections), "4096",
+     1, 1000000, "most open proxy client connections per worker"},
     {"limits", "client_timeout", "KEYBRAKE_CLIENT_TIMEOUT", T_DURATION, OFF(client_timeout_ms),
      "30s", 1000, 3600000, "read/write timeout on a proxy client connection"},
 };
@@ -101,8 +101,8 @@ static const struct builtin builtins[] = {
     {"openai", "https://api.openai.com", "OPENAI_API_KEY", NULL, KB_AUTH_BEARER, NULL},
     {"anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", NULL, KB_AUTH_HEADER,
      "x-api-key"},
-    {"twilio", "https://api.twilio.com", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID",
-     KB_AUTH_BASIC, NULL},
+    {"twilio", "https://api.twilio.com", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", KB_AUTH_BASIC,
+     NULL},
 };
 
 static char **str_field(struct kb_config *c, const struct setting *s)
@@ -170,8 +170,8 @@ static enum kb_err apply(struct kb_config *c, const struct setting *s, const cha
         break;
     }
     if (n < s->min || n > s->max) {
-        kb_set_errmsg(errmsg, "%s: %s.%s = \"%s\" is out of range [%lld, %lld]", where,
-                      s->section, s->name, v, (long long)s->min, (long long)s->max);
+        kb_set_errmsg(errmsg, "%s: %s.%s = \"%s\" is out of range [%lld, %lld]", where, s->section,
+                      s->name, v, (long long)s->min, (long long)s->max);
         return KB_E_CONFIG;
     }
     *int_field(c, s) = n;
@@ -233,10 +233,9 @@ static enum kb_err add_cost(struct kb_vendor *v, const char *value, const char *
     const char *sp = strrchr(value, ' ');
     int64_t micros;
     char *perr = NULL;
-    if (!sp || sp == value ||
-        money_parse(sp + 1, strlen(sp + 1), &micros, &perr) != KB_OK) {
-        kb_set_errmsg(errmsg, "%s: vendor.%s cost \"%s\" must be \"<pattern> <usd>\"%s%s",
-                      where, v->name, value, perr ? ": " : "", perr ? perr : "");
+    if (!sp || sp == value || money_parse(sp + 1, strlen(sp + 1), &micros, &perr) != KB_OK) {
+        kb_set_errmsg(errmsg, "%s: vendor.%s cost \"%s\" must be \"<pattern> <usd>\"%s%s", where,
+                      v->name, value, perr ? ": " : "", perr ? perr : "");
         free(perr);
         return KB_E_CONFIG;
     }
@@ -252,8 +251,7 @@ static enum kb_err vendor_set(struct kb_config *c, const char *vname, const char
 {
     size_t len = strlen(vname);
     if (!valid_vendor_name(vname, len)) {
-        kb_set_errmsg(errmsg, "%s: vendor name \"%s\" must be 1-32 of [a-z0-9_-]", where,
-                      vname);
+        kb_set_errmsg(errmsg, "%s: vendor name \"%s\" must be 1-32 of [a-z0-9_-]", where, vname);
         return KB_E_CONFIG;
     }
     struct kb_vendor *v = vendor_get(c, vname, len);
@@ -355,8 +353,8 @@ enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg)
     struct kb_config *c = kb_calloc(1, sizeof *c);
 
     for (size_t i = 0; i < NSETTINGS; i++)
-        if (settings[i].def && (err = apply(c, &settings[i], settings[i].def, "default",
-                                            errmsg)) != KB_OK)
+        if (settings[i].def &&
+            (err = apply(c, &settings[i], settings[i].def, "default", errmsg)) != KB_OK)
             goto out;
 
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
@@ -417,8 +415,10 @@ enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg)
             goto out;
         }
         if (v->auth == KB_AUTH_BASIC && v->secret && !v->account) {
-            kb_set_errmsg(errmsg, "vendor.%s: basic auth needs an account (for twilio: "
-                                  "TWILIO_ACCOUNT_SID)", v->name);
+            kb_set_errmsg(errmsg,
+                          "vendor.%s: basic auth needs an account (for twilio: "
+                          "TWILIO_ACCOUNT_SID)",
+                          v->name);
             err = KB_E_CONFIG;
             goto out;
         }
@@ -483,6 +483,7 @@ void config_print_table(void)
     printf("| INI `[section] key` | environment | default | meaning |\n|---|---|---|---|\n");
     for (size_t i = 0; i < NSETTINGS; i++)
         printf("| `[%s] %s` | `%s` | %s%s%s | %s |\n", settings[i].section, settings[i].name,
-               settings[i].env, settings[i].def ? "`" : "", settings[i].def ? settings[i].def : "(unset)",
-               settings[i].def ? "`" : "", settings[i].help);
+               settings[i].env, settings[i].def ? "`" : "",
+               settings[i].def ? settings[i].def : "(unset)", settings[i].def ? "`" : "",
+               settings[i].help);
 }

@@ -32,24 +32,24 @@ struct kb_fixed_cost {
 };
 
 struct kb_vendor {
-    char *name;              /* owned; lower-case [a-z0-9_-], first path segment */
-    char *base_url;          /* owned; no trailing slash */
-    enum kb_auth_style auth; /* how the SDK sends, and we inject, the credential */
-    char *auth_header;       /* owned; header name for KB_AUTH_HEADER */
-    char *secret;            /* owned; the real vendor secret, NULL if unset */
-    char *account;           /* owned; Basic username (Twilio account SID), may be NULL */
-    bool builtin;            /* one of the four built-in profiles */
+    char *name;                  /* owned; lower-case [a-z0-9_-], first path segment */
+    char *base_url;              /* owned; no trailing slash */
+    enum kb_auth_style auth;     /* how the SDK sends, and we inject, the credential */
+    char *auth_header;           /* owned; header name for KB_AUTH_HEADER */
+    char *secret;                /* owned; the real vendor secret, NULL if unset */
+    char *account;               /* owned; Basic username (Twilio account SID), may be NULL */
+    bool builtin;                /* one of the four built-in profiles */
     struct kb_fixed_cost *costs; /* owned; generic vendors' fixed costs */
     size_t ncosts;
 };
 
 struct kb_config {
-    char *data_dir;            /* owned */
-    char *proxy_listen;        /* owned; "host:port" */
-    char *admin_listen;        /* owned; "host:port" */
-    char *admin_token;         /* owned; NULL: generate on first start */
-    char *server_key;          /* owned; hex, NULL: <data_dir>/server.key */
-    int64_t workers;           /* proxy worker threads; 0 = one per core */
+    char *data_dir;     /* owned */
+    char *proxy_listen; /* owned; "host:port" */
+    char *admin_listen; /* owned; "host:port" */
+    char *admin_token;  /* owned; NULL: generate on first start */
+    char *server_key;   /* owned; hex, NULL: <data_dir>/server.key */
+    int64_t workers;    /* proxy worker threads; 0 = one per core */
     int64_t shutdown_timeout_ms;
     int64_t max_ttl_ms;
     int64_t upstream_connect_timeout_ms;
@@ -58,17 +58,17 @@ struct kb_config {
     int64_t max_header_bytes;
     int64_t max_headers;
     int64_t max_path_bytes;
-    int64_t max_connections;   /* per worker */
-    int64_t client_timeout_ms; /* read/write timeout for proxy clients */
-    char *log_level;           /* owned */
-    char *log_format;          /* owned */
-    char *pricing_file;        /* owned; NULL: embedded pricing only */
-    char *store_synchronous;   /* owned; SQLite synchronous: normal|full */
-    char *ca_file;             /* owned; NULL: system CA store */
-    char *audit_sink;          /* owned; NULL: no JSONL sink file */
+    int64_t max_connections;        /* per worker */
+    int64_t client_timeout_ms;      /* read/write timeout for proxy clients */
+    char *log_level;                /* owned */
+    char *log_format;               /* owned */
+    char *pricing_file;             /* owned; NULL: embedded pricing only */
+    char *store_synchronous;        /* owned; SQLite synchronous: normal|full */
+    char *ca_file;                  /* owned; NULL: system CA store */
+    char *audit_sink;               /* owned; NULL: no JSONL sink file */
     int64_t audit_checkpoint_every; /* records between signed checkpoints */
-    int64_t writer_max_batch;  /* jobs per group-commit transaction */
-    struct kb_vendor *vendors; /* owned */
+    int64_t writer_max_batch;       /* jobs per group-commit transaction */
+    struct kb_vendor *vendors;      /* owned */
     size_t nvendors;
 };
 

@@ -43,7 +43,7 @@ static uint32_t crc32(const void *data, size_t n)
     for (size_t i = 0; i < n; i++) {
         c ^= p[i];
         for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0xEDB88320u & (uint32_t)-(int32_t)(c & 1));
+            c = (c >> 1) ^ (0xEDB88320u & (uint32_t) - (int32_t)(c & 1));
     }
     return ~c;
 }

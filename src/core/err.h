@@ -18,7 +18,7 @@
     X(BAD_JSON, 400, "invalid_json", "the body is not a JSON object")                              \
     X(BAD_REQUEST, 400, "bad_request", "the request is malformed")                                 \
     X(BAD_PATH, 400, "bad_path", "the request path is not in canonical form")                      \
-    X(TOKEN_IN_QUERY, 400, "token_in_query", "credentials are not accepted in the URL")   \
+    X(TOKEN_IN_QUERY, 400, "token_in_query", "credentials are not accepted in the URL")            \
     X(VENDOR_NOT_CONFIGURED, 400, "vendor_not_configured", "no secret is configured for vendor")   \
     X(CURRENCY_NOT_SUPPORTED, 400, "currency_not_supported", "the currency is not supported")      \
     X(MODEL_NOT_PRICED, 400, "model_not_priced", "the model has no configured price")              \
@@ -27,14 +27,15 @@
     X(KEY_REVOKED, 401, "key_revoked", "the vault key has been revoked")                           \
     X(KEY_EXPIRED, 401, "key_expired", "the vault key has expired")                                \
     X(VENDOR_MISMATCH, 403, "vendor_mismatch", "the vault key belongs to another vendor")          \
-    X(ENDPOINT_NOT_ALLOWED, 403, "endpoint_not_allowed", "the vault key does not allow this endpoint") \
+    X(ENDPOINT_NOT_ALLOWED, 403, "endpoint_not_allowed",                                           \
+      "the vault key does not allow this endpoint")                                                \
     X(NOT_FOUND, 404, "not_found", "no such resource")                                             \
     X(METHOD_NOT_ALLOWED, 405, "method_not_allowed", "method not allowed")                         \
     X(BODY_TOO_LARGE, 413, "body_too_large", "the request body is too large")                      \
     X(HEADERS_TOO_LARGE, 431, "headers_too_large", "the request headers are too large")            \
     X(CAP_EXHAUSTED, 429, "cap_exhausted", "the daily spend cap of this vault key is exhausted")   \
     X(RATE_LIMITED, 429, "rate_limited", "the rate limit of this vault key is exceeded")           \
-    X(CLIENT_CLOSED, 499, "client_closed", "the client closed the connection first")          \
+    X(CLIENT_CLOSED, 499, "client_closed", "the client closed the connection first")               \
     X(INTERNAL, 500, "internal_error", "internal error")                                           \
     X(UPSTREAM_UNREACHABLE, 502, "upstream_unreachable", "the vendor could not be reached")        \
     X(UPSTREAM_ERROR, 502, "upstream_error", "the vendor connection failed")                       \
@@ -50,7 +51,7 @@ enum kb_err {
 #define KB_ERR_ENUM(name, status, code, msg) KB_E_##name,
     KB_ERR_MAP(KB_ERR_ENUM)
 #undef KB_ERR_ENUM
-    KB_E__COUNT /* number of entries, not an error */
+        KB_E__COUNT /* number of entries, not an error */
 };
 #define KB_OK KB_E_OK
 

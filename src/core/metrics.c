@@ -5,9 +5,9 @@
 #include <string.h>
 
 /* Upper bounds (µs) of the histogram buckets; +Inf is implied. */
-static const int64_t bounds[] = {100,    250,    500,    1000,    2500,    5000,    10000,
-                                 25000,  50000,  100000, 250000,  500000,  1000000, 2500000,
-                                 5000000, 10000000, 30000000};
+static const int64_t bounds[] = {100,     250,     500,     1000,     2500,    5000,
+                                 10000,   25000,   50000,   100000,   250000,  500000,
+                                 1000000, 2500000, 5000000, 10000000, 30000000};
 #define NBOUNDS (sizeof bounds / sizeof bounds[0])
 
 static const char *vendors[KB_METRICS_MAX_VENDORS + 1]; /* last slot: "unknown" */
@@ -21,9 +21,9 @@ static _Atomic uint64_t hist_sum[KB_H__COUNT];
 static _Atomic uint64_t hist_count[KB_H__COUNT];
 static _Atomic int64_t inflight;
 
-static const char *const hist_names[KB_H__COUNT] = {
-    "keybrake_proxy_overhead_seconds", "keybrake_upstream_seconds",
-    "keybrake_store_commit_seconds"};
+static const char *const hist_names[KB_H__COUNT] = {"keybrake_proxy_overhead_seconds",
+                                                    "keybrake_upstream_seconds",
+                                                    "keybrake_store_commit_seconds"};
 static const char *const hist_help[KB_H__COUNT] = {
     "Time Keybrake itself spends on a proxied request (total minus upstream).",
     "Time from forwarding to the vendor's last byte.",
@@ -89,7 +89,8 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
         for (int c = 0; c < 6; c++) {
             uint64_t n = get(&status_class[v][c]);
             if (n)
-                buf_printf(b, "keybrake_upstream_responses_total{vendor=\"%s\",class=\"%s\"} %llu\n",
+                buf_printf(b,
+                           "keybrake_upstream_responses_total{vendor=\"%s\",class=\"%s\"} %llu\n",
                            vendors[v], cls[c], (unsigned long long)n);
         }
     buf_puts(b, "# HELP keybrake_spend_settled_usd_total Spend settled, by vendor.\n"
@@ -99,11 +100,13 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
         buf_printf(b, "keybrake_spend_settled_usd_total{vendor=\"%s\"} %llu.%06llu\n", vendors[v],
                    (unsigned long long)(m / 1000000), (unsigned long long)(m % 1000000));
     }
-    buf_printf(b, "# HELP keybrake_active_keys Vault keys neither revoked nor expired.\n"
-                  "# TYPE keybrake_active_keys gauge\nkeybrake_active_keys %lld\n",
+    buf_printf(b,
+               "# HELP keybrake_active_keys Vault keys neither revoked nor expired.\n"
+               "# TYPE keybrake_active_keys gauge\nkeybrake_active_keys %lld\n",
                (long long)active_keys);
-    buf_printf(b, "# HELP keybrake_requests_in_flight Proxied requests being served.\n"
-                  "# TYPE keybrake_requests_in_flight gauge\nkeybrake_requests_in_flight %lld\n",
+    buf_printf(b,
+               "# HELP keybrake_requests_in_flight Proxied requests being served.\n"
+               "# TYPE keybrake_requests_in_flight gauge\nkeybrake_requests_in_flight %lld\n",
                (long long)atomic_load(&inflight));
     for (int h = 0; h < KB_H__COUNT; h++) {
         buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", hist_names[h], hist_help[h],
@@ -112,8 +115,8 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
         for (size_t i = 0; i <= NBOUNDS; i++) {
             cum += get(&hist[h][i]);
             if (i < NBOUNDS)
-                buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", hist_names[h],
-                           (double)bounds[i] / 1e6, (unsigned long long)cum);
+                buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", hist_names[h], (double)bounds[i] / 1e6,
+                           (unsigned long long)cum);
             else
                 buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", hist_names[h],
                            (unsigned long long)cum);

@@ -14,11 +14,11 @@ struct kb_pricing;
 struct kb_writer;
 
 struct kb_runtime {
-    const struct kb_config *cfg;        /* borrowed */
-    const struct kb_pricing *pricing;   /* borrowed */
-    uint8_t server_key[KB_HASH_LEN];    /* HMAC key for tokens */
-    const char *store_path;             /* borrowed; the SQLite file */
-    struct kb_writer *writer;           /* borrowed; group commit (threads take ports) */
+    const struct kb_config *cfg;      /* borrowed */
+    const struct kb_pricing *pricing; /* borrowed */
+    uint8_t server_key[KB_HASH_LEN];  /* HMAC key for tokens */
+    const char *store_path;           /* borrowed; the SQLite file */
+    struct kb_writer *writer;         /* borrowed; group commit (threads take ports) */
 };
 
 #endif

@@ -139,7 +139,8 @@ static void cache_scan(json_t *v, int depth, bool *any, bool *hour)
         return;
     }
     if (json_is_object(v)) {
-        json_object_foreach (v, k, x) {
+        json_object_foreach(v, k, x)
+        {
             if (strcmp(k, "cache_control") == 0 && !json_is_null(x)) {
                 json_t *ttl = json_object_get(x, "ttl");
                 *any = true;
@@ -149,8 +150,7 @@ static void cache_scan(json_t *v, int depth, bool *any, bool *hour)
             cache_scan(x, depth + 1, any, hour);
         }
     } else if (json_is_array(v)) {
-        json_array_foreach (v, i, x)
-            cache_scan(x, depth + 1, any, hour);
+        json_array_foreach(v, i, x) cache_scan(x, depth + 1, any, hour);
     }
 }
 

@@ -120,7 +120,8 @@ enum kb_err meter__stripe_config(json_t *obj, struct meter__stripe_cfg *cfg, cha
                               "must be objects");
         goto out;
     }
-    json_object_foreach (exps, k, v) {
+    json_object_foreach(exps, k, v)
+    {
         if (k[0] == '_')
             continue;
         if ((err = config_code("minor_unit_exponents", k, code, errmsg)) != KB_OK)
@@ -137,7 +138,8 @@ enum kb_err meter__stripe_config(json_t *obj, struct meter__stripe_cfg *cfg, cha
         }
         cur_add(&x, code)->exponent = (int)json_integer_value(v);
     }
-    json_object_foreach (rates, k, v) {
+    json_object_foreach(rates, k, v)
+    {
         if (k[0] == '_')
             continue;
         if ((err = config_code("currency_rates", k, code, errmsg)) != KB_OK)
@@ -612,8 +614,8 @@ enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *r
     }
     case RULE_INVOICEITEM:
     case RULE_INVOICEITEM_UPDATE:
-        err = rule_invoiceitem(cfg, &f, r->rule == RULE_INVOICEITEM_UPDATE, &cost, &unknown,
-                               errmsg);
+        err =
+            rule_invoiceitem(cfg, &f, r->rule == RULE_INVOICEITEM_UPDATE, &cost, &unknown, errmsg);
         break;
     case RULE_CHECKOUT:
         if ((err = meter__form_get(&f, "mode", &mode, errmsg)) != KB_OK ||

@@ -34,21 +34,21 @@
 #include "store/writer.h"
 
 struct thread {
-    struct kb_server *srv;          /* borrowed */
-    int index;                      /* worker number; -1 for admin */
+    struct kb_server *srv; /* borrowed */
+    int index;             /* worker number; -1 for admin */
     pthread_t tid;
     bool started;
-    struct event_base *base;        /* owned */
-    struct evhttp *http;            /* owned */
+    struct event_base *base;           /* owned */
+    struct evhttp *http;               /* owned */
     struct evhttp_bound_socket *bound; /* owned by http */
-    struct kb_store *store;         /* owned; reads */
-    struct kb_writer_port *port;    /* owned; group-commit writes */
-    struct kb_proxy *proxy;         /* owned; workers only */
-    struct kb_admin *admin;         /* owned; admin thread only */
-    int stop_fd;                    /* owned; eventfd */
-    struct event *stop_ev;          /* owned */
-    struct event *deadline;         /* owned; shutdown timeout */
-    bool deadline_hit;              /* the shutdown timeout passed */
+    struct kb_store *store;            /* owned; reads */
+    struct kb_writer_port *port;       /* owned; group-commit writes */
+    struct kb_proxy *proxy;            /* owned; workers only */
+    struct kb_admin *admin;            /* owned; admin thread only */
+    int stop_fd;                       /* owned; eventfd */
+    struct event *stop_ev;             /* owned */
+    struct event *deadline;            /* owned; shutdown timeout */
+    bool deadline_hit;                 /* the shutdown timeout passed */
 };
 
 struct kb_server {
@@ -221,8 +221,8 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
     t->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     t->stop_ev = event_new(t->base, t->stop_fd, EV_READ, on_stop, t);
     event_add(t->stop_ev, NULL);
-    if ((err = store_open(srv->rt->store_path, cfg->store_synchronous, false, &t->store,
-                          errmsg)) != KB_OK)
+    if ((err = store_open(srv->rt->store_path, cfg->store_synchronous, false, &t->store, errmsg)) !=
+        KB_OK)
         return err;
     t->port = writer_port_new(srv->rt->writer, t->base);
     if (index >= 0) {
@@ -232,8 +232,7 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         evhttp_set_max_headers_size(t->http, (ev_ssize_t)cfg->max_header_bytes);
         evhttp_set_max_body_size(t->http, (ev_ssize_t)cfg->max_body_bytes);
         evhttp_set_timeout(t->http, (int)((cfg->client_timeout_ms + 999) / 1000));
-        return proxy_new(t->base, t->http, srv->rt, t->store, t->port, index, &t->proxy,
-                         errmsg);
+        return proxy_new(t->base, t->http, srv->rt, t->store, t->port, index, &t->proxy, errmsg);
     }
     evhttp_set_allowed_methods(t->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_DELETE);

@@ -48,8 +48,7 @@ enum kb_err hygiene_check_headers(const struct evkeyvalq *h, int major, int mino
                 return KB_E_BAD_REQUEST;
             }
         } else if (strcasecmp(kv->key, "transfer-encoding") == 0) {
-            if (++nte > 1 || strcasecmp(kv->value, "chunked") != 0 ||
-                (major == 1 && minor == 0)) {
+            if (++nte > 1 || strcasecmp(kv->value, "chunked") != 0 || (major == 1 && minor == 0)) {
                 kb_set_errmsg(errmsg, "Transfer-Encoding must be a single \"chunked\" on "
                                       "HTTP/1.1");
                 return KB_E_BAD_REQUEST;

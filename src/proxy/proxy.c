@@ -75,12 +75,12 @@ struct kb_proxy {
     struct evbuffer *scratch;    /* owned; staging for reply chunks */
     struct event *watch;         /* owned; revocation watch timer */
     struct {
-        int64_t seq;             /* key seq, 0 when empty */
+        int64_t seq;              /* key seq, 0 when empty */
         struct kb_policy *policy; /* owned */
     } policies[POLICY_CACHE_SLOTS];
-    struct preq *inflight;       /* requests in flight, doubly linked */
+    struct preq *inflight; /* requests in flight, doubly linked */
     int ninflight;
-    int unflushed;               /* replies not yet written out to their client */
+    int unflushed; /* replies not yet written out to their client */
     bool draining;
     kb_drained_cb drained_cb;
     void *drained_arg;
@@ -106,50 +106,52 @@ enum preq_stage {
 };
 
 struct preq {
-    struct kb_proxy *px;          /* borrowed */
+    struct kb_proxy *px; /* borrowed */
     enum preq_stage stage;
-    struct evhttp_request *req;   /* borrowed from evhttp; NULL once replied or gone */
+    struct evhttp_request *req;     /* borrowed from evhttp; NULL once replied or gone */
     struct evhttp_connection *conn; /* borrowed; NULL once gone */
-    struct kb_upstream_req *up;   /* owned while the transfer runs */
-    struct kb_key *key;           /* owned */
+    struct kb_upstream_req *up;     /* owned while the transfer runs */
+    struct kb_key *key;             /* owned */
     const struct kb_vendor *vendor; /* borrowed from the config */
-    struct kb_meter *meter;       /* owned */
-    char *body;                   /* owned when rewritten, else NULL */
-    int64_t reserved;             /* micro-dollars reserved on `day` */
-    int64_t day;                  /* UTC day of the reservation */
-    int64_t remaining;            /* cap left after the reservation */
-    int status;                   /* upstream status, 0 until known */
-    bool head_sent;               /* reply headers went to the client */
-    bool paused;                  /* upstream paused for a slow client */
-    bool client_gone;             /* the client connection closed */
-    char id[40];                  /* request id */
-    const char *method;           /* static string */
-    char *path;                   /* owned; vendor path, no query */
-    char *url;                    /* owned; upstream URL */
-    struct curl_slist *headers;   /* owned until handed to the upstream client */
-    const char *fwd_body;         /* borrowed: r->body or evhttp's input buffer */
+    struct kb_meter *meter;         /* owned */
+    char *body;                     /* owned when rewritten, else NULL */
+    int64_t reserved;               /* micro-dollars reserved on `day` */
+    int64_t day;                    /* UTC day of the reservation */
+    int64_t remaining;              /* cap left after the reservation */
+    int status;                     /* upstream status, 0 until known */
+    bool head_sent;                 /* reply headers went to the client */
+    bool paused;                    /* upstream paused for a slow client */
+    bool client_gone;               /* the client connection closed */
+    char id[40];                    /* request id */
+    const char *method;             /* static string */
+    char *path;                     /* owned; vendor path, no query */
+    char *url;                      /* owned; upstream URL */
+    struct curl_slist *headers;     /* owned until handed to the upstream client */
+    const char *fwd_body;           /* borrowed: r->body or evhttp's input buffer */
     size_t fwd_len;
-    int64_t ts_ms;                /* arrival, wall clock */
-    int64_t start_us;             /* arrival, monotonic */
-    int64_t audit_seq;            /* the request's audit record */
-    enum kb_err outcome;          /* admission: KB_OK, CAP_EXHAUSTED or RATE_LIMITED */
-    int64_t retry_ms;             /* RATE_LIMITED: until one request fits */
-    int64_t bytes_out;            /* response body bytes sent to the client */
-    int64_t actual;               /* settled cost */
-    int64_t latency_us;           /* arrival to settlement */
-    enum kb_err fail;             /* completion failure, KB_OK when whole */
-    int64_t up_start_us;          /* forwarded at, monotonic; 0 if never */
-    enum reply_after reply;       /* what settlement must still send the client */
+    int64_t ts_ms;          /* arrival, wall clock */
+    int64_t start_us;       /* arrival, monotonic */
+    int64_t audit_seq;      /* the request's audit record */
+    enum kb_err outcome;    /* admission: KB_OK, CAP_EXHAUSTED or RATE_LIMITED */
+    int64_t retry_ms;       /* RATE_LIMITED: until one request fits */
+    int64_t bytes_out;      /* response body bytes sent to the client */
+    int64_t actual;         /* settled cost */
+    int64_t latency_us;     /* arrival to settlement */
+    enum kb_err fail;       /* completion failure, KB_OK when whole */
+    int64_t up_start_us;    /* forwarded at, monotonic; 0 if never */
+    enum reply_after reply; /* what settlement must still send the client */
     struct preq *prev, *next;
 };
 
-static const char *const strip_request[] = {
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive",
-    "proxy-connection", "te", "trailer", "upgrade", "expect", "authorization",
-    "proxy-authorization", "x-api-key", "cookie", "forwarded", NULL};
-static const char *const strip_response[] = {
-    "connection", "keep-alive", "proxy-connection", "te", "trailer",
-    "transfer-encoding", "upgrade", NULL};
+static const char *const strip_request[] = {"host",       "content-length", "transfer-encoding",
+                                            "connection", "keep-alive",     "proxy-connection",
+                                            "te",         "trailer",        "upgrade",
+                                            "expect",     "authorization",  "proxy-authorization",
+                                            "x-api-key",  "cookie",         "forwarded",
+                                            NULL};
+static const char *const strip_response[] = {"connection", "keep-alive", "proxy-connection",
+                                             "te",         "trailer",    "transfer-encoding",
+                                             "upgrade",    NULL};
 
 static bool in_list(const char *const *list, const char *name, size_t len)
 {
@@ -262,8 +264,8 @@ static void rec_fill(const struct preq *r, struct kb_audit_rec *rec)
 static enum kb_err settle_job(struct kb_store *s, void *arg)
 {
     struct preq *r = arg;
-    enum kb_err err = store_spend_settle(s, r->key->seq, r->day, r->reserved, r->actual,
-                                         r->key->daily_cap, NULL);
+    enum kb_err err =
+        store_spend_settle(s, r->key->seq, r->day, r->reserved, r->actual, r->key->daily_cap, NULL);
     if (err != KB_OK)
         return KB_E_STORE;
     struct kb_audit_rec rec;
@@ -279,9 +281,9 @@ static enum kb_err settle_job(struct kb_store *s, void *arg)
 
 /* One access log line per request, keyed by its id; never a token, a
  * query or a body (the log escapes every value). */
-static void access_log(const char *id, const char *key_id, const char *vendor,
-                       const char *method, const char *path, int status, enum kb_err code,
-                       int64_t cost, int64_t latency_us)
+static void access_log(const char *id, const char *key_id, const char *vendor, const char *method,
+                       const char *path, int status, enum kb_err code, int64_t cost,
+                       int64_t latency_us)
 {
     if (!log_enabled(KB_LOG_INFO))
         return;
@@ -564,8 +566,8 @@ static bool find_token(struct evkeyvalq *h, const struct kb_vendor *v, char *out
 }
 
 static void build_headers(struct kb_proxy *px, struct evhttp_request *req,
-                                 const struct kb_vendor *v, bool transcoded, bool has_body,
-                                 struct curl_slist **out)
+                          const struct kb_vendor *v, bool transcoded, bool has_body,
+                          struct curl_slist **out)
 {
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     const char *conn = evhttp_find_header(in, "Connection");
@@ -646,11 +648,11 @@ struct refusal {
     struct kb_proxy *px;        /* borrowed */
     struct evhttp_request *req; /* borrowed until replied */
     enum kb_err err;
-    char *msg;                  /* owned; may be NULL */
-    int vendor;                 /* vendor index for metrics, -1 if unknown */
-    struct kb_audit_rec rec;    /* strings below, or static */
+    char *msg;                                 /* owned; may be NULL */
+    int vendor;                                /* vendor index for metrics, -1 if unknown */
+    struct kb_audit_rec rec;                   /* strings below, or static */
     char *key_id, *label, *vendor_name, *path; /* owned copies */
-    int64_t start_us;           /* arrival, monotonic */
+    int64_t start_us;                          /* arrival, monotonic */
 };
 
 static enum kb_err refusal_job(struct kb_store *s, void *arg)
@@ -680,9 +682,8 @@ static void refusal_done(void *arg, enum kb_err err)
  * with what is known of the request: key (may be NULL), vendor, the path
  * without its query (capped), never a token. */
 static void refuse(struct kb_proxy *px, struct evhttp_request *req, enum kb_err err, char *msg,
-                   const char *id, int64_t start_us, const char *method,
-                   const struct kb_key *key, const struct kb_vendor *vendor, const char *path,
-                   size_t path_len)
+                   const char *id, int64_t start_us, const char *method, const struct kb_key *key,
+                   const struct kb_vendor *vendor, const char *path, size_t path_len)
 {
     kb_log(KB_LOG_DEBUG, "request refused", "request_id", id, "code", kb_strerror(err), NULL);
     struct refusal *f = kb_calloc(1, sizeof *f);

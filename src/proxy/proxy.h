@@ -29,8 +29,8 @@ typedef void (*kb_drained_cb)(void *arg);
  */
 KB_MUSTCHECK enum kb_err proxy_new(struct event_base *base, struct evhttp *http,
                                    const struct kb_runtime *rt, struct kb_store *store,
-                                   struct kb_writer_port *port, int worker,
-                                   struct kb_proxy **out, char **errmsg);
+                                   struct kb_writer_port *port, int worker, struct kb_proxy **out,
+                                   char **errmsg);
 
 /* Stops taking new work; `cb` fires once no request is in flight (maybe at
  * once). */

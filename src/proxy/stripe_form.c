@@ -203,7 +203,8 @@ static enum kb_err walk(struct form *f, json_t *v, int depth, char **errmsg)
         goto out;
     }
     if (json_is_object(v)) {
-        json_object_foreach (v, name, child) {
+        json_object_foreach(v, name, child)
+        {
             size_t saved = f->key.len;
             /* The top level writes the bare name; below, "[name]" encoded. */
             if (depth > 1)
@@ -217,7 +218,8 @@ static enum kb_err walk(struct form *f, json_t *v, int depth, char **errmsg)
                 goto out;
         }
     } else {
-        json_array_foreach (v, i, child) {
+        json_array_foreach(v, i, child)
+        {
             size_t saved = f->key.len;
             buf_printf(&f->key, "[%zu]", i);
             err = walk(f, child, depth + 1, errmsg);

@@ -201,8 +201,7 @@ static void check_done(struct kb_upstream *u)
         if (err == KB_OK && !r->head_sent)
             err = KB_E_UPSTREAM_ERROR; /* a response with no final status */
         if (err != KB_OK && rc != CURLE_OK)
-            kb_log(KB_LOG_DEBUG, "upstream transfer failed", "error", curl_easy_strerror(rc),
-                   NULL);
+            kb_log(KB_LOG_DEBUG, "upstream transfer failed", "error", curl_easy_strerror(rc), NULL);
         bool cancelled = r->cancelled;
         const struct kb_upstream_ops *ops = r->ops;
         void *arg = r->arg;

@@ -26,11 +26,11 @@ struct kb_audit_iter;
 /* One chain row as read back. rec's strings and hash point into the
  * statement: valid until the next call on the iterator. */
 struct kb_audit_row {
-    int64_t seq;                /* chain position */
-    int64_t ref_seq;            /* completion: the record completed; 0 otherwise */
-    struct kb_audit_rec rec;    /* the record's fields (borrowed strings) */
-    const uint8_t *hash;        /* borrowed; stored chain hash */
-    size_t hash_len;            /* KB_HASH_LEN unless tampered with */
+    int64_t seq;             /* chain position */
+    int64_t ref_seq;         /* completion: the record completed; 0 otherwise */
+    struct kb_audit_rec rec; /* the record's fields (borrowed strings) */
+    const uint8_t *hash;     /* borrowed; stored chain hash */
+    size_t hash_len;         /* KB_HASH_LEN unless tampered with */
 };
 
 /* One checkpoint row; blobs borrowed like kb_audit_row's. */
@@ -41,7 +41,7 @@ struct kb_audit_ckpt {
     int64_t ts_ms;       /* when it was written */
     const uint8_t *hash; /* borrowed; chain hash of record seq */
     size_t hash_len;
-    const uint8_t *mac;  /* borrowed; HMAC under the server key */
+    const uint8_t *mac; /* borrowed; HMAC under the server key */
     size_t mac_len;
 };
 
@@ -87,8 +87,7 @@ KB_MUSTCHECK enum kb_err store_audit_rows(struct kb_store *s, int64_t after_seq,
 KB_MUSTCHECK enum kb_err store_audit_ckpts(struct kb_store *s, struct kb_audit_iter **out);
 /* Next row: KB_OK with *row filled, KB_E_NOT_FOUND at the end, KB_E_STORE. */
 KB_MUSTCHECK enum kb_err store_audit_row_next(struct kb_audit_iter *it, struct kb_audit_row *row);
-KB_MUSTCHECK enum kb_err store_audit_ckpt_next(struct kb_audit_iter *it,
-                                               struct kb_audit_ckpt *ck);
+KB_MUSTCHECK enum kb_err store_audit_ckpt_next(struct kb_audit_iter *it, struct kb_audit_ckpt *ck);
 void store_audit_iter_free(struct kb_audit_iter *it);
 
 /* GET /v1/audit: one entry per request (a record joined with its completion). */
@@ -106,9 +105,9 @@ struct kb_audit_filter {
 /* A begin record merged with its completion (if any). Strings borrowed,
  * valid during the callback only. */
 struct kb_audit_entry {
-    int64_t seq;              /* the begin record */
-    struct kb_audit_rec rec;  /* begin fields, completion fields merged in */
-    bool completed;           /* a completion exists, or none was awaited */
+    int64_t seq;             /* the begin record */
+    struct kb_audit_rec rec; /* begin fields, completion fields merged in */
+    bool completed;          /* a completion exists, or none was awaited */
 };
 
 typedef void (*kb_audit_entry_cb)(const struct kb_audit_entry *e, void *arg);

@@ -42,8 +42,8 @@ enum stmt_id {
 };
 
 #define KEY_COLS                                                                                   \
-    "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "      \
-    "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "              \
+    "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "        \
+    "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "                \
     "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0) "
 
 static const char *const sql[S__COUNT] = {
@@ -76,23 +76,23 @@ static const char *const sql[S__COUNT] = {
     /* ?2 capacity units, ?3 refill units per ms, ?4 now, ?5 units per request */
     [S_RATE_ENSURE] = "INSERT OR IGNORE INTO rate_buckets (key_seq, units, ts_ms) "
                       "VALUES (?1, ?2, ?4)",
-    [S_RATE_TAKE] = "UPDATE rate_buckets SET units = min(?2, units + max(?4 - ts_ms, 0) * ?3) - ?5, "
-                    "ts_ms = max(?4, ts_ms) WHERE key_seq = ?1 "
-                    "AND min(?2, units + max(?4 - ts_ms, 0) * ?3) >= ?5",
+    [S_RATE_TAKE] =
+        "UPDATE rate_buckets SET units = min(?2, units + max(?4 - ts_ms, 0) * ?3) - ?5, "
+        "ts_ms = max(?4, ts_ms) WHERE key_seq = ?1 "
+        "AND min(?2, units + max(?4 - ts_ms, 0) * ?3) >= ?5",
     [S_RATE_GET] = "SELECT min(?2, units + max(?4 - ts_ms, 0) * ?3) FROM rate_buckets "
                    "WHERE key_seq = ?1",
 };
 
 struct kb_store {
-    sqlite3 *db;                  /* owned */
+    sqlite3 *db;                   /* owned */
     sqlite3_stmt *stmts[S__COUNT]; /* owned; prepared lazily */
 };
 
 static sqlite3_stmt *stmt(struct kb_store *s, enum stmt_id id)
 {
-    if (!s->stmts[id] &&
-        sqlite3_prepare_v3(s->db, sql[id], -1, SQLITE_PREPARE_PERSISTENT, &s->stmts[id], NULL) !=
-            SQLITE_OK)
+    if (!s->stmts[id] && sqlite3_prepare_v3(s->db, sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                            &s->stmts[id], NULL) != SQLITE_OK)
         return NULL;
     return s->stmts[id];
 }
@@ -137,8 +137,9 @@ static enum kb_err migrate(struct kb_store *s, char **errmsg)
     enum kb_err err;
     if ((err = exec(s, "BEGIN IMMEDIATE", errmsg)) != KB_OK)
         return err;
-    if ((err = exec(s, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                       "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    if ((err = exec(s,
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
                     errmsg)) != KB_OK)
         goto fail;
     sqlite3_stmt *st = NULL;
@@ -158,9 +159,10 @@ static enum kb_err migrate(struct kb_store *s, char **errmsg)
         if ((err = exec(s, kb_schema_migrations[v], errmsg)) != KB_OK)
             goto fail;
         char q[128];
-        snprintf(q, sizeof q,
-                 "INSERT INTO schema_migrations VALUES (%d, CAST(strftime('%%s','now') AS INTEGER))",
-                 v + 1);
+        snprintf(
+            q, sizeof q,
+            "INSERT INTO schema_migrations VALUES (%d, CAST(strftime('%%s','now') AS INTEGER))",
+            v + 1);
         if ((err = exec(s, q, errmsg)) != KB_OK)
             goto fail;
     }
@@ -170,8 +172,8 @@ fail:
     return err;
 }
 
-enum kb_err store_open(const char *path, const char *synchronous, bool check,
-                       struct kb_store **out, char **errmsg)
+enum kb_err store_open(const char *path, const char *synchronous, bool check, struct kb_store **out,
+                       char **errmsg)
 {
     enum kb_err err = KB_OK;
     struct kb_store *s = kb_calloc(1, sizeof *s);
@@ -185,8 +187,7 @@ enum kb_err store_open(const char *path, const char *synchronous, bool check,
     }
     sqlite3_busy_timeout(s->db, 5000);
     char q[128];
-    snprintf(q, sizeof q,
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON",
+    snprintf(q, sizeof q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON",
              strcmp(synchronous, "full") == 0 ? "FULL" : "NORMAL");
     if ((err = exec(s, q, errmsg)) != KB_OK)
         goto out;
@@ -271,8 +272,7 @@ static void row_to_key(sqlite3_stmt *st, struct kb_key *k, int64_t day)
     k->requests = sqlite3_column_int64(st, 14);
 }
 
-enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k,
-                             const uint8_t hash[KB_HASH_LEN])
+enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k, const uint8_t hash[KB_HASH_LEN])
 {
     sqlite3_stmt *st = stmt(s, S_KEY_INSERT);
     if (!st)
@@ -347,8 +347,8 @@ enum kb_err store_key_revoked(struct kb_store *s, int64_t seq, bool *revoked)
     return rc == SQLITE_ROW ? KB_OK : rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
 }
 
-enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f,
-                           struct kb_key **out, size_t *n)
+enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f, struct kb_key **out,
+                           size_t *n)
 {
     if (f->limit < 1 || f->limit > 1000)
         return KB_E_INVALID;
@@ -359,8 +359,8 @@ enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f,
                        "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s ON s.key_seq = k.seq "
                        "AND s.day = ?1 WHERE 1");
     if (f->label_prefix)
-        len += snprintf(q + len, sizeof q - (size_t)len,
-                        " AND substr(k.label, 1, length(?2)) = ?2");
+        len +=
+            snprintf(q + len, sizeof q - (size_t)len, " AND substr(k.label, 1, length(?2)) = ?2");
     if (f->vendor)
         len += snprintf(q + len, sizeof q - (size_t)len, " AND k.vendor = ?3");
     if (f->before_seq > 0)
@@ -459,8 +459,8 @@ enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix, int6
     return KB_OK;
 }
 
-static enum kb_err step_done(struct kb_store *s, enum stmt_id id, int64_t a, int64_t b,
-                             int64_t c, int64_t d, int nargs)
+static enum kb_err step_done(struct kb_store *s, enum stmt_id id, int64_t a, int64_t b, int64_t c,
+                             int64_t d, int nargs)
 {
     sqlite3_stmt *st = stmt(s, id);
     if (!st)
@@ -570,8 +570,9 @@ enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_t requests, i
 
 enum kb_err store_spend_settle_orphans(struct kb_store *s, int64_t *count)
 {
-    enum kb_err err = exec(s, "UPDATE spend SET spent_micros = spent_micros + reserved_micros, "
-                              "reserved_micros = 0 WHERE reserved_micros > 0",
+    enum kb_err err = exec(s,
+                           "UPDATE spend SET spent_micros = spent_micros + reserved_micros, "
+                           "reserved_micros = 0 WHERE reserved_micros > 0",
                            NULL);
     if (err == KB_OK)
         *count = sqlite3_changes64(s->db);

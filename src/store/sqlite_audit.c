@@ -19,7 +19,7 @@
 #include "store/store.h"
 
 #define REC_COLS                                                                                   \
-    "kind, ts_ms, request_id, action, key_id, label, vendor, method, path, decision, code, "      \
+    "kind, ts_ms, request_id, action, key_id, label, vendor, method, path, decision, code, "       \
     "status, reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail"
 
 /* The cached append statements. */
@@ -204,8 +204,7 @@ enum kb_err store_audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ck
 
 enum kb_err store_audit_read_begin(struct kb_store *s)
 {
-    return sqlite3_exec(store__db(s), "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? KB_OK
-                                                                              : KB_E_STORE;
+    return sqlite3_exec(store__db(s), "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? KB_OK : KB_E_STORE;
 }
 
 void store_audit_read_end(struct kb_store *s)

@@ -36,10 +36,10 @@ struct kb_key {
     int64_t rate_requests;   /* requests per rate_period_ms; 0: no rate limit */
     int64_t rate_period_ms;  /* 1000 (per second) or 60000 (per minute) */
     /* usage on usage_day, filled by store_key_get and store_key_by_hash */
-    int64_t usage_day;       /* UTC day number */
-    int64_t spent;           /* settled micro-dollars */
-    int64_t reserved;        /* in-flight reservations, micro-dollars */
-    int64_t requests;        /* requests reserved on that day */
+    int64_t usage_day; /* UTC day number */
+    int64_t spent;     /* settled micro-dollars */
+    int64_t reserved;  /* in-flight reservations, micro-dollars */
+    int64_t requests;  /* requests reserved on that day */
 };
 
 enum kb_key_status {
@@ -53,9 +53,9 @@ struct kb_key_filter {
     const char *label_prefix; /* NULL: any */
     const char *vendor;       /* NULL: any */
     enum kb_key_status status;
-    int64_t now;              /* for the status filter */
-    int64_t before_seq;       /* 0: from the newest; else only seq < before_seq */
-    int limit;                /* 1..1000 */
+    int64_t now;        /* for the status filter */
+    int64_t before_seq; /* 0: from the newest; else only seq < before_seq */
+    int limit;          /* 1..1000 */
 };
 
 /*

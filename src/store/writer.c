@@ -43,7 +43,7 @@
 #define FREELIST_MAX 256 /* job nodes a port keeps for reuse */
 
 struct job {
-    struct job *next;            /* queue link */
+    struct job *next; /* queue link */
     kb_job_fn fn;
     kb_job_done_cb done;         /* may be NULL */
     void *arg;                   /* borrowed; the submitter's */
@@ -52,33 +52,33 @@ struct job {
 };
 
 struct kb_writer_port {
-    struct kb_writer *w;    /* borrowed */
-    struct event *ev;       /* owned; eventfd readable */
-    int efd;                /* owned; eventfd */
-    pthread_mutex_t mu;     /* guards head/tail/closed */
+    struct kb_writer *w;     /* borrowed */
+    struct event *ev;        /* owned; eventfd readable */
+    int efd;                 /* owned; eventfd */
+    pthread_mutex_t mu;      /* guards head/tail/closed */
     struct job *head, *tail; /* completed jobs awaiting their callback */
-    bool closed;            /* writer_port_free was called */
-    atomic_int refs;        /* 1 for the owner + 1 per job in flight */
-    struct job *free_list;  /* loop thread only */
-    int nfree;              /* loop thread only */
-    bool dispatching;       /* loop thread only: inside on_done */
-    bool free_requested;    /* loop thread only: port freed from a done callback */
+    bool closed;             /* writer_port_free was called */
+    atomic_int refs;         /* 1 for the owner + 1 per job in flight */
+    struct job *free_list;   /* loop thread only */
+    int nfree;               /* loop thread only */
+    bool dispatching;        /* loop thread only: inside on_done */
+    bool free_requested;     /* loop thread only: port freed from a done callback */
 };
 
 struct kb_writer {
     pthread_t thread;
     struct kb_store *store; /* owned; the writer thread's connection */
     int max_batch;
-    pthread_mutex_t mu;     /* guards head/tail/stopping/idle */
-    pthread_cond_t cond;    /* signalled on submit and on stop */
+    pthread_mutex_t mu;      /* guards head/tail/stopping/idle */
+    pthread_cond_t cond;     /* signalled on submit and on stop */
     struct job *head, *tail; /* submitted, not yet taken */
     bool stopping;
-    bool idle;              /* the thread waits on cond */
+    bool idle; /* the thread waits on cond */
     kb_writer_commit_cb hook;
     void *hook_arg;
-    sqlite3_stmt *tx[6];     /* owned; the transaction statements, prepared once
-                                (the profile showed sqlite3_exec re-parsing them
-                                for every job) */
+    sqlite3_stmt *tx[6]; /* owned; the transaction statements, prepared once
+                            (the profile showed sqlite3_exec re-parsing them
+                            for every job) */
 };
 
 enum tx_stmt {
@@ -193,8 +193,8 @@ static void run_batch(struct kb_writer *w, struct job *batch)
             (void)tx(w, TX_ROLLBACK);
         char num[16];
         snprintf(num, sizeof num, "%d", code);
-        kb_log(KB_LOG_ERROR, "store batch failed; answering audit_unavailable", "sqlite_code",
-               num, "error", sqlite3_errstr(code), NULL);
+        kb_log(KB_LOG_ERROR, "store batch failed; answering audit_unavailable", "sqlite_code", num,
+               "error", sqlite3_errstr(code), NULL);
         for (struct job *j = batch; j; j = j->next)
             j->err = KB_E_AUDIT_UNAVAILABLE;
     } else if (w->hook) {
