@@ -37,7 +37,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: keybrake serve [--config FILE]   run the proxy and admin API\n"
-               "       keybrake audit verify [--config FILE]\n"
+               "       keybrake audit verify [--anchor FILE] [--config FILE]\n"
                "       keybrake audit export [--since T] [--until T] [--config FILE]\n"
                "       keybrake config                  print the settings table\n"
                "       keybrake version\n");

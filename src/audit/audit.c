@@ -24,8 +24,13 @@
  * seq - last_checkpoint >= min(last.every, configured every), so a
  * checkpoint always comes at most `last.every` records after the one
  * before: verify can tell a missing checkpoint from a schedule change.
+ *
+ * Checkpoints cannot tell a log cut after its last surviving checkpoint
+ * from one that simply ended there; an anchor (the sink file or an export
+ * kept elsewhere) can: verify then also requires the anchor's records.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -231,8 +236,25 @@ static bool check_ckpt(struct kb_audit_report *r, const uint8_t key[KB_HASH_LEN]
     return true;
 }
 
+/* Checks record seq, whose chain hash h has just been verified, against
+ * the anchor's copies of it. */
+static bool check_anchor(struct kb_audit_report *r, const struct kb_audit_anchor *a, int64_t seq,
+                         const uint8_t h[KB_HASH_LEN])
+{
+    if ((seq == a->last_seq && !crypto_equal(h, a->last_hash, KB_HASH_LEN)) ||
+        (seq == a->top_seq && !crypto_equal(h, a->top_hash, KB_HASH_LEN))) {
+        report(r, KB_AUDIT_ALTERED, seq,
+               "record %lld does not match the anchor's copy: the log up to it was rewritten "
+               "after the anchor was taken",
+               (long long)seq);
+        return false;
+    }
+    return true;
+}
+
 enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
-                         struct kb_audit_report *r, char **errmsg)
+                         const struct kb_audit_anchor *anchor, struct kb_audit_report *r,
+                         char **errmsg)
 {
     enum kb_err err;
     struct kb_audit_iter *rows = NULL, *ckpts = NULL;
@@ -292,6 +314,8 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
             goto done;
         }
         memcpy(prev, h, KB_HASH_LEN);
+        if (anchor && !check_anchor(r, anchor, row.seq, h))
+            goto done;
         if (have_ck && ck.seq < row.seq) {
             report(r, KB_AUDIT_CHECKPOINT, ck.seq,
                    "checkpoint %lld seals no record of the chain (forged)", (long long)ck.seq);
@@ -327,6 +351,16 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
                (long long)ck.seq);
         goto done;
     }
+    /* The cut that checkpoints cannot see: the tail went with its
+     * checkpoints, but a copy elsewhere still has it. */
+    if (anchor && anchor->top_seq >= expected) {
+        report(r, KB_AUDIT_TRUNCATED, expected,
+               "the log ends at record %lld but the anchor holds record %lld: records "
+               "%lld..%lld were removed (truncated)",
+               (long long)(expected - 1), (long long)anchor->top_seq, (long long)expected,
+               (long long)anchor->top_seq);
+        goto done;
+    }
     r->problem = KB_AUDIT_OK;
 done:
     err = KB_OK;
@@ -339,6 +373,63 @@ out:
     store_audit_iter_free(ckpts);
     if (reading)
         store_audit_read_end(s);
+    return err;
+}
+
+/* ---- the anchor ---- */
+
+/* The seq and chain hash of one export line; false for anything else. */
+static bool anchor_line(const char *line, int64_t *seq, uint8_t hash[KB_HASH_LEN])
+{
+    json_t *j = json_loads(line, 0, NULL);
+    json_t *v = json_object_get(j, "seq"), *h = json_object_get(j, "hash");
+    bool ok = json_is_integer(v) && json_integer_value(v) > 0 && json_is_string(h) &&
+              crypto_unhex(json_string_value(h), json_string_length(h), hash, KB_HASH_LEN);
+    if (ok)
+        *seq = json_integer_value(v);
+    json_decref(j);
+    return ok;
+}
+
+enum kb_err audit_anchor_read(const char *path, struct kb_audit_anchor *out, char **errmsg)
+{
+    struct kb_audit_anchor a = {0};
+    enum kb_err err = KB_OK;
+    char *line = NULL; /* owned; getline's buffer */
+    size_t cap = 0;
+    int64_t seq;
+    uint8_t hash[KB_HASH_LEN];
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        kb_set_errmsg(errmsg, "cannot read the anchor %s: %s", path, strerror(errno));
+        return KB_E_IO;
+    }
+    /* The whole file, not only its tail: the highest seq may sit before the
+     * last line when a sink resumed on a log that had lost records, and
+     * that is exactly the cut the anchor is for. */
+    while (getline(&line, &cap, f) > 0) {
+        if (!anchor_line(line, &seq, hash))
+            continue; /* torn or foreign: the sink's readers skip these */
+        a.last_seq = seq;
+        memcpy(a.last_hash, hash, KB_HASH_LEN);
+        if (seq > a.top_seq) {
+            a.top_seq = seq;
+            memcpy(a.top_hash, hash, KB_HASH_LEN);
+        }
+    }
+    if (ferror(f)) {
+        kb_set_errmsg(errmsg, "cannot read the anchor %s: %s", path, strerror(errno));
+        err = KB_E_IO;
+    } else if (a.last_seq == 0) {
+        kb_set_errmsg(errmsg,
+                      "the anchor %s holds no audit record (empty, or not an export or sink file)",
+                      path);
+        err = KB_E_INVALID;
+    } else {
+        *out = a;
+    }
+    free(line);
+    fclose(f);
     return err;
 }
 

@@ -115,6 +115,7 @@ enum kb_audit_problem {
     KB_AUDIT_INSERTED = 2,   /* a record was inserted before later ones */
     KB_AUDIT_REMOVED = 3,    /* a record is missing (gap, or cut before a checkpoint) */
     KB_AUDIT_CHECKPOINT = 4, /* a checkpoint is missing, forged or does not match */
+    KB_AUDIT_TRUNCATED = 5,  /* the log ends before a record its anchor holds */
 };
 
 struct kb_audit_report {
@@ -127,13 +128,44 @@ struct kb_audit_report {
 };
 
 /*
+ * An anchor: what a copy of the log kept off the machine (the sink file, a
+ * saved export) says the chain held. Someone who can write the SQLite file
+ * can cut its tail together with the later checkpoints; the anchor is how
+ * verify notices. Matching one record's hash is enough: the chain vouches
+ * for every record before it.
+ */
+struct kb_audit_anchor {
+    int64_t last_seq;               /* seq of the file's last record line */
+    uint8_t last_hash[KB_HASH_LEN]; /* its chain hash */
+    int64_t top_seq;                /* the file's highest seq: above last_seq only when the
+                                       file went backwards (a sink that resumed on a log
+                                       that had lost its tail) */
+    uint8_t top_hash[KB_HASH_LEN];  /* chain hash of the first line with top_seq */
+};
+
+/*
+ * Reads the anchor from path, a JSON-lines file in the export format.
+ * Lines that do not parse as a record with a positive seq and a 64-hex
+ * hash (a torn last line, anything foreign) are skipped, as the sink asks
+ * of its readers. KB_E_IO when the file cannot be read, KB_E_INVALID when
+ * it holds no record line (empty); *errmsg says which. Any thread.
+ */
+KB_MUSTCHECK enum kb_err audit_anchor_read(const char *path, struct kb_audit_anchor *out,
+                                           char **errmsg);
+
+/*
  * Walks the whole chain in one read snapshot: recomputes every hash, checks
  * seq continuity and every checkpoint's HMAC under key, linkage and
- * schedule. KB_OK with report->problem set (KB_AUDIT_OK or the first
- * problem); KB_E_STORE with *errmsg when the store cannot be read. Any
- * thread with its own connection.
+ * schedule. With an anchor (may be NULL), also checks that the log still
+ * holds the anchor's records with the anchor's hashes: KB_AUDIT_ALTERED at
+ * a record whose hash differs, KB_AUDIT_TRUNCATED when the log ends before
+ * one. Read the anchor before calling, so that a live sink file holds no
+ * line the snapshot cannot see yet. KB_OK with report->problem set
+ * (KB_AUDIT_OK or the first problem); KB_E_STORE with *errmsg when the
+ * store cannot be read. Any thread with its own connection.
  */
 KB_MUSTCHECK enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
+                                      const struct kb_audit_anchor *anchor,
                                       struct kb_audit_report *report, char **errmsg);
 
 /* The JSON line of a chain row (export and sink): the raw record with

@@ -6,7 +6,8 @@
  * (audit_verify), export streams the raw chained records as JSON lines so
  * a copy can be archived or fed to a SIEM. Neither creates anything: a
  * missing store or server key is an error, never a fresh one (a new key
- * would make every checkpoint look forged).
+ * would make every checkpoint look forged). `verify --anchor FILE` also
+ * holds the store to such a copy, which is what catches a cut tail.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,7 +28,7 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: keybrake audit verify [--config FILE]\n"
+    fprintf(stderr, "usage: keybrake audit verify [--anchor FILE] [--config FILE]\n"
                     "       keybrake audit export [--since TIME] [--until TIME] "
                     "[--config FILE]\n"
                     "TIME: RFC 3339 (2026-11-22T08:00:00Z) or epoch seconds\n");
@@ -46,6 +47,8 @@ static const char *problem_name(enum kb_audit_problem p)
         return "removed";
     case KB_AUDIT_CHECKPOINT:
         return "checkpoint";
+    case KB_AUDIT_TRUNCATED:
+        return "truncated";
     }
     return "unknown";
 }
@@ -65,12 +68,13 @@ static struct kb_store *open_existing(const struct kb_config *cfg)
     return s;
 }
 
-static int verify(const struct kb_config *cfg)
+static int verify(const struct kb_config *cfg, const char *anchor_path)
 {
     uint8_t key[KB_HASH_LEN];
     char *errmsg = NULL;
     int rc = EXIT_ERROR;
     struct kb_store *s = NULL;
+    struct kb_audit_anchor anchor;
     if (!cfg->server_key) {
         char *kp = kb_asprintf("%s/server.key", cfg->data_dir);
         int ok = access(kp, R_OK);
@@ -86,8 +90,14 @@ static int verify(const struct kb_config *cfg)
     }
     if (!(s = open_existing(cfg)))
         goto out;
+    /* Before verify's snapshot: every line of a live sink file is then of
+     * a committed record the snapshot holds. */
+    if (anchor_path && audit_anchor_read(anchor_path, &anchor, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        goto out;
+    }
     struct kb_audit_report r;
-    if (audit_verify(s, key, &r, &errmsg) != KB_OK) {
+    if (audit_verify(s, key, anchor_path ? &anchor : NULL, &r, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s (is this store older than the audit log?)\n", errmsg);
         goto out;
     }
@@ -105,6 +115,10 @@ static int verify(const struct kb_config *cfg)
         printf("audit: records %lld..%lld follow the last signed checkpoint and are covered by "
                "the hash chain only\n",
                (long long)(r.last_ckpt_seq + 1), (long long)r.records);
+    if (anchor_path)
+        printf("audit: anchor %s matches: record %lld has the anchor's hash, and the chain "
+               "vouches for every record before it\n",
+               anchor_path, (long long)anchor.top_seq);
     rc = 0;
 out:
     fflush(stdout);
@@ -162,7 +176,7 @@ int cli_audit(int argc, char **argv)
         return EXIT_ERROR;
     }
     bool is_export = strcmp(argv[1], "export") == 0;
-    const char *config_path = NULL;
+    const char *config_path = NULL, *anchor_path = NULL;
     int64_t since = 0, until = 0;
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
@@ -173,6 +187,8 @@ int cli_audit(int argc, char **argv)
         const char *val = argv[++i];
         if (strcmp(opt, "--config") == 0) {
             config_path = val;
+        } else if (!is_export && strcmp(opt, "--anchor") == 0) {
+            anchor_path = val;
         } else if (is_export && (strcmp(opt, "--since") == 0 || strcmp(opt, "--until") == 0)) {
             int64_t *dest = opt[2] == 's' ? &since : &until;
             if (audit_parse_time(val, dest) != KB_OK) {
@@ -192,7 +208,7 @@ int cli_audit(int argc, char **argv)
         free(errmsg);
         return EXIT_ERROR;
     }
-    int rc = is_export ? export(cfg, since, until) : verify(cfg);
+    int rc = is_export ? export(cfg, since, until) : verify(cfg, anchor_path);
     config_free(cfg);
     return rc;
 }

@@ -8,10 +8,14 @@
 /*
  * Runs `keybrake audit ...`; argv[0] is "audit".
  *
- *   audit verify [--config FILE]
+ *   audit verify [--anchor FILE] [--config FILE]
  *       exit 0: "audit: N records, M checkpoints, chain intact"
  *       exit 1: the first bad seq and why (altered, inserted, removed,
- *               checkpoint); exit 2: usage, configuration or store errors.
+ *               checkpoint, truncated); exit 2: usage, configuration or
+ *               store errors, an unreadable or empty anchor.
+ *       --anchor: a JSON-lines copy of the log (the sink file, a saved
+ *       export); the store must still hold its last records with their
+ *       hashes, else `truncated` or `altered`.
  *   audit export [--since TIME] [--until TIME] [--config FILE]
  *       one JSON object per line on stdout, in seq order; TIME is RFC 3339
  *       or epoch seconds, since inclusive, until exclusive.

@@ -5,7 +5,9 @@
  * SQLite file is tampered with directly (a field updated, a record deleted,
  * a forged record inserted, checkpoints altered or deleted, a rewritten
  * stretch, a truncated tail), the checkpoint schedule surviving a change of
- * interval, the JSONL sink fed through the writer, and time parsing.
+ * interval, the JSONL sink fed through the writer, the anchor (reading it,
+ * and verify catching the cut tail checkpoints cannot see), and time
+ * parsing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -60,6 +62,8 @@ static int teardown(void **state)
     rm_db();
     char p[160];
     snprintf(p, sizeof p, "%s/sink.jsonl", g_dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/anchor.jsonl", g_dir);
     unlink(p);
     rmdir(g_dir);
     return 0;
@@ -131,7 +135,7 @@ static struct kb_audit_report verify(void)
     struct kb_store *s = open_store();
     struct kb_audit_report r;
     char *err = NULL;
-    assert_int_equal(audit_verify(s, g_key, &r, &err), KB_OK);
+    assert_int_equal(audit_verify(s, g_key, NULL, &r, &err), KB_OK);
     close_store(s);
     return r;
 }
@@ -238,7 +242,7 @@ static void test_verify_intact(void **state)
     uint8_t other[KB_HASH_LEN] = {9};
     struct kb_store *s = open_store();
     char *err = NULL;
-    assert_int_equal(audit_verify(s, other, &r, &err), KB_OK);
+    assert_int_equal(audit_verify(s, other, NULL, &r, &err), KB_OK);
     close_store(s);
     assert_int_equal(r.problem, KB_AUDIT_CHECKPOINT);
     assert_int_equal(r.bad_seq, 1);
@@ -455,6 +459,184 @@ static void test_sink(void **state)
     assert_int_equal(verify().problem, KB_AUDIT_OK);
 }
 
+/* ---- the anchor ---- */
+
+static const char *anchor_path(void)
+{
+    static char p[160];
+    snprintf(p, sizeof p, "%s/anchor.jsonl", g_dir);
+    return p;
+}
+
+/* Appends the store's records after..upto to the anchor file in the export
+ * format (audit_row_json), then `tail` verbatim. */
+static void anchor_add(int64_t after, int64_t upto, const char *tail)
+{
+    FILE *f = fopen(anchor_path(), "a");
+    assert_non_null(f);
+    struct kb_store *s = open_store();
+    struct kb_audit_iter *it = NULL;
+    struct kb_audit_row row;
+    assert_int_equal(store_audit_rows(s, after, 0, 0, &it), KB_OK);
+    while (store_audit_row_next(it, &row) == KB_OK && row.seq <= upto) {
+        json_t *j = audit_row_json(&row);
+        assert_int_equal(json_dumpf(j, f, JSON_COMPACT), 0);
+        fputc('\n', f);
+        json_decref(j);
+    }
+    store_audit_iter_free(it);
+    close_store(s);
+    fputs(tail, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static struct kb_audit_report verify_anchored(void)
+{
+    struct kb_audit_anchor a;
+    char *err = NULL;
+    assert_int_equal(audit_anchor_read(anchor_path(), &a, &err), KB_OK);
+    struct kb_store *s = open_store();
+    struct kb_audit_report r;
+    assert_int_equal(audit_verify(s, g_key, &a, &r, &err), KB_OK);
+    close_store(s);
+    return r;
+}
+
+/* Replaces records from..N with a rewritten history, as an attacker with
+ * write access (but no server key) would, keeping checkpoints due. */
+static void rewrite_from(int from)
+{
+    char q[160];
+    snprintf(q, sizeof q,
+             "DELETE FROM audit WHERE seq >= %d; DELETE FROM audit_checkpoints WHERE seq >= %d",
+             from, from);
+    sql(q);
+    struct kb_store *s = open_store();
+    for (int i = from; i <= N; i++) {
+        struct kb_audit_rec r = rec(i);
+        r.label = "rewritten";
+        assert_int_equal(audit_append(s, &r, NULL), KB_OK);
+    }
+    close_store(s);
+}
+
+static void test_anchor_read(void **state)
+{
+    (void)state;
+    build();
+    static const struct {
+        const char *name;
+        int64_t upto; /* the store's records 1..upto, then tail */
+        const char *tail;
+        enum kb_err err;
+        int64_t last, top;
+    } cases[] = {
+        {"empty", 0, "", KB_E_INVALID, 0, 0},
+        {"only blank and foreign lines", 0, "\n{\"seq\":3}\n[1,2]\nnot json\n", KB_E_INVALID, 0, 0},
+        {"a whole export", N, "", KB_OK, N, N},
+        {"a torn last line", 7, "{\"seq\":8,\"ref_seq\":null,\"ts\":\"20", KB_OK, 7, 7},
+        {"a last line without its newline still parses", 7,
+         "{\"seq\":8,\"hash\":\""
+         "0000000000000000000000000000000000000000000000000000000000000000"
+         "\"}",
+         KB_OK, 8, 8},
+        {"a bad hash is not a record", 7, "{\"seq\":8,\"hash\":\"00zz\"}\n", KB_OK, 7, 7},
+        {"seq 0 is not a record", 7,
+         "{\"seq\":0,\"hash\":\""
+         "0000000000000000000000000000000000000000000000000000000000000000"
+         "\"}\n",
+         KB_OK, 7, 7},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unlink(anchor_path());
+        anchor_add(0, cases[i].upto, cases[i].tail);
+        struct kb_audit_anchor a = {0};
+        char *err = NULL;
+        enum kb_err got = audit_anchor_read(anchor_path(), &a, &err);
+        if (got != cases[i].err || a.last_seq != cases[i].last || a.top_seq != cases[i].top)
+            fail_msg("%s: expected %d last %lld top %lld, got %d last %lld top %lld (%s)",
+                     cases[i].name, (int)cases[i].err, (long long)cases[i].last,
+                     (long long)cases[i].top, (int)got, (long long)a.last_seq, (long long)a.top_seq,
+                     err ? err : "");
+        if (got != KB_OK)
+            assert_non_null(strstr(err, "no audit record"));
+        free(err);
+    }
+    /* missing: cannot check */
+    unlink(anchor_path());
+    struct kb_audit_anchor a;
+    char *err = NULL;
+    assert_int_equal(audit_anchor_read(anchor_path(), &a, &err), KB_E_IO);
+    assert_non_null(strstr(err, "No such file"));
+    free(err);
+}
+
+static void test_verify_anchor(void **state)
+{
+    (void)state;
+    /* intact, whole or a prefix: passes */
+    build();
+    unlink(anchor_path());
+    anchor_add(0, N, "");
+    assert_int_equal(verify_anchored().problem, KB_AUDIT_OK);
+    unlink(anchor_path());
+    anchor_add(0, 6, "");
+    assert_int_equal(verify_anchored().problem, KB_AUDIT_OK);
+
+    /* the tail cut with its checkpoint: plain verify passes (the limit),
+     * the anchor names the first missing record */
+    build();
+    unlink(anchor_path());
+    anchor_add(0, N, "");
+    sql("DELETE FROM audit WHERE seq >= 9; DELETE FROM audit_checkpoints WHERE seq >= 9");
+    assert_int_equal(verify().problem, KB_AUDIT_OK);
+    struct kb_audit_report r = verify_anchored();
+    assert_int_equal(r.problem, KB_AUDIT_TRUNCATED);
+    assert_int_equal(r.bad_seq, 9);
+    assert_int_equal(r.records, 8);
+    assert_non_null(strstr(r.why, "records 9..10"));
+
+    /* the same cut, the tail rewritten behind the anchor's back */
+    build();
+    unlink(anchor_path());
+    anchor_add(0, N, "");
+    rewrite_from(9);
+    assert_int_equal(verify().problem, KB_AUDIT_OK);
+    r = verify_anchored();
+    assert_int_equal(r.problem, KB_AUDIT_ALTERED);
+    assert_int_equal(r.bad_seq, N);
+
+    /* a sink that resumed on the cut log: its last line matches the new
+     * history, its highest seq still betrays the cut */
+    build();
+    unlink(anchor_path());
+    anchor_add(0, N, "");
+    sql("DELETE FROM audit WHERE seq >= 8; DELETE FROM audit_checkpoints WHERE seq >= 8");
+    struct kb_store *s = open_store();
+    struct kb_audit_rec rr = rec(8);
+    rr.label = "after the cut";
+    assert_int_equal(audit_append(s, &rr, NULL), KB_OK);
+    close_store(s);
+    anchor_add(7, 8, "");
+    r = verify_anchored();
+    assert_int_equal(r.problem, KB_AUDIT_TRUNCATED);
+    assert_int_equal(r.bad_seq, 9);
+    /* ... and once the new history reaches it, its hash does */
+    rewrite_from(9);
+    r = verify_anchored();
+    assert_int_equal(r.problem, KB_AUDIT_ALTERED);
+    assert_int_equal(r.bad_seq, N);
+
+    /* a problem of the chain itself comes first when it comes earlier */
+    build();
+    unlink(anchor_path());
+    anchor_add(0, N, "");
+    sql("UPDATE audit SET label = 'evil' WHERE seq = 3; DELETE FROM audit WHERE seq = 10");
+    r = verify_anchored();
+    assert_int_equal(r.problem, KB_AUDIT_ALTERED);
+    assert_int_equal(r.bad_seq, 3);
+}
+
 /* ---- time parsing ---- */
 
 static void test_parse_time(void **state)
@@ -502,6 +684,8 @@ int main(void)
         cmocka_unit_test(test_tail_after_checkpoint),
         cmocka_unit_test(test_interval_change),
         cmocka_unit_test(test_sink),
+        cmocka_unit_test(test_anchor_read),
+        cmocka_unit_test(test_verify_anchor),
         cmocka_unit_test(test_parse_time),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
