@@ -7,7 +7,6 @@
  */
 #include "admin/admin.h"
 
-#include <event2/buffer.h>
 #include <jansson.h>
 #include <event2/http.h>
 #include <sys/queue.h>
@@ -22,19 +21,18 @@
 #include "core/crypto.h"
 #include "core/runtime.h"
 #include "net/http.h"
+#include "net/httpd.h"
 #include "store/store.h"
 
-static bool authorized(struct kb_admin *a, struct evhttp_request *req)
+static bool authorized(struct kb_admin *a, struct kb_hreq *req)
 {
-    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const struct kb_hdr *h;
+    size_t nh = hreq_headers(req, &h);
     const char *auth = NULL;
     int n = 0;
-    struct evkeyval *kv;
-    TAILQ_FOREACH(kv, h, next)
-    {
-        if (strcasecmp(kv->key, "authorization") == 0)
-            auth = kv->value, n++;
-    }
+    for (size_t i = 0; i < nh; i++)
+        if (strcasecmp(h[i].name, "authorization") == 0)
+            auth = h[i].value, n++;
     if (n != 1 || strncasecmp(auth, "Bearer ", 7) != 0)
         return false;
     const char *tok = auth + 7;
@@ -46,18 +44,28 @@ static bool authorized(struct kb_admin *a, struct evhttp_request *req)
     return store_admin_token_check(a->store, hash) == KB_OK;
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+void admin_handle(struct kb_hreq *req, void *arg)
 {
     struct kb_admin *a = arg;
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    if (!path) {
+    const char *perr;
+    enum kb_err err = hreq_error(req, &perr);
+    if (err != KB_OK) {
+        http_reply_error(req, err, perr, NULL);
+        return;
+    }
+    const char *target = hreq_target(req);
+    size_t plen = strcspn(target, "?");
+    if (target[0] != '/' || plen >= 1024) {
         http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
         return;
     }
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    char path[1024];
+    memcpy(path, target, plen);
+    path[plen] = '\0';
+    const char *q = target[plen] == '?' ? target + plen + 1 : NULL;
+    enum kb_method cmd = hreq_method(req);
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
-        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        if (cmd != KB_M_GET && cmd != KB_M_HEAD) {
             http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
             return;
         }
@@ -72,7 +80,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (strcmp(path, "/metrics") == 0) {
-        if (cmd == EVHTTP_REQ_GET)
+        if (cmd == KB_M_GET)
             admin__metrics(a, req);
         else
             http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
@@ -82,7 +90,6 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (keys || strcmp(path, "/v1/audit") == 0) {
         struct evkeyvalq query;
         TAILQ_INIT(&query);
-        const char *q = evhttp_uri_get_query(uri);
         if (q && evhttp_parse_query_str(q, &query) != 0) {
             evhttp_clear_headers(&query);
             http_reply_error(req, KB_E_INVALID, "malformed query string", NULL);
@@ -97,10 +104,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 #ifdef KB_TEST_HOOKS
     /* test builds only: move the server clock (day rollover, expiry) */
-    if (strcmp(path, "/v1/test/clock") == 0 && cmd == EVHTTP_REQ_POST) {
-        struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        size_t len = evbuffer_get_length(in);
-        json_t *j = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+    if (strcmp(path, "/v1/test/clock") == 0 && cmd == KB_M_POST) {
+        size_t len;
+        const char *body = hreq_body(req, &len);
+        json_t *j = body ? json_loadb(body, len, 0, NULL) : NULL;
         json_t *off = json_object_get(j, "offset_seconds");
         if (!json_is_integer(off)) {
             http_reply_error(req, KB_E_INVALID, "offset_seconds must be an integer",
@@ -117,14 +124,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
 }
 
-enum kb_err admin_new(struct evhttp *http, const struct kb_runtime *rt, struct kb_store *store,
-                      struct kb_admin **out, char **errmsg)
+enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store, struct kb_admin **out,
+                      char **errmsg)
 {
     (void)errmsg;
     struct kb_admin *a = kb_calloc(1, sizeof *a);
     a->rt = rt;
     a->store = store;
-    evhttp_set_gencb(http, on_request, a);
     *out = a;
     return KB_OK;
 }

@@ -8,15 +8,18 @@
 
 #include "core/err.h"
 
-struct evhttp;
+struct kb_hreq;
 struct kb_runtime;
 struct kb_store;
 struct kb_admin;
 
-/* Serves the admin API on `http`. rt and store are borrowed and must
- * outlive the admin; admin thread only. */
-KB_MUSTCHECK enum kb_err admin_new(struct evhttp *http, const struct kb_runtime *rt,
-                                   struct kb_store *store, struct kb_admin **out, char **errmsg);
+/* The admin API. rt and store are borrowed and must outlive the admin;
+ * admin thread only. */
+KB_MUSTCHECK enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store,
+                                   struct kb_admin **out, char **errmsg);
+/* The request handler for the admin HTTP server (a kb_hreq_cb; `admin` is
+ * the struct kb_admin). */
+void admin_handle(struct kb_hreq *req, void *admin);
 void admin_free(struct kb_admin *a);
 
 #endif

@@ -3,7 +3,7 @@
 #define KB_ADMIN_ADMIN_INT_H
 #include <stddef.h>
 
-struct evhttp_request;
+struct kb_hreq;
 struct evkeyvalq;
 struct kb_runtime;
 struct kb_store;
@@ -14,13 +14,13 @@ struct kb_admin {
 };
 
 /* One handler per route; `rest` is the path after /v1/keys ("" or "/vk_..."). */
-void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *rest,
+void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest,
                  struct evkeyvalq *query);
 /* GET /v1/audit: records filtered and paged (audit.c). */
-void admin__audit(struct kb_admin *a, struct evhttp_request *req, struct evkeyvalq *query);
+void admin__audit(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
 /* GET /metrics: Prometheus text (metrics.c). */
-void admin__metrics(struct kb_admin *a, struct evhttp_request *req);
-void admin__healthz(struct kb_admin *a, struct evhttp_request *req);
-void admin__readyz(struct kb_admin *a, struct evhttp_request *req);
+void admin__metrics(struct kb_admin *a, struct kb_hreq *req);
+void admin__healthz(struct kb_admin *a, struct kb_hreq *req);
+void admin__readyz(struct kb_admin *a, struct kb_hreq *req);
 
 #endif

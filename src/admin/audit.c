@@ -24,6 +24,7 @@
 #include "audit/audit.h"
 #include "core/money.h"
 #include "net/http.h"
+#include "net/httpd.h"
 #include "store/audit_store.h"
 
 #define MAX_FILTER 256 /* longest key_id, label_prefix or vendor filter */
@@ -106,9 +107,9 @@ static bool uint_param(const char *v, long long max, long long *out)
     return true;
 }
 
-void admin__audit(struct kb_admin *a, struct evhttp_request *req, struct evkeyvalq *query)
+void admin__audit(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query)
 {
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+    if (hreq_method(req) != KB_M_GET) {
         http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
         return;
     }

@@ -30,6 +30,7 @@
 #include "core/money.h"
 #include "core/runtime.h"
 #include "net/http.h"
+#include "net/httpd.h"
 #include "policy/pattern.h"
 #include "store/store.h"
 
@@ -233,11 +234,11 @@ struct kb_buf_view {
     size_t len;
 };
 
-static json_t *read_body(struct evhttp_request *req, struct kb_buf_view *view)
+static json_t *read_body(struct kb_hreq *req, struct kb_buf_view *view)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    view->len = evbuffer_get_length(in);
-    view->data = view->len ? (const char *)evbuffer_pullup(in, -1) : "";
+    view->data = hreq_body(req, &view->len);
+    if (!view->data)
+        view->data = "";
     json_t *j = json_loadb(view->data, view->len, JSON_REJECT_DUPLICATES, NULL);
     if (j && !json_is_object(j)) {
         json_decref(j);
@@ -300,7 +301,7 @@ static enum kb_err write_error(enum kb_err err)
     return err == KB_E_STORE ? KB_E_AUDIT_UNAVAILABLE : err;
 }
 
-static void issue(struct kb_admin *a, struct evhttp_request *req)
+static void issue(struct kb_admin *a, struct kb_hreq *req)
 {
     struct kb_buf_view raw;
     json_t *body = read_body(req, &raw);
@@ -348,7 +349,7 @@ out:
     json_decref(body);
 }
 
-static void bulk_revoke(struct kb_admin *a, struct evhttp_request *req)
+static void bulk_revoke(struct kb_admin *a, struct kb_hreq *req)
 {
     struct kb_buf_view raw;
     json_t *body = read_body(req, &raw);
@@ -381,7 +382,7 @@ static void bulk_revoke(struct kb_admin *a, struct evhttp_request *req)
     json_decref(body);
 }
 
-static void list(struct kb_admin *a, struct evhttp_request *req, struct evkeyvalq *q)
+static void list(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *q)
 {
     struct kb_key_filter f = {0};
     f.now = clock_now();
@@ -453,14 +454,13 @@ static bool valid_id(const char *id)
            n - 3;
 }
 
-void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *rest,
-                 struct evkeyvalq *query)
+void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, struct evkeyvalq *query)
 {
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    enum kb_method cmd = hreq_method(req);
     if (*rest == '\0') {
-        if (cmd == EVHTTP_REQ_POST)
+        if (cmd == KB_M_POST)
             issue(a, req);
-        else if (cmd == EVHTTP_REQ_GET)
+        else if (cmd == KB_M_GET)
             list(a, req, query);
         else
             http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
@@ -468,7 +468,7 @@ void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *res
     }
     const char *id = rest + 1;
     if (strcmp(id, "revoke") == 0) {
-        if (cmd == EVHTTP_REQ_POST)
+        if (cmd == KB_M_POST)
             bulk_revoke(a, req);
         else
             http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
@@ -479,7 +479,7 @@ void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *res
         return;
     }
     int64_t now = clock_now();
-    if (cmd == EVHTTP_REQ_GET) {
+    if (cmd == KB_M_GET) {
         struct kb_key *k = NULL;
         enum kb_err err = store_key_get(a->store, id, clock_day(now), &k);
         if (err == KB_OK)
@@ -488,7 +488,7 @@ void admin__keys(struct kb_admin *a, struct evhttp_request *req, const char *res
             http_reply_error(req, err == KB_E_NOT_FOUND ? err : KB_E_STORE,
                              err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
         store_key_free(k);
-    } else if (cmd == EVHTTP_REQ_DELETE) {
+    } else if (cmd == KB_M_DELETE) {
         struct admin_write w = {.id = id, .now = now};
         admin_rec(&w, "key.revoked");
         w.rec.key_id = id;

@@ -85,9 +85,12 @@ static const struct setting settings[] = {
     {"limits", "max_path_bytes", "KEYBRAKE_MAX_PATH_BYTES", T_SIZE, OFF(max_path_bytes), "2k", 16,
      65536, "longest request path accepted (400 bad_path)"},
     {"limits", "max_connections", "KEYBRAKE_MAX_CONNECTIONS", T_INT, OFF(max_connections), "4096",
-     1, 1000000, "most open proxy client connections per worker"},
+     1, 1000000,
+     "most open proxy client connections, all workers together (503 too_many_connections)"},
     {"limits", "client_timeout", "KEYBRAKE_CLIENT_TIMEOUT", T_DURATION, OFF(client_timeout_ms),
-     "30s", 1000, 3600000, "read/write timeout on a proxy client connection"},
+     "30s", 1000, 3600000,
+     "deadline for a whole request to arrive (and for an idle keep-alive connection); longest "
+     "write stall"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

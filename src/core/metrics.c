@@ -20,6 +20,8 @@ static _Atomic uint64_t hist[KB_H__COUNT][NBOUNDS + 1];
 static _Atomic uint64_t hist_sum[KB_H__COUNT];
 static _Atomic uint64_t hist_count[KB_H__COUNT];
 static _Atomic int64_t inflight;
+static _Atomic int64_t connections;
+static _Atomic uint64_t conns_refused;
 
 static const char *const hist_names[KB_H__COUNT] = {"keybrake_proxy_overhead_seconds",
                                                     "keybrake_upstream_seconds",
@@ -66,6 +68,16 @@ void metrics_inflight(int delta)
     atomic_fetch_add_explicit(&inflight, delta, memory_order_relaxed);
 }
 
+void metrics_connections(int delta)
+{
+    atomic_fetch_add_explicit(&connections, delta, memory_order_relaxed);
+}
+
+void metrics_connection_refused(void)
+{
+    atomic_fetch_add_explicit(&conns_refused, 1, memory_order_relaxed);
+}
+
 static uint64_t get(_Atomic uint64_t *p)
 {
     return atomic_load_explicit(p, memory_order_relaxed);
@@ -108,6 +120,14 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
                "# HELP keybrake_requests_in_flight Proxied requests being served.\n"
                "# TYPE keybrake_requests_in_flight gauge\nkeybrake_requests_in_flight %lld\n",
                (long long)atomic_load(&inflight));
+    buf_printf(b,
+               "# HELP keybrake_open_connections Client connections open (proxy and admin).\n"
+               "# TYPE keybrake_open_connections gauge\nkeybrake_open_connections %lld\n"
+               "# HELP keybrake_connections_refused_total Connections refused over "
+               "limits.max_connections.\n"
+               "# TYPE keybrake_connections_refused_total counter\n"
+               "keybrake_connections_refused_total %llu\n",
+               (long long)atomic_load(&connections), (unsigned long long)get(&conns_refused));
     for (int h = 0; h < KB_H__COUNT; h++) {
         buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", hist_names[h], hist_help[h],
                    hist_names[h]);

@@ -30,6 +30,10 @@ void metrics_init(const char *const *vendor_names, size_t n);
 void metrics_request(int vendor, enum kb_err code, int status, int64_t settled);
 void metrics_observe(enum kb_histogram h, int64_t us);
 void metrics_inflight(int delta);
+/* An accepted client connection opened (+1) or closed (-1). */
+void metrics_connections(int delta);
+/* A connection refused over the connection cap. */
+void metrics_connection_refused(void);
 
 /* Appends the Prometheus text exposition; active_keys is read by the caller
  * from the store. */

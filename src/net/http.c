@@ -1,27 +1,31 @@
-/* http.c - JSON and error replies over evhttp (see http.h). */
+/* http.c - JSON and error replies (see http.h). */
 #include "net/http.h"
 
-#include <event2/buffer.h>
-#include <event2/http.h>
 #include <stdlib.h>
 #include <string.h>
 
-void http_reply_json(struct evhttp_request *req, int status, json_t *body)
+#include "core/buf.h"
+#include "net/httpd.h"
+
+static int dump_to_buf(const char *p, size_t n, void *arg)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    struct evbuffer *buf = evbuffer_new();
+    buf_append(arg, p, n);
+    return 0;
+}
+
+void http_reply_json(struct kb_hreq *req, int status, json_t *body)
+{
+    struct kb_buf b = KB_BUF_INIT;
     if (body) {
-        char *text = json_dumps(body, JSON_COMPACT);
-        if (text) {
-            evbuffer_add(buf, text, strlen(text));
-            evbuffer_add(buf, "\n", 1);
-            free(text);
-        }
+        hreq_add_header_z(req, "Content-Type", "application/json");
+        if (json_dump_callback(body, dump_to_buf, &b, JSON_COMPACT) == 0)
+            buf_putc(&b, '\n');
+        else
+            buf_reset(&b);
         json_decref(body);
-        evhttp_add_header(out, "Content-Type", "application/json");
     }
-    evhttp_send_reply(req, status, NULL, buf);
-    evbuffer_free(buf);
+    hreq_reply(req, status, b.data, b.len);
+    buf_cleanup(&b);
 }
 
 static json_t *error_body(enum kb_err err, const char *message, const char *field)
@@ -36,43 +40,20 @@ static json_t *error_body(enum kb_err err, const char *message, const char *fiel
     return o;
 }
 
-void http_reply_error(struct evhttp_request *req, enum kb_err err, const char *message,
-                      const char *field)
+void http_reply_error(struct kb_hreq *req, enum kb_err err, const char *message, const char *field)
 {
     json_t *o = error_body(err, message, field);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Error", kb_strerror(err));
+    hreq_add_header_z(req, "Keybrake-Error", kb_strerror(err));
     http_reply_json(req, kb_err_status(err), o);
 }
 
-const char *http_method_name(struct evhttp_request *req)
-{
-    switch (evhttp_request_get_command(req)) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
-    default:
-        return NULL;
-    }
-}
-
-void http_reply_proxy_error(struct evhttp_request *req, enum kb_err err, const char *message)
+void http_reply_proxy_error(struct kb_hreq *req, enum kb_err err, const char *message)
 {
     json_t *o = error_body(err, message, NULL);
     json_object_set_new(o, "error",
                         json_pack("{s:s, s:O, s:O}", "type", "keybrake_error", "code",
                                   json_object_get(o, "code"), "message",
                                   json_object_get(o, "message")));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Error", kb_strerror(err));
+    hreq_add_header_z(req, "Keybrake-Error", kb_strerror(err));
     http_reply_json(req, kb_err_status(err), o);
 }

@@ -1,6 +1,6 @@
 /*
- * http.h - small helpers over evhttp shared by the proxy and the admin API:
- * JSON replies, error replies in the one error shape, and request facts.
+ * http.h - small helpers over the HTTP server shared by the proxy and the
+ * admin API: JSON replies and error replies in the one error shape.
  */
 #ifndef KB_NET_HTTP_H
 #define KB_NET_HTTP_H
@@ -9,22 +9,21 @@
 
 #include "core/err.h"
 
-struct evhttp_request;
+struct kb_hreq;
 
 /*
  * Replies `status` with `body` serialised (steals the reference; may be
  * NULL for an empty body) and Content-Type application/json. The request
  * is finished and must not be touched afterwards.
  */
-void http_reply_json(struct evhttp_request *req, int status, json_t *body);
+void http_reply_json(struct kb_hreq *req, int status, json_t *body);
 
 /*
  * Replies with the error shape {"code", "message"[, "field"]}, the status
  * from err.h, and a `Keybrake-Error: <code>` header so clients can tell the
  * proxy's answers from the vendor's. message NULL: the default message.
  */
-void http_reply_error(struct evhttp_request *req, enum kb_err err, const char *message,
-                      const char *field);
+void http_reply_error(struct kb_hreq *req, enum kb_err err, const char *message, const char *field);
 
 /*
  * The same, for errors the proxy makes itself, plus an `error` member
@@ -32,9 +31,6 @@ void http_reply_error(struct evhttp_request *req, enum kb_err err, const char *m
  * above all) raise an exception only when the body has one, so a refusal
  * reaches tool code as an error instead of as a resource.
  */
-void http_reply_proxy_error(struct evhttp_request *req, enum kb_err err, const char *message);
-
-/* The method as text ("GET"), or NULL for one Keybrake does not serve. */
-const char *http_method_name(struct evhttp_request *req);
+void http_reply_proxy_error(struct kb_hreq *req, enum kb_err err, const char *message);
 
 #endif

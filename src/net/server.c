@@ -13,7 +13,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -29,6 +28,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/runtime.h"
+#include "net/httpd.h"
 #include "proxy/proxy.h"
 #include "store/store.h"
 #include "store/writer.h"
@@ -38,17 +38,16 @@ struct thread {
     int index;             /* worker number; -1 for admin */
     pthread_t tid;
     bool started;
-    struct event_base *base;           /* owned */
-    struct evhttp *http;               /* owned */
-    struct evhttp_bound_socket *bound; /* owned by http */
-    struct kb_store *store;            /* owned; reads */
-    struct kb_writer_port *port;       /* owned; group-commit writes */
-    struct kb_proxy *proxy;            /* owned; workers only */
-    struct kb_admin *admin;            /* owned; admin thread only */
-    int stop_fd;                       /* owned; eventfd */
-    struct event *stop_ev;             /* owned */
-    struct event *deadline;            /* owned; shutdown timeout */
-    bool deadline_hit;                 /* the shutdown timeout passed */
+    struct event_base *base;     /* owned */
+    struct kb_httpd *http;       /* owned */
+    struct kb_store *store;      /* owned; reads */
+    struct kb_writer_port *port; /* owned; group-commit writes */
+    struct kb_proxy *proxy;      /* owned; workers only */
+    struct kb_admin *admin;      /* owned; admin thread only */
+    int stop_fd;                 /* owned; eventfd */
+    struct event *stop_ev;       /* owned */
+    struct event *deadline;      /* owned; shutdown timeout */
+    bool deadline_hit;           /* the shutdown timeout passed */
 };
 
 struct kb_server {
@@ -56,6 +55,8 @@ struct kb_server {
     struct thread *workers;      /* owned */
     int nworkers;
     struct thread admin;
+    _Atomic int64_t proxy_conns; /* open proxy connections, all workers */
+    _Atomic int64_t admin_conns; /* open admin connections */
     char proxy_addr[64];
     char admin_addr[64];
 };
@@ -145,10 +146,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     ssize_t n = read(fd, &v, sizeof v);
     (void)n;
     /* stop accepting: the socket closes, new connections go elsewhere */
-    if (t->bound) {
-        evhttp_del_accept_socket(t->http, t->bound);
-        t->bound = NULL;
-    }
+    httpd_stop_accepting(t->http);
     if (!t->proxy) {
         event_base_loopexit(t->base, NULL);
         return;
@@ -176,10 +174,11 @@ static void *thread_main(void *arg)
 
 static void thread_cleanup(struct thread *t)
 {
+    /* the handlers first: they let go of their requests; then the server
+     * frees what is left without calling back into them */
     proxy_free(t->proxy);
     admin_free(t->admin);
-    if (t->http)
-        evhttp_free(t->http);
+    httpd_free(t->http);
     if (t->port)
         writer_port_free(t->port);
     if (t->stop_ev)
@@ -210,36 +209,47 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         close(fd);
         return KB_E_INTERNAL;
     }
-    t->http = evhttp_new(t->base);
-    evhttp_set_default_content_type(t->http, NULL);
-    t->bound = evhttp_accept_socket_with_handle(t->http, fd);
-    if (!t->bound) {
-        close(fd);
-        kb_set_errmsg(errmsg, "cannot accept on the listening socket");
-        return KB_E_INTERNAL;
-    }
     t->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     t->stop_ev = event_new(t->base, t->stop_fd, EV_READ, on_stop, t);
     event_add(t->stop_ev, NULL);
     if ((err = store_open(srv->rt->store_path, cfg->store_synchronous, false, &t->store, errmsg)) !=
-        KB_OK)
+        KB_OK) {
+        close(fd);
         return err;
-    t->port = writer_port_new(srv->rt->writer, t->base);
-    if (index >= 0) {
-        evhttp_set_allowed_methods(t->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                                EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-        evhttp_set_max_headers_size(t->http, (ev_ssize_t)cfg->max_header_bytes);
-        evhttp_set_max_body_size(t->http, (ev_ssize_t)cfg->max_body_bytes);
-        evhttp_set_timeout(t->http, (int)((cfg->client_timeout_ms + 999) / 1000));
-        return proxy_new(t->base, t->http, srv->rt, t->store, t->port, index, &t->proxy, errmsg);
     }
-    evhttp_set_allowed_methods(t->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_DELETE);
-    evhttp_set_max_headers_size(t->http, 32 * 1024);
-    evhttp_set_max_body_size(t->http, 1024 * 1024);
-    evhttp_set_timeout(t->http, 30);
-    return admin_new(t->http, srv->rt, t->store, &t->admin, errmsg);
+    t->port = writer_port_new(srv->rt->writer, t->base);
+    struct kb_httpd_opts o = {0};
+    if (index >= 0) {
+        o.max_header_bytes = (size_t)cfg->max_header_bytes;
+        o.max_headers = (size_t)cfg->max_headers;
+        o.max_body_bytes = (size_t)cfg->max_body_bytes;
+        o.timeout_ms = cfg->client_timeout_ms;
+        o.max_conns = cfg->max_connections;
+        o.conns = &srv->proxy_conns;
+        err = proxy_new(t->base, srv->rt, t->store, t->port, index, &t->proxy, errmsg);
+        o.on_request = proxy_handle;
+        o.arg = t->proxy;
+    } else {
+        o.max_header_bytes = 32 * 1024;
+        o.max_headers = 100;
+        o.max_body_bytes = 1024 * 1024;
+        o.timeout_ms = 30 * 1000;
+        o.max_conns = 1024;
+        o.conns = &srv->admin_conns;
+        err = admin_new(srv->rt, t->store, &t->admin, errmsg);
+        o.on_request = admin_handle;
+        o.arg = t->admin;
+    }
+    if (err != KB_OK) {
+        close(fd);
+        return err;
+    }
+    t->http = httpd_new(t->base, fd, &o);
+    if (!t->http) {
+        kb_set_errmsg(errmsg, "cannot accept on the listening socket");
+        return KB_E_INTERNAL;
+    }
+    return KB_OK;
 }
 
 enum kb_err server_start(const struct kb_runtime *rt, struct kb_server **out, char **errmsg)

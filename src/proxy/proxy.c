@@ -13,19 +13,13 @@
  * completion record); refusals are answered once their record is durable.
  *
  * Ownership: struct preq owns everything of one request and is freed in
- * exactly one place, preq_free(). evhttp owns the evhttp_request; once a
- * reply is sent (or the connection is gone) we never touch it again.
+ * exactly one place, preq_free(). The HTTP server owns the kb_hreq; once a
+ * reply is sent (or the client is gone) we never touch it again.
  */
 #include "proxy/proxy.h"
 
 #include <curl/curl.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/http_struct.h>
-#include <sys/queue.h>
-#include <event2/keyvalq_struct.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -45,6 +39,7 @@
 #include "audit/audit.h"
 #include "meter/meter.h"
 #include "net/http.h"
+#include "net/httpd.h"
 #include "policy/canon.h"
 #include "policy/pattern.h"
 #include "proxy/hygiene.h"
@@ -66,13 +61,11 @@
 
 struct kb_proxy {
     struct event_base *base;     /* borrowed */
-    struct evhttp *http;         /* borrowed */
     const struct kb_runtime *rt; /* borrowed */
     struct kb_store *store;      /* borrowed; this worker's read connection */
     struct kb_writer_port *port; /* borrowed; group-commit writes from this worker */
     struct kb_upstream *up;      /* owned */
     char **inject;               /* owned; per vendor index, the credential header line */
-    struct evbuffer *scratch;    /* owned; staging for reply chunks */
     struct event *watch;         /* owned; revocation watch timer */
     struct {
         int64_t seq;              /* key seq, 0 when empty */
@@ -108,8 +101,7 @@ enum preq_stage {
 struct preq {
     struct kb_proxy *px; /* borrowed */
     enum preq_stage stage;
-    struct evhttp_request *req;     /* borrowed from evhttp; NULL once replied or gone */
-    struct evhttp_connection *conn; /* borrowed; NULL once gone */
+    struct kb_hreq *req;            /* borrowed; NULL once replied or gone */
     struct kb_upstream_req *up;     /* owned while the transfer runs */
     struct kb_key *key;             /* owned */
     const struct kb_vendor *vendor; /* borrowed from the config */
@@ -123,11 +115,12 @@ struct preq {
     bool paused;                    /* upstream paused for a slow client */
     bool client_gone;               /* the client connection closed */
     char id[40];                    /* request id */
+    char *resp_ctype;               /* owned; the vendor's Content-Type */
     const char *method;             /* static string */
     char *path;                     /* owned; vendor path, no query */
     char *url;                      /* owned; upstream URL */
     struct curl_slist *headers;     /* owned until handed to the upstream client */
-    const char *fwd_body;           /* borrowed: r->body or evhttp's input buffer */
+    const char *fwd_body;           /* borrowed: r->body or the request's body */
     size_t fwd_len;
     int64_t ts_ms;          /* arrival, wall clock */
     int64_t start_us;       /* arrival, monotonic */
@@ -189,8 +182,8 @@ static void maybe_drained(struct kb_proxy *px)
     }
 }
 
-/* evhttp wrote a reply out completely. */
-static void reply_flushed(struct evhttp_request *req, void *arg)
+/* A reply was written out completely (or the client left after it). */
+static void reply_flushed(struct kb_hreq *req, void *arg)
 {
     (void)req;
     struct kb_proxy *px = arg;
@@ -198,20 +191,14 @@ static void reply_flushed(struct evhttp_request *req, void *arg)
     maybe_drained(px);
 }
 
-/* The client connection is closed by us before its reply could complete:
- * evhttp frees the request without calling reply_flushed. */
+/* The answer cannot be completed: what is queued goes out, then the
+ * connection closes (no terminating chunk: the client sees it cut short).
+ * The server frees the request without calling reply_flushed. */
 static void abort_connection(struct preq *r)
 {
-    struct evhttp_connection *conn = r->conn;
-    /* Hand what is already queued (the head, the last chunks) to the kernel
-     * first, best effort: the client then sees a response cut short, not
-     * a connection that died before answering. No terminating chunk. */
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
-    evbuffer_write(bufferevent_get_output(bev), bufferevent_getfd(bev));
-    evhttp_connection_set_closecb(conn, NULL, NULL);
-    r->conn = NULL;
+    hreq_abort(r->req);
+    r->req = NULL;
     r->px->unflushed--;
-    evhttp_connection_free(conn);
 }
 
 static void preq_unlink(struct preq *r)
@@ -229,8 +216,8 @@ static void preq_unlink(struct preq *r)
 static void preq_free(struct preq *r)
 {
     struct kb_proxy *px = r->px;
-    if (r->conn)
-        evhttp_connection_set_closecb(r->conn, NULL, NULL);
+    if (r->req)
+        hreq_set_close_cb(r->req, NULL, NULL);
     preq_unlink(r);
     metrics_inflight(-1);
     meter_free(r->meter);
@@ -239,6 +226,7 @@ static void preq_free(struct preq *r)
     free(r->body);
     free(r->path);
     free(r->url);
+    free(r->resp_ctype);
     free(r);
     maybe_drained(px);
 }
@@ -320,10 +308,9 @@ static void settle_done(void *arg, enum kb_err err)
      * so what a client reads in the key's usage or the audit log after the
      * answer already includes it */
     if (r->reply != REPLY_NONE && r->req && !r->client_gone) {
-        evhttp_connection_set_closecb(r->conn, NULL, NULL);
-        r->conn = NULL;
+        hreq_set_close_cb(r->req, NULL, NULL);
         if (r->reply == REPLY_FINISH) {
-            evhttp_send_reply_end(r->req);
+            hreq_reply_end(r->req);
         } else {
             http_reply_proxy_error(r->req, r->fail, NULL);
         }
@@ -343,10 +330,6 @@ static void preq_settle(struct preq *r, int64_t actual, enum kb_err fail, enum r
     r->fail = fail;
     r->reply = reply;
     r->latency_us = clock_mono_us() - r->start_us;
-    if (reply == REPLY_NONE && r->conn) {
-        evhttp_connection_set_closecb(r->conn, NULL, NULL);
-        r->conn = NULL;
-    }
     writer_submit(r->px->port, settle_job, settle_done, r);
 }
 
@@ -360,23 +343,16 @@ static void on_header(void *arg, const char *name, size_t nlen, const char *valu
     if (r->client_gone || in_list(strip_response, name, nlen) ||
         (nlen >= 9 && strncasecmp(name, "keybrake-", 9) == 0))
         return;
-    /* evhttp wants C strings: one stack copy, heap only for huge headers */
-    char stack[1024];
-    char *nv = nlen + vlen + 2 <= sizeof stack ? stack : kb_malloc(nlen + vlen + 2);
-    memcpy(nv, name, nlen);
-    nv[nlen] = '\0';
-    memcpy(nv + nlen + 1, value, vlen);
-    nv[nlen + 1 + vlen] = '\0';
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), nv, nv + nlen + 1);
-    if (nv != stack)
-        free(nv);
+    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0 && !r->resp_ctype)
+        r->resp_ctype = kb_strndup(value, vlen); /* the meter reads it */
+    hreq_add_header(r->req, name, nlen, value, vlen);
 }
 
-static void add_cost_headers(struct preq *r, struct evkeyvalq *out, int64_t cost)
+static void add_cost_headers(struct preq *r, int64_t cost)
 {
     char a[32], b[32];
-    evhttp_add_header(out, "Keybrake-Cost-USD", money_format(cost, a, sizeof a));
-    evhttp_add_header(out, "Keybrake-Remaining-USD", money_format(r->remaining, b, sizeof b));
+    hreq_add_header_z(r->req, "Keybrake-Cost-USD", money_format(cost, a, sizeof a));
+    hreq_add_header_z(r->req, "Keybrake-Remaining-USD", money_format(r->remaining, b, sizeof b));
 }
 
 static void on_head(void *arg, int status)
@@ -385,16 +361,16 @@ static void on_head(void *arg, int status)
     r->status = status;
     if (r->client_gone)
         return;
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
-    meter_response_status(r->meter, status, evhttp_find_header(out, "Content-Type"));
-    add_cost_headers(r, out, r->reserved);
-    evhttp_send_reply_start(r->req, status, NULL);
+    meter_response_status(r->meter, status, r->resp_ctype);
+    add_cost_headers(r, r->reserved);
+    hreq_reply_start(r->req, status);
     r->head_sent = true;
 }
 
-static void chunk_written(struct evhttp_connection *conn, void *arg)
+/* The client took everything queued: a paused vendor transfer goes on. */
+static void client_drained(struct kb_hreq *req, void *arg)
 {
-    (void)conn;
+    (void)req;
     struct preq *r = arg;
     if (r->paused && r->up) {
         r->paused = false;
@@ -407,17 +383,14 @@ static bool on_body(void *arg, const char *data, size_t len)
     struct preq *r = arg;
     if (r->client_gone || !r->head_sent)
         return true;
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(r->conn);
-    if (evbuffer_get_length(bufferevent_get_output(bev)) > CLIENT_HIGH_WATER) {
-        r->paused = true; /* chunk_written resumes once the client caught up */
+    if (hreq_pending(r->req) > CLIENT_HIGH_WATER) {
+        r->paused = true; /* client_drained resumes once the client caught up */
+        hreq_set_drain_cb(r->req, client_drained, r);
         return false;
     }
     meter_response_data(r->meter, data, len);
     r->bytes_out += (int64_t)len;
-    if (len == 0)
-        return true;
-    evbuffer_add(r->px->scratch, data, len);
-    evhttp_send_reply_chunk_with_cb(r->req, r->px->scratch, chunk_written, r);
+    hreq_reply_chunk(r->req, data, len);
     return true;
 }
 
@@ -442,17 +415,14 @@ static void on_done(void *arg, enum kb_err err)
 
 static const struct kb_upstream_ops upstream_ops = {on_header, on_head, on_body, on_done};
 
-/* The client connection closed while its request was in flight. */
-static void client_closed(struct evhttp_connection *conn, void *arg)
+/* The client connection closed while its request was in flight; the
+ * server frees the request when this returns. */
+static void client_closed(struct kb_hreq *req, void *arg)
 {
-    (void)conn;
+    (void)req;
     struct preq *r = arg;
     r->client_gone = true;
-    r->conn = NULL;
     r->px->unflushed--; /* its reply will never complete */
-    /* detached by evhttp (client went away): freeing it is ours */
-    if (r->req && evhttp_request_get_connection(r->req) == NULL)
-        evhttp_request_free(r->req);
     r->req = NULL;
     kb_log(KB_LOG_INFO, "client closed before the response ended", "request_id", r->id, NULL);
     if (r->stage != ST_UPSTREAM)
@@ -507,18 +477,18 @@ static void watch_revocations(evutil_socket_t fd, short what, void *arg)
 /* ---- the request path ---- */
 
 /* Finds the vault token where the vendor's SDK sends it. */
-static bool find_token(struct evkeyvalq *h, const struct kb_vendor *v, char *out, size_t size)
+static bool find_token(const struct kb_hreq *req, const struct kb_vendor *v, char *out, size_t size)
 {
     const char *auth = NULL, *xkey = NULL;
     int nauth = 0, nkey = 0;
     const char *key_header = v && v->auth == KB_AUTH_HEADER ? v->auth_header : "x-api-key";
-    struct evkeyval *kv;
-    TAILQ_FOREACH(kv, h, next)
-    {
-        if (strcasecmp(kv->key, "authorization") == 0)
-            auth = kv->value, nauth++;
-        else if (strcasecmp(kv->key, key_header) == 0)
-            xkey = kv->value, nkey++;
+    const struct kb_hdr *h;
+    size_t nh = hreq_headers(req, &h);
+    for (size_t i = 0; i < nh; i++) {
+        if (strcasecmp(h[i].name, "authorization") == 0)
+            auth = h[i].value, nauth++;
+        else if (strcasecmp(h[i].name, key_header) == 0)
+            xkey = h[i].value, nkey++;
     }
     if (nauth > 1 || nkey > 1)
         return false; /* ambiguous: refuse rather than guess */
@@ -565,35 +535,35 @@ static bool find_token(struct evkeyvalq *h, const struct kb_vendor *v, char *out
     return true;
 }
 
-static void build_headers(struct kb_proxy *px, struct evhttp_request *req,
-                          const struct kb_vendor *v, bool transcoded, bool has_body,
-                          struct curl_slist **out)
+static void build_headers(struct kb_proxy *px, const struct kb_hreq *req, const struct kb_vendor *v,
+                          bool transcoded, bool has_body, struct curl_slist **out)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    const char *conn = evhttp_find_header(in, "Connection");
+    const char *conn = hreq_header(req, "Connection");
     struct curl_slist *list = NULL;
     bool has_accept = false, has_ctype = false;
     struct kb_buf line = KB_BUF_INIT;
-    struct evkeyval *kv;
-    TAILQ_FOREACH(kv, in, next)
-    {
-        size_t nlen = strlen(kv->key);
-        if (in_list(strip_request, kv->key, nlen) || strncasecmp(kv->key, "keybrake-", 9) == 0 ||
-            strncasecmp(kv->key, "x-forwarded-", 12) == 0 ||
-            (v->auth == KB_AUTH_HEADER && strcasecmp(kv->key, v->auth_header) == 0) ||
-            (conn && named_in_connection(conn, kv->key)))
+    const struct kb_hdr *h;
+    size_t nh = hreq_headers(req, &h);
+    for (size_t i = 0; i < nh; i++) {
+        const char *name = h[i].name, *value = h[i].value;
+        size_t nlen = strlen(name);
+        if (in_list(strip_request, name, nlen) || strncasecmp(name, "keybrake-", 9) == 0 ||
+            strncasecmp(name, "x-forwarded-", 12) == 0 ||
+            (v->auth == KB_AUTH_HEADER && strcasecmp(name, v->auth_header) == 0) ||
+            (conn && named_in_connection(conn, name)))
             continue;
-        if (strcasecmp(kv->key, "content-type") == 0) {
+        if (strcasecmp(name, "content-type") == 0) {
             if (transcoded)
                 continue;
             has_ctype = true;
         }
-        if (strcasecmp(kv->key, "accept") == 0)
+        if (strcasecmp(name, "accept") == 0)
             has_accept = true;
         buf_reset(&line);
-        buf_printf(&line, "%s: %s", kv->key, kv->value);
-        if (!*kv->value) /* curl sends "Name;" as an empty header */
-            buf_reset(&line), buf_printf(&line, "%s;", kv->key);
+        if (*value)
+            buf_printf(&line, "%s: %s", name, value);
+        else /* curl sends "Name;" as an empty header */
+            buf_printf(&line, "%s;", name);
         list = curl_slist_append(list, line.data);
     }
     buf_cleanup(&line);
@@ -645,8 +615,8 @@ static const struct kb_policy *key_policy(struct kb_proxy *px, const struct kb_k
 
 /* A refusal, answered only once its audit record is durable. */
 struct refusal {
-    struct kb_proxy *px;        /* borrowed */
-    struct evhttp_request *req; /* borrowed until replied */
+    struct kb_proxy *px; /* borrowed */
+    struct kb_hreq *req; /* borrowed until replied */
     enum kb_err err;
     char *msg;                                 /* owned; may be NULL */
     int vendor;                                /* vendor index for metrics, -1 if unknown */
@@ -681,7 +651,7 @@ static void refusal_done(void *arg, enum kb_err err)
 /* Refuses `req` with err; msg (may be NULL) is taken. The refusal is audited
  * with what is known of the request: key (may be NULL), vendor, the path
  * without its query (capped), never a token. */
-static void refuse(struct kb_proxy *px, struct evhttp_request *req, enum kb_err err, char *msg,
+static void refuse(struct kb_proxy *px, struct kb_hreq *req, enum kb_err err, char *msg,
                    const char *id, int64_t start_us, const char *method, const struct kb_key *key,
                    const struct kb_vendor *vendor, const char *path, size_t path_len)
 {
@@ -708,7 +678,9 @@ static void refuse(struct kb_proxy *px, struct evhttp_request *req, enum kb_err 
     f->rec.path = f->path;
     f->rec.decision = "refused";
     f->rec.code = kb_strerror(err);
-    f->rec.bytes_in = (int64_t)evbuffer_get_length(evhttp_request_get_input_buffer(req));
+    size_t bytes_in;
+    hreq_body(req, &bytes_in);
+    f->rec.bytes_in = (int64_t)bytes_in;
     writer_submit(px->port, refusal_job, refusal_done, f);
 }
 
@@ -750,14 +722,12 @@ static void admit_done(void *arg, enum kb_err err)
     if (err != KB_OK || r->outcome != KB_OK) {
         /* nothing was reserved (the batch rolled back, or it did not fit) */
         if (!r->client_gone) {
-            struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
             if (err == KB_OK && r->outcome == KB_E_RATE_LIMITED) {
                 char ra[24];
                 snprintf(ra, sizeof ra, "%lld", (long long)((r->retry_ms + 999) / 1000));
-                evhttp_add_header(out, "Retry-After", ra);
+                hreq_add_header_z(r->req, "Retry-After", ra);
             }
-            evhttp_connection_set_closecb(r->conn, NULL, NULL);
-            r->conn = NULL;
+            hreq_set_close_cb(r->req, NULL, NULL);
             http_reply_proxy_error(r->req, err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome,
                                    NULL);
         }
@@ -781,7 +751,7 @@ static void admit_done(void *arg, enum kb_err err)
     r->headers = NULL; /* the upstream request owns them now */
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+void proxy_handle(struct kb_hreq *req, void *arg)
 {
     struct kb_proxy *px = arg;
     const struct kb_config *cfg = px->rt->cfg;
@@ -793,49 +763,49 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct kb_key *key = NULL;
     struct kb_meter *meter = NULL;
     char *new_body = NULL;
-    const char *target = evhttp_request_get_uri(req);
-    size_t tlen = strlen(target), plen = strcspn(target, "?");
+    const char *target = hreq_target(req);
+    size_t tlen = target ? strlen(target) : 0, plen = target ? strcspn(target, "?") : 0;
     const struct kb_vendor *vendor = NULL;
     const char *vpath = target;
 
     int64_t start_us = clock_mono_us();
     px->unflushed++;
-    evhttp_request_set_on_complete_cb(req, reply_flushed, px);
+    hreq_set_complete_cb(req, reply_flushed, px);
     /* every answer, whatever ends the request, carries its id */
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Keybrake-Request-Id", id);
-    const char *method = http_method_name(req);
-    if (!method) {
-        err = KB_E_METHOD_NOT_ALLOWED;
-        goto refused;
-    }
-    if (px->draining) {
-        /* and no further request on this connection */
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        err = KB_E_SHUTTING_DOWN;
-        goto refused;
-    }
+    hreq_add_header_z(req, "Keybrake-Request-Id", id);
+    const char *method = http_method_text(hreq_method(req));
 
-    /* 1. framing and headers that could be read two ways: refused, and the
-     * connection closed so nothing buffered after them is read */
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    if ((err = hygiene_check_headers(in, req->major, req->minor, cfg->max_headers, &msg)) !=
-        KB_OK) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        goto refused;
-    }
-
-    /* 2. the target: canonical, or refused */
-    if ((err = policy_canon_check(target, tlen, (size_t)cfg->max_path_bytes, &plen, &msg)) != KB_OK)
-        goto refused;
-    if (hygiene_url_has_token(target, tlen)) {
-        /* anywhere in the URL: refused, and the URL is neither logged nor
-         * audited (the refusal records no path) */
+    /* 0. a vault token anywhere in the URL: refused before anything else,
+     * and the URL is neither logged nor audited (the refusal records no
+     * path), whatever else is wrong with the request */
+    if (target && hygiene_url_has_token(target, tlen)) {
         err = KB_E_TOKEN_IN_QUERY;
         vpath = NULL;
         plen = 0;
         goto refused;
     }
 
+    /* 1. framing and headers that could be read two ways were refused by
+     * the parser (which closes the connection after the answer, so nothing
+     * buffered behind them is read) */
+    const char *perr;
+    if ((err = hreq_error(req, &perr)) != KB_OK) {
+        msg = perr ? kb_strdup(perr) : NULL;
+        goto refused;
+    }
+    if (!method) {
+        err = KB_E_METHOD_NOT_ALLOWED;
+        goto refused;
+    }
+    if (px->draining) {
+        hreq_close_after(req); /* and no further request on this connection */
+        err = KB_E_SHUTTING_DOWN;
+        goto refused;
+    }
+
+    /* 2. the target: canonical, or refused */
+    if ((err = policy_canon_check(target, tlen, (size_t)cfg->max_path_bytes, &plen, &msg)) != KB_OK)
+        goto refused;
     /* 3. vendor from the first segment, when it names one */
     size_t seg = 1;
     while (seg < plen && target[seg] != '/')
@@ -849,7 +819,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 
     /* 4. the vault token and its key */
     char token[KB_TOKEN_MAX + 8];
-    if (!find_token(in, vendor, token, sizeof token) ||
+    if (!find_token(req, vendor, token, sizeof token) ||
         !crypto_token_valid("kb_", token, strlen(token))) {
         err = KB_E_INVALID_TOKEN;
         goto refused;
@@ -893,10 +863,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 
     /* 6. body: Stripe takes forms; JSON from agents is transcoded */
-    struct evbuffer *inbuf = evhttp_request_get_input_buffer(req);
-    size_t blen = evbuffer_get_length(inbuf);
-    const char *body = blen ? (const char *)evbuffer_pullup(inbuf, -1) : NULL;
-    const char *ctype = evhttp_find_header(in, "Content-Type");
+    size_t blen;
+    const char *body = hreq_body(req, &blen);
+    const char *ctype = hreq_header(req, "Content-Type");
     bool transcoded = false;
     if (strcmp(vendor->name, "stripe") == 0 && blen && ctype &&
         strncasecmp(ctype, "application/json", 16) == 0) {
@@ -932,7 +901,6 @@ static void on_request(struct evhttp_request *req, void *arg)
     r->px = px;
     r->stage = ST_ADMIT;
     r->req = req;
-    r->conn = evhttp_request_get_connection(req);
     r->key = key;
     r->vendor = vendor;
     r->meter = meter;
@@ -955,7 +923,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     px->inflight = r;
     px->ninflight++;
     metrics_inflight(1);
-    evhttp_connection_set_closecb(r->conn, client_closed, r);
+    hreq_set_close_cb(req, client_closed, r);
     build_headers(px, req, vendor, transcoded, blen > 0, &r->headers);
     const char *query = memchr(vpath, '?', strlen(vpath));
     r->url = kb_asprintf("%s%.*s%s", vendor->base_url, (int)path_len, path, query ? query : "");
@@ -970,25 +938,21 @@ refused:
     free(new_body);
 }
 
-enum kb_err proxy_new(struct event_base *base, struct evhttp *http, const struct kb_runtime *rt,
-                      struct kb_store *store, struct kb_writer_port *port, int worker,
-                      struct kb_proxy **out, char **errmsg)
+enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, struct kb_store *store,
+                      struct kb_writer_port *port, int worker, struct kb_proxy **out, char **errmsg)
 {
     const struct kb_config *cfg = rt->cfg;
     struct kb_proxy *px = kb_calloc(1, sizeof *px);
     px->base = base;
-    px->http = http;
     px->rt = rt;
     px->store = store;
     px->port = port;
     px->worker = worker;
     crypto_random(&px->seed, sizeof px->seed);
-    px->scratch = evbuffer_new();
     struct kb_upstream_opts o = {cfg->upstream_connect_timeout_ms, cfg->upstream_timeout_ms,
                                  cfg->ca_file, 1024};
     enum kb_err err = upstream_new(base, &o, &px->up, errmsg);
     if (err != KB_OK) {
-        evbuffer_free(px->scratch);
         free(px);
         return err;
     }
@@ -1013,7 +977,6 @@ enum kb_err proxy_new(struct event_base *base, struct evhttp *http, const struct
     px->watch = event_new(base, -1, EV_PERSIST, watch_revocations, px);
     struct timeval tv = {0, REVOCATION_WATCH_MS * 1000};
     event_add(px->watch, &tv);
-    evhttp_set_gencb(http, on_request, px);
     *out = px;
     return KB_OK;
 }
@@ -1043,9 +1006,8 @@ void proxy_free(struct kb_proxy *px)
      * record (the audit shows them as not completed). */
     for (struct preq *r = px->inflight, *next; r; r = next) {
         next = r->next;
-        if (r->conn)
-            evhttp_connection_set_closecb(r->conn, NULL, NULL);
-        r->conn = NULL;
+        if (r->req)
+            hreq_set_close_cb(r->req, NULL, NULL);
         if (r->stage != ST_UPSTREAM)
             continue;
         upstream_cancel(r->up);
@@ -1053,6 +1015,8 @@ void proxy_free(struct kb_proxy *px)
         if (store_spend_settle(px->store, r->key->seq, r->day, r->reserved, r->reserved,
                                r->key->daily_cap, NULL) != KB_OK)
             kb_log(KB_LOG_ERROR, "settlement at shutdown failed", "request_id", r->id, NULL);
+        if (r->req && r->head_sent)
+            abort_connection(r); /* cut: the client must not take it as whole */
         r->req = NULL;
         preq_free(r);
     }
@@ -1063,6 +1027,5 @@ void proxy_free(struct kb_proxy *px)
     for (size_t i = 0; i < px->rt->cfg->nvendors; i++)
         free(px->inject[i]);
     free(px->inject);
-    evbuffer_free(px->scratch);
     free(px);
 }

@@ -13,24 +13,27 @@
 #include "core/err.h"
 
 struct event_base;
-struct evhttp;
 struct kb_runtime;
 struct kb_store;
 struct kb_writer_port;
 struct kb_proxy;
+struct kb_hreq;
 
 typedef void (*kb_drained_cb)(void *arg);
 
 /*
- * Serves proxied requests arriving on `http` (configured and bound by the
- * caller). `rt`, `store` (this worker's read connection) and `port` (its
- * group-commit port: reservations, settlements and audit records) are
- * borrowed and must outlive the proxy. Worker thread only.
+ * A proxy for one worker's event loop. `rt`, `store` (this worker's read
+ * connection) and `port` (its group-commit port: reservations, settlements
+ * and audit records) are borrowed and must outlive the proxy. Worker
+ * thread only.
  */
-KB_MUSTCHECK enum kb_err proxy_new(struct event_base *base, struct evhttp *http,
-                                   const struct kb_runtime *rt, struct kb_store *store,
-                                   struct kb_writer_port *port, int worker, struct kb_proxy **out,
-                                   char **errmsg);
+KB_MUSTCHECK enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt,
+                                   struct kb_store *store, struct kb_writer_port *port, int worker,
+                                   struct kb_proxy **out, char **errmsg);
+
+/* The request handler for the worker's HTTP server (a kb_hreq_cb; `proxy`
+ * is the struct kb_proxy). */
+void proxy_handle(struct kb_hreq *req, void *proxy);
 
 /* Stops taking new work; `cb` fires once no request is in flight (maybe at
  * once). */
@@ -40,7 +43,8 @@ void proxy_drain(struct kb_proxy *p, kb_drained_cb cb, void *arg);
 bool proxy_idle(const struct kb_proxy *p);
 
 /* Frees the proxy; requests still in flight are abandoned (their
- * reservations settled at the reserved worst case). Call before evhttp_free. */
+ * reservations settled at the reserved worst case; their answers cut).
+ * Call before httpd_free. */
 void proxy_free(struct kb_proxy *p);
 
 #endif

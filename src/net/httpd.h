@@ -1,0 +1,139 @@
+/*
+ * httpd.h - Keybrake's HTTP/1.1 server: accept, parse, frame, reply.
+ *
+ * It replaces libevent 2.1's evhttp, which left three things out of reach:
+ * a cap on open connections (no per-connection hook), an over-size body
+ * answered in the one error shape (evhttp sends its own HTML 413), and the
+ * per-request event toggling the profile blamed. The parser is strict on
+ * purpose: anything whose framing could be read two ways (two
+ * Content-Lengths, Content-Length with Transfer-Encoding, a header name
+ * with a space, obs-fold, a bare CR, ...) is handed to the handler as a
+ * request carrying an error, and the connection closes after the answer,
+ * so nothing buffered behind an ambiguous request is ever read as a
+ * request of its own.
+ *
+ * One struct kb_httpd per thread and event loop; everything here runs on
+ * that loop's thread. A request's bytes (target, headers, body) stay valid
+ * until its final reply; the handler must not touch the request after it.
+ */
+#ifndef KB_NET_HTTPD_H
+#define KB_NET_HTTPD_H
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+struct event_base;
+struct kb_httpd;
+struct kb_hreq;
+
+enum kb_method {
+    KB_M_GET = 0,     /* GET */
+    KB_M_POST = 1,    /* POST */
+    KB_M_HEAD = 2,    /* HEAD */
+    KB_M_PUT = 3,     /* PUT */
+    KB_M_DELETE = 4,  /* DELETE */
+    KB_M_OPTIONS = 5, /* OPTIONS */
+    KB_M_PATCH = 6,   /* PATCH */
+    KB_M_OTHER = 7,   /* anything else, or no method could be read */
+};
+
+struct kb_hdr {
+    const char *name;  /* as received, NUL-terminated */
+    const char *value; /* NUL-terminated, surrounding blanks trimmed */
+};
+
+typedef void (*kb_hreq_cb)(struct kb_hreq *req, void *arg);
+
+struct kb_httpd_opts {
+    size_t max_header_bytes; /* request line + headers (431 headers_too_large) */
+    size_t max_headers;      /* header lines (431 headers_too_large) */
+    size_t max_body_bytes;   /* decoded body, chunked included (413 body_too_large) */
+    int64_t timeout_ms;      /* whole-request read deadline; write progress */
+    int64_t max_conns;       /* open connections over all servers sharing `conns` */
+    _Atomic int64_t *conns;  /* borrowed; the shared count of open connections */
+    kb_hreq_cb on_request;   /* every request, refused ones included */
+    void *arg;               /* passed to on_request */
+};
+
+/*
+ * Serves connections accepted on `listen_fd` (bound and listening; taken:
+ * closed by httpd_free or httpd_stop_accepting). A connection over
+ * opts->max_conns is answered 503 too_many_connections and closed at once.
+ * Returns NULL when the loop cannot watch the socket (the fd is closed).
+ */
+struct kb_httpd *httpd_new(struct event_base *base, int listen_fd,
+                           const struct kb_httpd_opts *opts);
+
+/* Closes the listening socket; open connections are served on. */
+void httpd_stop_accepting(struct kb_httpd *h);
+
+/* Closes every connection and frees it with its request, calling no
+ * callback: the handlers must have let go of their requests first. NULL is
+ * a no-op. */
+void httpd_free(struct kb_httpd *h);
+
+/* ---- the request, for its handler ---- */
+
+enum kb_method hreq_method(const struct kb_hreq *r);
+/* The method as received ("GET"), or "" when none could be read. */
+const char *hreq_method_name(const struct kb_hreq *r);
+/* The request target as received (origin-form "/p?q" normally), or NULL
+ * when the request line could not be read. */
+const char *hreq_target(const struct kb_hreq *r);
+/* 0 for HTTP/1.0, 1 for HTTP/1.1. */
+int hreq_minor(const struct kb_hreq *r);
+/* KB_OK, or why the request was refused by the parser (bad_request,
+ * headers_too_large, body_too_large); *msg (static) says which rule. The
+ * handler answers such a request with an error; the connection closes. */
+enum kb_err hreq_error(const struct kb_hreq *r, const char **msg);
+/* The header lines in order, duplicates kept; *out borrowed. */
+size_t hreq_headers(const struct kb_hreq *r, const struct kb_hdr **out);
+/* The first header named `name` (case-insensitive), or NULL. */
+const char *hreq_header(const struct kb_hreq *r, const char *name);
+/* The decoded body (chunked framing removed); NULL with len 0 if none. */
+const char *hreq_body(const struct kb_hreq *r, size_t *len);
+
+/* ---- replying ---- */
+
+/* Adds a response header (before the reply starts). A name or value with
+ * CR, LF or NUL is dropped (no response splitting). */
+void hreq_add_header(struct kb_hreq *r, const char *name, size_t nlen, const char *value,
+                     size_t vlen);
+/* The same, for C strings. */
+void hreq_add_header_z(struct kb_hreq *r, const char *name, const char *value);
+/* The connection closes once this request's answer is written. */
+void hreq_close_after(struct kb_hreq *r);
+
+/* Called once after the handler's final reply: when it is written out, or
+ * when it cannot be because the client has left. */
+void hreq_set_complete_cb(struct kb_hreq *r, kb_hreq_cb cb, void *arg);
+/* Called if the client leaves before the handler's final reply; the
+ * request is freed when cb returns (cb NULL: it stays, detached, until the
+ * handler replies, and the reply just frees it). */
+void hreq_set_close_cb(struct kb_hreq *r, kb_hreq_cb cb, void *arg);
+
+/* A whole answer: status, the added headers, Content-Length, the body. */
+void hreq_reply(struct kb_hreq *r, int status, const void *body, size_t len);
+
+/* A streamed answer: the head now (chunked on HTTP/1.1 unless a
+ * Content-Length header was added), then chunks, then the end. */
+void hreq_reply_start(struct kb_hreq *r, int status);
+void hreq_reply_chunk(struct kb_hreq *r, const void *data, size_t len);
+void hreq_reply_end(struct kb_hreq *r);
+/* Bytes of the answer not yet taken by the kernel. */
+size_t hreq_pending(const struct kb_hreq *r);
+/* Called each time the pending bytes drain to zero (backpressure). */
+void hreq_set_drain_cb(struct kb_hreq *r, kb_hreq_cb cb, void *arg);
+
+/* Ends the answer where it stands: what is queued goes to the kernel
+ * (best effort), the connection closes, the request is freed; no callback
+ * runs. For an answer that cannot be completed (upstream cut, revoked). */
+void hreq_abort(struct kb_hreq *r);
+
+/* The method as text for a known method, or NULL for KB_M_OTHER. */
+const char *http_method_text(enum kb_method m);
+
+#endif
