@@ -20,7 +20,7 @@ static _Atomic uint64_t hist[KB_H__COUNT][NBOUNDS + 1];
 static _Atomic uint64_t hist_sum[KB_H__COUNT];
 static _Atomic uint64_t hist_count[KB_H__COUNT];
 static _Atomic int64_t inflight;
-static _Atomic int64_t connections;
+static _Atomic int64_t connections[KB_L__COUNT];
 static _Atomic uint64_t conns_refused;
 
 static const char *const hist_names[KB_H__COUNT] = {"keybrake_proxy_overhead_seconds",
@@ -68,9 +68,9 @@ void metrics_inflight(int delta)
     atomic_fetch_add_explicit(&inflight, delta, memory_order_relaxed);
 }
 
-void metrics_connections(int delta)
+void metrics_connections(enum kb_listener l, int delta)
 {
-    atomic_fetch_add_explicit(&connections, delta, memory_order_relaxed);
+    atomic_fetch_add_explicit(&connections[l], delta, memory_order_relaxed);
 }
 
 void metrics_connection_refused(void)
@@ -121,13 +121,17 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
                "# TYPE keybrake_requests_in_flight gauge\nkeybrake_requests_in_flight %lld\n",
                (long long)atomic_load(&inflight));
     buf_printf(b,
-               "# HELP keybrake_open_connections Client connections open (proxy and admin).\n"
-               "# TYPE keybrake_open_connections gauge\nkeybrake_open_connections %lld\n"
-               "# HELP keybrake_connections_refused_total Connections refused over "
+               "# HELP keybrake_open_connections Client connections open, by listener.\n"
+               "# TYPE keybrake_open_connections gauge\n"
+               "keybrake_open_connections{listener=\"proxy\"} %lld\n"
+               "keybrake_open_connections{listener=\"admin\"} %lld\n"
+               "# HELP keybrake_connections_refused_total Proxy connections refused over "
                "limits.max_connections.\n"
                "# TYPE keybrake_connections_refused_total counter\n"
                "keybrake_connections_refused_total %llu\n",
-               (long long)atomic_load(&connections), (unsigned long long)get(&conns_refused));
+               (long long)atomic_load(&connections[KB_L_PROXY]),
+               (long long)atomic_load(&connections[KB_L_ADMIN]),
+               (unsigned long long)get(&conns_refused));
     for (int h = 0; h < KB_H__COUNT; h++) {
         buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", hist_names[h], hist_help[h],
                    hist_names[h]);

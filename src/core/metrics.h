@@ -30,8 +30,14 @@ void metrics_init(const char *const *vendor_names, size_t n);
 void metrics_request(int vendor, enum kb_err code, int status, int64_t settled);
 void metrics_observe(enum kb_histogram h, int64_t us);
 void metrics_inflight(int delta);
-/* An accepted client connection opened (+1) or closed (-1). */
-void metrics_connections(int delta);
+enum kb_listener {
+    KB_L_PROXY = 0,  /* the proxy listener */
+    KB_L_ADMIN = 1,  /* the admin listener */
+    KB_L__COUNT = 2, /* number of listeners */
+};
+
+/* A client connection on `l` opened (+1) or closed (-1). */
+void metrics_connections(enum kb_listener l, int delta);
 /* A connection refused over the connection cap. */
 void metrics_connection_refused(void);
 

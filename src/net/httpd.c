@@ -789,7 +789,7 @@ static void conn_free(struct hconn *c)
     free(c->hoff);
     free(c);
     atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
-    metrics_connections(-1);
+    metrics_connections((enum kb_listener)h->o.listener, -1);
 }
 
 /* Over the cap: one canned answer, best effort, and close. */
@@ -821,7 +821,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         refuse_connection(fd);
         return;
     }
-    metrics_connections(1);
+    metrics_connections((enum kb_listener)h->o.listener, 1);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct hconn *c = kb_calloc(1, sizeof *c);

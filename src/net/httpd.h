@@ -54,6 +54,7 @@ struct kb_httpd_opts {
     int64_t timeout_ms;      /* whole-request read deadline; write progress */
     int64_t max_conns;       /* open connections over all servers sharing `conns` */
     _Atomic int64_t *conns;  /* borrowed; the shared count of open connections */
+    int listener;            /* enum kb_listener, for the connection metrics */
     kb_hreq_cb on_request;   /* every request, refused ones included */
     void *arg;               /* passed to on_request */
 };

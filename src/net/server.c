@@ -27,6 +27,7 @@
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/runtime.h"
 #include "net/httpd.h"
 #include "proxy/proxy.h"
@@ -226,6 +227,7 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.timeout_ms = cfg->client_timeout_ms;
         o.max_conns = cfg->max_connections;
         o.conns = &srv->proxy_conns;
+        o.listener = KB_L_PROXY;
         err = proxy_new(t->base, srv->rt, t->store, t->port, index, &t->proxy, errmsg);
         o.on_request = proxy_handle;
         o.arg = t->proxy;
@@ -236,6 +238,7 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.timeout_ms = 30 * 1000;
         o.max_conns = 1024;
         o.conns = &srv->admin_conns;
+        o.listener = KB_L_ADMIN;
         err = admin_new(srv->rt, t->store, &t->admin, errmsg);
         o.on_request = admin_handle;
         o.arg = t->admin;

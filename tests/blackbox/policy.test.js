@@ -1,39 +1,14 @@
 'use strict';
 // policy.test.js - enforcement that cannot be bypassed (issue 3): framing and
-// header forms evhttp accepts but that could be read two ways, refused over
+// header forms that could be read two ways, refused over
 // raw sockets with nothing reaching the vendor; tokens in query strings;
 // per-key rate limits; and revocation cutting a response mid-stream.
 
 const { describe, it, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
-const net = require('node:net');
 
-const { assertError, startDaemon, streamRequest, uniquePrefix } = require('./lib/harness');
+const { assertError, rawRequest: raw, startDaemon, statusOf, streamRequest, uniquePrefix } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
-
-// Sends raw bytes, resolves with everything the proxy sent back before it
-// closed the connection (or after `waitMs` of silence: a bounded read, not
-// synchronisation: every case here expects the proxy to close).
-function raw(port, bytes) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1');
-    let got = '';
-    sock.setTimeout(10_000, () => {
-      sock.destroy();
-      resolve({ text: got, closed: false });
-    });
-    sock.on('data', (c) => (got += c.toString('latin1')));
-    sock.on('end', () => resolve({ text: got, closed: true }));
-    sock.on('close', () => resolve({ text: got, closed: true }));
-    sock.on('error', reject);
-    sock.write(bytes);
-  });
-}
-
-function statusOf(text) {
-  const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
-  return m ? Number(m[1]) : 0;
-}
 
 describe('request hygiene and policy enforcement', () => {
   let mocks;

@@ -513,6 +513,32 @@ function rawHeaderValues(rawHeaders, name) {
   return out;
 }
 
+// Sends raw bytes (a string or a list of strings, written one after the
+// other) and resolves with everything the server sent back, once it closed
+// the connection (or after `timeoutMs`: a bounded read, not
+// synchronisation; callers expecting the server to close check `closed`).
+function rawRequest(port, bytes, { timeoutMs = 10_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let got = '';
+    sock.setTimeout(timeoutMs, () => {
+      sock.destroy();
+      resolve({ text: got, closed: false });
+    });
+    sock.on('data', (c) => (got += c.toString('latin1')));
+    sock.on('end', () => resolve({ text: got, closed: true }));
+    sock.on('close', () => resolve({ text: got, closed: true }));
+    sock.on('error', (e) => (e.code === 'ECONNRESET' ? resolve({ text: got, closed: true, reset: true }) : reject(e)));
+    for (const b of [].concat(bytes)) sock.write(b);
+  });
+}
+
+// The status code of the first response in raw text, 0 if none.
+function statusOf(text) {
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
 function basic(user, pass) {
   return 'Basic ' + Buffer.from(`${user}:${pass}`).toString('base64');
 }
@@ -533,10 +559,12 @@ module.exports = {
   makeSecrets,
   mkTempDir,
   rawHeaderValues,
+  rawRequest,
   recordContains,
   request,
   rmTempDir,
   startDaemon,
+  statusOf,
   streamRequest,
   uniquePrefix,
   waitFor,
