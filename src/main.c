@@ -99,6 +99,12 @@ static int serve(const char *config_path)
     }
     audit_set_key(rt.server_key);
     audit_set_checkpoint_every(cfg->audit_checkpoint_every);
+    /* the sink opens before anything is recorded at start, so that a new
+     * sink file holds the log from its first record (the admin token) */
+    if (cfg->audit_sink && audit_sink_open(cfg->audit_sink, store, &sink, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: audit sink: %s\n", errmsg);
+        goto out;
+    }
     if (cli_bootstrap_admin_token(cfg, store, rt.server_key, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
@@ -125,13 +131,8 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: store writer: %s\n", errmsg);
         goto out;
     }
-    if (cfg->audit_sink) {
-        if (audit_sink_open(cfg->audit_sink, store, &sink, &errmsg) != KB_OK) {
-            fprintf(stderr, "keybrake: audit sink: %s\n", errmsg);
-            goto out;
-        }
+    if (sink)
         writer_set_commit_hook(writer, audit_sink_commit, sink);
-    }
     const char *names[KB_METRICS_MAX_VENDORS];
     size_t nnames = 0;
     for (; nnames < cfg->nvendors && nnames < KB_METRICS_MAX_VENDORS; nnames++)

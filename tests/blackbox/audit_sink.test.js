@@ -126,11 +126,11 @@ describe('the JSONL audit sink and verify --anchor', () => {
     const last = seqOf(exported[exported.length - 1]);
     await waitSink(sink, last);
     const lines = sinkLines(sink);
-    // The admin token of this first start was recorded before the sink
-    // opened: a new sink file starts at the log's end (export backfills).
+    // The sink opens before the first start records its admin token, so a
+    // new sink on a new store holds the whole log from record 1.
     assert.equal(JSON.parse(exported[0]).action, 'admin_token.created');
-    assert.equal(seqOf(lines[0]), 2, 'a new sink starts right after the log end at start');
-    assert.deepEqual(lines.filter((l) => seqOf(l) <= last), exported.slice(1), 'sink lines are the export, byte for byte');
+    assert.equal(seqOf(lines[0]), 1, 'the sink starts at the first record');
+    assert.deepEqual(lines.filter((l) => seqOf(l) <= last), exported, 'sink lines are the export, byte for byte');
 
     // ... and they are the right records
     const recs = lines.map((l) => JSON.parse(l));
@@ -157,7 +157,7 @@ describe('the JSONL audit sink and verify --anchor', () => {
   it('after a clean stop the sink is the whole export from its first line; verify --anchor passes', async () => {
     await d.stop();
     const exported = exportLines(dataDir);
-    assert.deepEqual(sinkLines(sink), exported.slice(1));
+    assert.deepEqual(sinkLines(sink), exported);
     const plain = cli(dataDir, ['verify']);
     assert.equal(plain.code, 0, plain.out);
     const v = cli(dataDir, ['verify', '--anchor', sink]);
@@ -222,7 +222,7 @@ describe('the JSONL audit sink and verify --anchor', () => {
     const exported = exportLines(dataDir);
     const last = seqOf(exported[exported.length - 1]);
     assert.ok(exported.some((l) => JSON.parse(l).key_id === key.id));
-    assert.deepEqual(sinkLines(sink), exported.slice(1), 'caught up, in full, nothing twice');
+    assert.deepEqual(sinkLines(sink), exported, 'caught up, in full, nothing twice');
     const raw = fs.readFileSync(sink, 'utf8').split('\n');
     assert.ok(raw.includes(lines[lines.length - 3].slice(0, 40)), 'the torn fragment was ended with a newline');
     const v = cli(dataDir, ['verify', '--anchor', sink]);
