@@ -288,7 +288,7 @@ static size_t find_head_end(struct hconn *c)
     return 0;
 }
 
-static bool token_in_list(const char *v, const char *tok)
+bool http_token_in_list(const char *v, const char *tok)
 {
     size_t n = strlen(tok);
     for (const char *p = v; *p;) {
@@ -393,9 +393,9 @@ static enum kb_err parse_head(struct hconn *c, size_t end, const char **msg)
             }
             c->chunked = true;
         } else if (strcasecmp(n, "connection") == 0) {
-            if (token_in_list(v, "close"))
+            if (http_token_in_list(v, "close"))
                 c->keepalive = false;
-            else if (c->minor == 0 && token_in_list(v, "keep-alive"))
+            else if (c->minor == 0 && http_token_in_list(v, "keep-alive"))
                 c->keepalive = true;
         } else if (strcasecmp(n, "expect") == 0) {
             c->expect_continue = strcasecmp(v, "100-continue") == 0;

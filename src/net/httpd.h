@@ -134,6 +134,10 @@ void hreq_set_drain_cb(struct kb_hreq *r, kb_hreq_cb cb, void *arg);
  * runs. For an answer that cannot be completed (upstream cut, revoked). */
 void hreq_abort(struct kb_hreq *r);
 
+/* True when `tok` is one of the comma-separated tokens of a header value
+ * such as Connection's (case-insensitive, blanks ignored). */
+bool http_token_in_list(const char *value, const char *tok);
+
 /* The method as text for a known method, or NULL for KB_M_OTHER. */
 const char *http_method_text(enum kb_method m);
 

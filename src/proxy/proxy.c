@@ -154,23 +154,6 @@ static bool in_list(const char *const *list, const char *name, size_t len)
     return false;
 }
 
-/* True when `name` appears as a token of a Connection header value. */
-static bool named_in_connection(const char *conn, const char *name)
-{
-    size_t nlen = strlen(name);
-    for (const char *p = conn; p && *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',' && *e != ' ' && *e != '\t')
-            e++;
-        if ((size_t)(e - p) == nlen && strncasecmp(p, name, nlen) == 0)
-            return true;
-        p = e;
-    }
-    return false;
-}
-
 /* A draining worker may stop once no request is in flight and every reply
  * has been written out: exiting earlier would drop replies still buffered. */
 static void maybe_drained(struct kb_proxy *px)
@@ -550,7 +533,7 @@ static void build_headers(struct kb_proxy *px, const struct kb_hreq *req, const 
         if (in_list(strip_request, name, nlen) || strncasecmp(name, "keybrake-", 9) == 0 ||
             strncasecmp(name, "x-forwarded-", 12) == 0 ||
             (v->auth == KB_AUTH_HEADER && strcasecmp(name, v->auth_header) == 0) ||
-            (conn && named_in_connection(conn, name)))
+            (conn && http_token_in_list(conn, name)))
             continue;
         if (strcasecmp(name, "content-type") == 0) {
             if (transcoded)
