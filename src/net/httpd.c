@@ -979,6 +979,15 @@ void hreq_add_header_z(struct kb_hreq *r, const char *name, const char *value)
     hreq_add_header(r, name, strlen(name), value, strlen(value));
 }
 
+void hreq_reset_headers(struct kb_hreq *r)
+{
+    if (r->started)
+        return;
+    buf_reset(&r->head);
+    r->has_clen = false;
+    r->has_date = false;
+}
+
 void hreq_close_after(struct kb_hreq *r)
 {
     r->close_after = true;

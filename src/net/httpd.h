@@ -105,6 +105,8 @@ void hreq_add_header(struct kb_hreq *r, const char *name, size_t nlen, const cha
                      size_t vlen);
 /* The same, for C strings. */
 void hreq_add_header_z(struct kb_hreq *r, const char *name, const char *value);
+/* Drops every header added so far (before the reply starts). */
+void hreq_reset_headers(struct kb_hreq *r);
 /* The connection closes once this request's answer is written. */
 void hreq_close_after(struct kb_hreq *r);
 

@@ -295,6 +295,10 @@ static void settle_done(void *arg, enum kb_err err)
         if (r->reply == REPLY_FINISH) {
             hreq_reply_end(r->req);
         } else {
+            /* a vendor that failed inside its head left some of its headers
+             * (a Content-Length among them): the error answer is ours alone */
+            hreq_reset_headers(r->req);
+            hreq_add_header_z(r->req, "Keybrake-Request-Id", r->id);
             http_reply_proxy_error(r->req, r->fail, NULL);
         }
     }

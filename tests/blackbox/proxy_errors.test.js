@@ -11,7 +11,9 @@ const {
   assertError,
   basic,
   closedPort,
+  rawRequest,
   startDaemon,
+  statusOf,
   streamRequest,
   uniquePrefix,
   waitUntilClock,
@@ -258,6 +260,38 @@ describe('upstream failures', () => {
       assertError(r2, 502, 'upstream_unreachable');
     } finally {
       await d.stop();
+    }
+  });
+
+  it('a vendor that dies inside its head: 502 with only the proxy\'s headers (regression)', async () => {
+    // The vendor's headers are passed on as they arrive; when it fails before
+    // its head ends, the error answer must not carry them (a second
+    // Content-Length would make the client misread the body).
+    const mocks = await startMockVendors();
+    mocks.stripe.setHandler((rec, res) => {
+      res.socket.write('HTTP/1.1 200 OK\r\nContent-Length: 999\r\nContent-Type: text/html\r\nX-Vendor-Half: 1\r\n');
+      res.socket.destroy();
+    });
+    const d = await startDaemon({ mocks });
+    try {
+      const key = await d.issueKey({ label: uniquePrefix('half'), vendor: 'stripe' });
+      const r = await rawRequest(
+        d.proxyPort,
+        `GET /stripe/v1/payment_intents/pi_1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key.token}\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(statusOf(r.text), 502, r.text);
+      const head = r.text.slice(0, r.text.indexOf('\r\n\r\n'));
+      assert.equal((head.match(/\r\ncontent-length:/gi) || []).length, 1, head);
+      assert.doesNotMatch(head, /X-Vendor-Half|text\/html/i);
+      assert.match(head, /\r\nKeybrake-Request-Id: req_/);
+      const body = JSON.parse(r.text.slice(head.length + 4));
+      assert.equal(body.code, 'upstream_error');
+    } finally {
+      try {
+        await d.stop();
+      } finally {
+        await mocks.close();
+      }
     }
   });
 
