@@ -69,6 +69,7 @@ struct hconn {
     struct event *rev, *wev, *timer; /* owned */
     char *rbuf;                      /* owned until handed to a request */
     size_t rlen, rcap;
+    char *spare; /* owned; a RBUF_INIT buffer back from the last request */
     /* the request being read */
     size_t scanned;    /* head bytes already searched for the blank line */
     size_t head_len;   /* the head's length once whole, else 0 */
@@ -101,6 +102,7 @@ struct hconn {
 struct kb_hreq {
     struct hconn *conn; /* borrowed; NULL once the client is gone */
     char *buf;          /* owned; the request's bytes */
+    size_t bufcap;      /* its size */
     enum kb_method method;
     const char *method_name; /* into buf, or "" */
     const char *target;      /* into buf, or NULL */
@@ -149,6 +151,13 @@ static void conn_free(struct hconn *c);
 static void conn_close(struct hconn *c);
 static void conn_flush(struct hconn *c);
 
+/* Our callback for `c` returns: the outermost frees a closed connection. */
+static void conn_leave(struct hconn *c)
+{
+    if (--c->depth == 0 && c->state == C_CLOSED)
+        conn_free(c);
+}
+
 /* ---- timers ---- */
 
 static void arm(struct hconn *c, const struct timeval *tv)
@@ -165,8 +174,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     /* a request never finished, an answer the client does not read, an
      * idle keep-alive connection, or the end of a linger: all just close */
     conn_close(c);
-    if (--c->depth == 0 && c->state == C_CLOSED)
-        conn_free(c);
+    conn_leave(c);
 }
 
 /* ---- requests ---- */
@@ -224,9 +232,15 @@ static struct kb_hreq *take_request(struct hconn *c, size_t consumed, size_t nh)
     struct kb_hreq *r = kb_calloc(1, sizeof *r + nh * sizeof r->hdrs[0]);
     r->conn = c;
     r->buf = c->rbuf;
+    r->bufcap = c->rcap;
     size_t left = c->rlen - consumed;
     c->rcap = left > RBUF_INIT ? left : RBUF_INIT;
-    c->rbuf = kb_malloc(c->rcap);
+    if (c->rcap == RBUF_INIT && c->spare) {
+        c->rbuf = c->spare; /* no allocation per request on a kept-alive connection */
+        c->spare = NULL;
+    } else {
+        c->rbuf = kb_malloc(c->rcap);
+    }
     memcpy(c->rbuf, r->buf + consumed, left);
     c->rlen = left;
     r->method = c->method;
@@ -663,8 +677,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         conn_close(c);
     }
 out:
-    if (--c->depth == 0 && c->state == C_CLOSED)
-        conn_free(c);
+    conn_leave(c);
 }
 
 /* ---- writing ---- */
@@ -677,6 +690,10 @@ static void response_done(struct hconn *c)
     bool linger = r->error != KB_OK;
     if (r->complete_cb)
         r->complete_cb(r, r->complete_arg);
+    if (!c->spare && r->bufcap == RBUF_INIT) {
+        c->spare = r->buf; /* the next request reads into it */
+        r->buf = NULL;
+    }
     req_free(r);
     if (c->state == C_CLOSED)
         return;
@@ -751,8 +768,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     if (c->state == C_HANDLING && c->req && !c->req->finished && c->req->drain_cb &&
         evbuffer_get_length(c->out) == 0)
         c->req->drain_cb(c->req, c->req->drain_arg);
-    if (--c->depth == 0 && c->state == C_CLOSED)
-        conn_free(c);
+    conn_leave(c);
 }
 
 /* ---- connections ---- */
@@ -786,6 +802,7 @@ static void conn_free(struct hconn *c)
     evbuffer_free(c->out);
     close(c->fd);
     free(c->rbuf);
+    free(c->spare);
     free(c->hoff);
     free(c);
     atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
@@ -909,11 +926,6 @@ const char *hreq_method_name(const struct kb_hreq *r)
 const char *hreq_target(const struct kb_hreq *r)
 {
     return r->target;
-}
-
-int hreq_minor(const struct kb_hreq *r)
-{
-    return r->minor;
 }
 
 enum kb_err hreq_error(const struct kb_hreq *r, const char **msg)
@@ -1150,8 +1162,7 @@ void hreq_reply(struct kb_hreq *r, int status, const void *body, size_t len)
     r->finished = true;
     c->depth++;
     conn_flush(c);
-    if (--c->depth == 0 && c->state == C_CLOSED)
-        conn_free(c);
+    conn_leave(c);
 }
 
 void hreq_reply_start(struct kb_hreq *r, int status)
@@ -1193,8 +1204,7 @@ void hreq_reply_end(struct kb_hreq *r)
     r->finished = true;
     c->depth++;
     conn_flush(c);
-    if (--c->depth == 0 && c->state == C_CLOSED)
-        conn_free(c);
+    conn_leave(c);
 }
 
 size_t hreq_pending(const struct kb_hreq *r)

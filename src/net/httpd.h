@@ -84,8 +84,6 @@ const char *hreq_method_name(const struct kb_hreq *r);
 /* The request target as received (origin-form "/p?q" normally), or NULL
  * when the request line could not be read. */
 const char *hreq_target(const struct kb_hreq *r);
-/* 0 for HTTP/1.0, 1 for HTTP/1.1. */
-int hreq_minor(const struct kb_hreq *r);
 /* KB_OK, or why the request was refused by the parser (bad_request,
  * headers_too_large, body_too_large); *msg (static) says which rule. The
  * handler answers such a request with an error; the connection closes. */
