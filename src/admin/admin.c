@@ -124,15 +124,32 @@ void admin_handle(struct kb_hreq *req, void *arg)
     http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
 }
 
-enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store, struct kb_admin **out,
-                      char **errmsg)
+enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store,
+                      struct kb_writer_port *port, struct kb_admin **out, char **errmsg)
 {
     (void)errmsg;
     struct kb_admin *a = kb_calloc(1, sizeof *a);
     a->rt = rt;
     a->store = store;
+    a->port = port;
     *out = a;
     return KB_OK;
+}
+
+void admin__job_finished(struct kb_admin *a)
+{
+    if (a->pending == 0 && a->drained) {
+        void (*cb)(void *) = a->drained;
+        a->drained = NULL;
+        cb(a->drained_arg);
+    }
+}
+
+void admin_drain(struct kb_admin *a, void (*drained)(void *arg), void *arg)
+{
+    a->drained = drained;
+    a->drained_arg = arg;
+    admin__job_finished(a);
 }
 
 void admin_free(struct kb_admin *a)

@@ -12,14 +12,21 @@ struct kb_hreq;
 struct kb_runtime;
 struct kb_store;
 struct kb_admin;
+struct kb_writer_port;
 
-/* The admin API. rt and store are borrowed and must outlive the admin;
- * admin thread only. */
+/* The admin API. rt, store (reads) and port (writes, through the store
+ * writer) are borrowed and must outlive the admin; admin thread only. */
 KB_MUSTCHECK enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store,
-                                   struct kb_admin **out, char **errmsg);
+                                   struct kb_writer_port *port, struct kb_admin **out,
+                                   char **errmsg);
 /* The request handler for the admin HTTP server (a kb_hreq_cb; `admin` is
  * the struct kb_admin). */
 void admin_handle(struct kb_hreq *req, void *admin);
+/* Stops after the writes in flight are answered: drained(arg) runs on the
+ * admin loop when none is left (at once when none is). */
+void admin_drain(struct kb_admin *a, void (*drained)(void *arg), void *arg);
+/* Writes still in flight (only after a shutdown timeout) are left to the
+ * writer, which still reads them: a bounded leak at exit. */
 void admin_free(struct kb_admin *a);
 
 #endif

@@ -7,11 +7,19 @@ struct kb_hreq;
 struct evkeyvalq;
 struct kb_runtime;
 struct kb_store;
+struct kb_writer_port;
 
 struct kb_admin {
     const struct kb_runtime *rt; /* borrowed */
-    struct kb_store *store;      /* borrowed; the admin thread's connection */
+    struct kb_store *store;      /* borrowed; the admin thread's connection (reads) */
+    struct kb_writer_port *port; /* borrowed; writes go through the store writer */
+    int pending;                 /* writes submitted and not yet answered */
+    void (*drained)(void *arg);  /* admin_drain's callback, once pending is 0 */
+    void *drained_arg;
 };
+
+/* A write's answer went out (keys.c): completes a drain. */
+void admin__job_finished(struct kb_admin *a);
 
 /* One handler per route; `rest` is the path after /v1/keys ("" or "/vk_..."). */
 void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest,

@@ -33,6 +33,7 @@
 #include "net/httpd.h"
 #include "policy/pattern.h"
 #include "store/store.h"
+#include "store/writer.h"
 
 #define MAX_LABEL 256
 #define MAX_PATTERNS 100
@@ -247,51 +248,90 @@ static json_t *read_body(struct kb_hreq *req, struct kb_buf_view *view)
     return j;
 }
 
-/* One admin write and its audit record, committed together. */
-struct admin_write {
-    struct kb_key *key;  /* issue: the new key */
-    const uint8_t *hash; /* issue: its token's HMAC */
-    const char *id;      /* revoke: the key id */
-    const char *prefix;  /* bulk revoke: the label prefix */
+/*
+ * One admin write and its audit record, committed together in a batch of
+ * the store writer (group commit: concurrent issuances share one commit
+ * instead of taking the write lock one by one). The handler returns at
+ * once; job_done answers once the batch is durable. The job owns copies of
+ * everything its writer-thread function reads.
+ */
+enum admin_op { OP_ISSUE, OP_REVOKE, OP_BULK_REVOKE };
+
+struct admin_job {
+    struct kb_admin *a;
+    struct kb_hreq *req; /* answered by job_done (stays valid: no close cb) */
+    enum admin_op op;
+    int attempt;               /* issue: id or token collisions retried */
+    struct kb_key key;         /* issue: the new key; strings owned */
+    uint8_t hash[KB_HASH_LEN]; /* issue: its token's HMAC */
+    char token[KB_TOKEN_MAX];  /* issue: shown once, in the answer */
+    char id[32];               /* revoke: the key id */
+    char *prefix;              /* bulk revoke: the label prefix; owned */
     int64_t now;
     int64_t count; /* bulk revoke: keys revoked */
     struct kb_audit_rec rec;
     char detail[48];
 };
 
-static void admin_rec(struct admin_write *w, const char *action)
+static void admin_rec(struct admin_job *j, const char *action)
 {
-    w->rec.kind = KB_AUDIT_ADMIN;
-    w->rec.ts_ms = clock_now_ms();
-    crypto_id_new("adm_", 24, w->rec.request_id, sizeof w->rec.request_id);
-    w->rec.action = action;
-    w->rec.decision = "ok";
-    w->rec.settled = 0;
+    j->rec.kind = KB_AUDIT_ADMIN;
+    j->rec.ts_ms = clock_now_ms();
+    crypto_id_new("adm_", 24, j->rec.request_id, sizeof j->rec.request_id);
+    j->rec.action = action;
+    j->rec.decision = "ok";
+    j->rec.settled = 0;
 }
 
-static enum kb_err issue_txn(struct kb_store *s, void *arg)
+/* Writer thread. */
+static enum kb_err job_run(struct kb_store *s, void *arg)
 {
-    struct admin_write *w = arg;
-    enum kb_err err = store_key_insert(s, w->key, w->hash);
-    return err == KB_OK ? audit_append(s, &w->rec, NULL) : err;
+    struct admin_job *j = arg;
+    enum kb_err err;
+    switch (j->op) {
+    case OP_ISSUE:
+        err = store_key_insert(s, &j->key, j->hash);
+        break;
+    case OP_REVOKE:
+        err = store_key_revoke(s, j->id, j->now);
+        break;
+    default:
+        err = store_key_revoke_prefix(s, j->prefix, j->now, &j->count);
+        if (err == KB_OK) {
+            snprintf(j->detail, sizeof j->detail, "{\"revoked\":%lld}", (long long)j->count);
+            j->rec.detail = j->detail;
+        }
+        break;
+    }
+    return err == KB_OK ? audit_append(s, &j->rec, NULL) : err;
 }
 
-static enum kb_err revoke_txn(struct kb_store *s, void *arg)
+static void job_free(struct admin_job *j)
 {
-    struct admin_write *w = arg;
-    enum kb_err err = store_key_revoke(s, w->id, w->now);
-    return err == KB_OK ? audit_append(s, &w->rec, NULL) : err;
+    free(j->key.label);
+    free(j->key.vendor);
+    free(j->key.allowed_endpoints);
+    free(j->key.metadata);
+    free(j->prefix);
+    free(j);
 }
 
-static enum kb_err bulk_revoke_txn(struct kb_store *s, void *arg)
+static void job_done(void *arg, enum kb_err err);
+
+static void job_submit(struct admin_job *j)
 {
-    struct admin_write *w = arg;
-    enum kb_err err = store_key_revoke_prefix(s, w->prefix, w->now, &w->count);
-    if (err != KB_OK)
-        return err;
-    snprintf(w->detail, sizeof w->detail, "{\"revoked\":%lld}", (long long)w->count);
-    w->rec.detail = w->detail;
-    return audit_append(s, &w->rec, NULL);
+    j->a->pending++;
+    writer_submit(j->a->port, job_run, job_done, j);
+}
+
+/* Issue: a fresh id and token for each attempt. */
+static void issue_attempt(struct admin_job *j)
+{
+    crypto_id_new("vk_", KB_ID_RANDOM_LEN, j->key.id, sizeof j->key.id);
+    crypto_token_new("kb_", j->token, sizeof j->token);
+    crypto_hmac(j->a->rt->server_key, KB_HASH_LEN, j->token, strlen(j->token), j->hash);
+    j->rec.key_id = j->key.id;
+    job_submit(j);
 }
 
 /* The error a failed admin write answers with: the store's own failures
@@ -299,6 +339,64 @@ static enum kb_err bulk_revoke_txn(struct kb_store *s, void *arg)
 static enum kb_err write_error(enum kb_err err)
 {
     return err == KB_E_STORE ? KB_E_AUDIT_UNAVAILABLE : err;
+}
+
+/* Admin loop, once the job's batch committed (or failed to). */
+static void job_done(void *arg, enum kb_err err)
+{
+    struct admin_job *j = arg;
+    struct kb_admin *a = j->a;
+    struct kb_hreq *req = j->req;
+    a->pending--;
+    switch (j->op) {
+    case OP_ISSUE:
+        if (err == KB_E_EXISTS && ++j->attempt <= 3) {
+            issue_attempt(j); /* an id or token hash collided: draw again */
+            return;
+        }
+        if (err != KB_OK) {
+            http_reply_error(req, write_error(err), NULL, NULL);
+            break;
+        }
+        j->key.usage_day = clock_day(j->key.created_at);
+        json_t *o = key_json(&j->key, j->key.created_at, false);
+        json_object_set_new(o, "token", json_string(j->token));
+        kb_log(KB_LOG_INFO, "key issued", "key_id", j->key.id, "label", j->key.label, "vendor",
+               j->key.vendor, NULL);
+        http_reply_json(req, 201, o);
+        break;
+    case OP_REVOKE:
+        if (err == KB_OK) {
+            kb_log(KB_LOG_INFO, "key revoked", "key_id", j->id, NULL);
+            http_reply_json(req, 204, NULL);
+        } else {
+            http_reply_error(req, err == KB_E_NOT_FOUND ? err : write_error(err),
+                             err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
+        }
+        break;
+    default:
+        if (err != KB_OK) {
+            http_reply_error(req, write_error(err), NULL, NULL);
+            break;
+        }
+        char n[24];
+        snprintf(n, sizeof n, "%lld", (long long)j->count);
+        kb_log(KB_LOG_INFO, "keys revoked by label prefix", "label_prefix", j->prefix, "count", n,
+               NULL);
+        http_reply_json(req, 200, json_pack("{s:I}", "revoked", (json_int_t)j->count));
+        break;
+    }
+    job_free(j);
+    admin__job_finished(a);
+}
+
+static struct admin_job *job_new(struct kb_admin *a, struct kb_hreq *req, enum admin_op op)
+{
+    struct admin_job *j = kb_calloc(1, sizeof *j);
+    j->a = a;
+    j->req = req;
+    j->op = op;
+    return j;
 }
 
 static void issue(struct kb_admin *a, struct kb_hreq *req)
@@ -309,43 +407,19 @@ static void issue(struct kb_admin *a, struct kb_hreq *req)
         http_reply_error(req, KB_E_BAD_JSON, NULL, NULL);
         return;
     }
-    struct kb_key k = {0};
+    struct admin_job *j = job_new(a, req, OP_ISSUE);
     struct field_err fe = {0};
     enum kb_err err = KB_E_INVALID;
-    char token[KB_TOKEN_MAX];
-    if (!parse_issue(a, raw.data, raw.len, body, &k, &fe, &err)) {
+    if (!parse_issue(a, raw.data, raw.len, body, &j->key, &fe, &err)) {
         http_reply_error(req, err, fe.msg, fe.field);
-        goto out;
+        free(fe.msg);
+        job_free(j);
+    } else {
+        admin_rec(j, "key.issued");
+        j->rec.label = j->key.label;
+        j->rec.vendor = j->key.vendor;
+        issue_attempt(j);
     }
-    uint8_t hash[KB_HASH_LEN];
-    struct admin_write w = {.key = &k, .hash = hash};
-    admin_rec(&w, "key.issued");
-    for (int attempt = 0;; attempt++) {
-        crypto_id_new("vk_", KB_ID_RANDOM_LEN, k.id, sizeof k.id);
-        crypto_token_new("kb_", token, sizeof token);
-        crypto_hmac(a->rt->server_key, KB_HASH_LEN, token, strlen(token), hash);
-        w.rec.key_id = k.id;
-        w.rec.label = k.label;
-        w.rec.vendor = k.vendor;
-        err = store_txn_run(a->store, issue_txn, &w);
-        if (err != KB_E_EXISTS || attempt == 3)
-            break;
-    }
-    if (err != KB_OK) {
-        http_reply_error(req, write_error(err), NULL, NULL);
-        goto out;
-    }
-    k.usage_day = clock_day(k.created_at);
-    json_t *o = key_json(&k, k.created_at, false);
-    json_object_set_new(o, "token", json_string(token));
-    kb_log(KB_LOG_INFO, "key issued", "key_id", k.id, "label", k.label, "vendor", k.vendor, NULL);
-    http_reply_json(req, 201, o);
-out:
-    free(fe.msg);
-    free(k.label);
-    free(k.vendor);
-    free(k.allowed_endpoints);
-    free(k.metadata);
     json_decref(body);
 }
 
@@ -365,21 +439,13 @@ static void bulk_revoke(struct kb_admin *a, struct kb_hreq *req)
         json_decref(body);
         return;
     }
-    struct admin_write w = {.prefix = json_string_value(p), .now = clock_now()};
-    admin_rec(&w, "keys.bulk_revoked");
-    w.rec.label = w.prefix;
-    enum kb_err err = store_txn_run(a->store, bulk_revoke_txn, &w);
-    int64_t count = w.count;
-    if (err != KB_OK) {
-        http_reply_error(req, write_error(err), NULL, NULL);
-    } else {
-        char n[24];
-        snprintf(n, sizeof n, "%lld", (long long)count);
-        kb_log(KB_LOG_INFO, "keys revoked by label prefix", "label_prefix", json_string_value(p),
-               "count", n, NULL);
-        http_reply_json(req, 200, json_pack("{s:I}", "revoked", (json_int_t)count));
-    }
+    struct admin_job *j = job_new(a, req, OP_BULK_REVOKE);
+    j->prefix = kb_strdup(json_string_value(p));
+    j->now = clock_now();
+    admin_rec(j, "keys.bulk_revoked");
+    j->rec.label = j->prefix;
     json_decref(body);
+    job_submit(j);
 }
 
 static void list(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *q)
@@ -489,17 +555,12 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
                              err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
         store_key_free(k);
     } else if (cmd == KB_M_DELETE) {
-        struct admin_write w = {.id = id, .now = now};
-        admin_rec(&w, "key.revoked");
-        w.rec.key_id = id;
-        enum kb_err err = store_txn_run(a->store, revoke_txn, &w);
-        if (err == KB_OK) {
-            kb_log(KB_LOG_INFO, "key revoked", "key_id", id, NULL);
-            http_reply_json(req, 204, NULL);
-        } else {
-            http_reply_error(req, err == KB_E_NOT_FOUND ? err : write_error(err),
-                             err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
-        }
+        struct admin_job *j = job_new(a, req, OP_REVOKE);
+        snprintf(j->id, sizeof j->id, "%s", id); /* valid_id: shorter than 32 */
+        j->now = now;
+        admin_rec(j, "key.revoked");
+        j->rec.key_id = j->id;
+        job_submit(j);
     } else {
         http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
     }

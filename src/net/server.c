@@ -148,15 +148,14 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     (void)n;
     /* stop accepting: the socket closes, new connections go elsewhere */
     httpd_stop_accepting(t->http);
-    if (!t->proxy) {
-        event_base_loopexit(t->base, NULL);
-        return;
-    }
     int64_t ms = t->srv->rt->cfg->shutdown_timeout_ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     t->deadline = evtimer_new(t->base, loop_exit, t);
     evtimer_add(t->deadline, &tv);
-    proxy_drain(t->proxy, drained, t);
+    if (t->proxy)
+        proxy_drain(t->proxy, drained, t);
+    else
+        admin_drain(t->admin, drained, t); /* answer the writes in flight */
 }
 
 static void *thread_main(void *arg)
@@ -239,7 +238,7 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.max_conns = 1024;
         o.conns = &srv->admin_conns;
         o.listener = KB_L_ADMIN;
-        err = admin_new(srv->rt, t->store, &t->admin, errmsg);
+        err = admin_new(srv->rt, t->store, t->port, &t->admin, errmsg);
         o.on_request = admin_handle;
         o.arg = t->admin;
     }

@@ -151,9 +151,10 @@ KB_MUSTCHECK enum kb_err store_spend_settle_orphans(struct kb_store *s, int64_t 
  * Runs fn(s, arg) inside one write transaction on this connection: committed
  * when fn returns KB_OK, rolled back otherwise. Returns fn's result, or
  * KB_E_AUDIT_UNAVAILABLE when the transaction cannot begin or commit (disk
- * full, read-only, I/O error). For writes that must carry their audit
- * record (admin actions): SQLite's write lock serialises them with the
- * group-commit writer, so the audit chain stays one line.
+ * full, read-only, I/O error). For a write that must carry its audit record
+ * outside the daemon's store writer (start-up, before the writer runs):
+ * SQLite's write lock serialises it with any other writer, so the audit
+ * chain stays one line. The daemon's admin API writes through the writer.
  */
 typedef enum kb_err (*kb_txn_fn)(struct kb_store *s, void *arg);
 KB_MUSTCHECK enum kb_err store_txn_run(struct kb_store *s, kb_txn_fn fn, void *arg);

@@ -171,6 +171,43 @@ describe('startup and shutdown', () => {
     }
   });
 
+  it('SIGTERM with key issuances in flight: every 201 is a durable key, then exit code 0', { timeout: 60_000 }, async () => {
+    // Issuance is answered once the store writer's batch committed; the
+    // admin thread waits for the batches in flight before it stops.
+    const dataDir = mkTempDir();
+    try {
+      const d = await startDaemon({ dataDir });
+      const label = uniquePrefix('sigterm-issue');
+      const body = { label, vendor: 'stripe', allowed_endpoints: ['GET /v1/*'], daily_usd_cap: 1, expires_in: '1h' };
+      const posts = [];
+      for (let i = 0; i < 64; i++) posts.push(d.admin.post('/v1/keys', body).catch((e) => ({ error: e })));
+      // once the first answer is back the others are in the pipeline
+      await Promise.race(posts);
+      d.signal('SIGTERM');
+      const results = await Promise.all(posts);
+      await d.waitExit();
+      await d.stop(); // asserts exit code 0 (and no leak report under ASan)
+      const issued = results.filter((r) => r.status === 201).map((r) => r.json.id);
+      for (const r of results) {
+        if (r.error) continue; // the connection was closed before the request was read
+        assert.ok(r.status === 201 || r.status === 503, `${r.status} ${r.text}`);
+      }
+      assert.ok(issued.length >= 1);
+
+      const d2 = await startDaemon({ dataDir, adminToken: d.adminToken });
+      try {
+        const l = await d2.admin.get(`/v1/keys?label_prefix=${label}&limit=200`);
+        assert.equal(l.status, 200, l.text);
+        const stored = new Set(l.json.data.map((k) => k.id));
+        for (const id of issued) assert.ok(stored.has(id), `key ${id} was answered 201 but is not in the store`);
+      } finally {
+        await d2.stop();
+      }
+    } finally {
+      rmTempDir(dataDir);
+    }
+  });
+
   it('SIGINT stops the daemon with exit code 0', async () => {
     const d = await startDaemon({});
     d.signal('SIGINT');
