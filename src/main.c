@@ -142,6 +142,8 @@ static int serve(const char *config_path)
     rt.pricing = pricing;
     rt.store_path = store_path;
     rt.writer = writer;
+    static _Atomic uint64_t key_epoch;
+    rt.key_epoch = &key_epoch;
 
     if (server_start(&rt, &srv, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);

@@ -15,6 +15,7 @@
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -367,6 +368,7 @@ static void job_done(void *arg, enum kb_err err)
         break;
     case OP_REVOKE:
         if (err == KB_OK) {
+            atomic_fetch_add(a->rt->key_epoch, 1); /* before the answer: see keycache.h */
             kb_log(KB_LOG_INFO, "key revoked", "key_id", j->id, NULL);
             http_reply_json(req, 204, NULL);
         } else {
@@ -379,6 +381,8 @@ static void job_done(void *arg, enum kb_err err)
             http_reply_error(req, write_error(err), NULL, NULL);
             break;
         }
+        if (j->count)
+            atomic_fetch_add(a->rt->key_epoch, 1);
         char n[24];
         snprintf(n, sizeof n, "%lld", (long long)j->count);
         kb_log(KB_LOG_INFO, "keys revoked by label prefix", "label_prefix", j->prefix, "count", n,

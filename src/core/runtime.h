@@ -1,10 +1,12 @@
 /*
  * runtime.h - what every thread reads and nobody writes after start: the
  * configuration, the prices and the server key. Built by main.c, passed
- * down by pointer; immutable while threads run.
+ * down by pointer; immutable while threads run (key_epoch points at the
+ * one counter that moves).
  */
 #ifndef KB_CORE_RUNTIME_H
 #define KB_CORE_RUNTIME_H
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/crypto.h"
@@ -19,6 +21,8 @@ struct kb_runtime {
     uint8_t server_key[KB_HASH_LEN];  /* HMAC key for tokens */
     const char *store_path;           /* borrowed; the SQLite file */
     struct kb_writer *writer;         /* borrowed; group commit (threads take ports) */
+    _Atomic uint64_t *key_epoch;      /* borrowed; bumped by each committed revocation,
+                                         before it is answered (proxy/keycache.h) */
 };
 
 #endif

@@ -43,6 +43,7 @@
 #include "policy/canon.h"
 #include "policy/pattern.h"
 #include "proxy/hygiene.h"
+#include "proxy/keycache.h"
 #include "proxy/stripe_form.h"
 #include "proxy/upstream.h"
 #include "store/store.h"
@@ -58,6 +59,7 @@
 /* How often requests in flight are checked for a revoked key: a revoked
  * key's streams are cut within this (issue: "within one second"). */
 #define REVOCATION_WATCH_MS 250
+#define KEY_CACHE_SLOTS 4096 /* per worker; ~200 KiB of slots plus the keys */
 
 struct kb_proxy {
     struct event_base *base;     /* borrowed */
@@ -67,6 +69,7 @@ struct kb_proxy {
     struct kb_upstream *up;      /* owned */
     char **inject;               /* owned; per vendor index, the credential header line */
     struct event *watch;         /* owned; revocation watch timer */
+    struct kb_keycache *keys;    /* owned; keys by token hash */
     struct {
         int64_t seq;              /* key seq, 0 when empty */
         struct kb_policy *policy; /* owned */
@@ -815,7 +818,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     crypto_hmac(px->rt->server_key, KB_HASH_LEN, token, strlen(token), hash);
     int64_t now = clock_now();
     int64_t day = clock_day(now);
-    if ((err = store_key_by_hash(px->store, hash, day, &key)) != KB_OK) {
+    if ((err = keycache_get(px->keys, px->store, hash, &key)) != KB_OK) {
         if (err == KB_E_NOT_FOUND)
             err = KB_E_INVALID_TOKEN;
         goto refused;
@@ -961,6 +964,7 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
             free(pair);
         }
     }
+    px->keys = keycache_new(KEY_CACHE_SLOTS, rt->key_epoch);
     px->watch = event_new(base, -1, EV_PERSIST, watch_revocations, px);
     struct timeval tv = {0, REVOCATION_WATCH_MS * 1000};
     event_add(px->watch, &tv);
@@ -1008,6 +1012,7 @@ void proxy_free(struct kb_proxy *px)
         preq_free(r);
     }
     event_free(px->watch);
+    keycache_free(px->keys);
     for (size_t i = 0; i < POLICY_CACHE_SLOTS; i++)
         policy_free(px->policies[i].policy);
     upstream_free(px->up);

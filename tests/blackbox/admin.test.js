@@ -468,6 +468,18 @@ describe('admin API', () => {
       const inside = [];
       for (let i = 0; i < 3; i++) inside.push(await d.issueKey({ label: `${prefix}${i}` }));
       const outside = await d.issueKey({ label: `other-${prefix}` });
+      // used first, so that each worker's key cache holds them (2 workers:
+      // a few calls each land on both)
+      for (const k of inside) {
+        for (let i = 0; i < 4; i++) {
+          const p = await d.proxy({
+            method: 'GET',
+            path: '/stripe/v1/payment_intents',
+            headers: { authorization: `Bearer ${k.token}` },
+          });
+          assert.equal(p.status, 200, p.text);
+        }
+      }
 
       const r = await d.admin.post('/v1/keys/revoke', { label_prefix: prefix });
       assert.equal(r.status, 200, r.text);
