@@ -63,11 +63,23 @@ KB_MUSTCHECK enum kb_err store_audit_ckpt_insert(struct kb_store *s,
                                                  const struct kb_audit_ckpt *ck);
 /*
  * The append functions above keep their statements prepared on the
- * connection (they run for every record). Call this on a connection that
- * used them before store_close, from the connection's thread; harmless on
- * any other connection.
+ * connection (they run for every record); this finalises them and forgets
+ * the chain head. store_close does it too. From the connection's thread.
  */
 void store_audit_forget(struct kb_store *s);
+
+/*
+ * Chain-head cache, for the one connection that appends continuously (the
+ * store writer). Call store_audit_head_sync right after each BEGIN
+ * IMMEDIATE: from then on store_audit_last, store_audit_last_ckpt and
+ * store_audit_exists answer from memory, kept current by the inserts. The
+ * sync drops the cached head when another connection committed since (PRAGMA
+ * data_version); call store_audit_head_drop after any rollback, which may
+ * take appended records with it. Connections that never sync read the
+ * tables every time.
+ */
+void store_audit_head_sync(struct kb_store *s);
+void store_audit_head_drop(struct kb_store *s);
 
 /* ---- read side ---- */
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "store/audit_store.h"
 #include "store/sqlite_int.h"
 #include "store/store.h"
 
@@ -85,8 +86,9 @@ static const char *const sql[S__COUNT] = {
 };
 
 struct kb_store {
-    sqlite3 *db;                   /* owned */
-    sqlite3_stmt *stmts[S__COUNT]; /* owned; prepared lazily */
+    sqlite3 *db;                    /* owned */
+    sqlite3_stmt *stmts[S__COUNT];  /* owned; prepared lazily */
+    struct store_audit_state audit; /* sqlite_audit.c's */
 };
 
 static sqlite3_stmt *stmt(struct kb_store *s, enum stmt_id id)
@@ -220,6 +222,11 @@ out:
 sqlite3 *store__db(struct kb_store *s)
 {
     return s->db;
+}
+
+struct store_audit_state *store__audit(struct kb_store *s)
+{
+    return &s->audit;
 }
 
 void store_close(struct kb_store *s)
@@ -590,6 +597,7 @@ enum kb_err store_txn_run(struct kb_store *s, kb_txn_fn fn, void *arg)
         err = KB_E_AUDIT_UNAVAILABLE;
     }
     (void)exec(s, "ROLLBACK", NULL);
+    store_audit_head_drop(s); /* fn may have appended */
     return err;
 }
 

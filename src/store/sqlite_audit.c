@@ -1,11 +1,15 @@
 /*
  * sqlite_audit.c - the audit tables on SQLite (see audit_store.h).
  *
- * The append path runs for every proxied request, so its statements stay
- * prepared on the connection. struct kb_store belongs to sqlite.c, so they
- * are found again by their SQL text (sqlite3_next_stmt walks the few
- * statements of a connection: cheaper than a prepare) and finalised by
- * store_audit_forget. The read side is not hot and prepares per call.
+ * The append path runs for every proxied request (twice), so its statements
+ * stay prepared on the connection (struct store_audit_state, inside
+ * sqlite.c's struct kb_store). On the writer's connection it also keeps the
+ * chain head in memory: the last record's seq and hash and the last
+ * checkpoint, which would otherwise be three reads per record. The writer
+ * confirms them at the start of each transaction (store_audit_head_sync:
+ * PRAGMA data_version moves only when another connection committed) and
+ * drops them after any rollback. The read side is not hot and prepares per
+ * call.
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -22,46 +26,31 @@
     "kind, ts_ms, request_id, action, key_id, label, vendor, method, path, decision, code, "       \
     "status, reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail"
 
-/* The cached append statements. */
-static const char SQL_LAST[] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1";
-static const char SQL_LAST_CKPT[] =
-    "SELECT seq, every FROM audit_checkpoints ORDER BY seq DESC LIMIT 1";
-static const char SQL_EXISTS[] = "SELECT 1 FROM audit WHERE seq = ?1";
-static const char SQL_INSERT[] =
-    "INSERT INTO audit (seq, ref_seq, " REC_COLS ", hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-    "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
-static const char SQL_CKPT_INSERT[] = "INSERT INTO audit_checkpoints (seq, prev_seq, every, "
-                                      "ts_ms, hash, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-
-static const char *const cached[] = {SQL_LAST, SQL_LAST_CKPT, SQL_EXISTS, SQL_INSERT,
-                                     SQL_CKPT_INSERT};
+/* The append path's statements, kept prepared (struct store_audit_state). */
+static const char *const append_sql[AS__COUNT] = {
+    [AS_LAST] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+    [AS_LAST_CKPT] = "SELECT seq, every FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+    [AS_EXISTS] = "SELECT 1 FROM audit WHERE seq = ?1",
+    [AS_INSERT] = "INSERT INTO audit (seq, ref_seq, " REC_COLS ", hash) VALUES (?1, ?2, ?3, ?4, "
+                  "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+    [AS_CKPT_INSERT] = "INSERT INTO audit_checkpoints (seq, prev_seq, every, ts_ms, hash, mac) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [AS_DATA_VERSION] = "PRAGMA data_version",
+};
 
 struct kb_audit_iter {
     sqlite3_stmt *st; /* owned */
 };
 
-static bool is_cached(const char *text)
+/* The connection's prepared statement `id`, ready; NULL when it cannot be
+ * prepared. */
+static sqlite3_stmt *stmt(struct kb_store *s, int id)
 {
-    for (size_t i = 0; i < sizeof cached / sizeof cached[0]; i++)
-        if (strcmp(cached[i], text) == 0)
-            return true;
-    return false;
-}
-
-/* The connection's prepared statement for q (one of `cached`), reset and
- * ready; NULL when it cannot be prepared. */
-static sqlite3_stmt *stmt(struct kb_store *s, const char *q)
-{
-    sqlite3 *db = store__db(s);
-    for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st)) {
-        const char *text = sqlite3_sql(st);
-        if (text && !sqlite3_stmt_busy(st) && strcmp(text, q) == 0)
-            return st;
-    }
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v3(db, q, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
+    struct store_audit_state *a = store__audit(s);
+    if (!a->st[id] && sqlite3_prepare_v3(store__db(s), append_sql[id], -1,
+                                         SQLITE_PREPARE_PERSISTENT, &a->st[id], NULL) != SQLITE_OK)
         return NULL;
-    return st;
+    return a->st[id];
 }
 
 static void done(sqlite3_stmt *st)
@@ -74,20 +63,42 @@ void store_audit_forget(struct kb_store *s)
 {
     if (!s)
         return;
-    sqlite3 *db = store__db(s);
-    sqlite3_stmt *st = sqlite3_next_stmt(db, NULL);
-    while (st) {
-        sqlite3_stmt *next = sqlite3_next_stmt(db, st);
-        const char *text = sqlite3_sql(st);
-        if (text && is_cached(text))
-            sqlite3_finalize(st);
-        st = next;
-    }
+    struct store_audit_state *a = store__audit(s);
+    for (int i = 0; i < AS__COUNT; i++)
+        sqlite3_finalize(a->st[i]);
+    memset(a, 0, sizeof *a);
+}
+
+void store_audit_head_sync(struct kb_store *s)
+{
+    struct store_audit_state *a = store__audit(s);
+    sqlite3_stmt *st = stmt(s, AS_DATA_VERSION);
+    int64_t v = -1;
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    if (st)
+        done(st);
+    if (v < 0 || v != a->data_version)
+        a->known = a->ck_known = false; /* another connection committed: read again */
+    a->data_version = v;
+    a->cache = v >= 0;
+}
+
+void store_audit_head_drop(struct kb_store *s)
+{
+    struct store_audit_state *a = store__audit(s);
+    a->known = a->ck_known = false;
 }
 
 enum kb_err store_audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN])
 {
-    sqlite3_stmt *st = stmt(s, SQL_LAST);
+    struct store_audit_state *a = store__audit(s);
+    if (a->cache && a->known) {
+        *seq = a->last_seq;
+        memcpy(hash, a->last_hash, KB_HASH_LEN);
+        return KB_OK;
+    }
+    sqlite3_stmt *st = stmt(s, AS_LAST);
     if (!st)
         return KB_E_STORE;
     enum kb_err err = KB_OK;
@@ -107,12 +118,23 @@ enum kb_err store_audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_H
         err = KB_E_STORE;
     }
     done(st);
+    if (err == KB_OK && a->cache) {
+        a->last_seq = *seq;
+        memcpy(a->last_hash, hash, KB_HASH_LEN);
+        a->known = true;
+    }
     return err;
 }
 
 enum kb_err store_audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every)
 {
-    sqlite3_stmt *st = stmt(s, SQL_LAST_CKPT);
+    struct store_audit_state *a = store__audit(s);
+    if (a->cache && a->ck_known) {
+        *seq = a->ck_seq;
+        *every = a->ck_every;
+        return KB_OK;
+    }
+    sqlite3_stmt *st = stmt(s, AS_LAST_CKPT);
     if (!st)
         return KB_E_STORE;
     enum kb_err err = KB_OK;
@@ -127,12 +149,22 @@ enum kb_err store_audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *eve
         err = KB_E_STORE;
     }
     done(st);
+    if (err == KB_OK && a->cache) {
+        a->ck_seq = *seq;
+        a->ck_every = *every;
+        a->ck_known = true;
+    }
     return err;
 }
 
 enum kb_err store_audit_exists(struct kb_store *s, int64_t seq)
 {
-    sqlite3_stmt *st = stmt(s, SQL_EXISTS);
+    struct store_audit_state *a = store__audit(s);
+    /* records are numbered from 1 without gaps, and only this connection
+     * appended since the head was read */
+    if (a->cache && a->known && seq >= 1 && seq <= a->last_seq)
+        return KB_OK;
+    sqlite3_stmt *st = stmt(s, AS_EXISTS);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_int64(st, 1, seq);
@@ -152,7 +184,7 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
 enum kb_err store_audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
                                const struct kb_audit_rec *r, const uint8_t hash[KB_HASH_LEN])
 {
-    sqlite3_stmt *st = stmt(s, SQL_INSERT);
+    sqlite3_stmt *st = stmt(s, AS_INSERT);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_int64(st, 1, seq);
@@ -181,12 +213,21 @@ enum kb_err store_audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
     sqlite3_bind_blob(st, 21, hash, KB_HASH_LEN, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     done(st);
-    return rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
+    if (rc != SQLITE_DONE)
+        return KB_E_STORE;
+    struct store_audit_state *a = store__audit(s);
+    if (a->cache && a->known && seq == a->last_seq + 1) {
+        a->last_seq = seq;
+        memcpy(a->last_hash, hash, KB_HASH_LEN);
+    } else {
+        a->known = false;
+    }
+    return KB_OK;
 }
 
 enum kb_err store_audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ckpt *ck)
 {
-    sqlite3_stmt *st = stmt(s, SQL_CKPT_INSERT);
+    sqlite3_stmt *st = stmt(s, AS_CKPT_INSERT);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_int64(st, 1, ck->seq);
@@ -197,7 +238,15 @@ enum kb_err store_audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ck
     sqlite3_bind_blob(st, 6, ck->mac, KB_HASH_LEN, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     done(st);
-    return rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
+    if (rc != SQLITE_DONE)
+        return KB_E_STORE;
+    struct store_audit_state *a = store__audit(s);
+    if (a->cache) {
+        a->ck_seq = ck->seq;
+        a->ck_every = ck->every;
+        a->ck_known = true;
+    }
+    return KB_OK;
 }
 
 /* ---- read side ---- */

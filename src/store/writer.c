@@ -159,6 +159,8 @@ static void run_batch(struct kb_writer *w, struct job *batch)
     sqlite3 *db = store__db(w->store);
     int64_t t0 = clock_mono_us();
     bool ok = tx(w, TX_BEGIN);
+    if (ok)
+        store_audit_head_sync(w->store); /* the chain head, from memory if nobody else wrote */
     for (struct job *j = batch; ok && j; j = j->next) {
         if (!tx(w, TX_SAVEPOINT)) {
             ok = false;
@@ -175,9 +177,12 @@ static void run_batch(struct kb_writer *w, struct job *batch)
             ok = false;
             break;
         }
-        if (j->err != KB_OK && !tx(w, TX_ROLLBACK_TO)) {
-            ok = false;
-            break;
+        if (j->err != KB_OK) {
+            store_audit_head_drop(w->store); /* the job may have appended first */
+            if (!tx(w, TX_ROLLBACK_TO)) {
+                ok = false;
+                break;
+            }
         }
         if (!tx(w, TX_RELEASE)) {
             ok = false;
@@ -188,6 +193,7 @@ static void run_batch(struct kb_writer *w, struct job *batch)
         ok = false;
     metrics_observe(KB_H_COMMIT, clock_mono_us() - t0);
     if (!ok) {
+        store_audit_head_drop(w->store);
         int code = sqlite3_extended_errcode(db);
         if (!sqlite3_get_autocommit(db))
             (void)tx(w, TX_ROLLBACK);

@@ -260,8 +260,7 @@ struct tamper {
 static const struct tamper tampers[] = {
     {"field updated", "UPDATE audit SET label = 'evil' WHERE seq = 6", KB_AUDIT_ALTERED, 6},
     {"cost lowered", "UPDATE audit SET reserved_micros = 1 WHERE seq = 2", KB_AUDIT_ALTERED, 2},
-    {"hash updated", "UPDATE audit SET hash = randomblob(32) WHERE seq = 3", KB_AUDIT_ALTERED,
-     3},
+    {"hash updated", "UPDATE audit SET hash = randomblob(32) WHERE seq = 3", KB_AUDIT_ALTERED, 3},
     {"record deleted", "DELETE FROM audit WHERE seq = 6", KB_AUDIT_REMOVED, 6},
     {"first record deleted", "DELETE FROM audit WHERE seq = 1", KB_AUDIT_REMOVED, 1},
     {"forged record inserted",
@@ -271,20 +270,20 @@ static const struct tamper tampers[] = {
      "vendor, method, path, decision, code, status, reserved_micros, settled_micros, "
      "latency_us, bytes_in, bytes_out, detail, randomblob(32) FROM audit WHERE seq = 5",
      KB_AUDIT_INSERTED, 6},
-    {"record with a foreign number", "INSERT INTO audit SELECT 0, ref_seq, kind, ts_ms, "
+    {"record with a foreign number",
+     "INSERT INTO audit SELECT 0, ref_seq, kind, ts_ms, "
      "request_id, action, key_id, label, vendor, method, path, decision, code, status, "
      "reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail, hash FROM "
-     "audit WHERE seq = 1", KB_AUDIT_INSERTED, 0},
+     "audit WHERE seq = 1",
+     KB_AUDIT_INSERTED, 0},
     {"checkpoint altered", "UPDATE audit_checkpoints SET every = 100 WHERE seq = 5",
      KB_AUDIT_CHECKPOINT, 5},
     {"checkpoint signature forged",
-     "UPDATE audit_checkpoints SET mac = randomblob(32) WHERE seq = 9", KB_AUDIT_CHECKPOINT,
-     9},
-    {"checkpoint deleted", "DELETE FROM audit_checkpoints WHERE seq = 5", KB_AUDIT_CHECKPOINT,
-     5},
+     "UPDATE audit_checkpoints SET mac = randomblob(32) WHERE seq = 9", KB_AUDIT_CHECKPOINT, 9},
+    {"checkpoint deleted", "DELETE FROM audit_checkpoints WHERE seq = 5", KB_AUDIT_CHECKPOINT, 5},
     {"all checkpoints deleted", "DELETE FROM audit_checkpoints", KB_AUDIT_CHECKPOINT, 1},
-    {"tail cut before a checkpoint's record", "DELETE FROM audit WHERE seq >= 8",
-     KB_AUDIT_REMOVED, 8},
+    {"tail cut before a checkpoint's record", "DELETE FROM audit WHERE seq >= 8", KB_AUDIT_REMOVED,
+     8},
 };
 
 static void test_tamper(void **state)
@@ -430,8 +429,8 @@ static void test_sink(void **state)
     struct kb_audit_sink *sink = NULL;
     char *err = NULL;
     assert_int_equal(audit_sink_open(p, s, &sink, &err), KB_OK);
-    struct sink_job jobs[6] = {{1, false}, {2, false}, {3, true}, {4, false}, {5, false},
-                               {6, false}};
+    struct sink_job jobs[6] = {{1, false}, {2, false}, {3, true},
+                               {4, false}, {5, false}, {6, false}};
     run_jobs(sink, jobs, 6);
     audit_sink_free(sink);
     int64_t last = 0;
@@ -457,6 +456,66 @@ static void test_sink(void **state)
     assert_int_equal(sink_lines(&last), 8);
     close_store(s);
     assert_int_equal(verify().problem, KB_AUDIT_OK);
+}
+
+/* ---- the writer's in-memory chain head ---- */
+
+static int g_done;
+static enum kb_err g_errs[64];
+
+static void record_done(void *arg, enum kb_err err)
+{
+    (void)arg;
+    g_errs[g_done++] = err;
+}
+
+static enum kb_err append_two(struct kb_store *s, void *arg)
+{
+    int *i = arg;
+    for (int k = 0; k < 2; k++) {
+        struct kb_audit_rec r = rec((*i)++);
+        enum kb_err err = audit_append(s, &r, NULL);
+        if (err != KB_OK)
+            return err;
+    }
+    return KB_OK;
+}
+
+/* The writer keeps the chain head in memory between batches. Another
+ * connection appending in between (start-up, a CLI) and a job rolled back
+ * after its append must both be seen: every append lands, in one chain. */
+static void test_writer_chain_head(void **state)
+{
+    (void)state;
+    rm_db();
+    audit_set_checkpoint_every(3);
+    struct kb_writer *w = NULL;
+    char *err = NULL;
+    assert_int_equal(writer_new(g_path, "normal", 8, &w, &err), KB_OK);
+    struct event_base *base = event_base_new();
+    struct kb_writer_port *p = writer_port_new(w, base);
+    struct kb_store *other = open_store();
+    struct sink_job jobs[4] = {{1, false}, {2, true}, {3, false}, {4, false}};
+    int next = 100;
+    g_done = 0;
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < 4; i++)
+            writer_submit(p, job_append, record_done, &jobs[i]);
+        while (g_done < 4 * (round + 1))
+            event_base_loop(base, EVLOOP_ONCE);
+        assert_int_equal(store_txn_run(other, append_two, &next), KB_OK);
+    }
+    writer_port_free(p);
+    writer_free(w);
+    event_base_free(base);
+    for (int i = 0; i < g_done; i++)
+        assert_int_equal(g_errs[i], i % 4 == 1 ? KB_E_INVALID : KB_OK);
+
+    struct kb_audit_report r;
+    assert_int_equal(audit_verify(other, g_key, NULL, &r, &err), KB_OK);
+    assert_int_equal(r.problem, KB_AUDIT_OK);
+    assert_int_equal(r.records, 4 * (3 + 2)); /* the rolled back appends are not there */
+    close_store(other);
 }
 
 /* ---- the anchor ---- */
@@ -684,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_tail_after_checkpoint),
         cmocka_unit_test(test_interval_change),
         cmocka_unit_test(test_sink),
+        cmocka_unit_test(test_writer_chain_head),
         cmocka_unit_test(test_anchor_read),
         cmocka_unit_test(test_verify_anchor),
         cmocka_unit_test(test_parse_time),
