@@ -7,6 +7,7 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const net = require('node:net');
 
 const {
   RFC3339_UTC,
@@ -14,6 +15,7 @@ const {
   makeSecrets,
   startDaemon,
   uniquePrefix,
+  waitFor,
 } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
@@ -131,6 +133,30 @@ describe('admin API', () => {
       const b = await d.issueKey({ label: uniquePrefix('uniq') });
       assert.notEqual(a.id, b.id);
       assert.notEqual(a.token, b.token);
+    });
+
+    it('clients that leave before their answer: the keys are still issued and the daemon serves on', async () => {
+      // Issuance is answered after the store writer commits; the request
+      // must outlive a client that has gone by then.
+      const label = uniquePrefix('gone');
+      const body = JSON.stringify({ label, vendor: 'stripe', allowed_endpoints: ['GET /v1/*'], daily_usd_cap: 1, expires_in: '1h' });
+      const raw =
+        `POST /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+      const n = 20;
+      await Promise.all(
+        Array.from({ length: n }, () => new Promise((resolve, reject) => {
+          const sock = net.connect(d.adminPort, '127.0.0.1', () => sock.end(raw, () => { sock.destroy(); resolve(); }));
+          sock.on('error', reject);
+        })),
+      );
+      await waitFor(async () => {
+        const l = await d.admin.get(`/v1/keys?label_prefix=${label}&limit=100`);
+        assert.equal(l.status, 200, l.text);
+        return l.json.data.length === n;
+      }, { timeoutMs: 10_000, what: `${n} keys issued for clients that left` });
+      const k = await d.issueKey({ label });
+      assert.ok(k.token);
     });
 
     it('expires_in accepts integer seconds and "30s" / "2h" forms', async () => {
