@@ -4,10 +4,13 @@
  * The token hash is an HMAC, so its first bytes pick a slot uniformly; a
  * slot holds one key and a newer key for the same slot replaces it. The
  * whole cache is a fixed array: its memory is bounded whatever the number
- * of live keys, and a lookup is one slot, one memcmp.
+ * of live keys, and a lookup is one slot, one memcmp. A key is shared,
+ * not copied: the slot and each request using it hold a reference, so a
+ * request costs no allocation for its key.
  */
 #include "proxy/keycache.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,9 +18,16 @@
 #include "core/clock.h"
 #include "store/store.h"
 
+/* A key and its holders: the slot that caches it and the requests using it.
+ * One worker thread only, so a plain count. */
+struct entry {
+    struct kb_key key; /* strings owned */
+    int refs;
+};
+
 struct slot {
     uint8_t hash[KB_HASH_LEN];
-    struct kb_key *key; /* owned; NULL when empty */
+    struct entry *e; /* one reference; NULL when empty */
 };
 
 struct kb_keycache {
@@ -40,11 +50,23 @@ struct kb_keycache *keycache_new(size_t slots, const _Atomic uint64_t *epoch)
     return c;
 }
 
+void keycache_put(const struct kb_key *k)
+{
+    if (!k)
+        return;
+    struct entry *e = (struct entry *)((char *)k - offsetof(struct entry, key));
+    if (--e->refs > 0)
+        return;
+    store_key_clear(&e->key);
+    free(e);
+}
+
 static void drop_all(struct kb_keycache *c)
 {
     for (size_t i = 0; i <= c->mask; i++) {
-        store_key_free(c->slots[i].key);
-        c->slots[i].key = NULL;
+        if (c->slots[i].e)
+            keycache_put(&c->slots[i].e->key);
+        c->slots[i].e = NULL;
     }
 }
 
@@ -57,21 +79,8 @@ void keycache_free(struct kb_keycache *c)
     free(c);
 }
 
-/* The fields the proxy reads; strings copied, usage and metadata left out. */
-static struct kb_key *key_copy(const struct kb_key *k)
-{
-    struct kb_key *d = kb_malloc(sizeof *d);
-    *d = *k;
-    d->label = kb_strdup(k->label);
-    d->vendor = kb_strdup(k->vendor);
-    d->allowed_endpoints = kb_strdup(k->allowed_endpoints);
-    d->metadata = NULL;
-    d->usage_day = d->spent = d->reserved = d->requests = 0;
-    return d;
-}
-
 enum kb_err keycache_get(struct kb_keycache *c, struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
-                         struct kb_key **out)
+                         const struct kb_key **out)
 {
     /* read before the store: a revocation that commits during the read
      * below moves the epoch past `now`, and the next call drops the entry */
@@ -83,17 +92,21 @@ enum kb_err keycache_get(struct kb_keycache *c, struct kb_store *s, const uint8_
     uint64_t h;
     memcpy(&h, hash, sizeof h);
     struct slot *sl = &c->slots[h & c->mask];
-    if (sl->key && memcmp(sl->hash, hash, KB_HASH_LEN) == 0) {
-        *out = key_copy(sl->key);
-        return KB_OK;
+    if (!sl->e || memcmp(sl->hash, hash, KB_HASH_LEN) != 0) {
+        struct kb_key *k = NULL;
+        enum kb_err err = store_key_by_hash(s, hash, clock_day(clock_now()), &k);
+        if (err != KB_OK)
+            return err;
+        struct entry *e = kb_malloc(sizeof *e);
+        e->key = *k; /* takes the strings */
+        e->refs = 1;
+        free(k);
+        if (sl->e)
+            keycache_put(&sl->e->key);
+        memcpy(sl->hash, hash, KB_HASH_LEN);
+        sl->e = e;
     }
-    struct kb_key *k = NULL;
-    enum kb_err err = store_key_by_hash(s, hash, clock_day(clock_now()), &k);
-    if (err != KB_OK)
-        return err;
-    store_key_free(sl->key);
-    memcpy(sl->hash, hash, KB_HASH_LEN);
-    sl->key = k;
-    *out = key_copy(k);
+    sl->e->refs++;
+    *out = &sl->e->key;
     return KB_OK;
 }

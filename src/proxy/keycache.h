@@ -36,12 +36,15 @@ void keycache_free(struct kb_keycache *c);
 
 /*
  * The key whose token hashes to `hash`, from the cache or else from store
- * `s` (store_key_by_hash); KB_E_NOT_FOUND, KB_E_STORE. *out is the
- * caller's own copy (store_key_free). Its usage fields (spent, reserved,
- * requests, usage_day) and metadata are not filled: the proxy's reservation
- * reads the store's counters itself, inside the writer's transaction.
+ * `s` (store_key_by_hash); KB_E_NOT_FOUND, KB_E_STORE. *out is shared with
+ * the cache, read-only, until the caller hands it back with keycache_put;
+ * it stays valid after its slot is reused or the cache is freed. Its usage
+ * fields (spent, reserved, requests) are those read with it, not current:
+ * the proxy's reservation reads the store's counters itself.
  */
 KB_MUSTCHECK enum kb_err keycache_get(struct kb_keycache *c, struct kb_store *s,
-                                      const uint8_t hash[KB_HASH_LEN], struct kb_key **out);
+                                      const uint8_t hash[KB_HASH_LEN], const struct kb_key **out);
+/* Hands back a key from keycache_get (NULL: nothing). Same thread. */
+void keycache_put(const struct kb_key *k);
 
 #endif

@@ -106,7 +106,7 @@ struct preq {
     enum preq_stage stage;
     struct kb_hreq *req;            /* borrowed; NULL once replied or gone */
     struct kb_upstream_req *up;     /* owned while the transfer runs */
-    struct kb_key *key;             /* owned */
+    const struct kb_key *key;       /* shared with the key cache (keycache_put) */
     const struct kb_vendor *vendor; /* borrowed from the config */
     struct kb_meter *meter;         /* owned */
     char *body;                     /* owned when rewritten, else NULL */
@@ -207,7 +207,7 @@ static void preq_free(struct preq *r)
     preq_unlink(r);
     metrics_inflight(-1);
     meter_free(r->meter);
-    store_key_free(r->key);
+    keycache_put(r->key);
     curl_slist_free_all(r->headers);
     free(r->body);
     free(r->path);
@@ -750,7 +750,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
              (unsigned long long)++px->counter);
     enum kb_err err = KB_OK;
     char *msg = NULL;
-    struct kb_key *key = NULL;
+    const struct kb_key *key = NULL;
     struct kb_meter *meter = NULL;
     char *new_body = NULL;
     const char *target = hreq_target(req);
@@ -924,7 +924,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
 refused:
     refuse(px, req, err, msg, id, start_us, method, key, vendor, vpath, plen);
     meter_free(meter);
-    store_key_free(key);
+    keycache_put(key);
     free(new_body);
 }
 

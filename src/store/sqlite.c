@@ -647,7 +647,7 @@ enum kb_err store_admin_token_check(struct kb_store *s, const uint8_t hash[KB_HA
     return err;
 }
 
-static void key_cleanup(struct kb_key *k)
+void store_key_clear(struct kb_key *k)
 {
     free(k->label);
     free(k->vendor);
@@ -659,7 +659,7 @@ void store_key_free(struct kb_key *k)
 {
     if (!k)
         return;
-    key_cleanup(k);
+    store_key_clear(k);
     free(k);
 }
 
@@ -668,6 +668,6 @@ void store_key_list_free(struct kb_key *keys, size_t n)
     if (!keys)
         return;
     for (size_t i = 0; i < n; i++)
-        key_cleanup(&keys[i]);
+        store_key_clear(&keys[i]);
     free(keys);
 }

@@ -169,6 +169,8 @@ KB_MUSTCHECK enum kb_err store_admin_token_check(struct kb_store *s,
                                                  const uint8_t hash[KB_HASH_LEN]);
 
 void store_key_free(struct kb_key *k);
+/* Frees k's strings but not k itself (a key embedded in another struct). */
+void store_key_clear(struct kb_key *k);
 void store_key_list_free(struct kb_key *keys, size_t n);
 
 #endif

@@ -1194,39 +1194,45 @@ static void test_keycache(void **state)
     hash_of("vk_cacheA", ha);
     hash_of("vk_cacheB", hb);
 
-    struct kb_key *k = NULL;
+    const struct kb_key *k = NULL;
     assert_int_equal(keycache_get(c, f->s, ha, &k), KB_OK);
     assert_string_equal(k->id, "vk_cacheA");
     assert_string_equal(k->label, "agent-a");
     assert_string_equal(k->allowed_endpoints, "[\"POST /v1/charges\"]");
-    assert_null(k->metadata);
+    assert_string_equal(k->metadata, "{\"team\":\"a\"}");
     assert_int_equal(k->daily_cap, 5000000);
     assert_int_equal(k->revoked_at, 0);
-    store_key_free(k);
+    keycache_put(k);
 
     /* revoked behind the cache's back: still served from the cache ... */
     assert_int_equal(store_key_revoke(f->s, "vk_cacheA", 777), KB_OK);
     assert_int_equal(keycache_get(c, f->s, ha, &k), KB_OK);
     assert_int_equal(k->revoked_at, 0);
-    store_key_free(k);
+    keycache_put(k);
     /* ... until the epoch moves, as the admin API moves it before answering */
     atomic_fetch_add(&epoch, 1);
     assert_int_equal(keycache_get(c, f->s, ha, &k), KB_OK);
     assert_int_equal(k->revoked_at, 777);
-    store_key_free(k);
+    keycache_put(k);
 
     /* an unknown token is not remembered: the key issued next is found */
+    const struct kb_key *held = NULL;
+    assert_int_equal(keycache_get(c, f->s, ha, &held), KB_OK);
     assert_int_equal(keycache_get(c, f->s, hb, &k), KB_E_NOT_FOUND);
     add_key(f->s, "vk_cacheB", "agent-b", "openai", 1, INT64_C(4000000000));
     assert_int_equal(keycache_get(c, f->s, hb, &k), KB_OK);
     assert_string_equal(k->id, "vk_cacheB");
-    store_key_free(k);
+    keycache_put(k);
+    /* a key still held by a request outlives its slot (and the cache) */
+    assert_string_equal(held->label, "agent-a");
     /* B took A's slot; A is read again, still revoked */
     assert_int_equal(keycache_get(c, f->s, ha, &k), KB_OK);
     assert_string_equal(k->id, "vk_cacheA");
     assert_int_equal(k->revoked_at, 777);
-    store_key_free(k);
+    keycache_put(k);
     keycache_free(c);
+    assert_string_equal(held->vendor, "stripe");
+    keycache_put(held);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
