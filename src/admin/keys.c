@@ -342,6 +342,14 @@ static enum kb_err write_error(enum kb_err err)
     return err == KB_E_STORE ? KB_E_AUDIT_UNAVAILABLE : err;
 }
 
+/* A revocation committed: every proxy worker's key cache is out of date.
+ * Called before the answer, so that a request sent after it reads the
+ * store (see proxy/keycache.h). */
+static void keys_revoked(struct kb_admin *a)
+{
+    atomic_fetch_add(a->rt->key_epoch, 1);
+}
+
 /* Admin loop, once the job's batch committed (or failed to). */
 static void job_done(void *arg, enum kb_err err)
 {
@@ -368,7 +376,7 @@ static void job_done(void *arg, enum kb_err err)
         break;
     case OP_REVOKE:
         if (err == KB_OK) {
-            atomic_fetch_add(a->rt->key_epoch, 1); /* before the answer: see keycache.h */
+            keys_revoked(a);
             kb_log(KB_LOG_INFO, "key revoked", "key_id", j->id, NULL);
             http_reply_json(req, 204, NULL);
         } else {
@@ -382,7 +390,7 @@ static void job_done(void *arg, enum kb_err err)
             break;
         }
         if (j->count)
-            atomic_fetch_add(a->rt->key_epoch, 1);
+            keys_revoked(a);
         char n[24];
         snprintf(n, sizeof n, "%lld", (long long)j->count);
         kb_log(KB_LOG_INFO, "keys revoked by label prefix", "label_prefix", j->prefix, "count", n,
