@@ -4,7 +4,6 @@
  * (server key, store, admin token), starts the server and waits for
  * SIGTERM/SIGINT.
  */
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -190,10 +189,7 @@ int main(int argc, char **argv)
                 return 2;
             }
         }
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        int rc = serve(config);
-        curl_global_cleanup();
-        return rc;
+        return serve(config);
     }
     if (strcmp(argv[1], "audit") == 0)
         return cli_audit(argc - 1, argv + 1);

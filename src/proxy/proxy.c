@@ -18,7 +18,6 @@
  */
 #include "proxy/proxy.h"
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -122,7 +121,7 @@ struct preq {
     const char *method;             /* static string */
     char *path;                     /* owned; vendor path, no query */
     char *url;                      /* owned; upstream URL */
-    struct curl_slist *headers;     /* owned until handed to the upstream client */
+    struct kb_buf headers;          /* owned until handed to the upstream client */
     const char *fwd_body;           /* borrowed: r->body or the request's body */
     size_t fwd_len;
     int64_t ts_ms;          /* arrival, wall clock */
@@ -208,7 +207,7 @@ static void preq_free(struct preq *r)
     metrics_inflight(-1);
     meter_free(r->meter);
     keycache_put(r->key);
-    curl_slist_free_all(r->headers);
+    buf_cleanup(&r->headers);
     free(r->body);
     free(r->path);
     free(r->url);
@@ -526,12 +525,9 @@ static bool find_token(const struct kb_hreq *req, const struct kb_vendor *v, cha
 }
 
 static void build_headers(struct kb_proxy *px, const struct kb_hreq *req, const struct kb_vendor *v,
-                          bool transcoded, bool has_body, struct curl_slist **out)
+                          bool transcoded, struct kb_buf *out)
 {
     const char *conn = hreq_header(req, "Connection");
-    struct curl_slist *list = NULL;
-    bool has_accept = false, has_ctype = false;
-    struct kb_buf line = KB_BUF_INIT;
     const struct kb_hdr *h;
     size_t nh = hreq_headers(req, &h);
     for (size_t i = 0; i < nh; i++) {
@@ -542,30 +538,16 @@ static void build_headers(struct kb_proxy *px, const struct kb_hreq *req, const 
             (v->auth == KB_AUTH_HEADER && strcasecmp(name, v->auth_header) == 0) ||
             (conn && http_token_in_list(conn, name)))
             continue;
-        if (strcasecmp(name, "content-type") == 0) {
-            if (transcoded)
-                continue;
-            has_ctype = true;
-        }
-        if (strcasecmp(name, "accept") == 0)
-            has_accept = true;
-        buf_reset(&line);
-        if (*value)
-            buf_printf(&line, "%s: %s", name, value);
-        else /* curl sends "Name;" as an empty header */
-            buf_printf(&line, "%s;", name);
-        list = curl_slist_append(list, line.data);
+        if (transcoded && strcasecmp(name, "content-type") == 0)
+            continue;
+        buf_puts(out, name);
+        buf_append(out, ": ", 2);
+        buf_puts(out, value);
+        buf_append(out, "\r\n", 2);
     }
-    buf_cleanup(&line);
     if (transcoded)
-        list = curl_slist_append(list, "Content-Type: application/x-www-form-urlencoded");
-    else if (has_body && !has_ctype)
-        list = curl_slist_append(list, "Content-Type:");
-    if (!has_accept)
-        list = curl_slist_append(list, "Accept:");
-    list = curl_slist_append(list, "Expect:");
-    list = curl_slist_append(list, px->inject[v - px->rt->cfg->vendors]);
-    *out = list;
+        buf_puts(out, "Content-Type: application/x-www-form-urlencoded\r\n");
+    buf_puts(out, px->inject[v - px->rt->cfg->vendors]); /* ends in CRLF */
 }
 
 static struct kb_policy *compile_policy(const char *json_text)
@@ -736,9 +718,8 @@ static void admit_done(void *arg, enum kb_err err)
     }
     r->stage = ST_UPSTREAM;
     r->up_start_us = clock_mono_us();
-    r->up = upstream_start(r->px->up, r->method, r->url, r->headers, r->fwd_body, r->fwd_len,
-                           &upstream_ops, r);
-    r->headers = NULL; /* the upstream request owns them now */
+    r->up = upstream_start(r->px->up, r->method, r->url, &r->headers, r->fwd_body, r->fwd_len,
+                           &upstream_ops, r); /* takes the header bytes */
 }
 
 void proxy_handle(struct kb_hreq *req, void *arg)
@@ -914,7 +895,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     px->ninflight++;
     metrics_inflight(1);
     hreq_set_close_cb(req, client_closed, r);
-    build_headers(px, req, vendor, transcoded, blen > 0, &r->headers);
+    build_headers(px, req, vendor, transcoded, &r->headers);
     const char *query = memchr(vpath, '?', strlen(vpath));
     r->url = kb_asprintf("%s%.*s%s", vendor->base_url, (int)path_len, path, query ? query : "");
     writer_submit(px->port, admit_job, admit_done, r);
@@ -932,6 +913,19 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
                       struct kb_writer_port *port, int worker, struct kb_proxy **out, char **errmsg)
 {
     const struct kb_config *cfg = rt->cfg;
+    for (size_t i = 0; i < cfg->nvendors; i++) {
+        const struct kb_vendor *v = &cfg->vendors[i];
+        if (!upstream_url_ok(v->base_url)) {
+            kb_set_errmsg(errmsg, "vendor.%s: base_url must be http(s)://host[:port][/path]",
+                          v->name);
+            return KB_E_CONFIG;
+        }
+        /* the secret goes into a header line as it is */
+        if (v->secret && v->secret[strcspn(v->secret, "\r\n")]) {
+            kb_set_errmsg(errmsg, "vendor.%s: the secret contains a line break", v->name);
+            return KB_E_CONFIG;
+        }
+    }
     struct kb_proxy *px = kb_calloc(1, sizeof *px);
     px->base = base;
     px->rt = rt;
@@ -953,13 +947,13 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
         if (!v->secret)
             continue;
         if (v->auth == KB_AUTH_BEARER) {
-            px->inject[i] = kb_asprintf("Authorization: Bearer %s", v->secret);
+            px->inject[i] = kb_asprintf("Authorization: Bearer %s\r\n", v->secret);
         } else if (v->auth == KB_AUTH_HEADER) {
-            px->inject[i] = kb_asprintf("%s: %s", v->auth_header, v->secret);
+            px->inject[i] = kb_asprintf("%s: %s\r\n", v->auth_header, v->secret);
         } else {
             char *pair = kb_asprintf("%s:%s", v->account ? v->account : "", v->secret);
             char *b64 = crypto_base64(pair, strlen(pair));
-            px->inject[i] = kb_asprintf("Authorization: Basic %s", b64);
+            px->inject[i] = kb_asprintf("Authorization: Basic %s\r\n", b64);
             free(b64);
             free(pair);
         }

@@ -1,11 +1,19 @@
 /*
- * upstream.h - the HTTP client the proxy forwards with: libcurl's multi
- * interface driven by the worker's event loop (one kb_upstream per worker,
- * so connection pools are per thread and nothing here takes a lock).
+ * upstream.h - the HTTP/1.1 client the proxy forwards with: one kb_upstream
+ * per worker and event loop, so its connection pools are per thread and
+ * nothing here takes a lock.
+ *
+ * It speaks only what the proxy needs: one request per connection at a
+ * time (no pipelining), keep-alive pools per origin, TLS through OpenSSL
+ * with the peer verified against the system store (or `ca_file`), SNI, and
+ * the host name checked; names resolved by libevent's evdns off the loop's
+ * critical path. It never follows redirects and sends the URL's path bytes
+ * as they are.
  *
  * A transfer reports, in order: each header of the final (non-1xx) header
- * block, the status once that block ends, body chunks as they arrive, and
- * done exactly once. Callbacks run on the worker thread.
+ * block, the status once that block ends, body chunks as they arrive
+ * (de-chunked), and done exactly once. Callbacks run on the worker thread,
+ * never from inside upstream_start().
  */
 #ifndef KB_PROXY_UPSTREAM_H
 #define KB_PROXY_UPSTREAM_H
@@ -16,15 +24,15 @@
 #include "core/err.h"
 
 struct event_base;
-struct curl_slist;
+struct kb_buf;
 struct kb_upstream;
 struct kb_upstream_req;
 
 struct kb_upstream_opts {
-    int64_t connect_timeout_ms; /* TCP + TLS handshake */
+    int64_t connect_timeout_ms; /* name lookup excluded: TCP + TLS handshake */
     int64_t idle_timeout_ms;    /* no byte from the vendor for this long: fail */
     const char *ca_file;        /* NULL: system store */
-    long max_connections;       /* pooled connections kept per worker */
+    long max_connections;       /* idle connections kept per worker */
 };
 
 struct kb_upstream_ops {
@@ -40,21 +48,28 @@ struct kb_upstream_ops {
     void (*on_done)(void *arg, enum kb_err err);
 };
 
+/* Fails (with a message) when the TLS context cannot be set up, e.g. an
+ * unreadable ca_file. */
 KB_MUSTCHECK enum kb_err upstream_new(struct event_base *base, const struct kb_upstream_opts *o,
                                       struct kb_upstream **out, char **errmsg);
 /* Cancels every transfer still running (no callbacks) and frees. */
 void upstream_free(struct kb_upstream *u);
 
+/* Whether `url` is one upstream_start() can use: http or https, a host, an
+ * optional port, no user info. */
+bool upstream_url_ok(const char *url);
+
 /*
- * Starts a transfer. `headers` (owned by the request from now on) are sent
- * as given; `body` (borrowed, must live until done) is sent when body_len >
- * 0 or the method is POST. HEAD reads no body. Never follows redirects,
- * verifies TLS, forwards the URL's path bytes as they are.
+ * Starts a transfer. `headers` holds the request's header lines, each
+ * "Name: value\r\n"; its bytes are taken (it is left empty). Host and
+ * Content-Length are added here. `body` (borrowed, must live until done) is
+ * sent when body_len > 0 or the method is POST. A pooled connection that
+ * fails before any byte of the answer (the vendor closed it while idle) is
+ * replaced once by a new connection.
  */
 struct kb_upstream_req *upstream_start(struct kb_upstream *u, const char *method, const char *url,
-                                       struct curl_slist *headers, const char *body,
-                                       size_t body_len, const struct kb_upstream_ops *ops,
-                                       void *arg);
+                                       struct kb_buf *headers, const char *body, size_t body_len,
+                                       const struct kb_upstream_ops *ops, void *arg);
 
 /* Resumes a transfer paused by on_body returning false. */
 void upstream_resume(struct kb_upstream_req *r);
