@@ -31,6 +31,67 @@ void crypto_hmac(const uint8_t *key, size_t key_len, const void *msg, size_t len
     }
 }
 
+struct kb_hmac {
+    EVP_MD_CTX *inner, *outer; /* owned; SHA-256 over (key ^ ipad), (key ^ opad) */
+    EVP_MD_CTX *work;          /* owned; copied from one of the two per use */
+};
+
+static void hmac_die(void)
+{
+    fprintf(stderr, "keybrake: HMAC failure\n");
+    abort();
+}
+
+struct kb_hmac *crypto_hmac_new(const uint8_t *key, size_t key_len)
+{
+    enum { BLOCK = 64 }; /* SHA-256's block size */
+    uint8_t k[BLOCK] = {0}, pad[BLOCK];
+    if (key_len > BLOCK) {
+        unsigned int n = KB_HASH_LEN;
+        if (!EVP_Digest(key, key_len, k, &n, EVP_sha256(), NULL))
+            hmac_die();
+    } else {
+        memcpy(k, key, key_len);
+    }
+    struct kb_hmac *h = kb_calloc(1, sizeof *h);
+    h->inner = EVP_MD_CTX_new();
+    h->outer = EVP_MD_CTX_new();
+    h->work = EVP_MD_CTX_new();
+    if (!h->inner || !h->outer || !h->work)
+        hmac_die();
+    for (int i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x36;
+    if (!EVP_DigestInit_ex(h->inner, EVP_sha256(), NULL) || !EVP_DigestUpdate(h->inner, pad, BLOCK))
+        hmac_die();
+    for (int i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x5c;
+    if (!EVP_DigestInit_ex(h->outer, EVP_sha256(), NULL) || !EVP_DigestUpdate(h->outer, pad, BLOCK))
+        hmac_die();
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(pad, sizeof pad);
+    return h;
+}
+
+void crypto_hmac_run(struct kb_hmac *h, const void *msg, size_t len, uint8_t out[KB_HASH_LEN])
+{
+    uint8_t in[KB_HASH_LEN];
+    unsigned int n = KB_HASH_LEN;
+    if (!EVP_MD_CTX_copy_ex(h->work, h->inner) || !EVP_DigestUpdate(h->work, msg, len) ||
+        !EVP_DigestFinal_ex(h->work, in, &n) || !EVP_MD_CTX_copy_ex(h->work, h->outer) ||
+        !EVP_DigestUpdate(h->work, in, sizeof in) || !EVP_DigestFinal_ex(h->work, out, &n))
+        hmac_die();
+}
+
+void crypto_hmac_free(struct kb_hmac *h)
+{
+    if (!h)
+        return;
+    EVP_MD_CTX_free(h->inner);
+    EVP_MD_CTX_free(h->outer);
+    EVP_MD_CTX_free(h->work);
+    free(h);
+}
+
 bool crypto_equal(const void *a, const void *b, size_t n)
 {
     return CRYPTO_memcmp(a, b, n) == 0;

@@ -30,6 +30,17 @@ void crypto_random(void *buf, size_t n);
 void crypto_hmac(const uint8_t *key, size_t key_len, const void *msg, size_t len,
                  uint8_t out[KB_HASH_LEN]);
 
+/*
+ * The same MAC with the key's two pads hashed once, for a hot path that
+ * hashes many messages under one key (the proxy's token lookup: ~1 µs
+ * instead of ~3 for the one-shot above, which sets up a MAC context per
+ * call). A kb_hmac is used by one thread at a time.
+ */
+struct kb_hmac;
+struct kb_hmac *crypto_hmac_new(const uint8_t *key, size_t key_len);
+void crypto_hmac_run(struct kb_hmac *h, const void *msg, size_t len, uint8_t out[KB_HASH_LEN]);
+void crypto_hmac_free(struct kb_hmac *h);
+
 /* Constant-time equality of n bytes. */
 bool crypto_equal(const void *a, const void *b, size_t n);
 

@@ -69,6 +69,7 @@ struct kb_proxy {
     char **inject;               /* owned; per vendor index, the credential header line */
     struct event *watch;         /* owned; revocation watch timer */
     struct kb_keycache *keys;    /* owned; keys by token hash */
+    struct kb_hmac *token_mac;   /* owned; HMAC under the server key, pads precomputed */
     struct {
         int64_t seq;              /* key seq, 0 when empty */
         struct kb_policy *policy; /* owned */
@@ -796,7 +797,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
         goto refused;
     }
     uint8_t hash[KB_HASH_LEN];
-    crypto_hmac(px->rt->server_key, KB_HASH_LEN, token, strlen(token), hash);
+    crypto_hmac_run(px->token_mac, token, strlen(token), hash);
     int64_t now = clock_now();
     int64_t day = clock_day(now);
     if ((err = keycache_get(px->keys, px->store, hash, &key)) != KB_OK) {
@@ -959,6 +960,7 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
         }
     }
     px->keys = keycache_new(KEY_CACHE_SLOTS, rt->key_epoch);
+    px->token_mac = crypto_hmac_new(rt->server_key, KB_HASH_LEN);
     px->watch = event_new(base, -1, EV_PERSIST, watch_revocations, px);
     struct timeval tv = {0, REVOCATION_WATCH_MS * 1000};
     event_add(px->watch, &tv);
@@ -1007,6 +1009,7 @@ void proxy_free(struct kb_proxy *px)
     }
     event_free(px->watch);
     keycache_free(px->keys);
+    crypto_hmac_free(px->token_mac);
     for (size_t i = 0; i < POLICY_CACHE_SLOTS; i++)
         policy_free(px->policies[i].policy);
     upstream_free(px->up);
