@@ -52,17 +52,16 @@ STEPS = [
                              "meter_response_data", "meter_free"}),
     ("logging + metrics", {"kb_log", "access_log", "metrics_request", "metrics_observe",
                            "metrics_inflight"}),
-    ("request headers -> curl list", {"build_headers", "curl_slist_append", "curl_slist_free_all"}),
-    ("libcurl: easy handle init/setopt/add/remove/cleanup",
-     {"upstream_start", "curl_easy_init", "curl_easy_cleanup", "curl_easy_setopt",
-      "curl_multi_add_handle", "curl_multi_remove_handle", "req_free"}),
+    ("upstream client: start, request head, send",
+     {"build_headers", "upstream_start", "kick_cb", "conn_send", "conn_write", "conn_arm",
+      "req_free", "req_finish", "conn_release"}),
     ("reply to client: headers + body + end (evhttp)",
      {"on_head", "on_header", "on_body", "evhttp_send_reply_start", "evhttp_send_reply_end",
       "evhttp_send_reply_chunk_with_cb", "evhttp_send_reply", "http_reply_proxy_error",
       "refuse"}),
-    ("libcurl: transfer (socket_action: send, poll, read, parse)",
-     {"curl_multi_socket_action", "timeout_cb", "event_cb", "sock_cb", "check_done",
-      "header_cb", "write_cb"}),
+    ("upstream client: read + parse response",
+     {"conn_cb", "conn_readable", "conn_read", "conn_process", "take_line", "header_line",
+      "status_line", "head_end", "deliver", "idle_readable", "conn_timeout"}),
     ("worker: writer submit + completion callbacks", {"writer_submit", "admit_done", "settle_done",
                                                       "refusal_done", "preq_settle"}),
     ("request path glue (on_request, other)", {"on_request", "preq_finish", "preq_free",
@@ -181,8 +180,6 @@ def step_of(frames):
             return name
     if any(s.startswith("sqlite3") for s in syms):
         return "SQLite: other"
-    if any(s.startswith(("curl_", "Curl_")) for s in syms):
-        return "libcurl: transfer (socket_action: send, poll, read, parse)"
     return "other / unwound incompletely"
 
 
