@@ -8,7 +8,7 @@
 
 #include "core/alloc.h"
 
-static void reserve(struct kb_buf *b, size_t extra)
+void buf_reserve(struct kb_buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
@@ -22,7 +22,7 @@ static void reserve(struct kb_buf *b, size_t extra)
 
 void buf_append(struct kb_buf *b, const void *p, size_t n)
 {
-    reserve(b, n);
+    buf_reserve(b, n);
     if (n)
         memcpy(b->data + b->len, p, n);
     b->len += n;
@@ -47,7 +47,7 @@ void buf_printf(struct kb_buf *b, const char *fmt, ...)
     int n = vsnprintf(NULL, 0, fmt, cp);
     va_end(cp);
     if (n > 0) {
-        reserve(b, (size_t)n);
+        buf_reserve(b, (size_t)n);
         vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
         b->len += (size_t)n;
     }
@@ -57,7 +57,7 @@ void buf_printf(struct kb_buf *b, const char *fmt, ...)
 char *buf_take(struct kb_buf *b, size_t *len)
 {
     if (!b->data)
-        reserve(b, 0), b->data[0] = '\0';
+        buf_reserve(b, 0), b->data[0] = '\0';
     char *d = b->data;
     if (len)
         *len = b->len;

@@ -17,6 +17,9 @@ struct kb_buf {
         NULL, 0, 0                                                                                 \
     }
 
+/* Makes room for `extra` more bytes now, so appends up to that size do
+ * not reallocate. */
+void buf_reserve(struct kb_buf *b, size_t extra);
 void buf_append(struct kb_buf *b, const void *p, size_t n);
 void buf_puts(struct kb_buf *b, const char *s);
 void buf_putc(struct kb_buf *b, char c);

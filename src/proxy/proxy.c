@@ -531,6 +531,7 @@ static void build_headers(struct kb_proxy *px, const struct kb_hreq *req, const 
     const char *conn = hreq_header(req, "Connection");
     const struct kb_hdr *h;
     size_t nh = hreq_headers(req, &h);
+    buf_reserve(out, 512);
     for (size_t i = 0; i < nh; i++) {
         const char *name = h[i].name, *value = h[i].value;
         size_t nlen = strlen(name);

@@ -1156,6 +1156,8 @@ struct kb_upstream_req *upstream_start(struct kb_upstream *u, const char *method
     if (o) {
         const char *target = url + at;
         size_t tlen = strcspn(target, "#");
+        /* one allocation: request line, Host, the caller's lines, framing */
+        buf_reserve(&out, strlen(method) + tlen + strlen(o->hosthdr) + headers->len + 64);
         buf_puts(&out, method);
         buf_putc(&out, ' ');
         if (tlen == 0 || *target != '/')
