@@ -917,10 +917,12 @@ static enum step header_line(struct kb_upstream_req *r, const char *l, size_t n)
         if (r->clen >= 0 && r->clen != len)
             return S_ERROR;
         r->clen = len;
+        return S_MORE; /* head_end reports the one framing that holds */
     } else if (i == 17 && strncasecmp(l, "transfer-encoding", 17) == 0) {
         r->chunked = ends_chunked(v, vlen);
         if (!r->chunked)
             r->keep_alive = false; /* framed by the connection's end */
+        return S_MORE;
     } else if (i == 10 && strncasecmp(l, "connection", 10) == 0) {
         if (token_in(v, vlen, "close"))
             r->keep_alive = false;
@@ -941,6 +943,15 @@ static enum step head_end(struct kb_upstream_req *r)
         return S_MORE;
     }
     r->head_sent = true;
+    /* Content-Length is told only when it is the framing (RFC 9112 6.3:
+     * with chunked it must go), once, however the vendor repeated it; the
+     * body the caller gets is de-chunked either way */
+    if (r->clen >= 0 && !r->chunked) {
+        char n[24];
+        int nl = snprintf(n, sizeof n, "%lld", (long long)r->clen);
+        if (!CALL(r, r->ops->on_header(r->arg, "Content-Length", 14, n, (size_t)nl)))
+            return S_STOP;
+    }
     if (!CALL(r, r->ops->on_head(r->arg, r->status)))
         return S_STOP;
     if (r->no_body || r->status == 204 || r->status == 304) {

@@ -12,7 +12,10 @@
  *
  * A transfer reports, in order: each header of the final (non-1xx) header
  * block, the status once that block ends, body chunks as they arrive
- * (de-chunked), and done exactly once. Callbacks run on the worker thread,
+ * (de-chunked), and done exactly once. The vendor's framing headers are
+ * not passed on as sent: Transfer-Encoding never, Content-Length once, as
+ * the block's last header, and only when it frames the body (or would
+ * have, for HEAD, 204 and 304); differing values fail the transfer. Callbacks run on the worker thread,
  * never from inside upstream_start().
  */
 #ifndef KB_PROXY_UPSTREAM_H
