@@ -226,6 +226,20 @@ describe('startup and shutdown', () => {
       rmTempDir(dataDir);
     }
   });
+  // The vendor CA bundle is read once at start: a path that cannot be read
+  // stops the start, instead of every TLS request failing later.
+  it('refuses to start with an unreadable CA file, and says which', async () => {
+    const dataDir = mkTempDir();
+    try {
+      await assert.rejects(
+        startDaemon({ dataDir, env: { KEYBRAKE_CA_FILE: path.join(dataDir, 'no-such-ca.pem') } }),
+        /exited \(code [1-9]\d*, signal null\) before ready[\s\S]*no-such-ca\.pem/i,
+      );
+    } finally {
+      rmTempDir(dataDir);
+    }
+  });
+
   it('kill -9 with a payment in flight: after restart no reservation is left, it is charged', async () => {
     const mocks = await startMockVendors();
     const dataDir = mkTempDir();
