@@ -15,10 +15,11 @@
 #define KB_METRICS_MAX_VENDORS 64
 
 enum kb_histogram {
-    KB_H_OVERHEAD = 0, /* proxy's own time per request (total minus upstream) */
-    KB_H_UPSTREAM = 1, /* upstream time, forward to last byte */
-    KB_H_COMMIT = 2,   /* group-commit transaction time */
-    KB_H__COUNT = 3,   /* number of histograms */
+    KB_H_OVERHEAD = 0,   /* proxy's own time per request (total minus upstream) */
+    KB_H_UPSTREAM = 1,   /* upstream time, forward to last byte */
+    KB_H_COMMIT = 2,     /* group-commit transaction time */
+    KB_H_CHECKPOINT = 3, /* background WAL checkpoint time */
+    KB_H__COUNT = 4,     /* number of histograms */
 };
 
 /* Names the vendors (index = position in the config), once at start. */

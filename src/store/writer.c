@@ -14,6 +14,20 @@
  * batch: every job gets KB_E_AUDIT_UNAVAILABLE. The thread keeps going; the
  * next batch simply tries again, so recovery needs nothing.
  *
+ * Checkpoints: SQLite's own auto-checkpoint runs inside the COMMIT that
+ * crosses 1000 WAL pages, on the writer thread, and fsyncs the WAL and the
+ * database there: every request waiting on that batch waits for the disk
+ * (the p99 spikes of docs/benchmarks.md). Here a checkpointer thread with
+ * its own connection copies WAL pages back into the database, fsyncs
+ * included, whenever the WAL has grown by CKPT_NUDGE pages. The writer
+ * still checkpoints at CKPT_WRITER pages itself (the WAL hook below
+ * replaces SQLite's), because only a checkpoint finished between two of
+ * its transactions lets the next one start the WAL over: a checkpointer
+ * alone chases a WAL that never stops growing. By then the checkpointer
+ * has copied and synced nearly everything, so the writer's part is a few
+ * pages and a short fsync. If the checkpointer holds the checkpoint lock,
+ * the writer's attempt returns at once and the next commit tries again.
+ *
  * Lifetime: each job in flight holds a reference on its port. A port freed
  * with jobs pending is marked closed; the writer then frees those jobs
  * without their callback, and the last reference frees the port. Job nodes
@@ -41,6 +55,8 @@
 #include "store/writer.h"
 
 #define FREELIST_MAX 256 /* job nodes a port keeps for reuse */
+#define CKPT_NUDGE 256   /* WAL pages of growth that wake the checkpointer */
+#define CKPT_WRITER 1000 /* WAL pages at which the writer checkpoints (SQLite's default) */
 
 struct job {
     struct job *next; /* queue link */
@@ -79,6 +95,13 @@ struct kb_writer {
     sqlite3_stmt *tx[6]; /* owned; the transaction statements, prepared once
                             (the profile showed sqlite3_exec re-parsing them
                             for every job) */
+    /* the checkpointer (see the top of the file) */
+    pthread_t ckpt_thread;
+    struct kb_store *ckpt_store; /* owned; the checkpointer's connection, NULL if none */
+    pthread_mutex_t ckpt_mu;     /* guards ckpt_want, ckpt_stop */
+    pthread_cond_t ckpt_cond;
+    bool ckpt_want, ckpt_stop;
+    int ckpt_nudged_at; /* writer thread: WAL size when last nudged */
 };
 
 enum tx_stmt {
@@ -208,6 +231,47 @@ static void run_batch(struct kb_writer *w, struct job *batch)
     }
 }
 
+/* Writer thread, after each commit, with the WAL's size in pages. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct kb_writer *w = arg;
+    if (pages < w->ckpt_nudged_at)
+        w->ckpt_nudged_at = 0; /* the WAL started over */
+    if (w->ckpt_store && pages - w->ckpt_nudged_at >= CKPT_NUDGE) {
+        w->ckpt_nudged_at = pages;
+        pthread_mutex_lock(&w->ckpt_mu);
+        w->ckpt_want = true;
+        pthread_cond_signal(&w->ckpt_cond);
+        pthread_mutex_unlock(&w->ckpt_mu);
+    }
+    if (pages >= CKPT_WRITER)
+        (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
+}
+
+static void *ckpt_main(void *arg)
+{
+    struct kb_writer *w = arg;
+    sqlite3 *db = store__db(w->ckpt_store);
+    pthread_mutex_lock(&w->ckpt_mu);
+    for (;;) {
+        while (!w->ckpt_want && !w->ckpt_stop)
+            pthread_cond_wait(&w->ckpt_cond, &w->ckpt_mu);
+        if (w->ckpt_stop)
+            break;
+        w->ckpt_want = false;
+        pthread_mutex_unlock(&w->ckpt_mu);
+        /* PASSIVE: never waits for the writer or a reader; what it cannot
+         * copy now, a later pass or the writer's own checkpoint does */
+        int64_t t0 = clock_mono_us();
+        (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        metrics_observe(KB_H_CHECKPOINT, clock_mono_us() - t0);
+        pthread_mutex_lock(&w->ckpt_mu);
+    }
+    pthread_mutex_unlock(&w->ckpt_mu);
+    return NULL;
+}
+
 static void *writer_main(void *arg)
 {
     struct kb_writer *w = arg;
@@ -240,6 +304,22 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Stops and joins the checkpointer; the writer's own checkpoints go on. */
+static void ckpt_stop(struct kb_writer *w)
+{
+    if (w->ckpt_store) {
+        pthread_mutex_lock(&w->ckpt_mu);
+        w->ckpt_stop = true;
+        pthread_cond_signal(&w->ckpt_cond);
+        pthread_mutex_unlock(&w->ckpt_mu);
+        pthread_join(w->ckpt_thread, NULL);
+        store_close(w->ckpt_store);
+        w->ckpt_store = NULL;
+    }
+    pthread_cond_destroy(&w->ckpt_cond);
+    pthread_mutex_destroy(&w->ckpt_mu);
+}
+
 enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
                        struct kb_writer **out, char **errmsg)
 {
@@ -252,9 +332,24 @@ enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
     w->max_batch = max_batch > 0 ? max_batch : 1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cond, NULL);
+    pthread_mutex_init(&w->ckpt_mu, NULL);
+    pthread_cond_init(&w->ckpt_cond, NULL);
+    /* without its own connection the writer checkpoints alone, as before */
+    char *cerr = NULL;
+    if (store_open(path, synchronous, false, &w->ckpt_store, &cerr) != KB_OK) {
+        kb_log(KB_LOG_WARN, "no checkpointer connection; the writer checkpoints alone", "error",
+               cerr, NULL);
+        w->ckpt_store = NULL;
+    } else if (pthread_create(&w->ckpt_thread, NULL, ckpt_main, w) != 0) {
+        store_close(w->ckpt_store);
+        w->ckpt_store = NULL;
+    }
+    free(cerr);
+    sqlite3_wal_hook(store__db(s), wal_hook, w);
     int rc = pthread_create(&w->thread, NULL, writer_main, w);
     if (rc != 0) {
         kb_set_errmsg(errmsg, "cannot start the writer thread: %s", strerror(rc));
+        ckpt_stop(w);
         pthread_cond_destroy(&w->cond);
         pthread_mutex_destroy(&w->mu);
         store_close(s);
@@ -282,6 +377,7 @@ void writer_free(struct kb_writer *w)
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL); /* the thread drains the queue first */
+    ckpt_stop(w);
     store_audit_forget(w->store);
     store_close(w->store);
     pthread_cond_destroy(&w->cond);
