@@ -9,7 +9,11 @@
  *   so a request on it costs one sendmsg() and one read() and no
  *   epoll_ctl. An idle connection that turns readable was closed by the
  *   vendor (or sent a TLS ticket, which is read and kept) and is dropped
- *   before anyone picks it.
+ *   as soon as the loop sees it. Bytes that arrive after the loop's last
+ *   poll and before a request picks the connection are read as that
+ *   request's answer: the race of every HTTP/1.1 pool (nginx's is built
+ *   the same way); only a vendor that sends unasked-for bytes can hit it.
+ *   A vendor's close in that window is the stale-connection retry below.
  * - Requests start from one event made active per batch, not from inside
  *   upstream_start(): callbacks never run under the caller, and every
  *   request admitted by one commit goes out in one pass.
@@ -52,6 +56,7 @@
 #define MAX_HEAD (64 * 1024)   /* response status line and headers */
 #define READ_BUF (16 * 1024)   /* read buffer of a connection */
 #define DNS_TTL_MS (60 * 1000) /* an origin's addresses are looked up again after this */
+#define MAX_INTERIM 16         /* 1xx blocks before the final answer */
 
 enum conn_state { C_CONNECTING, C_HANDSHAKE, C_ACTIVE, C_IDLE };
 
@@ -127,15 +132,17 @@ struct kb_upstream_req {
     int64_t remaining; /* of the Content-Length body or of the chunk */
     int64_t clen;      /* Content-Length, -1 when none */
     bool chunked;
-    bool keep_alive;                     /* the connection may serve another request */
-    bool got_bytes;                      /* some byte of the answer arrived */
-    bool head_sent;                      /* on_head fired */
-    size_t head_bytes;                   /* of the header block so far */
-    bool paused;                         /* on_body refused */
-    bool retried;                        /* already moved off a dead pooled connection */
-    bool cancelled;                      /* upstream_cancel inside a callback */
-    int in_cb;                           /* depth of the caller's callbacks on the stack */
-    struct kb_upstream_req *next_wait;   /* in the origin's or the batch's list */
+    bool te;                           /* a Transfer-Encoding came: it frames, not Content-Length */
+    int interim;                       /* 1xx blocks so far */
+    bool keep_alive;                   /* the connection may serve another request */
+    bool got_bytes;                    /* some byte of the answer arrived */
+    bool head_sent;                    /* on_head fired */
+    size_t head_bytes;                 /* of the header block so far */
+    bool paused;                       /* on_body refused */
+    bool retried;                      /* already moved off a dead pooled connection */
+    bool cancelled;                    /* upstream_cancel inside a callback */
+    int in_cb;                         /* depth of the caller's callbacks on the stack */
+    struct kb_upstream_req *next_wait; /* in the origin's or the batch's list */
     struct kb_upstream_req *prev, *next; /* every live request */
 };
 
@@ -797,7 +804,12 @@ static void conn_cb(evutil_socket_t fd, short what, void *arg)
     if ((what & EV_WRITE) && r->sent < r->out_len + r->body_len)
         conn_send(c);
     if ((what & EV_READ) || c->read_wants_write) {
-        c->read_wants_write = false;
+        if (c->read_wants_write) {
+            /* TLS wanted to write inside a read: watch writes no longer
+             * than that, or a writable socket wakes the loop every turn */
+            c->read_wants_write = false;
+            conn_watch(c, (short)(EV_READ | (r->sent < r->out_len + r->body_len ? EV_WRITE : 0)));
+        }
         if (c->start < c->end && !r->paused && !conn_process(c))
             return; /* bytes held back by a pause ended or paused it */
         conn_readable(c);
@@ -884,6 +896,7 @@ static enum step status_line(struct kb_upstream_req *r, const char *l, size_t n)
     r->keep_alive = l[7] == '1';
     r->clen = -1;
     r->chunked = false;
+    r->te = false;
     return S_MORE;
 }
 
@@ -919,6 +932,7 @@ static enum step header_line(struct kb_upstream_req *r, const char *l, size_t n)
         r->clen = len;
         return S_MORE; /* head_end reports the one framing that holds */
     } else if (i == 17 && strncasecmp(l, "transfer-encoding", 17) == 0) {
+        r->te = true;
         r->chunked = ends_chunked(v, vlen);
         if (!r->chunked)
             r->keep_alive = false; /* framed by the connection's end */
@@ -936,8 +950,9 @@ static enum step header_line(struct kb_upstream_req *r, const char *l, size_t n)
 static enum step head_end(struct kb_upstream_req *r)
 {
     if (r->status < 200) {
-        if (r->status == 101)
-            return S_ERROR; /* nobody asked to switch protocols */
+        if (r->status == 101 || ++r->interim > MAX_INTERIM)
+            return S_ERROR; /* nobody asked to switch protocols; or a vendor
+                               keeping the request alive with 1xx forever */
         r->ps = P_STATUS;   /* an interim answer: the real one follows */
         r->head_bytes = 0;
         return S_MORE;
@@ -946,7 +961,7 @@ static enum step head_end(struct kb_upstream_req *r)
     /* Content-Length is told only when it is the framing (RFC 9112 6.3:
      * with chunked it must go), once, however the vendor repeated it; the
      * body the caller gets is de-chunked either way */
-    if (r->clen >= 0 && !r->chunked) {
+    if (r->clen >= 0 && !r->te) {
         char n[24];
         int nl = snprintf(n, sizeof n, "%lld", (long long)r->clen);
         if (!CALL(r, r->ops->on_header(r->arg, "Content-Length", 14, n, (size_t)nl)))
@@ -961,7 +976,7 @@ static enum step head_end(struct kb_upstream_req *r)
         if (r->clen >= 0)
             r->keep_alive = false; /* both framings: trust neither afterwards */
         r->ps = P_CHUNK_SIZE;
-    } else if (r->clen >= 0) {
+    } else if (r->clen >= 0 && !r->te) {
         r->ps = P_LENGTH;
         r->remaining = r->clen;
     } else {

@@ -15,8 +15,8 @@
  * (de-chunked), and done exactly once. The vendor's framing headers are
  * not passed on as sent: Transfer-Encoding never, Content-Length once, as
  * the block's last header, and only when it frames the body (or would
- * have, for HEAD, 204 and 304); differing values fail the transfer. Callbacks run on the worker thread,
- * never from inside upstream_start().
+ * have, for HEAD, 204 and 304); differing values fail the transfer. Callbacks run on the worker
+ * thread, never from inside upstream_start().
  */
 #ifndef KB_PROXY_UPSTREAM_H
 #define KB_PROXY_UPSTREAM_H
@@ -47,7 +47,8 @@ struct kb_upstream_ops {
      * and the same bytes come again after upstream_resume(). */
     bool (*on_body)(void *arg, const char *data, size_t len);
     /* The transfer ended: KB_OK, KB_E_UPSTREAM_UNREACHABLE, KB_E_UPSTREAM_TIMEOUT
-     * or KB_E_UPSTREAM_ERROR. The request is freed after this returns. */
+     * or KB_E_UPSTREAM_ERROR. The request is already freed when this runs:
+     * neither cancel nor resume it from here. */
     void (*on_done)(void *arg, enum kb_err err);
 };
 

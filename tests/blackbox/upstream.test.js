@@ -1200,6 +1200,32 @@ describe('upstream: broken vendors', () => {
     },
   );
 
+  // A Transfer-Encoding whose last coding is not chunked frames the body
+  // by the connection's end, and overrides any Content-Length (RFC 9112
+  // 6.3): the length must neither frame the body nor reach the client.
+  it('Transfer-Encoding other than chunked beside a Content-Length: the body runs to the close', async () => {
+    up.handler = (rec, conn) =>
+      conn.sock.end('HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\nabcdef');
+    const r = await rawGet('/stripe/v1/te_gzip');
+    const p = parseRawResponse(r.text);
+    assert.equal(p.status, 200, r.text);
+    assert.equal(p.headers['content-length'], undefined, r.text);
+    assert.equal(p.body, 'abcdef', r.text);
+    assert.equal(p.complete, true, r.text);
+  });
+
+  // 1xx answers are allowed before the final one, but not without end: a
+  // vendor sending them forever would hold the request past every timeout.
+  it('up to 16 interim 1xx blocks are skipped; a 17th is a 502 upstream_error', async () => {
+    const interim = (n) => 'HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n'.repeat(n);
+    up.handler = (rec, conn) => conn.sock.write(interim(16) + response(200, { 'Content-Type': 'text/plain' }, 'fine'));
+    const ok = await get('/stripe/v1/interim16');
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.text, 'fine');
+    up.handler = (rec, conn) => conn.sock.write(interim(17) + response(200, { 'Content-Type': 'text/plain' }, 'late'));
+    assertError(await get('/stripe/v1/interim17'), 502, 'upstream_error');
+  });
+
   // The proxy read the request, the vendor hung up without a word.
   it('the vendor closes without answering: 502 upstream_error', async () => {
     up.handler = (rec, conn) => conn.sock.end();
