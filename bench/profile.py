@@ -24,6 +24,7 @@ import sys
 # first (their jobs run under run_batch); the checkpoint inside a COMMIT
 # outranks the job that happened to trigger it.
 STEPS = [
+    ("checkpointer thread: WAL copy back + fsync", {"ckpt_main"}),
     ("writer: WAL checkpoint inside COMMIT (fsync)",
      {"sqlite3WalDefaultHook", "sqlite3_wal_checkpoint_v2", "sqlite3WalCheckpoint"}),
     ("writer: audit record: INSERT", {"store_audit_insert", "store_audit_ckpt_insert"}),
@@ -78,6 +79,7 @@ STEPS = [
 
 # Which thread a sample ran on, from the bottom of its call chain.
 THREADS = [("writer thread (group commit)", {"writer_main"}),
+           ("checkpointer thread", {"ckpt_main"}),
            ("worker thread (event loop)", {"thread_main"}),
            ("main thread", {"main", "__libc_start_main", "__libc_start_call_main"})]
 
