@@ -7,7 +7,9 @@
  * time (no pipelining), keep-alive pools per origin, TLS through OpenSSL
  * with the peer verified against the system store (or `ca_file`), SNI, and
  * the host name checked; names resolved by libevent's evdns off the loop's
- * critical path. It never follows redirects and sends the URL's path bytes
+ * critical path (from /etc/hosts and /etc/resolv.conf as they were at
+ * start; an origin's addresses are looked up again after 60 s, and kept
+ * when a lookup fails). It never follows redirects and sends the URL's path bytes
  * as they are.
  *
  * A transfer reports, in order: each header of the final (non-1xx) header
