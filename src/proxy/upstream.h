@@ -8,7 +8,8 @@
  * with the peer verified against the system store (or `ca_file`), SNI, and
  * the host name checked; names resolved by libevent's evdns off the loop's
  * critical path (from /etc/hosts and /etc/resolv.conf as they were at
- * start; an origin's addresses are looked up again after 60 s, and kept
+ * start; a new connection more than 60 s after the last lookup looks the
+ * name up again, and keeps the old addresses
  * when a lookup fails). It never follows redirects and sends the URL's path bytes
  * as they are.
  *
