@@ -9,9 +9,8 @@
  * the host name checked; names resolved by libevent's evdns off the loop's
  * critical path (from /etc/hosts and /etc/resolv.conf as they were at
  * start; a new connection more than 60 s after the last lookup looks the
- * name up again, and keeps the old addresses
- * when a lookup fails). It never follows redirects and sends the URL's path bytes
- * as they are.
+ * name up again, and keeps the old addresses when a lookup fails). It
+ * never follows redirects and sends the URL's path bytes as they are.
  *
  * A transfer reports, in order: each header of the final (non-1xx) header
  * block, the status once that block ends, body chunks as they arrive
