@@ -226,6 +226,20 @@ describe('startup and shutdown', () => {
       rmTempDir(dataDir);
     }
   });
+  // A vendor base URL the upstream client cannot use (user info, no host)
+  // is refused at start, naming the vendor, not at the first request.
+  it('refuses to start with an unusable vendor base URL, naming the vendor', async () => {
+    const dataDir = mkTempDir();
+    try {
+      await assert.rejects(
+        startDaemon({ dataDir, baseUrls: { stripe: 'http://user@127.0.0.1:1' } }),
+        /exited \(code [1-9]\d*, signal null\) before ready[\s\S]*vendor\.stripe: base_url/i,
+      );
+    } finally {
+      rmTempDir(dataDir);
+    }
+  });
+
   // The vendor CA bundle is read once at start: a path that cannot be read
   // stops the start, instead of every TLS request failing later.
   it('refuses to start with an unreadable CA file, and says which', async () => {
