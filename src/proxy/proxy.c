@@ -61,15 +61,16 @@
 #define KEY_CACHE_SLOTS 4096 /* per worker; ~200 KiB of slots plus the keys */
 
 struct kb_proxy {
-    struct event_base *base;     /* borrowed */
-    const struct kb_runtime *rt; /* borrowed */
-    struct kb_store *store;      /* borrowed; this worker's read connection */
-    struct kb_writer_port *port; /* borrowed; group-commit writes from this worker */
-    struct kb_upstream *up;      /* owned */
-    char **inject;               /* owned; per vendor index, the credential header line */
-    struct event *watch;         /* owned; revocation watch timer */
-    struct kb_keycache *keys;    /* owned; keys by token hash */
-    struct kb_hmac *token_mac;   /* owned; HMAC under the server key, pads precomputed */
+    struct event_base *base;               /* borrowed */
+    const struct kb_runtime *rt;           /* borrowed */
+    struct kb_store *store;                /* borrowed; this worker's read connection */
+    struct kb_writer_port *port;           /* borrowed; group-commit writes from this worker */
+    struct kb_upstream *up;                /* owned */
+    const struct kb_upstream_base **bases; /* owned array; per vendor index, owned by up */
+    char **inject;                         /* owned; per vendor index, the credential header line */
+    struct event *watch;                   /* owned; revocation watch timer */
+    struct kb_keycache *keys;              /* owned; keys by token hash */
+    struct kb_hmac *token_mac;             /* owned; HMAC under the server key, pads precomputed */
     struct {
         int64_t seq;              /* key seq, 0 when empty */
         struct kb_policy *policy; /* owned */
@@ -121,7 +122,6 @@ struct preq {
     char *resp_ctype;               /* owned; the vendor's Content-Type */
     const char *method;             /* static string */
     char *path;                     /* owned; vendor path, no query */
-    char *url;                      /* owned; upstream URL */
     struct kb_buf headers;          /* owned until handed to the upstream client */
     const char *fwd_body;           /* borrowed: r->body or the request's body */
     size_t fwd_len;
@@ -211,7 +211,6 @@ static void preq_free(struct preq *r)
     buf_cleanup(&r->headers);
     free(r->body);
     free(r->path);
-    free(r->url);
     free(r->resp_ctype);
     free(r);
     maybe_drained(px);
@@ -720,8 +719,10 @@ static void admit_done(void *arg, enum kb_err err)
     }
     r->stage = ST_UPSTREAM;
     r->up_start_us = clock_mono_us();
-    r->up = upstream_start(r->px->up, r->method, r->url, &r->headers, r->fwd_body, r->fwd_len,
-                           &upstream_ops, r); /* takes the header bytes */
+    const char *query = strchr(hreq_target(r->req), '?'); /* as the client sent it */
+    r->up = upstream_send(r->px->up, r->px->bases[vendor_index(r->px, r->vendor)], r->method,
+                          r->path, strlen(r->path), query, &r->headers, r->fwd_body, r->fwd_len,
+                          &upstream_ops, r); /* takes the header bytes */
 }
 
 void proxy_handle(struct kb_hreq *req, void *arg)
@@ -898,8 +899,6 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     metrics_inflight(1);
     hreq_set_close_cb(req, client_closed, r);
     build_headers(px, req, vendor, transcoded, &r->headers);
-    const char *query = memchr(vpath, '?', strlen(vpath));
-    r->url = kb_asprintf("%s%.*s%s", vendor->base_url, (int)path_len, path, query ? query : "");
     writer_submit(px->port, admit_job, admit_done, r);
     free(msg);
     return;
@@ -917,11 +916,6 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
     const struct kb_config *cfg = rt->cfg;
     for (size_t i = 0; i < cfg->nvendors; i++) {
         const struct kb_vendor *v = &cfg->vendors[i];
-        if (!upstream_url_ok(v->base_url)) {
-            kb_set_errmsg(errmsg, "vendor.%s: base_url must be http(s)://host[:port][/path]",
-                          v->name);
-            return KB_E_CONFIG;
-        }
         /* the secret goes into a header line as it is */
         if (v->secret && v->secret[strcspn(v->secret, "\r\n")]) {
             kb_set_errmsg(errmsg, "vendor.%s: the secret contains a line break", v->name);
@@ -941,6 +935,18 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
     if (err != KB_OK) {
         free(px);
         return err;
+    }
+    /* each vendor's base URL, parsed once for every request */
+    px->bases = kb_calloc(cfg->nvendors ? cfg->nvendors : 1, sizeof *px->bases);
+    for (size_t i = 0; i < cfg->nvendors; i++) {
+        if (!(px->bases[i] = upstream_base(px->up, cfg->vendors[i].base_url))) {
+            kb_set_errmsg(errmsg, "vendor.%s: base_url must be http(s)://host[:port][/path]",
+                          cfg->vendors[i].name);
+            upstream_free(px->up);
+            free(px->bases);
+            free(px);
+            return KB_E_CONFIG;
+        }
     }
     /* the injected credential of each vendor, built once */
     px->inject = kb_calloc(cfg->nvendors, sizeof *px->inject);
@@ -1014,6 +1020,7 @@ void proxy_free(struct kb_proxy *px)
     for (size_t i = 0; i < POLICY_CACHE_SLOTS; i++)
         policy_free(px->policies[i].policy);
     upstream_free(px->up);
+    free(px->bases);
     for (size_t i = 0; i < px->rt->cfg->nvendors; i++)
         free(px->inject[i]);
     free(px->inject);

@@ -15,8 +15,10 @@
  *   the same way); only a vendor that sends unasked-for bytes can hit it.
  *   A vendor's close in that window is the stale-connection retry below.
  * - Requests start from one event made active per batch, not from inside
- *   upstream_start(): callbacks never run under the caller, and every
- *   request admitted by one commit goes out in one pass.
+ *   upstream_start() or upstream_send(): callbacks never run under the
+ *   caller, and every request admitted by one commit goes out in one pass.
+ * - The proxy sends to a base URL parsed once (upstream_base), so no URL
+ *   is built or parsed per request.
  * - The idle deadline is a timestamp updated per read; the timer (a
  *   libevent common timeout, O(1) to add and remove) is armed once per
  *   request and re-armed only when it fires early.
@@ -154,9 +156,19 @@ struct kb_upstream {
     const struct timeval *connect_tv, *idle_tv; /* libevent common timeouts */
     struct event *kick;                         /* owned; starts the batch */
     struct kb_upstream_req *starting, **starting_tail;
-    struct kb_upstream_req *reqs; /* every live request */
-    struct origin *origins;       /* owned */
-    long nidle;                   /* pooled connections over all origins */
+    struct kb_upstream_req *reqs;   /* every live request */
+    struct origin *origins;         /* owned */
+    struct kb_upstream_base *bases; /* owned */
+    long nidle;                     /* pooled connections over all origins */
+};
+
+/* A base URL, parsed once: its origin and the path that prefixes every
+ * request's target. */
+struct kb_upstream_base {
+    struct origin *o; /* borrowed from the origin list */
+    char *prefix;     /* owned; what follows the authority */
+    size_t prefix_len;
+    struct kb_upstream_base *next;
 };
 
 static void conn_cb(evutil_socket_t fd, short what, void *arg);
@@ -339,15 +351,6 @@ static bool parse_url(const char *url, bool *tls, const char **host, size_t *hle
     }
     *authority_end = (size_t)(end - url);
     return true;
-}
-
-bool upstream_url_ok(const char *url)
-{
-    bool tls;
-    const char *host;
-    size_t hlen, aend;
-    int port;
-    return parse_url(url, &tls, &host, &hlen, &port, &aend);
 }
 
 static struct origin *origin_get(struct kb_upstream *u, const char *url, size_t *target_at)
@@ -1158,12 +1161,17 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-struct kb_upstream_req *upstream_start(struct kb_upstream *u, const char *method, const char *url,
-                                       struct kb_buf *headers, const char *body, size_t body_len,
-                                       const struct kb_upstream_ops *ops, void *arg)
+/* Queues a request to origin `o` (NULL: a bad URL, failed from the batch)
+ * whose target is the concatenation of `parts`, cut at a '#'. */
+static struct kb_upstream_req *req_start(struct kb_upstream *u, struct origin *o,
+                                         const char *method, const char *const *parts,
+                                         const size_t *lens, int nparts, struct kb_buf *headers,
+                                         const char *body, size_t body_len,
+                                         const struct kb_upstream_ops *ops, void *arg)
 {
     struct kb_upstream_req *r = kb_calloc(1, sizeof *r);
     r->u = u;
+    r->o = o;
     r->ops = ops;
     r->arg = arg;
     r->body = body;
@@ -1176,19 +1184,26 @@ struct kb_upstream_req *upstream_start(struct kb_upstream *u, const char *method
         u->reqs->prev = r;
     u->reqs = r;
 
-    size_t at = 0;
-    struct origin *o = r->o = origin_get(u, url, &at);
     struct kb_buf out = KB_BUF_INIT;
     if (o) {
-        const char *target = url + at;
-        size_t tlen = strcspn(target, "#");
+        size_t tlen = 0;
+        for (int i = 0; i < nparts; i++)
+            tlen += lens[i];
         /* one allocation: request line, Host, the caller's lines, framing */
         buf_reserve(&out, strlen(method) + tlen + strlen(o->hosthdr) + headers->len + 64);
         buf_puts(&out, method);
         buf_putc(&out, ' ');
-        if (tlen == 0 || *target != '/')
-            buf_putc(&out, '/');
-        buf_append(&out, target, tlen);
+        const char *first = NULL;
+        for (int i = 0; i < nparts && !first; i++)
+            first = lens[i] ? parts[i] : NULL;
+        if (!first || *first != '/')
+            buf_putc(&out, '/'); /* origin-form starts with a slash */
+        for (int i = 0; i < nparts; i++) {
+            const char *hash = memchr(parts[i], '#', lens[i]);
+            buf_append(&out, parts[i], hash ? (size_t)(hash - parts[i]) : lens[i]);
+            if (hash)
+                break;
+        }
         buf_puts(&out, " HTTP/1.1\r\nHost: ");
         buf_puts(&out, o->hosthdr);
         buf_puts(&out, "\r\n");
@@ -1206,6 +1221,42 @@ struct kb_upstream_req *upstream_start(struct kb_upstream *u, const char *method
     u->starting_tail = &r->next_wait;
     event_active(u->kick, EV_TIMEOUT, 0);
     return r;
+}
+
+struct kb_upstream_req *upstream_start(struct kb_upstream *u, const char *method, const char *url,
+                                       struct kb_buf *headers, const char *body, size_t body_len,
+                                       const struct kb_upstream_ops *ops, void *arg)
+{
+    size_t at = 0;
+    struct origin *o = origin_get(u, url, &at);
+    const char *target = url + at;
+    size_t tlen = o ? strlen(target) : 0;
+    return req_start(u, o, method, &target, &tlen, 1, headers, body, body_len, ops, arg);
+}
+
+const struct kb_upstream_base *upstream_base(struct kb_upstream *u, const char *base_url)
+{
+    size_t at = 0;
+    struct origin *o = origin_get(u, base_url, &at);
+    if (!o)
+        return NULL;
+    struct kb_upstream_base *b = kb_calloc(1, sizeof *b);
+    b->o = o;
+    b->prefix = kb_strdup(base_url + at);
+    b->prefix_len = strlen(b->prefix);
+    b->next = u->bases;
+    u->bases = b;
+    return b;
+}
+
+struct kb_upstream_req *upstream_send(struct kb_upstream *u, const struct kb_upstream_base *b,
+                                      const char *method, const char *path, size_t path_len,
+                                      const char *query, struct kb_buf *headers, const char *body,
+                                      size_t body_len, const struct kb_upstream_ops *ops, void *arg)
+{
+    const char *parts[3] = {b->prefix, path, query ? query : ""};
+    size_t lens[3] = {b->prefix_len, path_len, query ? strlen(query) : 0};
+    return req_start(u, b->o, method, parts, lens, 3, headers, body, body_len, ops, arg);
 }
 
 void upstream_resume(struct kb_upstream_req *r)
@@ -1316,6 +1367,12 @@ void upstream_free(struct kb_upstream *u)
         if (r->c)
             conn_close(r->c);
         req_free(r);
+    }
+    while (u->bases) {
+        struct kb_upstream_base *b = u->bases;
+        u->bases = b->next;
+        free(b->prefix);
+        free(b);
     }
     while (u->origins) {
         struct origin *o = u->origins;

@@ -17,8 +17,9 @@
  * (de-chunked), and done exactly once. The vendor's framing headers are
  * not passed on as sent: Transfer-Encoding never, Content-Length once, as
  * the block's last header, and only when it frames the body (or would
- * have, for HEAD, 204 and 304); differing values fail the transfer. Callbacks run on the worker
- * thread, never from inside upstream_start().
+ * have, for HEAD, 204 and 304); differing values fail the transfer.
+ * Callbacks run on the worker thread, never from inside upstream_start()
+ * or upstream_send().
  */
 #ifndef KB_PROXY_UPSTREAM_H
 #define KB_PROXY_UPSTREAM_H
@@ -31,6 +32,7 @@
 struct event_base;
 struct kb_buf;
 struct kb_upstream;
+struct kb_upstream_base;
 struct kb_upstream_req;
 
 struct kb_upstream_opts {
@@ -61,10 +63,6 @@ KB_MUSTCHECK enum kb_err upstream_new(struct event_base *base, const struct kb_u
 /* Cancels every transfer still running (no callbacks) and frees. */
 void upstream_free(struct kb_upstream *u);
 
-/* Whether `url` is one upstream_start() can use: http or https, a host, an
- * optional port, no user info. */
-bool upstream_url_ok(const char *url);
-
 /*
  * Starts a transfer. `headers` holds the request's header lines, each
  * "Name: value\r\n"; its bytes are taken (it is left empty). Host and
@@ -76,6 +74,21 @@ bool upstream_url_ok(const char *url);
 struct kb_upstream_req *upstream_start(struct kb_upstream *u, const char *method, const char *url,
                                        struct kb_buf *headers, const char *body, size_t body_len,
                                        const struct kb_upstream_ops *ops, void *arg);
+
+/*
+ * A base URL ("http(s)://host[:port][/prefix]", no user info) parsed once,
+ * for upstream_send(); owned by `u`. NULL when the URL is unusable.
+ */
+const struct kb_upstream_base *upstream_base(struct kb_upstream *u, const char *base_url);
+
+/* upstream_start() to the base URL followed by `path` (path_len bytes) and
+ * `query` (NULL or from its '?'), without building or parsing a URL: the
+ * proxy's per-request form. */
+struct kb_upstream_req *upstream_send(struct kb_upstream *u, const struct kb_upstream_base *b,
+                                      const char *method, const char *path, size_t path_len,
+                                      const char *query, struct kb_buf *headers, const char *body,
+                                      size_t body_len, const struct kb_upstream_ops *ops,
+                                      void *arg);
 
 /* Resumes a transfer paused by on_body returning false. */
 void upstream_resume(struct kb_upstream_req *r);
