@@ -792,6 +792,13 @@ static void conn_cb(evutil_socket_t fd, short what, void *arg)
             conn_connected(c);
             return;
         }
+        if (err == ECONNRESET || err == EPIPE) {
+            /* the vendor accepted, then reset before we saw the connect
+             * complete: reached, so the same answer as a reset a moment
+             * later (the black-box test saw both orders) */
+            conn_fail(c, KB_E_UPSTREAM_ERROR, "connection reset");
+            return;
+        }
         c->addr++;
         if (!conn_try(c))
             conn_fail(c, KB_E_UPSTREAM_UNREACHABLE, "connect failed");
