@@ -31,6 +31,21 @@
  * checkpoints; in quick benchmark runs, commits over 10 ms went from ~20
  * to 2-4 per 250k requests, and a 2000-page nudge was worse than 256.
  *
+ * The WAL stays in memory: a WAL frame is 24 bytes of header plus a page,
+ * so nearly every frame the writer writes covers part of a file block, and
+ * a block no longer in the page cache is read from disk before it can be
+ * written. After a restart the writer overwrites the WAL from its start,
+ * over pages written a second or more earlier; once the kernel has dropped
+ * them (memory pressure, or a VM that trims its page cache: see
+ * docs/benchmarks.md), each commit can wait on a disk read, and a disk that
+ * stalls makes that read take 100 ms or more. So the checkpointer keeps a
+ * read-only shared mapping of the WAL (up to WAL_PIN_MAX bytes), faulted
+ * in: mapped pages are not dropped with the rest of the clean cache. The
+ * mapping is never read after it is populated, so a WAL truncated under it
+ * by another process cannot fault; MADV_POPULATE_READ reports such a
+ * region as an error instead of SIGBUS. Where the kernel lacks it (before
+ * 5.14), nothing is pinned.
+ *
  * Lifetime: each job in flight holds a reference on its port. A port freed
  * with jobs pending is marked closed; the writer then frees those jobs
  * without their callback, and the last reference frees the port. Job nodes
@@ -45,7 +60,10 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -60,6 +78,10 @@
 #define FREELIST_MAX 256 /* job nodes a port keeps for reuse */
 #define CKPT_NUDGE 256   /* WAL pages of growth that wake the checkpointer */
 #define CKPT_WRITER 8000 /* WAL pages (32 MiB at 4 KiB) at which the writer checkpoints */
+/* WAL bytes kept resident: the WAL's size when the writer checkpoints at
+ * CKPT_WRITER pages of 4 KiB, with room for the batches committed while a
+ * checkpoint cannot finish */
+#define WAL_PIN_MAX ((size_t)40 << 20)
 
 struct job {
     struct job *next; /* queue link */
@@ -105,6 +127,11 @@ struct kb_writer {
     pthread_cond_t ckpt_cond;
     bool ckpt_want, ckpt_stop;
     int ckpt_nudged_at; /* writer thread: WAL size when last nudged */
+    /* the WAL's pages kept resident (checkpointer thread) */
+    int pin_fd;                /* the WAL, read-only; -1 when not pinning */
+    void *pin_addr;            /* PROT_READ, MAP_SHARED; NULL when nothing is mapped */
+    size_t pin_len;            /* bytes mapped and populated */
+    atomic_size_t pin_visible; /* pin_len, for writer_wal_pinned */
 };
 
 enum tx_stmt {
@@ -252,6 +279,72 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
     return SQLITE_OK;
 }
 
+/* Main thread: opens the WAL of `db` for pin_update; without it nothing is
+ * pinned. */
+static void pin_open(struct kb_writer *w, sqlite3 *db)
+{
+    const char *name = sqlite3_db_filename(db, "main"); /* "" for a memory store */
+    const char *wal = name && *name ? sqlite3_filename_wal(name) : NULL;
+    w->pin_fd = wal ? open(wal, O_RDONLY | O_CLOEXEC) : -1;
+    if (w->pin_fd < 0)
+        kb_log(KB_LOG_INFO, "cannot open the WAL; its pages are not pinned", "error",
+               wal ? strerror(errno) : "no WAL file name", NULL);
+}
+
+static void pin_stop(struct kb_writer *w)
+{
+    if (w->pin_addr)
+        munmap(w->pin_addr, w->pin_len);
+    if (w->pin_fd >= 0)
+        close(w->pin_fd);
+    w->pin_addr = NULL;
+    w->pin_len = 0;
+    w->pin_fd = -1;
+    atomic_store(&w->pin_visible, 0);
+}
+
+/* Checkpointer thread: maps and faults in the WAL's whole pages up to its
+ * current size (at most WAL_PIN_MAX) when it has grown past the mapping. */
+static void pin_update(struct kb_writer *w)
+{
+    struct stat st;
+    if (w->pin_fd < 0 || fstat(w->pin_fd, &st) != 0)
+        return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t want = (size_t)st.st_size / page * page;
+    if (want > WAL_PIN_MAX)
+        want = WAL_PIN_MAX;
+    if (want <= w->pin_len)
+        return;
+    void *a = mmap(NULL, want, PROT_READ, MAP_SHARED, w->pin_fd, 0);
+    if (a == MAP_FAILED) {
+        kb_log(KB_LOG_INFO, "cannot map the WAL; its pages are not pinned", "error",
+               strerror(errno), NULL);
+        pin_stop(w);
+        return;
+    }
+    if (madvise(a, want, MADV_POPULATE_READ) != 0 && errno != EFAULT) {
+        /* EINVAL: a kernel before 5.14. EFAULT: the WAL shrank meanwhile,
+         * what exists is populated and the next pass maps it again */
+        kb_log(KB_LOG_INFO, "cannot populate the WAL mapping; its pages are not pinned", "error",
+               strerror(errno), NULL);
+        munmap(a, want);
+        pin_stop(w);
+        return;
+    }
+    /* the new mapping holds the pages before the old one lets them go */
+    if (w->pin_addr)
+        munmap(w->pin_addr, w->pin_len);
+    w->pin_addr = a;
+    w->pin_len = want;
+    atomic_store(&w->pin_visible, want);
+}
+
+size_t writer_wal_pinned(struct kb_writer *w)
+{
+    return atomic_load(&w->pin_visible);
+}
+
 static void *ckpt_main(void *arg)
 {
     struct kb_writer *w = arg;
@@ -269,6 +362,7 @@ static void *ckpt_main(void *arg)
         int64_t t0 = clock_mono_us();
         (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         metrics_observe(KB_H_CHECKPOINT, clock_mono_us() - t0);
+        pin_update(w);
         pthread_mutex_lock(&w->ckpt_mu);
     }
     pthread_mutex_unlock(&w->ckpt_mu);
@@ -316,6 +410,7 @@ static void ckpt_stop(struct kb_writer *w)
         pthread_cond_signal(&w->ckpt_cond);
         pthread_mutex_unlock(&w->ckpt_mu);
         pthread_join(w->ckpt_thread, NULL);
+        pin_stop(w);
         store_close(w->ckpt_store);
         w->ckpt_store = NULL;
     }
@@ -337,15 +432,20 @@ enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
     pthread_cond_init(&w->cond, NULL);
     pthread_mutex_init(&w->ckpt_mu, NULL);
     pthread_cond_init(&w->ckpt_cond, NULL);
+    w->pin_fd = -1;
     /* without its own connection the writer checkpoints alone, as before */
     char *cerr = NULL;
     if (store_open(path, synchronous, false, &w->ckpt_store, &cerr) != KB_OK) {
         kb_log(KB_LOG_WARN, "no checkpointer connection; the writer checkpoints alone", "error",
                cerr, NULL);
         w->ckpt_store = NULL;
-    } else if (pthread_create(&w->ckpt_thread, NULL, ckpt_main, w) != 0) {
-        store_close(w->ckpt_store);
-        w->ckpt_store = NULL;
+    } else {
+        pin_open(w, store__db(w->ckpt_store));
+        if (pthread_create(&w->ckpt_thread, NULL, ckpt_main, w) != 0) {
+            pin_stop(w);
+            store_close(w->ckpt_store);
+            w->ckpt_store = NULL;
+        }
     }
     free(cerr);
     sqlite3_wal_hook(store__db(s), wal_hook, w);

@@ -16,6 +16,7 @@
  */
 #ifndef KB_STORE_WRITER_H
 #define KB_STORE_WRITER_H
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/err.h"
@@ -61,6 +62,10 @@ void writer_free(struct kb_writer *w);
  * thread (jobs still pending then complete without their callback). */
 struct kb_writer_port *writer_port_new(struct kb_writer *w, struct event_base *base);
 void writer_port_free(struct kb_writer_port *p);
+
+/* Bytes of the WAL the checkpointer keeps resident (see writer.c); 0 while
+ * nothing is pinned. Any thread. */
+size_t writer_wal_pinned(struct kb_writer *w);
 
 /*
  * Queues `fn(arg)` for the next batch; `done(arg, err)` (may be NULL: fire

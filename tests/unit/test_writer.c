@@ -2,8 +2,9 @@
  * test_writer.c - unit tests for src/store/writer.c: group commit across
  * ports on several loop threads, per-job savepoints, whole-batch failure
  * (a COMMIT refused by a commit hook; a disk filled through
- * PRAGMA max_page_count) and recovery, drain on writer_free, and ports
- * freed while their jobs are pending.
+ * PRAGMA max_page_count) and recovery, drain on writer_free, ports
+ * freed while their jobs are pending, a WAL that stays bounded and one
+ * whose pages stay in memory.
  *
  * A "gate" job blocks the writer thread inside a batch, so the jobs
  * submitted meanwhile are known to share the next batch.
@@ -16,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -298,6 +301,77 @@ static void test_wal_bounded(void **state)
     assert_true(metric("keybrake_store_checkpoint_seconds_count ") > before);
 }
 
+/* Pages of `fd`'s first `len` bytes in the page cache, after the clean
+ * ones were offered back to the kernel (POSIX_FADV_DONTNEED drops clean
+ * pages that nothing maps). */
+static size_t resident_after_dontneed(int fd, size_t len)
+{
+    assert_int_equal(fdatasync(fd), 0);
+    assert_int_equal(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), n = len / page, in = 0;
+    void *a = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(a != MAP_FAILED);
+    unsigned char *vec = malloc(n);
+    assert_int_equal(mincore(a, len, vec), 0);
+    for (size_t i = 0; i < n; i++)
+        in += vec[i] & 1;
+    free(vec);
+    munmap(a, len);
+    return in;
+}
+
+/*
+ * WAL frames are 24 bytes plus a page, so the writer's writes cover parts
+ * of file blocks; a block the kernel dropped from its cache is read back
+ * from disk first, and a stalled disk then holds up a commit for 100 ms
+ * or more (docs/benchmarks.md). The checkpointer keeps the WAL mapped:
+ * its pages must survive what drops every other clean page, as a control
+ * file of the same size shows.
+ */
+static void test_wal_pinned(void **state)
+{
+    (void)state;
+    enum { PER_WAVE = 500, MAX_WAVES = 40 };
+    const size_t want = 4u << 20;
+    struct kb_writer *w = start(8);
+    struct event_base *base = event_base_new();
+    struct kb_writer_port *p = writer_port_new(w, base);
+    static struct item items[PER_WAVE];
+    /* the checkpointer pins after its passes, which the WAL's growth wakes */
+    for (int wave = 0; wave < MAX_WAVES && writer_wal_pinned(w) < want; wave++) {
+        int counter = 0;
+        for (int i = 0; i < PER_WAVE; i++) {
+            item_init(&items[i], i, KB_OK, &counter, base, PER_WAVE);
+            writer_submit(p, job_insert_page, on_done, &items[i]);
+        }
+        run_until(base, &counter, PER_WAVE);
+    }
+    size_t pinned = writer_wal_pinned(w);
+    assert_true(pinned >= want);
+
+    char wal[160], ctl[160];
+    snprintf(wal, sizeof wal, "%s-wal", g_path);
+    snprintf(ctl, sizeof ctl, "%s/control", g_dir);
+    int wfd = open(wal, O_RDONLY);
+    assert_true(wfd >= 0);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    assert_int_equal(resident_after_dontneed(wfd, pinned), pinned / page);
+    close(wfd);
+
+    int cfd = open(ctl, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(cfd >= 0);
+    char *junk = calloc(1, pinned);
+    assert_int_equal(write(cfd, junk, pinned), (ssize_t)pinned);
+    free(junk);
+    assert_true(resident_after_dontneed(cfd, pinned) < pinned / page / 10);
+    close(cfd);
+    unlink(ctl);
+
+    writer_port_free(p);
+    writer_free(w);
+    event_base_free(base);
+}
+
 static void test_two_ports(void **state)
 {
     (void)state;
@@ -554,6 +628,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ports),
         cmocka_unit_test(test_wal_bounded),
+        cmocka_unit_test(test_wal_pinned),
         cmocka_unit_test(test_job_failure_alone),
         cmocka_unit_test(test_commit_failure),
         cmocka_unit_test(test_disk_full),
