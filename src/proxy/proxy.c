@@ -319,7 +319,7 @@ static void preq_settle(struct preq *r, int64_t actual, enum kb_err fail, enum r
     r->fail = fail;
     r->reply = reply;
     r->latency_us = clock_mono_us() - r->start_us;
-    writer_submit(r->px->port, settle_job, settle_done, r);
+    writer_submit_unguarded(r->px->port, settle_job, settle_done, r);
 }
 
 /* ---- upstream callbacks ---- */
@@ -654,7 +654,7 @@ static void refuse(struct kb_proxy *px, struct kb_hreq *req, enum kb_err err, ch
     size_t bytes_in;
     hreq_body(req, &bytes_in);
     f->rec.bytes_in = (int64_t)bytes_in;
-    writer_submit(px->port, refusal_job, refusal_done, f);
+    writer_submit_unguarded(px->port, refusal_job, refusal_done, f);
 }
 
 /* Writer thread: rate limit, reservation and the audit record, committed
@@ -899,7 +899,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     metrics_inflight(1);
     hreq_set_close_cb(req, client_closed, r);
     build_headers(px, req, vendor, transcoded, &r->headers);
-    writer_submit(px->port, admit_job, admit_done, r);
+    writer_submit_unguarded(px->port, admit_job, admit_done, r);
     free(msg);
     return;
 

@@ -7,8 +7,9 @@
  * Each event loop that submits jobs (every proxy worker, the admin thread)
  * has a port; a job's `done` callback runs on that port's loop after the
  * batch holding the job committed (or failed to). Jobs of one batch run in
- * submission order inside one transaction, each in a savepoint: a job that
- * fails rolls back alone; a commit that fails fails every job of the batch.
+ * submission order inside one transaction, each in a savepoint (unless
+ * submitted unguarded): a job that fails rolls back alone; a commit that
+ * fails fails every job of the batch.
  *
  * Threads: writer_submit and the port functions are called only from the
  * port's own loop thread; jobs run on the writer thread with its
@@ -73,5 +74,14 @@ size_t writer_wal_pinned(struct kb_writer *w);
  * port's loop. Never blocks on the store.
  */
 void writer_submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, void *arg);
+
+/*
+ * As writer_submit, for a job that never fails alone: it returns KB_OK, or
+ * KB_E_STORE / KB_E_AUDIT_UNAVAILABLE when the store failed. It runs
+ * without a savepoint of its own, so any other result cannot be undone
+ * alone and fails the whole batch as a store failure would.
+ */
+void writer_submit_unguarded(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done,
+                             void *arg);
 
 #endif

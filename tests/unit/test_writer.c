@@ -1,7 +1,7 @@
 /*
  * test_writer.c - unit tests for src/store/writer.c: group commit across
- * ports on several loop threads, per-job savepoints, whole-batch failure
- * (a COMMIT refused by a commit hook; a disk filled through
+ * ports on several loop threads, per-job savepoints, unguarded jobs,
+ * whole-batch failure (a COMMIT refused by a commit hook; a disk filled through
  * PRAGMA max_page_count) and recovery, drain on writer_free, ports
  * freed while their jobs are pending, a WAL that stays bounded and one
  * whose pages stay in memory.
@@ -430,6 +430,60 @@ static void test_job_failure_alone(void **state)
 
 /* ---- COMMIT fails: the whole batch fails, the next one works ---- */
 
+/*
+ * Unguarded jobs run without a savepoint: beside guarded ones they commit
+ * as usual, but one that fails on its own cannot be undone alone, so its
+ * whole batch fails (and the next batch is fine).
+ */
+static void test_unguarded(void **state)
+{
+    (void)state;
+    struct kb_writer *w = start(16);
+    struct event_base *base = event_base_new();
+    struct kb_writer_port *p = writer_port_new(w, base);
+    int counter = 0;
+    struct item it[6];
+    gate_reset(&g_gate);
+    writer_submit(p, job_gate, NULL, &g_gate);
+    gate_wait_entered(&g_gate); /* the three below share one batch */
+    item_init(&it[0], 601, KB_OK, &counter, base, 3);
+    item_init(&it[1], 602, KB_E_INVALID, &counter, base, 3); /* guarded: alone */
+    item_init(&it[2], 603, KB_OK, &counter, base, 3);
+    writer_submit_unguarded(p, job_insert, on_done, &it[0]);
+    writer_submit(p, job_insert, on_done, &it[1]);
+    writer_submit_unguarded(p, job_insert, on_done, &it[2]);
+    gate_open(&g_gate);
+    run_until(base, &counter, 3);
+    assert_int_equal(it[0].got, KB_OK);
+    assert_int_equal(it[1].got, KB_E_INVALID);
+    assert_int_equal(it[2].got, KB_OK);
+
+    counter = 0;
+    gate_reset(&g_gate);
+    writer_submit(p, job_gate, NULL, &g_gate);
+    gate_wait_entered(&g_gate);
+    item_init(&it[3], 604, KB_OK, &counter, base, 3);
+    item_init(&it[4], 605, KB_E_INVALID, &counter, base, 3); /* unguarded: the batch */
+    item_init(&it[5], 606, KB_OK, &counter, base, 3);
+    for (int i = 3; i < 6; i++)
+        writer_submit_unguarded(p, job_insert, on_done, &it[i]);
+    gate_open(&g_gate);
+    run_until(base, &counter, 3);
+    for (int i = 3; i < 6; i++)
+        assert_int_equal(it[i].got, KB_E_AUDIT_UNAVAILABLE);
+
+    counter = 0; /* the writer goes on */
+    item_init(&it[0], 607, KB_OK, &counter, base, 1);
+    writer_submit_unguarded(p, job_insert, on_done, &it[0]);
+    run_until(base, &counter, 1);
+    assert_int_equal(it[0].got, KB_OK);
+    writer_port_free(p);
+    event_base_free(base);
+    writer_free(w);
+    assert_int_equal(count_rows("v IN (601, 603, 607)"), 3);
+    assert_int_equal(count_rows("v IN (602, 604, 605, 606)"), 0);
+}
+
 static int g_fail_commits;
 
 static int fail_commit_hook(void *arg)
@@ -630,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_wal_bounded),
         cmocka_unit_test(test_wal_pinned),
         cmocka_unit_test(test_job_failure_alone),
+        cmocka_unit_test(test_unguarded),
         cmocka_unit_test(test_commit_failure),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_drain_and_port_freed),
