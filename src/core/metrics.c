@@ -25,12 +25,14 @@ static _Atomic uint64_t conns_refused;
 
 static const char *const hist_names[KB_H__COUNT] = {
     "keybrake_proxy_overhead_seconds", "keybrake_upstream_seconds", "keybrake_store_commit_seconds",
-    "keybrake_store_checkpoint_seconds"};
+    "keybrake_store_checkpoint_seconds", "keybrake_store_wal_restart_wait_seconds"};
 static const char *const hist_help[KB_H__COUNT] = {
     "Time Keybrake itself spends on a proxied request (total minus upstream).",
     "Time from forwarding to the vendor's last byte.",
     "Duration of one group-commit transaction of the store writer.",
-    "Duration of one background WAL checkpoint (copy and fsync), off the writer thread."};
+    "Duration of one background WAL checkpoint (copy and fsync), off the writer thread.",
+    "Time the store writer waited between batches for the checkpointer, so the WAL could start "
+    "over."};
 
 void metrics_init(const char *const *names, size_t n)
 {

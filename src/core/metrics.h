@@ -15,11 +15,12 @@
 #define KB_METRICS_MAX_VENDORS 64
 
 enum kb_histogram {
-    KB_H_OVERHEAD = 0,   /* proxy's own time per request (total minus upstream) */
-    KB_H_UPSTREAM = 1,   /* upstream time, forward to last byte */
-    KB_H_COMMIT = 2,     /* group-commit transaction time */
-    KB_H_CHECKPOINT = 3, /* background WAL checkpoint time */
-    KB_H__COUNT = 4,     /* number of histograms */
+    KB_H_OVERHEAD = 0,    /* proxy's own time per request (total minus upstream) */
+    KB_H_UPSTREAM = 1,    /* upstream time, forward to last byte */
+    KB_H_COMMIT = 2,      /* group-commit transaction time */
+    KB_H_CHECKPOINT = 3,  /* background WAL checkpoint time */
+    KB_H_WAL_RESTART = 4, /* the writer's wait for the checkpointer before a WAL restart */
+    KB_H__COUNT = 5,      /* number of histograms */
 };
 
 /* Names the vendors (index = position in the config), once at start. */
