@@ -28,11 +28,14 @@
  * WAL that is wholly copied back, so a checkpointer that runs while the
  * writer keeps appending chases a WAL that never stops growing (4.7 GB in
  * a benchmark once). Once the WAL reaches CKPT_WRITER pages, the writer,
- * between two batches, asks the checkpointer for one more pass and waits
- * for it, at most RESTART_WAIT_US: that pass copies what is left and
- * fsyncs, and the writer's next transaction starts the WAL over. The
- * writer never fsyncs itself then; a disk that stalls costs it at most the
- * wait, and the next attempt comes CKPT_NUDGE pages later. Only a WAL
+ * between two batches and when the checkpointer is idle, asks it for one
+ * more pass and waits for that pass, at most RESTART_WAIT_US: it copies
+ * what is left and fsyncs, and the writer's next transaction starts the
+ * WAL over. The writer never fsyncs itself then; a disk that stalls costs
+ * it at most the wait. The next attempt comes CKPT_NUDGE pages later and
+ * may wait twice as long, up to RESTART_WAIT_MAX_US, so that a loaded
+ * disk still sees the WAL start over before it outgrows WAL_PIN_MAX (a
+ * pass took 1-10 ms here under full load). Only a WAL
  * that reaches CKPT_HARD pages anyway (a disk stalled for long, a reader
  * holding an old snapshot) makes the writer checkpoint itself, fsyncs
  * and all, as SQLite would. The window (8000 pages, not 1000) keeps such
@@ -87,7 +90,8 @@
 #define CKPT_NUDGE 256       /* WAL pages of growth that wake the checkpointer */
 #define CKPT_WRITER 8000     /* WAL pages (32 MiB at 4 KiB) at which the WAL should start over */
 #define CKPT_HARD 32000      /* WAL pages at which the writer checkpoints itself */
-#define RESTART_WAIT_US 4000 /* the writer's wait for the checkpointer's pass */
+#define RESTART_WAIT_US 4000 /* the writer's first wait for the checkpointer's pass */
+#define RESTART_WAIT_MAX_US 32000 /* its longest, after attempts that came too soon */
 /* WAL bytes kept resident: the WAL's size when the writer checkpoints at
  * CKPT_WRITER pages of 4 KiB, with room for the batches committed while a
  * checkpoint cannot finish */
@@ -142,6 +146,7 @@ struct kb_writer {
     int ckpt_nudged_at;                   /* writer thread: WAL size when last nudged */
     int wal_pages;                        /* writer thread: WAL size after the last commit */
     int restart_next_at;                  /* writer thread: WAL size of the next restart attempt */
+    int restart_wait_us;                  /* writer thread: how long the next attempt waits */
     /* the WAL's pages kept resident (checkpointer thread) */
     int pin_fd;                /* the WAL, read-only; -1 when not pinning */
     void *pin_addr;            /* PROT_READ, MAP_SHARED; NULL when nothing is mapped */
@@ -305,6 +310,7 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
     if (pages < w->wal_pages) { /* the WAL started over */
         w->ckpt_nudged_at = 0;
         w->restart_next_at = CKPT_WRITER;
+        w->restart_wait_us = RESTART_WAIT_US;
     }
     w->wal_pages = pages;
     if (w->ckpt_store && pages - w->ckpt_nudged_at >= CKPT_NUDGE) {
@@ -330,11 +336,16 @@ static void restart_assist(struct kb_writer *w)
     pthread_mutex_unlock(&w->ckpt_mu);
     if (busy)
         return; /* a pass that began before the last commit: after the next batch */
-    w->restart_next_at = w->wal_pages + CKPT_NUDGE; /* if this one fails */
+    /* if this attempt fails: the next one, later and longer */
+    w->restart_next_at = w->wal_pages + CKPT_NUDGE;
+    int wait_us = w->restart_wait_us;
+    if (w->restart_wait_us < RESTART_WAIT_MAX_US)
+        w->restart_wait_us *= 2;
     int64_t t0 = clock_mono_us();
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_nsec += RESTART_WAIT_US * 1000L;
+    deadline.tv_sec += wait_us / 1000000;
+    deadline.tv_nsec += (wait_us % 1000000) * 1000L;
     if (deadline.tv_nsec >= 1000000000L) {
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000L;
@@ -515,6 +526,7 @@ enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
     pthread_cond_init(&w->ckpt_passed, &ca);
     pthread_condattr_destroy(&ca);
     w->restart_next_at = CKPT_WRITER;
+    w->restart_wait_us = RESTART_WAIT_US;
     w->pin_fd = -1;
     /* without its own connection the writer checkpoints alone, as before */
     char *cerr = NULL;
