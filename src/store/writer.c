@@ -33,12 +33,14 @@
  * what is left and fsyncs, and the writer's next transaction starts the
  * WAL over. The writer never fsyncs itself then; a disk that stalls costs
  * it at most the wait. The next attempt comes CKPT_NUDGE pages later and
- * may wait twice as long, up to RESTART_WAIT_MAX_US, so that a loaded
- * disk still sees the WAL start over before it outgrows WAL_PIN_MAX (a
- * pass took 1-10 ms here under full load). Only a WAL
- * that reaches CKPT_HARD pages anyway (a disk stalled for long, a reader
- * holding an old snapshot) makes the writer checkpoint itself, fsyncs
- * and all, as SQLite would. The window (8000 pages, not 1000) keeps such
+ * may wait twice as long, up to RESTART_WAIT_MAX_US (a pass took 1-10 ms
+ * here under full load). While a pass is running the writer does not wait
+ * for it (it began before the last commit, so it cannot finish the job),
+ * unless the WAL has reached CKPT_HARD pages: from there on (a disk
+ * stalled for long) the writer waits for a fresh pass however long it
+ * takes, once per CKPT_NUDGE pages, which bounds the WAL. Without a
+ * checkpointer the writer checkpoints itself at CKPT_WRITER pages, fsyncs
+ * and all, as SQLite would. The window (8000 pages, not 1000) keeps these
  * pauses rare; a 2000-page nudge measured worse than 256.
  *
  * The WAL stays in memory: a WAL frame is 24 bytes of header plus a page,
@@ -89,13 +91,12 @@
 #define FREELIST_MAX 256     /* job nodes a port keeps for reuse */
 #define CKPT_NUDGE 256       /* WAL pages of growth that wake the checkpointer */
 #define CKPT_WRITER 8000     /* WAL pages (32 MiB at 4 KiB) at which the WAL should start over */
-#define CKPT_HARD 32000      /* WAL pages at which the writer checkpoints itself */
+#define CKPT_HARD 16000      /* WAL pages from which the writer waits without a limit */
 #define RESTART_WAIT_US 4000 /* the writer's first wait for the checkpointer's pass */
 #define RESTART_WAIT_MAX_US 32000 /* its longest, after attempts that came too soon */
-/* WAL bytes kept resident: the WAL's size when the writer checkpoints at
- * CKPT_WRITER pages of 4 KiB, with room for the batches committed while a
- * checkpoint cannot finish */
-#define WAL_PIN_MAX ((size_t)40 << 20)
+/* WAL bytes kept resident: as large as the WAL grows at CKPT_HARD pages of
+ * 4 KiB, with room for a few batches */
+#define WAL_PIN_MAX ((size_t)68 << 20)
 
 struct job {
     struct job *next; /* queue link */
@@ -317,7 +318,7 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
         w->ckpt_nudged_at = pages;
         ckpt_request(w);
     }
-    if (pages >= CKPT_HARD || (!w->ckpt_store && pages >= CKPT_WRITER))
+    if (!w->ckpt_store && pages >= CKPT_WRITER)
         (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     return SQLITE_OK;
 }
@@ -331,10 +332,11 @@ static void restart_assist(struct kb_writer *w)
 {
     if (!w->ckpt_store || w->wal_pages < w->restart_next_at)
         return;
+    bool hard = w->wal_pages >= CKPT_HARD;
     pthread_mutex_lock(&w->ckpt_mu);
     bool busy = w->ckpt_started != w->ckpt_finished;
     pthread_mutex_unlock(&w->ckpt_mu);
-    if (busy)
+    if (busy && !hard)
         return; /* a pass that began before the last commit: after the next batch */
     /* if this attempt fails: the next one, later and longer */
     w->restart_next_at = w->wal_pages + CKPT_NUDGE;
@@ -354,9 +356,12 @@ static void restart_assist(struct kb_writer *w)
     uint64_t target = w->ckpt_started + 1; /* the pass asked for below */
     w->ckpt_want = true;
     pthread_cond_signal(&w->ckpt_cond);
-    while (w->ckpt_finished < target && !w->ckpt_stop &&
-           pthread_cond_timedwait(&w->ckpt_passed, &w->ckpt_mu, &deadline) != ETIMEDOUT)
-        ;
+    while (w->ckpt_finished < target && !w->ckpt_stop) {
+        if (hard)
+            pthread_cond_wait(&w->ckpt_passed, &w->ckpt_mu);
+        else if (pthread_cond_timedwait(&w->ckpt_passed, &w->ckpt_mu, &deadline) == ETIMEDOUT)
+            break;
+    }
     pthread_mutex_unlock(&w->ckpt_mu);
     w->ckpt_nudged_at = w->wal_pages;
     metrics_observe(KB_H_WAL_RESTART, clock_mono_us() - t0);

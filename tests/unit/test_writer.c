@@ -262,14 +262,13 @@ static int64_t metric(const char *name)
  * again, so its file stays near CKPT_WRITER pages: a checkpointer that
  * copies pages while the writer keeps appending, and leaves the restart to
  * nobody, lets it grow with every commit (it reached 4.7 GB in a benchmark
- * once). ~80 MB go through the WAL here, short of the size at which the
- * writer would checkpoint itself, so the restarts must come from the
- * writer pausing for the checkpointer; every row must be there.
+ * once). ~120 MB go through the WAL here and the restarts must come from
+ * the writer pausing for the checkpointer; every row must be there.
  */
 static void test_wal_bounded(void **state)
 {
     (void)state;
-    enum { WAVES = 40, PER_WAVE = 500 };
+    enum { WAVES = 60, PER_WAVE = 500 };
     struct kb_writer *w = start(8);
     struct event_base *base = event_base_new();
     struct kb_writer_port *p = writer_port_new(w, base);
@@ -296,13 +295,12 @@ static void test_wal_bounded(void **state)
     writer_free(w);
     event_base_free(base);
     assert_int_equal(count_rows("pad IS NOT NULL"), WAVES * PER_WAVE);
-    /* 8000 pages of 4 KiB at the writer's checkpoint, plus the batches
-     * committed while a checkpoint could not finish */
+    /* it starts over near 8000 pages of 4 KiB, and whatever the disk does
+     * the writer waits for the checkpointer from 16000 on (66 MB) */
     assert_true(largest > 0);
-    assert_true(largest < 48 * 1024 * 1024);
+    assert_true(largest < 72 * 1024 * 1024);
     assert_true(metric("keybrake_store_checkpoint_seconds_count ") > before);
-    /* the restarts came from the writer waiting for the checkpointer: its
-     * own checkpoint (CKPT_HARD, 128 MB) is beyond what went through here */
+    /* the restarts came from the writer waiting for the checkpointer */
     assert_true(metric("keybrake_store_wal_restart_wait_seconds_count ") > waits);
 }
 
