@@ -80,8 +80,13 @@ def commit_stats(before, after):
     slow = {}
     for le in ("0.01", "0.1", "0.25"):
         slow[le] = commits - d('keybrake_store_commit_seconds_bucket{le="%s"}' % le)
+    # the writer's pauses for a WAL restart happen between commits: counted apart
+    restart = {"count": d("keybrake_store_wal_restart_wait_seconds_count"),
+               "s": d("keybrake_store_wal_restart_wait_seconds_sum"),
+               "over_10ms": d("keybrake_store_wal_restart_wait_seconds_count")
+               - d('keybrake_store_wal_restart_wait_seconds_bucket{le="0.01"}')}
     return {"commits": commits, "requests": reqs,
-            "commit_s": d("keybrake_store_commit_seconds_sum"), "slow": slow}
+            "commit_s": d("keybrake_store_commit_seconds_sum"), "slow": slow, "restart": restart}
 
 
 def pick(rows, kind, target=None, conns=None):
@@ -329,6 +334,9 @@ def main():
                   "commits slower than 10 ms: %d, than 100 ms: %d, than 250 ms: %d." % (
                       cs["commits"], cs["requests"], cs["requests"] / cs["commits"],
                       cs["commit_s"], cs["slow"]["0.01"], cs["slow"]["0.1"], cs["slow"]["0.25"]))
+        r = cs["restart"]
+        md.append("- the writer's pauses between commits for a WAL restart: %d, %.2f s in all, "
+                  "over 10 ms: %d." % (r["count"], r["s"], r["over_10ms"]))
     md.append("")
     if a.profile and os.path.exists(a.profile):
         md.append("## Profile (`BENCH_PROFILE=1`)")
