@@ -447,7 +447,7 @@ static void *ckpt_main(void *arg)
         w->ckpt_started++;
         pthread_mutex_unlock(&w->ckpt_mu);
         /* PASSIVE: never waits for the writer or a reader; what it cannot
-         * copy now, a later pass or the writer's own checkpoint does */
+         * copy now, a later pass does */
         int64_t t0 = clock_mono_us();
         (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         metrics_observe(KB_H_CHECKPOINT, clock_mono_us() - t0);
