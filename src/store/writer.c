@@ -149,10 +149,9 @@ struct kb_writer {
     int restart_next_at;                  /* writer thread: WAL size of the next restart attempt */
     int restart_wait_us;                  /* writer thread: how long the next attempt waits */
     /* the WAL's pages kept resident (checkpointer thread) */
-    int pin_fd;                /* the WAL, read-only; -1 when not pinning */
-    void *pin_addr;            /* PROT_READ, MAP_SHARED; NULL when nothing is mapped */
-    size_t pin_len;            /* bytes mapped and populated */
-    atomic_size_t pin_visible; /* pin_len, for writer_wal_pinned */
+    int pin_fd;            /* the WAL, read-only; -1 when not pinning */
+    void *pin_addr;        /* PROT_READ, MAP_SHARED; NULL when nothing is mapped */
+    atomic_size_t pin_len; /* bytes mapped and populated; read by writer_wal_pinned */
 };
 
 enum tx_stmt {
@@ -344,7 +343,7 @@ static void restart_assist(struct kb_writer *w)
     if (w->restart_wait_us < RESTART_WAIT_MAX_US)
         w->restart_wait_us *= 2;
     int64_t t0 = clock_mono_us();
-    struct timespec deadline;
+    struct timespec deadline; /* unused when hard */
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += wait_us / 1000000;
     deadline.tv_nsec += (wait_us % 1000000) * 1000L;
@@ -386,9 +385,8 @@ static void pin_stop(struct kb_writer *w)
     if (w->pin_fd >= 0)
         close(w->pin_fd);
     w->pin_addr = NULL;
-    w->pin_len = 0;
     w->pin_fd = -1;
-    atomic_store(&w->pin_visible, 0);
+    atomic_store(&w->pin_len, 0);
 }
 
 /* Checkpointer thread: maps and faults in the WAL's whole pages up to its
@@ -424,13 +422,12 @@ static void pin_update(struct kb_writer *w)
     if (w->pin_addr)
         munmap(w->pin_addr, w->pin_len);
     w->pin_addr = a;
-    w->pin_len = want;
-    atomic_store(&w->pin_visible, want);
+    atomic_store(&w->pin_len, want);
 }
 
 size_t writer_wal_pinned(struct kb_writer *w)
 {
-    return atomic_load(&w->pin_visible);
+    return atomic_load(&w->pin_len);
 }
 
 static void *ckpt_main(void *arg)
