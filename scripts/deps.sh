@@ -6,7 +6,7 @@ set -euo pipefail
 what=${1:-build}
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev
+pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev libbrotli-dev libzstd-dev
       libsqlite3-dev libssl-dev libinih-dev libpq-dev)
 if [ "$what" = test ]; then
   pkgs+=(libcmocka-dev nodejs npm sqlite3 clang)

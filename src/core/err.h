@@ -22,6 +22,12 @@
     X(VENDOR_NOT_CONFIGURED, 400, "vendor_not_configured", "no secret is configured for vendor")   \
     X(CURRENCY_NOT_SUPPORTED, 400, "currency_not_supported", "the currency is not supported")      \
     X(MODEL_NOT_PRICED, 400, "model_not_priced", "the model has no configured price")              \
+    X(ENDPOINT_NOT_METERED, 400, "endpoint_not_metered",                                           \
+      "this endpoint has no cost rule; an operator can price it with a fixed cost")                \
+    X(AMBIGUOUS_REQUEST, 400, "ambiguous_request",                                                 \
+      "the request could be read two ways by the vendor (a parameter given twice)")                \
+    X(UNSUPPORTED_ENCODING, 415, "unsupported_content_encoding",                                   \
+      "the request body's Content-Encoding cannot be read")                                        \
     X(UNAUTHORIZED, 401, "unauthorized", "missing or invalid admin token")                         \
     X(INVALID_TOKEN, 401, "invalid_token", "missing or invalid vault token")                       \
     X(KEY_REVOKED, 401, "key_revoked", "the vault key has been revoked")                           \

@@ -5,10 +5,12 @@
  * The operator lists, per vendor, endpoint patterns (policy/pattern.h) with
  * a cost each; the first entry whose pattern matches the request's method
  * and path gives its cost, which is reserved before forwarding and charged
- * when the vendor answers 2xx (zero otherwise, like every meter). A request
- * no entry matches costs zero. The built-in vendors fall back to these
- * entries for endpoints their own meter has no rule for, so an operator can
- * price, say, OpenAI image generation without a code change.
+ * when the vendor answers 2xx (zero otherwise, like every meter). For a
+ * generic vendor a request no entry matches costs zero. The built-in vendors
+ * fall back to these entries for endpoints their own meter has no rule for,
+ * so an operator can price, say, a new OpenAI endpoint without a code
+ * change; a built-in vendor's write that neither its meter nor an entry
+ * prices is refused (meter.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +60,7 @@ out:
     return err;
 }
 
-void meter__fixed_begin(struct kb_meter *m, const struct kb_meter_req *req)
+bool meter__fixed_begin(struct kb_meter *m, const struct kb_meter_req *req)
 {
     const struct kb_pricing *p = m->p;
 
@@ -67,9 +69,10 @@ void meter__fixed_begin(struct kb_meter *m, const struct kb_meter_req *req)
         if (strcmp(p->fixed[i].vendor, req->vendor) == 0 &&
             policy_allows(p->fixed[i].policy, req->method, req->path, req->path_len)) {
             m->reserve = m->on_success = p->fixed[i].micros;
-            return;
+            return true;
         }
     }
+    return false;
 }
 
 void meter__fixed_cleanup(struct kb_pricing *p)

@@ -814,6 +814,14 @@ void meter__sse_feed(struct meter__sse *s, const char *d, size_t n, meter__sse_c
 
 /* ---- the per-request life cycle ---- */
 
+/* Methods that read or delete: free by declaration on every built-in
+ * vendor (none of them bills a read or a delete). */
+static bool is_read(const char *method)
+{
+    return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 ||
+           strcmp(method, "OPTIONS") == 0 || strcmp(method, "DELETE") == 0;
+}
+
 enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *req,
                         struct kb_meter **out, int64_t *reserve, char **new_body,
                         size_t *new_body_len, char **errmsg)
@@ -822,7 +830,7 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     struct kb_meter *m = NULL;
     char *nb = NULL;
     size_t nbl = 0;
-    bool metered = false;
+    bool metered = false, builtin = true;
 
     if (!p || !req || !req->vendor || !req->method || !req->path || (!req->body && req->body_len) ||
         !out || !reserve || !new_body || !new_body_len) {
@@ -842,11 +850,20 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     else if (strcmp(req->vendor, "twilio") == 0)
         err = meter__twilio_begin(m, req, &metered, errmsg);
     else
-        err = KB_OK;
+        err = KB_OK, builtin = false;
     if (err != KB_OK)
         goto out;
-    if (!metered)
-        meter__fixed_begin(m, req);
+    if (!metered && !meter__fixed_begin(m, req) && builtin && !is_read(req->method)) {
+        /* A write to a metered vendor that no rule prices could move money
+         * or spend tokens: refused rather than let through at $0. */
+        kb_set_errmsg(errmsg,
+                      "%s %.*s has no cost rule for vendor %s; an operator can allow it with a "
+                      "fixed cost (vendor.%s cost = %s <pattern> <usd>)",
+                      req->method, (int)(req->path_len > 200 ? 200 : req->path_len), req->path,
+                      req->vendor, req->vendor, req->method);
+        err = KB_E_ENDPOINT_NOT_METERED;
+        goto out;
+    }
     if (m->reserve < 0)
         m->reserve = 0;
     if (m->reserve > KB_MONEY_MAX_MICROS)
@@ -878,6 +895,14 @@ void meter_response_status(struct kb_meter *m, int status, const char *content_t
     m->sse = m->sse && m->ops && m->ops->event;
 }
 
+void meter_response_encoding(struct kb_meter *m, const char *content_encoding)
+{
+    if (!m || !content_encoding || !content_encoding[0] ||
+        strcasecmp(content_encoding, "identity") == 0)
+        return;
+    m->blind = true; /* decoding comes with the incremental scanner */
+}
+
 static void sse_dispatch(void *ctx, const char *event, const char *data, size_t len)
 {
     struct kb_meter *m = ctx;
@@ -891,7 +916,7 @@ static bool is_2xx(int status)
 
 void meter_response_data(struct kb_meter *m, const char *data, size_t len)
 {
-    if (!m || !is_2xx(m->status) || len == 0)
+    if (!m || !is_2xx(m->status) || len == 0 || m->blind)
         return;
     if (m->sse) {
         meter__sse_feed(&m->sse_state, data, len, sse_dispatch, m);
@@ -914,6 +939,8 @@ int64_t meter_settle(struct kb_meter *m, bool complete)
      * vendors named here do not bill refused requests. */
     if (!m || !is_2xx(m->status))
         return 0;
+    if (m->blind)
+        m->body_over = true; /* what could not be read settles as unread */
     cost = m->ops && m->ops->settle ? m->ops->settle(m, complete) : m->on_success;
     if (cost < 0)
         cost = 0;

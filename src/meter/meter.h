@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/hdr.h"
 
 struct kb_pricing; /* immutable after load: share across threads */
 struct kb_meter;   /* per-request state; owned by the request */
@@ -51,6 +52,10 @@ struct kb_meter_req {
     const char *content_type; /* request Content-Type, may be NULL */
     const char *body;         /* request body as it will be forwarded (Stripe: form) */
     size_t body_len;          /* bytes of body */
+    const char *query;        /* canonical query as forwarded, without '?'; NULL if none */
+    size_t query_len;         /* bytes of query */
+    const struct kb_hdr *headers; /* request headers as forwarded (NULL: none) */
+    size_t nheaders;              /* entries in headers */
 };
 
 /*
@@ -59,6 +64,10 @@ struct kb_meter_req {
  * forwarding, and *new_body and *new_body_len are set to a rewritten body the
  * proxy must forward instead (heap, caller frees) or NULL when unchanged
  * (OpenAI streams get stream_options.include_usage=true added).
+ * Every endpoint of a built-in vendor (stripe, openai, anthropic, twilio)
+ * has a cost class: metered by its meter, free by declaration (reads:
+ * GET/HEAD/OPTIONS/DELETE, and the POSTs each meter lists as free), a fixed
+ * cost (meter_pricing_add_fixed), or refused with KB_E_ENDPOINT_NOT_METERED.
  * Refuses: KB_E_MODEL_NOT_PRICED (unpriced model, no default price),
  * KB_E_CURRENCY_NOT_SUPPORTED (Stripe amount in a currency without a rate),
  * KB_E_INVALID (a body the meter must read but cannot parse, e.g. an OpenAI
@@ -70,6 +79,16 @@ KB_MUSTCHECK enum kb_err meter_begin(const struct kb_pricing *p, const struct kb
 
 /* The final upstream status and response Content-Type (may be NULL). */
 void meter_response_status(struct kb_meter *m, int status, const char *content_type);
+
+/*
+ * The response's Content-Encoding as the vendor sent it (NULL or "identity":
+ * none). Call after meter_response_status and before any data. The meter
+ * decodes gzip, x-gzip, deflate and br itself (the bytes passed to the client
+ * stay as the vendor sent them); an encoding it cannot read, or a body that
+ * decodes past its size or ratio caps, leaves the meter blind, and a metered
+ * response then settles at the reservation (never less).
+ */
+void meter_response_encoding(struct kb_meter *m, const char *content_encoding);
 
 /* One chunk of the response body, in order. Memory use stays bounded
  * whatever the total size (SSE events are parsed as they complete). */

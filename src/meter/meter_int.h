@@ -136,6 +136,8 @@ struct kb_meter {
     bool sse;                     /* the response is text/event-stream */
     size_t body_cap;              /* > 0: buffer a non-SSE response up to this */
     bool body_over;               /* the response outgrew body_cap */
+    bool blind;                   /* the response cannot be read (encoding): settle
+                                     charges what an unread metered answer costs */
     struct kb_buf body;           /* the buffered response */
     struct meter__sse sse_state;  /* used when sse */
 };
@@ -252,8 +254,9 @@ KB_MUSTCHECK enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb
                                              char **errmsg);
 KB_MUSTCHECK enum kb_err meter__anthropic_begin(struct kb_meter *m, const struct kb_meter_req *req,
                                                 bool *metered, char **errmsg);
-/* Prices the request from the fixed entries (first match; none costs 0). */
-void meter__fixed_begin(struct kb_meter *m, const struct kb_meter_req *req);
+/* Prices the request from the fixed entries (first match). False when no
+ * entry matches (the cost is then 0). */
+bool meter__fixed_begin(struct kb_meter *m, const struct kb_meter_req *req);
 void meter__fixed_cleanup(struct kb_pricing *p);
 
 /* Vendor sections of pricing.json. */

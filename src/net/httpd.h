@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/hdr.h"
 
 struct event_base;
 struct kb_httpd;
@@ -38,11 +39,6 @@ enum kb_method {
     KB_M_OPTIONS = 5, /* OPTIONS */
     KB_M_PATCH = 6,   /* PATCH */
     KB_M_OTHER = 7,   /* anything else, or no method could be read */
-};
-
-struct kb_hdr {
-    const char *name;  /* as received, NUL-terminated */
-    const char *value; /* NUL-terminated, surrounding blanks trimmed */
 };
 
 typedef void (*kb_hreq_cb)(struct kb_hreq *req, void *arg);

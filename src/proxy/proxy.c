@@ -854,7 +854,17 @@ void proxy_handle(struct kb_hreq *req, void *arg)
 
     /* 7. worst-case cost, reserved atomically against today's cap */
     char *path_z = kb_strndup(path, path_len); /* the request keeps it: audit, logs */
-    struct kb_meter_req mreq = {vendor->name, method, path_z, path_len, ctype, body, blen};
+    const struct kb_hdr *hdrs;
+    size_t nhdrs = hreq_headers(req, &hdrs);
+    struct kb_meter_req mreq = {.vendor = vendor->name,
+                                .method = method,
+                                .path = path_z,
+                                .path_len = path_len,
+                                .content_type = ctype,
+                                .body = body,
+                                .body_len = blen,
+                                .headers = hdrs,
+                                .nheaders = nhdrs};
     int64_t reserve = 0;
     char *metered_body = NULL;
     size_t metered_len = 0;

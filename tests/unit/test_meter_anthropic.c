@@ -393,14 +393,15 @@ static void test_models(void **state)
     assert_int_equal(begin(p, "{\"model\":\"claude-3-5-haiku\",\"max_tokens\":1.0}", &m, &reserve),
                      KB_E_INVALID);
 
-    /* count_tokens and batches are other endpoints: not metered here. */
+    /* A write no rule prices is refused, not let through at $0. */
     struct kb_meter_req req = {
-        "anthropic", "POST", "/v1/messages/count_tokens", 25, "application/json", "{}", 2};
+        "anthropic", "POST", "/v1/unpriced_thing", 18, "application/json", "{}", 2};
     char *nb = NULL, *em = NULL;
     size_t nbl = 0;
-    assert_int_equal(meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em), KB_OK);
-    assert_int_equal(reserve, 0);
-    meter_free(m);
+    m = NULL;
+    assert_int_equal(meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em), KB_E_ENDPOINT_NOT_METERED);
+    assert_null(m);
+    free(em);
     meter_pricing_free(p);
 }
 

@@ -569,12 +569,9 @@ static void test_invalid_bodies(void **state)
         assert_int_equal(begin(p, "/v1/chat/completions", bad[i], &m, &reserve, NULL),
                          KB_E_INVALID);
     assert_int_equal(reserve, -1);
-    /* Endpoints without a rule are not read at all: zero. */
-    assert_int_equal(begin(p, "/v1/models", "not json", &m, &reserve, NULL), KB_OK);
-    assert_int_equal(reserve, 0);
-    meter_response_status(m, 200, "application/json");
-    assert_int_equal(meter_settle(m, true), 0);
-    meter_free(m);
+    /* A write without a rule is refused before anything is read. */
+    assert_int_equal(begin(p, "/v1/unpriced_thing", "not json", &m, &reserve, NULL),
+                     KB_E_ENDPOINT_NOT_METERED);
     meter_pricing_free(p);
 }
 
