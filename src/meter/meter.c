@@ -864,6 +864,11 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
         err = KB_E_ENDPOINT_NOT_METERED;
         goto out;
     }
+    /* A payment or a message whose request the vendor failed with a 5xx
+     * may still have gone through (Stripe documents 5xx as an unknown
+     * result): only a definite refusal releases the reservation. */
+    m->charge_on_5xx = builtin && !is_read(req->method) &&
+                       (strcmp(req->vendor, "stripe") == 0 || strcmp(req->vendor, "twilio") == 0);
     if (m->reserve < 0)
         m->reserve = 0;
     if (m->reserve > KB_MONEY_MAX_MICROS)
@@ -937,8 +942,10 @@ int64_t meter_settle(struct kb_meter *m, bool complete)
 
     /* No status: nothing reached the vendor's application. Non-2xx: the
      * vendors named here do not bill refused requests. */
-    if (!m || !is_2xx(m->status))
+    if (!m)
         return 0;
+    if (!is_2xx(m->status))
+        return m->status >= 500 && m->charge_on_5xx ? m->reserve : 0;
     if (m->blind)
         m->body_over = true; /* what could not be read settles as unread */
     cost = m->ops && m->ops->settle ? m->ops->settle(m, complete) : m->on_success;

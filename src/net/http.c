@@ -47,8 +47,23 @@ void http_reply_error(struct kb_hreq *req, enum kb_err err, const char *message,
     http_reply_json(req, kb_err_status(err), o);
 }
 
+/* A refusal that the same request will meet again: the vendor SDKs that
+ * honour these headers (openai, anthropic: x-should-retry; stripe-node:
+ * stripe-should-retry) then make one call, not three. Rate limits and our
+ * own 5xx are transient and keep the SDKs' retry (with Retry-After where
+ * waiting helps). */
+static bool permanent(enum kb_err err)
+{
+    int st = kb_err_status(err);
+    return st >= 400 && st < 500 && err != KB_E_RATE_LIMITED && err != KB_E_CLIENT_CLOSED;
+}
+
 void http_reply_proxy_error(struct kb_hreq *req, enum kb_err err, const char *message)
 {
+    if (permanent(err)) {
+        hreq_add_header_z(req, "x-should-retry", "false");
+        hreq_add_header_z(req, "Stripe-Should-Retry", "false");
+    }
     json_t *o = error_body(err, message, NULL);
     json_object_set_new(o, "error",
                         json_pack("{s:s, s:O, s:O}", "type", "keybrake_error", "code",
