@@ -326,13 +326,14 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
     return 0;
 }
 
-/* KEYBRAKE_<VENDOR>_BASE_URL / _SECRET / _ACCOUNT for every known vendor. */
+/* KEYBRAKE_<VENDOR>_BASE_URL / _SECRET / _ACCOUNT for every known vendor,
+ * and _COST: fixed costs added after the file's, several separated by ';'. */
 static enum kb_err vendor_env(struct kb_config *c, char **errmsg)
 {
-    static const char *const keys[] = {"BASE_URL", "SECRET", "ACCOUNT"};
-    static const char *const ini[] = {"base_url", "secret", "account"};
+    static const char *const keys[] = {"BASE_URL", "SECRET", "ACCOUNT", "COST"};
+    static const char *const ini[] = {"base_url", "secret", "account", "cost"};
     for (size_t i = 0; i < c->nvendors; i++) {
-        for (size_t k = 0; k < 3; k++) {
+        for (size_t k = 0; k < 4; k++) {
             char env[128];
             int n = snprintf(env, sizeof env, "KEYBRAKE_%s_%s", c->vendors[i].name, keys[k]);
             if (n < 0 || (size_t)n >= sizeof env)
@@ -340,7 +341,21 @@ static enum kb_err vendor_env(struct kb_config *c, char **errmsg)
             for (char *p = env; *p; p++)
                 *p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
             const char *v = getenv(env);
-            if (v && *v) {
+            if (v && *v && k == 3) {
+                char *list = kb_strdup(v), *save = NULL;
+                enum kb_err err = KB_OK;
+                for (char *e = list; err == KB_OK && e; e = save) {
+                    save = strchr(e, ';');
+                    if (save)
+                        *save++ = '\0';
+                    e += strspn(e, " \t");
+                    if (*e)
+                        err = vendor_set(c, c->vendors[i].name, ini[k], e, env, errmsg);
+                }
+                free(list);
+                if (err != KB_OK)
+                    return err;
+            } else if (v && *v) {
                 enum kb_err err = vendor_set(c, c->vendors[i].name, ini[k], v, env, errmsg);
                 if (err != KB_OK)
                     return err;

@@ -226,3 +226,28 @@ enum kb_err policy_canon_check(const char *target, size_t len, size_t max_path, 
     *path_len = end;
     return KB_OK;
 }
+
+char *policy_canon_path(const char *path, size_t path_len, size_t *out_len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *s = (const unsigned char *)path;
+    char *out = kb_malloc(path_len + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < path_len; i++) {
+        int d = s[i] == '%' ? decode_escape(s, path_len, i) : -1;
+        if (d < 0) {
+            out[o++] = (char)s[i]; /* checked already: a raw pchar or '/' */
+        } else if (path_class[d] == B_PCHAR) {
+            out[o++] = (char)d; /* the same byte to every decoding reader */
+            i += 2;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[d >> 4];
+            out[o++] = hex[d & 15];
+            i += 2;
+        }
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
+}

@@ -31,4 +31,16 @@
 KB_MUSTCHECK enum kb_err policy_canon_check(const char *target, size_t len, size_t max_path,
                                             size_t *path_len, char **errmsg);
 
+/*
+ * The canonical spelling of a path that policy_canon_check accepted
+ * (path_len bytes, no query): every percent escape of a byte that may stand
+ * raw in a path (RFC 3986 pchar but ';') is decoded ("%61" -> "a", "%3A" ->
+ * ":"), every other escape is kept with upper-case hex ("%c3%a9" ->
+ * "%C3%A9"). Two spellings the vendor decodes to the same path get the same
+ * canonical path, and this is what the policy matches, the meter reads and
+ * the vendor receives. Returns a NUL-terminated heap string (caller frees);
+ * *out_len is its length. Never longer than the input. Any thread.
+ */
+char *policy_canon_path(const char *path, size_t path_len, size_t *out_len);
+
 #endif

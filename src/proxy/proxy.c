@@ -41,9 +41,9 @@
 #include "net/httpd.h"
 #include "policy/canon.h"
 #include "policy/pattern.h"
+#include "proxy/canonical.h"
 #include "proxy/hygiene.h"
 #include "proxy/keycache.h"
-#include "proxy/stripe_form.h"
 #include "proxy/upstream.h"
 #include "store/store.h"
 #include "store/writer.h"
@@ -118,10 +118,12 @@ struct preq {
     bool head_sent;                 /* reply headers went to the client */
     bool paused;                    /* upstream paused for a slow client */
     bool client_gone;               /* the client connection closed */
+    bool outcome_unknown;           /* the vendor may have acted; charged its worst case */
     char id[40];                    /* request id */
     char *resp_ctype;               /* owned; the vendor's Content-Type */
     const char *method;             /* static string */
-    char *path;                     /* owned; vendor path, no query */
+    char *path;                     /* owned; canonical vendor path, no query */
+    const char *query;              /* borrowed from the target, after its '?'; NULL: none */
     struct kb_buf headers;          /* owned until handed to the upstream client */
     const char *fwd_body;           /* borrowed: r->body or the request's body */
     size_t fwd_len;
@@ -130,6 +132,7 @@ struct preq {
     int64_t audit_seq;      /* the request's audit record */
     enum kb_err outcome;    /* admission: KB_OK, CAP_EXHAUSTED or RATE_LIMITED */
     int64_t retry_ms;       /* RATE_LIMITED: until one request fits */
+    int64_t bytes_in;       /* request body bytes as the client sent them */
     int64_t bytes_out;      /* response body bytes sent to the client */
     int64_t actual;         /* settled cost */
     int64_t latency_us;     /* arrival to settlement */
@@ -229,7 +232,7 @@ static void rec_fill(const struct preq *r, struct kb_audit_rec *rec)
     rec->method = r->method;
     rec->path = r->path;
     rec->reserved = r->reserved;
-    rec->bytes_in = (int64_t)r->fwd_len;
+    rec->bytes_in = r->bytes_in;
 }
 
 /* Writer thread: the actual cost replaces the reservation and the audit
@@ -249,6 +252,8 @@ static enum kb_err settle_job(struct kb_store *s, void *arg)
     rec.settled = r->actual;
     rec.latency_us = r->latency_us;
     rec.bytes_out = r->bytes_out;
+    if (r->outcome_unknown)
+        rec.detail = "{\"outcome\":\"unknown\"}";
     return audit_complete(s, r->audit_seq, &rec);
 }
 
@@ -383,7 +388,7 @@ static bool on_body(void *arg, const char *data, size_t len)
     return true;
 }
 
-static void on_done(void *arg, enum kb_err err)
+static void on_done(void *arg, enum kb_err err, bool sent)
 {
     struct preq *r = arg;
     r->up = NULL; /* the upstream client freed it */
@@ -397,8 +402,17 @@ static void on_done(void *arg, enum kb_err err)
         kb_log(KB_LOG_WARN, "upstream failed mid-response", "request_id", r->id, "code",
                kb_strerror(err), NULL);
         preq_settle(r, actual, err, REPLY_NONE);
+    } else if (sent) {
+        /* The vendor may have read the request and acted on it (a timeout,
+         * a reset after the write): only a definite answer releases a
+         * reservation, so the worst case is charged and the audit record
+         * says the outcome is unknown. */
+        r->outcome_unknown = true;
+        kb_log(KB_LOG_WARN, "vendor outcome unknown: the reservation is charged", "request_id",
+               r->id, "code", kb_strerror(err), NULL);
+        preq_settle(r, r->status ? meter_settle(r->meter, false) : r->reserved, err, REPLY_ERROR);
     } else {
-        preq_settle(r, meter_settle(r->meter, false), err, REPLY_ERROR);
+        preq_settle(r, 0, err, REPLY_ERROR); /* nothing reached the vendor */
     }
 }
 
@@ -422,6 +436,7 @@ static void client_closed(struct kb_hreq *req, void *arg)
     }
     /* The vendor may have acted on a request we could not see the end of:
      * charge the worst case unless the meter knows better. */
+    r->outcome_unknown = !r->status;
     preq_settle(r, r->status ? meter_settle(r->meter, false) : r->reserved, KB_E_CLIENT_CLOSED,
                 REPLY_NONE);
 }
@@ -437,6 +452,7 @@ static void cut_revoked(struct preq *r)
     /* the vendor may have acted already: a metered response is charged as
      * a cut stream, an unanswered one at the reservation */
     int64_t actual = r->status ? meter_settle(r->meter, false) : r->reserved;
+    r->outcome_unknown = !r->status;
     kb_log(KB_LOG_INFO, "response cut: key revoked", "request_id", r->id, "key_id", r->key->id,
            NULL);
     if (!r->head_sent) {
@@ -525,7 +541,7 @@ static bool find_token(const struct kb_hreq *req, const struct kb_vendor *v, cha
 }
 
 static void build_headers(struct kb_proxy *px, const struct kb_hreq *req, const struct kb_vendor *v,
-                          bool transcoded, struct kb_buf *out)
+                          const struct kb_canon_req *c, struct kb_buf *out)
 {
     const char *conn = hreq_header(req, "Connection");
     const struct kb_hdr *h;
@@ -537,17 +553,23 @@ static void build_headers(struct kb_proxy *px, const struct kb_hreq *req, const 
         if (in_list(strip_request, name, nlen) || strncasecmp(name, "keybrake-", 9) == 0 ||
             strncasecmp(name, "x-forwarded-", 12) == 0 ||
             (v->auth == KB_AUTH_HEADER && strcasecmp(name, v->auth_header) == 0) ||
-            (conn && http_token_in_list(conn, name)))
-            continue;
-        if (transcoded && strcasecmp(name, "content-type") == 0)
+            (conn && http_token_in_list(conn, name)) || canonical_replaces_header(c, name, nlen))
             continue;
         buf_puts(out, name);
         buf_append(out, ": ", 2);
         buf_puts(out, value);
         buf_append(out, "\r\n", 2);
     }
-    if (transcoded)
-        buf_puts(out, "Content-Type: application/x-www-form-urlencoded\r\n");
+    if (c->body_rewritten && c->content_type) {
+        buf_puts(out, "Content-Type: ");
+        buf_puts(out, c->content_type);
+        buf_append(out, "\r\n", 2);
+    }
+    if (c->accept[0]) { /* only codings the meter reads; none asks for identity */
+        buf_puts(out, "Accept-Encoding: ");
+        buf_puts(out, c->accept);
+        buf_append(out, "\r\n", 2);
+    }
     buf_puts(out, px->inject[v - px->rt->cfg->vendors]); /* ends in CRLF */
 }
 
@@ -719,10 +741,9 @@ static void admit_done(void *arg, enum kb_err err)
     }
     r->stage = ST_UPSTREAM;
     r->up_start_us = clock_mono_us();
-    const char *query = strchr(hreq_target(r->req), '?'); /* as the client sent it */
     r->up = upstream_send(r->px->up, r->px->bases[vendor_index(r->px, r->vendor)], r->method,
-                          r->path, strlen(r->path), query, &r->headers, r->fwd_body, r->fwd_len,
-                          &upstream_ops, r); /* takes the header bytes */
+                          r->path, strlen(r->path), r->query ? r->query - 1 : NULL, &r->headers,
+                          r->fwd_body, r->fwd_len, &upstream_ops, r); /* takes the header bytes */
 }
 
 void proxy_handle(struct kb_hreq *req, void *arg)
@@ -736,7 +757,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     char *msg = NULL;
     const struct kb_key *key = NULL;
     struct kb_meter *meter = NULL;
-    char *new_body = NULL;
+    struct kb_canon_req canon = {0};
     const char *target = hreq_target(req);
     size_t tlen = target ? strlen(target) : 0, plen = target ? strcspn(target, "?") : 0;
     const struct kb_vendor *vendor = NULL;
@@ -827,56 +848,49 @@ void proxy_handle(struct kb_hreq *req, void *arg)
         goto refused;
     }
 
-    /* 5. endpoint policy, on exactly the path that will be forwarded */
-    const char *path = plen ? vpath : "/";
-    size_t path_len = plen ? plen : 1;
+    /* 5. the one reading of the request: canonical path, decoded body,
+     * query folded where the vendor reads it; everything below is built
+     * from it */
+    const char *q = memchr(vpath, '?', tlen - (size_t)(vpath - target));
+    if ((err = canonical_build(req, vendor, method, plen ? vpath : "/", plen ? plen : 1,
+                               q ? q + 1 : NULL, (size_t)cfg->max_body_bytes, &canon, &msg)) !=
+        KB_OK)
+        goto refused;
+    vpath = canon.path; /* refusals from here on record the canonical path */
+    plen = canon.path_len;
+
+    /* 6. endpoint policy, on exactly the path that will be forwarded */
     const struct kb_policy *pol = key_policy(px, key);
-    if (!pol || !policy_allows(pol, method, path, path_len)) {
+    if (!pol || !policy_allows(pol, method, canon.path, canon.path_len)) {
         err = KB_E_ENDPOINT_NOT_ALLOWED;
         goto refused;
     }
 
-    /* 6. body: Stripe takes forms; JSON from agents is transcoded */
-    size_t blen;
-    const char *body = hreq_body(req, &blen);
-    const char *ctype = hreq_header(req, "Content-Type");
-    bool transcoded = false;
-    if (strcmp(vendor->name, "stripe") == 0 && blen && ctype &&
-        strncasecmp(ctype, "application/json", 16) == 0) {
-        size_t flen;
-        if ((err = stripe_form_from_json(body, blen, &new_body, &flen, &msg)) != KB_OK)
-            goto refused;
-        body = new_body;
-        blen = flen;
-        transcoded = true;
-        ctype = "application/x-www-form-urlencoded";
-    }
-
     /* 7. worst-case cost, reserved atomically against today's cap */
-    char *path_z = kb_strndup(path, path_len); /* the request keeps it: audit, logs */
     const struct kb_hdr *hdrs;
     size_t nhdrs = hreq_headers(req, &hdrs);
     struct kb_meter_req mreq = {.vendor = vendor->name,
                                 .method = method,
-                                .path = path_z,
-                                .path_len = path_len,
-                                .content_type = ctype,
-                                .body = body,
-                                .body_len = blen,
+                                .path = canon.path,
+                                .path_len = canon.path_len,
+                                .content_type = canon.content_type,
+                                .body = canon.body,
+                                .body_len = canon.body_len,
+                                .query = canon.query,
+                                .query_len = canon.query_len,
                                 .headers = hdrs,
                                 .nheaders = nhdrs};
     int64_t reserve = 0;
     char *metered_body = NULL;
     size_t metered_len = 0;
     err = meter_begin(px->rt->pricing, &mreq, &meter, &reserve, &metered_body, &metered_len, &msg);
-    if (err != KB_OK) {
-        free(path_z);
+    if (err != KB_OK)
         goto refused;
-    }
     if (metered_body) {
-        free(new_body);
-        body = new_body = metered_body;
-        blen = metered_len;
+        free(canon.owned);
+        canon.owned = metered_body;
+        canon.body = metered_body;
+        canon.body_len = metered_len;
     }
 
     /* 8. reserve, record, then forward: the writer commits the reservation
@@ -888,19 +902,24 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     r->key = key;
     r->vendor = vendor;
     r->meter = meter;
-    r->body = new_body;
-    r->fwd_body = body;
-    r->fwd_len = blen;
+    r->body = canon.owned;
+    r->fwd_body = canon.body;
+    r->fwd_len = canon.body_len;
+    size_t raw_len;
+    hreq_body(req, &raw_len);
+    r->bytes_in = (int64_t)raw_len;
+    r->query = canon.query;
     r->reserved = reserve;
     r->day = day;
     r->method = method;
-    r->path = path_z;
+    r->path = canon.path;
     r->ts_ms = clock_now_ms();
     r->start_us = start_us;
     memcpy(r->id, id, sizeof r->id);
+    build_headers(px, req, vendor, &canon, &r->headers);
     key = NULL;
     meter = NULL;
-    new_body = NULL;
+    canon.owned = canon.path = NULL;
     r->next = px->inflight;
     if (px->inflight)
         px->inflight->prev = r;
@@ -908,7 +927,6 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     px->ninflight++;
     metrics_inflight(1);
     hreq_set_close_cb(req, client_closed, r);
-    build_headers(px, req, vendor, transcoded, &r->headers);
     writer_submit_unguarded(px->port, admit_job, admit_done, r);
     free(msg);
     return;
@@ -917,7 +935,7 @@ refused:
     refuse(px, req, err, msg, id, start_us, method, key, vendor, vpath, plen);
     meter_free(meter);
     keycache_put(key);
-    free(new_body);
+    canonical_cleanup(&canon);
 }
 
 enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, struct kb_store *store,

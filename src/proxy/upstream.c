@@ -13,7 +13,8 @@
  *   poll and before a request picks the connection are read as that
  *   request's answer: the race of every HTTP/1.1 pool (nginx's is built
  *   the same way); only a vendor that sends unasked-for bytes can hit it.
- *   A vendor's close in that window is the stale-connection retry below.
+ *   A vendor's close in that window fails the request (it is retried on a
+ *   new connection only when not one byte of it was written).
  * - Requests start from one event made active per batch, not from inside
  *   upstream_start() or upstream_send(): callbacks never run under the
  *   caller, and every request admitted by one commit goes out in one pass.
@@ -142,6 +143,7 @@ struct kb_upstream_req {
     size_t head_bytes;                 /* of the header block so far */
     bool paused;                       /* on_body refused */
     bool retried;                      /* already moved off a dead pooled connection */
+    bool wrote;                        /* a byte of the request was written: never re-sent */
     bool cancelled;                    /* upstream_cancel inside a callback */
     int in_cb;                         /* depth of the caller's callbacks on the stack */
     struct kb_upstream_req *next_wait; /* in the origin's or the batch's list */
@@ -256,12 +258,12 @@ static void req_finish(struct kb_upstream_req *r, enum kb_err err)
 {
     const struct kb_upstream_ops *ops = r->ops;
     void *arg = r->arg;
-    bool cancelled = r->cancelled;
+    bool cancelled = r->cancelled, wrote = r->wrote;
     if (err == KB_OK && !r->head_sent)
         err = KB_E_UPSTREAM_ERROR;
     req_free(r);
     if (!cancelled)
-        ops->on_done(arg, err);
+        ops->on_done(arg, err, wrote);
 }
 
 /* Takes the request off its connection; the connection is closed unless
@@ -641,6 +643,7 @@ static void conn_send(struct conn *c)
             return;
         }
         r->sent += n;
+        r->wrote = r->wrote || n > 0;
         c->deadline_ms = clock_mono_ms() + c->u->opts.idle_timeout_ms;
     }
     conn_watch(c, EV_READ);
@@ -694,8 +697,10 @@ static void idle_readable(struct conn *c)
 }
 
 /* The connection ended or broke during a request. A pooled connection
- * that died before any byte of the answer is replaced once: the vendor
- * closed it while it sat idle, so it never saw the request. */
+ * that died before any byte of the request went out is replaced once: the
+ * vendor closed it while it sat idle. Once a byte was written the request
+ * is never sent again: the vendor may have read it and acted on it, and a
+ * second copy could be billed twice (issue 13). */
 static void conn_broken(struct conn *c, bool eof)
 {
     struct kb_upstream_req *r = c->req;
@@ -704,7 +709,7 @@ static void conn_broken(struct conn *c, bool eof)
         req_finish(r, KB_OK);
         return;
     }
-    if (c->reused && !r->got_bytes && !r->retried) {
+    if (c->reused && !r->got_bytes && !r->retried && !r->wrote) {
         conn_release(c, false);
         r->retried = true;
         r->sent = 0;

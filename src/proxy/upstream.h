@@ -51,9 +51,11 @@ struct kb_upstream_ops {
      * and the same bytes come again after upstream_resume(). */
     bool (*on_body)(void *arg, const char *data, size_t len);
     /* The transfer ended: KB_OK, KB_E_UPSTREAM_UNREACHABLE, KB_E_UPSTREAM_TIMEOUT
-     * or KB_E_UPSTREAM_ERROR. The request is already freed when this runs:
-     * neither cancel nor resume it from here. */
-    void (*on_done)(void *arg, enum kb_err err);
+     * or KB_E_UPSTREAM_ERROR. `sent` is true when any byte of the request
+     * was written to the vendor (so a failed transfer may still have been
+     * acted on). The request is already freed when this runs: neither
+     * cancel nor resume it from here. */
+    void (*on_done)(void *arg, enum kb_err err, bool sent);
 };
 
 /* Fails (with a message) when the TLS context cannot be set up, e.g. an
@@ -68,8 +70,9 @@ void upstream_free(struct kb_upstream *u);
  * "Name: value\r\n"; its bytes are taken (it is left empty). Host and
  * Content-Length are added here. `body` (borrowed, must live until done) is
  * sent when body_len > 0 or the method is POST. A pooled connection that
- * fails before any byte of the answer (the vendor closed it while idle) is
- * replaced once by a new connection.
+ * fails before any byte of the request was written to it (the vendor
+ * closed it while idle) is replaced once by a new connection; a request
+ * with bytes written is never sent again.
  */
 struct kb_upstream_req *upstream_start(struct kb_upstream *u, const char *method, const char *url,
                                        struct kb_buf *headers, const char *body, size_t body_len,

@@ -383,7 +383,7 @@ enum kb_err store_audit_query(struct kb_store *s, const struct kb_audit_filter *
                  "coalesce(c.status, b.status), b.reserved_micros, "
                  "coalesce(c.settled_micros, b.settled_micros), "
                  "coalesce(c.latency_us, b.latency_us), coalesce(c.bytes_in, b.bytes_in), "
-                 "coalesce(c.bytes_out, b.bytes_out), b.detail, "
+                 "coalesce(c.bytes_out, b.bytes_out), coalesce(c.detail, b.detail), "
                  "c.seq IS NOT NULL OR b.settled_micros >= 0 "
                  "FROM audit b LEFT JOIN audit c ON c.seq = "
                  "(SELECT min(x.seq) FROM audit x WHERE x.ref_seq = b.seq) "

@@ -41,7 +41,14 @@ const WORKERS = 2;
 
 // A broken upstream client should fail a test in seconds, not after the
 // 300 s default silence limit.
-const DAEMON_ENV = { KEYBRAKE_UPSTREAM_TIMEOUT: '20s', KEYBRAKE_UPSTREAM_CONNECT_TIMEOUT: '5s' };
+// The transport cases use made-up Stripe paths: an operator's fixed cost of
+// $0 for every /v1 write lets them through (unpriced writes are refused).
+const DAEMON_ENV = {
+  KEYBRAKE_UPSTREAM_TIMEOUT: '20s',
+  KEYBRAKE_UPSTREAM_CONNECT_TIMEOUT: '5s',
+  KEYBRAKE_STRIPE_COST: 'POST /v1/* 0; PUT /v1/* 0; PATCH /v1/* 0',
+  KEYBRAKE_OPENAI_COST: 'POST /v1/* 0',
+};
 
 const sha256 = (b) => crypto.createHash('sha256').update(b).digest('hex');
 
@@ -857,25 +864,37 @@ describe('upstream: keep-alive', () => {
   // connection just as the next request goes out on it. Nothing was
   // answered, so a GET is safe to send again on a fresh connection
   // (RFC 9112 9.3.1); the caller must not see a 502.
-  it('a pooled connection closed as the next GET arrives on it: retried on a fresh connection, 200', async () => {
+  it('a pooled connection dropped after the request was written: never re-sent, 502, the reservation charged', async () => {
+    // issue 13: the vendor read the request before dropping it, so it may
+    // have acted on it; a second copy could be billed twice
     up.handler = (rec, conn) => {
       if (rec.seqOnConn === 0) conn.sock.write(okText(`s${rec.target}`));
       else conn.sock.destroy(); // a second request on this connection: read, then drop it unanswered
     };
+    const key = await d.issueKey({ label: uniquePrefix('stale'), vendor: 'stripe', allowed_endpoints: ['/v1/*'], daily_usd_cap: 1000 });
+    const form = { authorization: `Bearer ${key.token}`, 'content-type': 'application/x-www-form-urlencoded' };
     const n = up.requests.length;
+    const status = [];
     // every request after a worker's first lands on a pooled connection that
     // is dropped: with more requests than workers, at least one does.
     for (let i = 0; i < WORKERS * 3; i++) {
-      const r = await get(`/stripe/v1/stale/${i}`);
-      assert.equal(r.status, 200, `request ${i}: ${r.text}`);
-      assert.equal(r.text, `s/v1/stale/${i}`);
+      const r = await d.proxy({ method: 'POST', path: `/stripe/v1/payment_intents?i=${i}`, headers: form, body: 'amount=100&currency=usd' });
+      assert.ok(r.status === 200 || (r.status === 502 && r.json.code === 'upstream_error'), `request ${i}: ${r.status} ${r.text}`);
+      status.push(r.status);
     }
     const recs = up.since(n);
     const dropped = recs.filter((x) => x.seqOnConn > 0);
     assert.ok(dropped.length >= 1, 'the race happened at least once');
-    // each dropped request was sent again, once, as the first on a new connection
-    const answered = recs.filter((x) => x.seqOnConn === 0).map((x) => x.target);
-    assert.deepEqual(answered, Array.from({ length: WORKERS * 3 }, (_, i) => `/v1/stale/${i}`));
+    // each request reached the vendor exactly once: nothing was re-sent
+    assert.equal(recs.length, WORKERS * 3);
+    assert.equal(new Set(recs.map((x) => x.body.toString())).size, WORKERS * 3);
+    assert.equal(status.filter((s) => s === 502).length, dropped.length);
+    // answered and unknown outcomes alike are charged: $1 each
+    const usage = (await d.admin.get(`/v1/keys/${key.id}`)).json.usage;
+    assert.equal(usage.spent_usd, WORKERS * 3);
+    assert.equal(usage.reserved_usd, 0);
+    const audit = (await d.admin.get(`/v1/audit?key_id=${key.id}&limit=50`)).json.data;
+    assert.equal(audit.filter((a) => a.detail && a.detail.outcome === 'unknown').length, dropped.length);
   });
 
   it('stops cleanly', async () => {

@@ -7,6 +7,9 @@
  *  (b) an independent, deliberately naive checker (substring searches, no
  *      shared code or tables) finds none of the refused forms in the path,
  *      and no control, non-ASCII, space or '#' in the query.
+ *  (c) the canonical spelling (policy_canon_path) is accepted too, is its
+ *      own canonical spelling, has no escape of a raw-safe byte, and
+ *      decodes to the same bytes as the path.
  * When it is refused, an errmsg is set and *path_len is untouched.
  * Any violation aborts, which libFuzzer reports as a crash.
  */
@@ -77,6 +80,22 @@ static void check_path(const uint8_t *p, size_t n)
     }
 }
 
+/* Percent-decodes s[0, n) into out (naively); returns the length. */
+static size_t decode_all(const uint8_t *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && is_hex(s[i + 1]) && is_hex(s[i + 2])) {
+            char h[3] = {(char)s[i + 1], (char)s[i + 2], 0};
+            out[o++] = (char)strtol(h, NULL, 16);
+            i += 2;
+        } else {
+            out[o++] = (char)s[i];
+        }
+    }
+    return o;
+}
+
 /* The accepted query q[0, n) (after '?') has only what canon.h lets through. */
 static void check_query(const uint8_t *q, size_t n)
 {
@@ -121,6 +140,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* (b) the independent checker */
     check_path(data, path_len);
+
+    /* (c) the canonical spelling */
+    size_t clen = 0, clen2 = 0;
+    char *c = policy_canon_path(target, path_len, &clen);
+    if (clen > path_len || c[clen] != '\0')
+        abort();
+    again = SIZE_MAX;
+    if (policy_canon_check(c, clen, MAX_PATH, &again, NULL) != KB_OK || again != clen)
+        abort();
+    check_path((const uint8_t *)c, clen);
+    char *c2 = policy_canon_path(c, clen, &clen2);
+    if (clen2 != clen || memcmp(c, c2, clen) != 0)
+        abort();
+    /* decoded, the two spellings are the same bytes */
+    char *d1 = malloc(path_len + 1), *d2 = malloc(clen + 1);
+    size_t n1 = decode_all(data, path_len, d1), n2 = decode_all((const uint8_t *)c, clen, d2);
+    if (n1 != n2 || memcmp(d1, d2, n1) != 0)
+        abort();
+    for (size_t i = 0; i + 2 < clen; i++)
+        if (c[i] == '%' && ((c[i + 1] >= 'a' && c[i + 1] <= 'f') || (c[i + 2] >= 'a' && c[i + 2] <= 'f')))
+            abort(); /* upper-case hex only */
+    free(d1);
+    free(d2);
+    free(c);
+    free(c2);
     if (path_len < size)
         check_query(data + path_len + 1, size - path_len - 1);
     return 0;

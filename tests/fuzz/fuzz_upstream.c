@@ -108,6 +108,7 @@ struct xfer {
     bool head_method;
     bool must_ok; /* the answer is well-formed and whole: the transfer must succeed */
     bool done, cancelled, head, paused, repeat;
+    bool sent; /* on_done said a byte of the request was written */
     enum kb_err err;
     int status, nheader, nbody;
     int64_t clen;  /* the Content-Length it was told, -1 when none */
@@ -428,12 +429,14 @@ static bool on_body(void *arg, const char *data, size_t len)
     return true;
 }
 
-static void on_done(void *arg, enum kb_err err)
+static void on_done(void *arg, enum kb_err err, bool sent)
 {
     struct xfer *x = arg;
     check(!in_api && !x->done && !x->cancelled && !x->paused && !x->repeat);
     check(err == KB_OK || err == KB_E_UPSTREAM_ERROR || err == KB_E_UPSTREAM_UNREACHABLE ||
           err == KB_E_UPSTREAM_TIMEOUT);
+    check(err != KB_OK || sent); /* an answer needs a request */
+    x->sent = sent;
     x->done = true;
     x->err = err;
     activity++;
@@ -782,13 +785,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         c->got = 0;
         c->answered = false;
         /* the vendor drops it (its idle timeout) as the request picks it,
-         * before the client could notice: the request goes again, once */
+         * before the client could notice: a request none of whose bytes
+         * were written goes again, once, on a new connection; one that was
+         * written fails and is never sent again (issue 13) */
         if (drop && (x1.k & 4))
             vconn_fin(c);
         else if (drop)
             vconn_close(c);
     }
-    run_ok(&x2, bound);
+    if (drop) {
+        x2 = (struct xfer){.clen = -1};
+        start(&x2, "GET", "/ok", NULL, 0);
+        for (long n = 0; !x2.done; n++) {
+            check(n < bound);
+            turn();
+        }
+        check(x2.err == KB_OK || x2.err == KB_E_UPSTREAM_ERROR);
+        if (x2.err != KB_OK) {
+            check(x2.sent); /* failed only because it had been written */
+            accept_left = 1;
+            run_ok(&x2, bound); /* the pool is not poisoned */
+        }
+    } else {
+        run_ok(&x2, bound);
+    }
 
     /* 3. the vendor closes what is left; the client must drop it too */
     accept_left = 0;

@@ -230,9 +230,44 @@ static void test_null_errmsg(void **state)
     assert_int_equal(path_len, 7);
 }
 
+/* The canonical spelling: escapes of raw-safe bytes decoded, the others
+ * kept in upper-case hex; idempotent. */
+static void test_canonical_path(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } v[] = {
+        {"/v1/payment_intents", "/v1/payment_intents"},
+        {"/v1/p%61yment_intents", "/v1/payment_intents"},
+        {"/v1/payment%5Fintents", "/v1/payment_intents"},
+        {"/v1/payment%5fintents", "/v1/payment_intents"},
+        {"/v1/%70%61%79", "/v1/pay"},
+        {"/v1/a%3Ab%40c%2Bd", "/v1/a:b@c+d"},           /* sub-delims, ':' '@' */
+        {"/v1/caf%c3%a9", "/v1/caf%C3%A9"},              /* non-ASCII stays encoded */
+        {"/v1/a%20b", "/v1/a%20b"},                      /* space stays encoded */
+        {"/v1/a%3bb", "/v1/a%3Bb"},                      /* ';' stays encoded */
+        {"/v1/a%3fb%23c", "/v1/a%3Fb%23c"},              /* '?' and '#' too */
+        {"/v1/%7e%2D%5F", "/v1/~-_"},                    /* unreserved */
+        {"/", "/"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        size_t n = 0, n2 = 0, pl = 0;
+        assert_int_equal(policy_canon_check(v[i].in, strlen(v[i].in), MAXP, &pl, NULL), KB_OK);
+        char *c = policy_canon_path(v[i].in, pl, &n);
+        assert_string_equal(c, v[i].out);
+        assert_int_equal(n, strlen(v[i].out));
+        char *c2 = policy_canon_path(c, n, &n2);
+        assert_string_equal(c2, c);
+        free(c);
+        free(c2);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_canonical_path),
         cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_no_overread),
         cmocka_unit_test(test_null_errmsg),
