@@ -278,10 +278,21 @@ enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v
         c->query_len = strlen(query);
     }
     c->body = hreq_body(req, &c->body_len);
-    c->content_type = hreq_header(req, "Content-Type");
 
     const struct kb_hdr *h;
     size_t nh = hreq_headers(req, &h);
+    int nct;
+    c->content_type = hdr_find(h, nh, "Content-Type", &nct);
+    if (nct > 1) {
+        kb_set_errmsg(errmsg, "the request has %d Content-Type headers", nct);
+        return KB_E_AMBIGUOUS_REQUEST;
+    }
+    /* a body on a read is one the meter does not price and a vendor
+     * might still act on */
+    if (c->body_len && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+        kb_set_errmsg(errmsg, "a %s request may not carry a body", method);
+        return KB_E_AMBIGUOUS_REQUEST;
+    }
     for (size_t i = 0; i < nh; i++)
         if (strcasecmp(h[i].name, "Accept-Encoding") == 0)
             accept_filter(h[i].value, c->accept, sizeof c->accept);

@@ -46,9 +46,10 @@ struct kb_canon_req {
  * (release with canonical_cleanup). Refusals: KB_E_UNSUPPORTED_ENCODING,
  * KB_E_BODY_TOO_LARGE (decodes past max_body or a 100:1 ratio),
  * KB_E_INVALID (a corrupt coded body, Stripe JSON that cannot be transcoded),
- * KB_E_AMBIGUOUS_REQUEST (two Content-Encoding headers, a parameter both in
- * the query and the body of a form vendor's write, or a query beside a body
- * that is not a form); *errmsg (caller frees) says why. Worker thread.
+ * KB_E_AMBIGUOUS_REQUEST (two Content-Type or Content-Encoding headers, a
+ * body on a GET or HEAD, a parameter both in the query and the body of a
+ * form vendor's write, or a query beside a body that is not a form);
+ * *errmsg (caller frees) says why. Worker thread.
  */
 KB_MUSTCHECK enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v,
                                          const char *method, const char *path, size_t path_len,

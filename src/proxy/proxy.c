@@ -142,12 +142,17 @@ struct preq {
     struct preq *prev, *next;
 };
 
-static const char *const strip_request[] = {"host",       "content-length", "transfer-encoding",
-                                            "connection", "keep-alive",     "proxy-connection",
-                                            "te",         "trailer",        "upgrade",
-                                            "expect",     "authorization",  "proxy-authorization",
-                                            "x-api-key",  "cookie",         "forwarded",
-                                            NULL};
+/* Never forwarded: framing and hop-by-hop headers (we frame the request
+ * ourselves), the client's credentials (the vendor gets exactly one, ours),
+ * and headers that make a server act on another method or URL than the
+ * one that was checked and metered. */
+static const char *const strip_request[] = {
+    "host",          "content-length",      "transfer-encoding",      "connection",
+    "keep-alive",    "proxy-connection",    "te",                     "trailer",
+    "upgrade",       "expect",              "authorization",          "proxy-authorization",
+    "x-api-key",     "cookie",              "forwarded",              "x-http-method-override",
+    "x-http-method", "x-method-override",   "x-original-method",      "x-original-url",
+    "x-rewrite-url", "x-override-url",      NULL};
 static const char *const strip_response[] = {"connection", "keep-alive", "proxy-connection",
                                              "te",         "trailer",    "transfer-encoding",
                                              "upgrade",    NULL};

@@ -225,6 +225,38 @@ describe('canonical request', () => {
     });
   });
 
+  describe('what else could be read two ways', () => {
+    it('method and URL override headers never reach the vendor', async () => {
+      const key = await stripeKey(1000, ['GET /v1/payment_intents']);
+      const names = ['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-method', 'x-original-url', 'x-rewrite-url', 'x-override-url'];
+      const headers = { authorization: `Bearer ${key.token}` };
+      for (const n of names) headers[n] = n.endsWith('url') ? '/v1/payouts' : 'POST';
+      const r = await d.proxy({ path: '/stripe/v1/payment_intents', headers });
+      assert.equal(r.status, 200, r.text);
+      for (const n of names) assert.equal(mocks.stripe.requests[0].headers[n], undefined, n);
+    });
+
+    it('a GET with a body, and two Content-Type headers, are refused ambiguous_request', async () => {
+      const key = await stripeKey(1000, ['/v1/*']);
+      const get = await d.proxy({
+        path: '/stripe/v1/payment_intents',
+        headers: { authorization: `Bearer ${key.token}`, 'content-type': FORM },
+        body: 'amount=5000&currency=usd',
+      });
+      assert.equal(get.status, 400, get.text);
+      assert.equal(get.json.code, 'ambiguous_request');
+      const two = await d.proxy({
+        method: 'POST',
+        path: '/stripe/v1/payment_intents',
+        headers: { authorization: `Bearer ${key.token}`, 'content-type': ['application/json', FORM] },
+        body: '{"amount":5000,"currency":"usd"}',
+      });
+      assert.equal(two.status, 400, two.text);
+      assert.equal(two.json.code, 'ambiguous_request');
+      assert.equal(mocks.stripe.requests.length, 0);
+    });
+  });
+
   describe('coded request bodies', () => {
     const form = 'amount=5000&currency=usd';
     for (const [coding, encode] of [
