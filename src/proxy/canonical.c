@@ -221,8 +221,8 @@ static enum kb_err query_fold(struct kb_canon_req *c, char **errmsg)
 {
     enum kb_err err = KB_OK;
     struct fold f = {0};
-    if (c->body_len && (!c->content_type ||
-                        strncasecmp(c->content_type, form_type, sizeof form_type - 1) != 0)) {
+    if (c->body_len &&
+        (!c->content_type || strncasecmp(c->content_type, form_type, sizeof form_type - 1) != 0)) {
         kb_set_errmsg(errmsg, "parameters in the query of a request whose body is not a form "
                               "cannot be read one way; send them in the body");
         return KB_E_AMBIGUOUS_REQUEST;
@@ -329,7 +329,6 @@ bool canonical_replaces_header(const struct kb_canon_req *c, const char *name, s
 {
     if (nlen == 15 && strncasecmp(name, "accept-encoding", 15) == 0)
         return true;
-    return c->body_rewritten &&
-           ((nlen == 12 && strncasecmp(name, "content-type", 12) == 0) ||
-            (nlen == 16 && strncasecmp(name, "content-encoding", 16) == 0));
+    return c->body_rewritten && ((nlen == 12 && strncasecmp(name, "content-type", 12) == 0) ||
+                                 (nlen == 16 && strncasecmp(name, "content-encoding", 16) == 0));
 }

@@ -53,8 +53,8 @@ struct kb_canon_req {
  */
 KB_MUSTCHECK enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v,
                                          const char *method, const char *path, size_t path_len,
-                                         const char *query, size_t max_body,
-                                         struct kb_canon_req *c, char **errmsg);
+                                         const char *query, size_t max_body, struct kb_canon_req *c,
+                                         char **errmsg);
 
 void canonical_cleanup(struct kb_canon_req *c);
 

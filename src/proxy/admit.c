@@ -1,0 +1,163 @@
+/*
+ * admit.c - a request is admitted by one writer job (rate limit,
+ * reservation, audit record, committed together) before a byte of it goes
+ * to the vendor; then it is forwarded with the headers built here.
+ */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/money.h"
+#include "core/runtime.h"
+#include "audit/audit.h"
+#include "meter/meter.h"
+#include "net/http.h"
+#include "net/httpd.h"
+#include "proxy/canonical.h"
+#include "proxy/upstream.h"
+#include "proxy/proxy_int.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+/* Never forwarded: framing and hop-by-hop headers (we frame the request
+ * ourselves), the client's credentials (the vendor gets exactly one, ours),
+ * and headers that make a server act on another method or URL than the
+ * one that was checked and metered. */
+static const char *const strip_request[] = {"host",
+                                            "content-length",
+                                            "transfer-encoding",
+                                            "connection",
+                                            "keep-alive",
+                                            "proxy-connection",
+                                            "te",
+                                            "trailer",
+                                            "upgrade",
+                                            "expect",
+                                            "authorization",
+                                            "proxy-authorization",
+                                            "x-api-key",
+                                            "cookie",
+                                            "forwarded",
+                                            "x-http-method-override",
+                                            "x-http-method",
+                                            "x-method-override",
+                                            "x-original-method",
+                                            "x-original-url",
+                                            "x-rewrite-url",
+                                            "x-override-url",
+                                            NULL};
+void proxy__build_headers(struct kb_proxy *px, const struct kb_hreq *req, const struct kb_vendor *v,
+                          const struct kb_canon_req *c, struct kb_buf *out)
+{
+    const char *conn = hreq_header(req, "Connection");
+    const struct kb_hdr *h;
+    size_t nh = hreq_headers(req, &h);
+    buf_reserve(out, 512);
+    for (size_t i = 0; i < nh; i++) {
+        const char *name = h[i].name, *value = h[i].value;
+        size_t nlen = strlen(name);
+        if (proxy__in_list(strip_request, name, nlen) || strncasecmp(name, "keybrake-", 9) == 0 ||
+            strncasecmp(name, "x-forwarded-", 12) == 0 ||
+            (v->auth == KB_AUTH_HEADER && strcasecmp(name, v->auth_header) == 0) ||
+            (conn && http_token_in_list(conn, name)) || canonical_replaces_header(c, name, nlen))
+            continue;
+        buf_puts(out, name);
+        buf_append(out, ": ", 2);
+        buf_puts(out, value);
+        buf_append(out, "\r\n", 2);
+    }
+    if (c->body_rewritten && c->content_type) {
+        buf_puts(out, "Content-Type: ");
+        buf_puts(out, c->content_type);
+        buf_append(out, "\r\n", 2);
+    }
+    if (c->accept[0]) { /* only codings the meter reads; none asks for identity */
+        buf_puts(out, "Accept-Encoding: ");
+        buf_puts(out, c->accept);
+        buf_append(out, "\r\n", 2);
+    }
+    buf_puts(out, px->inject[v - px->rt->cfg->vendors]); /* ends in CRLF */
+}
+
+/* Writer thread: rate limit, reservation and the audit record, committed
+ * together before a byte goes to the vendor. A refusal here is recorded as
+ * one (the job succeeds; r->outcome says what happened). */
+enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
+{
+    struct preq *r = arg;
+    enum kb_err err;
+    r->outcome = KB_OK;
+    if (r->key->rate_requests) {
+        err = store_rate_take(s, r->key->seq, r->key->rate_requests, r->key->rate_period_ms,
+                              r->ts_ms, &r->retry_ms);
+        if (err == KB_E_RATE_LIMITED)
+            r->outcome = err;
+        else if (err != KB_OK)
+            return KB_E_STORE;
+    }
+    if (r->outcome == KB_OK) {
+        err = store_spend_reserve(s, r->key->seq, r->day, r->reserved, r->key->daily_cap,
+                                  &r->remaining);
+        if (err == KB_E_CAP_EXHAUSTED)
+            r->outcome = err;
+        else if (err != KB_OK)
+            return KB_E_STORE;
+    }
+    struct kb_audit_rec rec;
+    proxy__rec_fill(r, &rec);
+    rec.decision = r->outcome == KB_OK ? "allowed" : "refused";
+    rec.code = r->outcome == KB_OK ? NULL : kb_strerror(r->outcome);
+    rec.settled = r->outcome == KB_OK ? -1 : 0;
+    return audit_append(s, &rec, &r->audit_seq);
+}
+
+void proxy__admit_done(void *arg, enum kb_err err)
+{
+    struct preq *r = arg;
+    if (err != KB_OK || r->outcome != KB_OK) {
+        /* nothing was reserved (the batch rolled back, or it did not fit) */
+        if (!r->client_gone) {
+            if (err == KB_OK && r->outcome == KB_E_RATE_LIMITED) {
+                char ra[24];
+                snprintf(ra, sizeof ra, "%lld", (long long)((r->retry_ms + 999) / 1000));
+                hreq_add_header_z(r->req, "Retry-After", ra);
+            }
+            hreq_set_close_cb(r->req, NULL, NULL);
+            http_reply_proxy_error(r->req, err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome,
+                                   NULL);
+        }
+        enum kb_err code = err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome;
+        struct proxy__end e = {.id = r->id,
+                               .key_id = r->key->id,
+                               .vendor_name = r->vendor->name,
+                               .method = r->method,
+                               .path = r->path,
+                               .vendor = proxy__vendor_index(r->px, r->vendor),
+                               .code = code,
+                               .latency_us = clock_mono_us() - r->start_us,
+                               .upstream_us = -1};
+        proxy__finish(&e);
+        r->req = NULL;
+        proxy__preq_free(r);
+        return;
+    }
+    if (r->client_gone) {
+        /* gone before anything was sent: release it all */
+        proxy__settle(r, 0, KB_E_CLIENT_CLOSED, REPLY_NONE);
+        return;
+    }
+    r->stage = ST_UPSTREAM;
+    r->up_start_us = clock_mono_us();
+    r->up = upstream_send(r->px->up, r->px->bases[proxy__vendor_index(r->px, r->vendor)], r->method,
+                          r->path, strlen(r->path), r->query ? r->query - 1 : NULL, &r->headers,
+                          r->fwd_body, r->fwd_len, &proxy__upstream_ops,
+                          r); /* takes the header bytes */
+}

@@ -1,0 +1,183 @@
+/*
+ * forward.c - the vendor's answer, streamed back as it arrives and metered
+ * as it passes: header, status, body chunks (with back-pressure from a slow
+ * client), and the end, which hands the request to settle.c with what it
+ * cost. A client that leaves, a key revoked mid-stream and a vendor that
+ * fails after the request went out all end here, charged fail-closed.
+ */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/money.h"
+#include "core/runtime.h"
+#include "audit/audit.h"
+#include "meter/meter.h"
+#include "net/http.h"
+#include "net/httpd.h"
+#include "proxy/upstream.h"
+#include "proxy/proxy_int.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+static const char *const strip_response[] = {"connection", "keep-alive", "proxy-connection",
+                                             "te",         "trailer",    "transfer-encoding",
+                                             "upgrade",    NULL};
+
+static void on_header(void *arg, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    struct preq *r = arg;
+    /* Keybrake-* belongs to the proxy alone: a vendor (or anything in
+     * front of it) must not speak for it, e.g. with its own cost header */
+    if (r->client_gone || proxy__in_list(strip_response, name, nlen) ||
+        (nlen >= 9 && strncasecmp(name, "keybrake-", 9) == 0))
+        return;
+    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0 && !r->resp_ctype)
+        r->resp_ctype = kb_strndup(value, vlen); /* the meter reads it */
+    hreq_add_header(r->req, name, nlen, value, vlen);
+}
+
+static void add_cost_headers(struct preq *r, int64_t cost)
+{
+    char a[32], b[32];
+    hreq_add_header_z(r->req, "Keybrake-Cost-USD", money_format(cost, a, sizeof a));
+    hreq_add_header_z(r->req, "Keybrake-Remaining-USD", money_format(r->remaining, b, sizeof b));
+}
+
+static void on_head(void *arg, int status)
+{
+    struct preq *r = arg;
+    r->status = status;
+    if (r->client_gone)
+        return;
+    meter_response_status(r->meter, status, r->resp_ctype);
+    add_cost_headers(r, r->reserved);
+    hreq_reply_start(r->req, status);
+    r->head_sent = true;
+}
+
+/* The client took everything queued: a paused vendor transfer goes on. */
+static void client_drained(struct kb_hreq *req, void *arg)
+{
+    (void)req;
+    struct preq *r = arg;
+    if (r->paused && r->up) {
+        r->paused = false;
+        upstream_resume(r->up);
+    }
+}
+
+static bool on_body(void *arg, const char *data, size_t len)
+{
+    struct preq *r = arg;
+    if (r->client_gone || !r->head_sent)
+        return true;
+    if (hreq_pending(r->req) > CLIENT_HIGH_WATER) {
+        r->paused = true; /* client_drained resumes once the client caught up */
+        hreq_set_drain_cb(r->req, client_drained, r);
+        return false;
+    }
+    meter_response_data(r->meter, data, len);
+    r->bytes_out += (int64_t)len;
+    hreq_reply_chunk(r->req, data, len);
+    return true;
+}
+
+static void on_done(void *arg, enum kb_err err, bool sent)
+{
+    struct preq *r = arg;
+    r->up = NULL; /* the upstream client freed it */
+    if (err == KB_OK) {
+        proxy__settle(r, meter_settle(r->meter, true), KB_OK, REPLY_FINISH);
+    } else if (r->head_sent) {
+        /* cut mid-body: the client must not mistake it for a whole answer */
+        int64_t actual = meter_settle(r->meter, false);
+        proxy__abort_connection(r);
+        r->req = NULL;
+        kb_log(KB_LOG_WARN, "upstream failed mid-response", "request_id", r->id, "code",
+               kb_strerror(err), NULL);
+        proxy__settle(r, actual, err, REPLY_NONE);
+    } else if (sent) {
+        /* The vendor may have read the request and acted on it (a timeout,
+         * a reset after the write): only a definite answer releases a
+         * reservation, so the worst case is charged and the audit record
+         * says the outcome is unknown. */
+        r->outcome_unknown = true;
+        kb_log(KB_LOG_WARN, "vendor outcome unknown: the reservation is charged", "request_id",
+               r->id, "code", kb_strerror(err), NULL);
+        proxy__settle(r, r->status ? meter_settle(r->meter, false) : r->reserved, err, REPLY_ERROR);
+    } else {
+        proxy__settle(r, 0, err, REPLY_ERROR); /* nothing reached the vendor */
+    }
+}
+
+const struct kb_upstream_ops proxy__upstream_ops = {on_header, on_head, on_body, on_done};
+
+/* The client connection closed while its request was in flight; the
+ * server frees the request when this returns. */
+void proxy__client_closed(struct kb_hreq *req, void *arg)
+{
+    (void)req;
+    struct preq *r = arg;
+    r->client_gone = true;
+    r->px->unflushed--; /* its reply will never complete */
+    r->req = NULL;
+    kb_log(KB_LOG_INFO, "client closed before the response ended", "request_id", r->id, NULL);
+    if (r->stage != ST_UPSTREAM)
+        return; /* the writer's callback finishes it */
+    if (r->up) {
+        upstream_cancel(r->up);
+        r->up = NULL;
+    }
+    /* The vendor may have acted on a request we could not see the end of:
+     * charge the worst case unless the meter knows better. */
+    r->outcome_unknown = !r->status;
+    proxy__settle(r, r->status ? meter_settle(r->meter, false) : r->reserved, KB_E_CLIENT_CLOSED,
+                  REPLY_NONE);
+}
+
+/* The key of a request in flight was revoked: stop the vendor transfer and
+ * end the client's response where it stands. */
+static void cut_revoked(struct preq *r)
+{
+    if (r->up) {
+        upstream_cancel(r->up);
+        r->up = NULL;
+    }
+    /* the vendor may have acted already: a metered response is charged as
+     * a cut stream, an unanswered one at the reservation */
+    int64_t actual = r->status ? meter_settle(r->meter, false) : r->reserved;
+    r->outcome_unknown = !r->status;
+    kb_log(KB_LOG_INFO, "response cut: key revoked", "request_id", r->id, "key_id", r->key->id,
+           NULL);
+    if (!r->head_sent) {
+        proxy__settle(r, actual, KB_E_KEY_REVOKED, REPLY_ERROR);
+        return;
+    }
+    proxy__abort_connection(r);
+    r->req = NULL;
+    proxy__settle(r, actual, KB_E_KEY_REVOKED, REPLY_NONE);
+}
+
+void proxy__watch_revocations(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct kb_proxy *px = arg;
+    for (struct preq *r = px->inflight, *next; r; r = next) {
+        next = r->next;
+        if (r->stage != ST_UPSTREAM)
+            continue;
+        bool revoked = false;
+        if (store_key_revoked(px->store, r->key->seq, &revoked) == KB_OK && revoked)
+            cut_revoked(r);
+    }
+}

@@ -1,0 +1,112 @@
+/*
+ * settle.c - the actual cost replaces the reservation and the audit record
+ * is completed, in one writer job; only once that is durable does the
+ * client get the end of its answer, so what it reads of the key's usage
+ * after the answer already includes it.
+ */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/money.h"
+#include "core/runtime.h"
+#include "audit/audit.h"
+#include "meter/meter.h"
+#include "net/http.h"
+#include "net/httpd.h"
+#include "proxy/proxy_int.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+void proxy__rec_fill(const struct preq *r, struct kb_audit_rec *rec)
+{
+    memset(rec, 0, sizeof *rec);
+    rec->kind = KB_AUDIT_PROXY;
+    rec->ts_ms = r->ts_ms;
+    memcpy(rec->request_id, r->id, sizeof rec->request_id);
+    rec->action = "proxy.request";
+    rec->key_id = r->key->id;
+    rec->label = r->key->label;
+    rec->vendor = r->vendor->name;
+    rec->method = r->method;
+    rec->path = r->path;
+    rec->reserved = r->reserved;
+    rec->bytes_in = r->bytes_in;
+}
+
+/* Writer thread: the actual cost replaces the reservation and the audit
+ * record is completed, in one transaction. */
+static enum kb_err settle_job(struct kb_store *s, void *arg)
+{
+    struct preq *r = arg;
+    enum kb_err err =
+        store_spend_settle(s, r->key->seq, r->day, r->reserved, r->actual, r->key->daily_cap, NULL);
+    if (err != KB_OK)
+        return KB_E_STORE;
+    struct kb_audit_rec rec;
+    proxy__rec_fill(r, &rec);
+    rec.decision = "allowed";
+    rec.code = r->fail != KB_OK ? kb_strerror(r->fail) : NULL;
+    rec.status = r->status;
+    rec.settled = r->actual;
+    rec.latency_us = r->latency_us;
+    rec.bytes_out = r->bytes_out;
+    if (r->outcome_unknown)
+        rec.detail = "{\"outcome\":\"unknown\"}";
+    return audit_complete(s, r->audit_seq, &rec);
+}
+
+static void settle_done(void *arg, enum kb_err err)
+{
+    struct preq *r = arg;
+    struct proxy__end e = {.id = r->id,
+                           .key_id = r->key->id,
+                           .vendor_name = r->vendor->name,
+                           .method = r->method,
+                           .path = r->path,
+                           .vendor = proxy__vendor_index(r->px, r->vendor),
+                           .status = r->status,
+                           .code = r->fail,
+                           .cost = r->actual,
+                           .latency_us = r->latency_us,
+                           .upstream_us = r->up_start_us ? clock_mono_us() - r->up_start_us : 0};
+    proxy__finish(&e);
+    if (err != KB_OK)
+        kb_log(KB_LOG_ERROR, "settlement not committed; the reservation stays (fail closed)",
+               "request_id", r->id, "key_id", r->key->id, "code", kb_strerror(err), NULL);
+    /* an answer ends only once its cost and audit completion are durable,
+     * so what a client reads in the key's usage or the audit log after the
+     * answer already includes it */
+    if (r->reply != REPLY_NONE && r->req && !r->client_gone) {
+        hreq_set_close_cb(r->req, NULL, NULL);
+        if (r->reply == REPLY_FINISH) {
+            hreq_reply_end(r->req);
+        } else {
+            /* a vendor that failed inside its head left some of its headers
+             * (a Content-Length among them): the error answer is ours alone */
+            hreq_reset_headers(r->req);
+            hreq_add_header_z(r->req, "Keybrake-Request-Id", r->id);
+            http_reply_proxy_error(r->req, r->fail, NULL);
+        }
+    }
+    r->req = NULL;
+    proxy__preq_free(r);
+}
+
+void proxy__settle(struct preq *r, int64_t actual, enum kb_err fail, enum reply_after reply)
+{
+    r->stage = ST_SETTLE;
+    r->actual = actual;
+    r->fail = fail;
+    r->reply = reply;
+    r->latency_us = clock_mono_us() - r->start_us;
+    writer_submit_unguarded(r->px->port, settle_job, settle_done, r);
+}
