@@ -94,18 +94,23 @@ static const struct setting settings[] = {
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
+/* The built-in vendor profiles: adding a vendor starts here (and, when it
+ * is metered, with a meter in src/meter/). */
 struct builtin {
     const char *name, *base_url, *secret_env, *account_env;
     enum kb_auth_style auth;
     const char *header;
+    enum kb_body_style body;
 };
 static const struct builtin builtins[] = {
-    {"stripe", "https://api.stripe.com", "STRIPE_SECRET_KEY", NULL, KB_AUTH_BEARER, NULL},
-    {"openai", "https://api.openai.com", "OPENAI_API_KEY", NULL, KB_AUTH_BEARER, NULL},
+    {"stripe", "https://api.stripe.com", "STRIPE_SECRET_KEY", NULL, KB_AUTH_BEARER, NULL,
+     KB_BODY_FORM_FROM_JSON},
+    {"openai", "https://api.openai.com", "OPENAI_API_KEY", NULL, KB_AUTH_BEARER, NULL,
+     KB_BODY_AS_IS},
     {"anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", NULL, KB_AUTH_HEADER,
-     "x-api-key"},
+     "x-api-key", KB_BODY_AS_IS},
     {"twilio", "https://api.twilio.com", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", KB_AUTH_BASIC,
-     NULL},
+     NULL, KB_BODY_FORM},
 };
 
 static char **str_field(struct kb_config *c, const struct setting *s)
@@ -379,6 +384,7 @@ enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg)
         const struct builtin *b = &builtins[i];
         struct kb_vendor *v = vendor_add(c, b->name, strlen(b->name));
         v->builtin = true;
+        v->body = b->body;
         v->base_url = kb_strdup(b->base_url);
         v->auth = b->auth;
         v->auth_header = b->header ? kb_strdup(b->header) : NULL;

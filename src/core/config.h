@@ -31,6 +31,13 @@ struct kb_fixed_cost {
     int64_t micros; /* cost per matching request */
 };
 
+/* How a vendor reads a write's parameters. */
+enum kb_body_style {
+    KB_BODY_AS_IS = 0,          /* forwarded as sent (JSON APIs, generic vendors) */
+    KB_BODY_FORM = 1,           /* a form, whose keys the vendor also reads from the query */
+    KB_BODY_FORM_FROM_JSON = 2, /* the same, and JSON from agents is transcoded to a form */
+};
+
 struct kb_vendor {
     char *name;                  /* owned; lower-case [a-z0-9_-], first path segment */
     char *base_url;              /* owned; no trailing slash */
@@ -39,6 +46,7 @@ struct kb_vendor {
     char *secret;                /* owned; the real vendor secret, NULL if unset */
     char *account;               /* owned; Basic username (Twilio account SID), may be NULL */
     bool builtin;                /* one of the four built-in profiles */
+    enum kb_body_style body;     /* how its writes carry parameters */
     struct kb_fixed_cost *costs; /* owned; generic vendors' fixed costs */
     size_t ncosts;
 };

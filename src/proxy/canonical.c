@@ -31,13 +31,6 @@
 
 static const char form_type[] = "application/x-www-form-urlencoded";
 
-/* Vendors that read the parameters of a write from the query as well as
- * from the form body. */
-static bool form_vendor(const struct kb_vendor *v)
-{
-    return v->builtin && (strcmp(v->name, "stripe") == 0 || strcmp(v->name, "twilio") == 0);
-}
-
 static bool is_write(const char *method)
 {
     return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
@@ -300,7 +293,7 @@ enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v
     if ((err = body_decode(req, max_body, c, errmsg)) != KB_OK)
         return err;
     /* Stripe takes forms; JSON from agents is transcoded */
-    if (v->builtin && strcmp(v->name, "stripe") == 0 && c->body_len && c->content_type &&
+    if (v->body == KB_BODY_FORM_FROM_JSON && c->body_len && c->content_type &&
         strncasecmp(c->content_type, "application/json", 16) == 0) {
         char *form;
         size_t flen;
@@ -313,7 +306,8 @@ enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v
         c->content_type = form_type;
         c->body_rewritten = true;
     }
-    if (c->query && form_vendor(v) && is_write(method))
+    /* form vendors read a write's parameters from its query as well */
+    if (c->query && v->body != KB_BODY_AS_IS && is_write(method))
         return query_fold(c, errmsg);
     return KB_OK;
 }
