@@ -87,15 +87,26 @@ void proxy__build_headers(struct kb_proxy *px, const struct kb_hreq *req, const 
     buf_puts(out, px->inject[v - px->rt->cfg->vendors]); /* ends in CRLF */
 }
 
-/* Writer thread: rate limit, reservation and the audit record, committed
- * together before a byte goes to the vendor. A refusal here is recorded as
- * one (the job succeeds; r->outcome says what happened). */
+/* Writer thread: revocation and expiry, rate limit, reservation and the
+ * audit record, committed together before a byte goes to the vendor. A
+ * refusal here is recorded as one (the job succeeds; r->outcome says what
+ * happened). Revocations are committed by the same writer, so an admission
+ * is ordered after every revocation committed before its batch, and one in
+ * the same batch before it: the worker's key cache may be stale, this is
+ * not. */
 enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
 {
     struct preq *r = arg;
     enum kb_err err;
+    bool revoked = false;
     r->outcome = KB_OK;
-    if (r->key->rate_requests) {
+    if (store_key_revoked(s, r->key->seq, &revoked) != KB_OK)
+        return KB_E_STORE;
+    if (revoked)
+        r->outcome = KB_E_KEY_REVOKED;
+    else if (clock_now() >= r->key->expires_at)
+        r->outcome = KB_E_KEY_EXPIRED;
+    if (r->outcome == KB_OK && r->key->rate_requests) {
         err = store_rate_take(s, r->key->seq, r->key->rate_requests, r->key->rate_period_ms,
                               r->ts_ms, &r->retry_ms);
         if (err == KB_E_RATE_LIMITED)

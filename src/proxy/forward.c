@@ -144,9 +144,9 @@ void proxy__client_closed(struct kb_hreq *req, void *arg)
                   REPLY_NONE);
 }
 
-/* The key of a request in flight was revoked: stop the vendor transfer and
- * end the client's response where it stands. */
-static void cut_revoked(struct preq *r)
+/* The key of a request in flight was revoked or expired (why): stop the
+ * vendor transfer and end the client's response where it stands. */
+static void cut_revoked(struct preq *r, enum kb_err why)
 {
     if (r->up) {
         upstream_cancel(r->up);
@@ -156,15 +156,15 @@ static void cut_revoked(struct preq *r)
      * a cut stream, an unanswered one at the reservation */
     int64_t actual = r->status ? meter_settle(r->meter, false) : r->reserved;
     r->outcome_unknown = !r->status;
-    kb_log(KB_LOG_INFO, "response cut: key revoked", "request_id", r->id, "key_id", r->key->id,
-           NULL);
+    kb_log(KB_LOG_INFO, "response cut", "request_id", r->id, "key_id", r->key->id, "code",
+           kb_strerror(why), NULL);
     if (!r->head_sent) {
-        proxy__settle(r, actual, KB_E_KEY_REVOKED, REPLY_ERROR);
+        proxy__settle(r, actual, why, REPLY_ERROR);
         return;
     }
     proxy__abort_connection(r);
     r->req = NULL;
-    proxy__settle(r, actual, KB_E_KEY_REVOKED, REPLY_NONE);
+    proxy__settle(r, actual, why, REPLY_NONE);
 }
 
 void proxy__watch_revocations(evutil_socket_t fd, short what, void *arg)
@@ -172,12 +172,15 @@ void proxy__watch_revocations(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct kb_proxy *px = arg;
+    int64_t now = clock_now();
     for (struct preq *r = px->inflight, *next; r; r = next) {
         next = r->next;
         if (r->stage != ST_UPSTREAM)
             continue;
         bool revoked = false;
-        if (store_key_revoked(px->store, r->key->seq, &revoked) == KB_OK && revoked)
-            cut_revoked(r);
+        if (now >= r->key->expires_at)
+            cut_revoked(r, KB_E_KEY_EXPIRED); /* a stream does not outlive its key */
+        else if (store_key_revoked(px->store, r->key->seq, &revoked) == KB_OK && revoked)
+            cut_revoked(r, KB_E_KEY_REVOKED);
     }
 }

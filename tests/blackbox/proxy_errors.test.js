@@ -106,6 +106,33 @@ describe('proxy refusals', () => {
     assert.equal(mocks.count(), 0);
   });
 
+  it('a stream in flight when its key expires is cut like a revoked one, and charged its worst case', async () => {
+    const key = await d.issueKey({ label: uniquePrefix('exp-stream'), vendor: 'openai', expires_in: '2s', allowed_endpoints: ['/v1/*'] });
+    const expiresAt = Date.parse(key.expires_at);
+    const streamCtl = mocks.openai.nextStream();
+    const clientP = streamRequest({
+      port: d.proxyPort,
+      method: 'POST',
+      path: '/openai/v1/chat/completions',
+      headers: { authorization: `Bearer ${key.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', stream: true, max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    const ctl = await streamCtl;
+    const upstreamClosed = new Promise((resolve) => ctl.res.on('close', resolve));
+    ctl.send({ id: 'c1', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: 'a' } }] });
+    const client = await clientP;
+    assert.equal(client.status, 200);
+    await client.readUntil((s) => s.includes('\n\n'));
+    await waitUntilClock(expiresAt + 1000);
+    // the vendor keeps the stream open: only the proxy can end it
+    await client.rest().catch(() => {});
+    assert.equal(client.res.complete, false, 'the cut response did not end as a complete message');
+    await upstreamClosed;
+    const g = await d.admin.get(`/v1/keys/${key.id}`);
+    assert.ok(g.json.usage.spent_usd > 0, g.text); // usage never seen: the reservation
+    assert.equal(g.json.usage.reserved_usd, 0, g.text);
+  });
+
   it('401 key_expired once the wall clock passes expires_at, nothing forwarded', async () => {
     const key = await d.issueKey({ label: uniquePrefix('exp'), vendor: 'stripe', expires_in: '2s' });
     const expiresAt = Date.parse(key.expires_at);
