@@ -42,6 +42,20 @@ static void on_header(void *arg, const char *name, size_t nlen, const char *valu
         return;
     if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0 && !r->resp_ctype)
         r->resp_ctype = kb_strndup(value, vlen); /* the meter reads it */
+    if (nlen == 16 && strncasecmp(name, "content-encoding", 16) == 0) {
+        /* the meter decodes what it can; a second header makes a list,
+         * which it does not read (blind: the reservation is charged) */
+        char *prev = r->resp_cenc;
+        r->resp_cenc =
+            prev ? kb_asprintf("%s, %.*s", prev, (int)vlen, value) : kb_strndup(value, vlen);
+        free(prev);
+    }
+    if (nlen == 14 && strncasecmp(name, "content-length", 14) == 0) {
+        /* digits only: the upstream client checked them */
+        r->resp_clen = 0;
+        for (size_t i = 0; i < vlen && r->resp_clen < INT64_MAX / 10 - 9; i++)
+            r->resp_clen = r->resp_clen * 10 + (value[i] - '0');
+    }
     hreq_add_header(r->req, name, nlen, value, vlen);
 }
 
@@ -59,6 +73,7 @@ static void on_head(void *arg, int status)
     if (r->client_gone)
         return;
     meter_response_status(r->meter, status, r->resp_ctype);
+    meter_response_encoding(r->meter, r->resp_cenc);
     add_cost_headers(r, r->reserved);
     hreq_reply_start(r->req, status);
     r->head_sent = true;
@@ -87,6 +102,14 @@ static bool on_body(void *arg, const char *data, size_t len)
     }
     meter_response_data(r->meter, data, len);
     r->bytes_out += (int64_t)len;
+    if (r->resp_clen >= 0 && r->bytes_out == r->resp_clen) {
+        /* The answer's last byte waits for its settlement's commit (like
+         * the end of a chunked one): a client that has the whole answer
+         * can read its cost in the key's usage at once. */
+        r->held = data[len - 1];
+        r->holding = true;
+        len--;
+    }
     hreq_reply_chunk(r->req, data, len);
     return true;
 }

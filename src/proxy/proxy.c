@@ -106,6 +106,7 @@ void proxy__preq_free(struct preq *r)
     free(r->body);
     free(r->path);
     free(r->resp_ctype);
+    free(r->resp_cenc);
     free(r);
     proxy__maybe_drained(px);
 }
@@ -283,6 +284,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     r->reserved = reserve;
     r->day = day;
     r->method = method;
+    r->resp_clen = -1;
     r->path = canon.path;
     r->ts_ms = clock_now_ms();
     r->start_us = start_us;

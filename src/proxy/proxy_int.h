@@ -110,6 +110,10 @@ struct preq {
     bool outcome_unknown;           /* the vendor may have acted; charged its worst case */
     char id[40];                    /* request id */
     char *resp_ctype;               /* owned; the vendor's Content-Type */
+    char *resp_cenc;                /* owned; the vendor's Content-Encoding(s), or NULL */
+    int64_t resp_clen;              /* the vendor's Content-Length; -1 when none */
+    char held;                      /* the answer's last byte, sent after settlement */
+    bool holding;                   /* `held` is waiting */
     const char *method;             /* static string */
     char *path;                     /* owned; canonical vendor path, no query */
     const char *query;              /* borrowed from the target, after its '?'; NULL: none */

@@ -445,6 +445,25 @@ describe('canonical request', () => {
     });
   });
 
+  describe('an answer ends after its settlement', () => {
+    it('a client that read a whole Content-Length answer sees its cost in the key\'s usage at once', async () => {
+      const key = await stripeKey(1000);
+      for (let i = 1; i <= 20; i++) {
+        const r = await d.proxy({
+          method: 'POST',
+          path: '/stripe/v1/payment_intents',
+          headers: { authorization: `Bearer ${key.token}`, 'content-type': FORM },
+          body: 'amount=100&currency=usd',
+        });
+        assert.equal(r.status, 200, r.text);
+        assert.ok(r.headers['content-length'], 'the mock frames by Content-Length');
+        const u = await usage(key);
+        assert.equal(u.reserved_usd, 0, `request ${i}: still reserved`);
+        assert.equal(u.spent_usd, i, `request ${i}`);
+      }
+    });
+  });
+
   describe('refusals tell SDKs not to retry', () => {
     it('cap_exhausted and other permanent refusals carry x-should-retry: false; rate_limited does not', async () => {
       const key = await stripeKey(1);
