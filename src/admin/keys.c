@@ -39,6 +39,9 @@
 #define MAX_LABEL 256
 #define MAX_PATTERNS 100
 #define MAX_METADATA 4096
+#define MAX_ACCOUNTS 16    /* allowed_accounts entries */
+#define MAX_ACCOUNT_ID 128 /* bytes of one account id */
+#define ACCOUNT_ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 
 static double usd(int64_t micros)
 {
@@ -66,6 +69,8 @@ static json_t *key_json(const struct kb_key *k, int64_t now, bool usage)
                         k->revoked_at
                             ? json_string(clock_rfc3339(k->revoked_at, revoked, sizeof revoked))
                             : json_null());
+    json_t *acc = k->allowed_accounts ? json_loads(k->allowed_accounts, 0, NULL) : NULL;
+    json_object_set_new(o, "allowed_accounts", acc ? acc : json_null());
     json_object_set_new(o, "rate_limit",
                         k->rate_requests
                             ? json_pack("{s:I, s:s}", "requests", (json_int_t)k->rate_requests,
@@ -111,9 +116,9 @@ static bool valid_text(const char *s, size_t max)
 static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json_t *body,
                         struct kb_key *k, struct field_err *fe, enum kb_err *err)
 {
-    static const char *const known[] = {"label",         "vendor",     "allowed_endpoints",
-                                        "daily_usd_cap", "expires_in", "metadata",
-                                        "rate_limit",    NULL};
+    static const char *const known[] = {"label",         "vendor",           "allowed_endpoints",
+                                        "daily_usd_cap", "expires_in",       "metadata",
+                                        "rate_limit",    "allowed_accounts", NULL};
     const char *name;
     json_t *v;
     json_object_foreach(body, name, v)
@@ -215,6 +220,25 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
         k->rate_period_ms = strcmp(per, "second") == 0 ? 1000 : 60000;
     }
 
+    /* accounts an account selector header may name (Stripe-Account,
+     * OpenAI-Organization, OpenAI-Project): ids, never free text */
+    json_t *acc = json_object_get(body, "allowed_accounts");
+    if (acc && !json_is_null(acc)) {
+        size_t na = json_array_size(acc);
+        bool ok = json_is_array(acc) && na >= 1 && na <= MAX_ACCOUNTS;
+        for (size_t i = 0; ok && i < na; i++) {
+            const char *id = json_string_value(json_array_get(acc, i));
+            size_t idl = id ? strlen(id) : 0;
+            ok = idl >= 1 && idl <= MAX_ACCOUNT_ID && strspn(id, ACCOUNT_ID_CHARS) == idl;
+        }
+        if (!ok)
+            return bad(fe, "allowed_accounts",
+                       kb_asprintf("allowed_accounts must be an array of 1-%d account ids "
+                                   "(1-%d of [A-Za-z0-9_-])",
+                                   MAX_ACCOUNTS, MAX_ACCOUNT_ID));
+        k->allowed_accounts = json_dumps(acc, JSON_COMPACT);
+    }
+
     json_t *meta = json_object_get(body, "metadata");
     if (meta && !json_is_null(meta)) {
         char *text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
@@ -313,6 +337,7 @@ static void job_free(struct admin_job *j)
     free(j->key.vendor);
     free(j->key.allowed_endpoints);
     free(j->key.metadata);
+    free(j->key.allowed_accounts);
     free(j->prefix);
     free(j);
 }

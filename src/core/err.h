@@ -35,6 +35,8 @@
     X(VENDOR_MISMATCH, 403, "vendor_mismatch", "the vault key belongs to another vendor")          \
     X(ENDPOINT_NOT_ALLOWED, 403, "endpoint_not_allowed",                                           \
       "the vault key does not allow this endpoint")                                                \
+    X(ACCOUNT_NOT_ALLOWED, 403, "account_not_allowed",                                             \
+      "the vault key does not allow acting for another account or organisation")                   \
     X(NOT_FOUND, 404, "not_found", "no such resource")                                             \
     X(METHOD_NOT_ALLOWED, 405, "method_not_allowed", "method not allowed")                         \
     X(BODY_TOO_LARGE, 413, "body_too_large", "the request body is too large")                      \

@@ -10,6 +10,7 @@
  */
 #include "proxy/canonical.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,16 +257,103 @@ out:
     return err;
 }
 
+/* ---- headers that change who pays or what runs ---- */
+
+/* Headers that make the vendor act for another account, organisation or
+ * project than the one whose secret is injected. */
+static const char *const account_headers[] = {"stripe-account", "stripe-context",
+                                              "openai-organization", "openai-project", NULL};
+
+/* Lower-cases name into out with '_' read as '-': servers that map
+ * underscores (CGI, nginx with underscores_in_headers) see the same name. */
+static void name_fold(const char *name, char *out, size_t size)
+{
+    size_t i = 0;
+    for (; name[i] && i + 1 < size; i++) {
+        char ch = name[i] == '_' ? '-' : name[i];
+        out[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    }
+    out[i] = '\0';
+}
+
+/* Whether `id` is one of the JSON array `allowed` (NULL: none). */
+static bool account_allowed(const char *allowed, const char *id)
+{
+    json_t *arr = allowed ? json_loads(allowed, 0, NULL) : NULL;
+    bool ok = false;
+    for (size_t i = 0; !ok && i < json_array_size(arr); i++) {
+        const char *a = json_string_value(json_array_get(arr, i));
+        ok = a && strcmp(a, id) == 0;
+    }
+    json_decref(arr);
+    return ok;
+}
+
+static enum kb_err headers_check(const struct kb_hreq *req, const struct kb_vendor *v,
+                                 const char *allowed, const char *path, size_t path_len,
+                                 char **errmsg)
+{
+    const struct kb_hdr *h;
+    size_t nh = hreq_headers(req, &h);
+    for (size_t i = 0; i < nh; i++) {
+        char folded[64];
+        if (strlen(h[i].name) >= sizeof folded)
+            continue; /* longer than any name below */
+        name_fold(h[i].name, folded, sizeof folded);
+        for (const char *const *a = account_headers; *a; a++) {
+            if (strcmp(folded, *a) != 0)
+                continue;
+            /* forwarded only when spelled as the vendor reads it, given
+             * once, and naming an account the key was issued for */
+            if (strchr(h[i].name, '_') || hdr_find(h, nh, h[i].name, NULL) != h[i].value ||
+                !account_allowed(allowed, h[i].value)) {
+                kb_set_errmsg(errmsg, "%s \"%.64s\" is not among this vault key's allowed_accounts",
+                              *a, h[i].value);
+                return KB_E_ACCOUNT_NOT_ALLOWED;
+            }
+        }
+    }
+    /* Twilio names the account in the path: the configured one only (a
+     * parent account's secret also reaches its subaccounts) */
+    static const char prefix[] = "/2010-04-01/Accounts/";
+    size_t pl = sizeof prefix - 1;
+    if (v->builtin && v->account && strcmp(v->name, "twilio") == 0 && path_len > pl &&
+        strncasecmp(path, prefix, pl) == 0) {
+        const char *sid = path + pl;
+        size_t n = strcspn(sid, "/."); /* "{sid}/Messages.json" or "{sid}.json" */
+        size_t al = strlen(v->account);
+        if (n != al || strncmp(sid, v->account, al) != 0) {
+            kb_set_errmsg(errmsg, "this vault key acts only for the configured Twilio account");
+            return KB_E_ACCOUNT_NOT_ALLOWED;
+        }
+    }
+    return KB_OK;
+}
+
+bool canonical_folded_in(const char *name, const char *const *list)
+{
+    char folded[64];
+    if (strlen(name) >= sizeof folded)
+        return false;
+    name_fold(name, folded, sizeof folded);
+    for (; *list; list++)
+        if (strcmp(folded, *list) == 0)
+            return true;
+    return false;
+}
+
 /* ---- the whole request ---- */
 
 enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v,
-                            const char *method, const char *path, size_t path_len,
-                            const char *query, size_t max_body, struct kb_canon_req *c,
-                            char **errmsg)
+                            const char *allowed_accounts, const char *method, const char *path,
+                            size_t path_len, const char *query, size_t max_body,
+                            struct kb_canon_req *c, char **errmsg)
 {
     enum kb_err err;
     memset(c, 0, sizeof *c);
     c->path = policy_canon_path(path, path_len, &c->path_len);
+    if ((err = headers_check(req, v, allowed_accounts, c->path, c->path_len, errmsg)) != KB_OK)
+        return err;
     if (query && *query) {
         c->query = query;
         c->query_len = strlen(query);

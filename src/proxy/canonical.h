@@ -46,17 +46,27 @@ struct kb_canon_req {
  * (release with canonical_cleanup). Refusals: KB_E_UNSUPPORTED_ENCODING,
  * KB_E_BODY_TOO_LARGE (decodes past max_body or a 100:1 ratio),
  * KB_E_INVALID (a corrupt coded body, Stripe JSON that cannot be transcoded),
+ * KB_E_ACCOUNT_NOT_ALLOWED (a Stripe-Account, Stripe-Context,
+ * OpenAI-Organization or OpenAI-Project header, in any case or with '_' for
+ * '-', whose value is not in the key's `allowed_accounts` (a JSON array,
+ * NULL: none), or given twice; a Twilio account SID in the path other than
+ * the configured one),
  * KB_E_AMBIGUOUS_REQUEST (two Content-Type or Content-Encoding headers, a
  * body on a GET or HEAD, a parameter both in the query and the body of a
  * form vendor's write, or a query beside a body that is not a form);
  * *errmsg (caller frees) says why. Worker thread.
  */
 KB_MUSTCHECK enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v,
-                                         const char *method, const char *path, size_t path_len,
-                                         const char *query, size_t max_body, struct kb_canon_req *c,
-                                         char **errmsg);
+                                         const char *allowed_accounts, const char *method,
+                                         const char *path, size_t path_len, const char *query,
+                                         size_t max_body, struct kb_canon_req *c, char **errmsg);
 
 void canonical_cleanup(struct kb_canon_req *c);
+
+/* Whether header `name`, lower-cased and with '_' read as '-', is in the
+ * NULL-terminated list of lower-case names: "Content_Length" is
+ * "content-length" to a server that maps underscores. */
+bool canonical_folded_in(const char *name, const char *const *list);
 
 /* True for the request headers canonical_build replaces when it rewrote
  * the body or chose the codings (name is nlen bytes). */

@@ -224,9 +224,9 @@ void proxy_handle(struct kb_hreq *req, void *arg)
      * query folded where the vendor reads it; everything below is built
      * from it */
     const char *q = memchr(vpath, '?', tlen - (size_t)(vpath - target));
-    if ((err = canonical_build(req, vendor, method, plen ? vpath : "/", plen ? plen : 1,
-                               q ? q + 1 : NULL, (size_t)cfg->max_body_bytes, &canon, &msg)) !=
-        KB_OK)
+    if ((err = canonical_build(req, vendor, key->allowed_accounts, method, plen ? vpath : "/",
+                               plen ? plen : 1, q ? q + 1 : NULL, (size_t)cfg->max_body_bytes,
+                               &canon, &msg)) != KB_OK)
         goto refused;
     vpath = canon.path; /* refusals from here on record the canonical path */
     plen = canon.path_len;

@@ -44,12 +44,14 @@ enum stmt_id {
 #define KEY_COLS                                                                                   \
     "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "        \
     "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "                \
-    "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0) "
+    "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0), "       \
+    "k.allowed_accounts "
 
 static const char *const sql[S__COUNT] = {
     [S_KEY_INSERT] = "INSERT INTO keys (id, token_hash, label, vendor, allowed_endpoints, "
                      "daily_cap_micros, metadata, created_at, expires_at, rate_requests, "
-                     "rate_period_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     "rate_period_ms, allowed_accounts) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [S_KEY_BY_ID] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
                     "ON s.key_seq = k.seq AND s.day = ?2 WHERE k.id = ?1",
     [S_KEY_BY_HASH] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
@@ -281,6 +283,8 @@ static void row_to_key(sqlite3_stmt *st, struct kb_key *k, int64_t day)
     k->spent = sqlite3_column_int64(st, 12);
     k->reserved = sqlite3_column_int64(st, 13);
     k->requests = sqlite3_column_int64(st, 14);
+    const unsigned char *acc = sqlite3_column_text(st, 15);
+    k->allowed_accounts = acc ? kb_strdup((const char *)acc) : NULL;
 }
 
 enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k, const uint8_t hash[KB_HASH_LEN])
@@ -299,6 +303,10 @@ enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k, const uint8_t
     sqlite3_bind_int64(st, 9, k->expires_at);
     sqlite3_bind_int64(st, 10, k->rate_requests);
     sqlite3_bind_int64(st, 11, k->rate_period_ms);
+    if (k->allowed_accounts)
+        sqlite3_bind_text(st, 12, k->allowed_accounts, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 12);
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(s->db);
     done(st);
@@ -656,6 +664,7 @@ void store_key_clear(struct kb_key *k)
     free(k->vendor);
     free(k->allowed_endpoints);
     free(k->metadata);
+    free(k->allowed_accounts);
 }
 
 void store_key_free(struct kb_key *k)

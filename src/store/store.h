@@ -29,6 +29,7 @@ struct kb_key {
     char *vendor;            /* owned */
     char *allowed_endpoints; /* owned; JSON array text */
     char *metadata;          /* owned; JSON object text */
+    char *allowed_accounts;  /* owned; JSON array of account ids, NULL: the configured one only */
     int64_t daily_cap;       /* micro-dollars */
     int64_t created_at;      /* epoch seconds */
     int64_t expires_at;      /* epoch seconds; expired when now >= expires_at */

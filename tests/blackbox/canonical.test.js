@@ -257,6 +257,87 @@ describe('canonical request', () => {
     });
   });
 
+  describe('who pays: account selectors', () => {
+    for (const [vendor, name] of [
+      ['stripe', 'Stripe-Account'],
+      ['stripe', 'stripe-context'],
+      ['openai', 'OpenAI-Organization'],
+      ['openai', 'OpenAI-Project'],
+      ['openai', 'openai_project'],
+    ]) {
+      it(`${name} is refused 403 account_not_allowed, nothing forwarded`, async () => {
+        const key = await d.issueKey({ label: uniquePrefix('acct'), vendor, allowed_endpoints: ['/v1/*'] });
+        const path = vendor === 'stripe' ? '/stripe/v1/customers' : '/openai/v1/models';
+        const r = await d.proxy({ path, headers: { authorization: `Bearer ${key.token}`, [name]: 'acct_other' } });
+        assert.equal(r.status, 403, r.text);
+        assert.equal(r.json.code, 'account_not_allowed');
+        assert.equal(mocks[vendor].requests.length, 0);
+      });
+    }
+
+    it('a selector naming one of the key\'s allowed_accounts is forwarded as sent; another is refused', async () => {
+      const key = await d.issueKey({ label: uniquePrefix('acct-ok'), vendor: 'stripe', allowed_endpoints: ['/v1/*'], allowed_accounts: ['acct_1A', 'acct_2B'] });
+      assert.deepEqual(key.allowed_accounts, ['acct_1A', 'acct_2B']);
+      const ok = await d.proxy({ path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${key.token}`, 'Stripe-Account': 'acct_2B' } });
+      assert.equal(ok.status, 200, ok.text);
+      assert.equal(mocks.stripe.requests[0].headers['stripe-account'], 'acct_2B');
+      for (const headers of [{ 'Stripe-Account': 'acct_3C' }, { Stripe_Account: 'acct_1A' }, { 'Stripe-Account': ['acct_1A', 'acct_1A'] }]) {
+        const r = await d.proxy({ path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${key.token}`, ...headers } });
+        assert.equal(r.status, 403, `${JSON.stringify(headers)}: ${r.text}`);
+        assert.equal(r.json.code, 'account_not_allowed');
+      }
+      assert.equal(mocks.stripe.requests.length, 1);
+      const got = await d.admin.get(`/v1/keys/${key.id}`);
+      assert.deepEqual(got.json.allowed_accounts, ['acct_1A', 'acct_2B']);
+      const plain = await stripeKey(1);
+      assert.equal(plain.allowed_accounts, null);
+    });
+
+    it('allowed_accounts is validated at issuance', async () => {
+      for (const bad of [[], 'acct_1', [''], ['has space'], [42], Array.from({ length: 17 }, (_, i) => `a${i}`), ['x'.repeat(129)]]) {
+        const r = await d.admin.post('/v1/keys', {
+          label: uniquePrefix('acct-bad'), vendor: 'stripe', allowed_endpoints: ['/v1/*'], daily_usd_cap: 1, expires_in: 60, allowed_accounts: bad,
+        });
+        assert.equal(r.status, 400, JSON.stringify(bad));
+        assert.equal(r.json.field, 'allowed_accounts');
+      }
+    });
+
+    it('a Twilio account SID other than the configured one is refused', async () => {
+      const key = await d.issueKey({ label: uniquePrefix('acct-tw'), vendor: 'twilio', daily_usd_cap: 10 });
+      for (const sid of ['AC00000000000000000000000000000000', `${S.twilioSid}x`]) {
+        const r = await d.proxy({
+          method: 'POST',
+          path: `/twilio/2010-04-01/Accounts/${sid}/Messages.json`,
+          headers: { authorization: basic(S.twilioSid, key.token), 'content-type': FORM },
+          body: 'To=%2B14155550100&From=%2B14155550199&Body=hi',
+        });
+        assert.equal(r.status, 403, r.text);
+        assert.equal(r.json.code, 'account_not_allowed');
+      }
+      assert.equal(mocks.twilio.requests.length, 0);
+    });
+
+    it('underscore spellings of framing and credential headers never reach the vendor', async () => {
+      const key = await stripeKey(1000, ['/v1/*']);
+      const r = await d.proxy({
+        path: '/stripe/v1/payment_intents',
+        headers: {
+          authorization: `Bearer ${key.token}`,
+          Content_Length: '5',
+          Transfer_Encoding: 'chunked',
+          X_Api_Key: 'sk_other',
+          Keybrake_Cost_USD: '0',
+          X_Forwarded_For: '10.0.0.1',
+        },
+      });
+      assert.equal(r.status, 200, r.text);
+      const names = mocks.stripe.requests[0].rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+      for (const n of ['content_length', 'transfer_encoding', 'x_api_key', 'keybrake_cost_usd', 'x_forwarded_for'])
+        assert.ok(!names.includes(n), `${n} was forwarded`);
+    });
+  });
+
   describe('coded request bodies', () => {
     const form = 'amount=5000&currency=usd';
     for (const [coding, encode] of [

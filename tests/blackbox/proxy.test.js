@@ -273,7 +273,8 @@ describe('proxy forwarding', () => {
     });
 
     it('OpenAI: Bearer vault token in, Bearer secret out', async () => {
-      const key = await d.issueKey({ label: uniquePrefix('hyg-openai'), vendor: 'openai' });
+      // the organisation header passes because the key was issued for it
+      const key = await d.issueKey({ label: uniquePrefix('hyg-openai'), vendor: 'openai', allowed_accounts: ['org-mock'] });
       const r = await d.proxy({
         method: 'GET',
         path: '/openai/v1/models',

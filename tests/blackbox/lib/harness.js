@@ -273,6 +273,7 @@ class Daemon {
       expires_in: spec.expires_in === undefined ? '1h' : spec.expires_in,
     };
     if (spec.metadata !== undefined) body.metadata = spec.metadata;
+    if (spec.allowed_accounts !== undefined) body.allowed_accounts = spec.allowed_accounts;
     const res = await this.admin.post('/v1/keys', body);
     assert.equal(res.status, 201, `issue key ${JSON.stringify(body)}: ${res.status} ${res.text}`);
     return res.json;
