@@ -547,6 +547,21 @@ static void send_continue(struct hconn *c)
 
 /* Makes what progress the buffered bytes allow on the request being read;
  * dispatches it when whole (or refused). */
+/* Shows the parsed head to the on_head gate before the body is read. */
+static enum kb_err head_gate(struct hconn *c)
+{
+    struct kb_hdr stackh[32], *h = c->nh <= 32 ? stackh : kb_calloc(c->nh, sizeof *h);
+    for (size_t i = 0; i < c->nh; i++) {
+        h[i].name = c->rbuf + c->hoff[i].name;
+        h[i].value = c->rbuf + c->hoff[i].value;
+    }
+    enum kb_err err =
+        c->h->o.on_head(c->line_ok ? c->rbuf + c->target_off : "", h, c->nh, c->h->o.arg);
+    if (h != stackh)
+        free(h);
+    return err;
+}
+
 static void parse(struct hconn *c)
 {
     const struct kb_httpd_opts *o = &c->h->o;
@@ -579,6 +594,10 @@ static void parse(struct hconn *c)
         c->head_len = end;
         if (c->clen > 0 && (uint64_t)c->clen > o->max_body_bytes) {
             dispatch_error(c, KB_E_BODY_TOO_LARGE, NULL);
+            return;
+        }
+        if (o->on_head && (c->chunked || c->clen > 0) && (err = head_gate(c)) != KB_OK) {
+            dispatch_error(c, err, NULL); /* the body is never read */
             return;
         }
         c->body_end = c->cursor = end;

@@ -43,6 +43,14 @@ enum kb_method {
 
 typedef void (*kb_hreq_cb)(struct kb_hreq *req, void *arg);
 
+/* Called when the head of a request that carries a body has been parsed,
+ * before any of the body is read: KB_OK reads it; anything else answers
+ * the request with that error (through on_request, as a refused request)
+ * without reading or buffering the body, and closes the connection after.
+ * `target` and `hdrs` are valid only during the call. */
+typedef enum kb_err (*kb_hreq_head_cb)(const char *target, const struct kb_hdr *hdrs, size_t nh,
+                                       void *arg);
+
 struct kb_httpd_opts {
     size_t max_header_bytes; /* request line + headers (431 headers_too_large) */
     size_t max_headers;      /* header lines (431 headers_too_large) */
@@ -52,7 +60,8 @@ struct kb_httpd_opts {
     _Atomic int64_t *conns;  /* borrowed; the shared count of open connections */
     int listener;            /* enum kb_listener, for the connection metrics */
     kb_hreq_cb on_request;   /* every request, refused ones included */
-    void *arg;               /* passed to on_request */
+    kb_hreq_head_cb on_head; /* may be NULL; a body's gate (see kb_hreq_head_cb) */
+    void *arg;               /* passed to on_request and on_head */
 };
 
 /*

@@ -229,6 +229,7 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.listener = KB_L_PROXY;
         err = proxy_new(t->base, srv->rt, t->store, t->port, index, &t->proxy, errmsg);
         o.on_request = proxy_handle;
+        o.on_head = proxy_head_gate;
         o.arg = t->proxy;
     } else {
         o.max_header_bytes = 32 * 1024;

@@ -23,17 +23,20 @@
 #include "net/http.h"
 #include "net/httpd.h"
 #include <openssl/evp.h>
+#include "core/crypto.h"
+#include "proxy/keycache.h"
 #include "proxy/proxy_int.h"
 #include "store/store.h"
 #include "store/writer.h"
 
-bool proxy__find_token(const struct kb_hreq *req, const struct kb_vendor *v, char *out, size_t size)
+/* Finds the vault token where the SDK of vendor v (NULL: not known yet)
+ * sends it; false when absent, ambiguous (two credentials) or too long. */
+static bool find_token(const struct kb_hdr *h, size_t nh, const struct kb_vendor *v, char *out,
+                       size_t size)
 {
     const char *auth = NULL, *xkey = NULL;
     int nauth = 0, nkey = 0;
     const char *key_header = v && v->auth == KB_AUTH_HEADER ? v->auth_header : "x-api-key";
-    const struct kb_hdr *h;
-    size_t nh = hreq_headers(req, &h);
     for (size_t i = 0; i < nh; i++) {
         if (strcasecmp(h[i].name, "authorization") == 0)
             auth = h[i].value, nauth++;
@@ -41,7 +44,7 @@ bool proxy__find_token(const struct kb_hreq *req, const struct kb_vendor *v, cha
             xkey = h[i].value, nkey++;
     }
     if (nauth > 1 || nkey > 1)
-        return false; /* ambiguous: proxy__refuse rather than guess */
+        return false; /* ambiguous: refuse rather than guess */
     const char *tok = NULL;
     size_t len = 0;
     char decoded[256];
@@ -83,4 +86,41 @@ bool proxy__find_token(const struct kb_hreq *req, const struct kb_vendor *v, cha
     memcpy(out, tok, len);
     out[len] = '\0';
     return true;
+}
+
+enum kb_err proxy__authenticate(struct kb_proxy *px, const struct kb_hdr *h, size_t nh,
+                                const struct kb_vendor *v, int64_t now, const struct kb_key **out)
+{
+    char token[KB_TOKEN_MAX + 8];
+    if (!find_token(h, nh, v, token, sizeof token) ||
+        !crypto_token_valid("kb_", token, strlen(token)))
+        return KB_E_INVALID_TOKEN;
+    uint8_t hash[KB_HASH_LEN];
+    crypto_hmac_run(px->token_mac, token, strlen(token), hash);
+    const struct kb_key *key = NULL;
+    enum kb_err err = keycache_get(px->keys, px->store, hash, &key);
+    if (err != KB_OK)
+        return err == KB_E_NOT_FOUND ? KB_E_INVALID_TOKEN : err;
+    err = key->revoked_at ? KB_E_KEY_REVOKED : now >= key->expires_at ? KB_E_KEY_EXPIRED : KB_OK;
+    if (err != KB_OK) {
+        keycache_put(key);
+        return err;
+    }
+    *out = key;
+    return KB_OK;
+}
+
+enum kb_err proxy_head_gate(const char *target, const struct kb_hdr *h, size_t nh, void *arg)
+{
+    struct kb_proxy *px = arg;
+    const struct kb_config *cfg = px->rt->cfg;
+    /* the vendor prefix only says where the SDK put its key */
+    size_t seg = target[0] == '/' ? 1 + strcspn(target + 1, "/?") : 0;
+    const struct kb_vendor *v = seg > 1 ? config_vendor(cfg, target + 1, seg - 1) : NULL;
+    const struct kb_key *key = NULL;
+    enum kb_err err = proxy__authenticate(px, h, nh, v, clock_now(), &key);
+    if (err == KB_E_STORE)
+        return KB_OK;  /* the handler answers for the store */
+    keycache_put(key); /* warm for the handler, which looks it up again */
+    return err;
 }

@@ -185,29 +185,12 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     }
 
     /* 4. the vault token and its key */
-    char token[KB_TOKEN_MAX + 8];
-    if (!proxy__find_token(req, vendor, token, sizeof token) ||
-        !crypto_token_valid("kb_", token, strlen(token))) {
-        err = KB_E_INVALID_TOKEN;
-        goto refused;
-    }
-    uint8_t hash[KB_HASH_LEN];
-    crypto_hmac_run(px->token_mac, token, strlen(token), hash);
     int64_t now = clock_now();
     int64_t day = clock_day(now);
-    if ((err = keycache_get(px->keys, px->store, hash, &key)) != KB_OK) {
-        if (err == KB_E_NOT_FOUND)
-            err = KB_E_INVALID_TOKEN;
+    const struct kb_hdr *hdrs;
+    size_t nhdrs = hreq_headers(req, &hdrs);
+    if ((err = proxy__authenticate(px, hdrs, nhdrs, vendor, now, &key)) != KB_OK)
         goto refused;
-    }
-    if (key->revoked_at) {
-        err = KB_E_KEY_REVOKED;
-        goto refused;
-    }
-    if (now >= key->expires_at) {
-        err = KB_E_KEY_EXPIRED;
-        goto refused;
-    }
     const struct kb_vendor *kv = config_vendor(cfg, key->vendor, strlen(key->vendor));
     if (prefixed && kv != prefixed) {
         err = KB_E_VENDOR_MISMATCH;
@@ -239,8 +222,6 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     }
 
     /* 7. worst-case cost, reserved atomically against today's cap */
-    const struct kb_hdr *hdrs;
-    size_t nhdrs = hreq_headers(req, &hdrs);
     struct kb_meter_req mreq = {.vendor = vendor->name,
                                 .method = method,
                                 .path = canon.path,

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "core/err.h"
+#include "core/hdr.h"
 
 struct event_base;
 struct kb_runtime;
@@ -34,6 +35,11 @@ KB_MUSTCHECK enum kb_err proxy_new(struct event_base *base, const struct kb_runt
 /* The request handler for the worker's HTTP server (a kb_hreq_cb; `proxy`
  * is the struct kb_proxy). */
 void proxy_handle(struct kb_hreq *req, void *proxy);
+
+/* The server's body gate (a kb_hreq_head_cb): a request carrying a body is
+ * refused before the body is read unless it has a valid, active vault
+ * token, so strangers cannot make the proxy buffer bodies. */
+enum kb_err proxy_head_gate(const char *target, const struct kb_hdr *hdrs, size_t nh, void *proxy);
 
 /* Stops taking new work; `cb` fires once no request is in flight (maybe at
  * once). */

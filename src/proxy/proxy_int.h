@@ -27,6 +27,7 @@
 
 #include "core/buf.h"
 #include "core/err.h"
+#include "core/hdr.h"
 #include "proxy/proxy.h"
 
 struct kb_audit_rec;
@@ -154,10 +155,12 @@ bool proxy__in_list(const char *const *list, const char *name, size_t len);
 
 /* ---- authenticate.c ---- */
 
-/* Finds the vault token where the SDK of vendor v (NULL: not known yet)
- * sends it; false when absent, ambiguous (two credentials) or too long. */
-bool proxy__find_token(const struct kb_hreq *req, const struct kb_vendor *v, char *out,
-                       size_t size);
+/* The key of the vault token in headers h (where the SDK of vendor v, NULL
+ * when not known, sends it), active at `now`: *out is a key-cache
+ * reference (keycache_put it). KB_E_INVALID_TOKEN (absent, ambiguous,
+ * malformed, unknown), KB_E_KEY_REVOKED, KB_E_KEY_EXPIRED, or a store error. */
+enum kb_err proxy__authenticate(struct kb_proxy *px, const struct kb_hdr *h, size_t nh,
+                                const struct kb_vendor *v, int64_t now, const struct kb_key **out);
 
 /* ---- endpoint.c ---- */
 

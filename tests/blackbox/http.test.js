@@ -74,6 +74,29 @@ describe('HTTP server: limits and framing', () => {
     assert.equal(rec.path, '/stripe/v1/payment_intents');
   });
 
+  it('a body without a valid, active vault token is refused before it is read', async () => {
+    const revoked = await d.issueKey({ label: uniquePrefix('http-rev'), vendor: 'stripe', allowed_endpoints: ['/v1/*'] });
+    assert.equal((await d.admin.del(`/v1/keys/${revoked.id}`)).status, 204);
+    for (const [auth, code] of [
+      ['', 'invalid_token'],
+      ['Authorization: Bearer kb_not_a_token\r\n', 'invalid_token'],
+      [`Authorization: Bearer ${revoked.token}\r\n`, 'key_revoked'],
+    ]) {
+      // only the head is sent: the answer must come without the body
+      const r = await rawRequest(
+        d.proxyPort,
+        `POST /stripe/v1/payment_intents HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n`,
+      );
+      assertRefused(r, 401, code);
+      assert.ok(r.closed, 'the connection is closed: the unread body cannot be taken for a request');
+    }
+    for (const te of ['Transfer-Encoding: chunked\r\n']) {
+      const r = await rawRequest(d.proxyPort, `POST /stripe/v1/payment_intents HTTP/1.1\r\nHost: x\r\n${te}\r\n`);
+      assertRefused(r, 401, 'invalid_token');
+    }
+    assert.equal(mocks.count(), 0);
+  });
+
   it('a chunked body over max_body_bytes is 413 too, counted after de-chunking', async () => {
     const chunk = 'a'.repeat(400);
     const body = [1, 2, 3].map(() => `190\r\n${chunk}\r\n`).join('') + '0\r\n\r\n';
