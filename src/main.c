@@ -54,6 +54,7 @@ static int serve(const char *config_path)
     struct kb_audit_sink *sink = NULL;
     struct kb_runtime rt = {0};
     char *store_path = NULL;
+    int lock_fd = -1; /* the data dir lock: held until exit */
 
     /* Signals go to this thread only, through sigwait. Blocked before any
      * thread exists (the store writer starts early): a thread created with
@@ -77,6 +78,10 @@ static int serve(const char *config_path)
     /* the store, key and token files are for this user alone */
     umask(077);
     if (cli_prepare_data_dir(cfg, rt.server_key, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        goto out;
+    }
+    if (cli_lock_data_dir(cfg, &lock_fd, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
@@ -170,6 +175,8 @@ out:
     config_free(cfg);
     free(store_path);
     free(errmsg);
+    if (lock_fd >= 0)
+        close(lock_fd); /* last: everything of ours in the data dir is closed */
     return rc;
 }
 

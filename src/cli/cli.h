@@ -23,6 +23,17 @@ KB_MUSTCHECK enum kb_err cli_prepare_data_dir(const struct kb_config *cfg, uint8
                                               char **errmsg);
 
 /*
+ * Takes the data directory for this process alone: an exclusive flock on
+ * <data_dir>/keybrake.pid, which then holds our pid. A second daemon on the
+ * same data dir fails (KB_E_CONFIG) with a message naming the holder's pid:
+ * it would settle the first one's in-flight reservations as orphans and
+ * serve revoked keys from its own cache. *fd stays open (and the lock held)
+ * until the process exits. `keybrake serve` only; the read-only commands
+ * (audit verify, export) do not take it.
+ */
+KB_MUSTCHECK enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd, char **errmsg);
+
+/*
  * Makes sure an admin token exists: the configured admin_token is added (by
  * HMAC) if set; otherwise, on an empty store, a new token is generated and
  * written once to <data_dir>/admin-token (mode 0600). Prints where it is.

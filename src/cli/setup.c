@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -168,6 +169,44 @@ enum kb_err cli_bootstrap_admin_token(const struct kb_config *cfg, struct kb_sto
         printf("keybrake: admin token is in %s\n", path);
     }
     fflush(stdout);
+out:
+    free(path);
+    return err;
+}
+
+enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd_out, char **errmsg)
+{
+    char *path = kb_asprintf("%s/keybrake.pid", cfg->data_dir);
+    enum kb_err err = KB_OK;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        kb_set_errmsg(errmsg, "cannot open %s: %s", path, strerror(errno));
+        err = KB_E_IO;
+        goto out;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[24] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\r\n")] = '\0';
+        if (errno == EWOULDBLOCK || errno == EAGAIN || n >= 0)
+            kb_set_errmsg(errmsg,
+                          "another keybrake (pid %s) is serving data dir %s; one daemon per data "
+                          "dir (its reservations, caches and audit chain are its own)",
+                          pid[0] ? pid : "unknown", cfg->data_dir);
+        close(fd);
+        err = KB_E_CONFIG;
+        goto out;
+    }
+    char pid[24];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        kb_set_errmsg(errmsg, "cannot write %s: %s", path, strerror(errno));
+        close(fd);
+        err = KB_E_IO;
+        goto out;
+    }
+    *fd_out = fd; /* held open: the lock lasts as long as the process */
 out:
     free(path);
     return err;

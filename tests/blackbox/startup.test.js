@@ -254,6 +254,25 @@ describe('startup and shutdown', () => {
     }
   });
 
+  it('a second daemon on the same data dir refuses to start, naming the first one\'s pid', async () => {
+    const first = await startDaemon({ keepDataDir: true });
+    try {
+      await assert.rejects(
+        startDaemon({ dataDir: first.dataDir }),
+        new RegExp(`exited \\(code [1-9]\\d*, signal null\\) before ready[\\s\\S]*another keybrake \\(pid ${first.pid}\\)`),
+      );
+      // the first one still serves
+      const k = await first.issueKey({ label: uniquePrefix('lock'), vendor: 'stripe' });
+      assert.ok(k.id);
+    } finally {
+      await first.stop();
+    }
+    // once it stopped, the data dir can be served again
+    const again = await startDaemon({ dataDir: first.dataDir });
+    await again.stop();
+    rmTempDir(first.dataDir);
+  });
+
   it('kill -9 with a payment in flight: after restart no reservation is left, it is charged', async () => {
     const mocks = await startMockVendors();
     const dataDir = mkTempDir();
