@@ -107,6 +107,8 @@ void proxy__preq_free(struct preq *r)
     free(r->path);
     free(r->resp_ctype);
     free(r->resp_cenc);
+    if (r->retry)
+        event_free(r->retry);
     free(r);
     proxy__maybe_drained(px);
 }
@@ -384,6 +386,15 @@ void proxy_free(struct kb_proxy *px)
         next = r->next;
         if (r->req)
             hreq_set_close_cb(r->req, NULL, NULL);
+        if (r->retry && evtimer_pending(r->retry, NULL)) {
+            /* a settlement waiting to be retried: one last try here; if it
+             * fails too, the next start settles it as an orphan */
+            if (store_spend_settle(px->store, r->key->seq, r->day, r->reserved, r->actual,
+                                   r->key->daily_cap, NULL) != KB_OK)
+                kb_log(KB_LOG_ERROR, "settlement at shutdown failed", "request_id", r->id, NULL);
+            proxy__preq_free(r);
+            continue;
+        }
         if (r->stage != ST_UPSTREAM)
             continue;
         upstream_cancel(r->up);

@@ -109,6 +109,9 @@ struct preq {
     bool paused;                    /* upstream paused for a slow client */
     bool client_gone;               /* the client connection closed */
     bool outcome_unknown;           /* the vendor may have acted; charged its worst case */
+    bool ended;                     /* logged, counted and answered (settle.c) */
+    struct event *retry;            /* owned; a settlement that did not commit, again */
+    int64_t settle_backoff_ms;      /* its current back-off */
     char id[40];                    /* request id */
     char *resp_ctype;               /* owned; the vendor's Content-Type */
     char *resp_cenc;                /* owned; the vendor's Content-Encoding(s), or NULL */

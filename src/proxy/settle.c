@@ -5,6 +5,7 @@
  * after the answer already includes it.
  */
 #include <event2/event.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,14 @@ void proxy__rec_fill(const struct preq *r, struct kb_audit_rec *rec)
 static enum kb_err settle_job(struct kb_store *s, void *arg)
 {
     struct preq *r = arg;
+#ifdef KB_TEST_HOOKS
+    /* KEYBRAKE_TEST_FAIL_SETTLES=N: the first N settlements fail, as on a
+     * full disk, so the retry below is tested */
+    static _Atomic long failed = 0;
+    const char *n = getenv("KEYBRAKE_TEST_FAIL_SETTLES");
+    if (n && atomic_fetch_add(&failed, 1) < strtol(n, NULL, 10))
+        return KB_E_STORE;
+#endif
     enum kb_err err =
         store_spend_settle(s, r->key->seq, r->day, r->reserved, r->actual, r->key->daily_cap, NULL);
     if (err != KB_OK)
@@ -64,9 +73,23 @@ static enum kb_err settle_job(struct kb_store *s, void *arg)
     return audit_complete(s, r->audit_seq, &rec);
 }
 
+static void settle_done(void *arg, enum kb_err err);
+
+/* Timer: a settlement that did not commit goes to the writer again. */
+static void settle_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct preq *r = arg;
+    writer_submit_unguarded(r->px->port, settle_job, settle_done, r);
+}
+
 static void settle_done(void *arg, enum kb_err err)
 {
     struct preq *r = arg;
+    if (r->ended)
+        goto answered; /* a retry: logged, counted and answered already */
+    r->ended = true;
     struct proxy__end e = {.id = r->id,
                            .key_id = r->key->id,
                            .vendor_name = r->vendor->name,
@@ -79,9 +102,6 @@ static void settle_done(void *arg, enum kb_err err)
                            .latency_us = r->latency_us,
                            .upstream_us = r->up_start_us ? clock_mono_us() - r->up_start_us : 0};
     proxy__finish(&e);
-    if (err != KB_OK)
-        kb_log(KB_LOG_ERROR, "settlement not committed; the reservation stays (fail closed)",
-               "request_id", r->id, "key_id", r->key->id, "code", kb_strerror(err), NULL);
     /* an answer ends only once its cost and audit completion are durable,
      * so what a client reads in the key's usage or the audit log after the
      * answer already includes it */
@@ -100,6 +120,25 @@ static void settle_done(void *arg, enum kb_err err)
         }
     }
     r->req = NULL;
+answered:
+    if (err != KB_OK && err != KB_E_NOT_FOUND) {
+        /* The reservation stays until the settlement commits (fail
+         * closed), and it is retried until it does: a reservation left
+         * behind would block spend that did not happen. The answer went
+         * out; the request stays in flight (a drain waits for it). */
+        r->settle_backoff_ms =
+            r->settle_backoff_ms
+                ? (r->settle_backoff_ms * 2 > 5000 ? 5000 : r->settle_backoff_ms * 2)
+                : 50;
+        kb_log(KB_LOG_ERROR, "settlement not committed; retried", "request_id", r->id, "key_id",
+               r->key->id, "code", kb_strerror(err), NULL);
+        if (!r->retry)
+            r->retry = evtimer_new(r->px->base, settle_retry, r);
+        struct timeval tv = {(time_t)(r->retry_ms / 1000),
+                             (suseconds_t)(r->retry_ms % 1000) * 1000};
+        evtimer_add(r->retry, &tv);
+        return;
+    }
     proxy__preq_free(r);
 }
 

@@ -6,7 +6,7 @@
 const { describe, it, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
 
-const { assertError, startDaemon, uniquePrefix } = require('./lib/harness');
+const { assertError, startDaemon, uniquePrefix, waitFor } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
 async function usage(d, id) {
@@ -151,6 +151,53 @@ describe('spend caps', () => {
     } finally {
       await d.admin.post('/v1/test/clock', { offset_seconds: 0 });
     }
+  });
+
+  it('stops cleanly', async () => {
+    await d.stop();
+  });
+});
+
+// A settlement that cannot commit (a full disk) is retried until it does:
+// the reservation stays meanwhile (fail closed) and is never left behind to
+// block spend that did not happen. The test build's hook fails the first
+// three settlement commits.
+describe('a settlement that fails is retried until durable', () => {
+  let mocks;
+  let d;
+
+  before(async () => {
+    mocks = await startMockVendors();
+    d = await startDaemon({ mocks, env: { KEYBRAKE_TEST_FAIL_SETTLES: '3' } });
+  });
+
+  after(async () => {
+    try {
+      if (d) await d.kill();
+    } finally {
+      if (mocks) await mocks.close();
+    }
+  });
+
+  it('the actual cost replaces the reservation once the store takes it', async () => {
+    const key = await d.issueKey({ label: uniquePrefix('retry'), vendor: 'stripe', daily_usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const r = await d.proxy({
+      method: 'POST',
+      path: '/stripe/v1/payment_intents',
+      headers: { authorization: `Bearer ${key.token}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'amount=2500&currency=usd',
+    });
+    assert.equal(r.status, 200, r.text);
+    const u = await waitFor(async () => {
+      const x = await usage(d, key.id);
+      return x.reserved_usd === 0 ? x : null;
+    }, { what: 'the settlement to commit' });
+    assert.equal(u.spent_usd, 25);
+    assert.match(d.stderr + d.stdout, /settlement not committed; retried/);
+    const recs = (await d.admin.get(`/v1/audit?key_id=${key.id}&limit=10`)).json.data.filter((a) => a.kind === 'proxy');
+    assert.equal(recs.length, 1);
+    assert.equal(recs[0].completed, true);
+    assert.equal(recs[0].settled_usd, 25);
   });
 
   it('stops cleanly', async () => {
