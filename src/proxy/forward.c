@@ -56,6 +56,14 @@ static void on_header(void *arg, const char *name, size_t nlen, const char *valu
         for (size_t i = 0; i < vlen && r->resp_clen < INT64_MAX / 10 - 9; i++)
             r->resp_clen = r->resp_clen * 10 + (value[i] - '0');
     }
+    const struct kb_scrub *sc = &r->px->scrub[proxy__vendor_index(r->px, r->vendor)];
+    if (sc->n) {
+        char *copy = kb_strndup(value, vlen); /* a header echoing the secret is masked */
+        scrub_all(sc, copy, vlen);
+        hreq_add_header(r->req, name, nlen, copy, vlen);
+        free(copy);
+        return;
+    }
     hreq_add_header(r->req, name, nlen, value, vlen);
 }
 
@@ -102,15 +110,19 @@ static bool on_body(void *arg, const char *data, size_t len)
     }
     meter_response_data(r->meter, data, len);
     r->bytes_out += (int64_t)len;
-    if (r->resp_clen >= 0 && r->bytes_out == r->resp_clen) {
+    /* the vendor's secret never reaches the client, even when echoed */
+    const char *safe;
+    size_t n;
+    scrub_feed(&r->px->scrub[proxy__vendor_index(r->px, r->vendor)], &r->hold, data, len,
+               &r->scratch, &safe, &n);
+    if (r->resp_clen >= 0 && r->bytes_out == r->resp_clen && r->hold.len == 0 && n > 0) {
         /* The answer's last byte waits for its settlement's commit (like
          * the end of a chunked one): a client that has the whole answer
          * can read its cost in the key's usage at once. */
-        r->held = data[len - 1];
-        r->holding = true;
-        len--;
+        buf_append(&r->hold, safe + n - 1, 1);
+        n--;
     }
-    hreq_reply_chunk(r->req, data, len);
+    hreq_reply_chunk(r->req, safe, n);
     return true;
 }
 

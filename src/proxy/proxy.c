@@ -103,6 +103,8 @@ void proxy__preq_free(struct preq *r)
     meter_free(r->meter);
     keycache_put(r->key);
     buf_cleanup(&r->headers);
+    buf_cleanup(&r->hold);
+    buf_cleanup(&r->scratch);
     free(r->body);
     free(r->path);
     free(r->resp_ctype);
@@ -334,6 +336,8 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
     }
     /* the injected credential of each vendor, built once */
     px->inject = kb_calloc(cfg->nvendors, sizeof *px->inject);
+    px->inject_b64 = kb_calloc(cfg->nvendors, sizeof *px->inject_b64);
+    px->scrub = kb_calloc(cfg->nvendors, sizeof *px->scrub);
     for (size_t i = 0; i < cfg->nvendors; i++) {
         const struct kb_vendor *v = &cfg->vendors[i];
         if (!v->secret)
@@ -344,11 +348,12 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
             px->inject[i] = kb_asprintf("%s: %s\r\n", v->auth_header, v->secret);
         } else {
             char *pair = kb_asprintf("%s:%s", v->account ? v->account : "", v->secret);
-            char *b64 = crypto_base64(pair, strlen(pair));
-            px->inject[i] = kb_asprintf("Authorization: Basic %s\r\n", b64);
-            free(b64);
+            px->inject_b64[i] = crypto_base64(pair, strlen(pair));
+            px->inject[i] = kb_asprintf("Authorization: Basic %s\r\n", px->inject_b64[i]);
             free(pair);
         }
+        scrub_add(&px->scrub[i], v->secret);
+        scrub_add(&px->scrub[i], px->inject_b64[i]);
     }
     px->keys = keycache_new(KEY_CACHE_SLOTS, rt->key_epoch);
     px->token_mac = crypto_hmac_new(rt->server_key, KB_HASH_LEN);
@@ -414,8 +419,12 @@ void proxy_free(struct kb_proxy *px)
         policy_free(px->policies[i].policy);
     upstream_free(px->up);
     free(px->bases);
-    for (size_t i = 0; i < px->rt->cfg->nvendors; i++)
+    for (size_t i = 0; i < px->rt->cfg->nvendors; i++) {
         free(px->inject[i]);
+        free(px->inject_b64[i]);
+    }
     free(px->inject);
+    free(px->inject_b64);
+    free(px->scrub);
     free(px);
 }

@@ -29,6 +29,7 @@
 #include "core/err.h"
 #include "core/hdr.h"
 #include "proxy/proxy.h"
+#include "proxy/scrub.h"
 
 struct kb_audit_rec;
 struct kb_canon_req;
@@ -58,9 +59,11 @@ struct kb_proxy {
     struct kb_upstream *up;                /* owned */
     const struct kb_upstream_base **bases; /* owned array; per vendor index, owned by up */
     char **inject;                         /* owned; per vendor index, the credential header line */
-    struct event *watch;                   /* owned; revocation watch timer */
-    struct kb_keycache *keys;              /* owned; keys by token hash */
-    struct kb_hmac *token_mac;             /* owned; HMAC under the server key, pads precomputed */
+    char **inject_b64;         /* owned; per vendor index, a Basic credential's base64 */
+    struct kb_scrub *scrub;    /* owned array; per vendor index, what answers hide */
+    struct event *watch;       /* owned; revocation watch timer */
+    struct kb_keycache *keys;  /* owned; keys by token hash */
+    struct kb_hmac *token_mac; /* owned; HMAC under the server key, pads precomputed */
     struct {
         int64_t seq;              /* key seq, 0 when empty */
         struct kb_policy *policy; /* owned */
@@ -116,8 +119,9 @@ struct preq {
     char *resp_ctype;               /* owned; the vendor's Content-Type */
     char *resp_cenc;                /* owned; the vendor's Content-Encoding(s), or NULL */
     int64_t resp_clen;              /* the vendor's Content-Length; -1 when none */
-    char held;                      /* the answer's last byte, sent after settlement */
-    bool holding;                   /* `held` is waiting */
+    struct kb_buf hold;             /* owned; answer bytes sent only after settlement: what
+                                       may begin a secret, or the last byte */
+    struct kb_buf scratch;          /* owned; a scrubbed copy of a chunk (scrub.h) */
     const char *method;             /* static string */
     char *path;                     /* owned; canonical vendor path, no query */
     const char *query;              /* borrowed from the target, after its '?'; NULL: none */

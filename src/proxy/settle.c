@@ -108,8 +108,7 @@ static void settle_done(void *arg, enum kb_err err)
     if (r->reply != REPLY_NONE && r->req && !r->client_gone) {
         hreq_set_close_cb(r->req, NULL, NULL);
         if (r->reply == REPLY_FINISH) {
-            if (r->holding)
-                hreq_reply_chunk(r->req, &r->held, 1);
+            hreq_reply_chunk(r->req, r->hold.data, r->hold.len); /* no-op when empty */
             hreq_reply_end(r->req);
         } else {
             /* a vendor that failed inside its head left some of its headers

@@ -16,7 +16,7 @@ const zlib = require('node:zlib');
 const { OpenAI } = require('openai');
 const { Anthropic } = require('@anthropic-ai/sdk');
 
-const { basic, closedPort, startDaemon, uniquePrefix } = require('./lib/harness');
+const { basic, closedPort, startDaemon, streamRequest, uniquePrefix } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
 const FORM = 'application/x-www-form-urlencoded';
@@ -335,6 +335,47 @@ describe('canonical request', () => {
       const names = mocks.stripe.requests[0].rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
       for (const n of ['content_length', 'transfer_encoding', 'x_api_key', 'keybrake_cost_usd', 'x_forwarded_for'])
         assert.ok(!names.includes(n), `${n} was forwarded`);
+    });
+  });
+
+  describe('the vendor secret stays in', () => {
+    it('a vendor echoing the injected secret in headers and body: the client sees asterisks', async () => {
+      const key = await stripeKey(1000, ['/v1/*']);
+      mocks.stripe.nextHandler((rec, res) => {
+        const body = JSON.stringify({ error: { message: `Invalid API Key provided: ${rec.headers.authorization}` } });
+        res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-echo': rec.headers.authorization });
+        res.end(body);
+      });
+      const r = await d.proxy({ path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${key.token}` } });
+      assert.equal(r.status, 401);
+      assert.ok(!r.text.includes(S.stripe), r.text);
+      assert.ok(!r.headers['x-echo'].includes(S.stripe), r.headers['x-echo']);
+      assert.ok(r.text.includes('*'.repeat(S.stripe.length)), r.text);
+      assert.equal(r.headers['x-echo'], `Bearer ${'*'.repeat(S.stripe.length)}`);
+    });
+
+    it('a secret split across stream chunks is masked too, and the stream still flows', async () => {
+      const key = await d.issueKey({ label: uniquePrefix('scrub-sse'), vendor: 'openai', daily_usd_cap: 10 });
+      const ctlP = mocks.openai.nextStream();
+      const clientP = streamRequest({
+        port: d.proxyPort,
+        method: 'POST',
+        path: '/openai/v1/chat/completions',
+        headers: { authorization: `Bearer ${key.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o-mini', stream: true, max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      const ctl = await ctlP;
+      const client = await clientP;
+      ctl.write('data: {"a":1}\n\n');
+      await client.readUntil((t) => t.includes('{"a":1}')); // not held back
+      const half = Math.floor(S.openai.length / 2);
+      ctl.write(`data: {"echo":"${S.openai.slice(0, half)}`);
+      ctl.write(`${S.openai.slice(half)}"}\n\n`);
+      ctl.write('data: [DONE]\n\n');
+      ctl.end();
+      const all = await client.rest();
+      assert.ok(!all.includes(S.openai), all);
+      assert.ok(all.includes(`{"echo":"${'*'.repeat(S.openai.length)}"}`), all);
     });
   });
 
