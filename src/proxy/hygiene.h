@@ -12,7 +12,8 @@
 /*
  * True when `q` (len bytes: a whole request target, path and query) carries
  * something shaped like a vault token ("kb_" + 46 base62 with a valid
- * checksum): such a request is refused and never logged with its query.
+ * checksum), as sent or percent-encoded (up to three times over): such a
+ * request is refused and never logged with its query.
  */
 bool hygiene_url_has_token(const char *q, size_t len);
 

@@ -188,6 +188,12 @@ describe('admin API', () => {
       ['missing label', (b) => delete b.label, 'label'],
       ['label not a string', (b) => (b.label = 42), 'label'],
       ['label empty', (b) => (b.label = ''), 'label'],
+      ['label with a bidi override', (b) => (b.label = 'run-\u202Egnp.exe'), 'label'],
+      ['label with a bidi isolate', (b) => (b.label = 'run-\u2066x\u2069'), 'label'],
+      ['label with a line separator', (b) => (b.label = 'run\u2028level=error'), 'label'],
+      ['label with a zero-width space', (b) => (b.label = 'user\u200B-42'), 'label'],
+      ['label with a C1 control', (b) => (b.label = 'run\u0085x'), 'label'],
+      ['label with a newline', (b) => (b.label = 'run\nx'), 'label'],
       ['missing vendor', (b) => delete b.vendor, 'vendor'],
       ['unknown vendor', (b) => (b.vendor = 'paypal'), 'vendor'],
       ['vendor not a string', (b) => (b.vendor = ['stripe']), 'vendor'],
@@ -221,6 +227,13 @@ describe('admin API', () => {
         assert.equal(r.json.field, field, `${name}: ${r.text}`);
       });
     }
+
+    it('a label in any script is accepted and returned as sent', async () => {
+      const label = 'équipe/日本/run-1 ✓';
+      const r = await d.admin.post('/v1/keys', validBody({ label }));
+      assert.equal(r.status, 201, r.text);
+      assert.equal(r.json.label, label);
+    });
 
     it('400 vendor_not_configured for a known vendor without a secret', async () => {
       const r = await d.admin.post(

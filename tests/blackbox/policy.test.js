@@ -85,6 +85,21 @@ describe('request hygiene and policy enforcement', () => {
     assert.ok(!(d.stdout + d.stderr).includes(key.token), 'token not in the log');
   });
 
+  it('refuses a percent-encoded vault token, once or twice over, and never logs it', async () => {
+    const once = [...key.token].map((ch) => '%' + ch.charCodeAt(0).toString(16).toUpperCase()).join('');
+    const partly = `k%62_${key.token.slice(3)}`;
+    const twice = key.token.replace('k', '%256B');
+    for (const spelled of [once, partly, twice]) {
+      const r = await d.proxy({ path: `/stripe/v1/payment_intents?api_key=${spelled}`, headers: { authorization: `Bearer ${key.token}` } });
+      assertError(r, 400, 'token_in_query', spelled);
+      const p = await d.proxy({ path: `/stripe/v1/customers/${spelled}`, headers: { authorization: `Bearer ${key.token}` } });
+      assertError(p, 400, 'token_in_query', spelled);
+    }
+    assert.equal(mocks.count(), 0);
+    const log = d.stdout + d.stderr;
+    assert.ok(!log.includes(key.token) && !log.includes(once) && !log.includes(partly), 'token not in the log');
+  });
+
   it('refuses a vault token in the path too, and neither logs nor audits the URL', async () => {
     const r = await d.proxy({
       path: `/stripe/v1/customers/${key.token}`,
