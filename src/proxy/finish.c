@@ -88,6 +88,27 @@ static void refusal_done(void *arg, enum kb_err err)
     free(f);
 }
 
+/* A refused path as the audit and the log can carry it: printable ASCII as
+ * is, every other byte (a control byte, invalid UTF-8, a space) as %XX, so
+ * the record keeps the path and a JSON log line stays valid. */
+static char *path_printable(const char *p, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = kb_malloc(3 * n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch > 0x20 && ch < 0x7f) {
+            *o++ = (char)ch;
+        } else {
+            *o++ = '%';
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 void proxy__refuse(struct kb_proxy *px, struct kb_hreq *req, enum kb_err err, char *msg,
                    const char *id, int64_t start_us, const char *method, const struct kb_key *key,
                    const struct kb_vendor *vendor, const char *path, size_t path_len)
@@ -103,7 +124,7 @@ void proxy__refuse(struct kb_proxy *px, struct kb_hreq *req, enum kb_err err, ch
     f->vendor_name = vendor ? kb_strdup(vendor->name) : NULL;
     f->vendor = proxy__vendor_index(px, vendor);
     f->start_us = start_us;
-    f->path = path ? kb_strndup(path, path_len > 512 ? 512 : path_len) : NULL;
+    f->path = path ? path_printable(path, path_len > 512 ? 512 : path_len) : NULL;
     f->rec.kind = KB_AUDIT_PROXY;
     f->rec.ts_ms = clock_now_ms();
     memcpy(f->rec.request_id, id, sizeof f->rec.request_id);

@@ -16,7 +16,7 @@ const zlib = require('node:zlib');
 const { OpenAI } = require('openai');
 const { Anthropic } = require('@anthropic-ai/sdk');
 
-const { basic, closedPort, startDaemon, streamRequest, uniquePrefix } = require('./lib/harness');
+const { basic, closedPort, rawRequest, startDaemon, streamRequest, uniquePrefix } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
 const FORM = 'application/x-www-form-urlencoded';
@@ -335,6 +335,31 @@ describe('canonical request', () => {
       const names = mocks.stripe.requests[0].rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
       for (const n of ['content_length', 'transfer_encoding', 'x_api_key', 'keybrake_cost_usd', 'x_forwarded_for'])
         assert.ok(!names.includes(n), `${n} was forwarded`);
+    });
+  });
+
+  describe('what a refused path leaves in the audit and the log', () => {
+    it('invalid UTF-8 in a refused path is kept, escaped, in the audit record; JSON log lines stay valid', async () => {
+      const d2 = await startDaemon({ mocks, env: { KEYBRAKE_LOG_FORMAT: 'json' } });
+      try {
+        const key = await d2.issueKey({ label: uniquePrefix('utf8'), vendor: 'stripe', allowed_endpoints: ['/v1/*'] });
+        const raw = Buffer.concat([
+          Buffer.from('GET /stripe/v1/caf'),
+          Buffer.from([0xff, 0xfe, 0xc3, 0x28]),
+          Buffer.from(` HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key.token}\r\nConnection: close\r\n\r\n`),
+        ]);
+        const r = await rawRequest(d2.proxyPort, raw);
+        assert.match(r.text, /^HTTP\/1\.1 400/, r.text);
+        const id = /\r\nKeybrake-Request-Id: (req_[0-9a-f]+)\r\n/.exec(r.text)[1];
+        const recs = (await d2.admin.get('/v1/audit?limit=50')).json.data.filter((a) => a.request_id === id);
+        assert.equal(recs.length, 1);
+        assert.equal(recs[0].code, 'bad_path');
+        assert.equal(recs[0].path, '/stripe/v1/caf%FF%FE%C3(');
+        for (const line of (d2.stderr + d2.stdout).split('\n').filter((l) => l.startsWith('{')))
+          assert.doesNotThrow(() => JSON.parse(line), line);
+      } finally {
+        await d2.stop();
+      }
     });
   });
 
