@@ -42,6 +42,71 @@ static void usage(FILE *f)
                "       keybrake version\n");
 }
 
+/* The price tables for cfg: the embedded file, the pricing_file merged
+ * over it, then each vendor's fixed costs. */
+static enum kb_err pricing_build(const struct kb_config *cfg, struct kb_pricing **out,
+                                 char **errmsg)
+{
+    struct kb_pricing *p = NULL;
+    char *em = NULL;
+    if (meter_pricing_load(cfg->pricing_file, &p, &em) != KB_OK) {
+        kb_set_errmsg(errmsg, "pricing: %s", em);
+        free(em);
+        return KB_E_CONFIG;
+    }
+    for (size_t i = 0; i < cfg->nvendors; i++)
+        for (size_t k = 0; k < cfg->vendors[i].ncosts; k++)
+            if (meter_pricing_add_fixed(p, cfg->vendors[i].name, cfg->vendors[i].costs[k].pattern,
+                                        cfg->vendors[i].costs[k].micros, &em) != KB_OK) {
+                kb_set_errmsg(errmsg, "vendor.%s cost: %s", cfg->vendors[i].name, em);
+                free(em);
+                meter_pricing_free(p);
+                return KB_E_CONFIG;
+            }
+    *out = p;
+    return KB_OK;
+}
+
+/* Tables replaced by reloads: kept until exit, since meters of requests
+ * in flight point into them (a few KB each). */
+struct retired {
+    struct kb_pricing **v;
+    size_t n;
+};
+
+/*
+ * SIGHUP: re-reads the configuration and applies what can change live (log
+ * level and format, the pricing file and the vendors' fixed costs). The
+ * daemon keeps serving throughout; a configuration that does not load
+ * changes nothing. Everything else (listen addresses, vendor secrets and
+ * base URLs, limits, the store) takes effect at the next start, as the log
+ * line says.
+ */
+static void reload(const char *config_path, struct kb_runtime *rt, struct retired *old)
+{
+    struct kb_config *ncfg = NULL;
+    struct kb_pricing *np = NULL;
+    char *em = NULL;
+    if (config_load(config_path, &ncfg, &em) != KB_OK || pricing_build(ncfg, &np, &em) != KB_OK ||
+        (strcmp(ncfg->log_format, "logfmt") != 0 && strcmp(ncfg->log_format, "json") != 0) ||
+        !log_set_level(ncfg->log_level)) {
+        kb_log(KB_LOG_ERROR, "reload failed; nothing changed", "error",
+               em ? em : "log_level must be debug|info|warn|error and log_format logfmt|json",
+               NULL);
+        free(em);
+        meter_pricing_free(np);
+        config_free(ncfg);
+        return;
+    }
+    log_set_format(ncfg->log_format);
+    const struct kb_pricing *prev = atomic_exchange(&rt->pricing, np);
+    old->v = kb_realloc(old->v, (old->n + 1) * sizeof *old->v);
+    old->v[old->n++] = (struct kb_pricing *)prev;
+    kb_log(KB_LOG_INFO, "reloaded", "applied", "log_level log_format pricing_file vendor costs",
+           "at_next_start", "listen addresses, vendor secrets and base URLs, limits, store", NULL);
+    config_free(ncfg);
+}
+
 static int serve(const char *config_path)
 {
     int rc = 1;
@@ -54,7 +119,8 @@ static int serve(const char *config_path)
     struct kb_audit_sink *sink = NULL;
     struct kb_runtime rt = {0};
     char *store_path = NULL;
-    int lock_fd = -1; /* the data dir lock: held until exit */
+    int lock_fd = -1;         /* the data dir lock: held until exit */
+    struct retired old = {0}; /* price tables replaced by reloads */
 
     /* Signals go to this thread only, through sigwait. Blocked before any
      * thread exists (the store writer starts early): a thread created with
@@ -63,6 +129,7 @@ static int serve(const char *config_path)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -113,18 +180,10 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
-    if (meter_pricing_load(cfg->pricing_file, &pricing, &errmsg) != KB_OK) {
-        fprintf(stderr, "keybrake: pricing: %s\n", errmsg);
+    if (pricing_build(cfg, &pricing, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
-    for (size_t i = 0; i < cfg->nvendors; i++)
-        for (size_t k = 0; k < cfg->vendors[i].ncosts; k++)
-            if (meter_pricing_add_fixed(pricing, cfg->vendors[i].name,
-                                        cfg->vendors[i].costs[k].pattern,
-                                        cfg->vendors[i].costs[k].micros, &errmsg) != KB_OK) {
-                fprintf(stderr, "keybrake: vendor.%s cost: %s\n", cfg->vendors[i].name, errmsg);
-                goto out;
-            }
 #ifdef KB_TEST_HOOKS
     const char *off = getenv("KEYBRAKE_TEST_CLOCK_OFFSET");
     if (off)
@@ -159,8 +218,14 @@ static int serve(const char *config_path)
     fflush(stdout);
 
     int sig = 0;
-    while (sigwait(&set, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
-        ;
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        if (sig == SIGHUP)
+            reload(config_path, &rt, &old); /* the daemon serves on throughout */
+    }
     kb_log(KB_LOG_INFO, "stopping", "signal", sig == SIGTERM ? "TERM" : "INT", NULL);
     server_stop(srv);
     srv = NULL;
@@ -171,7 +236,12 @@ out:
     writer_free(writer); /* runs every job still queued */
     audit_sink_free(sink);
     store_close(store);
-    meter_pricing_free(pricing);
+    /* the tables in force (the start's, or the last reload's) and every
+     * one a reload replaced, the start's among them */
+    meter_pricing_free(old.n ? (struct kb_pricing *)rt.pricing : pricing);
+    for (size_t i = 0; i < old.n; i++)
+        meter_pricing_free(old.v[i]);
+    free(old.v);
     config_free(cfg);
     free(store_path);
     free(errmsg);

@@ -6,6 +6,7 @@
 #include "core/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -13,8 +14,10 @@
 
 #include "core/buf.h"
 
-static enum kb_log_level min_level = KB_LOG_INFO;
-static bool json_format;
+/* Set at start and by a SIGHUP reload while workers log: relaxed atomics
+ * (a line may use the old setting; none reads a torn one). */
+static _Atomic int min_level = KB_LOG_INFO;
+static _Atomic bool json_format;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -42,7 +45,7 @@ bool log_set_format(const char *name)
 
 bool log_enabled(enum kb_log_level level)
 {
-    return level >= min_level;
+    return (int)level >= min_level;
 }
 
 /* Escapes v for the current format; logfmt quotes only when needed. */
@@ -88,7 +91,7 @@ static void put_field(struct kb_buf *b, const char *k, const char *v, bool first
 
 void kb_log(enum kb_log_level level, const char *msg, ...)
 {
-    if (level < min_level)
+    if ((int)level < min_level)
         return;
     char ts[40];
     struct timespec now;

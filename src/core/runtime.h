@@ -1,8 +1,9 @@
 /*
  * runtime.h - what every thread reads and nobody writes after start: the
  * configuration, the prices and the server key. Built by main.c, passed
- * down by pointer; immutable while threads run (key_epoch points at the
- * one counter that moves).
+ * down by pointer; immutable while threads run, except key_epoch (the one
+ * counter that moves) and the prices, which SIGHUP may replace as a whole
+ * (read them with runtime_pricing()).
  */
 #ifndef KB_CORE_RUNTIME_H
 #define KB_CORE_RUNTIME_H
@@ -16,13 +17,20 @@ struct kb_pricing;
 struct kb_writer;
 
 struct kb_runtime {
-    const struct kb_config *cfg;      /* borrowed */
-    const struct kb_pricing *pricing; /* borrowed */
-    uint8_t server_key[KB_HASH_LEN];  /* HMAC key for tokens */
-    const char *store_path;           /* borrowed; the SQLite file */
-    struct kb_writer *writer;         /* borrowed; group commit (threads take ports) */
-    _Atomic uint64_t *key_epoch;      /* borrowed; bumped by each committed revocation,
-                                         before it is answered (proxy/keycache.h) */
+    const struct kb_config *cfg;              /* borrowed */
+    const struct kb_pricing *_Atomic pricing; /* borrowed; swapped whole by a reload, the old
+                                                 table kept (meters in flight point into it) */
+    uint8_t server_key[KB_HASH_LEN];          /* HMAC key for tokens */
+    const char *store_path;                   /* borrowed; the SQLite file */
+    struct kb_writer *writer;                 /* borrowed; group commit (threads take ports) */
+    _Atomic uint64_t *key_epoch;              /* borrowed; bumped by each committed revocation,
+                                                 before it is answered (proxy/keycache.h) */
 };
+
+/* The price tables in force (any thread). */
+static inline const struct kb_pricing *runtime_pricing(const struct kb_runtime *rt)
+{
+    return atomic_load_explicit(&rt->pricing, memory_order_acquire);
+}
 
 #endif

@@ -240,7 +240,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     int64_t reserve = 0;
     char *metered_body = NULL;
     size_t metered_len = 0;
-    err = meter_begin(px->rt->pricing, &mreq, &meter, &reserve, &metered_body, &metered_len, &msg);
+    err = meter_begin(runtime_pricing(px->rt), &mreq, &meter, &reserve, &metered_body, &metered_len, &msg);
     if (err != KB_OK)
         goto refused;
     if (metered_body) {

@@ -273,6 +273,40 @@ describe('startup and shutdown', () => {
     rmTempDir(first.dataDir);
   });
 
+  it('SIGHUP reloads fixed costs and the log level while serving; a broken config changes nothing', async () => {
+    const mocks = await startMockVendors();
+    const dir = mkTempDir();
+    const conf = path.join(dir, 'keybrake.ini');
+    fs.writeFileSync(conf, '[server]\nlog_level = info\n');
+    const d = await startDaemon({ mocks, args: ['--config', conf] });
+    try {
+      const key = await d.issueKey({ label: uniquePrefix('hup'), vendor: 'stripe', allowed_endpoints: ['/v1/*'], daily_usd_cap: 10 });
+      const call = () =>
+        d.proxy({ method: 'POST', path: '/stripe/v1/reload_probe', headers: { authorization: `Bearer ${key.token}` } });
+      assertError(await call(), 400, 'endpoint_not_metered');
+      fs.writeFileSync(conf, '[server]\nlog_level = debug\n[vendor.stripe]\ncost = POST /v1/reload_probe 1.25\n');
+      let done = d.waitForStderr(/reloaded/);
+      d.signal('SIGHUP');
+      await done;
+      const r = await call();
+      assert.equal(r.status, 404, r.text); // the mock does not know the path: priced and forwarded
+      assert.equal(Number(r.headers['keybrake-cost-usd']), 1.25);
+      assert.equal(mocks.stripe.requests.length, 1);
+      // a configuration that does not load: logged, nothing changes, still serving
+      fs.writeFileSync(conf, '[vendor.stripe]\ncost = not a cost\n');
+      done = d.waitForStderr(/reload failed; nothing changed/);
+      d.signal('SIGHUP');
+      await done;
+      const again = await call();
+      assert.equal(Number(again.headers['keybrake-cost-usd']), 1.25);
+      assert.equal(d.exited, false);
+    } finally {
+      await d.stop();
+      await mocks.close();
+      rmTempDir(dir);
+    }
+  });
+
   it('kill -9 with a payment in flight: after restart no reservation is left, it is charged', async () => {
     const mocks = await startMockVendors();
     const dataDir = mkTempDir();

@@ -337,6 +337,7 @@ class Daemon {
 }
 
 // Starts `keybrake serve`. Options:
+//   args         extra arguments after `serve` (e.g. ['--config', file])
 //   dataDir      reuse a data dir (restart tests); default a fresh temp dir,
 //                removed by stop() unless keepDataDir
 //   adminToken   the admin token; null leaves KEYBRAKE_ADMIN_TOKEN unset
@@ -385,7 +386,7 @@ async function startDaemon(opts = {}) {
   Object.assign(env, opts.env || {});
   d.env = env;
 
-  const child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(BIN, ['serve', ...(opts.args || [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   d.child = child;
   d.pid = child.pid;
   d.exitPromise = new Promise((resolve) => {
@@ -412,9 +413,24 @@ async function startDaemon(opts = {}) {
       for (const w of lineWaiters.slice()) w(line);
     }
   });
+  const stderrWaiters = [];
   child.stderr.on('data', (c) => {
     d.stderr += c;
+    for (const w of stderrWaiters.slice()) w();
   });
+  // Resolves once stderr, from byte `from` on (default: now), matches re.
+  d.waitForStderr = (re, from = d.stderr.length) =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        const m = re.exec(d.stderr.slice(from));
+        if (!m) return false;
+        stderrWaiters.splice(stderrWaiters.indexOf(check), 1);
+        resolve(m);
+        return true;
+      };
+      stderrWaiters.push(check);
+      if (!check()) d.exitPromise.then(() => reject(new Error(`daemon exited before ${re}\n${d.output()}`)));
+    });
 
   let timer;
   const ready = await new Promise((resolve, reject) => {
