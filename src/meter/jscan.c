@@ -288,14 +288,18 @@ void meter__jscan_feed(struct meter__jscan *j, const char *d, size_t n)
                 string_end(j);
             }
             break;
-        case ST_SCALAR:
-            if (is_scalar(c)) {
-                tok_add(j, d + i, 1);
-                i++;
-            } else {
-                scalar_end(j); /* c is read again in the next state */
-            }
+        case ST_SCALAR: {
+            /* A run of number characters at once (embeddings are mostly
+             * numbers). */
+            size_t k = i;
+            while (k < n && is_scalar((unsigned char)d[k]))
+                k++;
+            tok_add(j, d + i, k - i);
+            i = k;
+            if (i < n)
+                scalar_end(j); /* d[i] is read again in the next state */
             break;
+        }
         case ST_VALUE: {
             bool first = j->first;
             i++;
