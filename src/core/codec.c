@@ -125,8 +125,7 @@ struct kb_decoder *codec_decoder_new(enum kb_coding coding, size_t max_out, size
         d->zs = ZSTD_createDStream();
         if (!d->zs)
             lib_oom("zstd");
-        if (ZSTD_isError(ZSTD_DCtx_setParameter(d->zs, ZSTD_d_windowLogMax,
-                                                CODEC_ZSTD_WINDOW_LOG)))
+        if (ZSTD_isError(ZSTD_DCtx_setParameter(d->zs, ZSTD_d_windowLogMax, CODEC_ZSTD_WINDOW_LOG)))
             d->fail = FAIL_CORRUPT; /* cannot happen with a valid libzstd */
     }
     /* deflate: initialised once the first two bytes show which format. */
@@ -165,7 +164,7 @@ static bool emit(struct kb_decoder *d, size_t n, uint64_t used, kb_decoded_cb cb
     }
     if (total > CODEC_RATIO_GRACE &&
         (__builtin_mul_overflow(used, (uint64_t)d->max_ratio, &allowed) ? false
-                                                                          : total > allowed)) {
+                                                                        : total > allowed)) {
         d->fail = FAIL_CAP;
         return false;
     }
@@ -180,8 +179,8 @@ static bool is_zlib_header(const unsigned char *h)
     return (h[0] & 0x0f) == 8 && (h[0] >> 4) <= 7 && ((unsigned)h[0] * 256 + h[1]) % 31 == 0;
 }
 
-static void inflate_run(struct kb_decoder *d, const unsigned char *in, size_t len,
-                        kb_decoded_cb cb, void *ctx)
+static void inflate_run(struct kb_decoder *d, const unsigned char *in, size_t len, kb_decoded_cb cb,
+                        void *ctx)
 {
     uint64_t base = d->in_used;
 
@@ -240,8 +239,8 @@ static void deflate_start(struct kb_decoder *d, const unsigned char **in, size_t
     d->in_used += 2;
 }
 
-static void brotli_run(struct kb_decoder *d, const unsigned char *in, size_t len,
-                       kb_decoded_cb cb, void *ctx)
+static void brotli_run(struct kb_decoder *d, const unsigned char *in, size_t len, kb_decoded_cb cb,
+                       void *ctx)
 {
     size_t avail_in = len;
     const uint8_t *next_in = in;

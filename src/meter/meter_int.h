@@ -141,21 +141,21 @@ struct kb_pricing {
 #define METER__JSCAN_SKEL_MAX (1024 * 1024)
 
 struct meter__jscan {
-    struct kb_buf out;                   /* the skeleton so far (owned) */
-    char tok[METER__JSCAN_STR_MAX];      /* the current string or scalar, when kept */
-    size_t tok_len;                      /* bytes in tok; > METER__JSCAN_STR_MAX: too long */
-    uint64_t arr[METER__JSCAN_MAX_DEPTH / 64];   /* bit per open container: 1 = array */
+    struct kb_buf out;                         /* the skeleton so far (owned) */
+    char tok[METER__JSCAN_STR_MAX];            /* the current string or scalar, when kept */
+    size_t tok_len;                            /* bytes in tok; > METER__JSCAN_STR_MAX: too long */
+    uint64_t arr[METER__JSCAN_MAX_DEPTH / 64]; /* bit per open container: 1 = array */
     uint32_t count[METER__JSCAN_KEEP_DEPTH + 1]; /* members/elements kept per kept level */
-    unsigned depth;                      /* containers open */
-    unsigned edepth;                     /* of which the outer ones kept (<= KEEP_DEPTH) */
-    unsigned char state;                 /* tokenizer state (jscan.c) */
-    bool first;                          /* just after '{' or '[': a close is allowed */
-    bool esc;                            /* in a string, after a backslash */
-    bool is_key;                         /* the current string is a member name */
-    bool tok_keep;                       /* the current token goes into the skeleton */
-    bool key_drop;                       /* the member being read was dropped */
-    bool lossy;                          /* something a meter might count was dropped */
-    bool failed;                         /* syntax error or a cap passed */
+    unsigned depth;                              /* containers open */
+    unsigned edepth;                             /* of which the outer ones kept (<= KEEP_DEPTH) */
+    unsigned char state;                         /* tokenizer state (jscan.c) */
+    bool first;                                  /* just after '{' or '[': a close is allowed */
+    bool esc;                                    /* in a string, after a backslash */
+    bool is_key;                                 /* the current string is a member name */
+    bool tok_keep;                               /* the current token goes into the skeleton */
+    bool key_drop;                               /* the member being read was dropped */
+    bool lossy;                                  /* something a meter might count was dropped */
+    bool failed;                                 /* syntax error or a cap passed */
 };
 
 void meter__jscan_init(struct meter__jscan *j);
@@ -210,26 +210,26 @@ struct meter__ops {
 };
 
 struct kb_meter {
-    const struct kb_pricing *p;   /* borrowed; outlives the meter */
-    const struct meter__ops *ops; /* static; NULL: a 2xx costs on_success */
-    void *state;                  /* owned by ops->free */
-    int64_t reserve;              /* worst case, from begin */
-    int64_t on_success;           /* cost of a 2xx when ops->settle is NULL */
-    int status;                   /* final upstream status; 0 until known */
-    bool req_stream;              /* the request asked for a stream */
-    bool sse;                     /* the response is text/event-stream */
-    size_t body_cap;              /* > 0: the meter reads a non-SSE response's body */
-    bool body_over;               /* the body could not be read (scan failed, cut,
-                                     or blind): settle charges its unread case */
-    bool blind;                   /* the response cannot be read (encoding): settle
-                                     charges at least the reservation */
-    bool body_lossy;              /* the skeleton in body dropped array elements or
-                                     deep values (jscan) */
-    bool body_done;               /* body was filled from body_scan at settle */
-    struct kb_buf body;           /* at settle: the skeleton of the response body */
+    const struct kb_pricing *p;    /* borrowed; outlives the meter */
+    const struct meter__ops *ops;  /* static; NULL: a 2xx costs on_success */
+    void *state;                   /* owned by ops->free */
+    int64_t reserve;               /* worst case, from begin */
+    int64_t on_success;            /* cost of a 2xx when ops->settle is NULL */
+    int status;                    /* final upstream status; 0 until known */
+    bool req_stream;               /* the request asked for a stream */
+    bool sse;                      /* the response is text/event-stream */
+    size_t body_cap;               /* > 0: the meter reads a non-SSE response's body */
+    bool body_over;                /* the body could not be read (scan failed, cut,
+                                      or blind): settle charges its unread case */
+    bool blind;                    /* the response cannot be read (encoding): settle
+                                      charges at least the reservation */
+    bool body_lossy;               /* the skeleton in body dropped array elements or
+                                      deep values (jscan) */
+    bool body_done;                /* body was filled from body_scan at settle */
+    struct kb_buf body;            /* at settle: the skeleton of the response body */
     struct meter__jscan body_scan; /* the body as it streams (non-SSE, body_cap) */
-    struct kb_decoder *dec;       /* owned; decodes a compressed answer, or NULL */
-    struct meter__sse sse_state;  /* used when sse */
+    struct kb_decoder *dec;        /* owned; decodes a compressed answer, or NULL */
+    struct meter__sse sse_state;   /* used when sse */
 };
 
 /* ---- meter.c: arithmetic ---- */

@@ -58,8 +58,8 @@ static inline char *test_encode_rep(enum test_enc e, const char *in, size_t n, s
         BrotliEncoderSetParameter(b, BROTLI_PARAM_QUALITY, 5);
         BrotliEncoderSetParameter(b, BROTLI_PARAM_LGWIN, 22);
         for (size_t r = 0; r <= reps; r++) {
-            BrotliEncoderOperation op = r == reps ? BROTLI_OPERATION_FINISH
-                                                  : BROTLI_OPERATION_PROCESS;
+            BrotliEncoderOperation op =
+                r == reps ? BROTLI_OPERATION_FINISH : BROTLI_OPERATION_PROCESS;
             size_t avail_in = r == reps ? 0 : n;
             const uint8_t *next_in = (const uint8_t *)in;
             do {

@@ -43,9 +43,9 @@ static enum kb_coding coding_of(enum test_enc e)
 /* Text that compresses like JSON does (a few x), not like zeros. */
 static char *sample_text(size_t n, unsigned seed)
 {
-    static const char *const words[] = {"{\"id\":",   "\"chatcmpl-", "token",  "usage",
-                                        "\"content\"", " the ",      "model",  "12345",
-                                        "\\n",        "delta",      "choice", "\"}"};
+    static const char *const words[] = {"{\"id\":",    "\"chatcmpl-", "token",  "usage",
+                                        "\"content\"", " the ",       "model",  "12345",
+                                        "\\n",         "delta",       "choice", "\"}"};
     char *s = kb_malloc(n + 1);
     for (size_t i = 0; i < n;) {
         const char *w = words[test_rand(&seed) % (sizeof words / sizeof words[0])];
@@ -104,16 +104,26 @@ static void test_parse(void **state)
         const char *in;
         enum kb_coding want;
     } cases[] = {
-        {NULL, KB_CODING_IDENTITY},     {"", KB_CODING_IDENTITY},
-        {"identity", KB_CODING_IDENTITY}, {" Identity\t", KB_CODING_IDENTITY},
-        {"gzip", KB_CODING_GZIP},        {"GZIP", KB_CODING_GZIP},
-        {"x-gzip", KB_CODING_GZIP},      {"  gzip ", KB_CODING_GZIP},
-        {"deflate", KB_CODING_DEFLATE},  {"br", KB_CODING_BR},
-        {"Br", KB_CODING_BR},            {"zstd", KB_CODING_ZSTD},
-        {"compress", KB_CODING_UNKNOWN}, {"gzip, br", KB_CODING_UNKNOWN},
-        {"gzip,gzip", KB_CODING_UNKNOWN}, {"gzip;q=1", KB_CODING_UNKNOWN},
-        {"gzipx", KB_CODING_UNKNOWN},    {"g zip", KB_CODING_UNKNOWN},
-        {"bro", KB_CODING_UNKNOWN},      {"x-compress", KB_CODING_UNKNOWN},
+        {NULL, KB_CODING_IDENTITY},
+        {"", KB_CODING_IDENTITY},
+        {"identity", KB_CODING_IDENTITY},
+        {" Identity\t", KB_CODING_IDENTITY},
+        {"gzip", KB_CODING_GZIP},
+        {"GZIP", KB_CODING_GZIP},
+        {"x-gzip", KB_CODING_GZIP},
+        {"  gzip ", KB_CODING_GZIP},
+        {"deflate", KB_CODING_DEFLATE},
+        {"br", KB_CODING_BR},
+        {"Br", KB_CODING_BR},
+        {"zstd", KB_CODING_ZSTD},
+        {"compress", KB_CODING_UNKNOWN},
+        {"gzip, br", KB_CODING_UNKNOWN},
+        {"gzip,gzip", KB_CODING_UNKNOWN},
+        {"gzip;q=1", KB_CODING_UNKNOWN},
+        {"gzipx", KB_CODING_UNKNOWN},
+        {"g zip", KB_CODING_UNKNOWN},
+        {"bro", KB_CODING_UNKNOWN},
+        {"x-compress", KB_CODING_UNKNOWN},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (codec_parse(cases[i].in) != cases[i].want)
@@ -141,14 +151,13 @@ static void test_round_trips(void **state)
                     continue; /* covered by the smaller sizes */
                 for (unsigned seed = 0; seed < (how == SPLIT_RANDOM ? 5u : 1u); seed++) {
                     struct sink s = {KB_BUF_INIT, 0, 0};
-                    struct kb_decoder *d = codec_decoder_new(coding_of((enum test_enc)e), GIB,
-                                                             1000);
+                    struct kb_decoder *d =
+                        codec_decoder_new(coding_of((enum test_enc)e), GIB, 1000);
                     assert_non_null(d);
                     enum kb_err err = decode_split(d, z, zn, (enum split)how, seed, &s);
                     if (err != KB_OK || s.got.len != sizes[si])
                         print_message("%s size %zu split %d seed %u: err %d, %zu bytes\n",
-                                      test_enc_name[e], sizes[si], how, seed, (int)err,
-                                      s.got.len);
+                                      test_enc_name[e], sizes[si], how, seed, (int)err, s.got.len);
                     assert_int_equal(err, KB_OK);
                     assert_true(codec_finished(d));
                     assert_int_equal(s.got.len, sizes[si]);
@@ -226,9 +235,9 @@ static void test_trailing_bytes(void **state)
         }
         char *out = NULL, *em = NULL;
         size_t on = 0;
-        assert_int_equal(codec_decode_all(coding_of((enum test_enc)e), zz, zn + 8, GIB, 1000, &out,
-                                          &on, &em),
-                         KB_E_INVALID);
+        assert_int_equal(
+            codec_decode_all(coding_of((enum test_enc)e), zz, zn + 8, GIB, 1000, &out, &on, &em),
+            KB_E_INVALID);
         assert_non_null(em);
         free(em);
         free(zz);
@@ -347,9 +356,9 @@ static void test_ratio_bomb(void **state)
         /* decode_all names the cap */
         char *out = NULL, *em = NULL;
         size_t on = 0;
-        assert_int_equal(codec_decode_all(coding_of((enum test_enc)e), z, zn, GIB, 1000, &out,
-                                          &on, &em),
-                         KB_E_BODY_TOO_LARGE);
+        assert_int_equal(
+            codec_decode_all(coding_of((enum test_enc)e), z, zn, GIB, 1000, &out, &on, &em),
+            KB_E_BODY_TOO_LARGE);
         assert_null(out);
         assert_non_null(em);
         free(em);

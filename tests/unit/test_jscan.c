@@ -91,9 +91,9 @@ static void test_table(void **state)
         bool lossy;
     } cases[] = {
         {"{\"a\":1}", "{\"a\":1}", false},
-        {" { \"a\" : [ 1 , 2 , {\"b\" : true} ] ,\n\"c\":\"x\" } ", "{\"a\":[{\"b\":true}],\"c\":\"x\"}",
-         false},
-        {"[1,2,3]", "[]", false},     /* scalar elements: dropped */
+        {" { \"a\" : [ 1 , 2 , {\"b\" : true} ] ,\n\"c\":\"x\" } ",
+         "{\"a\":[{\"b\":true}],\"c\":\"x\"}", false},
+        {"[1,2,3]", "[]", false},      /* scalar elements: dropped */
         {"\"top\"", "\"top\"", false}, /* top-level scalars are kept */
         {"42", "42", false},
         {" -1.5e+3 ", "-1.5e+3", false},
@@ -161,10 +161,29 @@ static void test_invalid(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "",          " ",          "{",           "{\"a\":}",     "[1,]",        "{\"a\" 1}",
-        "}",         "{}x",        "[DONE]",      "{\"a\":1,}",   "[}",          "{]",
-        "\"abc",     "{\"a\":[1,2}", "{\"a\":1}}", "{\"a\":1 \"b\":2}", "[,1]",  "{,}",
-        "{1:2}",     "'a'",        "{\"a\":Nan}", "[1]]",        "{\"a\":{\"b\":1}",
+        "",
+        " ",
+        "{",
+        "{\"a\":}",
+        "[1,]",
+        "{\"a\" 1}",
+        "}",
+        "{}x",
+        "[DONE]",
+        "{\"a\":1,}",
+        "[}",
+        "{]",
+        "\"abc",
+        "{\"a\":[1,2}",
+        "{\"a\":1}}",
+        "{\"a\":1 \"b\":2}",
+        "[,1]",
+        "{,}",
+        "{1:2}",
+        "'a'",
+        "{\"a\":Nan}",
+        "[1]]",
+        "{\"a\":{\"b\":1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         for (unsigned step = 0; step < 3; step++) {
@@ -180,8 +199,9 @@ static void test_invalid(void **state)
 static void test_escapes_split_everywhere(void **state)
 {
     (void)state;
-    const char *in = "{\"t\":\"\\\\\",\"u\":\"\\\"\",\"v\":\"\\\\\\\"x\\u0041\\/\",\"w\":[\"\\\"]\"],"
-                     "\"usage\":{\"n\":1}}";
+    const char *in =
+        "{\"t\":\"\\\\\",\"u\":\"\\\"\",\"v\":\"\\\\\\\"x\\u0041\\/\",\"w\":[\"\\\"]\"],"
+        "\"usage\":{\"n\":1}}";
     const char *want = "{\"t\":\"\\\\\",\"u\":\"\\\"\",\"v\":\"\\\\\\\"x\\u0041\\/\",\"w\":[],"
                        "\"usage\":{\"n\":1}}";
     size_t n = strlen(in);
@@ -346,30 +366,32 @@ static void test_vendor_answers(void **state)
     buf_reset(&b);
 
     /* Anthropic message */
-    buf_printf(&b,
-               "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":"
-               "\"text\",\"text\":\"%s\"}],\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":"
-               "12,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,"
-               "\"cache_creation\":{\"ephemeral_5m_input_tokens\":1,\"ephemeral_1h_input_tokens\":2},"
-               "\"output_tokens\":99}}",
-               text.data);
+    buf_printf(
+        &b,
+        "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":"
+        "\"text\",\"text\":\"%s\"}],\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":"
+        "12,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,"
+        "\"cache_creation\":{\"ephemeral_5m_input_tokens\":1,\"ephemeral_1h_input_tokens\":2},"
+        "\"output_tokens\":99}}",
+        text.data);
     json_t *r = skel_of(b.data, b.len, 2);
     assert_int_equal(iget(r, "usage.cache_creation.ephemeral_1h_input_tokens"), 2);
     assert_int_equal(iget(r, "usage.output_tokens"), 99);
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(r, "content"), 0), "type")),
-        "text");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(r, "content"), 0), "type")),
+                        "text");
     json_decref(r);
     buf_reset(&b);
 
     /* OpenAI Responses API, terminal event */
-    buf_printf(&b,
-               "{\"type\":\"response.completed\",\"sequence_number\":9,\"response\":{\"id\":\"resp_1\","
-               "\"output\":[{\"type\":\"reasoning\",\"summary\":[]},{\"type\":\"message\","
-               "\"content\":[{\"type\":\"output_text\",\"text\":\"%s\",\"annotations\":[]}]}],"
-               "\"usage\":{\"input_tokens\":5,\"input_tokens_details\":{\"cached_tokens\":2},"
-               "\"output_tokens\":7,\"output_tokens_details\":{\"reasoning_tokens\":3}}}}",
-               text.data);
+    buf_printf(
+        &b,
+        "{\"type\":\"response.completed\",\"sequence_number\":9,\"response\":{\"id\":\"resp_1\","
+        "\"output\":[{\"type\":\"reasoning\",\"summary\":[]},{\"type\":\"message\","
+        "\"content\":[{\"type\":\"output_text\",\"text\":\"%s\",\"annotations\":[]}]}],"
+        "\"usage\":{\"input_tokens\":5,\"input_tokens_details\":{\"cached_tokens\":2},"
+        "\"output_tokens\":7,\"output_tokens_details\":{\"reasoning_tokens\":3}}}}",
+        text.data);
     r = skel_of(b.data, b.len, 1);
     assert_string_equal(json_string_value(json_object_get(r, "type")), "response.completed");
     assert_int_equal(iget(r, "response.usage.input_tokens_details.cached_tokens"), 2);

@@ -53,7 +53,7 @@ struct coding {
 };
 
 static const struct coding codings[] = {
-    {NULL, -1},          {"gzip", ENC_GZIP}, {"deflate", ENC_ZLIB},
+    {NULL, -1},           {"gzip", ENC_GZIP}, {"deflate", ENC_ZLIB},
     {"deflate", ENC_RAW}, {"br", ENC_BR},     {"zstd", ENC_ZSTD},
 };
 #define NCODINGS (sizeof codings / sizeof codings[0])
@@ -67,7 +67,7 @@ struct req {
 
 static struct kb_meter *begin(struct kb_pricing *p, const struct req *r, int64_t *reserve)
 {
-    struct kb_meter_req q = {r->vendor, "POST", r->path, strlen(r->path),
+    struct kb_meter_req q = {r->vendor, "POST",  r->path,        strlen(r->path),
                              r->ctype,  r->body, strlen(r->body)};
     struct kb_meter *m = NULL;
     char *em = NULL, *nb = NULL;
@@ -86,7 +86,7 @@ static void feed_random(struct kb_meter *m, const char *data, size_t n, unsigned
 {
     for (size_t i = 0; i < n;) {
         size_t k = test_rand(&seed) % 4 == 0 ? 1 + test_rand(&seed) % 16
-                                               : 1 + (test_rand(&seed) * 7u) % 70000;
+                                             : 1 + (test_rand(&seed) * 7u) % 70000;
         if (k > n - i)
             k = n - i;
         meter_response_data(m, data + i, k);
@@ -119,16 +119,16 @@ static void all_codings(struct kb_pricing *p, const struct req *r, const char *r
 {
     for (size_t c = 0; c < NCODINGS; c++) {
         size_t wn = len;
-        char *wire = codings[c].enc < 0 ? NULL
-                                        : test_encode((enum test_enc)codings[c].enc, resp, len, &wn);
+        char *wire =
+            codings[c].enc < 0 ? NULL : test_encode((enum test_enc)codings[c].enc, resp, len, &wn);
         for (unsigned seed = 1; seed <= 3; seed++) {
             int64_t reserve = -1;
             int64_t got = exchange(p, r, 200, resp_ctype, codings[c].ce, wire ? wire : resp, wn,
                                    seed * 31 + (unsigned)c, true, &reserve);
             if (got != want)
                 print_message("%s seed %u: got %lld want %lld\n",
-                              codings[c].enc < 0 ? "identity" : test_enc_name[codings[c].enc],
-                              seed, (long long)got, (long long)want);
+                              codings[c].enc < 0 ? "identity" : test_enc_name[codings[c].enc], seed,
+                              (long long)got, (long long)want);
             assert_int_equal(reserve, want_reserve);
             assert_int_equal(got, want);
         }
@@ -142,10 +142,26 @@ static void all_codings(struct kb_pricing *p, const struct req *r, const char *r
 static void long_text(struct kb_buf *b, size_t n)
 {
     static const char *const words[] = {
-        "Once ",   "upon ",     "a ",        "time ",     "\\\"usage\\\":{\\\"prompt_tokens\\\":1} ",
-        "the ",    "\\\\model\\\\ ", "caf\\u00e9 ", "said\\n", "tokens ",
-        "river ",  "mountain ", "quietly ",  "\\t",       "{\\\"output_tokens\\\":1} ",
-        "seventy ", "blue ",    "across ",   "[brackets] ", "commas, ",
+        "Once ",
+        "upon ",
+        "a ",
+        "time ",
+        "\\\"usage\\\":{\\\"prompt_tokens\\\":1} ",
+        "the ",
+        "\\\\model\\\\ ",
+        "caf\\u00e9 ",
+        "said\\n",
+        "tokens ",
+        "river ",
+        "mountain ",
+        "quietly ",
+        "\\t",
+        "{\\\"output_tokens\\\":1} ",
+        "seventy ",
+        "blue ",
+        "across ",
+        "[brackets] ",
+        "commas, ",
     };
     unsigned seed = (unsigned)n;
     while (b->len < n) {
@@ -222,12 +238,13 @@ static void test_openai_chat_stream_2mib_final_chunk(void **state)
                    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{"
                    "\"index\":0,\"delta\":{\"content\":\"w%d\"}}],\"usage\":null}\n\n",
                    i);
-    buf_printf(&s,
-               "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
-               "\"delta\":{\"content\":\"%s\"},\"finish_reason\":\"stop\"}],\"usage\":{"
-               "\"prompt_tokens\":1000,\"completion_tokens\":16000,\"total_tokens\":17000}}\n\n"
-               "data: [DONE]\n\n",
-               text.data);
+    buf_printf(
+        &s,
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+        "\"delta\":{\"content\":\"%s\"},\"finish_reason\":\"stop\"}],\"usage\":{"
+        "\"prompt_tokens\":1000,\"completion_tokens\":16000,\"total_tokens\":17000}}\n\n"
+        "data: [DONE]\n\n",
+        text.data);
     all_codings(p, &chat_stream_req, "text/event-stream", s.data, s.len, CHAT_STREAM_RESERVE,
                 162500);
     buf_cleanup(&s);
@@ -303,10 +320,11 @@ static void test_anthropic_2mib_message_start(void **state)
                text.data);
     buf_puts(&s, "event: ping\ndata: {\"type\": \"ping\"}\n\n");
     for (int i = 0; i < 30; i++)
-        buf_printf(&s,
-                   "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
-                   "\"delta\":{\"type\":\"text_delta\",\"text\":\"w%d \\\"usage\\\"\"}}\n\n",
-                   i);
+        buf_printf(
+            &s,
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+            "\"delta\":{\"type\":\"text_delta\",\"text\":\"w%d \\\"usage\\\"\"}}\n\n",
+            i);
     buf_puts(&s, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{"
                  "\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":700}}\n\n"
                  "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
@@ -373,15 +391,15 @@ static void test_unknown_coding(void **state)
     static const char *const ces[] = {"compress", "gzip, br", "x-bzip2"};
     for (size_t i = 0; i < 3; i++) {
         int64_t reserve = -1;
-        assert_int_equal(exchange(p, &chat_req, 200, "application/json", ces[i], resp, n, 1,
-                                  true, &reserve),
-                         CHAT_RESERVE);
+        assert_int_equal(
+            exchange(p, &chat_req, 200, "application/json", ces[i], resp, n, 1, true, &reserve),
+            CHAT_RESERVE);
     }
     /* Twilio: the estimate stands (16600 µ$), not the 1 segment inside. */
     const char *tw = "{\"num_segments\":\"1\"}";
     int64_t reserve = -1;
-    assert_int_equal(exchange(p, &twilio_req, 201, "application/json", "compress", tw,
-                              strlen(tw), 1, true, &reserve),
+    assert_int_equal(exchange(p, &twilio_req, 201, "application/json", "compress", tw, strlen(tw),
+                              1, true, &reserve),
                      16600);
     free(resp);
     meter_pricing_free(p);
@@ -418,9 +436,9 @@ static void test_truncated_and_corrupt(void **state)
     const char *sse = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,"
                       "\"completion_tokens\":16000}}\n\ndata: [DONE]\n\n";
     z = test_encode(ENC_BR, sse, strlen(sse), &zn);
-    assert_int_equal(exchange(p, &chat_stream_req, 200, "text/event-stream", "br", z, zn, 1, true,
-                              &reserve),
-                     162500); /* whole: read */
+    assert_int_equal(
+        exchange(p, &chat_stream_req, 200, "text/event-stream", "br", z, zn, 1, true, &reserve),
+        162500); /* whole: read */
     assert_int_equal(exchange(p, &chat_stream_req, 200, "text/event-stream", "br", z, zn - 1, 1,
                               false, &reserve),
                      CHAT_STREAM_RESERVE);
@@ -434,9 +452,8 @@ static void test_truncated_and_corrupt(void **state)
     free(z);
 
     /* A non-2xx answer costs nothing, compressed or not. */
-    assert_int_equal(exchange(p, &chat_req, 429, "application/json", "compress", "{}", 2, 1, true,
-                              &reserve),
-                     0);
+    assert_int_equal(
+        exchange(p, &chat_req, 429, "application/json", "compress", "{}", 2, 1, true, &reserve), 0);
     free(resp);
     meter_pricing_free(p);
 }
