@@ -247,18 +247,34 @@ static void string_start(struct meter__jscan *j, bool key)
     j->state = ST_STRING;
 }
 
-/* The bytes of s[0, n) before the first quote or backslash. */
-static size_t plain_span(const char *s, size_t n)
+/* Where the next quote and backslash are in the piece being fed, so that
+ * each memchr starts where the last one stopped: a long string with an
+ * escape every few bytes and no quote in sight is still one pass. */
+struct specials {
+    size_t quote;  /* index of the next '"' at or after the last search, or n */
+    size_t bslash; /* the same for '\\' */
+    bool valid;    /* both were searched at least once */
+};
+
+/* Index of the first quote or backslash at or after i in d[0, n), or n. */
+static size_t next_special(const char *d, size_t n, size_t i, struct specials *sp)
 {
-    const char *q = memchr(s, '"', n);
-    size_t lim = q ? (size_t)(q - s) : n;
-    const char *b = memchr(s, '\\', lim);
-    return b ? (size_t)(b - s) : lim;
+    if (!sp->valid || (sp->quote < i)) {
+        const char *q = memchr(d + i, '"', n - i);
+        sp->quote = q ? (size_t)(q - d) : n;
+    }
+    if (!sp->valid || (sp->bslash < i)) {
+        const char *b = memchr(d + i, '\\', n - i);
+        sp->bslash = b ? (size_t)(b - d) : n;
+    }
+    sp->valid = true;
+    return sp->quote < sp->bslash ? sp->quote : sp->bslash;
 }
 
 void meter__jscan_feed(struct meter__jscan *j, const char *d, size_t n)
 {
     size_t i = 0;
+    struct specials sp = {0, 0, false};
 
     while (i < n && !j->failed) {
         unsigned char c = (unsigned char)d[i];
@@ -273,9 +289,9 @@ void meter__jscan_feed(struct meter__jscan *j, const char *d, size_t n)
                 break;
             }
             {
-                size_t k = plain_span(d + i, n - i);
-                tok_add(j, d + i, k);
-                i += k;
+                size_t k = next_special(d, n, i, &sp);
+                tok_add(j, d + i, k - i);
+                i = k;
             }
             if (i == n)
                 break;

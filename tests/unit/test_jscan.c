@@ -602,7 +602,7 @@ static void test_speed_50mb(void **state)
         print_message("jscan %s: %zu bytes in %.3f s = %.2f ns/byte; skeleton %s\n",
                       kind == 0 ? "long string" : "number array", b.len, t, ns, sk);
         assert_non_null(strstr(sk, "\"usage\":{\"prompt_tokens\":1"));
-        assert_true(ns < 200.0);
+        assert_true(ns < 100.0);
         meter__jscan_cleanup(&j);
     }
     buf_cleanup(&b);
