@@ -21,6 +21,11 @@
  *  - zstd: the end of a frame (skippable frames and further frames are
  *    legal, RFC 8878 3.1); the window is limited to 8 MiB (RFC 8878 7.4's
  *    HTTP recommendation), so a frame cannot make the decoder allocate more.
+ *
+ * Memory per decoder, besides the 16 KiB buffer: gzip/deflate about 45 KiB
+ * (zlib's 32 KiB window); zstd up to its 8 MiB window; br up to the 16 MiB
+ * window a stream may declare (large windows, which need an opt-in, stay
+ * off). A stream's header decides how much of that is allocated.
  */
 #include "core/codec.h"
 

@@ -200,7 +200,8 @@ struct kb_meter;
 struct meter__ops {
     /* One complete SSE event of a 2xx streamed response: data is the
      * skeleton of the event's data (meter__jscan), or the data as sent when
-     * it is short and not JSON. */
+     * it is short and not JSON. During the call m->sse_state.scan.lossy
+     * says whether the skeleton dropped array elements or deep values. */
     void (*event)(struct kb_meter *m, const char *event, const char *data, size_t len);
     /* The cost of a 2xx response; when m->body_cap was set, m->body holds
      * the skeleton of the JSON body, or m->body_over is set. */
