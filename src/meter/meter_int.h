@@ -321,7 +321,7 @@ void meter__form_cleanup(struct meter__form *f);
 KB_MUSTCHECK enum kb_err meter__form_get(const struct meter__form *f, const char *key,
                                          const struct meter__form_pair **val, char **errmsg);
 
-/* ---- meter.c: SSE ---- */
+/* ---- sse.c ---- */
 
 void meter__sse_init(struct meter__sse *s);
 void meter__sse_cleanup(struct meter__sse *s);
