@@ -44,11 +44,20 @@ static bool is_ws(unsigned char c)
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
-/* Characters of numbers and of true/false/null. */
+/* Characters of numbers and of true/false/null: a table, since runs of
+ * digits (embedding vectors) are where the scanner spends its time. */
+#define R10(c)                                                                                     \
+    [c] = 1, [c + 1] = 1, [c + 2] = 1, [c + 3] = 1, [c + 4] = 1, [c + 5] = 1, [c + 6] = 1,         \
+    [c + 7] = 1, [c + 8] = 1, [c + 9] = 1
+static const unsigned char scalar_ch[256] = {
+    R10('0'),  R10('a'),  R10('k'),  ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1, ['-'] = 1, ['+'] = 1, ['.'] = 1, ['E'] = 1,
+};
+#undef R10
+
 static bool is_scalar(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-' || c == '+' || c == '.' ||
-           c == 'E';
+    return scalar_ch[c] != 0;
 }
 
 void meter__jscan_init(struct meter__jscan *j)
