@@ -13,8 +13,12 @@
  * twilio.c, openai.c or anthropic.c; a request none of them has a rule for
  * is priced by the fixed entries (fixed.c). The rules common to every vendor
  * live here: no status costs zero, a non-2xx status costs zero, a 2xx costs
- * what the vendor meter says. Response bytes go either to the SSE splitter
- * (text/event-stream) or to a capped buffer (JSON bodies).
+ * what the vendor meter says. Response bytes are decoded first when the
+ * vendor compressed them (core/codec.h), then go either to the SSE splitter
+ * (text/event-stream) or to the JSON skeleton scanner (jscan.c): neither
+ * buffers the answer, so its size is unbounded and the meter's memory is
+ * not. What cannot be decoded or scanned leaves the meter blind, and a
+ * metered answer then costs at least the reservation.
  */
 #include "meter/meter.h"
 
@@ -706,112 +710,6 @@ enum kb_err meter__form_get(const struct meter__form *f, const char *key,
     return KB_OK;
 }
 
-/* ---- SSE ---- */
-
-void meter__sse_init(struct meter__sse *s)
-{
-    memset(s, 0, sizeof *s);
-}
-
-void meter__sse_cleanup(struct meter__sse *s)
-{
-    buf_cleanup(&s->line);
-    buf_cleanup(&s->data);
-}
-
-/* Drops the current event's buffers and ignores it until its blank line. */
-static void sse_overflow(struct meter__sse *s)
-{
-    s->skip = true;
-    buf_cleanup(&s->line);
-    buf_cleanup(&s->data);
-}
-
-static void sse_line_append(struct meter__sse *s, const char *d, size_t n)
-{
-    if (n == 0)
-        return;
-    s->line_seen = true; /* even when dropped: the line is not blank */
-    if (s->skip)
-        return;
-    if (s->line.len + s->data.len + n > METER__MAX_EVENT) {
-        sse_overflow(s);
-        return;
-    }
-    buf_append(&s->line, d, n);
-}
-
-/* A line ended: interpret it (field, comment, or the blank line that
- * dispatches the event). */
-static void sse_line_end(struct meter__sse *s, meter__sse_cb *cb, void *ctx)
-{
-    const char *l = s->line.data ? s->line.data : "";
-    size_t n = s->line.len;
-    bool blank = !s->line_seen;
-
-    s->line_seen = false;
-    if (blank) {
-        if (!s->skip && s->has_data)
-            cb(ctx, s->event, s->data.data ? s->data.data : "", s->data.len);
-        buf_reset(&s->data);
-        s->event[0] = '\0';
-        s->has_data = false;
-        s->skip = false;
-        return;
-    }
-    if (s->skip)
-        return;
-    if (l[0] == ':') /* comment, e.g. keep-alive */
-        return;
-    const char *colon = memchr(l, ':', n);
-    size_t fl = colon ? (size_t)(colon - l) : n;
-    const char *val = colon ? colon + 1 : l + n;
-    size_t vl = (size_t)(l + n - val);
-    if (vl > 0 && val[0] == ' ') {
-        val++;
-        vl--;
-    }
-    if (fl == 4 && memcmp(l, "data", 4) == 0) {
-        if (s->has_data)
-            buf_putc(&s->data, '\n');
-        buf_append(&s->data, val, vl);
-        s->has_data = true;
-    } else if (fl == 5 && memcmp(l, "event", 5) == 0) {
-        /* A name longer than the field cannot be one we look for. */
-        size_t k = vl < sizeof s->event - 1 ? vl : sizeof s->event - 1;
-        memcpy(s->event, val, k);
-        s->event[k] = '\0';
-    }
-    /* id:, retry: and unknown fields carry nothing we meter. */
-}
-
-void meter__sse_feed(struct meter__sse *s, const char *d, size_t n, meter__sse_cb *cb, void *ctx)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        if (s->cr) {
-            /* CRLF split across chunks, or right here: one line end. */
-            s->cr = false;
-            if (d[i] == '\n') {
-                i++;
-                continue;
-            }
-        }
-        size_t j = i;
-        while (j < n && d[j] != '\n' && d[j] != '\r')
-            j++;
-        sse_line_append(s, d + i, j - i);
-        if (j == n)
-            break;
-        if (d[j] == '\r')
-            s->cr = true;
-        sse_line_end(s, cb, ctx);
-        buf_reset(&s->line);
-        i = j + 1;
-    }
-}
-
 /* ---- the per-request life cycle ---- */
 
 /* Methods that read or delete: free by declaration on every built-in
@@ -840,6 +738,7 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     m = kb_calloc(1, sizeof *m);
     m->p = p;
     meter__sse_init(&m->sse_state);
+    meter__jscan_init(&m->body_scan);
 
     if (strcmp(req->vendor, "openai") == 0)
         err = meter__openai_begin(m, req, &metered, &nb, &nbl, errmsg);
@@ -900,12 +799,38 @@ void meter_response_status(struct kb_meter *m, int status, const char *content_t
     m->sse = m->sse && m->ops && m->ops->event;
 }
 
+static bool is_2xx(int status)
+{
+    return status >= 200 && status <= 299;
+}
+
+/* The meter reads this response's body (events or a JSON body). */
+static bool reads_body(const struct kb_meter *m)
+{
+    return is_2xx(m->status) && (m->sse || m->body_cap);
+}
+
+/* The answer cannot be read any more: drop what was being read. */
+static void go_blind(struct kb_meter *m)
+{
+    m->blind = true;
+    codec_decoder_free(m->dec);
+    m->dec = NULL;
+    meter__jscan_cleanup(&m->body_scan);
+    meter__sse_cleanup(&m->sse_state);
+    meter__sse_init(&m->sse_state);
+}
+
 void meter_response_encoding(struct kb_meter *m, const char *content_encoding)
 {
-    if (!m || !content_encoding || !content_encoding[0] ||
-        strcasecmp(content_encoding, "identity") == 0)
-        return;
-    m->blind = true; /* decoding comes with the incremental scanner */
+    enum kb_coding c = codec_parse(content_encoding);
+
+    if (!m || c == KB_CODING_IDENTITY || !reads_body(m))
+        return; /* nothing to decode, or nothing this meter reads */
+    codec_decoder_free(m->dec);
+    m->dec = codec_decoder_new(c, METER__DECODE_MAX_OUT, METER__DECODE_MAX_RATIO);
+    if (!m->dec)
+        go_blind(m); /* UNKNOWN: a coding (or a stack of them) we cannot read */
 }
 
 static void sse_dispatch(void *ctx, const char *event, const char *data, size_t len)
@@ -914,41 +839,72 @@ static void sse_dispatch(void *ctx, const char *event, const char *data, size_t 
     m->ops->event(m, event, data, len);
 }
 
-static bool is_2xx(int status)
+/* Decoded (or identity) bytes of the body, in order. */
+static void body_bytes(void *ctx, const char *data, size_t len)
 {
-    return status >= 200 && status <= 299;
+    struct kb_meter *m = ctx;
+
+    if (m->sse)
+        meter__sse_feed(&m->sse_state, data, len, sse_dispatch, m);
+    else
+        meter__jscan_feed(&m->body_scan, data, len);
 }
 
 void meter_response_data(struct kb_meter *m, const char *data, size_t len)
 {
-    if (!m || !is_2xx(m->status) || len == 0 || m->blind)
+    if (!m || len == 0 || m->blind || !reads_body(m))
         return;
-    if (m->sse) {
-        meter__sse_feed(&m->sse_state, data, len, sse_dispatch, m);
-    } else if (m->body_cap && !m->body_over) {
-        if (len > m->body_cap - m->body.len) {
-            /* Too big to read usage from: settle charges the reservation. */
-            m->body_over = true;
-            buf_cleanup(&m->body);
-        } else {
-            buf_append(&m->body, data, len);
-        }
+    if (!m->dec)
+        body_bytes(m, data, len);
+    else if (codec_decode(m->dec, data, len, body_bytes, m) != KB_OK)
+        go_blind(m); /* corrupt, trailing bytes, or past the caps */
+}
+
+/* Fills m->body with the skeleton of a JSON body, or sets body_over. */
+static void body_finish(struct kb_meter *m)
+{
+    const char *skel;
+    size_t len;
+
+    if (m->body_done || m->sse || !m->body_cap)
+        return;
+    m->body_done = true;
+    if (m->blind || !meter__jscan_finish(&m->body_scan, &skel, &len)) {
+        /* Not one whole JSON value (cut, corrupt, or a skeleton past its
+         * cap): what the vendor meter reads is unseen, so it charges its
+         * unread case. */
+        m->body_over = true;
+        return;
     }
+    m->body_lossy = m->body_scan.lossy;
+    buf_cleanup(&m->body);
+    m->body = m->body_scan.out; /* the skeleton moves to body */
+    memset(&m->body_scan.out, 0, sizeof m->body_scan.out);
 }
 
 int64_t meter_settle(struct kb_meter *m, bool complete)
 {
     int64_t cost;
 
-    /* No status: nothing reached the vendor's application. Non-2xx: the
-     * vendors named here do not bill refused requests. */
+    /* No status: the proxy decides (nothing sent: 0; sent: the worst
+     * case). Non-2xx: the vendors named here do not bill refused requests,
+     * except a 5xx to a money-moving write (charge_on_5xx). */
     if (!m)
         return 0;
     if (!is_2xx(m->status))
         return m->status >= 500 && m->charge_on_5xx ? m->reserve : 0;
+    /* A coded answer that did not reach its end was cut or corrupted
+     * after the last byte read: what was read cannot be trusted whole. */
+    if (m->dec && !codec_finished(m->dec))
+        go_blind(m);
+    body_finish(m);
     if (m->blind)
         m->body_over = true; /* what could not be read settles as unread */
     cost = m->ops && m->ops->settle ? m->ops->settle(m, complete) : m->on_success;
+    /* Blind, a cost read from the answer (usage of an event decoded before
+     * the stream broke) is never trusted below the reservation. */
+    if (m->blind && m->ops && m->ops->settle && cost < m->reserve)
+        cost = m->reserve;
     if (cost < 0)
         cost = 0;
     if (cost > KB_MONEY_MAX_MICROS)
@@ -963,6 +919,8 @@ void meter_free(struct kb_meter *m)
     if (m->ops && m->ops->free)
         m->ops->free(m->state);
     buf_cleanup(&m->body);
+    meter__jscan_cleanup(&m->body_scan);
+    codec_decoder_free(m->dec);
     meter__sse_cleanup(&m->sse_state);
     free(m);
 }

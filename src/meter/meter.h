@@ -83,10 +83,13 @@ void meter_response_status(struct kb_meter *m, int status, const char *content_t
 /*
  * The response's Content-Encoding as the vendor sent it (NULL or "identity":
  * none). Call after meter_response_status and before any data. The meter
- * decodes gzip, x-gzip, deflate and br itself (the bytes passed to the client
- * stay as the vendor sent them); an encoding it cannot read, or a body that
- * decodes past its size or ratio caps, leaves the meter blind, and a metered
- * response then settles at the reservation (never less).
+ * decodes gzip, x-gzip, deflate, br and zstd itself (the bytes passed to the
+ * client stay as the vendor sent them); an encoding it cannot read (or a
+ * list of several), a corrupt coded body, one that decodes past 1 GiB or
+ * 1000 times its size, or one that ends before its coding does leaves the
+ * meter blind, and a response whose cost is read from the answer then
+ * settles at the reservation (never less). Costs nothing when the meter
+ * does not read this response (non-2xx, or a cost fixed at begin).
  */
 void meter_response_encoding(struct kb_meter *m, const char *content_encoding);
 

@@ -17,13 +17,24 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/codec.h"
 #include "core/err.h"
 #include "meter/meter.h"
 
-/* Largest single SSE event kept; a longer one is skipped, never buffered. */
-#define METER__MAX_EVENT (1024 * 1024)
-/* Largest non-streamed JSON response buffered to read usage from. */
-#define METER__MAX_JSON_BODY (4 * 1024 * 1024)
+/* A body_cap value that asks for the answer's body. There is no size limit
+ * any more: the answer is scanned into a bounded skeleton (jscan.c), so any
+ * non-zero body_cap means "read the body"; the name stays for the vendor
+ * files that set it. */
+#define METER__MAX_JSON_BODY ((size_t)1)
+/* Caps of the decoder for a compressed answer (gzip, deflate, br, zstd).
+ * 1 GiB decoded is far beyond any answer a meter reads (an LLM answer is
+ * megabytes) yet bounds the work of one response to about a second of
+ * decoding and scanning. 1000 decoded bytes per encoded byte is past what
+ * JSON or SSE text reaches (10-50x typically; deflate itself stops at
+ * 1032x), so only a bomb hits it, and it stops a bomb after at most 1000x
+ * the bytes the vendor actually sent. Past either cap the meter is blind. */
+#define METER__DECODE_MAX_OUT ((size_t)1 << 30)
+#define METER__DECODE_MAX_RATIO 1000
 /* Input tokens added to the byte bound: hidden prompt text the vendor adds
  * (Anthropic's tool-use system prompt is a few hundred tokens). */
 #define METER__INPUT_SLACK_TOKENS 1024
@@ -99,15 +110,86 @@ struct kb_pricing {
     size_t nfixed;              /* entries in fixed */
 };
 
-/* Incremental text/event-stream parser: bytes in, whole events out. */
+/*
+ * Incremental JSON skeleton scanner (jscan.c). JSON text goes in, in pieces
+ * split anywhere; out comes, in bounded memory, a compact JSON text that
+ * keeps the structure a meter reads and drops the bulk:
+ *  - strings (values) whose raw text is longer than METER__JSCAN_STR_MAX
+ *    bytes become ""; shorter ones are kept byte for byte (escapes as sent);
+ *  - members whose key is longer than that are dropped (lossy);
+ *  - numbers and literals longer than that become null (lossy);
+ *  - scalar elements of arrays are dropped (no meter reads a scalar array;
+ *    embedding vectors are huge);
+ *  - object/array elements of an array are kept, at most
+ *    METER__JSCAN_ARRAY_MAX per array and none once the skeleton passes
+ *    half its cap (lossy beyond);
+ *  - a container that would be nested deeper than METER__JSCAN_KEEP_DEPTH
+ *    becomes null (lossy);
+ *  - whitespace outside strings is dropped.
+ * The scan fails (and stays failed) on a syntax error the tokenizer sees,
+ * nesting deeper than METER__JSCAN_MAX_DEPTH, or a skeleton past
+ * METER__JSCAN_SKEL_MAX. Text inside strings never counts as structure.
+ * Scalars that are dropped are checked only for their character set, so
+ * some invalid input gives a valid skeleton; the values a meter reads are
+ * kept verbatim and jansson checks them. One pass, no backtracking: the
+ * work is linear in the input.
+ */
+#define METER__JSCAN_STR_MAX 256
+#define METER__JSCAN_KEEP_DEPTH 6
+#define METER__JSCAN_ARRAY_MAX 4096
+#define METER__JSCAN_MAX_DEPTH 2048 /* jansson's own parse depth limit */
+#define METER__JSCAN_SKEL_MAX (1024 * 1024)
+
+struct meter__jscan {
+    struct kb_buf out;                         /* the skeleton so far (owned) */
+    char tok[METER__JSCAN_STR_MAX];            /* the current string or scalar, when kept */
+    size_t tok_len;                            /* bytes in tok; > METER__JSCAN_STR_MAX: too long */
+    uint64_t arr[METER__JSCAN_MAX_DEPTH / 64]; /* bit per open container: 1 = array */
+    uint32_t count[METER__JSCAN_KEEP_DEPTH + 1]; /* members/elements kept per kept level */
+    unsigned depth;                              /* containers open */
+    unsigned edepth;                             /* of which the outer ones kept (<= KEEP_DEPTH) */
+    unsigned char state;                         /* tokenizer state (jscan.c) */
+    bool first;                                  /* just after '{' or '[': a close is allowed */
+    bool esc;                                    /* in a string, after a backslash */
+    bool is_key;                                 /* the current string is a member name */
+    bool tok_keep;                               /* the current token goes into the skeleton */
+    bool key_drop;                               /* the member being read was dropped */
+    bool lossy;                                  /* something a meter might count was dropped */
+    bool failed;                                 /* syntax error or a cap passed */
+};
+
+void meter__jscan_init(struct meter__jscan *j);
+/* Forgets the text scanned so far (keeps a small buffer for reuse). */
+void meter__jscan_reset(struct meter__jscan *j);
+void meter__jscan_cleanup(struct meter__jscan *j);
+/* Scans n more bytes of the text. */
+void meter__jscan_feed(struct meter__jscan *j, const char *d, size_t n);
+/* Ends the text. True when it was one whole JSON value (as far as the
+ * scanner checks) and the skeleton fits: *skel (NUL-terminated, owned by j,
+ * valid until the next feed/reset) and *len are then set. */
+bool meter__jscan_finish(struct meter__jscan *j, const char **skel, size_t *len);
+
+/*
+ * Incremental text/event-stream parser: bytes in, whole events out. An
+ * event's data lines are never buffered raw: they stream into a jscan, and
+ * the callback gets the skeleton of the data. Data that is not JSON (such as
+ * "[DONE]") is passed as it came when it is at most METER__SSE_RAW_MAX
+ * bytes; a larger non-JSON event is dropped.
+ */
+#define METER__SSE_RAW_MAX 256
+
 struct meter__sse {
-    struct kb_buf line; /* the current, unfinished line */
-    struct kb_buf data; /* data: lines of the current event, joined by '\n' */
-    char event[64];     /* event: name of the current event, "" if none */
-    bool has_data;      /* a data: line was seen in the current event */
-    bool line_seen;     /* the current line has bytes (kept or dropped) */
-    bool skip;          /* the current event outgrew METER__MAX_EVENT */
-    bool cr;            /* the last byte was CR: a following LF is part of it */
+    struct meter__jscan scan;     /* the current event's data, joined by '\n' */
+    char raw[METER__SSE_RAW_MAX]; /* the same data as sent, while it fits */
+    size_t raw_len;               /* bytes in raw; > METER__SSE_RAW_MAX: too long */
+    char field[8];                /* the current line's field name, while it may matter */
+    size_t field_len;             /* bytes in field; > sizeof field: no field we read */
+    unsigned char lstate;         /* where in the line we are (meter.c) */
+    char event[64];               /* event: name of the current event, "" if none */
+    size_t event_len;             /* bytes in event */
+    bool has_data;                /* a data: line was seen in the current event */
+    bool line_seen;               /* the current line has bytes */
+    bool cr;                      /* the last byte was CR: a following LF is part of it */
 };
 
 typedef void meter__sse_cb(void *ctx, const char *event, const char *data, size_t len);
@@ -116,32 +198,41 @@ struct kb_meter;
 
 /* What a vendor meter does after meter_begin (all may be NULL). */
 struct meter__ops {
-    /* One complete SSE event of a 2xx streamed response. */
+    /* One complete SSE event of a 2xx streamed response: data is the
+     * skeleton of the event's data (meter__jscan), or the data as sent when
+     * it is short and not JSON. During the call m->sse_state.scan.lossy
+     * says whether the skeleton dropped array elements or deep values. */
     void (*event)(struct kb_meter *m, const char *event, const char *data, size_t len);
-    /* The cost of a 2xx response; m->body holds the buffered response when
-     * m->body_cap was set and it fit. */
+    /* The cost of a 2xx response; when m->body_cap was set, m->body holds
+     * the skeleton of the JSON body, or m->body_over is set. */
     int64_t (*settle)(struct kb_meter *m, bool complete);
     /* Frees m->state. */
     void (*free)(void *state);
 };
 
 struct kb_meter {
-    const struct kb_pricing *p;   /* borrowed; outlives the meter */
-    const struct meter__ops *ops; /* static; NULL: a 2xx costs on_success */
-    void *state;                  /* owned by ops->free */
-    int64_t reserve;              /* worst case, from begin */
-    int64_t on_success;           /* cost of a 2xx when ops->settle is NULL */
-    int status;                   /* final upstream status; 0 until known */
-    bool req_stream;              /* the request asked for a stream */
-    bool sse;                     /* the response is text/event-stream */
-    size_t body_cap;              /* > 0: buffer a non-SSE response up to this */
-    bool body_over;               /* the response outgrew body_cap */
-    bool blind;                   /* the response cannot be read (encoding): settle
-                                     charges what an unread metered answer costs */
-    bool charge_on_5xx;           /* money may have moved even on a 5xx: charge the
-                                     reservation (Stripe and Twilio writes) */
-    struct kb_buf body;           /* the buffered response */
-    struct meter__sse sse_state;  /* used when sse */
+    const struct kb_pricing *p;    /* borrowed; outlives the meter */
+    const struct meter__ops *ops;  /* static; NULL: a 2xx costs on_success */
+    void *state;                   /* owned by ops->free */
+    int64_t reserve;               /* worst case, from begin */
+    int64_t on_success;            /* cost of a 2xx when ops->settle is NULL */
+    int status;                    /* final upstream status; 0 until known */
+    bool req_stream;               /* the request asked for a stream */
+    bool sse;                      /* the response is text/event-stream */
+    size_t body_cap;               /* > 0: the meter reads a non-SSE response's body */
+    bool body_over;                /* the body could not be read (scan failed, cut,
+                                      or blind): settle charges its unread case */
+    bool blind;                    /* the response cannot be read (encoding): settle
+                                      charges at least the reservation */
+    bool charge_on_5xx;            /* money may have moved even on a 5xx: charge the
+                                      reservation (Stripe and Twilio writes) */
+    bool body_lossy;               /* the skeleton in body dropped array elements or
+                                      deep values (jscan) */
+    bool body_done;                /* body was filled from body_scan at settle */
+    struct kb_buf body;            /* at settle: the skeleton of the response body */
+    struct meter__jscan body_scan; /* the body as it streams (non-SSE, body_cap) */
+    struct kb_decoder *dec;        /* owned; decodes a compressed answer, or NULL */
+    struct meter__sse sse_state;   /* used when sse */
 };
 
 /* ---- meter.c: arithmetic ---- */
@@ -232,12 +323,13 @@ void meter__form_cleanup(struct meter__form *f);
 KB_MUSTCHECK enum kb_err meter__form_get(const struct meter__form *f, const char *key,
                                          const struct meter__form_pair **val, char **errmsg);
 
-/* ---- meter.c: SSE ---- */
+/* ---- sse.c ---- */
 
 void meter__sse_init(struct meter__sse *s);
 void meter__sse_cleanup(struct meter__sse *s);
-/* Feeds bytes; calls cb for every event completed by a blank line. Lines may
- * end in CRLF, LF or CR, split anywhere across calls. */
+/* Feeds bytes; calls cb for every event with data completed by a blank
+ * line (data as described at struct meter__sse). Lines may end in CRLF, LF
+ * or CR, split anywhere across calls. */
 void meter__sse_feed(struct meter__sse *s, const char *d, size_t n, meter__sse_cb *cb, void *ctx);
 
 /* ---- vendor meters ---- */

@@ -595,8 +595,9 @@ static void test_overlong_event_skipped(void **state)
     for (size_t i = 0; i < big; i += 4096)
         meter_response_data(m, pad + i, big - i < 4096 ? big - i : 4096);
     feed(m, "\"}}],\"usage\":null}\n\n", 20, WHOLE, 0);
-    /* The over-long event was dropped, not buffered. */
-    assert_true(m->sse_state.line.cap + m->sse_state.data.cap <= 2 * METER__MAX_EVENT);
+    /* The long event was scanned as it came, never buffered: its skeleton
+     * (content elided) is all that was held. */
+    assert_true(m->sse_state.scan.out.cap <= 4096);
     feed(m, chat_stream_usage, strlen(chat_stream_usage), RANDOM, 5);
     /* ...and the usage after it is still read: 148 µ$ (see test_chat_stream) */
     assert_int_equal(meter_settle(m, true), 148);
@@ -605,7 +606,7 @@ static void test_overlong_event_skipped(void **state)
     meter_pricing_free(p);
 }
 
-static void test_oversized_json_charges_reservation(void **state)
+static void test_oversized_json_is_read(void **state)
 {
     (void)state;
     struct kb_pricing *p = load(pinned);
@@ -617,14 +618,16 @@ static void test_oversized_json_charges_reservation(void **state)
 
     assert_int_equal(begin(p, "/v1/chat/completions", chat_req, &m, &reserve, NULL), KB_OK);
     meter_response_status(m, 200, "application/json");
-    /* 5 MiB of whitespace ahead of the real body: beyond the 4 MiB cap. */
+    /* 5 MiB of whitespace ahead of the real body: once beyond the old
+     * 4 MiB buffer (charged the reservation); now scanned in bounded
+     * memory and read. */
     for (size_t i = 0; i < big; i += 65536)
         meter_response_data(m, pad, 65536);
-    assert_true(m->body_over);
-    assert_null(m->body.data);
+    assert_true(m->body_scan.out.cap <= 4096);
     meter_response_data(m, chat_resp, strlen(chat_resp));
-    /* usage unreadable: the reservation, 6030 µ$ (see test_chat_nonstream) */
-    assert_int_equal(meter_settle(m, true), 6030);
+    /* usage read: 5220 µ$ (see test_chat_nonstream) */
+    assert_int_equal(meter_settle(m, true), 5220);
+    assert_false(m->body_over);
     meter_free(m);
     free(pad);
     meter_pricing_free(p);
@@ -681,7 +684,7 @@ int main(void)
         cmocka_unit_test(test_model_lookup),
         cmocka_unit_test(test_invalid_bodies),
         cmocka_unit_test(test_overlong_event_skipped),
-        cmocka_unit_test(test_oversized_json_charges_reservation),
+        cmocka_unit_test(test_oversized_json_is_read),
         cmocka_unit_test(test_stream_answered_with_json_error),
         cmocka_unit_test(test_embedded_prices),
     };

@@ -291,7 +291,7 @@ static void test_sse_overlong_event(void **state)
     (void)state;
     struct meter__sse sse;
     struct events e;
-    size_t big = METER__MAX_EVENT + 10;
+    size_t big = 2 * 1024 * 1024; /* over the old 1 MiB event limit */
     char *pad = kb_malloc(big);
     memset(pad, 'z', big);
     memset(&e, 0, sizeof e);
@@ -300,9 +300,11 @@ static void test_sse_overlong_event(void **state)
     meter__sse_feed(&sse, "data: ", 6, collect, &e);
     for (size_t i = 0; i < big; i += 1000)
         meter__sse_feed(&sse, pad + i, big - i < 1000 ? big - i : 1000, collect, &e);
-    /* skipped and freed: nothing buffered while the event goes on */
-    assert_true(sse.skip);
-    assert_null(sse.line.data);
+    /* scanned, not buffered: not JSON, so the scan failed at once and
+     * holds nothing; the raw copy stops at METER__SSE_RAW_MAX */
+    assert_true(sse.scan.failed);
+    assert_true(sse.scan.out.cap == 0);
+    assert_true(sse.raw_len > METER__SSE_RAW_MAX);
     meter__sse_feed(&sse, "\ndata: more\n", 12, collect, &e);
     meter__sse_feed(&sse, "\ndata: ok\n\n", 11, collect, &e);
     assert_string_equal(e.got, "|ok;");
