@@ -44,6 +44,7 @@ enum kind {
     KIND_COMPLETIONS, /* /v1/completions (legacy) */
     KIND_EMBEDDINGS,  /* /v1/embeddings */
     KIND_FREE,        /* no cost: definitions, uploads, cancellations, counts */
+    KIND_UNCLAIMED,   /* listed only so that a "*" row below cannot take it */
 };
 
 /* Every POST of the API reference (read 2026-12-03) that the meter claims.
@@ -80,6 +81,7 @@ static const struct meter__route routes[] = {
     {"POST", "/v1/assistants", KIND_FREE},
     {"POST", "/v1/assistants/*", KIND_FREE},
     {"POST", "/v1/threads", KIND_FREE},
+    {"POST", "/v1/threads/runs", KIND_UNCLAIMED}, /* create thread and run: tokens */
     {"POST", "/v1/threads/*", KIND_FREE},
     {"POST", "/v1/threads/*/messages", KIND_FREE},
     {"POST", "/v1/threads/*/messages/*", KIND_FREE},
@@ -721,7 +723,7 @@ enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *r
 {
     int r = meter__route_find(routes, sizeof routes / sizeof routes[0], req);
 
-    if (r < 0)
+    if (r < 0 || routes[r].cls == KIND_UNCLAIMED)
         return KB_OK; /* unclaimed: a fixed cost, a read, or refused */
     *metered = true;
     if (routes[r].cls == KIND_FREE) {
