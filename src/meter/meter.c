@@ -319,6 +319,7 @@ void meter_pricing_free(struct kb_pricing *p)
     free(p->version);
     meter__models_cleanup(&p->openai);
     meter__models_cleanup(&p->anthropic);
+    meter__llm_cfg_cleanup(&p->openai_cfg);
     meter__stripe_config_cleanup(&p->stripe);
     meter__twilio_config_cleanup(&p->twilio);
     meter__fixed_cleanup(p);

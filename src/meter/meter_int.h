@@ -71,8 +71,36 @@ struct meter__models {
     const struct meter__model *fallback; /* the "default" entry (points into v) or NULL */
 };
 
+/* One entry of an image model's table: "quality/size" -> a price per image
+ * (micros) or, for token-priced models, the output tokens of one image. */
+struct meter__image_size {
+    char *key;     /* owned; "hd/1024x1792" */
+    int64_t value; /* micros per image, or output tokens per image */
+};
+
+/* An OpenAI image model (POST /v1/images/generations). */
+struct meter__image_model {
+    char *name;                     /* owned; the model id */
+    struct meter__image_size *size; /* owned array */
+    size_t nsize;                   /* entries in size */
+    bool tokens;                    /* billed by tokens (gpt-image-*), else per image */
+    int64_t text_input;             /* tokens: µ$ per million prompt text tokens */
+    int64_t image_input;            /* tokens: µ$ per million input image tokens */
+    int64_t output;                 /* tokens: µ$ per million output image tokens */
+};
+
+/* An OpenAI text-to-speech model priced per character (POST /v1/audio/speech). */
+struct meter__speech_model {
+    char *name;        /* owned; the model id */
+    int64_t per_mchar; /* µ$ per million characters of `input` */
+};
+
 /* Per-vendor LLM settings beside the models (pricing.json "<vendor>"). */
 struct meter__llm_cfg {
+    struct meter__image_model *images;  /* owned array (OpenAI) */
+    size_t nimages;                     /* entries in images */
+    struct meter__speech_model *speech; /* owned array (OpenAI) */
+    size_t nspeech;                     /* entries in speech */
     int64_t web_search_per_call;    /* micros per web search call (tool fee) */
     int64_t file_search_per_call;   /* OpenAI: micros per file_search call */
     int64_t web_fetch_per_call;     /* Anthropic: micros per web fetch (0: tokens only) */
@@ -222,6 +250,15 @@ KB_MUSTCHECK enum kb_err meter__llm_section(json_t *sec, const char *kind,
                                             struct meter__models *t, struct meter__llm_cfg *cfg,
                                             char **errmsg);
 void meter__models_cleanup(struct meter__models *t);
+void meter__llm_cfg_cleanup(struct meter__llm_cfg *cfg);
+/* Parses openai.images and openai.speech (absent: none priced). */
+KB_MUSTCHECK enum kb_err meter__media_config(json_t *sec, struct meter__llm_cfg *cfg,
+                                             char **errmsg);
+/* POST /v1/images/generations and /v1/audio/speech (openai_media.c). */
+KB_MUSTCHECK enum kb_err meter__openai_image_begin(struct kb_meter *m,
+                                                   const struct kb_meter_req *req, char **errmsg);
+KB_MUSTCHECK enum kb_err meter__openai_speech_begin(struct kb_meter *m,
+                                                    const struct kb_meter_req *req, char **errmsg);
 /* Reads a price (a decimal string, or a JSON integer) as micros. */
 KB_MUSTCHECK enum kb_err meter__price_parse(json_t *v, const char *where, int64_t *out,
                                             char **errmsg);

@@ -42,8 +42,8 @@ static const char *const openai_model_keys[] = {
 static const char *const anthropic_model_keys[] = {
     "max_output_tokens", "context_tokens", "long_context", "snapshots", "fast_multiplier", NULL};
 /* Keys of a vendor section. */
-static const char *const openai_section_keys[] = {"models", "web_search_per_call",
-                                                  "file_search_per_call", NULL};
+static const char *const openai_section_keys[] = {
+    "models", "web_search_per_call", "file_search_per_call", "images", "speech", NULL};
 static const char *const anthropic_section_keys[] = {
     "models",           "web_search_per_call",      "web_fetch_per_call",
     "code_execution_per_call", "inference_geo_multiplier", "batch_percent", NULL};
@@ -347,9 +347,12 @@ enum kb_err meter__llm_section(json_t *sec, const char *kind, struct meter__mode
     if ((err = meter__member_price(sec, kind, "web_search_per_call", -1, &c.web_search_per_call,
                                    errmsg)) != KB_OK)
         return err;
-    if (!anthropic && (err = meter__member_price(sec, kind, "file_search_per_call", -1,
-                                                 &c.file_search_per_call, errmsg)) != KB_OK)
+    if (!anthropic && ((err = meter__member_price(sec, kind, "file_search_per_call", -1,
+                                                  &c.file_search_per_call, errmsg)) != KB_OK ||
+                       (err = meter__media_config(sec, &c, errmsg)) != KB_OK)) {
+        meter__llm_cfg_cleanup(&c);
         return err;
+    }
     if (anthropic) {
         c.batch_percent = 100;
         if ((err = meter__member_price(sec, kind, "web_fetch_per_call", -1, &c.web_fetch_per_call,
@@ -372,8 +375,10 @@ enum kb_err meter__llm_section(json_t *sec, const char *kind, struct meter__mode
         }
         c.batch_percent = (int64_t)json_integer_value(bp);
     }
-    if ((err = meter__models_parse(json_object_get(sec, "models"), kind, t, errmsg)) != KB_OK)
+    if ((err = meter__models_parse(json_object_get(sec, "models"), kind, t, errmsg)) != KB_OK) {
+        meter__llm_cfg_cleanup(&c);
         return err;
+    }
     *cfg = c;
     return KB_OK;
 }

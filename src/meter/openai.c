@@ -43,6 +43,8 @@ enum kind {
     KIND_RESPONSES,   /* /v1/responses */
     KIND_COMPLETIONS, /* /v1/completions (legacy) */
     KIND_EMBEDDINGS,  /* /v1/embeddings */
+    KIND_IMAGES,      /* /v1/images/generations (openai_media.c) */
+    KIND_SPEECH,      /* /v1/audio/speech (openai_media.c) */
     KIND_FREE,        /* no cost: definitions, uploads, cancellations, counts */
     KIND_UNCLAIMED,   /* listed only so that a "*" row below cannot take it */
 };
@@ -51,7 +53,9 @@ enum kind {
  * Anything else is unclaimed and refused unless an operator prices it:
  * batches (the input is a file), fine-tuning jobs, Assistants runs,
  * realtime sessions and client secrets (a credential that spends outside
- * the proxy), images, audio, videos, containers, vector store files
+ * the proxy), image edits and variations (multipart images the meter does
+ * not read), transcriptions and translations (billed per minute of audio
+ * the request does not state), videos, containers, vector store files
  * (storage billed by the day), eval runs, grader runs. */
 static const struct meter__route routes[] = {
     {"POST", "/v1/chat/completions", KIND_CHAT},
@@ -61,6 +65,8 @@ static const struct meter__route routes[] = {
     {"POST", "/v1/responses/*/cancel", KIND_FREE},
     {"POST", "/v1/completions", KIND_COMPLETIONS},
     {"POST", "/v1/embeddings", KIND_EMBEDDINGS},
+    {"POST", "/v1/images/generations", KIND_IMAGES},
+    {"POST", "/v1/audio/speech", KIND_SPEECH},
     {"POST", "/v1/moderations", KIND_FREE},
     {"POST", "/v1/files", KIND_FREE},
     {"POST", "/v1/uploads", KIND_FREE},
@@ -731,5 +737,9 @@ enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *r
         m->on_success = 0;
         return KB_OK;
     }
+    if (routes[r].cls == KIND_IMAGES)
+        return meter__openai_image_begin(m, req, errmsg);
+    if (routes[r].cls == KIND_SPEECH)
+        return meter__openai_speech_begin(m, req, errmsg);
     return tokens_begin(m, req, (enum kind)routes[r].cls, new_body, new_len, errmsg);
 }

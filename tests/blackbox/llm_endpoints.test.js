@@ -3,9 +3,11 @@
 // endpoint (issue 13), through the real binary: a write no rule prices is
 // refused with 400 endpoint_not_metered before anything reaches the
 // vendor; a free endpoint is forwarded and costs 0 (Keybrake-Cost-USD and
-// the key's usage); a metered call settles at the price computed here from
-// pricing.json; an operator's fixed cost ([vendor.openai] cost = ...) lets
-// a refused endpoint through at that cost.
+// the key's usage); a metered call (an image generation, a priority-tier
+// chat, an Anthropic web search, a message batch) settles at the price
+// computed here from pricing.json; an operator's fixed cost
+// ([vendor.openai] cost = POST /v1/batches 0.50) lets a refused endpoint
+// through at that cost.
 //
 // The harness configures the daemon by environment only and fixed costs
 // come from a config file, so this file wraps child_process.spawn (before
@@ -62,7 +64,7 @@ describe('LLM endpoint cost classes', () => {
     configFile = path.join(dir, 'keybrake.ini');
     fs.writeFileSync(
       configFile,
-      '[vendor.openai]\ncost = POST /v1/images/generations 0.04\n',
+      '[vendor.openai]\ncost = POST /v1/batches 0.50\n',
     );
     try {
       d = await startDaemon({ mocks });
@@ -83,7 +85,6 @@ describe('LLM endpoint cost classes', () => {
   beforeEach(() => mocks.reset());
 
   const refusedOpenai = [
-    '/v1/batches',
     '/v1/fine_tuning/jobs',
     '/v1/threads/runs',
     '/v1/threads/thread_abc/runs',
@@ -91,6 +92,7 @@ describe('LLM endpoint cost classes', () => {
     '/v1/realtime/sessions',
     '/v1/realtime/transcription_sessions',
     '/v1/audio/transcriptions',
+    '/v1/images/edits',
     '/v1/containers',
     '/v1/vector_stores',
   ];
@@ -135,17 +137,46 @@ describe('LLM endpoint cost classes', () => {
     });
   }
 
-  it('an operator fixed cost lets image generation through at its price', async () => {
+  it('an operator fixed cost lets a refused endpoint (batches) through at its price', async () => {
     mocks.openai.setHandler((rec, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ created: 1, data: [{ url: 'https://example.com/i.png' }] }));
+      res.end(JSON.stringify({ id: 'batch_1', object: 'batch', status: 'validating' }));
     });
-    const key = await d.issueKey({ label: uniquePrefix('img'), vendor: 'openai', daily_usd_cap: 1, allowed_endpoints: ['POST /v1/*'] });
-    const r = await post(d, key, 'openai', '/v1/images/generations', { model: 'dall-e-3', prompt: 'a cat', n: 1, size: '1024x1024' });
+    const key = await d.issueKey({ label: uniquePrefix('fixed'), vendor: 'openai', daily_usd_cap: 1, allowed_endpoints: ['POST /v1/*'] });
+    const r = await post(d, key, 'openai', '/v1/batches', { input_file_id: 'file-abc', endpoint: '/v1/chat/completions', completion_window: '24h' });
     assert.equal(r.status, 200, r.text);
-    assert.equal(r.headers['keybrake-cost-usd'], '0.040000');
+    assert.equal(r.headers['keybrake-cost-usd'], '0.500000');
     assert.equal(mocks.openai.requests.length, 1);
-    assert.deepEqual(await usage(d, key.id), { spent: 40000, reserved: 0 });
+    assert.deepEqual(await usage(d, key.id), { spent: 500000, reserved: 0 });
+  });
+
+  it('a dall-e-3 image generation settles at its per-image price', async () => {
+    mocks.openai.setHandler((rec, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ created: 1, data: [{ url: 'https://example.com/i.png', revised_prompt: 'a cat' }] }));
+    });
+    const key = await d.issueKey({ label: uniquePrefix('img'), vendor: 'openai', daily_usd_cap: 1, allowed_endpoints: ['POST /v1/images/generations'] });
+    const r = await post(d, key, 'openai', '/v1/images/generations', { model: 'dall-e-3', prompt: 'a cat', n: 1, quality: 'hd', size: '1792x1024' });
+    assert.equal(r.status, 200, r.text);
+    const want = Math.round(Number(PRICING.openai.images['dall-e-3'].per_image['hd/1792x1024']) * 1e6);
+    assert.equal(want, 120000);
+    assert.equal(r.headers['keybrake-cost-usd'], '0.120000');
+    assert.equal(mocks.openai.requests.length, 1);
+    assert.deepEqual(await usage(d, key.id), { spent: want, reserved: 0 });
+  });
+
+  it('a gpt-image-1 generation settles from the usage in the answer', async () => {
+    mocks.openai.setHandler((rec, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ created: 1, data: [{ b64_json: 'iVBORw0KGgo=' }], usage: { total_tokens: 4172, input_tokens: 12, output_tokens: 4160, input_tokens_details: { text_tokens: 12, image_tokens: 0 } } }));
+    });
+    const key = await d.issueKey({ label: uniquePrefix('gimg'), vendor: 'openai', daily_usd_cap: 1, allowed_endpoints: ['POST /v1/images/generations'] });
+    const r = await post(d, key, 'openai', '/v1/images/generations', { model: 'gpt-image-1', prompt: 'a lighthouse', quality: 'high', size: '1024x1024' });
+    assert.equal(r.status, 200, r.text);
+    const im = PRICING.openai.images['gpt-image-1'];
+    const want = micros(12, im.text_input_per_mtok) + micros(4160, im.output_per_mtok);
+    assert.equal(want, 166460);
+    assert.deepEqual(await usage(d, key.id), { spent: want, reserved: 0 });
   });
 
   it('gpt-5.5 at the priority tier the answer reports settles to the micro-dollar', async () => {

@@ -141,10 +141,11 @@ static void test_builtin_vendor_fallback(void **state)
 {
     (void)state;
     struct kb_pricing *p = load();
-    /* OpenAI image generation has no token meter: $0.04 per request. */
-    add(p, "openai", "POST /v1/images/generations", 40000);
+    /* OpenAI transcription is billed by audio minutes the request does not
+     * state, so its meter leaves it to the operator: $0.04 per request. */
+    add(p, "openai", "POST /v1/audio/transcriptions", 40000);
     add(p, "openai", "POST /v1/chat/completions", 1); /* the token meter has precedence */
-    assert_int_equal(price(p, "openai", "POST", "/v1/images/generations", 200), 40000);
+    assert_int_equal(price(p, "openai", "POST", "/v1/audio/transcriptions", 200), 40000);
 
     struct kb_meter_req req = {"openai",
                                "POST",

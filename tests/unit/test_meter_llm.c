@@ -323,6 +323,107 @@ static void test_openai_audio(void **state)
     meter_pricing_free(p);
 }
 
+
+/* ---- OpenAI: images and speech ---- */
+
+static void test_openai_images(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load_pricing(NULL);
+    int64_t reserve = -1;
+    const char *ok = "{\"created\":1713833628,\"data\":[{\"url\":\"https://example.com/1.png\"}]}";
+
+    /* dall-e-3, hd, 1024x1792: $0.12 an image, known before forwarding. */
+    assert_int_equal(run(p, "openai", "/v1/images/generations",
+                         "{\"model\":\"dall-e-3\",\"prompt\":\"a lighthouse\",\"n\":1,\"quality\":"
+                         "\"hd\",\"size\":\"1024x1792\"}",
+                         "application/json", ok, &reserve),
+                     120000);
+    assert_int_equal(reserve, 120000);
+    /* No model: dall-e-2, 1024x1024 by default (the dearest size when
+     * unset): 3 x $0.02 */
+    assert_int_equal(run(p, "openai", "/v1/images/generations",
+                         "{\"prompt\":\"a lighthouse\",\"n\":3}", "application/json", ok, &reserve),
+                     60000);
+    /* dall-e-2 has one quality, "standard": 2 x $0.016 at 256x256 */
+    assert_int_equal(run(p, "openai", "/v1/images/generations",
+                         "{\"model\":\"dall-e-2\",\"prompt\":\"x\",\"n\":2,\"size\":\"256x256\","
+                         "\"quality\":\"standard\"}",
+                         "application/json", ok, &reserve),
+                     32000);
+
+    /* gpt-image-1, quality auto, size auto, n 2: the dearest entry (high,
+     * 1024x1536: 6240 tokens) for each image. 61 bytes:
+     *   (61 + 1024) x $5 = 5425 + 2 x 6240 x $40 = 499200 -> 504625 */
+    const char *gi = "{\"model\":\"gpt-image-1\",\"prompt\":\"a lighthouse at dusk\",\"n\":2}";
+    assert_int_equal(strlen(gi), 61);
+    /* The answer's usage: 12 text tokens, 2 x 4160 output (high square):
+     *   12 x 5 = 60 + 8320 x 40 = 332800 -> 332860 */
+    assert_int_equal(run(p, "openai", "/v1/images/generations", gi, "application/json",
+                         "{\"created\":1,\"data\":[{\"b64_json\":\"\"},{\"b64_json\":\"\"}],"
+                         "\"usage\":{\"total_tokens\":8332,\"input_tokens\":12,"
+                         "\"output_tokens\":8320,\"input_tokens_details\":{\"text_tokens\":12,"
+                         "\"image_tokens\":0}}}",
+                         &reserve),
+                     332860);
+    assert_int_equal(reserve, 504625);
+    /* Without usage: the reservation. */
+    assert_int_equal(run(p, "openai", "/v1/images/generations", gi, "application/json", ok,
+                         &reserve),
+                     504625);
+    /* gpt-image-1-mini, low, size auto (the dearest low size, 1024x1536:
+     * 408 tokens), 2 partial images of 100 tokens: (408 + 200) x $8 = 4864
+     * + 78 bytes: (78 + 1024) x $2 = 2204 -> 7068 */
+    const char *mini = "{\"model\":\"gpt-image-1-mini\",\"prompt\":\"cat\",\"quality\":\"low\","
+                       "\"partial_images\":2}";
+    assert_int_equal(strlen(mini), 78);
+    struct kb_meter *m = NULL;
+    assert_int_equal(begin(p, "openai", "POST", "/v1/images/generations", mini, &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 7068);
+    meter_free(m);
+
+    /* Models and sizes the tables do not list are refused. */
+    assert_int_equal(refused(p, "openai", "/v1/images/generations",
+                             "{\"model\":\"gpt-image-2\",\"prompt\":\"x\"}"),
+                     KB_E_MODEL_NOT_PRICED);
+    assert_int_equal(refused(p, "openai", "/v1/images/generations",
+                             "{\"model\":\"dall-e-3\",\"prompt\":\"x\",\"size\":\"4096x4096\"}"),
+                     KB_E_MODEL_NOT_PRICED);
+    assert_int_equal(refused(p, "openai", "/v1/images/generations",
+                             "{\"model\":\"dall-e-3\",\"prompt\":\"x\",\"n\":-1}"),
+                     KB_E_INVALID);
+    meter_pricing_free(p);
+}
+
+static void test_openai_speech(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load_pricing(NULL);
+    int64_t reserve = -1;
+
+    /* tts-1 at $15 per million characters: "Grüße aus Köln!" is 15
+     * characters (18 bytes): 15 x 15 = 225 µ$ */
+    assert_int_equal(run(p, "openai", "/v1/audio/speech",
+                         "{\"model\":\"tts-1\",\"voice\":\"alloy\",\"input\":\"Gr\xc3\xbc\xc3\x9f"
+                         "e aus K\xc3\xb6ln!\"}",
+                         "audio/mpeg", "ID3...", &reserve),
+                     225);
+    assert_int_equal(reserve, 225);
+    /* tts-1-hd at $30: 4 characters -> 120 */
+    assert_int_equal(run(p, "openai", "/v1/audio/speech",
+                         "{\"model\":\"tts-1-hd\",\"voice\":\"nova\",\"input\":\"Hey!\"}",
+                         "audio/mpeg", "ID3...", &reserve),
+                     120);
+    /* Billed by audio tokens the request does not bound: refused. */
+    assert_int_equal(refused(p, "openai", "/v1/audio/speech",
+                             "{\"model\":\"gpt-4o-mini-tts\",\"voice\":\"alloy\",\"input\":\"Hi\"}"),
+                     KB_E_MODEL_NOT_PRICED);
+    assert_int_equal(refused(p, "openai", "/v1/audio/speech", "{\"model\":\"tts-1\"}"),
+                     KB_E_INVALID);
+    meter_pricing_free(p);
+}
+
 /* ---- OpenAI: a cost class for every endpoint ---- */
 
 static void test_openai_endpoint_classes(void **state)
@@ -364,9 +465,10 @@ static void test_openai_endpoint_classes(void **state)
         "/v1/realtime/client_secrets",
         "/v1/realtime/sessions",
         "/v1/realtime/transcription_sessions",
-        "/v1/images/generations",
-        "/v1/audio/speech",
+        "/v1/images/edits",
+        "/v1/images/variations",
         "/v1/audio/transcriptions",
+        "/v1/audio/translations",
         "/v1/videos",
         "/v1/containers",
         "/v1/vector_stores",
@@ -622,6 +724,8 @@ int main(void)
         cmocka_unit_test(test_openai_web_search),
         cmocka_unit_test(test_openai_external_input),
         cmocka_unit_test(test_openai_audio),
+        cmocka_unit_test(test_openai_images),
+        cmocka_unit_test(test_openai_speech),
         cmocka_unit_test(test_openai_endpoint_classes),
         cmocka_unit_test(test_anthropic_fast_mode),
         cmocka_unit_test(test_anthropic_inference_geo),
