@@ -235,7 +235,7 @@ static void cache_scan(json_t *v, int depth, bool *any, bool *hour)
 
 
 /* True when v refers to input the body does not hold: a file id, a
- * document or image fetched from a URL. */
+ * document or image fetched from a URL, an encrypted search result. */
 static bool external_input(json_t *v, int depth)
 {
     const char *k;
@@ -246,8 +246,11 @@ static bool external_input(json_t *v, int depth)
         return true;
     if (json_is_object(v)) {
         const char *t = json_string_value(json_object_get(v, "type"));
-        if (json_object_get(v, "file_id") || (t && (strcmp(t, "url") == 0 || strcmp(t, "file") == 0 ||
-                                                     strcmp(t, "container_upload") == 0)))
+        /* encrypted_content: a web search result from an earlier turn,
+         * which the model reads as the page text, not as these bytes. */
+        if (json_object_get(v, "file_id") || json_object_get(v, "encrypted_content") ||
+            (t && (strcmp(t, "url") == 0 || strcmp(t, "file") == 0 ||
+                   strcmp(t, "container_upload") == 0)))
             return true;
         json_object_foreach(v, k, x) if (external_input(x, depth + 1)) return true;
     } else if (json_is_array(v)) {

@@ -618,6 +618,17 @@ static void test_anthropic_server_tools(void **state)
     assert_int_equal(begin(p, "anthropic", "POST", "/v1/messages", doc, &m, &reserve), KB_OK);
     assert_int_equal(reserve, 200050);
     meter_free(m);
+    /* A web search result from an earlier turn is read as the page's text:
+     * bounded by the context window too. */
+    const char *hist =
+        "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"assistant\","
+        "\"content\":[{\"type\":\"web_search_tool_result\",\"tool_use_id\":\"srvtoolu_1\","
+        "\"content\":[{\"type\":\"web_search_result\",\"url\":\"https://example.com\","
+        "\"title\":\"Example\",\"encrypted_content\":\"EqgfCioIARgB\"}]}]},{\"role\":\"user\","
+        "\"content\":\"more?\"}]}";
+    assert_int_equal(begin(p, "anthropic", "POST", "/v1/messages", hist, &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 200050);
+    meter_free(m);
     /* Unknown server tools are refused. */
     assert_int_equal(refused(p, "anthropic", "/v1/messages",
                              "{\"model\":\"claude-sonnet-5-5\",\"max_tokens\":10,\"tools\":[{"
