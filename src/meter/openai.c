@@ -705,6 +705,12 @@ static enum kb_err tokens_begin(struct kb_meter *m, const struct kb_meter_req *r
             out_tokens = meter__mul_sat(out_tokens, calls + 1);
     }
 
+    /* Predicted output the model rejects is billed as completion tokens
+     * beyond the cap: bounded by the prediction's bytes. */
+    json_t *pred = json_object_get(root, "prediction");
+    if (kind == KIND_CHAT && pred && !json_is_null(pred))
+        out_tokens = meter__add_sat(out_tokens, (int64_t)req->body_len);
+
     m->req_stream = json_is_true(json_object_get(root, "stream"));
     if (m->req_stream && (kind == KIND_CHAT || kind == KIND_COMPLETIONS))
         inject_include_usage(req->body, req->body_len, root, &nb, &nbl);

@@ -258,6 +258,16 @@ static void test_openai_external_input(void **state)
     assert_int_equal(reserve, 10107);
     meter_free(m);
 
+    /* Predicted output: rejected prediction tokens are billed beyond the
+     * cap, bounded by the body's bytes (98 bytes, gpt-4o priority):
+     *   (98 + 1024) x 4.25 = 4768.5 -> 4769 + (10 + 98) x 17 = 1836 -> 6605 */
+    const char *pred = "{\"model\":\"gpt-4o\",\"max_tokens\":10,\"prediction\":{\"type\":"
+                       "\"content\",\"content\":\"x = 1\"},\"messages\":[]}";
+    assert_int_equal(strlen(pred), 98);
+    assert_int_equal(begin(p, "openai", "POST", "/v1/chat/completions", pred, &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 6605);
+    meter_free(m);
+
     /* A stored response continued: gpt-5.4's 1,050,000-token context (past
      * the 272K threshold): long context $5 in / $22.50 out, priority $5 /
      * $30: 1,050,000 x 5 = 5,250,000 + 100 x 30 = 3000 -> 5,253,000 */
