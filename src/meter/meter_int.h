@@ -101,6 +101,8 @@ struct meter__llm_cfg {
     size_t nimages;                     /* entries in images */
     struct meter__speech_model *speech; /* owned array (OpenAI) */
     size_t nspeech;                     /* entries in speech */
+    struct meter__image_model *videos;  /* owned array (OpenAI): size -> µ$ per second */
+    size_t nvideos;                     /* entries in videos */
     int64_t web_search_per_call;    /* micros per web search call (tool fee) */
     int64_t file_search_per_call;   /* OpenAI: micros per file_search call */
     int64_t web_fetch_per_call;     /* Anthropic: micros per web fetch (0: tokens only) */
@@ -251,7 +253,7 @@ KB_MUSTCHECK enum kb_err meter__llm_section(json_t *sec, const char *kind,
                                             char **errmsg);
 void meter__models_cleanup(struct meter__models *t);
 void meter__llm_cfg_cleanup(struct meter__llm_cfg *cfg);
-/* Parses openai.images and openai.speech (absent: none priced). */
+/* Parses openai.images, openai.speech and openai.videos (absent: none priced). */
 KB_MUSTCHECK enum kb_err meter__media_config(json_t *sec, struct meter__llm_cfg *cfg,
                                              char **errmsg);
 /* POST /v1/images/generations and /v1/audio/speech (openai_media.c). */
@@ -259,6 +261,8 @@ KB_MUSTCHECK enum kb_err meter__openai_image_begin(struct kb_meter *m,
                                                    const struct kb_meter_req *req, char **errmsg);
 KB_MUSTCHECK enum kb_err meter__openai_speech_begin(struct kb_meter *m,
                                                     const struct kb_meter_req *req, char **errmsg);
+KB_MUSTCHECK enum kb_err meter__openai_video_begin(struct kb_meter *m,
+                                                   const struct kb_meter_req *req, char **errmsg);
 /* Reads a price (a decimal string, or a JSON integer) as micros. */
 KB_MUSTCHECK enum kb_err meter__price_parse(json_t *v, const char *where, int64_t *out,
                                             char **errmsg);

@@ -43,7 +43,7 @@ static const char *const anthropic_model_keys[] = {
     "max_output_tokens", "context_tokens", "long_context", "snapshots", "fast_multiplier", NULL};
 /* Keys of a vendor section. */
 static const char *const openai_section_keys[] = {
-    "models", "web_search_per_call", "file_search_per_call", "images", "speech", NULL};
+    "models", "web_search_per_call", "file_search_per_call", "images", "speech", "videos", NULL};
 static const char *const anthropic_section_keys[] = {
     "models",           "web_search_per_call",      "web_fetch_per_call",
     "code_execution_per_call", "inference_geo_multiplier", "batch_percent", NULL};

@@ -45,6 +45,7 @@ enum kind {
     KIND_EMBEDDINGS,  /* /v1/embeddings */
     KIND_IMAGES,      /* /v1/images/generations (openai_media.c) */
     KIND_SPEECH,      /* /v1/audio/speech (openai_media.c) */
+    KIND_VIDEOS,      /* /v1/videos (openai_media.c) */
     KIND_FREE,        /* no cost: definitions, uploads, cancellations, counts */
     KIND_UNCLAIMED,   /* listed only so that a "*" row below cannot take it */
 };
@@ -55,7 +56,7 @@ enum kind {
  * realtime sessions and client secrets (a credential that spends outside
  * the proxy), image edits and variations (multipart images the meter does
  * not read), transcriptions and translations (billed per minute of audio
- * the request does not state), videos, containers, vector store files
+ * the request does not state), video remixes, containers, vector store files
  * (storage billed by the day), eval runs, grader runs. */
 static const struct meter__route routes[] = {
     {"POST", "/v1/chat/completions", KIND_CHAT},
@@ -67,6 +68,7 @@ static const struct meter__route routes[] = {
     {"POST", "/v1/embeddings", KIND_EMBEDDINGS},
     {"POST", "/v1/images/generations", KIND_IMAGES},
     {"POST", "/v1/audio/speech", KIND_SPEECH},
+    {"POST", "/v1/videos", KIND_VIDEOS},
     {"POST", "/v1/moderations", KIND_FREE},
     {"POST", "/v1/files", KIND_FREE},
     {"POST", "/v1/uploads", KIND_FREE},
@@ -747,5 +749,7 @@ enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *r
         return meter__openai_image_begin(m, req, errmsg);
     if (routes[r].cls == KIND_SPEECH)
         return meter__openai_speech_begin(m, req, errmsg);
+    if (routes[r].cls == KIND_VIDEOS)
+        return meter__openai_video_begin(m, req, errmsg);
     return tokens_begin(m, req, (enum kind)routes[r].cls, new_body, new_len, errmsg);
 }

@@ -21,10 +21,16 @@
  * points): known before forwarding, reserved and charged as such. Models
  * billed by audio output tokens (gpt-4o-mini-tts) have no bound in the
  * request and are not in the table: refused (model_not_priced).
+ *
+ * Videos. POST /v1/videos (JSON or multipart form) bills `seconds` x the
+ * per-second price of the model and size; the video is rendered after the
+ * answer, so the accepted job costs its reservation. A remix's length is
+ * the source video's, which the request does not state: unclaimed.
  */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/alloc.h"
 #include "meter/meter_int.h"
@@ -35,6 +41,14 @@
 #define MAX_SIZES 64
 
 /* ---- pricing.json ---- */
+
+static void video_cleanup(struct meter__image_model *vm)
+{
+    for (size_t i = 0; i < vm->nsize; i++)
+        free(vm->size[i].key);
+    free(vm->size);
+    free(vm->name);
+}
 
 static void image_cleanup(struct meter__image_model *im)
 {
@@ -52,9 +66,13 @@ void meter__llm_cfg_cleanup(struct meter__llm_cfg *cfg)
     for (size_t i = 0; i < cfg->nspeech; i++)
         free(cfg->speech[i].name);
     free(cfg->speech);
+    for (size_t i = 0; i < cfg->nvideos; i++)
+        video_cleanup(&cfg->videos[i]);
+    free(cfg->videos);
     cfg->images = NULL;
     cfg->speech = NULL;
-    cfg->nimages = cfg->nspeech = 0;
+    cfg->videos = NULL;
+    cfg->nimages = cfg->nspeech = cfg->nvideos = 0;
 }
 
 static enum kb_err image_parse(const char *name, json_t *obj, const char *where,
@@ -142,6 +160,44 @@ enum kb_err meter__media_config(json_t *sec, struct meter__llm_cfg *cfg, char **
             continue;
         char *w = kb_asprintf("openai.images.%s", k);
         err = image_parse(k, v, w, &cfg->images[cfg->nimages++], errmsg);
+        free(w);
+        if (err != KB_OK)
+            return err;
+    }
+    json_t *videos = json_object_get(sec, "videos");
+    if (videos && !json_is_object(videos)) {
+        kb_set_errmsg(errmsg, "pricing: openai.videos: must be an object");
+        return KB_E_CONFIG;
+    }
+    cfg->videos = kb_calloc(json_object_size(videos) + 1, sizeof *cfg->videos);
+    json_object_foreach(videos, k, v)
+    {
+        static const char *const keys[] = {"per_second", NULL};
+        json_t *tab = json_object_get(v, "per_second"), *x;
+        const char *sz;
+        if (k[0] == '_')
+            continue;
+        char *w = kb_asprintf("openai.videos.%s", k);
+        struct meter__image_model *vm = &cfg->videos[cfg->nvideos++];
+        vm->name = kb_strdup(k);
+        if (!json_is_object(v) || (err = meter__keys_check(v, w, keys, errmsg)) != KB_OK ||
+            !json_is_object(tab) || json_object_size(tab) == 0 ||
+            json_object_size(tab) > MAX_SIZES) {
+            if (err == KB_OK)
+                kb_set_errmsg(errmsg, "pricing: %s: needs a \"per_second\" table of sizes", w);
+            free(w);
+            return KB_E_CONFIG;
+        }
+        vm->size = kb_calloc(json_object_size(tab), sizeof *vm->size);
+        json_object_foreach(tab, sz, x)
+        {
+            char *ws = kb_asprintf("%s.per_second.%s", w, sz);
+            err = meter__price_parse(x, ws, &vm->size[vm->nsize].value, errmsg);
+            free(ws);
+            if (err != KB_OK)
+                break;
+            vm->size[vm->nsize++].key = kb_strdup(sz);
+        }
         free(w);
         if (err != KB_OK)
             return err;
@@ -346,6 +402,164 @@ enum kb_err meter__openai_speech_begin(struct kb_meter *m, const struct kb_meter
     }
     m->reserve = meter__token_cost(
         code_points(json_string_value(input), json_string_length(input)), sm->per_mchar);
+    m->on_success = m->reserve;
+out:
+    json_decref(root);
+    return err;
+}
+
+/* ---- videos ---- */
+
+/* Largest number of seconds a video request may name. */
+#define MAX_VIDEO_SECONDS 3600
+
+/* The value of form field `name` in a multipart/form-data body (borrowed
+ * span into body), or *val NULL when absent. A field given twice with
+ * different values is ambiguous: the vendor may read either. */
+static enum kb_err form_field(const char *body, size_t len, const char *boundary, size_t blen,
+                              const char *name, const char **val, size_t *vlen, char **errmsg)
+{
+    const char *p = body, *end = body + len;
+    size_t nl = strlen(name);
+
+    *val = NULL;
+    *vlen = 0;
+    while ((p = memmem(p, (size_t)(end - p), boundary, blen)) != NULL) {
+        p += blen;
+        const char *hdr_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+        if (!hdr_end)
+            break;
+        const char *data = hdr_end + 4;
+        const char *next = memmem(data, (size_t)(end - data), boundary, blen);
+        if (!next)
+            break;
+        /* The value ends before the "\r\n" that precedes "--boundary". */
+        const char *vend = next - data >= 2 ? next - 2 : data;
+        /* name="..." in the part's headers. */
+        const char *n = p;
+        bool match = false;
+        while ((n = memmem(n, (size_t)(hdr_end - n), "name=\"", 6)) != NULL) {
+            if (n > p && (n[-1] == ' ' || n[-1] == ';')) {
+                match = (size_t)(hdr_end - n) > 6 + nl && memcmp(n + 6, name, nl) == 0 &&
+                        n[6 + nl] == '"';
+                break;
+            }
+            n += 6;
+        }
+        if (match) {
+            size_t l = (size_t)(vend - data);
+            if (*val && (l != *vlen || memcmp(*val, data, l) != 0)) {
+                kb_set_errmsg(errmsg, "form field \"%s\" is given twice with different values",
+                              name);
+                return KB_E_AMBIGUOUS_REQUEST;
+            }
+            *val = data;
+            *vlen = l;
+        }
+        p = next;
+    }
+    return KB_OK;
+}
+
+/* Copies a short field value into buf; false when it does not fit. */
+static bool field_copy(const char *v, size_t n, char *buf, size_t cap)
+{
+    if (n >= cap)
+        return false;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    return true;
+}
+
+enum kb_err meter__openai_video_begin(struct kb_meter *m, const struct kb_meter_req *req,
+                                      char **errmsg)
+{
+    const struct meter__llm_cfg *cfg = &m->p->openai_cfg;
+    const struct meter__image_model *vm = NULL;
+    char model[64] = "sora-2", seconds[16] = "4", size[32] = "";
+    json_t *root = NULL;
+    enum kb_err err = KB_OK;
+    const char *ct = req->content_type ? req->content_type : "";
+
+    if (strncasecmp(ct, "multipart/form-data", 19) == 0) {
+        const char *b = strcasestr(ct, "boundary=");
+        char boundary[200];
+        if (!b) {
+            kb_set_errmsg(errmsg, "multipart body without a boundary");
+            return KB_E_INVALID;
+        }
+        b += 9;
+        size_t bl = strcspn(b, ";");
+        if (bl >= 2 && b[0] == '"' && b[bl - 1] == '"') {
+            b++;
+            bl -= 2;
+        }
+        int n = snprintf(boundary, sizeof boundary, "--%.*s", (int)bl, b);
+        if (n < 0 || (size_t)n >= sizeof boundary || bl == 0) {
+            kb_set_errmsg(errmsg, "multipart boundary too long");
+            return KB_E_INVALID;
+        }
+        static const char *const names[] = {"model", "seconds", "size"};
+        char *dst[] = {model, seconds, size};
+        size_t cap[] = {sizeof model, sizeof seconds, sizeof size};
+        for (size_t i = 0; i < 3; i++) {
+            const char *v;
+            size_t vl;
+            if ((err = form_field(req->body ? req->body : "", req->body_len, boundary, (size_t)n,
+                                  names[i], &v, &vl, errmsg)) != KB_OK)
+                return err;
+            if (v && !field_copy(v, vl, dst[i], cap[i])) {
+                kb_set_errmsg(errmsg, "form field \"%s\" is too long", names[i]);
+                return KB_E_INVALID;
+            }
+        }
+    } else {
+        if ((err = meter__json_body(req, &root, errmsg)) != KB_OK)
+            return err;
+        static const char *const names[] = {"model", "seconds", "size"};
+        char *dst[] = {model, seconds, size};
+        size_t cap[] = {sizeof model, sizeof seconds, sizeof size};
+        for (size_t i = 0; i < 3; i++) {
+            json_t *v = json_object_get(root, names[i]);
+            if (!v || json_is_null(v))
+                continue;
+            if (json_is_integer(v) && i == 1) {
+                snprintf(seconds, sizeof seconds, "%lld", (long long)json_integer_value(v));
+            } else if (!json_is_string(v) ||
+                       !field_copy(json_string_value(v), json_string_length(v), dst[i], cap[i])) {
+                kb_set_errmsg(errmsg, "\"%s\" must be a short string", names[i]);
+                err = KB_E_INVALID;
+                goto out;
+            }
+        }
+    }
+    for (size_t i = 0; i < cfg->nvideos && !vm; i++)
+        if (strcmp(cfg->videos[i].name, model) == 0)
+            vm = &cfg->videos[i];
+    if (!vm) {
+        kb_set_errmsg(errmsg, "video model \"%.60s\" has no configured price", model);
+        err = KB_E_MODEL_NOT_PRICED;
+        goto out;
+    }
+    char *e = NULL;
+    long long secs = strtoll(seconds, &e, 10);
+    if (e == seconds || *e || secs < 1 || secs > MAX_VIDEO_SECONDS) {
+        kb_set_errmsg(errmsg, "\"seconds\" must be a whole number of seconds");
+        err = KB_E_INVALID;
+        goto out;
+    }
+    /* No size: the vendor's default, which the table's dearest entry
+     * covers; an unlisted size is refused. */
+    int64_t per = -1;
+    for (size_t i = 0; i < vm->nsize; i++)
+        if ((!size[0] || strcmp(vm->size[i].key, size) == 0) && vm->size[i].value > per)
+            per = vm->size[i].value;
+    if (per < 0) {
+        kb_set_errmsg(errmsg, "video model \"%.60s\" has no price for size %.30s", model, size);
+        err = KB_E_MODEL_NOT_PRICED;
+        goto out;
+    }
+    m->reserve = meter__mul_sat((int64_t)secs, per);
     m->on_success = m->reserve;
 out:
     json_decref(root);

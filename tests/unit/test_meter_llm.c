@@ -434,6 +434,66 @@ static void test_openai_speech(void **state)
     meter_pricing_free(p);
 }
 
+
+static void test_openai_videos(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load_pricing(NULL);
+    int64_t reserve = -1;
+    const char *queued = "{\"id\":\"video_1\",\"object\":\"video\",\"status\":\"queued\"}";
+
+    /* sora-2-pro, 1792x1024 at $0.50 a second, 12 seconds: $6.00, charged
+     * once the job is accepted (the render happens later). */
+    assert_int_equal(run(p, "openai", "/v1/videos",
+                         "{\"model\":\"sora-2-pro\",\"prompt\":\"a fox\",\"seconds\":\"12\","
+                         "\"size\":\"1792x1024\"}",
+                         "application/json", queued, &reserve),
+                     6000000);
+    assert_int_equal(reserve, 6000000);
+    /* Defaults: sora-2, 4 seconds, at the dearest listed size ($0.10). */
+    assert_int_equal(run(p, "openai", "/v1/videos", "{\"prompt\":\"a fox\"}", "application/json",
+                         queued, &reserve),
+                     400000);
+
+    /* The SDKs send a multipart form: sora-2, 8 seconds at $0.10 -> $0.80 */
+    const char *form = "--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na fox\r\n"
+                       "--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nsora-2\r\n"
+                       "--XyZ\r\nContent-Disposition: form-data; name=\"seconds\"\r\n\r\n8\r\n"
+                       "--XyZ\r\nContent-Disposition: form-data; name=\"input_reference\"; "
+                       "filename=\"ref.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n"
+                       "--XyZ--\r\n";
+    struct kb_meter_req req = {"openai", "POST", "/v1/videos", 10,
+                               "multipart/form-data; boundary=XyZ", form, strlen(form)};
+    struct kb_meter *m = NULL;
+    char *nb = NULL, *em = NULL;
+    size_t nbl = 0;
+    assert_int_equal(meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em), KB_OK);
+    assert_int_equal(reserve, 800000);
+    meter_free(m);
+    /* A field given twice with different values: the vendor may read
+     * either. */
+    const char *twice = "--XyZ\r\nContent-Disposition: form-data; name=\"seconds\"\r\n\r\n4\r\n"
+                        "--XyZ\r\nContent-Disposition: form-data; name=\"seconds\"\r\n\r\n12\r\n"
+                        "--XyZ--\r\n";
+    req.body = twice;
+    req.body_len = strlen(twice);
+    m = (struct kb_meter *)0x1;
+    assert_int_equal(meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em), KB_E_AMBIGUOUS_REQUEST);
+    free(em);
+    em = NULL;
+
+    assert_int_equal(refused(p, "openai", "/v1/videos",
+                             "{\"model\":\"sora-3\",\"prompt\":\"x\"}"),
+                     KB_E_MODEL_NOT_PRICED);
+    assert_int_equal(refused(p, "openai", "/v1/videos",
+                             "{\"model\":\"sora-2\",\"size\":\"1792x1024\",\"prompt\":\"x\"}"),
+                     KB_E_MODEL_NOT_PRICED);
+    assert_int_equal(refused(p, "openai", "/v1/videos",
+                             "{\"model\":\"sora-2\",\"seconds\":\"4.5\",\"prompt\":\"x\"}"),
+                     KB_E_INVALID);
+    meter_pricing_free(p);
+}
+
 /* ---- OpenAI: a cost class for every endpoint ---- */
 
 static void test_openai_endpoint_classes(void **state)
@@ -479,7 +539,7 @@ static void test_openai_endpoint_classes(void **state)
         "/v1/images/variations",
         "/v1/audio/transcriptions",
         "/v1/audio/translations",
-        "/v1/videos",
+        "/v1/videos/video_1/remix",
         "/v1/containers",
         "/v1/vector_stores",
         "/v1/vector_stores/vs_1/files",
@@ -747,6 +807,7 @@ int main(void)
         cmocka_unit_test(test_openai_audio),
         cmocka_unit_test(test_openai_images),
         cmocka_unit_test(test_openai_speech),
+        cmocka_unit_test(test_openai_videos),
         cmocka_unit_test(test_openai_endpoint_classes),
         cmocka_unit_test(test_anthropic_fast_mode),
         cmocka_unit_test(test_anthropic_inference_geo),
