@@ -314,7 +314,8 @@ static enum kb_err tools_scan(json_t *params, struct tool_plan *tp, char **errms
             tp->fetches = meter__add_sat(tp->fetches, present ? uses : SERVER_LOOP_ITERATIONS);
         } else if (strncmp(type, "code_execution_", 15) == 0) {
             tp->code_exec = true;
-        } else if (strncmp(type, "tool_search_tool_", 17) != 0) {
+        } else if (strncmp(type, "tool_search_tool_", 17) != 0 &&
+                   strcmp(type, "mcp_toolset") != 0) {
             kb_set_errmsg(errmsg,
                           "tool \"%.40s\" has a cost this meter cannot bound; remove it or use a "
                           "fixed-cost route",

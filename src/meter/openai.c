@@ -470,8 +470,9 @@ static bool is_inline(json_t *v)
 }
 
 /* True when v refers to input the body does not carry: a file id, a file
- * or image URL, a stored response, conversation or prompt. Their tokens
- * are bounded by the context window, not by the body's bytes. */
+ * or image URL, a stored response, item, audio answer, conversation or
+ * prompt. Their tokens are bounded by the context window, not by the
+ * body's bytes. */
 static bool external_input(json_t *v, int depth)
 {
     const char *k;
@@ -481,10 +482,17 @@ static bool external_input(json_t *v, int depth)
     if (depth > SCAN_DEPTH)
         return true;
     if (json_is_object(v)) {
+        /* An item_reference stands for a stored item's tokens. */
+        const char *t = json_string_value(json_object_get(v, "type"));
+        if (t && strcmp(t, "item_reference") == 0)
+            return true;
         json_object_foreach(v, k, x)
         {
             if (json_is_null(x))
                 continue;
+            /* An earlier audio answer referred to by id. */
+            if (strcmp(k, "audio") == 0 && json_is_object(x) && json_object_get(x, "id"))
+                return true;
             if (strcmp(k, "file_id") == 0 || strcmp(k, "file_url") == 0 ||
                 strcmp(k, "previous_response_id") == 0 || strcmp(k, "conversation") == 0 ||
                 strcmp(k, "vector_store_ids") == 0 || strcmp(k, "server_url") == 0)

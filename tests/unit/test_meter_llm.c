@@ -280,12 +280,23 @@ static void test_openai_external_input(void **state)
         "\"input\":\"x\"}",
         "{\"model\":\"gpt-5.4\",\"max_output_tokens\":100,\"input\":[{\"role\":\"user\","
         "\"content\":[{\"type\":\"input_file\",\"file_id\":\"file-abc\"}]}]}",
+        "{\"model\":\"gpt-5.4\",\"max_output_tokens\":100,\"input\":[{\"type\":"
+        "\"item_reference\",\"id\":\"msg_1\"},{\"role\":\"user\",\"content\":\"more\"}]}",
     };
     for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
         assert_int_equal(begin(p, "openai", "POST", "/v1/responses", ext[i], &m, &reserve), KB_OK);
         assert_int_equal(reserve, 5253000);
         meter_free(m);
     }
+    /* An earlier audio answer referred to by id: gpt-audio's 128,000-token
+     * context at its audio input price ($32) + 50 x $64:
+     *   4,096,000 + 3200 -> 4,099,200 */
+    const char *aud = "{\"model\":\"gpt-audio\",\"max_completion_tokens\":50,\"messages\":[{"
+                      "\"role\":\"assistant\",\"audio\":{\"id\":\"audio_abc\"}},{\"role\":"
+                      "\"user\",\"content\":\"again\"}]}";
+    assert_int_equal(begin(p, "openai", "POST", "/v1/chat/completions", aud, &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 4099200);
+    meter_free(m);
     /* A model without a configured context window cannot bound it. */
     struct kb_pricing *q = load_pricing("{\"openai\":{\"models\":{\"gpt-5.4\":"
                                         "{\"context_tokens\":null}}}}");
