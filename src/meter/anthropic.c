@@ -32,7 +32,8 @@
  * tokens exceed the model's long-context threshold, its long-context prices
  * apply to all. Fast mode is charged unless usage.speed says "standard";
  * the geo multiplier applies when usage.inference_geo (else the request's
- * inference_geo) names a geo other than "global".
+ * inference_geo, else the workspace default the pricing file states) names
+ * a geo other than "global".
  * Streams: message_start carries message.usage (input and cache fields),
  * message_delta the cumulative usage (output_tokens, and on newer API
  * versions updated input figures); each field keeps its largest value. Usage
@@ -367,15 +368,16 @@ static enum kb_err params_reserve(const struct kb_pricing *p, json_t *params, si
         }
     }
     v = json_object_get(params, "inference_geo");
-    if (v && !json_is_null(v)) {
-        if (!json_is_string(v)) {
-            kb_set_errmsg(errmsg, "\"inference_geo\" must be a string");
-            return KB_E_INVALID;
-        }
-        st->geo = strcmp(json_string_value(v), "global") != 0;
-        if (st->geo)
-            mult = meter__mul_div_ceil(mult, p->anthropic_cfg.geo_multiplier, 1000000);
+    if (v && !json_is_null(v) && !json_is_string(v)) {
+        kb_set_errmsg(errmsg, "\"inference_geo\" must be a string");
+        return KB_E_INVALID;
     }
+    /* Without one in the request the workspace's default geo applies,
+     * which only the operator knows (default_inference_geo_regional). */
+    st->geo = json_is_string(v) ? strcmp(json_string_value(v), "global") != 0
+                                : p->anthropic_cfg.default_geo_regional;
+    if (st->geo)
+        mult = meter__mul_div_ceil(mult, p->anthropic_cfg.geo_multiplier, 1000000);
     if ((err = tools_scan(params, &tp, errmsg)) != KB_OK)
         return err;
     st->code_exec = tp.code_exec;

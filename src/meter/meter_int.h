@@ -108,6 +108,7 @@ struct meter__llm_cfg {
     int64_t web_fetch_per_call;     /* Anthropic: micros per web fetch (0: tokens only) */
     int64_t code_execution_per_call; /* micros charged per request that may run code */
     int64_t geo_multiplier;         /* Anthropic inference_geo other than global: micro-units */
+    bool default_geo_regional;      /* Anthropic: the workspace's default geo is not global */
     int64_t batch_percent;          /* Anthropic batches: percent of the normal price */
 };
 

@@ -46,7 +46,8 @@ static const char *const openai_section_keys[] = {
     "models", "web_search_per_call", "file_search_per_call", "images", "speech", "videos", NULL};
 static const char *const anthropic_section_keys[] = {
     "models",           "web_search_per_call",      "web_fetch_per_call",
-    "code_execution_per_call", "inference_geo_multiplier", "batch_percent", NULL};
+    "code_execution_per_call", "inference_geo_multiplier", "batch_percent",
+    "default_inference_geo_regional", NULL};
 
 enum kb_err meter__member_price(json_t *obj, const char *where, const char *key, int64_t dflt,
                                 int64_t *out, char **errmsg)
@@ -374,6 +375,14 @@ enum kb_err meter__llm_section(json_t *sec, const char *kind, struct meter__mode
             return KB_E_CONFIG;
         }
         c.batch_percent = (int64_t)json_integer_value(bp);
+        json_t *dg = json_object_get(sec, "default_inference_geo_regional");
+        if (dg && !json_is_boolean(dg)) {
+            kb_set_errmsg(errmsg, "pricing: %s.default_inference_geo_regional: must be true or "
+                                  "false",
+                          kind);
+            return KB_E_CONFIG;
+        }
+        c.default_geo_regional = json_is_true(dg);
     }
     if ((err = meter__models_parse(json_object_get(sec, "models"), kind, t, errmsg)) != KB_OK) {
         meter__llm_cfg_cleanup(&c);

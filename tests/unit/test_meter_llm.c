@@ -656,6 +656,19 @@ static void test_anthropic_inference_geo(void **state)
                          &reserve),
                      3000);
     meter_pricing_free(p);
+
+    /* A workspace whose default geo is regional: a request that names none
+     * is reserved and, when the answer is silent, charged at 1.1x. 91
+     * bytes: (91 + 1024) x 2.2 = 2453 + 512 x 11 = 5632 -> 8085 */
+    p = load_pricing("{\"anthropic\":{\"default_inference_geo_regional\":true}}");
+    const char *plain = "{\"model\":\"claude-sonnet-5\",\"max_tokens\":512,\"messages\":[{"
+                        "\"role\":\"user\",\"content\":\"Hello\"}]}";
+    assert_int_equal(strlen(plain), 91);
+    assert_int_equal(run(p, "anthropic", "/v1/messages", plain, "application/json",
+                         ANT_RESP("{\"input_tokens\":1000,\"output_tokens\":100}"), &reserve),
+                     3300);
+    assert_int_equal(reserve, 8085);
+    meter_pricing_free(p);
 }
 
 static void test_anthropic_server_tools(void **state)
