@@ -523,7 +523,7 @@ static bool client_tool(const char *t)
 }
 
 /* Reads "tools": *server true when a tool runs at the vendor and feeds
- * results back to the model; *search_fee the dearest fee per such call.
+ * results back to the model; *fee the dearest fee per such call.
  * Refuses tools whose cost the meter cannot bound (KB_E_INVALID). */
 static enum kb_err tools_scan(json_t *root, const struct oai_state *st, bool *server,
                               int64_t *fee, char **errmsg)
