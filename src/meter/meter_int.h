@@ -109,6 +109,8 @@ struct meter__llm_cfg {
     int64_t code_execution_per_call; /* micros charged per request that may run code */
     int64_t geo_multiplier;         /* Anthropic inference_geo other than global: micro-units */
     bool default_geo_regional;      /* Anthropic: the workspace's default geo is not global */
+    int64_t residency_multiplier;   /* OpenAI data residency uplift on token costs (micro-
+                                       units); 0 = the project has none */
     int64_t batch_percent;          /* Anthropic batches: percent of the normal price */
 };
 

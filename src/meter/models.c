@@ -43,7 +43,8 @@ static const char *const anthropic_model_keys[] = {
     "max_output_tokens", "context_tokens", "long_context", "snapshots", "fast_multiplier", NULL};
 /* Keys of a vendor section. */
 static const char *const openai_section_keys[] = {
-    "models", "web_search_per_call", "file_search_per_call", "images", "speech", "videos", NULL};
+    "models", "web_search_per_call", "file_search_per_call", "images", "speech", "videos",
+    "data_residency_multiplier", "data_residency", NULL};
 static const char *const anthropic_section_keys[] = {
     "models",           "web_search_per_call",      "web_fetch_per_call",
     "code_execution_per_call", "inference_geo_multiplier", "batch_percent",
@@ -328,6 +329,30 @@ out:
     return err;
 }
 
+/* openai.data_residency (the operator's project runs with regional data
+ * residency: a uplift on every token cost the request cannot show) and
+ * its data_residency_multiplier. */
+static enum kb_err residency_parse(json_t *sec, struct meter__llm_cfg *c, char **errmsg)
+{
+    json_t *on = json_object_get(sec, "data_residency");
+    int64_t mult = 0;
+    enum kb_err err;
+
+    if (on && !json_is_boolean(on)) {
+        kb_set_errmsg(errmsg, "pricing: openai.data_residency: must be true or false");
+        return KB_E_CONFIG;
+    }
+    if ((err = meter__member_price(sec, "openai", "data_residency_multiplier", -1, &mult,
+                                   errmsg)) != KB_OK)
+        return err;
+    if (mult < 1000000 || mult > MULT_MAX) {
+        kb_set_errmsg(errmsg, "pricing: openai.data_residency_multiplier: must be from 1 to 100");
+        return KB_E_CONFIG;
+    }
+    c->residency_multiplier = json_is_true(on) ? mult : 0;
+    return KB_OK;
+}
+
 enum kb_err meter__llm_section(json_t *sec, const char *kind, struct meter__models *t,
                                struct meter__llm_cfg *cfg, char **errmsg)
 {
@@ -350,6 +375,7 @@ enum kb_err meter__llm_section(json_t *sec, const char *kind, struct meter__mode
         return err;
     if (!anthropic && ((err = meter__member_price(sec, kind, "file_search_per_call", -1,
                                                   &c.file_search_per_call, errmsg)) != KB_OK ||
+                       (err = residency_parse(sec, &c, errmsg)) != KB_OK ||
                        (err = meter__media_config(sec, &c, errmsg)) != KB_OK)) {
         meter__llm_cfg_cleanup(&c);
         return err;

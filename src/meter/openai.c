@@ -221,6 +221,14 @@ static int64_t max64(int64_t a, int64_t b)
     return a > b ? a : b;
 }
 
+/* Token costs of a project with data residency carry its uplift. */
+static int64_t residency(const struct oai_state *st, int64_t c)
+{
+    return st->cfg->residency_multiplier
+               ? meter__mul_div_ceil(c, st->cfg->residency_multiplier, 1000000)
+               : c;
+}
+
 static int64_t search_fee(const struct oai_state *st)
 {
     return st->model->web_search_per_call >= 0 ? st->model->web_search_per_call
@@ -249,6 +257,7 @@ static int64_t usage_cost(const struct oai_state *st)
         c = max64(tokens_cost(u, &mod->priority), tokens_cost(u, normal));
     else
         c = tokens_cost(u, normal);
+    c = residency(st, c);
     int64_t searches = max64(u->searches, st->stream_searches);
     c = meter__add_sat(c, meter__mul_sat(searches, search_fee(st)));
     return meter__add_sat(c, meter__mul_sat(u->files, st->cfg->file_search_per_call));
@@ -659,7 +668,7 @@ static int64_t bound_cost(const struct oai_state *st, int64_t in, int64_t out)
         c = max64(c, meter__add_sat(meter__token_cost(in, max_in(pp)),
                                     meter__token_cost(out, max_out(pp))));
     }
-    return c;
+    return residency(st, c);
 }
 
 /* The reservation of a token endpoint (see the file comment). */

@@ -132,6 +132,16 @@ static void test_openai_service_tiers(void **state)
         run(p, "openai", "/v1/chat/completions", sbody, "text/event-stream", stream, &reserve),
         9550);
 
+    /* A project with data residency: every token cost +10%, reserved and
+     * charged: 89238 x 1.1 = 98161.8 -> 98162; 19100 x 1.1 = 21010 */
+    struct kb_pricing *dr = load_pricing("{\"openai\":{\"data_residency\":true}}");
+    snprintf(resp, sizeof resp, "{\"service_tier\":\"default\"," CHAT_USAGE "}");
+    assert_int_equal(
+        run(dr, "openai", "/v1/chat/completions", chat55, "application/json", resp, &reserve),
+        21010);
+    assert_int_equal(reserve, 98162);
+    meter_pricing_free(dr);
+
     /* Priority asked of a model sold without it: refused, not guessed. */
     assert_int_equal(refused(p, "openai", "/v1/chat/completions",
                              "{\"model\":\"gpt-5.4-nano\",\"service_tier\":\"priority\","
