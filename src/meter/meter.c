@@ -33,16 +33,13 @@
 #include "core/money.h"
 #include "meter/meter_int.h"
 
-/* Generated from src/meter/pricing.json by scripts/embed.cmake. */
+/* Generated from src/meter/pricing.json by scripts/embed.cmake. The LLM
+ * sections are parsed by models.c. */
 extern const char kb_pricing_json[];
 
 /* Nesting accepted in an override file's merge patch: the pricing file is
  * four levels deep; anything deeper is a mistake, refused, not recursed. */
 #define MERGE_MAX_DEPTH 16
-/* Longest model name or prefix accepted in the pricing file. */
-#define MODEL_NAME_MAX 200
-/* Largest token figure accepted in the pricing file. */
-#define TOKENS_MAX 1000000000LL
 
 /* ---- arithmetic ---- */
 
@@ -143,19 +140,6 @@ out:
     return err;
 }
 
-/* A token count from the pricing file: integer in [lo, TOKENS_MAX]. */
-static enum kb_err tokens_parse(json_t *v, const char *where, int64_t lo, int64_t *out,
-                                char **errmsg)
-{
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > TOKENS_MAX) {
-        kb_set_errmsg(errmsg, "pricing: %s: must be an integer from %lld to %lld", where,
-                      (long long)lo, (long long)TOKENS_MAX);
-        return KB_E_CONFIG;
-    }
-    *out = (int64_t)json_integer_value(v);
-    return KB_OK;
-}
-
 bool meter__json_uint(json_t *obj, const char *key, int64_t *out)
 {
     json_t *v = json_object_get(obj, key);
@@ -233,231 +217,9 @@ static enum kb_err merge_patch(json_t *target, json_t *patch, int depth, char **
     return KB_OK;
 }
 
-/* ---- models ---- */
-
-static const char *const openai_model_keys[] = {"input_per_mtok",  "cached_input_per_mtok",
-                                                "output_per_mtok", "max_output_tokens",
-                                                "long_context",    NULL};
-static const char *const openai_long_keys[] = {"threshold_tokens", "input_per_mtok",
-                                               "cached_input_per_mtok", "output_per_mtok", NULL};
-static const char *const anthropic_model_keys[] = {
-    "input_per_mtok",      "output_per_mtok",   "cache_write_per_mtok", "cache_write_1h_per_mtok",
-    "cache_read_per_mtok", "max_output_tokens", "long_context",         NULL};
-static const char *const anthropic_long_keys[] = {"threshold_tokens",
-                                                  "input_per_mtok",
-                                                  "output_per_mtok",
-                                                  "cache_write_per_mtok",
-                                                  "cache_write_1h_per_mtok",
-                                                  "cache_read_per_mtok",
-                                                  NULL};
-
-enum kb_err meter__member_price(json_t *obj, const char *where, const char *key, int64_t dflt,
-                                int64_t *out, char **errmsg)
-{
-    enum kb_err err;
-    json_t *v = json_object_get(obj, key);
-    char *w = kb_asprintf("%s.%s", where, key);
-
-    if (!v && dflt >= 0) {
-        *out = dflt;
-        err = KB_OK;
-    } else if (!v) {
-        kb_set_errmsg(errmsg, "pricing: %s: missing", w);
-        err = KB_E_CONFIG;
-    } else {
-        err = meter__price_parse(v, w, out, errmsg);
-    }
-    free(w);
-    return err;
-}
-
-/* The prices of one model (or of its long_context block). */
-static enum kb_err prices_parse(json_t *obj, const char *where, bool anthropic,
-                                struct meter__prices *pr, char **errmsg)
-{
-    enum kb_err err;
-    struct meter__prices x = {0};
-
-    if ((err = meter__member_price(obj, where, "input_per_mtok", -1, &x.input, errmsg)) != KB_OK ||
-        (err = meter__member_price(obj, where, "output_per_mtok", -1, &x.output, errmsg)) != KB_OK)
-        return err;
-    if (anthropic) {
-        if ((err = meter__member_price(obj, where, "cache_write_per_mtok", -1, &x.cache_write,
-                                       errmsg)) != KB_OK ||
-            (err = meter__member_price(obj, where, "cache_write_1h_per_mtok", -1, &x.cache_write_1h,
-                                       errmsg)) != KB_OK ||
-            (err = meter__member_price(obj, where, "cache_read_per_mtok", -1, &x.cache_read,
-                                       errmsg)) != KB_OK)
-            return err;
-    } else {
-        /* Cached input defaults to the full input price: never cheaper. */
-        if ((err = meter__member_price(obj, where, "cached_input_per_mtok", x.input,
-                                       &x.cached_input, errmsg)) != KB_OK)
-            return err;
-    }
-    *pr = x;
-    return KB_OK;
-}
-
-static enum kb_err model_parse(const char *name, json_t *obj, const char *where, bool anthropic,
-                               struct meter__model *mod, char **errmsg)
-{
-    enum kb_err err = KB_E_CONFIG;
-    struct meter__model x = {0};
-    json_t *v;
-
-    if (!json_is_object(obj)) {
-        kb_set_errmsg(errmsg, "pricing: %s: must be an object", where);
-        goto out;
-    }
-    err =
-        meter__keys_check(obj, where, anthropic ? anthropic_model_keys : openai_model_keys, errmsg);
-    if (err != KB_OK)
-        goto out;
-    if ((err = prices_parse(obj, where, anthropic, &x.base, errmsg)) != KB_OK)
-        goto out;
-    v = json_object_get(obj, "max_output_tokens");
-    if (v) {
-        char *w = kb_asprintf("%s.max_output_tokens", where);
-        err = tokens_parse(v, w, 1, &x.max_output, errmsg);
-        free(w);
-        if (err != KB_OK)
-            goto out;
-    } else if (x.base.output > 0) {
-        /* Without it a request that sets no cap could not be bounded. */
-        kb_set_errmsg(errmsg, "pricing: %s: max_output_tokens is required when output is priced",
-                      where);
-        err = KB_E_CONFIG;
-        goto out;
-    }
-    v = json_object_get(obj, "long_context");
-    if (v && !json_is_null(v)) {
-        char *w = kb_asprintf("%s.long_context", where);
-        if (!json_is_object(v)) {
-            kb_set_errmsg(errmsg, "pricing: %s: must be an object", w);
-            err = KB_E_CONFIG;
-        } else if ((err =
-                        meter__keys_check(v, w, anthropic ? anthropic_long_keys : openai_long_keys,
-                                          errmsg)) == KB_OK &&
-                   (err = prices_parse(v, w, anthropic, &x.longctx, errmsg)) == KB_OK) {
-            json_t *t = json_object_get(v, "threshold_tokens");
-            char *wt = kb_asprintf("%s.threshold_tokens", w);
-            err = t ? tokens_parse(t, wt, 1, &x.long_threshold, errmsg) : KB_E_CONFIG;
-            if (!t)
-                kb_set_errmsg(errmsg, "pricing: %s: missing", wt);
-            free(wt);
-        }
-        free(w);
-        if (err != KB_OK)
-            goto out;
-    }
-    x.name = kb_strdup(name);
-    *mod = x;
-    err = KB_OK;
-out:
-    return err;
-}
-
-static void models_cleanup(struct meter__models *t)
-{
-    for (size_t i = 0; i < t->n; i++)
-        free(t->v[i].name);
-    free(t->v);
-    t->v = NULL;
-    t->n = 0;
-    t->fallback = NULL;
-}
-
-enum kb_err meter__models_parse(json_t *models, const char *kind, struct meter__models *t,
-                                char **errmsg)
-{
-    enum kb_err err = KB_E_CONFIG;
-    struct meter__models x = {0};
-    bool anthropic = strcmp(kind, "anthropic") == 0;
-    const char *name;
-    json_t *v;
-
-    if (!json_is_object(models)) {
-        kb_set_errmsg(errmsg, "pricing: %s.models: must be an object", kind);
-        goto out;
-    }
-    x.v = kb_calloc(json_object_size(models), sizeof *x.v);
-    json_object_foreach(models, name, v)
-    {
-        if (name[0] == '_')
-            continue;
-        char *where = kb_asprintf("%s.models.%s", kind, name);
-        if (strlen(name) > MODEL_NAME_MAX) {
-            kb_set_errmsg(errmsg, "pricing: %s: model name too long", where);
-            err = KB_E_CONFIG;
-        } else {
-            err = model_parse(name, v, where, anthropic, &x.v[x.n], errmsg);
-        }
-        free(where);
-        if (err != KB_OK)
-            goto out;
-        x.n++;
-    }
-    for (size_t i = 0; i < x.n; i++)
-        if (strcmp(x.v[i].name, "default") == 0)
-            x.fallback = &x.v[i];
-    *t = x;
-    memset(&x, 0, sizeof x);
-    err = KB_OK;
-out:
-    models_cleanup(&x);
-    return err;
-}
-
-enum kb_err meter__model_for(const struct kb_meter_req *req, const struct meter__models *t,
-                             json_t **root, const struct meter__model **mod, char **errmsg)
-{
-    enum kb_err err = meter__json_body(req, root, errmsg);
-    if (err != KB_OK)
-        return err;
-    json_t *model = json_object_get(*root, "model");
-    if (!json_is_string(model)) {
-        kb_set_errmsg(errmsg, "\"model\" is required to price the request");
-        return KB_E_INVALID;
-    }
-    *mod = meter__model_find(t, json_string_value(model));
-    if (!*mod) {
-        kb_set_errmsg(errmsg, "model \"%.100s\" has no configured price", json_string_value(model));
-        return KB_E_MODEL_NOT_PRICED;
-    }
-    return KB_OK;
-}
-
-const struct meter__model *meter__model_find(const struct meter__models *t, const char *id)
-{
-    const struct meter__model *best = NULL;
-    size_t best_len = 0;
-
-    for (size_t i = 0; i < t->n; i++) {
-        const struct meter__model *mod = &t->v[i];
-        size_t nl = strlen(mod->name);
-        if (strcmp(mod->name, id) == 0)
-            return mod;
-        /* A prefix counts only up to a '-': "gpt-4o-2024-08-06" is a
-         * gpt-4o snapshot, "gpt-4oops" and "gpt-5.1" are other models. */
-        if (mod != t->fallback && nl > best_len && strncmp(id, mod->name, nl) == 0 &&
-            id[nl] == '-') {
-            best = mod;
-            best_len = nl;
-        }
-    }
-    return best ? best : t->fallback;
-}
-
-const struct meter__prices *meter__prices_for(const struct meter__model *mod, int64_t input)
-{
-    return mod->long_threshold > 0 && input > mod->long_threshold ? &mod->longctx : &mod->base;
-}
-
 /* ---- pricing load ---- */
 
 static const char *const top_keys[] = {"version", "openai", "anthropic", "stripe", "twilio", NULL};
-static const char *const llm_keys[] = {"models", NULL};
 
 static bool is_date(const char *s)
 {
@@ -468,21 +230,6 @@ static bool is_date(const char *s)
         if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9'))
             return false;
     return true;
-}
-
-static enum kb_err llm_section(json_t *root, const char *kind, struct meter__models *t,
-                               char **errmsg)
-{
-    json_t *sec = json_object_get(root, kind);
-    enum kb_err err;
-
-    if (!json_is_object(sec)) {
-        kb_set_errmsg(errmsg, "pricing: \"%s\" must be an object", kind);
-        return KB_E_CONFIG;
-    }
-    if ((err = meter__keys_check(sec, kind, llm_keys, errmsg)) != KB_OK)
-        return err;
-    return meter__models_parse(json_object_get(sec, "models"), kind, t, errmsg);
 }
 
 static enum kb_err pricing_from_json(json_t *root, struct kb_pricing *p, char **errmsg)
@@ -498,8 +245,10 @@ static enum kb_err pricing_from_json(json_t *root, struct kb_pricing *p, char **
         return KB_E_CONFIG;
     }
     p->version = kb_strdup(json_string_value(v));
-    if ((err = llm_section(root, "openai", &p->openai, errmsg)) != KB_OK ||
-        (err = llm_section(root, "anthropic", &p->anthropic, errmsg)) != KB_OK)
+    if ((err = meter__llm_section(json_object_get(root, "openai"), "openai", &p->openai,
+                                  &p->openai_cfg, errmsg)) != KB_OK ||
+        (err = meter__llm_section(json_object_get(root, "anthropic"), "anthropic",
+                                  &p->anthropic, &p->anthropic_cfg, errmsg)) != KB_OK)
         return err;
     v = json_object_get(root, "stripe");
     if (!json_is_object(v)) {
@@ -572,8 +321,9 @@ void meter_pricing_free(struct kb_pricing *p)
     if (!p)
         return;
     free(p->version);
-    models_cleanup(&p->openai);
-    models_cleanup(&p->anthropic);
+    meter__models_cleanup(&p->openai);
+    meter__models_cleanup(&p->anthropic);
+    meter__llm_cfg_cleanup(&p->openai_cfg);
     meter__stripe_config_cleanup(&p->stripe);
     meter__twilio_config_cleanup(&p->twilio);
     meter__fixed_cleanup(p);

@@ -49,20 +49,80 @@ struct meter__prices {
     int64_t cache_write;    /* Anthropic: 5-minute cache write */
     int64_t cache_write_1h; /* Anthropic: 1-hour cache write */
     int64_t cache_read;     /* Anthropic: cache read */
+    int64_t audio_input;    /* OpenAI: audio input tokens (the text input price when unlisted) */
+    int64_t audio_cached;   /* OpenAI: cached audio input tokens (audio_input when unlisted) */
+    int64_t audio_output;   /* OpenAI: audio output tokens (the text output price when unlisted) */
 };
 
+/* Most snapshot ids (exact or dated patterns) one model entry may list. */
+#define METER__MAX_SNAPSHOTS 32
+
 struct meter__model {
-    char *name;                   /* owned; the configured id or prefix */
+    char *name;                   /* owned; the configured id, matched exactly */
+    char **snapshots;             /* owned; other ids of the same model: exact, or a
+                                     pattern where YYYY, MM, DD stand for digits */
+    size_t nsnapshots;            /* entries in snapshots */
     struct meter__prices base;    /* normal prices */
     struct meter__prices longctx; /* used when input tokens exceed long_threshold */
     int64_t long_threshold;       /* input tokens; 0 = no long-context pricing */
     int64_t max_output;           /* output cap when the request sets none */
+    int64_t context;              /* context window in tokens; 0 = not configured */
+    struct meter__prices priority; /* OpenAI service_tier "priority" (valid if has_priority) */
+    struct meter__prices flex;     /* OpenAI service_tier "flex" (valid if has_flex) */
+    bool has_priority;             /* the model is sold at a priority tier */
+    bool has_flex;                 /* the model is sold at a flex tier */
+    int64_t fast_multiplier;       /* Anthropic speed "fast": micro-units (6x = 6000000);
+                                      0 = the model has no fast mode */
+    int64_t web_search_per_call;   /* micros per web search call; -1 = the vendor default */
 };
 
 struct meter__models {
     struct meter__model *v;              /* owned array */
     size_t n;                            /* entries in v */
     const struct meter__model *fallback; /* the "default" entry (points into v) or NULL */
+};
+
+/* One entry of an image model's table: "quality/size" -> a price per image
+ * (micros) or, for token-priced models, the output tokens of one image. */
+struct meter__image_size {
+    char *key;     /* owned; "hd/1024x1792" */
+    int64_t value; /* micros per image, or output tokens per image */
+};
+
+/* An OpenAI image model (POST /v1/images/generations). */
+struct meter__image_model {
+    char *name;                     /* owned; the model id */
+    struct meter__image_size *size; /* owned array */
+    size_t nsize;                   /* entries in size */
+    bool tokens;                    /* billed by tokens (gpt-image-*), else per image */
+    int64_t text_input;             /* tokens: µ$ per million prompt text tokens */
+    int64_t image_input;            /* tokens: µ$ per million input image tokens */
+    int64_t output;                 /* tokens: µ$ per million output image tokens */
+};
+
+/* An OpenAI text-to-speech model priced per character (POST /v1/audio/speech). */
+struct meter__speech_model {
+    char *name;        /* owned; the model id */
+    int64_t per_mchar; /* µ$ per million characters of `input` */
+};
+
+/* Per-vendor LLM settings beside the models (pricing.json "<vendor>"). */
+struct meter__llm_cfg {
+    struct meter__image_model *images;  /* owned array (OpenAI) */
+    size_t nimages;                     /* entries in images */
+    struct meter__speech_model *speech; /* owned array (OpenAI) */
+    size_t nspeech;                     /* entries in speech */
+    struct meter__image_model *videos;  /* owned array (OpenAI): size -> µ$ per second */
+    size_t nvideos;                     /* entries in videos */
+    int64_t web_search_per_call;    /* micros per web search call (tool fee) */
+    int64_t file_search_per_call;   /* OpenAI: micros per file_search call */
+    int64_t web_fetch_per_call;     /* Anthropic: micros per web fetch (0: tokens only) */
+    int64_t code_execution_per_call; /* micros charged per request that may run code */
+    int64_t geo_multiplier;         /* Anthropic inference_geo other than global: micro-units */
+    bool default_geo_regional;      /* Anthropic: the workspace's default geo is not global */
+    int64_t residency_multiplier;   /* OpenAI data residency uplift on token costs (micro-
+                                       units); 0 = the project has none */
+    int64_t batch_percent;          /* Anthropic batches: percent of the normal price */
 };
 
 struct meter__currency {
@@ -104,6 +164,8 @@ struct kb_pricing {
     char *version;                  /* owned; "YYYY-MM-DD" */
     struct meter__models openai;    /* OpenAI models */
     struct meter__models anthropic; /* Anthropic models */
+    struct meter__llm_cfg openai_cfg;    /* OpenAI fees beside the models */
+    struct meter__llm_cfg anthropic_cfg; /* Anthropic fees beside the models */
     struct meter__stripe_cfg stripe;
     struct meter__twilio_cfg twilio;
     struct meter__fixed *fixed; /* owned array, in the order added */
@@ -247,14 +309,20 @@ int64_t meter__token_cost(int64_t tokens, int64_t per_mtok);
 
 /* ---- meter.c: models ---- */
 
-/* Exact id, then the longest configured name that is a prefix of id followed
- * by '-' (dated snapshots), then the "default" entry; NULL when none. */
 /* Reads the price member `key` of obj ("where.key" in messages): required,
  * or, with dflt >= 0, optional with that default. */
 KB_MUSTCHECK enum kb_err meter__member_price(json_t *obj, const char *where, const char *key,
                                              int64_t dflt, int64_t *out, char **errmsg);
 
+/* The entry whose name is id, else the first whose snapshot list matches id
+ * (an exact id, or a dated pattern: YYYY, MM, DD each match that many
+ * digits), else the "default" entry an operator configured; NULL when none.
+ * Never a bare prefix: "claude-opus-4-6" is not a "claude-opus-4". */
 const struct meter__model *meter__model_find(const struct meter__models *t, const char *id);
+/* Whether id matches a snapshot pattern (exact bytes, YYYY/MM/DD digits). */
+bool meter__snapshot_match(const char *pattern, const char *id);
+/* prices scaled by mult micro-units (1000000 = 1x), each price rounded up. */
+struct meter__prices meter__prices_scale(const struct meter__prices *pr, int64_t mult);
 
 /* Parses the JSON request body into *root (caller decrefs, set even on a
  * pricing failure) and finds the price of its "model" in t: KB_E_INVALID
@@ -262,6 +330,11 @@ const struct meter__model *meter__model_find(const struct meter__models *t, cons
 KB_MUSTCHECK enum kb_err meter__model_for(const struct kb_meter_req *req,
                                           const struct meter__models *t, json_t **root,
                                           const struct meter__model **mod, char **errmsg);
+/* The price of the "model" member of obj (a request, or a batch entry's
+ * params): KB_E_INVALID without a model, KB_E_MODEL_NOT_PRICED without a
+ * price. */
+KB_MUSTCHECK enum kb_err meter__model_of(json_t *obj, const struct meter__models *t,
+                                         const struct meter__model **mod, char **errmsg);
 /* The prices that apply to a request with `input` input tokens (long
  * context above the model's threshold). */
 const struct meter__prices *meter__prices_for(const struct meter__model *mod, int64_t input);
@@ -269,6 +342,23 @@ const struct meter__prices *meter__prices_for(const struct meter__model *mod, in
  * "anthropic" (which price keys are allowed and required). */
 KB_MUSTCHECK enum kb_err meter__models_parse(json_t *models, const char *kind,
                                              struct meter__models *t, char **errmsg);
+/* Parses the "openai" or "anthropic" section (kind) of pricing.json: its
+ * models into t and its fees into cfg. */
+KB_MUSTCHECK enum kb_err meter__llm_section(json_t *sec, const char *kind,
+                                            struct meter__models *t, struct meter__llm_cfg *cfg,
+                                            char **errmsg);
+void meter__models_cleanup(struct meter__models *t);
+void meter__llm_cfg_cleanup(struct meter__llm_cfg *cfg);
+/* Parses openai.images, openai.speech and openai.videos (absent: none priced). */
+KB_MUSTCHECK enum kb_err meter__media_config(json_t *sec, struct meter__llm_cfg *cfg,
+                                             char **errmsg);
+/* POST /v1/images/generations and /v1/audio/speech (openai_media.c). */
+KB_MUSTCHECK enum kb_err meter__openai_image_begin(struct kb_meter *m,
+                                                   const struct kb_meter_req *req, char **errmsg);
+KB_MUSTCHECK enum kb_err meter__openai_speech_begin(struct kb_meter *m,
+                                                    const struct kb_meter_req *req, char **errmsg);
+KB_MUSTCHECK enum kb_err meter__openai_video_begin(struct kb_meter *m,
+                                                   const struct kb_meter_req *req, char **errmsg);
 /* Reads a price (a decimal string, or a JSON integer) as micros. */
 KB_MUSTCHECK enum kb_err meter__price_parse(json_t *v, const char *where, int64_t *out,
                                             char **errmsg);
@@ -298,6 +388,20 @@ size_t meter__path_split(const char *path, size_t len, const char **seg, size_t 
                          size_t max);
 /* True when segment (len bytes) equals the C string s. */
 bool meter__seg_is(const char *seg, size_t len, const char *s);
+
+/* ---- llm_routes.c: route tables of the LLM meters ---- */
+
+struct meter__route {
+    const char *method; /* "POST" */
+    const char *path;   /* "/v1/threads/ * /runs" (without the spaces): "*" is one id segment */
+    int cls;            /* the vendor's cost class (its own enum) */
+};
+
+/* Index of the first route in routes[0..n) whose method and path match req
+ * (segments ASCII case-insensitive, "*" any one non-empty segment; a
+ * trailing '/' matches nothing); -1 when none. */
+int meter__route_find(const struct meter__route *routes, size_t n,
+                      const struct kb_meter_req *req);
 
 /* ---- meter.c: form bodies ---- */
 

@@ -1,28 +1,35 @@
 /*
- * openai.c - the OpenAI meter: tokens in, tokens out, per model.
+ * openai.c - the OpenAI meter: every POST the API knows has a cost class
+ * in one table (routes[] below): metered by tokens, free, or left to the
+ * operator (unclaimed: meter.c refuses it with endpoint_not_metered unless
+ * a fixed cost matches). docs/metering.md lists the classes and why.
  *
- * Metered endpoints (POST): /v1/chat/completions, /v1/responses,
- * /v1/completions, /v1/embeddings. Others fall through to the fixed entries.
+ * Token endpoints: /v1/chat/completions, /v1/responses, /v1/completions,
+ * /v1/embeddings. Reserve, before forwarding: input bound x the dearest
+ * input price + output bound x the dearest output price, at the dearest
+ * service tier the request can be billed at, plus the tool fees the
+ * request can incur. The input bound is the body's byte length plus
+ * METER__INPUT_SLACK_TOKENS (a token is never shorter than one byte of the
+ * text it came from, base64 audio and images included); when the input
+ * includes what the body does not hold (previous_response_id, a
+ * conversation, a stored prompt, file ids, image or file URLs) it is the
+ * model's context window instead, and with server-side tools (web_search,
+ * file_search, mcp), which feed results back to the model up to
+ * max_tool_calls times, it is the context window x (max_tool_calls + 1).
+ * Output bound: max_tokens / max_completion_tokens / max_output_tokens,
+ * else the model's maximum, times `n` (and `best_of`).
  *
- * Reserve, before forwarding: input bound x input price + output cap x
- * output price. The input bound is the request body's byte length plus
- * METER__INPUT_SLACK_TOKENS: a token is never shorter than one byte of the
- * text it came from, and the JSON around the text only adds bytes, so the
- * body cannot hold more tokens than bytes (images, files and
- * previous_response_id are the exceptions docs/metering.md lists). The
- * output cap is max_tokens / max_completion_tokens / max_output_tokens, else
- * the model's configured maximum, times `n` (and `best_of`) choices.
- *
- * Settle, from the response's usage (cached prompt tokens at the cached
- * price): chat and completions read prompt_tokens, completion_tokens and
- * prompt_tokens_details.cached_tokens; responses read input_tokens,
- * output_tokens and input_tokens_details.cached_tokens; embeddings read
- * prompt_tokens. A streamed chat or completion only carries usage when the
- * request sets stream_options.include_usage, so the meter adds it to the
- * forwarded body (text-level insertion: every other byte is kept) and reads
- * the final chunk; a streamed response carries it in response.completed
- * (or .incomplete/.failed). When usage was never seen, the reservation is
- * charged.
+ * Settle from the response's usage: text and audio tokens, cached tokens
+ * at the cached price, at the tier the answer's service_tier names (an
+ * answer that names none is billed at the dearest the request allowed),
+ * plus the web and file search calls the answer's output lists. A
+ * streamed chat or completion only carries usage when the request sets
+ * stream_options.include_usage, so the meter adds it to the forwarded body
+ * (text-level insertion: every other byte is kept) and reads the final
+ * chunk; a streamed response carries it in response.completed (or
+ * .incomplete/.failed). When usage was never seen, the reservation is
+ * charged. The readers need only numbers, short strings and objects, so
+ * they work on the size-capped skeleton of a large answer too.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,47 +43,224 @@ enum kind {
     KIND_RESPONSES,   /* /v1/responses */
     KIND_COMPLETIONS, /* /v1/completions (legacy) */
     KIND_EMBEDDINGS,  /* /v1/embeddings */
+    KIND_IMAGES,      /* /v1/images/generations (openai_media.c) */
+    KIND_SPEECH,      /* /v1/audio/speech (openai_media.c) */
+    KIND_VIDEOS,      /* /v1/videos (openai_media.c) */
+    KIND_FREE,        /* no cost: definitions, uploads, cancellations, counts */
+    KIND_UNCLAIMED,   /* listed only so that a "*" row below cannot take it */
+};
+
+/* Every POST of the API reference (read 2026-12-03) that the meter claims.
+ * Anything else is unclaimed and refused unless an operator prices it:
+ * batches (the input is a file), fine-tuning jobs, Assistants runs,
+ * realtime sessions and client secrets (a credential that spends outside
+ * the proxy), image edits and variations (multipart images the meter does
+ * not read), transcriptions and translations (billed per minute of audio
+ * the request does not state), video remixes, containers, vector store files
+ * (storage billed by the day), eval runs, grader runs. */
+static const struct meter__route routes[] = {
+    {"POST", "/v1/chat/completions", KIND_CHAT},
+    {"POST", "/v1/chat/completions/*", KIND_FREE}, /* update stored metadata */
+    {"POST", "/v1/responses", KIND_RESPONSES},
+    {"POST", "/v1/responses/input_tokens", KIND_FREE}, /* token count */
+    {"POST", "/v1/responses/*/cancel", KIND_FREE},
+    {"POST", "/v1/completions", KIND_COMPLETIONS},
+    {"POST", "/v1/embeddings", KIND_EMBEDDINGS},
+    {"POST", "/v1/images/generations", KIND_IMAGES},
+    {"POST", "/v1/audio/speech", KIND_SPEECH},
+    {"POST", "/v1/videos", KIND_VIDEOS},
+    {"POST", "/v1/moderations", KIND_FREE},
+    {"POST", "/v1/files", KIND_FREE},
+    {"POST", "/v1/uploads", KIND_FREE},
+    {"POST", "/v1/uploads/*/parts", KIND_FREE},
+    {"POST", "/v1/uploads/*/complete", KIND_FREE},
+    {"POST", "/v1/uploads/*/cancel", KIND_FREE},
+    {"POST", "/v1/conversations", KIND_FREE},
+    {"POST", "/v1/conversations/*", KIND_FREE},
+    {"POST", "/v1/conversations/*/items", KIND_FREE},
+    {"POST", "/v1/vector_stores/*", KIND_FREE}, /* rename, expiry */
+    {"POST", "/v1/vector_stores/*/files/*", KIND_FREE}, /* attributes */
+    {"POST", "/v1/vector_stores/*/file_batches/*/cancel", KIND_FREE},
+    {"POST", "/v1/containers/*/files", KIND_FREE},
+    {"POST", "/v1/batches/*/cancel", KIND_FREE},
+    {"POST", "/v1/fine_tuning/jobs/*/cancel", KIND_FREE},
+    {"POST", "/v1/fine_tuning/jobs/*/pause", KIND_FREE},
+    {"POST", "/v1/fine_tuning/checkpoints/*/permissions", KIND_FREE},
+    {"POST", "/v1/assistants", KIND_FREE},
+    {"POST", "/v1/assistants/*", KIND_FREE},
+    {"POST", "/v1/threads", KIND_FREE},
+    {"POST", "/v1/threads/runs", KIND_UNCLAIMED}, /* create thread and run: tokens */
+    {"POST", "/v1/threads/*", KIND_FREE},
+    {"POST", "/v1/threads/*/messages", KIND_FREE},
+    {"POST", "/v1/threads/*/messages/*", KIND_FREE},
+    {"POST", "/v1/threads/*/runs/*", KIND_FREE}, /* metadata */
+    {"POST", "/v1/threads/*/runs/*/cancel", KIND_FREE},
+    {"POST", "/v1/evals", KIND_FREE},
+    {"POST", "/v1/evals/*", KIND_FREE},
+    {"POST", "/v1/evals/*/runs/*", KIND_FREE}, /* cancel */
+};
+
+/* What one answer reported. */
+struct oai_usage {
+    bool seen;          /* the token fields below are valid */
+    int64_t input;      /* prompt tokens, cached and audio ones included */
+    int64_t cached;     /* prompt tokens served from cache */
+    int64_t audio_in;   /* prompt tokens that are audio */
+    int64_t output;     /* completion tokens, reasoning and audio included */
+    int64_t audio_out;  /* completion tokens that are audio */
+    int64_t searches;   /* web_search calls in the output */
+    int64_t files;      /* file_search calls in the output */
+    char tier[16];      /* service_tier the answer reports; "" if none */
 };
 
 struct oai_state {
     enum kind kind;                   /* which endpoint */
     const struct meter__model *model; /* borrowed from the pricing */
-    bool usage_seen;                  /* input/cached/output below are valid */
-    int64_t input;                    /* prompt tokens, cached ones included */
-    int64_t cached;                   /* prompt tokens served from cache */
-    int64_t output;                   /* completion tokens, reasoning included */
+    const struct meter__llm_cfg *cfg; /* borrowed: tool fees */
+    bool allow_priority;              /* the request may be billed at priority */
+    struct oai_usage u;               /* what the answer said */
+    int64_t stream_searches;          /* web_search calls seen as stream events */
 };
 
 /* ---- usage ---- */
 
-static bool usage_read(enum kind kind, json_t *u, struct oai_state *st)
+static void keep(int64_t *dst, json_t *obj, const char *key)
 {
-    int64_t in = 0, out = 0, cached = 0;
-    bool responses = kind == KIND_RESPONSES;
+    int64_t v;
+    if (meter__json_uint(obj, key, &v))
+        *dst = v;
+}
 
-    if (!json_is_object(u))
+/* Counts web_search and file_search calls among output items. */
+static void calls_count(json_t *output, struct oai_usage *u)
+{
+    size_t i;
+    json_t *it;
+    int64_t s = 0, f = 0;
+
+    if (!json_is_array(output))
+        return;
+    json_array_foreach(output, i, it)
+    {
+        const char *t = json_string_value(json_object_get(it, "type"));
+        if (t && strcmp(t, "web_search_call") == 0)
+            s++;
+        else if (t && strcmp(t, "file_search_call") == 0)
+            f++;
+    }
+    if (s > u->searches)
+        u->searches = s;
+    if (f > u->files)
+        u->files = f;
+}
+
+static void tier_read(json_t *obj, struct oai_usage *u)
+{
+    const char *t = json_string_value(json_object_get(obj, "service_tier"));
+    if (t && strlen(t) < sizeof u->tier) {
+        memcpy(u->tier, t, strlen(t) + 1);
+    }
+}
+
+/* Reads the answer object `obj` (a chat completion or chunk, a response, a
+ * completion, an embedding list): usage, service_tier, tool calls. */
+static bool answer_read(enum kind kind, json_t *obj, struct oai_usage *u)
+{
+    bool responses = kind == KIND_RESPONSES;
+    json_t *us = json_object_get(obj, "usage");
+    int64_t in = 0, out = 0;
+
+    tier_read(obj, u);
+    if (responses)
+        calls_count(json_object_get(obj, "output"), u);
+    if (!json_is_object(us))
         return false;
-    if (!meter__json_uint(u, responses ? "input_tokens" : "prompt_tokens", &in))
+    if (!meter__json_uint(us, responses ? "input_tokens" : "prompt_tokens", &in))
         return false;
     if (kind != KIND_EMBEDDINGS &&
-        !meter__json_uint(u, responses ? "output_tokens" : "completion_tokens", &out))
+        !meter__json_uint(us, responses ? "output_tokens" : "completion_tokens", &out))
         return false;
-    json_t *d = json_object_get(u, responses ? "input_tokens_details" : "prompt_tokens_details");
-    if (json_is_object(d) && meter__json_uint(d, "cached_tokens", &cached) && cached > in)
-        cached = in; /* a subset of the prompt; never trust it to exceed it */
-    st->input = in;
-    st->cached = cached;
-    st->output = out;
-    st->usage_seen = true;
+    u->input = in;
+    u->output = out;
+    u->cached = u->audio_in = u->audio_out = 0;
+    json_t *d = json_object_get(us, responses ? "input_tokens_details" : "prompt_tokens_details");
+    keep(&u->cached, d, "cached_tokens");
+    keep(&u->audio_in, d, "audio_tokens");
+    d = json_object_get(us, responses ? "output_tokens_details" : "completion_tokens_details");
+    keep(&u->audio_out, d, "audio_tokens");
+    /* Parts of a whole: never trust them to exceed it. */
+    if (u->audio_in > in)
+        u->audio_in = in;
+    if (u->cached > in)
+        u->cached = in;
+    if (u->audio_out > out)
+        u->audio_out = out;
+    u->seen = true;
     return true;
 }
 
+/* Tokens of one answer at one price set. Cached tokens are counted as
+ * text first (audio caching is billed at audio_cached). */
+static int64_t tokens_cost(const struct oai_usage *u, const struct meter__prices *pr)
+{
+    int64_t text_in = u->input - u->audio_in;
+    int64_t cached_text = u->cached < text_in ? u->cached : text_in;
+    int64_t cached_audio = u->cached - cached_text;
+    if (cached_audio > u->audio_in)
+        cached_audio = u->audio_in;
+    int64_t c = meter__token_cost(text_in - cached_text, pr->input);
+    c = meter__add_sat(c, meter__token_cost(cached_text, pr->cached_input));
+    c = meter__add_sat(c, meter__token_cost(u->audio_in - cached_audio, pr->audio_input));
+    c = meter__add_sat(c, meter__token_cost(cached_audio, pr->audio_cached));
+    c = meter__add_sat(c, meter__token_cost(u->output - u->audio_out, pr->output));
+    return meter__add_sat(c, meter__token_cost(u->audio_out, pr->audio_output));
+}
+
+static int64_t max64(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* Token costs of a project with data residency carry its uplift. */
+static int64_t residency(const struct oai_state *st, int64_t c)
+{
+    return st->cfg->residency_multiplier
+               ? meter__mul_div_ceil(c, st->cfg->residency_multiplier, 1000000)
+               : c;
+}
+
+static int64_t search_fee(const struct oai_state *st)
+{
+    return st->model->web_search_per_call >= 0 ? st->model->web_search_per_call
+                                               : st->cfg->web_search_per_call;
+}
+
+/* What the answer costs: tokens at the tier it names (priority is never
+ * offered beyond the long-context threshold, so a long input costs the
+ * dearer of the two; an unnamed tier costs the dearest allowed), plus the
+ * tool calls. */
 static int64_t usage_cost(const struct oai_state *st)
 {
-    const struct meter__prices *pr = meter__prices_for(st->model, st->input);
-    int64_t c = meter__token_cost(st->input - st->cached, pr->input);
-    c = meter__add_sat(c, meter__token_cost(st->cached, pr->cached_input));
-    return meter__add_sat(c, meter__token_cost(st->output, pr->output));
+    const struct meter__model *mod = st->model;
+    const struct oai_usage *u = &st->u;
+    const struct meter__prices *normal = meter__prices_for(mod, u->input);
+    bool longin = normal != &mod->base;
+    int64_t c;
+
+    if (strcmp(u->tier, "flex") == 0 && mod->has_flex && !longin)
+        c = tokens_cost(u, &mod->flex);
+    else if (strcmp(u->tier, "priority") == 0 && mod->has_priority)
+        c = max64(tokens_cost(u, &mod->priority), tokens_cost(u, normal));
+    else if (u->tier[0] && strcmp(u->tier, "priority") != 0)
+        c = tokens_cost(u, normal); /* default, scale, or flex without a flex price */
+    else if (st->allow_priority && mod->has_priority)
+        c = max64(tokens_cost(u, &mod->priority), tokens_cost(u, normal));
+    else
+        c = tokens_cost(u, normal);
+    c = residency(st, c);
+    int64_t searches = max64(u->searches, st->stream_searches);
+    c = meter__add_sat(c, meter__mul_sat(searches, search_fee(st)));
+    return meter__add_sat(c, meter__mul_sat(u->files, st->cfg->file_search_per_call));
 }
 
 /* True when data has a member "usage" whose value is an object (the final
@@ -109,23 +293,38 @@ static bool is_terminal(const char *type)
 static void oai_event(struct kb_meter *m, const char *event, const char *data, size_t len)
 {
     struct oai_state *st = m->state;
-    json_t *root = NULL, *u = NULL;
+    json_t *root = NULL;
 
     if (st->kind == KIND_RESPONSES) {
+        /* A web search starts: billed even if the stream is cut later. */
+        if (memmem(data, len, "response.web_search_call.in_progress", 36)) {
+            root = json_loadb(data, len, 0, NULL);
+            const char *t = json_string_value(json_object_get(root, "type"));
+            if (t && strcmp(t, "response.web_search_call.in_progress") == 0)
+                st->stream_searches++;
+            json_decref(root);
+            return;
+        }
         /* Only the terminal event carries usage; skip parsing the deltas. */
         if (event[0] ? !is_terminal(event) : !memmem(data, len, "\"response.", 10))
             return;
         root = json_loadb(data, len, 0, NULL);
         json_t *type = json_object_get(root, "type");
         if (json_is_string(type) && is_terminal(json_string_value(type)))
-            u = json_object_get(json_object_get(root, "response"), "usage");
+            answer_read(st->kind, json_object_get(root, "response"), &st->u);
     } else {
-        if (!has_usage_object(data, len)) /* also skips "[DONE]" */
+        /* Every chunk names the service tier; the last one the usage. */
+        if (!has_usage_object(data, len)) { /* also skips "[DONE]" */
+            if (!st->u.tier[0] && memmem(data, len, "\"service_tier\"", 14)) {
+                root = json_loadb(data, len, 0, NULL);
+                tier_read(root, &st->u);
+                json_decref(root);
+            }
             return;
+        }
         root = json_loadb(data, len, 0, NULL);
-        u = json_object_get(root, "usage");
+        answer_read(st->kind, root, &st->u);
     }
-    usage_read(st->kind, u, st);
     json_decref(root);
 }
 
@@ -134,12 +333,15 @@ static int64_t oai_settle(struct kb_meter *m, bool complete)
     struct oai_state *st = m->state;
 
     (void)complete; /* usage seen is the real figure; unseen is the reservation */
-    if (!st->usage_seen && !m->sse && !m->body_over && m->body.data) {
+    if (!st->u.seen && !m->sse && !m->body_over && m->body.data) {
         json_t *root = json_loadb(m->body.data, m->body.len, 0, NULL);
-        usage_read(st->kind, json_object_get(root, "usage"), st);
+        answer_read(st->kind, root, &st->u);
         json_decref(root);
     }
-    return st->usage_seen ? usage_cost(st) : m->reserve;
+    /* A tier the pricing has no price for is an unknown cost. */
+    if (!st->u.seen || (strcmp(st->u.tier, "priority") == 0 && !st->model->has_priority))
+        return m->reserve;
+    return usage_cost(st);
 }
 
 static const struct meter__ops oai_ops = {oai_event, oai_settle, free};
@@ -266,31 +468,118 @@ static void inject_include_usage(const char *body, size_t len, json_t *root, cha
 
 /* ---- begin ---- */
 
-static bool kind_of(const struct kb_meter_req *req, enum kind *k)
+/* Nesting searched for inputs the body does not hold; deeper is assumed to
+ * hold one. */
+#define SCAN_DEPTH 64
+
+static bool is_inline(json_t *v)
 {
-    static const struct {
-        const char *path;
-        enum kind kind;
-    } eps[] = {
-        {"/v1/chat/completions", KIND_CHAT},
-        {"/v1/responses", KIND_RESPONSES},
-        {"/v1/completions", KIND_COMPLETIONS},
-        {"/v1/embeddings", KIND_EMBEDDINGS},
-    };
-    for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++) {
-        if (strlen(eps[i].path) == req->path_len &&
-            memcmp(req->path, eps[i].path, req->path_len) == 0) {
-            *k = eps[i].kind;
+    const char *s = json_string_value(v);
+    return s && strncmp(s, "data:", 5) == 0;
+}
+
+/* True when v refers to input the body does not carry: a file id, a file
+ * or image URL, a stored response, item, audio answer, conversation or
+ * prompt. Their tokens are bounded by the context window, not by the
+ * body's bytes. */
+static bool external_input(json_t *v, int depth)
+{
+    const char *k;
+    json_t *x;
+    size_t i;
+
+    if (depth > SCAN_DEPTH)
+        return true;
+    if (json_is_object(v)) {
+        /* An item_reference stands for a stored item's tokens. */
+        const char *t = json_string_value(json_object_get(v, "type"));
+        if (t && strcmp(t, "item_reference") == 0)
             return true;
+        json_object_foreach(v, k, x)
+        {
+            if (json_is_null(x))
+                continue;
+            /* An earlier audio answer referred to by id. */
+            if (strcmp(k, "audio") == 0 && json_is_object(x) && json_object_get(x, "id"))
+                return true;
+            if (strcmp(k, "file_id") == 0 || strcmp(k, "file_url") == 0 ||
+                strcmp(k, "previous_response_id") == 0 || strcmp(k, "conversation") == 0 ||
+                strcmp(k, "vector_store_ids") == 0 || strcmp(k, "server_url") == 0)
+                return true;
+            if (strcmp(k, "image_url") == 0 &&
+                !(is_inline(x) || (json_is_object(x) && is_inline(json_object_get(x, "url")))))
+                return true;
+            if (external_input(x, depth + 1))
+                return true;
         }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, x) if (external_input(x, depth + 1)) return true;
     }
     return false;
 }
 
-/* The most output tokens the request can produce: its cap (the largest of
- * the cap fields it sets, else the model's), times the choices. */
+/* Tool types the client runs itself: their results come back in a later
+ * request, whose body bounds them. */
+static bool client_tool(const char *t)
+{
+    static const char *const client[] = {"function", "custom",      "computer_use_preview",
+                                         "computer_use", "local_shell", "shell",
+                                         "apply_patch",  NULL};
+    for (size_t i = 0; client[i]; i++)
+        if (strcmp(t, client[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Reads "tools": *server true when a tool runs at the vendor and feeds
+ * results back to the model; *fee the dearest fee per such call.
+ * Refuses tools whose cost the meter cannot bound (KB_E_INVALID). */
+static enum kb_err tools_scan(json_t *root, const struct oai_state *st, bool *server,
+                              int64_t *fee, char **errmsg)
+{
+    json_t *tools = json_object_get(root, "tools"), *t;
+    size_t i;
+
+    *server = false;
+    *fee = 0;
+    if (!tools || json_is_null(tools))
+        return KB_OK;
+    if (!json_is_array(tools)) {
+        kb_set_errmsg(errmsg, "\"tools\" must be an array");
+        return KB_E_INVALID;
+    }
+    json_array_foreach(tools, i, t)
+    {
+        const char *type = json_string_value(json_object_get(t, "type"));
+        if (!type) {
+            kb_set_errmsg(errmsg, "tools[%zu] has no \"type\"", i);
+            return KB_E_INVALID;
+        }
+        if (client_tool(type))
+            continue;
+        if (strncmp(type, "web_search", 10) == 0) {
+            *fee = max64(*fee, search_fee(st));
+        } else if (strcmp(type, "file_search") == 0) {
+            *fee = max64(*fee, st->cfg->file_search_per_call);
+        } else if (strcmp(type, "mcp") != 0) {
+            /* code_interpreter (containers), image_generation (image
+             * tokens) and tools this meter does not know. */
+            kb_set_errmsg(errmsg,
+                          "tool \"%.40s\" has a cost this meter cannot bound; remove it or use a "
+                          "fixed-cost route",
+                          type);
+            return KB_E_INVALID;
+        }
+        *server = true;
+    }
+    return KB_OK;
+}
+
+/* The most output tokens one model call can produce: the request's cap
+ * (the largest of the cap fields it sets, else the model's), times the
+ * choices. *capped says the request set a cap. */
 static enum kb_err output_bound(enum kind kind, json_t *root, const struct meter__model *mod,
-                                int64_t *out, char **errmsg)
+                                int64_t *out, bool *capped, char **errmsg)
 {
     static const char *const caps_chat[] = {"max_tokens", "max_completion_tokens", NULL};
     static const char *const caps_resp[] = {"max_output_tokens", NULL};
@@ -302,6 +591,7 @@ static enum kb_err output_bound(enum kind kind, json_t *root, const struct meter
     int64_t cap = -1, v = 0, choices = 1;
     bool present;
 
+    *capped = false;
     if (kind == KIND_EMBEDDINGS) {
         *out = 0;
         return KB_OK;
@@ -312,6 +602,7 @@ static enum kb_err output_bound(enum kind kind, json_t *root, const struct meter
         if (present && v > cap)
             cap = v;
     }
+    *capped = cap >= 0;
     if (cap < 0)
         cap = mod->max_output;
     /* n choices are each up to the cap; best_of generates (and bills)
@@ -332,47 +623,150 @@ static enum kb_err output_bound(enum kind kind, json_t *root, const struct meter
     return KB_OK;
 }
 
-enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *req, bool *metered,
+/* Which tiers the request can be billed at. Refuses an explicit priority
+ * for a model without a priority price. */
+static enum kb_err tier_of(json_t *root, const struct meter__model *mod, bool *allow_priority,
+                           char **errmsg)
+{
+    json_t *t = json_object_get(root, "service_tier");
+
+    /* auto and default run at whatever the project is set to, which may
+     * be priority; flex may be refused capacity and served otherwise. */
+    *allow_priority = mod->has_priority;
+    if (!t || json_is_null(t))
+        return KB_OK;
+    if (!json_is_string(t)) {
+        kb_set_errmsg(errmsg, "\"service_tier\" must be a string");
+        return KB_E_INVALID;
+    }
+    if (strcmp(json_string_value(t), "priority") == 0 && !mod->has_priority) {
+        kb_set_errmsg(errmsg, "model \"%.100s\" has no configured priority price", mod->name);
+        return KB_E_MODEL_NOT_PRICED;
+    }
+    return KB_OK;
+}
+
+static int64_t max_in(const struct meter__prices *p)
+{
+    return max64(max64(p->input, p->cached_input), max64(p->audio_input, p->audio_cached));
+}
+
+static int64_t max_out(const struct meter__prices *p)
+{
+    return max64(p->output, p->audio_output);
+}
+
+/* in x the dearest input price + out x the dearest output price, at the
+ * dearest tier allowed. */
+static int64_t bound_cost(const struct oai_state *st, int64_t in, int64_t out)
+{
+    const struct meter__prices *pr = meter__prices_for(st->model, in);
+    int64_t c = meter__add_sat(meter__token_cost(in, max_in(pr)),
+                               meter__token_cost(out, max_out(pr)));
+    if (st->allow_priority) {
+        const struct meter__prices *pp = &st->model->priority;
+        c = max64(c, meter__add_sat(meter__token_cost(in, max_in(pp)),
+                                    meter__token_cost(out, max_out(pp))));
+    }
+    return residency(st, c);
+}
+
+/* The reservation of a token endpoint (see the file comment). */
+static enum kb_err tokens_begin(struct kb_meter *m, const struct kb_meter_req *req, enum kind kind,
                                 char **new_body, size_t *new_len, char **errmsg)
 {
-    enum kb_err err = KB_OK;
+    enum kb_err err;
     json_t *root = NULL;
     const struct meter__model *mod;
-    enum kind kind;
-    int64_t out_tokens = 0, in_tokens;
+    struct oai_state *st = kb_calloc(1, sizeof *st);
+    int64_t out_tokens = 0, in_tokens, fee = 0, calls = 0;
+    bool capped, server = false, present = false;
     char *nb = NULL;
     size_t nbl = 0;
 
-    if (strcmp(req->method, "POST") != 0 || !kind_of(req, &kind))
-        goto out;
-    *metered = true;
+    st->kind = kind;
+    st->cfg = &m->p->openai_cfg;
     if ((err = meter__model_for(req, &m->p->openai, &root, &mod, errmsg)) != KB_OK)
         goto out;
-    if ((err = output_bound(kind, root, mod, &out_tokens, errmsg)) != KB_OK)
+    st->model = mod;
+    if ((err = output_bound(kind, root, mod, &out_tokens, &capped, errmsg)) != KB_OK ||
+        (err = tier_of(root, mod, &st->allow_priority, errmsg)) != KB_OK ||
+        (err = tools_scan(root, st, &server, &fee, errmsg)) != KB_OK)
         goto out;
+
+    in_tokens = meter__add_sat((int64_t)req->body_len, METER__INPUT_SLACK_TOKENS);
+    bool external = external_input(root, 0) ||
+                    (kind == KIND_RESPONSES && json_is_object(json_object_get(root, "prompt")));
+    if (server) {
+        /* Each tool result goes back to the model: up to max_tool_calls
+         * more model calls, each reading up to a full context. */
+        if ((err = meter__json_opt_uint(root, "max_tool_calls", &calls, &present, errmsg)) !=
+            KB_OK)
+            goto out;
+        if (!present || kind != KIND_RESPONSES) {
+            kb_set_errmsg(errmsg, "a request with server-side tools must set max_tool_calls so "
+                                  "that its cost can be bounded");
+            err = KB_E_INVALID;
+            goto out;
+        }
+    }
+    if (external || server) {
+        if (!mod->context) {
+            kb_set_errmsg(errmsg,
+                          "model \"%.100s\" has no configured context_tokens to bound input the "
+                          "body does not hold",
+                          mod->name);
+            err = KB_E_MODEL_NOT_PRICED;
+            goto out;
+        }
+        in_tokens = meter__mul_sat(mod->context, calls + 1);
+        if (!capped)
+            out_tokens = meter__mul_sat(out_tokens, calls + 1);
+    }
+
+    /* Predicted output the model rejects is billed as completion tokens
+     * beyond the cap: bounded by the prediction's bytes. */
+    json_t *pred = json_object_get(root, "prediction");
+    if (kind == KIND_CHAT && pred && !json_is_null(pred))
+        out_tokens = meter__add_sat(out_tokens, (int64_t)req->body_len);
 
     m->req_stream = json_is_true(json_object_get(root, "stream"));
     if (m->req_stream && (kind == KIND_CHAT || kind == KIND_COMPLETIONS))
         inject_include_usage(req->body, req->body_len, root, &nb, &nbl);
 
-    /* Every input token billed at the dearer of the input prices. */
-    in_tokens = meter__add_sat((int64_t)req->body_len, METER__INPUT_SLACK_TOKENS);
-    const struct meter__prices *pr = meter__prices_for(mod, in_tokens);
-    int64_t in_price = pr->input > pr->cached_input ? pr->input : pr->cached_input;
-    m->reserve = meter__add_sat(meter__token_cost(in_tokens, in_price),
-                                meter__token_cost(out_tokens, pr->output));
-
-    struct oai_state *st = kb_calloc(1, sizeof *st);
-    st->kind = kind;
-    st->model = mod;
+    m->reserve = meter__add_sat(bound_cost(st, in_tokens, out_tokens), meter__mul_sat(calls, fee));
     m->state = st;
+    st = NULL;
     m->ops = &oai_ops;
     m->body_cap = METER__MAX_JSON_BODY;
     *new_body = nb;
     *new_len = nbl;
     nb = NULL;
 out:
+    free(st);
     free(nb);
     json_decref(root);
     return err;
+}
+
+enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *req, bool *metered,
+                                char **new_body, size_t *new_len, char **errmsg)
+{
+    int r = meter__route_find(routes, sizeof routes / sizeof routes[0], req);
+
+    if (r < 0 || routes[r].cls == KIND_UNCLAIMED)
+        return KB_OK; /* unclaimed: a fixed cost, a read, or refused */
+    *metered = true;
+    if (routes[r].cls == KIND_FREE) {
+        m->reserve = 0;
+        m->on_success = 0;
+        return KB_OK;
+    }
+    if (routes[r].cls == KIND_IMAGES)
+        return meter__openai_image_begin(m, req, errmsg);
+    if (routes[r].cls == KIND_SPEECH)
+        return meter__openai_speech_begin(m, req, errmsg);
+    if (routes[r].cls == KIND_VIDEOS)
+        return meter__openai_video_begin(m, req, errmsg);
+    return tokens_begin(m, req, (enum kind)routes[r].cls, new_body, new_len, errmsg);
 }

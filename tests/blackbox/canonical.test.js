@@ -493,6 +493,7 @@ describe('canonical request', () => {
             id: 'chatcmpl-1', object: 'chat.completion', created: 1, model: 'gpt-4o-mini',
             choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }],
             usage: { prompt_tokens: 1000, completion_tokens: 2000, total_tokens: 3000 },
+            service_tier: 'default',
           });
           const enc = { identity: (b) => b, gzip: zlib.gzipSync, deflate: zlib.deflateSync, br: zlib.brotliCompressSync }[coding];
           const body = enc(Buffer.from(text));

@@ -66,7 +66,9 @@ describe('LLM metering through the official SDKs', () => {
     const up = await streamP;
     const body = JSON.parse(up.request.bodyText);
     assert.deepEqual(body.stream_options, { include_usage: true }, 'the proxy asked for usage in the stream');
-    const base = { id: 'chatcmpl-1', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini-2024-07-18' };
+    // Every chunk names the tier it was served at, as OpenAI's do: an answer that
+    // names none is billed at the dearest tier the request allowed (priority).
+    const base = { id: 'chatcmpl-1', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini-2024-07-18', service_tier: 'default' };
     up.send({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: 'Hel' }, finish_reason: null }] });
     up.send({ ...base, choices: [{ index: 0, delta: { content: 'lo' }, finish_reason: 'stop' }] });
     const usage = { prompt_tokens: 1200, completion_tokens: 300, total_tokens: 1500, prompt_tokens_details: { cached_tokens: 200 } };

@@ -327,8 +327,10 @@ static void test_stream_cumulative_deltas(void **state)
     (void)state;
     struct kb_pricing *p = load(pinned);
     /* Server tools: several message_delta events, each cumulative, the
-     * later ones with updated input. Final: input 900, output 120.
-     *   900 x 3 = 2700 µ$ + 120 x 15 = 1800 µ$ -> 4500 µ$ (not 40 + 120) */
+     * later ones with updated input. Final: input 900, output 120, one
+     * web search.
+     *   900 x 3 = 2700 µ$ + 120 x 15 = 1800 µ$ (not 40 + 120) + 1 search x
+     *   $0.01 = 10000 µ$ -> 14500 µ$ */
     const char *resp =
         "event: message_start\n"
         "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":500,"
@@ -340,7 +342,7 @@ static void test_stream_cumulative_deltas(void **state)
         "event: message_delta\n"
         "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":"
         "{\"input_tokens\":900,\"output_tokens\":120}}\n\n";
-    all_splits(p, req_stream, "text/event-stream", resp, 7254, 4500);
+    all_splits(p, req_stream, "text/event-stream", resp, 7254, 14500);
     meter_pricing_free(p);
 }
 

@@ -141,10 +141,11 @@ static void test_builtin_vendor_fallback(void **state)
 {
     (void)state;
     struct kb_pricing *p = load();
-    /* OpenAI image generation has no token meter: $0.04 per request. */
-    add(p, "openai", "POST /v1/images/generations", 40000);
+    /* OpenAI transcription is billed by audio minutes the request does not
+     * state, so its meter leaves it to the operator: $0.04 per request. */
+    add(p, "openai", "POST /v1/audio/transcriptions", 40000);
     add(p, "openai", "POST /v1/chat/completions", 1); /* the token meter has precedence */
-    assert_int_equal(price(p, "openai", "POST", "/v1/images/generations", 200), 40000);
+    assert_int_equal(price(p, "openai", "POST", "/v1/audio/transcriptions", 200), 40000);
 
     struct kb_meter_req req = {"openai",
                                "POST",
@@ -158,8 +159,10 @@ static void test_builtin_vendor_fallback(void **state)
     char *nb = NULL, *em = NULL;
     size_t nbl = 0;
     assert_int_equal(meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em), KB_OK);
-    /* (33 + 1024) = 1057 tokens x $2.50/M = 2642.5 -> 2643 µ$, not 1 */
-    assert_int_equal(reserve, 2643);
+    /* (33 + 1024) = 1057 tokens x $4.25/M (gpt-4o's priority input price:
+     * without service_tier the project may run at priority) = 4492.25 ->
+     * 4493 µ$, not 1 */
+    assert_int_equal(reserve, 4493);
     meter_free(m);
     meter_pricing_free(p);
 }

@@ -30,11 +30,11 @@
 static const char pinned[] =
     "{\"openai\": {\"models\": {"
     "\"gpt-4o\": {\"input_per_mtok\": \"2.50\", \"cached_input_per_mtok\": \"1.25\","
-    " \"output_per_mtok\": \"10.00\", \"max_output_tokens\": 16384},"
+    " \"output_per_mtok\": \"10.00\", \"max_output_tokens\": 16384, \"priority\": null},"
     "\"gpt-4o-mini\": {\"input_per_mtok\": \"0.15\", \"cached_input_per_mtok\": \"0.075\","
-    " \"output_per_mtok\": \"0.60\", \"max_output_tokens\": 16384},"
+    " \"output_per_mtok\": \"0.60\", \"max_output_tokens\": 16384, \"priority\": null},"
     "\"o3\": {\"input_per_mtok\": \"2.00\", \"cached_input_per_mtok\": \"0.50\","
-    " \"output_per_mtok\": \"8.00\", \"max_output_tokens\": 100000},"
+    " \"output_per_mtok\": \"8.00\", \"max_output_tokens\": 100000, \"priority\": null},"
     "\"text-embedding-3-small\": {\"input_per_mtok\": \"0.02\", \"output_per_mtok\": \"0\"},"
     "\"gpt-3.5-turbo-instruct\": {\"input_per_mtok\": \"1.50\", \"output_per_mtok\": \"2.00\","
     " \"max_output_tokens\": 4096}"
@@ -656,15 +656,18 @@ static void test_stream_answered_with_json_error(void **state)
 static void test_embedded_prices(void **state)
 {
     (void)state;
-    /* The shipped list: gpt-4o at $2.50/M in, $10/M out. */
+    /* The shipped list: gpt-4o at $2.50/M in, $10/M out, priority $4.25/M
+     * in, $17/M out; no service_tier: the project may run at priority, so
+     * the reservation is at the priority prices. */
     struct kb_pricing *p = load(NULL);
     struct kb_meter *m = NULL;
     int64_t reserve = -1;
     const char *b = "{\"model\":\"gpt-4o\",\"max_tokens\":100,\"messages\":[{}]}";
     assert_int_equal(strlen(b), 51);
     assert_int_equal(begin(p, "/v1/chat/completions", b, &m, &reserve, NULL), KB_OK);
-    /* 51 bytes: (51 + 1024) = 1075 x 2.5 = 2687.5 -> 2688 + 1000 = 3688 µ$ */
-    assert_int_equal(reserve, 3688);
+    /* 51 bytes: (51 + 1024) = 1075 x 4.25 = 4568.75 -> 4569 + 100 x 17 =
+     * 1700 -> 6269 µ$ */
+    assert_int_equal(reserve, 6269);
     meter_free(m);
     meter_pricing_free(p);
 }

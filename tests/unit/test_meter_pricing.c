@@ -57,18 +57,20 @@ static void test_embedded(void **state)
     (void)state;
     struct kb_pricing *p = NULL;
     assert_int_equal(try_load(NULL, &p), KB_OK);
-    assert_string_equal(p->version, "2026-11-01");
+    assert_string_equal(p->version, "2026-12-03");
     /* Spot checks of the shipped list, in µ$ per million tokens. */
     const struct meter__model *m = meter__model_find(&p->openai, "gpt-4o");
     assert_non_null(m);
     assert_int_equal(m->base.input, 2500000);
     assert_int_equal(m->base.cached_input, 1250000);
     assert_int_equal(m->base.output, 10000000);
-    /* An older snapshot with its own (higher) price wins over the prefix. */
+    /* An older snapshot with its own (higher) price wins over the pattern
+     * "gpt-4o-YYYY-MM-DD" that the gpt-4o entry lists. */
     assert_int_equal(meter__model_find(&p->openai, "gpt-4o-2024-05-13")->base.input, 5000000);
+    assert_string_equal(meter__model_find(&p->openai, "gpt-4o-2024-08-06")->name, "gpt-4o");
     m = meter__model_find(&p->anthropic, "claude-sonnet-4-20250514");
     assert_non_null(m);
-    assert_string_equal(m->name, "claude-sonnet-4");
+    assert_string_equal(m->name, "claude-sonnet-4-0");
     assert_int_equal(m->base.cache_write, 3750000);
     assert_int_equal(m->long_threshold, 200000);
     assert_string_equal(meter__model_find(&p->anthropic, "claude-sonnet-4-5-20250929")->name,
@@ -127,7 +129,7 @@ static void test_override_merge(void **state)
     assert_int_equal(m->base.cached_input, 2000000);
     assert_int_equal(m->base.output, 4500000);
     /* Anthropic untouched */
-    assert_int_equal(meter__model_find(&p->anthropic, "claude-opus-4")->base.input, 15000000);
+    assert_int_equal(meter__model_find(&p->anthropic, "claude-opus-4-0")->base.input, 15000000);
     /* Stripe: rates added (code case-folded), exponents kept */
     assert_int_equal(currency(p, "eur")->rate, 1100000);
     assert_int_equal(currency(p, "eur")->exponent, 2);
@@ -136,6 +138,126 @@ static void test_override_merge(void **state)
     /* Twilio: +44 added next to +1 and default */
     assert_int_equal(p->twilio.nsms, 2);
     assert_int_equal(p->twilio.sms_default, 200000);
+    meter_pricing_free(p);
+}
+
+
+/* The models of issue #13, each at its price page figure (µ$ per million
+ * tokens), and the ids that must not borrow an older sibling's price. */
+static void test_current_models(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = NULL;
+    assert_int_equal(try_load(NULL, &p), KB_OK);
+    static const struct {
+        bool anthropic;
+        const char *id;
+        const char *entry;
+        int64_t input, output;
+    } cases[] = {
+        {false, "gpt-5.5", "gpt-5.5", 5000000, 30000000},
+        {false, "gpt-5.5-2026-04-23", "gpt-5.5", 5000000, 30000000},
+        {false, "gpt-5.5-pro", "gpt-5.5-pro", 30000000, 180000000},
+        {false, "gpt-5.4", "gpt-5.4", 2500000, 15000000},
+        {false, "gpt-5.4-mini", "gpt-5.4-mini", 750000, 4500000},
+        {false, "gpt-5.4-nano", "gpt-5.4-nano", 200000, 1250000},
+        {false, "gpt-5.4-pro", "gpt-5.4-pro", 30000000, 180000000},
+        {false, "o4-mini-deep-research", "o4-mini-deep-research", 2000000, 8000000},
+        {false, "o4-mini-2025-04-16", "o4-mini", 1100000, 4400000},
+        {true, "claude-opus-4-6", "claude-opus-4-6", 5000000, 25000000},
+        {true, "claude-opus-5", "claude-opus-5", 5000000, 25000000},
+        {true, "claude-opus-5-20260723", "claude-opus-5", 5000000, 25000000},
+        {true, "claude-opus-5-5", "claude-opus-5-5", 4000000, 20000000},
+        {true, "claude-sonnet-5", "claude-sonnet-5", 2000000, 10000000},
+        {true, "claude-sonnet-5-5", "claude-sonnet-5-5", 2000000, 10000000},
+        {true, "claude-haiku-5-5", "claude-haiku-5-5", 100000, 500000},
+        {true, "claude-haiku-4-5-20251001", "claude-haiku-4-5", 1000000, 5000000},
+        {true, "claude-opus-4-20250514", "claude-opus-4-0", 15000000, 75000000},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct meter__model *m =
+            meter__model_find(cases[i].anthropic ? &p->anthropic : &p->openai, cases[i].id);
+        if (!m || strcmp(m->name, cases[i].entry) != 0)
+            print_message("case %zu: %s\n", i, cases[i].id);
+        assert_non_null(m);
+        assert_string_equal(m->name, cases[i].entry);
+        assert_int_equal(m->base.input, cases[i].input);
+        assert_int_equal(m->base.output, cases[i].output);
+    }
+    /* Near misses: a prefix is not a snapshot. */
+    static const char *const openai_unpriced[] = {
+        "gpt-5.5-preview", "gpt-5.4-mini-fast", "gpt-4o-2024-8-06", "gpt-4o-20240806",
+        "gpt-5.5-2026-04-23x", "o4-mini-deep", "gpt-6", "ft:gpt-4o-mini-2024-07-18:acme::1"};
+    for (size_t i = 0; i < sizeof openai_unpriced / sizeof openai_unpriced[0]; i++)
+        assert_null(meter__model_find(&p->openai, openai_unpriced[i]));
+    static const char *const anthropic_unpriced[] = {
+        "claude-opus-4", "claude-opus-4-9", "claude-opus-5-6", "claude-sonnet-5-5-2026",
+        "claude-haiku-5", "claude-opus-4-6-fast", "claude-3-5-sonnet-2024102"};
+    for (size_t i = 0; i < sizeof anthropic_unpriced / sizeof anthropic_unpriced[0]; i++)
+        assert_null(meter__model_find(&p->anthropic, anthropic_unpriced[i]));
+    /* Multipliers and tiers. */
+    const struct meter__model *m = meter__model_find(&p->openai, "gpt-5.5");
+    assert_true(m->has_priority);
+    assert_int_equal(m->priority.input, 12500000);
+    assert_int_equal(m->priority.cached_input, 1250000);
+    assert_int_equal(m->priority.output, 75000000);
+    assert_true(m->has_flex);
+    assert_int_equal(m->flex.input, 2500000);
+    assert_int_equal(m->flex.output, 15000000);
+    assert_int_equal(m->context, 1050000);
+    m = meter__model_find(&p->openai, "gpt-audio");
+    assert_int_equal(m->base.audio_input, 32000000);
+    assert_int_equal(m->base.audio_output, 64000000);
+    assert_int_equal(m->base.audio_cached, 32000000); /* unlisted: never cheaper */
+    assert_int_equal(meter__model_find(&p->anthropic, "claude-opus-4-6")->fast_multiplier,
+                     6000000);
+    assert_int_equal(meter__model_find(&p->anthropic, "claude-opus-5")->fast_multiplier,
+                     2000000);
+    assert_int_equal(meter__model_find(&p->anthropic, "claude-sonnet-5")->fast_multiplier, 0);
+    m = meter__model_find(&p->anthropic, "claude-haiku-5-5");
+    assert_int_equal(m->long_threshold, 100000);
+    assert_int_equal(m->longctx.input, 500000);
+    assert_int_equal(m->longctx.cache_read, 50000);
+    /* Fees. */
+    assert_int_equal(p->openai_cfg.web_search_per_call, 25000);
+    assert_int_equal(meter__model_find(&p->openai, "gpt-5.5")->web_search_per_call, 10000);
+    assert_int_equal(meter__model_find(&p->openai, "gpt-4.1")->web_search_per_call, -1);
+    assert_int_equal(p->anthropic_cfg.web_search_per_call, 10000);
+    assert_int_equal(p->anthropic_cfg.geo_multiplier, 1100000);
+    assert_int_equal(p->anthropic_cfg.batch_percent, 50);
+    /* Every shipped entry is bounded: an output cap and a context window. */
+    for (size_t i = 0; i < p->openai.n; i++)
+        if (p->openai.v[i].base.output > 0)
+            assert_true(p->openai.v[i].context > 0);
+    for (size_t i = 0; i < p->anthropic.n; i++)
+        assert_true(p->anthropic.v[i].context > 0 && p->anthropic.v[i].max_output > 0);
+    /* The shipped file has no catch-all entry. */
+    assert_null(p->openai.fallback);
+    assert_null(p->anthropic.fallback);
+    meter_pricing_free(p);
+}
+
+static void test_snapshot_patterns(void **state)
+{
+    (void)state;
+    assert_true(meter__snapshot_match("gpt-4o-YYYY-MM-DD", "gpt-4o-2024-08-06"));
+    assert_false(meter__snapshot_match("gpt-4o-YYYY-MM-DD", "gpt-4o-2024-08-0"));
+    assert_false(meter__snapshot_match("gpt-4o-YYYY-MM-DD", "gpt-4o-2024-08-066"));
+    assert_false(meter__snapshot_match("gpt-4o-YYYY-MM-DD", "gpt-4o-mini-2024-08-06"));
+    assert_false(meter__snapshot_match("gpt-4o-YYYY-MM-DD", "gpt-4o-2024-0a-06"));
+    assert_true(meter__snapshot_match("claude-opus-4-YYYYMMDD", "claude-opus-4-20250514"));
+    assert_false(meter__snapshot_match("claude-opus-4-YYYYMMDD", "claude-opus-4-6"));
+    assert_true(meter__snapshot_match("claude-3-7-sonnet-latest", "claude-3-7-sonnet-latest"));
+    assert_false(meter__snapshot_match("claude-3-7-sonnet-latest", "claude-3-7-sonnet-lates"));
+    assert_false(meter__snapshot_match("", "x"));
+
+    /* An operator lists a snapshot of their own; a pattern in an override. */
+    struct kb_pricing *p = NULL;
+    assert_int_equal(try_load("{\"openai\":{\"models\":{\"gpt-5.5\":{\"snapshots\":"
+                              "[\"gpt-5.5-YYYY-MM-DD\",\"gpt-5.5-acme\"]}}}}",
+                              &p),
+                     KB_OK);
+    assert_string_equal(meter__model_find(&p->openai, "gpt-5.5-acme")->name, "gpt-5.5");
     meter_pricing_free(p);
 }
 
@@ -180,6 +302,19 @@ static void test_refused_files(void **state)
         {"{\"twilio\":{\"unknown_body_segments\":0}}", "zero unknown segments"},
         {"{\"twilio\":{\"call_estimate\":null}}", "required price removed"},
         {"{\"openai\":null}", "whole vendor removed"},
+        {"{\"openai\":{\"models\":{\"gpt-4o\":{\"snapshots\":\"gpt-4o-YYYY-MM-DD\"}}}}",
+         "snapshots not an array"},
+        {"{\"openai\":{\"models\":{\"gpt-4o\":{\"snapshots\":[\"\"]}}}}", "empty snapshot"},
+        {"{\"openai\":{\"models\":{\"gpt-4o\":{\"priority\":{\"input_per_mtoks\":\"1\"}}}}}",
+         "typo in a priority block"},
+        {"{\"openai\":{\"models\":{\"gpt-4o\":{\"fast_multiplier\":\"2\"}}}}",
+         "fast mode is Anthropic's"},
+        {"{\"anthropic\":{\"models\":{\"claude-opus-5\":{\"fast_multiplier\":\"1000\"}}}}",
+         "multiplier out of range"},
+        {"{\"openai\":{\"web_search_per_call\":null}}", "tool fee removed"},
+        {"{\"anthropic\":{\"batch_percent\":0}}", "zero batch percent"},
+        {"{\"anthropic\":{\"inference_geo_multiplier\":\"0.5\"}}", "geo discount"},
+        {"{\"openai\":{\"models\":{\"gpt-4o\":{\"context_tokens\":0}}}}", "zero context"},
         {"{\"version\":\"2026-01-01\",\"version\":\"2026-02-01\"}", "duplicate key"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -353,6 +488,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embedded),      cmocka_unit_test(test_override_merge),
+        cmocka_unit_test(test_current_models),
+        cmocka_unit_test(test_snapshot_patterns),
         cmocka_unit_test(test_refused_files), cmocka_unit_test(test_arithmetic),
         cmocka_unit_test(test_sse_splitter),  cmocka_unit_test(test_sse_overlong_event),
         cmocka_unit_test(test_form),

@@ -36,7 +36,7 @@
 static const char pinned[] =
     "{\"openai\": {\"models\": {"
     "\"gpt-4o\": {\"input_per_mtok\": \"2.50\", \"cached_input_per_mtok\": \"1.25\","
-    " \"output_per_mtok\": \"10.00\", \"max_output_tokens\": 16384}}},"
+    " \"output_per_mtok\": \"10.00\", \"max_output_tokens\": 16384, \"priority\": null}}},"
     "\"anthropic\": {\"models\": {"
     "\"claude-sonnet-4\": {\"input_per_mtok\": \"3.00\", \"output_per_mtok\": \"15.00\","
     " \"cache_write_per_mtok\": \"3.75\", \"cache_write_1h_per_mtok\": \"6.00\","
