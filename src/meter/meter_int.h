@@ -138,6 +138,8 @@ struct kb_meter {
     bool body_over;               /* the response outgrew body_cap */
     bool blind;                   /* the response cannot be read (encoding): settle
                                      charges what an unread metered answer costs */
+    bool charge_on_5xx;           /* money-moving: a 5xx may have moved money, so it
+                                     settles at the reservation, not at 0 */
     struct kb_buf body;           /* the buffered response */
     struct meter__sse sse_state;  /* used when sse */
 };

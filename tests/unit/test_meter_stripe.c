@@ -3,7 +3,11 @@
  * forwards them (JSON already transcoded, brackets percent-encoded as the
  * Stripe SDKs send them): USD and converted amounts with zero- and
  * three-decimal currencies, refused currencies, checkout line items,
- * unknown amounts settled from the response, the zero-cost routes.
+ * unknown amounts settled from the response, the zero-cost routes; the cost
+ * class of every write endpoint, the per-key object ledger (confirm,
+ * capture, overcapture, increments, invoices) with a fake ledger standing
+ * in for the store, Idempotency-Key replays, ambiguous forms, checkout
+ * shipping, API v2 money movement and the 5xx flag.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +24,7 @@
 
 #include "core/alloc.h"
 #include "meter/meter.h"
+#include "meter/meter_int.h"
 
 /* Rates as an operator would configure them (USD per unit). */
 static const char rates[] = "{\"stripe\": {"
@@ -329,11 +334,17 @@ static void test_zero_cost_routes(void **state)
         {"GET", "/v1/charges", ""},
         {"GET", "/v1/payment_intents/pi_1", ""},
         {"POST", "/v1/refunds", "charge=ch_1&amount=1000"},
-        /* the create reserved it; confirming does not move more money */
-        {"POST", "/v1/payment_intents/pi_1/confirm", "payment_method=pm_card_visa"},
-        {"POST", "/v1/payment_intents/pi_1/capture", "amount_to_capture=500"},
-        /* an update without amount */
+        /* an update without amount or currency */
         {"POST", "/v1/payment_intents/pi_1", "metadata%5Bk%5D=v"},
+        {"POST", "/v1/payment_intents/pi_1/cancel", "cancellation_reason=duplicate"},
+        {"POST", "/v1/customers", "email=a%40example.com"},
+        {"POST", "/v1/setup_intents/seti_1/confirm", "payment_method=pm_card_visa"},
+        {"POST", "/v1/invoices/in_1/pay", "paid_out_of_band=true"},
+        {"POST", "/v1/checkout/sessions/cs_1/expire", ""},
+        {"POST", "/v1/subscriptions/sub_1", "metadata%5Bk%5D=v&cancel_at_period_end=true"},
+        {"POST", "/v1/payment_links/plink_1", "active=false"},
+        {"POST", "/v1/test_helpers/test_clocks/clock_1/advance", "frozen_time=1700000000"},
+        {"POST", "/v2/money_management/outbound_payments/obp_1/cancel", ""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(begin(p, cases[i].method, cases[i].path, cases[i].body, &m, &reserve),
@@ -351,11 +362,12 @@ static void test_update_with_amount_but_no_currency(void **state)
     struct kb_meter *m = NULL;
     int64_t reserve = -1;
 
-    /* The PaymentIntent's currency is not in the update: reserve the
-     * unknown-amount $100.00, settle from the reply: 7500 cents = $75. */
+    /* The PaymentIntent's currency is not in the update: 7500 minor units
+     * of the dearest accepted currency (USD only: $75.00) are reserved, and
+     * the reply's amount and currency settle it: 7500 cents = $75. */
     assert_int_equal(begin(p, "POST", "/v1/payment_intents/pi_1", "amount=7500", &m, &reserve),
                      KB_OK);
-    assert_int_equal(reserve, 100000000);
+    assert_int_equal(reserve, 75000000);
     assert_int_equal(finish(m, 200, "{\"id\":\"pi_1\",\"amount\":7500,\"currency\":\"usd\"}", true),
                      75000000);
     meter_pricing_free(p);
@@ -371,7 +383,7 @@ static void test_malformed_bodies(void **state)
     /* Two different amounts: which one Stripe reads is not ours to guess. */
     assert_int_equal(
         begin(p, "POST", "/v1/payment_intents", "amount=1&currency=usd&amount=9999", &m, &reserve),
-        KB_E_INVALID);
+        KB_E_AMBIGUOUS_REQUEST);
     assert_int_equal(
         begin(p, "POST", "/v1/payment_intents", "amount=1e3&currency=usd", &m, &reserve),
         KB_E_INVALID);
@@ -392,6 +404,548 @@ static void test_malformed_bodies(void **state)
     meter_pricing_free(p);
 }
 
+/* ---- the object ledger, with a fake ledger standing in for the store ---- */
+
+struct fake_entry {
+    char id[128];
+    int64_t micros;
+};
+
+/* One vault key's ledger, as the proxy's writer keeps it in the store. */
+struct fake_ledger {
+    struct fake_entry v[16];
+    size_t n;
+};
+
+static int64_t fake_get(const struct fake_ledger *l, const char *id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i].id, id) == 0)
+            return l->v[i].micros;
+    return -1;
+}
+
+static void fake_set(struct fake_ledger *l, const char *id, int64_t micros)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i].id, id) == 0) {
+            if (micros > l->v[i].micros) /* store_object_charge_set never lowers */
+                l->v[i].micros = micros;
+            return;
+        }
+    assert_true(l->n < 16);
+    snprintf(l->v[l->n].id, sizeof l->v[l->n].id, "%s", id);
+    l->v[l->n++].micros = micros;
+}
+
+struct exchange {
+    const char *path, *body;      /* POST */
+    const char *idem, *account;   /* headers, may be NULL */
+    int status;                   /* the answer */
+    const char *answer;           /* its JSON */
+    int64_t reserve;              /* expected reservation after the ledger */
+    int64_t cost;                 /* expected incremental cost */
+};
+
+/* Runs one exchange the way the proxy will: begin, ledger lookup inside
+ * admission, answer, settle, ledger update. */
+static void run(struct kb_pricing *p, struct fake_ledger *l, const struct exchange *x)
+{
+    struct kb_hdr h[2];
+    size_t nh = 0;
+    if (x->idem)
+        h[nh++] = (struct kb_hdr){"Idempotency-Key", x->idem};
+    if (x->account)
+        h[nh++] = (struct kb_hdr){"Stripe-Account", x->account};
+    struct kb_meter_req req = {.vendor = "stripe",
+                               .method = "POST",
+                               .path = x->path,
+                               .path_len = strlen(x->path),
+                               .content_type = "application/x-www-form-urlencoded",
+                               .body = x->body,
+                               .body_len = strlen(x->body),
+                               .headers = h,
+                               .nheaders = nh};
+    struct kb_meter *m = NULL;
+    char *nb = NULL, *em = NULL;
+    size_t nbl = 0;
+    int64_t reserve = -1, max_age = -1, total = -1;
+
+    assert_int_equal(meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em), KB_OK);
+    const char *obj = meter_ledger_object(m, &max_age);
+    if (obj)
+        reserve = meter_ledger_reserve(m, fake_get(l, obj));
+    if (reserve != x->reserve)
+        print_message("%s: reserve %lld\n", x->path, (long long)reserve);
+    assert_int_equal(reserve, x->reserve);
+    meter_response_status(m, x->status, "application/json");
+    meter_response_data(m, x->answer, strlen(x->answer));
+    int64_t cost = meter_settle(m, true);
+    if (cost != x->cost)
+        print_message("%s: cost %lld\n", x->path, (long long)cost);
+    assert_int_equal(cost, x->cost);
+    const char *id;
+    for (size_t i = 0; (id = meter_ledger_entry(m, i, &total)) != NULL; i++)
+        fake_set(l, id, total);
+    meter_free(m);
+}
+
+static void test_ledger_create_confirm_capture(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL); /* unknown_amount_reserve $100 */
+    struct fake_ledger l = {0};
+    const struct exchange xs[] = {
+        /* create $20.00: charged at once, the answer's id joins the ledger */
+        {"/v1/payment_intents", "amount=2000&currency=usd&capture_method=manual", NULL, NULL, 200,
+         "{\"id\":\"pi_A\",\"object\":\"payment_intent\",\"amount\":2000,\"currency\":\"usd\","
+         "\"status\":\"requires_payment_method\"}",
+         20000000, 20000000},
+        /* confirm it: the ledger holds $20, the answer's amount is $20: 0 */
+        {"/v1/payment_intents/pi_A/confirm", "payment_method=pm_card_visa", NULL, NULL, 200,
+         "{\"id\":\"pi_A\",\"amount\":2000,\"amount_capturable\":2000,\"amount_received\":0,"
+         "\"currency\":\"usd\",\"status\":\"requires_capture\"}",
+         0, 0},
+        /* overcapture $25.00 of the $20.00: the $5.00 difference */
+        {"/v1/payment_intents/pi_A/capture", "amount_to_capture=2500", NULL, NULL, 200,
+         "{\"id\":\"pi_A\",\"amount\":2000,\"amount_received\":2500,\"currency\":\"usd\","
+         "\"status\":\"succeeded\"}",
+         5000000, 5000000},
+        /* capturing again cannot move more: 0 */
+        {"/v1/payment_intents/pi_A/capture", "", NULL, NULL, 200,
+         "{\"id\":\"pi_A\",\"amount_received\":2500,\"currency\":\"usd\"}", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++)
+        run(p, &l, &xs[i]);
+    assert_int_equal(fake_get(&l, "pi_A"), 25000000);
+    meter_pricing_free(p);
+}
+
+static void test_ledger_foreign_objects(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct fake_ledger l = {0};
+    const struct exchange xs[] = {
+        /* confirming an intent made on the dashboard: the unknown-amount
+         * reserve, settled at the answer's amount (3000 cents = $30) */
+        {"/v1/payment_intents/pi_B/confirm", "payment_method=pm_card_visa", NULL, NULL, 200,
+         "{\"id\":\"pi_B\",\"amount\":3000,\"amount_received\":3000,\"currency\":\"usd\"}",
+         100000000, 30000000},
+        /* its capture now costs nothing more */
+        {"/v1/payment_intents/pi_B/capture", "", NULL, NULL, 200,
+         "{\"id\":\"pi_B\",\"amount_received\":3000,\"currency\":\"usd\"}", 0, 0},
+        /* a capture stating its amount: $15.00 reserved (USD is the only
+         * currency with a rate), the answer's amount_received settles */
+        {"/v1/payment_intents/pi_C/capture", "amount_to_capture=1500", NULL, NULL, 200,
+         "{\"id\":\"pi_C\",\"amount_received\":1500,\"currency\":\"usd\"}", 15000000, 15000000},
+        /* an answer that cannot be read settles at the reservation */
+        {"/v1/payment_intents/pi_D/capture", "amount_to_capture=1500", NULL, NULL, 200, "<html>",
+         15000000, 15000000},
+        /* a declined confirm moves nothing */
+        {"/v1/payment_intents/pi_E/confirm", "payment_method=pm_card_chargeDeclined", NULL, NULL,
+         402, "{\"error\":{\"code\":\"card_declined\"}}", 100000000, 0},
+        /* a legacy charge captured: amount_captured */
+        {"/v1/charges/ch_F/capture", "amount=700", NULL, NULL, 200,
+         "{\"id\":\"ch_F\",\"amount\":1000,\"amount_captured\":700,\"currency\":\"usd\"}",
+         7000000, 7000000},
+    };
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++)
+        run(p, &l, &xs[i]);
+    assert_int_equal(fake_get(&l, "pi_B"), 30000000);
+    assert_int_equal(fake_get(&l, "pi_E"), -1); /* nothing recorded for a 402 */
+    meter_pricing_free(p);
+}
+
+static void test_ledger_update_and_increment(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct fake_ledger l = {0};
+    const struct exchange xs[] = {
+        {"/v1/payment_intents", "amount=2000&currency=usd", NULL, NULL, 200,
+         "{\"id\":\"pi_G\",\"amount\":2000,\"currency\":\"usd\"}", 20000000, 20000000},
+        /* raised to $30.00: the $10.00 raise */
+        {"/v1/payment_intents/pi_G", "amount=3000&currency=usd", NULL, NULL, 200,
+         "{\"id\":\"pi_G\",\"amount\":3000,\"currency\":\"usd\"}", 10000000, 10000000},
+        /* lowered to $10.00: nothing (and the ledger keeps $30) */
+        {"/v1/payment_intents/pi_G", "amount=1000", NULL, NULL, 200,
+         "{\"id\":\"pi_G\",\"amount\":1000,\"currency\":\"usd\"}", 0, 0},
+        /* authorisation incremented to $45.00: $15.00 */
+        {"/v1/payment_intents/pi_G/increment_authorization", "amount=4500", NULL, NULL, 200,
+         "{\"id\":\"pi_G\",\"amount\":4500,\"currency\":\"usd\"}", 15000000, 15000000},
+    };
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++)
+        run(p, &l, &xs[i]);
+    assert_int_equal(fake_get(&l, "pi_G"), 45000000);
+    meter_pricing_free(p);
+}
+
+static void test_ledger_invoices(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct fake_ledger l = {0};
+    const struct exchange xs[] = {
+        /* an empty draft: 0, its id recorded */
+        {"/v1/invoices", "customer=cus_1&auto_advance=false", NULL, NULL, 200,
+         "{\"id\":\"in_H\",\"object\":\"invoice\",\"amount_due\":0,\"currency\":\"usd\"}", 0, 0},
+        /* an item on it: $12.50, counted for the invoice */
+        {"/v1/invoiceitems", "customer=cus_1&invoice=in_H&amount=1250&currency=usd", NULL, NULL,
+         200, "{\"id\":\"ii_1\",\"amount\":1250,\"currency\":\"usd\"}", 12500000, 12500000},
+        /* finalised with $15.00 due (a line added elsewhere): the $2.50 over
+         * the ledger; the reservation is the unknown reserve less $12.50 */
+        {"/v1/invoices/in_H/finalize", "", NULL, NULL, 200,
+         "{\"id\":\"in_H\",\"amount_due\":1500,\"currency\":\"usd\",\"status\":\"open\"}",
+         87500000, 2500000},
+        /* paying it moves what finalising already charged */
+        {"/v1/invoices/in_H/pay", "", NULL, NULL, 200,
+         "{\"id\":\"in_H\",\"amount_paid\":1500,\"currency\":\"usd\",\"status\":\"paid\"}",
+         85000000, 0},
+        /* a quote finalised: its amount_total ($99.00) */
+        {"/v1/quotes/qt_1/finalize", "", NULL, NULL, 200,
+         "{\"id\":\"qt_1\",\"amount_total\":9900,\"currency\":\"usd\"}", 100000000, 99000000},
+        {"/v1/quotes/qt_1/accept", "", NULL, NULL, 200,
+         "{\"id\":\"qt_1\",\"amount_total\":9900,\"currency\":\"usd\"}", 1000000, 0},
+    };
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++)
+        run(p, &l, &xs[i]);
+    assert_int_equal(fake_get(&l, "in_H"), 15000000);
+    meter_pricing_free(p);
+}
+
+static void test_idempotency_key(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct fake_ledger l = {0};
+    const char *body = "amount=5000&currency=usd&destination=acct_1";
+    const char *ans = "{\"id\":\"tr_1\",\"object\":\"transfer\",\"amount\":5000,\"currency\":\"usd\"}";
+    const struct exchange first = {"/v1/transfers", body, "k-123", NULL, 200, ans, 50000000,
+                                   50000000};
+    /* the replay: Stripe answers the saved result and moves nothing */
+    const struct exchange replay = {"/v1/transfers", body, "k-123", NULL, 200, ans, 0, 0};
+    /* the same key on another connected account is another request */
+    const struct exchange other_account = {"/v1/transfers", body, "k-123", "acct_9", 200, ans,
+                                           50000000, 50000000};
+    /* the same key with another body: Stripe refuses it (400), we charge
+     * it normally until then */
+    const struct exchange other_body = {"/v1/transfers",
+                                        "amount=9000&currency=usd&destination=acct_1",
+                                        "k-123",
+                                        NULL,
+                                        400,
+                                        "{\"error\":{\"type\":\"idempotency_error\"}}",
+                                        90000000,
+                                        0};
+    run(p, &l, &first);
+    run(p, &l, &replay);
+    run(p, &l, &other_account);
+    run(p, &l, &other_body);
+
+    /* the entry expires with Stripe's 24 h */
+    struct kb_meter_req req = {.vendor = "stripe",
+                               .method = "POST",
+                               .path = "/v1/transfers",
+                               .path_len = 13,
+                               .body = body,
+                               .body_len = strlen(body),
+                               .headers = (struct kb_hdr[]){{"idempotency-key", "k-123"}},
+                               .nheaders = 1};
+    struct kb_meter *m = NULL;
+    char *nb = NULL, *em = NULL;
+    size_t nbl = 0;
+    int64_t reserve, age = 0;
+    assert_int_equal(meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em), KB_OK);
+    const char *obj = meter_ledger_object(m, &age);
+    assert_non_null(obj);
+    assert_int_equal(strncmp(obj, "idem:", 5), 0);
+    assert_int_equal(age, 23 * 3600);
+    meter_free(m);
+
+    /* the header twice: which one Stripe reads is unknown */
+    req.headers = (struct kb_hdr[]){{"Idempotency-Key", "a"}, {"idempotency-key", "b"}};
+    req.nheaders = 2;
+    assert_int_equal(meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em), KB_E_AMBIGUOUS_REQUEST);
+    free(em);
+    meter_pricing_free(p);
+}
+
+/* A request that never goes through the ledger calls is charged as if the
+ * key had never seen the object (the proxy without the wiring). */
+static void test_ledger_unwired_overcounts(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+
+    assert_int_equal(begin(p, "POST", "/v1/payment_intents/pi_A/confirm", "", &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 100000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"pi_A\",\"amount\":2000,\"currency\":\"usd\"}", true),
+                     20000000);
+    /* other meters answer NULL */
+    struct kb_meter_req req = {.vendor = "generic", .method = "POST", .path = "/x", .path_len = 2};
+    char *nb = NULL, *em = NULL;
+    size_t nbl = 0;
+    int64_t age = 5;
+    assert_int_equal(meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em), KB_OK);
+    assert_null(meter_ledger_object(m, &age));
+    assert_int_equal(age, 0);
+    assert_int_equal(meter_ledger_reserve(m, 5), 0);
+    meter_response_status(m, 200, NULL);
+    assert_int_equal(meter_settle(m, true), 0);
+    int64_t total;
+    assert_null(meter_ledger_entry(m, 0, &total));
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+/* ---- cost classes ---- */
+
+static enum kb_err begin_q(struct kb_pricing *p, const char *path, const char *ctype,
+                           const char *body, const char *query, struct kb_meter **m,
+                           int64_t *reserve)
+{
+    struct kb_meter_req req = {.vendor = "stripe",
+                               .method = "POST",
+                               .path = path,
+                               .path_len = strlen(path),
+                               .content_type = ctype,
+                               .body = body,
+                               .body_len = strlen(body),
+                               .query = query,
+                               .query_len = query ? strlen(query) : 0};
+    char *nb = NULL, *em = NULL;
+    size_t nbl = 0;
+    enum kb_err err = meter_begin(p, &req, m, reserve, &nb, &nbl, &em);
+    if (err != KB_OK)
+        assert_non_null(em);
+    free(em);
+    return err;
+}
+
+static void test_unlisted_writes_refused(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+    static const struct {
+        const char *path, *body;
+    } cases[] = {
+        /* a URL anyone can pay through, any number of times */
+        {"/v1/payment_links", "line_items%5B0%5D%5Bprice%5D=price_1&line_items%5B0%5D%5Bquantity%5D=1"},
+        /* reactivating one */
+        {"/v1/payment_links/plink_1", "active=true"},
+        {"/v1/issuing/cards", "cardholder=ich_1&currency=usd&type=virtual"},
+        {"/v1/subscription_schedules", "customer=cus_1&start_date=now"},
+        {"/v1/invoices/in_1/add_lines", "lines%5B0%5D%5Bprice_data%5D%5Bunit_amount%5D=100"},
+        {"/v1/climate/orders", "metric_tons=10&product=climsku_1"},
+        {"/v1/billing/meter_events", "event_name=api&payload%5Bvalue%5D=1000"},
+        {"/v1/no_such_thing", "amount=1"},
+        {"/v2/billing/meter_events", "{}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (begin(p, "POST", cases[i].path, cases[i].body, &m, &reserve) !=
+            KB_E_ENDPOINT_NOT_METERED)
+            print_message("%s\n", cases[i].path);
+        assert_int_equal(begin(p, "POST", cases[i].path, cases[i].body, &m, &reserve),
+                         KB_E_ENDPOINT_NOT_METERED);
+    }
+    meter_pricing_free(p);
+}
+
+static void test_case_insensitive_paths_and_5xx_flag(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+
+    assert_int_equal(begin(p, "POST", "/v1/Payment_Intents", "amount=100&currency=usd", &m,
+                           &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 1000000);
+    assert_true(m->charge_on_5xx); /* money-moving: a 5xx may have moved it */
+    meter_free(m);
+    assert_int_equal(begin(p, "POST", "/V1/CUSTOMERS", "email=x", &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 0);
+    assert_false(m->charge_on_5xx); /* a free endpoint: a 5xx moved nothing */
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_ambiguous_forms(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+    static const char *const bodies[] = {
+        "amount=1&currency=usd&amount%5B%5D=9999",
+        "amount=100&currency=usd&Amount=100",
+        "amount=100&currency=usd&currency=eur",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
+        assert_int_equal(begin(p, "POST", "/v1/payment_intents", bodies[i], &m, &reserve),
+                         KB_E_AMBIGUOUS_REQUEST);
+    /* one item's index written two ways */
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions",
+                           "mode=payment&line_items[0][price_data][currency]=usd"
+                           "&line_items[0][price_data][unit_amount]=100"
+                           "&line_items[00][price_data][unit_amount]=90000",
+                           &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions",
+                           "line_items[0][price_data][currency]=usd"
+                           "&line_items[0][price_data][unit_amount]=100"
+                           "&line_items[0][quantity]=1&line_items[0][quantity]=50",
+                           &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
+    /* the query string counts with the body */
+    assert_int_equal(begin_q(p, "/v1/payment_intents", NULL, "amount=100&currency=usd",
+                             "amount=99999", &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
+    assert_int_equal(begin_q(p, "/v1/payment_intents", NULL, "currency=usd", "amount=4200", &m,
+                             &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 42000000);
+    meter_free(m);
+    /* a longer name sharing the prefix is another field */
+    assert_int_equal(begin(p, "POST", "/v1/payment_intents",
+                           "amount=100&currency=usd&amount_details%5Btip%5D%5Bamount%5D=5", &m,
+                           &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 1000000);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_checkout_shipping(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+    const char *items = "mode=payment&currency=usd"
+                        "&line_items[0][price_data][currency]=usd"
+                        "&line_items[0][price_data][product_data][name]=Mug"
+                        "&line_items[0][price_data][unit_amount]=1000&line_items[0][quantity]=2";
+    char *body = kb_asprintf(
+        "%s&shipping_options[0][shipping_rate_data][type]=fixed_amount"
+        "&shipping_options[0][shipping_rate_data][fixed_amount][amount]=500"
+        "&shipping_options[0][shipping_rate_data][fixed_amount][currency]=usd"
+        "&shipping_options[1][shipping_rate_data][fixed_amount][amount]=1500"
+        "&shipping_options[1][shipping_rate_data][fixed_amount][currency]=usd",
+        items);
+    /* 2 x $10.00 + the dearest option, $15.00 = $35.00 */
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", body, &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 35000000);
+    /* Stripe's total with the cheaper option chosen: the bound stands */
+    assert_int_equal(finish(m, 200, "{\"id\":\"cs_1\",\"amount_total\":2500,\"currency\":\"usd\"}",
+                            true),
+                     35000000);
+    /* with tax the answer's total is higher: it wins */
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", body, &m, &reserve), KB_OK);
+    assert_int_equal(finish(m, 200, "{\"id\":\"cs_1\",\"amount_total\":3710,\"currency\":\"usd\"}",
+                            true),
+                     37100000);
+    free(body);
+    /* a shipping rate by id: unknown, settled from amount_total */
+    body = kb_asprintf("%s&shipping_options[0][shipping_rate]=shr_1", items);
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", body, &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 100000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"cs_2\",\"amount_total\":2700,\"currency\":\"usd\"}",
+                            true),
+                     27000000);
+    free(body);
+    meter_pricing_free(p);
+}
+
+static void test_subscription_updates(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+
+    /* a new item with price_data: 3 x $8.00; a deleted one costs nothing */
+    assert_int_equal(begin(p, "POST", "/v1/subscriptions/sub_1",
+                           "items[0][id]=si_old&items[0][deleted]=true"
+                           "&items[1][price_data][currency]=usd&items[1][price_data][product]=prod_1"
+                           "&items[1][price_data][unit_amount]=800"
+                           "&items[1][price_data][recurring][interval]=month&items[1][quantity]=3"
+                           "&proration_behavior=always_invoice",
+                           &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 24000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"sub_1\",\"object\":\"subscription\"}", true),
+                     24000000);
+    /* a quantity change of an existing price: unknown, settled at the
+     * reservation (a subscription carries no amount) */
+    assert_int_equal(begin(p, "POST", "/v1/subscriptions/sub_1",
+                           "items[0][id]=si_1&items[0][quantity]=40", &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 100000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"sub_1\"}", true), 100000000);
+    /* resetting the billing cycle invoices every item now */
+    assert_int_equal(begin(p, "POST", "/v1/subscriptions/sub_1", "billing_cycle_anchor=now", &m,
+                           &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 100000000);
+    meter_free(m);
+    /* subscription items */
+    assert_int_equal(begin(p, "POST", "/v1/subscription_items",
+                           "subscription=sub_1&price_data[currency]=usd&price_data[product]=prod_1"
+                           "&price_data[unit_amount]=1999&price_data[recurring][interval]=month",
+                           &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 19990000);
+    meter_free(m);
+    assert_int_equal(begin(p, "POST", "/v1/subscription_items/si_1", "metadata[k]=v", &m,
+                           &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 0);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_v2_money_movement(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+
+    /* the API reference's example: 1000 cents = $10.00 */
+    assert_int_equal(begin_q(p, "/v2/money_management/outbound_payments", "application/json",
+                             "{\"from\":{\"financial_account\":\"fa_1\",\"currency\":\"usd\"},"
+                             "\"to\":{\"recipient\":\"acct_1\",\"payout_method\":\"usba_1\","
+                             "\"currency\":\"usd\"},"
+                             "\"amount\":{\"value\":1000,\"currency\":\"usd\"}}",
+                             NULL, &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 10000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"obp_1\"}", true), 10000000);
+    /* as the proxy transcodes it today */
+    assert_int_equal(begin_q(p, "/v2/money_management/outbound_transfers",
+                             "application/x-www-form-urlencoded",
+                             "from[financial_account]=fa_1&amount[value]=50&amount[currency]=usd",
+                             NULL, &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 500000);
+    meter_free(m);
+    /* without an amount: the unknown reserve, charged whole */
+    assert_int_equal(begin_q(p, "/v2/money_management/outbound_payments", "application/json",
+                             "{\"from\":{\"financial_account\":\"fa_1\"}}", NULL, &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 100000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"obp_2\"}", true), 100000000);
+    meter_pricing_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +960,18 @@ int main(void)
         cmocka_unit_test(test_zero_cost_routes),
         cmocka_unit_test(test_update_with_amount_but_no_currency),
         cmocka_unit_test(test_malformed_bodies),
+        cmocka_unit_test(test_ledger_create_confirm_capture),
+        cmocka_unit_test(test_ledger_foreign_objects),
+        cmocka_unit_test(test_ledger_update_and_increment),
+        cmocka_unit_test(test_ledger_invoices),
+        cmocka_unit_test(test_idempotency_key),
+        cmocka_unit_test(test_ledger_unwired_overcounts),
+        cmocka_unit_test(test_unlisted_writes_refused),
+        cmocka_unit_test(test_case_insensitive_paths_and_5xx_flag),
+        cmocka_unit_test(test_ambiguous_forms),
+        cmocka_unit_test(test_checkout_shipping),
+        cmocka_unit_test(test_subscription_updates),
+        cmocka_unit_test(test_v2_money_movement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
