@@ -340,14 +340,33 @@ static enum kb_err price(const struct meter__stripe_cfg *cfg, const struct kb_me
     case SR_INVOICE_CREATE:
         if ((err = stripe__sget(f, "pending_invoice_items_behavior", &v, errmsg)) != KB_OK)
             break;
-        /* A new draft is empty unless it pulls in pending items or copies
-         * another invoice; its amount_due settles it either way. */
+        /* A new draft is empty unless it pulls in pending items, copies
+         * another invoice or adds shipping; its amount_due settles it. */
         st->bound = 0;
         for (size_t i = 0; i < f->n; i++)
-            if (strncmp(f->v[i].key, "from_invoice", 12) == 0)
+            if (strncmp(f->v[i].key, "from_invoice", 12) == 0 ||
+                strncmp(f->v[i].key, "shipping_cost", 13) == 0)
                 st->bound = -1;
         if (stripe__val_is(v, "include"))
             st->bound = -1;
+        break;
+    case SR_INVOICE_UPDATE:
+        *free_req = true;
+        for (size_t i = 0; i < f->n; i++)
+            if (strncmp(f->v[i].key, "shipping_cost", 13) == 0)
+                *free_req = false; /* priced as a finalize: amount_due */
+        break;
+    case SR_CUSTOMER:
+        if ((err = stripe__sget(f, "balance", &v, errmsg)) != KB_OK)
+            break;
+        if (!v) {
+            *free_req = true; /* name, email, address, payment method, ... */
+            break;
+        }
+        /* The customer's currency is not in the request. The previous
+         * balance is unknown too, so the whole new balance counts. */
+        err = rule_amount(cfg, f, "balance", false, &st->bound, &exact, errmsg);
+        st->fixed = st->bound;
         break;
     case SR_PAYMENT_LINK_UPDATE: {
         static const char *const link_free[] = {"metadata", "active", NULL};

@@ -34,6 +34,8 @@ enum stripe__rule {
     SR_SUBITEM,           /* subscription item create/update */
     SR_INVOICE_CREATE,    /* a draft: its amount_due (pending items, from_invoice) */
     SR_INVOICE_DUE,       /* finalize/send/pay: amount_due beyond the ledger */
+    SR_INVOICE_UPDATE,    /* a draft's settings: free unless it adds shipping_cost */
+    SR_CUSTOMER,          /* customer create/update: a positive balance is owed */
     SR_QUOTE_TOTAL,       /* quote finalize/accept: amount_total beyond the ledger */
     SR_PAYMENT_LINK_UPDATE, /* free when it only deactivates or edits metadata */
     SR_V2_AMOUNT,         /* API v2: amount[value] + amount[currency] */

@@ -51,6 +51,7 @@ static bool is_total(const struct stripe__state *st)
     case SR_CAPTURE:
     case SR_INCREMENT:
     case SR_INVOICE_DUE:
+    case SR_INVOICE_UPDATE:
     case SR_QUOTE_TOTAL:
         return true;
     default:

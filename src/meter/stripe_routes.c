@@ -94,7 +94,9 @@ static const struct stripe__route routes[] = {
     {{"v1", "invoiceitems", "+"}, SR_INVOICEITEM_UPDATE, "amount", STRIPE_ADD},
     {{"v1", "invoices"}, SR_INVOICE_CREATE, "amount_due", STRIPE_RECORD_ID},
     FREE("v1", "invoices", "create_preview"),
-    FREE("v1", "invoices", "+"), /* a draft's settings; its money is charged below */
+    /* A draft's settings cost nothing, but shipping_cost adds to what an
+     * auto-advancing draft will collect without another request. */
+    {{"v1", "invoices", "+"}, SR_INVOICE_UPDATE, "amount_due", STRIPE_OBJECT},
     /* Finalising makes the hosted invoice payable by anyone with the link;
      * sending mails it; paying charges it: each costs what is due beyond
      * what this key was already charged for the invoice. */
@@ -128,8 +130,9 @@ static const struct stripe__route routes[] = {
     FREE("v1", "customer_sessions"),
 
     /* ---- catalogue and configuration: no money moves ---- */
-    FREE("v1", "customers"),
-    FREE("v1", "customers", "+"),
+    /* balance: what the customer owes, added to their next invoice. */
+    {{"v1", "customers"}, SR_CUSTOMER, NULL, 0},
+    {{"v1", "customers", "+"}, SR_CUSTOMER, NULL, 0},
     FREE("v1", "customers", "+", "sources"),
     FREE("v1", "customers", "+", "sources", "+"),
     FREE("v1", "customers", "+", "sources", "+", "verify"),

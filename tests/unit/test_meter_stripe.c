@@ -946,6 +946,42 @@ static void test_v2_money_movement(void **state)
     meter_pricing_free(p);
 }
 
+static void test_balances_and_invoice_updates(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+
+    /* a customer who owes $40.00 pays it on their next invoice */
+    assert_int_equal(begin(p, "POST", "/v1/customers/cus_1", "balance=4000", &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 40000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"cus_1\",\"balance\":4000}", true), 40000000);
+    /* a credit (negative balance) costs nothing */
+    assert_int_equal(begin(p, "POST", "/v1/customers", "email=x&balance=-4000", &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 0);
+    meter_free(m);
+    /* a draft's settings are free ... */
+    assert_int_equal(begin(p, "POST", "/v1/invoices/in_1", "auto_advance=true&description=x", &m,
+                           &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 0);
+    meter_free(m);
+    /* ... but shipping added to it is due: amount_due of the answer */
+    assert_int_equal(begin(p, "POST", "/v1/invoices/in_1",
+                           "shipping_cost[shipping_rate_data][display_name]=Post"
+                           "&shipping_cost[shipping_rate_data][fixed_amount][amount]=900"
+                           "&shipping_cost[shipping_rate_data][fixed_amount][currency]=usd",
+                           &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 100000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"in_1\",\"amount_due\":900,\"currency\":\"usd\"}",
+                            true),
+                     9000000);
+    meter_pricing_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -972,6 +1008,7 @@ int main(void)
         cmocka_unit_test(test_checkout_shipping),
         cmocka_unit_test(test_subscription_updates),
         cmocka_unit_test(test_v2_money_movement),
+        cmocka_unit_test(test_balances_and_invoice_updates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
