@@ -128,14 +128,33 @@ static enum kb_err rule_item(const struct meter__stripe_cfg *cfg, const struct m
 
 /* Top-level keys of a subscription update that move no money now (the
  * next renewal, which Keybrake never sees, is not this request's cost). */
-static const char *const sub_free_keys[] = {
-    "metadata",        "description",        "default_payment_method", "default_source",
-    "cancel_at_period_end", "cancel_at",     "cancellation_details", "pause_collection",
-    "payment_settings", "collection_method", "days_until_due",       "off_session",
-    "proration_behavior", "proration_date",  "payment_behavior",     "expand",
-    "discounts",       "coupon",             "promotion_code",       "invoice_settings",
-    "on_behalf_of",    "transfer_data",      "application_fee_percent", "trial_from_plan",
-    "items",           "add_invoice_items",  NULL};
+static const char *const sub_free_keys[] = {"metadata",
+                                            "description",
+                                            "default_payment_method",
+                                            "default_source",
+                                            "cancel_at_period_end",
+                                            "cancel_at",
+                                            "cancellation_details",
+                                            "pause_collection",
+                                            "payment_settings",
+                                            "collection_method",
+                                            "days_until_due",
+                                            "off_session",
+                                            "proration_behavior",
+                                            "proration_date",
+                                            "payment_behavior",
+                                            "expand",
+                                            "discounts",
+                                            "coupon",
+                                            "promotion_code",
+                                            "invoice_settings",
+                                            "on_behalf_of",
+                                            "transfer_data",
+                                            "application_fee_percent",
+                                            "trial_from_plan",
+                                            "items",
+                                            "add_invoice_items",
+                                            NULL};
 
 /* True when every key of f is metadata or in `allowed` (by its name up to
  * the first '['). */
@@ -279,12 +298,14 @@ static enum kb_err price(const struct meter__stripe_cfg *cfg, const struct kb_me
     case SR_QUOTE_TOTAL:
     case SR_UNKNOWN:
         if (r->rule == SR_INVOICE_DUE &&
-            (err = stripe__sget(f, "paid_out_of_band", &v, errmsg)) == KB_OK && stripe__val_is(v, "true"))
+            (err = stripe__sget(f, "paid_out_of_band", &v, errmsg)) == KB_OK &&
+            stripe__val_is(v, "true"))
             *free_req = true; /* paid outside Stripe: marks it, moves nothing */
         break;
     case SR_CAPTURE:
-        err = rule_amount(cfg, f, strcmp(r->seg[1], "payment_intents") == 0 ? "amount_to_capture" : "amount", false,
-                          &st->bound, &exact, errmsg);
+        err = rule_amount(
+            cfg, f, strcmp(r->seg[1], "payment_intents") == 0 ? "amount_to_capture" : "amount",
+            false, &st->bound, &exact, errmsg);
         break;
     case SR_INCREMENT:
         err = rule_amount(cfg, f, "amount", false, &st->bound, &exact, errmsg);
@@ -305,7 +326,8 @@ static enum kb_err price(const struct meter__stripe_cfg *cfg, const struct kb_me
             *free_req = true; /* saves a payment method, moves no money */
             break;
         }
-        if ((err = stripe__sum_items(cfg, f, "line_items", cur, false, &sum, &unknown, errmsg)) != KB_OK ||
+        if ((err = stripe__sum_items(cfg, f, "line_items", cur, false, &sum, &unknown, errmsg)) !=
+                KB_OK ||
             (err = stripe__max_shipping(cfg, f, cur, &sum, &unknown, errmsg)) != KB_OK)
             break;
         if (!unknown) {
@@ -319,9 +341,10 @@ static enum kb_err price(const struct meter__stripe_cfg *cfg, const struct kb_me
             break;
         }
         if ((err = stripe__sget(f, "currency", &cur, errmsg)) != KB_OK ||
-            (err = stripe__sum_items(cfg, f, "items", cur, true, &sum, &unknown, errmsg)) != KB_OK ||
-            (err = stripe__sum_items(cfg, f, "add_invoice_items", cur, true, &sum, &unknown, errmsg)) !=
-                KB_OK)
+            (err = stripe__sum_items(cfg, f, "items", cur, true, &sum, &unknown, errmsg)) !=
+                KB_OK ||
+            (err = stripe__sum_items(cfg, f, "add_invoice_items", cur, true, &sum, &unknown,
+                                     errmsg)) != KB_OK)
             break;
         if (!unknown && sum == 0)
             *free_req = true;
@@ -330,9 +353,10 @@ static enum kb_err price(const struct meter__stripe_cfg *cfg, const struct kb_me
         break;
     case SR_SUBSCRIPTION:
         if ((err = stripe__sget(f, "currency", &cur, errmsg)) != KB_OK ||
-            (err = stripe__sum_items(cfg, f, "items", cur, false, &sum, &unknown, errmsg)) != KB_OK ||
-            (err = stripe__sum_items(cfg, f, "add_invoice_items", cur, false, &sum, &unknown, errmsg)) !=
-                KB_OK)
+            (err = stripe__sum_items(cfg, f, "items", cur, false, &sum, &unknown, errmsg)) !=
+                KB_OK ||
+            (err = stripe__sum_items(cfg, f, "add_invoice_items", cur, false, &sum, &unknown,
+                                     errmsg)) != KB_OK)
             break;
         if (!unknown)
             st->bound = st->fixed = sum;

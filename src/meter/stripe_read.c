@@ -279,7 +279,7 @@ int64_t stripe__convert_any(const struct meter__stripe_cfg *cfg, int64_t mm)
  * ours to guess.
  */
 enum kb_err stripe__sget(const struct meter__form *f, const char *key,
-                        const struct meter__form_pair **val, char **errmsg)
+                         const struct meter__form_pair **val, char **errmsg)
 {
     const struct meter__form_pair *found = NULL;
     size_t kl = strlen(key);
@@ -294,8 +294,8 @@ enum kb_err stripe__sget(const struct meter__form *f, const char *key,
         if (pr->klen > kl) {
             if (pr->key[kl] != '[')
                 continue; /* "amount_details": another name */
-            kb_set_errmsg(errmsg, "form field \"%s\" is given both as a value and as \"%.*s\"",
-                          key, (int)(pr->klen > 100 ? 100 : pr->klen), pr->key);
+            kb_set_errmsg(errmsg, "form field \"%s\" is given both as a value and as \"%.*s\"", key,
+                          (int)(pr->klen > 100 ? 100 : pr->klen), pr->key);
             return KB_E_AMBIGUOUS_REQUEST;
         }
         if (memcmp(pr->key, key, kl) != 0) {
@@ -421,8 +421,8 @@ static enum kb_err item_indexes(const struct meter__form *f, const char *prefix,
  * deleted, and items that change neither price nor quantity, cost nothing.
  */
 enum kb_err stripe__sum_items(const struct meter__stripe_cfg *cfg, const struct meter__form *f,
-                             const char *prefix, const struct meter__form_pair *top_currency,
-                             bool update, int64_t *sum, bool *unknown, char **errmsg)
+                              const char *prefix, const struct meter__form_pair *top_currency,
+                              bool update, int64_t *sum, bool *unknown, char **errmsg)
 {
     enum kb_err err;
     size_t idx[MAX_ITEMS], n = 0;
@@ -452,7 +452,8 @@ enum kb_err stripe__sum_items(const struct meter__stripe_cfg *cfg, const struct 
             *unknown = true; /* a price id, or a quantity of an existing price */
             break;
         }
-        if (!stripe__parse_qty(q, 1, &qty) || !stripe__parse_qty(adjmax, ADJUSTABLE_DEFAULT_MAX, &maxq)) {
+        if (!stripe__parse_qty(q, 1, &qty) ||
+            !stripe__parse_qty(adjmax, ADJUSTABLE_DEFAULT_MAX, &maxq)) {
             kb_set_errmsg(errmsg, "%s[%zu]: quantity must be a non-negative integer", prefix,
                           idx[j]);
             return KB_E_INVALID;
@@ -478,8 +479,8 @@ enum kb_err stripe__sum_items(const struct meter__stripe_cfg *cfg, const struct 
 /* Checkout shipping: the customer picks one option, so the dearest one
  * counts. An option given by shipping rate id is an unknown amount. */
 enum kb_err stripe__max_shipping(const struct meter__stripe_cfg *cfg, const struct meter__form *f,
-                                const struct meter__form_pair *top_currency, int64_t *sum,
-                                bool *unknown, char **errmsg)
+                                 const struct meter__form_pair *top_currency, int64_t *sum,
+                                 bool *unknown, char **errmsg)
 {
     enum kb_err err;
     size_t idx[MAX_ITEMS], n = 0;
@@ -518,4 +519,3 @@ enum kb_err stripe__max_shipping(const struct meter__stripe_cfg *cfg, const stru
     *sum = meter__add_sat(*sum, best);
     return KB_OK;
 }
-

@@ -25,6 +25,8 @@
 
 #include "meter/stripe_int.h"
 
+/* One row per endpoint reads better than clang-format's layout. */
+/* clang-format off */
 #define FREE(...) {{__VA_ARGS__}, SR_FREE, NULL, 0}
 
 static const struct stripe__route routes[] = {
@@ -224,11 +226,12 @@ static const struct stripe__route routes[] = {
     FREE("v2", "core", "event_destinations"),
     FREE("v2", "core", "event_destinations", "+"),
 };
+/* clang-format on */
 
 #define MAX_SEG 7
 
-const struct stripe__route *stripe__route_find(const char *path, size_t path_len,
-                                               const char **id, size_t *id_len)
+const struct stripe__route *stripe__route_find(const char *path, size_t path_len, const char **id,
+                                               size_t *id_len)
 {
     const char *seg[MAX_SEG + 1];
     size_t len[MAX_SEG + 1];
@@ -252,8 +255,7 @@ const struct stripe__route *stripe__route_find(const char *path, size_t path_len
                 if (idx == (size_t)-1)
                     idx = k;
             } else {
-                ok = strlen(rt->seg[k]) == len[k] &&
-                     strncasecmp(seg[k], rt->seg[k], len[k]) == 0;
+                ok = strlen(rt->seg[k]) == len[k] && strncasecmp(seg[k], rt->seg[k], len[k]) == 0;
             }
         }
         if (!ok || (!star && k != n))

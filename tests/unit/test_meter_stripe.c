@@ -439,12 +439,12 @@ static void fake_set(struct fake_ledger *l, const char *id, int64_t micros)
 }
 
 struct exchange {
-    const char *path, *body;      /* POST */
-    const char *idem, *account;   /* headers, may be NULL */
-    int status;                   /* the answer */
-    const char *answer;           /* its JSON */
-    int64_t reserve;              /* expected reservation after the ledger */
-    int64_t cost;                 /* expected incremental cost */
+    const char *path, *body;    /* POST */
+    const char *idem, *account; /* headers, may be NULL */
+    int status;                 /* the answer */
+    const char *answer;         /* its JSON */
+    int64_t reserve;            /* expected reservation after the ledger */
+    int64_t cost;               /* expected incremental cost */
 };
 
 /* Runs one exchange the way the proxy will: begin, ledger lookup inside
@@ -547,8 +547,8 @@ static void test_ledger_foreign_objects(void **state)
          402, "{\"error\":{\"code\":\"card_declined\"}}", 100000000, 0},
         /* a legacy charge captured: amount_captured */
         {"/v1/charges/ch_F/capture", "amount=700", NULL, NULL, 200,
-         "{\"id\":\"ch_F\",\"amount\":1000,\"amount_captured\":700,\"currency\":\"usd\"}",
-         7000000, 7000000},
+         "{\"id\":\"ch_F\",\"amount\":1000,\"amount_captured\":700,\"currency\":\"usd\"}", 7000000,
+         7000000},
     };
     for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++)
         run(p, &l, &xs[i]);
@@ -596,8 +596,8 @@ static void test_ledger_invoices(void **state)
         /* finalised with $15.00 due (a line added elsewhere): the $2.50 over
          * the ledger; the reservation is the unknown reserve less $12.50 */
         {"/v1/invoices/in_H/finalize", "", NULL, NULL, 200,
-         "{\"id\":\"in_H\",\"amount_due\":1500,\"currency\":\"usd\",\"status\":\"open\"}",
-         87500000, 2500000},
+         "{\"id\":\"in_H\",\"amount_due\":1500,\"currency\":\"usd\",\"status\":\"open\"}", 87500000,
+         2500000},
         /* paying it moves what finalising already charged */
         {"/v1/invoices/in_H/pay", "", NULL, NULL, 200,
          "{\"id\":\"in_H\",\"amount_paid\":1500,\"currency\":\"usd\",\"status\":\"paid\"}",
@@ -620,14 +620,15 @@ static void test_idempotency_key(void **state)
     struct kb_pricing *p = load(NULL);
     struct fake_ledger l = {0};
     const char *body = "amount=5000&currency=usd&destination=acct_1";
-    const char *ans = "{\"id\":\"tr_1\",\"object\":\"transfer\",\"amount\":5000,\"currency\":\"usd\"}";
-    const struct exchange first = {"/v1/transfers", body, "k-123", NULL, 200, ans, 50000000,
-                                   50000000};
+    const char *ans =
+        "{\"id\":\"tr_1\",\"object\":\"transfer\",\"amount\":5000,\"currency\":\"usd\"}";
+    const struct exchange first = {"/v1/transfers", body,    "k-123", NULL, 200, ans,
+                                   50000000,        50000000};
     /* the replay: Stripe answers the saved result and moves nothing */
     const struct exchange replay = {"/v1/transfers", body, "k-123", NULL, 200, ans, 0, 0};
     /* the same key on another connected account is another request */
-    const struct exchange other_account = {"/v1/transfers", body, "k-123", "acct_9", 200, ans,
-                                           50000000, 50000000};
+    const struct exchange other_account = {"/v1/transfers", body,    "k-123", "acct_9", 200, ans,
+                                           50000000,        50000000};
     /* the same key with another body: Stripe refuses it (400), we charge
      * it normally until then */
     const struct exchange other_body = {"/v1/transfers",
@@ -680,8 +681,7 @@ static void test_ledger_unwired_overcounts(void **state)
     struct kb_meter *m = NULL;
     int64_t reserve = -1;
 
-    assert_int_equal(begin(p, "POST", "/v1/payment_intents/pi_A/confirm", "", &m, &reserve),
-                     KB_OK);
+    assert_int_equal(begin(p, "POST", "/v1/payment_intents/pi_A/confirm", "", &m, &reserve), KB_OK);
     assert_int_equal(reserve, 100000000);
     assert_int_equal(finish(m, 200, "{\"id\":\"pi_A\",\"amount\":2000,\"currency\":\"usd\"}", true),
                      20000000);
@@ -736,7 +736,8 @@ static void test_unlisted_writes_refused(void **state)
         const char *path, *body;
     } cases[] = {
         /* a URL anyone can pay through, any number of times */
-        {"/v1/payment_links", "line_items%5B0%5D%5Bprice%5D=price_1&line_items%5B0%5D%5Bquantity%5D=1"},
+        {"/v1/payment_links",
+         "line_items%5B0%5D%5Bprice%5D=price_1&line_items%5B0%5D%5Bquantity%5D=1"},
         /* reactivating one */
         {"/v1/payment_links/plink_1", "active=true"},
         {"/v1/issuing/cards", "cardholder=ich_1&currency=usd&type=virtual"},
@@ -764,9 +765,8 @@ static void test_case_insensitive_paths_and_5xx_flag(void **state)
     struct kb_meter *m = NULL;
     int64_t reserve = -1;
 
-    assert_int_equal(begin(p, "POST", "/v1/Payment_Intents", "amount=100&currency=usd", &m,
-                           &reserve),
-                     KB_OK);
+    assert_int_equal(
+        begin(p, "POST", "/v1/Payment_Intents", "amount=100&currency=usd", &m, &reserve), KB_OK);
     assert_int_equal(reserve, 1000000);
     assert_true(m->charge_on_5xx); /* money-moving: a 5xx may have moved it */
     meter_free(m);
@@ -808,9 +808,9 @@ static void test_ambiguous_forms(void **state)
     assert_int_equal(begin_q(p, "/v1/payment_intents", NULL, "amount=100&currency=usd",
                              "amount=99999", &m, &reserve),
                      KB_E_AMBIGUOUS_REQUEST);
-    assert_int_equal(begin_q(p, "/v1/payment_intents", NULL, "currency=usd", "amount=4200", &m,
-                             &reserve),
-                     KB_OK);
+    assert_int_equal(
+        begin_q(p, "/v1/payment_intents", NULL, "currency=usd", "amount=4200", &m, &reserve),
+        KB_OK);
     assert_int_equal(reserve, 42000000);
     meter_free(m);
     /* a longer name sharing the prefix is another field */
@@ -833,33 +833,32 @@ static void test_checkout_shipping(void **state)
                         "&line_items[0][price_data][currency]=usd"
                         "&line_items[0][price_data][product_data][name]=Mug"
                         "&line_items[0][price_data][unit_amount]=1000&line_items[0][quantity]=2";
-    char *body = kb_asprintf(
-        "%s&shipping_options[0][shipping_rate_data][type]=fixed_amount"
-        "&shipping_options[0][shipping_rate_data][fixed_amount][amount]=500"
-        "&shipping_options[0][shipping_rate_data][fixed_amount][currency]=usd"
-        "&shipping_options[1][shipping_rate_data][fixed_amount][amount]=1500"
-        "&shipping_options[1][shipping_rate_data][fixed_amount][currency]=usd",
-        items);
+    char *body = kb_asprintf("%s&shipping_options[0][shipping_rate_data][type]=fixed_amount"
+                             "&shipping_options[0][shipping_rate_data][fixed_amount][amount]=500"
+                             "&shipping_options[0][shipping_rate_data][fixed_amount][currency]=usd"
+                             "&shipping_options[1][shipping_rate_data][fixed_amount][amount]=1500"
+                             "&shipping_options[1][shipping_rate_data][fixed_amount][currency]=usd",
+                             items);
     /* 2 x $10.00 + the dearest option, $15.00 = $35.00 */
     assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", body, &m, &reserve), KB_OK);
     assert_int_equal(reserve, 35000000);
     /* Stripe's total with the cheaper option chosen: the bound stands */
-    assert_int_equal(finish(m, 200, "{\"id\":\"cs_1\",\"amount_total\":2500,\"currency\":\"usd\"}",
-                            true),
-                     35000000);
+    assert_int_equal(
+        finish(m, 200, "{\"id\":\"cs_1\",\"amount_total\":2500,\"currency\":\"usd\"}", true),
+        35000000);
     /* with tax the answer's total is higher: it wins */
     assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", body, &m, &reserve), KB_OK);
-    assert_int_equal(finish(m, 200, "{\"id\":\"cs_1\",\"amount_total\":3710,\"currency\":\"usd\"}",
-                            true),
-                     37100000);
+    assert_int_equal(
+        finish(m, 200, "{\"id\":\"cs_1\",\"amount_total\":3710,\"currency\":\"usd\"}", true),
+        37100000);
     free(body);
     /* a shipping rate by id: unknown, settled from amount_total */
     body = kb_asprintf("%s&shipping_options[0][shipping_rate]=shr_1", items);
     assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", body, &m, &reserve), KB_OK);
     assert_int_equal(reserve, 100000000);
-    assert_int_equal(finish(m, 200, "{\"id\":\"cs_2\",\"amount_total\":2700,\"currency\":\"usd\"}",
-                            true),
-                     27000000);
+    assert_int_equal(
+        finish(m, 200, "{\"id\":\"cs_2\",\"amount_total\":2700,\"currency\":\"usd\"}", true),
+        27000000);
     free(body);
     meter_pricing_free(p);
 }
@@ -872,14 +871,15 @@ static void test_subscription_updates(void **state)
     int64_t reserve = -1;
 
     /* a new item with price_data: 3 x $8.00; a deleted one costs nothing */
-    assert_int_equal(begin(p, "POST", "/v1/subscriptions/sub_1",
-                           "items[0][id]=si_old&items[0][deleted]=true"
-                           "&items[1][price_data][currency]=usd&items[1][price_data][product]=prod_1"
-                           "&items[1][price_data][unit_amount]=800"
-                           "&items[1][price_data][recurring][interval]=month&items[1][quantity]=3"
-                           "&proration_behavior=always_invoice",
-                           &m, &reserve),
-                     KB_OK);
+    assert_int_equal(
+        begin(p, "POST", "/v1/subscriptions/sub_1",
+              "items[0][id]=si_old&items[0][deleted]=true"
+              "&items[1][price_data][currency]=usd&items[1][price_data][product]=prod_1"
+              "&items[1][price_data][unit_amount]=800"
+              "&items[1][price_data][recurring][interval]=month&items[1][quantity]=3"
+              "&proration_behavior=always_invoice",
+              &m, &reserve),
+        KB_OK);
     assert_int_equal(reserve, 24000000);
     assert_int_equal(finish(m, 200, "{\"id\":\"sub_1\",\"object\":\"subscription\"}", true),
                      24000000);
@@ -891,9 +891,9 @@ static void test_subscription_updates(void **state)
     assert_int_equal(reserve, 100000000);
     assert_int_equal(finish(m, 200, "{\"id\":\"sub_1\"}", true), 100000000);
     /* resetting the billing cycle invoices every item now */
-    assert_int_equal(begin(p, "POST", "/v1/subscriptions/sub_1", "billing_cycle_anchor=now", &m,
-                           &reserve),
-                     KB_OK);
+    assert_int_equal(
+        begin(p, "POST", "/v1/subscriptions/sub_1", "billing_cycle_anchor=now", &m, &reserve),
+        KB_OK);
     assert_int_equal(reserve, 100000000);
     meter_free(m);
     /* subscription items */
@@ -904,8 +904,7 @@ static void test_subscription_updates(void **state)
                      KB_OK);
     assert_int_equal(reserve, 19990000);
     meter_free(m);
-    assert_int_equal(begin(p, "POST", "/v1/subscription_items/si_1", "metadata[k]=v", &m,
-                           &reserve),
+    assert_int_equal(begin(p, "POST", "/v1/subscription_items/si_1", "metadata[k]=v", &m, &reserve),
                      KB_OK);
     assert_int_equal(reserve, 0);
     meter_free(m);
@@ -963,9 +962,9 @@ static void test_balances_and_invoice_updates(void **state)
     assert_int_equal(reserve, 0);
     meter_free(m);
     /* a draft's settings are free ... */
-    assert_int_equal(begin(p, "POST", "/v1/invoices/in_1", "auto_advance=true&description=x", &m,
-                           &reserve),
-                     KB_OK);
+    assert_int_equal(
+        begin(p, "POST", "/v1/invoices/in_1", "auto_advance=true&description=x", &m, &reserve),
+        KB_OK);
     assert_int_equal(reserve, 0);
     meter_free(m);
     /* ... but shipping added to it is due: amount_due of the answer */
@@ -976,9 +975,8 @@ static void test_balances_and_invoice_updates(void **state)
                            &m, &reserve),
                      KB_OK);
     assert_int_equal(reserve, 100000000);
-    assert_int_equal(finish(m, 200, "{\"id\":\"in_1\",\"amount_due\":900,\"currency\":\"usd\"}",
-                            true),
-                     9000000);
+    assert_int_equal(
+        finish(m, 200, "{\"id\":\"in_1\",\"amount_due\":900,\"currency\":\"usd\"}", true), 9000000);
     meter_pricing_free(p);
 }
 
