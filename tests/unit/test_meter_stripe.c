@@ -23,6 +23,7 @@
 #include "meter_test.h"
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "meter/meter.h"
 #include "meter/meter_int.h"
 
@@ -813,6 +814,13 @@ static void test_ambiguous_forms(void **state)
         KB_OK);
     assert_int_equal(reserve, 42000000);
     meter_free(m);
+    /* a form too large to look money fields up in is refused */
+    struct kb_buf big = {0};
+    buf_puts(&big, "amount=100&currency=usd");
+    for (int i = 0; i < 4100; i++)
+        buf_printf(&big, "&metadata[k%d]=v", i);
+    assert_int_equal(begin(p, "POST", "/v1/payment_intents", big.data, &m, &reserve), KB_E_INVALID);
+    buf_cleanup(&big);
     /* a longer name sharing the prefix is another field */
     assert_int_equal(begin(p, "POST", "/v1/payment_intents",
                            "amount=100&currency=usd&amount_details%5Btip%5D%5Bamount%5D=5", &m,
@@ -936,6 +944,18 @@ static void test_v2_money_movement(void **state)
                      KB_OK);
     assert_int_equal(reserve, 500000);
     meter_free(m);
+    /* a '%' in a JSON string is not a form escape */
+    assert_int_equal(begin_q(p, "/v2/money_management/outbound_payments", "application/json",
+                             "{\"description\":\"50% off\","
+                             "\"amount\":{\"value\":\"250\",\"currency\":\"usd\"}}",
+                             NULL, &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 2500000);
+    meter_free(m);
+    /* a v1 body the proxy did not transcode cannot be read as a form */
+    assert_int_equal(begin_q(p, "/v1/payment_intents", "application/json",
+                             "{\"amount\":100,\"currency\":\"usd\"}", NULL, &m, &reserve),
+                     KB_E_INVALID);
     /* without an amount: the unknown reserve, charged whole */
     assert_int_equal(begin_q(p, "/v2/money_management/outbound_payments", "application/json",
                              "{\"from\":{\"financial_account\":\"fa_1\"}}", NULL, &m, &reserve),
