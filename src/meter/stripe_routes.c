@@ -18,7 +18,8 @@
  * add_lines/update_lines, issuing (cards spend outside the proxy),
  * climate orders, billing meter_events and usage_records (usage billed to
  * customers later), treasury credit_reversals, identity verification
- * sessions, terminal, forwarding, and every endpoint not known here.
+ * sessions (a Stripe fee per verification), terminal readers processing a
+ * payment, forwarding, and every endpoint not known here.
  */
 #include <string.h>
 #include <strings.h>
@@ -76,6 +77,7 @@ static const struct stripe__route routes[] = {
     FREE("v1", "treasury", "financial_accounts", "+", "close"),
     /* The platform gives fees back to a connected account: money out. */
     {{"v1", "application_fees", "+", "refunds"}, SR_AMOUNT_NOCUR, "amount", 0},
+    {{"v1", "application_fees", "+", "refund"}, SR_AMOUNT_NOCUR, "amount", 0}, /* legacy */
     FREE("v1", "application_fees", "+", "refunds", "+"),
     /* A positive amount is added to what the customer owes. */
     {{"v1", "customers", "+", "balance_transactions"}, SR_AMOUNT, "amount", 0},
@@ -90,6 +92,11 @@ static const struct stripe__route routes[] = {
     FREE("v1", "credit_notes", "+", "void"),
     FREE("v1", "disputes", "+"),
     FREE("v1", "disputes", "+", "close"),
+    FREE("v1", "charges", "+", "refund"), /* legacy refund endpoints */
+    FREE("v1", "charges", "+", "refunds"),
+    FREE("v1", "charges", "+", "refunds", "+"),
+    FREE("v1", "charges", "+", "dispute"),
+    FREE("v1", "charges", "+", "dispute", "close"),
 
     /* ---- billing ---- */
     {{"v1", "invoiceitems"}, SR_INVOICEITEM, "amount", STRIPE_ADD},
@@ -190,6 +197,9 @@ static const struct stripe__route routes[] = {
     FREE("v1", "accounts", "+", "persons"),
     FREE("v1", "accounts", "+", "persons", "+"),
     FREE("v1", "accounts", "+", "login_links"),
+    FREE("v1", "accounts", "+", "capabilities", "+"),
+    FREE("v1", "accounts", "+", "bank_accounts"),
+    FREE("v1", "accounts", "+", "bank_accounts", "+"),
     FREE("v1", "accounts", "+", "reject"),
     FREE("v1", "account_links"),
     FREE("v1", "account_sessions"),
@@ -202,6 +212,33 @@ static const struct stripe__route routes[] = {
     FREE("v1", "financial_connections", "sessions"),
     FREE("v1", "financial_connections", "accounts", "+", "disconnect"),
     FREE("v1", "financial_connections", "accounts", "+", "refresh"),
+    FREE("v1", "plans"), /* legacy prices */
+    FREE("v1", "plans", "+"),
+    FREE("v1", "tax_ids"),
+    FREE("v1", "apps", "secrets"),
+    FREE("v1", "apps", "secrets", "delete"),
+    /* Billing configuration; the usage itself (meter_events) is refused. */
+    FREE("v1", "billing", "meters"),
+    FREE("v1", "billing", "meters", "+"),
+    FREE("v1", "billing", "meters", "+", "deactivate"),
+    FREE("v1", "billing", "meters", "+", "reactivate"),
+    FREE("v1", "billing", "alerts"),
+    FREE("v1", "billing", "alerts", "+", "activate"),
+    FREE("v1", "billing", "alerts", "+", "archive"),
+    FREE("v1", "billing", "alerts", "+", "deactivate"),
+    FREE("v1", "billing", "credit_grants"), /* credit lowers what customers pay */
+    FREE("v1", "billing", "credit_grants", "+"),
+    FREE("v1", "billing", "credit_grants", "+", "expire"),
+    FREE("v1", "billing", "credit_grants", "+", "void"),
+    FREE("v1", "climate", "orders", "+", "cancel"),
+    FREE("v1", "terminal", "connection_tokens"),
+    FREE("v1", "terminal", "locations"),
+    FREE("v1", "terminal", "locations", "+"),
+    FREE("v1", "terminal", "configurations"),
+    FREE("v1", "terminal", "configurations", "+"),
+    FREE("v1", "terminal", "readers"),
+    FREE("v1", "terminal", "readers", "+"),
+    FREE("v1", "terminal", "readers", "+", "cancel_action"),
     FREE("v1", "entitlements", "features"),
     FREE("v1", "entitlements", "features", "+"),
     /* Test mode only: no real money moves with a test key. */
@@ -225,6 +262,16 @@ static const struct stripe__route routes[] = {
     FREE("v2", "core", "accounts", "+"),
     FREE("v2", "core", "event_destinations"),
     FREE("v2", "core", "event_destinations", "+"),
+    FREE("v2", "core", "event_destinations", "+", "enable"),
+    FREE("v2", "core", "event_destinations", "+", "disable"),
+    FREE("v2", "core", "event_destinations", "+", "ping"),
+    FREE("v2", "core", "accounts", "+", "close"),
+    FREE("v2", "core", "accounts", "+", "persons"),
+    FREE("v2", "core", "accounts", "+", "persons", "+"),
+    FREE("v2", "core", "account_links"),
+    FREE("v2", "money_management", "recipient_verifications"),
+    FREE("v2", "money_management", "recipient_verifications", "+", "acknowledge"),
+    FREE("v2", "money_management", "financial_addresses"),
 };
 /* clang-format on */
 
