@@ -292,7 +292,8 @@ const struct stripe__route *stripe__route_find(const char *path, size_t path_len
         bool ok = true, star = false;
         for (; k < 6 && rt->seg[k] && ok; k++) {
             if (strcmp(rt->seg[k], "*") == 0) {
-                star = k < n;
+                star = true;
+                ok = k < n; /* one or more further segments */
                 break;
             }
             if (k >= n)

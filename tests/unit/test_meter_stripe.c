@@ -346,6 +346,9 @@ static void test_zero_cost_routes(void **state)
         {"POST", "/v1/payment_links/plink_1", "active=false"},
         {"POST", "/v1/test_helpers/test_clocks/clock_1/advance", "frozen_time=1700000000"},
         {"POST", "/v2/money_management/outbound_payments/obp_1/cancel", ""},
+        {"POST", "/v2/core/accounts/acct_1/persons/person_1", "{}"},
+        {"POST", "/v1/accounts/acct_1/external_accounts/ba_1", "default_for_currency=true"},
+        {"POST", "/v1/billing/meters/mtr_1/deactivate", ""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(begin(p, cases[i].method, cases[i].path, cases[i].body, &m, &reserve),
@@ -747,6 +750,8 @@ static void test_unlisted_writes_refused(void **state)
         {"/v1/climate/orders", "metric_tons=10&product=climsku_1"},
         {"/v1/billing/meter_events", "event_name=api&payload%5Bvalue%5D=1000"},
         {"/v1/no_such_thing", "amount=1"},
+        {"/v1/test_helpers", ""}, /* '*' needs a segment */
+        {"/v1/payment_intents/pi_1/capture/extra", ""},
         {"/v2/billing/meter_events", "{}"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
