@@ -458,8 +458,11 @@ enum kb_err stripe__sum_items(const struct meter__stripe_cfg *cfg, const struct 
                           idx[j]);
             return KB_E_INVALID;
         }
-        /* The customer may raise the quantity up to the maximum at checkout. */
-        if (stripe__val_is(adj, "true") && maxq > qty)
+        /* The customer may raise the quantity up to the maximum at checkout.
+         * Any spelling but a plain false counts as enabled: a flag that
+         * raises the cost errs towards on. */
+        if (adj && !stripe__val_is(adj, "false") && !stripe__val_is(adj, "0") && adj->vlen &&
+            maxq > qty)
             qty = maxq;
         if (!cur)
             cur = top_currency;

@@ -565,6 +565,13 @@ static void test_checkout_shipping(void **state)
     assert_int_equal(
         finish(m, 200, "{\"id\":\"cs_1\",\"amount_total\":3710,\"currency\":\"usd\"}", true),
         37100000);
+    /* adjustable quantity spelled "True": counted as enabled (99 x $10.00
+     * + the $15.00 option), never as off */
+    char *adj = kb_asprintf("%s&line_items[0][adjustable_quantity][enabled]=True", body);
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", adj, &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 1005000000);
+    meter_free(m);
+    free(adj);
     free(body);
     /* a shipping rate by id: unknown, settled from amount_total */
     body = kb_asprintf("%s&shipping_options[0][shipping_rate]=shr_1", items);
