@@ -516,8 +516,9 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     /* A payment or a message whose request the vendor failed with a 5xx
      * may still have gone through (Stripe documents 5xx as an unknown
      * result): only a definite refusal releases the reservation. */
-    m->charge_on_5xx = builtin && !is_read(req->method) &&
-                       (strcmp(req->vendor, "stripe") == 0 || strcmp(req->vendor, "twilio") == 0);
+    m->charge_on_5xx = m->charge_on_5xx ||
+                       (builtin && !is_read(req->method) && m->reserve > 0 &&
+                        (strcmp(req->vendor, "stripe") == 0 || strcmp(req->vendor, "twilio") == 0));
     if (m->reserve < 0)
         m->reserve = 0;
     if (m->reserve > KB_MONEY_MAX_MICROS)

@@ -107,4 +107,46 @@ int64_t meter_settle(struct kb_meter *m, bool complete);
 
 void meter_free(struct kb_meter *m);
 
+/*
+ * The per-key object ledger (Stripe; stripe_ledger.c). The store keeps, per
+ * (vault key, object id), the micro-dollars that key was already charged
+ * for the object (store_object_charged / store_object_charge_set), so that
+ * a PaymentIntent created and then confirmed, captured or raised through
+ * the same key is charged once, and an Idempotency-Key replay costs 0.
+ * Every other meter answers NULL / its own reservation, so the proxy may
+ * call these for every request. The proxy's writer thread:
+ *
+ *   admit, inside the transaction that reserves:
+ *     obj = meter_ledger_object(m, &max_age);
+ *     nb = max_age ? now - max_age : 0;          (now: epoch seconds)
+ *     if (obj) { store_object_charged(s, key_seq, obj, nb, &c);   c = -1 when absent
+ *                reserved = meter_ledger_reserve(m, c); }
+ *     store_spend_reserve(..., reserved, ...)
+ *   settle, after meter_settle() (whose result stays this request's own,
+ *   incremental cost) and inside the transaction that settles:
+ *     for (i = 0; (id = meter_ledger_entry(m, i, &total)); i++)
+ *         store_object_charge_set(s, key_seq, id, total, now, nb);
+ *
+ * Without the ledger calls every request is charged as if the key had
+ * never seen the object (over-counting, never under-counting).
+ */
+
+/* The ledger entry whose earlier charges on this key count against this
+ * request (the pi_... of a confirm, the "idem:..." of a create carrying an
+ * Idempotency-Key), or NULL. *max_age_s (may be NULL): entries last set
+ * longer ago than this do not count (0: they always count). Borrowed from
+ * m. Any thread that owns m. */
+const char *meter_ledger_object(const struct kb_meter *m, int64_t *max_age_s);
+
+/* `charged` is what the key's ledger holds for meter_ledger_object (-1
+ * when there is no entry). Returns the reservation to use instead of the
+ * one meter_begin gave (>= 0), and makes meter_settle count the same
+ * entry. Call once, before forwarding; m's reservation becomes the result. */
+int64_t meter_ledger_reserve(struct kb_meter *m, int64_t charged);
+
+/* After meter_settle: the i-th (0, 1, ...) entry to record for this key,
+ * with *total its new value; NULL when there are no more (always NULL
+ * unless the answer was a 2xx). Borrowed from m. */
+const char *meter_ledger_entry(const struct kb_meter *m, size_t i, int64_t *total);
+
 #endif

@@ -134,6 +134,17 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
             return KB_E_STORE;
     }
     if (r->outcome == KB_OK) {
+        /* what this key already paid for the object the request acts on
+         * (a PaymentIntent it created, an Idempotency-Key it used) counts
+         * against it, read in the transaction that reserves */
+        int64_t max_age = 0, charged = -1, now = clock_now();
+        const char *obj = meter_ledger_object(r->meter, &max_age);
+        if (obj) {
+            if (store_object_charged(s, r->key->seq, obj, max_age ? now - max_age : 0, &charged) !=
+                KB_OK)
+                return KB_E_STORE;
+            r->reserved = meter_ledger_reserve(r->meter, charged);
+        }
         err = store_spend_reserve(s, r->key->seq, r->day, r->reserved, r->key->daily_cap,
                                   &r->remaining);
         if (err == KB_E_CAP_EXHAUSTED)

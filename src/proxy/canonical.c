@@ -381,7 +381,9 @@ enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v
     if ((err = body_decode(req, max_body, c, errmsg)) != KB_OK)
         return err;
     /* Stripe takes forms; JSON from agents is transcoded */
-    if (v->body == KB_BODY_FORM_FROM_JSON && c->body_len && c->content_type &&
+    /* Stripe's v2 API takes JSON as sent; its v1 API takes forms */
+    bool v2 = v->body == KB_BODY_FORM_FROM_JSON && strncmp(c->path, "/v2/", 4) == 0;
+    if (v->body == KB_BODY_FORM_FROM_JSON && !v2 && c->body_len && c->content_type &&
         strncasecmp(c->content_type, "application/json", 16) == 0) {
         char *form;
         size_t flen;
@@ -395,6 +397,10 @@ enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v
         c->body_rewritten = true;
     }
     /* form vendors read a write's parameters from its query as well */
+    if (c->query && v2 && is_write(method)) {
+        kb_set_errmsg(errmsg, "a Stripe v2 write takes its parameters in the JSON body only");
+        return KB_E_AMBIGUOUS_REQUEST;
+    }
     if (c->query && v->body != KB_BODY_AS_IS && is_write(method))
         return query_fold(c, errmsg);
     return KB_OK;

@@ -60,6 +60,14 @@ static enum kb_err settle_job(struct kb_store *s, void *arg)
         store_spend_settle(s, r->key->seq, r->day, r->reserved, r->actual, r->key->daily_cap, NULL);
     if (err != KB_OK)
         return KB_E_STORE;
+    /* the objects this answer paid for, for the key's later requests */
+    int64_t max_age = 0, total = 0, now = clock_now();
+    meter_ledger_object(r->meter, &max_age);
+    const char *id;
+    for (size_t i = 0; (id = meter_ledger_entry(r->meter, i, &total)) != NULL; i++)
+        if (store_object_charge_set(s, r->key->seq, id, total, now, max_age ? now - max_age : 0) !=
+            KB_OK)
+            return KB_E_STORE;
     struct kb_audit_rec rec;
     proxy__rec_fill(r, &rec);
     rec.decision = "allowed";

@@ -38,7 +38,9 @@ enum stmt_id {
     S_RATE_TAKE = 15,    /* refill and take one request */
     S_RATE_GET = 16,     /* units left after refill */
     S_KEY_ACTIVE = 17,   /* count of active keys */
-    S__COUNT = 18,       /* number of statements */
+    S_OBJ_GET = 18,      /* ledger: what a key was charged for an object */
+    S_OBJ_SET = 19,      /* ledger: raise that figure */
+    S__COUNT = 20,       /* number of statements */
 };
 
 #define KEY_COLS                                                                                   \
@@ -89,6 +91,14 @@ static const char *const sql[S__COUNT] = {
         "AND min(?2, units + max(?4 - ts_ms, 0) * ?3) >= ?5",
     [S_RATE_GET] = "SELECT min(?2, units + max(?4 - ts_ms, 0) * ?3) FROM rate_buckets "
                    "WHERE key_seq = ?1",
+    [S_OBJ_GET] = "SELECT micros FROM object_charges WHERE key_seq = ?1 AND object_id = ?2 "
+                  "AND updated_at >= ?3",
+    /* never lowered: two requests racing on one object can only over-count;
+     * an expired entry (updated_at < ?5) starts again from this figure */
+    [S_OBJ_SET] = "INSERT INTO object_charges (key_seq, object_id, micros, updated_at) "
+                  "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key_seq, object_id) DO UPDATE SET "
+                  "micros = CASE WHEN updated_at < ?5 THEN excluded.micros "
+                  "ELSE max(micros, excluded.micros) END, updated_at = excluded.updated_at",
 };
 
 struct kb_store {
@@ -682,4 +692,42 @@ void store_key_list_free(struct kb_key *keys, size_t n)
     for (size_t i = 0; i < n; i++)
         store_key_clear(&keys[i]);
     free(keys);
+}
+
+enum kb_err store_object_charged(struct kb_store *s, int64_t key_seq, const char *object_id,
+                                 int64_t not_before, int64_t *micros)
+{
+    if (!object_id || !micros)
+        return KB_E_INVALID;
+    sqlite3_stmt *st = stmt(s, S_OBJ_GET);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_int64(st, 1, key_seq);
+    sqlite3_bind_text(st, 2, object_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, not_before);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *micros = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        *micros = -1;
+    done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
+}
+
+enum kb_err store_object_charge_set(struct kb_store *s, int64_t key_seq, const char *object_id,
+                                    int64_t micros, int64_t now, int64_t not_before)
+{
+    if (!object_id || micros < 0)
+        return KB_E_INVALID;
+    sqlite3_stmt *st = stmt(s, S_OBJ_SET);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_int64(st, 1, key_seq);
+    sqlite3_bind_text(st, 2, object_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, micros);
+    sqlite3_bind_int64(st, 4, now);
+    sqlite3_bind_int64(st, 5, not_before);
+    int rc = sqlite3_step(st);
+    done(st);
+    return rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
 }

@@ -169,6 +169,30 @@ KB_MUSTCHECK enum kb_err store_admin_token_add(struct kb_store *s, const uint8_t
 KB_MUSTCHECK enum kb_err store_admin_token_check(struct kb_store *s,
                                                  const uint8_t hash[KB_HASH_LEN]);
 
+/*
+ * The per-key object ledger (meter.h, meter_ledger_*): *micros is what key
+ * `key_seq` was already charged for `object_id` (a vendor object id or
+ * "idem:<mac>"), or -1 when there is no entry last set at or after
+ * `not_before` (epoch seconds; 0: any age). One indexed read. Call it in
+ * the transaction that reserves (the writer's admit job), so that the
+ * figure and the reservation belong together. KB_E_INVALID without an id.
+ */
+KB_MUSTCHECK enum kb_err store_object_charged(struct kb_store *s, int64_t key_seq,
+                                              const char *object_id, int64_t not_before,
+                                              int64_t *micros);
+
+/*
+ * Records that key `key_seq` has now been charged `micros` (>= 0, else
+ * KB_E_INVALID) in all for `object_id`, at `now` (epoch seconds). The
+ * figure is never lowered: the entry becomes the larger of the two, so two
+ * requests racing on one object can only over-count. An entry last set
+ * before `not_before` has expired and is replaced outright. One statement;
+ * call it in the transaction that settles (the writer's settle job).
+ */
+KB_MUSTCHECK enum kb_err store_object_charge_set(struct kb_store *s, int64_t key_seq,
+                                                 const char *object_id, int64_t micros,
+                                                 int64_t now, int64_t not_before);
+
 void store_key_free(struct kb_key *k);
 /* Frees k's strings but not k itself (a key embedded in another struct). */
 void store_key_clear(struct kb_key *k);

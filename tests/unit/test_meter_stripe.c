@@ -3,7 +3,10 @@
  * forwards them (JSON already transcoded, brackets percent-encoded as the
  * Stripe SDKs send them): USD and converted amounts with zero- and
  * three-decimal currencies, refused currencies, checkout line items,
- * unknown amounts settled from the response, the zero-cost routes.
+ * unknown amounts settled from the response, the zero-cost routes; the cost
+ * class of every write endpoint, ambiguous forms, checkout shipping,
+ * subscription updates, API v2 money movement and the 5xx flag. The object
+ * ledger and Idempotency-Key are test_meter_stripe_ledger.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,7 +22,9 @@
 #include "meter_test.h"
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "meter/meter.h"
+#include "meter/meter_int.h"
 
 /* Rates as an operator would configure them (USD per unit). */
 static const char rates[] = "{\"stripe\": {"
@@ -329,11 +334,20 @@ static void test_zero_cost_routes(void **state)
         {"GET", "/v1/charges", ""},
         {"GET", "/v1/payment_intents/pi_1", ""},
         {"POST", "/v1/refunds", "charge=ch_1&amount=1000"},
-        /* the create reserved it; confirming does not move more money */
-        {"POST", "/v1/payment_intents/pi_1/confirm", "payment_method=pm_card_visa"},
-        {"POST", "/v1/payment_intents/pi_1/capture", "amount_to_capture=500"},
-        /* an update without amount */
+        /* an update without amount or currency */
         {"POST", "/v1/payment_intents/pi_1", "metadata%5Bk%5D=v"},
+        {"POST", "/v1/payment_intents/pi_1/cancel", "cancellation_reason=duplicate"},
+        {"POST", "/v1/customers", "email=a%40example.com"},
+        {"POST", "/v1/setup_intents/seti_1/confirm", "payment_method=pm_card_visa"},
+        {"POST", "/v1/invoices/in_1/pay", "paid_out_of_band=true"},
+        {"POST", "/v1/checkout/sessions/cs_1/expire", ""},
+        {"POST", "/v1/subscriptions/sub_1", "metadata%5Bk%5D=v&cancel_at_period_end=true"},
+        {"POST", "/v1/payment_links/plink_1", "active=false"},
+        {"POST", "/v1/test_helpers/test_clocks/clock_1/advance", "frozen_time=1700000000"},
+        {"POST", "/v2/money_management/outbound_payments/obp_1/cancel", ""},
+        {"POST", "/v2/core/accounts/acct_1/persons/person_1", "{}"},
+        {"POST", "/v1/accounts/acct_1/external_accounts/ba_1", "default_for_currency=true"},
+        {"POST", "/v1/billing/meters/mtr_1/deactivate", ""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(begin(p, cases[i].method, cases[i].path, cases[i].body, &m, &reserve),
@@ -351,11 +365,12 @@ static void test_update_with_amount_but_no_currency(void **state)
     struct kb_meter *m = NULL;
     int64_t reserve = -1;
 
-    /* The PaymentIntent's currency is not in the update: reserve the
-     * unknown-amount $100.00, settle from the reply: 7500 cents = $75. */
+    /* The PaymentIntent's currency is not in the update: 7500 minor units
+     * of the dearest accepted currency (USD only: $75.00) are reserved, and
+     * the reply's amount and currency settle it: 7500 cents = $75. */
     assert_int_equal(begin(p, "POST", "/v1/payment_intents/pi_1", "amount=7500", &m, &reserve),
                      KB_OK);
-    assert_int_equal(reserve, 100000000);
+    assert_int_equal(reserve, 75000000);
     assert_int_equal(finish(m, 200, "{\"id\":\"pi_1\",\"amount\":7500,\"currency\":\"usd\"}", true),
                      75000000);
     meter_pricing_free(p);
@@ -371,7 +386,7 @@ static void test_malformed_bodies(void **state)
     /* Two different amounts: which one Stripe reads is not ours to guess. */
     assert_int_equal(
         begin(p, "POST", "/v1/payment_intents", "amount=1&currency=usd&amount=9999", &m, &reserve),
-        KB_E_INVALID);
+        KB_E_AMBIGUOUS_REQUEST);
     assert_int_equal(
         begin(p, "POST", "/v1/payment_intents", "amount=1e3&currency=usd", &m, &reserve),
         KB_E_INVALID);
@@ -392,6 +407,312 @@ static void test_malformed_bodies(void **state)
     meter_pricing_free(p);
 }
 
+/* ---- cost classes ---- */
+
+static enum kb_err begin_q(struct kb_pricing *p, const char *path, const char *ctype,
+                           const char *body, const char *query, struct kb_meter **m,
+                           int64_t *reserve)
+{
+    struct kb_meter_req req = {.vendor = "stripe",
+                               .method = "POST",
+                               .path = path,
+                               .path_len = strlen(path),
+                               .content_type = ctype,
+                               .body = body,
+                               .body_len = strlen(body),
+                               .query = query,
+                               .query_len = query ? strlen(query) : 0};
+    char *nb = NULL, *em = NULL;
+    size_t nbl = 0;
+    enum kb_err err = meter_begin(p, &req, m, reserve, &nb, &nbl, &em);
+    if (err != KB_OK)
+        assert_non_null(em);
+    free(em);
+    return err;
+}
+
+static void test_unlisted_writes_refused(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+    static const struct {
+        const char *path, *body;
+    } cases[] = {
+        /* a URL anyone can pay through, any number of times */
+        {"/v1/payment_links",
+         "line_items%5B0%5D%5Bprice%5D=price_1&line_items%5B0%5D%5Bquantity%5D=1"},
+        /* reactivating one */
+        {"/v1/payment_links/plink_1", "active=true"},
+        {"/v1/issuing/cards", "cardholder=ich_1&currency=usd&type=virtual"},
+        {"/v1/subscription_schedules", "customer=cus_1&start_date=now"},
+        {"/v1/invoices/in_1/add_lines", "lines%5B0%5D%5Bprice_data%5D%5Bunit_amount%5D=100"},
+        {"/v1/climate/orders", "metric_tons=10&product=climsku_1"},
+        {"/v1/billing/meter_events", "event_name=api&payload%5Bvalue%5D=1000"},
+        {"/v1/no_such_thing", "amount=1"},
+        {"/v1/test_helpers", ""}, /* '*' needs a segment */
+        {"/v1/payment_intents/pi_1/capture/extra", ""},
+        {"/v2/billing/meter_events", "{}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (begin(p, "POST", cases[i].path, cases[i].body, &m, &reserve) !=
+            KB_E_ENDPOINT_NOT_METERED)
+            print_message("%s\n", cases[i].path);
+        assert_int_equal(begin(p, "POST", cases[i].path, cases[i].body, &m, &reserve),
+                         KB_E_ENDPOINT_NOT_METERED);
+    }
+    meter_pricing_free(p);
+}
+
+static void test_case_insensitive_paths_and_5xx_flag(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+
+    assert_int_equal(
+        begin(p, "POST", "/v1/Payment_Intents", "amount=100&currency=usd", &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 1000000);
+    assert_true(m->charge_on_5xx); /* money-moving: a 5xx may have moved it */
+    meter_free(m);
+    assert_int_equal(begin(p, "POST", "/V1/CUSTOMERS", "email=x", &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 0);
+    assert_false(m->charge_on_5xx); /* a free endpoint: a 5xx moved nothing */
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_ambiguous_forms(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+    static const char *const bodies[] = {
+        "amount=1&currency=usd&amount%5B%5D=9999",
+        "amount=100&currency=usd&Amount=100",
+        "amount=100&currency=usd&currency=eur",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
+        assert_int_equal(begin(p, "POST", "/v1/payment_intents", bodies[i], &m, &reserve),
+                         KB_E_AMBIGUOUS_REQUEST);
+    /* one item's index written two ways */
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions",
+                           "mode=payment&line_items[0][price_data][currency]=usd"
+                           "&line_items[0][price_data][unit_amount]=100"
+                           "&line_items[00][price_data][unit_amount]=90000",
+                           &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions",
+                           "line_items[0][price_data][currency]=usd"
+                           "&line_items[0][price_data][unit_amount]=100"
+                           "&line_items[0][quantity]=1&line_items[0][quantity]=50",
+                           &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
+    /* the query string counts with the body */
+    assert_int_equal(begin_q(p, "/v1/payment_intents", NULL, "amount=100&currency=usd",
+                             "amount=99999", &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
+    assert_int_equal(
+        begin_q(p, "/v1/payment_intents", NULL, "currency=usd", "amount=4200", &m, &reserve),
+        KB_OK);
+    assert_int_equal(reserve, 42000000);
+    meter_free(m);
+    /* a form too large to look money fields up in is refused */
+    struct kb_buf big = {0};
+    buf_puts(&big, "amount=100&currency=usd");
+    for (int i = 0; i < 4100; i++)
+        buf_printf(&big, "&metadata[k%d]=v", i);
+    assert_int_equal(begin(p, "POST", "/v1/payment_intents", big.data, &m, &reserve), KB_E_INVALID);
+    buf_cleanup(&big);
+    /* a longer name sharing the prefix is another field */
+    assert_int_equal(begin(p, "POST", "/v1/payment_intents",
+                           "amount=100&currency=usd&amount_details%5Btip%5D%5Bamount%5D=5", &m,
+                           &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 1000000);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_checkout_shipping(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+    const char *items = "mode=payment&currency=usd"
+                        "&line_items[0][price_data][currency]=usd"
+                        "&line_items[0][price_data][product_data][name]=Mug"
+                        "&line_items[0][price_data][unit_amount]=1000&line_items[0][quantity]=2";
+    char *body = kb_asprintf("%s&shipping_options[0][shipping_rate_data][type]=fixed_amount"
+                             "&shipping_options[0][shipping_rate_data][fixed_amount][amount]=500"
+                             "&shipping_options[0][shipping_rate_data][fixed_amount][currency]=usd"
+                             "&shipping_options[1][shipping_rate_data][fixed_amount][amount]=1500"
+                             "&shipping_options[1][shipping_rate_data][fixed_amount][currency]=usd",
+                             items);
+    /* 2 x $10.00 + the dearest option, $15.00 = $35.00 */
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", body, &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 35000000);
+    /* Stripe's total with the cheaper option chosen: the bound stands */
+    assert_int_equal(
+        finish(m, 200, "{\"id\":\"cs_1\",\"amount_total\":2500,\"currency\":\"usd\"}", true),
+        35000000);
+    /* with tax the answer's total is higher: it wins */
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", body, &m, &reserve), KB_OK);
+    assert_int_equal(
+        finish(m, 200, "{\"id\":\"cs_1\",\"amount_total\":3710,\"currency\":\"usd\"}", true),
+        37100000);
+    /* adjustable quantity spelled "True": counted as enabled (99 x $10.00
+     * + the $15.00 option), never as off */
+    char *adj = kb_asprintf("%s&line_items[0][adjustable_quantity][enabled]=True", body);
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", adj, &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 1005000000);
+    meter_free(m);
+    free(adj);
+    free(body);
+    /* a shipping rate by id: unknown, settled from amount_total */
+    body = kb_asprintf("%s&shipping_options[0][shipping_rate]=shr_1", items);
+    assert_int_equal(begin(p, "POST", "/v1/checkout/sessions", body, &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 100000000);
+    assert_int_equal(
+        finish(m, 200, "{\"id\":\"cs_2\",\"amount_total\":2700,\"currency\":\"usd\"}", true),
+        27000000);
+    free(body);
+    meter_pricing_free(p);
+}
+
+static void test_subscription_updates(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+
+    /* a new item with price_data: 3 x $8.00; a deleted one costs nothing */
+    assert_int_equal(
+        begin(p, "POST", "/v1/subscriptions/sub_1",
+              "items[0][id]=si_old&items[0][deleted]=true"
+              "&items[1][price_data][currency]=usd&items[1][price_data][product]=prod_1"
+              "&items[1][price_data][unit_amount]=800"
+              "&items[1][price_data][recurring][interval]=month&items[1][quantity]=3"
+              "&proration_behavior=always_invoice",
+              &m, &reserve),
+        KB_OK);
+    assert_int_equal(reserve, 24000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"sub_1\",\"object\":\"subscription\"}", true),
+                     24000000);
+    /* a quantity change of an existing price: unknown, settled at the
+     * reservation (a subscription carries no amount) */
+    assert_int_equal(begin(p, "POST", "/v1/subscriptions/sub_1",
+                           "items[0][id]=si_1&items[0][quantity]=40", &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 100000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"sub_1\"}", true), 100000000);
+    /* resetting the billing cycle invoices every item now */
+    assert_int_equal(
+        begin(p, "POST", "/v1/subscriptions/sub_1", "billing_cycle_anchor=now", &m, &reserve),
+        KB_OK);
+    assert_int_equal(reserve, 100000000);
+    meter_free(m);
+    /* subscription items */
+    assert_int_equal(begin(p, "POST", "/v1/subscription_items",
+                           "subscription=sub_1&price_data[currency]=usd&price_data[product]=prod_1"
+                           "&price_data[unit_amount]=1999&price_data[recurring][interval]=month",
+                           &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 19990000);
+    meter_free(m);
+    assert_int_equal(begin(p, "POST", "/v1/subscription_items/si_1", "metadata[k]=v", &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 0);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_v2_money_movement(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+
+    /* the API reference's example: 1000 cents = $10.00 */
+    assert_int_equal(begin_q(p, "/v2/money_management/outbound_payments", "application/json",
+                             "{\"from\":{\"financial_account\":\"fa_1\",\"currency\":\"usd\"},"
+                             "\"to\":{\"recipient\":\"acct_1\",\"payout_method\":\"usba_1\","
+                             "\"currency\":\"usd\"},"
+                             "\"amount\":{\"value\":1000,\"currency\":\"usd\"}}",
+                             NULL, &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 10000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"obp_1\"}", true), 10000000);
+    /* as the proxy transcodes it today */
+    assert_int_equal(begin_q(p, "/v2/money_management/outbound_transfers",
+                             "application/x-www-form-urlencoded",
+                             "from[financial_account]=fa_1&amount[value]=50&amount[currency]=usd",
+                             NULL, &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 500000);
+    meter_free(m);
+    /* a '%' in a JSON string is not a form escape */
+    assert_int_equal(begin_q(p, "/v2/money_management/outbound_payments", "application/json",
+                             "{\"description\":\"50% off\","
+                             "\"amount\":{\"value\":\"250\",\"currency\":\"usd\"}}",
+                             NULL, &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 2500000);
+    meter_free(m);
+    /* a v1 body the proxy did not transcode cannot be read as a form */
+    assert_int_equal(begin_q(p, "/v1/payment_intents", "application/json",
+                             "{\"amount\":100,\"currency\":\"usd\"}", NULL, &m, &reserve),
+                     KB_E_INVALID);
+    /* without an amount: the unknown reserve, charged whole */
+    assert_int_equal(begin_q(p, "/v2/money_management/outbound_payments", "application/json",
+                             "{\"from\":{\"financial_account\":\"fa_1\"}}", NULL, &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 100000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"obp_2\"}", true), 100000000);
+    meter_pricing_free(p);
+}
+
+static void test_balances_and_invoice_updates(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+
+    /* a customer who owes $40.00 pays it on their next invoice */
+    assert_int_equal(begin(p, "POST", "/v1/customers/cus_1", "balance=4000", &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 40000000);
+    assert_int_equal(finish(m, 200, "{\"id\":\"cus_1\",\"balance\":4000}", true), 40000000);
+    /* a credit (negative balance) costs nothing */
+    assert_int_equal(begin(p, "POST", "/v1/customers", "email=x&balance=-4000", &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 0);
+    meter_free(m);
+    /* a draft's settings are free ... */
+    assert_int_equal(
+        begin(p, "POST", "/v1/invoices/in_1", "auto_advance=true&description=x", &m, &reserve),
+        KB_OK);
+    assert_int_equal(reserve, 0);
+    meter_free(m);
+    /* ... but shipping added to it is due: amount_due of the answer */
+    assert_int_equal(begin(p, "POST", "/v1/invoices/in_1",
+                           "shipping_cost[shipping_rate_data][display_name]=Post"
+                           "&shipping_cost[shipping_rate_data][fixed_amount][amount]=900"
+                           "&shipping_cost[shipping_rate_data][fixed_amount][currency]=usd",
+                           &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 100000000);
+    assert_int_equal(
+        finish(m, 200, "{\"id\":\"in_1\",\"amount_due\":900,\"currency\":\"usd\"}", true), 9000000);
+    meter_pricing_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +727,13 @@ int main(void)
         cmocka_unit_test(test_zero_cost_routes),
         cmocka_unit_test(test_update_with_amount_but_no_currency),
         cmocka_unit_test(test_malformed_bodies),
+        cmocka_unit_test(test_unlisted_writes_refused),
+        cmocka_unit_test(test_case_insensitive_paths_and_5xx_flag),
+        cmocka_unit_test(test_ambiguous_forms),
+        cmocka_unit_test(test_checkout_shipping),
+        cmocka_unit_test(test_subscription_updates),
+        cmocka_unit_test(test_v2_money_movement),
+        cmocka_unit_test(test_balances_and_invoice_updates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
