@@ -23,12 +23,26 @@
 #include "meter/meter.h"
 #include "meter/meter_int.h"
 
-static const char pinned[] = "{\"twilio\": {"
-                             "\"sms_per_segment\": {\"+1\": \"0.0083\", \"default\": \"0.20\"},"
-                             "\"mms_per_message\": \"0.0220\","
-                             "\"call_per_minute\": \"0.0140\","
-                             "\"call_estimate\": \"0.14\","
-                             "\"unknown_body_segments\": 24}}";
+static const char pinned[] =
+    "{\"twilio\": {"
+    "\"sms_per_segment\": {\"+1\": \"0.0083\", \"default\": \"0.20\"},"
+    "\"mms_per_message\": {\"+1\": \"0.0220\", \"default\": \"0.20\"},"
+    "\"channel_per_message\": {\"whatsapp:+1\": \"0.0300\", \"whatsapp:\": \"0.17\","
+    "                          \"default\": \"0.20\"},"
+    "\"call_per_minute\": {\"+1\": \"0.0140\", \"default\": \"1.00\"},"
+    "\"call_estimate\": \"0.14\","
+    "\"call_estimate_minutes\": 10,"
+    "\"recording_per_minute\": \"0.0025\","
+    "\"machine_detection_per_call\": \"0.0075\","
+    "\"engagement_per_message\": \"0.015\","
+    "\"failed_message_fee\": \"0.001\","
+    "\"number_per_month\": {\"local\": {\"+1\": \"1.15\", \"+44\": \"1.00\", \"default\": "
+    "\"50.00\"},"
+    "                       \"mobile\": {\"default\": \"50.00\"},"
+    "                       \"toll_free\": {\"+1\": \"2.15\", \"default\": \"50.00\"}},"
+    "\"unknown_body_segments\": 24}}";
+
+static const char acct_path[] = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef";
 
 static const char msg_path[] =
     "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
@@ -40,12 +54,21 @@ static struct kb_pricing *load(const char *override)
     return load_pricing(override);
 }
 
-static enum kb_err begin(struct kb_pricing *p, const char *method, const char *path,
-                         const char *body, struct kb_meter **m, int64_t *reserve)
+static enum kb_err begin_q(struct kb_pricing *p, const char *method, const char *path,
+                           const char *query, const char *body, struct kb_meter **m,
+                           int64_t *reserve)
 {
-    struct kb_meter_req req = {
-        "twilio", method,      path, strlen(path), "application/x-www-form-urlencoded",
-        body,     strlen(body)};
+    struct kb_meter_req req = {"twilio",
+                               method,
+                               path,
+                               strlen(path),
+                               "application/x-www-form-urlencoded",
+                               body,
+                               strlen(body),
+                               query,
+                               query ? strlen(query) : 0,
+                               NULL,
+                               0};
     char *nb = NULL, *em = NULL;
     size_t nbl = 0;
     enum kb_err err = meter_begin(p, &req, m, reserve, &nb, &nbl, &em);
@@ -54,6 +77,12 @@ static enum kb_err begin(struct kb_pricing *p, const char *method, const char *p
         assert_non_null(em);
     free(em);
     return err;
+}
+
+static enum kb_err begin(struct kb_pricing *p, const char *method, const char *path,
+                         const char *body, struct kb_meter **m, int64_t *reserve)
+{
+    return begin_q(p, method, path, NULL, body, m, reserve);
 }
 
 static int64_t finish(struct kb_meter *m, int status, const char *resp, bool complete)
@@ -330,16 +359,478 @@ static void test_paths(void **state)
     assert_int_equal(reserve, 0);
     assert_int_equal(finish(m, 200, "{}", true), 0);
     m = NULL;
+    /* Redacting a message (Body="") moves no money: claimed at $0. */
     assert_int_equal(begin(p, "POST",
                            "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages/"
                            "SM1.json",
                            "Body=", &m, &reserve),
-                     KB_E_ENDPOINT_NOT_METERED);
-    assert_null(m);
-    /* Ambiguous duplicates and broken escapes are refused. */
-    assert_int_equal(begin(p, "POST", msg_path, "Body=a&Body=bb", &m, &reserve), KB_E_INVALID);
+                     KB_OK);
+    assert_int_equal(reserve, 0);
+    assert_int_equal(finish(m, 200, "{\"sid\":\"SM1\",\"body\":\"\"}", true), 0);
+    m = NULL;
+    /* A parameter given twice with different values is ambiguous; broken
+     * escapes are invalid. */
+    assert_int_equal(begin(p, "POST", msg_path, "Body=a&Body=bb", &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
     assert_int_equal(begin(p, "POST", msg_path, "Body=%ZZ", &m, &reserve), KB_E_INVALID);
     meter_pricing_free(p);
+}
+
+/* ---- SendAsMms, channels, scheduling, replies ---- */
+
+/* POST .../Messages.json with body (and query), expecting KB_OK; returns
+ * the reservation and leaves *m for finish(). */
+static int64_t msg_reserve(struct kb_pricing *p, const char *query, const char *body,
+                           struct kb_meter **m)
+{
+    int64_t reserve = -1;
+    assert_int_equal(begin_q(p, "POST", msg_path, query, body, m, &reserve), KB_OK);
+    return reserve;
+}
+
+static void test_send_as_mms(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+    char *text = repeat("x", 161);      /* 2 GSM segments */
+    char *long_text = repeat("x", 600); /* ceil(600 / 153) = 4 segments */
+    char *b;
+
+    /* SendAsMms=true: one MMS at $0.0220 = 22000 µ$, not 2 x $0.0083. The
+     * reply's num_segments does not turn it back into segments. */
+    b = kb_asprintf("To=%%2B14155550100&Body=%s&SendAsMms=true", text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 22000);
+    assert_int_equal(finish(m, 201,
+                            "{\"sid\":\"MM1\",\"num_segments\":\"2\",\"num_media\":\"0\","
+                            "\"status\":\"queued\",\"price\":null}",
+                            true),
+                     22000);
+    free(b);
+    /* Any letter case, name or value. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi&sendasmms=TRUE", &m), 22000);
+    meter_free(m);
+    /* In the query string: Twilio reads it there too. */
+    assert_int_equal(msg_reserve(p, "SendAsMms=true", "To=%2B14155550100&Body=hi", &m), 22000);
+    meter_free(m);
+    /* SendAsMms=false: an SMS, 2 x 8300 = 16600 µ$. */
+    b = kb_asprintf("To=%%2B14155550100&Body=%s&SendAsMms=false", text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 16600);
+    meter_free(m);
+    free(b);
+    /* A value Twilio might read either way: the dearer of MMS (22000) and
+     * SMS (4 x 8300 = 33200): 33200. */
+    b = kb_asprintf("To=%%2B14155550100&Body=%s&SendAsMms=yes", long_text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 33200);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"4\"}", true), 33200);
+    free(b);
+    /* Body says true, query says false: which one Twilio reads is unknown. */
+    assert_int_equal(begin_q(p, "POST", msg_path, "SendAsMms=false",
+                             "To=%2B14155550100&Body=hi&SendAsMms=true", &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
+    free(text);
+    free(long_text);
+    meter_pricing_free(p);
+}
+
+static void test_mms_without_own_price(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+    char *text = repeat("x", 161);
+    char *b =
+        kb_asprintf("To=%%2B447700900123&MediaUrl=https%%3A%%2F%%2Fx.test%%2Fa.png&Body=%s", text);
+
+    /* +44 has no MMS price: the default $0.20, or the message as SMS if
+     * dearer (2 segments x $0.20 default = 400000 µ$). */
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 400000);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"1\"}", true), 400000);
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B447700900123&MediaUrl=x&Body=hi", &m), 200000);
+    meter_free(m);
+    /* A flat price (the old form of mms_per_message) applies everywhere. */
+    meter_pricing_free(p);
+    p = load("{\"twilio\": {\"mms_per_message\": \"0.0220\"}}");
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&MediaUrl=x", &m), 22000);
+    meter_free(m);
+    free(text);
+    free(b);
+    meter_pricing_free(p);
+}
+
+static void test_channels(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* WhatsApp to +1: $0.005 Twilio + $0.025 Meta marketing = 30000 µ$ per
+     * message, whatever the length or media. */
+    assert_int_equal(msg_reserve(p, NULL,
+                                 "To=whatsapp%3A%2B14155550100&From=whatsapp%3A%2B14155550199"
+                                 "&Body=hello&MediaUrl=x",
+                                 &m),
+                     30000);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"1\",\"status\":\"queued\"}", true), 30000);
+    /* Elsewhere: the WhatsApp fallback $0.17; the scheme in any case. */
+    assert_int_equal(msg_reserve(p, NULL, "To=WhatsApp%3A%2B447700900123&ContentSid=HX1", &m),
+                     170000);
+    meter_free(m);
+    /* A channel without its own price: the default $0.20. */
+    assert_int_equal(msg_reserve(p, NULL, "To=messenger%3A1234&Body=hi", &m), 200000);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_scheduled_and_shortened(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* A scheduled message is charged at creation (it is billed when sent;
+     * cancelling it later refunds nothing here): 1 x 8300 + the Engagement
+     * Suite fee 15000 = 23300 µ$. A Messaging Service reply has
+     * num_segments "0" until a sender is picked: the estimate stands. */
+    assert_int_equal(msg_reserve(p, NULL,
+                                 "To=%2B14155550100&MessagingServiceSid=MG1&Body=hi"
+                                 "&ScheduleType=fixed&SendAt=2026-12-04T10%3A00%3A00Z",
+                                 &m),
+                     23300);
+    assert_int_equal(finish(m, 201, "{\"status\":\"scheduled\",\"num_segments\":\"0\"}", true),
+                     23300);
+    /* ShortenUrls=true: +15000; with 2 segments in the reply 2 x 8300 +
+     * 15000 = 31600. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi&ShortenUrls=true", &m), 23300);
+    assert_int_equal(finish(m, 201, "{\"status\":\"queued\",\"num_segments\":\"2\"}", true), 31600);
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi&ShortenUrls=false", &m), 8300);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_message_reply_price_and_status(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* A reply that already carries Twilio's price: that is the bill
+     * ("-0.00830" USD = 8300 µ$), even though 24 segments were reserved. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&ContentSid=HX1", &m), 199200);
+    assert_int_equal(finish(m, 201,
+                            "{\"status\":\"sent\",\"num_segments\":\"1\","
+                            "\"price\":\"-0.00830\",\"price_unit\":\"USD\"}",
+                            true),
+                     8300);
+    /* A price in another currency is not read: num_segments 3 x 8300. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&ContentSid=HX1", &m), 199200);
+    assert_int_equal(finish(m, 201,
+                            "{\"num_segments\":\"3\",\"price\":\"-0.00700\","
+                            "\"price_unit\":\"EUR\"}",
+                            true),
+                     24900);
+    /* "failed" at once: it never left Twilio, only the $0.001 processing
+     * fee is billed. "undelivered" was attempted: billed in full. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi", &m), 8300);
+    assert_int_equal(finish(m, 201, "{\"status\":\"failed\",\"error_code\":30410}", true), 1000);
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi", &m), 8300);
+    assert_int_equal(finish(m, 201, "{\"status\":\"undelivered\",\"num_segments\":\"1\"}", true),
+                     8300);
+    meter_pricing_free(p);
+}
+
+/* ---- calls and conference participants ---- */
+
+static int64_t post_reserve(struct kb_pricing *p, const char *rel, const char *body,
+                            struct kb_meter **m)
+{
+    char *path = kb_asprintf("%s/%s", acct_path, rel);
+    int64_t reserve = -1;
+    assert_int_equal(begin(p, "POST", path, body, m, &reserve), KB_OK);
+    free(path);
+    return reserve;
+}
+
+static void test_participants(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+    const char *parts = "Conferences/CF0123/Participants.json";
+
+    /* An outbound leg into a conference is a call: TimeLimit=600 s = 10
+     * minutes x $0.0140 = 140000 µ$. Timeout (ring time) is not billed. */
+    assert_int_equal(post_reserve(p, parts,
+                                  "From=%2B14155550199&To=%2B14155550100&TimeLimit=600"
+                                  "&Timeout=30",
+                                  &m),
+                     140000);
+    assert_int_equal(finish(m, 201, "{\"call_sid\":\"CA1\",\"status\":\"queued\"}", true), 140000);
+    /* TimeLimit=61: 2 started minutes = 28000. */
+    assert_int_equal(post_reserve(p, parts, "To=%2B14155550100&TimeLimit=61", &m), 28000);
+    meter_free(m);
+    /* Recorded (Record=true): 10 x (0.0140 + 0.0025) = 165000; with
+     * answering machine detection +7500 = 172500. */
+    assert_int_equal(post_reserve(p, parts, "To=%2B14155550100&TimeLimit=600&Record=true", &m),
+                     165000);
+    meter_free(m);
+    assert_int_equal(post_reserve(p, parts,
+                                  "To=%2B14155550100&TimeLimit=600&Record=true"
+                                  "&MachineDetection=Enable",
+                                  &m),
+                     172500);
+    meter_free(m);
+    /* The conference recorded from the start: recorded too; do-not-record:
+     * not. */
+    assert_int_equal(post_reserve(p, parts,
+                                  "To=%2B14155550100&TimeLimit=600"
+                                  "&ConferenceRecord=record-from-start",
+                                  &m),
+                     165000);
+    meter_free(m);
+    assert_int_equal(post_reserve(p, parts,
+                                  "To=%2B14155550100&TimeLimit=600&ConferenceRecord=do-not-record",
+                                  &m),
+                     140000);
+    meter_free(m);
+    /* No TimeLimit: 10 estimated minutes, at least call_estimate: 140000;
+     * to +44 (no price of its own) 10 x $1.00 = 10000000. */
+    assert_int_equal(post_reserve(p, parts, "To=%2B14155550100", &m), 140000);
+    meter_free(m);
+    assert_int_equal(post_reserve(p, parts, "To=%2B442079460000", &m), 10000000);
+    meter_free(m);
+    /* Case variants of every segment and of the extension. */
+    assert_int_equal(post_reserve(p, "conferences/CF0123/PARTICIPANTS.JSON",
+                                  "To=%2B14155550100&TimeLimit=60", &m),
+                     14000);
+    meter_free(m);
+    assert_int_equal(
+        post_reserve(p, "Conferences/CF0123/Participants", "To=%2B14155550100&TimeLimit=60", &m),
+        14000);
+    meter_free(m);
+    /* A TimeLimit the meter cannot bound is refused before forwarding. */
+    char *path = kb_asprintf("%s/%s", acct_path, parts);
+    int64_t reserve = -1;
+    assert_int_equal(begin(p, "POST", path, "To=%2B14155550100&TimeLimit=1e3", &m, &reserve),
+                     KB_E_INVALID);
+    assert_int_equal(
+        begin_q(p, "POST", path, "TimeLimit=3600", "To=%2B14155550100&TimeLimit=60", &m, &reserve),
+        KB_E_AMBIGUOUS_REQUEST);
+    free(path);
+    meter_pricing_free(p);
+}
+
+static void test_call_destinations_and_updates(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* A Client or SIP destination has no price of its own: the default
+     * $1.00 per minute (never cheaper than a phone). TimeLimit=60: 1000000. */
+    assert_int_equal(
+        post_reserve(p, "Calls.json", "To=client%3Aalice&From=%2B1415&TimeLimit=60", &m), 1000000);
+    meter_free(m);
+    /* Call with AMD, no TimeLimit: 140000 + 7500. */
+    assert_int_equal(post_reserve(p, "Calls.json", "To=%2B14155550100&MachineDetection=Enable", &m),
+                     147500);
+    meter_free(m);
+    /* Updating a call: hang up or redirect costs nothing more... */
+    assert_int_equal(post_reserve(p, "Calls/CA1.json", "Status=completed", &m), 0);
+    assert_int_equal(finish(m, 200, "{\"sid\":\"CA1\",\"status\":\"completed\"}", true), 0);
+    assert_int_equal(post_reserve(p, "Calls/CA1.json", "Url=https%3A%2F%2Fx.test%2Ft", &m), 0);
+    meter_free(m);
+    /* ...a new TimeLimit may extend it: 2 minutes at the dearest rate
+     * configured ($1.00, the call's destination is not in the request). */
+    assert_int_equal(post_reserve(p, "Calls/CA1.json", "TimeLimit=120", &m), 2000000);
+    meter_free(m);
+    /* Validating a caller id: Twilio calls the number, a call of unknown
+     * length: 140000. */
+    assert_int_equal(post_reserve(p, "OutgoingCallerIds.json", "PhoneNumber=%2B14155550100", &m),
+                     140000);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+/* ---- phone numbers ---- */
+
+static void test_number_purchase(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* One month of the fee by type (later months are billed outside the
+     * proxy): local +1 $1.15, toll-free +1 $2.15. */
+    assert_int_equal(
+        post_reserve(p, "IncomingPhoneNumbers/Local.json", "PhoneNumber=%2B14155550100", &m),
+        1150000);
+    assert_int_equal(finish(m, 201,
+                            "{\"sid\":\"PN1\",\"phone_number\":\"+14155550100\","
+                            "\"type\":\"local\"}",
+                            true),
+                     1150000);
+    assert_int_equal(
+        post_reserve(p, "IncomingPhoneNumbers/TollFree.json", "PhoneNumber=%2B18005550100", &m),
+        2150000);
+    meter_free(m);
+    assert_int_equal(
+        post_reserve(p, "incomingphonenumbers/tollfree", "PhoneNumber=%2B18885550100", &m),
+        2150000);
+    meter_free(m);
+    /* Mobile: no price for +44: the default $50.00. */
+    assert_int_equal(
+        post_reserve(p, "IncomingPhoneNumbers/Mobile.json", "PhoneNumber=%2B447700900123", &m),
+        50000000);
+    meter_free(m);
+    /* The generic resource: +1 numbers by area code (888 toll-free, 415
+     * local; AreaCode alone is US/Canada local)... */
+    assert_int_equal(post_reserve(p, "IncomingPhoneNumbers.json", "PhoneNumber=%2B18885550100", &m),
+                     2150000);
+    meter_free(m);
+    assert_int_equal(post_reserve(p, "IncomingPhoneNumbers.json", "PhoneNumber=%2B14155550100", &m),
+                     1150000);
+    meter_free(m);
+    assert_int_equal(post_reserve(p, "IncomingPhoneNumbers.json", "AreaCode=415", &m), 1150000);
+    meter_free(m);
+    /* ...elsewhere the dearest type ($50.00 mobile/toll-free default), and
+     * the reply's type settles it: local +44 = $1.00. */
+    assert_int_equal(
+        post_reserve(p, "IncomingPhoneNumbers.json", "PhoneNumber=%2B442079460000", &m), 50000000);
+    assert_int_equal(
+        finish(m, 201, "{\"phone_number\":\"+442079460000\",\"type\":\"local\"}", true), 1000000);
+    /* A reply without a type we know keeps the reservation. */
+    assert_int_equal(
+        post_reserve(p, "IncomingPhoneNumbers.json", "PhoneNumber=%2B442079460000", &m), 50000000);
+    assert_int_equal(
+        finish(m, 201, "{\"phone_number\":\"+442079460000\",\"type\":\"shared\"}", true), 50000000);
+    /* Configuring an owned number is free. */
+    assert_int_equal(
+        post_reserve(p, "IncomingPhoneNumbers/PN0123.json", "VoiceUrl=https%3A%2F%2Fx.test", &m),
+        0);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+/* ---- the endpoint table ---- */
+
+static void test_endpoint_classes(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+    static const char *const free_paths[] = {
+        "Messages/SM1.json",
+        "Messages/SM1/Feedback.json",
+        "Calls/CA1.json",
+        "Calls/CA1/Recordings/RE1.json",
+        "Calls/CA1/Streams/MZ1.json",
+        "Conferences/CF1.json",
+        "Conferences/CF1/Participants/CA1.json",
+        "Conferences/CF1/Recordings/RE1.json",
+        "Queues.json",
+        "Queues/QU1/Members/CA1.json",
+        "Applications.json",
+        "Addresses/AD1.json",
+        "OutgoingCallerIds/PN1.json",
+        "Keys/SK1.json",
+        "SIP/Domains.json",
+        "sip/domains/SD1/auth/calls/credentiallistmappings.json",
+        "SIP/IpAccessControlLists/AL1/IpAddresses.json",
+        "Usage/Triggers.json",
+        "SMS/ShortCodes/SC1.json",
+    };
+    static const char *const refused_paths[] = {
+        "Keys.json", /* an API key could spend around the proxy */
+        "SigningKeys.json",
+        "Tokens.json",
+        "Calls/CA1/Recordings.json", /* per minute, for as long as the call runs */
+        "Calls/CA1/Transcriptions.json",
+        "Calls/CA1/Streams.json",
+        "Calls/CA1/Siprec.json",
+        "Calls/CA1/Payments.json",
+        "Calls/CA1/UserDefinedMessages.json",
+        "IncomingPhoneNumbers/PN1/AssignedAddOns.json",
+        "Conferences.json",
+        "Messages/SM1/Media.json",
+        "Faxes.json",
+        "Messages.json/extra",
+    };
+    for (size_t i = 0; i < sizeof free_paths / sizeof free_paths[0]; i++) {
+        char *path = kb_asprintf("%s/%s", acct_path, free_paths[i]);
+        enum kb_err err = begin(p, "POST", path, "Status=completed", &m, &reserve);
+        if (err != KB_OK || reserve != 0)
+            print_message("free %s: err %d reserve %lld\n", free_paths[i], (int)err,
+                          (long long)reserve);
+        assert_int_equal(err, KB_OK);
+        assert_int_equal(reserve, 0);
+        assert_int_equal(finish(m, 200, "{}", true), 0);
+        m = NULL;
+        free(path);
+    }
+    for (size_t i = 0; i < sizeof refused_paths / sizeof refused_paths[0]; i++) {
+        char *path = kb_asprintf("%s/%s", acct_path, refused_paths[i]);
+        enum kb_err err = begin(p, "POST", path, "", &m, &reserve);
+        if (err != KB_E_ENDPOINT_NOT_METERED)
+            print_message("refused %s: err %d\n", refused_paths[i], (int)err);
+        assert_int_equal(err, KB_E_ENDPOINT_NOT_METERED);
+        assert_null(m);
+        free(path);
+    }
+    /* The account itself: updating it is free, creating a subaccount (whose
+     * reply holds a new auth token) is refused. */
+    assert_int_equal(begin(p, "POST", acct_path, "FriendlyName=x", &m, &reserve), KB_OK);
+    assert_int_equal(reserve, 0);
+    meter_free(m);
+    assert_int_equal(begin(p, "POST", "/2010-04-01/Accounts.json", "FriendlyName=x", &m, &reserve),
+                     KB_E_ENDPOINT_NOT_METERED);
+    /* Other API versions and hosts' paths are not Twilio's 2010 API. */
+    assert_int_equal(begin(p, "POST", "/v1/Services", "", &m, &reserve), KB_E_ENDPOINT_NOT_METERED);
+    /* Messages in any letter case, and the 2010 SMS resource, are metered. */
+    assert_int_equal(begin(p, "POST",
+                           "/2010-04-01/accounts/AC0123456789abcdef0123456789abcdef/MESSAGES.JSON",
+                           "To=%2B14155550100&Body=hi", &m, &reserve),
+                     KB_OK);
+    assert_int_equal(reserve, 8300);
+    meter_free(m);
+    assert_int_equal(post_reserve(p, "SMS/Messages.json", "To=%2B14155550100&body=hi", &m), 8300);
+    meter_free(m);
+    /* A parameter name in another case is the same parameter. */
+    assert_int_equal(begin(p, "POST", msg_path, "To=%2B14155550100&Body=a&body=bb", &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
+    meter_pricing_free(p);
+}
+
+/* ---- configuration ---- */
+
+static void test_config_refused(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "{\"twilio\": {\"channel_per_message\": {\"WhatsApp:\": \"0.1\"}}}",
+        "{\"twilio\": {\"channel_per_message\": {\"whatsapp\": \"0.1\"}}}",
+        "{\"twilio\": {\"call_per_minute\": {\"default\": null}}}",
+        "{\"twilio\": {\"number_per_month\": {\"toll_free\": null}}}",
+        "{\"twilio\": {\"number_per_month\": {\"shared\": {\"default\": \"1\"}}}}",
+        "{\"twilio\": {\"call_estimate_minutes\": 0}}",
+        "{\"twilio\": {\"recording_per_minute\": 0.0025}}",
+        "{\"twilio\": {\"mms_per_message\": {\"+1\": \"0.02\", \"default\": null}}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct kb_pricing *p = NULL;
+        char *em = NULL, *path = write_tmp(bad[i]);
+        enum kb_err err = meter_pricing_load(path, &p, &em);
+        if (err != KB_E_CONFIG)
+            print_message("case %zu accepted\n", i);
+        assert_int_equal(err, KB_E_CONFIG);
+        assert_non_null(em);
+        assert_null(p);
+        unlink(path);
+        free(path);
+        free(em);
+    }
 }
 
 int main(void)
@@ -356,6 +847,16 @@ int main(void)
         cmocka_unit_test(test_calls),
         cmocka_unit_test(test_failures_cost_zero),
         cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_send_as_mms),
+        cmocka_unit_test(test_mms_without_own_price),
+        cmocka_unit_test(test_channels),
+        cmocka_unit_test(test_scheduled_and_shortened),
+        cmocka_unit_test(test_message_reply_price_and_status),
+        cmocka_unit_test(test_participants),
+        cmocka_unit_test(test_call_destinations_and_updates),
+        cmocka_unit_test(test_number_purchase),
+        cmocka_unit_test(test_endpoint_classes),
+        cmocka_unit_test(test_config_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
