@@ -102,7 +102,8 @@ static int64_t table_max(const struct meter__prefix_table *t)
 
 /* ---- request parameters ---- */
 
-/* The form body and the query string: Twilio reads parameters from both. */
+/* The form body and the query string: which of them Twilio reads a
+ * parameter from is not documented, so both are read. */
 struct params {
     struct meter__form body;  /* decoded form body */
     struct meter__form query; /* decoded query string */
@@ -402,9 +403,10 @@ static enum kb_err call(struct kb_meter *m, const struct params *p, enum call_ki
          * reserved when it was created. */
         return KB_OK;
     }
-    /* An update has no To: the dearest destination configured. */
+    /* An update has no To and does not say whether the call records: the
+     * dearest destination configured, recorded. */
     per_min = kind == CALL_UPDATE ? table_max(&cfg->call) : lookup(&cfg->call, to, NULL);
-    if ((record != TRI_ABSENT && record != TRI_FALSE) || conf_record)
+    if ((record != TRI_ABSENT && record != TRI_FALSE) || conf_record || kind == CALL_UPDATE)
         per_min = meter__add_sat(per_min, cfg->recording_per_minute);
     if (tl) {
         for (size_t i = 0; i < tl->vlen && secs <= TIME_LIMIT_MAX; i++)

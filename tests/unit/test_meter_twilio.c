@@ -642,8 +642,9 @@ static void test_call_destinations_and_updates(void **state)
     assert_int_equal(post_reserve(p, "Calls/CA1.json", "Url=https%3A%2F%2Fx.test%2Ft", &m), 0);
     meter_free(m);
     /* ...a new TimeLimit may extend it: 2 minutes at the dearest rate
-     * configured ($1.00, the call's destination is not in the request). */
-    assert_int_equal(post_reserve(p, "Calls/CA1.json", "TimeLimit=120", &m), 2000000);
+     * configured, recorded (the request names neither the destination nor
+     * whether the call records): 2 x ($1.00 + $0.0025) = 2005000. */
+    assert_int_equal(post_reserve(p, "Calls/CA1.json", "TimeLimit=120", &m), 2005000);
     meter_free(m);
     /* Validating a caller id: Twilio calls the number, a call of unknown
      * length: 140000. */
