@@ -193,6 +193,86 @@ describe('twilio: a cost class for every write endpoint', () => {
     assert.equal((await usage(k)).spent_usd, 0.0303);
   });
 
+  it('twilio-node participants.create and incomingPhoneNumbers.create are metered', async () => {
+    const conf = 'CF0123456789abcdef0123456789abcdef';
+    mocks.twilio.setHandler((rec, res) => {
+      const f = Object.fromEntries(new URLSearchParams(rec.bodyText));
+      if (rec.path.endsWith('/Participants.json')) {
+        return reply(res, 201, {
+          account_sid: S.twilioSid,
+          call_sid: 'CA0123456789abcdef0123456789abcdef',
+          conference_sid: conf,
+          status: 'queued',
+        });
+      }
+      if (rec.path.endsWith('/IncomingPhoneNumbers.json')) {
+        return reply(res, 201, {
+          account_sid: S.twilioSid,
+          sid: 'PN0123456789abcdef0123456789abcdef',
+          phone_number: f.PhoneNumber,
+          type: 'local',
+        });
+      }
+      return false;
+    });
+    const k = await key(5);
+    class ToProxy extends twilio.RequestClient {
+      request(opts) {
+        const u = new URL(opts.uri);
+        return super.request({ ...opts, uri: `${d.proxyUrl}/twilio${u.pathname}${u.search}` });
+      }
+    }
+    const client = twilio(S.twilioSid, k.token, { httpClient: new ToProxy() });
+    // timeLimit 120 s: 2 minutes x $0.0140.
+    await client
+      .conferences(conf)
+      .participants.create({ from: '+14155550199', to: '+14155550100', timeLimit: 120 });
+    assert.equal(new URLSearchParams(mocks.twilio.requests[0].bodyText).get('TimeLimit'), '120');
+    assert.equal((await usage(k)).spent_usd, 0.028);
+    // A +1 non-toll-free number through the generic resource: local, $1.15.
+    await client.incomingPhoneNumbers.create({ phoneNumber: '+14155550100' });
+    assert.equal(mocks.twilio.requests.length, 2);
+    assert.equal((await usage(k)).spent_usd, 1.178);
+  });
+
+  it('path and parameter spellings Twilio reads alike are priced alike', async () => {
+    mocks.twilio.setHandler((rec, res) =>
+      reply(res, 201, { sid: 'SM0123456789abcdef0123456789abcdef', status: 'queued', num_segments: '2' }),
+    );
+    const k = await key(1);
+    // Lower-case resource and parameter names, another extension: still an
+    // SMS, reserved and settled at 2 segments x $0.0083 (not refused, and
+    // not let through at $0).
+    const r = await d.proxy({
+      method: 'POST',
+      path: `/twilio${acct()}/messages.JSON`,
+      headers: {
+        authorization: basic(S.twilioSid, k.token),
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: `to=%2B14155550100&body=${'x'.repeat(161)}`,
+    });
+    assert.equal(r.status, 201, r.text);
+    assert.equal(mocks.twilio.requests.length, 1);
+    assert.equal(mocks.twilio.requests[0].url, `${acct()}/messages.JSON`);
+    assert.equal((await usage(k)).spent_usd, 0.0166);
+    // TimeLimit twice in two spellings with two values: which one Twilio
+    // reads is unknown, so the call is refused and nothing is sent.
+    const body = 'To=%2B14155550100&TimeLimit=60&timelimit=14400';
+    const amb = await d.proxy({
+      method: 'POST',
+      path: `/twilio${acct()}/Calls.json`,
+      headers: {
+        authorization: basic(S.twilioSid, k.token),
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body,
+    });
+    assertError(amb, 400, 'ambiguous_request');
+    assert.equal(mocks.twilio.requests.length, 1);
+    assert.equal((await usage(k)).spent_usd, 0.0166);
+  });
+
   // Last: a sanitizer report or a crash on shutdown fails here.
   it('the daemon stops on SIGTERM with exit code 0', async () => {
     await d.stop();
