@@ -35,7 +35,7 @@
  * num_segments when present, at the reply's price when Twilio already set
  * it, and at the failed-message fee when the reply says "failed". A number
  * purchase settles at the price of the type the reply names. Calls settle at
- * their reservation. A non-2xx costs zero (meter.c).
+ * their reservation. Non-2xx answers follow meter.c's common rules.
  */
 #include <stdlib.h>
 #include <string.h>
