@@ -145,14 +145,24 @@ static enum kb_err param_get(const struct params *p, const char *key,
     return KB_OK;
 }
 
-/* True when `key` appears at all, with any value (MediaUrl repeats). */
-static bool param_has(const struct params *p, const char *key)
+/* A parameter that may repeat (MediaUrl): false when absent, true when some
+ * value is not empty; *all_empty tells that every value given was empty. */
+static bool param_any(const struct params *p, const char *key, bool *all_empty)
 {
     const struct meter__form *forms[2] = {&p->body, &p->query};
-    for (size_t f = 0; f < 2; f++)
-        for (size_t i = 0; i < forms[f]->n; i++)
-            if (key_is(&forms[f]->v[i], key))
+    bool seen = false;
+
+    *all_empty = false;
+    for (size_t f = 0; f < 2; f++) {
+        for (size_t i = 0; i < forms[f]->n; i++) {
+            if (!key_is(&forms[f]->v[i], key))
+                continue;
+            if (forms[f]->v[i].vlen > 0)
                 return true;
+            seen = true;
+        }
+    }
+    *all_empty = seen;
     return false;
 }
 
@@ -208,6 +218,8 @@ enum msg_kind {
 struct msg_state {
     enum msg_kind kind;
     int64_t per_segment; /* MSG_SMS: price of one segment */
+    int64_t mms_alt;     /* MSG_SMS that may go as an MMS (a template): its
+                            price, charged when the reply counts media; -1 */
     int64_t extra;       /* engagement fee charged with any sent message */
     int64_t failed_fee;  /* what a reply saying "failed" costs */
 };
@@ -270,6 +282,14 @@ static int64_t settle_message(struct kb_meter *m, bool complete)
     /* "0" (a Messaging Service has not picked a sender yet) keeps the estimate. */
     if (segs >= 1 && segs <= SEGMENTS_MAX)
         cost = meter__add_sat(meter__mul_sat(segs, st->per_segment), st->extra);
+    v = json_object_get(root, "num_media");
+    if (st->mms_alt >= 0 && json_is_string(v) && json_string_length(v) > 0 &&
+        strcmp(json_string_value(v), "0") != 0) {
+        /* A template that carried media went as an MMS. */
+        int64_t mms = meter__add_sat(st->mms_alt, st->extra);
+        if (mms > cost)
+            cost = mms;
+    }
 out:
     json_decref(root);
     return cost;
@@ -321,38 +341,51 @@ static const struct meter__ops number_ops = {NULL, settle_number, NULL};
 static enum kb_err message(struct kb_meter *m, const struct params *p, char **errmsg)
 {
     const struct meter__twilio_cfg *cfg = &m->p->twilio;
-    const struct meter__form_pair *body = NULL, *to = NULL, *sched = NULL, *send_at = NULL;
+    const struct meter__form_pair *body = NULL, *to = NULL, *sched = NULL, *send_at = NULL,
+                                  *content = NULL;
     enum kb_err err;
     enum tri as_mms, shorten;
-    int64_t segs, sms, flat = -1, extra = 0;
-    bool matched = false;
+    int64_t segs, sms, flat = -1, extra = 0, mms_alt = -1;
+    bool matched = false, media_empty = false, media;
 
     if ((err = param_get(p, "Body", &body, errmsg)) != KB_OK ||
         (err = param_get(p, "To", &to, errmsg)) != KB_OK ||
         (err = param_get(p, "ScheduleType", &sched, errmsg)) != KB_OK ||
         (err = param_get(p, "SendAt", &send_at, errmsg)) != KB_OK ||
         (err = param_bool(p, "SendAsMms", &as_mms, errmsg)) != KB_OK ||
-        (err = param_bool(p, "ShortenUrls", &shorten, errmsg)) != KB_OK)
+        (err = param_bool(p, "ShortenUrls", &shorten, errmsg)) != KB_OK ||
+        (err = param_get(p, "ContentSid", &content, errmsg)) != KB_OK)
         return err;
+    media = param_any(p, "MediaUrl", &media_empty);
     /* Scheduling and link shortening are Engagement Suite features, billed
      * per message on top of the message itself. */
     if ((sched && sched->vlen) || (send_at && send_at->vlen) ||
         (shorten != TRI_ABSENT && shorten != TRI_FALSE))
         extra = cfg->engagement_per_message;
     segs = body ? meter__sms_segments(body->val, body->vlen) : cfg->unknown_segments;
+    if (content && content->vlen) {
+        /* A content template replaces Body with text of its own, and may
+         * carry media: its worst case, whatever Body says. */
+        if (segs < cfg->unknown_segments)
+            segs = cfg->unknown_segments;
+        mms_alt = lookup(&cfg->mms, to, NULL);
+    }
     sms = meter__mul_sat(segs, sms_price(cfg, to));
+    if (mms_alt > sms)
+        sms = mms_alt;
 
     if (to && memchr(to->val, ':', to->vlen)) {
         /* "whatsapp:+1...", "rcs:+1...", "messenger:...": per message. */
         flat = lookup(&cfg->channel, to, NULL);
-    } else if (param_has(p, "MediaUrl") || as_mms == TRI_TRUE) {
+    } else if (media || as_mms == TRI_TRUE) {
         flat = lookup(&cfg->mms, to, &matched);
         /* Where MMS has no price of its own Twilio may send it as SMS
          * (with a link): the dearer of the two. */
         if (!matched && sms > flat)
             flat = sms;
-    } else if (as_mms == TRI_MAYBE) {
-        /* A SendAsMms value Twilio might read either way. */
+    } else if (as_mms == TRI_MAYBE || media_empty) {
+        /* A SendAsMms value Twilio might read either way, or MediaUrl
+         * given empty: the dearer of MMS and SMS. */
         flat = lookup(&cfg->mms, to, NULL);
         if (sms > flat)
             flat = sms;
@@ -360,6 +393,7 @@ static enum kb_err message(struct kb_meter *m, const struct params *p, char **er
     struct msg_state *st = kb_calloc(1, sizeof *st);
     st->kind = flat >= 0 ? MSG_FLAT : MSG_SMS;
     st->per_segment = sms_price(cfg, to);
+    st->mms_alt = mms_alt;
     st->extra = extra;
     st->failed_fee = cfg->failed_message_fee;
     m->state = st;

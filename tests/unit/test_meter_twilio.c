@@ -540,6 +540,37 @@ static void test_message_reply_price_and_status(void **state)
     meter_pricing_free(p);
 }
 
+static void test_templates_and_empty_media(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* A ContentSid template replaces Body: a short Body beside it does not
+     * lower the reservation (24 x 8300 = 199200). The reply's count
+     * settles it: 2 segments, no media = 16600. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&ContentSid=HX1&Body=hi", &m), 199200);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"2\",\"num_media\":\"0\"}", true), 16600);
+    /* A template that carried media went as an MMS: 1 segment (8300) is
+     * less than the MMS price, 22000 is charged. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&ContentSid=HX1", &m), 199200);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"1\",\"num_media\":\"1\"}", true), 22000);
+    /* MediaUrl given empty: Twilio may send an SMS or an MMS, the dearer:
+     * 4 segments (33200) beat the MMS price. */
+    char *text = repeat("x", 600);
+    char *b = kb_asprintf("To=%%2B14155550100&MediaUrl=&Body=%s", text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 33200);
+    meter_free(m);
+    free(b);
+    /* One empty and one real MediaUrl: an MMS. */
+    b = kb_asprintf("To=%%2B14155550100&MediaUrl=&mediaurl=x&Body=%s", text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 22000);
+    meter_free(m);
+    free(b);
+    free(text);
+    meter_pricing_free(p);
+}
+
 /* ---- calls and conference participants ---- */
 
 static int64_t post_reserve(struct kb_pricing *p, const char *rel, const char *body,
@@ -853,6 +884,7 @@ int main(void)
         cmocka_unit_test(test_channels),
         cmocka_unit_test(test_scheduled_and_shortened),
         cmocka_unit_test(test_message_reply_price_and_status),
+        cmocka_unit_test(test_templates_and_empty_media),
         cmocka_unit_test(test_participants),
         cmocka_unit_test(test_call_destinations_and_updates),
         cmocka_unit_test(test_number_purchase),
