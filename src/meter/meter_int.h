@@ -97,6 +97,7 @@ struct meter__twilio_cfg {
     int64_t call_estimate;          /* least reserved for a call without TimeLimit */
     int64_t call_estimate_minutes;  /* minutes reserved for a call without TimeLimit */
     int64_t recording_per_minute;   /* added per minute of a recorded call */
+    int64_t conference_per_minute;  /* added per minute of a conference participant */
     int64_t amd_per_call;           /* answering machine detection, per call */
     int64_t engagement_per_message; /* scheduling or link shortening, per message */
     int64_t failed_message_fee;     /* a message Twilio answers as "failed" */

@@ -437,11 +437,14 @@ static enum kb_err call(struct kb_meter *m, const struct params *p, enum call_ki
          * reserved when it was created. */
         return KB_OK;
     }
-    /* An update has no To and does not say whether the call records: the
-     * dearest destination configured, recorded. */
+    /* An update has no To and does not say whether the call records or
+     * sits in a conference: the dearest destination configured, with both. */
     per_min = kind == CALL_UPDATE ? table_max(&cfg->call) : lookup(&cfg->call, to, NULL);
     if ((record != TRI_ABSENT && record != TRI_FALSE) || conf_record || kind == CALL_UPDATE)
         per_min = meter__add_sat(per_min, cfg->recording_per_minute);
+    /* Twilio bills each conference participant per minute on top of the leg. */
+    if (kind == CALL_PARTICIPANT || kind == CALL_UPDATE)
+        per_min = meter__add_sat(per_min, cfg->conference_per_minute);
     if (tl) {
         for (size_t i = 0; i < tl->vlen && secs <= TIME_LIMIT_MAX; i++)
             secs = tl->val[i] >= '0' && tl->val[i] <= '9' ? secs * 10 + (tl->val[i] - '0')

@@ -27,6 +27,7 @@ static const char *const twilio_keys[] = {"sms_per_segment",
                                           "call_estimate",
                                           "call_estimate_minutes",
                                           "recording_per_minute",
+                                          "conference_per_participant_minute",
                                           "machine_detection_per_call",
                                           "engagement_per_message",
                                           "failed_message_fee",
@@ -201,6 +202,8 @@ enum kb_err meter__twilio_config(json_t *obj, struct meter__twilio_cfg *cfg, cha
             KB_OK ||
         (err = meter__member_price(obj, "twilio", "recording_per_minute", -1,
                                    &x.recording_per_minute, errmsg)) != KB_OK ||
+        (err = meter__member_price(obj, "twilio", "conference_per_participant_minute", -1,
+                                   &x.conference_per_minute, errmsg)) != KB_OK ||
         (err = meter__member_price(obj, "twilio", "machine_detection_per_call", -1, &x.amd_per_call,
                                    errmsg)) != KB_OK ||
         (err = meter__member_price(obj, "twilio", "engagement_per_message", -1,

@@ -9,7 +9,8 @@
 //
 // Prices are the embedded list prices (src/meter/pricing.json):
 //   SMS +1 $0.0083/segment, MMS +1 $0.0220, voice +1 $0.0140/min,
-//   recording $0.0025/min, local number +1 $1.15/month, toll-free $2.15.
+//   conference participant $0.0018/min, recording $0.0025/min,
+//   local number +1 $1.15/month, toll-free $2.15.
 
 const { describe, it, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
@@ -83,9 +84,9 @@ describe('twilio: a cost class for every write endpoint', () => {
       }),
     );
     const form = { From: '+14155550199', To: '+14155550100', TimeLimit: '600', Record: 'true' };
-    // 10 minutes x ($0.0140 + $0.0025 recording) = $0.165: a $0.16 key
-    // cannot afford the leg, and Twilio never hears of it.
-    const poor = await key(0.16);
+    // 10 minutes x ($0.0140 + $0.0018 conference + $0.0025 recording) =
+    // $0.183: a $0.18 key cannot afford the leg, and Twilio never hears of it.
+    const poor = await key(0.18);
     const refused = await post(poor, `Conferences/${conf}/Participants.json`, form);
     assertError(refused, 429, 'cap_exhausted');
     assert.equal(mocks.twilio.requests.length, 0);
@@ -98,7 +99,7 @@ describe('twilio: a cost class for every write endpoint', () => {
     assert.equal(rec.url, `${acct()}/Conferences/${conf}/Participants.json`);
     assert.deepEqual(Object.fromEntries(new URLSearchParams(rec.bodyText)), form);
     const u = await usage(k);
-    assert.equal(u.spent_usd, 0.165);
+    assert.equal(u.spent_usd, 0.183);
     assert.equal(u.reserved_usd, 0);
   });
 
@@ -223,16 +224,16 @@ describe('twilio: a cost class for every write endpoint', () => {
       }
     }
     const client = twilio(S.twilioSid, k.token, { httpClient: new ToProxy() });
-    // timeLimit 120 s: 2 minutes x $0.0140.
+    // timeLimit 120 s: 2 minutes x ($0.0140 + $0.0018).
     await client
       .conferences(conf)
       .participants.create({ from: '+14155550199', to: '+14155550100', timeLimit: 120 });
     assert.equal(new URLSearchParams(mocks.twilio.requests[0].bodyText).get('TimeLimit'), '120');
-    assert.equal((await usage(k)).spent_usd, 0.028);
+    assert.equal((await usage(k)).spent_usd, 0.0316);
     // A +1 non-toll-free number through the generic resource: local, $1.15.
     await client.incomingPhoneNumbers.create({ phoneNumber: '+14155550100' });
     assert.equal(mocks.twilio.requests.length, 2);
-    assert.equal((await usage(k)).spent_usd, 1.178);
+    assert.equal((await usage(k)).spent_usd, 1.1816);
   });
 
   it('path and parameter spellings Twilio reads alike are priced alike', async () => {

@@ -33,6 +33,7 @@ static const char pinned[] =
     "\"call_estimate\": \"0.14\","
     "\"call_estimate_minutes\": 10,"
     "\"recording_per_minute\": \"0.0025\","
+    "\"conference_per_participant_minute\": \"0.0018\","
     "\"machine_detection_per_call\": \"0.0075\","
     "\"engagement_per_message\": \"0.015\","
     "\"failed_message_fee\": \"0.001\","
@@ -590,27 +591,28 @@ static void test_participants(void **state)
     struct kb_meter *m = NULL;
     const char *parts = "Conferences/CF0123/Participants.json";
 
-    /* An outbound leg into a conference is a call: TimeLimit=600 s = 10
-     * minutes x $0.0140 = 140000 µ$. Timeout (ring time) is not billed. */
+    /* An outbound leg into a conference is a call, plus Twilio's
+     * per-participant conference minute: TimeLimit=600 s = 10 minutes x
+     * ($0.0140 + $0.0018) = 158000 µ$. Timeout (ring time) is not billed. */
     assert_int_equal(post_reserve(p, parts,
                                   "From=%2B14155550199&To=%2B14155550100&TimeLimit=600"
                                   "&Timeout=30",
                                   &m),
-                     140000);
-    assert_int_equal(finish(m, 201, "{\"call_sid\":\"CA1\",\"status\":\"queued\"}", true), 140000);
-    /* TimeLimit=61: 2 started minutes = 28000. */
-    assert_int_equal(post_reserve(p, parts, "To=%2B14155550100&TimeLimit=61", &m), 28000);
+                     158000);
+    assert_int_equal(finish(m, 201, "{\"call_sid\":\"CA1\",\"status\":\"queued\"}", true), 158000);
+    /* TimeLimit=61: 2 started minutes x 15800 = 31600. */
+    assert_int_equal(post_reserve(p, parts, "To=%2B14155550100&TimeLimit=61", &m), 31600);
     meter_free(m);
-    /* Recorded (Record=true): 10 x (0.0140 + 0.0025) = 165000; with
-     * answering machine detection +7500 = 172500. */
+    /* Recorded (Record=true): 10 x (0.0140 + 0.0018 + 0.0025) = 183000;
+     * with answering machine detection +7500 = 190500. */
     assert_int_equal(post_reserve(p, parts, "To=%2B14155550100&TimeLimit=600&Record=true", &m),
-                     165000);
+                     183000);
     meter_free(m);
     assert_int_equal(post_reserve(p, parts,
                                   "To=%2B14155550100&TimeLimit=600&Record=true"
                                   "&MachineDetection=Enable",
                                   &m),
-                     172500);
+                     190500);
     meter_free(m);
     /* The conference recorded from the start: recorded too; do-not-record:
      * not. */
@@ -618,27 +620,28 @@ static void test_participants(void **state)
                                   "To=%2B14155550100&TimeLimit=600"
                                   "&ConferenceRecord=record-from-start",
                                   &m),
-                     165000);
+                     183000);
     meter_free(m);
     assert_int_equal(post_reserve(p, parts,
                                   "To=%2B14155550100&TimeLimit=600&ConferenceRecord=do-not-record",
                                   &m),
-                     140000);
+                     158000);
     meter_free(m);
-    /* No TimeLimit: 10 estimated minutes, at least call_estimate: 140000;
-     * to +44 (no price of its own) 10 x $1.00 = 10000000. */
-    assert_int_equal(post_reserve(p, parts, "To=%2B14155550100", &m), 140000);
+    /* No TimeLimit: 10 estimated minutes (10 x 15800 = 158000), at least
+     * call_estimate (140000); to +44 (no price of its own) 10 x ($1.00 +
+     * $0.0018) = 10018000. */
+    assert_int_equal(post_reserve(p, parts, "To=%2B14155550100", &m), 158000);
     meter_free(m);
-    assert_int_equal(post_reserve(p, parts, "To=%2B442079460000", &m), 10000000);
+    assert_int_equal(post_reserve(p, parts, "To=%2B442079460000", &m), 10018000);
     meter_free(m);
     /* Case variants of every segment and of the extension. */
     assert_int_equal(post_reserve(p, "conferences/CF0123/PARTICIPANTS.JSON",
                                   "To=%2B14155550100&TimeLimit=60", &m),
-                     14000);
+                     15800);
     meter_free(m);
     assert_int_equal(
         post_reserve(p, "Conferences/CF0123/Participants", "To=%2B14155550100&TimeLimit=60", &m),
-        14000);
+        15800);
     meter_free(m);
     /* A TimeLimit the meter cannot bound is refused before forwarding. */
     char *path = kb_asprintf("%s/%s", acct_path, parts);
@@ -673,9 +676,10 @@ static void test_call_destinations_and_updates(void **state)
     assert_int_equal(post_reserve(p, "Calls/CA1.json", "Url=https%3A%2F%2Fx.test%2Ft", &m), 0);
     meter_free(m);
     /* ...a new TimeLimit may extend it: 2 minutes at the dearest rate
-     * configured, recorded (the request names neither the destination nor
-     * whether the call records): 2 x ($1.00 + $0.0025) = 2005000. */
-    assert_int_equal(post_reserve(p, "Calls/CA1.json", "TimeLimit=120", &m), 2005000);
+     * configured, recorded, in a conference (the request names neither the
+     * destination nor whether the call records or is a participant):
+     * 2 x ($1.00 + $0.0025 + $0.0018) = 2008600. */
+    assert_int_equal(post_reserve(p, "Calls/CA1.json", "TimeLimit=120", &m), 2008600);
     meter_free(m);
     /* Validating a caller id: Twilio calls the number, a call of unknown
      * length: 140000. */
