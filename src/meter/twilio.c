@@ -403,6 +403,67 @@ static enum kb_err message(struct kb_meter *m, const struct params *p, char **er
     return KB_OK;
 }
 
+/* True when s (n bytes) contains needle in any letter case. */
+static bool has_ci(const char *s, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    for (size_t i = 0; i + k <= n; i++)
+        if (strncasecmp(s + i, needle, k) == 0)
+            return true;
+    return false;
+}
+
+/* Per minute, what inline TwiML (the Twiml parameter, visible to us unlike
+ * a Url's) adds to the call it runs in: a <Dial>ed leg at the dearest price
+ * among the "+number"s it holds, or the dearest configured price when it may
+ * dial anything else (Client, SIP, a national number); conference minutes
+ * for <Conference>; recording for anything that records. */
+static int64_t twiml_cost(const struct meter__twilio_cfg *cfg, const struct meter__form_pair *tw)
+{
+    const char *s = tw ? tw->val : NULL;
+    size_t n = tw ? tw->vlen : 0;
+    int64_t extra = 0, leg = -1;
+    bool other;
+
+    if (n == 0)
+        return 0;
+    if (has_ci(s, n, "<dial")) {
+        other = has_ci(s, n, "<client") || has_ci(s, n, "<sip") || has_ci(s, n, "<application") ||
+                has_ci(s, n, "<whatsapp");
+        for (size_t i = 0; i < n;) {
+            char num[18];
+            size_t k = 0, j = i;
+            bool plus = s[i] == '+';
+            if (plus)
+                num[k++] = '+', j++;
+            /* Digits, with the separators people write between them. */
+            for (; j < n && k < sizeof num - 1; j++) {
+                if (s[j] >= '0' && s[j] <= '9')
+                    num[k++] = s[j];
+                else if (s[j] == '\0' || !strchr(" -.()", s[j]))
+                    break;
+            }
+            if (plus && k >= 2) {
+                int64_t c = prefix_price(cfg->call.v, cfg->call.n, cfg->call.dflt, num, k, NULL);
+                if (c > leg)
+                    leg = c;
+            } else if (!plus && k >= 7) {
+                other = true; /* a national number: its country is a guess */
+            }
+            i = j > i ? j : i + 1;
+        }
+        if (other || (leg < 0 && !has_ci(s, n, "<conference") && !has_ci(s, n, "<queue")))
+            leg = table_max(&cfg->call);
+        if (leg > 0)
+            extra = leg;
+    }
+    if (has_ci(s, n, "<conference"))
+        extra = meter__add_sat(extra, cfg->conference_per_minute);
+    if (has_ci(s, n, "record"))
+        extra = meter__add_sat(extra, cfg->recording_per_minute);
+    return extra;
+}
+
 enum call_kind {
     CALL_CREATE = 0,      /* Calls: a new outbound call */
     CALL_PARTICIPANT = 1, /* Conferences/{sid}/Participants: a new call leg */
@@ -415,11 +476,11 @@ static enum kb_err call(struct kb_meter *m, const struct params *p, enum call_ki
 {
     static const char *const record_off[] = {"false", "do-not-record", NULL};
     const struct meter__twilio_cfg *cfg = &m->p->twilio;
-    const struct meter__form_pair *tl = NULL, *to = NULL;
+    const struct meter__form_pair *tl = NULL, *to = NULL, *tw = NULL;
     enum kb_err err;
     enum tri record = TRI_ABSENT;
     bool conf_record = false, amd = false;
-    int64_t secs = 0, per_min, cost;
+    int64_t secs = 0, per_min = 0, cost, minutes, twiml;
 
     if ((err = param_get(p, "TimeLimit", &tl, errmsg)) != KB_OK ||
         (err = param_get(p, kind == CALL_VALIDATION ? "PhoneNumber" : "To", &to, errmsg)) != KB_OK)
@@ -432,19 +493,30 @@ static enum kb_err call(struct kb_meter *m, const struct params *p, enum call_ki
             (err = param_on(p, "ConferenceRecord", record_off, &conf_record, errmsg)) != KB_OK)
             return err;
     }
-    if (kind == CALL_UPDATE && !tl) {
-        /* Redirect (Url, Twiml) or hang up (Status): the running call was
-         * reserved when it was created. */
+    if ((kind == CALL_CREATE || kind == CALL_UPDATE) &&
+        (err = param_get(p, "Twiml", &tw, errmsg)) != KB_OK)
+        return err;
+    twiml = twiml_cost(cfg, tw);
+    if (kind == CALL_UPDATE && !tl && twiml == 0) {
+        /* Redirect (a Url, TwiML that dials nobody) or hang up (Status):
+         * the running call was reserved when it was created. */
         return KB_OK;
     }
-    /* An update has no To and does not say whether the call records or
-     * sits in a conference: the dearest destination configured, with both. */
-    per_min = kind == CALL_UPDATE ? table_max(&cfg->call) : lookup(&cfg->call, to, NULL);
-    if ((record != TRI_ABSENT && record != TRI_FALSE) || conf_record || kind == CALL_UPDATE)
-        per_min = meter__add_sat(per_min, cfg->recording_per_minute);
-    /* Twilio bills each conference participant per minute on top of the leg. */
-    if (kind == CALL_PARTICIPANT || kind == CALL_UPDATE)
+    if (kind != CALL_UPDATE) {
+        per_min = lookup(&cfg->call, to, NULL);
+        if ((record != TRI_ABSENT && record != TRI_FALSE) || conf_record)
+            per_min = meter__add_sat(per_min, cfg->recording_per_minute);
+        /* Twilio bills a conference participant per minute on top of the leg. */
+        if (kind == CALL_PARTICIPANT)
+            per_min = meter__add_sat(per_min, cfg->conference_per_minute);
+    } else if (tl) {
+        /* A new TimeLimit may extend the call, which the update does not
+         * name: the dearest destination configured, recorded, in a
+         * conference. */
+        per_min = meter__add_sat(table_max(&cfg->call), cfg->recording_per_minute);
         per_min = meter__add_sat(per_min, cfg->conference_per_minute);
+    }
+    per_min = meter__add_sat(per_min, twiml);
     if (tl) {
         for (size_t i = 0; i < tl->vlen && secs <= TIME_LIMIT_MAX; i++)
             secs = tl->val[i] >= '0' && tl->val[i] <= '9' ? secs * 10 + (tl->val[i] - '0')
@@ -454,13 +526,13 @@ static enum kb_err call(struct kb_meter *m, const struct params *p, enum call_ki
                           TIME_LIMIT_MAX);
             return KB_E_INVALID;
         }
-        /* Twilio bills every started minute. */
-        cost = meter__mul_sat((secs + 59) / 60, per_min);
+        minutes = (secs + 59) / 60; /* Twilio bills every started minute */
     } else {
-        cost = meter__mul_sat(cfg->call_estimate_minutes, per_min);
-        if (cost < cfg->call_estimate)
-            cost = cfg->call_estimate;
+        minutes = cfg->call_estimate_minutes;
     }
+    cost = meter__mul_sat(minutes, per_min);
+    if (!tl && kind != CALL_UPDATE && cost < cfg->call_estimate)
+        cost = cfg->call_estimate;
     if (amd)
         cost = meter__add_sat(cost, cfg->amd_per_call);
     m->reserve = m->on_success = cost;

@@ -689,6 +689,63 @@ static void test_call_destinations_and_updates(void **state)
     meter_pricing_free(p);
 }
 
+static void test_inline_twiml(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+    const char *to = "To=%2B14155550100&TimeLimit=120&Twiml=";
+
+    static const struct {
+        const char *twiml; /* form-encoded */
+        int64_t reserve;
+        const char *why;
+    } cases[] = {
+        {"%3CResponse%3E%3CSay%3Ehi%3C%2FSay%3E%3C%2FResponse%3E", 28000,
+         "no spending verb: 2 min x $0.0140"},
+        {"%3CResponse%3E%3CDial%3E%2B14155550111%3C%2FDial%3E%3C%2FResponse%3E", 56000,
+         "a +1 leg besides: 2 x (0.0140 + 0.0140)"},
+        {"%3CResponse%3E%3Cdial%3E%3CNumber%3E%2B44+20+7946+0000%3C%2FNumber%3E%3C%2Fdial%3E"
+         "%3C%2FResponse%3E",
+         2028000, "+44 (default $1.00), spaces inside: 2 x (0.0140 + 1.00)"},
+        {"%3CResponse%3E%3CDial%3E%3CClient%3Ebob%3C%2FClient%3E%3C%2FDial%3E%3C%2FResponse%3E",
+         2028000, "a Client leg: the dearest price, 2 x (0.0140 + 1.00)"},
+        {"%3CResponse%3E%3CDial%3E4155550111%3C%2FDial%3E%3C%2FResponse%3E", 2028000,
+         "a national number: its country is a guess, the dearest"},
+        {"%3CResponse%3E%3CDial%3E+14155550111%3C%2FDial%3E%3C%2FResponse%3E", 2028000,
+         "an unencoded + is a space: a national number"},
+        {"%3CResponse%3E%3CDial%3E%3CConference%3Eroom%3C%2FConference%3E%3C%2FDial%3E"
+         "%3C%2FResponse%3E",
+         31600, "a conference: 2 x (0.0140 + 0.0018)"},
+        {"%3CResponse%3E%3CRecord%2F%3E%3C%2FResponse%3E", 33000,
+         "recording: 2 x (0.0140 + 0.0025)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *body = kb_asprintf("%s%s", to, cases[i].twiml);
+        int64_t got = post_reserve(p, "Calls.json", body, &m);
+        if (got != cases[i].reserve)
+            print_message("case %zu (%s): got %lld\n", i, cases[i].why, (long long)got);
+        assert_int_equal(got, cases[i].reserve);
+        meter_free(m);
+        free(body);
+    }
+    /* Updating a running call with TwiML that dials: the new leg, for the
+     * estimated 10 minutes (no TimeLimit): 10 x $0.0140 = 140000. TwiML
+     * that only speaks: free. */
+    assert_int_equal(post_reserve(p, "Calls/CA1.json",
+                                  "Twiml=%3CResponse%3E%3CDial%3E%2B14155550111%3C%2FDial%3E"
+                                  "%3C%2FResponse%3E",
+                                  &m),
+                     140000);
+    meter_free(m);
+    assert_int_equal(post_reserve(p, "Calls/CA1.json",
+                                  "Twiml=%3CResponse%3E%3CSay%3Ebye%3C%2FSay%3E%3C%2FResponse%3E",
+                                  &m),
+                     0);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
 /* ---- phone numbers ---- */
 
 static void test_number_purchase(void **state)
@@ -891,6 +948,7 @@ int main(void)
         cmocka_unit_test(test_templates_and_empty_media),
         cmocka_unit_test(test_participants),
         cmocka_unit_test(test_call_destinations_and_updates),
+        cmocka_unit_test(test_inline_twiml),
         cmocka_unit_test(test_number_purchase),
         cmocka_unit_test(test_endpoint_classes),
         cmocka_unit_test(test_config_refused),
