@@ -138,18 +138,41 @@ struct meter__stripe_cfg {
 };
 
 struct meter__prefix_price {
-    char *prefix;   /* owned; "+1", "+44", ... matched against To */
-    int64_t micros; /* per segment */
+    char *prefix;   /* owned; "+1", "+44", "whatsapp:+1", ... matched against To */
+    int64_t micros; /* the price for destinations starting with prefix */
+};
+
+/* Prices by destination: the longest matching prefix, else dflt. */
+struct meter__prefix_table {
+    struct meter__prefix_price *v; /* owned array */
+    size_t n;                      /* entries in v */
+    int64_t dflt;                  /* price when no prefix matches */
+};
+
+/* Number types of meter__twilio_cfg.number (IncomingPhoneNumbers/{type}). */
+enum meter__number_type {
+    METER__NUMBER_LOCAL = 0,     /* Local */
+    METER__NUMBER_MOBILE = 1,    /* Mobile */
+    METER__NUMBER_TOLL_FREE = 2, /* TollFree */
+    METER__NUMBER_TYPES = 3      /* count */
 };
 
 struct meter__twilio_cfg {
-    struct meter__prefix_price *sms; /* owned array */
-    size_t nsms;                     /* entries in sms */
-    int64_t sms_default;             /* per segment when no prefix matches */
-    int64_t mms;                     /* per MMS message */
-    int64_t call_estimate;           /* per call without TimeLimit */
-    int64_t call_per_minute;         /* per started minute of TimeLimit */
-    int64_t unknown_segments;        /* segments reserved when Body is absent */
+    struct meter__prefix_price *sms;    /* owned array */
+    size_t nsms;                        /* entries in sms */
+    int64_t sms_default;                /* per segment when no prefix matches */
+    struct meter__prefix_table mms;     /* per MMS message, by To */
+    struct meter__prefix_table channel; /* per message to "whatsapp:+..." etc., by To */
+    struct meter__prefix_table call;    /* per started minute, by To */
+    struct meter__prefix_table number[METER__NUMBER_TYPES]; /* per month, by number */
+    int64_t call_estimate;          /* least reserved for a call without TimeLimit */
+    int64_t call_estimate_minutes;  /* minutes reserved for a call without TimeLimit */
+    int64_t recording_per_minute;   /* added per minute of a recorded call */
+    int64_t conference_per_minute;  /* added per minute of a conference participant */
+    int64_t amd_per_call;           /* answering machine detection, per call */
+    int64_t engagement_per_message; /* scheduling or link shortening, per message */
+    int64_t failed_message_fee;     /* a message Twilio answers as "failed" */
+    int64_t unknown_segments;       /* segments reserved when Body is absent */
 };
 
 struct kb_policy;

@@ -1,7 +1,10 @@
 /*
- * test_meter_twilio.c - the Twilio meter: SMS segment counting (GSM-7 and
- * UCS-2 at their boundaries, extension characters, surrogate pairs), the
- * per-destination price, MMS, calls, and settlement from the response.
+ * test_meter_twilio.c - the Twilio meter's messages: SMS segment counting
+ * (GSM-7 and UCS-2 at their boundaries, extension characters, surrogate
+ * pairs), the per-destination price, MMS and SendAsMms, channels, templates,
+ * scheduling, a basic call, and settlement from the reply. Calls,
+ * participants, numbers and the endpoint table are in
+ * test_meter_twilio_endpoints.c.
  *
  * Prices are pinned by an override file so the expected figures below do
  * not move when the embedded list prices are updated.
@@ -23,12 +26,25 @@
 #include "meter/meter.h"
 #include "meter/meter_int.h"
 
-static const char pinned[] = "{\"twilio\": {"
-                             "\"sms_per_segment\": {\"+1\": \"0.0083\", \"default\": \"0.20\"},"
-                             "\"mms_per_message\": \"0.0220\","
-                             "\"call_per_minute\": \"0.0140\","
-                             "\"call_estimate\": \"0.14\","
-                             "\"unknown_body_segments\": 24}}";
+static const char pinned[] =
+    "{\"twilio\": {"
+    "\"sms_per_segment\": {\"+1\": \"0.0083\", \"default\": \"0.20\"},"
+    "\"mms_per_message\": {\"+1\": \"0.0220\", \"default\": \"0.20\"},"
+    "\"channel_per_message\": {\"whatsapp:+1\": \"0.0300\", \"whatsapp:\": \"0.17\","
+    "                          \"default\": \"0.20\"},"
+    "\"call_per_minute\": {\"+1\": \"0.0140\", \"default\": \"1.00\"},"
+    "\"call_estimate\": \"0.14\","
+    "\"call_estimate_minutes\": 10,"
+    "\"recording_per_minute\": \"0.0025\","
+    "\"conference_per_participant_minute\": \"0.0018\","
+    "\"machine_detection_per_call\": \"0.0075\","
+    "\"engagement_per_message\": \"0.015\","
+    "\"failed_message_fee\": \"0.001\","
+    "\"number_per_month\": {\"local\": {\"+1\": \"1.15\", \"+44\": \"1.00\", \"default\": "
+    "\"50.00\"},"
+    "                       \"mobile\": {\"default\": \"50.00\"},"
+    "                       \"toll_free\": {\"+1\": \"2.15\", \"default\": \"50.00\"}},"
+    "\"unknown_body_segments\": 24}}";
 
 static const char msg_path[] =
     "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
@@ -40,12 +56,21 @@ static struct kb_pricing *load(const char *override)
     return load_pricing(override);
 }
 
-static enum kb_err begin(struct kb_pricing *p, const char *method, const char *path,
-                         const char *body, struct kb_meter **m, int64_t *reserve)
+static enum kb_err begin_q(struct kb_pricing *p, const char *method, const char *path,
+                           const char *query, const char *body, struct kb_meter **m,
+                           int64_t *reserve)
 {
-    struct kb_meter_req req = {
-        "twilio", method,      path, strlen(path), "application/x-www-form-urlencoded",
-        body,     strlen(body)};
+    struct kb_meter_req req = {"twilio",
+                               method,
+                               path,
+                               strlen(path),
+                               "application/x-www-form-urlencoded",
+                               body,
+                               strlen(body),
+                               query,
+                               query ? strlen(query) : 0,
+                               NULL,
+                               0};
     char *nb = NULL, *em = NULL;
     size_t nbl = 0;
     enum kb_err err = meter_begin(p, &req, m, reserve, &nb, &nbl, &em);
@@ -54,6 +79,12 @@ static enum kb_err begin(struct kb_pricing *p, const char *method, const char *p
         assert_non_null(em);
     free(em);
     return err;
+}
+
+static enum kb_err begin(struct kb_pricing *p, const char *method, const char *path,
+                         const char *body, struct kb_meter **m, int64_t *reserve)
+{
+    return begin_q(p, method, path, NULL, body, m, reserve);
 }
 
 static int64_t finish(struct kb_meter *m, int status, const char *resp, bool complete)
@@ -330,15 +361,215 @@ static void test_paths(void **state)
     assert_int_equal(reserve, 0);
     assert_int_equal(finish(m, 200, "{}", true), 0);
     m = NULL;
+    /* Redacting a message (Body="") moves no money: claimed at $0. */
     assert_int_equal(begin(p, "POST",
                            "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages/"
                            "SM1.json",
                            "Body=", &m, &reserve),
-                     KB_E_ENDPOINT_NOT_METERED);
-    assert_null(m);
-    /* Ambiguous duplicates and broken escapes are refused. */
-    assert_int_equal(begin(p, "POST", msg_path, "Body=a&Body=bb", &m, &reserve), KB_E_INVALID);
+                     KB_OK);
+    assert_int_equal(reserve, 0);
+    assert_int_equal(finish(m, 200, "{\"sid\":\"SM1\",\"body\":\"\"}", true), 0);
+    m = NULL;
+    /* A parameter given twice with different values is ambiguous; broken
+     * escapes are invalid. */
+    assert_int_equal(begin(p, "POST", msg_path, "Body=a&Body=bb", &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
     assert_int_equal(begin(p, "POST", msg_path, "Body=%ZZ", &m, &reserve), KB_E_INVALID);
+    meter_pricing_free(p);
+}
+
+/* ---- SendAsMms, channels, scheduling, replies ---- */
+
+/* POST .../Messages.json with body (and query), expecting KB_OK; returns
+ * the reservation and leaves *m for finish(). */
+static int64_t msg_reserve(struct kb_pricing *p, const char *query, const char *body,
+                           struct kb_meter **m)
+{
+    int64_t reserve = -1;
+    assert_int_equal(begin_q(p, "POST", msg_path, query, body, m, &reserve), KB_OK);
+    return reserve;
+}
+
+static void test_send_as_mms(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+    int64_t reserve = -1;
+    char *text = repeat("x", 161);      /* 2 GSM segments */
+    char *long_text = repeat("x", 600); /* ceil(600 / 153) = 4 segments */
+    char *b;
+
+    /* SendAsMms=true: one MMS at $0.0220 = 22000 µ$, not 2 x $0.0083. The
+     * reply's num_segments does not turn it back into segments. */
+    b = kb_asprintf("To=%%2B14155550100&Body=%s&SendAsMms=true", text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 22000);
+    assert_int_equal(finish(m, 201,
+                            "{\"sid\":\"MM1\",\"num_segments\":\"2\",\"num_media\":\"0\","
+                            "\"status\":\"queued\",\"price\":null}",
+                            true),
+                     22000);
+    free(b);
+    /* Any letter case, name or value. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi&sendasmms=TRUE", &m), 22000);
+    meter_free(m);
+    /* In the query string: Twilio reads it there too. */
+    assert_int_equal(msg_reserve(p, "SendAsMms=true", "To=%2B14155550100&Body=hi", &m), 22000);
+    meter_free(m);
+    /* SendAsMms=false: an SMS, 2 x 8300 = 16600 µ$. */
+    b = kb_asprintf("To=%%2B14155550100&Body=%s&SendAsMms=false", text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 16600);
+    meter_free(m);
+    free(b);
+    /* A value Twilio might read either way: the dearer of MMS (22000) and
+     * SMS (4 x 8300 = 33200): 33200. */
+    b = kb_asprintf("To=%%2B14155550100&Body=%s&SendAsMms=yes", long_text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 33200);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"4\"}", true), 33200);
+    free(b);
+    /* Body says true, query says false: which one Twilio reads is unknown. */
+    assert_int_equal(begin_q(p, "POST", msg_path, "SendAsMms=false",
+                             "To=%2B14155550100&Body=hi&SendAsMms=true", &m, &reserve),
+                     KB_E_AMBIGUOUS_REQUEST);
+    free(text);
+    free(long_text);
+    meter_pricing_free(p);
+}
+
+static void test_mms_without_own_price(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+    char *text = repeat("x", 161);
+    char *b =
+        kb_asprintf("To=%%2B447700900123&MediaUrl=https%%3A%%2F%%2Fx.test%%2Fa.png&Body=%s", text);
+
+    /* +44 has no MMS price: the default $0.20, or the message as SMS if
+     * dearer (2 segments x $0.20 default = 400000 µ$). */
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 400000);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"1\"}", true), 400000);
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B447700900123&MediaUrl=x&Body=hi", &m), 200000);
+    meter_free(m);
+    /* A flat price (the old form of mms_per_message) applies everywhere. */
+    meter_pricing_free(p);
+    p = load("{\"twilio\": {\"mms_per_message\": \"0.0220\"}}");
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&MediaUrl=x", &m), 22000);
+    meter_free(m);
+    free(text);
+    free(b);
+    meter_pricing_free(p);
+}
+
+static void test_channels(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* WhatsApp to +1: $0.005 Twilio + $0.025 Meta marketing = 30000 µ$ per
+     * message, whatever the length or media. */
+    assert_int_equal(msg_reserve(p, NULL,
+                                 "To=whatsapp%3A%2B14155550100&From=whatsapp%3A%2B14155550199"
+                                 "&Body=hello&MediaUrl=x",
+                                 &m),
+                     30000);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"1\",\"status\":\"queued\"}", true), 30000);
+    /* Elsewhere: the WhatsApp fallback $0.17; the scheme in any case. */
+    assert_int_equal(msg_reserve(p, NULL, "To=WhatsApp%3A%2B447700900123&ContentSid=HX1", &m),
+                     170000);
+    meter_free(m);
+    /* A channel without its own price: the default $0.20. */
+    assert_int_equal(msg_reserve(p, NULL, "To=messenger%3A1234&Body=hi", &m), 200000);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_scheduled_and_shortened(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* A scheduled message is charged at creation (it is billed when sent;
+     * cancelling it later refunds nothing here): 1 x 8300 + the Engagement
+     * Suite fee 15000 = 23300 µ$. A Messaging Service reply has
+     * num_segments "0" until a sender is picked: the estimate stands. */
+    assert_int_equal(msg_reserve(p, NULL,
+                                 "To=%2B14155550100&MessagingServiceSid=MG1&Body=hi"
+                                 "&ScheduleType=fixed&SendAt=2026-12-04T10%3A00%3A00Z",
+                                 &m),
+                     23300);
+    assert_int_equal(finish(m, 201, "{\"status\":\"scheduled\",\"num_segments\":\"0\"}", true),
+                     23300);
+    /* ShortenUrls=true: +15000; with 2 segments in the reply 2 x 8300 +
+     * 15000 = 31600. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi&ShortenUrls=true", &m), 23300);
+    assert_int_equal(finish(m, 201, "{\"status\":\"queued\",\"num_segments\":\"2\"}", true), 31600);
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi&ShortenUrls=false", &m), 8300);
+    meter_free(m);
+    meter_pricing_free(p);
+}
+
+static void test_message_reply_price_and_status(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* A reply that already carries Twilio's price: that is the bill
+     * ("-0.00830" USD = 8300 µ$), even though 24 segments were reserved. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&ContentSid=HX1", &m), 199200);
+    assert_int_equal(finish(m, 201,
+                            "{\"status\":\"sent\",\"num_segments\":\"1\","
+                            "\"price\":\"-0.00830\",\"price_unit\":\"USD\"}",
+                            true),
+                     8300);
+    /* A price in another currency is not read: num_segments 3 x 8300. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&ContentSid=HX1", &m), 199200);
+    assert_int_equal(finish(m, 201,
+                            "{\"num_segments\":\"3\",\"price\":\"-0.00700\","
+                            "\"price_unit\":\"EUR\"}",
+                            true),
+                     24900);
+    /* "failed" at once: it never left Twilio, only the $0.001 processing
+     * fee is billed. "undelivered" was attempted: billed in full. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi", &m), 8300);
+    assert_int_equal(finish(m, 201, "{\"status\":\"failed\",\"error_code\":30410}", true), 1000);
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&Body=hi", &m), 8300);
+    assert_int_equal(finish(m, 201, "{\"status\":\"undelivered\",\"num_segments\":\"1\"}", true),
+                     8300);
+    meter_pricing_free(p);
+}
+
+static void test_templates_and_empty_media(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    struct kb_meter *m = NULL;
+
+    /* A ContentSid template replaces Body: a short Body beside it does not
+     * lower the reservation (24 x 8300 = 199200). The reply's count
+     * settles it: 2 segments, no media = 16600. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&ContentSid=HX1&Body=hi", &m), 199200);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"2\",\"num_media\":\"0\"}", true), 16600);
+    /* A template that carried media went as an MMS: 1 segment (8300) is
+     * less than the MMS price, 22000 is charged. */
+    assert_int_equal(msg_reserve(p, NULL, "To=%2B14155550100&ContentSid=HX1", &m), 199200);
+    assert_int_equal(finish(m, 201, "{\"num_segments\":\"1\",\"num_media\":\"1\"}", true), 22000);
+    /* MediaUrl given empty: Twilio may send an SMS or an MMS, the dearer:
+     * 4 segments (33200) beat the MMS price. */
+    char *text = repeat("x", 600);
+    char *b = kb_asprintf("To=%%2B14155550100&MediaUrl=&Body=%s", text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 33200);
+    meter_free(m);
+    free(b);
+    /* One empty and one real MediaUrl: an MMS. */
+    b = kb_asprintf("To=%%2B14155550100&MediaUrl=&mediaurl=x&Body=%s", text);
+    assert_int_equal(msg_reserve(p, NULL, b, &m), 22000);
+    meter_free(m);
+    free(b);
+    free(text);
     meter_pricing_free(p);
 }
 
@@ -356,6 +587,12 @@ int main(void)
         cmocka_unit_test(test_calls),
         cmocka_unit_test(test_failures_cost_zero),
         cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_send_as_mms),
+        cmocka_unit_test(test_mms_without_own_price),
+        cmocka_unit_test(test_channels),
+        cmocka_unit_test(test_scheduled_and_shortened),
+        cmocka_unit_test(test_message_reply_price_and_status),
+        cmocka_unit_test(test_templates_and_empty_media),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
