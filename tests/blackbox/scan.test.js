@@ -63,6 +63,7 @@ function chatJson(text) {
     model: 'gpt-4o-mini-2024-07-18',
     choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: 'stop' }],
     usage: USAGE,
+    service_tier: 'default', // as OpenAI reports it (unreported is charged at priority)
   });
 }
 
@@ -120,7 +121,7 @@ describe('answers of any size and coding are read', () => {
       body: JSON.stringify({ model: 'gpt-4o-mini', stream: true, max_tokens: 8000, messages: [{ role: 'user', content: 'x' }] }),
     });
     const up = await streamP;
-    const base = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini' };
+    const base = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini', service_tier: 'default' };
     up.send({ ...base, choices: [{ index: 0, delta: { content: 'a' } }], usage: null });
     up.send({ ...base, choices: [{ index: 0, delta: { content: big.slice(0, 2 * 1024 * 1024 + 100) }, finish_reason: 'stop' }], usage: USAGE });
     up.send('[DONE]');
