@@ -131,7 +131,10 @@ static void on_done(void *arg, enum kb_err err, bool sent)
     struct preq *r = arg;
     r->up = NULL; /* the upstream client freed it */
     if (err == KB_OK) {
-        proxy__settle(r, meter_settle(r->meter, true), KB_OK, REPLY_FINISH);
+        int64_t actual = meter_settle(r->meter, true);
+        /* a 5xx the meter charged (a payment that may have gone through) */
+        r->outcome_unknown = r->status >= 500 && actual > 0;
+        proxy__settle(r, actual, KB_OK, REPLY_FINISH);
     } else if (r->head_sent) {
         /* cut mid-body: the client must not mistake it for a whole answer */
         int64_t actual = meter_settle(r->meter, false);

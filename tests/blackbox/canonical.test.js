@@ -569,6 +569,11 @@ describe('canonical request', () => {
         assert.equal(r.status, status);
       }
       assert.equal((await usage(key)).spent_usd, 50);
+      const [r400, r500] = await auditOf(key); // newest first
+      assert.equal(r500.status, 500);
+      assert.deepEqual(r500.detail, { outcome: 'unknown' });
+      assert.equal(r400.status, 400);
+      assert.ok(!r400.detail);
     });
 
     it('a vendor that cannot be reached was never sent anything: 502, nothing charged', async () => {
