@@ -36,6 +36,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/metrics.h"
+#include "net/h1.h"
 
 #define RBUF_INIT 4096
 /* Longest chunk-size line (with extensions) a chunked body may use. */
@@ -139,12 +140,6 @@ static const char *const method_names[] = {"GET",    "POST",    "HEAD", "PUT",
 const char *http_method_text(enum kb_method m)
 {
     return m < KB_M_OTHER ? method_names[m] : NULL;
-}
-
-static bool tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
 static void conn_free(struct hconn *c);
@@ -326,61 +321,46 @@ static enum kb_err parse_head(struct hconn *c, size_t end, const char **msg)
     char *lf = memchr(b, '\n', end);
     char *le = lf > b && lf[-1] == '\r' ? lf - 1 : lf;
     /* request line: method SP target SP HTTP/1.x, nothing else */
-    char *p = b;
-    while (p < le && tchar((unsigned char)*p))
-        p++;
-    if (p == b || p - b > 32 || p == le || *p != ' ')
-        goto bad_line;
-    *p = '\0';
+    size_t mlen, toff, tlen;
+    bool bad_version;
+    if (!h1_request_line(b, (size_t)(le - b), &mlen, &toff, &tlen, &c->minor, &bad_version)) {
+        *msg =
+            bad_version ? "only HTTP/1.0 and HTTP/1.1 are served" : "the request line is malformed";
+        return KB_E_BAD_REQUEST;
+    }
+    b[mlen] = '\0';
     c->method = KB_M_OTHER;
     for (int m = 0; m < KB_M_OTHER; m++)
         if (strcmp(b, method_names[m]) == 0)
             c->method = (enum kb_method)m;
-    char *t = ++p;
-    while (p < le && (unsigned char)*p > 0x20 && (unsigned char)*p != 0x7f)
-        p++;
-    if (p == t || p == le || *p != ' ')
-        goto bad_line;
-    *p++ = '\0';
-    c->target_off = (uint32_t)(t - b);
-    if (le - p != 8 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1')) {
-        *msg = "only HTTP/1.0 and HTTP/1.1 are served";
-        return KB_E_BAD_REQUEST;
-    }
-    c->minor = p[7] - '0';
+    b[toff + tlen] = '\0';
+    c->target_off = (uint32_t)toff;
     c->keepalive = c->minor == 1;
     c->line_ok = true;
 
+    char *p;
     int ncl = 0, nte = 0;
     for (p = lf + 1; p < e;) {
         lf = memchr(p, '\n', (size_t)(e - p));
         le = lf > p && lf[-1] == '\r' ? lf - 1 : lf;
         if (le == p)
             break; /* the blank line */
-        if (*p == ' ' || *p == '\t') {
+        size_t nlen, voff, vlen;
+        switch (h1_field_line(p, (size_t)(le - p), &nlen, &voff, &vlen)) {
+        case H1_FIELD_OK:
+            break;
+        case H1_FIELD_FOLD:
             *msg = "a folded header line (obs-fold) is not accepted";
             return KB_E_BAD_REQUEST;
-        }
-        char *n = p;
-        while (p < le && tchar((unsigned char)*p))
-            p++;
-        if (p == n || p == le || *p != ':') {
+        case H1_FIELD_NAME:
             *msg = "a request header name is not a valid token";
             return KB_E_BAD_REQUEST;
+        case H1_FIELD_CTL:
+            *msg = "a request header value contains a control byte";
+            return KB_E_BAD_REQUEST;
         }
-        *p++ = '\0';
-        while (p < le && (*p == ' ' || *p == '\t'))
-            p++;
-        char *v = p, *ve = le;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        for (char *q = v; q < ve; q++) {
-            unsigned char ch = (unsigned char)*q;
-            if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-                *msg = "a request header value contains a control byte";
-                return KB_E_BAD_REQUEST;
-            }
-        }
+        char *n = p, *v = p + voff, *ve = v + vlen;
+        n[nlen] = '\0';
         *ve = '\0';
         if (c->nh >= c->h->o.max_headers) {
             *msg = "too many request headers";
@@ -394,12 +374,12 @@ static enum kb_err parse_head(struct hconn *c, size_t end, const char **msg)
         c->hoff[c->nh].value = (uint32_t)(v - b);
         c->nh++;
         if (strcasecmp(n, "content-length") == 0) {
-            size_t len = (size_t)(ve - v);
-            if (++ncl > 1 || len == 0 || len > 18 || strspn(v, "0123456789") != len) {
+            int64_t len;
+            if (++ncl > 1 || !h1_content_length(v, vlen, &len)) {
                 *msg = "Content-Length must appear once, as plain digits";
                 return KB_E_BAD_REQUEST;
             }
-            c->clen = strtoll(v, NULL, 10);
+            c->clen = len;
         } else if (strcasecmp(n, "transfer-encoding") == 0) {
             if (++nte > 1 || strcasecmp(v, "chunked") != 0 || c->minor == 0) {
                 *msg = "Transfer-Encoding must be a single \"chunked\" on HTTP/1.1";
@@ -421,9 +401,6 @@ static enum kb_err parse_head(struct hconn *c, size_t end, const char **msg)
         return KB_E_BAD_REQUEST;
     }
     return KB_OK;
-bad_line:
-    *msg = "the request line is malformed";
-    return KB_E_BAD_REQUEST;
 }
 
 enum dechunk {
@@ -459,21 +436,13 @@ static enum dechunk dechunk(struct hconn *c, enum kb_err *err, const char **msg)
                     return DC_DONE; /* trailers are read and dropped */
                 continue;
             }
-            size_t size = 0, digits = 0;
-            for (; p < le && digits < 16; p++, digits++) {
-                int d = *p >= '0' && *p <= '9'   ? *p - '0'
-                        : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10
-                        : *p >= 'A' && *p <= 'F' ? *p - 'A' + 10
-                                                 : -1;
-                if (d < 0)
-                    break;
-                size = size * 16 + (size_t)d;
-            }
-            if (digits == 0 || digits > 15 || (p < le && *p != ';')) {
+            int64_t size64;
+            if (!h1_chunk_size(p, (size_t)(le - p), &size64)) {
                 *err = KB_E_BAD_REQUEST;
                 *msg = "a chunk size is malformed";
                 return DC_BAD;
             }
+            size_t size = (size_t)size64;
             if (size > max - (c->body_end - c->head_len)) {
                 *err = KB_E_BODY_TOO_LARGE;
                 *msg = NULL;

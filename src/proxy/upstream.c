@@ -54,6 +54,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "net/h1.h"
 
 #define MAX_ADDRS 4            /* addresses tried per connection attempt */
 #define MAX_HEAD (64 * 1024)   /* response status line and headers */
@@ -831,20 +832,7 @@ static void conn_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* ---- the response parser ---- */
-
-static const char tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
-    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
-    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
-    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
-    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
-    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
-    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
-    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
-    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
-    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
-};
+/* ---- the response parser (the line grammar is net/h1.c, shared with the server) ---- */
 
 static bool token_in(const char *v, size_t vlen, const char *tok)
 {
@@ -897,18 +885,11 @@ enum step { S_MORE, S_STOP, S_ERROR };
 
 static enum step status_line(struct kb_upstream_req *r, const char *l, size_t n)
 {
-    if (n < 12 || memcmp(l, "HTTP/1.", 7) != 0 || (l[7] != '0' && l[7] != '1') || l[8] != ' ')
-        return S_ERROR;
-    int st = 0;
-    for (int i = 9; i < 12; i++) {
-        if (l[i] < '0' || l[i] > '9')
-            return S_ERROR;
-        st = st * 10 + (l[i] - '0');
-    }
-    if (st < 100 || st > 599 || (n > 12 && l[12] != ' '))
+    int minor, st;
+    if (!h1_status_line(l, n, &minor, &st))
         return S_ERROR;
     r->status = st;
-    r->keep_alive = l[7] == '1';
+    r->keep_alive = minor == 1;
     r->clen = -1;
     r->chunked = false;
     r->te = false;
@@ -920,28 +901,14 @@ static enum step status_line(struct kb_upstream_req *r, const char *l, size_t n)
 
 static enum step header_line(struct kb_upstream_req *r, const char *l, size_t n)
 {
-    size_t i = 0;
-    while (i < n && tchar[(unsigned char)l[i]])
-        i++;
-    if (i == 0 || i == n || l[i] != ':')
-        return S_ERROR; /* obs-fold, a space before the colon, no name */
-    const char *v = l + i + 1;
-    size_t vlen = n - i - 1;
-    while (vlen && (*v == ' ' || *v == '\t'))
-        v++, vlen--;
-    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-        vlen--;
-    if (memchr(v, '\r', vlen) || memchr(v, '\0', vlen))
-        return S_ERROR;
+    size_t i, voff, vlen;
+    if (h1_field_line(l, n, &i, &voff, &vlen) != H1_FIELD_OK)
+        return S_ERROR; /* obs-fold, a space before the colon, no name, a control byte */
+    const char *v = l + voff;
     if (i == 14 && strncasecmp(l, "content-length", 14) == 0) {
         int64_t len = 0;
-        if (vlen == 0 || vlen > 18)
+        if (!h1_content_length(v, vlen, &len))
             return S_ERROR;
-        for (size_t k = 0; k < vlen; k++) {
-            if (v[k] < '0' || v[k] > '9')
-                return S_ERROR;
-            len = len * 10 + (v[k] - '0');
-        }
         if (r->clen >= 0 && r->clen != len)
             return S_ERROR;
         r->clen = len;
@@ -1019,25 +986,8 @@ static enum step deliver(struct kb_upstream_req *r, const char *p, size_t n)
 
 static enum step chunk_size(struct kb_upstream_req *r, const char *l, size_t n)
 {
-    int64_t v = 0;
-    size_t i = 0;
-    for (; i < n; i++) {
-        char ch = l[i];
-        int d = ch >= '0' && ch <= '9'   ? ch - '0'
-                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                         : -1;
-        if (d < 0)
-            break;
-        if (v > (INT64_MAX >> 4))
-            return S_ERROR;
-        v = v * 16 + d;
-    }
-    if (i == 0)
-        return S_ERROR;
-    while (i < n && (l[i] == ' ' || l[i] == '\t'))
-        i++;
-    if (i < n && l[i] != ';')
+    int64_t v;
+    if (!h1_chunk_size(l, n, &v))
         return S_ERROR;
     r->remaining = v;
     r->ps = v ? P_CHUNK_DATA : P_TRAILER;

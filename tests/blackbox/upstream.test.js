@@ -1117,6 +1117,29 @@ describe('upstream: broken vendors', () => {
     assertError(r, 502, 'upstream_error');
   });
 
+  // The line grammar is net/h1.c, shared with the server: a vendor's head
+  // is held to the same rules as a client's.
+  for (const [what, head] of [
+    ['a control byte in a header value', 'HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\n{}'],
+    ['a folded header line', 'HTTP/1.1 200 OK\r\nX-A: a\r\n  b\r\nContent-Length: 2\r\n\r\n{}'],
+    ['a space before a field\'s colon', 'HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\n{}'],
+  ]) {
+    it(`${what}: 502 upstream_error`, async () => {
+      up.handler = (rec, conn) => conn.sock.end(head);
+      assertError(await get('/stripe/v1/bad_head'), 502, 'upstream_error');
+    });
+  }
+  // a bad chunk-size line comes after the head went out: the answer is cut
+  for (const [what, body] of [
+    ['a blank before a chunk extension', '2 ;x\r\n{}\r\n0\r\n\r\n'],
+    ['a 16-digit chunk size', '0000000000000002\r\n{}\r\n0\r\n\r\n'],
+  ]) {
+    it(`${what}: the client never gets a whole answer`, async () => {
+      up.handler = (rec, conn) => conn.sock.end(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${body}`);
+      await assert.rejects(get('/stripe/v1/bad_chunk'), /aborted|socket hang up|ECONNRESET/);
+    });
+  }
+
   // A connection that dies mid-body: the SDK must not take a short body
   // for a whole one (a truncated JSON list looks valid to nobody, a
   // truncated file does). Either the proxy answers an error, or it passes
