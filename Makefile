@@ -5,6 +5,7 @@
 #   make run       install deps, build, start the daemon on ./var
 #   make test      install deps, build with ASan+UBSan, run every test
 #   make bench     benchmark against nginx (see bench/README.md)
+#   make bench-meter  CPU per exchange in the meters
 #   make fuzz      build the libFuzzer targets
 #   make format    clang-format the C sources
 
@@ -12,7 +13,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 TEST_BUILD ?= build-asan
 
-.PHONY: all build run test test-unit test-blackbox test-fuzz deps deps-test fuzz bench format clean
+.PHONY: all build run test test-unit test-blackbox test-fuzz deps deps-test fuzz bench bench-meter format clean
 
 all: build
 
@@ -60,6 +61,12 @@ test-fuzz: fuzz
 
 bench: deps build
 	@bench/run.sh
+
+# CPU per exchange spent in the meters (no servers; about 10 s)
+bench-meter: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target meter_cost
+	@$(BUILD)/meter_cost
 
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c')

@@ -247,8 +247,8 @@ static enum kb_err pricing_from_json(json_t *root, struct kb_pricing *p, char **
     p->version = kb_strdup(json_string_value(v));
     if ((err = meter__llm_section(json_object_get(root, "openai"), "openai", &p->openai,
                                   &p->openai_cfg, errmsg)) != KB_OK ||
-        (err = meter__llm_section(json_object_get(root, "anthropic"), "anthropic",
-                                  &p->anthropic, &p->anthropic_cfg, errmsg)) != KB_OK)
+        (err = meter__llm_section(json_object_get(root, "anthropic"), "anthropic", &p->anthropic,
+                                  &p->anthropic_cfg, errmsg)) != KB_OK)
         return err;
     v = json_object_get(root, "stripe");
     if (!json_is_object(v)) {
@@ -595,10 +595,21 @@ static void body_bytes(void *ctx, const char *data, size_t len)
 {
     struct kb_meter *m = ctx;
 
-    if (m->sse)
+    if (m->sse) {
         meter__sse_feed(&m->sse_state, data, len, sse_dispatch, m);
-    else
-        meter__jscan_feed(&m->body_scan, data, len);
+        return;
+    }
+    /* kept as sent while small (parsed whole at settle), scanned past that */
+    if (!m->body_scanning) {
+        if (len <= METER__BODY_RAW_MAX - m->body.len) {
+            buf_append(&m->body, data, len);
+            return;
+        }
+        m->body_scanning = true;
+        meter__jscan_feed(&m->body_scan, m->body.data ? m->body.data : "", m->body.len);
+        buf_cleanup(&m->body);
+    }
+    meter__jscan_feed(&m->body_scan, data, len);
 }
 
 void meter_response_data(struct kb_meter *m, const char *data, size_t len)
@@ -620,6 +631,8 @@ static void body_finish(struct kb_meter *m)
     if (m->body_done || m->sse || !m->body_cap)
         return;
     m->body_done = true;
+    if (!m->body_scanning && !m->blind)
+        return; /* body holds the answer as sent: the vendor meter parses it */
     if (m->blind || !meter__jscan_finish(&m->body_scan, &skel, &len)) {
         /* Not one whole JSON value (cut, corrupt, or a skeleton past its
          * cap): what the vendor meter reads is unseen, so it charges its

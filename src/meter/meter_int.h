@@ -261,12 +261,17 @@ bool meter__jscan_finish(struct meter__jscan *j, const char **skel, size_t *len)
  * "[DONE]") is passed as it came when it is at most METER__SSE_RAW_MAX
  * bytes; a larger non-JSON event is dropped.
  */
-#define METER__SSE_RAW_MAX 256
+#define METER__SSE_RAW_MAX (64 * 1024)
+/* A non-SSE body up to this size is kept as sent and parsed whole; a
+ * longer one is read by the skeleton scanner (bounded memory either way,
+ * and the common small answer skips the scanner's per-byte work). */
+#define METER__BODY_RAW_MAX (64 * 1024)
 
 struct meter__sse {
     struct meter__jscan scan;     /* the current event's data, joined by '\n' */
-    char raw[METER__SSE_RAW_MAX]; /* the same data as sent, while it fits */
-    size_t raw_len;               /* bytes in raw; > METER__SSE_RAW_MAX: too long */
+    struct kb_buf raw;            /* the same data as sent, while it fits in
+                                     METER__SSE_RAW_MAX (owned) */
+    bool scanning;                /* it did not: the data goes to scan instead */
     char field[8];                /* the current line's field name, while it may matter */
     size_t field_len;             /* bytes in field; > sizeof field: no field we read */
     unsigned char lstate;         /* where in the line we are (meter.c) */
@@ -314,6 +319,8 @@ struct kb_meter {
     bool body_lossy;               /* the skeleton in body dropped array elements or
                                       deep values (jscan) */
     bool body_done;                /* body was filled from body_scan at settle */
+    bool body_scanning;            /* the body outgrew METER__BODY_RAW_MAX: body_scan
+                                      reads it (until then body holds it as sent) */
     struct kb_buf body;            /* at settle: the skeleton of the response body */
     struct meter__jscan body_scan; /* the body as it streams (non-SSE, body_cap) */
     struct kb_decoder *dec;        /* owned; decodes a compressed answer, or NULL */

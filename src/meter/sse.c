@@ -3,12 +3,12 @@
  * events out (meter_int.h, struct meter__sse).
  *
  * Lines may end in CRLF, LF or CR, split anywhere across chunks. An event's
- * data: lines are never buffered: their bytes stream into a JSON skeleton
- * scanner (jscan.c) as they arrive, and at the blank line that ends the
- * event the vendor meter gets the skeleton, so a 2 MiB event costs what a
- * small one does. Only the field name of a line (up to 8 bytes), the event
- * name (63) and the first 256 bytes of data (for short non-JSON data such
- * as "[DONE]") are kept.
+ * data: lines are kept as sent up to METER__SSE_RAW_MAX (64 KiB: every
+ * ordinary event), and the vendor meter gets them whole; an event that
+ * outgrows that streams into a JSON skeleton scanner (jscan.c) instead, and
+ * the vendor meter gets the skeleton, so a 2 MiB event needs no more memory
+ * than a 64 KiB one. Only the field name of a line (up to 8 bytes), the
+ * event name (63) and that bounded data are kept.
  */
 #include <string.h>
 
@@ -33,20 +33,24 @@ void meter__sse_init(struct meter__sse *s)
 void meter__sse_cleanup(struct meter__sse *s)
 {
     meter__jscan_cleanup(&s->scan);
+    buf_cleanup(&s->raw);
 }
 
-/* Bytes of the current event's data: scanned, and kept raw while short. */
+/* Bytes of the current event's data: kept as sent while the event is
+ * short (the common case: the meter parses it whole, no scanner work), and
+ * handed to the skeleton scanner from the moment it outgrows that. */
 static void sse_data_add(struct meter__sse *s, const char *d, size_t n)
 {
-    meter__jscan_feed(&s->scan, d, n);
-    if (s->raw_len > METER__SSE_RAW_MAX)
-        return;
-    if (n > METER__SSE_RAW_MAX - s->raw_len) {
-        s->raw_len = METER__SSE_RAW_MAX + 1;
-        return;
+    if (!s->scanning) {
+        if (n <= METER__SSE_RAW_MAX - s->raw.len) {
+            buf_append(&s->raw, d, n);
+            return;
+        }
+        s->scanning = true;
+        meter__jscan_feed(&s->scan, s->raw.data ? s->raw.data : "", s->raw.len);
+        buf_reset(&s->raw);
     }
-    memcpy(s->raw + s->raw_len, d, n);
-    s->raw_len += n;
+    meter__jscan_feed(&s->scan, d, n);
 }
 
 /* A data: line starts: lines of one event are joined by '\n'. */
@@ -135,19 +139,18 @@ static void sse_dispatch_event(struct meter__sse *s, meter__sse_cb *cb, void *ct
     size_t len;
 
     if (s->has_data) {
-        if (meter__jscan_finish(&s->scan, &skel, &len)) {
+        if (!s->scanning)
+            cb(ctx, s->event, s->raw.data ? s->raw.data : "", s->raw.len); /* as sent */
+        else if (meter__jscan_finish(&s->scan, &skel, &len))
             cb(ctx, s->event, skel, len);
-        } else if (s->raw_len <= METER__SSE_RAW_MAX) {
-            /* Short and not JSON ("[DONE]", a test's "a"): as sent. */
-            char raw[METER__SSE_RAW_MAX + 1];
-            memcpy(raw, s->raw, s->raw_len);
-            raw[s->raw_len] = '\0';
-            cb(ctx, s->event, raw, s->raw_len);
-        }
-        /* Longer and not JSON: nothing a meter could read; dropped. */
+        /* Long and not JSON: nothing a meter could read; dropped. */
     }
-    meter__jscan_reset(&s->scan);
-    s->raw_len = 0;
+    if (s->scanning)
+        meter__jscan_reset(&s->scan);
+    s->scanning = false;
+    if (s->raw.cap > 2 * 1024)
+        buf_cleanup(&s->raw); /* a long event gives its memory back */
+    buf_reset(&s->raw);
     s->event_len = 0;
     s->event[0] = '\0';
     s->has_data = false;

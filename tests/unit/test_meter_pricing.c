@@ -141,7 +141,6 @@ static void test_override_merge(void **state)
     meter_pricing_free(p);
 }
 
-
 /* The models of issue #13, each at its price page figure (µ$ per million
  * tokens), and the ids that must not borrow an older sibling's price. */
 static void test_current_models(void **state)
@@ -185,14 +184,23 @@ static void test_current_models(void **state)
         assert_int_equal(m->base.output, cases[i].output);
     }
     /* Near misses: a prefix is not a snapshot. */
-    static const char *const openai_unpriced[] = {
-        "gpt-5.5-preview", "gpt-5.4-mini-fast", "gpt-4o-2024-8-06", "gpt-4o-20240806",
-        "gpt-5.5-2026-04-23x", "o4-mini-deep", "gpt-6", "ft:gpt-4o-mini-2024-07-18:acme::1"};
+    static const char *const openai_unpriced[] = {"gpt-5.5-preview",
+                                                  "gpt-5.4-mini-fast",
+                                                  "gpt-4o-2024-8-06",
+                                                  "gpt-4o-20240806",
+                                                  "gpt-5.5-2026-04-23x",
+                                                  "o4-mini-deep",
+                                                  "gpt-6",
+                                                  "ft:gpt-4o-mini-2024-07-18:acme::1"};
     for (size_t i = 0; i < sizeof openai_unpriced / sizeof openai_unpriced[0]; i++)
         assert_null(meter__model_find(&p->openai, openai_unpriced[i]));
-    static const char *const anthropic_unpriced[] = {
-        "claude-opus-4", "claude-opus-4-9", "claude-opus-5-6", "claude-sonnet-5-5-2026",
-        "claude-haiku-5", "claude-opus-4-6-fast", "claude-3-5-sonnet-2024102"};
+    static const char *const anthropic_unpriced[] = {"claude-opus-4",
+                                                     "claude-opus-4-9",
+                                                     "claude-opus-5-6",
+                                                     "claude-sonnet-5-5-2026",
+                                                     "claude-haiku-5",
+                                                     "claude-opus-4-6-fast",
+                                                     "claude-3-5-sonnet-2024102"};
     for (size_t i = 0; i < sizeof anthropic_unpriced / sizeof anthropic_unpriced[0]; i++)
         assert_null(meter__model_find(&p->anthropic, anthropic_unpriced[i]));
     /* Multipliers and tiers. */
@@ -209,10 +217,8 @@ static void test_current_models(void **state)
     assert_int_equal(m->base.audio_input, 32000000);
     assert_int_equal(m->base.audio_output, 64000000);
     assert_int_equal(m->base.audio_cached, 32000000); /* unlisted: never cheaper */
-    assert_int_equal(meter__model_find(&p->anthropic, "claude-opus-4-6")->fast_multiplier,
-                     6000000);
-    assert_int_equal(meter__model_find(&p->anthropic, "claude-opus-5")->fast_multiplier,
-                     2000000);
+    assert_int_equal(meter__model_find(&p->anthropic, "claude-opus-4-6")->fast_multiplier, 6000000);
+    assert_int_equal(meter__model_find(&p->anthropic, "claude-opus-5")->fast_multiplier, 2000000);
     assert_int_equal(meter__model_find(&p->anthropic, "claude-sonnet-5")->fast_multiplier, 0);
     m = meter__model_find(&p->anthropic, "claude-haiku-5-5");
     assert_int_equal(m->long_threshold, 100000);
@@ -435,11 +441,13 @@ static void test_sse_overlong_event(void **state)
     meter__sse_feed(&sse, "data: ", 6, collect, &e);
     for (size_t i = 0; i < big; i += 1000)
         meter__sse_feed(&sse, pad + i, big - i < 1000 ? big - i : 1000, collect, &e);
-    /* scanned, not buffered: not JSON, so the scan failed at once and
-     * holds nothing; the raw copy stops at METER__SSE_RAW_MAX */
+    /* past METER__SSE_RAW_MAX it is scanned, not buffered: not JSON, so
+     * the scan failed at once and holds nothing, and the copy as sent is
+     * given back */
+    assert_true(sse.scanning);
     assert_true(sse.scan.failed);
     assert_true(sse.scan.out.cap == 0);
-    assert_true(sse.raw_len > METER__SSE_RAW_MAX);
+    assert_true(sse.raw.len == 0);
     meter__sse_feed(&sse, "\ndata: more\n", 12, collect, &e);
     meter__sse_feed(&sse, "\ndata: ok\n\n", 11, collect, &e);
     assert_string_equal(e.got, "|ok;");
@@ -487,11 +495,10 @@ static void test_form(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_embedded),      cmocka_unit_test(test_override_merge),
-        cmocka_unit_test(test_current_models),
-        cmocka_unit_test(test_snapshot_patterns),
-        cmocka_unit_test(test_refused_files), cmocka_unit_test(test_arithmetic),
-        cmocka_unit_test(test_sse_splitter),  cmocka_unit_test(test_sse_overlong_event),
+        cmocka_unit_test(test_embedded),       cmocka_unit_test(test_override_merge),
+        cmocka_unit_test(test_current_models), cmocka_unit_test(test_snapshot_patterns),
+        cmocka_unit_test(test_refused_files),  cmocka_unit_test(test_arithmetic),
+        cmocka_unit_test(test_sse_splitter),   cmocka_unit_test(test_sse_overlong_event),
         cmocka_unit_test(test_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
