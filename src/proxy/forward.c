@@ -83,8 +83,15 @@ static void on_head(void *arg, int status)
     meter_response_status(r->meter, status, r->resp_ctype);
     meter_response_encoding(r->meter, r->resp_cenc);
     add_cost_headers(r, r->reserved);
-    hreq_reply_start(r->req, status);
-    r->head_sent = true;
+    if (r->resp_clen >= 0) {
+        /* framed by Content-Length: the head waits for the first body chunk
+         * that is not the last, or for the settlement (on_body), so that a
+         * small answer goes out whole, in one write, once its cost is
+         * durable */
+        r->head_deferred = true;
+        return;
+    }
+    proxy__reply_start(r);
 }
 
 /* The client took everything queued: a paused vendor transfer goes on. */
@@ -101,9 +108,12 @@ static void client_drained(struct kb_hreq *req, void *arg)
 static bool on_body(void *arg, const char *data, size_t len)
 {
     struct preq *r = arg;
-    if (r->client_gone || !r->head_sent)
+    if (r->client_gone || !r->status)
         return true;
-    if (hreq_pending(r->req) > CLIENT_HIGH_WATER) {
+    bool last = r->resp_clen >= 0 && r->bytes_out + (int64_t)len == r->resp_clen;
+    if (r->head_deferred && !last)
+        proxy__reply_start(r); /* a longer answer streams as it comes */
+    if (r->head_sent && hreq_pending(r->req) > CLIENT_HIGH_WATER) {
         r->paused = true; /* client_drained resumes once the client caught up */
         hreq_set_drain_cb(r->req, client_drained, r);
         return false;
@@ -115,14 +125,20 @@ static bool on_body(void *arg, const char *data, size_t len)
     size_t n;
     scrub_feed(&r->px->scrub[proxy__vendor_index(r->px, r->vendor)], &r->hold, data, len,
                &r->scratch, &safe, &n);
-    if (r->resp_clen >= 0 && r->bytes_out == r->resp_clen && r->hold.len == 0 && n > 0) {
-        /* The answer's last byte waits for its settlement's commit (like
+    if (last && n > 0) {
+        /* The answer's last chunk waits for its settlement's commit (like
          * the end of a chunked one): a client that has the whole answer
          * can read its cost in the key's usage at once. */
-        buf_append(&r->hold, safe + n - 1, 1);
-        n--;
+        struct kb_buf tail = KB_BUF_INIT;
+        buf_reserve(&tail, n + r->hold.len);
+        buf_append(&tail, safe, n);
+        buf_append(&tail, r->hold.data ? r->hold.data : "", r->hold.len);
+        buf_cleanup(&r->hold);
+        r->hold = tail;
+        n = 0;
     }
-    hreq_reply_chunk(r->req, safe, n);
+    if (n)
+        hreq_reply_chunk(r->req, safe, n);
     return true;
 }
 

@@ -115,6 +115,13 @@ void proxy__preq_free(struct preq *r)
     proxy__maybe_drained(px);
 }
 
+void proxy__reply_start(struct preq *r)
+{
+    hreq_reply_start(r->req, r->status);
+    r->head_sent = true;
+    r->head_deferred = false;
+}
+
 int proxy__vendor_index(const struct kb_proxy *px, const struct kb_vendor *v)
 {
     return v ? (int)(v - px->rt->cfg->vendors) : -1;
@@ -240,7 +247,8 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     int64_t reserve = 0;
     char *metered_body = NULL;
     size_t metered_len = 0;
-    err = meter_begin(runtime_pricing(px->rt), &mreq, &meter, &reserve, &metered_body, &metered_len, &msg);
+    err = meter_begin(runtime_pricing(px->rt), &mreq, &meter, &reserve, &metered_body, &metered_len,
+                      &msg);
     if (err != KB_OK)
         goto refused;
     if (metered_body) {

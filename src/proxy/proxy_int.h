@@ -109,6 +109,7 @@ struct preq {
     int64_t remaining;              /* cap left after the reservation */
     int status;                     /* upstream status, 0 until known */
     bool head_sent;                 /* reply headers went to the client */
+    bool head_deferred;             /* the vendor's head is in, ours waits (forward.c) */
     bool paused;                    /* upstream paused for a slow client */
     bool client_gone;               /* the client connection closed */
     bool outcome_unknown;           /* the vendor may have acted; charged its worst case */
@@ -155,6 +156,9 @@ void proxy__maybe_drained(struct kb_proxy *px);
 void proxy__abort_connection(struct preq *r);
 /* Frees r and all it owns; unlinks it from the in-flight list. */
 void proxy__preq_free(struct preq *r);
+/* Starts the client's answer with the vendor's status and the headers
+ * added so far. */
+void proxy__reply_start(struct preq *r);
 /* The index of v in the config's vendors, -1 for NULL (metrics). */
 int proxy__vendor_index(const struct kb_proxy *px, const struct kb_vendor *v);
 /* Whether name (len bytes) is in the NULL-terminated list, any case. */

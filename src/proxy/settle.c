@@ -116,6 +116,8 @@ static void settle_done(void *arg, enum kb_err err)
     if (r->reply != REPLY_NONE && r->req && !r->client_gone) {
         hreq_set_close_cb(r->req, NULL, NULL);
         if (r->reply == REPLY_FINISH) {
+            if (r->head_deferred)
+                proxy__reply_start(r);                           /* head and body in one write */
             hreq_reply_chunk(r->req, r->hold.data, r->hold.len); /* no-op when empty */
             hreq_reply_end(r->req);
         } else {
