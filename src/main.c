@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "audit/audit.h"
@@ -40,6 +41,22 @@ static void usage(FILE *f)
                "       keybrake audit export [--since T] [--until T] [--config FILE]\n"
                "       keybrake config                  print the settings table\n"
                "       keybrake version\n");
+}
+
+/* When the file system holding dir is (nearly) full, a sentence saying so
+ * for an error message ("" otherwise): SQLite says only "disk I/O error"
+ * or "database or disk is full". Static storage; main thread. */
+static const char *disk_note(const char *dir)
+{
+    static char note[160];
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0)
+        return "";
+    unsigned long long avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
+    if (avail >= 16ull * 1024 * 1024)
+        return "";
+    snprintf(note, sizeof note, " (the disk holding %.80s is full: %llu bytes free)", dir, avail);
+    return note;
 }
 
 /* The price tables for cfg: the embedded file, the pricing_file merged
@@ -154,12 +171,13 @@ static int serve(const char *config_path)
     }
     store_path = kb_asprintf("%s/keybrake.db", cfg->data_dir);
     if (store_open(store_path, cfg->store_synchronous, true, &store, &errmsg) != KB_OK) {
-        fprintf(stderr, "keybrake: store: %s\n", errmsg);
+        fprintf(stderr, "keybrake: store: %s%s\n", errmsg, disk_note(cfg->data_dir));
         goto out;
     }
     int64_t orphans = 0;
     if (store_spend_settle_orphans(store, &orphans) != KB_OK) {
-        fprintf(stderr, "keybrake: store: cannot settle reservations left by a crash\n");
+        fprintf(stderr, "keybrake: store: cannot settle reservations left by a crash%s\n",
+                disk_note(cfg->data_dir));
         goto out;
     }
     if (orphans > 0) {
@@ -191,7 +209,7 @@ static int serve(const char *config_path)
 #endif
     if (writer_new(store_path, cfg->store_synchronous, (int)cfg->writer_max_batch, &writer,
                    &errmsg) != KB_OK) {
-        fprintf(stderr, "keybrake: store writer: %s\n", errmsg);
+        fprintf(stderr, "keybrake: store writer: %s%s\n", errmsg, disk_note(cfg->data_dir));
         goto out;
     }
     if (sink)

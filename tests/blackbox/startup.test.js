@@ -6,6 +6,7 @@
 
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -304,6 +305,31 @@ describe('startup and shutdown', () => {
       await d.stop();
       await mocks.close();
       rmTempDir(dir);
+    }
+  });
+
+  // A small tmpfs of our own (the test runs as root, like make test) fills
+  // up for real; SQLite alone would say only "disk I/O error".
+  it('a start on a full disk says the disk is full', async () => {
+    const mnt = mkTempDir();
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+    try {
+      const dataDir = path.join(mnt, 'data');
+      const first = await startDaemon({ dataDir });
+      await first.stop();
+      const fill = fs.openSync(path.join(mnt, 'fill'), 'w');
+      const block = Buffer.alloc(64 * 1024);
+      try {
+        for (;;) fs.writeSync(fill, block);
+      } catch (e) {
+        assert.equal(e.code, 'ENOSPC');
+      } finally {
+        fs.closeSync(fill);
+      }
+      await assert.rejects(startDaemon({ dataDir }), /before ready[\s\S]*the disk holding .* is full/);
+    } finally {
+      execFileSync('umount', [mnt]);
+      rmTempDir(mnt);
     }
   });
 
