@@ -300,6 +300,39 @@ static void test_tamper(void **state)
     }
 }
 
+/* Every column the chain hash covers, changed on its own, is caught at that
+ * record (issue 14: dropping bytes_out from the hash passed every test). */
+static void test_tamper_every_field(void **state)
+{
+    (void)state;
+    static const char *const ints[] = {"kind",           "ts_ms",           "status",
+                                       "reserved_micros", "settled_micros", "latency_us",
+                                       "bytes_in",        "bytes_out",       "ref_seq"};
+    static const char *const texts[] = {"request_id", "action", "key_id", "label", "vendor",
+                                        "method",     "path",   "decision", "code", "detail"};
+    char q[256];
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        build();
+        snprintf(q, sizeof q, "UPDATE audit SET %s = coalesce(%s, 0) + 1 WHERE seq = 6", ints[i],
+                 ints[i]);
+        sql(q);
+        struct kb_audit_report r = verify();
+        if (r.problem != KB_AUDIT_ALTERED || r.bad_seq != 6)
+            fail_msg("%s: expected altered at 6, got %d at %lld (%s)", ints[i], (int)r.problem,
+                     (long long)r.bad_seq, r.why);
+    }
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        build();
+        snprintf(q, sizeof q, "UPDATE audit SET %s = coalesce(%s, '') || 'x' WHERE seq = 6",
+                 texts[i], texts[i]);
+        sql(q);
+        struct kb_audit_report r = verify();
+        if (r.problem != KB_AUDIT_ALTERED || r.bad_seq != 6)
+            fail_msg("%s: expected altered at 6, got %d at %lld (%s)", texts[i], (int)r.problem,
+                     (long long)r.bad_seq, r.why);
+    }
+}
+
 /* An attacker rewrites records 6.. with a consistent chain but cannot sign:
  * the surviving checkpoint 9 gives it away. */
 static void test_rewritten_stretch(void **state)
@@ -739,6 +772,7 @@ int main(void)
         cmocka_unit_test(test_append_complete_query),
         cmocka_unit_test(test_verify_intact),
         cmocka_unit_test(test_tamper),
+        cmocka_unit_test(test_tamper_every_field),
         cmocka_unit_test(test_rewritten_stretch),
         cmocka_unit_test(test_tail_after_checkpoint),
         cmocka_unit_test(test_interval_change),
