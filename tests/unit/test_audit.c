@@ -305,11 +305,11 @@ static void test_tamper(void **state)
 static void test_tamper_every_field(void **state)
 {
     (void)state;
-    static const char *const ints[] = {"kind",           "ts_ms",           "status",
-                                       "reserved_micros", "settled_micros", "latency_us",
-                                       "bytes_in",        "bytes_out",       "ref_seq"};
-    static const char *const texts[] = {"request_id", "action", "key_id", "label", "vendor",
-                                        "method",     "path",   "decision", "code", "detail"};
+    static const char *const ints[] = {
+        "kind",       "ts_ms",    "status",    "reserved_micros", "settled_micros",
+        "latency_us", "bytes_in", "bytes_out", "ref_seq"};
+    static const char *const texts[] = {"request_id", "action", "key_id",   "label", "vendor",
+                                        "method",     "path",   "decision", "code",  "detail"};
     char q[256];
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         build();
