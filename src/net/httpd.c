@@ -19,6 +19,7 @@
  */
 #include "net/httpd.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -66,6 +67,7 @@ struct hoff {
 struct hconn {
     struct kb_httpd *h; /* borrowed */
     int fd;             /* owned */
+    char peer[48];      /* the client's address ("127.0.0.1"), "" if unknown */
     enum conn_state state;
     struct event *rev, *wev, *timer; /* owned */
     char *rbuf;                      /* owned until handed to a request */
@@ -113,6 +115,7 @@ struct kb_hreq {
     const char *body;   /* into buf */
     size_t body_len;
     struct kb_buf head; /* response header lines added by the handler */
+    char peer[48];      /* the client's address, "" if unknown */
     bool close_after;
     bool has_clen; /* the handler added Content-Length */
     bool has_date;
@@ -226,6 +229,7 @@ static struct kb_hreq *take_request(struct hconn *c, size_t consumed, size_t nh)
 {
     struct kb_hreq *r = kb_calloc(1, sizeof *r + nh * sizeof r->hdrs[0]);
     r->conn = c;
+    memcpy(r->peer, c->peer, sizeof r->peer);
     r->buf = c->rbuf;
     r->bufcap = c->rcap;
     size_t left = c->rlen - consumed;
@@ -817,8 +821,6 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
                       void *arg)
 {
     (void)l;
-    (void)sa;
-    (void)salen;
     struct kb_httpd *h = arg;
     if (atomic_fetch_add_explicit(h->o.conns, 1, memory_order_relaxed) >= h->o.max_conns) {
         atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
@@ -832,6 +834,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct hconn *c = kb_calloc(1, sizeof *c);
     c->h = h;
     c->fd = fd;
+    if (sa && sa->sa_family == AF_INET && salen >= (int)sizeof(struct sockaddr_in))
+        inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
+    else if (sa && sa->sa_family == AF_INET6 && salen >= (int)sizeof(struct sockaddr_in6))
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer, sizeof c->peer);
     c->rcap = RBUF_INIT;
     c->rbuf = kb_malloc(c->rcap);
     c->out = evbuffer_new();
@@ -914,6 +920,11 @@ const char *hreq_method_name(const struct kb_hreq *r)
 const char *hreq_target(const struct kb_hreq *r)
 {
     return r->target;
+}
+
+const char *hreq_peer(const struct kb_hreq *r)
+{
+    return r->peer;
 }
 
 enum kb_err hreq_error(const struct kb_hreq *r, const char **msg)

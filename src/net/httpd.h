@@ -89,6 +89,8 @@ const char *hreq_method_name(const struct kb_hreq *r);
 /* The request target as received (origin-form "/p?q" normally), or NULL
  * when the request line could not be read. */
 const char *hreq_target(const struct kb_hreq *r);
+/* The client's address as text ("127.0.0.1", "::1"), "" when unknown. */
+const char *hreq_peer(const struct kb_hreq *r);
 /* KB_OK, or why the request was refused by the parser (bad_request,
  * headers_too_large, body_too_large); *msg (static) says which rule. The
  * handler answers such a request with an error; the connection closes. */

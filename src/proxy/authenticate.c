@@ -101,13 +101,9 @@ enum kb_err proxy__authenticate(struct kb_proxy *px, const struct kb_hdr *h, siz
     enum kb_err err = keycache_get(px->keys, px->store, hash, &key);
     if (err != KB_OK)
         return err == KB_E_NOT_FOUND ? KB_E_INVALID_TOKEN : err;
-    err = key->revoked_at ? KB_E_KEY_REVOKED : now >= key->expires_at ? KB_E_KEY_EXPIRED : KB_OK;
-    if (err != KB_OK) {
-        keycache_put(key);
-        return err;
-    }
+    /* revoked or expired: still the key's, so its refusal is audited under it */
     *out = key;
-    return KB_OK;
+    return key->revoked_at ? KB_E_KEY_REVOKED : now >= key->expires_at ? KB_E_KEY_EXPIRED : KB_OK;
 }
 
 enum kb_err proxy_head_gate(const char *target, const struct kb_hdr *h, size_t nh, void *arg)
@@ -119,8 +115,8 @@ enum kb_err proxy_head_gate(const char *target, const struct kb_hdr *h, size_t n
     const struct kb_vendor *v = seg > 1 ? config_vendor(cfg, target + 1, seg - 1) : NULL;
     const struct kb_key *key = NULL;
     enum kb_err err = proxy__authenticate(px, h, nh, v, clock_now(), &key);
-    if (err == KB_E_STORE)
-        return KB_OK;  /* the handler answers for the store */
     keycache_put(key); /* warm for the handler, which looks it up again */
+    if (err == KB_E_STORE)
+        return KB_OK; /* the handler answers for the store */
     return err;
 }

@@ -114,6 +114,22 @@ void proxy__refuse(struct kb_proxy *px, struct kb_hreq *req, enum kb_err err, ch
                    const struct kb_vendor *vendor, const char *path, size_t path_len)
 {
     kb_log(KB_LOG_DEBUG, "request refused", "request_id", id, "code", kb_strerror(err), NULL);
+    if (!key) {
+        /* Never authenticated: counted per source and recorded aggregated
+         * (strangers.c), answered at once, never one durable write each. */
+        proxy__stranger_note(px, hreq_peer(req), err);
+        struct proxy__end e = {.id = id,
+                               .vendor_name = vendor ? vendor->name : NULL,
+                               .method = method,
+                               .vendor = proxy__vendor_index(px, vendor),
+                               .code = err,
+                               .latency_us = clock_mono_us() - start_us,
+                               .upstream_us = -1};
+        proxy__finish(&e);
+        http_reply_proxy_error(req, err, msg);
+        free(msg);
+        return;
+    }
     struct refusal *f = kb_calloc(1, sizeof *f);
     f->px = px;
     f->req = req;

@@ -298,6 +298,15 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     return;
 
 refused:
+    if (!key && err != KB_E_INVALID_TOKEN && err != KB_E_TOKEN_IN_QUERY) {
+        /* refused before its key was looked at (a bad path, a body too
+         * large): a valid token still makes it the key's refusal, audited
+         * under it, not a stranger's */
+        const struct kb_hdr *h;
+        size_t nh = hreq_headers(req, &h);
+        if (proxy__authenticate(px, h, nh, vendor, clock_now(), &key) == KB_E_STORE)
+            key = NULL;
+    }
     proxy__refuse(px, req, err, msg, id, start_us, method, key, vendor, vpath, plen);
     meter_free(meter);
     keycache_put(key);
@@ -368,6 +377,7 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
     px->watch = event_new(base, -1, EV_PERSIST, proxy__watch_revocations, px);
     struct timeval tv = {0, REVOCATION_WATCH_MS * 1000};
     event_add(px->watch, &tv);
+    proxy__strangers_start(px);
     *out = px;
     return KB_OK;
 }
@@ -420,6 +430,7 @@ void proxy_free(struct kb_proxy *px)
         r->req = NULL;
         proxy__preq_free(r);
     }
+    proxy__strangers_stop(px); /* what was counted reaches the audit log */
     event_free(px->watch);
     keycache_free(px->keys);
     crypto_hmac_free(px->token_mac);

@@ -51,6 +51,29 @@ struct kb_vendor;
 #define REVOCATION_WATCH_MS 250
 #define KEY_CACHE_SLOTS 4096 /* per worker; ~200 KiB of slots plus the keys */
 
+/* Refusals of requests without a valid key, per source (strangers.c). */
+#define STRANGER_SLOTS 64      /* sources per worker and interval; the last is "*" */
+#define STRANGER_CODES 8       /* distinct codes counted per source */
+#define STRANGER_FLUSH_MS 5000 /* how often they become audit records */
+
+struct proxy__stranger {
+    char source[48];  /* the client's address, "*" for the overflow */
+    int64_t count;    /* refusals */
+    int64_t first_ms; /* wall clock of the first and last one */
+    int64_t last_ms;
+    struct {
+        enum kb_err code;
+        int64_t n;
+    } codes[STRANGER_CODES];
+    size_t ncodes;
+};
+
+struct proxy__strangers {
+    struct proxy__stranger v[STRANGER_SLOTS];
+    size_t n;            /* slots in use */
+    struct event *timer; /* owned */
+};
+
 struct kb_proxy {
     struct event_base *base;               /* borrowed */
     const struct kb_runtime *rt;           /* borrowed */
@@ -77,6 +100,7 @@ struct kb_proxy {
     int worker;
     uint32_t seed;    /* random per worker: request ids differ across restarts */
     uint64_t counter; /* request ids within this worker */
+    struct proxy__strangers strangers;
 };
 
 /* What is still owed to the client once the settlement is durable. */
@@ -169,7 +193,8 @@ bool proxy__in_list(const char *const *list, const char *name, size_t len);
 /* The key of the vault token in headers h (where the SDK of vendor v, NULL
  * when not known, sends it), active at `now`: *out is a key-cache
  * reference (keycache_put it). KB_E_INVALID_TOKEN (absent, ambiguous,
- * malformed, unknown), KB_E_KEY_REVOKED, KB_E_KEY_EXPIRED, or a store error. */
+ * malformed, unknown) or a store error leave *out alone; KB_E_KEY_REVOKED
+ * and KB_E_KEY_EXPIRED set it too (the refusal is the key's). */
 enum kb_err proxy__authenticate(struct kb_proxy *px, const struct kb_hdr *h, size_t nh,
                                 const struct kb_vendor *v, int64_t now, const struct kb_key **out);
 
@@ -197,6 +222,16 @@ extern const struct kb_upstream_ops proxy__upstream_ops;
 void proxy__client_closed(struct kb_hreq *req, void *arg);
 /* Timer: cuts requests in flight whose key was revoked. */
 void proxy__watch_revocations(evutil_socket_t fd, short what, void *arg);
+
+/* ---- strangers.c ---- */
+
+/* Counts a refusal of a request that showed no valid, active key. */
+void proxy__stranger_note(struct kb_proxy *px, const char *source, enum kb_err code);
+/* Turns what was counted into audit records (one writer job). */
+void proxy__strangers_flush(struct kb_proxy *px);
+/* Arms the periodic flush; stop flushes and disarms. */
+void proxy__strangers_start(struct kb_proxy *px);
+void proxy__strangers_stop(struct kb_proxy *px);
 
 /* ---- settle.c ---- */
 
@@ -229,10 +264,11 @@ struct proxy__end {
  * and its access log line (keyed by its id; never a token, a query or a
  * body: the log escapes every value). */
 void proxy__finish(const struct proxy__end *e);
-/* Refuses `req` with err; msg (may be NULL) is taken. The refusal is
- * audited with what is known of the request: key (may be NULL), vendor, the
- * path without its query (capped), never a token; it is answered once its
- * record is durable. */
+/* Refuses `req` with err; msg (may be NULL) is taken. With a key, the
+ * refusal is audited with what is known of the request (vendor, the path
+ * without its query, capped; never a token) and answered once its record
+ * is durable. Without one (never authenticated) it is answered at once and
+ * counted for an aggregated record (strangers.c). */
 void proxy__refuse(struct kb_proxy *px, struct kb_hreq *req, enum kb_err err, char *msg,
                    const char *id, int64_t start_us, const char *method, const struct kb_key *key,
                    const struct kb_vendor *vendor, const char *path, size_t path_len);

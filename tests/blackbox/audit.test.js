@@ -14,7 +14,7 @@ const { execFileSync, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { BIN, assertError, closedPort, makeSecrets, mkTempDir, rmTempDir, startDaemon, uniquePrefix } = require('./lib/harness');
+const { BIN, assertError, closedPort, makeSecrets, mkTempDir, rmTempDir, startDaemon, uniquePrefix, waitFor } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
 function verify(dataDir) {
@@ -60,6 +60,23 @@ describe('audit log', () => {
 
   beforeEach(() => mocks.reset());
 
+  it('300 requests without a valid token cost a handful of audit records, not 300 durable writes', async () => {
+    const sum = (recs) => recs.filter((r) => r.action === 'proxy.unauthenticated').reduce((n, r) => n + r.detail.count, 0);
+    const first = await allRecords(d);
+    const before = first.length;
+    const base = sum(first);
+    const bad = [];
+    for (let i = 0; i < 300; i++) {
+      const headers = i % 3 === 0 ? {} : { authorization: `Bearer kb_${'x'.repeat(46)}` };
+      bad.push(d.proxy({ method: 'POST', path: '/stripe/v1/payment_intents', headers, body: 'amount=1' }));
+    }
+    for (const r of await Promise.all(bad)) assert.equal(r.status, 401);
+    const counted = async () => sum(await allRecords(d)) - base >= 300;
+    await waitFor(counted, { what: 'the 300 refusals in aggregated records' });
+    const grown = (await allRecords(d)).length - before;
+    assert.ok(grown <= 6, `${grown} new records for 300 refusals`);
+  });
+
   it('every request of a mixed run has exactly one complete record with the right fields', async () => {
     const label = uniquePrefix('mixed');
     const key = await d.issueKey({ label, vendor: 'stripe', daily_usd_cap: 15, allowed_endpoints: ['POST /v1/payment_intents', 'GET /v1/payment_intents/*'] });
@@ -76,13 +93,25 @@ describe('audit log', () => {
     await send('read', { path: '/stripe/v1/payment_intents/pi_1', headers: auth }, { status: 200, decision: 'allowed', code: null, upstream: 200, settled: 0 });
     await send('cap', { method: 'POST', path: '/stripe/v1/payment_intents', headers: form, body: 'amount=1000&currency=usd' }, { status: 429, decision: 'refused', code: 'cap_exhausted' });
     await send('endpoint', { path: '/stripe/v1/customers', headers: auth }, { status: 403, decision: 'refused', code: 'endpoint_not_allowed' });
-    await send('token', { path: '/stripe/v1/customers', headers: { authorization: 'Bearer nope' } }, { status: 401, decision: 'refused', code: 'invalid_token' });
+    // a request with no valid key is a stranger's: answered at once, recorded aggregated (below)
+    const stranger = await d.proxy({ path: '/stripe/v1/customers', headers: { authorization: 'Bearer nope' } });
+    assert.equal(stranger.status, 401);
     await send('path', { path: '/stripe/v1/%2e%2e/x', headers: auth }, { status: 400, decision: 'refused', code: 'bad_path' });
     mocks.stripe.setHang(true);
     await send('timeout', { path: '/stripe/v1/payment_intents/pi_2', headers: auth }, { status: 504, decision: 'allowed', code: 'upstream_timeout', upstream: null, settled: 0 });
     mocks.stripe.setHang(false);
 
     const records = await allRecords(d);
+    assert.equal(records.filter((r) => r.request_id === stranger.headers['keybrake-request-id']).length, 0);
+    // strangers' refusals become one record per source and interval
+    const agg = await waitFor(async () => (await allRecords(d)).find((r) => r.action === 'proxy.unauthenticated'), {
+      what: 'the aggregated record of unauthenticated refusals',
+    });
+    assert.equal(agg.kind, 'proxy');
+    assert.equal(agg.decision, 'refused');
+    assert.equal(agg.detail.source, '127.0.0.1');
+    assert.ok(agg.detail.count >= 1 && agg.detail.codes.invalid_token >= 1, JSON.stringify(agg));
+    assert.equal(agg.key_id, null);
     for (const s of sent) {
       const mine = records.filter((r) => r.request_id === s.id);
       assert.equal(mine.length, 1, `${s.what}: exactly one record, got ${JSON.stringify(mine)}`);
