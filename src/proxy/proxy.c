@@ -402,19 +402,17 @@ void proxy_free(struct kb_proxy *px)
     px->drained_cb = NULL;
     /* Only after a shutdown timeout are requests still here. Those waiting
      * on the writer are left to it (its job still reads them: they are not
-     * freed, a bounded leak at exit); those talking to a vendor are settled
-     * at their worst case on this worker's connection, without a completion
-     * record (the audit shows them as not completed). */
+     * freed, a bounded leak at exit). Those talking to a vendor, and
+     * settlements waiting for a retry, are settled by a job of their own,
+     * with their completion record: at their worst case (the vendor may
+     * have acted; cut answers are audited as outcome unknown), or at the
+     * cost already known. The writer runs them before it stops. */
     for (struct preq *r = px->inflight, *next; r; r = next) {
         next = r->next;
         if (r->req)
             hreq_set_close_cb(r->req, NULL, NULL);
         if (r->retry && evtimer_pending(r->retry, NULL)) {
-            /* a settlement waiting to be retried: one last try here; if it
-             * fails too, the next start settles it as an orphan */
-            if (store_spend_settle(px->store, r->key->seq, r->day, r->reserved, r->actual,
-                                   r->key->daily_cap, NULL) != KB_OK)
-                kb_log(KB_LOG_ERROR, "settlement at shutdown failed", "request_id", r->id, NULL);
+            proxy__settle_detached(r, r->actual, r->fail);
             proxy__preq_free(r);
             continue;
         }
@@ -422,9 +420,8 @@ void proxy_free(struct kb_proxy *px)
             continue;
         upstream_cancel(r->up);
         r->up = NULL;
-        if (store_spend_settle(px->store, r->key->seq, r->day, r->reserved, r->reserved,
-                               r->key->daily_cap, NULL) != KB_OK)
-            kb_log(KB_LOG_ERROR, "settlement at shutdown failed", "request_id", r->id, NULL);
+        r->outcome_unknown = true;
+        proxy__settle_detached(r, r->reserved, KB_E_SHUTTING_DOWN);
         if (r->req && r->head_sent)
             proxy__abort_connection(r); /* cut: the client must not take it as whole */
         r->req = NULL;

@@ -243,6 +243,11 @@ void proxy__rec_fill(const struct preq *r, struct kb_audit_rec *rec);
  * answered or cut and the connection is let go now. */
 void proxy__settle(struct preq *r, int64_t actual, enum kb_err fail, enum reply_after reply);
 
+/* The same, for a request that is freed at once (shutdown): the
+ * settlement and its completion record go to the writer on their own
+ * (they run before the writer stops) and nothing is answered. */
+void proxy__settle_detached(struct preq *r, int64_t actual, enum kb_err fail);
+
 /* ---- finish.c ---- */
 
 /* How a request ended, for the one finish step. */

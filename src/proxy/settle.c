@@ -160,3 +160,53 @@ void proxy__settle(struct preq *r, int64_t actual, enum kb_err fail, enum reply_
     r->latency_us = clock_mono_us() - r->start_us;
     writer_submit_unguarded(r->px->port, settle_job, settle_done, r);
 }
+
+/* A settlement that outlives its request (shutdown): everything the job
+ * needs, copied, so the request can be freed at once. */
+struct detached {
+    int64_t key_seq, day, reserved, actual, cap, audit_seq;
+    struct kb_audit_rec rec;                       /* strings below */
+    char *key_id, *label, *vendor, *path, *detail; /* owned copies */
+};
+
+/* Writer thread: settle and complete, then free (fire and forget). */
+static enum kb_err detached_job(struct kb_store *s, void *arg)
+{
+    struct detached *d = arg;
+    enum kb_err err =
+        store_spend_settle(s, d->key_seq, d->day, d->reserved, d->actual, d->cap, NULL);
+    if (err == KB_OK)
+        err = audit_complete(s, d->audit_seq, &d->rec);
+    free(d->key_id);
+    free(d->label);
+    free(d->vendor);
+    free(d->path);
+    free(d->detail);
+    free(d);
+    return err == KB_OK ? KB_OK : KB_E_STORE;
+}
+
+void proxy__settle_detached(struct preq *r, int64_t actual, enum kb_err fail)
+{
+    struct detached *d = kb_calloc(1, sizeof *d);
+    d->key_seq = r->key->seq;
+    d->day = r->day;
+    d->reserved = r->reserved;
+    d->actual = actual;
+    d->cap = r->key->daily_cap;
+    d->audit_seq = r->audit_seq;
+    proxy__rec_fill(r, &d->rec);
+    d->rec.key_id = d->key_id = kb_strdup(r->key->id);
+    d->rec.label = d->label = kb_strdup(r->key->label);
+    d->rec.vendor = d->vendor = kb_strdup(r->vendor->name);
+    d->rec.path = d->path = kb_strdup(r->path);
+    d->rec.decision = "allowed";
+    d->rec.code = fail != KB_OK ? kb_strerror(fail) : NULL; /* static */
+    d->rec.status = r->status;
+    d->rec.settled = actual;
+    d->rec.latency_us = clock_mono_us() - r->start_us;
+    d->rec.bytes_out = r->bytes_out;
+    if (r->outcome_unknown)
+        d->rec.detail = d->detail = kb_strdup("{\"outcome\":\"unknown\"}");
+    writer_submit_unguarded(r->px->port, detached_job, NULL, d);
+}

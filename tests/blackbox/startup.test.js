@@ -172,6 +172,41 @@ describe('startup and shutdown', () => {
     }
   });
 
+  it('a request still at the vendor when the shutdown deadline passes is charged and completed in the audit', { timeout: 60_000 }, async () => {
+    const mocks = await startMockVendors();
+    let d, d2;
+    try {
+      d = await startDaemon({ mocks, keepDataDir: true, env: { KEYBRAKE_SHUTDOWN_TIMEOUT: '1s' } });
+      const key = await d.issueKey({ label: uniquePrefix('deadline'), vendor: 'stripe', daily_usd_cap: 100 });
+      const held = mocks.stripe.nextHold(); // never answered
+      const inflight = d
+        .proxy({
+          method: 'POST',
+          path: '/stripe/v1/payment_intents',
+          headers: { authorization: `Bearer ${key.token}`, 'content-type': 'application/x-www-form-urlencoded' },
+          body: 'amount=4200&currency=usd',
+        })
+        .catch((e) => e);
+      await held;
+      await d.stop(); // SIGTERM; the 1 s deadline passes with the request still out
+      await inflight;
+      d2 = await startDaemon({ mocks, dataDir: d.dataDir });
+      const recs = (await d2.admin.get(`/v1/audit?key_id=${key.id}&limit=10`)).json.data.filter((a) => a.kind === 'proxy');
+      assert.equal(recs.length, 1, JSON.stringify(recs));
+      assert.equal(recs[0].completed, true);
+      assert.equal(recs[0].code, 'shutting_down');
+      assert.equal(recs[0].settled_usd, 42);
+      assert.deepEqual(recs[0].detail, { outcome: 'unknown' });
+      const u = (await d2.admin.get(`/v1/keys/${key.id}`)).json.usage;
+      assert.equal(u.spent_usd, 42);
+      assert.equal(u.reserved_usd, 0);
+    } finally {
+      if (d2) await d2.stop();
+      if (d) rmTempDir(d.dataDir);
+      await mocks.close();
+    }
+  });
+
   it('SIGTERM with key issuances in flight: every 201 is a durable key, then exit code 0', { timeout: 60_000 }, async () => {
     // Issuance is answered once the store writer's batch committed; the
     // admin thread waits for the batches in flight before it stops.
