@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "audit/audit.h"
@@ -169,6 +170,13 @@ static enum kb_err append(struct kb_store *s, int64_t ref_seq, const struct kb_a
 
 enum kb_err audit_append(struct kb_store *s, const struct kb_audit_rec *rec, int64_t *seq)
 {
+#ifdef KB_TEST_HOOKS
+    /* KEYBRAKE_TEST_FAIL_AUDIT=<file>: while the file exists, appends fail
+     * as on a full or read-only disk (the fail-closed tests run anywhere) */
+    const char *flag = getenv("KEYBRAKE_TEST_FAIL_AUDIT");
+    if (flag && access(flag, F_OK) == 0)
+        return KB_E_STORE;
+#endif
     return append(s, 0, rec, seq);
 }
 
