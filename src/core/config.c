@@ -87,6 +87,9 @@ static const struct setting settings[] = {
     {"limits", "max_connections", "KEYBRAKE_MAX_CONNECTIONS", T_INT, OFF(max_connections), "4096",
      1, 1000000,
      "most open proxy client connections, all workers together (503 too_many_connections)"},
+    {"limits", "max_connections_per_source", "KEYBRAKE_MAX_CONNECTIONS_PER_SOURCE", T_INT,
+     OFF(max_connections_per_source), "1024", 1, 1000000,
+     "most open proxy connections from one client address (503 too_many_connections)"},
     {"limits", "client_timeout", "KEYBRAKE_CLIENT_TIMEOUT", T_DURATION, OFF(client_timeout_ms),
      "30s", 1000, 3600000,
      "deadline for a whole request to arrive (and for an idle keep-alive connection); longest "

@@ -66,17 +66,18 @@ struct kb_config {
     int64_t max_header_bytes;
     int64_t max_headers;
     int64_t max_path_bytes;
-    int64_t max_connections;        /* per worker */
-    int64_t client_timeout_ms;      /* read/write timeout for proxy clients */
-    char *log_level;                /* owned */
-    char *log_format;               /* owned */
-    char *pricing_file;             /* owned; NULL: embedded pricing only */
-    char *store_synchronous;        /* owned; SQLite synchronous: normal|full */
-    char *ca_file;                  /* owned; NULL: system CA store */
-    char *audit_sink;               /* owned; NULL: no JSONL sink file */
-    int64_t audit_checkpoint_every; /* records between signed checkpoints */
-    int64_t writer_max_batch;       /* jobs per group-commit transaction */
-    struct kb_vendor *vendors;      /* owned */
+    int64_t max_connections;            /* per worker */
+    int64_t max_connections_per_source; /* from one client address, all workers */
+    int64_t client_timeout_ms;          /* read/write timeout for proxy clients */
+    char *log_level;                    /* owned */
+    char *log_format;                   /* owned */
+    char *pricing_file;                 /* owned; NULL: embedded pricing only */
+    char *store_synchronous;            /* owned; SQLite synchronous: normal|full */
+    char *ca_file;                      /* owned; NULL: system CA store */
+    char *audit_sink;                   /* owned; NULL: no JSONL sink file */
+    int64_t audit_checkpoint_every;     /* records between signed checkpoints */
+    int64_t writer_max_batch;           /* jobs per group-commit transaction */
+    struct kb_vendor *vendors;          /* owned */
     size_t nvendors;
 };
 

@@ -68,6 +68,7 @@ struct hconn {
     struct kb_httpd *h; /* borrowed */
     int fd;             /* owned */
     char peer[48];      /* the client's address ("127.0.0.1"), "" if unknown */
+    int source_slot;    /* its per-source counter, -1 when not counted */
     enum conn_state state;
     struct event *rev, *wev, *timer; /* owned */
     char *rbuf;                      /* owned until handed to a request */
@@ -796,6 +797,8 @@ static void conn_free(struct hconn *c)
     free(c->rbuf);
     free(c->spare);
     free(c->hoff);
+    if (c->source_slot >= 0)
+        atomic_fetch_sub_explicit(&h->o.per_source[c->source_slot], 1, memory_order_relaxed);
     free(c);
     atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
     metrics_connections((enum kb_listener)h->o.listener, -1);
@@ -828,12 +831,36 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         refuse_connection(fd);
         return;
     }
+    int slot = -1;
+    if (h->o.max_per_source > 0 && h->o.per_source && sa) {
+        /* FNV-1a of the address bytes (not the port) */
+        const unsigned char *a = NULL;
+        size_t alen = 0;
+        if (sa->sa_family == AF_INET)
+            a = (const unsigned char *)&((struct sockaddr_in *)sa)->sin_addr, alen = 4;
+        else if (sa->sa_family == AF_INET6)
+            a = (const unsigned char *)&((struct sockaddr_in6 *)sa)->sin6_addr, alen = 16;
+        uint32_t hash = 2166136261u;
+        for (size_t i = 0; i < alen; i++)
+            hash = (hash ^ a[i]) * 16777619u;
+        slot = (int)(hash % HTTPD_SOURCE_SLOTS);
+        if (atomic_fetch_add_explicit(&h->o.per_source[slot], 1, memory_order_relaxed) >=
+            h->o.max_per_source) {
+            /* one address holding many slots cannot starve the others */
+            atomic_fetch_sub_explicit(&h->o.per_source[slot], 1, memory_order_relaxed);
+            atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
+            metrics_connection_refused();
+            refuse_connection(fd);
+            return;
+        }
+    }
     metrics_connections((enum kb_listener)h->o.listener, 1);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct hconn *c = kb_calloc(1, sizeof *c);
     c->h = h;
     c->fd = fd;
+    c->source_slot = slot;
     if (sa && sa->sa_family == AF_INET && salen >= (int)sizeof(struct sockaddr_in))
         inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
     else if (sa && sa->sa_family == AF_INET6 && salen >= (int)sizeof(struct sockaddr_in6))

@@ -41,6 +41,11 @@ enum kb_method {
     KB_M_OTHER = 7,   /* anything else, or no method could be read */
 };
 
+/* Counters of open connections per client address: an address is hashed
+ * into one of these, so two addresses may share a count (never more
+ * lenient than the limit). */
+#define HTTPD_SOURCE_SLOTS 4096
+
 typedef void (*kb_hreq_cb)(struct kb_hreq *req, void *arg);
 
 /* Called when the head of a request that carries a body has been parsed,
@@ -52,16 +57,19 @@ typedef enum kb_err (*kb_hreq_head_cb)(const char *target, const struct kb_hdr *
                                        void *arg);
 
 struct kb_httpd_opts {
-    size_t max_header_bytes; /* request line + headers (431 headers_too_large) */
-    size_t max_headers;      /* header lines (431 headers_too_large) */
-    size_t max_body_bytes;   /* decoded body, chunked included (413 body_too_large) */
-    int64_t timeout_ms;      /* whole-request read deadline; write progress */
-    int64_t max_conns;       /* open connections over all servers sharing `conns` */
-    _Atomic int64_t *conns;  /* borrowed; the shared count of open connections */
-    int listener;            /* enum kb_listener, for the connection metrics */
-    kb_hreq_cb on_request;   /* every request, refused ones included */
-    kb_hreq_head_cb on_head; /* may be NULL; a body's gate (see kb_hreq_head_cb) */
-    void *arg;               /* passed to on_request and on_head */
+    size_t max_header_bytes;     /* request line + headers (431 headers_too_large) */
+    size_t max_headers;          /* header lines (431 headers_too_large) */
+    size_t max_body_bytes;       /* decoded body, chunked included (413 body_too_large) */
+    int64_t timeout_ms;          /* whole-request read deadline; write progress */
+    int64_t max_conns;           /* open connections over all servers sharing `conns` */
+    _Atomic int64_t *conns;      /* borrowed; the shared count of open connections */
+    int64_t max_per_source;      /* open connections from one address; 0: no limit */
+    _Atomic int32_t *per_source; /* borrowed; HTTPD_SOURCE_SLOTS counters shared by the
+                                    servers of one listener (addresses hashed in) */
+    int listener;                /* enum kb_listener, for the connection metrics */
+    kb_hreq_cb on_request;       /* every request, refused ones included */
+    kb_hreq_head_cb on_head;     /* may be NULL; a body's gate (see kb_hreq_head_cb) */
+    void *arg;                   /* passed to on_request and on_head */
 };
 
 /*

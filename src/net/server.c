@@ -56,8 +56,9 @@ struct kb_server {
     struct thread *workers;      /* owned */
     int nworkers;
     struct thread admin;
-    _Atomic int64_t proxy_conns; /* open proxy connections, all workers */
-    _Atomic int64_t admin_conns; /* open admin connections */
+    _Atomic int64_t proxy_conns;                       /* open proxy connections, all workers */
+    _Atomic int32_t proxy_sources[HTTPD_SOURCE_SLOTS]; /* open proxy connections per address */
+    _Atomic int64_t admin_conns;                       /* open admin connections */
     char proxy_addr[64];
     char admin_addr[64];
 };
@@ -226,6 +227,8 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.timeout_ms = cfg->client_timeout_ms;
         o.max_conns = cfg->max_connections;
         o.conns = &srv->proxy_conns;
+        o.max_per_source = cfg->max_connections_per_source;
+        o.per_source = srv->proxy_sources;
         o.listener = KB_L_PROXY;
         err = proxy_new(t->base, srv->rt, t->store, t->port, index, &t->proxy, errmsg);
         o.on_request = proxy_handle;

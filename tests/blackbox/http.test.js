@@ -271,4 +271,34 @@ describe('HTTP server: connection cap', () => {
       await mocks.close();
     }
   });
+
+  it('over max_connections_per_source one address gets 503 too_many_connections while the total has room', async () => {
+    const mocks = await startMockVendors();
+    const d = await startDaemon({ mocks, env: { KEYBRAKE_MAX_CONNECTIONS_PER_SOURCE: '2', KEYBRAKE_WORKERS: '2' } });
+    const held = [];
+    try {
+      const key = await d.issueKey({ label: uniquePrefix('per-src'), vendor: 'stripe', allowed_endpoints: ['GET /v1/*'] });
+      const open = async () => Number(metric((await d.admin.get('/metrics')).text, 'keybrake_open_connections{listener="proxy"}'));
+      for (let i = 0; i < 2; i++) {
+        const s = net.connect(d.proxyPort, '127.0.0.1');
+        await new Promise((resolve, reject) => s.on('connect', resolve).on('error', reject));
+        held.push(s);
+      }
+      await waitFor(async () => (await open()) === 2, { what: 'two proxy connections open' });
+      const r = await rawRequest(d.proxyPort, `GET /stripe/v1/payment_intents/pi_1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key.token}\r\n\r\n`);
+      assert.equal(statusOf(r.text), 503, r.text);
+      assert.equal(jsonOf(r.text).code, 'too_many_connections');
+      assert.equal(mocks.count(), 0);
+      held.pop().destroy();
+      await waitFor(async () => (await open()) === 1, { what: 'the freed connection counted out' });
+      const ok = await d.proxy({ path: '/stripe/v1/payment_intents/pi_1', headers: { authorization: `Bearer ${key.token}` } });
+      assert.equal(ok.status, 200);
+      for (const s of held.splice(0)) s.destroy();
+      await d.stop();
+    } finally {
+      for (const s of held) s.destroy();
+      await d.kill();
+      await mocks.close();
+    }
+  });
 });
