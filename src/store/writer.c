@@ -106,6 +106,7 @@ struct job {
     struct kb_writer_port *port; /* holds a reference */
     enum kb_err err;             /* result, set by the writer */
     bool guarded;                /* runs in a savepoint of its own */
+    bool ran;                    /* fn was called */
 };
 
 struct kb_writer_port {
@@ -240,6 +241,7 @@ static void run_batch(struct kb_writer *w, struct job *batch)
             ok = false;
             break;
         }
+        j->ran = true;
         j->err = j->fn(w->store, j->arg);
         if (sqlite3_get_autocommit(db)) {
             /* SQLite rolled the whole transaction back (full disk, I/O
@@ -479,6 +481,16 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&w->mu);
 
         run_batch(w, batch);
+        /* A fire-and-forget job owns its argument (it frees it): one that
+         * an earlier job's failure kept from running runs now, alone, so it
+         * is neither lost nor leaked. */
+        for (struct job *j = batch; j; j = j->next)
+            if (!j->ran && !j->done) {
+                struct job *rest = j->next;
+                j->next = NULL;
+                run_batch(w, j);
+                j->next = rest;
+            }
         for (struct job *j = batch, *next; j; j = next) {
             next = j->next;
             complete(j);

@@ -71,7 +71,9 @@ size_t writer_wal_pinned(struct kb_writer *w);
 /*
  * Queues `fn(arg)` for the next batch; `done(arg, err)` (may be NULL: fire
  * and forget, still durable before writer_free returns) follows on the
- * port's loop. Never blocks on the store.
+ * port's loop. Never blocks on the store. A fire-and-forget fn is called
+ * exactly once, even when an earlier job fails its batch (it then runs
+ * alone right after), so it may own and free `arg`.
  */
 void writer_submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, void *arg);
 

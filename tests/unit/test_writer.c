@@ -470,6 +470,10 @@ static void test_unguarded(void **state)
     item_init(&it[5], 606, KB_OK, &counter, base, 3);
     for (int i = 3; i < 6; i++)
         writer_submit_unguarded(p, job_insert, on_done, &it[i]);
+    /* a fire-and-forget job behind the failing one: it still runs, alone */
+    struct item ff;
+    item_init(&ff, 608, KB_OK, &counter, base, 3);
+    writer_submit_unguarded(p, job_insert, NULL, &ff);
     gate_open(&g_gate);
     run_until(base, &counter, 3);
     for (int i = 3; i < 6; i++)
@@ -483,7 +487,7 @@ static void test_unguarded(void **state)
     writer_port_free(p);
     event_base_free(base);
     writer_free(w);
-    assert_int_equal(count_rows("v IN (601, 603, 607)"), 3);
+    assert_int_equal(count_rows("v IN (601, 603, 607, 608)"), 4);
     assert_int_equal(count_rows("v IN (602, 604, 605, 606)"), 0);
 }
 
