@@ -698,6 +698,7 @@ static void submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, 
     j->port = p;
     j->err = KB_OK;
     j->guarded = guarded;
+    j->ran = false;
     atomic_fetch_add(&p->refs, 1);
 
     struct kb_writer *w = p->w;
