@@ -185,11 +185,14 @@ enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd_out, char **e
         goto out;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
         char pid[24] = "";
         ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
         pid[strcspn(pid, "\r\n")] = '\0';
-        if (errno == EWOULDBLOCK || errno == EAGAIN || n >= 0)
+        if (e != EWOULDBLOCK && e != EAGAIN)
+            kb_set_errmsg(errmsg, "cannot lock %s: %s", path, strerror(e));
+        else
             kb_set_errmsg(errmsg,
                           "another keybrake (pid %s) is serving data dir %s; one daemon per data "
                           "dir (its reservations, caches and audit chain are its own)",

@@ -98,11 +98,11 @@ void proxy__build_headers(struct kb_proxy *px, const struct kb_hreq *req, const 
         buf_puts(out, c->content_type);
         buf_append(out, "\r\n", 2);
     }
-    if (c->accept[0]) { /* only codings the meter reads; none asks for identity */
-        buf_puts(out, "Accept-Encoding: ");
-        buf_puts(out, c->accept);
-        buf_append(out, "\r\n", 2);
-    }
+    /* only codings the meter reads; none must be said: a request without
+     * Accept-Encoding accepts any coding (RFC 9110 12.5.3) */
+    buf_puts(out, "Accept-Encoding: ");
+    buf_puts(out, c->accept[0] ? c->accept : "identity");
+    buf_append(out, "\r\n", 2);
     buf_puts(out, px->inject[v - px->rt->cfg->vendors]); /* ends in CRLF */
 }
 

@@ -55,10 +55,13 @@ static void accept_filter(const char *value, char *out, size_t size)
             tok = n;
         const char *params = item + tok;
         bool refused = false;
-        for (const char *q = params; q < item + n; q++)
-            if ((q[0] == 'q' || q[0] == 'Q') && q[1] == '=' && q[2] == '0' &&
-                strspn(q + 3, ".0") == strcspn(q + 3, ",; \t")) {
-                refused = true;
+        /* the first q= parameter decides; scanned within this item only */
+        for (const char *q = params; q + 2 < item + n; q++)
+            if ((q[0] == 'q' || q[0] == 'Q') && q[1] == '=') {
+                size_t rest = (size_t)(item + n - (q + 2)), k = 0;
+                while (k < rest && (q[2 + k] == '0' || q[2 + k] == '.'))
+                    k++;
+                refused = k > 0 && q[2] == '0' && (k == rest || strchr(",; \t", q[2 + k]));
                 break;
             }
         const char *name = NULL;

@@ -143,8 +143,8 @@ answered:
                r->key->id, "code", kb_strerror(err), NULL);
         if (!r->retry)
             r->retry = evtimer_new(r->px->base, settle_retry, r);
-        struct timeval tv = {(time_t)(r->retry_ms / 1000),
-                             (suseconds_t)(r->retry_ms % 1000) * 1000};
+        struct timeval tv = {(time_t)(r->settle_backoff_ms / 1000),
+                             (suseconds_t)(r->settle_backoff_ms % 1000) * 1000};
         evtimer_add(r->retry, &tv);
         return;
     }

@@ -6,13 +6,11 @@
  * full and everything failed closed).
  *
  * Each worker counts such refusals per source (its address) and code in a
- * small table; every STRANGER_FLUSH_MS, when the table fills, and when the
- * proxy is freed, the table becomes audit records (action
- * "proxy.unauthenticated", detail {"source", "count", "codes", "from_ms",
- * "to_ms"}) in one fire-and-forget writer job. A source that does not fit
- * in the table counts under "*". The refusal itself is answered at once.
- * Worker thread only, except the job, which runs on the writer thread and
- * frees what it was given.
+ * small table; every STRANGER_FLUSH_MS and when the proxy is freed, the table becomes audit records
+ * (action "proxy.unauthenticated", detail {"source", "count", "codes", "from_ms", "to_ms"}) in one
+ * fire-and-forget writer job. A source that does not fit in the table counts under "*". The refusal
+ * itself is answered at once. Worker thread only, except the job, which runs on the writer thread
+ * and frees what it was given.
  */
 #include <event2/event.h>
 #include <jansson.h>

@@ -472,8 +472,8 @@ describe('canonical request', () => {
         ['gzip, deflate, br, zstd', 'gzip, deflate, br'],
         ['br;q=1.0, gzip;q=0.5, *;q=0.1', 'br, gzip'],
         ['gzip;q=0, deflate', 'deflate'],
-        ['zstd', undefined],
-        [undefined, undefined],
+        ['zstd', 'identity'],
+        [undefined, 'identity'],
       ]) {
         mocks.reset();
         const headers = { authorization: `Bearer ${key.token}` };
