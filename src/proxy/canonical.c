@@ -303,6 +303,14 @@ static enum kb_err headers_check(const struct kb_hreq *req, const struct kb_vend
         if (strlen(h[i].name) >= sizeof folded)
             continue; /* longer than any name below */
         name_fold(h[i].name, folded, sizeof folded);
+        /* a body header spelled with '_' is the body's meaning to a server
+         * that maps underscores, and invisible to the meter */
+        if (strchr(h[i].name, '_') &&
+            (strcmp(folded, "content-type") == 0 || strcmp(folded, "content-encoding") == 0 ||
+             strcmp(folded, "accept-encoding") == 0)) {
+            kb_set_errmsg(errmsg, "header \"%.64s\" is refused: send %s", h[i].name, folded);
+            return KB_E_AMBIGUOUS_REQUEST;
+        }
         for (const char *const *a = account_headers; *a; a++) {
             if (strcmp(folded, *a) != 0)
                 continue;

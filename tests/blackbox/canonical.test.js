@@ -236,6 +236,21 @@ describe('canonical request', () => {
       for (const n of names) assert.equal(mocks.stripe.requests[0].headers[n], undefined, n);
     });
 
+    it('Content_Encoding, Content_Type and Accept_Encoding spellings are refused ambiguous_request', async () => {
+      const key = await stripeKey(1000, ['/v1/*']);
+      for (const name of ['Content_Encoding', 'content_type', 'Accept_Encoding']) {
+        const r = await d.proxy({
+          method: 'POST',
+          path: '/stripe/v1/payment_intents',
+          headers: { authorization: `Bearer ${key.token}`, 'content-type': FORM, [name]: 'gzip' },
+          body: 'amount=5000&currency=usd',
+        });
+        assert.equal(r.status, 400, `${name}: ${r.text}`);
+        assert.equal(r.json.code, 'ambiguous_request');
+      }
+      assert.equal(mocks.stripe.requests.length, 0);
+    });
+
     it('a GET with a body, and two Content-Type headers, are refused ambiguous_request', async () => {
       const key = await stripeKey(1000, ['/v1/*']);
       const get = await d.proxy({
