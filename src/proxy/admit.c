@@ -54,24 +54,6 @@ static const char *const strip_request[] = {"host",
                                             "x-rewrite-url",
                                             "x-override-url",
                                             NULL};
-/* A header-name byte as a server that maps '_' to '-' and ignores case
- * reads it. */
-static char fold(char ch)
-{
-    ch = ch == '_' ? '-' : ch;
-    return (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
-}
-
-/* Whether name starts with prefix (whole == true: is exactly prefix),
- * both read through fold(). */
-static bool fold_match(const char *name, const char *prefix, bool whole)
-{
-    for (; *prefix; name++, prefix++)
-        if (!*name || fold(*name) != fold(*prefix))
-            return false;
-    return !whole || !*name;
-}
-
 void proxy__build_headers(struct kb_proxy *px, const struct kb_hreq *req, const struct kb_vendor *v,
                           const struct kb_canon_req *c, struct kb_buf *out)
 {
@@ -83,9 +65,10 @@ void proxy__build_headers(struct kb_proxy *px, const struct kb_hreq *req, const 
         const char *name = h[i].name, *value = h[i].value;
         size_t nlen = strlen(name);
         /* names compared as a server that maps '_' to '-' reads them */
-        if (canonical_folded_in(name, strip_request) || fold_match(name, "keybrake-", false) ||
-            fold_match(name, "x-forwarded-", false) ||
-            (v->auth == KB_AUTH_HEADER && fold_match(name, v->auth_header, true)) ||
+        if (canonical_folded_in(name, strip_request) ||
+            canonical_name_is(name, "keybrake-", false) ||
+            canonical_name_is(name, "x-forwarded-", false) ||
+            (v->auth == KB_AUTH_HEADER && canonical_name_is(name, v->auth_header, true)) ||
             (conn && http_token_in_list(conn, name)) || canonical_replaces_header(c, name, nlen))
             continue;
         buf_puts(out, name);

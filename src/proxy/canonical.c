@@ -267,16 +267,20 @@ out:
 static const char *const account_headers[] = {"stripe-account", "stripe-context",
                                               "openai-organization", "openai-project", NULL};
 
-/* Lower-cases name into out with '_' read as '-': servers that map
- * underscores (CGI, nginx with underscores_in_headers) see the same name. */
-static void name_fold(const char *name, char *out, size_t size)
+/* A header-name byte as a server that maps '_' to '-' and ignores case
+ * reads it (CGI, nginx with underscores_in_headers). */
+static char fold(char ch)
 {
-    size_t i = 0;
-    for (; name[i] && i + 1 < size; i++) {
-        char ch = name[i] == '_' ? '-' : name[i];
-        out[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
-    }
-    out[i] = '\0';
+    ch = ch == '_' ? '-' : ch;
+    return (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+}
+
+bool canonical_name_is(const char *name, const char *other, bool whole)
+{
+    for (; *other; name++, other++)
+        if (!*name || fold(*name) != fold(*other))
+            return false;
+    return !whole || !*name;
 }
 
 /* Whether `id` is one of the JSON array `allowed` (NULL: none). */
@@ -298,21 +302,17 @@ static enum kb_err headers_check(const struct kb_hreq *req, const struct kb_vend
 {
     const struct kb_hdr *h;
     size_t nh = hreq_headers(req, &h);
+    static const char *const body_headers[] = {"content-type", "content-encoding",
+                                               "accept-encoding", NULL};
     for (size_t i = 0; i < nh; i++) {
-        char folded[64];
-        if (strlen(h[i].name) >= sizeof folded)
-            continue; /* longer than any name below */
-        name_fold(h[i].name, folded, sizeof folded);
         /* a body header spelled with '_' is the body's meaning to a server
          * that maps underscores, and invisible to the meter */
-        if (strchr(h[i].name, '_') &&
-            (strcmp(folded, "content-type") == 0 || strcmp(folded, "content-encoding") == 0 ||
-             strcmp(folded, "accept-encoding") == 0)) {
-            kb_set_errmsg(errmsg, "header \"%.64s\" is refused: send %s", h[i].name, folded);
+        if (strchr(h[i].name, '_') && canonical_folded_in(h[i].name, body_headers)) {
+            kb_set_errmsg(errmsg, "header \"%.64s\" is refused: spell it with '-'", h[i].name);
             return KB_E_AMBIGUOUS_REQUEST;
         }
         for (const char *const *a = account_headers; *a; a++) {
-            if (strcmp(folded, *a) != 0)
+            if (!canonical_name_is(h[i].name, *a, true))
                 continue;
             /* forwarded only when spelled as the vendor reads it, given
              * once, and naming an account the key was issued for */
@@ -343,12 +343,8 @@ static enum kb_err headers_check(const struct kb_hreq *req, const struct kb_vend
 
 bool canonical_folded_in(const char *name, const char *const *list)
 {
-    char folded[64];
-    if (strlen(name) >= sizeof folded)
-        return false;
-    name_fold(name, folded, sizeof folded);
     for (; *list; list++)
-        if (strcmp(folded, *list) == 0)
+        if (canonical_name_is(name, *list, true))
             return true;
     return false;
 }

@@ -68,6 +68,10 @@ void canonical_cleanup(struct kb_canon_req *c);
  * "content-length" to a server that maps underscores. */
 bool canonical_folded_in(const char *name, const char *const *list);
 
+/* Whether header `name` reads as `other` to such a server (whole == false:
+ * starts with it). The one place that says how names are folded. */
+bool canonical_name_is(const char *name, const char *other, bool whole);
+
 /* True for the request headers canonical_build replaces when it rewrote
  * the body or chose the codings (name is nlen bytes). */
 bool canonical_replaces_header(const struct kb_canon_req *c, const char *name, size_t nlen);
