@@ -18,6 +18,7 @@
 #include "core/alloc.h"
 #include "core/duration.h"
 #include "core/money.h"
+#include "vendor/profile.h"
 
 enum setting_type {
     T_STR = 0,      /* string, "" means unset (NULL) when nullable */
@@ -96,25 +97,6 @@ static const struct setting settings[] = {
      "write stall"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
-
-/* The built-in vendor profiles: adding a vendor starts here (and, when it
- * is metered, with a meter in src/meter/). */
-struct builtin {
-    const char *name, *base_url, *secret_env, *account_env;
-    enum kb_auth_style auth;
-    const char *header;
-    enum kb_body_style body;
-};
-static const struct builtin builtins[] = {
-    {"stripe", "https://api.stripe.com", "STRIPE_SECRET_KEY", NULL, KB_AUTH_BEARER, NULL,
-     KB_BODY_FORM_FROM_JSON},
-    {"openai", "https://api.openai.com", "OPENAI_API_KEY", NULL, KB_AUTH_BEARER, NULL,
-     KB_BODY_AS_IS},
-    {"anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", NULL, KB_AUTH_HEADER,
-     "x-api-key", KB_BODY_AS_IS},
-    {"twilio", "https://api.twilio.com", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", KB_AUTH_BASIC,
-     NULL, KB_BODY_FORM},
-};
 
 static char **str_field(struct kb_config *c, const struct setting *s)
 {
@@ -257,6 +239,39 @@ static enum kb_err add_cost(struct kb_vendor *v, const char *value, const char *
     return KB_OK;
 }
 
+/* "x-foo, x-bar-*": header names (tchar, lower-cased), a '*' only last. */
+static enum kb_err add_forward(struct kb_vendor *v, const char *value, const char *where,
+                               char **errmsg)
+{
+    static const char tchar[] = "!#$%&'+-.^`|~_abcdefghijklmnopqrstuvwxyz0123456789";
+    size_t n = 0;
+    while (v->forward && v->forward[n])
+        n++;
+    for (const char *p = value; *p;) {
+        p += strspn(p, " \t,");
+        size_t len = strcspn(p, " \t,");
+        if (!len)
+            break;
+        char *name = kb_strndup(p, len);
+        for (char *q = name; *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+        size_t ok = strspn(name, tchar);
+        if (ok == 0 || (ok != len && !(ok == len - 1 && name[ok] == '*'))) {
+            kb_set_errmsg(errmsg,
+                          "%s: vendor.%s forward_headers: \"%s\" is not a header name (a '*' "
+                          "may end it)",
+                          where, v->name, name);
+            free(name);
+            return KB_E_CONFIG;
+        }
+        v->forward = kb_realloc(v->forward, (n + 2) * sizeof *v->forward);
+        v->forward[n++] = name;
+        v->forward[n] = NULL;
+        p += len;
+    }
+    return KB_OK;
+}
+
 static enum kb_err vendor_set(struct kb_config *c, const char *vname, const char *key,
                               const char *value, const char *where, char **errmsg)
 {
@@ -295,6 +310,8 @@ static enum kb_err vendor_set(struct kb_config *c, const char *vname, const char
         }
     } else if (strcmp(key, "cost") == 0) {
         return add_cost(v, value, where, errmsg);
+    } else if (strcmp(key, "forward_headers") == 0) {
+        return add_forward(v, value, where, errmsg);
     } else {
         kb_set_errmsg(errmsg, "%s: unknown key \"%s\" in [vendor.%s]", where, key, vname);
         return KB_E_CONFIG;
@@ -338,10 +355,10 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
  * and _COST: fixed costs added after the file's, several separated by ';'. */
 static enum kb_err vendor_env(struct kb_config *c, char **errmsg)
 {
-    static const char *const keys[] = {"BASE_URL", "SECRET", "ACCOUNT", "COST"};
-    static const char *const ini[] = {"base_url", "secret", "account", "cost"};
+    static const char *const keys[] = {"BASE_URL", "SECRET", "ACCOUNT", "COST", "FORWARD_HEADERS"};
+    static const char *const ini[] = {"base_url", "secret", "account", "cost", "forward_headers"};
     for (size_t i = 0; i < c->nvendors; i++) {
-        for (size_t k = 0; k < 4; k++) {
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
             char env[128];
             int n = snprintf(env, sizeof env, "KEYBRAKE_%s_%s", c->vendors[i].name, keys[k]);
             if (n < 0 || (size_t)n >= sizeof env)
@@ -383,14 +400,16 @@ enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg)
             (err = apply(c, &settings[i], settings[i].def, "default", errmsg)) != KB_OK)
             goto out;
 
-    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
-        const struct builtin *b = &builtins[i];
+    size_t nprof;
+    const struct kb_vendor_profile *prof = vendor_profiles(&nprof);
+    for (size_t i = 0; i < nprof; i++) {
+        const struct kb_vendor_profile *b = &prof[i];
         struct kb_vendor *v = vendor_add(c, b->name, strlen(b->name));
-        v->builtin = true;
+        v->profile = b;
         v->body = b->body;
         v->base_url = kb_strdup(b->base_url);
         v->auth = b->auth;
-        v->auth_header = b->header ? kb_strdup(b->header) : NULL;
+        v->auth_header = b->auth_header ? kb_strdup(b->auth_header) : NULL;
         const char *s = getenv(b->secret_env);
         v->secret = s && *s ? kb_strdup(s) : NULL;
         const char *a = b->account_env ? getenv(b->account_env) : NULL;
@@ -489,6 +508,9 @@ void config_free(struct kb_config *c)
         free(v->auth_header);
         free(v->secret);
         free(v->account);
+        for (char **f = v->forward; f && *f; f++)
+            free(*f);
+        free(v->forward);
         for (size_t k = 0; k < v->ncosts; k++)
             free(v->costs[k].pattern);
         free(v->costs);

@@ -26,6 +26,8 @@ enum kb_auth_style {
     KB_AUTH_BASIC = 2,  /* Authorization: Basic base64(account:secret) (Twilio) */
 };
 
+struct kb_vendor_profile;
+
 struct kb_fixed_cost {
     char *pattern;  /* owned; endpoint pattern (policy/pattern.h) */
     int64_t micros; /* cost per matching request */
@@ -39,14 +41,15 @@ enum kb_body_style {
 };
 
 struct kb_vendor {
-    char *name;                  /* owned; lower-case [a-z0-9_-], first path segment */
-    char *base_url;              /* owned; no trailing slash */
-    enum kb_auth_style auth;     /* how the SDK sends, and we inject, the credential */
-    char *auth_header;           /* owned; header name for KB_AUTH_HEADER */
-    char *secret;                /* owned; the real vendor secret, NULL if unset */
-    char *account;               /* owned; Basic username (Twilio account SID), may be NULL */
-    bool builtin;                /* one of the four built-in profiles */
-    enum kb_body_style body;     /* how its writes carry parameters */
+    char *name;              /* owned; lower-case [a-z0-9_-], first path segment */
+    char *base_url;          /* owned; no trailing slash */
+    enum kb_auth_style auth; /* how the SDK sends, and we inject, the credential */
+    char *auth_header;       /* owned; header name for KB_AUTH_HEADER */
+    char *secret;            /* owned; the real vendor secret, NULL if unset */
+    char *account;           /* owned; Basic username (Twilio account SID), may be NULL */
+    const struct kb_vendor_profile *profile; /* the built-in profile (vendor/profile.h), or NULL */
+    enum kb_body_style body;                 /* how its writes carry parameters */
+    char **forward; /* owned, NULL-terminated or NULL; the operator's forward_headers */
     struct kb_fixed_cost *costs; /* owned; generic vendors' fixed costs */
     size_t ncosts;
 };

@@ -461,8 +461,10 @@ static enum kb_err batch_begin(struct kb_meter *m, json_t *root, char **errmsg)
 }
 
 enum kb_err meter__anthropic_begin(struct kb_meter *m, const struct kb_meter_req *req,
-                                   bool *metered, char **errmsg)
+                                   bool *metered, char **new_body, size_t *new_len, char **errmsg)
 {
+    (void)new_body; /* the request goes as sent */
+    (void)new_len;
     enum kb_err err;
     json_t *root = NULL;
     struct ant_state *st = NULL;

@@ -9,8 +9,9 @@
  * never doubles; unknown keys are refused so a typo cannot silently drop a
  * price. The tables are immutable afterwards and shared by all workers.
  *
- * Per request: meter_begin() dispatches on the vendor name to stripe.c,
- * twilio.c, openai.c or anthropic.c; a request none of them has a rule for
+ * Per request: meter_begin() calls the meter the vendor's profile names
+ * (vendor/profile.c: stripe.c, twilio.c, openai.c or anthropic.c); a
+ * request none of them has a rule for
  * is priced by the fixed entries (fixed.c). The rules common to every vendor
  * live here: no status costs zero, a non-2xx status costs zero, a 2xx costs
  * what the vendor meter says. Response bytes are decoded first when the
@@ -32,6 +33,7 @@
 #include "core/buf.h"
 #include "core/money.h"
 #include "meter/meter_int.h"
+#include "vendor/profile.h"
 
 /* Generated from src/meter/pricing.json by scripts/embed.cmake. The LLM
  * sections are parsed by models.c. */
@@ -478,7 +480,7 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     struct kb_meter *m = NULL;
     char *nb = NULL;
     size_t nbl = 0;
-    bool metered = false, builtin = true;
+    bool metered = false;
 
     if (!p || !req || !req->vendor || !req->method || !req->path || (!req->body && req->body_len) ||
         !out || !reserve || !new_body || !new_body_len) {
@@ -490,16 +492,9 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     meter__sse_init(&m->sse_state);
     meter__jscan_init(&m->body_scan);
 
-    if (strcmp(req->vendor, "openai") == 0)
-        err = meter__openai_begin(m, req, &metered, &nb, &nbl, errmsg);
-    else if (strcmp(req->vendor, "anthropic") == 0)
-        err = meter__anthropic_begin(m, req, &metered, errmsg);
-    else if (strcmp(req->vendor, "stripe") == 0)
-        err = meter__stripe_begin(m, req, &metered, errmsg);
-    else if (strcmp(req->vendor, "twilio") == 0)
-        err = meter__twilio_begin(m, req, &metered, errmsg);
-    else
-        err = KB_OK, builtin = false;
+    const struct kb_vendor_profile *vp = vendor_profile(req->vendor);
+    bool builtin = vp && vp->meter;
+    err = builtin ? vp->meter(m, req, &metered, &nb, &nbl, errmsg) : KB_OK;
     if (err != KB_OK)
         goto out;
     if (!metered && !meter__fixed_begin(m, req) && builtin && !is_read(req->method)) {
@@ -517,8 +512,7 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
      * may still have gone through (Stripe documents 5xx as an unknown
      * result): only a definite refusal releases the reservation. */
     m->charge_on_5xx = m->charge_on_5xx ||
-                       (builtin && !is_read(req->method) && m->reserve > 0 &&
-                        (strcmp(req->vendor, "stripe") == 0 || strcmp(req->vendor, "twilio") == 0));
+                       (builtin && vp->charge_on_5xx && !is_read(req->method) && m->reserve > 0);
     if (m->reserve < 0)
         m->reserve = 0;
     if (m->reserve > KB_MONEY_MAX_MICROS)

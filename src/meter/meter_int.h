@@ -472,16 +472,20 @@ void meter__sse_feed(struct meter__sse *s, const char *d, size_t n, meter__sse_c
  * Each sets m up for one request (reserve, on_success, ops, state, body_cap)
  * and *metered = true when the vendor meter has a rule for the request, or
  * leaves *metered false so fixed entries may price it. May set *new_body.
+ * Reached through the vendor profiles (vendor/profile.c, kb_meter_begin_fn).
  */
 KB_MUSTCHECK enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *req,
-                                             bool *metered, char **errmsg);
+                                             bool *metered, char **new_body, size_t *new_len,
+                                             char **errmsg);
 KB_MUSTCHECK enum kb_err meter__twilio_begin(struct kb_meter *m, const struct kb_meter_req *req,
-                                             bool *metered, char **errmsg);
+                                             bool *metered, char **new_body, size_t *new_len,
+                                             char **errmsg);
 KB_MUSTCHECK enum kb_err meter__openai_begin(struct kb_meter *m, const struct kb_meter_req *req,
                                              bool *metered, char **new_body, size_t *new_len,
                                              char **errmsg);
 KB_MUSTCHECK enum kb_err meter__anthropic_begin(struct kb_meter *m, const struct kb_meter_req *req,
-                                                bool *metered, char **errmsg);
+                                                bool *metered, char **new_body, size_t *new_len,
+                                                char **errmsg);
 /* Prices the request from the fixed entries (first match). False when no
  * entry matches (the cost is then 0). */
 bool meter__fixed_begin(struct kb_meter *m, const struct kb_meter_req *req);

@@ -436,8 +436,10 @@ static enum kb_err price(const struct meter__stripe_cfg *cfg, const struct kb_me
 }
 
 enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *req, bool *metered,
-                                char **errmsg)
+                                char **new_body, size_t *new_len, char **errmsg)
 {
+    (void)new_body; /* the request goes as sent */
+    (void)new_len;
     enum kb_err err = KB_OK;
     const struct meter__stripe_cfg *cfg = &m->p->stripe;
     const struct stripe__route *r;

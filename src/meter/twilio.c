@@ -700,8 +700,10 @@ static const struct route *route_find(const char **seg, const size_t *len, size_
 }
 
 enum kb_err meter__twilio_begin(struct kb_meter *m, const struct kb_meter_req *req, bool *metered,
-                                char **errmsg)
+                                char **new_body, size_t *new_len, char **errmsg)
 {
+    (void)new_body; /* the request goes as sent */
+    (void)new_len;
     enum kb_err err = KB_OK;
     struct params p = {0};
     const struct route *r = NULL;

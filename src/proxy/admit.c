@@ -26,11 +26,14 @@
 #include "proxy/proxy_int.h"
 #include "store/store.h"
 #include "store/writer.h"
+#include "vendor/profile.h"
 
-/* Never forwarded: framing and hop-by-hop headers (we frame the request
- * ourselves), the client's credentials (the vendor gets exactly one, ours),
- * and headers that make a server act on another method or URL than the
- * one that was checked and metered. */
+/* Never forwarded, whatever a vendor's list says: framing and hop-by-hop
+ * headers (we frame the request ourselves), the client's credentials (the
+ * vendor gets exactly one, ours), and headers that make a server act on
+ * another method or URL than the one that was checked and metered. Beyond
+ * these, only the headers the vendor's list names are forwarded
+ * (vendor/profile.h). */
 static const char *const strip_request[] = {"host",
                                             "content-length",
                                             "transfer-encoding",
@@ -69,7 +72,8 @@ void proxy__build_headers(struct kb_proxy *px, const struct kb_hreq *req, const 
             canonical_name_is(name, "keybrake-", false) ||
             canonical_name_is(name, "x-forwarded-", false) ||
             (v->auth == KB_AUTH_HEADER && canonical_name_is(name, v->auth_header, true)) ||
-            (conn && http_token_in_list(conn, name)) || canonical_replaces_header(c, name, nlen))
+            (conn && http_token_in_list(conn, name)) || canonical_replaces_header(c, name, nlen) ||
+            !vendor_forwards_header(v, name, nlen))
             continue;
         buf_puts(out, name);
         buf_append(out, ": ", 2);

@@ -24,6 +24,7 @@
 #include "net/httpd.h"
 #include "policy/canon.h"
 #include "proxy/stripe_form.h"
+#include "vendor/profile.h"
 
 /* A coded request body may not decode to more than this many times its size. */
 #define MAX_BODY_RATIO 100
@@ -262,11 +263,6 @@ out:
 
 /* ---- headers that change who pays or what runs ---- */
 
-/* Headers that make the vendor act for another account, organisation or
- * project than the one whose secret is injected. */
-static const char *const account_headers[] = {"stripe-account", "stripe-context",
-                                              "openai-organization", "openai-project", NULL};
-
 /* A header-name byte as a server that maps '_' to '-' and ignores case
  * reads it (CGI, nginx with underscores_in_headers). */
 static char fold(char ch)
@@ -296,6 +292,18 @@ static bool account_allowed(const char *allowed, const char *id)
     return ok;
 }
 
+/* The account selector `name` is (folded), or NULL. */
+static const char *account_header(const char *name)
+{
+    size_t n;
+    const struct kb_vendor_profile *p = vendor_profiles(&n);
+    for (size_t i = 0; i < n; i++)
+        for (const char *const *a = p[i].accounts; a && *a; a++)
+            if (canonical_name_is(name, *a, true))
+                return *a;
+    return NULL;
+}
+
 static enum kb_err headers_check(const struct kb_hreq *req, const struct kb_vendor *v,
                                  const char *allowed, const char *path, size_t path_len,
                                  char **errmsg)
@@ -311,25 +319,26 @@ static enum kb_err headers_check(const struct kb_hreq *req, const struct kb_vend
             kb_set_errmsg(errmsg, "header \"%.64s\" is refused: spell it with '-'", h[i].name);
             return KB_E_AMBIGUOUS_REQUEST;
         }
-        for (const char *const *a = account_headers; *a; a++) {
-            if (!canonical_name_is(h[i].name, *a, true))
-                continue;
+        /* Headers that make a vendor act for another account, organisation
+         * or project than the one whose secret is injected: every profile's,
+         * whatever the key's vendor (a generic vendor may front one) */
+        const char *a = account_header(h[i].name);
+        if (a) {
             /* forwarded only when spelled as the vendor reads it, given
              * once, and naming an account the key was issued for */
             if (strchr(h[i].name, '_') || hdr_find(h, nh, h[i].name, NULL) != h[i].value ||
                 !account_allowed(allowed, h[i].value)) {
                 kb_set_errmsg(errmsg, "%s \"%.64s\" is not among this vault key's allowed_accounts",
-                              *a, h[i].value);
+                              a, h[i].value);
                 return KB_E_ACCOUNT_NOT_ALLOWED;
             }
         }
     }
     /* Twilio names the account in the path: the configured one only (a
      * parent account's secret also reaches its subaccounts) */
-    static const char prefix[] = "/2010-04-01/Accounts/";
-    size_t pl = sizeof prefix - 1;
-    if (v->builtin && v->account && strcmp(v->name, "twilio") == 0 && path_len > pl &&
-        strncasecmp(path, prefix, pl) == 0) {
+    const char *prefix = v->profile ? v->profile->account_path : NULL;
+    size_t pl = prefix ? strlen(prefix) : 0;
+    if (prefix && v->account && path_len > pl && strncasecmp(path, prefix, pl) == 0) {
         const char *sid = path + pl;
         size_t n = strcspn(sid, "/."); /* "{sid}/Messages.json" or "{sid}.json" */
         size_t al = strlen(v->account);

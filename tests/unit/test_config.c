@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "core/config.h"
+#include "vendor/profile.h"
 
 extern char **environ;
 
@@ -213,7 +214,7 @@ static void test_builtin_vendors(void **state)
             assert_string_equal(v->auth_header, want[i].header);
         assert_null(v->secret); /* no environment: not configured */
         assert_null(v->account);
-        assert_true(v->builtin);
+        assert_non_null(v->profile);
         assert_int_equal(v->ncosts, 0);
     }
     config_free(c);
@@ -514,6 +515,39 @@ static void test_long_line_not_truncated(void **state)
 
 /* ---- vendors in the file ---- */
 
+/* forward_headers: names lower-cased, split on commas and blanks, added
+ * to what the profile lists; anything that is not a header name refused. */
+static void test_forward_headers(void **state)
+{
+    (void)state;
+    struct kb_config *c = load_ok("[vendor.stripe]\n"
+                                  "forward_headers = X-Team-Id, x-run-*\n"
+                                  "forward_headers = x-third\n");
+    const struct kb_vendor *v = vendor(c, "stripe");
+    assert_non_null(v->forward);
+    assert_string_equal(v->forward[0], "x-team-id");
+    assert_string_equal(v->forward[1], "x-run-*");
+    assert_string_equal(v->forward[2], "x-third");
+    assert_null(v->forward[3]);
+    assert_true(vendor_forwards_header(v, "X-TEAM-ID", 9));
+    assert_true(vendor_forwards_header(v, "x-run-42", 8));
+    assert_true(vendor_forwards_header(v, "Stripe-Version", 14)); /* the profile's */
+    assert_true(vendor_forwards_header(v, "user-agent", 10));     /* the common list */
+    assert_false(vendor_forwards_header(v, "x_team_id", 9));      /* '_' is not '-' */
+    assert_false(vendor_forwards_header(v, "x-team-idx", 10));
+    assert_false(vendor_forwards_header(v, "x-run", 5));
+    assert_false(vendor_forwards_header(vendor(c, "openai"), "x-team-id", 9));
+    assert_true(vendor_forwards_header(vendor(c, "openai"), "X-Stainless-Lang", 16));
+    config_free(c);
+
+    load_bad("colon", "[vendor.stripe]\nforward_headers = x-ok, x:bad\n", "forward_headers",
+             "x:bad");
+    load_bad("inner star", "[vendor.stripe]\nforward_headers = x-*-y\n", "forward_headers",
+             "x-*-y");
+    load_bad("lone star", "[vendor.acme]\nbase_url = https://a.test\nforward_headers = *\n",
+             "forward_headers", NULL);
+}
+
 static void test_generic_vendor(void **state)
 {
     (void)state;
@@ -527,7 +561,7 @@ static void test_generic_vendor(void **state)
     assert_int_equal(c->nvendors, 5);
     const struct kb_vendor *v = vendor(c, "acme");
     assert_non_null(v);
-    assert_false(v->builtin);
+    assert_null(v->profile);
     assert_string_equal(v->base_url, "https://api.acme.test"); /* trailing slash trimmed */
     assert_int_equal(v->auth, KB_AUTH_HEADER);
     assert_string_equal(v->auth_header, "X-Acme-Key");
@@ -592,7 +626,7 @@ static void test_vendor_rows(void **state)
     }
     /* the built-in keeps its flag when the file overrides it */
     struct kb_config *c = load_ok("[vendor.stripe]\nsecret = sk_test_ini\n");
-    assert_true(vendor(c, "stripe")->builtin);
+    assert_non_null(vendor(c, "stripe")->profile);
     assert_string_equal(vendor(c, "stripe")->secret, "sk_test_ini");
     assert_int_equal(c->nvendors, 4);
     config_free(c);
@@ -879,7 +913,7 @@ static void test_keybrake_vendor_env_wins(void **state)
     const struct kb_vendor *v = vendor(c, "stripe");
     assert_string_equal(v->secret, "sk_test_keybrake_var");
     assert_string_equal(v->base_url, "http://127.0.0.1:12111"); /* slashes trimmed */
-    assert_true(v->builtin);
+    assert_non_null(v->profile);
     /* the other vendors are untouched */
     assert_string_equal(vendor(c, "openai")->base_url, "https://api.openai.com");
     config_free(c);
@@ -962,6 +996,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_defaults),
         T(test_builtin_vendors),
+        T(test_forward_headers),
         T(test_config_vendor_lookup),
         T(test_ini_numbers),
         T(test_ini_strings),
