@@ -29,6 +29,7 @@
 #include "net/server.h"
 #include "store/store.h"
 #include "store/writer.h"
+#include "vendor/creds.h"
 
 #ifndef KB_VERSION
 #define KB_VERSION "0.1.0"
@@ -84,27 +85,33 @@ static enum kb_err pricing_build(const struct kb_config *cfg, struct kb_pricing 
     return KB_OK;
 }
 
-/* Tables replaced by reloads: kept until exit, since meters of requests
- * in flight point into them (a few KB each). */
+/* Tables replaced by reloads: kept until exit, since requests in flight
+ * point into them (a few KB each). */
 struct retired {
     struct kb_pricing **v;
     size_t n;
+    struct kb_creds **c;
+    size_t nc;
 };
 
 /*
  * SIGHUP: re-reads the configuration and applies what can change live (log
- * level and format, the pricing file and the vendors' fixed costs). The
- * daemon keeps serving throughout; a configuration that does not load
- * changes nothing. Everything else (listen addresses, vendor secrets and
- * base URLs, limits, the store) takes effect at the next start, as the log
- * line says.
+ * level and format, the pricing file and the vendors' fixed costs, the
+ * vendors' secrets and accounts: requests admitted from then on use the new
+ * ones, those in flight finish with the old). The daemon keeps serving
+ * throughout; a configuration that does not load changes nothing.
+ * Everything else (listen addresses, the set of vendors and their base
+ * URLs, limits, the store) takes effect at the next start, as the log line
+ * says.
  */
 static void reload(const char *config_path, struct kb_runtime *rt, struct retired *old)
 {
     struct kb_config *ncfg = NULL;
     struct kb_pricing *np = NULL;
+    struct kb_creds *nc = NULL;
     char *em = NULL;
     if (config_load(config_path, &ncfg, &em) != KB_OK || pricing_build(ncfg, &np, &em) != KB_OK ||
+        creds_build(rt->cfg, ncfg, &nc, &em) != KB_OK ||
         (strcmp(ncfg->log_format, "logfmt") != 0 && strcmp(ncfg->log_format, "json") != 0) ||
         !log_set_level(ncfg->log_level)) {
         kb_log(KB_LOG_ERROR, "reload failed; nothing changed", "error",
@@ -112,6 +119,7 @@ static void reload(const char *config_path, struct kb_runtime *rt, struct retire
                NULL);
         free(em);
         meter_pricing_free(np);
+        creds_free(nc);
         config_free(ncfg);
         return;
     }
@@ -119,8 +127,13 @@ static void reload(const char *config_path, struct kb_runtime *rt, struct retire
     const struct kb_pricing *prev = atomic_exchange(&rt->pricing, np);
     old->v = kb_realloc(old->v, (old->n + 1) * sizeof *old->v);
     old->v[old->n++] = (struct kb_pricing *)prev;
-    kb_log(KB_LOG_INFO, "reloaded", "applied", "log_level log_format pricing_file vendor costs",
-           "at_next_start", "listen addresses, vendor secrets and base URLs, limits, store", NULL);
+    const struct kb_creds *prevc = atomic_exchange(&rt->creds, nc);
+    old->c = kb_realloc(old->c, (old->nc + 1) * sizeof *old->c);
+    old->c[old->nc++] = (struct kb_creds *)prevc;
+    kb_log(KB_LOG_INFO, "reloaded", "applied",
+           "log_level log_format pricing_file vendor costs, vendor secrets and accounts",
+           "at_next_start", "listen addresses, vendors added or removed, base URLs, limits, store",
+           NULL);
     config_free(ncfg);
 }
 
@@ -130,6 +143,7 @@ static int serve(const char *config_path)
     char *errmsg = NULL;
     struct kb_config *cfg = NULL;
     struct kb_pricing *pricing = NULL;
+    struct kb_creds *creds = NULL;
     struct kb_store *store = NULL;
     struct kb_server *srv = NULL;
     struct kb_writer *writer = NULL;
@@ -198,7 +212,8 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
-    if (pricing_build(cfg, &pricing, &errmsg) != KB_OK) {
+    if (pricing_build(cfg, &pricing, &errmsg) != KB_OK ||
+        creds_build(cfg, cfg, &creds, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
@@ -221,6 +236,7 @@ static int serve(const char *config_path)
     metrics_init(names, nnames);
     rt.cfg = cfg;
     rt.pricing = pricing;
+    rt.creds = creds;
     rt.store_path = store_path;
     rt.writer = writer;
     static _Atomic uint64_t key_epoch;
@@ -260,6 +276,10 @@ out:
     for (size_t i = 0; i < old.n; i++)
         meter_pricing_free(old.v[i]);
     free(old.v);
+    creds_free(old.nc ? (struct kb_creds *)rt.creds : creds);
+    for (size_t i = 0; i < old.nc; i++)
+        creds_free(old.c[i]);
+    free(old.c);
     config_free(cfg);
     free(store_path);
     free(errmsg);

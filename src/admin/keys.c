@@ -31,6 +31,7 @@
 #include "core/money.h"
 #include "core/runtime.h"
 #include "net/http.h"
+#include "vendor/creds.h"
 #include "net/httpd.h"
 #include "policy/pattern.h"
 #include "store/store.h"
@@ -182,7 +183,7 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
     const struct kb_vendor *cv = vname ? config_vendor(a->rt->cfg, vname, strlen(vname)) : NULL;
     if (!cv)
         return bad(fe, "vendor", kb_asprintf("vendor must be one of the configured vendors"));
-    if (!cv->secret) {
+    if (!runtime_creds(a->rt)->v[cv - a->rt->cfg->vendors].inject) {
         *err = KB_E_VENDOR_NOT_CONFIGURED;
         return bad(fe, "vendor", kb_asprintf("no secret is configured for vendor %s", cv->name));
     }

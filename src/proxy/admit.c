@@ -57,8 +57,9 @@ static const char *const strip_request[] = {"host",
                                             "x-rewrite-url",
                                             "x-override-url",
                                             NULL};
-void proxy__build_headers(struct kb_proxy *px, const struct kb_hreq *req, const struct kb_vendor *v,
-                          const struct kb_canon_req *c, struct kb_buf *out)
+void proxy__build_headers(const struct kb_hreq *req, const struct kb_vendor *v,
+                          const struct kb_cred *cred, const struct kb_canon_req *c,
+                          struct kb_buf *out)
 {
     const char *conn = hreq_header(req, "Connection");
     const struct kb_hdr *h;
@@ -90,7 +91,7 @@ void proxy__build_headers(struct kb_proxy *px, const struct kb_hreq *req, const 
     buf_puts(out, "Accept-Encoding: ");
     buf_puts(out, c->accept[0] ? c->accept : "identity");
     buf_append(out, "\r\n", 2);
-    buf_puts(out, px->inject[v - px->rt->cfg->vendors]); /* ends in CRLF */
+    buf_puts(out, cred->inject); /* ends in CRLF */
 }
 
 /* Writer thread: revocation and expiry, rate limit, reservation and the

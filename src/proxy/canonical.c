@@ -305,8 +305,8 @@ static const char *account_header(const char *name)
 }
 
 static enum kb_err headers_check(const struct kb_hreq *req, const struct kb_vendor *v,
-                                 const char *allowed, const char *path, size_t path_len,
-                                 char **errmsg)
+                                 const char *account, const char *allowed, const char *path,
+                                 size_t path_len, char **errmsg)
 {
     const struct kb_hdr *h;
     size_t nh = hreq_headers(req, &h);
@@ -338,11 +338,11 @@ static enum kb_err headers_check(const struct kb_hreq *req, const struct kb_vend
      * parent account's secret also reaches its subaccounts) */
     const char *prefix = v->profile ? v->profile->account_path : NULL;
     size_t pl = prefix ? strlen(prefix) : 0;
-    if (prefix && v->account && path_len > pl && strncasecmp(path, prefix, pl) == 0) {
+    if (prefix && account && path_len > pl && strncasecmp(path, prefix, pl) == 0) {
         const char *sid = path + pl;
         size_t n = strcspn(sid, "/."); /* "{sid}/Messages.json" or "{sid}.json" */
-        size_t al = strlen(v->account);
-        if (n != al || strncmp(sid, v->account, al) != 0) {
+        size_t al = strlen(account);
+        if (n != al || strncmp(sid, account, al) != 0) {
             kb_set_errmsg(errmsg, "this vault key acts only for the configured Twilio account");
             return KB_E_ACCOUNT_NOT_ALLOWED;
         }
@@ -361,14 +361,16 @@ bool canonical_folded_in(const char *name, const char *const *list)
 /* ---- the whole request ---- */
 
 enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v,
-                            const char *allowed_accounts, const char *method, const char *path,
+                            const char *account, const char *allowed_accounts, const char *method,
+                            const char *path,
                             size_t path_len, const char *query, size_t max_body,
                             struct kb_canon_req *c, char **errmsg)
 {
     enum kb_err err;
     memset(c, 0, sizeof *c);
     c->path = policy_canon_path(path, path_len, &c->path_len);
-    if ((err = headers_check(req, v, allowed_accounts, c->path, c->path_len, errmsg)) != KB_OK)
+    if ((err = headers_check(req, v, account, allowed_accounts, c->path, c->path_len, errmsg)) !=
+        KB_OK)
         return err;
     if (query && *query) {
         c->query = query;

@@ -50,14 +50,15 @@ struct kb_canon_req {
  * OpenAI-Organization or OpenAI-Project header, in any case or with '_' for
  * '-', whose value is not in the key's `allowed_accounts` (a JSON array,
  * NULL: none), or given twice; a Twilio account SID in the path other than
- * the configured one),
+ * `account`, the one its credentials act for),
  * KB_E_AMBIGUOUS_REQUEST (two Content-Type or Content-Encoding headers, a
  * body on a GET or HEAD, a parameter both in the query and the body of a
  * form vendor's write, or a query beside a body that is not a form);
  * *errmsg (caller frees) says why. Worker thread.
  */
 KB_MUSTCHECK enum kb_err canonical_build(const struct kb_hreq *req, const struct kb_vendor *v,
-                                         const char *allowed_accounts, const char *method,
+                                         const char *account, const char *allowed_accounts,
+                                         const char *method,
                                          const char *path, size_t path_len, const char *query,
                                          size_t max_body, struct kb_canon_req *c, char **errmsg);
 

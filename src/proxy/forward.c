@@ -56,7 +56,7 @@ static void on_header(void *arg, const char *name, size_t nlen, const char *valu
         for (size_t i = 0; i < vlen && r->resp_clen < INT64_MAX / 10 - 9; i++)
             r->resp_clen = r->resp_clen * 10 + (value[i] - '0');
     }
-    const struct kb_scrub *sc = &r->px->scrub[proxy__vendor_index(r->px, r->vendor)];
+    const struct kb_scrub *sc = &r->cred->scrub;
     if (sc->n) {
         char *copy = kb_strndup(value, vlen); /* a header echoing the secret is masked */
         scrub_all(sc, copy, vlen);
@@ -123,7 +123,7 @@ static bool on_body(void *arg, const char *data, size_t len)
     /* the vendor's secret never reaches the client, even when echoed */
     const char *safe;
     size_t n;
-    scrub_feed(&r->px->scrub[proxy__vendor_index(r->px, r->vendor)], &r->hold, data, len,
+    scrub_feed(&r->cred->scrub, &r->hold, data, len,
                &r->scratch, &safe, &n);
     if (last && n > 0) {
         /* The answer's last chunk waits for its settlement's commit (like

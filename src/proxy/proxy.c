@@ -209,7 +209,9 @@ void proxy_handle(struct kb_hreq *req, void *arg)
         goto refused;
     }
     vendor = kv;
-    if (!vendor || !vendor->secret) {
+    /* the credentials in force now serve this request to its end */
+    const struct kb_cred *cred = vendor ? &runtime_creds(px->rt)->v[vendor - cfg->vendors] : NULL;
+    if (!cred || !cred->inject) {
         err = KB_E_VENDOR_NOT_CONFIGURED;
         goto refused;
     }
@@ -218,7 +220,8 @@ void proxy_handle(struct kb_hreq *req, void *arg)
      * query folded where the vendor reads it; everything below is built
      * from it */
     const char *q = memchr(vpath, '?', tlen - (size_t)(vpath - target));
-    if ((err = canonical_build(req, vendor, key->allowed_accounts, method, plen ? vpath : "/",
+    if ((err = canonical_build(req, vendor, cred->account, key->allowed_accounts, method,
+                               plen ? vpath : "/",
                                plen ? plen : 1, q ? q + 1 : NULL, (size_t)cfg->max_body_bytes,
                                &canon, &msg)) != KB_OK)
         goto refused;
@@ -266,6 +269,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     r->req = req;
     r->key = key;
     r->vendor = vendor;
+    r->cred = cred;
     r->meter = meter;
     r->body = canon.owned;
     r->fwd_body = canon.body;
@@ -282,7 +286,7 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     r->ts_ms = clock_now_ms();
     r->start_us = start_us;
     memcpy(r->id, id, sizeof r->id);
-    proxy__build_headers(px, req, vendor, &canon, &r->headers);
+    proxy__build_headers(req, vendor, cred, &canon, &r->headers);
     key = NULL;
     meter = NULL;
     canon.owned = canon.path = NULL;
@@ -317,14 +321,6 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
                       struct kb_writer_port *port, int worker, struct kb_proxy **out, char **errmsg)
 {
     const struct kb_config *cfg = rt->cfg;
-    for (size_t i = 0; i < cfg->nvendors; i++) {
-        const struct kb_vendor *v = &cfg->vendors[i];
-        /* the secret goes into a header line as it is */
-        if (v->secret && v->secret[strcspn(v->secret, "\r\n")]) {
-            kb_set_errmsg(errmsg, "vendor.%s: the secret contains a line break", v->name);
-            return KB_E_CONFIG;
-        }
-    }
     struct kb_proxy *px = kb_calloc(1, sizeof *px);
     px->base = base;
     px->rt = rt;
@@ -350,27 +346,6 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
             free(px);
             return KB_E_CONFIG;
         }
-    }
-    /* the injected credential of each vendor, built once */
-    px->inject = kb_calloc(cfg->nvendors, sizeof *px->inject);
-    px->inject_b64 = kb_calloc(cfg->nvendors, sizeof *px->inject_b64);
-    px->scrub = kb_calloc(cfg->nvendors, sizeof *px->scrub);
-    for (size_t i = 0; i < cfg->nvendors; i++) {
-        const struct kb_vendor *v = &cfg->vendors[i];
-        if (!v->secret)
-            continue;
-        if (v->auth == KB_AUTH_BEARER) {
-            px->inject[i] = kb_asprintf("Authorization: Bearer %s\r\n", v->secret);
-        } else if (v->auth == KB_AUTH_HEADER) {
-            px->inject[i] = kb_asprintf("%s: %s\r\n", v->auth_header, v->secret);
-        } else {
-            char *pair = kb_asprintf("%s:%s", v->account ? v->account : "", v->secret);
-            px->inject_b64[i] = crypto_base64(pair, strlen(pair));
-            px->inject[i] = kb_asprintf("Authorization: Basic %s\r\n", px->inject_b64[i]);
-            free(pair);
-        }
-        scrub_add(&px->scrub[i], v->secret);
-        scrub_add(&px->scrub[i], px->inject_b64[i]);
     }
     px->keys = keycache_new(KEY_CACHE_SLOTS, rt->key_epoch);
     px->token_mac = crypto_hmac_new(rt->server_key, KB_HASH_LEN);
@@ -435,12 +410,5 @@ void proxy_free(struct kb_proxy *px)
         policy_free(px->policies[i].policy);
     upstream_free(px->up);
     free(px->bases);
-    for (size_t i = 0; i < px->rt->cfg->nvendors; i++) {
-        free(px->inject[i]);
-        free(px->inject_b64[i]);
-    }
-    free(px->inject);
-    free(px->inject_b64);
-    free(px->scrub);
     free(px);
 }

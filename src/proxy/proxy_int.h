@@ -30,6 +30,7 @@
 #include "core/hdr.h"
 #include "proxy/proxy.h"
 #include "proxy/scrub.h"
+#include "vendor/creds.h"
 
 struct kb_audit_rec;
 struct kb_canon_req;
@@ -81,9 +82,6 @@ struct kb_proxy {
     struct kb_writer_port *port;           /* borrowed; group-commit writes from this worker */
     struct kb_upstream *up;                /* owned */
     const struct kb_upstream_base **bases; /* owned array; per vendor index, owned by up */
-    char **inject;                         /* owned; per vendor index, the credential header line */
-    char **inject_b64;         /* owned; per vendor index, a Basic credential's base64 */
-    struct kb_scrub *scrub;    /* owned array; per vendor index, what answers hide */
     struct event *watch;       /* owned; revocation watch timer */
     struct kb_keycache *keys;  /* owned; keys by token hash */
     struct kb_hmac *token_mac; /* owned; HMAC under the server key, pads precomputed */
@@ -126,6 +124,7 @@ struct preq {
     struct kb_upstream_req *up;     /* owned while the transfer runs */
     const struct kb_key *key;       /* shared with the key cache (keycache_put) */
     const struct kb_vendor *vendor; /* borrowed from the config */
+    const struct kb_cred *cred;     /* borrowed; the vendor's credentials at admission */
     struct kb_meter *meter;         /* owned */
     char *body;                     /* owned when rewritten, else NULL */
     int64_t reserved;               /* micro-dollars reserved on `day` */
@@ -208,8 +207,9 @@ const struct kb_policy *proxy__key_policy(struct kb_proxy *px, const struct kb_k
 
 /* The header lines the vendor receives: the client's, less hop-by-hop,
  * credentials and what the canonical request replaced, plus the secret. */
-void proxy__build_headers(struct kb_proxy *px, const struct kb_hreq *req, const struct kb_vendor *v,
-                          const struct kb_canon_req *c, struct kb_buf *out);
+void proxy__build_headers(const struct kb_hreq *req, const struct kb_vendor *v,
+                          const struct kb_cred *cred, const struct kb_canon_req *c,
+                          struct kb_buf *out);
 /* Writer thread: rate limit, reservation and audit record, in one batch. */
 enum kb_err proxy__admit_job(struct kb_store *s, void *arg);
 /* Worker: answers a refusal, or forwards the admitted request. */

@@ -1,0 +1,68 @@
+/* creds.c - the vendor credentials in force (see creds.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/config.h"
+#include "core/crypto.h"
+#include "vendor/creds.h"
+
+static bool one_line(const char *s)
+{
+    return !s || !s[strcspn(s, "\r\n")];
+}
+
+enum kb_err creds_build(const struct kb_config *running, const struct kb_config *from,
+                        struct kb_creds **out, char **errmsg)
+{
+    struct kb_creds *c = kb_calloc(1, sizeof *c + running->nvendors * sizeof c->v[0]);
+    c->n = running->nvendors;
+    for (size_t i = 0; i < c->n; i++) {
+        const struct kb_vendor *v = &running->vendors[i];
+        const struct kb_vendor *f = config_vendor(from, v->name, strlen(v->name));
+        if (!f || !f->secret)
+            continue;
+        /* the secret goes into a header line as it is */
+        if (!one_line(f->secret) || !one_line(f->account)) {
+            kb_set_errmsg(errmsg, "vendor.%s: the secret or account contains a line break",
+                          v->name);
+            creds_free(c);
+            return KB_E_CONFIG;
+        }
+        struct kb_cred *k = &c->v[i];
+        k->secret = kb_strdup(f->secret);
+        k->account = f->account ? kb_strdup(f->account) : NULL;
+        if (v->auth == KB_AUTH_BEARER) {
+            k->inject = kb_asprintf("Authorization: Bearer %s\r\n", k->secret);
+        } else if (v->auth == KB_AUTH_HEADER) {
+            k->inject = kb_asprintf("%s: %s\r\n", v->auth_header, k->secret);
+        } else {
+            if (!k->account) {
+                kb_set_errmsg(errmsg, "vendor.%s: basic auth needs an account", v->name);
+                creds_free(c);
+                return KB_E_CONFIG;
+            }
+            char *pair = kb_asprintf("%s:%s", k->account, k->secret);
+            k->basic = crypto_base64(pair, strlen(pair));
+            k->inject = kb_asprintf("Authorization: Basic %s\r\n", k->basic);
+            free(pair);
+        }
+        scrub_add(&k->scrub, k->secret);
+        scrub_add(&k->scrub, k->basic);
+    }
+    *out = c;
+    return KB_OK;
+}
+
+void creds_free(struct kb_creds *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->v[i].inject);
+        free(c->v[i].basic);
+        free(c->v[i].secret);
+        free(c->v[i].account);
+    }
+    free(c);
+}
