@@ -28,6 +28,8 @@
 #include "meter/meter.h"
 #include "net/server.h"
 #include "store/store.h"
+#include "store/reader.h"
+#include "store/revlog.h"
 #include "store/writer.h"
 #include "vendor/creds.h"
 
@@ -84,6 +86,10 @@ static enum kb_err pricing_build(const struct kb_config *cfg, struct kb_pricing 
     *out = p;
     return KB_OK;
 }
+
+/* Store reads waiting at once (key lookups of cache misses) before the
+ * proxy answers 503: a bound on what strangers can queue. */
+#define READER_MAX_QUEUE 4096
 
 /* Tables replaced by reloads: kept until exit, since requests in flight
  * point into them (a few KB each). */
@@ -147,6 +153,8 @@ static int serve(const char *config_path)
     struct kb_store *store = NULL;
     struct kb_server *srv = NULL;
     struct kb_writer *writer = NULL;
+    struct kb_reader *reader = NULL;
+    struct kb_revlog *revlog = NULL;
     struct kb_audit_sink *sink = NULL;
     struct kb_runtime rt = {0};
     char *store_path = NULL;
@@ -229,6 +237,13 @@ static int serve(const char *config_path)
     }
     if (sink)
         writer_set_commit_hook(writer, audit_sink_commit, sink);
+    /* one reader: a key lookup is one indexed read, and misses are rare */
+    if (reader_new(store_path, cfg->store_synchronous, 1, READER_MAX_QUEUE, &reader, &errmsg) !=
+        KB_OK) {
+        fprintf(stderr, "keybrake: store reader: %s\n", errmsg);
+        goto out;
+    }
+    revlog = revlog_new();
     const char *names[KB_METRICS_MAX_VENDORS];
     size_t nnames = 0;
     for (; nnames < cfg->nvendors && nnames < KB_METRICS_MAX_VENDORS; nnames++)
@@ -239,8 +254,8 @@ static int serve(const char *config_path)
     rt.creds = creds;
     rt.store_path = store_path;
     rt.writer = writer;
-    static _Atomic uint64_t key_epoch;
-    rt.key_epoch = &key_epoch;
+    rt.revlog = revlog;
+    rt.reader = reader;
 
     if (server_start(&rt, &srv, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
@@ -267,6 +282,7 @@ static int serve(const char *config_path)
     rc = 0;
 out:
     server_stop(srv);    /* NULL after a clean stop; frees the threads' ports */
+    reader_free(reader); /* the workers are gone: nothing submits */
     writer_free(writer); /* runs every job still queued */
     audit_sink_free(sink);
     store_close(store);
@@ -280,6 +296,7 @@ out:
     for (size_t i = 0; i < old.nc; i++)
         creds_free(old.c[i]);
     free(old.c);
+    revlog_free(revlog);
     config_free(cfg);
     free(store_path);
     free(errmsg);

@@ -31,6 +31,7 @@
 #include "core/money.h"
 #include "core/runtime.h"
 #include "net/http.h"
+#include "store/revlog.h"
 #include "vendor/creds.h"
 #include "net/httpd.h"
 #include "policy/pattern.h"
@@ -336,6 +337,8 @@ struct admin_job {
     char *prefix;              /* bulk revoke: the label prefix; owned */
     int64_t now;
     int64_t count; /* bulk revoke: keys revoked */
+    struct kb_revoked_key revoked;       /* revoke: the key, seq 0 if revoked already */
+    struct kb_revoked_key *revoked_list; /* bulk revoke: owned; count of them */
     struct kb_audit_rec rec;
     char detail[48];
 };
@@ -360,10 +363,12 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
         err = store_key_insert(s, &j->key, j->hash);
         break;
     case OP_REVOKE:
-        err = store_key_revoke(s, j->id, j->now);
+        err = store_key_revoke(s, j->id, j->now, &j->revoked);
         break;
     default:
-        err = store_key_revoke_prefix(s, j->prefix, j->now, &j->count);
+        free(j->revoked_list); /* a batch that failed may run the job again */
+        j->revoked_list = NULL;
+        err = store_key_revoke_prefix(s, j->prefix, j->now, &j->count, &j->revoked_list);
         if (err == KB_OK) {
             snprintf(j->detail, sizeof j->detail, "{\"revoked\":%lld}", (long long)j->count);
             j->rec.detail = j->detail;
@@ -381,6 +386,7 @@ static void job_free(struct admin_job *j)
     free(j->key.metadata);
     free(j->key.allowed_accounts);
     free(j->prefix);
+    free(j->revoked_list);
     free(j);
 }
 
@@ -409,12 +415,22 @@ static enum kb_err write_error(enum kb_err err)
     return err == KB_E_STORE ? KB_E_AUDIT_UNAVAILABLE : err;
 }
 
-/* A revocation committed: every proxy worker's key cache is out of date.
- * Called before the answer, so that a request sent after it reads the
- * store (see proxy/keycache.h). */
-static void keys_revoked(struct kb_admin *a)
+/* Revocations committed: published before the answer, so that no worker
+ * serves a request sent after it from its key cache (proxy/keycache.h),
+ * and the streams of those keys are cut (proxy/forward.c). */
+static void keys_revoked(struct kb_admin *a, const struct kb_revoked_key *k, int64_t n)
 {
-    atomic_fetch_add(a->rt->key_epoch, 1);
+#ifdef KB_TEST_HOOKS
+    if (n > 0 && getenv("KEYBRAKE_TEST_REVOKE_ALL")) /* the watch's lost-log path */
+        n = REVLOG_RING;
+#endif
+    if (n > REVLOG_RING / 2) {
+        revlog_publish_all(a->rt->revlog); /* cheaper than the ring's worth */
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (k[i].seq)
+            revlog_publish(a->rt->revlog, k[i].seq, k[i].hash);
 }
 
 /* Admin loop, once the job's batch committed (or failed to). */
@@ -443,7 +459,7 @@ static void job_done(void *arg, enum kb_err err)
         break;
     case OP_REVOKE:
         if (err == KB_OK) {
-            keys_revoked(a);
+            keys_revoked(a, &j->revoked, 1);
             kb_log(KB_LOG_INFO, "key revoked", "key_id", j->id, NULL);
             http_reply_json(req, 204, NULL);
         } else {
@@ -456,8 +472,7 @@ static void job_done(void *arg, enum kb_err err)
             http_reply_error(req, write_error(err), NULL, NULL);
             break;
         }
-        if (j->count)
-            keys_revoked(a);
+        keys_revoked(a, j->revoked_list, j->count);
         char n[24];
         snprintf(n, sizeof n, "%lld", (long long)j->count);
         kb_log(KB_LOG_INFO, "keys revoked by label prefix", "label_prefix", j->prefix, "count", n,

@@ -22,6 +22,7 @@ static _Atomic uint64_t hist_count[KB_H__COUNT];
 static _Atomic int64_t inflight;
 static _Atomic int64_t connections[KB_L__COUNT];
 static _Atomic uint64_t conns_refused;
+static _Atomic uint64_t key_reads;
 
 static const char *const hist_names[KB_H__COUNT] = {
     "keybrake_proxy_overhead_seconds", "keybrake_upstream_seconds", "keybrake_store_commit_seconds",
@@ -52,6 +53,11 @@ void metrics_request(int vendor, enum kb_err code, int status, int64_t amount)
     atomic_fetch_add_explicit(&status_class[v][cls], 1, memory_order_relaxed);
     if (amount > 0)
         atomic_fetch_add_explicit(&settled[v], (uint64_t)amount, memory_order_relaxed);
+}
+
+void metrics_key_read(void)
+{
+    atomic_fetch_add_explicit(&key_reads, 1, memory_order_relaxed);
 }
 
 void metrics_observe(enum kb_histogram h, int64_t us)
@@ -135,6 +141,12 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
                (long long)atomic_load(&connections[KB_L_PROXY]),
                (long long)atomic_load(&connections[KB_L_ADMIN]),
                (unsigned long long)get(&conns_refused));
+    buf_printf(b,
+               "# HELP keybrake_key_store_reads_total Vault keys read from the store because a "
+               "worker's key cache did not have them.\n"
+               "# TYPE keybrake_key_store_reads_total counter\n"
+               "keybrake_key_store_reads_total %llu\n",
+               (unsigned long long)get(&key_reads));
     for (int h = 0; h < KB_H__COUNT; h++) {
         buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", hist_names[h], hist_help[h],
                    hist_names[h]);

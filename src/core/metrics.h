@@ -43,6 +43,10 @@ void metrics_connections(enum kb_listener l, int delta);
 /* A connection refused over the connection cap. */
 void metrics_connection_refused(void);
 
+/* A vault key read from the store, off the loop: a worker's key cache did
+ * not have it (first use on that worker, or revoked since). */
+void metrics_key_read(void);
+
 /* Appends the Prometheus text exposition; active_keys is read by the caller
  * from the store. */
 void metrics_render(struct kb_buf *b, int64_t active_keys);

@@ -1,8 +1,8 @@
 /*
  * runtime.h - what every thread reads and nobody writes after start: the
  * configuration, the prices and the server key. Built by main.c, passed
- * down by pointer; immutable while threads run, except key_epoch (the one
- * counter that moves), the prices and the vendor credentials, which SIGHUP
+ * down by pointer; immutable while threads run, except the revocation log
+ * (which only the admin thread publishes to), the prices and the vendor credentials, which SIGHUP
  * may replace as a whole (read them with runtime_pricing() and
  * runtime_creds()).
  */
@@ -16,6 +16,8 @@
 struct kb_config;
 struct kb_creds;
 struct kb_pricing;
+struct kb_revlog;
+struct kb_reader;
 struct kb_writer;
 
 struct kb_runtime {
@@ -27,8 +29,9 @@ struct kb_runtime {
     uint8_t server_key[KB_HASH_LEN];          /* HMAC key for tokens */
     const char *store_path;                   /* borrowed; the SQLite file */
     struct kb_writer *writer;                 /* borrowed; group commit (threads take ports) */
-    _Atomic uint64_t *key_epoch;              /* borrowed; bumped by each committed revocation,
-                                                 before it is answered (proxy/keycache.h) */
+    struct kb_reader *reader;                 /* borrowed; store reads off the loops */
+    struct kb_revlog *revlog;                 /* borrowed; each committed revocation, published
+                                                 before it is answered (store/revlog.h) */
 };
 
 /* The price tables in force (any thread). */

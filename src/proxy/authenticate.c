@@ -88,35 +88,55 @@ static bool find_token(const struct kb_hdr *h, size_t nh, const struct kb_vendor
     return true;
 }
 
-enum kb_err proxy__authenticate(struct kb_proxy *px, const struct kb_hdr *h, size_t nh,
-                                const struct kb_vendor *v, int64_t now, const struct kb_key **out)
+/* The vendor whose SDK sent the request, by the target's first segment
+ * (NULL when it names none: the key says, later). */
+static const struct kb_vendor *prefix_vendor(const struct kb_proxy *px, const char *target)
+{
+    size_t seg = target && target[0] == '/' ? 1 + strcspn(target + 1, "/?") : 0;
+    return seg > 1 ? config_vendor(px->rt->cfg, target + 1, seg - 1) : NULL;
+}
+
+enum kb_err proxy__key_find(struct kb_proxy *px, const char *target, const struct kb_hdr *h,
+                            size_t nh, uint8_t hash[KB_HASH_LEN], const struct kb_key **out)
 {
     char token[KB_TOKEN_MAX + 8];
-    if (!find_token(h, nh, v, token, sizeof token) ||
+    if (!find_token(h, nh, prefix_vendor(px, target), token, sizeof token) ||
         !crypto_token_valid("kb_", token, strlen(token)))
         return KB_E_INVALID_TOKEN;
-    uint8_t hash[KB_HASH_LEN];
     crypto_hmac_run(px->token_mac, token, strlen(token), hash);
-    const struct kb_key *key = NULL;
-    enum kb_err err = keycache_get(px->keys, px->store, hash, &key);
-    if (err != KB_OK)
-        return err == KB_E_NOT_FOUND ? KB_E_INVALID_TOKEN : err;
-    /* revoked or expired: still the key's, so its refusal is audited under it */
-    *out = key;
-    return key->revoked_at ? KB_E_KEY_REVOKED : now >= key->expires_at ? KB_E_KEY_EXPIRED : KB_OK;
+    return keycache_find(px->keys, hash, out);
 }
+
+enum kb_err proxy__key_verdict(const struct kb_key *key, int64_t now)
+{
+    /* revoked or expired: still the key's, so its refusal is audited under it */
+    return !key ? KB_E_INVALID_TOKEN
+           : key->revoked_at     ? KB_E_KEY_REVOKED
+           : now >= key->expires_at ? KB_E_KEY_EXPIRED
+                                    : KB_OK;
+}
+
+/* ---- the head gate ---- */
 
 enum kb_err proxy_head_gate(const char *target, const struct kb_hdr *h, size_t nh, void *arg)
 {
     struct kb_proxy *px = arg;
-    const struct kb_config *cfg = px->rt->cfg;
-    /* the vendor prefix only says where the SDK put its key */
-    size_t seg = target[0] == '/' ? 1 + strcspn(target + 1, "/?") : 0;
-    const struct kb_vendor *v = seg > 1 ? config_vendor(cfg, target + 1, seg - 1) : NULL;
+    uint8_t hash[KB_HASH_LEN];
     const struct kb_key *key = NULL;
-    enum kb_err err = proxy__authenticate(px, h, nh, v, clock_now(), &key);
-    keycache_put(key); /* warm for the handler, which looks it up again */
-    if (err == KB_E_STORE)
-        return KB_OK; /* the handler answers for the store */
-    return err;
+    enum kb_err err = proxy__key_find(px, target, h, nh, hash, &key);
+    if (err == KB_E_NOT_FOUND) {
+        /* read here, on the loop, until the server can wait for the gate */
+        struct kb_key *k = NULL;
+        uint64_t mark = keycache_mark(px->keys);
+        err = store_key_by_hash(px->store, hash, clock_day(clock_now()), &k);
+        metrics_key_read();
+        if (err == KB_OK)
+            key = keycache_add(px->keys, hash, k, mark);
+        else if (err == KB_E_NOT_FOUND)
+            err = KB_E_INVALID_TOKEN;
+    }
+    if (err == KB_OK)
+        err = proxy__key_verdict(key, clock_now());
+    keycache_put(key); /* warm for the handler */
+    return err == KB_E_STORE ? KB_OK : err; /* the handler answers for the store */
 }

@@ -200,7 +200,7 @@ void proxy__client_closed(struct kb_hreq *req, void *arg)
 
 /* The key of a request in flight was revoked or expired (why): stop the
  * vendor transfer and end the client's response where it stands. */
-static void cut_revoked(struct preq *r, enum kb_err why)
+void proxy__cut(struct preq *r, enum kb_err why)
 {
     if (r->up) {
         upstream_cancel(r->up);
@@ -219,22 +219,4 @@ static void cut_revoked(struct preq *r, enum kb_err why)
     proxy__abort_connection(r);
     r->req = NULL;
     proxy__settle(r, actual, why, REPLY_NONE);
-}
-
-void proxy__watch_revocations(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct kb_proxy *px = arg;
-    int64_t now = clock_now();
-    for (struct preq *r = px->inflight, *next; r; r = next) {
-        next = r->next;
-        if (r->stage != ST_UPSTREAM)
-            continue;
-        bool revoked = false;
-        if (now >= r->key->expires_at)
-            cut_revoked(r, KB_E_KEY_EXPIRED); /* a stream does not outlive its key */
-        else if (store_key_revoked(px->store, r->key->seq, &revoked) == KB_OK && revoked)
-            cut_revoked(r, KB_E_KEY_REVOKED);
-    }
 }

@@ -4,9 +4,10 @@
  * The token hash is an HMAC, so its first bytes pick a slot uniformly; a
  * slot holds one key and a newer key for the same slot replaces it. The
  * whole cache is a fixed array: its memory is bounded whatever the number
- * of live keys, and a lookup is one slot, one memcmp. A key is shared,
- * not copied: the slot and each request using it hold a reference, so a
- * request costs no allocation for its key.
+ * of live keys, and a lookup is one slot, one memcmp. A revocation names
+ * its key's slot (the log's hint), so forgetting it is one slot too. A key
+ * is shared, not copied: the slot and each request using it hold a
+ * reference, so a request costs no allocation for its key.
  */
 #include "proxy/keycache.h"
 
@@ -15,7 +16,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "core/clock.h"
+#include "store/revlog.h"
 #include "store/store.h"
 
 /* A key and its holders: the slot that caches it and the requests using it.
@@ -31,20 +32,20 @@ struct slot {
 };
 
 struct kb_keycache {
-    const _Atomic uint64_t *epoch; /* borrowed; bumped by every revocation */
-    uint64_t seen;                 /* the epoch the entries are valid for */
+    const struct kb_revlog *log; /* borrowed */
+    uint64_t seen;               /* the log position the entries are valid for */
     size_t mask;
     struct slot *slots;
 };
 
-struct kb_keycache *keycache_new(size_t slots, const _Atomic uint64_t *epoch)
+struct kb_keycache *keycache_new(size_t slots, const struct kb_revlog *log)
 {
     size_t n = 1;
     while (n < slots)
         n <<= 1;
     struct kb_keycache *c = kb_calloc(1, sizeof *c);
-    c->epoch = epoch;
-    c->seen = atomic_load(epoch);
+    c->log = log;
+    c->seen = revlog_head(log);
     c->mask = n - 1;
     c->slots = kb_calloc(n, sizeof *c->slots);
     return c;
@@ -61,13 +62,17 @@ void keycache_put(const struct kb_key *k)
     free(e);
 }
 
+static void drop_slot(struct slot *sl)
+{
+    if (sl->e)
+        keycache_put(&sl->e->key);
+    sl->e = NULL;
+}
+
 static void drop_all(struct kb_keycache *c)
 {
-    for (size_t i = 0; i <= c->mask; i++) {
-        if (c->slots[i].e)
-            keycache_put(&c->slots[i].e->key);
-        c->slots[i].e = NULL;
-    }
+    for (size_t i = 0; i <= c->mask; i++)
+        drop_slot(&c->slots[i]);
 }
 
 void keycache_free(struct kb_keycache *c)
@@ -79,34 +84,69 @@ void keycache_free(struct kb_keycache *c)
     free(c);
 }
 
-enum kb_err keycache_get(struct kb_keycache *c, struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
-                         const struct kb_key **out)
+static void forget(void *arg, int64_t seq, uint64_t hint)
 {
-    /* read before the store: a revocation that commits during the read
-     * below moves the epoch past `now`, and the next call drops the entry */
-    uint64_t now = atomic_load(c->epoch);
-    if (now != c->seen) {
+    struct kb_keycache *c = arg;
+    struct slot *sl = &c->slots[hint & c->mask];
+    if (sl->e && sl->e->key.seq == seq)
+        drop_slot(sl);
+}
+
+/* Drops what was revoked since the last call. */
+static void follow(struct kb_keycache *c)
+{
+    uint64_t head = revlog_head(c->log);
+    if (head == c->seen)
+        return;
+    if (!revlog_read(c->log, c->seen, head, forget, c))
         drop_all(c);
-        c->seen = now;
-    }
-    uint64_t h;
-    memcpy(&h, hash, sizeof h);
-    struct slot *sl = &c->slots[h & c->mask];
-    if (!sl->e || memcmp(sl->hash, hash, KB_HASH_LEN) != 0) {
-        struct kb_key *k = NULL;
-        enum kb_err err = store_key_by_hash(s, hash, clock_day(clock_now()), &k);
-        if (err != KB_OK)
-            return err;
-        struct entry *e = kb_malloc(sizeof *e);
-        e->key = *k; /* takes the strings */
-        e->refs = 1;
-        free(k);
-        if (sl->e)
-            keycache_put(&sl->e->key);
-        memcpy(sl->hash, hash, KB_HASH_LEN);
-        sl->e = e;
-    }
+    c->seen = head;
+}
+
+enum kb_err keycache_find(struct kb_keycache *c, const uint8_t hash[KB_HASH_LEN],
+                          const struct kb_key **out)
+{
+    follow(c);
+    struct slot *sl = &c->slots[revlog_hint(hash) & c->mask];
+    if (!sl->e || memcmp(sl->hash, hash, KB_HASH_LEN) != 0)
+        return KB_E_NOT_FOUND;
     sl->e->refs++;
     *out = &sl->e->key;
     return KB_OK;
+}
+
+uint64_t keycache_mark(const struct kb_keycache *c)
+{
+    return revlog_head(c->log);
+}
+
+struct revoked_since {
+    int64_t seq;
+    bool hit;
+};
+
+static void match(void *arg, int64_t seq, uint64_t hint)
+{
+    (void)hint;
+    struct revoked_since *r = arg;
+    r->hit = r->hit || seq == r->seq;
+}
+
+const struct kb_key *keycache_add(struct kb_keycache *c, const uint8_t hash[KB_HASH_LEN],
+                                  struct kb_key *k, uint64_t mark)
+{
+    follow(c);
+    struct entry *e = kb_malloc(sizeof *e);
+    e->key = *k; /* takes the strings */
+    e->refs = 1; /* the caller's */
+    free(k);
+    struct revoked_since r = {e->key.seq, false};
+    if (!revlog_read(c->log, mark, c->seen, match, &r) || r.hit)
+        return &e->key; /* maybe revoked after it was read: used once, not kept */
+    struct slot *sl = &c->slots[revlog_hint(hash) & c->mask];
+    drop_slot(sl);
+    memcpy(sl->hash, hash, KB_HASH_LEN);
+    sl->e = e;
+    e->refs++;
+    return &e->key;
 }

@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/money.h"
+#include "core/mailbox.h"
 #include "core/runtime.h"
 #include "audit/audit.h"
 #include "meter/meter.h"
@@ -38,6 +39,7 @@
 #include "proxy/canonical.h"
 #include "proxy/hygiene.h"
 #include "proxy/keycache.h"
+#include "store/revlog.h"
 #include "proxy/upstream.h"
 #include "proxy/proxy_int.h"
 #include "store/store.h"
@@ -55,7 +57,8 @@ bool proxy__in_list(const char *const *list, const char *name, size_t len)
  * has been written out: exiting earlier would drop replies still buffered. */
 void proxy__maybe_drained(struct kb_proxy *px)
 {
-    if (px->draining && px->ninflight == 0 && px->unflushed == 0 && px->drained_cb) {
+    if (px->draining && px->ninflight == 0 && px->unflushed == 0 && px->nreads == 0 &&
+        px->drained_cb) {
         kb_drained_cb cb = px->drained_cb;
         px->drained_cb = NULL;
         cb(px->drained_arg);
@@ -129,9 +132,11 @@ int proxy__vendor_index(const struct kb_proxy *px, const struct kb_vendor *v)
 
 /* ---- the request path ---- */
 
-void proxy_handle(struct kb_hreq *req, void *arg)
+/* The request, once its key is known: `found` (a key-cache reference, or
+ * NULL) and `found_err` are what proxy__key_find or proxy__key_read said. */
+static void serve(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key *found,
+                  enum kb_err found_err)
 {
-    struct kb_proxy *px = arg;
     const struct kb_config *cfg = px->rt->cfg;
     char id[40];
     snprintf(id, sizeof id, "req_%08x%02x%010llx", px->seed, px->worker & 0xff,
@@ -200,7 +205,9 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     int64_t day = clock_day(now);
     const struct kb_hdr *hdrs;
     size_t nhdrs = hreq_headers(req, &hdrs);
-    if ((err = proxy__authenticate(px, hdrs, nhdrs, vendor, now, &key)) != KB_OK)
+    key = found; /* revoked or expired, it is still the key's refusal */
+    found = NULL;
+    if ((err = found_err != KB_OK ? found_err : proxy__key_verdict(key, now)) != KB_OK)
         goto refused;
     const struct kb_vendor *kv = config_vendor(cfg, key->vendor, strlen(key->vendor));
     if (prefixed && kv != prefixed) {
@@ -302,19 +309,35 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     return;
 
 refused:
-    if (!key && err != KB_E_INVALID_TOKEN && err != KB_E_TOKEN_IN_QUERY) {
+    if (!key && err != KB_E_TOKEN_IN_QUERY) {
         /* refused before its key was looked at (a bad path, a body too
          * large): a valid token still makes it the key's refusal, audited
          * under it, not a stranger's */
-        const struct kb_hdr *h;
-        size_t nh = hreq_headers(req, &h);
-        if (proxy__authenticate(px, h, nh, vendor, clock_now(), &key) == KB_E_STORE)
-            key = NULL;
+        key = found;
+        found = NULL;
     }
     proxy__refuse(px, req, err, msg, id, start_us, method, key, vendor, vpath, plen);
     meter_free(meter);
     keycache_put(key);
+    keycache_put(found);
     canonical_cleanup(&canon);
+}
+
+void proxy_handle(struct kb_hreq *req, void *arg)
+{
+    struct kb_proxy *px = arg;
+    const struct kb_hdr *h;
+    size_t nh = hreq_headers(req, &h);
+    const char *target = hreq_target(req);
+    uint8_t hash[KB_HASH_LEN];
+    const struct kb_key *key = NULL;
+    enum kb_err err = proxy__key_find(px, target ? target : "", h, nh, hash, &key);
+    if (err == KB_E_NOT_FOUND) {
+        if (proxy__key_read(px, req, hash, serve))
+            return; /* serve() goes on once the key was read, off the loop */
+        err = KB_E_STORE; /* the reader's queue is full */
+    }
+    serve(px, req, key, err);
 }
 
 enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, struct kb_store *store,
@@ -347,7 +370,9 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
             return KB_E_CONFIG;
         }
     }
-    px->keys = keycache_new(KEY_CACHE_SLOTS, rt->key_epoch);
+    px->keys = keycache_new(KEY_CACHE_SLOTS, rt->revlog);
+    px->mailbox = mailbox_new(base);
+    px->watch_seen = revlog_head(rt->revlog);
     px->token_mac = crypto_hmac_new(rt->server_key, KB_HASH_LEN);
     px->watch = event_new(base, -1, EV_PERSIST, proxy__watch_revocations, px);
     struct timeval tv = {0, REVOCATION_WATCH_MS * 1000};
@@ -359,7 +384,7 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
 
 bool proxy_idle(const struct kb_proxy *px)
 {
-    return px->ninflight == 0 && px->unflushed == 0;
+    return px->ninflight == 0 && px->unflushed == 0 && px->nreads == 0;
 }
 
 void proxy_drain(struct kb_proxy *px, kb_drained_cb cb, void *arg)
@@ -404,6 +429,8 @@ void proxy_free(struct kb_proxy *px)
     }
     proxy__strangers_stop(px); /* what was counted reaches the audit log */
     event_free(px->watch);
+    proxy__key_reads_orphan(px);
+    mailbox_close(px->mailbox);
     keycache_free(px->keys);
     crypto_hmac_free(px->token_mac);
     for (size_t i = 0; i < POLICY_CACHE_SLOTS; i++)

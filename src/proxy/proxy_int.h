@@ -83,7 +83,13 @@ struct kb_proxy {
     struct kb_upstream *up;                /* owned */
     const struct kb_upstream_base **bases; /* owned array; per vendor index, owned by up */
     struct event *watch;       /* owned; revocation watch timer */
+    uint64_t watch_seen;       /* revocation log position the watch has read */
+    bool watch_lost;           /* the log lost entries: read the keys in flight */
+    bool watch_checking;       /* that read is in flight */
     struct kb_keycache *keys;  /* owned; keys by token hash */
+    struct kb_mailbox *mailbox; /* owned; the store reader's answers */
+    struct proxy__key_read *reads; /* key reads in flight, doubly linked */
+    int nreads;
     struct kb_hmac *token_mac; /* owned; HMAC under the server key, pads precomputed */
     struct {
         int64_t seq;              /* key seq, 0 when empty */
@@ -125,6 +131,7 @@ struct preq {
     const struct kb_key *key;       /* shared with the key cache (keycache_put) */
     const struct kb_vendor *vendor; /* borrowed from the config */
     const struct kb_cred *cred;     /* borrowed; the vendor's credentials at admission */
+    bool key_revoked;               /* the watch saw its key's revocation */
     struct kb_meter *meter;         /* owned */
     char *body;                     /* owned when rewritten, else NULL */
     int64_t reserved;               /* micro-dollars reserved on `day` */
@@ -189,13 +196,37 @@ bool proxy__in_list(const char *const *list, const char *name, size_t len);
 
 /* ---- authenticate.c ---- */
 
-/* The key of the vault token in headers h (where the SDK of vendor v, NULL
- * when not known, sends it), active at `now`: *out is a key-cache
- * reference (keycache_put it). KB_E_INVALID_TOKEN (absent, ambiguous,
- * malformed, unknown) or a store error leave *out alone; KB_E_KEY_REVOKED
- * and KB_E_KEY_EXPIRED set it too (the refusal is the key's). */
-enum kb_err proxy__authenticate(struct kb_proxy *px, const struct kb_hdr *h, size_t nh,
-                                const struct kb_vendor *v, int64_t now, const struct kb_key **out);
+/*
+ * The key of the vault token in headers h, where the SDK of the vendor the
+ * target names (if any) sends it, from the worker's key cache: KB_OK with
+ * *out a key-cache reference (keycache_put it), whatever the key's state;
+ * KB_E_NOT_FOUND when the cache does not have it (*hash is set: read it
+ * with proxy__key_read); KB_E_INVALID_TOKEN when there is no well-formed
+ * token (absent, ambiguous, malformed).
+ */
+enum kb_err proxy__key_find(struct kb_proxy *px, const char *target, const struct kb_hdr *h,
+                            size_t nh, uint8_t hash[KB_HASH_LEN], const struct kb_key **out);
+
+/* Whether `key` (NULL: none found) may spend at `now`: KB_OK,
+ * KB_E_INVALID_TOKEN, KB_E_KEY_REVOKED or KB_E_KEY_EXPIRED. */
+enum kb_err proxy__key_verdict(const struct kb_key *key, int64_t now);
+
+/* ---- lookup.c ---- */
+
+/* Where a request goes on once its key was read: key is a key-cache
+ * reference or NULL, err KB_OK, KB_E_INVALID_TOKEN (no such key) or
+ * KB_E_STORE. */
+typedef void (*proxy__key_cb)(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key *key,
+                              enum kb_err err);
+
+/* Reads the key whose token hashes to `hash` off the loop, then calls
+ * resume(px, req, ...) on it (not when the client left meanwhile). False
+ * when the store's reader queue is full (nothing started). */
+bool proxy__key_read(struct kb_proxy *px, struct kb_hreq *req, const uint8_t hash[KB_HASH_LEN],
+                     proxy__key_cb resume);
+
+/* Lets go of every read in flight (proxy_free: their answers are dropped). */
+void proxy__key_reads_orphan(struct kb_proxy *px);
 
 /* ---- endpoint.c ---- */
 
@@ -220,7 +251,13 @@ void proxy__admit_done(void *arg, enum kb_err err);
 extern const struct kb_upstream_ops proxy__upstream_ops;
 /* The client connection closed while its request was in flight. */
 void proxy__client_closed(struct kb_hreq *req, void *arg);
-/* Timer: cuts requests in flight whose key was revoked. */
+/* Stops the vendor transfer of a request whose key was revoked or expired
+ * (why) and ends its answer where it stands, charged fail-closed. */
+void proxy__cut(struct preq *r, enum kb_err why);
+
+/* ---- watch.c ---- */
+
+/* Timer: cuts requests in flight whose key expired or was revoked. */
 void proxy__watch_revocations(evutil_socket_t fd, short what, void *arg);
 
 /* ---- strangers.c ---- */

@@ -58,10 +58,11 @@ static const char *const sql[S__COUNT] = {
                     "ON s.key_seq = k.seq AND s.day = ?2 WHERE k.id = ?1",
     [S_KEY_BY_HASH] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
                       "ON s.key_seq = k.seq AND s.day = ?2 WHERE k.token_hash = ?1",
-    [S_KEY_REVOKE] = "UPDATE keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+    [S_KEY_REVOKE] = "UPDATE keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL "
+                     "RETURNING seq, token_hash",
     [S_KEY_EXISTS] = "SELECT 1 FROM keys WHERE id = ?1",
     [S_REVOKE_PREFIX] = "UPDATE keys SET revoked_at = ?2 WHERE revoked_at IS NULL "
-                        "AND substr(label, 1, length(?1)) = ?1",
+                        "AND substr(label, 1, length(?1)) = ?1 RETURNING seq, token_hash",
     /* one statement, not an INSERT OR IGNORE then an UPDATE: a row only
      * when it fits. (Not RETURNING the day's use: SQLite builds an ephemeral
      * table for it on every run, and the writer's malloc arena then gave the
@@ -447,18 +448,35 @@ enum kb_err store_key_count_active(struct kb_store *s, int64_t now, int64_t *cou
     return rc == SQLITE_ROW ? KB_OK : KB_E_STORE;
 }
 
-enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now)
+/* A RETURNING seq, token_hash row. */
+static void revoked_row(sqlite3_stmt *st, struct kb_revoked_key *k)
+{
+    k->seq = sqlite3_column_int64(st, 0);
+    memset(k->hash, 0, KB_HASH_LEN);
+    if (sqlite3_column_bytes(st, 1) == KB_HASH_LEN)
+        memcpy(k->hash, sqlite3_column_blob(st, 1), KB_HASH_LEN);
+}
+
+enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now,
+                             struct kb_revoked_key *out)
 {
     sqlite3_stmt *st = stmt(s, S_KEY_REVOKE);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now);
+    struct kb_revoked_key k = {0};
     int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        revoked_row(st, &k);
+        rc = sqlite3_step(st);
+    }
     done(st);
     if (rc != SQLITE_DONE)
         return KB_E_STORE;
-    if (sqlite3_changes(s->db) > 0)
+    if (out)
+        *out = k;
+    if (k.seq)
         return KB_OK;
     /* nothing changed: either already revoked (fine) or unknown */
     st = stmt(s, S_KEY_EXISTS);
@@ -471,7 +489,7 @@ enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now)
 }
 
 enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
-                                    int64_t *count)
+                                    int64_t *count, struct kb_revoked_key **keys)
 {
     if (!prefix || !*prefix)
         return KB_E_INVALID; /* an empty prefix would revoke every key */
@@ -480,11 +498,26 @@ enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix, int6
         return KB_E_STORE;
     sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now);
-    int rc = sqlite3_step(st);
+    struct kb_revoked_key *list = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (keys && n == cap) {
+            cap = cap ? cap * 2 : 16;
+            list = kb_realloc(list, cap * sizeof *list);
+        }
+        if (keys)
+            revoked_row(st, &list[n]);
+        n++;
+    }
     done(st);
-    if (rc != SQLITE_DONE)
+    if (rc != SQLITE_DONE) {
+        free(list);
         return KB_E_STORE;
-    *count = sqlite3_changes64(s->db);
+    }
+    *count = (int64_t)n;
+    if (keys)
+        *keys = list;
     return KB_OK;
 }
 

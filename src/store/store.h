@@ -101,14 +101,25 @@ KB_MUSTCHECK enum kb_err store_key_list(struct kb_store *s, const struct kb_key_
 /* *count = keys neither revoked nor expired at `now`. */
 KB_MUSTCHECK enum kb_err store_key_count_active(struct kb_store *s, int64_t now, int64_t *count);
 
-/* Revokes key `id` at `now` (keeps the first revocation time).
- * KB_E_NOT_FOUND for an unknown id; revoking a revoked key is KB_OK. */
-KB_MUSTCHECK enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now);
+/* A key a revocation changed: what the revocation log (revlog.h) needs. */
+struct kb_revoked_key {
+    int64_t seq; /* 0: none */
+    uint8_t hash[KB_HASH_LEN];
+};
+
+/* Revokes key `id` at `now` (keeps the first revocation time); *out (may
+ * be NULL) is the key when this call revoked it, seq 0 when it was
+ * revoked already. KB_E_NOT_FOUND for an unknown id; revoking a revoked
+ * key is KB_OK. */
+KB_MUSTCHECK enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now,
+                                          struct kb_revoked_key *out);
 
 /* Revokes every unrevoked key whose label starts with prefix; *count is how
- * many. An empty prefix is KB_E_INVALID (it would revoke every key). */
+ * many, and *keys (may be NULL; else an array of *count the caller frees)
+ * which. An empty prefix is KB_E_INVALID (it would revoke every key). */
 KB_MUSTCHECK enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix,
-                                                 int64_t now, int64_t *count);
+                                                 int64_t now, int64_t *count,
+                                                 struct kb_revoked_key **keys);
 
 /*
  * Reserves `amount` (>= 0) micro-dollars on key `seq` for `day`, counting

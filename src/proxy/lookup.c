@@ -1,0 +1,134 @@
+/*
+ * lookup.c - the key of a request the worker's cache does not have is
+ * read off the loop (store/reader.h): the request waits, parked, while the
+ * worker serves others, and goes on where it left when the answer comes.
+ * A client that leaves meanwhile lets its read finish unanswered; a worker
+ * that stops drops the reads still in flight (their answers are freed on
+ * arrival, by the mailbox).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/mailbox.h"
+#include "core/metrics.h"
+#include "core/runtime.h"
+#include "net/httpd.h"
+#include "proxy/keycache.h"
+#include "proxy/proxy_int.h"
+#include "store/reader.h"
+#include "store/store.h"
+
+struct proxy__key_read {
+    struct kb_read rd; /* first: the reader's */
+    /* loop thread */
+    struct kb_proxy *px;
+    struct kb_hreq *req; /* NULL once the client left */
+    proxy__key_cb resume;
+    struct proxy__key_read *prev, *next;
+    /* set before submitting, read by the reader */
+    uint8_t hash[KB_HASH_LEN];
+    uint64_t mark;
+    int64_t day;
+    /* the reader's answer */
+    struct kb_key *key;
+    enum kb_err err;
+};
+
+static void run(struct kb_store *s, struct kb_read *rd)
+{
+    struct proxy__key_read *l = (struct proxy__key_read *)rd;
+    l->err = store_key_by_hash(s, l->hash, l->day, &l->key);
+    metrics_key_read();
+}
+
+static void drop(struct kb_read *rd)
+{
+    struct proxy__key_read *l = (struct proxy__key_read *)rd;
+    store_key_free(l->key);
+    free(l);
+}
+
+static void unlink_read(struct proxy__key_read *l)
+{
+    struct kb_proxy *px = l->px;
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        px->reads = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    px->nreads--;
+}
+
+static void done(struct kb_read *rd)
+{
+    struct proxy__key_read *l = (struct proxy__key_read *)rd;
+    struct kb_proxy *px = l->px;
+    struct kb_hreq *req = l->req;
+    unlink_read(l);
+    const struct kb_key *key = NULL;
+    enum kb_err err = l->err;
+    if (err == KB_OK) {
+        key = keycache_add(px->keys, l->hash, l->key, l->mark); /* takes it */
+        l->key = NULL;
+    }
+    if (req)
+        hreq_set_close_cb(req, NULL, NULL);
+    proxy__key_cb resume = l->resume;
+    drop(rd);
+    if (!req) {
+        keycache_put(key);
+        proxy__maybe_drained(px);
+        return;
+    }
+    resume(px, req, key,
+           err == KB_OK            ? KB_OK
+           : err == KB_E_NOT_FOUND ? KB_E_INVALID_TOKEN
+                                   : KB_E_STORE);
+}
+
+/* The client left while its key was being read. */
+static void client_left(struct kb_hreq *req, void *arg)
+{
+    (void)req;
+    struct proxy__key_read *l = arg;
+    l->req = NULL;
+}
+
+bool proxy__key_read(struct kb_proxy *px, struct kb_hreq *req, const uint8_t hash[KB_HASH_LEN],
+                     proxy__key_cb resume)
+{
+    struct proxy__key_read *l = kb_calloc(1, sizeof *l);
+    l->rd.run = run;
+    l->rd.done = done;
+    l->rd.drop = drop;
+    l->px = px;
+    l->req = req;
+    l->resume = resume;
+    memcpy(l->hash, hash, KB_HASH_LEN);
+    l->mark = keycache_mark(px->keys);
+    l->day = clock_day(clock_now());
+    if (!reader_submit(px->rt->reader, px->mailbox, &l->rd)) {
+        free(l);
+        return false;
+    }
+    l->next = px->reads;
+    if (px->reads)
+        px->reads->prev = l;
+    px->reads = l;
+    px->nreads++;
+    hreq_set_close_cb(req, client_left, l);
+    return true;
+}
+
+void proxy__key_reads_orphan(struct kb_proxy *px)
+{
+    /* the mailbox, closed next, frees them when their answers arrive */
+    for (struct proxy__key_read *l = px->reads; l; l = l->next)
+        if (l->req)
+            hreq_set_close_cb(l->req, NULL, NULL);
+    px->reads = NULL;
+    px->nreads = 0;
+}

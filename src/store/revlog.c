@@ -1,0 +1,86 @@
+/*
+ * revlog.c - the revocation ring (see revlog.h).
+ *
+ * The one publisher announces an entry's position in `claimed`, then a
+ * release fence, then writes the entry, then moves `head`. A reader loads
+ * `head` (acquire), reads entries, then an acquire fence and `claimed`: if
+ * a read saw an entry's overwrite, the fences pair and `claimed` shows the
+ * overwrite's position, so the reader knows the entry was lost (the
+ * seqlock pattern).
+ */
+#include "store/revlog.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+
+#define ALL_KEYS INT64_MIN
+
+struct kb_revlog {
+    _Atomic uint64_t head;    /* entries published */
+    _Atomic uint64_t claimed; /* entries being or been written */
+    _Atomic int64_t seq[REVLOG_RING];
+    _Atomic uint64_t hint[REVLOG_RING];
+};
+
+struct kb_revlog *revlog_new(void)
+{
+    return kb_calloc(1, sizeof(struct kb_revlog));
+}
+
+void revlog_free(struct kb_revlog *rl)
+{
+    free(rl);
+}
+
+uint64_t revlog_hint(const uint8_t hash[KB_HASH_LEN])
+{
+    uint64_t h;
+    memcpy(&h, hash, sizeof h);
+    return h;
+}
+
+static void publish(struct kb_revlog *rl, int64_t seq, uint64_t hint)
+{
+    uint64_t n = atomic_load_explicit(&rl->head, memory_order_relaxed);
+    atomic_store_explicit(&rl->claimed, n + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&rl->seq[n % REVLOG_RING], seq, memory_order_relaxed);
+    atomic_store_explicit(&rl->hint[n % REVLOG_RING], hint, memory_order_relaxed);
+    atomic_store_explicit(&rl->head, n + 1, memory_order_release);
+}
+
+void revlog_publish(struct kb_revlog *rl, int64_t seq, const uint8_t hash[KB_HASH_LEN])
+{
+    publish(rl, seq, revlog_hint(hash));
+}
+
+void revlog_publish_all(struct kb_revlog *rl)
+{
+    publish(rl, ALL_KEYS, 0);
+}
+
+uint64_t revlog_head(const struct kb_revlog *rl)
+{
+    return atomic_load_explicit(&rl->head, memory_order_acquire);
+}
+
+bool revlog_read(const struct kb_revlog *rl, uint64_t from, uint64_t to,
+                 void (*fn)(void *arg, int64_t seq, uint64_t hint), void *arg)
+{
+    if (to - from > REVLOG_RING)
+        return false;
+    for (uint64_t i = from; i < to; i++) {
+        int64_t seq = atomic_load_explicit(&rl->seq[i % REVLOG_RING], memory_order_relaxed);
+        uint64_t hint = atomic_load_explicit(&rl->hint[i % REVLOG_RING], memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&rl->claimed, memory_order_relaxed) - i > REVLOG_RING)
+            return false; /* overwritten while (or before) we read it */
+        if (seq == ALL_KEYS)
+            return false;
+        fn(arg, seq, hint);
+    }
+    return true;
+}
