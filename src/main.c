@@ -159,6 +159,7 @@ static int serve(const char *config_path)
     struct kb_runtime rt = {0};
     char *store_path = NULL;
     int lock_fd = -1;         /* the data dir lock: held until exit */
+    int store_lock_fd = -1;   /* and the store's, when it lives elsewhere */
     struct retired old = {0}; /* price tables replaced by reloads */
 
     /* Signals go to this thread only, through sigwait. Blocked before any
@@ -187,11 +188,11 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
-    if (cli_lock_data_dir(cfg, &lock_fd, &errmsg) != KB_OK) {
+    if (cli_lock_data_dir(cfg, &lock_fd, &store_lock_fd, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
-    store_path = kb_asprintf("%s/keybrake.db", cfg->data_dir);
+    store_path = config_store_url(cfg);
     if (store_open(store_path, cfg->store_synchronous, true, &store, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: store: %s%s\n", errmsg, disk_note(cfg->data_dir));
         goto out;
@@ -300,6 +301,8 @@ out:
     config_free(cfg);
     free(store_path);
     free(errmsg);
+    if (store_lock_fd >= 0)
+        close(store_lock_fd);
     if (lock_fd >= 0)
         close(lock_fd); /* last: everything of ours in the data dir is closed */
     return rc;

@@ -56,11 +56,12 @@ static const char *problem_name(enum kb_audit_problem p)
 /* Opens the daemon's store read-only in spirit: no creation, no migration. */
 static struct kb_store *open_existing(const struct kb_config *cfg)
 {
-    char *path = kb_asprintf("%s/keybrake.db", cfg->data_dir);
+    char *path = config_store_url(cfg);
+    const char *file = store_url_file(path);
     struct kb_store *s = NULL;
     char *errmsg = NULL;
-    if (access(path, R_OK) != 0)
-        fprintf(stderr, "keybrake: no store at %s: %s\n", path, strerror(errno));
+    if (file && access(file, R_OK) != 0)
+        fprintf(stderr, "keybrake: no store at %s: %s\n", file, strerror(errno));
     else if (store_open(path, cfg->store_synchronous, false, &s, &errmsg) != KB_OK)
         fprintf(stderr, "keybrake: store: %s\n", errmsg ? errmsg : "cannot open");
     free(errmsg);

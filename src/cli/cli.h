@@ -28,10 +28,13 @@ KB_MUSTCHECK enum kb_err cli_prepare_data_dir(const struct kb_config *cfg, uint8
  * same data dir fails (KB_E_CONFIG) with a message naming the holder's pid:
  * it would settle the first one's in-flight reservations as orphans and
  * serve revoked keys from its own cache. *fd stays open (and the lock held)
- * until the process exits. `keybrake serve` only; the read-only commands
+ * until the process exits. An embedded store outside the data dir
+ * ([store] url) is locked too (*store_fd, its file + ".lock"); *store_fd is
+ * left alone otherwise. `keybrake serve` only; the read-only commands
  * (audit verify, export) do not take it.
  */
-KB_MUSTCHECK enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd, char **errmsg);
+KB_MUSTCHECK enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd, int *store_fd,
+                                           char **errmsg);
 
 /*
  * Makes sure an admin token exists: the configured admin_token is added (by

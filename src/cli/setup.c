@@ -174,9 +174,10 @@ out:
     return err;
 }
 
-enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd_out, char **errmsg)
+/* Takes the exclusive lock of `path`, writing our pid in it; `what` names
+ * what it guards in the refusal. */
+static enum kb_err lock_file(char *path, const char *what, int *fd_out, char **errmsg)
 {
-    char *path = kb_asprintf("%s/keybrake.pid", cfg->data_dir);
     enum kb_err err = KB_OK;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -194,9 +195,9 @@ enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd_out, char **e
             kb_set_errmsg(errmsg, "cannot lock %s: %s", path, strerror(e));
         else
             kb_set_errmsg(errmsg,
-                          "another keybrake (pid %s) is serving data dir %s; one daemon per data "
-                          "dir (its reservations, caches and audit chain are its own)",
-                          pid[0] ? pid : "unknown", cfg->data_dir);
+                          "another keybrake (pid %s) is serving %s; one daemon per %s (its "
+                          "reservations, caches and audit chain are its own)",
+                          pid[0] ? pid : "unknown", what, what);
         close(fd);
         err = KB_E_CONFIG;
         goto out;
@@ -212,5 +213,28 @@ enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd_out, char **e
     *fd_out = fd; /* held open: the lock lasts as long as the process */
 out:
     free(path);
+    return err;
+}
+
+enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd_out, int *store_fd_out,
+                              char **errmsg)
+{
+    char *what = kb_asprintf("data dir %s", cfg->data_dir);
+    enum kb_err err =
+        lock_file(kb_asprintf("%s/keybrake.pid", cfg->data_dir), what, fd_out, errmsg);
+    free(what);
+    /* an embedded store elsewhere (store.url) is one process's too: its
+     * own lock, beside the file (SQLite's locks on the file itself must
+     * not be disturbed) */
+    const char *file = cfg->store_url ? store_url_file(cfg->store_url) : NULL;
+    if (err == KB_OK && file) {
+        what = kb_asprintf("store %s", file);
+        err = lock_file(kb_asprintf("%s.lock", file), what, store_fd_out, errmsg);
+        free(what);
+        if (err != KB_OK) {
+            close(*fd_out);
+            *fd_out = -1;
+        }
+    }
     return err;
 }

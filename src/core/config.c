@@ -62,6 +62,8 @@ static const struct setting settings[] = {
      "logfmt or json"},
     {"server", "pricing_file", "KEYBRAKE_PRICING_FILE", T_STR, OFF(pricing_file), NULL, 0, 0,
      "JSON file whose prices replace the embedded pricing.json entry by entry"},
+    {"store", "url", "KEYBRAKE_STORE_URL", T_STR, OFF(store_url), NULL, 0, 0,
+     "where the store lives: sqlite:PATH or a file path (default <data_dir>/keybrake.db)"},
     {"store", "synchronous", "KEYBRAKE_STORE_SYNCHRONOUS", T_STR, OFF(store_synchronous), "normal",
      0, 0, "SQLite synchronous setting: normal (survives crashes) or full (power loss)"},
     {"audit", "sink", "KEYBRAKE_AUDIT_SINK", T_STR, OFF(audit_sink), NULL, 0, 0,
@@ -517,6 +519,11 @@ void config_free(struct kb_config *c)
     }
     free(c->vendors);
     free(c);
+}
+
+char *config_store_url(const struct kb_config *c)
+{
+    return c->store_url ? kb_strdup(c->store_url) : kb_asprintf("%s/keybrake.db", c->data_dir);
 }
 
 const struct kb_vendor *config_vendor(const struct kb_config *c, const char *name, size_t len)

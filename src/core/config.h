@@ -76,6 +76,7 @@ struct kb_config {
     char *log_format;                   /* owned */
     char *pricing_file;                 /* owned; NULL: embedded pricing only */
     char *store_synchronous;            /* owned; SQLite synchronous: normal|full */
+    char *store_url;                    /* owned; NULL: <data_dir>/keybrake.db */
     char *ca_file;                      /* owned; NULL: system CA store */
     char *audit_sink;                   /* owned; NULL: no JSONL sink file */
     int64_t audit_checkpoint_every;     /* records between signed checkpoints */
@@ -93,6 +94,9 @@ struct kb_config {
  */
 KB_MUSTCHECK enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg);
 void config_free(struct kb_config *cfg);
+
+/* The store's URL: [store] url, else <data_dir>/keybrake.db (caller frees). */
+char *config_store_url(const struct kb_config *cfg);
 
 /* The vendor named `name` (len bytes), or NULL. */
 const struct kb_vendor *config_vendor(const struct kb_config *cfg, const char *name, size_t len);

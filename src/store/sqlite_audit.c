@@ -19,6 +19,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "store/audit_store.h"
+#include "store/backend.h"
 #include "store/sqlite_int.h"
 #include "store/store.h"
 
@@ -38,9 +39,16 @@ static const char *const append_sql[AS__COUNT] = {
     [AS_DATA_VERSION] = "PRAGMA data_version",
 };
 
-struct kb_audit_iter {
+/* An iterator: the base, then its statement. */
+struct sq_iter {
+    struct kb_audit_iter base;
     sqlite3_stmt *st; /* owned */
 };
+
+static sqlite3_stmt *iter_st(struct kb_audit_iter *it)
+{
+    return ((struct sq_iter *)it)->st;
+}
 
 /* The connection's prepared statement `id`, ready; NULL when it cannot be
  * prepared. */
@@ -59,7 +67,7 @@ static void done(sqlite3_stmt *st)
     sqlite3_clear_bindings(st);
 }
 
-void store_audit_forget(struct kb_store *s)
+void sqlite__audit_forget(struct kb_store *s)
 {
     if (!s)
         return;
@@ -69,7 +77,7 @@ void store_audit_forget(struct kb_store *s)
     memset(a, 0, sizeof *a);
 }
 
-void store_audit_head_sync(struct kb_store *s)
+void sqlite__audit_head_sync(struct kb_store *s)
 {
     struct store_audit_state *a = store__audit(s);
     sqlite3_stmt *st = stmt(s, AS_DATA_VERSION);
@@ -84,13 +92,13 @@ void store_audit_head_sync(struct kb_store *s)
     a->cache = v >= 0;
 }
 
-void store_audit_head_drop(struct kb_store *s)
+void sqlite__audit_head_drop(struct kb_store *s)
 {
     struct store_audit_state *a = store__audit(s);
     a->known = a->ck_known = false;
 }
 
-enum kb_err store_audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN])
+enum kb_err sqlite__audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN])
 {
     struct store_audit_state *a = store__audit(s);
     if (a->cache && a->known) {
@@ -126,7 +134,7 @@ enum kb_err store_audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_H
     return err;
 }
 
-enum kb_err store_audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every)
+enum kb_err sqlite__audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every)
 {
     struct store_audit_state *a = store__audit(s);
     if (a->cache && a->ck_known) {
@@ -157,7 +165,7 @@ enum kb_err store_audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *eve
     return err;
 }
 
-enum kb_err store_audit_exists(struct kb_store *s, int64_t seq)
+enum kb_err sqlite__audit_exists(struct kb_store *s, int64_t seq)
 {
     struct store_audit_state *a = store__audit(s);
     /* records are numbered from 1 without gaps, and only this connection
@@ -181,8 +189,8 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_null(st, i);
 }
 
-enum kb_err store_audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
-                               const struct kb_audit_rec *r, const uint8_t hash[KB_HASH_LEN])
+enum kb_err sqlite__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
+                                 const struct kb_audit_rec *r, const uint8_t hash[KB_HASH_LEN])
 {
     sqlite3_stmt *st = stmt(s, AS_INSERT);
     if (!st)
@@ -225,7 +233,7 @@ enum kb_err store_audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
     return KB_OK;
 }
 
-enum kb_err store_audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ckpt *ck)
+enum kb_err sqlite__audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ckpt *ck)
 {
     sqlite3_stmt *st = stmt(s, AS_CKPT_INSERT);
     if (!st)
@@ -251,12 +259,12 @@ enum kb_err store_audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ck
 
 /* ---- read side ---- */
 
-enum kb_err store_audit_read_begin(struct kb_store *s)
+enum kb_err sqlite__audit_read_begin(struct kb_store *s)
 {
     return sqlite3_exec(store__db(s), "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? KB_OK : KB_E_STORE;
 }
 
-void store_audit_read_end(struct kb_store *s)
+void sqlite__audit_read_end(struct kb_store *s)
 {
     (void)sqlite3_exec(store__db(s), "COMMIT", NULL, NULL, NULL);
 }
@@ -268,14 +276,15 @@ static enum kb_err iter_new(struct kb_store *s, const char *q, struct kb_audit_i
         sqlite3_finalize(st);
         return KB_E_STORE;
     }
-    struct kb_audit_iter *it = kb_calloc(1, sizeof *it);
+    struct sq_iter *it = kb_calloc(1, sizeof *it);
+    it->base.be = &kb_store_sqlite;
     it->st = st;
-    *out = it;
+    *out = &it->base;
     return KB_OK;
 }
 
-enum kb_err store_audit_rows(struct kb_store *s, int64_t after_seq, int64_t since_ms,
-                             int64_t until_ms, struct kb_audit_iter **out)
+enum kb_err sqlite__audit_rows(struct kb_store *s, int64_t after_seq, int64_t since_ms,
+                               int64_t until_ms, struct kb_audit_iter **out)
 {
     struct kb_audit_iter *it = NULL;
     enum kb_err err = iter_new(s,
@@ -285,14 +294,14 @@ enum kb_err store_audit_rows(struct kb_store *s, int64_t after_seq, int64_t sinc
                                &it);
     if (err != KB_OK)
         return err;
-    sqlite3_bind_int64(it->st, 1, after_seq);
-    sqlite3_bind_int64(it->st, 2, since_ms);
-    sqlite3_bind_int64(it->st, 3, until_ms);
+    sqlite3_bind_int64(iter_st(it), 1, after_seq);
+    sqlite3_bind_int64(iter_st(it), 2, since_ms);
+    sqlite3_bind_int64(iter_st(it), 3, until_ms);
     *out = it;
     return KB_OK;
 }
 
-enum kb_err store_audit_ckpts(struct kb_store *s, struct kb_audit_iter **out)
+enum kb_err sqlite__audit_ckpts(struct kb_store *s, struct kb_audit_iter **out)
 {
     return iter_new(s,
                     "SELECT seq, prev_seq, every, ts_ms, hash, mac FROM audit_checkpoints "
@@ -331,49 +340,49 @@ static void row_to_rec(sqlite3_stmt *st, int first, struct kb_audit_rec *r)
     r->detail = col_text(st, i);
 }
 
-enum kb_err store_audit_row_next(struct kb_audit_iter *it, struct kb_audit_row *row)
+enum kb_err sqlite__audit_row_next(struct kb_audit_iter *it, struct kb_audit_row *row)
 {
-    int rc = sqlite3_step(it->st);
+    int rc = sqlite3_step(iter_st(it));
     if (rc == SQLITE_DONE)
         return KB_E_NOT_FOUND;
     if (rc != SQLITE_ROW)
         return KB_E_STORE;
-    row->seq = sqlite3_column_int64(it->st, 0);
-    row->ref_seq = sqlite3_column_int64(it->st, 1);
-    row_to_rec(it->st, 2, &row->rec);
-    row->hash = sqlite3_column_blob(it->st, 20);
-    row->hash_len = (size_t)sqlite3_column_bytes(it->st, 20);
+    row->seq = sqlite3_column_int64(iter_st(it), 0);
+    row->ref_seq = sqlite3_column_int64(iter_st(it), 1);
+    row_to_rec(iter_st(it), 2, &row->rec);
+    row->hash = sqlite3_column_blob(iter_st(it), 20);
+    row->hash_len = (size_t)sqlite3_column_bytes(iter_st(it), 20);
     return KB_OK;
 }
 
-enum kb_err store_audit_ckpt_next(struct kb_audit_iter *it, struct kb_audit_ckpt *ck)
+enum kb_err sqlite__audit_ckpt_next(struct kb_audit_iter *it, struct kb_audit_ckpt *ck)
 {
-    int rc = sqlite3_step(it->st);
+    int rc = sqlite3_step(iter_st(it));
     if (rc == SQLITE_DONE)
         return KB_E_NOT_FOUND;
     if (rc != SQLITE_ROW)
         return KB_E_STORE;
-    ck->seq = sqlite3_column_int64(it->st, 0);
-    ck->prev_seq = sqlite3_column_int64(it->st, 1);
-    ck->every = sqlite3_column_int64(it->st, 2);
-    ck->ts_ms = sqlite3_column_int64(it->st, 3);
-    ck->hash = sqlite3_column_blob(it->st, 4);
-    ck->hash_len = (size_t)sqlite3_column_bytes(it->st, 4);
-    ck->mac = sqlite3_column_blob(it->st, 5);
-    ck->mac_len = (size_t)sqlite3_column_bytes(it->st, 5);
+    ck->seq = sqlite3_column_int64(iter_st(it), 0);
+    ck->prev_seq = sqlite3_column_int64(iter_st(it), 1);
+    ck->every = sqlite3_column_int64(iter_st(it), 2);
+    ck->ts_ms = sqlite3_column_int64(iter_st(it), 3);
+    ck->hash = sqlite3_column_blob(iter_st(it), 4);
+    ck->hash_len = (size_t)sqlite3_column_bytes(iter_st(it), 4);
+    ck->mac = sqlite3_column_blob(iter_st(it), 5);
+    ck->mac_len = (size_t)sqlite3_column_bytes(iter_st(it), 5);
     return KB_OK;
 }
 
-void store_audit_iter_free(struct kb_audit_iter *it)
+void sqlite__audit_iter_free(struct kb_audit_iter *it)
 {
     if (!it)
         return;
-    sqlite3_finalize(it->st);
+    sqlite3_finalize(iter_st(it));
     free(it);
 }
 
-enum kb_err store_audit_query(struct kb_store *s, const struct kb_audit_filter *f,
-                              kb_audit_entry_cb cb, void *arg)
+enum kb_err sqlite__audit_query(struct kb_store *s, const struct kb_audit_filter *f,
+                                kb_audit_entry_cb cb, void *arg)
 {
     /* A begin record (ref_seq IS NULL) joined with its first completion;
      * the completion's outcome fields win. Values are always bound. */

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "core/crypto.h"
+#include "store/audit_store.h"
 
 struct kb_store;
 
@@ -33,5 +34,27 @@ struct store_audit_state {
     int64_t data_version; /* PRAGMA data_version when the head was confirmed */
 };
 struct store_audit_state *store__audit(struct kb_store *s);
+
+/* The audit half of the SQLite backend's table (sqlite_audit.c); see
+ * audit_store.h for what each does. */
+enum kb_err sqlite__audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);
+enum kb_err sqlite__audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every);
+enum kb_err sqlite__audit_exists(struct kb_store *s, int64_t seq);
+enum kb_err sqlite__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
+                                 const struct kb_audit_rec *rec, const uint8_t hash[KB_HASH_LEN]);
+enum kb_err sqlite__audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ckpt *ck);
+void sqlite__audit_forget(struct kb_store *s);
+void sqlite__audit_head_sync(struct kb_store *s);
+void sqlite__audit_head_drop(struct kb_store *s);
+enum kb_err sqlite__audit_read_begin(struct kb_store *s);
+void sqlite__audit_read_end(struct kb_store *s);
+enum kb_err sqlite__audit_rows(struct kb_store *s, int64_t after_seq, int64_t since_ms,
+                               int64_t until_ms, struct kb_audit_iter **out);
+enum kb_err sqlite__audit_ckpts(struct kb_store *s, struct kb_audit_iter **out);
+enum kb_err sqlite__audit_row_next(struct kb_audit_iter *it, struct kb_audit_row *row);
+enum kb_err sqlite__audit_ckpt_next(struct kb_audit_iter *it, struct kb_audit_ckpt *ck);
+void sqlite__audit_iter_free(struct kb_audit_iter *it);
+enum kb_err sqlite__audit_query(struct kb_store *s, const struct kb_audit_filter *f,
+                                kb_audit_entry_cb cb, void *arg);
 
 #endif

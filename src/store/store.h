@@ -1,7 +1,10 @@
 /*
  * store.h - the only interface to persistent state. SQL lives behind it, in
- * src/store/ only (sqlite.c now; a PostgreSQL backend implements the same
- * functions for several nodes sharing one store).
+ * src/store/ only: each backend fills one table of operations (backend.h),
+ * chosen at run time by the store URL. sqlite.c is the embedded default; a
+ * PostgreSQL backend fills the same table for several nodes sharing one
+ * store. Every backend passes the same conformance suite
+ * (tests/unit/test_store.c).
  *
  * Every operation is atomic on its own: callers never read, modify and
  * write back. Spend in particular is reserved with one conditional update
@@ -59,15 +62,47 @@ struct kb_key_filter {
     int limit;          /* 1..1000 */
 };
 
+/* What a backend can do (store_caps). */
+enum kb_store_caps {
+    KB_STORE_SHARED = 1,      /* several processes or nodes use it at once: a start must
+                                 settle only its own orphans, revocations come from others */
+    KB_STORE_LOCAL_READS = 2, /* reads are local and cheap (an embedded file) */
+    KB_STORE_NOTIFIES = 4,    /* pushes change notifications (revocations) */
+};
+
 /*
- * Opens (creating if needed) the store at `path` (a SQLite file), applies
- * pending schema migrations inside one transaction, and runs a quick
- * integrity check when `check` is true (do it once, at start). synchronous
- * is "normal" or "full". Errors: KB_E_STORE with *errmsg.
+ * Opens (creating if needed) the store at `url`: "sqlite:PATH" or a plain
+ * file path is the embedded SQLite file. Applies pending schema
+ * migrations inside one transaction, and runs a quick integrity check when
+ * `check` is true (do it once, at start). synchronous is "normal" or
+ * "full". Errors: KB_E_CONFIG for a URL no backend of this build serves,
+ * KB_E_STORE, both with *errmsg.
  */
-KB_MUSTCHECK enum kb_err store_open(const char *path, const char *synchronous, bool check,
+KB_MUSTCHECK enum kb_err store_open(const char *url, const char *synchronous, bool check,
                                     struct kb_store **out, char **errmsg);
 void store_close(struct kb_store *s);
+
+/* The file of an embedded store's URL (a pointer into url), or NULL when
+ * the URL names a server. */
+const char *store_url_file(const char *url);
+
+/* The backend's name ("sqlite") and capabilities (enum kb_store_caps). */
+const char *store_backend(const struct kb_store *s);
+unsigned store_caps(const struct kb_store *s);
+
+/*
+ * Explicit write transactions, for the store writer's group commit: begin
+ * takes the write lock (SQLite: BEGIN IMMEDIATE); savepoint / release /
+ * rollback_to nest one level inside, so that one job's failure undoes that
+ * job alone. rollback after a failed commit is safe. KB_E_STORE when the
+ * store refuses (disk full, I/O error, lock timeout).
+ */
+KB_MUSTCHECK enum kb_err store_begin(struct kb_store *s);
+KB_MUSTCHECK enum kb_err store_commit(struct kb_store *s);
+void store_rollback(struct kb_store *s);
+KB_MUSTCHECK enum kb_err store_savepoint(struct kb_store *s);
+KB_MUSTCHECK enum kb_err store_release(struct kb_store *s);
+void store_rollback_to(struct kb_store *s);
 
 /* KB_OK when the store answers a trivial query. */
 KB_MUSTCHECK enum kb_err store_ping(struct kb_store *s);

@@ -1,0 +1,94 @@
+/*
+ * backend.h - what a store backend implements (src/store/ only). The
+ * public functions of store.h and audit_store.h are one-line calls through
+ * this table (store.c); a backend fills one table and is chosen at run
+ * time by the store URL (store_open). Every backend must pass the
+ * conformance suite (tests/unit/test_store.c).
+ */
+#ifndef KB_STORE_BACKEND_H
+#define KB_STORE_BACKEND_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/audit_store.h"
+#include "store/store.h"
+
+/* The first member of every backend's connection. */
+struct kb_store {
+    const struct kb_store_backend *be;
+};
+
+/* The first member of every backend's audit iterator. */
+struct kb_audit_iter {
+    const struct kb_store_backend *be;
+};
+
+struct kb_store_backend {
+    const char *name; /* "sqlite" */
+    unsigned caps;    /* enum kb_store_caps */
+    /* `where`: what follows the URL's scheme (sqlite: a file path) */
+    enum kb_err (*open)(const char *where, const char *synchronous, bool check,
+                        struct kb_store **out, char **errmsg);
+    void (*close)(struct kb_store *s);
+    /* explicit write transactions, and savepoints inside them */
+    enum kb_err (*begin)(struct kb_store *s);
+    enum kb_err (*commit)(struct kb_store *s);
+    void (*rollback)(struct kb_store *s);
+    enum kb_err (*savepoint)(struct kb_store *s);
+    enum kb_err (*release)(struct kb_store *s);
+    void (*rollback_to)(struct kb_store *s);
+    enum kb_err (*ping)(struct kb_store *s);
+    enum kb_err (*key_insert)(struct kb_store *s, struct kb_key *k,
+                              const uint8_t hash[KB_HASH_LEN]);
+    enum kb_err (*key_get)(struct kb_store *s, const char *id, int64_t day, struct kb_key **out);
+    enum kb_err (*key_by_hash)(struct kb_store *s, const uint8_t hash[KB_HASH_LEN], int64_t day,
+                               struct kb_key **out);
+    enum kb_err (*key_revoked)(struct kb_store *s, int64_t seq, bool *revoked);
+    enum kb_err (*key_list)(struct kb_store *s, const struct kb_key_filter *f, struct kb_key **out,
+                            size_t *n);
+    enum kb_err (*key_count_active)(struct kb_store *s, int64_t now, int64_t *count);
+    enum kb_err (*key_revoke)(struct kb_store *s, const char *id, int64_t now,
+                              struct kb_revoked_key *out);
+    enum kb_err (*key_revoke_prefix)(struct kb_store *s, const char *prefix, int64_t now,
+                                     int64_t *count, struct kb_revoked_key **keys);
+    enum kb_err (*spend_reserve)(struct kb_store *s, int64_t seq, int64_t day, int64_t amount,
+                                 int64_t cap, int64_t *remaining);
+    enum kb_err (*spend_settle)(struct kb_store *s, int64_t seq, int64_t day, int64_t reserved,
+                                int64_t actual, int64_t cap, int64_t *remaining);
+    enum kb_err (*rate_take)(struct kb_store *s, int64_t seq, int64_t requests, int64_t period_ms,
+                             int64_t now_ms, int64_t *retry_after_ms);
+    enum kb_err (*spend_settle_orphans)(struct kb_store *s, int64_t *count);
+    enum kb_err (*txn_run)(struct kb_store *s, kb_txn_fn fn, void *arg);
+    enum kb_err (*admin_token_count)(struct kb_store *s, int64_t *count);
+    enum kb_err (*admin_token_add)(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
+                                   const char *label, int64_t now);
+    enum kb_err (*admin_token_check)(struct kb_store *s, const uint8_t hash[KB_HASH_LEN]);
+    enum kb_err (*object_charged)(struct kb_store *s, int64_t key_seq, const char *object_id,
+                                  int64_t not_before, int64_t *micros);
+    enum kb_err (*object_charge_set)(struct kb_store *s, int64_t key_seq, const char *object_id,
+                                     int64_t micros, int64_t now, int64_t not_before);
+    enum kb_err (*audit_last)(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);
+    enum kb_err (*audit_last_ckpt)(struct kb_store *s, int64_t *seq, int64_t *every);
+    enum kb_err (*audit_exists)(struct kb_store *s, int64_t seq);
+    enum kb_err (*audit_insert)(struct kb_store *s, int64_t seq, int64_t ref_seq,
+                                const struct kb_audit_rec *rec, const uint8_t hash[KB_HASH_LEN]);
+    enum kb_err (*audit_ckpt_insert)(struct kb_store *s, const struct kb_audit_ckpt *ck);
+    void (*audit_forget)(struct kb_store *s);
+    void (*audit_head_sync)(struct kb_store *s);
+    void (*audit_head_drop)(struct kb_store *s);
+    enum kb_err (*audit_read_begin)(struct kb_store *s);
+    void (*audit_read_end)(struct kb_store *s);
+    enum kb_err (*audit_rows)(struct kb_store *s, int64_t after_seq, int64_t since_ms,
+                              int64_t until_ms, struct kb_audit_iter **out);
+    enum kb_err (*audit_ckpts)(struct kb_store *s, struct kb_audit_iter **out);
+    enum kb_err (*audit_row_next)(struct kb_audit_iter *it, struct kb_audit_row *row);
+    enum kb_err (*audit_ckpt_next)(struct kb_audit_iter *it, struct kb_audit_ckpt *ck);
+    void (*audit_iter_free)(struct kb_audit_iter *it);
+    enum kb_err (*audit_query)(struct kb_store *s, const struct kb_audit_filter *f,
+                               kb_audit_entry_cb cb, void *arg);
+};
+
+extern const struct kb_store_backend kb_store_sqlite;
+
+#endif

@@ -1,0 +1,316 @@
+/*
+ * store.c - the store's public functions (store.h, audit_store.h): the
+ * backend is chosen by the store URL at open, and every call goes through
+ * its table (backend.h). Nothing here knows SQL.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "store/backend.h"
+#include "store/store.h"
+
+const char *store_url_file(const char *url)
+{
+    if (!url)
+        return NULL;
+    if (strncmp(url, "sqlite://", 9) == 0)
+        return url + 9;
+    if (strncmp(url, "sqlite:", 7) == 0)
+        return url + 7;
+    return strstr(url, "://") ? NULL : url;
+}
+
+/* "sqlite:PATH", "sqlite://PATH" or a plain file path: the embedded file;
+ * "postgres://..." and "postgresql://...": not in this build. */
+enum kb_err store_open(const char *url, const char *synchronous, bool check, struct kb_store **out,
+                       char **errmsg)
+{
+    const char *where = store_url_file(url);
+    if (!url || !*url) {
+        kb_set_errmsg(errmsg, "the store URL is empty");
+        return KB_E_CONFIG;
+    }
+    if (where) {
+        /* the embedded file */
+    } else if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
+        kb_set_errmsg(errmsg,
+                      "store URL %.16s...: this build has the embedded SQLite backend only "
+                      "(sqlite:PATH or a file path)",
+                      url);
+        return KB_E_CONFIG;
+    } else if (strstr(url, "://")) {
+        kb_set_errmsg(errmsg, "store URL: unknown scheme in \"%.64s\" (sqlite:PATH)", url);
+        return KB_E_CONFIG;
+    }
+    if (!*where) {
+        kb_set_errmsg(errmsg, "store URL \"%s\" names no file", url);
+        return KB_E_CONFIG;
+    }
+    return kb_store_sqlite.open(where, synchronous, check, out, errmsg);
+}
+
+void store_close(struct kb_store *s)
+{
+    if (s)
+        s->be->close(s);
+}
+
+const char *store_backend(const struct kb_store *s)
+{
+    return s->be->name;
+}
+
+unsigned store_caps(const struct kb_store *s)
+{
+    return s->be->caps;
+}
+
+enum kb_err store_begin(struct kb_store *s)
+{
+    return s->be->begin(s);
+}
+
+enum kb_err store_commit(struct kb_store *s)
+{
+    return s->be->commit(s);
+}
+
+void store_rollback(struct kb_store *s)
+{
+    s->be->rollback(s);
+}
+
+enum kb_err store_savepoint(struct kb_store *s)
+{
+    return s->be->savepoint(s);
+}
+
+enum kb_err store_release(struct kb_store *s)
+{
+    return s->be->release(s);
+}
+
+void store_rollback_to(struct kb_store *s)
+{
+    s->be->rollback_to(s);
+}
+
+/* ---- through the backend's table ---- */
+
+enum kb_err store_ping(struct kb_store *s)
+{
+    return s->be->ping(s);
+}
+
+enum kb_err store_key_insert(struct kb_store *s, struct kb_key *k, const uint8_t hash[KB_HASH_LEN])
+{
+    return s->be->key_insert(s, k, hash);
+}
+
+enum kb_err store_key_get(struct kb_store *s, const char *id, int64_t day, struct kb_key **out)
+{
+    return s->be->key_get(s, id, day, out);
+}
+
+enum kb_err store_key_by_hash(struct kb_store *s, const uint8_t hash[KB_HASH_LEN], int64_t day,
+                              struct kb_key **out)
+{
+    return s->be->key_by_hash(s, hash, day, out);
+}
+
+enum kb_err store_key_revoked(struct kb_store *s, int64_t seq, bool *revoked)
+{
+    return s->be->key_revoked(s, seq, revoked);
+}
+
+enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f, struct kb_key **out,
+                           size_t *n)
+{
+    return s->be->key_list(s, f, out, n);
+}
+
+enum kb_err store_key_count_active(struct kb_store *s, int64_t now, int64_t *count)
+{
+    return s->be->key_count_active(s, now, count);
+}
+
+enum kb_err store_key_revoke(struct kb_store *s, const char *id, int64_t now,
+                             struct kb_revoked_key *out)
+{
+    return s->be->key_revoke(s, id, now, out);
+}
+
+enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
+                                    int64_t *count, struct kb_revoked_key **keys)
+{
+    return s->be->key_revoke_prefix(s, prefix, now, count, keys);
+}
+
+enum kb_err store_spend_reserve(struct kb_store *s, int64_t seq, int64_t day, int64_t amount,
+                                int64_t cap, int64_t *remaining)
+{
+    return s->be->spend_reserve(s, seq, day, amount, cap, remaining);
+}
+
+enum kb_err store_spend_settle(struct kb_store *s, int64_t seq, int64_t day, int64_t reserved,
+                               int64_t actual, int64_t cap, int64_t *remaining)
+{
+    return s->be->spend_settle(s, seq, day, reserved, actual, cap, remaining);
+}
+
+enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_t requests, int64_t period_ms,
+                            int64_t now_ms, int64_t *retry_after_ms)
+{
+    return s->be->rate_take(s, seq, requests, period_ms, now_ms, retry_after_ms);
+}
+
+enum kb_err store_spend_settle_orphans(struct kb_store *s, int64_t *count)
+{
+    return s->be->spend_settle_orphans(s, count);
+}
+
+enum kb_err store_txn_run(struct kb_store *s, kb_txn_fn fn, void *arg)
+{
+    return s->be->txn_run(s, fn, arg);
+}
+
+enum kb_err store_admin_token_count(struct kb_store *s, int64_t *count)
+{
+    return s->be->admin_token_count(s, count);
+}
+
+enum kb_err store_admin_token_add(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
+                                  const char *label, int64_t now)
+{
+    return s->be->admin_token_add(s, hash, label, now);
+}
+
+enum kb_err store_admin_token_check(struct kb_store *s, const uint8_t hash[KB_HASH_LEN])
+{
+    return s->be->admin_token_check(s, hash);
+}
+
+enum kb_err store_object_charged(struct kb_store *s, int64_t key_seq, const char *object_id,
+                                 int64_t not_before, int64_t *micros)
+{
+    return s->be->object_charged(s, key_seq, object_id, not_before, micros);
+}
+
+enum kb_err store_object_charge_set(struct kb_store *s, int64_t key_seq, const char *object_id,
+                                    int64_t micros, int64_t now, int64_t not_before)
+{
+    return s->be->object_charge_set(s, key_seq, object_id, micros, now, not_before);
+}
+
+enum kb_err store_audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN])
+{
+    return s->be->audit_last(s, seq, hash);
+}
+
+enum kb_err store_audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every)
+{
+    return s->be->audit_last_ckpt(s, seq, every);
+}
+
+enum kb_err store_audit_exists(struct kb_store *s, int64_t seq)
+{
+    return s->be->audit_exists(s, seq);
+}
+
+enum kb_err store_audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
+                               const struct kb_audit_rec *rec, const uint8_t hash[KB_HASH_LEN])
+{
+    return s->be->audit_insert(s, seq, ref_seq, rec, hash);
+}
+
+enum kb_err store_audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ckpt *ck)
+{
+    return s->be->audit_ckpt_insert(s, ck);
+}
+
+void store_audit_forget(struct kb_store *s)
+{
+    s->be->audit_forget(s);
+}
+
+void store_audit_head_sync(struct kb_store *s)
+{
+    s->be->audit_head_sync(s);
+}
+
+void store_audit_head_drop(struct kb_store *s)
+{
+    s->be->audit_head_drop(s);
+}
+
+enum kb_err store_audit_read_begin(struct kb_store *s)
+{
+    return s->be->audit_read_begin(s);
+}
+
+void store_audit_read_end(struct kb_store *s)
+{
+    s->be->audit_read_end(s);
+}
+
+enum kb_err store_audit_rows(struct kb_store *s, int64_t after_seq, int64_t since_ms,
+                             int64_t until_ms, struct kb_audit_iter **out)
+{
+    return s->be->audit_rows(s, after_seq, since_ms, until_ms, out);
+}
+
+enum kb_err store_audit_ckpts(struct kb_store *s, struct kb_audit_iter **out)
+{
+    return s->be->audit_ckpts(s, out);
+}
+
+enum kb_err store_audit_row_next(struct kb_audit_iter *it, struct kb_audit_row *row)
+{
+    return it->be->audit_row_next(it, row);
+}
+
+enum kb_err store_audit_ckpt_next(struct kb_audit_iter *it, struct kb_audit_ckpt *ck)
+{
+    return it->be->audit_ckpt_next(it, ck);
+}
+
+void store_audit_iter_free(struct kb_audit_iter *it)
+{
+    if (it)
+        it->be->audit_iter_free(it);
+}
+
+enum kb_err store_audit_query(struct kb_store *s, const struct kb_audit_filter *f,
+                              kb_audit_entry_cb cb, void *arg)
+{
+    return s->be->audit_query(s, f, cb, arg);
+}
+
+/* ---- the structs the store hands out ---- */
+
+void store_key_clear(struct kb_key *k)
+{
+    free(k->label);
+    free(k->vendor);
+    free(k->allowed_endpoints);
+    free(k->metadata);
+    free(k->allowed_accounts);
+}
+
+void store_key_free(struct kb_key *k)
+{
+    if (!k)
+        return;
+    store_key_clear(k);
+    free(k);
+}
+
+void store_key_list_free(struct kb_key *keys, size_t n)
+{
+    if (!keys)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_key_clear(&keys[i]);
+    free(keys);
+}
