@@ -118,6 +118,15 @@ wait_http() { # url [header]: until it answers anything
 }
 
 # ---- upstream nginx ----------------------------------------------------------
+CHAT='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}'
+CHUNK='{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini"'
+SSE="data: $CHUNK,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"finish_reason\":null}]}
+
+data: $CHUNK,\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}
+
+data: [DONE]
+
+"
 BODY='{"object":"list","url":"/v1/things","has_more":false,"data":[{"id":"thing_0001","object":"thing","amount":1000,"currency":"usd","status":"succeeded","created":1700000000},{"id":"thing_0002","object":"thing","amount":2500,"currency":"usd","status":"pending","created":1700000100}],"request":"bench-fixed-body-0123456789abcdef"}'
 UP_PORT=$(free_port)
 mkdir -p "$W"/up "$W"/px
@@ -149,6 +158,18 @@ http {
             if (\$http_authorization != "Bearer sk_bench") { return 401; }
             default_type application/json;
             return 200 '$BODY';
+        }
+        # an OpenAI chat completion (bench/runs.js): JSON, or SSE when asked
+        location = /v1/chat/completions {
+            if (\$http_authorization != "Bearer sk_bench") { return 401; }
+            if (\$http_accept ~* event-stream) { rewrite ^ /sse last; }
+            default_type application/json;
+            return 200 '$CHAT';
+        }
+        location = /sse {
+            internal;
+            default_type text/event-stream;
+            return 200 '$SSE';
         }
         location / { return 404; }
     }
@@ -184,6 +205,13 @@ http {
             proxy_set_header Connection "";
             proxy_set_header Authorization "Bearer sk_bench";
         }
+        location /openai/ {
+            proxy_pass http://bench_upstream/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer sk_bench";
+            proxy_buffering off;
+        }
         location / { return 404; }
     }
 }
@@ -209,6 +237,9 @@ base_url = http://127.0.0.1:$UP_PORT
 auth = bearer
 secret = sk_bench
 cost = GET /v1/* 0.000001
+[vendor.openai]
+base_url = http://127.0.0.1:$UP_PORT
+secret = sk_bench
 EOF
 KEYBRAKE_DATA_DIR="$W/kb/data" KEYBRAKE_PROXY_LISTEN=127.0.0.1:0 \
     KEYBRAKE_ADMIN_LISTEN=127.0.0.1:0 KEYBRAKE_ADMIN_TOKEN="$ADMIN_TOKEN" \
@@ -401,7 +432,40 @@ issue_keys live "$LIVE_KEYS" 32
 echo "bench: proxy throughput with $LIVE_KEYS+ keys in the store (64 connections, ${LAT_DURATION}s)"
 run_wrk after-keys keybrake 64 "$LAT_DURATION" 1
 
-# ---- 6. optional profile ------------------------------------------------------------
+# ---- 6. the key-per-run workload -------------------------------------------------------
+# What the seeds' middleware does (bench/runs.js): RUNS_CONC runs at once, each
+# issuing a key, making 1-5 calls (a quarter of the runs an OpenAI chat, half
+# of those streamed), revoking it; the same calls through nginx in alternation.
+RUNS_CONC=${BENCH_RUNS:-32}
+command -v node >/dev/null || die "node is missing (the black-box tests need it too)"
+echo "bench: key per run: $RUNS_CONC runs at once, $ROUNDS x ${DURATION}s, nginx and keybrake alternating, $LIVE_KEYS+ keys in the store"
+: >"$W/runs.out"
+for r in $(seq "$ROUNDS"); do
+    for tgt in nginx keybrake; do
+        if [ "$tgt" = keybrake ]; then px=$KB_PROXY; else px=127.0.0.1:$PX_PORT; fi
+        c0=$(cpu_ticks $([ "$tgt" = keybrake ] && echo "$KB_PID" || echo $NX_PIDS))
+        node bench/runs.js --target "$tgt" --proxy "$px" --admin "$KB_ADMIN" --admin-token "$ADMIN_TOKEN" \
+            --runs "$RUNS_CONC" --seconds "$DURATION" --seed "$r" >"$W/runs1.out" ||
+            { cat "$W/runs1.out" >&2; die "runs.js failed"; }
+        c1=$(cpu_ticks $([ "$tgt" = keybrake ] && echo "$KB_PID" || echo $NX_PIDS))
+        line=$(grep '^RUNS_RESULT' "$W/runs1.out") || { cat "$W/runs1.out" >&2; die "no runs result"; }
+        echo "round=$r cpu_us=$(((c1 - c0) * 1000000 / CLK_TCK)) ${line#RUNS_RESULT }" >>"$W/runs.out"
+        python3 - "$r" "$(((c1 - c0) * 1000000 / CLK_TCK))" "${line#RUNS_RESULT }" <<'PY'
+import json, sys
+r, cpu, d = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+calls = d["calls"] or 1
+print("  %-8s round %s: %6.0f runs/s %7.0f calls/s  call p50/p99 us: stripe %s/%s chat %s/%s stream %s/%s  issue %s/%s revoke %s/%s  %.1f us CPU/call  errors %s" % (
+    d["target"], r, d["runs_per_s"], d["calls_per_s"], d["stripe"]["p50_us"], d["stripe"]["p99_us"],
+    d["chat"]["p50_us"], d["chat"]["p99_us"], d["stream"]["p50_us"], d["stream"]["p99_us"],
+    d["issue"]["p50_us"], d["issue"]["p99_us"], d["revoke"]["p50_us"], d["revoke"]["p99_us"], cpu / calls,
+    d["errors"] or 0))
+PY
+        alive
+    done
+done
+metrics_snapshot "$W/metrics-runs.txt"
+
+# ---- 7. optional profile ------------------------------------------------------------
 PROFILE_MD=""
 if [ "$PROFILE" = 1 ]; then
     command -v perf >/dev/null || die "BENCH_PROFILE=1 needs perf (Debian: linux-perf)"
@@ -464,7 +528,7 @@ warns=$(grep -c 'level=warn\|level=error\|"level":"warn"\|"level":"error"' "$W/k
 grep 'level=warn\|level=error\|"level":"warn"\|"level":"error"' "$W/kb/stderr" | head -5 >"$W/kb/warn-sample" || true
 nginx_errs=$(cat "$W/px/error.log" "$W/up/error.log" 2>/dev/null | grep -c '\[error\]\|\[crit\]\|\[alert\]\|\[emerg\]' || true)
 T_END=$(date +%s)
-python3 bench/summarise.py "$RESULTS" --revoke "$W/revoke.out" --out "$OUT_MD" \
+python3 bench/summarise.py "$RESULTS" --revoke "$W/revoke.out" --runs "$W/runs.out" --out "$OUT_MD" \
     --workers "$WORKERS" --threads "$THREADS" --ncpu "$NCPU" --rounds "$ROUNDS" \
     --duration "$DURATION" --lat-duration "$LAT_DURATION" --pace-delay "$PACE_DELAY_MS" \
     --kb-warnings "$warns" --kb-warn-sample "$W/kb/warn-sample" --nginx-errors "$nginx_errs" \

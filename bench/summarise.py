@@ -172,11 +172,60 @@ def latency_table(rows, kind):
     return out, (nx[0]["conns"] if nx else 0), (nx[0].get("delay_ms", 0) if nx else 0)
 
 
+def runs_table(path):
+    """The key-per-run workload (bench/runs.js): medians over rounds."""
+    if not path or not os.path.exists(path):
+        return []
+    by = {"nginx": [], "keybrake": []}
+    with open(path) as f:
+        for line in f:
+            head, _, js = line.partition(" {")
+            if not js:
+                continue
+            d = json.loads("{" + js)
+            d["cpu_us"] = int(head.split("cpu_us=")[1].split()[0])
+            by.setdefault(d["target"], []).append(d)
+    nx, kb = by["nginx"], by["keybrake"]
+    if not kb:
+        return []
+    out = ["## Key per run (the seeds' workload)", "",
+           "%d runs at once; each issues a key (`POST /v1/keys`), makes 1–5 calls with it (3 runs "
+           "in 4: `GET` on the generic vendor; 1 in 4: an OpenAI chat completion, half of them "
+           "streamed), then revokes it (`DELETE`); nginx serves the same calls without keys. "
+           "Medians over %d rounds; latencies as seen by the client (bench/runs.js)." % (
+               kb[0]["concurrent_runs"], len(kb)), "",
+           "| measure | nginx | keybrake | added |", "|---|---|---|---|"]
+    def m(rows, f):
+        return med(f(r) for r in rows) if rows else 0
+    out.append("| runs/s | %.0f | %.0f | |" % (m(nx, lambda r: r["runs_per_s"]),
+                                               m(kb, lambda r: r["runs_per_s"])))
+    out.append("| calls/s | %.0f | %.0f | |" % (m(nx, lambda r: r["calls_per_s"]),
+                                                m(kb, lambda r: r["calls_per_s"])))
+    out.append("| proxy CPU per call | %.1f µs | %.1f µs | keybrake's includes issuance and "
+               "revocation |" % (m(nx, lambda r: r["cpu_us"] / max(r["calls"], 1)),
+                                 m(kb, lambda r: r["cpu_us"] / max(r["calls"], 1))))
+    for kind, what in (("stripe", "GET call"), ("chat", "chat completion"),
+                       ("stream", "streamed chat completion")):
+        for p in ("p50", "p99"):
+            a_ = m(nx, lambda r: r[kind][p + "_us"])
+            b_ = m(kb, lambda r: r[kind][p + "_us"])
+            out.append("| %s %s | %s ms | %s ms | %+.2f ms |" % (what, p, ms(a_), ms(b_),
+                                                                 (b_ - a_) / 1000.0))
+    for kind, what in (("issue", "issuance (`POST /v1/keys`)"), ("revoke", "revocation (`DELETE`)")):
+        out.append("| %s p50 / p99 | | %s / %s ms | |" % (
+            what, ms(m(kb, lambda r: r[kind]["p50_us"])), ms(m(kb, lambda r: r[kind]["p99_us"]))))
+    errs = [(r["target"], r["errors"]) for r in nx + kb if r["errors"]]
+    out.append("| errors | %s | | |" % (", ".join("%s %s" % e for e in errs) if errs else "none"))
+    out.append("")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
     ap.add_argument("--median", nargs=4, metavar=("KIND", "TARGET", "CONNS", "FIELD"))
     ap.add_argument("--revoke")
+    ap.add_argument("--runs")
     ap.add_argument("--out")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -303,6 +352,8 @@ def main():
                       round(r["duration_us"] / 1e6), r["rps"], r["rps"] / base if base else 0,
                       ms(r["p99_us"])))
     md.append("")
+
+    md.extend(runs_table(a.runs))
 
     md.append("## Health under load")
     md.append("")
