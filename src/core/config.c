@@ -90,6 +90,10 @@ static const struct setting settings[] = {
     {"limits", "max_connections_per_source", "KEYBRAKE_MAX_CONNECTIONS_PER_SOURCE", T_INT,
      OFF(max_connections_per_source), "1024", 1, 1000000,
      "most open proxy connections from one client address (503 too_many_connections)"},
+    {"limits", "max_buffered_body_bytes", "KEYBRAKE_MAX_BUFFERED_BODY_BYTES", T_SIZE,
+     OFF(max_buffered_body_bytes), "256m", 1024, INT64_C(1) << 40,
+     "request body bytes held in memory at once, all connections and both listeners together "
+     "(503 overloaded); at least max_body_bytes"},
     {"limits", "client_timeout", "KEYBRAKE_CLIENT_TIMEOUT", T_DURATION, OFF(client_timeout_ms),
      "30s", 1000, 3600000,
      "deadline for a whole request to arrive (and for an idle keep-alive connection); longest "

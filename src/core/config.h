@@ -69,6 +69,7 @@ struct kb_config {
     int64_t max_connections;            /* per worker */
     int64_t max_connections_per_source; /* from one client address, all workers */
     int64_t client_timeout_ms;          /* read/write timeout for proxy clients */
+    int64_t max_buffered_body_bytes;    /* request bodies in memory, whole process */
     char *log_level;                    /* owned */
     char *log_format;                   /* owned */
     char *pricing_file;                 /* owned; NULL: embedded pricing only */

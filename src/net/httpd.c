@@ -45,6 +45,9 @@
 /* How long a connection closed after an error keeps swallowing what the
  * client still sends, so that our answer is not destroyed by a reset. */
 #define LINGER_MS 2000
+#define OVERLOADED_MSG                                                                             \
+    "the server holds as many request bodies as limits.max_buffered_body_bytes allows; retry "   \
+    "later"
 
 enum conn_state {
     C_READING = 0,  /* reading a request */
@@ -74,6 +77,7 @@ struct hconn {
     char *rbuf;                      /* owned until handed to a request */
     size_t rlen, rcap;
     char *spare; /* owned; a RBUF_INIT buffer back from the last request */
+    size_t charged; /* body bytes of rbuf charged to the budget (moves with rbuf) */
     /* the request being read */
     size_t scanned;    /* head bytes already searched for the blank line */
     size_t head_len;   /* the head's length once whole, else 0 */
@@ -107,6 +111,8 @@ struct kb_hreq {
     struct hconn *conn; /* borrowed; NULL once the client is gone */
     char *buf;          /* owned; the request's bytes */
     size_t bufcap;      /* its size */
+    size_t charged;     /* body bytes of buf charged to *budget; given back by req_free */
+    _Atomic int64_t *budget; /* borrowed; the server's body budget, NULL if none */
     enum kb_method method;
     const char *method_name; /* into buf, or "" */
     const char *target;      /* into buf, or NULL */
@@ -176,10 +182,42 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_leave(c);
 }
 
+/* ---- the body budget ---- */
+
+/* Raises what `c`'s buffer holds charged to `want` body bytes: false, and
+ * nothing charged, when that would pass the budget. A compare-and-swap, so
+ * that two workers racing for the last bytes never both get them and a
+ * refusal never shows as a transient overshoot to a third. */
+static bool budget_charge(struct hconn *c, size_t want)
+{
+    const struct kb_httpd_opts *o = &c->h->o;
+    if (!o->buffered || want <= c->charged)
+        return true;
+    int64_t add = (int64_t)(want - c->charged);
+    int64_t cur = atomic_load_explicit(o->buffered, memory_order_relaxed);
+    do {
+        if (cur + add > o->max_buffered) {
+            metrics_body_refused();
+            return false;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(o->buffered, &cur, cur + add,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    c->charged = want;
+    return true;
+}
+
+static void budget_release(_Atomic int64_t *budget, size_t *charged)
+{
+    if (budget && *charged)
+        atomic_fetch_sub_explicit(budget, (int64_t)*charged, memory_order_relaxed);
+    *charged = 0;
+}
+
 /* ---- requests ---- */
 
 static void req_free(struct kb_hreq *r)
 {
+    budget_release(r->budget, &r->charged); /* every way a request ends comes here */
     buf_cleanup(&r->head);
     free(r->buf);
     free(r);
@@ -233,6 +271,9 @@ static struct kb_hreq *take_request(struct hconn *c, size_t consumed, size_t nh)
     memcpy(r->peer, c->peer, sizeof r->peer);
     r->buf = c->rbuf;
     r->bufcap = c->rcap;
+    r->budget = c->h->o.buffered;
+    r->charged = c->charged; /* the charge goes with the bytes */
+    c->charged = 0;
     size_t left = c->rlen - consumed;
     c->rcap = left > RBUF_INIT ? left : RBUF_INIT;
     if (c->rcap == RBUF_INIT && c->spare) {
@@ -574,6 +615,13 @@ static void parse(struct hconn *c)
             dispatch_error(c, err, NULL); /* the body is never read */
             return;
         }
+        /* a Content-Length is charged whole now; a chunked body for the
+         * room its buffer already has (read with the head), then as it grows */
+        size_t charge = c->clen > 0 ? (size_t)c->clen : c->chunked ? c->rcap - end : 0;
+        if (charge && !budget_charge(c, charge)) {
+            dispatch_error(c, KB_E_OVERLOADED, OVERLOADED_MSG); /* nor here */
+            return;
+        }
         c->body_end = c->cursor = end;
         bool has_body = c->chunked || c->clen > 0;
         if (has_body && c->expect_continue && c->minor == 1)
@@ -623,10 +671,19 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     struct hconn *c = arg;
+    bool over_budget = false;
     c->depth++;
     for (;;) {
         if (c->rlen == c->rcap) {
             size_t lim = read_limit(c);
+            size_t ncap = c->rcap * 2 < lim ? c->rcap * 2 : lim;
+            /* a body's buffer grows only as far as the budget lets it (a
+             * Content-Length was charged whole already: a no-op then) */
+            if (c->state == C_READING && c->head_len && ncap > c->rcap &&
+                !budget_charge(c, ncap - c->head_len)) {
+                over_budget = true;
+                break;
+            }
             if (c->rcap >= lim) {
                 if (c->state == C_HANDLING || c->state == C_LINGER) {
                     if (c->state == C_LINGER) {
@@ -639,7 +696,6 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
                 }
                 break;
             }
-            size_t ncap = c->rcap * 2 < lim ? c->rcap * 2 : lim;
             c->rbuf = kb_realloc(c->rbuf, ncap);
             c->rcap = ncap;
         }
@@ -665,6 +721,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     }
     if (c->state == C_READING) {
         parse(c);
+        /* the body needs more room than the budget has: refuse it before
+         * another byte of it is read (what is buffered may have been enough) */
+        if (over_budget && c->state == C_READING && c->head_len && c->rlen == c->rcap)
+            dispatch_error(c, KB_E_OVERLOADED, OVERLOADED_MSG);
     } else if (c->eof && c->state != C_CLOSED) {
         /* a client that sends FIN mid-request has left (as nginx reads it) */
         conn_close(c);
@@ -795,6 +855,7 @@ static void conn_free(struct hconn *c)
     evbuffer_free(c->out);
     close(c->fd);
     free(c->rbuf);
+    budget_release(h->o.buffered, &c->charged);
     free(c->spare);
     free(c->hoff);
     if (c->source_slot >= 0)
@@ -820,30 +881,37 @@ static void refuse_connection(int fd)
     close(fd);
 }
 
+/* The per-source counter of the client address `sa`, -1 when not counted:
+ * FNV-1a of the address bytes (not the port). */
+static int source_slot(const struct kb_httpd *h, const struct sockaddr *sa)
+{
+    if (h->o.max_per_source <= 0 || !h->o.per_source || !sa)
+        return -1;
+    const unsigned char *a = NULL;
+    size_t alen = 0;
+    if (sa->sa_family == AF_INET)
+        a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr, alen = 4;
+    else if (sa->sa_family == AF_INET6)
+        a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr, alen = 16;
+    uint32_t hash = 2166136261u;
+    for (size_t i = 0; i < alen; i++)
+        hash = (hash ^ a[i]) * 16777619u;
+    return (int)(hash % HTTPD_SOURCE_SLOTS);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
     (void)l;
     struct kb_httpd *h = arg;
+    int slot = source_slot(h, sa);
     if (atomic_fetch_add_explicit(h->o.conns, 1, memory_order_relaxed) >= h->o.max_conns) {
         atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
         metrics_connection_refused();
         refuse_connection(fd);
         return;
     }
-    int slot = -1;
-    if (h->o.max_per_source > 0 && h->o.per_source && sa) {
-        /* FNV-1a of the address bytes (not the port) */
-        const unsigned char *a = NULL;
-        size_t alen = 0;
-        if (sa->sa_family == AF_INET)
-            a = (const unsigned char *)&((struct sockaddr_in *)sa)->sin_addr, alen = 4;
-        else if (sa->sa_family == AF_INET6)
-            a = (const unsigned char *)&((struct sockaddr_in6 *)sa)->sin6_addr, alen = 16;
-        uint32_t hash = 2166136261u;
-        for (size_t i = 0; i < alen; i++)
-            hash = (hash ^ a[i]) * 16777619u;
-        slot = (int)(hash % HTTPD_SOURCE_SLOTS);
+    if (slot >= 0) {
         if (atomic_fetch_add_explicit(&h->o.per_source[slot], 1, memory_order_relaxed) >=
             h->o.max_per_source) {
             /* one address holding many slots cannot starve the others */

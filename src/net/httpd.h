@@ -66,6 +66,10 @@ struct kb_httpd_opts {
     int64_t max_per_source;      /* open connections from one address; 0: no limit */
     _Atomic int32_t *per_source; /* borrowed; HTTPD_SOURCE_SLOTS counters shared by the
                                     servers of one listener (addresses hashed in) */
+    _Atomic int64_t *buffered;   /* borrowed; request body bytes held in memory by all the
+                                    servers sharing it (NULL: not counted) */
+    int64_t max_buffered;        /* budget for *buffered: a body that would pass it is
+                                    refused 503 overloaded before it is read */
     int listener;                /* enum kb_listener, for the connection metrics */
     kb_hreq_cb on_request;       /* every request, refused ones included */
     kb_hreq_head_cb on_head;     /* may be NULL; a body's gate (see kb_hreq_head_cb) */
@@ -75,7 +79,11 @@ struct kb_httpd_opts {
 /*
  * Serves connections accepted on `listen_fd` (bound and listening; taken:
  * closed by httpd_free or httpd_stop_accepting). A connection over
- * opts->max_conns is answered 503 too_many_connections and closed at once.
+ * opts->max_conns or opts->max_per_source is answered 503
+ * too_many_connections and closed at once.
+ * A request body is charged to opts->buffered from the moment it is
+ * admitted (its Content-Length at once; a chunked body as its buffer
+ * grows) until the request is freed, whichever way it ends.
  * Returns NULL when the loop cannot watch the socket (the fd is closed).
  */
 struct kb_httpd *httpd_new(struct event_base *base, int listen_fd,

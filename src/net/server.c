@@ -65,6 +65,7 @@ struct kb_server {
     _Atomic int64_t proxy_conns;                       /* open proxy connections, all workers */
     _Atomic int32_t proxy_sources[HTTPD_SOURCE_SLOTS]; /* open proxy connections per address */
     _Atomic int64_t admin_conns;                       /* open admin connections */
+    _Atomic int64_t buffered; /* request body bytes in memory, both listeners */
     char proxy_addr[64];
     char admin_addr[64];
 };
@@ -239,6 +240,8 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.timeout_ms = cfg->client_timeout_ms;
         o.max_conns = cfg->max_connections;
         o.conns = &srv->proxy_conns;
+        o.buffered = &srv->buffered;
+        o.max_buffered = cfg->max_buffered_body_bytes;
         o.max_per_source = cfg->max_connections_per_source;
         o.per_source = srv->proxy_sources;
         o.listener = KB_L_PROXY;
@@ -253,6 +256,8 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.timeout_ms = 30 * 1000;
         o.max_conns = 1024;
         o.conns = &srv->admin_conns;
+        o.buffered = &srv->buffered;
+        o.max_buffered = cfg->max_buffered_body_bytes;
         o.listener = KB_L_ADMIN;
         err = admin_new(srv->rt, t->store, t->port, &t->admin, errmsg);
         o.on_request = admin_handle;
@@ -273,9 +278,17 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
 enum kb_err server_start(const struct kb_runtime *rt, struct kb_server **out, char **errmsg)
 {
     const struct kb_config *cfg = rt->cfg;
+    if (cfg->max_buffered_body_bytes < cfg->max_body_bytes) {
+        kb_set_errmsg(errmsg,
+                      "limits.max_buffered_body_bytes (%lld) must be at least "
+                      "limits.max_body_bytes (%lld): a largest body could never be admitted",
+                      (long long)cfg->max_buffered_body_bytes, (long long)cfg->max_body_bytes);
+        return KB_E_CONFIG;
+    }
     struct kb_server *srv = kb_calloc(1, sizeof *srv);
     srv->rt = rt;
     enum kb_err err = KB_OK;
+    metrics_watch_body_budget(&srv->buffered, cfg->max_buffered_body_bytes);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = cfg->workers > 0 ? (int)cfg->workers : (int)(cores > 0 ? cores : 1);
     srv->workers = kb_calloc((size_t)srv->nworkers, sizeof *srv->workers);
@@ -367,5 +380,6 @@ void server_stop(struct kb_server *srv)
     for (int i = 0; i < srv->nworkers; i++)
         thread_cleanup(&srv->workers[i]);
     free(srv->workers);
+    metrics_watch_body_budget(NULL, 0); /* the gauge must not outlive the counter */
     free(srv);
 }
