@@ -22,6 +22,7 @@ static _Atomic uint64_t hist_count[KB_H__COUNT];
 static _Atomic int64_t inflight;
 static _Atomic int64_t connections[KB_L__COUNT];
 static _Atomic uint64_t conns_refused;
+static _Atomic uint64_t conns_evicted;
 static _Atomic uint64_t body_refused;
 static const _Atomic int64_t *body_used; /* the servers' budget, once started */
 static int64_t body_limit;
@@ -82,6 +83,11 @@ void metrics_connections(enum kb_listener l, int delta)
 void metrics_connection_refused(void)
 {
     atomic_fetch_add_explicit(&conns_refused, 1, memory_order_relaxed);
+}
+
+void metrics_connection_evicted(void)
+{
+    atomic_fetch_add_explicit(&conns_evicted, 1, memory_order_relaxed);
 }
 
 void metrics_watch_body_budget(const _Atomic int64_t *used, int64_t limit)
@@ -145,10 +151,14 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
                "# HELP keybrake_connections_refused_total Connections refused over a connection "
                "limit (either listener).\n"
                "# TYPE keybrake_connections_refused_total counter\n"
-               "keybrake_connections_refused_total %llu\n",
+               "keybrake_connections_refused_total %llu\n"
+               "# HELP keybrake_connections_evicted_total Admin connections that never "
+               "presented a valid admin token, closed to make room for a new one.\n"
+               "# TYPE keybrake_connections_evicted_total counter\n"
+               "keybrake_connections_evicted_total %llu\n",
                (long long)atomic_load(&connections[KB_L_PROXY]),
                (long long)atomic_load(&connections[KB_L_ADMIN]),
-               (unsigned long long)get(&conns_refused));
+               (unsigned long long)get(&conns_refused), (unsigned long long)get(&conns_evicted));
     buf_printf(b,
                "# HELP keybrake_buffered_body_bytes Request body bytes held in memory now.\n"
                "# TYPE keybrake_buffered_body_bytes gauge\nkeybrake_buffered_body_bytes %lld\n"

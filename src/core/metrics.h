@@ -43,6 +43,8 @@ enum kb_listener {
 void metrics_connections(enum kb_listener l, int delta);
 /* A connection refused over a connection cap (either listener). */
 void metrics_connection_refused(void);
+/* An admin connection that never authenticated, closed to make room. */
+void metrics_connection_evicted(void);
 /* Shows `*used` (borrowed; must outlive every scrape) as the gauge of
  * buffered request body bytes, against `limit`. Main thread, at start. */
 void metrics_watch_body_budget(const _Atomic int64_t *used, int64_t limit);

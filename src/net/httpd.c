@@ -72,6 +72,7 @@ struct hconn {
     int fd;             /* owned */
     char peer[48];      /* the client's address ("127.0.0.1"), "" if unknown */
     int source_slot;    /* its per-source counter, -1 when not counted */
+    bool trusted;       /* a request on it carried valid credentials (hreq_trust) */
     enum conn_state state;
     struct event *rev, *wev, *timer; /* owned */
     char *rbuf;                      /* owned until handed to a request */
@@ -899,12 +900,47 @@ static int source_slot(const struct kb_httpd *h, const struct sockaddr *sa)
     return (int)(hash % HTTPD_SOURCE_SLOTS);
 }
 
+/* Closes the oldest connection (of source `slot`, any when -1) that never
+ * carried a trusted request and is not serving one: it is reading a
+ * request or idle between two, or lingering after a refusal. False when
+ * there is none. Connections are linked newest first, so the last match
+ * is the oldest: a stranger who keeps reconnecting evicts their own older
+ * connections before the one an operator just opened. */
+static bool evict_one(struct kb_httpd *h, int slot)
+{
+    struct hconn *victim = NULL;
+    for (struct hconn *c = h->conns; c; c = c->next)
+        if (!c->trusted && c->depth == 0 && (c->state == C_READING || c->state == C_LINGER) &&
+            (slot < 0 || c->source_slot == slot))
+            victim = c;
+    if (!victim)
+        return false;
+    metrics_connection_evicted();
+    conn_close(victim); /* freed at once: none of its callbacks is running */
+    return true;
+}
+
+/* Before a connection over a limit is refused, a listener that may evict
+ * makes room for it. Only a server that alone serves its listener may:
+ * the counts it reads are then its own. */
+static void make_room(struct kb_httpd *h, int slot)
+{
+    if (!h->o.evict_untrusted)
+        return;
+    if (atomic_load_explicit(h->o.conns, memory_order_relaxed) >= h->o.max_conns)
+        evict_one(h, -1);
+    if (slot >= 0 && atomic_load_explicit(&h->o.per_source[slot], memory_order_relaxed) >=
+                         h->o.max_per_source)
+        evict_one(h, slot);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
     (void)l;
     struct kb_httpd *h = arg;
     int slot = source_slot(h, sa);
+    make_room(h, slot);
     if (atomic_fetch_add_explicit(h->o.conns, 1, memory_order_relaxed) >= h->o.max_conns) {
         atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
         metrics_connection_refused();
@@ -1092,6 +1128,12 @@ void hreq_reset_headers(struct kb_hreq *r)
     buf_reset(&r->head);
     r->has_clen = false;
     r->has_date = false;
+}
+
+void hreq_trust(struct kb_hreq *r)
+{
+    if (r->conn)
+        r->conn->trusted = true;
 }
 
 void hreq_close_after(struct kb_hreq *r)

@@ -65,6 +65,7 @@ struct kb_server {
     _Atomic int64_t proxy_conns;                       /* open proxy connections, all workers */
     _Atomic int32_t proxy_sources[HTTPD_SOURCE_SLOTS]; /* open proxy connections per address */
     _Atomic int64_t admin_conns;                       /* open admin connections */
+    _Atomic int32_t admin_sources[HTTPD_SOURCE_SLOTS]; /* open admin connections per address */
     _Atomic int64_t buffered; /* request body bytes in memory, both listeners */
     char proxy_addr[64];
     char admin_addr[64];
@@ -254,13 +255,20 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.max_headers = 100;
         o.max_body_bytes = 1024 * 1024;
         o.timeout_ms = 30 * 1000;
-        o.max_conns = 1024;
+        o.max_conns = cfg->admin_max_connections;
         o.conns = &srv->admin_conns;
+        o.max_per_source = cfg->admin_max_connections_per_source;
+        o.per_source = srv->admin_sources;
+        /* one admin thread serves the listener, so it sees every connection
+         * and can make room: a stranger holding idle connections never
+         * keeps a revocation out */
+        o.evict_untrusted = true;
         o.buffered = &srv->buffered;
         o.max_buffered = cfg->max_buffered_body_bytes;
         o.listener = KB_L_ADMIN;
         err = admin_new(srv->rt, t->store, t->port, &t->admin, errmsg);
         o.on_request = admin_handle;
+        o.on_head = admin_head_gate;
         o.arg = t->admin;
     }
     if (err != KB_OK) {

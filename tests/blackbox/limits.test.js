@@ -2,7 +2,9 @@
 // limits.test.js - what a stranger cannot take from the daemon, through the
 // real binary: the proxy port (no second process can bind it), request body
 // memory (one budget for the whole process, refused 503 overloaded before the
-// body is read, never leaked whichever way a request ends).
+// body is read, never leaked whichever way a request ends), and the admin
+// listener's connection slots (a revocation gets through while strangers hold
+// every slot).
 
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
@@ -211,10 +213,122 @@ describe('the body budget (limits.max_buffered_body_bytes)', () => {
     }
   });
 
+  it('admin bodies without a valid admin token are refused unread, and charge nothing', async () => {
+    const d = await startDaemon({});
+    try {
+      // only the head is sent: the 401 must come without the body
+      const r = await rawRequest(
+        d.adminPort,
+        'POST /v1/keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500000\r\n\r\n',
+      );
+      assert.equal(statusOf(r.text), 401, r.text);
+      assert.equal(jsonOf(r.text).code, 'unauthorized');
+      assert.ok(r.closed);
+      assert.equal(metric(await metrics(d), 'keybrake_buffered_body_bytes'), 0);
+      await d.stop();
+    } finally {
+      await d.kill();
+    }
+  });
+
   it('a budget smaller than max_body_bytes is refused at start', async () => {
     await assert.rejects(
       startDaemon({ env: { KEYBRAKE_MAX_BODY_BYTES: '2m', KEYBRAKE_MAX_BUFFERED_BODY_BYTES: '1m' } }),
       /max_buffered_body_bytes \(1048576\) must be at least limits\.max_body_bytes \(2097152\)/,
     );
+  });
+});
+
+describe('the admin listener keeps room for revocations', () => {
+  it('with every admin slot held by idle strangers, a DELETE still revokes; operators are never evicted', async () => {
+    const mocks = await startMockVendors();
+    const d = await startDaemon({
+      mocks,
+      env: { KEYBRAKE_ADMIN_MAX_CONNECTIONS: '6', KEYBRAKE_ADMIN_MAX_CONNECTIONS_PER_SOURCE: '4' },
+    });
+    const conns = [];
+    try {
+      const key = await d.issueKey({ label: uniquePrefix('evict'), vendor: 'stripe', allowed_endpoints: ['GET /v1/*'] });
+      const use = () =>
+        d.proxy({ path: '/stripe/v1/payment_intents/pi_1', headers: { authorization: `Bearer ${key.token}` } });
+      assert.equal((await use()).status, 200);
+
+      // an operator's kept-alive connection, authenticated once
+      const op = await openConn(d.adminPort);
+      conns.push(op);
+      op.send(`GET /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\n\r\n`);
+      assert.equal((await op.response()).status, 200);
+
+      // strangers take every other slot: each is served once (so it is
+      // surely accepted) and then sits idle, never showing a token
+      const strangers = [];
+      for (const src of ['127.0.0.2', '127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3']) {
+        const s = await openConn(d.adminPort, src);
+        conns.push(s);
+        s.send('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+        assert.equal((await s.response()).status, 200);
+        strangers.push(s);
+      }
+
+      // the listener is full (6): the revocation evicts the oldest stranger
+      const del = await d.admin.del(`/v1/keys/${key.id}`);
+      assert.equal(del.status, 204, del.text);
+      await strangers[0].closed;
+      assert.ok(!strangers[1].isClosed());
+      const after = await use();
+      assert.equal(after.status, 401, after.text);
+      assert.equal(after.json.code, 'key_revoked');
+
+      // strangers reconnecting evict one another, never the operator
+      for (let i = 0; i < 8; i++) {
+        const s = await openConn(d.adminPort, '127.0.0.4');
+        conns.push(s);
+        s.send('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+        assert.equal((await s.response()).status, 200);
+      }
+      op.send(`GET /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\n\r\n`);
+      assert.equal((await op.response()).status, 200, 'the operator connection is still served');
+
+      // per source: one address over its 4 slots evicts its own oldest
+      // stranger first, and an operator from that address still gets in
+      const same = [];
+      for (let i = 0; i < 4; i++) {
+        const s = await openConn(d.adminPort, '127.0.0.5');
+        conns.push(s);
+        s.send('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+        assert.equal((await s.response()).status, 200);
+        same.push(s);
+      }
+      const op5 = await openConn(d.adminPort, '127.0.0.5');
+      conns.push(op5);
+      op5.send(`GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\n\r\n`);
+      const mr = await op5.response();
+      assert.equal(mr.status, 200, mr.text);
+      await same[0].closed;
+      assert.ok(metric(mr.text.slice(mr.text.indexOf('\r\n\r\n') + 4), 'keybrake_connections_evicted_total') >= 10, mr.text);
+
+      // all slots held by operators: a stranger is refused, not let in
+      for (const c of conns) c.destroy();
+      conns.length = 0;
+      await waitFor(async () => metric(await metrics(d), 'keybrake_open_connections{listener="admin"}') === 1, {
+        what: 'the admin connections closed',
+      });
+      for (let i = 0; i < 6; i++) {
+        const o = await openConn(d.adminPort, `127.0.1.${i + 1}`);
+        conns.push(o);
+        o.send(`GET /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\n\r\n`);
+        assert.equal((await o.response()).status, 200);
+      }
+      const refused = await rawRequest(d.adminPort, 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+      assert.equal(statusOf(refused.text), 503, refused.text);
+      assert.equal(jsonOf(refused.text).code, 'too_many_connections');
+      for (const c of conns) c.destroy();
+      conns.length = 0;
+      await d.stop();
+    } finally {
+      for (const c of conns) c.destroy();
+      await d.kill();
+      await mocks.close();
+    }
   });
 });
