@@ -114,8 +114,9 @@ static int bind_listener(const char *hostport, int *port, char **errmsg)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
         if (errno == EADDRINUSE)
-            kb_set_errmsg(errmsg, "cannot listen on %s: port %s is already in use (by another "
-                                  "keybrake or another program)",
+            kb_set_errmsg(errmsg,
+                          "cannot listen on %s: port %s is already in use (by another "
+                          "keybrake or another program)",
                           hostport, portstr);
         else
             kb_set_errmsg(errmsg, "cannot listen on %s: %s", hostport, strerror(errno));
