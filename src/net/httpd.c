@@ -8,7 +8,7 @@
  * a request's bytes never move while its handler holds them.
  *
  * Limits live here: the connection caps per listener and per source
- * address (a listener allowed to evict closes its oldest untrusted idle
+ * address (a listener allowed to evict closes its oldest untrusted
  * connection to make room), and the body budget, charged as a body's
  * buffer is admitted or grows and given back in httpd__req_free, the one
  * place every request ends, or in conn_free for a body still being read.
@@ -360,8 +360,10 @@ static int source_slot(const struct kb_httpd *h, const struct sockaddr *sa)
 }
 
 /* Closes the oldest connection (of source `slot`, any when -1) that never
- * carried a trusted request and is not serving one: it is reading a
- * request or idle between two, or lingering after a refusal. False when
+ * carried a trusted request, whatever it is doing: reading a request, idle
+ * between two, lingering, or being answered (a stranger who does not read
+ * its answers must not hold a slot until the write timeout). To the
+ * handler this is a client that left, which it handles anyway. False when
  * there is none. Connections are linked newest first, so the last match
  * is the oldest: a stranger who keeps reconnecting evicts their own older
  * connections before the one an operator just opened. */
@@ -369,7 +371,7 @@ static bool evict_one(struct kb_httpd *h, int slot)
 {
     struct hconn *victim = NULL;
     for (struct hconn *c = h->conns; c; c = c->next)
-        if (!c->trusted && c->depth == 0 && (c->state == C_READING || c->state == C_LINGER) &&
+        if (!c->trusted && c->depth == 0 && c->state != C_CLOSED &&
             (slot < 0 || c->source_slot == slot))
             victim = c;
     if (!victim)

@@ -71,9 +71,10 @@ struct kb_httpd_opts {
     int64_t max_buffered;        /* budget for *buffered: a body that would pass it is
                                     refused 503 overloaded before it is read */
     bool evict_untrusted;        /* when a limit is reached, a new connection closes the
-                                    oldest one not serving a request that never carried a
-                                    trusted request (hreq_trust) and takes its place; only
-                                    for a listener served by this one server */
+                                    oldest one that never carried a trusted request
+                                    (hreq_trust, or a head on_head let through) and takes
+                                    its place; only for a listener served by this one
+                                    server, whose on_head passes only valid credentials */
     int listener;                /* enum kb_listener, for the connection metrics */
     kb_hreq_cb on_request;       /* every request, refused ones included */
     kb_hreq_head_cb on_head;     /* may be NULL; a body's gate (see kb_hreq_head_cb) */

@@ -63,7 +63,8 @@ struct hconn {
     int fd;             /* owned */
     char peer[48];      /* the client's address ("127.0.0.1"), "" if unknown */
     int source_slot;    /* its per-source counter, -1 when not counted */
-    bool trusted;       /* a request on it carried valid credentials (hreq_trust) */
+    bool trusted;       /* a request on it carried valid credentials (hreq_trust, or
+                           on_head let its head through when evict_untrusted) */
     enum conn_state state;
     struct event *rev, *wev, *timer; /* owned */
     char *rbuf;                      /* owned until handed to a request */

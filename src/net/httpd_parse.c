@@ -397,9 +397,13 @@ void httpd__parse(struct hconn *c)
             httpd__dispatch_error(c, KB_E_BODY_TOO_LARGE, NULL);
             return;
         }
-        if (o->on_head && (c->chunked || c->clen > 0) && (err = head_gate(c)) != KB_OK) {
-            httpd__dispatch_error(c, err, NULL); /* the body is never read */
-            return;
+        if (o->on_head && (c->chunked || c->clen > 0)) {
+            if ((err = head_gate(c)) != KB_OK) {
+                httpd__dispatch_error(c, err, NULL); /* the body is never read */
+                return;
+            }
+            if (o->evict_untrusted)
+                c->trusted = true; /* an operator's upload is not evicted mid-body */
         }
         /* a Content-Length is charged whole now; a chunked body for the
          * room its buffer already has (read with the head), then as it grows */

@@ -259,10 +259,31 @@ describe('the admin listener keeps room for revocations', () => {
       op.send(`GET /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\n\r\n`);
       assert.equal((await op.response()).status, 200);
 
+      // an operator's upload under way: its head (with the token) is in,
+      // half its body is not (the head is charged to the body budget once
+      // it has passed the token check: that is when we know it was read)
+      const issue = JSON.stringify({
+        label: uniquePrefix('upload'),
+        vendor: 'stripe',
+        allowed_endpoints: ['GET /v1/*'],
+        daily_usd_cap: 5,
+        expires_in: '1h',
+      });
+      const up = await openConn(d.adminPort);
+      conns.push(up);
+      up.send(
+        `POST /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${issue.length}\r\n\r\n` +
+          issue.slice(0, 10),
+      );
+      await waitFor(async () => metric(await metrics(d), 'keybrake_buffered_body_bytes') === issue.length, {
+        what: 'the upload head read',
+      });
+
       // strangers take every other slot: each is served once (so it is
       // surely accepted) and then sits idle, never showing a token
       const strangers = [];
-      for (const src of ['127.0.0.2', '127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3']) {
+      for (const src of ['127.0.0.2', '127.0.0.2', '127.0.0.2', '127.0.0.3']) {
         const s = await openConn(d.adminPort, src);
         conns.push(s);
         s.send('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -288,6 +309,9 @@ describe('the admin listener keeps room for revocations', () => {
       }
       op.send(`GET /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\n\r\n`);
       assert.equal((await op.response()).status, 200, 'the operator connection is still served');
+      up.send(issue.slice(10));
+      const issued = await up.response();
+      assert.equal(issued.status, 201, `the upload under way was not evicted: ${issued.text}`);
 
       // per source: one address over its 4 slots evicts its own oldest
       // stranger first, and an operator from that address still gets in
