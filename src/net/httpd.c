@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -395,11 +394,8 @@ static void make_room(struct kb_httpd *h, int slot)
         evict_one(h, slot);
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
-                      void *arg)
+static void accept_one(struct kb_httpd *h, int fd, struct sockaddr *sa, socklen_t salen)
 {
-    (void)l;
-    struct kb_httpd *h = arg;
     int slot = source_slot(h, sa);
     make_room(h, slot);
     if (atomic_fetch_add_explicit(h->o.conns, 1, memory_order_relaxed) >= h->o.max_conns) {
@@ -426,9 +422,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->h = h;
     c->fd = fd;
     c->source_slot = slot;
-    if (sa && sa->sa_family == AF_INET && salen >= (int)sizeof(struct sockaddr_in))
+    if (sa && sa->sa_family == AF_INET && salen >= sizeof(struct sockaddr_in))
         inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
-    else if (sa && sa->sa_family == AF_INET6 && salen >= (int)sizeof(struct sockaddr_in6))
+    else if (sa && sa->sa_family == AF_INET6 && salen >= sizeof(struct sockaddr_in6))
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer, sizeof c->peer);
     c->rcap = RBUF_INIT;
     c->rbuf = kb_malloc(c->rcap);
@@ -447,6 +443,22 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     arm(c, &h->read_tv);
 }
 
+/* One connection per wakeup, not the whole queue: the workers share one
+ * listening socket and all wake for it, so a burst of connections is
+ * spread over them instead of landing on whichever woke first (a worker
+ * busy serving also comes back to accept less often). */
+static void on_listen_readable(evutil_socket_t lfd, short what, void *arg)
+{
+    (void)what;
+    struct kb_httpd *h = arg;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return; /* EAGAIN: another worker took it; anything else: the next wakeup retries */
+    accept_one(h, fd, (struct sockaddr *)&ss, sl);
+}
+
 struct kb_httpd *httpd_new(struct event_base *base, int listen_fd, const struct kb_httpd_opts *o)
 {
     struct kb_httpd *h = kb_calloc(1, sizeof *h);
@@ -460,9 +472,12 @@ struct kb_httpd *httpd_new(struct event_base *base, int listen_fd, const struct 
     struct timeval lv = {(time_t)(lms / 1000), (suseconds_t)(lms % 1000 * 1000)};
     ct = event_base_init_common_timeout(base, &lv);
     h->linger_tv = ct ? *ct : lv;
-    h->listener = evconnlistener_new(base, on_accept, h,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
-    if (!h->listener) {
+    h->listen_fd = listen_fd;
+    h->accept_ev = event_new(base, listen_fd, EV_READ | EV_PERSIST, on_listen_readable, h);
+    if (evutil_make_socket_nonblocking(listen_fd) != 0 || !h->accept_ev ||
+        event_add(h->accept_ev, NULL) != 0) {
+        if (h->accept_ev)
+            event_free(h->accept_ev);
         close(listen_fd);
         free(h);
         return NULL;
@@ -472,9 +487,11 @@ struct kb_httpd *httpd_new(struct event_base *base, int listen_fd, const struct 
 
 void httpd_stop_accepting(struct kb_httpd *h)
 {
-    if (h && h->listener) {
-        evconnlistener_free(h->listener);
-        h->listener = NULL;
+    if (h && h->accept_ev) {
+        event_free(h->accept_ev);
+        h->accept_ev = NULL;
+        close(h->listen_fd);
+        h->listen_fd = -1;
     }
 }
 

@@ -28,7 +28,6 @@
 
 struct event;
 struct evbuffer;
-struct evconnlistener;
 
 #define RBUF_INIT 4096
 /* Longest chunk-size line (with extensions) a chunked body may use. */
@@ -130,8 +129,9 @@ struct kb_hreq {
 };
 
 struct kb_httpd {
-    struct event_base *base;         /* borrowed */
-    struct evconnlistener *listener; /* owned; NULL once stopped */
+    struct event_base *base; /* borrowed */
+    int listen_fd;           /* owned; -1 once stopped */
+    struct event *accept_ev; /* owned; NULL once stopped */
     struct kb_httpd_opts o;
     struct timeval read_tv, linger_tv; /* common timeouts */
     struct hconn *conns;               /* open connections, doubly linked */
