@@ -24,10 +24,8 @@
 #include "net/httpd.h"
 #include "store/store.h"
 
-static bool authorized(struct kb_admin *a, struct kb_hreq *req)
+static bool authorized(struct kb_admin *a, const struct kb_hdr *h, size_t nh)
 {
-    const struct kb_hdr *h;
-    size_t nh = hreq_headers(req, &h);
     const char *auth = NULL;
     int n = 0;
     for (size_t i = 0; i < nh; i++)
@@ -75,10 +73,14 @@ void admin_handle(struct kb_hreq *req, void *arg)
             admin__readyz(a, req);
         return;
     }
-    if (!authorized(a, req)) {
+    const struct kb_hdr *h;
+    size_t nh = hreq_headers(req, &h);
+    if (!authorized(a, h, nh)) {
         http_reply_error(req, KB_E_UNAUTHORIZED, NULL, NULL);
         return;
     }
+    /* an operator's connection: never closed to make room for another */
+    hreq_trust(req);
     if (strcmp(path, "/metrics") == 0) {
         if (cmd == KB_M_GET)
             admin__metrics(a, req);
@@ -122,6 +124,14 @@ void admin_handle(struct kb_hreq *req, void *arg)
     }
 #endif
     http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
+}
+
+enum kb_err admin_head_gate(const char *target, const struct kb_hdr *h, size_t nh, void *arg)
+{
+    /* every route that reads a body needs the admin token: without it the
+     * body is never read (nor charged to the body budget) */
+    (void)target;
+    return authorized(arg, h, nh) ? KB_OK : KB_E_UNAUTHORIZED;
 }
 
 enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store,

@@ -6,8 +6,11 @@
 #ifndef KB_ADMIN_ADMIN_H
 #define KB_ADMIN_ADMIN_H
 
+#include <stddef.h>
+
 #include "core/err.h"
 
+struct kb_hdr;
 struct kb_hreq;
 struct kb_runtime;
 struct kb_store;
@@ -22,6 +25,10 @@ KB_MUSTCHECK enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store 
 /* The request handler for the admin HTTP server (a kb_hreq_cb; `admin` is
  * the struct kb_admin). */
 void admin_handle(struct kb_hreq *req, void *admin);
+/* The head gate for the admin HTTP server (a kb_hreq_head_cb): a request
+ * with a body is read only when it carries a valid admin token; otherwise
+ * it is answered 401 unauthorized unread. Admin thread. */
+enum kb_err admin_head_gate(const char *target, const struct kb_hdr *hdrs, size_t nh, void *admin);
 /* Stops after the writes in flight are answered: drained(arg) runs on the
  * admin loop when none is left (at once when none is). */
 void admin_drain(struct kb_admin *a, void (*drained)(void *arg), void *arg);

@@ -93,6 +93,17 @@ static const struct setting settings[] = {
     {"limits", "max_connections_per_source", "KEYBRAKE_MAX_CONNECTIONS_PER_SOURCE", T_INT,
      OFF(max_connections_per_source), "1024", 1, 1000000,
      "most open proxy connections from one client address (503 too_many_connections)"},
+    {"limits", "max_buffered_body_bytes", "KEYBRAKE_MAX_BUFFERED_BODY_BYTES", T_SIZE,
+     OFF(max_buffered_body_bytes), "256m", 1024, INT64_C(1) << 40,
+     "request body bytes held in memory at once, all connections and both listeners together "
+     "(503 overloaded); at least max_body_bytes"},
+    {"limits", "admin_max_connections", "KEYBRAKE_ADMIN_MAX_CONNECTIONS", T_INT,
+     OFF(admin_max_connections), "256", 2, 100000,
+     "most open admin client connections; when full, a new one evicts the oldest that never "
+     "presented a valid admin token"},
+    {"limits", "admin_max_connections_per_source", "KEYBRAKE_ADMIN_MAX_CONNECTIONS_PER_SOURCE",
+     T_INT, OFF(admin_max_connections_per_source), "64", 1, 100000,
+     "most open admin connections from one client address (evicting as above)"},
     {"limits", "client_timeout", "KEYBRAKE_CLIENT_TIMEOUT", T_DURATION, OFF(client_timeout_ms),
      "30s", 1000, 3600000,
      "deadline for a whole request to arrive (and for an idle keep-alive connection); longest "

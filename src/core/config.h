@@ -72,6 +72,9 @@ struct kb_config {
     int64_t max_connections;            /* per worker */
     int64_t max_connections_per_source; /* from one client address, all workers */
     int64_t client_timeout_ms;          /* read/write timeout for proxy clients */
+    int64_t max_buffered_body_bytes;    /* request bodies in memory, whole process */
+    int64_t admin_max_connections;      /* open admin connections */
+    int64_t admin_max_connections_per_source; /* admin connections from one address */
     char *log_level;                    /* owned */
     char *log_format;                   /* owned */
     char *pricing_file;                 /* owned; NULL: embedded pricing only */

@@ -51,6 +51,8 @@
     X(AUDIT_UNAVAILABLE, 503, "audit_unavailable", "the audit log cannot be written")              \
     X(SHUTTING_DOWN, 503, "shutting_down", "the server is shutting down")                          \
     X(TOO_MANY_CONNECTIONS, 503, "too_many_connections", "too many open connections; retry later") \
+    X(OVERLOADED, 503, "overloaded",                                                               \
+      "the server holds as many request bodies as it may; retry later")                            \
     X(UPSTREAM_TIMEOUT, 504, "upstream_timeout", "the vendor did not answer in time")              \
     X(EXISTS, 409, "conflict", "the resource already exists")                                      \
     X(CONFIG, 500, "config_invalid", "invalid configuration")                                      \

@@ -23,6 +23,10 @@ static _Atomic int64_t inflight;
 static _Atomic int64_t connections[KB_L__COUNT];
 static _Atomic uint64_t conns_refused;
 static _Atomic uint64_t key_reads;
+static _Atomic uint64_t conns_evicted;
+static _Atomic uint64_t body_refused;
+static const _Atomic int64_t *body_used; /* the servers' budget, once started */
+static int64_t body_limit;
 
 static const char *const hist_names[KB_H__COUNT] = {
     "keybrake_proxy_overhead_seconds", "keybrake_upstream_seconds", "keybrake_store_commit_seconds",
@@ -87,6 +91,22 @@ void metrics_connection_refused(void)
     atomic_fetch_add_explicit(&conns_refused, 1, memory_order_relaxed);
 }
 
+void metrics_connection_evicted(void)
+{
+    atomic_fetch_add_explicit(&conns_evicted, 1, memory_order_relaxed);
+}
+
+void metrics_watch_body_budget(const _Atomic int64_t *used, int64_t limit)
+{
+    body_used = used;
+    body_limit = limit;
+}
+
+void metrics_body_refused(void)
+{
+    atomic_fetch_add_explicit(&body_refused, 1, memory_order_relaxed);
+}
+
 static uint64_t get(_Atomic uint64_t *p)
 {
     return atomic_load_explicit(p, memory_order_relaxed);
@@ -134,19 +154,35 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
                "# TYPE keybrake_open_connections gauge\n"
                "keybrake_open_connections{listener=\"proxy\"} %lld\n"
                "keybrake_open_connections{listener=\"admin\"} %lld\n"
-               "# HELP keybrake_connections_refused_total Proxy connections refused over "
-               "limits.max_connections.\n"
+               "# HELP keybrake_connections_refused_total Connections refused over a connection "
+               "limit (either listener).\n"
                "# TYPE keybrake_connections_refused_total counter\n"
-               "keybrake_connections_refused_total %llu\n",
+               "keybrake_connections_refused_total %llu\n"
+               "# HELP keybrake_connections_evicted_total Admin connections that never "
+               "presented a valid admin token, closed to make room for a new one.\n"
+               "# TYPE keybrake_connections_evicted_total counter\n"
+               "keybrake_connections_evicted_total %llu\n",
                (long long)atomic_load(&connections[KB_L_PROXY]),
                (long long)atomic_load(&connections[KB_L_ADMIN]),
-               (unsigned long long)get(&conns_refused));
+               (unsigned long long)get(&conns_refused), (unsigned long long)get(&conns_evicted));
     buf_printf(b,
                "# HELP keybrake_key_store_reads_total Vault keys read from the store because a "
                "worker's key cache did not have them.\n"
                "# TYPE keybrake_key_store_reads_total counter\n"
                "keybrake_key_store_reads_total %llu\n",
                (unsigned long long)get(&key_reads));
+    buf_printf(b,
+               "# HELP keybrake_buffered_body_bytes Request body bytes held in memory now.\n"
+               "# TYPE keybrake_buffered_body_bytes gauge\nkeybrake_buffered_body_bytes %lld\n"
+               "# HELP keybrake_buffered_body_limit_bytes limits.max_buffered_body_bytes.\n"
+               "# TYPE keybrake_buffered_body_limit_bytes gauge\n"
+               "keybrake_buffered_body_limit_bytes %lld\n"
+               "# HELP keybrake_body_budget_refused_total Requests answered 503 overloaded: "
+               "their body would have passed limits.max_buffered_body_bytes.\n"
+               "# TYPE keybrake_body_budget_refused_total counter\n"
+               "keybrake_body_budget_refused_total %llu\n",
+               body_used ? (long long)atomic_load_explicit(body_used, memory_order_relaxed) : 0LL,
+               (long long)body_limit, (unsigned long long)get(&body_refused));
     for (int h = 0; h < KB_H__COUNT; h++) {
         buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", hist_names[h], hist_help[h],
                    hist_names[h]);

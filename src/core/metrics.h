@@ -6,6 +6,7 @@
  */
 #ifndef KB_CORE_METRICS_H
 #define KB_CORE_METRICS_H
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,8 +41,15 @@ enum kb_listener {
 
 /* A client connection on `l` opened (+1) or closed (-1). */
 void metrics_connections(enum kb_listener l, int delta);
-/* A connection refused over the connection cap. */
+/* A connection refused over a connection cap (either listener). */
 void metrics_connection_refused(void);
+/* An admin connection that never authenticated, closed to make room. */
+void metrics_connection_evicted(void);
+/* Shows `*used` (borrowed; must outlive every scrape) as the gauge of
+ * buffered request body bytes, against `limit`. Main thread, at start. */
+void metrics_watch_body_budget(const _Atomic int64_t *used, int64_t limit);
+/* A request refused because its body would pass the budget. */
+void metrics_body_refused(void);
 
 /* A vault key read from the store, off the loop: a worker's key cache did
  * not have it (first use on that worker, or revoked since). */

@@ -40,9 +40,17 @@ static json_t *error_body(enum kb_err err, const char *message, const char *fiel
     return o;
 }
 
+/* Refusals that a wait cures say how long to wait. */
+static void retry_after(struct kb_hreq *req, enum kb_err err)
+{
+    if (err == KB_E_OVERLOADED)
+        hreq_add_header_z(req, "Retry-After", "1");
+}
+
 void http_reply_error(struct kb_hreq *req, enum kb_err err, const char *message, const char *field)
 {
     json_t *o = error_body(err, message, field);
+    retry_after(req, err);
     hreq_add_header_z(req, "Keybrake-Error", kb_strerror(err));
     http_reply_json(req, kb_err_status(err), o);
 }
@@ -64,6 +72,7 @@ void http_reply_proxy_error(struct kb_hreq *req, enum kb_err err, const char *me
         hreq_add_header_z(req, "x-should-retry", "false");
         hreq_add_header_z(req, "Stripe-Should-Retry", "false");
     }
+    retry_after(req, err);
     json_t *o = error_body(err, message, NULL);
     json_object_set_new(o, "error",
                         json_pack("{s:s, s:O, s:O}", "type", "keybrake_error", "code",

@@ -66,6 +66,15 @@ struct kb_httpd_opts {
     int64_t max_per_source;      /* open connections from one address; 0: no limit */
     _Atomic int32_t *per_source; /* borrowed; HTTPD_SOURCE_SLOTS counters shared by the
                                     servers of one listener (addresses hashed in) */
+    _Atomic int64_t *buffered;   /* borrowed; request body bytes held in memory by all the
+                                    servers sharing it (NULL: not counted) */
+    int64_t max_buffered;        /* budget for *buffered: a body that would pass it is
+                                    refused 503 overloaded before it is read */
+    bool evict_untrusted;        /* when a limit is reached, a new connection closes the
+                                    oldest one that never carried a trusted request
+                                    (hreq_trust, or a head on_head let through) and takes
+                                    its place; only for a listener served by this one
+                                    server, whose on_head passes only valid credentials */
     int listener;                /* enum kb_listener, for the connection metrics */
     kb_hreq_cb on_request;       /* every request, refused ones included */
     kb_hreq_head_cb on_head;     /* may be NULL; a body's gate (see kb_hreq_head_cb) */
@@ -75,7 +84,11 @@ struct kb_httpd_opts {
 /*
  * Serves connections accepted on `listen_fd` (bound and listening; taken:
  * closed by httpd_free or httpd_stop_accepting). A connection over
- * opts->max_conns is answered 503 too_many_connections and closed at once.
+ * opts->max_conns or opts->max_per_source is answered 503
+ * too_many_connections and closed at once (unless it may evict one).
+ * A request body is charged to opts->buffered from the moment it is
+ * admitted (its Content-Length at once; a chunked body as its buffer
+ * grows) until the request is freed, whichever way it ends.
  * Returns NULL when the loop cannot watch the socket (the fd is closed).
  */
 struct kb_httpd *httpd_new(struct event_base *base, int listen_fd,
@@ -109,6 +122,10 @@ size_t hreq_headers(const struct kb_hreq *r, const struct kb_hdr **out);
 const char *hreq_header(const struct kb_hreq *r, const char *name);
 /* The decoded body (chunked framing removed); NULL with len 0 if none. */
 const char *hreq_body(const struct kb_hreq *r, size_t *len);
+
+/* The request carried valid credentials: its connection is never evicted
+ * to make room (see evict_untrusted). */
+void hreq_trust(struct kb_hreq *r);
 
 /* ---- replying ---- */
 

@@ -1,17 +1,23 @@
 /*
  * server.c - binding, worker threads and graceful stop (see server.h).
  *
- * Each thread owns an event_base, an evhttp and a store connection, all
+ * Each thread owns an event_base, an HTTP server and a store connection, all
  * created here on the main thread before the thread starts and freed here
  * after it is joined, so no two threads ever touch the same one. Stopping
  * is a write to the thread's eventfd; the thread then stops accepting and
  * exits its loop once its in-flight requests are done or the shutdown
  * timeout passes.
+ *
+ * The proxy port is bound once, without SO_REUSEPORT, and the workers
+ * accept from that one socket (each through its own dup): a second process
+ * cannot bind the port, and a connection queues once for whichever worker
+ * accepts it first.
  */
 #include "net/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -59,13 +65,16 @@ struct kb_server {
     _Atomic int64_t proxy_conns;                       /* open proxy connections, all workers */
     _Atomic int32_t proxy_sources[HTTPD_SOURCE_SLOTS]; /* open proxy connections per address */
     _Atomic int64_t admin_conns;                       /* open admin connections */
+    _Atomic int32_t admin_sources[HTTPD_SOURCE_SLOTS]; /* open admin connections per address */
+    _Atomic int64_t buffered; /* request body bytes in memory, both listeners */
     char proxy_addr[64];
     char admin_addr[64];
 };
 
 /* Splits "host:port" and binds a listening socket; *port gets the bound
- * port (the chosen one when asked for 0). */
-static int bind_listener(const char *hostport, int port_override, int *port, char **errmsg)
+ * port (the chosen one when asked for 0). A port another socket listens on
+ * is refused (EADDRINUSE), whoever holds it. */
+static int bind_listener(const char *hostport, int *port, char **errmsg)
 {
     const char *colon = strrchr(hostport, ':');
     if (!colon || colon == hostport) {
@@ -85,10 +94,7 @@ static int bind_listener(const char *hostport, int port_override, int *port, cha
         host[hlen - 2] = '\0';
     }
     char portstr[16];
-    if (port_override >= 0)
-        snprintf(portstr, sizeof portstr, "%d", port_override);
-    else
-        snprintf(portstr, sizeof portstr, "%s", colon + 1);
+    snprintf(portstr, sizeof portstr, "%s", colon + 1);
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -101,10 +107,19 @@ static int bind_listener(const char *hostport, int port_override, int *port, cha
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
+    /* SO_REUSEADDR only lets us rebind past TIME_WAIT: Linux still refuses
+     * a second listener on a port in LISTEN. No SO_REUSEPORT: with it any
+     * process of the same user could bind the port too and take a share of
+     * the connections (a second daemon on another data dir, or worse). */
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-        kb_set_errmsg(errmsg, "cannot listen on %s: %s", hostport, strerror(errno));
+        if (errno == EADDRINUSE)
+            kb_set_errmsg(errmsg,
+                          "cannot listen on %s: port %s is already in use (by another "
+                          "keybrake or another program)",
+                          hostport, portstr);
+        else
+            kb_set_errmsg(errmsg, "cannot listen on %s: %s", hostport, strerror(errno));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(ai);
@@ -227,6 +242,8 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.timeout_ms = cfg->client_timeout_ms;
         o.max_conns = cfg->max_connections;
         o.conns = &srv->proxy_conns;
+        o.buffered = &srv->buffered;
+        o.max_buffered = cfg->max_buffered_body_bytes;
         o.max_per_source = cfg->max_connections_per_source;
         o.per_source = srv->proxy_sources;
         o.listener = KB_L_PROXY;
@@ -239,11 +256,20 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.max_headers = 100;
         o.max_body_bytes = 1024 * 1024;
         o.timeout_ms = 30 * 1000;
-        o.max_conns = 1024;
+        o.max_conns = cfg->admin_max_connections;
         o.conns = &srv->admin_conns;
+        o.max_per_source = cfg->admin_max_connections_per_source;
+        o.per_source = srv->admin_sources;
+        /* one admin thread serves the listener, so it sees every connection
+         * and can make room: a stranger holding idle connections never
+         * keeps a revocation out */
+        o.evict_untrusted = true;
+        o.buffered = &srv->buffered;
+        o.max_buffered = cfg->max_buffered_body_bytes;
         o.listener = KB_L_ADMIN;
         err = admin_new(srv->rt, t->store, t->port, &t->admin, errmsg);
         o.on_request = admin_handle;
+        o.on_head = admin_head_gate;
         o.arg = t->admin;
     }
     if (err != KB_OK) {
@@ -261,26 +287,46 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
 enum kb_err server_start(const struct kb_runtime *rt, struct kb_server **out, char **errmsg)
 {
     const struct kb_config *cfg = rt->cfg;
+    if (cfg->max_buffered_body_bytes < cfg->max_body_bytes) {
+        kb_set_errmsg(errmsg,
+                      "limits.max_buffered_body_bytes (%lld) must be at least "
+                      "limits.max_body_bytes (%lld): a largest body could never be admitted",
+                      (long long)cfg->max_buffered_body_bytes, (long long)cfg->max_body_bytes);
+        return KB_E_CONFIG;
+    }
     struct kb_server *srv = kb_calloc(1, sizeof *srv);
     srv->rt = rt;
     enum kb_err err = KB_OK;
+    metrics_watch_body_budget(&srv->buffered, cfg->max_buffered_body_bytes);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = cfg->workers > 0 ? (int)cfg->workers : (int)(cores > 0 ? cores : 1);
     srv->workers = kb_calloc((size_t)srv->nworkers, sizeof *srv->workers);
 
     int port = 0;
+    /* One listening socket, one accept queue: each worker watches its own
+     * dup of it (its own fd to close, the same open file), so no worker
+     * ever binds the port and nobody else can join it. */
+    int lfd = bind_listener(cfg->proxy_listen, &port, errmsg);
+    if (lfd < 0) {
+        err = KB_E_CONFIG;
+        goto fail;
+    }
     for (int i = 0; i < srv->nworkers; i++) {
-        /* the first bind may pick the port; the others join it */
-        int fd = bind_listener(cfg->proxy_listen, i == 0 ? -1 : port, &port, errmsg);
+        int fd = i == srv->nworkers - 1 ? lfd : fcntl(lfd, F_DUPFD_CLOEXEC, 0);
         if (fd < 0) {
-            err = KB_E_CONFIG;
+            kb_set_errmsg(errmsg, "cannot share the proxy listener: %s", strerror(errno));
+            close(lfd);
+            err = KB_E_INTERNAL;
             goto fail;
         }
-        if ((err = thread_init(srv, &srv->workers[i], i, fd, errmsg)) != KB_OK)
+        if ((err = thread_init(srv, &srv->workers[i], i, fd, errmsg)) != KB_OK) {
+            if (fd != lfd)
+                close(lfd);
             goto fail;
+        }
     }
     format_addr(srv->proxy_addr, sizeof srv->proxy_addr, cfg->proxy_listen, port);
-    int afd = bind_listener(cfg->admin_listen, -1, &port, errmsg);
+    int afd = bind_listener(cfg->admin_listen, &port, errmsg);
     if (afd < 0) {
         err = KB_E_CONFIG;
         goto fail;
@@ -343,5 +389,6 @@ void server_stop(struct kb_server *srv)
     for (int i = 0; i < srv->nworkers; i++)
         thread_cleanup(&srv->workers[i]);
     free(srv->workers);
+    metrics_watch_body_budget(NULL, 0); /* the gauge must not outlive the counter */
     free(srv);
 }

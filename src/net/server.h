@@ -1,8 +1,9 @@
 /*
  * server.h - listeners and threads. The proxy listener is served by N
- * worker threads, each with its own event loop, SO_REUSEPORT socket, store
- * connection and upstream client: nothing on the request path is shared
- * between workers. The admin listener has one thread of its own, so that
+ * worker threads, each with its own event loop, store connection and
+ * upstream client, all accepting from one listening socket bound without
+ * SO_REUSEPORT (no other process can share the port): nothing on the
+ * request path is shared between workers. The admin listener has one thread of its own, so that
  * slow admin work never delays proxied requests.
  */
 #ifndef KB_NET_SERVER_H
@@ -14,8 +15,8 @@ struct kb_runtime;
 struct kb_server;
 
 /*
- * Binds both listeners (port 0 picks a free port; all workers then share
- * it), opens the per-thread store connections and starts the threads.
+ * Binds both listeners (port 0 picks a free port; a port in use by any
+ * other socket is an error naming it), opens the per-thread store connections and starts the threads.
  * *out is owned by the caller (server_stop frees it). Main thread.
  */
 KB_MUSTCHECK enum kb_err server_start(const struct kb_runtime *rt, struct kb_server **out,

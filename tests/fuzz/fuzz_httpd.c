@@ -1,5 +1,5 @@
 /*
- * fuzz_httpd.c - libFuzzer target for the HTTP/1.1 server (src/net/httpd.c):
+ * fuzz_httpd.c - libFuzzer target for the HTTP/1.1 server (src/net/httpd*.c):
  * its parser, chunked decoding, pipelining and reply framing, through a
  * real server on loopback.
  *
