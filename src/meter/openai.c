@@ -263,6 +263,15 @@ static int64_t usage_cost(const struct oai_state *st)
     return meter__add_sat(c, meter__mul_sat(u->files, st->cfg->file_search_per_call));
 }
 
+/* What answer_read reads of an answer (the rest is checked, not built). */
+static const struct meter__jkeep keep_type[] = {{"type", NULL}, {NULL, NULL}};
+static const struct meter__jkeep keep_answer[] = {
+    {"usage", NULL}, {"service_tier", NULL}, {"output", keep_type}, {NULL, NULL}};
+/* A response stream's terminal event: its type and the response. */
+static const struct meter__jkeep keep_terminal[] = {
+    {"type", NULL}, {"response", keep_answer}, {NULL, NULL}};
+static const struct meter__jkeep keep_tier[] = {{"service_tier", NULL}, {NULL, NULL}};
+
 /* True when data has a member "usage" whose value is an object (the final
  * chunk), so that the null-usage chunks before it are not parsed. */
 static bool has_usage_object(const char *data, size_t len)
@@ -298,7 +307,7 @@ static void oai_event(struct kb_meter *m, const char *event, const char *data, s
     if (st->kind == KIND_RESPONSES) {
         /* A web search starts: billed even if the stream is cut later. */
         if (memmem(data, len, "response.web_search_call.in_progress", 36)) {
-            root = json_loadb(data, len, 0, NULL);
+            root = meter__json_loadb(data, len, 0, keep_type, NULL);
             const char *t = json_string_value(json_object_get(root, "type"));
             if (t && strcmp(t, "response.web_search_call.in_progress") == 0)
                 st->stream_searches++;
@@ -308,7 +317,7 @@ static void oai_event(struct kb_meter *m, const char *event, const char *data, s
         /* Only the terminal event carries usage; skip parsing the deltas. */
         if (event[0] ? !is_terminal(event) : !memmem(data, len, "\"response.", 10))
             return;
-        root = json_loadb(data, len, 0, NULL);
+        root = meter__json_loadb(data, len, 0, keep_terminal, NULL);
         json_t *type = json_object_get(root, "type");
         if (json_is_string(type) && is_terminal(json_string_value(type)))
             answer_read(st->kind, json_object_get(root, "response"), &st->u);
@@ -316,13 +325,13 @@ static void oai_event(struct kb_meter *m, const char *event, const char *data, s
         /* Every chunk names the service tier; the last one the usage. */
         if (!has_usage_object(data, len)) { /* also skips "[DONE]" */
             if (!st->u.tier[0] && memmem(data, len, "\"service_tier\"", 14)) {
-                root = json_loadb(data, len, 0, NULL);
+                root = meter__json_loadb(data, len, 0, keep_tier, NULL);
                 tier_read(root, &st->u);
                 json_decref(root);
             }
             return;
         }
-        root = json_loadb(data, len, 0, NULL);
+        root = meter__json_loadb(data, len, 0, keep_answer, NULL);
         answer_read(st->kind, root, &st->u);
     }
     json_decref(root);
@@ -334,7 +343,7 @@ static int64_t oai_settle(struct kb_meter *m, bool complete)
 
     (void)complete; /* usage seen is the real figure; unseen is the reservation */
     if (!st->u.seen && !m->sse && !m->body_over && m->body.data) {
-        json_t *root = json_loadb(m->body.data, m->body.len, 0, NULL);
+        json_t *root = meter__json_loadb(m->body.data, m->body.len, 0, keep_answer, NULL);
         answer_read(st->kind, root, &st->u);
         json_decref(root);
     }

@@ -119,7 +119,7 @@ static int64_t settle(struct kb_meter *m, bool complete)
         return 0;
     }
     if (!m->body_over && m->body.data)
-        root = json_loadb(m->body.data, m->body.len, 0, NULL);
+        root = meter__json_loadb(m->body.data, m->body.len, 0, NULL, NULL);
     if (json_is_object(root)) {
         t = answer_amount(m, root, st->route->resp_key);
         json_t *id = json_object_get(root, "id");
