@@ -159,6 +159,20 @@ static bool string(struct jp *j, const char **out, size_t *out_len, char *stack,
 
     /* Pass 1: find the end, check every byte. */
     for (;;) {
+        while (e - q >= 8) {
+            /* Eight plain bytes at a time: none with the high bit, none
+             * below 0x20, no '"', no '\\' (the classic has-zero-byte
+             * test on w, w ^ '"'..., w ^ '\\'...). */
+            uint64_t w;
+            memcpy(&w, q, 8);
+            const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+            uint64_t qt = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+            uint64_t bad = (w | ((w - ones * 0x20) & ~w) | ((qt - ones) & ~qt) |
+                            ((bs - ones) & ~bs)) & high;
+            if (bad)
+                break;
+            q += 8;
+        }
         while (q < e && plain(*q))
             q++;
         if (q >= e)
@@ -400,10 +414,6 @@ static bool object(struct jp *j, const struct meter__jkeep *keep, json_t **out)
             want = k != NULL;
             sub = k && k->sub ? k->sub : keep_whole;
         }
-        if (want && (j->flags & JSON_REJECT_DUPLICATES) && json_object_getn(obj, key, klen)) {
-            free(heap);
-            goto fail;
-        }
         ws(j);
         if (j->p >= j->end || *j->p != ':') {
             free(heap);
@@ -415,9 +425,15 @@ static bool object(struct jp *j, const struct meter__jkeep *keep, json_t **out)
             free(heap);
             goto fail;
         }
-        if (want && json_object_setn_new_nocheck(obj, key, klen, v) != 0) {
-            free(heap);
-            goto fail;
+        if (want) {
+            /* A key set twice does not grow the object: that is how a
+             * duplicate shows, without a lookup of its own. */
+            size_t before = json_object_size(obj);
+            if (json_object_setn_new_nocheck(obj, key, klen, v) != 0 ||
+                ((j->flags & JSON_REJECT_DUPLICATES) && json_object_size(obj) == before)) {
+                free(heap);
+                goto fail;
+            }
         }
         free(heap);
         ws(j);
