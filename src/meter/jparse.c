@@ -253,17 +253,17 @@ static bool string(struct jp *j, const char **out, size_t *out_len, char *stack,
         int32_t v = hex4(p + 2, q);
         p += 6;
         if (v == 0)
-            return false; /* \u0000 */
+            goto bad; /* \u0000 */
         if (v >= 0xD800 && v <= 0xDBFF) {
             if (q - p < 6 || p[0] != '\\' || p[1] != 'u')
-                return false;
+                goto bad;
             int32_t lo = hex4(p + 2, q);
             if (lo < 0xDC00 || lo > 0xDFFF)
-                return false;
+                goto bad;
             v = ((v - 0xD800) << 10) + (lo - 0xDC00) + 0x10000;
             p += 6;
         } else if (v >= 0xDC00 && v <= 0xDFFF) {
-            return false;
+            goto bad;
         }
         char u[4];
         size_t n = utf8_put((uint32_t)v, u);
@@ -276,6 +276,12 @@ static bool string(struct jp *j, const char **out, size_t *out_len, char *stack,
         *out_len = k;
     }
     return true;
+bad:
+    if (heap) {
+        free(*heap);
+        *heap = NULL;
+    }
+    return false;
 }
 
 /* A number, checked and converted as jansson's lex_scan_number does

@@ -165,7 +165,14 @@ static void test_edge_cases(void **state)
         "{\"id\":\"\\ud800\",\"usage\":{}}", "{\"id\":1e999,\"usage\":{}}",
         "{\"id\":99999999999999999999,\"usage\":{}}", "{\"id\":[\"\\u0000\"],\"usage\":{}}",
         "{\"id\":{\"a\":1,\"a\":2},\"usage\":{}}", "{\"id\":\"\x01\",\"usage\":{}}",
-        "{\"\\ud800\":1}", "{\"a\":1}\x00", "{\"a\":\"\x00\"}", "{\"a\":1} \n",
+        "{\"\\ud800\":1}",
+        /* a key past the stack buffer, escaped, then refused (freed) */
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\\n\\ud800\":1}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\\n\":1}",
+        "[\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\\t\\u00e9\"]", "{\"a\":1}\x00", "{\"a\":\"\x00\"}", "{\"a\":1} \n",
     };
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
