@@ -276,10 +276,18 @@ static const struct meter__jkeep keep_tier[] = {{"service_tier", NULL}, {NULL, N
  * chunk), so that the null-usage chunks before it are not parsed. */
 static bool has_usage_object(const char *data, size_t len)
 {
-    const char *p = data, *end = data + len;
+    const char *p = data, *end = data + len, *from = data;
 
-    while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
-        p += 7;
+    /* Every chunk is searched: memmem's set-up costs more than the search
+     * on a short chunk, so look for the name's rare 'g' with memchr. A
+     * match starts at or after `from`, where memmem would search on. */
+    while ((p = memchr(p, 'g', (size_t)(end - p))) != NULL) {
+        if (p - from < 4 || end - p < 3 || memcmp(p - 4, "\"usa", 4) != 0 ||
+            memcmp(p + 1, "e\"", 2) != 0) {
+            p++;
+            continue;
+        }
+        p += 3; /* past "usage" */
         while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
             p++;
         if (p < end && *p == ':') {
@@ -289,6 +297,7 @@ static bool has_usage_object(const char *data, size_t len)
             if (p < end && *p == '{')
                 return true;
         }
+        from = p;
     }
     return false;
 }

@@ -245,6 +245,24 @@ static void test_chat_stream(void **state)
     meter_pricing_free(p);
 }
 
+/* The final chunk is found by a text search for a "usage" member whose
+ * value is an object: spacing around the colon, names that end in usage,
+ * "usage" as a string value and "usage" followed by null must all be read
+ * as before (only the real usage object is parsed). */
+static void test_chat_stream_usage_search(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    static const char tricky[] =
+        CHUNK_HEAD "\"choices\":[],\"x_usage\":{\"prompt_tokens\":900000},\"u\":\"usage\","
+                   "\"usage\"  :  null}\n\n" CHUNK_HEAD
+                   "\"choices\":[],\"usage\" \t: \t{\"prompt_tokens\":19,\"completion_tokens\":"
+                   "10,\"total_tokens\":29}}\n\ndata: [DONE]\n\n";
+    /* settle as test_chat_stream: 48 + 100 µ$ */
+    all_splits(p, "/v1/chat/completions", chat_stream_req, "text/event-stream", tricky, 3328, 148);
+    meter_pricing_free(p);
+}
+
 static void test_chat_stream_cut_before_usage(void **state)
 {
     (void)state;
@@ -677,6 +695,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_nonstream),
         cmocka_unit_test(test_chat_stream),
+        cmocka_unit_test(test_chat_stream_usage_search),
         cmocka_unit_test(test_chat_stream_cut_before_usage),
         cmocka_unit_test(test_failures_cost_zero),
         cmocka_unit_test(test_include_usage_injection),
