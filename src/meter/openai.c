@@ -496,6 +496,22 @@ static bool is_inline(json_t *v)
     return s && strncmp(s, "data:", 5) == 0;
 }
 
+/* Whether member k (value x, not null) refers to input held elsewhere.
+ * Every member of a request is asked: a first-letter test spares most
+ * strcmp calls. */
+static bool external_key(const char *k, json_t *x)
+{
+    static const char *const names[] = {"file_id",      "file_url",         "previous_response_id",
+                                        "conversation", "vector_store_ids", "server_url"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (k[0] == names[i][0] && strcmp(k, names[i]) == 0)
+            return true;
+    if (k[0] == 'a') /* an earlier audio answer referred to by id */
+        return strcmp(k, "audio") == 0 && json_is_object(x) && json_object_get(x, "id");
+    return k[0] == 'i' && strcmp(k, "image_url") == 0 &&
+           !(is_inline(x) || (json_is_object(x) && is_inline(json_object_get(x, "url"))));
+}
+
 /* True when v refers to input the body does not carry: a file id, a file
  * or image URL, a stored response, item, audio answer, conversation or
  * prompt. Their tokens are bounded by the context window, not by the
@@ -517,15 +533,7 @@ static bool external_input(json_t *v, int depth)
         {
             if (json_is_null(x))
                 continue;
-            /* An earlier audio answer referred to by id. */
-            if (strcmp(k, "audio") == 0 && json_is_object(x) && json_object_get(x, "id"))
-                return true;
-            if (strcmp(k, "file_id") == 0 || strcmp(k, "file_url") == 0 ||
-                strcmp(k, "previous_response_id") == 0 || strcmp(k, "conversation") == 0 ||
-                strcmp(k, "vector_store_ids") == 0 || strcmp(k, "server_url") == 0)
-                return true;
-            if (strcmp(k, "image_url") == 0 &&
-                !(is_inline(x) || (json_is_object(x) && is_inline(json_object_get(x, "url")))))
+            if (external_key(k, x))
                 return true;
             if (external_input(x, depth + 1))
                 return true;
