@@ -169,8 +169,14 @@ static bool string(struct jp *j, const char **out, size_t *out_len, char *stack,
             uint64_t qt = w ^ (ones * '"'), bs = w ^ (ones * '\\');
             uint64_t bad = (w | ((w - ones * 0x20) & ~w) | ((qt - ones) & ~qt) |
                             ((bs - ones) & ~bs)) & high;
-            if (bad)
+            if (bad) {
+                /* The lowest flag is exact (a borrow only runs upward from
+                 * a true match): on little-endian it is the first byte. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                q += __builtin_ctzll(bad) / 8;
+#endif
                 break;
+            }
             q += 8;
         }
         while (q < e && plain(*q))
