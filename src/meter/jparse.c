@@ -386,8 +386,12 @@ static bool value(struct jp *j, const struct meter__jkeep *keep, json_t **out);
 static const struct meter__jkeep *keep_find(const struct meter__jkeep *keep, const char *key,
                                             size_t len)
 {
+    /* The first byte first: most members are not kept. (A decoded name
+     * never holds a NUL: \u0000 is refused.) */
+    unsigned char c = len ? (unsigned char)key[0] : 0;
     for (; keep->key; keep++)
-        if (strlen(keep->key) == len && memcmp(keep->key, key, len) == 0)
+        if ((unsigned char)keep->key[0] == c && strlen(keep->key) == len &&
+            memcmp(keep->key, key, len) == 0)
             return keep;
     return NULL;
 }
