@@ -172,6 +172,11 @@ static int64_t usage_cost(const struct ant_state *st)
     return c;
 }
 
+/* What the readers below look at (the rest is checked, not built). */
+static const struct meter__jkeep keep_usage[] = {{"usage", NULL}, {NULL, NULL}};
+static const struct meter__jkeep keep_event[] = {
+    {"type", NULL}, {"message", keep_usage}, {"usage", NULL}, {NULL, NULL}};
+
 static void ant_event(struct kb_meter *m, const char *event, const char *data, size_t len)
 {
     struct ant_state *st = m->state;
@@ -181,7 +186,7 @@ static void ant_event(struct kb_meter *m, const char *event, const char *data, s
     if (event[0] ? strcmp(event, "message_start") != 0 && strcmp(event, "message_delta") != 0
                  : !memmem(data, len, "\"message_", 9))
         return;
-    root = json_loadb(data, len, 0, NULL);
+    root = meter__json_loadb(data, len, 0, keep_event, NULL);
     type = json_object_get(root, "type");
     if (json_is_string(type) && strcmp(json_string_value(type), "message_start") == 0)
         usage_merge(json_object_get(json_object_get(root, "message"), "usage"), st);
@@ -197,7 +202,7 @@ static int64_t ant_settle(struct kb_meter *m, bool complete)
 
     (void)complete; /* usage seen is the real figure; unseen is the reservation */
     if (!m->sse && !m->body_over && m->body.data) {
-        json_t *root = json_loadb(m->body.data, m->body.len, 0, NULL);
+        json_t *root = meter__json_loadb(m->body.data, m->body.len, 0, keep_usage, NULL);
         if (usage_merge(json_object_get(root, "usage"), st))
             st->final = true;
         json_decref(root);

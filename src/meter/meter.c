@@ -171,8 +171,8 @@ enum kb_err meter__json_opt_uint(json_t *obj, const char *key, int64_t *out, boo
 enum kb_err meter__json_body(const struct kb_meter_req *req, json_t **out, char **errmsg)
 {
     json_error_t jerr;
-    json_t *root =
-        json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = meter__json_loadb(req->body ? req->body : "", req->body_len,
+                                     JSON_REJECT_DUPLICATES, NULL, &jerr);
     if (!root) {
         kb_set_errmsg(errmsg, "the request body is not valid JSON: %s", jerr.text);
         return KB_E_INVALID;

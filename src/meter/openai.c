@@ -263,14 +263,31 @@ static int64_t usage_cost(const struct oai_state *st)
     return meter__add_sat(c, meter__mul_sat(u->files, st->cfg->file_search_per_call));
 }
 
+/* What answer_read reads of an answer (the rest is checked, not built). */
+static const struct meter__jkeep keep_type[] = {{"type", NULL}, {NULL, NULL}};
+static const struct meter__jkeep keep_answer[] = {
+    {"usage", NULL}, {"service_tier", NULL}, {"output", keep_type}, {NULL, NULL}};
+/* A response stream's terminal event: its type and the response. */
+static const struct meter__jkeep keep_terminal[] = {
+    {"type", NULL}, {"response", keep_answer}, {NULL, NULL}};
+static const struct meter__jkeep keep_tier[] = {{"service_tier", NULL}, {NULL, NULL}};
+
 /* True when data has a member "usage" whose value is an object (the final
  * chunk), so that the null-usage chunks before it are not parsed. */
 static bool has_usage_object(const char *data, size_t len)
 {
-    const char *p = data, *end = data + len;
+    const char *p = data, *end = data + len, *from = data;
 
-    while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
-        p += 7;
+    /* Every chunk is searched: memmem's set-up costs more than the search
+     * on a short chunk, so look for the name's rare 'g' with memchr. A
+     * match starts at or after `from`, where memmem would search on. */
+    while ((p = memchr(p, 'g', (size_t)(end - p))) != NULL) {
+        if (p - from < 4 || end - p < 3 || memcmp(p - 4, "\"usa", 4) != 0 ||
+            memcmp(p + 1, "e\"", 2) != 0) {
+            p++;
+            continue;
+        }
+        p += 3; /* past "usage" */
         while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
             p++;
         if (p < end && *p == ':') {
@@ -280,6 +297,7 @@ static bool has_usage_object(const char *data, size_t len)
             if (p < end && *p == '{')
                 return true;
         }
+        from = p;
     }
     return false;
 }
@@ -298,7 +316,7 @@ static void oai_event(struct kb_meter *m, const char *event, const char *data, s
     if (st->kind == KIND_RESPONSES) {
         /* A web search starts: billed even if the stream is cut later. */
         if (memmem(data, len, "response.web_search_call.in_progress", 36)) {
-            root = json_loadb(data, len, 0, NULL);
+            root = meter__json_loadb(data, len, 0, keep_type, NULL);
             const char *t = json_string_value(json_object_get(root, "type"));
             if (t && strcmp(t, "response.web_search_call.in_progress") == 0)
                 st->stream_searches++;
@@ -308,7 +326,7 @@ static void oai_event(struct kb_meter *m, const char *event, const char *data, s
         /* Only the terminal event carries usage; skip parsing the deltas. */
         if (event[0] ? !is_terminal(event) : !memmem(data, len, "\"response.", 10))
             return;
-        root = json_loadb(data, len, 0, NULL);
+        root = meter__json_loadb(data, len, 0, keep_terminal, NULL);
         json_t *type = json_object_get(root, "type");
         if (json_is_string(type) && is_terminal(json_string_value(type)))
             answer_read(st->kind, json_object_get(root, "response"), &st->u);
@@ -316,13 +334,13 @@ static void oai_event(struct kb_meter *m, const char *event, const char *data, s
         /* Every chunk names the service tier; the last one the usage. */
         if (!has_usage_object(data, len)) { /* also skips "[DONE]" */
             if (!st->u.tier[0] && memmem(data, len, "\"service_tier\"", 14)) {
-                root = json_loadb(data, len, 0, NULL);
+                root = meter__json_loadb(data, len, 0, keep_tier, NULL);
                 tier_read(root, &st->u);
                 json_decref(root);
             }
             return;
         }
-        root = json_loadb(data, len, 0, NULL);
+        root = meter__json_loadb(data, len, 0, keep_answer, NULL);
         answer_read(st->kind, root, &st->u);
     }
     json_decref(root);
@@ -334,7 +352,7 @@ static int64_t oai_settle(struct kb_meter *m, bool complete)
 
     (void)complete; /* usage seen is the real figure; unseen is the reservation */
     if (!st->u.seen && !m->sse && !m->body_over && m->body.data) {
-        json_t *root = json_loadb(m->body.data, m->body.len, 0, NULL);
+        json_t *root = meter__json_loadb(m->body.data, m->body.len, 0, keep_answer, NULL);
         answer_read(st->kind, root, &st->u);
         json_decref(root);
     }
@@ -478,6 +496,22 @@ static bool is_inline(json_t *v)
     return s && strncmp(s, "data:", 5) == 0;
 }
 
+/* Whether member k (value x, not null) refers to input held elsewhere.
+ * Every member of a request is asked: a first-letter test spares most
+ * strcmp calls. */
+static bool external_key(const char *k, json_t *x)
+{
+    static const char *const names[] = {"file_id",      "file_url",         "previous_response_id",
+                                        "conversation", "vector_store_ids", "server_url"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (k[0] == names[i][0] && strcmp(k, names[i]) == 0)
+            return true;
+    if (k[0] == 'a') /* an earlier audio answer referred to by id */
+        return strcmp(k, "audio") == 0 && json_is_object(x) && json_object_get(x, "id");
+    return k[0] == 'i' && strcmp(k, "image_url") == 0 &&
+           !(is_inline(x) || (json_is_object(x) && is_inline(json_object_get(x, "url"))));
+}
+
 /* True when v refers to input the body does not carry: a file id, a file
  * or image URL, a stored response, item, audio answer, conversation or
  * prompt. Their tokens are bounded by the context window, not by the
@@ -499,15 +533,7 @@ static bool external_input(json_t *v, int depth)
         {
             if (json_is_null(x))
                 continue;
-            /* An earlier audio answer referred to by id. */
-            if (strcmp(k, "audio") == 0 && json_is_object(x) && json_object_get(x, "id"))
-                return true;
-            if (strcmp(k, "file_id") == 0 || strcmp(k, "file_url") == 0 ||
-                strcmp(k, "previous_response_id") == 0 || strcmp(k, "conversation") == 0 ||
-                strcmp(k, "vector_store_ids") == 0 || strcmp(k, "server_url") == 0)
-                return true;
-            if (strcmp(k, "image_url") == 0 &&
-                !(is_inline(x) || (json_is_object(x) && is_inline(json_object_get(x, "url")))))
+            if (external_key(k, x))
                 return true;
             if (external_input(x, depth + 1))
                 return true;

@@ -118,8 +118,11 @@ static int64_t settle(struct kb_meter *m, bool complete)
         st->cost = 0;
         return 0;
     }
+    /* Only what answer_amount and the id record read is built. */
+    const struct meter__jkeep keep[] = {
+        {"currency", NULL}, {"id", NULL}, {st->route->resp_key, NULL}, {NULL, NULL}};
     if (!m->body_over && m->body.data)
-        root = json_loadb(m->body.data, m->body.len, 0, NULL);
+        root = meter__json_loadb(m->body.data, m->body.len, 0, keep, NULL);
     if (json_is_object(root)) {
         t = answer_amount(m, root, st->route->resp_key);
         json_t *id = json_object_get(root, "id");

@@ -245,6 +245,61 @@ static void test_chat_stream(void **state)
     meter_pricing_free(p);
 }
 
+/* The final chunk is found by a text search for a "usage" member whose
+ * value is an object: spacing around the colon, names that end in usage,
+ * "usage" as a string value and "usage" followed by null must all be read
+ * as before (only the real usage object is parsed). */
+static void test_chat_stream_usage_search(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(pinned);
+    static const char tricky[] =
+        CHUNK_HEAD "\"choices\":[],\"x_usage\":{\"prompt_tokens\":900000},\"u\":\"usage\","
+                   "\"usage\"  :  null}\n\n" CHUNK_HEAD
+                   "\"choices\":[],\"usage\" \t: \t{\"prompt_tokens\":19,\"completion_tokens\":"
+                   "10,\"total_tokens\":29}}\n\ndata: [DONE]\n\n";
+    /* settle as test_chat_stream: 48 + 100 µ$ */
+    all_splits(p, "/v1/chat/completions", chat_stream_req, "text/event-stream", tricky, 3328, 148);
+    meter_pricing_free(p);
+}
+
+/* Every member name that stands for input held elsewhere, nested in a
+ * message, and near misses that must not: the first two reserve the
+ * context bound (gpt-4o: 549100, as in test_meter_llm.c), the rest the body's bytes. */
+static void test_openai_external_names(void **state)
+{
+    static const char *const yes[] = {
+        "\"file_id\":\"f\"", "\"file_url\":\"u\"", "\"previous_response_id\":\"r\"",
+        "\"conversation\":\"c\"", "\"vector_store_ids\":[]", "\"server_url\":\"s\"",
+        "\"audio\":{\"id\":\"a\"}", "\"image_url\":\"https://x\"", "\"image_url\":{}",
+        "\"type\":\"item_reference\""};
+    static const char *const no[] = {
+        "\"file_idx\":\"f\"", "\"fil\":1", "\"file_id\":null", "\"audio\":{\"format\":\"a\"}",
+        "\"audio\":\"id\"", "\"image_url\":\"data:x\"", "\"image_url\":{\"url\":\"data:\"}",
+        "\"server\":1", "\"conversations\":1", "\"a\":1", "\"i\":1", "\"\":1"};
+    struct kb_pricing *p = load(NULL);
+    (void)state;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *const *v = pass ? no : yes;
+        size_t n = pass ? sizeof no / sizeof no[0] : sizeof yes / sizeof yes[0];
+        for (size_t i = 0; i < n; i++) {
+            struct kb_meter *m = NULL;
+            int64_t reserve = -1;
+            char *body = kb_asprintf("{\"model\":\"gpt-4o\",\"max_tokens\":300,\"messages\":"
+                                     "[{\"role\":\"user\",\"content\":[{%s}]}]}",
+                                     v[i]);
+            assert_int_equal(begin(p, "/v1/chat/completions", body, &m, &reserve, NULL), KB_OK);
+            if (!pass)
+                assert_int_equal(reserve, 549100);
+            else
+                assert_true(reserve < 20000);
+            meter_free(m);
+            free(body);
+        }
+    }
+    meter_pricing_free(p);
+}
+
 static void test_chat_stream_cut_before_usage(void **state)
 {
     (void)state;
@@ -677,7 +732,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_nonstream),
         cmocka_unit_test(test_chat_stream),
+        cmocka_unit_test(test_chat_stream_usage_search),
         cmocka_unit_test(test_chat_stream_cut_before_usage),
+        cmocka_unit_test(test_openai_external_names),
         cmocka_unit_test(test_failures_cost_zero),
         cmocka_unit_test(test_include_usage_injection),
         cmocka_unit_test(test_responses_nonstream),
