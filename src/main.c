@@ -19,6 +19,7 @@
 #include "cli/audit.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/crypto.h"
@@ -100,22 +101,64 @@ struct retired {
     size_t nc;
 };
 
+/* The live limits from cfg (start and each reload). */
+static void limits_set(struct kb_live_limits *l, const struct kb_config *cfg)
+{
+    atomic_store(&l->max_ttl_ms, cfg->max_ttl_ms);
+    atomic_store(&l->max_path_bytes, cfg->max_path_bytes);
+    atomic_store(&l->shutdown_timeout_ms, cfg->shutdown_timeout_ms);
+}
+
+/* Settings a reload applies (the others need a restart). log_file and
+ * audit.sink are reopened at their start paths, not moved. */
+static bool applied_live(const char *name)
+{
+    static const char *const live[] = {"log_level",      "log_format", "pricing_file", "max_ttl",
+                                       "max_path_bytes", "shutdown_timeout"};
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (strcmp(name, live[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Reopens the log and sink files (logrotate renamed them). A file that
+ * cannot be opened keeps the old one in use, and is logged. */
+static void reopen_files(struct kb_audit_sink *sink)
+{
+    char *em = NULL;
+    if (log_reopen(&em) != KB_OK) {
+        kb_log(KB_LOG_ERROR, "cannot reopen the log file; still writing the old one", "error", em,
+               NULL);
+        free(em);
+        em = NULL;
+    }
+    if (sink && audit_sink_reopen(sink, &em) != KB_OK) {
+        kb_log(KB_LOG_ERROR, "cannot reopen the audit sink; still writing the old one", "error",
+               em, NULL);
+        free(em);
+    }
+}
+
 /*
- * SIGHUP: re-reads the configuration and applies what can change live (log
- * level and format, the pricing file and the vendors' fixed costs, the
- * vendors' secrets and accounts: requests admitted from then on use the new
- * ones, those in flight finish with the old). The daemon keeps serving
- * throughout; a configuration that does not load changes nothing.
- * Everything else (listen addresses, the set of vendors and their base
- * URLs, limits, the store) takes effect at the next start, as the log line
- * says.
+ * SIGHUP: reopens the log and audit sink files, then re-reads the
+ * configuration and applies what can change live: log level and format,
+ * the pricing file and the vendors' fixed costs, the vendors' secrets and
+ * accounts (requests admitted from then on use the new ones, those in
+ * flight finish with the old), and the limits read where they are used
+ * (max_ttl, max_path_bytes, shutdown_timeout). The daemon keeps serving
+ * throughout; a configuration that does not load changes nothing. The log
+ * line names each changed setting that only a restart applies (listen
+ * addresses, the store, the other limits: they are copied into listeners
+ * and upstream clients at start; vendors added or removed, base URLs).
  */
-static void reload(const char *config_path, struct kb_runtime *rt, struct retired *old)
+static void reload(const char *config_path, struct kb_runtime *rt, struct retired *old,
+                   struct kb_audit_sink *sink)
 {
     struct kb_config *ncfg = NULL;
     struct kb_pricing *np = NULL;
     struct kb_creds *nc = NULL;
     char *em = NULL;
+    reopen_files(sink); /* first: the lines below go to the new file */
     if (config_load(config_path, &ncfg, &em) != KB_OK || pricing_build(ncfg, &np, &em) != KB_OK ||
         creds_build(rt->cfg, ncfg, &nc, &em) != KB_OK ||
         (strcmp(ncfg->log_format, "logfmt") != 0 && strcmp(ncfg->log_format, "json") != 0) ||
@@ -130,16 +173,31 @@ static void reload(const char *config_path, struct kb_runtime *rt, struct retire
         return;
     }
     log_set_format(ncfg->log_format);
+    limits_set(&rt->limits, ncfg);
     const struct kb_pricing *prev = atomic_exchange(&rt->pricing, np);
     old->v = kb_realloc(old->v, (old->n + 1) * sizeof *old->v);
     old->v[old->n++] = (struct kb_pricing *)prev;
     const struct kb_creds *prevc = atomic_exchange(&rt->creds, nc);
     old->c = kb_realloc(old->c, (old->nc + 1) * sizeof *old->c);
     old->c[old->nc++] = (struct kb_creds *)prevc;
-    kb_log(KB_LOG_INFO, "reloaded", "applied",
-           "log_level log_format pricing_file vendor costs, vendor secrets and accounts",
-           "at_next_start", "listen addresses, vendors added or removed, base URLs, limits, store",
-           NULL);
+    /* what changed since the start and only a restart applies */
+    const char *sections[64], *changed[64];
+    size_t n = config_changed(rt->cfg, ncfg, sections, changed, 64);
+    struct kb_buf later = KB_BUF_INIT;
+    for (size_t i = 0; i < n; i++)
+        if (!applied_live(changed[i]))
+            buf_printf(&later, "%s%s.%s", later.len ? " " : "", sections[i], changed[i]);
+    if (later.len)
+        kb_log(KB_LOG_WARN, "reloaded; restart needed for some changes", "applied",
+               "log_level log_format pricing_file vendor_costs vendor_secrets max_ttl "
+               "max_path_bytes shutdown_timeout",
+               "restart_needed", later.data, "reopened", "log_file audit_sink", NULL);
+    else
+        kb_log(KB_LOG_INFO, "reloaded", "applied",
+               "log_level log_format pricing_file vendor_costs vendor_secrets max_ttl "
+               "max_path_bytes shutdown_timeout",
+               "reopened", "log_file audit_sink", NULL);
+    buf_cleanup(&later);
     config_free(ncfg);
 }
 
@@ -180,6 +238,10 @@ static int serve(const char *config_path)
     if (!log_set_level(cfg->log_level) || !log_set_format(cfg->log_format)) {
         fprintf(stderr, "keybrake: log_level must be debug|info|warn|error and log_format "
                         "logfmt|json\n");
+        goto out;
+    }
+    if (cfg->log_file && log_open_file(cfg->log_file, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
     /* the store, key and token files are for this user alone */
@@ -257,6 +319,7 @@ static int serve(const char *config_path)
     rt.writer = writer;
     rt.revlog = revlog;
     rt.reader = reader;
+    limits_set(&rt.limits, cfg);
 
     if (server_start(&rt, &srv, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
@@ -274,7 +337,7 @@ static int serve(const char *config_path)
         if (sig == SIGTERM || sig == SIGINT)
             break;
         if (sig == SIGHUP)
-            reload(config_path, &rt, &old); /* the daemon serves on throughout */
+            reload(config_path, &rt, &old, sink); /* the daemon serves on throughout */
     }
     kb_log(KB_LOG_INFO, "stopping", "signal", sig == SIGTERM ? "TERM" : "INT", NULL);
     server_stop(srv);
@@ -305,6 +368,7 @@ out:
         close(store_lock_fd);
     if (lock_fd >= 0)
         close(lock_fd); /* last: everything of ours in the data dir is closed */
+    log_close_file();
     return rc;
 }
 

@@ -242,10 +242,11 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
         return bad(fe, "expires_in",
                    kb_asprintf("expires_in is required: whole seconds as an integer, or \"30s\", "
                                "\"5m\", \"2h\""));
-    if (ttl_ms > a->rt->cfg->max_ttl_ms)
+    int64_t max_ttl_ms = runtime_limit(&a->rt->limits.max_ttl_ms);
+    if (ttl_ms > max_ttl_ms)
         return bad(fe, "expires_in",
                    kb_asprintf("expires_in exceeds the maximum of %lld seconds",
-                               (long long)(a->rt->cfg->max_ttl_ms / 1000)));
+                               (long long)(max_ttl_ms / 1000)));
     k->created_at = clock_now();
     k->expires_at = k->created_at + ttl_ms / 1000;
 

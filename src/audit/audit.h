@@ -102,6 +102,14 @@ KB_MUSTCHECK enum kb_err audit_sink_open(const char *path, struct kb_store *stor
  * is retried after the next commit. Writer thread.
  */
 void audit_sink_commit(struct kb_store *s, void *sink);
+/*
+ * Reopens the sink file at its path (logrotate renamed it; SIGHUP): the
+ * records committed from now on go to the new file, created if missing,
+ * continuing after the last one written to the old. Safe while the writer
+ * thread runs the commit hook; on failure the old file stays in use.
+ * Main thread.
+ */
+KB_MUSTCHECK enum kb_err audit_sink_reopen(struct kb_audit_sink *sink, char **errmsg);
 /* Closes the sink; after writer_free. */
 void audit_sink_free(struct kb_audit_sink *sink);
 

@@ -11,9 +11,16 @@
  * committed to the database but not to the file. Lines are write(2)n one at
  * a time through O_APPEND without fsync: a torn last line (crash mid-write)
  * is ended with a newline and the record written again in full.
+ *
+ * Rotation: audit_sink_reopen (SIGHUP, main thread) opens the path afresh
+ * and swaps the descriptor under the sink's mutex, which the commit hook
+ * holds while it writes: a line goes whole to the renamed file or whole to
+ * the new one, and the new file continues after the last seq written, so
+ * the two files together hold every record once.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,6 +35,7 @@
 #define MAX_PER_COMMIT 4096 /* lines per commit hook: catch-up never stalls the writer long */
 
 struct kb_audit_sink {
+    pthread_mutex_t mu; /* guards fd and torn: the writer thread writes, SIGHUP reopens */
     int fd;           /* owned; O_APPEND */
     char *path;       /* owned */
     int64_t last_seq; /* last record written in full */
@@ -79,6 +87,7 @@ enum kb_err audit_sink_open(const char *path, struct kb_store *store, struct kb_
         return KB_E_IO;
     }
     struct kb_audit_sink *s = kb_calloc(1, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
     s->fd = fd;
     s->path = kb_strdup(path);
     int64_t db_last = 0;
@@ -118,6 +127,7 @@ void audit_sink_commit(struct kb_store *store, void *arg)
     struct kb_audit_iter *it = NULL;
     struct kb_audit_row row;
     int saved_errno = 0;
+    pthread_mutex_lock(&s->mu);
     if (store_audit_rows(store, s->last_seq, 0, 0, &it) != KB_OK)
         goto fail;
     for (int i = 0; i < MAX_PER_COMMIT; i++) {
@@ -144,22 +154,47 @@ void audit_sink_commit(struct kb_store *store, void *arg)
         s->last_seq = row.seq;
     }
     store_audit_iter_free(it);
+    pthread_mutex_unlock(&s->mu);
     if (s->failing)
         kb_log(KB_LOG_INFO, "audit sink writes again", "path", s->path, NULL);
     s->failing = false;
     return;
 fail:
     store_audit_iter_free(it);
+    pthread_mutex_unlock(&s->mu);
     if (!s->failing)
         kb_log(KB_LOG_WARN, "audit sink write failed; will retry after the next commit", "path",
                s->path, "error", saved_errno ? strerror(saved_errno) : "store read failed", NULL);
     s->failing = true;
 }
 
+enum kb_err audit_sink_reopen(struct kb_audit_sink *s, char **errmsg)
+{
+    int fd = open(s->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        kb_set_errmsg(errmsg, "cannot reopen audit sink %s: %s", s->path, strerror(errno));
+        return KB_E_IO;
+    }
+    /* a file that ends mid-line (not rotated after a failed write, or not
+     * ours) gets a newline before the next record, as at start */
+    struct stat st;
+    char last = '\n';
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1)
+        last = 'x';
+    pthread_mutex_lock(&s->mu);
+    int old = s->fd;
+    s->fd = fd;
+    s->torn = last != '\n';
+    pthread_mutex_unlock(&s->mu);
+    close(old);
+    return KB_OK;
+}
+
 void audit_sink_free(struct kb_audit_sink *s)
 {
     if (!s)
         return;
+    pthread_mutex_destroy(&s->mu);
     close(s->fd);
     free(s->path);
     free(s);

@@ -60,6 +60,9 @@ static const struct setting settings[] = {
      "debug, info, warn or error"},
     {"server", "log_format", "KEYBRAKE_LOG_FORMAT", T_STR, OFF(log_format), "logfmt", 0, 0,
      "logfmt or json"},
+    {"server", "log_file", "KEYBRAKE_LOG_FILE", T_STR, OFF(log_file), NULL, 0, 0,
+     "file the log is appended to (and stderr with it), reopened on SIGHUP for logrotate; "
+     "unset: stderr as inherited"},
     {"server", "pricing_file", "KEYBRAKE_PRICING_FILE", T_STR, OFF(pricing_file), NULL, 0, 0,
      "JSON file whose prices replace the embedded pricing.json entry by entry"},
     {"store", "url", "KEYBRAKE_STORE_URL", T_STR, OFF(store_url), NULL, 0, 0,
@@ -553,4 +556,26 @@ void config_print_table(void)
                settings[i].env, settings[i].def ? "`" : "",
                settings[i].def ? settings[i].def : "(unset)", settings[i].def ? "`" : "",
                settings[i].help);
+}
+
+size_t config_changed(const struct kb_config *a, const struct kb_config *b, const char **sections,
+                      const char **names, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < NSETTINGS && n < max; i++) {
+        const struct setting *s = &settings[i];
+        bool same;
+        if (s->type == T_STR) {
+            const char *x = *str_field((struct kb_config *)a, s);
+            const char *y = *str_field((struct kb_config *)b, s);
+            same = x == y || (x && y && strcmp(x, y) == 0);
+        } else {
+            same = *int_field((struct kb_config *)a, s) == *int_field((struct kb_config *)b, s);
+        }
+        if (!same) {
+            sections[n] = s->section;
+            names[n++] = s->name;
+        }
+    }
+    return n;
 }

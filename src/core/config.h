@@ -77,6 +77,7 @@ struct kb_config {
     int64_t admin_max_connections_per_source; /* admin connections from one address */
     char *log_level;                    /* owned */
     char *log_format;                   /* owned */
+    char *log_file;                     /* owned; NULL: stderr as inherited */
     char *pricing_file;                 /* owned; NULL: embedded pricing only */
     char *store_synchronous;            /* owned; SQLite synchronous: normal|full */
     char *store_url;                    /* owned; NULL: <data_dir>/keybrake.db */
@@ -103,6 +104,15 @@ char *config_store_url(const struct kb_config *cfg);
 
 /* The vendor named `name` (len bytes), or NULL. */
 const struct kb_vendor *config_vendor(const struct kb_config *cfg, const char *name, size_t len);
+
+/*
+ * The settings of the table (not the vendors) whose values differ between
+ * a and b: up to max of them, in table order, as INI section and key
+ * ("limits", "max_body_bytes"; unique keys, static strings) into sections
+ * and names. Returns how many. Any thread.
+ */
+size_t config_changed(const struct kb_config *a, const struct kb_config *b, const char **sections,
+                      const char **names, size_t max);
 
 /* Writes the settings table (name, env, default, help) as Markdown. */
 void config_print_table(void);

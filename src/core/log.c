@@ -2,16 +2,27 @@
  * log.c - logfmt/JSON records on stderr. Each record is assembled in a
  * buffer and written with one write(2), so records from several threads
  * never interleave within a line.
+ *
+ * A log file (config log_file) is opened with O_APPEND and dup2()ed onto
+ * stderr, so that it also receives what else goes there (sanitizer
+ * reports, messages before the log is set up). Reopening for logrotate
+ * does the same with a fresh open: dup2 replaces descriptor 2 atomically,
+ * and a write(2) holds the open file it started with, so each record goes
+ * whole to the old file or whole to the new one, none is lost or torn.
  */
 #include "core/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/buf.h"
 
 /* Set at start and by a SIGHUP reload while workers log: relaxed atomics
@@ -41,6 +52,45 @@ bool log_set_format(const char *name)
     else
         return false;
     return true;
+}
+
+static char *file_path; /* owned; the log file, NULL: stderr as inherited (main thread) */
+
+enum kb_err log_open_file(const char *path, char **errmsg)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        kb_set_errmsg(errmsg, "cannot open log file %s: %s", path, strerror(errno));
+        return KB_E_IO;
+    }
+    int rc;
+    do
+        rc = dup2(fd, STDERR_FILENO); /* the old file closes when its last write is done */
+    while (rc < 0 && errno == EINTR);
+    int saved = errno;
+    close(fd);
+    if (rc < 0) {
+        kb_set_errmsg(errmsg, "cannot log to %s: %s", path, strerror(saved));
+        return KB_E_IO;
+    }
+    if (path != file_path) {
+        free(file_path);
+        file_path = kb_strdup(path);
+    }
+    return KB_OK;
+}
+
+enum kb_err log_reopen(char **errmsg)
+{
+    if (!file_path)
+        return KB_OK;
+    return log_open_file(file_path, errmsg);
+}
+
+void log_close_file(void)
+{
+    free(file_path);
+    file_path = NULL;
 }
 
 bool log_enabled(enum kb_log_level level)

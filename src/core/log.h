@@ -10,6 +10,8 @@
 #define KB_CORE_LOG_H
 #include <stdbool.h>
 
+#include "core/err.h"
+
 enum kb_log_level {
     KB_LOG_DEBUG = 0, /* per-request detail */
     KB_LOG_INFO = 1,  /* start/stop, admin actions, access lines */
@@ -22,6 +24,20 @@ enum kb_log_level {
 bool log_set_level(const char *name);
 bool log_set_format(const char *name);
 bool log_enabled(enum kb_log_level level);
+
+/*
+ * Sends the log (and everything else written to stderr) to the file at
+ * path, appended, created mode 0600 if missing. Safe while other threads
+ * log: each record lands whole in the previous destination or in the new
+ * file. On failure stderr is unchanged. Main thread.
+ */
+KB_MUSTCHECK enum kb_err log_open_file(const char *path, char **errmsg);
+/* Reopens the file of log_open_file at the same path (logrotate: the old
+ * file was renamed). KB_OK, doing nothing, when the log is not a file.
+ * Main thread. */
+KB_MUSTCHECK enum kb_err log_reopen(char **errmsg);
+/* Forgets the path (at exit; the descriptor stays stderr). Main thread. */
+void log_close_file(void);
 
 /*
  * Writes one record: msg, then key/value string pairs ending with NULL:

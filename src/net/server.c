@@ -164,7 +164,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     (void)n;
     /* stop accepting: the socket closes, new connections go elsewhere */
     httpd_stop_accepting(t->http);
-    int64_t ms = t->srv->rt->cfg->shutdown_timeout_ms;
+    int64_t ms = runtime_limit(&t->srv->rt->limits.shutdown_timeout_ms);
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     t->deadline = evtimer_new(t->base, loop_exit, t);
     evtimer_add(t->deadline, &tv);

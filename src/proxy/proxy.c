@@ -187,7 +187,8 @@ static void serve(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key 
     }
 
     /* 2. the target: canonical, or refused */
-    if ((err = policy_canon_check(target, tlen, (size_t)cfg->max_path_bytes, &plen, &msg)) != KB_OK)
+    size_t max_path = (size_t)runtime_limit(&px->rt->limits.max_path_bytes);
+    if ((err = policy_canon_check(target, tlen, max_path, &plen, &msg)) != KB_OK)
         goto refused;
     /* 3. vendor from the first segment, when it names one */
     size_t seg = 1;

@@ -153,6 +153,12 @@ struct kb_writer {
     int pin_fd;            /* the WAL, read-only; -1 when not pinning */
     void *pin_addr;        /* PROT_READ, MAP_SHARED; NULL when nothing is mapped */
     atomic_size_t pin_len; /* bytes mapped and populated; read by writer_wal_pinned */
+    /* readiness (writer_failing_since, writer_probe) */
+    _Atomic int64_t failing_since; /* clock_now_ms of the first failed batch since the last
+                                      commit; 0 while commits succeed */
+    atomic_bool probing;           /* a probe is queued or running */
+    kb_job_done_cb probe_done;     /* the probe's caller's (set while probing) */
+    void *probe_arg;
 };
 
 enum tx_stmt {
@@ -292,9 +298,17 @@ static void run_batch(struct kb_writer *w, struct job *batch)
                    num, "error", sqlite3_errstr(code), NULL);
         for (struct job *j = batch; j; j = j->next)
             j->err = KB_E_AUDIT_UNAVAILABLE;
-    } else if (w->hook) {
-        w->hook(w->store, w->hook_arg);
+        int64_t zero = 0; /* keep the first failure's time */
+        int64_t now = clock_now_ms();
+        atomic_compare_exchange_strong(&w->failing_since, &zero, now > 0 ? now : 1);
+        return;
     }
+    if (atomic_load_explicit(&w->failing_since, memory_order_relaxed) != 0) {
+        atomic_store(&w->failing_since, 0);
+        kb_log(KB_LOG_INFO, "store commits again", NULL);
+    }
+    if (w->hook)
+        w->hook(w->store, w->hook_arg);
 }
 
 static void ckpt_request(struct kb_writer *w)
@@ -721,4 +735,61 @@ void writer_submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, 
 void writer_submit_unguarded(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, void *arg)
 {
     submit(p, fn, done, arg, false);
+}
+
+/* ---- readiness ---- */
+
+int64_t writer_failing_since(struct kb_writer *w)
+{
+    return atomic_load(&w->failing_since);
+}
+
+/* Writer thread: the smallest write that reaches the disk. Rewriting
+ * user_version (unused by the schema, which keeps its own table) with its
+ * own value changes nothing, yet appends a WAL frame and syncs like any
+ * commit, so it fails where a full disk or an I/O error fails requests.
+ * An UPDATE to the same value would not do: SQLite skips writing it. */
+static enum kb_err probe_job(struct kb_store *s, void *arg)
+{
+    (void)arg;
+#ifdef KB_TEST_HOOKS
+    /* the KEYBRAKE_TEST_FAIL_AUDIT flag file stands for a full disk (see
+     * audit_append): the probe's write fails with the others */
+    const char *flag = getenv("KEYBRAKE_TEST_FAIL_AUDIT");
+    if (flag && access(flag, F_OK) == 0)
+        return KB_E_STORE;
+#endif
+    sqlite3 *db = store__db(s);
+    sqlite3_stmt *st = NULL;
+    int version = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    char q[48];
+    snprintf(q, sizeof q, "PRAGMA user_version = %d", version);
+    return version >= 0 && exec(db, q) ? KB_OK : KB_E_STORE;
+}
+
+/* Port's loop: the probe's batch committed or failed. */
+static void probe_done(void *arg, enum kb_err err)
+{
+    struct kb_writer *w = arg;
+    kb_job_done_cb done = w->probe_done;
+    void *darg = w->probe_arg;
+    atomic_store(&w->probing, false); /* before the callback, which may probe again */
+    if (done)
+        done(darg, err);
+}
+
+bool writer_probe(struct kb_writer_port *p, kb_job_done_cb done, void *arg)
+{
+    struct kb_writer *w = p->w;
+    if (atomic_exchange(&w->probing, true))
+        return false;
+    /* one probe at a time: its callback lives here, nothing to free */
+    w->probe_done = done;
+    w->probe_arg = arg;
+    writer_submit(p, probe_job, probe_done, w);
+    return true;
 }

@@ -17,6 +17,7 @@
  */
 #ifndef KB_STORE_WRITER_H
 #define KB_STORE_WRITER_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,5 +86,24 @@ void writer_submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, 
  */
 void writer_submit_unguarded(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done,
                              void *arg);
+
+/*
+ * Readiness: the server clock (clock_now_ms) of the first batch that
+ * failed to commit since the last one that committed, or 0 while commits
+ * succeed. A failed batch means every request of it was refused
+ * (audit_unavailable): while this is set, the proxy cannot admit requests.
+ * Any thread.
+ */
+int64_t writer_failing_since(struct kb_writer *w);
+
+/*
+ * Queues a probe: a batch with one tiny real write (it changes nothing),
+ * so that a writer without traffic finds out that the store commits again
+ * and clears writer_failing_since. done(arg, err) follows on the port's
+ * loop as for writer_submit (KB_OK: the probe committed). At most one
+ * probe is queued at a time: returns false, queuing nothing and never
+ * calling done, while another is in flight. Port's loop thread.
+ */
+bool writer_probe(struct kb_writer_port *p, kb_job_done_cb done, void *arg);
 
 #endif
