@@ -126,8 +126,10 @@ void admin_handle(struct kb_hreq *req, void *arg)
     http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
 }
 
-enum kb_err admin_head_gate(const char *target, const struct kb_hdr *h, size_t nh, void *arg)
+enum kb_err admin_head_gate(struct kb_hgate *g, const char *target, const struct kb_hdr *h,
+                            size_t nh, void *arg)
 {
+    (void)g;
     /* every route that reads a body needs the admin token: without it the
      * body is never read (nor charged to the body budget) */
     (void)target;

@@ -11,6 +11,7 @@
 #include "core/err.h"
 
 struct kb_hdr;
+struct kb_hgate;
 struct kb_hreq;
 struct kb_runtime;
 struct kb_store;
@@ -28,7 +29,8 @@ void admin_handle(struct kb_hreq *req, void *admin);
 /* The head gate for the admin HTTP server (a kb_hreq_head_cb): a request
  * with a body is read only when it carries a valid admin token; otherwise
  * it is answered 401 unauthorized unread. Admin thread. */
-enum kb_err admin_head_gate(const char *target, const struct kb_hdr *hdrs, size_t nh, void *admin);
+enum kb_err admin_head_gate(struct kb_hgate *g, const char *target, const struct kb_hdr *hdrs,
+                            size_t nh, void *admin);
 /* Stops after the writes in flight are answered: drained(arg) runs on the
  * admin loop when none is left (at once when none is). */
 void admin_drain(struct kb_admin *a, void (*drained)(void *arg), void *arg);

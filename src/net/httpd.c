@@ -183,7 +183,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         httpd__parse(c);
         /* the body needs more room than the budget has: refuse it before
          * another byte of it is read (what is buffered may have been enough) */
-        if (over_budget && c->state == C_READING && c->head_len && c->rlen == c->rcap)
+        if (over_budget && c->state == C_READING && !c->gate_held && c->head_len &&
+            c->rlen == c->rcap)
             httpd__dispatch_error(c, KB_E_OVERLOADED, OVERLOADED_MSG);
     } else if (c->eof && c->state != C_CLOSED) {
         /* a client that sends FIN mid-request has left (as nginx reads it) */
@@ -285,11 +286,27 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 
 /* ---- connections ---- */
 
+void httpd__conn_read(struct hconn *c, bool on)
+{
+    if (on && !c->reading && c->state != C_CLOSED)
+        event_add(c->rev, NULL);
+    else if (!on && c->reading)
+        event_del(c->rev);
+    c->reading = on && c->state != C_CLOSED;
+}
+
 void httpd__conn_close(struct hconn *c)
 {
     if (c->state == C_CLOSED)
         return;
     c->state = C_CLOSED;
+    if (c->gate_held) {
+        /* the gate's owner lets go of the head it was deciding on */
+        c->gate_held = false;
+        if (c->gate_cancel)
+            c->gate_cancel(c->gate_arg);
+        c->gate_cancel = NULL;
+    }
     event_del(c->rev);
     event_del(c->wev);
     evtimer_del(c->timer);

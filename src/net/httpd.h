@@ -48,13 +48,32 @@ enum kb_method {
 
 typedef void (*kb_hreq_cb)(struct kb_hreq *req, void *arg);
 
+/* A request head waiting for its gate's verdict (see kb_hreq_head_cb). */
+struct kb_hgate;
+
 /* Called when the head of a request that carries a body has been parsed,
  * before any of the body is read: KB_OK reads it; anything else answers
  * the request with that error (through on_request, as a refused request)
  * without reading or buffering the body, and closes the connection after.
- * `target` and `hdrs` are valid only during the call. */
-typedef enum kb_err (*kb_hreq_head_cb)(const char *target, const struct kb_hdr *hdrs, size_t nh,
-                                       void *arg);
+ * A gate that cannot decide at once (it reads a key off the loop) calls
+ * httpd_gate_hold(g, ...) and returns anything: nothing more is read on
+ * the connection until it calls httpd_gate_done(g, verdict). `target` and
+ * `hdrs` are valid only during the call. */
+typedef enum kb_err (*kb_hreq_head_cb)(struct kb_hgate *g, const char *target,
+                                       const struct kb_hdr *hdrs, size_t nh, void *arg);
+
+/* The connection of a held head closed first: `g` is gone (the gate owner
+ * must not call httpd_gate_done). */
+typedef void (*kb_hgate_cancel_cb)(void *arg);
+
+/* From inside on_head: the verdict comes later. cancel(arg) runs instead
+ * if the connection closes first (a timeout, the server stopping); called
+ * again later with cancel NULL it forgets the callback. Loop thread. */
+void httpd_gate_hold(struct kb_hgate *g, kb_hgate_cancel_cb cancel, void *arg);
+
+/* The verdict on a held head, as on_head's return value would have been.
+ * Loop thread, outside on_head. */
+void httpd_gate_done(struct kb_hgate *g, enum kb_err verdict);
 
 struct kb_httpd_opts {
     size_t max_header_bytes;     /* request line + headers (431 headers_too_large) */

@@ -78,7 +78,10 @@ struct hconn {
     uint32_t target_off;
     enum kb_method method;
     int minor;
-    bool line_ok; /* the request line was read */
+    bool line_ok;                   /* the request line was read */
+    bool gate_held;                 /* on_head holds the head (httpd_gate_hold) */
+    kb_hgate_cancel_cb gate_cancel; /* told if the connection closes first */
+    void *gate_arg;
     bool keepalive;
     bool expect_continue;
     bool chunked;
@@ -144,6 +147,8 @@ void httpd__conn_leave(struct hconn *c);
 /* Closes `c` (the request detached: its close or complete callback runs);
  * freed now, or by the outermost of our callbacks on the stack. */
 void httpd__conn_close(struct hconn *c);
+/* Starts (on) or stops reading the connection's socket. */
+void httpd__conn_read(struct hconn *c, bool on);
 /* Writes what the kernel takes; registers for more, or finishes the
  * answer (the next request, linger or close). May close `c`. */
 void httpd__conn_flush(struct hconn *c);

@@ -356,16 +356,71 @@ static enum kb_err head_gate(struct hconn *c)
         h[i].name = c->rbuf + c->hoff[i].name;
         h[i].value = c->rbuf + c->hoff[i].value;
     }
-    enum kb_err err =
-        c->h->o.on_head(c->line_ok ? c->rbuf + c->target_off : "", h, c->nh, c->h->o.arg);
+    enum kb_err err = c->h->o.on_head(
+        (struct kb_hgate *)c, c->line_ok ? c->rbuf + c->target_off : "", h, c->nh, c->h->o.arg);
     if (h != stackh)
         free(h);
     return err;
 }
 
+/* The head is accepted (by the gate, or there was none to ask): charge its
+ * body to the budget and get ready to read it. False when the request was
+ * answered instead. */
+static bool head_admitted(struct hconn *c)
+{
+    size_t end = c->head_len;
+    /* a Content-Length is charged whole now; a chunked body for the room
+     * its buffer already has (read with the head), then as it grows */
+    size_t charge = c->clen > 0 ? (size_t)c->clen : c->chunked ? c->rcap - end : 0;
+    if (charge && !httpd__budget_charge(c, charge)) {
+        httpd__dispatch_error(c, KB_E_OVERLOADED, OVERLOADED_MSG); /* not read */
+        return false;
+    }
+    c->body_end = c->cursor = end;
+    bool has_body = c->chunked || c->clen > 0;
+    if (has_body && c->expect_continue && c->minor == 1)
+        send_continue(c);
+    if (c->state != C_READING)
+        return false; /* the client left while we wrote */
+    if (c->clen > 0 && c->rcap < end + (size_t)c->clen) {
+        c->rcap = end + (size_t)c->clen;
+        c->rbuf = kb_realloc(c->rbuf, c->rcap);
+    }
+    return true;
+}
+
+void httpd_gate_hold(struct kb_hgate *g, kb_hgate_cancel_cb cancel, void *arg)
+{
+    struct hconn *c = (struct hconn *)g;
+    c->gate_held = true;
+    c->gate_cancel = cancel;
+    c->gate_arg = arg;
+}
+
+void httpd_gate_done(struct kb_hgate *g, enum kb_err verdict)
+{
+    struct hconn *c = (struct hconn *)g;
+    c->gate_held = false;
+    c->gate_cancel = NULL;
+    c->depth++;
+    if (verdict != KB_OK) {
+        httpd__dispatch_error(c, verdict, NULL); /* the body is never read */
+    } else {
+        if (c->h->o.evict_untrusted)
+            c->trusted = true;
+        if (head_admitted(c)) {
+            httpd__conn_read(c, true);
+            httpd__parse(c); /* what came with the head, maybe all of it */
+        }
+    }
+    httpd__conn_leave(c);
+}
+
 void httpd__parse(struct hconn *c)
 {
     const struct kb_httpd_opts *o = &c->h->o;
+    if (c->gate_held)
+        return; /* httpd_gate_done goes on */
     if (!c->head_len) {
         size_t skip = 0; /* blank lines before a request line are ignored */
         while (skip < c->rlen && (c->rbuf[skip] == '\r' || c->rbuf[skip] == '\n'))
@@ -398,30 +453,20 @@ void httpd__parse(struct hconn *c)
             return;
         }
         if (o->on_head && (c->chunked || c->clen > 0)) {
-            if ((err = head_gate(c)) != KB_OK) {
+            err = head_gate(c);
+            if (c->gate_held) {
+                httpd__conn_read(c, false); /* not a byte more until the verdict */
+                return;
+            }
+            if (err != KB_OK) {
                 httpd__dispatch_error(c, err, NULL); /* the body is never read */
                 return;
             }
             if (o->evict_untrusted)
                 c->trusted = true; /* an operator's upload is not evicted mid-body */
         }
-        /* a Content-Length is charged whole now; a chunked body for the
-         * room its buffer already has (read with the head), then as it grows */
-        size_t charge = c->clen > 0 ? (size_t)c->clen : c->chunked ? c->rcap - end : 0;
-        if (charge && !httpd__budget_charge(c, charge)) {
-            httpd__dispatch_error(c, KB_E_OVERLOADED, OVERLOADED_MSG); /* nor here */
+        if (!head_admitted(c))
             return;
-        }
-        c->body_end = c->cursor = end;
-        bool has_body = c->chunked || c->clen > 0;
-        if (has_body && c->expect_continue && c->minor == 1)
-            send_continue(c);
-        if (c->state != C_READING)
-            return; /* the client left while we wrote */
-        if (c->clen > 0 && c->rcap < end + (size_t)c->clen) {
-            c->rcap = end + (size_t)c->clen;
-            c->rbuf = kb_realloc(c->rbuf, c->rcap);
-        }
     }
     size_t consumed, body_len;
     if (c->chunked) {

@@ -110,33 +110,52 @@ enum kb_err proxy__key_find(struct kb_proxy *px, const char *target, const struc
 enum kb_err proxy__key_verdict(const struct kb_key *key, int64_t now)
 {
     /* revoked or expired: still the key's, so its refusal is audited under it */
-    return !key ? KB_E_INVALID_TOKEN
-           : key->revoked_at     ? KB_E_KEY_REVOKED
+    return !key                     ? KB_E_INVALID_TOKEN
+           : key->revoked_at        ? KB_E_KEY_REVOKED
            : now >= key->expires_at ? KB_E_KEY_EXPIRED
                                     : KB_OK;
 }
 
 /* ---- the head gate ---- */
 
-enum kb_err proxy_head_gate(const char *target, const struct kb_hdr *h, size_t nh, void *arg)
+/* A held head's key was read: the verdict the gate would have given. */
+static void gate_read(struct kb_proxy *px, void *waiter, const struct kb_key *key, enum kb_err err)
+{
+    (void)px;
+    if (err == KB_OK)
+        err = proxy__key_verdict(key, clock_now());
+    keycache_put(key);            /* cached for the handler */
+    httpd_gate_done(waiter, err); /* a store error is answered without reading the body */
+}
+
+/* The held head's connection closed first. */
+static void gate_closed(void *arg)
+{
+    proxy__key_read_forget(arg);
+}
+
+static void gate_detach(void *waiter)
+{
+    httpd_gate_hold(waiter, NULL, NULL);
+}
+
+enum kb_err proxy_head_gate(struct kb_hgate *g, const char *target, const struct kb_hdr *h,
+                            size_t nh, void *arg)
 {
     struct kb_proxy *px = arg;
     uint8_t hash[KB_HASH_LEN];
     const struct kb_key *key = NULL;
     enum kb_err err = proxy__key_find(px, target, h, nh, hash, &key);
     if (err == KB_E_NOT_FOUND) {
-        /* read here, on the loop, until the server can wait for the gate */
-        struct kb_key *k = NULL;
-        uint64_t mark = keycache_mark(px->keys);
-        err = store_key_by_hash(px->store, hash, clock_day(clock_now()), &k);
-        metrics_key_read();
-        if (err == KB_OK)
-            key = keycache_add(px->keys, hash, k, mark);
-        else if (err == KB_E_NOT_FOUND)
-            err = KB_E_INVALID_TOKEN;
+        /* not a byte of the body is read until the key is known */
+        struct proxy__key_read *l = proxy__key_read(px, hash, gate_read, g, gate_detach);
+        if (!l)
+            return KB_E_STORE; /* the reader's queue is full */
+        httpd_gate_hold(g, gate_closed, l);
+        return KB_OK;
     }
     if (err == KB_OK)
         err = proxy__key_verdict(key, clock_now());
     keycache_put(key); /* warm for the handler */
-    return err == KB_E_STORE ? KB_OK : err; /* the handler answers for the store */
+    return err;
 }

@@ -1,9 +1,10 @@
 /*
  * lookup.c - the key of a request the worker's cache does not have is
- * read off the loop (store/reader.h): the request waits, parked, while the
- * worker serves others, and goes on where it left when the answer comes.
- * A client that leaves meanwhile lets its read finish unanswered; a worker
- * that stops drops the reads still in flight (their answers are freed on
+ * read off the loop (store/reader.h): the request (or the head waiting at
+ * the gate) waits, parked, while the worker serves others, and goes on
+ * where it left when the answer comes. A waiter that leaves meanwhile
+ * (proxy__key_read_forget) lets its read finish unanswered; a worker that
+ * stops drops the reads still in flight (their answers are freed on
  * arrival, by the mailbox).
  */
 #include <stdlib.h>
@@ -24,8 +25,9 @@ struct proxy__key_read {
     struct kb_read rd; /* first: the reader's */
     /* loop thread */
     struct kb_proxy *px;
-    struct kb_hreq *req; /* NULL once the client left */
+    void *waiter; /* NULL once it left */
     proxy__key_cb resume;
+    void (*detach)(void *waiter); /* lets go of the waiter's hook on us */
     struct proxy__key_read *prev, *next;
     /* set before submitting, read by the reader */
     uint8_t hash[KB_HASH_LEN];
@@ -66,7 +68,7 @@ static void done(struct kb_read *rd)
 {
     struct proxy__key_read *l = (struct proxy__key_read *)rd;
     struct kb_proxy *px = l->px;
-    struct kb_hreq *req = l->req;
+    void *waiter = l->waiter;
     unlink_read(l);
     const struct kb_key *key = NULL;
     enum kb_err err = l->err;
@@ -74,61 +76,59 @@ static void done(struct kb_read *rd)
         key = keycache_add(px->keys, l->hash, l->key, l->mark); /* takes it */
         l->key = NULL;
     }
-    if (req)
-        hreq_set_close_cb(req, NULL, NULL);
+    if (waiter)
+        l->detach(waiter);
     proxy__key_cb resume = l->resume;
     drop(rd);
-    if (!req) {
+    if (!waiter) {
         keycache_put(key);
         proxy__maybe_drained(px);
         return;
     }
-    resume(px, req, key,
+    resume(px, waiter, key,
            err == KB_OK            ? KB_OK
            : err == KB_E_NOT_FOUND ? KB_E_INVALID_TOKEN
                                    : KB_E_STORE);
 }
 
-/* The client left while its key was being read. */
-static void client_left(struct kb_hreq *req, void *arg)
+void proxy__key_read_forget(struct proxy__key_read *l)
 {
-    (void)req;
-    struct proxy__key_read *l = arg;
-    l->req = NULL;
+    l->waiter = NULL;
 }
 
-bool proxy__key_read(struct kb_proxy *px, struct kb_hreq *req, const uint8_t hash[KB_HASH_LEN],
-                     proxy__key_cb resume)
+struct proxy__key_read *proxy__key_read(struct kb_proxy *px, const uint8_t hash[KB_HASH_LEN],
+                                        proxy__key_cb resume, void *waiter,
+                                        void (*detach)(void *waiter))
 {
     struct proxy__key_read *l = kb_calloc(1, sizeof *l);
     l->rd.run = run;
     l->rd.done = done;
     l->rd.drop = drop;
     l->px = px;
-    l->req = req;
+    l->waiter = waiter;
     l->resume = resume;
+    l->detach = detach;
     memcpy(l->hash, hash, KB_HASH_LEN);
     l->mark = keycache_mark(px->keys);
     l->day = clock_day(clock_now());
     if (!reader_submit(px->rt->reader, px->mailbox, &l->rd)) {
         free(l);
-        return false;
+        return NULL;
     }
     l->next = px->reads;
     if (px->reads)
         px->reads->prev = l;
     px->reads = l;
     px->nreads++;
-    hreq_set_close_cb(req, client_left, l);
-    return true;
+    return l;
 }
 
 void proxy__key_reads_orphan(struct kb_proxy *px)
 {
     /* the mailbox, closed next, frees them when their answers arrive */
     for (struct proxy__key_read *l = px->reads; l; l = l->next)
-        if (l->req)
-            hreq_set_close_cb(l->req, NULL, NULL);
+        if (l->waiter)
+            l->detach(l->waiter);
     px->reads = NULL;
     px->nreads = 0;
 }

@@ -229,9 +229,8 @@ static void serve(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key 
      * from it */
     const char *q = memchr(vpath, '?', tlen - (size_t)(vpath - target));
     if ((err = canonical_build(req, vendor, cred->account, key->allowed_accounts, method,
-                               plen ? vpath : "/",
-                               plen ? plen : 1, q ? q + 1 : NULL, (size_t)cfg->max_body_bytes,
-                               &canon, &msg)) != KB_OK)
+                               plen ? vpath : "/", plen ? plen : 1, q ? q + 1 : NULL,
+                               (size_t)cfg->max_body_bytes, &canon, &msg)) != KB_OK)
         goto refused;
     vpath = canon.path; /* refusals from here on record the canonical path */
     plen = canon.path_len;
@@ -324,6 +323,24 @@ refused:
     canonical_cleanup(&canon);
 }
 
+/* A parked request's key was read. */
+static void serve_read(struct kb_proxy *px, void *waiter, const struct kb_key *key, enum kb_err err)
+{
+    serve(px, waiter, key, err);
+}
+
+/* A parked request's client left: its read goes on unanswered. */
+static void parked_client_left(struct kb_hreq *req, void *arg)
+{
+    (void)req;
+    proxy__key_read_forget(arg);
+}
+
+static void parked_detach(void *waiter)
+{
+    hreq_set_close_cb(waiter, NULL, NULL);
+}
+
 void proxy_handle(struct kb_hreq *req, void *arg)
 {
     struct kb_proxy *px = arg;
@@ -334,8 +351,11 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     const struct kb_key *key = NULL;
     enum kb_err err = proxy__key_find(px, target ? target : "", h, nh, hash, &key);
     if (err == KB_E_NOT_FOUND) {
-        if (proxy__key_read(px, req, hash, serve))
+        struct proxy__key_read *l = proxy__key_read(px, hash, serve_read, req, parked_detach);
+        if (l) {
+            hreq_set_close_cb(req, parked_client_left, l);
             return; /* serve() goes on once the key was read, off the loop */
+        }
         err = KB_E_STORE; /* the reader's queue is full */
     }
     serve(px, req, key, err);

@@ -14,6 +14,7 @@
 #include "core/hdr.h"
 
 struct event_base;
+struct kb_hgate;
 struct kb_runtime;
 struct kb_store;
 struct kb_writer_port;
@@ -39,7 +40,8 @@ void proxy_handle(struct kb_hreq *req, void *proxy);
 /* The server's body gate (a kb_hreq_head_cb): a request carrying a body is
  * refused before the body is read unless it has a valid, active vault
  * token, so strangers cannot make the proxy buffer bodies. */
-enum kb_err proxy_head_gate(const char *target, const struct kb_hdr *hdrs, size_t nh, void *proxy);
+enum kb_err proxy_head_gate(struct kb_hgate *g, const char *target, const struct kb_hdr *hdrs,
+                            size_t nh, void *proxy);
 
 /* Stops taking new work; `cb` fires once no request is in flight (maybe at
  * once). */

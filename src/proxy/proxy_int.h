@@ -213,17 +213,24 @@ enum kb_err proxy__key_verdict(const struct kb_key *key, int64_t now);
 
 /* ---- lookup.c ---- */
 
-/* Where a request goes on once its key was read: key is a key-cache
+/* Where a waiter goes on once its key was read: key is a key-cache
  * reference or NULL, err KB_OK, KB_E_INVALID_TOKEN (no such key) or
  * KB_E_STORE. */
-typedef void (*proxy__key_cb)(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key *key,
+typedef void (*proxy__key_cb)(struct kb_proxy *px, void *waiter, const struct kb_key *key,
                               enum kb_err err);
 
-/* Reads the key whose token hashes to `hash` off the loop, then calls
- * resume(px, req, ...) on it (not when the client left meanwhile). False
- * when the store's reader queue is full (nothing started). */
-bool proxy__key_read(struct kb_proxy *px, struct kb_hreq *req, const uint8_t hash[KB_HASH_LEN],
-                     proxy__key_cb resume);
+/*
+ * Reads the key whose token hashes to `hash` off the loop, then calls
+ * resume(px, waiter, ...) (a request, or a head at the gate), first
+ * detach(waiter) to let go of the hook the waiter has on the read (its
+ * close callback). A waiter that goes away first calls
+ * proxy__key_read_forget. NULL when the store's reader queue is full
+ * (nothing started).
+ */
+struct proxy__key_read *proxy__key_read(struct kb_proxy *px, const uint8_t hash[KB_HASH_LEN],
+                                        proxy__key_cb resume, void *waiter,
+                                        void (*detach)(void *waiter));
+void proxy__key_read_forget(struct proxy__key_read *l);
 
 /* Lets go of every read in flight (proxy_free: their answers are dropped). */
 void proxy__key_reads_orphan(struct kb_proxy *px);
