@@ -227,7 +227,7 @@ enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd_out, int *sto
      * own lock, beside the file (SQLite's locks on the file itself must
      * not be disturbed) */
     const char *file = cfg->store_url ? store_url_file(cfg->store_url) : NULL;
-    if (err == KB_OK && file) {
+    if (err == KB_OK && file && *file) {
         what = kb_asprintf("store %s", file);
         err = lock_file(kb_asprintf("%s.lock", file), what, store_fd_out, errmsg);
         free(what);

@@ -66,6 +66,8 @@ describe('store URL', () => {
           startDaemon({ dataDir, env: { KEYBRAKE_STORE_URL: url } }),
           (e) => /exited \(code [1-9]\d*, signal null\) before ready/.test(e.message) && want.test(e.message),
         );
+        // a refused URL leaves nothing behind (no stray lock file where it ran)
+        assert.ok(!fs.existsSync(path.join(process.cwd(), '.lock')), 'a lock file was left in the cwd');
       } finally {
         rmTempDir(dataDir);
       }
