@@ -38,6 +38,15 @@ struct kb_store_backend {
     enum kb_err (*savepoint)(struct kb_store *s);
     enum kb_err (*release)(struct kb_store *s);
     void (*rollback_to)(struct kb_store *s);
+    bool (*in_transaction)(struct kb_store *s); /* false once the backend rolled back alone */
+    const char *(*last_error)(struct kb_store *s);
+    enum kb_err (*probe_write)(struct kb_store *s);
+    /* what the backend runs beside the writer's connection (SQLite: the
+     * WAL checkpointer); idle between two batches, on the writer thread */
+    void *(*writer_attach)(struct kb_store *s, const char *synchronous);
+    void (*writer_idle)(struct kb_store *s, void *state);
+    void (*writer_detach)(struct kb_store *s, void *state);
+    size_t (*writer_resident)(void *state);
     enum kb_err (*ping)(struct kb_store *s);
     enum kb_err (*key_insert)(struct kb_store *s, struct kb_key *k,
                               const uint8_t hash[KB_HASH_LEN]);

@@ -806,6 +806,35 @@ static void sq_rollback_to(struct kb_store *s)
         (void)tx(s, TX_RELEASE); /* ROLLBACK TO keeps the savepoint open */
 }
 
+static bool sq_in_transaction(struct kb_store *s)
+{
+    return !sqlite3_get_autocommit(sq(s)->db);
+}
+
+static const char *sq_last_error(struct kb_store *s)
+{
+    return sqlite3_errstr(sqlite3_extended_errcode(sq(s)->db));
+}
+
+/* The smallest write that reaches the disk. Rewriting user_version
+ * (unused by the schema, which keeps its own table) with its own value
+ * changes nothing, yet appends a WAL frame and syncs like any commit, so
+ * it fails where a full disk or an I/O error fails requests. An UPDATE to
+ * the same value would not do: SQLite skips writing it. */
+static enum kb_err sq_probe_write(struct kb_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    int version = -1;
+    if (sqlite3_prepare_v2(sq(s)->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    char q[48];
+    snprintf(q, sizeof q, "PRAGMA user_version = %d", version);
+    return version >= 0 && sqlite3_exec(sq(s)->db, q, NULL, NULL, NULL) == SQLITE_OK ? KB_OK
+                                                                                     : KB_E_STORE;
+}
+
 /* One process per file: the data dir's lock (cli/setup.c) keeps others
  * out, so a start may settle every open reservation as its own. */
 const struct kb_store_backend kb_store_sqlite = {
@@ -819,6 +848,13 @@ const struct kb_store_backend kb_store_sqlite = {
     .savepoint = sq_savepoint,
     .release = sq_release,
     .rollback_to = sq_rollback_to,
+    .in_transaction = sq_in_transaction,
+    .last_error = sq_last_error,
+    .probe_write = sq_probe_write,
+    .writer_attach = sqlite__wal_attach,
+    .writer_idle = sqlite__wal_idle,
+    .writer_detach = sqlite__wal_detach,
+    .writer_resident = sqlite__wal_resident,
     .ping = sq_ping,
     .key_insert = sq_key_insert,
     .key_get = sq_key_get,

@@ -35,6 +35,12 @@ struct store_audit_state {
 };
 struct store_audit_state *store__audit(struct kb_store *s);
 
+/* The WAL upkeep beside the writer's connection (sqlite_wal.c). */
+void *sqlite__wal_attach(struct kb_store *s, const char *synchronous);
+void sqlite__wal_idle(struct kb_store *s, void *state);
+void sqlite__wal_detach(struct kb_store *s, void *state);
+size_t sqlite__wal_resident(void *state);
+
 /* The audit half of the SQLite backend's table (sqlite_audit.c); see
  * audit_store.h for what each does. */
 enum kb_err sqlite__audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);

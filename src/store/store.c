@@ -96,6 +96,41 @@ void store_rollback_to(struct kb_store *s)
     s->be->rollback_to(s);
 }
 
+bool store_in_transaction(struct kb_store *s)
+{
+    return s->be->in_transaction(s);
+}
+
+const char *store_last_error(struct kb_store *s)
+{
+    return s->be->last_error(s);
+}
+
+enum kb_err store_probe_write(struct kb_store *s)
+{
+    return s->be->probe_write(s);
+}
+
+void *store_writer_attach(struct kb_store *s, const char *synchronous)
+{
+    return s->be->writer_attach(s, synchronous);
+}
+
+void store_writer_idle(struct kb_store *s, void *state)
+{
+    s->be->writer_idle(s, state);
+}
+
+void store_writer_detach(struct kb_store *s, void *state)
+{
+    s->be->writer_detach(s, state);
+}
+
+size_t store_writer_resident(struct kb_store *s, void *state)
+{
+    return s->be->writer_resident(state);
+}
+
 /* ---- through the backend's table ---- */
 
 enum kb_err store_ping(struct kb_store *s)

@@ -103,6 +103,23 @@ void store_rollback(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_savepoint(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_release(struct kb_store *s);
 void store_rollback_to(struct kb_store *s);
+/* False when the backend rolled the transaction back on its own (SQLite
+ * does on a full disk or an I/O error): the work before is gone too. */
+bool store_in_transaction(struct kb_store *s);
+/* The backend's words for its last failure (static). */
+const char *store_last_error(struct kb_store *s);
+/* Writes the smallest thing that reaches the disk and changes nothing: a
+ * readiness probe (KB_E_STORE when writes fail). */
+KB_MUSTCHECK enum kb_err store_probe_write(struct kb_store *s);
+
+/* The store writer's connection: what the backend runs beside it (SQLite:
+ * the WAL checkpointer and the WAL's resident pages). attach once on the
+ * writer's connection; idle on the writer thread between batches; detach
+ * before closing it. resident: bytes it keeps in memory (any thread). */
+void *store_writer_attach(struct kb_store *s, const char *synchronous);
+void store_writer_idle(struct kb_store *s, void *state);
+void store_writer_detach(struct kb_store *s, void *state);
+size_t store_writer_resident(struct kb_store *s, void *state);
 
 /* KB_OK when the store answers a trivial query. */
 KB_MUSTCHECK enum kb_err store_ping(struct kb_store *s);
@@ -236,8 +253,8 @@ KB_MUSTCHECK enum kb_err store_object_charged(struct kb_store *s, int64_t key_se
  * call it in the transaction that settles (the writer's settle job).
  */
 KB_MUSTCHECK enum kb_err store_object_charge_set(struct kb_store *s, int64_t key_seq,
-                                                 const char *object_id, int64_t micros,
-                                                 int64_t now, int64_t not_before);
+                                                 const char *object_id, int64_t micros, int64_t now,
+                                                 int64_t not_before);
 
 void store_key_free(struct kb_key *k);
 /* Frees k's strings but not k itself (a key embedded in another struct). */
