@@ -107,14 +107,34 @@ static void limits_set(struct kb_live_limits *l, const struct kb_config *cfg)
     atomic_store(&l->max_ttl_ms, cfg->max_ttl_ms);
     atomic_store(&l->max_path_bytes, cfg->max_path_bytes);
     atomic_store(&l->shutdown_timeout_ms, cfg->shutdown_timeout_ms);
+    atomic_store(&l->max_body_bytes, cfg->max_body_bytes);
+    atomic_store(&l->max_header_bytes, cfg->max_header_bytes);
+    atomic_store(&l->max_headers, cfg->max_headers);
+    atomic_store(&l->max_connections, cfg->max_connections);
+    atomic_store(&l->max_connections_per_source, cfg->max_connections_per_source);
+    atomic_store(&l->max_buffered_body_bytes, cfg->max_buffered_body_bytes);
+    atomic_store(&l->admin_max_connections, cfg->admin_max_connections);
+    atomic_store(&l->admin_max_connections_per_source, cfg->admin_max_connections_per_source);
 }
 
 /* Settings a reload applies (the others need a restart). log_file and
  * audit.sink are reopened at their start paths, not moved. */
 static bool applied_live(const char *name)
 {
-    static const char *const live[] = {"log_level",      "log_format", "pricing_file", "max_ttl",
-                                       "max_path_bytes", "shutdown_timeout"};
+    static const char *const live[] = {"log_level",
+                                       "log_format",
+                                       "pricing_file",
+                                       "max_ttl",
+                                       "max_path_bytes",
+                                       "shutdown_timeout",
+                                       "max_body_bytes",
+                                       "max_header_bytes",
+                                       "max_headers",
+                                       "max_connections",
+                                       "max_connections_per_source",
+                                       "max_buffered_body_bytes",
+                                       "admin_max_connections",
+                                       "admin_max_connections_per_source"};
     for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
         if (strcmp(name, live[i]) == 0)
             return true;
@@ -133,8 +153,8 @@ static void reopen_files(struct kb_audit_sink *sink)
         em = NULL;
     }
     if (sink && audit_sink_reopen(sink, &em) != KB_OK) {
-        kb_log(KB_LOG_ERROR, "cannot reopen the audit sink; still writing the old one", "error",
-               em, NULL);
+        kb_log(KB_LOG_ERROR, "cannot reopen the audit sink; still writing the old one", "error", em,
+               NULL);
         free(em);
     }
 }
@@ -189,14 +209,12 @@ static void reload(const char *config_path, struct kb_runtime *rt, struct retire
             buf_printf(&later, "%s%s.%s", later.len ? " " : "", sections[i], changed[i]);
     if (later.len)
         kb_log(KB_LOG_WARN, "reloaded; restart needed for some changes", "applied",
-               "log_level log_format pricing_file vendor_costs vendor_secrets max_ttl "
-               "max_path_bytes shutdown_timeout",
+               "log_level log_format pricing_file vendor_costs vendor_secrets limits",
                "restart_needed", later.data, "reopened", "log_file audit_sink", NULL);
     else
         kb_log(KB_LOG_INFO, "reloaded", "applied",
-               "log_level log_format pricing_file vendor_costs vendor_secrets max_ttl "
-               "max_path_bytes shutdown_timeout",
-               "reopened", "log_file audit_sink", NULL);
+               "log_level log_format pricing_file vendor_costs vendor_secrets limits", "reopened",
+               "log_file audit_sink", NULL);
     buf_cleanup(&later);
     config_free(ncfg);
 }

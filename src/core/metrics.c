@@ -25,8 +25,8 @@ static _Atomic uint64_t conns_refused;
 static _Atomic uint64_t key_reads;
 static _Atomic uint64_t conns_evicted;
 static _Atomic uint64_t body_refused;
-static const _Atomic int64_t *body_used; /* the servers' budget, once started */
-static int64_t body_limit;
+static const _Atomic int64_t *body_used;  /* the servers' budget, once started */
+static const _Atomic int64_t *body_limit; /* the budget in force */
 
 static const char *const hist_names[KB_H__COUNT] = {
     "keybrake_proxy_overhead_seconds", "keybrake_upstream_seconds", "keybrake_store_commit_seconds",
@@ -96,7 +96,7 @@ void metrics_connection_evicted(void)
     atomic_fetch_add_explicit(&conns_evicted, 1, memory_order_relaxed);
 }
 
-void metrics_watch_body_budget(const _Atomic int64_t *used, int64_t limit)
+void metrics_watch_body_budget(const _Atomic int64_t *used, const _Atomic int64_t *limit)
 {
     body_used = used;
     body_limit = limit;
@@ -182,7 +182,8 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
                "# TYPE keybrake_body_budget_refused_total counter\n"
                "keybrake_body_budget_refused_total %llu\n",
                body_used ? (long long)atomic_load_explicit(body_used, memory_order_relaxed) : 0LL,
-               (long long)body_limit, (unsigned long long)get(&body_refused));
+               body_limit ? (long long)atomic_load_explicit(body_limit, memory_order_relaxed) : 0LL,
+               (unsigned long long)get(&body_refused));
     for (int h = 0; h < KB_H__COUNT; h++) {
         buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", hist_names[h], hist_help[h],
                    hist_names[h]);

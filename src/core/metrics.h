@@ -47,7 +47,7 @@ void metrics_connection_refused(void);
 void metrics_connection_evicted(void);
 /* Shows `*used` (borrowed; must outlive every scrape) as the gauge of
  * buffered request body bytes, against `limit`. Main thread, at start. */
-void metrics_watch_body_budget(const _Atomic int64_t *used, int64_t limit);
+void metrics_watch_body_budget(const _Atomic int64_t *used, const _Atomic int64_t *limit);
 /* A request refused because its body would pass the budget. */
 void metrics_body_refused(void);
 

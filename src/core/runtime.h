@@ -28,6 +28,15 @@ struct kb_live_limits {
     _Atomic int64_t max_ttl_ms;          /* longest expires_in a new key may ask for */
     _Atomic int64_t max_path_bytes;      /* longest proxied request target */
     _Atomic int64_t shutdown_timeout_ms; /* the drain deadline SIGTERM starts */
+    /* the listeners' (net/httpd.h reads them per request and connection) */
+    _Atomic int64_t max_body_bytes;
+    _Atomic int64_t max_header_bytes;
+    _Atomic int64_t max_headers;
+    _Atomic int64_t max_connections;
+    _Atomic int64_t max_connections_per_source;
+    _Atomic int64_t max_buffered_body_bytes;
+    _Atomic int64_t admin_max_connections;
+    _Atomic int64_t admin_max_connections_per_source;
 };
 
 struct kb_runtime {

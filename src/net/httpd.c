@@ -79,7 +79,7 @@ bool httpd__budget_charge(struct hconn *c, size_t want)
     int64_t add = (int64_t)(want - c->charged);
     int64_t cur = atomic_load_explicit(o->buffered, memory_order_relaxed);
     do {
-        if (cur + add > o->max_buffered) {
+        if (cur + add > httpd__lim(o->max_buffered)) {
             metrics_body_refused();
             return false;
         }
@@ -361,7 +361,7 @@ static void refuse_connection(int fd)
  * FNV-1a of the address bytes (not the port). */
 static int source_slot(const struct kb_httpd *h, const struct sockaddr *sa)
 {
-    if (h->o.max_per_source <= 0 || !h->o.per_source || !sa)
+    if (httpd__lim(h->o.max_per_source) <= 0 || !h->o.per_source || !sa)
         return -1;
     const unsigned char *a = NULL;
     size_t alen = 0;
@@ -404,10 +404,10 @@ static void make_room(struct kb_httpd *h, int slot)
 {
     if (!h->o.evict_untrusted)
         return;
-    if (atomic_load_explicit(h->o.conns, memory_order_relaxed) >= h->o.max_conns)
+    if (atomic_load_explicit(h->o.conns, memory_order_relaxed) >= httpd__lim(h->o.max_conns))
         evict_one(h, -1);
-    if (slot >= 0 &&
-        atomic_load_explicit(&h->o.per_source[slot], memory_order_relaxed) >= h->o.max_per_source)
+    if (slot >= 0 && atomic_load_explicit(&h->o.per_source[slot], memory_order_relaxed) >=
+                         httpd__lim(h->o.max_per_source))
         evict_one(h, slot);
 }
 
@@ -415,7 +415,8 @@ static void accept_one(struct kb_httpd *h, int fd, struct sockaddr *sa, socklen_
 {
     int slot = source_slot(h, sa);
     make_room(h, slot);
-    if (atomic_fetch_add_explicit(h->o.conns, 1, memory_order_relaxed) >= h->o.max_conns) {
+    if (atomic_fetch_add_explicit(h->o.conns, 1, memory_order_relaxed) >=
+        httpd__lim(h->o.max_conns)) {
         atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
         metrics_connection_refused();
         refuse_connection(fd);
@@ -423,7 +424,7 @@ static void accept_one(struct kb_httpd *h, int fd, struct sockaddr *sa, socklen_
     }
     if (slot >= 0) {
         if (atomic_fetch_add_explicit(&h->o.per_source[slot], 1, memory_order_relaxed) >=
-            h->o.max_per_source) {
+            httpd__lim(h->o.max_per_source)) {
             /* one address holding many slots cannot starve the others */
             atomic_fetch_sub_explicit(&h->o.per_source[slot], 1, memory_order_relaxed);
             atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);

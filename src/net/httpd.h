@@ -75,29 +75,31 @@ void httpd_gate_hold(struct kb_hgate *g, kb_hgate_cancel_cb cancel, void *arg);
  * Loop thread, outside on_head. */
 void httpd_gate_done(struct kb_hgate *g, enum kb_err verdict);
 
+/* The limits are borrowed atomics, read where they are used: a reload
+ * that changes them holds from the next request or connection on. */
 struct kb_httpd_opts {
-    size_t max_header_bytes;     /* request line + headers (431 headers_too_large) */
-    size_t max_headers;          /* header lines (431 headers_too_large) */
-    size_t max_body_bytes;       /* decoded body, chunked included (413 body_too_large) */
-    int64_t timeout_ms;          /* whole-request read deadline; write progress */
-    int64_t max_conns;           /* open connections over all servers sharing `conns` */
-    _Atomic int64_t *conns;      /* borrowed; the shared count of open connections */
-    int64_t max_per_source;      /* open connections from one address; 0: no limit */
-    _Atomic int32_t *per_source; /* borrowed; HTTPD_SOURCE_SLOTS counters shared by the
-                                    servers of one listener (addresses hashed in) */
-    _Atomic int64_t *buffered;   /* borrowed; request body bytes held in memory by all the
-                                    servers sharing it (NULL: not counted) */
-    int64_t max_buffered;        /* budget for *buffered: a body that would pass it is
-                                    refused 503 overloaded before it is read */
-    bool evict_untrusted;        /* when a limit is reached, a new connection closes the
-                                    oldest one that never carried a trusted request
-                                    (hreq_trust, or a head on_head let through) and takes
-                                    its place; only for a listener served by this one
-                                    server, whose on_head passes only valid credentials */
-    int listener;                /* enum kb_listener, for the connection metrics */
-    kb_hreq_cb on_request;       /* every request, refused ones included */
-    kb_hreq_head_cb on_head;     /* may be NULL; a body's gate (see kb_hreq_head_cb) */
-    void *arg;                   /* passed to on_request and on_head */
+    const _Atomic int64_t *max_header_bytes; /* request line + headers (431 headers_too_large) */
+    const _Atomic int64_t *max_headers;      /* header lines (431 headers_too_large) */
+    const _Atomic int64_t *max_body_bytes;   /* decoded body, chunked included (413) */
+    int64_t timeout_ms;                      /* whole-request read deadline; write progress */
+    const _Atomic int64_t *max_conns;        /* open connections over all servers sharing `conns` */
+    _Atomic int64_t *conns;                  /* borrowed; the shared count of open connections */
+    const _Atomic int64_t *max_per_source;   /* open connections from one address; 0: no limit */
+    _Atomic int32_t *per_source;             /* borrowed; HTTPD_SOURCE_SLOTS counters shared by the
+                                                servers of one listener (addresses hashed in) */
+    _Atomic int64_t *buffered;           /* borrowed; request body bytes held in memory by all the
+                                            servers sharing it (NULL: not counted) */
+    const _Atomic int64_t *max_buffered; /* budget for *buffered: a body that would pass it is
+                                            refused 503 overloaded before it is read */
+    bool evict_untrusted;                /* when a limit is reached, a new connection closes the
+                                            oldest one that never carried a trusted request
+                                            (hreq_trust, or a head on_head let through) and takes
+                                            its place; only for a listener served by this one
+                                            server, whose on_head passes only valid credentials */
+    int listener;                        /* enum kb_listener, for the connection metrics */
+    kb_hreq_cb on_request;               /* every request, refused ones included */
+    kb_hreq_head_cb on_head;             /* may be NULL; a body's gate (see kb_hreq_head_cb) */
+    void *arg;                           /* passed to on_request and on_head */
 };
 
 /*

@@ -29,6 +29,16 @@
 struct event;
 struct evbuffer;
 
+/* A limit of the options, now (see struct kb_httpd_opts). */
+static inline int64_t httpd__lim(const _Atomic int64_t *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+static inline size_t httpd__limz(const _Atomic int64_t *v)
+{
+    return (size_t)httpd__lim(v);
+}
+
 #define RBUF_INIT 4096
 /* Longest chunk-size line (with extensions) a chunked body may use. */
 #define MAX_CHUNK_LINE 1024

@@ -197,7 +197,7 @@ static enum kb_err parse_head(struct hconn *c, size_t end, const char **msg)
         char *n = p, *v = p + voff, *ve = v + vlen;
         n[nlen] = '\0';
         *ve = '\0';
-        if (c->nh >= c->h->o.max_headers) {
+        if (c->nh >= httpd__limz(c->h->o.max_headers)) {
             *msg = "too many request headers";
             return KB_E_HEADERS_TOO_LARGE;
         }
@@ -249,12 +249,13 @@ enum dechunk {
 static enum dechunk dechunk(struct hconn *c, enum kb_err *err, const char **msg)
 {
     char *b = c->rbuf;
-    size_t max = c->h->o.max_body_bytes;
+    size_t max = httpd__limz(c->h->o.max_body_bytes);
     for (;;) {
         size_t avail = c->rlen - c->cursor;
         if (c->ch == CH_SIZE || c->ch == CH_TRAILER) {
             char *lf = memchr(b + c->cursor, '\n', avail);
-            size_t linemax = c->ch == CH_SIZE ? MAX_CHUNK_LINE : c->h->o.max_header_bytes;
+            size_t linemax =
+                c->ch == CH_SIZE ? MAX_CHUNK_LINE : httpd__limz(c->h->o.max_header_bytes);
             if (!lf) {
                 if (avail > linemax)
                     goto too_long;
@@ -264,7 +265,7 @@ static enum dechunk dechunk(struct hconn *c, enum kb_err *err, const char **msg)
             size_t line = (size_t)(lf - p) + 1;
             if (c->ch == CH_TRAILER) {
                 c->trailer += line;
-                if (c->trailer > c->h->o.max_header_bytes)
+                if (c->trailer > httpd__limz(c->h->o.max_header_bytes))
                     goto too_long;
                 c->cursor += line;
                 if (le == p)
@@ -335,9 +336,10 @@ size_t httpd__read_limit(const struct hconn *c)
     if (c->state != C_READING)
         return c->rcap; /* a request is being served: only notice EOF */
     if (!c->head_len)
-        return o->max_header_bytes + 1;
+        return httpd__limz(o->max_header_bytes) + 1;
     if (c->chunked)
-        return c->head_len + o->max_body_bytes + MAX_CHUNK_LINE + o->max_header_bytes;
+        return c->head_len + httpd__limz(o->max_body_bytes) + MAX_CHUNK_LINE +
+               httpd__limz(o->max_header_bytes);
     return c->head_len + (size_t)c->clen;
 }
 
@@ -431,13 +433,13 @@ void httpd__parse(struct hconn *c)
         }
         size_t end = find_head_end(c);
         if (!end) {
-            if (c->rlen > o->max_header_bytes)
+            if (c->rlen > httpd__limz(o->max_header_bytes))
                 httpd__dispatch_error(c, KB_E_HEADERS_TOO_LARGE, NULL);
             else if (c->eof)
                 httpd__conn_close(c);
             return;
         }
-        if (end > o->max_header_bytes) {
+        if (end > httpd__limz(o->max_header_bytes)) {
             httpd__dispatch_error(c, KB_E_HEADERS_TOO_LARGE, NULL);
             return;
         }
@@ -448,7 +450,7 @@ void httpd__parse(struct hconn *c)
             return;
         }
         c->head_len = end;
-        if (c->clen > 0 && (uint64_t)c->clen > o->max_body_bytes) {
+        if (c->clen > 0 && (uint64_t)c->clen > httpd__limz(o->max_body_bytes)) {
             httpd__dispatch_error(c, KB_E_BODY_TOO_LARGE, NULL);
             return;
         }

@@ -236,15 +236,16 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
     t->port = writer_port_new(srv->rt->writer, t->base);
     struct kb_httpd_opts o = {0};
     if (index >= 0) {
-        o.max_header_bytes = (size_t)cfg->max_header_bytes;
-        o.max_headers = (size_t)cfg->max_headers;
-        o.max_body_bytes = (size_t)cfg->max_body_bytes;
+        const struct kb_live_limits *l = &srv->rt->limits;
+        o.max_header_bytes = &l->max_header_bytes;
+        o.max_headers = &l->max_headers;
+        o.max_body_bytes = &l->max_body_bytes;
         o.timeout_ms = cfg->client_timeout_ms;
-        o.max_conns = cfg->max_connections;
+        o.max_conns = &l->max_connections;
         o.conns = &srv->proxy_conns;
         o.buffered = &srv->buffered;
-        o.max_buffered = cfg->max_buffered_body_bytes;
-        o.max_per_source = cfg->max_connections_per_source;
+        o.max_buffered = &l->max_buffered_body_bytes;
+        o.max_per_source = &l->max_connections_per_source;
         o.per_source = srv->proxy_sources;
         o.listener = KB_L_PROXY;
         err = proxy_new(t->base, srv->rt, t->store, t->port, index, &t->proxy, errmsg);
@@ -252,20 +253,24 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.on_head = proxy_head_gate;
         o.arg = t->proxy;
     } else {
-        o.max_header_bytes = 32 * 1024;
-        o.max_headers = 100;
-        o.max_body_bytes = 1024 * 1024;
+        /* the admin API's own requests are small and its own */
+        static const _Atomic int64_t admin_header_bytes = 32 * 1024, admin_headers = 100,
+                                     admin_body_bytes = 1024 * 1024;
+        const struct kb_live_limits *l = &srv->rt->limits;
+        o.max_header_bytes = &admin_header_bytes;
+        o.max_headers = &admin_headers;
+        o.max_body_bytes = &admin_body_bytes;
         o.timeout_ms = 30 * 1000;
-        o.max_conns = cfg->admin_max_connections;
+        o.max_conns = &l->admin_max_connections;
         o.conns = &srv->admin_conns;
-        o.max_per_source = cfg->admin_max_connections_per_source;
+        o.max_per_source = &l->admin_max_connections_per_source;
         o.per_source = srv->admin_sources;
         /* one admin thread serves the listener, so it sees every connection
          * and can make room: a stranger holding idle connections never
          * keeps a revocation out */
         o.evict_untrusted = true;
         o.buffered = &srv->buffered;
-        o.max_buffered = cfg->max_buffered_body_bytes;
+        o.max_buffered = &l->max_buffered_body_bytes;
         o.listener = KB_L_ADMIN;
         err = admin_new(srv->rt, t->store, t->port, &t->admin, errmsg);
         o.on_request = admin_handle;
@@ -297,7 +302,7 @@ enum kb_err server_start(const struct kb_runtime *rt, struct kb_server **out, ch
     struct kb_server *srv = kb_calloc(1, sizeof *srv);
     srv->rt = rt;
     enum kb_err err = KB_OK;
-    metrics_watch_body_budget(&srv->buffered, cfg->max_buffered_body_bytes);
+    metrics_watch_body_budget(&srv->buffered, &srv->rt->limits.max_buffered_body_bytes);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = cfg->workers > 0 ? (int)cfg->workers : (int)(cores > 0 ? cores : 1);
     srv->workers = kb_calloc((size_t)srv->nworkers, sizeof *srv->workers);

@@ -230,7 +230,8 @@ static void serve(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key 
     const char *q = memchr(vpath, '?', tlen - (size_t)(vpath - target));
     if ((err = canonical_build(req, vendor, cred->account, key->allowed_accounts, method,
                                plen ? vpath : "/", plen ? plen : 1, q ? q + 1 : NULL,
-                               (size_t)cfg->max_body_bytes, &canon, &msg)) != KB_OK)
+                               (size_t)runtime_limit(&px->rt->limits.max_body_bytes), &canon,
+                               &msg)) != KB_OK)
         goto refused;
     vpath = canon.path; /* refusals from here on record the canonical path */
     plen = canon.path_len;
