@@ -4,10 +4,10 @@
  * Submission: one queue for all ports under the writer's mutex; a submit
  * holds it for two pointer stores, and it gives one global commit order.
  * The writer thread takes up to max_batch jobs, runs them in one
- * BEGIN IMMEDIATE ... COMMIT with a savepoint each (unguarded jobs without:
- * SAVEPOINT and RELEASE were ~1 us of each proxy job, and its jobs never
- * fail alone), then hands each job to
- * its port's completion queue and pokes the port's eventfd; the port's
+ * transaction with a savepoint each (unguarded jobs without: SAVEPOINT and
+ * RELEASE were ~1 us of each proxy job, and its jobs never fail alone),
+ * then posts each job to its port's mailbox (core/mailbox.h, the same
+ * thread-to-loop mailbox the store readers answer through); the port's
  * loop runs the `done` callbacks.
  *
  * Failure: a BEGIN or COMMIT that fails, a job that reports the store
@@ -21,10 +21,10 @@
  * sqlite_wal.c). The transactions themselves are the backend's explicit
  * transaction operations (store.h), so nothing here is SQLite's.
  *
- * Lifetime: each job in flight holds a reference on its port. A port freed
- * with jobs pending is marked closed; the writer then frees those jobs
- * without their callback, and the last reference frees the port. Job nodes
- * are recycled through a small per-port freelist (loop thread only).
+ * Lifetime: each job in flight holds a hold on its port's mailbox. A port
+ * freed with jobs pending closes its mailbox: those jobs still run, and
+ * are then freed without their callback. Job nodes are recycled through a
+ * small per-port freelist (loop thread only).
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -34,12 +34,12 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/mailbox.h"
 #include "core/metrics.h"
 #include "store/audit_store.h"
 #include "store/store.h"
@@ -48,28 +48,23 @@
 #define FREELIST_MAX 256 /* job nodes a port keeps for reuse */
 
 struct job {
-    struct job *next; /* queue link */
+    struct kb_mail mail; /* first: back to the port's loop (core/mailbox.h) */
+    struct job *next;    /* queue link */
     kb_job_fn fn;
     kb_job_done_cb done;         /* may be NULL */
     void *arg;                   /* borrowed; the submitter's */
-    struct kb_writer_port *port; /* holds a reference */
+    struct kb_writer_port *port; /* loop thread only: its free list */
+    struct kb_mailbox *mb;       /* the port's; a hold per job in flight */
     enum kb_err err;             /* result, set by the writer */
     bool guarded;                /* runs in a savepoint of its own */
     bool ran;                    /* fn was called */
 };
 
 struct kb_writer_port {
-    struct kb_writer *w;     /* borrowed */
-    struct event *ev;        /* owned; eventfd readable */
-    int efd;                 /* owned; eventfd */
-    pthread_mutex_t mu;      /* guards head/tail/closed */
-    struct job *head, *tail; /* completed jobs awaiting their callback */
-    bool closed;             /* writer_port_free was called */
-    atomic_int refs;         /* 1 for the owner + 1 per job in flight */
-    struct job *free_list;   /* loop thread only */
-    int nfree;               /* loop thread only */
-    bool dispatching;        /* loop thread only: inside on_done */
-    bool free_requested;     /* loop thread only: port freed from a done callback */
+    struct kb_writer *w;   /* borrowed */
+    struct kb_mailbox *mb; /* owned; closed by writer_port_free */
+    struct job *free_list; /* loop thread only */
+    int nfree;             /* loop thread only */
 };
 
 struct kb_writer {
@@ -92,47 +87,39 @@ struct kb_writer {
     void *probe_arg;
 };
 
-static void port_unref(struct kb_writer_port *p, int n)
+/* Loop thread: the job's batch committed (or failed to): its callback. */
+static void job_deliver(struct kb_mail *m)
 {
-    if (atomic_fetch_sub(&p->refs, n) != n)
-        return;
-    /* last reference: nobody else can reach the port */
-    for (struct job *j = p->free_list, *next; j; j = next) {
-        next = j->next;
+    struct job *j = (struct job *)m;
+    struct kb_writer_port *p = j->port;
+    kb_job_done_cb done = j->done;
+    void *jarg = j->arg;
+    enum kb_err err = j->err;
+    /* recycle before the callback, which may submit again or free the
+     * port (the mailbox then drops what is left) */
+    if (p->nfree < FREELIST_MAX) {
+        j->next = p->free_list;
+        p->free_list = j;
+        p->nfree++;
+    } else {
         free(j);
     }
-    close(p->efd);
-    pthread_mutex_destroy(&p->mu);
-    free(p);
+    if (done)
+        done(jarg, err);
 }
 
-/* Writer thread: hands a finished job back to its port. */
+/* The port was freed first: the job completes without its callback. */
+static void job_drop(struct kb_mail *m)
+{
+    free(m);
+}
+
+/* Writer thread: hands a finished job back to its port's loop. */
 static void complete(struct job *j)
 {
-    struct kb_writer_port *p = j->port;
-    pthread_mutex_lock(&p->mu);
-    if (p->closed) {
-        pthread_mutex_unlock(&p->mu);
-        free(j);
-        port_unref(p, 1);
-        return;
-    }
-    j->next = NULL;
-    bool was_empty = p->head == NULL;
-    if (p->tail)
-        p->tail->next = j;
-    else
-        p->head = j;
-    p->tail = j;
-    if (was_empty) {
-        /* under the mutex: the port cannot be freed before the write */
-        uint64_t one = 1;
-        ssize_t rc;
-        do
-            rc = write(p->efd, &one, sizeof one);
-        while (rc < 0 && errno == EINTR);
-    }
-    pthread_mutex_unlock(&p->mu);
+    j->mail.deliver = job_deliver;
+    j->mail.drop = job_drop;
+    mailbox_post(j->mb, &j->mail);
 }
 
 /* Runs one batch in one transaction; sets every job's err. */
@@ -307,62 +294,11 @@ void writer_free(struct kb_writer *w)
     free(w);
 }
 
-/* Loop thread: runs the callbacks of every completed job. */
-static void on_done(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    struct kb_writer_port *p = arg;
-    uint64_t n;
-    if (read(fd, &n, sizeof n) < 0 && errno != EAGAIN && errno != EINTR)
-        kb_log(KB_LOG_WARN, "writer port eventfd read failed", "error", strerror(errno), NULL);
-    pthread_mutex_lock(&p->mu);
-    struct job *list = p->head;
-    p->head = p->tail = NULL;
-    pthread_mutex_unlock(&p->mu);
-
-    int finished = 0;
-    p->dispatching = true;
-    for (struct job *j = list, *next; j; j = next) {
-        next = j->next;
-        kb_job_done_cb done = p->free_requested ? NULL : j->done;
-        void *jarg = j->arg;
-        enum kb_err err = j->err;
-        /* recycle before the callback, which may submit again */
-        if (p->nfree < FREELIST_MAX) {
-            j->next = p->free_list;
-            p->free_list = j;
-            p->nfree++;
-        } else {
-            free(j);
-        }
-        finished++;
-        if (done)
-            done(jarg, err);
-    }
-    p->dispatching = false;
-    if (p->free_requested) {
-        port_unref(p, finished); /* before the final free below drops the owner's */
-        finished = 0;
-        p->free_requested = false;
-        writer_port_free(p);
-        return;
-    }
-    if (finished)
-        port_unref(p, finished);
-}
-
 struct kb_writer_port *writer_port_new(struct kb_writer *w, struct event_base *base)
 {
     struct kb_writer_port *p = kb_calloc(1, sizeof *p);
     p->w = w;
-    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (p->efd < 0)
-        abort(); /* fd exhaustion at start-up: nothing sensible to do */
-    pthread_mutex_init(&p->mu, NULL);
-    atomic_init(&p->refs, 1);
-    p->ev = event_new(base, p->efd, EV_READ | EV_PERSIST, on_done, p);
-    if (!p->ev || event_add(p->ev, NULL) != 0)
-        abort();
+    p->mb = mailbox_new(base);
     return p;
 }
 
@@ -370,25 +306,13 @@ void writer_port_free(struct kb_writer_port *p)
 {
     if (!p)
         return;
-    if (p->dispatching) {
-        /* called from a done callback: finish in on_done */
-        p->free_requested = true;
-        return;
-    }
-    event_free(p->ev);
-    p->ev = NULL;
-    pthread_mutex_lock(&p->mu);
-    p->closed = true;
-    struct job *list = p->head;
-    p->head = p->tail = NULL;
-    pthread_mutex_unlock(&p->mu);
-    int n = 1; /* the owner's reference */
-    for (struct job *j = list, *next; j; j = next) {
+    /* jobs still in flight complete without their callback (dropped) */
+    mailbox_close(p->mb);
+    for (struct job *j = p->free_list, *next; j; j = next) {
         next = j->next;
-        free(j); /* completed; freed without its callback */
-        n++;
+        free(j);
     }
-    port_unref(p, n);
+    free(p);
 }
 
 static void submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, void *arg,
@@ -406,10 +330,11 @@ static void submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, 
     j->done = done;
     j->arg = arg;
     j->port = p;
+    j->mb = p->mb;
     j->err = KB_OK;
     j->guarded = guarded;
     j->ran = false;
-    atomic_fetch_add(&p->refs, 1);
+    mailbox_hold(p->mb);
 
     struct kb_writer *w = p->w;
     pthread_mutex_lock(&w->mu);
