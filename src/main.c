@@ -15,6 +15,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "admin/admin.h"
 #include "audit/audit.h"
 #include "cli/audit.h"
 #include "cli/cli.h"
@@ -28,6 +29,7 @@
 #include "core/runtime.h"
 #include "meter/meter.h"
 #include "net/server.h"
+#include "proxy/proxy.h"
 #include "store/store.h"
 #include "store/reader.h"
 #include "store/revlog.h"
@@ -219,6 +221,70 @@ static void reload(const char *config_path, struct kb_runtime *rt, struct retire
     config_free(ncfg);
 }
 
+/* ---- the services the listeners run (see net/server.h) ---- */
+
+static enum kb_err proxy_create(struct event_base *base, const struct kb_runtime *rt, int index,
+                                void **state, char **errmsg)
+{
+    struct kb_proxy *px = NULL;
+    enum kb_err err = proxy_new(base, rt, index, &px, errmsg);
+    *state = px;
+    return err;
+}
+
+static void proxy_drain_cb(void *state, kb_drained_cb cb, void *arg)
+{
+    proxy_drain(state, cb, arg);
+}
+
+static bool proxy_busy(void *state)
+{
+    return !proxy_idle(state);
+}
+
+static void proxy_free_cb(void *state)
+{
+    proxy_free(state);
+}
+
+static const struct kb_service proxy_service = {
+    .create = proxy_create,
+    .on_request = proxy_handle,
+    .on_head = proxy_head_gate,
+    .drain = proxy_drain_cb,
+    .busy = proxy_busy,
+    .free = proxy_free_cb,
+};
+
+static enum kb_err admin_create(struct event_base *base, const struct kb_runtime *rt, int index,
+                                void **state, char **errmsg)
+{
+    (void)index;
+    struct kb_admin *a = NULL;
+    enum kb_err err = admin_new(base, rt, &a, errmsg);
+    *state = a;
+    return err;
+}
+
+static void admin_drain_cb(void *state, kb_drained_cb cb, void *arg)
+{
+    admin_drain(state, cb, arg); /* answers the writes in flight */
+}
+
+static void admin_free_cb(void *state)
+{
+    admin_free(state);
+}
+
+static const struct kb_service admin_service = {
+    .create = admin_create,
+    .on_request = admin_handle,
+    .on_head = admin_head_gate,
+    .drain = admin_drain_cb,
+    .busy = NULL, /* a drained admin loop takes no new work */
+    .free = admin_free_cb,
+};
+
 static int serve(const char *config_path)
 {
     int rc = 1;
@@ -339,7 +405,7 @@ static int serve(const char *config_path)
     rt.reader = reader;
     limits_set(&rt.limits, cfg);
 
-    if (server_start(&rt, &srv, &errmsg) != KB_OK) {
+    if (server_start(&rt, &proxy_service, &admin_service, &srv, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }

@@ -22,7 +22,9 @@
 #include "core/runtime.h"
 #include "net/http.h"
 #include "net/httpd.h"
+#include "core/config.h"
 #include "store/store.h"
+#include "store/writer.h"
 
 static bool authorized(struct kb_admin *a, const struct kb_hdr *h, size_t nh)
 {
@@ -136,14 +138,17 @@ enum kb_err admin_head_gate(struct kb_hgate *g, const char *target, const struct
     return authorized(arg, h, nh) ? KB_OK : KB_E_UNAUTHORIZED;
 }
 
-enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store,
-                      struct kb_writer_port *port, struct kb_admin **out, char **errmsg)
+enum kb_err admin_new(struct event_base *base, const struct kb_runtime *rt, struct kb_admin **out,
+                      char **errmsg)
 {
-    (void)errmsg;
+    struct kb_store *s = NULL;
+    enum kb_err err = store_open(rt->store_path, rt->cfg->store_synchronous, false, &s, errmsg);
+    if (err != KB_OK)
+        return err;
     struct kb_admin *a = kb_calloc(1, sizeof *a);
     a->rt = rt;
-    a->store = store;
-    a->port = port;
+    a->store = s;
+    a->port = writer_port_new(rt->writer, base);
     *out = a;
     return KB_OK;
 }
@@ -166,5 +171,9 @@ void admin_drain(struct kb_admin *a, void (*drained)(void *arg), void *arg)
 
 void admin_free(struct kb_admin *a)
 {
+    if (!a)
+        return;
+    writer_port_free(a->port);
+    store_close(a->store);
     free(a);
 }

@@ -10,6 +10,7 @@
 
 #include "core/err.h"
 
+struct event_base;
 struct kb_hdr;
 struct kb_hgate;
 struct kb_hreq;
@@ -18,11 +19,12 @@ struct kb_store;
 struct kb_admin;
 struct kb_writer_port;
 
-/* The admin API. rt, store (reads) and port (writes, through the store
- * writer) are borrowed and must outlive the admin; admin thread only. */
-KB_MUSTCHECK enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store,
-                                   struct kb_writer_port *port, struct kb_admin **out,
-                                   char **errmsg);
+/* The admin API on `base`'s loop, with its own store connection (reads)
+ * and group-commit port (writes, through the store writer). rt is
+ * borrowed and must outlive it; admin thread only (created on the main
+ * thread before it runs). */
+KB_MUSTCHECK enum kb_err admin_new(struct event_base *base, const struct kb_runtime *rt,
+                                   struct kb_admin **out, char **errmsg);
 /* The request handler for the admin HTTP server (a kb_hreq_cb; `admin` is
  * the struct kb_admin). */
 void admin_handle(struct kb_hreq *req, void *admin);

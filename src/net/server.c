@@ -1,7 +1,8 @@
 /*
  * server.c - binding, worker threads and graceful stop (see server.h).
  *
- * Each thread owns an event_base, an HTTP server and a store connection, all
+ * Each thread owns an event_base, an HTTP server and its service's instance
+ * (struct kb_service: the proxy or the admin API, handed in by main.c), all
  * created here on the main thread before the thread starts and freed here
  * after it is joined, so no two threads ever touch the same one. Stopping
  * is a write to the thread's eventfd; the thread then stops accepting and
@@ -29,37 +30,33 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "admin/admin.h"
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/runtime.h"
 #include "net/httpd.h"
-#include "proxy/proxy.h"
-#include "store/store.h"
-#include "store/writer.h"
 
 struct thread {
     struct kb_server *srv; /* borrowed */
     int index;             /* worker number; -1 for admin */
     pthread_t tid;
     bool started;
-    struct event_base *base;     /* owned */
-    struct kb_httpd *http;       /* owned */
-    struct kb_store *store;      /* owned; reads */
-    struct kb_writer_port *port; /* owned; group-commit writes */
-    struct kb_proxy *proxy;      /* owned; workers only */
-    struct kb_admin *admin;      /* owned; admin thread only */
-    int stop_fd;                 /* owned; eventfd */
-    struct event *stop_ev;       /* owned */
-    struct event *deadline;      /* owned; shutdown timeout */
-    bool deadline_hit;           /* the shutdown timeout passed */
+    struct event_base *base;      /* owned */
+    struct kb_httpd *http;        /* owned */
+    const struct kb_service *svc; /* borrowed; what serves this thread's listener */
+    void *state;                  /* owned; its instance */
+    int stop_fd;                  /* owned; eventfd */
+    struct event *stop_ev;        /* owned */
+    struct event *deadline;       /* owned; shutdown timeout */
+    bool deadline_hit;            /* the shutdown timeout passed */
 };
 
 struct kb_server {
-    const struct kb_runtime *rt; /* borrowed */
-    struct thread *workers;      /* owned */
+    const struct kb_runtime *rt;        /* borrowed */
+    const struct kb_service *proxy_svc; /* borrowed */
+    const struct kb_service *admin_svc; /* borrowed */
+    struct thread *workers;             /* owned */
     int nworkers;
     struct thread admin;
     _Atomic int64_t proxy_conns;                       /* open proxy connections, all workers */
@@ -168,10 +165,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     t->deadline = evtimer_new(t->base, loop_exit, t);
     evtimer_add(t->deadline, &tv);
-    if (t->proxy)
-        proxy_drain(t->proxy, drained, t);
-    else
-        admin_drain(t->admin, drained, t); /* answer the writes in flight */
+    t->svc->drain(t->state, drained, t); /* answer what is in flight */
 }
 
 static void *thread_main(void *arg)
@@ -179,11 +173,11 @@ static void *thread_main(void *arg)
     struct thread *t = arg;
     for (;;) {
         event_base_dispatch(t->base);
-        if (!t->proxy || t->deadline_hit || proxy_idle(t->proxy))
+        if (t->deadline_hit || !t->svc->busy || !t->svc->busy(t->state))
             break;
         /* a request came in on an open connection in the same loop turn
-         * that found the worker drained: serve it to the end too */
-        proxy_drain(t->proxy, drained, t);
+         * that found the thread drained: serve it to the end too */
+        t->svc->drain(t->state, drained, t);
     }
     return NULL;
 }
@@ -192,18 +186,15 @@ static void thread_cleanup(struct thread *t)
 {
     /* the handlers first: they let go of their requests; then the server
      * frees what is left without calling back into them */
-    proxy_free(t->proxy);
-    admin_free(t->admin);
+    if (t->svc && t->state)
+        t->svc->free(t->state);
     httpd_free(t->http);
-    if (t->port)
-        writer_port_free(t->port);
     if (t->stop_ev)
         event_free(t->stop_ev);
     if (t->deadline)
         event_free(t->deadline);
     if (t->stop_fd > 0)
         close(t->stop_fd);
-    store_close(t->store);
     if (t->base)
         event_base_free(t->base);
 }
@@ -228,12 +219,13 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
     t->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     t->stop_ev = event_new(t->base, t->stop_fd, EV_READ, on_stop, t);
     event_add(t->stop_ev, NULL);
-    if ((err = store_open(srv->rt->store_path, cfg->store_synchronous, false, &t->store, errmsg)) !=
+    t->svc = index >= 0 ? srv->proxy_svc : srv->admin_svc;
+    if ((err = t->svc->create(t->base, srv->rt, index >= 0 ? index : 0, &t->state, errmsg)) !=
         KB_OK) {
+        t->state = NULL;
         close(fd);
         return err;
     }
-    t->port = writer_port_new(srv->rt->writer, t->base);
     struct kb_httpd_opts o = {0};
     if (index >= 0) {
         const struct kb_live_limits *l = &srv->rt->limits;
@@ -248,10 +240,6 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.max_per_source = &l->max_connections_per_source;
         o.per_source = srv->proxy_sources;
         o.listener = KB_L_PROXY;
-        err = proxy_new(t->base, srv->rt, t->store, t->port, index, &t->proxy, errmsg);
-        o.on_request = proxy_handle;
-        o.on_head = proxy_head_gate;
-        o.arg = t->proxy;
     } else {
         /* the admin API's own requests are small and its own */
         static const _Atomic int64_t admin_header_bytes = 32 * 1024, admin_headers = 100,
@@ -272,15 +260,10 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.buffered = &srv->buffered;
         o.max_buffered = &l->max_buffered_body_bytes;
         o.listener = KB_L_ADMIN;
-        err = admin_new(srv->rt, t->store, t->port, &t->admin, errmsg);
-        o.on_request = admin_handle;
-        o.on_head = admin_head_gate;
-        o.arg = t->admin;
     }
-    if (err != KB_OK) {
-        close(fd);
-        return err;
-    }
+    o.on_request = t->svc->on_request;
+    o.on_head = t->svc->on_head;
+    o.arg = t->state;
     t->http = httpd_new(t->base, fd, &o);
     if (!t->http) {
         kb_set_errmsg(errmsg, "cannot accept on the listening socket");
@@ -289,7 +272,8 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
     return KB_OK;
 }
 
-enum kb_err server_start(const struct kb_runtime *rt, struct kb_server **out, char **errmsg)
+enum kb_err server_start(const struct kb_runtime *rt, const struct kb_service *proxy,
+                         const struct kb_service *admin, struct kb_server **out, char **errmsg)
 {
     const struct kb_config *cfg = rt->cfg;
     if (cfg->max_buffered_body_bytes < cfg->max_body_bytes) {
@@ -301,6 +285,8 @@ enum kb_err server_start(const struct kb_runtime *rt, struct kb_server **out, ch
     }
     struct kb_server *srv = kb_calloc(1, sizeof *srv);
     srv->rt = rt;
+    srv->proxy_svc = proxy;
+    srv->admin_svc = admin;
     enum kb_err err = KB_OK;
     metrics_watch_body_budget(&srv->buffered, &srv->rt->limits.max_buffered_body_bytes);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);

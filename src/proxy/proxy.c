@@ -362,15 +362,13 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     serve(px, req, key, err);
 }
 
-enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, struct kb_store *store,
-                      struct kb_writer_port *port, int worker, struct kb_proxy **out, char **errmsg)
+enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, int worker,
+                      struct kb_proxy **out, char **errmsg)
 {
     const struct kb_config *cfg = rt->cfg;
     struct kb_proxy *px = kb_calloc(1, sizeof *px);
     px->base = base;
     px->rt = rt;
-    px->store = store;
-    px->port = port;
     px->worker = worker;
     crypto_random(&px->seed, sizeof px->seed);
     struct kb_upstream_opts o = {cfg->upstream_connect_timeout_ms, cfg->upstream_timeout_ms,
@@ -392,6 +390,7 @@ enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, stru
             return KB_E_CONFIG;
         }
     }
+    px->port = writer_port_new(rt->writer, base);
     px->keys = keycache_new(KEY_CACHE_SLOTS, rt->revlog);
     px->mailbox = mailbox_new(base);
     px->watch_seen = revlog_head(rt->revlog);
@@ -459,5 +458,6 @@ void proxy_free(struct kb_proxy *px)
         policy_free(px->policies[i].policy);
     upstream_free(px->up);
     free(px->bases);
+    writer_port_free(px->port);
     free(px);
 }

@@ -12,6 +12,7 @@
 
 #include "core/err.h"
 #include "core/hdr.h"
+#include "net/server.h"
 
 struct event_base;
 struct kb_hgate;
@@ -21,16 +22,14 @@ struct kb_writer_port;
 struct kb_proxy;
 struct kb_hreq;
 
-typedef void (*kb_drained_cb)(void *arg);
-
 /*
- * A proxy for one worker's event loop. `rt`, `store` (this worker's read
- * connection) and `port` (its group-commit port: reservations, settlements
- * and audit records) are borrowed and must outlive the proxy. Worker
- * thread only.
+ * A proxy for one worker's event loop: its own upstream client, key cache
+ * and group-commit port (reservations, settlements and audit records go
+ * through the store writer, key reads through the store readers: the
+ * worker opens no store connection). `rt` is borrowed and must outlive the
+ * proxy. Worker thread only (created on the main thread before it runs).
  */
-KB_MUSTCHECK enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt,
-                                   struct kb_store *store, struct kb_writer_port *port, int worker,
+KB_MUSTCHECK enum kb_err proxy_new(struct event_base *base, const struct kb_runtime *rt, int worker,
                                    struct kb_proxy **out, char **errmsg);
 
 /* The request handler for the worker's HTTP server (a kb_hreq_cb; `proxy`

@@ -78,17 +78,16 @@ struct proxy__strangers {
 struct kb_proxy {
     struct event_base *base;               /* borrowed */
     const struct kb_runtime *rt;           /* borrowed */
-    struct kb_store *store;                /* borrowed; this worker's read connection */
-    struct kb_writer_port *port;           /* borrowed; group-commit writes from this worker */
+    struct kb_writer_port *port;           /* owned; group-commit writes from this worker */
     struct kb_upstream *up;                /* owned */
     const struct kb_upstream_base **bases; /* owned array; per vendor index, owned by up */
-    struct event *watch;       /* owned; revocation watch timer */
-    uint64_t watch_seen;       /* revocation log position the watch has read */
-    bool watch_lost;           /* the log lost entries: read the keys in flight */
-    bool watch_checking;       /* that read is in flight */
-    struct kb_keycache *keys;  /* owned; keys by token hash */
-    struct kb_mailbox *mailbox; /* owned; the store reader's answers */
-    struct proxy__key_read *reads; /* key reads in flight, doubly linked */
+    struct event *watch;                   /* owned; revocation watch timer */
+    uint64_t watch_seen;                   /* revocation log position the watch has read */
+    bool watch_lost;                       /* the log lost entries: read the keys in flight */
+    bool watch_checking;                   /* that read is in flight */
+    struct kb_keycache *keys;              /* owned; keys by token hash */
+    struct kb_mailbox *mailbox;            /* owned; the store reader's answers */
+    struct proxy__key_read *reads;         /* key reads in flight, doubly linked */
     int nreads;
     struct kb_hmac *token_mac; /* owned; HMAC under the server key, pads precomputed */
     struct {
