@@ -46,7 +46,7 @@ test-blackbox:
 		node --test --test-concurrency=$(JOBS) --test-timeout=120000 *.test.js
 
 fuzz:
-	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DKB_FUZZ=ON -DKB_SANITIZE=ON >/dev/null
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DKB_FUZZ=ON -DKB_SANITIZE=ON -DKB_WERROR=ON >/dev/null
 	@cmake --build build-fuzz -j $(JOBS) --target $$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$$//')
 
 # Each fuzz target runs briefly on a scratch copy of its seed corpus; a

@@ -49,7 +49,8 @@ char *kb_strdup(const char *s)
     return kb_strndup(s, strlen(s));
 }
 
-static char *vasprintf_checked(const char *fmt, va_list ap)
+__attribute__((format(printf, 1, 0))) static char *vasprintf_checked(const char *fmt,
+                                                                     va_list ap)
 {
     va_list cp;
     va_copy(cp, ap);

@@ -36,8 +36,8 @@ static const char *const hist_help[KB_H__COUNT] = {
     "Time from forwarding to the vendor's last byte.",
     "Duration of one group-commit transaction of the store writer.",
     "Duration of one background WAL checkpoint (copy and fsync), off the writer thread.",
-    "Time the store writer waited between batches for the checkpointer, so the WAL could start "
-    "over."};
+    ("Time the store writer waited between batches for the checkpointer, so the WAL could "
+     "start over.")};
 
 void metrics_init(const char *const *names, size_t n)
 {

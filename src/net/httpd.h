@@ -76,7 +76,8 @@ void httpd_gate_hold(struct kb_hgate *g, kb_hgate_cancel_cb cancel, void *arg);
 void httpd_gate_done(struct kb_hgate *g, enum kb_err verdict);
 
 /* The limits are borrowed atomics, read where they are used: a reload
- * that changes them holds from the next request or connection on. */
+ * that changes them holds from the next request or connection on. A NULL
+ * limit is no limit. */
 struct kb_httpd_opts {
     const _Atomic int64_t *max_header_bytes; /* request line + headers (431 headers_too_large) */
     const _Atomic int64_t *max_headers;      /* header lines (431 headers_too_large) */

@@ -32,7 +32,7 @@ struct evbuffer;
 /* A limit of the options, now (see struct kb_httpd_opts). */
 static inline int64_t httpd__lim(const _Atomic int64_t *v)
 {
-    return atomic_load_explicit(v, memory_order_relaxed);
+    return v ? atomic_load_explicit(v, memory_order_relaxed) : INT64_MAX; /* NULL: none */
 }
 static inline size_t httpd__limz(const _Atomic int64_t *v)
 {

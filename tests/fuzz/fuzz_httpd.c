@@ -101,12 +101,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     socklen_t len = sizeof addr;
     check(fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(fd, 64) == 0 &&
           getsockname(fd, (struct sockaddr *)&addr, &len) == 0);
+    static const _Atomic int64_t header_bytes = 1024, headers = 16, body_bytes = MAX_BODY,
+                                 max_conns = 16;
     struct kb_httpd_opts o = {
-        .max_header_bytes = 1024,
-        .max_headers = 16,
-        .max_body_bytes = MAX_BODY,
+        .max_header_bytes = &header_bytes,
+        .max_headers = &headers,
+        .max_body_bytes = &body_bytes,
         .timeout_ms = 60000,
-        .max_conns = 16,
+        .max_conns = &max_conns,
         .conns = &conns,
         .on_request = handler,
     };
