@@ -7,6 +7,7 @@
  * request needs.
  */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -271,24 +272,22 @@ int64_t stripe__convert_any(const struct meter__stripe_cfg *cfg, int64_t mm)
 
 /* ---- reading the form as Stripe does ---- */
 
-/*
- * The value of `key`, *val NULL when absent. Refused as ambiguous
- * (KB_E_AMBIGUOUS_REQUEST): the key given twice with different values, a
- * key equal to it but for letter case, or the key also used as a hash or
- * array (`amount[]`, `amount[x]`), since which one Stripe reads is not
- * ours to guess.
- */
-enum kb_err stripe__sget(const struct meter__form *f, const char *key,
-                         const struct meter__form_pair **val, char **errmsg)
+/* stripe__sget over the fields f->v[pick[0..n)] in that order, or over all
+ * of f when pick is NULL. Every field that could be read as `key`, or
+ * conflict with it, must be among them. */
+static enum kb_err sget_among(const struct meter__form *f, const size_t *pick, size_t n,
+                              const char *key, const struct meter__form_pair **val, char **errmsg)
 {
     const struct meter__form_pair *found = NULL;
     size_t kl = strlen(key);
     bool plain = false;
 
-    for (size_t i = 0; i < f->n && !plain; i++)
-        plain = f->v[i].klen == kl && strncasecmp(f->v[i].key, key, kl) == 0;
-    for (size_t i = 0; plain && i < f->n; i++) {
-        const struct meter__form_pair *pr = &f->v[i];
+    for (size_t i = 0; i < n && !plain; i++) {
+        const struct meter__form_pair *pr = &f->v[pick ? pick[i] : i];
+        plain = pr->klen == kl && strncasecmp(pr->key, key, kl) == 0;
+    }
+    for (size_t i = 0; plain && i < n; i++) {
+        const struct meter__form_pair *pr = &f->v[pick ? pick[i] : i];
         if (pr->klen < kl || strncasecmp(pr->key, key, kl) != 0)
             continue;
         if (pr->klen > kl) {
@@ -313,46 +312,22 @@ enum kb_err stripe__sget(const struct meter__form *f, const char *key,
     return KB_OK;
 }
 
+/*
+ * The value of `key`, *val NULL when absent. Refused as ambiguous
+ * (KB_E_AMBIGUOUS_REQUEST): the key given twice with different values, a
+ * key equal to it but for letter case, or the key also used as a hash or
+ * array (`amount[]`, `amount[x]`), since which one Stripe reads is not
+ * ours to guess.
+ */
+enum kb_err stripe__sget(const struct meter__form *f, const char *key,
+                         const struct meter__form_pair **val, char **errmsg)
+{
+    return sget_among(f, NULL, f->n, key, val, errmsg);
+}
+
 bool stripe__val_is(const struct meter__form_pair *v, const char *s)
 {
     return v && v->vlen == strlen(s) && memcmp(v->val, s, v->vlen) == 0;
-}
-
-/* The value of "<prefix>[<i>]<suffix>", or NULL. */
-static enum kb_err item_get(const struct meter__form *f, const char *prefix, size_t i,
-                            const char *suffix, const struct meter__form_pair **v, char **errmsg)
-{
-    char *key = kb_asprintf("%s[%zu]%s", prefix, i, suffix);
-    enum kb_err err = stripe__sget(f, key, v, errmsg);
-    free(key);
-    return err;
-}
-
-/* A unit amount (integer or _decimal) under "<prefix>[<i>]<base>"; *found is
- * false when neither is given. */
-static enum kb_err unit_amount(const struct meter__form *f, const char *prefix, size_t i,
-                               const char *base, bool *found, int64_t *mm, char **errmsg)
-{
-    const struct meter__form_pair *ua = NULL, *uad = NULL;
-    enum kb_err err;
-    char *k1 = kb_asprintf("%s[unit_amount]", base);
-    char *k2 = kb_asprintf("%s[unit_amount_decimal]", base);
-
-    if ((err = item_get(f, prefix, i, k1, &ua, errmsg)) != KB_OK ||
-        (err = item_get(f, prefix, i, k2, &uad, errmsg)) != KB_OK)
-        goto out;
-    *found = ua || uad;
-    if (ua && !stripe__parse_int_minor(ua, mm)) {
-        kb_set_errmsg(errmsg, "%s[%zu]%s[unit_amount] must be an integer", prefix, i, base);
-        err = KB_E_INVALID;
-    } else if (!ua && uad && !stripe__parse_dec_minor(uad, mm)) {
-        kb_set_errmsg(errmsg, "%s[%zu]%s[unit_amount_decimal] must be a decimal", prefix, i, base);
-        err = KB_E_INVALID;
-    }
-out:
-    free(k1);
-    free(k2);
-    return err;
 }
 
 /* A quantity: absent is dflt; anything but a small non-negative integer is
@@ -375,17 +350,67 @@ bool stripe__parse_qty(const struct meter__form_pair *v, int64_t dflt, int64_t *
     return true;
 }
 
-/* The distinct indexes i of "<prefix>[i]..." keys, in body order. *unknown
- * is set for "<prefix>[][...]" (items Stripe numbers itself: we cannot tell
- * them apart); an index written two ways ("[00]", "[+1]") is ambiguous. */
-static enum kb_err item_indexes(const struct meter__form *f, const char *prefix, size_t *idx,
-                                size_t *n, bool *unknown, char **errmsg)
+/* ---- items: "<prefix>[i][...]" ---- */
+
+/*
+ * The items of one prefix (line_items, items, shipping_options) with their
+ * fields grouped by item, built in one pass over the form. Looking a field
+ * of item i up across the whole form would cost items x fields per request
+ * (~7 fields an item, up to 250 items in 4096 fields); looking it up among
+ * item i's own fields costs the form's size in all.
+ *
+ * The group is exact: a field Stripe could read as "<prefix>[i]<suffix>",
+ * or that conflicts with it (letter case, "[...]" after it), begins with
+ * "<prefix>[i]" but for letter case. Such a field either is in item i's
+ * group or made items_index refuse the form (a prefix in another case, an
+ * index with leading zeros), so stripe__sget over the group finds the same
+ * value and refuses the same things, with the same message, as over the
+ * whole form.
+ */
+struct items {
+    const struct meter__form *f; /* borrowed */
+    const char *prefix;          /* borrowed */
+    size_t n;                    /* items, in the order the body first names them */
+    size_t num[MAX_ITEMS];       /* each item's number: the i of prefix[i] */
+    size_t start[MAX_ITEMS + 1]; /* item j's fields are field[start[j] .. start[j + 1]) */
+    size_t *field;               /* owned; indexes into f->v, in body order within an item */
+};
+
+/* An item slot (0..MAX_ITEMS-1) fits a uint16_t; this one is no slot. */
+#define NO_ITEM UINT16_MAX
+_Static_assert(MAX_ITEMS < NO_ITEM, "item slots are uint16_t");
+
+static void items_cleanup(struct items *it)
 {
-    size_t plen = strlen(prefix);
-    *n = 0;
+    free(it->field);
+    it->field = NULL;
+    it->n = 0;
+}
+
+/* Indexes the items "<prefix>[i]..." of f into it, whose cleanup frees it
+ * whatever the result. *unknown is set for "<prefix>[][...]" (items Stripe
+ * numbers itself: we cannot tell them apart); an index written two ways
+ * ("[00]", "[+1]") is ambiguous; more than MAX_ITEMS items are refused.
+ * Whichever of these comes first in body order decides. */
+static enum kb_err items_index(const struct meter__form *f, const char *prefix, struct items *it,
+                               bool *unknown, char **errmsg)
+{
+    enum kb_err err = KB_OK;
+    size_t plen = strlen(prefix), at[MAX_ITEMS];
+    /* slots sorted by item number, for a binary search per field */
+    uint16_t by_num[MAX_ITEMS];
+    /* each field's item slot, or NO_ITEM */
+    uint16_t *slot = kb_malloc((f->n ? f->n : 1) * sizeof *slot);
+
+    it->f = f;
+    it->prefix = prefix;
+    it->n = 0;
+    it->field = NULL;
+    memset(it->start, 0, sizeof it->start);
     for (size_t k = 0; k < f->n; k++) {
         const char *key = f->v[k].key;
-        size_t i = plen + 1, v = 0;
+        size_t i = plen + 1, v = 0, lo = 0, hi = it->n;
+        slot[k] = NO_ITEM;
         if (f->v[k].klen <= plen || strncasecmp(key, prefix, plen) != 0 || key[plen] != '[')
             continue;
         for (; key[i] >= '0' && key[i] <= '9' && i < plen + 7; i++)
@@ -398,20 +423,85 @@ static enum kb_err item_indexes(const struct meter__form *f, const char *prefix,
             memcmp(key, prefix, plen) != 0) {
             kb_set_errmsg(errmsg, "%s: index \"%.*s\" is not a plain number", prefix,
                           (int)(f->v[k].klen > 60 ? 60 : f->v[k].klen), key);
-            return KB_E_AMBIGUOUS_REQUEST;
+            err = KB_E_AMBIGUOUS_REQUEST;
+            goto out;
         }
-        bool seen = false;
-        for (size_t j = 0; j < *n && !seen; j++)
-            seen = idx[j] == v;
-        if (seen)
-            continue;
-        if (*n == MAX_ITEMS) {
-            kb_set_errmsg(errmsg, "too many %s", prefix);
-            return KB_E_INVALID;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (it->num[by_num[mid]] < v)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
-        idx[(*n)++] = v;
+        if (lo == it->n || it->num[by_num[lo]] != v) {
+            /* a new item: MAX_ITEMS of them, each moving at most as many slots */
+            if (it->n == MAX_ITEMS) {
+                kb_set_errmsg(errmsg, "too many %s", prefix);
+                err = KB_E_INVALID;
+                goto out;
+            }
+            memmove(by_num + lo + 1, by_num + lo, (it->n - lo) * sizeof *by_num);
+            by_num[lo] = (uint16_t)it->n;
+            it->num[it->n++] = v;
+        }
+        slot[k] = by_num[lo];
+        it->start[slot[k] + 1]++;
     }
-    return KB_OK;
+    if (it->n == 0)
+        goto out;
+    /* Counts to offsets, then each item's fields in body order. */
+    for (size_t j = 0; j < it->n; j++) {
+        it->start[j + 1] += it->start[j];
+        at[j] = it->start[j];
+    }
+    it->field = kb_malloc(it->start[it->n] * sizeof *it->field);
+    for (size_t k = 0; k < f->n; k++)
+        if (slot[k] != NO_ITEM)
+            it->field[at[slot[k]]++] = k;
+out:
+    free(slot);
+    return err;
+}
+
+/* The value of "<prefix>[<i>]<suffix>" for item j (i = it->num[j]), or
+ * NULL; refused as stripe__sget refuses. */
+static enum kb_err item_get(const struct items *it, size_t j, const char *suffix,
+                            const struct meter__form_pair **v, char **errmsg)
+{
+    char *key = kb_asprintf("%s[%zu]%s", it->prefix, it->num[j], suffix);
+    enum kb_err err = sget_among(it->f, it->field + it->start[j], it->start[j + 1] - it->start[j],
+                                 key, v, errmsg);
+    free(key);
+    return err;
+}
+
+/* A unit amount (integer or _decimal) under "<prefix>[<i>]<base>" of item
+ * j; *found is false when neither is given. */
+static enum kb_err unit_amount(const struct items *it, size_t j, const char *base, bool *found,
+                               int64_t *mm, char **errmsg)
+{
+    const struct meter__form_pair *ua = NULL, *uad = NULL;
+    enum kb_err err;
+    char *k1 = kb_asprintf("%s[unit_amount]", base);
+    char *k2 = kb_asprintf("%s[unit_amount_decimal]", base);
+
+    if ((err = item_get(it, j, k1, &ua, errmsg)) != KB_OK ||
+        (err = item_get(it, j, k2, &uad, errmsg)) != KB_OK)
+        goto out;
+    *found = ua || uad;
+    if (ua && !stripe__parse_int_minor(ua, mm)) {
+        kb_set_errmsg(errmsg, "%s[%zu]%s[unit_amount] must be an integer", it->prefix, it->num[j],
+                      base);
+        err = KB_E_INVALID;
+    } else if (!ua && uad && !stripe__parse_dec_minor(uad, mm)) {
+        kb_set_errmsg(errmsg, "%s[%zu]%s[unit_amount_decimal] must be a decimal", it->prefix,
+                      it->num[j], base);
+        err = KB_E_INVALID;
+    }
+out:
+    free(k1);
+    free(k2);
+    return err;
 }
 
 /*
@@ -425,27 +515,25 @@ enum kb_err stripe__sum_items(const struct meter__stripe_cfg *cfg, const struct 
                               bool update, int64_t *sum, bool *unknown, char **errmsg)
 {
     enum kb_err err;
-    size_t idx[MAX_ITEMS], n = 0;
+    struct items it;
     int64_t total = 0;
 
-    if ((err = item_indexes(f, prefix, idx, &n, unknown, errmsg)) != KB_OK)
-        return err;
-    for (size_t j = 0; j < n && !*unknown; j++) {
+    if ((err = items_index(f, prefix, &it, unknown, errmsg)) != KB_OK)
+        goto out;
+    for (size_t j = 0; j < it.n && !*unknown; j++) {
         const struct meter__form_pair *q = NULL, *adj = NULL, *adjmax = NULL, *cur = NULL,
                                       *del = NULL, *price = NULL;
         int64_t mm = 0, qty = 1, maxq = ADJUSTABLE_DEFAULT_MAX, cost = 0;
         bool found = false;
 
-        if ((err = unit_amount(f, prefix, idx[j], "[price_data]", &found, &mm, errmsg)) != KB_OK ||
-            (err = item_get(f, prefix, idx[j], "[quantity]", &q, errmsg)) != KB_OK ||
-            (err = item_get(f, prefix, idx[j], "[adjustable_quantity][enabled]", &adj, errmsg)) !=
-                KB_OK ||
-            (err = item_get(f, prefix, idx[j], "[adjustable_quantity][maximum]", &adjmax,
-                            errmsg)) != KB_OK ||
-            (err = item_get(f, prefix, idx[j], "[price_data][currency]", &cur, errmsg)) != KB_OK ||
-            (err = item_get(f, prefix, idx[j], "[deleted]", &del, errmsg)) != KB_OK ||
-            (err = item_get(f, prefix, idx[j], "[price]", &price, errmsg)) != KB_OK)
-            return err;
+        if ((err = unit_amount(&it, j, "[price_data]", &found, &mm, errmsg)) != KB_OK ||
+            (err = item_get(&it, j, "[quantity]", &q, errmsg)) != KB_OK ||
+            (err = item_get(&it, j, "[adjustable_quantity][enabled]", &adj, errmsg)) != KB_OK ||
+            (err = item_get(&it, j, "[adjustable_quantity][maximum]", &adjmax, errmsg)) != KB_OK ||
+            (err = item_get(&it, j, "[price_data][currency]", &cur, errmsg)) != KB_OK ||
+            (err = item_get(&it, j, "[deleted]", &del, errmsg)) != KB_OK ||
+            (err = item_get(&it, j, "[price]", &price, errmsg)) != KB_OK)
+            goto out;
         if (update && (stripe__val_is(del, "true") || (!found && !price && !q)))
             continue; /* removed, or only metadata/discounts/thresholds */
         if (!found) {
@@ -455,8 +543,9 @@ enum kb_err stripe__sum_items(const struct meter__stripe_cfg *cfg, const struct 
         if (!stripe__parse_qty(q, 1, &qty) ||
             !stripe__parse_qty(adjmax, ADJUSTABLE_DEFAULT_MAX, &maxq)) {
             kb_set_errmsg(errmsg, "%s[%zu]: quantity must be a non-negative integer", prefix,
-                          idx[j]);
-            return KB_E_INVALID;
+                          it.num[j]);
+            err = KB_E_INVALID;
+            goto out;
         }
         /* The customer may raise the quantity up to the maximum at checkout.
          * Any spelling but a plain false counts as enabled: a flag that
@@ -472,11 +561,13 @@ enum kb_err stripe__sum_items(const struct meter__stripe_cfg *cfg, const struct 
         }
         if ((err = stripe__convert(cfg, cur->val, cur->vlen, meter__mul_sat(mm, qty), &cost,
                                    errmsg)) != KB_OK)
-            return err;
+            goto out;
         total = meter__add_sat(total, cost);
     }
     *sum = meter__add_sat(*sum, total);
-    return KB_OK;
+out:
+    items_cleanup(&it);
+    return err;
 }
 
 /* Checkout shipping: the customer picks one option, so the dearest one
@@ -486,27 +577,28 @@ enum kb_err stripe__max_shipping(const struct meter__stripe_cfg *cfg, const stru
                                  bool *unknown, char **errmsg)
 {
     enum kb_err err;
-    size_t idx[MAX_ITEMS], n = 0;
+    struct items it;
     int64_t best = 0;
 
-    if ((err = item_indexes(f, "shipping_options", idx, &n, unknown, errmsg)) != KB_OK)
-        return err;
-    for (size_t j = 0; j < n && !*unknown; j++) {
+    if ((err = items_index(f, "shipping_options", &it, unknown, errmsg)) != KB_OK)
+        goto out;
+    for (size_t j = 0; j < it.n && !*unknown; j++) {
         const struct meter__form_pair *a = NULL, *cur = NULL;
         int64_t mm = 0, cost = 0;
-        if ((err = item_get(f, "shipping_options", idx[j],
-                            "[shipping_rate_data][fixed_amount][amount]", &a, errmsg)) != KB_OK ||
-            (err = item_get(f, "shipping_options", idx[j],
-                            "[shipping_rate_data][fixed_amount][currency]", &cur, errmsg)) != KB_OK)
-            return err;
+        if ((err = item_get(&it, j, "[shipping_rate_data][fixed_amount][amount]", &a, errmsg)) !=
+                KB_OK ||
+            (err = item_get(&it, j, "[shipping_rate_data][fixed_amount][currency]", &cur,
+                            errmsg)) != KB_OK)
+            goto out;
         if (!a) {
             *unknown = true; /* shipping_rate=shr_...: its amount lives in Stripe */
             break;
         }
         if (!stripe__parse_int_minor(a, &mm)) {
             kb_set_errmsg(errmsg, "shipping_options[%zu]: the fixed amount must be an integer",
-                          idx[j]);
-            return KB_E_INVALID;
+                          it.num[j]);
+            err = KB_E_INVALID;
+            goto out;
         }
         if (!cur)
             cur = top_currency;
@@ -515,10 +607,12 @@ enum kb_err stripe__max_shipping(const struct meter__stripe_cfg *cfg, const stru
             break;
         }
         if ((err = stripe__convert(cfg, cur->val, cur->vlen, mm, &cost, errmsg)) != KB_OK)
-            return err;
+            goto out;
         if (cost > best)
             best = cost;
     }
     *sum = meter__add_sat(*sum, best);
-    return KB_OK;
+out:
+    items_cleanup(&it);
+    return err;
 }

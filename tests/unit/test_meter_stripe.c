@@ -5,7 +5,8 @@
  * three-decimal currencies, refused currencies, checkout line items,
  * unknown amounts settled from the response, the zero-cost routes; the cost
  * class of every write endpoint, ambiguous forms, checkout shipping,
- * subscription updates, API v2 money movement and the 5xx flag. The object
+ * subscription updates, many items with every field read as a whole-form
+ * scan read them, API v2 money movement and the 5xx flag. The object
  * ledger and Idempotency-Key are test_meter_stripe_ledger.c.
  */
 #include <setjmp.h>
@@ -317,6 +318,184 @@ static void test_invoiceitems_and_subscriptions(void **state)
                      KB_OK);
     assert_int_equal(reserve, 19980000);
     assert_int_equal(finish(m, 200, "{\"id\":\"sub_1\"}", true), 19980000);
+    meter_pricing_free(p);
+}
+
+/* ---- many items, every field ---- */
+
+/* begin() that hands back the error message (caller frees). */
+static enum kb_err begin_msg(struct kb_pricing *p, const char *path, const char *body,
+                             int64_t *reserve, char **msg)
+{
+    struct kb_meter_req req = {
+        "stripe", "POST",      path, strlen(path), "application/x-www-form-urlencoded",
+        body,     strlen(body)};
+    struct kb_meter *m = NULL;
+    char *nb = NULL;
+    size_t nbl = 0;
+    enum kb_err err = meter_begin(p, &req, &m, reserve, &nb, &nbl, msg);
+    assert_null(nb);
+    meter_free(m);
+    return err;
+}
+
+/*
+ * Items are read from an index of the form built once per prefix (issue:
+ * items x fields). The index must read what a scan of the whole form read:
+ * fields of several items interleaved in any order, every field an item
+ * can have, the same refusals with the same messages, the first item the
+ * body names deciding which error is reported, and the 250-item cap.
+ */
+static void test_items_every_field(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(rates); /* eur at $1.10, unknown amounts $50 */
+    static const struct {
+        const char *path, *body;
+        enum kb_err err;
+        int64_t reserve; /* when KB_OK */
+        const char *msg; /* when not */
+    } cases[] = {
+        /* item 0: 1000 cents x 2 (adjustable off)                 $20.00
+         * item 1: 250.5 eur cents x 4 = EUR 10.02 x $1.10         $11.022
+         * item 2: 300 cents x the customer's maximum 10           $30.00
+         * the dearest shipping option, 700 cents                   $7.00
+         *                                                         $68.022 */
+        {"/v1/checkout/sessions",
+         "line_items[2][price_data][currency]=usd"
+         "&line_items[0][price_data][unit_amount]=1000"
+         "&shipping_options[0][shipping_rate_data][fixed_amount][amount]=500"
+         "&line_items[1][price_data][unit_amount_decimal]=250.5"
+         "&line_items[0][quantity]=2&line_items[2][price_data][unit_amount]=300"
+         "&line_items[1][price_data][currency]=eur&line_items[0][price_data][currency]=usd"
+         "&shipping_options[1][shipping_rate_data][fixed_amount][currency]=usd"
+         "&line_items[1][quantity]=4&line_items[2][quantity]=1"
+         "&line_items[2][adjustable_quantity][enabled]=true"
+         "&line_items[2][adjustable_quantity][maximum]=10"
+         "&line_items[0][adjustable_quantity][enabled]=false"
+         "&line_items[0][adjustable_quantity][maximum]=50"
+         "&shipping_options[0][shipping_rate_data][fixed_amount][currency]=usd"
+         "&line_items[1][price_data][product_data][name]=Sticker"
+         "&shipping_options[1][shipping_rate_data][fixed_amount][amount]=700"
+         "&line_items[0][quantity]=2&mode=payment",
+         KB_OK, 68022000, NULL},
+        /* items[0] 999 x 2 = $19.98, items[1] 0.5 cents x 3 = $0.015,
+         * add_invoice_items[0] $50.00: $69.995 */
+        {"/v1/subscriptions",
+         "customer=cus_1&items[0][price_data][unit_amount]=999&currency=usd"
+         "&add_invoice_items[0][price_data][unit_amount]=5000&items[1][quantity]=3"
+         "&items[0][quantity]=2&items[1][price_data][unit_amount_decimal]=0.5"
+         "&items[0][price_data][recurring][interval]=month&add_invoice_items[0][quantity]=1"
+         "&items[1][price_data][currency]=usd&items[1][price_data][recurring][interval]=month",
+         KB_OK, 69995000, NULL},
+        /* item 0 deleted (its amount does not count), item 1 metadata only,
+         * item 2 800 cents x 3: $24.00 */
+        {"/v1/subscriptions/sub_1",
+         "items[0][id]=si_1&items[1][id]=si_2&items[0][deleted]=true"
+         "&items[2][price_data][unit_amount]=800&items[1][metadata][k]=v&items[2][quantity]=3"
+         "&items[2][price_data][currency]=usd&items[0][price_data][unit_amount]=99999"
+         "&items[0][price_data][currency]=usd&proration_behavior=always_invoice",
+         KB_OK, 24000000, NULL},
+        /* an item Stripe numbers itself: unknown, the $50 reserve */
+        {"/v1/checkout/sessions",
+         "line_items[0][price_data][currency]=usd&line_items[0][price_data][unit_amount]=100"
+         "&line_items[][price]=price_1",
+         KB_OK, 50000000, NULL},
+        /* refusals, in a later item */
+        {"/v1/checkout/sessions",
+         "line_items[0][price_data][currency]=usd&line_items[0][price_data][unit_amount]=100"
+         "&line_items[1][price_data][currency]=usd&line_items[1][Quantity]=5"
+         "&line_items[1][price_data][unit_amount]=100&line_items[1][quantity]=1",
+         KB_E_AMBIGUOUS_REQUEST, 0,
+         "form field \"line_items[1][quantity]\" is also given as \"line_items[1][Quantity]\""},
+        {"/v1/checkout/sessions",
+         "line_items[0][price_data][currency]=usd&line_items[0][price_data][unit_amount]=100"
+         "&line_items[1][price_data][currency]=usd&line_items[1][price_data][unit_amount]=100"
+         "&line_items[1][quantity]=1&line_items[0][quantity]=1&line_items[1][quantity][x]=9",
+         KB_E_AMBIGUOUS_REQUEST, 0,
+         "form field \"line_items[1][quantity]\" is given both as a value and as "
+         "\"line_items[1][quantity][x]\""},
+        {"/v1/checkout/sessions",
+         "line_items[3][quantity]=1&line_items[3][price_data][currency]=usd"
+         "&line_items[3][price_data][unit_amount]=100&line_items[4][quantity]=1"
+         "&line_items[3][quantity]=2",
+         KB_E_AMBIGUOUS_REQUEST, 0,
+         "form field \"line_items[3][quantity]\" is given twice with different values"},
+        {"/v1/checkout/sessions",
+         "line_items[0][price_data][currency]=usd&Line_items[0][price_data][unit_amount]=100",
+         KB_E_AMBIGUOUS_REQUEST, 0,
+         "line_items: index \"Line_items[0][price_data][unit_amount]\" is not a plain number"},
+        {"/v1/subscriptions",
+         "currency=usd&items[7][price_data][unit_amount]=1&items[07][quantity]=1",
+         KB_E_AMBIGUOUS_REQUEST, 0, "items: index \"items[07][quantity]\" is not a plain number"},
+        /* the item the body names first is read first: [5], not [2] */
+        {"/v1/checkout/sessions",
+         "currency=usd&line_items[5][quantity]=x&line_items[2][price_data][unit_amount]=1"
+         "&line_items[2][quantity]=y&line_items[5][price_data][unit_amount]=1",
+         KB_E_INVALID, 0, "line_items[5]: quantity must be a non-negative integer"},
+        {"/v1/checkout/sessions",
+         "currency=usd&line_items[0][price_data][unit_amount]=1"
+         "&line_items[1][price_data][unit_amount]=1.5",
+         KB_E_INVALID, 0, "line_items[1][price_data][unit_amount] must be an integer"},
+        {"/v1/checkout/sessions",
+         "currency=usd&line_items[0][price_data][unit_amount]=1"
+         "&shipping_options[0][shipping_rate_data][fixed_amount][amount]=1"
+         "&shipping_options[1][shipping_rate_data][fixed_amount][amount]=1.5",
+         KB_E_INVALID, 0, "shipping_options[1]: the fixed amount must be an integer"},
+    };
+    int64_t reserve;
+    char *msg;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        reserve = -1;
+        msg = NULL;
+        enum kb_err err = begin_msg(p, cases[i].path, cases[i].body, &reserve, &msg);
+        if (err != cases[i].err || (msg && (!cases[i].msg || strcmp(msg, cases[i].msg) != 0)))
+            print_message("case %zu: %s\n", i, msg ? msg : "(no message)");
+        assert_int_equal(err, cases[i].err);
+        if (err == KB_OK)
+            assert_int_equal(reserve, cases[i].reserve);
+        else
+            assert_string_equal(msg, cases[i].msg);
+        free(msg);
+    }
+
+    /* 250 items is the cap (each a price id: unknown, $50); 251 is refused.
+     * Numbered downwards and interleaved, each given twice. */
+    for (size_t n = 250; n <= 251; n++) {
+        struct kb_buf b = {0};
+        buf_puts(&b, "mode=payment");
+        for (size_t i = 0; i < n; i++)
+            buf_printf(&b, "&line_items[%zu][price]=price_%zu", 1000 - i, i);
+        for (size_t i = 0; i < n; i++)
+            buf_printf(&b, "&line_items[%zu][quantity]=1", 1000 - i);
+        reserve = -1;
+        msg = NULL;
+        enum kb_err err = begin_msg(p, "/v1/checkout/sessions", b.data, &reserve, &msg);
+        if (n == 250) {
+            assert_int_equal(err, KB_OK);
+            assert_int_equal(reserve, 50000000);
+        } else {
+            assert_int_equal(err, KB_E_INVALID);
+            assert_string_equal(msg, "too many line_items");
+        }
+        free(msg);
+        buf_cleanup(&b);
+    }
+
+    /* 200 priced items, fields interleaved from both ends: item i costs
+     * i + 1 cents x 2, so the sum is 2 x (1 + ... + 200) = 40200 cents. */
+    struct kb_buf b = {0};
+    buf_puts(&b, "mode=payment&currency=usd");
+    for (size_t i = 0; i < 200; i++)
+        buf_printf(&b, "&line_items[%zu][price_data][unit_amount]=%zu&line_items[%zu][quantity]=2",
+                   i, i + 1, 199 - i);
+    reserve = -1;
+    msg = NULL;
+    assert_int_equal(begin_msg(p, "/v1/checkout/sessions", b.data, &reserve, &msg), KB_OK);
+    assert_null(msg);
+    assert_int_equal(reserve, 402000000);
+    buf_cleanup(&b);
     meter_pricing_free(p);
 }
 
@@ -724,6 +903,7 @@ int main(void)
         cmocka_unit_test(test_checkout_line_items),
         cmocka_unit_test(test_checkout_price_ids_unknown_amount),
         cmocka_unit_test(test_invoiceitems_and_subscriptions),
+        cmocka_unit_test(test_items_every_field),
         cmocka_unit_test(test_zero_cost_routes),
         cmocka_unit_test(test_update_with_amount_but_no_currency),
         cmocka_unit_test(test_malformed_bodies),
