@@ -433,6 +433,17 @@ echo "bench: proxy throughput with $LIVE_KEYS+ keys in the store (64 connections
 run_wrk after-keys keybrake 64 "$LAT_DURATION" 1
 
 # ---- 6. the key-per-run workload -------------------------------------------------------
+# the peer gateway (bench/peer: routing only), on the same upstream
+PEER=${BENCH_PEER:-1}
+PK_PORT=""
+if [ "$PEER" = 1 ]; then
+    PK_PORT=$(free_port)
+    (cd bench/peer/node_modules/@portkey-ai/gateway/build &&
+        exec node start-server.js --port="$PK_PORT" --headless) >"$W/portkey.log" 2>&1 &
+    PK_PID=$!
+    STARTED+=("$PK_PID")
+    wait_http "http://127.0.0.1:$PK_PORT/"
+fi
 # What the seeds' middleware does (bench/runs.js): RUNS_CONC runs at once, each
 # issuing a key, making 1-5 calls (a quarter of the runs an OpenAI chat, half
 # of those streamed), revoking it; the same calls through nginx in alternation.
@@ -441,13 +452,17 @@ command -v node >/dev/null || die "node is missing (the black-box tests need it 
 echo "bench: key per run: $RUNS_CONC runs at once, $ROUNDS x ${DURATION}s, nginx and keybrake alternating, $LIVE_KEYS+ keys in the store"
 : >"$W/runs.out"
 for r in $(seq "$ROUNDS"); do
-    for tgt in nginx keybrake; do
-        if [ "$tgt" = keybrake ]; then px=$KB_PROXY; else px=127.0.0.1:$PX_PORT; fi
-        c0=$(cpu_ticks $([ "$tgt" = keybrake ] && echo "$KB_PID" || echo $NX_PIDS))
+    for tgt in nginx keybrake $([ -n "$PK_PORT" ] && echo portkey); do
+        case $tgt in
+        keybrake) px=$KB_PROXY pids=$KB_PID ;;
+        portkey) px=127.0.0.1:$PK_PORT pids=$PK_PID ;;
+        *) px=127.0.0.1:$PX_PORT pids=$NX_PIDS ;;
+        esac
+        c0=$(cpu_ticks $pids)
         node bench/runs.js --target "$tgt" --proxy "$px" --admin "$KB_ADMIN" --admin-token "$ADMIN_TOKEN" \
-            --runs "$RUNS_CONC" --seconds "$DURATION" --seed "$r" >"$W/runs1.out" ||
-            { cat "$W/runs1.out" >&2; die "runs.js failed"; }
-        c1=$(cpu_ticks $([ "$tgt" = keybrake ] && echo "$KB_PID" || echo $NX_PIDS))
+            --upstream "127.0.0.1:$UP_PORT" --runs "$RUNS_CONC" --seconds "$DURATION" --seed "$r" \
+            >"$W/runs1.out" || { cat "$W/runs1.out" >&2; die "runs.js failed"; }
+        c1=$(cpu_ticks $pids)
         line=$(grep '^RUNS_RESULT' "$W/runs1.out") || { cat "$W/runs1.out" >&2; die "no runs result"; }
         echo "round=$r cpu_us=$(((c1 - c0) * 1000000 / CLK_TCK)) ${line#RUNS_RESULT }" >>"$W/runs.out"
         python3 - "$r" "$(((c1 - c0) * 1000000 / CLK_TCK))" "${line#RUNS_RESULT }" <<'PY'

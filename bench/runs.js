@@ -6,8 +6,14 @@
 // key: nginx only forwards) so that the added latency per call is read in
 // the same run.
 //
-//   node bench/runs.js --target keybrake|nginx --proxy HOST:PORT
-//       [--admin HOST:PORT --admin-token T] --runs N --seconds S [--seed X]
+//   node bench/runs.js --target keybrake|nginx|portkey --proxy HOST:PORT
+//       [--admin HOST:PORT --admin-token T] [--upstream HOST:PORT]
+//       --runs N --seconds S [--seed X]
+//
+// portkey (the open-source gateway users would otherwise run, bench/peer)
+// routes only: every run is a chat run there (JSON, not streamed), sent
+// with x-portkey-provider openai and the upstream as its custom host; no
+// key is issued.
 //
 // A run: POST /v1/keys (keybrake only), then 1-5 calls, then DELETE
 // /v1/keys/{id} (keybrake only). Three runs in four are "stripe-like"
@@ -92,7 +98,8 @@ async function main() {
     const rand = rng(a.seed * 1000 + i + 1);
     while (Date.now() < deadline) {
       const start = process.hrtime.bigint();
-      const llm = rand() < 0.25;
+      const pk = a.target === 'portkey';
+      const llm = pk || rand() < 0.25;
       const n = 1 + Math.floor(rand() * 5);
       let token = 'none';
       let id = null;
@@ -124,14 +131,21 @@ async function main() {
           r = await request(agent, a.proxy, 'GET', '/bench/v1/things', { authorization: `Bearer ${token}` });
           if (r.status === 200) lat.stripe.push(r.us);
         } else {
-          const stream = rand() < 0.5;
+          // the peer answers our SSE upstream with 500s (its stream parser
+          // wants more than a minimal stream): JSON chats only there
+          const stream = rand() < 0.5 && !pk;
           const body = stream ? CHAT_STREAM : CHAT;
-          r = await request(agent, a.proxy, 'POST', '/openai/v1/chat/completions', {
-            authorization: `Bearer ${token}`,
+          const headers = {
+            authorization: `Bearer ${pk ? 'sk_bench' : token}`,
             'content-type': 'application/json',
             accept: stream ? 'text/event-stream' : 'application/json',
             'content-length': Buffer.byteLength(body),
-          }, body);
+          };
+          if (pk) {
+            headers['x-portkey-provider'] = 'openai';
+            headers['x-portkey-custom-host'] = `http://${a.upstream}/v1`;
+          }
+          r = await request(agent, a.proxy, 'POST', pk ? '/v1/chat/completions' : '/openai/v1/chat/completions', headers, body);
           if (r.status === 200) (stream ? lat.stream : lat.chat).push(r.us);
         }
         if (r.status !== 200) err(`call_${r.status}`);

@@ -173,10 +173,12 @@ def latency_table(rows, kind):
 
 
 def runs_table(path):
-    """The key-per-run workload (bench/runs.js): medians over rounds."""
+    """The key-per-run workload (bench/runs.js): medians over rounds, nginx
+    and keybrake side by side, and the peer gateway (routing only) when it
+    ran."""
     if not path or not os.path.exists(path):
         return []
-    by = {"nginx": [], "keybrake": []}
+    by = {"nginx": [], "keybrake": [], "portkey": []}
     with open(path) as f:
         for line in f:
             head, _, js = line.partition(" {")
@@ -185,7 +187,7 @@ def runs_table(path):
             d = json.loads("{" + js)
             d["cpu_us"] = int(head.split("cpu_us=")[1].split()[0])
             by.setdefault(d["target"], []).append(d)
-    nx, kb = by["nginx"], by["keybrake"]
+    nx, kb, pk = by["nginx"], by["keybrake"], by["portkey"]
     if not kb:
         return []
     out = ["## Key per run (the seeds' workload)", "",
@@ -193,29 +195,42 @@ def runs_table(path):
            "in 4: `GET` on the generic vendor; 1 in 4: an OpenAI chat completion, half of them "
            "streamed), then revokes it (`DELETE`); nginx serves the same calls without keys. "
            "Medians over %d rounds; latencies as seen by the client (bench/runs.js)." % (
-               kb[0]["concurrent_runs"], len(kb)), "",
-           "| measure | nginx | keybrake | added |", "|---|---|---|---|"]
+               kb[0]["concurrent_runs"], len(kb)), ""]
+    if pk:
+        out += ["The peer is Portkey's open-source gateway (`@portkey-ai/gateway`, bench/peer), "
+                "the same upstream as its custom host: it routes only (no keys, caps, metering or "
+                "audit), and only JSON chat completions (every run there is a chat run; its stream parser answered our minimal SSE upstream with 500s).", ""]
+    out += ["| measure | nginx | keybrake | keybrake added | peer | peer added |",
+            "|---|---|---|---|---|---|"]
+
     def m(rows, f):
         return med(f(r) for r in rows) if rows else 0
-    out.append("| runs/s | %.0f | %.0f | |" % (m(nx, lambda r: r["runs_per_s"]),
-                                               m(kb, lambda r: r["runs_per_s"])))
-    out.append("| calls/s | %.0f | %.0f | |" % (m(nx, lambda r: r["calls_per_s"]),
-                                                m(kb, lambda r: r["calls_per_s"])))
-    out.append("| proxy CPU per call | %.1f µs | %.1f µs | keybrake's includes issuance and "
-               "revocation |" % (m(nx, lambda r: r["cpu_us"] / max(r["calls"], 1)),
-                                 m(kb, lambda r: r["cpu_us"] / max(r["calls"], 1))))
+
+    def cell(rows, f, fmt):
+        return fmt % m(rows, f) if rows else "–"
+    out.append("| runs/s | %s | %s | | %s | |" % (cell(nx, lambda r: r["runs_per_s"], "%.0f"),
+                                                    cell(kb, lambda r: r["runs_per_s"], "%.0f"),
+                                                    cell(pk, lambda r: r["runs_per_s"], "%.0f")))
+    out.append("| calls/s | %s | %s | | %s | |" % (cell(nx, lambda r: r["calls_per_s"], "%.0f"),
+                                                     cell(kb, lambda r: r["calls_per_s"], "%.0f"),
+                                                     cell(pk, lambda r: r["calls_per_s"], "%.0f")))
+    cpu = lambda r: r["cpu_us"] / max(r["calls"], 1)
+    out.append("| proxy CPU per call (keybrake's includes issuance and revocation) | %s µs | %s µs "
+               "| | %s µs | |" % (cell(nx, cpu, "%.1f"), cell(kb, cpu, "%.1f"), cell(pk, cpu, "%.1f")))
     for kind, what in (("stripe", "GET call"), ("chat", "chat completion"),
                        ("stream", "streamed chat completion")):
         for p in ("p50", "p99"):
-            a_ = m(nx, lambda r: r[kind][p + "_us"])
-            b_ = m(kb, lambda r: r[kind][p + "_us"])
-            out.append("| %s %s | %s ms | %s ms | %+.2f ms |" % (what, p, ms(a_), ms(b_),
-                                                                 (b_ - a_) / 1000.0))
+            f = lambda r: r[kind][p + "_us"]
+            a_, b_, c_ = m(nx, f), m(kb, f), m(pk, f)
+            peer = pk and any(r[kind]["n"] for r in pk)
+            out.append("| %s %s | %s ms | %s ms | %+.2f ms | %s | %s |" % (
+                what, p, ms(a_), ms(b_), (b_ - a_) / 1000.0,
+                ms(c_) + " ms" if peer else "–", "%+.2f ms" % ((c_ - a_) / 1000.0) if peer else "–"))
     for kind, what in (("issue", "issuance (`POST /v1/keys`)"), ("revoke", "revocation (`DELETE`)")):
-        out.append("| %s p50 / p99 | | %s / %s ms | |" % (
+        out.append("| %s p50 / p99 | | %s / %s ms | | | |" % (
             what, ms(m(kb, lambda r: r[kind]["p50_us"])), ms(m(kb, lambda r: r[kind]["p99_us"]))))
-    errs = [(r["target"], r["errors"]) for r in nx + kb if r["errors"]]
-    out.append("| errors | %s | | |" % (", ".join("%s %s" % e for e in errs) if errs else "none"))
+    errs = [(r["target"], r["errors"]) for r in nx + kb + pk if r["errors"]]
+    out.append("| errors | %s | | | | |" % (", ".join("%s %s" % e for e in errs) if errs else "none"))
     out.append("")
     return out
 

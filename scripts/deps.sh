@@ -12,7 +12,7 @@ if [ "$what" = test ]; then
   pkgs+=(libcmocka-dev nodejs npm sqlite3 clang)
 fi
 if [ "$what" = bench ]; then
-  pkgs+=(nginx-light wrk)
+  pkgs+=(nginx-light wrk nodejs npm)
 fi
 
 missing=()
@@ -29,6 +29,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# the peer gateway the bench measures beside Keybrake (bench/peer), pinned
+if [ "$what" = bench ] && { [ ! -d bench/peer/node_modules ] ||
+   [ bench/peer/package-lock.json -nt bench/peer/node_modules ]; }; then
+  (cd bench/peer && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if [ "$what" = test ] && [ ! -d tests/blackbox/node_modules ] ||
