@@ -117,6 +117,11 @@ void mailbox_hold(struct kb_mailbox *mb)
 void mailbox_post(struct kb_mailbox *mb, struct kb_mail *m)
 {
     m->next = NULL;
+    mailbox_post_chain(mb, m, m, 1);
+}
+
+void mailbox_post_chain(struct kb_mailbox *mb, struct kb_mail *m, struct kb_mail *last, int n)
+{
     pthread_mutex_lock(&mb->mu);
     bool closed = mb->closed, wake = !closed && !mb->head;
     if (!closed) {
@@ -124,7 +129,7 @@ void mailbox_post(struct kb_mailbox *mb, struct kb_mail *m)
             mb->tail->next = m;
         else
             mb->head = m;
-        mb->tail = m;
+        mb->tail = last;
     }
     if (wake) {
         /* under the mutex: the loop cannot close (and the fd go) first */
@@ -134,6 +139,6 @@ void mailbox_post(struct kb_mailbox *mb, struct kb_mail *m)
     }
     pthread_mutex_unlock(&mb->mu);
     if (closed)
-        m->drop(m);
-    unref(mb, 1);
+        drop_list(m);
+    unref(mb, n);
 }

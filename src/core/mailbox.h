@@ -37,4 +37,9 @@ void mailbox_hold(struct kb_mailbox *mb);
 /* Posts m, consuming a hold. Any thread. */
 void mailbox_post(struct kb_mailbox *mb, struct kb_mail *m);
 
+/* Posts the n messages chained from first through their `next` (last's
+ * next is NULL), in that order, consuming n holds: one lock and at most
+ * one wake-up for them all. Any thread. */
+void mailbox_post_chain(struct kb_mailbox *mb, struct kb_mail *first, struct kb_mail *last, int n);
+
 #endif

@@ -114,12 +114,43 @@ static void job_drop(struct kb_mail *m)
     free(m);
 }
 
-/* Writer thread: hands a finished job back to its port's loop. */
-static void complete(struct job *j)
+/* Writer thread: hands a batch's finished jobs back to their ports'
+ * loops, the jobs of one port as one chain (one lock, at most one
+ * wake-up per port and batch), in batch order. */
+#define CHAINS 32
+static void complete_all(struct job *batch)
 {
-    j->mail.deliver = job_deliver;
-    j->mail.drop = job_drop;
-    mailbox_post(j->mb, &j->mail);
+    struct {
+        struct kb_mailbox *mb;
+        struct kb_mail *first, *last;
+        int n;
+    } c[CHAINS];
+    int nc = 0;
+    for (struct job *j = batch, *next; j; j = next) {
+        next = j->next;
+        j->mail.deliver = job_deliver;
+        j->mail.drop = job_drop;
+        j->mail.next = NULL;
+        int i = 0;
+        while (i < nc && c[i].mb != j->mb)
+            i++;
+        if (i == nc && nc == CHAINS) { /* more ports than chains: this one alone */
+            mailbox_post(j->mb, &j->mail);
+            continue;
+        }
+        if (i == nc) {
+            c[nc].mb = j->mb;
+            c[nc].first = &j->mail;
+            c[nc].n = 0;
+            nc++;
+        } else {
+            c[i].last->next = &j->mail;
+        }
+        c[i].last = &j->mail;
+        c[i].n++;
+    }
+    for (int i = 0; i < nc; i++)
+        mailbox_post_chain(c[i].mb, c[i].first, c[i].last, c[i].n);
 }
 
 /* Runs one batch in one transaction; sets every job's err. */
@@ -231,10 +262,7 @@ static void *writer_main(void *arg)
                 run_batch(w, j);
                 j->next = rest;
             }
-        for (struct job *j = batch, *next; j; j = next) {
-            next = j->next;
-            complete(j);
-        }
+        complete_all(batch);
         store_writer_idle(w->store, w->upkeep); /* the backend's upkeep (WAL) */
         pthread_mutex_lock(&w->mu);
     }

@@ -150,6 +150,45 @@ static void test_mailbox_close_races_posts(void **state)
     event_base_free(loop);
 }
 
+/* A chain arrives whole and in order; to a closed mailbox it is dropped
+ * whole, each message once. */
+static void test_mailbox_chain(void **state)
+{
+    (void)state;
+    loop = event_base_new();
+    struct kb_mailbox *mb = mailbox_new(loop);
+    atomic_store(&delivered, 0);
+    atomic_store(&dropped, 0);
+    memset(last_seen, 0, sizeof last_seen);
+    struct msg *m[5];
+    for (int i = 0; i < 5; i++) {
+        m[i] = kb_calloc(1, sizeof *m[i]);
+        m[i]->mail.deliver = on_deliver;
+        m[i]->mail.drop = on_drop;
+        m[i]->poster = 0;
+        m[i]->n = i + 1;
+        m[i]->mail.next = NULL;
+        if (i)
+            m[i - 1]->mail.next = &m[i]->mail;
+        mailbox_hold(mb);
+    }
+    mailbox_post_chain(mb, &m[0]->mail, &m[4]->mail, 5);
+    event_base_loop(loop, EVLOOP_ONCE);
+    assert_int_equal(atomic_load(&delivered), 5);
+    assert_int_equal(last_seen[0], 5);
+
+    mailbox_hold(mb);
+    mailbox_hold(mb);
+    mailbox_close(mb);
+    struct msg *a = kb_calloc(1, sizeof *a), *b = kb_calloc(1, sizeof *b);
+    a->mail.drop = b->mail.drop = on_drop;
+    a->mail.next = &b->mail;
+    b->mail.next = NULL;
+    mailbox_post_chain(mb, &a->mail, &b->mail, 2); /* frees the mailbox: the last holds */
+    assert_int_equal(atomic_load(&dropped), 2);
+    event_base_free(loop);
+}
+
 /* ---- reader ---- */
 
 struct lookup {
@@ -303,6 +342,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mailbox_delivers_in_order),
         cmocka_unit_test(test_mailbox_close_races_posts),
+        cmocka_unit_test(test_mailbox_chain),
         cmocka_unit_test(test_reader_reads_off_the_loop),
         cmocka_unit_test(test_revlog_in_order_or_lost),
     };
