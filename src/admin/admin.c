@@ -16,6 +16,8 @@
 #include <strings.h>
 
 #include "admin/admin_int.h"
+#include "audit/retention.h"
+#include "core/config.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/crypto.h"
@@ -137,11 +139,24 @@ enum kb_err admin_head_gate(const char *target, const struct kb_hdr *h, size_t n
 enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store,
                       struct kb_writer_port *port, struct kb_admin **out, char **errmsg)
 {
-    (void)errmsg;
     struct kb_admin *a = kb_calloc(1, sizeof *a);
     a->rt = rt;
     a->store = store;
     a->port = port;
+    /* Audit retention lives with the admin thread (it starts and stops with
+     * it) but runs on a thread of its own: archiving is file I/O that must
+     * not stall the admin loop, and the delete is a writer job. */
+    if (rt->cfg && rt->cfg->audit_retention_ms > 0 && rt->writer) {
+        char *dir = config_archive_dir(rt->cfg);
+        enum kb_err err =
+            audit_retention_start(rt->store_path, rt->cfg->store_synchronous, rt->writer,
+                                  rt->cfg->audit_retention_ms, dir, &a->retention, errmsg);
+        free(dir);
+        if (err != KB_OK) {
+            free(a);
+            return err;
+        }
+    }
     *out = a;
     return KB_OK;
 }
@@ -164,5 +179,8 @@ void admin_drain(struct kb_admin *a, void (*drained)(void *arg), void *arg)
 
 void admin_free(struct kb_admin *a)
 {
+    if (!a)
+        return;
+    audit_retention_stop(a->retention);
     free(a);
 }

@@ -112,11 +112,20 @@ static int verify(const struct kb_config *cfg, const char *anchor_path)
     }
     printf("audit: %lld records, %lld checkpoints, chain intact\n", (long long)r.records,
            (long long)r.checkpoints);
-    if (r.records > r.last_ckpt_seq)
+    if (r.cut_seq)
+        printf("audit: pruned before seq %lld at checkpoint %lld, archived; records %lld..%lld "
+               "chain on from its signed hash\n",
+               (long long)(r.cut_seq + 1), (long long)r.cut_seq, (long long)(r.cut_seq + 1),
+               (long long)r.last_seq);
+    if (r.last_seq > r.last_ckpt_seq)
         printf("audit: records %lld..%lld follow the last signed checkpoint and are covered by "
                "the hash chain only\n",
-               (long long)(r.last_ckpt_seq + 1), (long long)r.records);
-    if (anchor_path)
+               (long long)(r.last_ckpt_seq + 1), (long long)r.last_seq);
+    if (anchor_path && anchor.top_seq <= r.cut_seq)
+        printf("audit: anchor %s ends at record %lld, which was pruned: it was not compared "
+               "with the store\n",
+               anchor_path, (long long)anchor.top_seq);
+    else if (anchor_path)
         printf("audit: anchor %s matches: record %lld has the anchor's hash, and the chain "
                "vouches for every record before it\n",
                anchor_path, (long long)anchor.top_seq);
