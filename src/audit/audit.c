@@ -275,7 +275,7 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
     struct kb_audit_row row;
     struct kb_audit_ckpt ck;
     uint8_t prev[KB_HASH_LEN] = {0}, h[KB_HASH_LEN];
-    int64_t expected = 1, prev_ck = 0, prev_every = 0;
+    int64_t expected = 1, prev_ck = 0, prev_every = 0, named_below = 0;
     bool have_ck = false, have_row = false, reading = false, cut_named = false;
 
     memset(r, 0, sizeof *r);
@@ -368,9 +368,12 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
                    (long long)row.seq);
             goto done;
         }
-        if (r->cut_seq && !cut_named && row.rec.action &&
-            strcmp(row.rec.action, KB_AUDIT_PRUNED_ACTION) == 0)
-            cut_named = audit__pruned_cut(&row.rec) == r->cut_seq;
+        if (r->cut_seq && row.rec.action && strcmp(row.rec.action, KB_AUDIT_PRUNED_ACTION) == 0) {
+            int64_t c = audit__pruned_cut(&row.rec);
+            cut_named = cut_named || c == r->cut_seq;
+            if (c < r->cut_seq && c > named_below)
+                named_below = c; /* an earlier prune: the records after it were not pruned */
+        }
         r->records++;
         r->last_seq = row.seq;
         expected++;
@@ -388,10 +391,11 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
     /* A prefix cut at a checkpoint is a prune only when the prune said so,
      * in the chain, in the transaction that deleted it. */
     if (r->cut_seq && !cut_named) {
-        report(r, KB_AUDIT_REMOVED, 1,
-               "records 1..%lld are missing: the log starts at checkpoint %lld but no "
+        report(r, KB_AUDIT_REMOVED, named_below + 1,
+               "records %lld..%lld are missing: the log starts at checkpoint %lld but no "
                "%s record names that cut (removed without retention)",
-               (long long)r->cut_seq, (long long)r->cut_seq, KB_AUDIT_PRUNED_ACTION);
+               (long long)(named_below + 1), (long long)r->cut_seq, (long long)r->cut_seq,
+               KB_AUDIT_PRUNED_ACTION);
         goto done;
     }
     /* The cut that checkpoints cannot see: the tail went with its
