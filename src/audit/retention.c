@@ -335,27 +335,39 @@ struct kb_audit_retention {
     struct kb_writer *w;     /* borrowed */
     int64_t retention_ms;    /* records older than this go */
     struct event_base *base; /* owned by the thread; receives the job's answer */
-    bool job_done;           /* the delete job answered */
-    enum kb_err job_err;
 };
 
-static void job_done(void *arg, enum kb_err err)
+/* The delete job's argument and answer: the job and its done callback
+ * share one pointer. */
+struct step_job {
+    struct kb_audit_cut cut; /* what was archived */
+    bool done;               /* the writer answered */
+    enum kb_err err;         /* its answer */
+};
+
+static enum kb_err step_job_run(struct kb_store *s, void *arg)
 {
-    struct kb_audit_retention *r = arg;
-    r->job_done = true;
-    r->job_err = err;
+    return audit_prune_job(s, &((struct step_job *)arg)->cut);
+}
+
+static void step_job_done(void *arg, enum kb_err err)
+{
+    struct step_job *j = arg;
+    j->done = true;
+    j->err = err;
 }
 
 /* One step; true when it pruned (another may be due at once). */
 static bool step(struct kb_audit_retention *r, struct kb_store *s, struct kb_writer_port *port)
 {
-    struct kb_audit_cut c;
+    struct step_job job = {0};
+    struct kb_audit_cut *c = &job.cut;
     char *em = NULL;
-    enum kb_err err = audit_prune_plan(s, clock_now_ms() - r->retention_ms, KB_AUDIT_PRUNE_MAX, &c);
+    enum kb_err err = audit_prune_plan(s, clock_now_ms() - r->retention_ms, KB_AUDIT_PRUNE_MAX, c);
     if (err == KB_E_NOT_FOUND)
         return false;
     if (err == KB_OK)
-        err = audit_archive_write(s, &c, r->dir, &r->stop, &em);
+        err = audit_archive_write(s, c, r->dir, &r->stop, &em);
     if (err == KB_E_SHUTTING_DOWN) {
         free(em);
         return false;
@@ -367,20 +379,19 @@ static bool step(struct kb_audit_retention *r, struct kb_store *s, struct kb_wri
         free(em);
         return false;
     }
-    r->job_done = false;
-    writer_submit(port, audit_prune_job, job_done, r);
-    while (!r->job_done)
+    writer_submit(port, step_job_run, step_job_done, &job);
+    while (!job.done)
         event_base_loop(r->base, EVLOOP_ONCE);
     char n[24], cut[24];
-    snprintf(n, sizeof n, "%lld", (long long)c.removed);
-    snprintf(cut, sizeof cut, "%lld", (long long)c.cut);
-    if (r->job_err != KB_OK) {
+    snprintf(n, sizeof n, "%lld", (long long)c->removed);
+    snprintf(cut, sizeof cut, "%lld", (long long)c->cut);
+    if (job.err != KB_OK) {
         kb_log(KB_LOG_ERROR, "audit retention: archived but not pruned; the next step retries",
-               "archive", c.archive, "error", kb_strerror(r->job_err), NULL);
+               "archive", c->archive, "error", kb_strerror(job.err), NULL);
         return false;
     }
     kb_log(KB_LOG_INFO, "audit records archived and pruned", "records", n, "cut", cut, "archive",
-           c.archive, NULL);
+           c->archive, NULL);
     return true;
 }
 
