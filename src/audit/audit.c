@@ -369,7 +369,7 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
             goto done;
         }
         if (r->cut_seq && row.rec.action && strcmp(row.rec.action, KB_AUDIT_PRUNED_ACTION) == 0) {
-            int64_t c = audit__pruned_cut(&row.rec);
+            int64_t c = audit__pruned_cut(&row.rec, key);
             cut_named = cut_named || c == r->cut_seq;
             if (c < r->cut_seq && c > named_below)
                 named_below = c; /* an earlier prune: the records after it were not pruned */

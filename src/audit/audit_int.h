@@ -16,11 +16,12 @@ void audit__ckpt_mac(const uint8_t key[KB_HASH_LEN], int64_t seq, int64_t prev_s
 const uint8_t *audit__key(void);
 
 /* The action of the record a prune appends in the transaction that deletes
- * (retention.c); its detail names the cut: {"cut":N,...}. */
+ * (retention.c); its detail names the cut, signed:
+ * {"first":F,"cut":C,"records":N,"archive":"...","mac":"..."}. */
 #define KB_AUDIT_PRUNED_ACTION "audit.pruned"
 
-/* The cut a record of action KB_AUDIT_PRUNED_ACTION names in its detail,
- * or 0 (retention.c). Pure. */
-int64_t audit__pruned_cut(const struct kb_audit_rec *r);
+/* The cut a record of action KB_AUDIT_PRUNED_ACTION names in its detail
+ * when its mac checks under key, else 0 (retention.c). Pure. */
+int64_t audit__pruned_cut(const struct kb_audit_rec *r, const uint8_t key[KB_HASH_LEN]);
 
 #endif

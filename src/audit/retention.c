@@ -40,13 +40,37 @@
 #define HOUR_MS 3600000
 #define AGAIN_MS 1000 /* after a step that pruned: more may be due */
 
-int64_t audit__pruned_cut(const struct kb_audit_rec *r)
+/* The MAC of a prune record: HMAC-SHA256(key, "KBP1" || first || cut ||
+ * records), so that a record appended past the last checkpoint by someone
+ * without the key cannot vouch for a prefix deleted by hand. */
+static void prune_mac(const uint8_t key[KB_HASH_LEN], int64_t first, int64_t cut, int64_t records,
+                      uint8_t out[KB_HASH_LEN])
+{
+    uint8_t msg[4 + 3 * 8];
+    memcpy(msg, "KBP1", 4);
+    int64_t v[3] = {first, cut, records};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 8; i++)
+            msg[4 + 8 * k + i] = (uint8_t)((uint64_t)v[k] >> (56 - 8 * i));
+    crypto_hmac(key, KB_HASH_LEN, msg, sizeof msg, out);
+}
+
+int64_t audit__pruned_cut(const struct kb_audit_rec *r, const uint8_t key[KB_HASH_LEN])
 {
     if (!r->detail)
         return 0;
     json_t *j = json_loads(r->detail, 0, NULL);
-    json_t *c = json_object_get(j, "cut");
-    int64_t cut = json_is_integer(c) ? json_integer_value(c) : 0;
+    json_t *f = json_object_get(j, "first"), *c = json_object_get(j, "cut"),
+           *n = json_object_get(j, "records"), *m = json_object_get(j, "mac");
+    uint8_t want[KB_HASH_LEN], got[KB_HASH_LEN];
+    int64_t cut = 0;
+    if (json_is_integer(f) && json_is_integer(c) && json_is_integer(n) && json_is_string(m) &&
+        crypto_unhex(json_string_value(m), json_string_length(m), got, KB_HASH_LEN)) {
+        prune_mac(key, json_integer_value(f), json_integer_value(c), json_integer_value(n),
+                  want);
+        if (crypto_equal(want, got, KB_HASH_LEN))
+            cut = json_integer_value(c);
+    }
     json_decref(j);
     return cut;
 }
@@ -308,9 +332,13 @@ enum kb_err audit_prune_job(struct kb_store *s, void *arg)
     /* exactly what the archive holds, or nothing at all */
     if (c->removed != c->cut - c->first + 1)
         return KB_E_INVALID;
-    char *detail = kb_asprintf("{\"first\":%lld,\"cut\":%lld,\"records\":%lld,\"archive\":\"%s\"}",
-                               (long long)c->first, (long long)c->cut, (long long)c->removed,
-                               c->archive);
+    uint8_t mac[KB_HASH_LEN];
+    char hex[2 * KB_HASH_LEN + 1];
+    prune_mac(audit__key(), c->first, c->cut, c->removed, mac);
+    crypto_hex(mac, KB_HASH_LEN, hex);
+    char *detail = kb_asprintf(
+        "{\"first\":%lld,\"cut\":%lld,\"records\":%lld,\"archive\":\"%s\",\"mac\":\"%s\"}",
+        (long long)c->first, (long long)c->cut, (long long)c->removed, c->archive, hex);
     struct kb_audit_rec r = {.kind = KB_AUDIT_ADMIN,
                              .ts_ms = clock_now_ms(),
                              .request_id = "retention",

@@ -402,6 +402,32 @@ static void test_tamper_after_prune(void **state)
     }
 }
 
+/* A prune record appended past the last checkpoint by someone without the
+ * server key (SHA-256 is public, the chain takes it) does not vouch for a
+ * prefix deleted by hand: its mac does not check. */
+static void test_forged_prune_record(void **state)
+{
+    (void)state;
+    build();
+    struct kb_store *s = open_store();
+    struct kb_audit_rec r = {.kind = KB_AUDIT_ADMIN,
+                             .ts_ms = ts(N + 1),
+                             .request_id = "retention",
+                             .action = "audit.pruned",
+                             .decision = "ok",
+                             .detail = "{\"first\":1,\"cut\":5,\"records\":5,\"archive\":"
+                                       "\"audit-000000000001-000000000005.jsonl\",\"mac\":"
+                                       "\"00000000000000000000000000000000000000000000000000000000"
+                                       "00000000\"}"};
+    assert_int_equal(audit_append(s, &r, NULL), KB_OK);
+    close_store(s);
+    assert_int_equal(verify().problem, KB_AUDIT_OK);
+    sql("DELETE FROM audit WHERE seq <= 5; DELETE FROM audit_checkpoints WHERE seq < 5");
+    struct kb_audit_report rep = verify();
+    assert_int_equal(rep.problem, KB_AUDIT_REMOVED);
+    assert_int_equal(rep.bad_seq, 1);
+}
+
 /* ---- what a step refuses ---- */
 
 static void test_damaged_stretch_is_kept(void **state)
@@ -514,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_prune_then_verify),
         cmocka_unit_test(test_plan_bounds),
         cmocka_unit_test(test_tamper_after_prune),
+        cmocka_unit_test(test_forged_prune_record),
         cmocka_unit_test(test_damaged_stretch_is_kept),
         cmocka_unit_test(test_crash_between_archive_and_delete),
         cmocka_unit_test(test_job_refuses_mismatch),
