@@ -300,6 +300,7 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
         if (!check_ckpt(r, key, &ck, ck.hash, ck.prev_seq))
             goto done;
         memcpy(prev, ck.hash, KB_HASH_LEN);
+        memcpy(r->cut_hash, ck.hash, KB_HASH_LEN);
         expected = ck.seq + 1;
         prev_ck = r->cut_seq = r->last_ckpt_seq = ck.seq;
         prev_every = ck.every;

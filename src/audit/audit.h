@@ -133,6 +133,7 @@ struct kb_audit_report {
     int64_t cut_seq;       /* retention: records 1..cut_seq were pruned at the signed
                               checkpoint cut_seq, where the walk started; 0 if none */
     int64_t last_seq;      /* last record walked, 0 if none */
+    uint8_t cut_hash[KB_HASH_LEN]; /* the chain hash the cut checkpoint seals */
     enum kb_audit_problem problem;
     int64_t bad_seq; /* first bad record (or checkpoint) seq */
     char why[256];   /* human explanation of problem */

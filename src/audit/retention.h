@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/crypto.h"
 #include "core/err.h"
 
 struct kb_store;
@@ -82,6 +83,35 @@ KB_MUSTCHECK enum kb_err audit_archive_write(struct kb_store *s, struct kb_audit
  * after it. KB_E_STORE fails the batch.
  */
 enum kb_err audit_prune_job(struct kb_store *s, void *arg);
+
+/* ---- verify --archive (archive.c) ---- */
+
+struct kb_audit_report;
+
+/* What the archive holds, as audit_archive_verify found it. */
+struct kb_audit_archive {
+    int64_t files;                  /* archive files walked (superseded ones skipped) */
+    int64_t last_seq;               /* the last archived record, 0 when none */
+    bool joined;                    /* join_seq was walked: join_hash is its chain hash */
+    uint8_t join_hash[KB_HASH_LEN]; /* chain hash of record join_seq */
+};
+
+/*
+ * Walks the archive files in dir (audit-<first>-<cut>.jsonl; of several
+ * starting at the same record, only the one reaching furthest: the others
+ * were superseded by a step that crashed before its delete) as one chain
+ * from record 1: every record against its hash, every checkpoint line
+ * against key, its link and its hash, a checkpoint due and missing, and
+ * that the archive ends at a checkpoint. A line that does not parse is
+ * `altered` (archives are renamed into place whole; nothing tears them).
+ * KB_OK with report->problem set (records, checkpoints, last_ckpt_seq
+ * counted; why names the file); KB_E_IO with *errmsg when dir or a file
+ * cannot be read. Also sets out (join_seq: the store's cut, whose hash the
+ * caller compares). Any thread.
+ */
+KB_MUSTCHECK enum kb_err audit_archive_verify(const char *dir, const uint8_t key[KB_HASH_LEN],
+                                              int64_t join_seq, struct kb_audit_report *report,
+                                              struct kb_audit_archive *out, char **errmsg);
 
 struct kb_audit_retention;
 

@@ -7,7 +7,8 @@
 // passes after pruning (also with --anchor on the live sink) and still
 // names a tampered retained record or a prefix deleted by hand; the daemon
 // serves throughout. Retention is 2 s, so pruning is awaited by bounded
-// polling, never a sleep.
+// polling, never a sleep. `verify --archive` proves the pruned history from
+// the archive files and joins it to the store at its cut.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -196,6 +197,28 @@ describe('audit retention', () => {
       v = cli(copy, ['verify']);
       assert.equal(v.code, 1, v.out);
       assert.match(v.out, new RegExp(`FAILED at seq ${first - 1} \\(checkpoint\\)`));
+    } finally {
+      rmTempDir(copy);
+    }
+  });
+
+  it('audit verify --archive proves the pruned history too, and names what the archive lost', async () => {
+    const v = cli(dataDir, ['verify', '--archive', archiveDir]);
+    assert.equal(v.code, 0, v.out + v.err);
+    assert.match(v.out, /archive .*: \d+ files, records 1\.\.\d+, \d+ checkpoints, chain intact; it joins the store/);
+    // (the daemon is stopped) a copy of the archive without its last file no longer reaches
+    // the store's cut
+    const copy = mkTempDir();
+    try {
+      const files = archiveFiles(archiveDir);
+      for (const f of files) fs.copyFileSync(path.join(archiveDir, f), path.join(copy, f));
+      const v2 = cli(dataDir, ['verify', '--archive', copy]);
+      assert.equal(v2.code, 0, v2.out + v2.err);
+      fs.rmSync(path.join(copy, files[files.length - 1]));
+      const first = Number(/^audit-(\d{12})-/.exec(files[files.length - 1])[1]);
+      const v3 = cli(dataDir, ['verify', '--archive', copy]);
+      assert.equal(v3.code, 1, v3.out + v3.err);
+      assert.match(v3.out, new RegExp(`FAILED at seq ${first} \\(removed\\): records ${first}\\.\\.\\d+ were pruned from the store but are not in the archive`));
     } finally {
       rmTempDir(copy);
     }

@@ -534,6 +534,141 @@ static void test_anchor_in_pruned_part(void **state)
     assert_int_equal(r.cut_seq, 5);
 }
 
+/* ---- verify --archive ---- */
+
+static struct kb_audit_report verify_archive(int64_t join, struct kb_audit_archive *a)
+{
+    struct kb_audit_report r;
+    char *err = NULL;
+    if (audit_archive_verify(g_arch, g_key, join, &r, a, &err) != KB_OK)
+        fail_msg("archive: %s", err);
+    return r;
+}
+
+/* Rewrites archive file `name` through sed-like line edits: line `lineno`
+ * (1-based) replaced by `with` (NULL: deleted). */
+static void edit_line(const char *name, int lineno, const char *with)
+{
+    char p[512], *line = NULL, *buf = NULL;
+    size_t cap = 0, len = 0;
+    snprintf(p, sizeof p, "%s/%s", g_arch, name);
+    FILE *in = fopen(p, "r"), *out = open_memstream(&buf, &len);
+    assert_non_null(in);
+    for (int i = 1; getline(&line, &cap, in) > 0; i++) {
+        if (i != lineno)
+            fputs(line, out);
+        else if (with)
+            fputs(with, out);
+    }
+    fclose(in);
+    fclose(out);
+    in = fopen(p, "w");
+    fwrite(buf, 1, len, in);
+    fclose(in);
+    free(line);
+    free(buf);
+}
+
+static void test_archive_verify(void **state)
+{
+    (void)state;
+    build();
+    (void)prune(ts(6));
+    (void)prune(ts(10));
+    struct kb_audit_report s = verify();
+    assert_int_equal(s.problem, KB_AUDIT_OK);
+    assert_int_equal(s.cut_seq, 9);
+    struct kb_audit_archive a;
+    struct kb_audit_report r = verify_archive(s.cut_seq, &a);
+    if (r.problem != KB_AUDIT_OK)
+        fail_msg("archive: %s", r.why);
+    assert_int_equal(a.files, 2);
+    assert_int_equal(a.last_seq, 9);
+    assert_int_equal(r.checkpoints, 3); /* 1, 5, 9 */
+    assert_true(a.joined);
+    assert_memory_equal(a.join_hash, s.cut_hash, KB_HASH_LEN);
+
+    /* a file superseded by a longer one from the same record is skipped */
+    const char *f1 = "audit-000000000001-000000000005.jsonl";
+    const char *f2 = "audit-000000000006-000000000009.jsonl";
+    char p[512], q[512];
+    snprintf(p, sizeof p, "%s/%s", g_arch, f1);
+    snprintf(q, sizeof q, "%s/audit-000000000001-000000000002.jsonl", g_arch);
+    FILE *from = fopen(p, "r"), *to = fopen(q, "w");
+    char line[4096];
+    assert_non_null(fgets(line, sizeof line, from));
+    fputs(line, to); /* record 1 and its checkpoint, then garbage: never read */
+    assert_non_null(fgets(line, sizeof line, from));
+    fputs(line, to);
+    fputs("not json\n", to);
+    fclose(from);
+    fclose(to);
+    r = verify_archive(s.cut_seq, &a);
+    if (r.problem != KB_AUDIT_OK)
+        fail_msg("with a superseded file: %s", r.why);
+    assert_int_equal(a.files, 2);
+    unlink(q);
+
+    /* a record deleted from the archive: line 3 is record 2 */
+    edit_line(f1, 3, NULL);
+    r = verify_archive(s.cut_seq, &a);
+    assert_int_equal(r.problem, KB_AUDIT_REMOVED);
+    assert_int_equal(r.bad_seq, 2);
+
+    /* rebuild, then each damage on its own */
+    build();
+    (void)prune(ts(6));
+    (void)prune(ts(10));
+    char *rec3 = NULL;
+    {
+        snprintf(p, sizeof p, "%s/%s", g_arch, f1);
+        FILE *f = fopen(p, "r");
+        size_t cap = 0;
+        for (int i = 0; i < 4; i++)
+            assert_true(getline(&rec3, &cap, f) > 0);
+        fclose(f);
+    }
+    char *at = strstr(rec3, "user-1/run-1");
+    assert_non_null(at);
+    memcpy(at, "user-9", 6);
+    edit_line(f1, 4, rec3); /* record 3 */
+    free(rec3);
+    r = verify_archive(9, &a);
+    assert_int_equal(r.problem, KB_AUDIT_ALTERED);
+    assert_int_equal(r.bad_seq, 3);
+    assert_non_null(strstr(r.why, f1));
+
+    build();
+    (void)prune(ts(6));
+    (void)prune(ts(10));
+    edit_line(f1, 2, NULL); /* checkpoint 1 */
+    r = verify_archive(9, &a);
+    assert_int_equal(r.problem, KB_AUDIT_CHECKPOINT);
+    assert_int_equal(r.bad_seq, 1);
+
+    /* the first file gone: the archive no longer starts at record 1 */
+    build();
+    (void)prune(ts(6));
+    (void)prune(ts(10));
+    snprintf(p, sizeof p, "%s/%s", g_arch, f1);
+    unlink(p);
+    r = verify_archive(9, &a);
+    assert_int_equal(r.problem, KB_AUDIT_REMOVED);
+    assert_int_equal(r.bad_seq, 1);
+
+    /* the last file gone: the archive ends before the store's cut (the CLI
+     * reports records 6..9 removed) */
+    build();
+    (void)prune(ts(6));
+    (void)prune(ts(10));
+    snprintf(p, sizeof p, "%s/%s", g_arch, f2);
+    unlink(p);
+    r = verify_archive(9, &a);
+    assert_int_equal(r.problem, KB_AUDIT_OK);
+    assert_int_equal(a.last_seq, 5);
+    assert_false(a.joined);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -545,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_crash_between_archive_and_delete),
         cmocka_unit_test(test_job_refuses_mismatch),
         cmocka_unit_test(test_anchor_in_pruned_part),
+        cmocka_unit_test(test_archive_verify),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
