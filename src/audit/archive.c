@@ -78,8 +78,8 @@ static int64_t num(json_t *j, const char *k)
 static bool hex32(json_t *j, const char *k, uint8_t out[KB_HASH_LEN])
 {
     json_t *v = json_object_get(j, k);
-    return json_is_string(v) && crypto_unhex(json_string_value(v), json_string_length(v), out,
-                                             KB_HASH_LEN);
+    return json_is_string(v) &&
+           crypto_unhex(json_string_value(v), json_string_length(v), out, KB_HASH_LEN);
 }
 
 static bool on_record(struct walk *w, json_t *j)
@@ -117,8 +117,7 @@ static bool on_record(struct walk *w, json_t *j)
     uint8_t h[KB_HASH_LEN], stored[KB_HASH_LEN];
     audit__rec_hash(w->prev, seq, num(j, "ref_seq"), &rec, h);
     if (!hex32(j, "hash", stored) || !crypto_equal(h, stored, KB_HASH_LEN))
-        return bad(w, KB_AUDIT_ALTERED, seq, "record %lld does not match its hash",
-                   (long long)seq);
+        return bad(w, KB_AUDIT_ALTERED, seq, "record %lld does not match its hash", (long long)seq);
     memcpy(w->prev, h, KB_HASH_LEN);
     if (seq == w->join_seq) {
         memcpy(w->out->join_hash, h, KB_HASH_LEN);
@@ -136,12 +135,10 @@ static bool on_checkpoint(struct walk *w, json_t *j)
     int64_t seq = num(j, "checkpoint");
     uint8_t hash[KB_HASH_LEN], mac[KB_HASH_LEN], want[KB_HASH_LEN];
     if (seq != w->expected - 1 || seq <= w->prev_ck)
-        return bad(w, KB_AUDIT_CHECKPOINT, seq, "checkpoint %lld is out of place",
-                   (long long)seq);
+        return bad(w, KB_AUDIT_CHECKPOINT, seq, "checkpoint %lld is out of place", (long long)seq);
     if (!hex32(j, "hash", hash) || !hex32(j, "mac", mac))
         return bad(w, KB_AUDIT_CHECKPOINT, seq, "checkpoint %lld is malformed", (long long)seq);
-    audit__ckpt_mac(w->key, seq, num(j, "prev_seq"), num(j, "every"), num(j, "ts_ms"), hash,
-                    want);
+    audit__ckpt_mac(w->key, seq, num(j, "prev_seq"), num(j, "every"), num(j, "ts_ms"), hash, want);
     if (!crypto_equal(want, mac, KB_HASH_LEN))
         return bad(w, KB_AUDIT_CHECKPOINT, seq,
                    "checkpoint %lld has a bad signature (altered or forged, or another server "

@@ -66,8 +66,7 @@ int64_t audit__pruned_cut(const struct kb_audit_rec *r, const uint8_t key[KB_HAS
     int64_t cut = 0;
     if (json_is_integer(f) && json_is_integer(c) && json_is_integer(n) && json_is_string(m) &&
         crypto_unhex(json_string_value(m), json_string_length(m), got, KB_HASH_LEN)) {
-        prune_mac(key, json_integer_value(f), json_integer_value(c), json_integer_value(n),
-                  want);
+        prune_mac(key, json_integer_value(f), json_integer_value(c), json_integer_value(n), want);
         if (crypto_equal(want, got, KB_HASH_LEN))
             cut = json_integer_value(c);
     }
@@ -121,8 +120,8 @@ static json_t *ckpt_json(const struct kb_audit_ckpt *ck)
     if (ck->mac_len == KB_HASH_LEN)
         crypto_hex(ck->mac, KB_HASH_LEN, mac);
     return json_pack("{s:I, s:I, s:I, s:I, s:s, s:s}", "checkpoint", (json_int_t)ck->seq,
-                     "prev_seq", (json_int_t)ck->prev_seq, "every", (json_int_t)ck->every,
-                     "ts_ms", (json_int_t)ck->ts_ms, "hash", hash, "mac", mac);
+                     "prev_seq", (json_int_t)ck->prev_seq, "every", (json_int_t)ck->every, "ts_ms",
+                     (json_int_t)ck->ts_ms, "hash", hash, "mac", mac);
 }
 
 static bool put_line(FILE *f, json_t *j)
@@ -401,9 +400,8 @@ static bool step(struct kb_audit_retention *r, struct kb_store *s, struct kb_wri
         return false;
     }
     if (err != KB_OK) {
-        kb_log(KB_LOG_ERROR, "audit retention: nothing pruned", "error",
-               em ? em : kb_strerror(err), "hint",
-               err == KB_E_INVALID ? "run keybrake audit verify" : "", NULL);
+        kb_log(KB_LOG_ERROR, "audit retention: nothing pruned", "error", em ? em : kb_strerror(err),
+               "hint", err == KB_E_INVALID ? "run keybrake audit verify" : "", NULL);
         free(em);
         return false;
     }
@@ -472,8 +470,8 @@ enum kb_err audit_retention_start(const char *store_url, const char *synchronous
         return KB_E_IO;
     }
     if (access(archive_dir, W_OK | X_OK) != 0) {
-        kb_set_errmsg(errmsg, "audit.archive_dir %s is not a writable directory: %s",
-                      archive_dir, strerror(errno));
+        kb_set_errmsg(errmsg, "audit.archive_dir %s is not a writable directory: %s", archive_dir,
+                      strerror(errno));
         return KB_E_IO;
     }
     struct kb_audit_retention *r = kb_calloc(1, sizeof *r);
