@@ -532,6 +532,43 @@ static void test_anchor_in_pruned_part(void **state)
     assert_int_equal(r.cut_seq, 5);
 }
 
+/* ---- the thread ---- */
+
+/* The retention thread prunes at start (the records are from 2023), through
+ * its own connection and writer port; stop joins it. */
+static void test_thread(void **state)
+{
+    (void)state;
+    build();
+    struct kb_writer *w = NULL;
+    struct kb_audit_retention *ret = NULL;
+    char *err = NULL;
+    assert_int_equal(writer_new(g_path, "normal", 8, &w, &err), KB_OK);
+    assert_int_equal(audit_retention_start(g_path, "normal", w, 1000, g_arch, &ret, &err), KB_OK);
+    /* bounded polling, 10 s at most */
+    for (int i = 0; i < 1000 && count("SELECT count(*) FROM audit WHERE seq <= 9") > 0; i++)
+        usleep(10000);
+    audit_retention_stop(ret);
+    writer_free(w);
+    assert_int_equal(count("SELECT count(*) FROM audit WHERE seq <= 9"), 0);
+    assert_int_equal(archive_files(), 1);
+    struct kb_audit_report r = verify();
+    assert_int_equal(r.problem, KB_AUDIT_OK);
+    assert_int_equal(r.cut_seq, 9);
+
+    /* an archive_dir that cannot be created refuses the start */
+    assert_int_equal(writer_new(g_path, "normal", 8, &w, &err), KB_OK);
+    ret = NULL;
+    assert_int_equal(audit_retention_start(g_path, "normal", w, 1000, "/proc/no/such/dir", &ret,
+                                           &err),
+                     KB_E_IO);
+    assert_null(ret);
+    assert_non_null(strstr(err, "/proc/no/such/dir"));
+    free(err);
+    audit_retention_stop(NULL);
+    writer_free(w);
+}
+
 /* ---- verify --archive ---- */
 
 static struct kb_audit_report verify_archive(int64_t join, struct kb_audit_archive *a)
@@ -679,6 +716,7 @@ int main(void)
         cmocka_unit_test(test_job_refuses_mismatch),
         cmocka_unit_test(test_anchor_in_pruned_part),
         cmocka_unit_test(test_archive_verify),
+        cmocka_unit_test(test_thread),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
