@@ -18,7 +18,10 @@ struct kb_admin;
 struct kb_writer_port;
 
 /* The admin API. rt, store (reads) and port (writes, through the store
- * writer) are borrowed and must outlive the admin; admin thread only. */
+ * writer) are borrowed and must outlive the admin; admin thread only. With
+ * [audit] retention set it also starts the audit retention thread
+ * (audit/retention.h), stopped by admin_free: KB_E_IO with *errmsg when the
+ * archive directory cannot be created. */
 KB_MUSTCHECK enum kb_err admin_new(const struct kb_runtime *rt, struct kb_store *store,
                                    struct kb_writer_port *port, struct kb_admin **out,
                                    char **errmsg);
