@@ -16,6 +16,8 @@
 #include <strings.h>
 
 #include "admin/admin_int.h"
+#include "audit/retention.h"
+#include "core/config.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/crypto.h"
@@ -149,6 +151,21 @@ enum kb_err admin_new(struct event_base *base, const struct kb_runtime *rt, stru
     a->rt = rt;
     a->store = s;
     a->port = writer_port_new(rt->writer, base);
+    /* Audit retention lives with the admin thread (it starts and stops with
+     * it) but runs on a thread of its own: archiving is file I/O that must
+     * not stall the admin loop, and the delete is a writer job. */
+    if (rt->cfg && rt->cfg->audit_retention_ms > 0 && rt->writer) {
+        char *dir = config_archive_dir(rt->cfg);
+        err = audit_retention_start(rt->store_path, rt->cfg->store_synchronous, rt->writer,
+                                    rt->cfg->audit_retention_ms, dir, &a->retention, errmsg);
+        free(dir);
+        if (err != KB_OK) {
+            writer_port_free(a->port);
+            store_close(a->store);
+            free(a);
+            return err;
+        }
+    }
     *out = a;
     return KB_OK;
 }
@@ -173,6 +190,7 @@ void admin_free(struct kb_admin *a)
 {
     if (!a)
         return;
+    audit_retention_stop(a->retention);
     writer_port_free(a->port);
     store_close(a->store);
     free(a);

@@ -22,7 +22,9 @@ struct kb_writer_port;
 /* The admin API on `base`'s loop, with its own store connection (reads)
  * and group-commit port (writes, through the store writer). rt is
  * borrowed and must outlive it; admin thread only (created on the main
- * thread before it runs). */
+ * thread before it runs). With [audit] retention set it also starts the
+ * audit retention thread (audit/retention.h), stopped by admin_free:
+ * KB_E_IO with *errmsg when the archive directory cannot be created. */
 KB_MUSTCHECK enum kb_err admin_new(struct event_base *base, const struct kb_runtime *rt,
                                    struct kb_admin **out, char **errmsg);
 /* The request handler for the admin HTTP server (a kb_hreq_cb; `admin` is

@@ -8,6 +8,7 @@ struct evkeyvalq;
 struct kb_runtime;
 struct kb_store;
 struct kb_writer_port;
+struct kb_audit_retention;
 
 struct kb_admin {
     const struct kb_runtime *rt; /* borrowed */
@@ -16,6 +17,7 @@ struct kb_admin {
     int pending;                 /* writes submitted and not yet answered */
     void (*drained)(void *arg);  /* admin_drain's callback, once pending is 0 */
     void *drained_arg;
+    struct kb_audit_retention *retention; /* owned; NULL without [audit] retention */
 };
 
 /* A write's answer went out (keys.c): completes a drain. */

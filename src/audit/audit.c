@@ -41,6 +41,7 @@
 #include <time.h>
 
 #include "audit/audit.h"
+#include "audit/audit_int.h"
 #include "core/alloc.h"
 #include "store/audit_store.h"
 
@@ -50,6 +51,11 @@ static int64_t g_every = 1000;     /* records between checkpoints */
 void audit_set_key(const uint8_t key[KB_HASH_LEN])
 {
     memcpy(g_key, key, KB_HASH_LEN);
+}
+
+const uint8_t *audit__key(void)
+{
+    return g_key;
 }
 
 void audit_set_checkpoint_every(int64_t n)
@@ -122,7 +128,7 @@ static void sha256_fetch(void)
 }
 
 /* out = SHA-256(prev || canonical bytes of the record). */
-static void rec_hash(const uint8_t prev[KB_HASH_LEN], int64_t seq, int64_t ref_seq,
+void audit__rec_hash(const uint8_t prev[KB_HASH_LEN], int64_t seq, int64_t ref_seq,
                      const struct kb_audit_rec *r, uint8_t out[KB_HASH_LEN])
 {
     struct rec_bytes b;
@@ -159,7 +165,7 @@ static void rec_hash(const uint8_t prev[KB_HASH_LEN], int64_t seq, int64_t ref_s
         free(b.p);
 }
 
-static void ckpt_mac(const uint8_t key[KB_HASH_LEN], int64_t seq, int64_t prev_seq, int64_t every,
+void audit__ckpt_mac(const uint8_t key[KB_HASH_LEN], int64_t seq, int64_t prev_seq, int64_t every,
                      int64_t ts_ms, const uint8_t hash[KB_HASH_LEN], uint8_t out[KB_HASH_LEN])
 {
     uint8_t msg[4 + 4 * 8 + KB_HASH_LEN];
@@ -184,7 +190,7 @@ static enum kb_err append(struct kb_store *s, int64_t ref_seq, const struct kb_a
     if ((err = store_audit_last(s, &last, prev)) != KB_OK)
         return err;
     int64_t seq = last + 1;
-    rec_hash(prev, seq, ref_seq, rec, hash);
+    audit__rec_hash(prev, seq, ref_seq, rec, hash);
     if ((err = store_audit_insert(s, seq, ref_seq, rec, hash)) != KB_OK)
         return err;
     if ((err = store_audit_last_ckpt(s, &ck_seq, &ck_every)) != KB_OK)
@@ -200,7 +206,7 @@ static enum kb_err append(struct kb_store *s, int64_t ref_seq, const struct kb_a
                                    .hash_len = KB_HASH_LEN,
                                    .mac = mac,
                                    .mac_len = KB_HASH_LEN};
-        ckpt_mac(g_key, ck.seq, ck.prev_seq, ck.every, ck.ts_ms, hash, mac);
+        audit__ckpt_mac(g_key, ck.seq, ck.prev_seq, ck.every, ck.ts_ms, hash, mac);
         if ((err = store_audit_ckpt_insert(s, &ck)) != KB_OK)
             return err;
     }
@@ -258,7 +264,7 @@ static bool check_ckpt(struct kb_audit_report *r, const uint8_t key[KB_HASH_LEN]
         report(r, KB_AUDIT_CHECKPOINT, ck->seq, "checkpoint %lld is malformed", (long long)ck->seq);
         return false;
     }
-    ckpt_mac(key, ck->seq, ck->prev_seq, ck->every, ck->ts_ms, ck->hash, mac);
+    audit__ckpt_mac(key, ck->seq, ck->prev_seq, ck->every, ck->ts_ms, ck->hash, mac);
     if (!crypto_equal(mac, ck->mac, KB_HASH_LEN)) {
         report(r, KB_AUDIT_CHECKPOINT, ck->seq,
                "checkpoint %lld has a bad signature (altered or forged, or another server key)",
@@ -310,8 +316,8 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
     struct kb_audit_row row;
     struct kb_audit_ckpt ck;
     uint8_t prev[KB_HASH_LEN] = {0}, h[KB_HASH_LEN];
-    int64_t expected = 1, prev_ck = 0, prev_every = 0;
-    bool have_ck = false, reading = false;
+    int64_t expected = 1, prev_ck = 0, prev_every = 0, named_below = 0;
+    bool have_ck = false, have_row = false, reading = false, cut_named = false;
 
     memset(r, 0, sizeof *r);
     if ((err = store_audit_read_begin(s)) != KB_OK)
@@ -325,13 +331,28 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
         have_ck = true;
     else if (err != KB_E_NOT_FOUND)
         goto fail;
-
-    for (;;) {
-        err = store_audit_row_next(rows, &row);
-        if (err == KB_E_NOT_FOUND)
-            break;
-        if (err != KB_OK)
+    if ((err = store_audit_row_next(rows, &row)) == KB_OK)
+        have_row = true;
+    else if (err != KB_E_NOT_FOUND)
+        goto fail;
+    /* Pruned by retention: the log starts at a signed checkpoint whose own
+     * record is gone, and the chain goes on from the hash it seals. */
+    if (have_ck && (!have_row || row.seq > ck.seq)) {
+        if (!check_ckpt(r, key, &ck, ck.hash, ck.prev_seq))
+            goto done;
+        memcpy(prev, ck.hash, KB_HASH_LEN);
+        memcpy(r->cut_hash, ck.hash, KB_HASH_LEN);
+        expected = ck.seq + 1;
+        prev_ck = r->cut_seq = r->last_ckpt_seq = ck.seq;
+        prev_every = ck.every;
+        r->checkpoints++;
+        if ((err = store_audit_ckpt_next(ckpts, &ck)) == KB_E_NOT_FOUND)
+            have_ck = false;
+        else if (err != KB_OK)
             goto fail;
+    }
+
+    for (; have_row; have_row = (err = store_audit_row_next(rows, &row)) == KB_OK) {
         if (row.seq < expected) {
             report(r, KB_AUDIT_INSERTED, row.seq,
                    "record %lld is outside the chain's numbering (inserted)", (long long)row.seq);
@@ -342,7 +363,7 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
                    (long long)expected);
             goto done;
         }
-        rec_hash(prev, row.seq, row.ref_seq, &row.rec, h);
+        audit__rec_hash(prev, row.seq, row.ref_seq, &row.rec, h);
         if (row.hash_len != KB_HASH_LEN || !crypto_equal(h, row.hash, KB_HASH_LEN)) {
             /* Inserted rather than altered when the next record chains
              * straight onto prev under this record's number: the later
@@ -350,7 +371,7 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
             int64_t k = row.seq;
             err = store_audit_row_next(rows, &row);
             if (err == KB_OK && row.seq == k + 1 && row.hash_len == KB_HASH_LEN) {
-                rec_hash(prev, k, row.ref_seq, &row.rec, h);
+                audit__rec_hash(prev, k, row.ref_seq, &row.rec, h);
                 if (crypto_equal(h, row.hash, KB_HASH_LEN)) {
                     report(r, KB_AUDIT_INSERTED, k,
                            "record %lld was inserted (the records after it were renumbered)",
@@ -389,15 +410,34 @@ enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
                    (long long)row.seq);
             goto done;
         }
+        if (r->cut_seq && row.rec.action && strcmp(row.rec.action, KB_AUDIT_PRUNED_ACTION) == 0) {
+            int64_t c = audit__pruned_cut(&row.rec, key);
+            cut_named = cut_named || c == r->cut_seq;
+            if (c < r->cut_seq && c > named_below)
+                named_below = c; /* an earlier prune: the records after it were not pruned */
+        }
         r->records++;
+        r->last_seq = row.seq;
         expected++;
     }
+    if (err != KB_OK && err != KB_E_NOT_FOUND)
+        goto fail;
     if (have_ck) {
         report(r, KB_AUDIT_REMOVED, expected,
                "the log ends at record %lld but checkpoint %lld seals a later record: "
                "records %lld..%lld were removed",
                (long long)(expected - 1), (long long)ck.seq, (long long)expected,
                (long long)ck.seq);
+        goto done;
+    }
+    /* A prefix cut at a checkpoint is a prune only when the prune said so,
+     * in the chain, in the transaction that deleted it. */
+    if (r->cut_seq && !cut_named) {
+        report(r, KB_AUDIT_REMOVED, named_below + 1,
+               "records %lld..%lld are missing: the log starts at checkpoint %lld but no "
+               "%s record names that cut (removed without retention)",
+               (long long)(named_below + 1), (long long)r->cut_seq, (long long)r->cut_seq,
+               KB_AUDIT_PRUNED_ACTION);
         goto done;
     }
     /* The cut that checkpoints cannot see: the tail went with its

@@ -127,9 +127,13 @@ enum kb_audit_problem {
 };
 
 struct kb_audit_report {
-    int64_t records;       /* records walked (up to the first problem) */
-    int64_t checkpoints;   /* checkpoints verified */
-    int64_t last_ckpt_seq; /* last good checkpoint, 0 if none */
+    int64_t records;               /* records walked (up to the first problem) */
+    int64_t checkpoints;           /* checkpoints verified */
+    int64_t last_ckpt_seq;         /* last good checkpoint, 0 if none */
+    int64_t cut_seq;               /* retention: records 1..cut_seq were pruned at the signed
+                                      checkpoint cut_seq, where the walk started; 0 if none */
+    int64_t last_seq;              /* last record walked, 0 if none */
+    uint8_t cut_hash[KB_HASH_LEN]; /* the chain hash the cut checkpoint seals */
     enum kb_audit_problem problem;
     int64_t bad_seq; /* first bad record (or checkpoint) seq */
     char why[256];   /* human explanation of problem */

@@ -7,7 +7,9 @@
  * a copy can be archived or fed to a SIEM. Neither creates anything: a
  * missing store or server key is an error, never a fresh one (a new key
  * would make every checkpoint look forged). `verify --anchor FILE` also
- * holds the store to such a copy, which is what catches a cut tail.
+ * holds the store to such a copy, which is what catches a cut tail;
+ * `verify --archive DIR` proves the records retention pruned, from the
+ * archive files, and joins them to the store at its cut.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "audit/audit.h"
+#include "audit/retention.h"
 #include "cli/audit.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
@@ -28,7 +31,7 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: keybrake audit verify [--anchor FILE] [--config FILE]\n"
+    fprintf(stderr, "usage: keybrake audit verify [--anchor FILE] [--archive DIR] [--config FILE]\n"
                     "       keybrake audit export [--since TIME] [--until TIME] "
                     "[--config FILE]\n"
                     "TIME: RFC 3339 (2026-11-22T08:00:00Z) or epoch seconds\n");
@@ -69,7 +72,53 @@ static struct kb_store *open_existing(const struct kb_config *cfg)
     return s;
 }
 
-static int verify(const struct kb_config *cfg, const char *anchor_path)
+/* verify --archive: the archive files as one chain from record 1, joined to
+ * the store at its cut. After the store's snapshot: every record up to the
+ * cut it saw was archived before it was deleted. Returns the exit status. */
+static int verify_archive(const char *dir, const uint8_t key[KB_HASH_LEN],
+                          const struct kb_audit_report *store)
+{
+    struct kb_audit_report r;
+    struct kb_audit_archive a;
+    char *errmsg = NULL;
+    if (audit_archive_verify(dir, key, store->cut_seq, &r, &a, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        free(errmsg);
+        return EXIT_ERROR;
+    }
+    if (r.problem == KB_AUDIT_OK && store->cut_seq > a.last_seq) {
+        r.problem = KB_AUDIT_REMOVED;
+        r.bad_seq = a.last_seq + 1;
+        snprintf(r.why, sizeof r.why,
+                 "records %lld..%lld were pruned from the store but are not in the archive %s",
+                 (long long)(a.last_seq + 1), (long long)store->cut_seq, dir);
+    } else if (r.problem == KB_AUDIT_OK && store->cut_seq &&
+               (!a.joined || !crypto_equal(a.join_hash, store->cut_hash, KB_HASH_LEN))) {
+        r.problem = KB_AUDIT_ALTERED;
+        r.bad_seq = store->cut_seq;
+        snprintf(r.why, sizeof r.why,
+                 "the archive's chain at record %lld is not the hash the store's cut "
+                 "checkpoint seals",
+                 (long long)store->cut_seq);
+    }
+    if (r.problem != KB_AUDIT_OK) {
+        printf("audit: FAILED at seq %lld (%s): %s\n", (long long)r.bad_seq,
+               problem_name(r.problem), r.why);
+        return EXIT_BAD;
+    }
+    if (a.last_seq == 0)
+        printf("audit: archive %s holds no records%s\n", dir,
+               store->cut_seq ? "" : " (the store was never pruned)");
+    else
+        printf("audit: archive %s: %lld files, records 1..%lld, %lld checkpoints, chain intact; "
+               "%s\n",
+               dir, (long long)a.files, (long long)a.last_seq, (long long)r.checkpoints,
+               store->cut_seq ? "it joins the store at its cut checkpoint"
+                              : "the store still holds them");
+    return 0;
+}
+
+static int verify(const struct kb_config *cfg, const char *anchor_path, const char *archive_dir)
 {
     uint8_t key[KB_HASH_LEN];
     char *errmsg = NULL;
@@ -112,15 +161,24 @@ static int verify(const struct kb_config *cfg, const char *anchor_path)
     }
     printf("audit: %lld records, %lld checkpoints, chain intact\n", (long long)r.records,
            (long long)r.checkpoints);
-    if (r.records > r.last_ckpt_seq)
+    if (r.cut_seq)
+        printf("audit: pruned before seq %lld at checkpoint %lld, archived; records %lld..%lld "
+               "chain on from its signed hash\n",
+               (long long)(r.cut_seq + 1), (long long)r.cut_seq, (long long)(r.cut_seq + 1),
+               (long long)r.last_seq);
+    if (r.last_seq > r.last_ckpt_seq)
         printf("audit: records %lld..%lld follow the last signed checkpoint and are covered by "
                "the hash chain only\n",
-               (long long)(r.last_ckpt_seq + 1), (long long)r.records);
-    if (anchor_path)
+               (long long)(r.last_ckpt_seq + 1), (long long)r.last_seq);
+    if (anchor_path && anchor.top_seq <= r.cut_seq)
+        printf("audit: anchor %s ends at record %lld, which was pruned: it was not compared "
+               "with the store\n",
+               anchor_path, (long long)anchor.top_seq);
+    else if (anchor_path)
         printf("audit: anchor %s matches: record %lld has the anchor's hash, and the chain "
                "vouches for every record before it\n",
                anchor_path, (long long)anchor.top_seq);
-    rc = 0;
+    rc = archive_dir ? verify_archive(archive_dir, key, &r) : 0;
 out:
     fflush(stdout);
     store_close(s);
@@ -177,7 +235,7 @@ int cli_audit(int argc, char **argv)
         return EXIT_ERROR;
     }
     bool is_export = strcmp(argv[1], "export") == 0;
-    const char *config_path = NULL, *anchor_path = NULL;
+    const char *config_path = NULL, *anchor_path = NULL, *archive_dir = NULL;
     int64_t since = 0, until = 0;
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
@@ -190,6 +248,8 @@ int cli_audit(int argc, char **argv)
             config_path = val;
         } else if (!is_export && strcmp(opt, "--anchor") == 0) {
             anchor_path = val;
+        } else if (!is_export && strcmp(opt, "--archive") == 0) {
+            archive_dir = val;
         } else if (is_export && (strcmp(opt, "--since") == 0 || strcmp(opt, "--until") == 0)) {
             int64_t *dest = opt[2] == 's' ? &since : &until;
             if (audit_parse_time(val, dest) != KB_OK) {
@@ -209,7 +269,7 @@ int cli_audit(int argc, char **argv)
         free(errmsg);
         return EXIT_ERROR;
     }
-    int rc = is_export ? export(cfg, since, until) : verify(cfg, anchor_path);
+    int rc = is_export ? export(cfg, since, until) : verify(cfg, anchor_path, archive_dir);
     config_free(cfg);
     return rc;
 }

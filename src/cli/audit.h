@@ -8,7 +8,7 @@
 /*
  * Runs `keybrake audit ...`; argv[0] is "audit".
  *
- *   audit verify [--anchor FILE] [--config FILE]
+ *   audit verify [--anchor FILE] [--archive DIR] [--config FILE]
  *       exit 0: "audit: N records, M checkpoints, chain intact"
  *       exit 1: the first bad seq and why (altered, inserted, removed,
  *               checkpoint, truncated); exit 2: usage, configuration or
@@ -16,6 +16,9 @@
  *       --anchor: a JSON-lines copy of the log (the sink file, a saved
  *       export); the store must still hold its last records with their
  *       hashes, else `truncated` or `altered`.
+ *       --archive: the retention archive directory; its files must verify
+ *       as one chain from record 1 up to at least the store's cut, with
+ *       the hash the cut checkpoint seals (else the first bad record).
  *   audit export [--since TIME] [--until TIME] [--config FILE]
  *       one JSON object per line on stdout, in seq order; TIME is RFC 3339
  *       or epoch seconds, since inclusive, until exclusive.

@@ -74,6 +74,14 @@ static const struct setting settings[] = {
     {"audit", "checkpoint_every", "KEYBRAKE_AUDIT_CHECKPOINT_EVERY", T_INT,
      OFF(audit_checkpoint_every), "1000", 1, 1000000,
      "audit records between checkpoints signed with the server key"},
+    {"audit", "retention", "KEYBRAKE_AUDIT_RETENTION", T_DURATION, OFF(audit_retention_ms), NULL, 0,
+     INT64_C(36500) * 86400000,
+     "age after which audit records are archived to archive_dir and pruned from the store, at "
+     "a signed checkpoint (e.g. 30d); unset or 0: keep everything"},
+    {"audit", "archive_dir", "KEYBRAKE_AUDIT_ARCHIVE_DIR", T_STR, OFF(audit_archive_dir), NULL, 0,
+     0,
+     "directory of the JSONL files pruned records are archived to (default "
+     "<data_dir>/audit-archive)"},
     {"store", "max_batch", "KEYBRAKE_STORE_MAX_BATCH", T_INT, OFF(writer_max_batch), "512", 1,
      100000, "most writes grouped into one commit"},
     {"upstream", "connect_timeout", "KEYBRAKE_UPSTREAM_CONNECT_TIMEOUT", T_DURATION,
@@ -533,6 +541,12 @@ void config_free(struct kb_config *c)
     }
     free(c->vendors);
     free(c);
+}
+
+char *config_archive_dir(const struct kb_config *c)
+{
+    return c->audit_archive_dir ? kb_strdup(c->audit_archive_dir)
+                                : kb_asprintf("%s/audit-archive", c->data_dir);
 }
 
 char *config_store_url(const struct kb_config *c)

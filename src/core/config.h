@@ -84,6 +84,8 @@ struct kb_config {
     char *ca_file;                      /* owned; NULL: system CA store */
     char *audit_sink;                   /* owned; NULL: no JSONL sink file */
     int64_t audit_checkpoint_every;     /* records between signed checkpoints */
+    int64_t audit_retention_ms;         /* prune records older than this; 0: keep all */
+    char *audit_archive_dir;            /* owned; NULL: <data_dir>/audit-archive */
     int64_t writer_max_batch;           /* jobs per group-commit transaction */
     struct kb_vendor *vendors;          /* owned */
     size_t nvendors;
@@ -101,6 +103,10 @@ void config_free(struct kb_config *cfg);
 
 /* The store's URL: [store] url, else <data_dir>/keybrake.db (caller frees). */
 char *config_store_url(const struct kb_config *cfg);
+
+/* Where pruned audit records are archived: [audit] archive_dir, else
+ * <data_dir>/audit-archive (caller frees). */
+char *config_archive_dir(const struct kb_config *cfg);
 
 /* The vendor named `name` (len bytes), or NULL. */
 const struct kb_vendor *config_vendor(const struct kb_config *cfg, const char *name, size_t len);

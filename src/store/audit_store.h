@@ -52,7 +52,9 @@ KB_MUSTCHECK enum kb_err store_audit_last(struct kb_store *s, int64_t *seq,
                                           uint8_t hash[KB_HASH_LEN]);
 /* The last checkpoint's seq and promised interval; *seq = 0 when none. */
 KB_MUSTCHECK enum kb_err store_audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every);
-/* KB_OK when record seq exists, KB_E_NOT_FOUND when not. */
+/* KB_OK when record seq exists, or existed and was pruned by retention (at
+ * or before the oldest checkpoint, whose record is gone): a completion may
+ * follow a begin record that was archived meanwhile. KB_E_NOT_FOUND when not. */
 KB_MUSTCHECK enum kb_err store_audit_exists(struct kb_store *s, int64_t seq);
 /* Inserts record `seq` (must be last + 1) with its chain hash; ref_seq 0 for none. */
 KB_MUSTCHECK enum kb_err store_audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
@@ -61,6 +63,22 @@ KB_MUSTCHECK enum kb_err store_audit_insert(struct kb_store *s, int64_t seq, int
 /* Inserts a checkpoint (hash and mac are KB_HASH_LEN bytes each). */
 KB_MUSTCHECK enum kb_err store_audit_ckpt_insert(struct kb_store *s,
                                                  const struct kb_audit_ckpt *ck);
+/*
+ * Retention (src/audit/retention.c). The cut: the newest checkpoint whose
+ * ts_ms < before_ms among those with seq <= max_seq, or, when none is, the
+ * oldest checkpoint with ts_ms < before_ms; *seq = 0 when no checkpoint is
+ * that old. Any connection.
+ */
+KB_MUSTCHECK enum kb_err store_audit_cut_find(struct kb_store *s, int64_t before_ms,
+                                              int64_t max_seq, int64_t *seq);
+/*
+ * Deletes every record with seq <= cut and every checkpoint with seq < cut
+ * (the checkpoint at cut stays: verify starts from it); *removed gets the
+ * records deleted. Writer thread, inside its transaction; the caller makes
+ * sure records after cut exist (the chain head must survive).
+ */
+KB_MUSTCHECK enum kb_err store_audit_prune(struct kb_store *s, int64_t cut, int64_t *removed);
+
 /*
  * The append functions above keep their statements prepared on the
  * connection (they run for every record); this finalises them and forgets

@@ -83,6 +83,9 @@ struct kb_store_backend {
     enum kb_err (*audit_insert)(struct kb_store *s, int64_t seq, int64_t ref_seq,
                                 const struct kb_audit_rec *rec, const uint8_t hash[KB_HASH_LEN]);
     enum kb_err (*audit_ckpt_insert)(struct kb_store *s, const struct kb_audit_ckpt *ck);
+    enum kb_err (*audit_cut_find)(struct kb_store *s, int64_t before_ms, int64_t max_seq,
+                                  int64_t *seq);
+    enum kb_err (*audit_prune)(struct kb_store *s, int64_t cut, int64_t *removed);
     void (*audit_forget)(struct kb_store *s);
     void (*audit_head_sync)(struct kb_store *s);
     void (*audit_head_drop)(struct kb_store *s);

@@ -31,7 +31,12 @@
 static const char *const append_sql[AS__COUNT] = {
     [AS_LAST] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
     [AS_LAST_CKPT] = "SELECT seq, every FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
-    [AS_EXISTS] = "SELECT 1 FROM audit WHERE seq = ?1",
+    /* or pruned by retention: at or before the oldest checkpoint, whose own
+     * record is gone (without retention that checkpoint is record 1's) */
+    [AS_EXISTS] = "SELECT 1 FROM audit WHERE seq = ?1 UNION ALL "
+                  "SELECT 1 FROM audit_checkpoints c WHERE ?1 >= 1 AND c.seq >= ?1 "
+                  "AND c.seq = (SELECT min(seq) FROM audit_checkpoints) "
+                  "AND NOT EXISTS (SELECT 1 FROM audit a WHERE a.seq = c.seq) LIMIT 1",
     [AS_INSERT] = "INSERT INTO audit (seq, ref_seq, " REC_COLS ", hash) VALUES (?1, ?2, ?3, ?4, "
                   "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     [AS_CKPT_INSERT] = "INSERT INTO audit_checkpoints (seq, prev_seq, every, ts_ms, hash, mac) "
@@ -255,6 +260,61 @@ enum kb_err sqlite__audit_ckpt_insert(struct kb_store *s, const struct kb_audit_
         a->ck_known = true;
     }
     return KB_OK;
+}
+
+/* ---- retention ---- */
+
+enum kb_err sqlite__audit_cut_find(struct kb_store *s, int64_t before_ms, int64_t max_seq,
+                                   int64_t *seq)
+{
+    /* checkpoints are one per audit.checkpoint_every records: a scan is cheap */
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(store__db(s),
+                           "SELECT seq FROM audit_checkpoints WHERE ts_ms < ?1 "
+                           "ORDER BY seq <= ?2 DESC, CASE WHEN seq <= ?2 THEN -seq ELSE seq END "
+                           "LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return KB_E_STORE;
+    }
+    sqlite3_bind_int64(st, 1, before_ms);
+    sqlite3_bind_int64(st, 2, max_seq);
+    int rc = sqlite3_step(st);
+    enum kb_err err = KB_OK;
+    if (rc == SQLITE_ROW)
+        *seq = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        *seq = 0;
+    else
+        err = KB_E_STORE;
+    sqlite3_finalize(st);
+    return err;
+}
+
+static enum kb_err exec_cut(struct kb_store *s, const char *q, int64_t cut, int64_t *changes)
+{
+    sqlite3_stmt *st = NULL;
+    enum kb_err err = KB_E_STORE;
+    if (sqlite3_prepare_v2(store__db(s), q, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, cut);
+        if (sqlite3_step(st) == SQLITE_DONE) {
+            err = KB_OK;
+            if (changes)
+                *changes = sqlite3_changes64(store__db(s));
+        }
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+enum kb_err sqlite__audit_prune(struct kb_store *s, int64_t cut, int64_t *removed)
+{
+    enum kb_err err = exec_cut(s, "DELETE FROM audit WHERE seq <= ?1", cut, removed);
+    if (err == KB_OK)
+        err = exec_cut(s, "DELETE FROM audit_checkpoints WHERE seq < ?1", cut, NULL);
+    /* the head (last record, last checkpoint) lies after the cut: the
+     * cached head stays true */
+    return err;
 }
 
 /* ---- read side ---- */

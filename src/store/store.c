@@ -264,6 +264,17 @@ enum kb_err store_audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ck
     return s->be->audit_ckpt_insert(s, ck);
 }
 
+enum kb_err store_audit_cut_find(struct kb_store *s, int64_t before_ms, int64_t max_seq,
+                                 int64_t *seq)
+{
+    return s->be->audit_cut_find(s, before_ms, max_seq, seq);
+}
+
+enum kb_err store_audit_prune(struct kb_store *s, int64_t cut, int64_t *removed)
+{
+    return s->be->audit_prune(s, cut, removed);
+}
+
 void store_audit_forget(struct kb_store *s)
 {
     s->be->audit_forget(s);

@@ -186,6 +186,11 @@ static void test_defaults(void **state)
     assert_null(c->pricing_file);
     assert_string_equal(c->store_synchronous, "normal");
     assert_null(c->ca_file);
+    assert_int_equal(c->audit_retention_ms, 0); /* keep everything */
+    assert_null(c->audit_archive_dir);
+    char *dir = config_archive_dir(c);
+    assert_string_equal(dir, "./var/audit-archive");
+    free(dir);
     config_free(c);
 }
 
@@ -282,6 +287,9 @@ static const struct int_row ini_int_rows[] = {
     {"[limits]\nmax_connections = 1000000\n", OFF(max_connections), 1000000},
     {"[limits]\nclient_timeout = 1s\n", OFF(client_timeout_ms), SEC},
     {"[limits]\nclient_timeout = 1h\n", OFF(client_timeout_ms), 3600 * SEC},
+    {"[audit]\nretention = 30d\n", OFF(audit_retention_ms), 30 * 86400 * SEC},
+    {"[audit]\nretention = 0\n", OFF(audit_retention_ms), 0},
+    {"[audit]\nretention = 1s\n", OFF(audit_retention_ms), SEC},
     /* later lines win; sections may repeat */
     {"[server]\nworkers = 2\nworkers = 4\n", OFF(workers), 4},
     {"[server]\nworkers = 2\n[limits]\nmax_headers = 7\n[server]\nworkers = 9\n", OFF(workers), 9},
@@ -322,6 +330,7 @@ static const struct str_row ini_str_rows[] = {
     {"[store]\nsynchronous = full\n", OFF(store_synchronous), "full"},
     {"[store]\nsynchronous = normal\n", OFF(store_synchronous), "normal"},
     {"[upstream]\nca_file = /etc/ssl/ca.pem\n", OFF(ca_file), "/etc/ssl/ca.pem"},
+    {"[audit]\narchive_dir = /srv/audit-archive\n", OFF(audit_archive_dir), "/srv/audit-archive"},
     /* comments and blank lines are ignored */
     {"; a comment\n# another\n\n[server]\n\ndata_dir = /d ; trailing comment\n", OFF(data_dir),
      "/d"},
@@ -425,6 +434,9 @@ static const struct bad_row ini_bad_rows[] = {
     {"[limits]\nmax_body_bytes = 1 k\n", "limits.max_body_bytes", "size"},
     {"[limits]\nmax_body_bytes = 99999999999999999999k\n", "limits.max_body_bytes", "size"},
     {"[limits]\nmax_body_bytes =\n", "limits.max_body_bytes", "size"},
+    {"[audit]\nretention = soon\n", "audit.retention", "duration"},
+    {"[audit]\nretention = -1d\n", "audit.retention", "duration"},
+    {"[audit]\nretention = 36501d\n", "audit.retention", "duration"}, /* over 100 years */
     /* store.synchronous */
     {"[store]\nsynchronous = off\n", "synchronous", NULL},
     {"[store]\nsynchronous = FULL\n", "synchronous", NULL},
@@ -710,6 +722,8 @@ static const struct env_int_row env_int_rows[] = {
      10},
     {"KEYBRAKE_CLIENT_TIMEOUT", "2s", "[limits]\nclient_timeout = 5s\n", OFF(client_timeout_ms),
      2 * SEC},
+    {"KEYBRAKE_AUDIT_RETENTION", "2s", "[audit]\nretention = 30d\n", OFF(audit_retention_ms),
+     2 * SEC},
     /* without a file too */
     {"KEYBRAKE_WORKERS", "16", NULL, OFF(workers), 16},
 };
@@ -756,6 +770,8 @@ static const struct env_str_row env_str_rows[] = {
     {"KEYBRAKE_CA_FILE", "/ca.pem", "[upstream]\nca_file = /other.pem\n", OFF(ca_file), "/ca.pem"},
     {"KEYBRAKE_STORE_SYNCHRONOUS", "full", "[store]\nsynchronous = normal\n",
      OFF(store_synchronous), "full"},
+    {"KEYBRAKE_AUDIT_ARCHIVE_DIR", "/env/arch", "[audit]\narchive_dir = /ini/arch\n",
+     OFF(audit_archive_dir), "/env/arch"},
 };
 
 static void test_env_strings_win(void **state)
