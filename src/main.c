@@ -293,6 +293,7 @@ static int serve(const char *config_path)
     if (off)
         clock_set_offset(strtoll(off, NULL, 10));
 #endif
+    log_start(); /* with the first thread: from here on nothing waits for a log write */
     if (writer_new(store_path, cfg->store_synchronous, (int)cfg->writer_max_batch, &writer,
                    &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: store writer: %s%s\n", errmsg, disk_note(cfg->data_dir));
@@ -368,6 +369,7 @@ out:
         close(store_lock_fd);
     if (lock_fd >= 0)
         close(lock_fd); /* last: everything of ours in the data dir is closed */
+    log_stop(); /* every queued line is written before the exit */
     log_close_file();
     return rc;
 }
