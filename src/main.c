@@ -299,8 +299,13 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: store writer: %s%s\n", errmsg, disk_note(cfg->data_dir));
         goto out;
     }
-    if (sink)
+    if (sink) {
         writer_set_commit_hook(writer, audit_sink_commit, sink);
+        if (audit_sink_start(sink, store_path, cfg->store_synchronous, &errmsg) != KB_OK) {
+            fprintf(stderr, "keybrake: audit sink: %s\n", errmsg);
+            goto out;
+        }
+    }
     /* one reader: a key lookup is one indexed read, and misses are rare */
     if (reader_new(store_path, cfg->store_synchronous, 1, READER_MAX_QUEUE, &reader, &errmsg) !=
         KB_OK) {
