@@ -374,7 +374,7 @@ out:
         close(store_lock_fd);
     if (lock_fd >= 0)
         close(lock_fd); /* last: everything of ours in the data dir is closed */
-    log_stop(); /* every queued line is written before the exit */
+    log_stop();         /* every queued line is written before the exit */
     log_close_file();
     return rc;
 }

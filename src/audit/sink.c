@@ -47,21 +47,21 @@
 #define RETRY_MS 1000    /* a failed write is tried again this often (or at the next commit) */
 
 struct kb_audit_sink {
-    pthread_mutex_t mu;   /* guards committed..new_torn */
-    pthread_cond_t wake;  /* CLOCK_MONOTONIC; a commit, a reopen, stop */
-    int64_t committed;    /* last seq the commit hook saw committed */
-    bool poke;            /* the hook could not tell: look anyway */
-    bool stopping;        /* audit_sink_free: write everything committed, then exit */
-    int new_fd;           /* owned; -1, or the reopened file to switch to */
-    bool new_torn;        /* new_fd ends inside a line */
-    pthread_t thread;     /* the sink thread, once started */
-    bool started;         /* main thread */
-    struct kb_store *rd;  /* owned; the sink thread's connection */
-    int fd;               /* owned; O_APPEND; the sink thread's once started */
-    char *path;           /* owned */
-    int64_t last_seq;     /* last record written in full (sink thread) */
-    bool torn;            /* the file may end inside a line (sink thread) */
-    bool failing;         /* a write failed and was logged; cleared on success */
+    pthread_mutex_t mu;  /* guards committed..new_torn */
+    pthread_cond_t wake; /* CLOCK_MONOTONIC; a commit, a reopen, stop */
+    int64_t committed;   /* last seq the commit hook saw committed */
+    bool poke;           /* the hook could not tell: look anyway */
+    bool stopping;       /* audit_sink_free: write everything committed, then exit */
+    int new_fd;          /* owned; -1, or the reopened file to switch to */
+    bool new_torn;       /* new_fd ends inside a line */
+    pthread_t thread;    /* the sink thread, once started */
+    bool started;        /* main thread */
+    struct kb_store *rd; /* owned; the sink thread's connection */
+    int fd;              /* owned; O_APPEND; the sink thread's once started */
+    char *path;          /* owned */
+    int64_t last_seq;    /* last record written in full (sink thread) */
+    bool torn;           /* the file may end inside a line (sink thread) */
+    bool failing;        /* a write failed and was logged; cleared on success */
 };
 
 /* The seq of the last complete line of the file, or -1 when there is none
@@ -166,9 +166,9 @@ static void take_new_file(struct kb_audit_sink *s)
 
 /* One chunk of records to write: the lines, and where each ends. */
 struct chunk {
-    struct kb_buf text;   /* the lines, after a newline ending a torn line */
-    size_t ends[CHUNK];   /* offset after line i */
-    int64_t seqs[CHUNK];  /* seq of line i */
+    struct kb_buf text;  /* the lines, after a newline ending a torn line */
+    size_t ends[CHUNK];  /* offset after line i */
+    int64_t seqs[CHUNK]; /* seq of line i */
     int n;
 };
 

@@ -42,9 +42,9 @@
 #include "core/buf.h"
 #include "core/metrics.h"
 
-#define QUEUE_BYTES ((size_t)4 << 20) /* queued or being written; beyond: dropped */
-#define KEEP_BYTES ((size_t)1 << 20)  /* a batch buffer larger than this is freed after use */
-#define LINGER_NS 1000000             /* a batch collects records this long... */
+#define QUEUE_BYTES ((size_t)4 << 20)   /* queued or being written; beyond: dropped */
+#define KEEP_BYTES ((size_t)1 << 20)    /* a batch buffer larger than this is freed after use */
+#define LINGER_NS 1000000               /* a batch collects records this long... */
 #define LINGER_BYTES ((size_t)64 << 10) /* ...or until this much is queued */
 
 /* The queue between the callers and the writer thread. */
@@ -428,8 +428,8 @@ void log_start(void)
         q.running = false;
     pthread_mutex_unlock(&q.mu);
     if (rc != 0)
-        kb_log(KB_LOG_WARN, "cannot start the log writer thread; writing the log directly",
-               "error", strerror(rc), NULL);
+        kb_log(KB_LOG_WARN, "cannot start the log writer thread; writing the log directly", "error",
+               strerror(rc), NULL);
 }
 
 void log_flush(void)
