@@ -377,13 +377,19 @@ static int serve(const char *config_path)
     if (off)
         clock_set_offset(strtoll(off, NULL, 10));
 #endif
+    log_start(); /* with the first thread: from here on nothing waits for a log write */
     if (writer_new(store_path, cfg->store_synchronous, (int)cfg->writer_max_batch, &writer,
                    &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: store writer: %s%s\n", errmsg, disk_note(cfg->data_dir));
         goto out;
     }
-    if (sink)
+    if (sink) {
         writer_set_commit_hook(writer, audit_sink_commit, sink);
+        if (audit_sink_start(sink, store_path, cfg->store_synchronous, &errmsg) != KB_OK) {
+            fprintf(stderr, "keybrake: audit sink: %s\n", errmsg);
+            goto out;
+        }
+    }
     /* one reader: a key lookup is one indexed read, and misses are rare */
     if (reader_new(store_path, cfg->store_synchronous, 1, READER_MAX_QUEUE, &reader, &errmsg) !=
         KB_OK) {
@@ -452,6 +458,7 @@ out:
         close(store_lock_fd);
     if (lock_fd >= 0)
         close(lock_fd); /* last: everything of ours in the data dir is closed */
+    log_stop();         /* every queued line is written before the exit */
     log_close_file();
     return rc;
 }

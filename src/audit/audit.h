@@ -90,27 +90,40 @@ struct kb_audit_sink;
  * where it resumes: after the seq of its last complete line, or at the
  * log's current end (read through `store`, the main thread's connection)
  * for a new file. KB_E_IO / KB_E_STORE with *errmsg. Main thread, before
- * the writer starts. Install audit_sink_commit as the writer's commit hook
- * (writer_set_commit_hook) with the sink as its argument.
+ * the writer starts. Then install audit_sink_commit as the writer's commit
+ * hook (writer_set_commit_hook) with the sink as its argument, and start
+ * the sink thread with audit_sink_start.
  */
 KB_MUSTCHECK enum kb_err audit_sink_open(const char *path, struct kb_store *store,
                                          struct kb_audit_sink **out, char **errmsg);
 /*
- * A kb_writer_commit_cb: appends every committed record the sink does not
- * hold yet, one JSON line each, in seq order. Resumes after the last seq
- * found in the file (a fresh file starts at the log's end); a failed write
- * is retried after the next commit. Writer thread.
+ * Starts the sink thread on its own connection to the store at
+ * store_path: it appends every committed record the file does not hold
+ * yet, one JSON line each, in seq order, at once (records committed
+ * before, at start-up or by a crashed run) and after each commit
+ * audit_sink_commit reports. A failed write is logged once and retried
+ * after the next commit or a second later. KB_E_STORE (the connection) or
+ * KB_E_INTERNAL with *errmsg. Main thread, once.
+ */
+KB_MUSTCHECK enum kb_err audit_sink_start(struct kb_audit_sink *sink, const char *store_path,
+                                          const char *synchronous, char **errmsg);
+/*
+ * A kb_writer_commit_cb: notes the last committed seq (the writer's chain
+ * head, in memory) and wakes the sink thread; never touches the file, so
+ * the batch's answers do not wait for it. Writer thread.
  */
 void audit_sink_commit(struct kb_store *s, void *sink);
 /*
  * Reopens the sink file at its path (logrotate renamed it; SIGHUP): the
- * records committed from now on go to the new file, created if missing,
- * continuing after the last one written to the old. Safe while the writer
- * thread runs the commit hook; on failure the old file stays in use.
- * Main thread.
+ * lines the sink thread writes from now on go to the new file, created if
+ * missing, continuing after the last one written to the old; the thread
+ * switches between two writes and closes the old file. Never waits for a
+ * write in progress. On failure the old file stays in use. Main thread.
  */
 KB_MUSTCHECK enum kb_err audit_sink_reopen(struct kb_audit_sink *sink, char **errmsg);
-/* Closes the sink; after writer_free. */
+/* Stops the sink thread once it has written every committed record (after
+ * writer_free: nothing commits any more), and closes the sink. Main
+ * thread. */
 void audit_sink_free(struct kb_audit_sink *sink);
 
 /* ---- verify and export ---- */

@@ -25,6 +25,7 @@ static _Atomic uint64_t conns_refused;
 static _Atomic uint64_t key_reads;
 static _Atomic uint64_t conns_evicted;
 static _Atomic uint64_t body_refused;
+static _Atomic uint64_t log_dropped;
 static const _Atomic int64_t *body_used;  /* the servers' budget, once started */
 static const _Atomic int64_t *body_limit; /* the budget in force */
 
@@ -107,6 +108,11 @@ void metrics_body_refused(void)
     atomic_fetch_add_explicit(&body_refused, 1, memory_order_relaxed);
 }
 
+void metrics_log_dropped(uint64_t n)
+{
+    atomic_fetch_add_explicit(&log_dropped, n, memory_order_relaxed);
+}
+
 static uint64_t get(_Atomic uint64_t *p)
 {
     return atomic_load_explicit(p, memory_order_relaxed);
@@ -184,6 +190,12 @@ void metrics_render(struct kb_buf *b, int64_t active_keys)
                body_used ? (long long)atomic_load_explicit(body_used, memory_order_relaxed) : 0LL,
                body_limit ? (long long)atomic_load_explicit(body_limit, memory_order_relaxed) : 0LL,
                (unsigned long long)get(&body_refused));
+    buf_printf(b,
+               "# HELP keybrake_log_dropped_total Log records dropped: the log output fell "
+               "behind by more than the log queue (4 MiB), or a write failed.\n"
+               "# TYPE keybrake_log_dropped_total counter\n"
+               "keybrake_log_dropped_total %llu\n",
+               (unsigned long long)get(&log_dropped));
     for (int h = 0; h < KB_H__COUNT; h++) {
         buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", hist_names[h], hist_help[h],
                    hist_names[h]);

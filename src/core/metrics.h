@@ -55,6 +55,10 @@ void metrics_body_refused(void);
  * not have it (first use on that worker, or revoked since). */
 void metrics_key_read(void);
 
+/* Log records dropped (the log writer fell behind by more than its queue,
+ * or a write failed). Any thread. */
+void metrics_log_dropped(uint64_t n);
+
 /* Appends the Prometheus text exposition; active_keys is read by the caller
  * from the store. */
 void metrics_render(struct kb_buf *b, int64_t active_keys);

@@ -51,7 +51,7 @@ function sinkLines(file) {
 const seqOf = (line) => JSON.parse(line).seq;
 
 // Polls the sink file (bounded) until it holds record `seq`: lines are written
-// after their batch commits, on the writer thread, so they may trail the answer.
+// after their batch commits, by the sink's own thread, so they trail the answer.
 function waitSink(file, seq) {
   return waitFor(() => fs.existsSync(file) && sinkLines(file).some((l) => seqOf(l) === seq), {
     what: `record ${seq} in the sink`,

@@ -5,7 +5,8 @@
  * SQLite file is tampered with directly (a field updated, a record deleted,
  * a forged record inserted, checkpoints altered or deleted, a rewritten
  * stretch, a truncated tail), the checkpoint schedule surviving a change of
- * interval, the JSONL sink fed through the writer, the anchor (reading it,
+ * interval, the JSONL sink fed through the writer (test_audit_sink.c has
+ * its thread's own tests), the anchor (reading it,
  * and verify catching the cut tail checkpoints cannot see), and time
  * parsing.
  */
@@ -527,6 +528,18 @@ static int sink_lines(int64_t *last_seq)
     return n;
 }
 
+/* Opens the sink at p and starts its thread. */
+static struct kb_audit_sink *sink_start(const char *p, struct kb_store *s)
+{
+    struct kb_audit_sink *sink = NULL;
+    char *err = NULL;
+    assert_int_equal(audit_sink_open(p, s, &sink, &err), KB_OK);
+    assert_int_equal(audit_sink_start(sink, g_path, "normal", &err), KB_OK);
+    return sink;
+}
+
+/* The sink thread writes after the commits; audit_sink_free (after
+ * writer_free) returns once everything committed is in the file. */
 static void test_sink(void **state)
 {
     (void)state;
@@ -536,9 +549,7 @@ static void test_sink(void **state)
     unlink(p);
     audit_set_checkpoint_every(EVERY);
     struct kb_store *s = open_store();
-    struct kb_audit_sink *sink = NULL;
-    char *err = NULL;
-    assert_int_equal(audit_sink_open(p, s, &sink, &err), KB_OK);
+    struct kb_audit_sink *sink = sink_start(p, s);
     struct sink_job jobs[6] = {{1, false}, {2, false}, {3, true},
                                {4, false}, {5, false}, {6, false}};
     run_jobs(sink, jobs, 6);
@@ -548,7 +559,7 @@ static void test_sink(void **state)
     assert_int_equal(last, 5);
 
     /* reopen: resumes after its last line */
-    assert_int_equal(audit_sink_open(p, s, &sink, &err), KB_OK);
+    sink = sink_start(p, s);
     run_jobs(sink, jobs, 2);
     audit_sink_free(sink);
     assert_int_equal(sink_lines(&last), 7);
@@ -560,7 +571,7 @@ static void test_sink(void **state)
     buf[n - 1] = '\0';
     char *cut = strrchr(buf, '\n');
     assert_int_equal(truncate(p, (off_t)(cut - buf + 1)), 0);
-    assert_int_equal(audit_sink_open(p, s, &sink, &err), KB_OK);
+    sink = sink_start(p, s);
     run_jobs(sink, jobs, 1);
     audit_sink_free(sink);
     assert_int_equal(sink_lines(&last), 8);

@@ -2,7 +2,8 @@
  * test_reload.c - unit tests for what a SIGHUP reload relies on:
  * log_open_file/log_reopen (src/core/log.c) swapping the log file while
  * threads log, with every record landing once and whole in the old or the
- * new file (logrotate: rename, then reopen); config_changed
+ * new file (logrotate: rename, then reopen), with the records written by
+ * their callers and by the log writer thread; config_changed
  * (src/core/config.c) naming exactly the settings that differ.
  */
 #include <setjmp.h>
@@ -64,9 +65,8 @@ static void scan(const char *path, unsigned char seen[THREADS][LINES])
     fclose(f);
 }
 
-static void test_log_rotation_under_load(void **state)
+static void rotation_under_load(bool writer_thread)
 {
-    (void)state;
     snprintf(g_dir, sizeof g_dir, "/tmp/kb-reload-XXXXXX");
     assert_non_null(mkdtemp(g_dir));
     char path[128], rotated[160];
@@ -78,6 +78,8 @@ static void test_log_rotation_under_load(void **state)
     char *em = NULL;
     assert_int_equal(log_reopen(&em), KB_OK); /* no file yet: nothing to do */
     assert_int_equal(log_open_file(path, &em), KB_OK);
+    if (writer_thread)
+        log_start();
 
     pthread_t th[THREADS];
     for (int i = 0; i < THREADS; i++)
@@ -90,6 +92,7 @@ static void test_log_rotation_under_load(void **state)
     }
     for (int i = 0; i < THREADS; i++)
         pthread_join(th[i], NULL);
+    log_stop(); /* writes what is queued: to the last file */
     dup2(saved, STDERR_FILENO);
     close(saved);
     log_close_file();
@@ -108,6 +111,19 @@ static void test_log_rotation_under_load(void **state)
         for (int n = 0; n < LINES; n++)
             if (seen[t][n] != 1)
                 fail_msg("record t=%d n=%d seen %d times", t, n, seen[t][n]);
+}
+
+static void test_log_rotation_under_load(void **state)
+{
+    (void)state;
+    rotation_under_load(false);
+}
+
+/* The same with the writer thread, which switches files between batches. */
+static void test_log_rotation_writer_thread(void **state)
+{
+    (void)state;
+    rotation_under_load(true);
 }
 
 static void test_log_open_failure_keeps_stderr(void **state)
@@ -151,6 +167,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_log_rotation_under_load),
+        cmocka_unit_test(test_log_rotation_writer_thread),
         cmocka_unit_test(test_log_open_failure_keeps_stderr),
         cmocka_unit_test(test_config_changed),
     };
