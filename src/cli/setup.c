@@ -223,18 +223,32 @@ enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd_out, int *sto
     enum kb_err err =
         lock_file(kb_asprintf("%s/keybrake.pid", cfg->data_dir), what, fd_out, errmsg);
     free(what);
-    /* an embedded store elsewhere (store.url) is one process's too: its
-     * own lock, beside the file (SQLite's locks on the file itself must
-     * not be disturbed) */
-    const char *file = cfg->store_url ? store_url_file(cfg->store_url) : NULL;
+    /* an embedded store is one process's too, wherever it lives and however
+     * its path is spelled: its own lock beside the file, by the directory's
+     * real path (SQLite's locks on the file itself must not be disturbed) */
+    char *url = config_store_url(cfg);
+    const char *file = store_url_file(url);
     if (err == KB_OK && file && *file) {
-        what = kb_asprintf("store %s", file);
-        err = lock_file(kb_asprintf("%s.lock", file), what, store_fd_out, errmsg);
-        free(what);
+        const char *slash = strrchr(file, '/');
+        char *dir =
+            slash ? kb_strndup(file, (size_t)(slash - file) + (slash == file)) : kb_strdup(".");
+        char *real = realpath(dir, NULL);
+        if (!real) {
+            kb_set_errmsg(errmsg, "store %s: its directory: %s", file, strerror(errno));
+            err = KB_E_CONFIG;
+        } else {
+            what = kb_asprintf("store %s", file);
+            err = lock_file(kb_asprintf("%s/%s.lock", real, slash ? slash + 1 : file), what,
+                            store_fd_out, errmsg);
+            free(what);
+        }
+        free(real);
+        free(dir);
         if (err != KB_OK) {
             close(*fd_out);
             *fd_out = -1;
         }
     }
+    free(url);
     return err;
 }

@@ -186,6 +186,11 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         if (over_budget && c->state == C_READING && !c->gate_held && c->head_len &&
             c->rlen == c->rcap)
             httpd__dispatch_error(c, KB_E_OVERLOADED, OVERLOADED_MSG);
+        /* a full buffer at its limit that still holds no whole request will
+         * never hold one: answer rather than wait (or spin on the socket) */
+        else if (c->state == C_READING && !c->gate_held && c->head_len && c->rlen == c->rcap &&
+                 c->rcap >= httpd__read_limit(c))
+            httpd__dispatch_error(c, KB_E_BODY_TOO_LARGE, NULL);
     } else if (c->eof && c->state != C_CLOSED) {
         /* a client that sends FIN mid-request has left (as nginx reads it) */
         httpd__conn_close(c);

@@ -89,6 +89,8 @@ struct hconn {
     enum kb_method method;
     int minor;
     bool line_ok;                   /* the request line was read */
+    size_t body_max;                /* the limits this request is read under, taken when */
+    size_t header_max;              /* its head was parsed (a reload holds from the next) */
     bool gate_held;                 /* on_head holds the head (httpd_gate_hold) */
     kb_hgate_cancel_cb gate_cancel; /* told if the connection closes first */
     void *gate_arg;

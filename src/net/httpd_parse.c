@@ -249,13 +249,12 @@ enum dechunk {
 static enum dechunk dechunk(struct hconn *c, enum kb_err *err, const char **msg)
 {
     char *b = c->rbuf;
-    size_t max = httpd__limz(c->h->o.max_body_bytes);
+    size_t max = c->body_max;
     for (;;) {
         size_t avail = c->rlen - c->cursor;
         if (c->ch == CH_SIZE || c->ch == CH_TRAILER) {
             char *lf = memchr(b + c->cursor, '\n', avail);
-            size_t linemax =
-                c->ch == CH_SIZE ? MAX_CHUNK_LINE : httpd__limz(c->h->o.max_header_bytes);
+            size_t linemax = c->ch == CH_SIZE ? MAX_CHUNK_LINE : c->header_max;
             if (!lf) {
                 if (avail > linemax)
                     goto too_long;
@@ -265,7 +264,7 @@ static enum dechunk dechunk(struct hconn *c, enum kb_err *err, const char **msg)
             size_t line = (size_t)(lf - p) + 1;
             if (c->ch == CH_TRAILER) {
                 c->trailer += line;
-                if (c->trailer > httpd__limz(c->h->o.max_header_bytes))
+                if (c->trailer > c->header_max)
                     goto too_long;
                 c->cursor += line;
                 if (le == p)
@@ -279,7 +278,8 @@ static enum dechunk dechunk(struct hconn *c, enum kb_err *err, const char **msg)
                 return DC_BAD;
             }
             size_t size = (size_t)size64;
-            if (size > max - (c->body_end - c->head_len)) {
+            size_t used = c->body_end - c->head_len;
+            if (used > max || size > max - used) {
                 *err = KB_E_BODY_TOO_LARGE;
                 *msg = NULL;
                 return DC_BAD;
@@ -335,11 +335,13 @@ size_t httpd__read_limit(const struct hconn *c)
     const struct kb_httpd_opts *o = &c->h->o;
     if (c->state != C_READING)
         return c->rcap; /* a request is being served: only notice EOF */
+    if (c->head_len && c->chunked &&
+        c->head_len + c->body_max + MAX_CHUNK_LINE + c->header_max < c->rcap)
+        return c->rcap; /* never below what the buffer already holds */
     if (!c->head_len)
         return httpd__limz(o->max_header_bytes) + 1;
     if (c->chunked)
-        return c->head_len + httpd__limz(o->max_body_bytes) + MAX_CHUNK_LINE +
-               httpd__limz(o->max_header_bytes);
+        return c->head_len + c->body_max + MAX_CHUNK_LINE + c->header_max;
     return c->head_len + (size_t)c->clen;
 }
 
@@ -450,7 +452,10 @@ void httpd__parse(struct hconn *c)
             return;
         }
         c->head_len = end;
-        if (c->clen > 0 && (uint64_t)c->clen > httpd__limz(o->max_body_bytes)) {
+        /* one request, one set of limits: a reload holds from the next */
+        c->body_max = httpd__limz(o->max_body_bytes);
+        c->header_max = httpd__limz(o->max_header_bytes);
+        if (c->clen > 0 && (uint64_t)c->clen > c->body_max) {
             httpd__dispatch_error(c, KB_E_BODY_TOO_LARGE, NULL);
             return;
         }

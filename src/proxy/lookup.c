@@ -89,6 +89,7 @@ static void done(struct kb_read *rd)
            err == KB_OK            ? KB_OK
            : err == KB_E_NOT_FOUND ? KB_E_INVALID_TOKEN
                                    : KB_E_STORE);
+    proxy__maybe_drained(px); /* a drain may have waited on this read alone */
 }
 
 void proxy__key_read_forget(struct proxy__key_read *l)

@@ -351,6 +351,13 @@ void proxy_handle(struct kb_hreq *req, void *arg)
     uint8_t hash[KB_HASH_LEN];
     const struct kb_key *key = NULL;
     enum kb_err err = proxy__key_find(px, target ? target : "", h, nh, hash, &key);
+    /* the gate already judged this token (a body's head): unknown, or the
+     * store's reader queue full; no second read for the same answer. Any
+     * other refusal still reads the key, so that it is audited under it */
+    const char *perr;
+    enum kb_err gate = hreq_error(req, &perr);
+    if (err == KB_E_NOT_FOUND && (gate == KB_E_INVALID_TOKEN || gate == KB_E_STORE))
+        err = gate;
     if (err == KB_E_NOT_FOUND) {
         struct proxy__key_read *l = proxy__key_read(px, hash, serve_read, req, parked_detach);
         if (l) {

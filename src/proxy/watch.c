@@ -101,7 +101,9 @@ void proxy__watch_revocations(evutil_socket_t fd, short what, void *arg)
             px->watch_lost = true;
         px->watch_seen = head;
     }
-    if (px->watch_lost) {
+    if (px->watch_lost && !px->watch_checking) {
+        /* with a check in flight, the flag stays: check_done runs the
+         * watch again, which starts the next one */
         px->watch_lost = false;
         check_all(px);
     }

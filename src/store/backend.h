@@ -37,7 +37,7 @@ struct kb_store_backend {
     void (*rollback)(struct kb_store *s);
     enum kb_err (*savepoint)(struct kb_store *s);
     enum kb_err (*release)(struct kb_store *s);
-    void (*rollback_to)(struct kb_store *s);
+    enum kb_err (*rollback_to)(struct kb_store *s);
     bool (*in_transaction)(struct kb_store *s); /* false once the backend rolled back alone */
     const char *(*last_error)(struct kb_store *s);
     enum kb_err (*probe_write)(struct kb_store *s);

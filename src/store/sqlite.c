@@ -800,10 +800,10 @@ static enum kb_err sq_release(struct kb_store *s)
     return tx(s, TX_RELEASE);
 }
 
-static void sq_rollback_to(struct kb_store *s)
+static enum kb_err sq_rollback_to(struct kb_store *s)
 {
-    if (tx(s, TX_ROLLBACK_TO) == KB_OK)
-        (void)tx(s, TX_RELEASE); /* ROLLBACK TO keeps the savepoint open */
+    enum kb_err err = tx(s, TX_ROLLBACK_TO);
+    return err == KB_OK ? tx(s, TX_RELEASE) : err; /* ROLLBACK TO keeps the savepoint open */
 }
 
 static bool sq_in_transaction(struct kb_store *s)

@@ -47,6 +47,14 @@ enum kb_err store_open(const char *url, const char *synchronous, bool check, str
         kb_set_errmsg(errmsg, "store URL \"%s\" names no file", url);
         return KB_E_CONFIG;
     }
+    if (strcmp(where, ":memory:") == 0) {
+        /* each connection (writer, readers, admin) would get its own */
+        kb_set_errmsg(errmsg,
+                      "store URL \"%s\": an in-memory store cannot be shared by the "
+                      "daemon's threads; name a file",
+                      url);
+        return KB_E_CONFIG;
+    }
     return kb_store_sqlite.open(where, synchronous, check, out, errmsg);
 }
 
@@ -91,9 +99,9 @@ enum kb_err store_release(struct kb_store *s)
     return s->be->release(s);
 }
 
-void store_rollback_to(struct kb_store *s)
+enum kb_err store_rollback_to(struct kb_store *s)
 {
-    s->be->rollback_to(s);
+    return s->be->rollback_to(s);
 }
 
 bool store_in_transaction(struct kb_store *s)

@@ -102,7 +102,7 @@ KB_MUSTCHECK enum kb_err store_commit(struct kb_store *s);
 void store_rollback(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_savepoint(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_release(struct kb_store *s);
-void store_rollback_to(struct kb_store *s);
+KB_MUSTCHECK enum kb_err store_rollback_to(struct kb_store *s);
 /* False when the backend rolled the transaction back on its own (SQLite
  * does on a full disk or an I/O error): the work before is gone too. */
 bool store_in_transaction(struct kb_store *s);

@@ -190,9 +190,8 @@ static void run_batch(struct kb_writer *w, struct job *batch)
         }
         if (j->err != KB_OK) {
             store_audit_head_drop(s); /* the job may have appended first */
-            store_rollback_to(s);
-            if (!store_in_transaction(s)) {
-                ok = false;
+            if (store_rollback_to(s) != KB_OK || !store_in_transaction(s)) {
+                ok = false; /* the job's work could not be undone alone */
                 break;
             }
             continue; /* rollback_to released the savepoint */

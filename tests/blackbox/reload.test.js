@@ -11,6 +11,7 @@ const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
 
 const { assertError, mkTempDir, rmTempDir, startDaemon, uniquePrefix, waitFor } = require('./lib/harness');
@@ -187,6 +188,59 @@ describe('SIGHUP', () => {
       assertError(await call(), 400, 'bad_path');
       assertError(await issue('2h'), 400, 'invalid_request');
       assertError(await post(), 413, 'body_too_large');
+    } finally {
+      await d.stop();
+      await mocks.close();
+      rmTempDir(dir);
+    }
+  });
+
+  // A limit lowered while a chunked body is arriving: the request goes on
+  // under the limits it started with, and is answered (413 here), not left
+  // with a full buffer that never reads again (the worker used to spin on
+  // the socket until the client timeout).
+  it('a body limit lowered mid-upload: that request keeps its limits and is answered', async () => {
+    const mocks = await startMockVendors();
+    const dir = mkTempDir();
+    const conf = path.join(dir, 'keybrake.ini');
+    fs.writeFileSync(conf, '[limits]\nmax_body_bytes = 4m\n');
+    const d = await startDaemon({ mocks, args: ['--config', conf], env: { KEYBRAKE_WORKERS: '1' } });
+    try {
+      const key = await d.issueKey({ label: uniquePrefix('chunk'), vendor: 'stripe', allowed_endpoints: ['/v1/*'] });
+      const sock = net.connect(d.proxyPort, '127.0.0.1');
+      let got = '';
+      const answered = new Promise((resolve) => {
+        sock.on('data', (c) => {
+          got += c.toString('latin1');
+          if (/\r\n\r\n/.test(got)) resolve();
+        });
+        sock.on('close', resolve);
+        sock.on('error', resolve);
+      });
+      await new Promise((r) => sock.once('connect', r));
+      const MiB = 1024 * 1024;
+      sock.write(
+        'POST /stripe/v1/payment_intents HTTP/1.1\r\nHost: x\r\n' +
+          `Authorization: Bearer ${key.token}\r\nContent-Type: application/x-www-form-urlencoded\r\n` +
+          'Transfer-Encoding: chunked\r\n\r\n' +
+          `${(3 * MiB).toString(16)}\r\n`,
+      );
+      sock.write(Buffer.alloc(2.5 * MiB, 'a'));
+      fs.writeFileSync(conf, '[limits]\nmax_body_bytes = 1m\n');
+      const done = d.waitForStderr(/reloaded/);
+      d.signal('SIGHUP');
+      await done;
+      sock.write(Buffer.alloc(0.5 * MiB, 'a'));
+      sock.write(`\r\n${(2 * MiB).toString(16)}\r\n`);
+      sock.write(Buffer.alloc(2 * MiB, 'b'));
+      sock.end('\r\n0\r\n\r\n');
+      await answered;
+      assert.match(got, /^HTTP\/1\.1 413 /, got.slice(0, 200));
+      assert.equal(mocks.count(), 0);
+      sock.destroy();
+      // the worker is free: the next request (under the new 1m) is served
+      const r = await d.proxy({ method: 'GET', path: '/stripe/v1/payment_intents/pi_after', headers: { authorization: `Bearer ${key.token}` } });
+      assert.equal(r.status, 200, r.text);
     } finally {
       await d.stop();
       await mocks.close();

@@ -53,7 +53,27 @@ describe('store URL', () => {
     }
   });
 
+  it('another data dir naming the first daemon\'s default store, however spelled, is refused', async () => {
+    const first = await startDaemon({});
+    try {
+      for (const url of [
+        path.join(first.dataDir, 'keybrake.db'),
+        `sqlite:${first.dataDir}/./keybrake.db`,
+        `sqlite://${path.dirname(first.dataDir)}/${path.basename(first.dataDir)}/../${path.basename(first.dataDir)}/keybrake.db`,
+      ]) {
+        await assert.rejects(
+          startDaemon({ env: { KEYBRAKE_STORE_URL: url } }),
+          new RegExp(`exited \\(code [1-9]\\d*, signal null\\) before ready[\\s\\S]*another keybrake \\(pid ${first.pid}\\) is serving store`),
+          url,
+        );
+      }
+    } finally {
+      await first.stop();
+    }
+  });
+
   for (const [url, want] of [
+    ['sqlite::memory:', /in-memory store cannot be shared/],
     ['postgres://kb@127.0.0.1:1/kb', /embedded SQLite backend only/],
     ['postgresql://kb@127.0.0.1:1/kb', /embedded SQLite backend only/],
     ['mysql://127.0.0.1/kb', /unknown scheme/],

@@ -1308,7 +1308,7 @@ static void test_transactions(void **state)
     add_key(f->s, "vk_txA", "a", "stripe", 10, 5000);
     assert_int_equal(store_savepoint(f->s), KB_OK);
     add_key(f->s, "vk_txB", "b", "stripe", 10, 5000);
-    store_rollback_to(f->s);
+    assert_int_equal(store_rollback_to(f->s), KB_OK);
     assert_int_equal(store_savepoint(f->s), KB_OK);
     add_key(f->s, "vk_txC", "c", "stripe", 10, 5000);
     assert_int_equal(store_release(f->s), KB_OK);
