@@ -448,8 +448,9 @@ fi
 # issuing a key, making 1-5 calls (a quarter of the runs an OpenAI chat, half
 # of those streamed), revoking it; the same calls through nginx in alternation.
 RUNS_CONC=${BENCH_RUNS:-32}
+RUNS_SECONDS=${BENCH_RUNS_SECONDS:-$([ "${BENCH_QUICK:-0}" = 1 ] && echo 3 || echo 6)}
 command -v node >/dev/null || die "node is missing (the black-box tests need it too)"
-echo "bench: key per run: $RUNS_CONC runs at once, $ROUNDS x ${DURATION}s, nginx and keybrake alternating, $LIVE_KEYS+ keys in the store"
+echo "bench: key per run: $RUNS_CONC runs at once, $ROUNDS x ${RUNS_SECONDS}s, nginx, keybrake$([ -n "$PK_PORT" ] && echo " and the peer") alternating, $LIVE_KEYS+ keys in the store"
 : >"$W/runs.out"
 for r in $(seq "$ROUNDS"); do
     for tgt in nginx keybrake $([ -n "$PK_PORT" ] && echo portkey); do
@@ -460,7 +461,7 @@ for r in $(seq "$ROUNDS"); do
         esac
         c0=$(cpu_ticks $pids)
         node bench/runs.js --target "$tgt" --proxy "$px" --admin "$KB_ADMIN" --admin-token "$ADMIN_TOKEN" \
-            --upstream "127.0.0.1:$UP_PORT" --runs "$RUNS_CONC" --seconds "$DURATION" --seed "$r" \
+            --upstream "127.0.0.1:$UP_PORT" --runs "$RUNS_CONC" --seconds "$RUNS_SECONDS" --seed "$r" \
             >"$W/runs1.out" || { cat "$W/runs1.out" >&2; die "runs.js failed"; }
         c1=$(cpu_ticks $pids)
         line=$(grep '^RUNS_RESULT' "$W/runs1.out") || { cat "$W/runs1.out" >&2; die "no runs result"; }
