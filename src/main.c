@@ -516,8 +516,7 @@ int main(int argc, char **argv)
             config_print_table();
         return 0;
     }
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 ||
-        strcmp(cmd, "-V") == 0) {
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
         if (help)
             printf("usage: keybrake version | keybrake --version\n");
         else

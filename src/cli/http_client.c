@@ -116,7 +116,7 @@ static enum cli_http_parse read_chunked(const char *buf, size_t n, bool eof, siz
     size_t len, next;
     for (;;) {
         if (!next_line(buf, n, off, &len, &next)) {
-            if (n - off > MAX_CHUNK_LINE)
+            if (n - off > MAX_CHUNK_LINE + 1) /* + its CR */
                 return bad(why, "the answer has an overlong chunk-size line");
             return more(need, n, n + 1, eof, why);
         }
@@ -149,7 +149,7 @@ static enum cli_http_parse read_chunked(const char *buf, size_t n, bool eof, siz
     /* trailer fields, unread, up to the blank line */
     for (int i = 0;; i++) {
         if (!next_line(buf, n, off, &len, &next)) {
-            if (n - off > MAX_CHUNK_LINE)
+            if (n - off > MAX_CHUNK_LINE + 1) /* + its CR */
                 return bad(why, "the answer has an overlong trailer");
             return more(need, n, n + 1, eof, why);
         }

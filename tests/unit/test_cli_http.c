@@ -33,8 +33,8 @@ static const struct row rows[] = {
     {"HTTP/1.1 401 Unauthorized\nContent-Length: 3\n\nabc", false, CLI_HTTP_DONE, 401, "abc"},
     {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab", false, CLI_HTTP_DONE,
      200, "ab"},
-    {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc", false, CLI_HTTP_BAD,
-     0, NULL},
+    {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc", false, CLI_HTTP_BAD, 0,
+     NULL},
     {"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false, CLI_HTTP_BAD, 0, NULL},
     {"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", false, CLI_HTTP_BAD, 0, NULL},
     /* chunked */
@@ -45,8 +45,8 @@ static const struct row rows[] = {
      false, CLI_HTTP_DONE, 200, "abc"},
     {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n", false, CLI_HTTP_MORE, 0,
      NULL},
-    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}xx0\r\n\r\n", false,
-     CLI_HTTP_BAD, 0, NULL},
+    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}xx0\r\n\r\n", false, CLI_HTTP_BAD,
+     0, NULL},
     {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false, CLI_HTTP_BAD, 0, NULL},
     {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false, CLI_HTTP_BAD, 0, NULL},
     {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n0\r\n\r\n", false,
@@ -161,9 +161,35 @@ static void test_limits(void **state)
     buf_reset(&in);
     buf_puts(&in, "HTTP/1.1 200 OK\r\n");
     while (in.len <= CLI_HTTP_MAX_HEAD)
-        buf_puts(&in, "X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        buf_puts(&in,
+                 "X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
     assert_int_equal(cli_http_parse(in.data, in.len, false, &status, &body, &need, &why),
                      CLI_HTTP_BAD);
+    buf_cleanup(&in);
+    buf_cleanup(&body);
+}
+
+/* A chunk-size line of exactly the longest length read a byte at a time:
+ * while its CR is in and its LF not yet, it is not "overlong" (it was, once,
+ * where the whole answer read in one piece was fine). */
+static void test_longest_chunk_line(void **state)
+{
+    (void)state;
+    struct kb_buf in = KB_BUF_INIT, body = KB_BUF_INIT;
+    buf_puts(&in, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;");
+    size_t line = in.len - 2; /* where "1;" starts */
+    while (in.len - line < 1024)
+        buf_putc(&in, 'x');
+    size_t cr = in.len;
+    buf_puts(&in, "\r\na\r\n0\r\n\r\n");
+    int status;
+    size_t need;
+    const char *why;
+    assert_int_equal(cli_http_parse(in.data, cr + 1, false, &status, &body, &need, &why),
+                     CLI_HTTP_MORE);
+    assert_int_equal(cli_http_parse(in.data, in.len, false, &status, &body, &need, &why),
+                     CLI_HTTP_DONE);
+    assert_string_equal(body.data, "a");
     buf_cleanup(&in);
     buf_cleanup(&body);
 }
@@ -174,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_byte_by_byte),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_longest_chunk_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
