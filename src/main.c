@@ -17,7 +17,9 @@
 
 #include "admin/admin.h"
 #include "audit/audit.h"
+#include "cli/api.h"
 #include "cli/audit.h"
+#include "cli/client.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -42,11 +44,22 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: keybrake serve [--config FILE]   run the proxy and admin API\n"
-               "       keybrake audit verify [--anchor FILE] [--config FILE]\n"
-               "       keybrake audit export [--since T] [--until T] [--config FILE]\n"
-               "       keybrake config                  print the settings table\n"
-               "       keybrake version\n");
+    fprintf(f, "usage: keybrake <command> [options]      (keybrake <command> --help)\n"
+               "\n"
+               "the daemon:\n"
+               "  serve [--config FILE]            run the proxy and admin API\n"
+               "  config                           print the settings table\n"
+               "  audit verify|export              check or extract the audit log (offline)\n"
+               "\n"
+               "a running daemon, through its admin API (KEYBRAKE_ADDR, KEYBRAKE_ADMIN_TOKEN):\n"
+               "  keys create|list|show|revoke|revoke-prefix   vault keys\n"
+               "  usage                            today's spend against the caps\n"
+               "  audit tail [-f]                  the newest audit entries\n"
+               "\n"
+               "  version, --version               print the version\n"
+               "\n"
+               "exit codes: 0 ok, 1 the API refused (4xx), 2 usage error,\n"
+               "            3 daemon unreachable or 5xx (audit verify: 1 chain damaged)\n");
 }
 
 /* When the file system holding dir is (nearly) full, a sentence saying so
@@ -469,8 +482,16 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[1], "serve") == 0) {
+    const char *cmd = argv[1];
+    bool help = cli_wants_help(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0) {
         const char *config = NULL;
+        if (help) {
+            printf("usage: keybrake serve [--config FILE]\n"
+                   "Runs the proxy and the admin API until SIGTERM or SIGINT; SIGHUP reloads.\n"
+                   "Settings: `keybrake config`.\n");
+            return 0;
+        }
         for (int i = 2; i < argc; i++) {
             if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
                 config = argv[++i];
@@ -481,16 +502,37 @@ int main(int argc, char **argv)
         }
         return serve(config);
     }
-    if (strcmp(argv[1], "audit") == 0)
+    if (strcmp(cmd, "keys") == 0)
+        return cli_keys(argc - 1, argv + 1);
+    if (strcmp(cmd, "usage") == 0)
+        return cli_usage(argc - 1, argv + 1);
+    if (strcmp(cmd, "audit") == 0) {
+        if (argc > 2 && strcmp(argv[2], "tail") == 0)
+            return cli_audit_tail(argc - 2, argv + 2);
+        if (help) {
+            cli_audit_help(stdout);
+            return 0;
+        }
         return cli_audit(argc - 1, argv + 1);
-    if (strcmp(argv[1], "config") == 0) {
-        config_print_table();
+    }
+    if (strcmp(cmd, "config") == 0) {
+        if (help)
+            printf("usage: keybrake config\nPrints every setting: section, name, environment "
+                   "variable, default, meaning.\n");
+        else
+            config_print_table();
         return 0;
     }
-    if (strcmp(argv[1], "version") == 0) {
-        printf("keybrake %s\n", KB_VERSION);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+        if (help)
+            printf("usage: keybrake version | keybrake --version\n");
+        else
+            printf("keybrake %s\n", KB_VERSION);
         return 0;
     }
-    usage(strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ? stdout : stderr);
-    return strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    bool asked = strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0;
+    if (!asked)
+        fprintf(stderr, "keybrake: unknown command %s\n", cmd);
+    usage(asked ? stdout : stderr);
+    return asked ? 0 : 2;
 }

@@ -1,0 +1,99 @@
+/*
+ * client.h - what the admin API commands (`keybrake keys|usage|audit
+ * tail`) share: the address and token (options, environment, the token
+ * file), one call to the API with its errors turned into exit codes, and
+ * aligned tables for people. Main thread only.
+ */
+#ifndef KB_CLI_CLIENT_H
+#define KB_CLI_CLIENT_H
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "core/buf.h"
+
+#ifndef KB_VERSION
+#define KB_VERSION "0.1.0"
+#endif
+
+/* Exit codes of every CLI command that talks to the admin API. */
+enum cli_exit {
+    CLI_EXIT_OK = 0,          /* done */
+    CLI_EXIT_REFUSED = 1,     /* the API refused (4xx): bad token, no such key, invalid field */
+    CLI_EXIT_USAGE = 2,       /* bad arguments, an https:// address, no admin token */
+    CLI_EXIT_UNAVAILABLE = 3, /* cannot reach the daemon, it timed out, or answered 5xx */
+};
+
+#define CLI_DEFAULT_ADDR "http://127.0.0.1:8421" /* the daemon's default admin_listen */
+
+/* The text every API command's --help ends with. */
+#define CLI_HELP_COMMON                                                                            \
+    "\ncommon options:\n"                                                                          \
+    "  --addr URL     admin API address (env KEYBRAKE_ADDR; default " CLI_DEFAULT_ADDR ")\n"       \
+    "  --token TOKEN  admin token (env KEYBRAKE_ADMIN_TOKEN; default: the token file\n"            \
+    "                 <KEYBRAKE_DATA_DIR or ./var>/admin-token, when readable)\n"                  \
+    "  --json         print the API's JSON instead of a table\n"                                   \
+    "  -h, --help     this text\n"                                                                 \
+    "\nexit codes: 0 ok, 1 the API refused (4xx), 2 usage error, 3 daemon unreachable or 5xx\n"
+
+struct cli_ctx {
+    const char *addr_opt;  /* borrowed: --addr, or NULL */
+    const char *token_opt; /* borrowed: --token, or NULL */
+    bool json;             /* --json */
+    char host[256];        /* resolved by cli_ctx_ready */
+    char port[8];
+    char *token; /* owned; wiped and freed by cli_ctx_cleanup */
+};
+
+/* Reads a common option at argv[*i] (--addr URL, --token T, --json),
+ * moving *i past its value. 1: consumed; 0: not a common option; -1: its
+ * value is missing (printed). */
+int cli_common_opt(struct cli_ctx *c, int argc, char **argv, int *i);
+
+/* True when argv[1..] holds -h or --help. */
+bool cli_wants_help(int argc, char **argv);
+
+/* Fills host, port and token from the options, the environment and the
+ * token file. CLI_EXIT_OK, or CLI_EXIT_USAGE with the reason printed. */
+int cli_ctx_ready(struct cli_ctx *c);
+void cli_ctx_cleanup(struct cli_ctx *c);
+
+/*
+ * One call to the admin API. body: JSON text or NULL. On CLI_EXIT_OK,
+ * *out is the answer's JSON (NULL for an empty body; caller decrefs).
+ * Otherwise the error is printed as "keybrake: <message> (<code>)" and the
+ * exit code returned: CLI_EXIT_REFUSED for a 4xx, CLI_EXIT_UNAVAILABLE for
+ * no connection, a timeout, a 5xx or an answer that is not JSON. A signal
+ * that interrupts the call returns -1 with nothing printed.
+ */
+int cli_api(struct cli_ctx *c, const char *method, const char *path, const char *body,
+            json_t **out);
+
+/* Appends "?name=value" or "&name=value" to b, value percent-encoded;
+ * nothing when value is NULL. */
+void cli_query_add(struct kb_buf *b, const char *name, const char *value);
+
+/* A JSON value as display text: strings as they are, null as "-",
+ * numbers and the rest as JSON. Returns a pointer into tmp or the value. */
+const char *cli_text(json_t *v, char *tmp, size_t size);
+/* A USD amount for people: "$12.50", "$0.000125". */
+const char *cli_usd(double v, char *tmp, size_t size);
+
+/* An aligned table: columns as wide as their widest cell (in UTF-8
+ * characters), two spaces apart, the last column unpadded. */
+struct cli_table {
+    size_t ncols;
+    size_t nrows;
+    char **cells; /* owned; nrows * ncols copies */
+};
+
+void cli_table_init(struct cli_table *t, size_t ncols);
+/* Adds one row of ncols strings (copied; NULL prints as "-"). */
+void cli_table_row(struct cli_table *t, const char *const *cells);
+void cli_table_print(const struct cli_table *t, FILE *f);
+void cli_table_cleanup(struct cli_table *t);
+
+/* Prints a JSON value compactly on one line of stdout. */
+void cli_print_json(json_t *v);
+
+#endif
