@@ -900,6 +900,7 @@ const struct kb_store_backend kb_store_sqlite = {
     .key_budgets = sqlite__key_budgets,
     .budget_reserve = sqlite__budget_reserve,
     .budget_settle = sqlite__budget_settle,
+    .budget_release = sqlite__budget_release,
     .audit_last = sqlite__audit_last,
     .audit_last_ckpt = sqlite__audit_last_ckpt,
     .audit_exists = sqlite__audit_exists,

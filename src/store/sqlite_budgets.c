@@ -399,8 +399,10 @@ enum kb_err sqlite__budget_update(struct kb_store *s, const char *name,
         args[2] = (int64_t)c->window;
     if (c->has_parent) {
         if (c->parent && (err = seq_of(s, c->parent, &parent)) != KB_OK) {
-            if (err == KB_E_NOT_FOUND)
+            if (err == KB_E_NOT_FOUND) {
                 kb_set_errmsg(errmsg, "no budget named \"%s\" (parent)", c->parent);
+                err = KB_E_INVALID;
+            }
             goto out;
         }
         if ((err = parent_ok(s, seq, parent, errmsg)) != KB_OK)
@@ -564,6 +566,20 @@ enum kb_err sqlite__budget_settle(struct kb_store *s, const struct kb_budget_hol
     for (size_t i = 0; err == KB_OK && i < n; i++) {
         const int64_t args[4] = {holds[i].seq, holds[i].period, reserved, actual};
         err = run(s, BS_SETTLE, 4, args);
+    }
+    return txn_end(s, own, err);
+}
+
+enum kb_err sqlite__budget_release(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                                   int64_t amount)
+{
+    bool own;
+    enum kb_err err = txn_begin(s, &own);
+    if (err != KB_OK)
+        return err;
+    for (size_t i = 0; err == KB_OK && i < n; i++) {
+        const int64_t args[3] = {holds[i].seq, holds[i].period, amount};
+        err = run(s, BS_UNRESERVE, 3, args);
     }
     return txn_end(s, own, err);
 }

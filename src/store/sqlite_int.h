@@ -57,6 +57,8 @@ enum kb_err sqlite__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t 
                                    struct kb_budget_hold **holds, size_t *n, char **exhausted);
 enum kb_err sqlite__budget_settle(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
                                   int64_t reserved, int64_t actual);
+enum kb_err sqlite__budget_release(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                                   int64_t amount);
 /* At start: every budget reservation still open settled at its worst case
  * (store_spend_settle_orphans); *count += rows touched. Inside the caller's
  * transaction. */

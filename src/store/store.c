@@ -411,6 +411,12 @@ enum kb_err store_budget_settle(struct kb_store *s, const struct kb_budget_hold 
     return s->be->budget_settle(s, holds, n, reserved, actual);
 }
 
+enum kb_err store_budget_release(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                                 int64_t amount)
+{
+    return s->be->budget_release(s, holds, n, amount);
+}
+
 void store_budget_free(struct kb_budget *b)
 {
     if (!b)

@@ -326,8 +326,8 @@ KB_MUSTCHECK enum kb_err store_budget_list(struct kb_store *s, int64_t after_seq
 
 /*
  * Applies c to budget `name` at `now`. A new cap counts from the next
- * reservation. KB_E_NOT_FOUND for an unknown budget or parent; KB_E_INVALID
- * when the new parent would make a cycle or a chain longer than
+ * reservation. KB_E_NOT_FOUND for an unknown budget; KB_E_INVALID for an
+ * unknown parent, or one that would make a cycle or a chain longer than
  * KB_BUDGET_DEPTH_MAX (*errmsg says which).
  */
 KB_MUSTCHECK enum kb_err store_budget_update(struct kb_store *s, const char *name,
@@ -373,6 +373,13 @@ KB_MUSTCHECK enum kb_err store_budget_reserve(struct kb_store *s, int64_t key_se
  * Always succeeds unless the store fails. */
 KB_MUSTCHECK enum kb_err store_budget_settle(struct kb_store *s, const struct kb_budget_hold *holds,
                                              size_t n, int64_t reserved, int64_t actual);
+
+/* Gives back, exactly, reservations of `amount` that store_budget_reserve
+ * just made (the request counted too): for a request refused after them,
+ * in the same transaction (the key's own cap). */
+KB_MUSTCHECK enum kb_err store_budget_release(struct kb_store *s,
+                                              const struct kb_budget_hold *holds, size_t n,
+                                              int64_t amount);
 
 void store_budget_free(struct kb_budget *b);
 void store_budget_list_free(struct kb_budget *b, size_t n);

@@ -162,6 +162,8 @@ static void test_crud(void **state)
     assert_int_equal(b->updated_at, NOW + 5);
     store_budget_free(b);
     assert_int_equal(store_budget_update(f->s, "ghost", &c, NOW, NULL), KB_E_NOT_FOUND);
+    c = (struct kb_budget_change){.has_parent = true, .parent = "ghost"};
+    assert_int_equal(store_budget_update(f->s, "user-42", &c, NOW, NULL), KB_E_INVALID);
 
     /* in use by a key: refused; once the key is revoked: gone */
     int64_t k = add_key(f->s, "vk_crud");
@@ -287,6 +289,21 @@ static void test_reserve_chain_all_or_nothing(void **state)
     assert_int_equal(store_budget_reserve(f->s, k, NOW, 0, &h, &n, NULL), KB_OK);
     assert_int_equal(store_budget_settle(f->s, h, n, 0, 0), KB_OK);
     free(h);
+    /* a release gives back exactly what a reservation took, request too */
+    c = (struct kb_budget_change){.has_cap = true, .cap = 100};
+    assert_int_equal(store_budget_update(f->s, "other", &c, NOW, NULL), KB_OK);
+    struct kb_budget *b = NULL;
+    assert_int_equal(store_budget_get(f->s, "user", NOW, &b), KB_OK);
+    int64_t requests = b->requests;
+    store_budget_free(b);
+    assert_int_equal(store_budget_reserve(f->s, k, NOW, 2, &h, &n, NULL), KB_OK);
+    assert_int_equal(store_budget_release(f->s, h, n, 2), KB_OK);
+    free(h);
+    assert_int_equal(store_budget_get(f->s, "user", NOW, &b), KB_OK);
+    assert_int_equal(b->reserved, 0);
+    assert_int_equal(b->spent, 1);
+    assert_int_equal(b->requests, requests);
+    store_budget_free(b);
 }
 
 static void test_windows_roll_over(void **state)
