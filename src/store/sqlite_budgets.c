@@ -35,12 +35,13 @@ enum bstmt {
     BS_DELETE = 13,    /* drop it */
     BS_LINK = 14,      /* key -> budget */
     BS_KEY_NAMES = 15, /* a key's budgets */
-    BS_CHAIN = 16,     /* every budget a key's requests reserve on */
+    BS_LINKS = 16,     /* a key's budgets, by seq */
     BS_RESERVE = 17,   /* reserve if it fits */
     BS_UNRESERVE = 18, /* give back a reservation just taken */
     BS_SETTLE = 19,    /* replace a reservation by the actual cost */
     BS_ORPHANS = 20,   /* settle every open reservation at its worst case */
-    BS__COUNT = 21,    /* number of statements */
+    BS_NODE = 21,      /* window, parent and name by seq (the chain walk) */
+    BS__COUNT = 22,    /* number of statements */
 };
 _Static_assert(BS__COUNT <= KB_SQ_BUDGET_STMTS, "budget statement cache too small");
 
@@ -73,14 +74,10 @@ static const char *const bsql[BS__COUNT] = {
     [BS_LINK] = "INSERT OR IGNORE INTO key_budgets (key_seq, budget_seq) VALUES (?1, ?2)",
     [BS_KEY_NAMES] = "SELECT b.name FROM key_budgets kb JOIN budgets b ON b.seq = kb.budget_seq "
                      "WHERE kb.key_seq = ?1 ORDER BY b.name",
-    /* the key's budgets, then their parents, each once, nearest first; the
-     * depth bound only guards against a cycle the writes already refuse */
-    [BS_CHAIN] = "WITH RECURSIVE c(seq, depth) AS ("
-                 "SELECT budget_seq, 1 FROM key_budgets WHERE key_seq = ?1 UNION "
-                 "SELECT b.parent_seq, c.depth + 1 FROM budgets b JOIN c ON b.seq = c.seq "
-                 "WHERE b.parent_seq IS NOT NULL AND c.depth < 16) "
-                 "SELECT b.seq, b.win, b.name, min(c.depth) AS d FROM c "
-                 "JOIN budgets b ON b.seq = c.seq GROUP BY b.seq ORDER BY d, b.seq",
+    /* the chain is walked one primary-key lookup at a time (reserve): a
+     * recursive query with its sorters cost ~50x a key's reservation */
+    [BS_LINKS] = "SELECT budget_seq FROM key_budgets WHERE key_seq = ?1",
+    [BS_NODE] = "SELECT win, parent_seq, name FROM budgets WHERE seq = ?1",
     /* one statement: a row only when it fits, the cap read as it is now */
     [BS_RESERVE] = "INSERT INTO budget_spend (budget_seq, period, reserved_micros, requests) "
                    "SELECT ?1, ?2, ?3, 1 FROM budgets WHERE seq = ?1 AND ?3 <= cap_micros "
@@ -486,6 +483,20 @@ enum kb_err sqlite__key_budgets(struct kb_store *s, int64_t key_seq, char ***nam
     return KB_OK;
 }
 
+/* Appends seq to v (growing it) unless it is there: a budget reached by two
+ * paths is reserved on once, and a cycle cannot loop. */
+static void add_once(int64_t **v, size_t *n, size_t *cap, int64_t seq)
+{
+    for (size_t i = 0; i < *n; i++)
+        if ((*v)[i] == seq)
+            return;
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        *v = kb_realloc(*v, *cap * sizeof **v);
+    }
+    (*v)[(*n)++] = seq;
+}
+
 enum kb_err sqlite__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now, int64_t amount,
                                    struct kb_budget_hold **holds, size_t *n, char **exhausted)
 {
@@ -493,50 +504,68 @@ enum kb_err sqlite__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t 
     enum kb_err err = txn_begin(s, &own);
     if (err != KB_OK)
         return err;
+    int64_t *seqs = NULL; /* the key's budgets, then parents as they are met */
+    size_t nseq = 0, seqcap = 0, done_n = 0;
     struct kb_budget_hold *v = NULL;
-    size_t cnt = 0, cap = 0;
     char *refused = NULL;
-    sqlite3_stmt *chain = bst(s, BS_CHAIN), *res = bst(s, BS_RESERVE);
-    if (!chain || !res) {
+    sqlite3_stmt *links = bst(s, BS_LINKS), *node = bst(s, BS_NODE), *res = bst(s, BS_RESERVE);
+    if (!links || !node || !res) {
         err = KB_E_STORE;
         goto out;
     }
-    sqlite3_bind_int64(chain, 1, key_seq);
+    sqlite3_bind_int64(links, 1, key_seq);
     int rc;
-    while ((rc = sqlite3_step(chain)) == SQLITE_ROW) {
-        int64_t seq = sqlite3_column_int64(chain, 0);
+    while ((rc = sqlite3_step(links)) == SQLITE_ROW)
+        add_once(&seqs, &nseq, &seqcap, sqlite3_column_int64(links, 0));
+    done(links);
+    if (rc != SQLITE_DONE) {
+        err = KB_E_STORE;
+        goto out;
+    }
+    if (nseq)
+        v = kb_calloc(seqcap, sizeof *v); /* grown with seqs: one hold per budget at most */
+    /* breadth first: the key's own budgets, then each level of parents */
+    for (size_t i = 0; i < nseq && err == KB_OK && !refused; i++) {
+        sqlite3_bind_int64(node, 1, seqs[i]);
+        rc = sqlite3_step(node);
+        if (rc == SQLITE_DONE) { /* deleted: nothing to hold */
+            done(node);
+            continue;
+        }
+        if (rc != SQLITE_ROW) {
+            done(node);
+            err = KB_E_STORE;
+            break;
+        }
         int64_t period =
-            store_budget_period((enum kb_budget_window)sqlite3_column_int(chain, 1), now);
-        sqlite3_bind_int64(res, 1, seq);
+            store_budget_period((enum kb_budget_window)sqlite3_column_int(node, 0), now);
+        if (sqlite3_column_type(node, 1) != SQLITE_NULL) {
+            size_t before = seqcap;
+            add_once(&seqs, &nseq, &seqcap, sqlite3_column_int64(node, 1));
+            if (seqcap != before)
+                v = kb_realloc(v, seqcap * sizeof *v); /* v held `before` */
+        }
+        sqlite3_bind_int64(res, 1, seqs[i]);
         sqlite3_bind_int64(res, 2, period);
         sqlite3_bind_int64(res, 3, amount);
         int r = sqlite3_step(res);
         done(res);
-        if (r != SQLITE_DONE) {
+        if (r != SQLITE_DONE)
             err = KB_E_STORE;
-            break;
-        }
-        if (sqlite3_changes(store__db(s)) == 0) {
-            refused = kb_strdup((const char *)sqlite3_column_text(chain, 2));
-            break;
-        }
-        if (cnt == cap) {
-            cap = cap ? cap * 2 : 8;
-            v = kb_realloc(v, cap * sizeof *v);
-        }
-        v[cnt].seq = seq;
-        v[cnt++].period = period;
+        else if (sqlite3_changes(store__db(s)) == 0)
+            refused = kb_strdup((const char *)sqlite3_column_text(node, 2));
+        else
+            v[done_n++] = (struct kb_budget_hold){.seq = seqs[i], .period = period};
+        done(node);
     }
-    done(chain);
-    if (err == KB_OK && !refused && rc != SQLITE_DONE)
-        err = KB_E_STORE;
     /* all or nothing: give back what this call took before the refusal,
      * in the same transaction, so no reader ever saw it */
-    for (size_t i = 0; err == KB_OK && refused && i < cnt; i++) {
+    for (size_t i = 0; err == KB_OK && refused && i < done_n; i++) {
         const int64_t args[3] = {v[i].seq, v[i].period, amount};
         err = run(s, BS_UNRESERVE, 3, args);
     }
 out:
+    free(seqs);
     err = txn_end(s, own, err);
     if (err == KB_OK && refused) {
         free(v);
@@ -552,7 +581,7 @@ out:
         return err;
     }
     *holds = v;
-    *n = cnt;
+    *n = done_n;
     return KB_OK;
 }
 
