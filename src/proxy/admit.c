@@ -108,6 +108,10 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
     enum kb_err err;
     bool revoked = false;
     r->outcome = KB_OK;
+    free(r->holds); /* a batch that failed may run the job again */
+    free(r->exhausted);
+    free(r->refusal);
+    r->holds = NULL, r->nholds = 0, r->exhausted = r->refusal = NULL;
     if (store_key_revoked(s, r->key->seq, &revoked) != KB_OK)
         return KB_E_STORE;
     if (revoked)
@@ -138,9 +142,6 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
          * or nothing in this transaction: a refusal by the key gives the
          * budgets' reservations back before anything commits. The holds
          * stay with the request, so settlement charges exactly these. */
-        free(r->holds); /* a batch that failed may run the job again */
-        free(r->exhausted);
-        r->holds = NULL, r->nholds = 0, r->exhausted = NULL;
         err = store_budget_reserve(s, r->key->seq, r->ts_ms / 1000, r->reserved, &r->holds,
                                    &r->nholds, &r->exhausted);
         if (err == KB_E_BUDGET_EXHAUSTED)
@@ -167,11 +168,9 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
     rec.code = r->outcome == KB_OK ? NULL : kb_strerror(r->outcome);
     rec.settled = r->outcome == KB_OK ? -1 : 0;
     if (r->outcome == KB_E_BUDGET_EXHAUSTED && r->exhausted) {
-        if (!r->refusal) {
-            json_t *d = json_pack("{s:s}", "budget", r->exhausted);
-            r->refusal = d ? json_dumps(d, JSON_COMPACT) : NULL;
-            json_decref(d);
-        }
+        json_t *d = json_pack("{s:s}", "budget", r->exhausted);
+        r->refusal = d ? json_dumps(d, JSON_COMPACT) : NULL;
+        json_decref(d);
         rec.detail = r->refusal;
     }
     return audit_append(s, &rec, &r->audit_seq);

@@ -262,7 +262,8 @@ describe('budgets', () => {
     }
     assert.equal(keySpent, 100);
     const audit = await d.admin.get(`/v1/audit?label_prefix=bk-&decision=refused&limit=1`);
-    assert.equal(audit.json.data[0].code, 'budget_exhausted');
+    assert.equal(audit.json.data[0].code, 'budget_exhausted', audit.text);
+    assert.deepEqual(audit.json.data[0].detail, { budget: name }, audit.text);
   });
 
   it('a chain key -> user -> team where the team is tightest: the team is named', async () => {
