@@ -93,7 +93,8 @@ void admin_handle(struct kb_hreq *req, void *arg)
         return;
     }
     bool keys = strncmp(path, "/v1/keys", 8) == 0 && (path[8] == '\0' || path[8] == '/');
-    if (keys || strcmp(path, "/v1/audit") == 0) {
+    bool budgets = strncmp(path, "/v1/budgets", 11) == 0 && (path[11] == '\0' || path[11] == '/');
+    if (keys || budgets || strcmp(path, "/v1/audit") == 0) {
         struct evkeyvalq query;
         TAILQ_INIT(&query);
         if (q && evhttp_parse_query_str(q, &query) != 0) {
@@ -103,6 +104,8 @@ void admin_handle(struct kb_hreq *req, void *arg)
         }
         if (keys)
             admin__keys(a, req, path + 8, &query);
+        else if (budgets)
+            admin__budgets(a, req, path + 11, &query);
         else
             admin__audit(a, req, &query);
         evhttp_clear_headers(&query);

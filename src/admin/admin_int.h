@@ -1,7 +1,11 @@
 /* admin_int.h - shared between the admin API's files only. */
 #ifndef KB_ADMIN_ADMIN_INT_H
 #define KB_ADMIN_ADMIN_INT_H
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "store/store.h"
 
 struct kb_hreq;
 struct evkeyvalq;
@@ -26,6 +30,47 @@ void admin__job_finished(struct kb_admin *a);
 /* One handler per route; `rest` is the path after /v1/keys ("" or "/vk_..."). */
 void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest,
                  struct evkeyvalq *query);
+/* /v1/budgets and /v1/budgets/{name} (budgets.c); rest as for keys. */
+void admin__budgets(struct kb_admin *a, struct kb_hreq *req, const char *rest,
+                    struct evkeyvalq *query);
+
+/* 1..max bytes of printable UTF-8 (no control, bidi, zero-width or line
+ * separator characters): key labels and budget names (keys.c). */
+bool admin__valid_text(const char *s, size_t max);
+#define ADMIN_NAME_MSG                                                                             \
+    "name must be a string of 1-256 bytes of printable UTF-8 (no control, bidi, zero-width or "    \
+    "line-separator characters)"
+
+/* "day", "month" or "total" into *out (budgets.c). */
+bool admin__budget_window(const char *s, enum kb_budget_window *out);
+/* A budget as the API shows it, with its usage (budgets.c). */
+json_t *admin__budget_json(const struct kb_budget *b);
+
+/* Budgets named at key issuance ("budgets": names, or objects that create
+ * one unless the name exists), parsed on the admin loop, linked on the
+ * writer thread in the issuing transaction (budgets.c). */
+struct admin__issue_budget {
+    struct kb_budget def; /* name (owned), and when `define`: cap, window, parent (owned) */
+    bool define;          /* an object: create it unless the name exists */
+    char *detail;         /* owned; its budget.created audit detail, once created */
+};
+struct admin__key_budgets {
+    struct admin__issue_budget *v; /* owned; n of them */
+    size_t n;
+    char *err;        /* owned; why one could not be linked (writer thread) */
+    char *key_detail; /* owned; the key.issued audit detail, NULL without budgets */
+};
+/* false with *field and *msg (caller frees) on a bad "budgets" member. */
+bool admin__key_budgets_parse(json_t *body, struct admin__key_budgets *kb, const char **field,
+                              char **msg);
+/* Writer thread: creates the defined ones that do not exist (each with a
+ * budget.created record made from tmpl) and links all to key; KB_E_INVALID
+ * with kb->err when one cannot be. */
+struct kb_audit_rec;
+enum kb_err admin__key_budgets_link(struct kb_store *s, struct admin__key_budgets *kb,
+                                    const struct kb_key *key, const struct kb_audit_rec *tmpl);
+void admin__key_budgets_cleanup(struct admin__key_budgets *kb);
+
 /* GET /v1/audit: records filtered and paged (audit.c). */
 void admin__audit(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
 /* GET /metrics: Prometheus text (metrics.c). */

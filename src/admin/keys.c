@@ -7,6 +7,11 @@
  *   DELETE /v1/keys/{id}     revoke (idempotent)
  *   POST   /v1/keys/revoke   revoke every key whose label has a prefix
  *
+ * Issuance may name budgets the key spends from ("budgets": names, or
+ * {name, usd_cap, window, parent?} objects that create the budget when no
+ * budget has that name yet and reuse it as it is otherwise), linked in the
+ * transaction that inserts the key (docs/budgets.md).
+ *
  * Input is validated field by field; the first bad field is named in a
  * 400, and nothing is written.
  */
@@ -115,7 +120,7 @@ static bool forbidden_cp(uint32_t cp)
 /* 1..max bytes of valid UTF-8, with no control byte and none of the code
  * points above. jansson already refuses invalid UTF-8 in JSON strings;
  * checking again keeps this safe for any caller. */
-static bool valid_text(const char *s, size_t max)
+bool admin__valid_text(const char *s, size_t max)
 {
     size_t n = strlen(s);
     if (n == 0 || n > max)
@@ -156,9 +161,9 @@ static bool valid_text(const char *s, size_t max)
 static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json_t *body,
                         struct kb_key *k, struct field_err *fe, enum kb_err *err)
 {
-    static const char *const known[] = {"label",         "vendor",           "allowed_endpoints",
-                                        "daily_usd_cap", "expires_in",       "metadata",
-                                        "rate_limit",    "allowed_accounts", NULL};
+    static const char *const known[] = {
+        "label",    "vendor",     "allowed_endpoints", "daily_usd_cap", "expires_in",
+        "metadata", "rate_limit", "allowed_accounts",  "budgets",       NULL};
     const char *name;
     json_t *v;
     json_object_foreach(body, name, v)
@@ -171,7 +176,7 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
     }
 
     json_t *label = json_object_get(body, "label");
-    if (!json_is_string(label) || !valid_text(json_string_value(label), MAX_LABEL))
+    if (!json_is_string(label) || !admin__valid_text(json_string_value(label), MAX_LABEL))
         return bad(
             fe, "label",
             kb_asprintf("label must be a string of 1-%d bytes of printable UTF-8 (no control, "
@@ -337,11 +342,12 @@ struct admin_job {
     char id[32];               /* revoke: the key id */
     char *prefix;              /* bulk revoke: the label prefix; owned */
     int64_t now;
-    int64_t count; /* bulk revoke: keys revoked */
+    int64_t count;                       /* bulk revoke: keys revoked */
     struct kb_revoked_key revoked;       /* revoke: the key, seq 0 if revoked already */
     struct kb_revoked_key *revoked_list; /* bulk revoke: owned; count of them */
     struct kb_audit_rec rec;
     char detail[48];
+    struct admin__key_budgets budgets; /* issue: the budgets it names */
 };
 
 static void admin_rec(struct admin_job *j, const char *action)
@@ -362,6 +368,8 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
     switch (j->op) {
     case OP_ISSUE:
         err = store_key_insert(s, &j->key, j->hash);
+        if (err == KB_OK)
+            err = admin__key_budgets_link(s, &j->budgets, &j->key, &j->rec);
         break;
     case OP_REVOKE:
         err = store_key_revoke(s, j->id, j->now, &j->revoked);
@@ -388,6 +396,7 @@ static void job_free(struct admin_job *j)
     free(j->key.allowed_accounts);
     free(j->prefix);
     free(j->revoked_list);
+    admin__key_budgets_cleanup(&j->budgets);
     free(j);
 }
 
@@ -447,12 +456,20 @@ static void job_done(void *arg, enum kb_err err)
             issue_attempt(j); /* an id or token hash collided: draw again */
             return;
         }
+        if (err == KB_E_INVALID && j->budgets.err) {
+            http_reply_error(req, err, j->budgets.err, "budgets");
+            break;
+        }
         if (err != KB_OK) {
             http_reply_error(req, write_error(err), NULL, NULL);
             break;
         }
         j->key.usage_day = clock_day(j->key.created_at);
         json_t *o = key_json(&j->key, j->key.created_at, false);
+        json_t *names = json_array();
+        for (size_t i = 0; i < j->budgets.n; i++)
+            json_array_append_new(names, json_string(j->budgets.v[i].def.name));
+        json_object_set_new(o, "budgets", names);
         json_object_set_new(o, "token", json_string(j->token));
         kb_log(KB_LOG_INFO, "key issued", "key_id", j->key.id, "label", j->key.label, "vendor",
                j->key.vendor, NULL);
@@ -505,7 +522,8 @@ static void issue(struct kb_admin *a, struct kb_hreq *req)
     struct admin_job *j = job_new(a, req, OP_ISSUE);
     struct field_err fe = {0};
     enum kb_err err = KB_E_INVALID;
-    if (!parse_issue(a, raw.data, raw.len, body, &j->key, &fe, &err)) {
+    if (!parse_issue(a, raw.data, raw.len, body, &j->key, &fe, &err) ||
+        !admin__key_budgets_parse(body, &j->budgets, &fe.field, &fe.msg)) {
         http_reply_error(req, err, fe.msg, fe.field);
         free(fe.msg);
         job_free(j);
@@ -513,6 +531,7 @@ static void issue(struct kb_admin *a, struct kb_hreq *req)
         admin_rec(j, "key.issued");
         j->rec.label = j->key.label;
         j->rec.vendor = j->key.vendor;
+        j->rec.detail = j->budgets.key_detail;
         issue_attempt(j);
     }
     json_decref(body);
@@ -527,7 +546,7 @@ static void bulk_revoke(struct kb_admin *a, struct kb_hreq *req)
         return;
     }
     json_t *p = json_object_get(body, "label_prefix");
-    if (!json_is_string(p) || !valid_text(json_string_value(p), MAX_LABEL) ||
+    if (!json_is_string(p) || !admin__valid_text(json_string_value(p), MAX_LABEL) ||
         json_object_size(body) != 1) {
         http_reply_error(req, KB_E_INVALID, "label_prefix must be a non-empty string",
                          "label_prefix");
@@ -643,9 +662,16 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
     if (cmd == KB_M_GET) {
         struct kb_key *k = NULL;
         enum kb_err err = store_key_get(a->store, id, clock_day(now), &k);
-        if (err == KB_OK)
-            http_reply_json(req, 200, key_json(k, now, true));
-        else
+        char **names = NULL;
+        size_t nn = 0;
+        if (err == KB_OK && (err = store_key_budgets(a->store, k->seq, &names, &nn)) == KB_OK) {
+            json_t *o = key_json(k, now, true), *arr = json_array();
+            for (size_t i = 0; i < nn; i++)
+                json_array_append_new(arr, json_string(names[i]));
+            json_object_set_new(o, "budgets", arr);
+            store_names_free(names, nn);
+            http_reply_json(req, 200, o);
+        } else
             http_reply_error(req, err == KB_E_NOT_FOUND ? err : KB_E_STORE,
                              err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
         store_key_free(k);

@@ -42,6 +42,8 @@
     X(BODY_TOO_LARGE, 413, "body_too_large", "the request body is too large")                      \
     X(HEADERS_TOO_LARGE, 431, "headers_too_large", "the request headers are too large")            \
     X(CAP_EXHAUSTED, 429, "cap_exhausted", "the daily spend cap of this vault key is exhausted")   \
+    X(BUDGET_EXHAUSTED, 429, "budget_exhausted",                                                   \
+      "a budget this vault key spends from is exhausted")                                          \
     X(RATE_LIMITED, 429, "rate_limited", "the rate limit of this vault key is exceeded")           \
     X(CLIENT_CLOSED, 499, "client_closed", "the client closed the connection first")               \
     X(INTERNAL, 500, "internal_error", "internal error")                                           \
@@ -55,6 +57,7 @@
       "the server holds as many request bodies as it may; retry later")                            \
     X(UPSTREAM_TIMEOUT, 504, "upstream_timeout", "the vendor did not answer in time")              \
     X(EXISTS, 409, "conflict", "the resource already exists")                                      \
+    X(BUDGET_IN_USE, 409, "budget_in_use", "the budget is still named by a key or a budget")       \
     X(CONFIG, 500, "config_invalid", "invalid configuration")                                      \
     X(IO, 500, "io_error", "input/output error")
 

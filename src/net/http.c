@@ -68,16 +68,25 @@ static bool permanent(enum kb_err err)
 
 void http_reply_proxy_error(struct kb_hreq *req, enum kb_err err, const char *message)
 {
+    http_reply_proxy_error_with(req, err, message, NULL);
+}
+
+void http_reply_proxy_error_with(struct kb_hreq *req, enum kb_err err, const char *message,
+                                 json_t *extra)
+{
     if (permanent(err)) {
         hreq_add_header_z(req, "x-should-retry", "false");
         hreq_add_header_z(req, "Stripe-Should-Retry", "false");
     }
     retry_after(req, err);
     json_t *o = error_body(err, message, NULL);
-    json_object_set_new(o, "error",
-                        json_pack("{s:s, s:O, s:O}", "type", "keybrake_error", "code",
-                                  json_object_get(o, "code"), "message",
-                                  json_object_get(o, "message")));
+    json_t *e = json_pack("{s:s, s:O, s:O}", "type", "keybrake_error", "code",
+                          json_object_get(o, "code"), "message", json_object_get(o, "message"));
+    if (extra) {
+        json_object_update(o, extra);
+        json_object_update(e, extra);
+    }
+    json_object_set_new(o, "error", e);
     hreq_add_header_z(req, "Keybrake-Error", kb_strerror(err));
     http_reply_json(req, kb_err_status(err), o);
 }

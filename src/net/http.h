@@ -33,4 +33,9 @@ void http_reply_error(struct kb_hreq *req, enum kb_err err, const char *message,
  */
 void http_reply_proxy_error(struct kb_hreq *req, enum kb_err err, const char *message);
 
+/* The same, with the members of `extra` (may be NULL; a reference is
+ * taken) added to the body and to its `error` member: {"budget": ...}. */
+void http_reply_proxy_error_with(struct kb_hreq *req, enum kb_err err, const char *message,
+                                 json_t *extra);
+
 #endif

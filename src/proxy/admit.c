@@ -4,6 +4,7 @@
  * to the vendor; then it is forwarded with the headers built here.
  */
 #include <event2/event.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,10 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
     enum kb_err err;
     bool revoked = false;
     r->outcome = KB_OK;
+    free(r->holds); /* a batch that failed may run the job again */
+    free(r->exhausted);
+    free(r->refusal);
+    r->holds = NULL, r->nholds = 0, r->exhausted = r->refusal = NULL;
     if (store_key_revoked(s, r->key->seq, &revoked) != KB_OK)
         return KB_E_STORE;
     if (revoked)
@@ -133,18 +138,41 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
                 return KB_E_STORE;
             r->reserved = meter_ledger_reserve(r->meter, charged);
         }
-        err = store_spend_reserve(s, r->key->seq, r->day, r->reserved, r->key->daily_cap,
-                                  &r->remaining);
-        if (err == KB_E_CAP_EXHAUSTED)
+        /* the budgets on the key's chains, then the key's own cap, all
+         * or nothing in this transaction: a refusal by the key gives the
+         * budgets' reservations back before anything commits. The holds
+         * stay with the request, so settlement charges exactly these. */
+        err = store_budget_reserve(s, r->key->seq, r->ts_ms / 1000, r->reserved, &r->holds,
+                                   &r->nholds, &r->exhausted);
+        if (err == KB_E_BUDGET_EXHAUSTED)
             r->outcome = err;
         else if (err != KB_OK)
             return KB_E_STORE;
+    }
+    if (r->outcome == KB_OK) {
+        err = store_spend_reserve(s, r->key->seq, r->day, r->reserved, r->key->daily_cap,
+                                  &r->remaining);
+        if (err == KB_E_CAP_EXHAUSTED) {
+            r->outcome = err;
+            if (store_budget_release(s, r->holds, r->nholds, r->reserved) != KB_OK)
+                return KB_E_STORE;
+            free(r->holds);
+            r->holds = NULL, r->nholds = 0;
+        } else if (err != KB_OK) {
+            return KB_E_STORE;
+        }
     }
     struct kb_audit_rec rec;
     proxy__rec_fill(r, &rec);
     rec.decision = r->outcome == KB_OK ? "allowed" : "refused";
     rec.code = r->outcome == KB_OK ? NULL : kb_strerror(r->outcome);
     rec.settled = r->outcome == KB_OK ? -1 : 0;
+    if (r->outcome == KB_E_BUDGET_EXHAUSTED && r->exhausted) {
+        json_t *d = json_pack("{s:s}", "budget", r->exhausted);
+        r->refusal = d ? json_dumps(d, JSON_COMPACT) : NULL;
+        json_decref(d);
+        rec.detail = r->refusal;
+    }
     return audit_append(s, &rec, &r->audit_seq);
 }
 
@@ -160,8 +188,17 @@ void proxy__admit_done(void *arg, enum kb_err err)
                 hreq_add_header_z(r->req, "Retry-After", ra);
             }
             hreq_set_close_cb(r->req, NULL, NULL);
-            http_reply_proxy_error(r->req, err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome,
-                                   NULL);
+            if (err == KB_OK && r->outcome == KB_E_BUDGET_EXHAUSTED && r->exhausted) {
+                char *m =
+                    kb_asprintf("budget \"%s\" is exhausted for its current window", r->exhausted);
+                json_t *extra = json_pack("{s:s}", "budget", r->exhausted);
+                http_reply_proxy_error_with(r->req, r->outcome, m, extra);
+                json_decref(extra);
+                free(m);
+            } else {
+                http_reply_proxy_error(r->req, err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome,
+                                       NULL);
+            }
         }
         enum kb_err code = err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome;
         struct proxy__end e = {.id = r->id,

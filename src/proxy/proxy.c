@@ -112,6 +112,9 @@ void proxy__preq_free(struct preq *r)
     free(r->path);
     free(r->resp_ctype);
     free(r->resp_cenc);
+    free(r->holds);
+    free(r->exhausted);
+    free(r->refusal);
     if (r->retry)
         event_free(r->retry);
     free(r);

@@ -136,32 +136,36 @@ struct preq {
     int64_t reserved;               /* micro-dollars reserved on `day` */
     int64_t day;                    /* UTC day of the reservation */
     int64_t remaining;              /* cap left after the reservation */
-    int status;                     /* upstream status, 0 until known */
-    bool head_sent;                 /* reply headers went to the client */
-    bool head_deferred;             /* the vendor's head is in, ours waits (forward.c) */
-    bool paused;                    /* upstream paused for a slow client */
-    bool client_gone;               /* the client connection closed */
-    bool outcome_unknown;           /* the vendor may have acted; charged its worst case */
-    bool ended;                     /* logged, counted and answered (settle.c) */
-    struct event *retry;            /* owned; a settlement that did not commit, again */
-    int64_t settle_backoff_ms;      /* its current back-off */
-    char id[40];                    /* request id */
-    char *resp_ctype;               /* owned; the vendor's Content-Type */
-    char *resp_cenc;                /* owned; the vendor's Content-Encoding(s), or NULL */
-    int64_t resp_clen;              /* the vendor's Content-Length; -1 when none */
-    struct kb_buf hold;             /* owned; answer bytes sent only after settlement: what
-                                       may begin a secret, or the last byte */
-    struct kb_buf scratch;          /* owned; a scrubbed copy of a chunk (scrub.h) */
-    const char *method;             /* static string */
-    char *path;                     /* owned; canonical vendor path, no query */
-    const char *query;              /* borrowed from the target, after its '?'; NULL: none */
-    struct kb_buf headers;          /* owned until handed to the upstream client */
-    const char *fwd_body;           /* borrowed: r->body or the request's body */
+    struct kb_budget_hold *holds;   /* owned; the budgets `reserved` is held on (settle.c) */
+    size_t nholds;
+    char *exhausted;           /* owned; BUDGET_EXHAUSTED: the budget that refused */
+    char *refusal;             /* owned; its audit detail, JSON text */
+    int status;                /* upstream status, 0 until known */
+    bool head_sent;            /* reply headers went to the client */
+    bool head_deferred;        /* the vendor's head is in, ours waits (forward.c) */
+    bool paused;               /* upstream paused for a slow client */
+    bool client_gone;          /* the client connection closed */
+    bool outcome_unknown;      /* the vendor may have acted; charged its worst case */
+    bool ended;                /* logged, counted and answered (settle.c) */
+    struct event *retry;       /* owned; a settlement that did not commit, again */
+    int64_t settle_backoff_ms; /* its current back-off */
+    char id[40];               /* request id */
+    char *resp_ctype;          /* owned; the vendor's Content-Type */
+    char *resp_cenc;           /* owned; the vendor's Content-Encoding(s), or NULL */
+    int64_t resp_clen;         /* the vendor's Content-Length; -1 when none */
+    struct kb_buf hold;        /* owned; answer bytes sent only after settlement: what
+                                  may begin a secret, or the last byte */
+    struct kb_buf scratch;     /* owned; a scrubbed copy of a chunk (scrub.h) */
+    const char *method;        /* static string */
+    char *path;                /* owned; canonical vendor path, no query */
+    const char *query;         /* borrowed from the target, after its '?'; NULL: none */
+    struct kb_buf headers;     /* owned until handed to the upstream client */
+    const char *fwd_body;      /* borrowed: r->body or the request's body */
     size_t fwd_len;
     int64_t ts_ms;          /* arrival, wall clock */
     int64_t start_us;       /* arrival, monotonic */
     int64_t audit_seq;      /* the request's audit record */
-    enum kb_err outcome;    /* admission: KB_OK, CAP_EXHAUSTED or RATE_LIMITED */
+    enum kb_err outcome;    /* admission: KB_OK, CAP_EXHAUSTED, BUDGET_EXHAUSTED or RATE_LIMITED */
     int64_t retry_ms;       /* RATE_LIMITED: until one request fits */
     int64_t bytes_in;       /* request body bytes as the client sent them */
     int64_t bytes_out;      /* response body bytes sent to the client */

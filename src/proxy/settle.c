@@ -58,6 +58,8 @@ static enum kb_err settle_job(struct kb_store *s, void *arg)
 #endif
     enum kb_err err =
         store_spend_settle(s, r->key->seq, r->day, r->reserved, r->actual, r->key->daily_cap, NULL);
+    if (err == KB_OK)
+        err = store_budget_settle(s, r->holds, r->nholds, r->reserved, r->actual);
     if (err != KB_OK)
         return KB_E_STORE;
     /* the objects this answer paid for, for the key's later requests */
@@ -165,6 +167,8 @@ void proxy__settle(struct preq *r, int64_t actual, enum kb_err fail, enum reply_
  * needs, copied, so the request can be freed at once. */
 struct detached {
     int64_t key_seq, day, reserved, actual, cap, audit_seq;
+    struct kb_budget_hold *holds; /* owned; nholds of them */
+    size_t nholds;
     struct kb_audit_rec rec;                       /* strings below */
     char *key_id, *label, *vendor, *path, *detail; /* owned copies */
 };
@@ -176,7 +180,10 @@ static enum kb_err detached_job(struct kb_store *s, void *arg)
     enum kb_err err =
         store_spend_settle(s, d->key_seq, d->day, d->reserved, d->actual, d->cap, NULL);
     if (err == KB_OK)
+        err = store_budget_settle(s, d->holds, d->nholds, d->reserved, d->actual);
+    if (err == KB_OK)
         err = audit_complete(s, d->audit_seq, &d->rec);
+    free(d->holds);
     free(d->key_id);
     free(d->label);
     free(d->vendor);
@@ -195,6 +202,10 @@ void proxy__settle_detached(struct preq *r, int64_t actual, enum kb_err fail)
     d->actual = actual;
     d->cap = r->key->daily_cap;
     d->audit_seq = r->audit_seq;
+    d->holds = r->holds; /* taken: r is freed at once */
+    d->nholds = r->nholds;
+    r->holds = NULL;
+    r->nholds = 0;
     proxy__rec_fill(r, &d->rec);
     d->rec.key_id = d->key_id = kb_strdup(r->key->id);
     d->rec.label = d->label = kb_strdup(r->key->label);

@@ -77,6 +77,22 @@ struct kb_store_backend {
                                   int64_t not_before, int64_t *micros);
     enum kb_err (*object_charge_set)(struct kb_store *s, int64_t key_seq, const char *object_id,
                                      int64_t micros, int64_t now, int64_t not_before);
+    enum kb_err (*budget_insert)(struct kb_store *s, struct kb_budget *b, char **errmsg);
+    enum kb_err (*budget_get)(struct kb_store *s, const char *name, int64_t now,
+                              struct kb_budget **out);
+    enum kb_err (*budget_list)(struct kb_store *s, int64_t after_seq, int limit, int64_t now,
+                               struct kb_budget **out, size_t *n);
+    enum kb_err (*budget_update)(struct kb_store *s, const char *name,
+                                 const struct kb_budget_change *c, int64_t now, char **errmsg);
+    enum kb_err (*budget_delete)(struct kb_store *s, const char *name, char **errmsg);
+    enum kb_err (*key_budget_add)(struct kb_store *s, int64_t key_seq, const char *name);
+    enum kb_err (*key_budgets)(struct kb_store *s, int64_t key_seq, char ***names, size_t *n);
+    enum kb_err (*budget_reserve)(struct kb_store *s, int64_t key_seq, int64_t now, int64_t amount,
+                                  struct kb_budget_hold **holds, size_t *n, char **exhausted);
+    enum kb_err (*budget_settle)(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                                 int64_t reserved, int64_t actual);
+    enum kb_err (*budget_release)(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                                  int64_t amount);
     enum kb_err (*audit_last)(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);
     enum kb_err (*audit_last_ckpt)(struct kb_store *s, int64_t *seq, int64_t *every);
     enum kb_err (*audit_exists)(struct kb_store *s, int64_t seq);

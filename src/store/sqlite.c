@@ -106,10 +106,11 @@ static const char *const sql[S__COUNT] = {
 /* A connection: the base every backend's starts with, then SQLite's. */
 struct sq {
     struct kb_store base;
-    sqlite3 *db;                    /* owned */
-    sqlite3_stmt *stmts[S__COUNT];  /* owned; prepared lazily */
-    sqlite3_stmt *tx[6];            /* owned; transaction statements, prepared once */
-    struct store_audit_state audit; /* sqlite_audit.c's */
+    sqlite3 *db;                              /* owned */
+    sqlite3_stmt *stmts[S__COUNT];            /* owned; prepared lazily */
+    sqlite3_stmt *tx[6];                      /* owned; transaction statements, prepared once */
+    struct store_audit_state audit;           /* sqlite_audit.c's */
+    sqlite3_stmt *budget[KB_SQ_BUDGET_STMTS]; /* sqlite_budgets.c's; owned */
 };
 
 static struct sq *sq(struct kb_store *s)
@@ -257,6 +258,11 @@ sqlite3 *store__db(struct kb_store *s)
 struct store_audit_state *store__audit(struct kb_store *s)
 {
     return &sq(s)->audit;
+}
+
+sqlite3_stmt **store__budget_stmts(struct kb_store *s)
+{
+    return sq(s)->budget;
 }
 
 static void sq_close(struct kb_store *s)
@@ -645,12 +651,23 @@ static enum kb_err sq_rate_take(struct kb_store *s, int64_t seq, int64_t request
 
 static enum kb_err sq_spend_settle_orphans(struct kb_store *s, int64_t *count)
 {
-    enum kb_err err = exec(s,
-                           "UPDATE spend SET spent_micros = spent_micros + reserved_micros, "
-                           "reserved_micros = 0 WHERE reserved_micros > 0",
-                           NULL);
-    if (err == KB_OK)
-        *count = sqlite3_changes64(sq(s)->db);
+    /* the keys' and the budgets' reservations in one transaction: a crash
+     * between the two must not settle one side twice */
+    bool own;
+    int64_t n = 0;
+    enum kb_err err = txn_begin(s, &own);
+    if (err != KB_OK)
+        return err;
+    err = exec(s,
+               "UPDATE spend SET spent_micros = spent_micros + reserved_micros, "
+               "reserved_micros = 0 WHERE reserved_micros > 0",
+               NULL);
+    if (err == KB_OK) {
+        n = sqlite3_changes64(sq(s)->db);
+        err = sqlite__budget_settle_orphans(s, &n);
+    }
+    if ((err = txn_end(s, own, err)) == KB_OK)
+        *count = n;
     return err;
 }
 
@@ -874,6 +891,16 @@ const struct kb_store_backend kb_store_sqlite = {
     .admin_token_check = sq_admin_token_check,
     .object_charged = sq_object_charged,
     .object_charge_set = sq_object_charge_set,
+    .budget_insert = sqlite__budget_insert,
+    .budget_get = sqlite__budget_get,
+    .budget_list = sqlite__budget_list,
+    .budget_update = sqlite__budget_update,
+    .budget_delete = sqlite__budget_delete,
+    .key_budget_add = sqlite__key_budget_add,
+    .key_budgets = sqlite__key_budgets,
+    .budget_reserve = sqlite__budget_reserve,
+    .budget_settle = sqlite__budget_settle,
+    .budget_release = sqlite__budget_release,
     .audit_last = sqlite__audit_last,
     .audit_last_ckpt = sqlite__audit_last_ckpt,
     .audit_exists = sqlite__audit_exists,

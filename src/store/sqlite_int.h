@@ -7,6 +7,7 @@
 
 #include "core/crypto.h"
 #include "store/audit_store.h"
+#include "store/store.h"
 
 struct kb_store;
 
@@ -34,6 +35,34 @@ struct store_audit_state {
     int64_t data_version; /* PRAGMA data_version when the head was confirmed */
 };
 struct store_audit_state *store__audit(struct kb_store *s);
+
+/* The budget statements' cache of a connection (sqlite_budgets.c): an
+ * array of KB_SQ_BUDGET_STMTS, prepared on first use, finalised by close. */
+#define KB_SQ_BUDGET_STMTS 24
+sqlite3_stmt **store__budget_stmts(struct kb_store *s);
+
+/* The budget half of the SQLite backend's table (sqlite_budgets.c); see
+ * store.h for what each does. */
+enum kb_err sqlite__budget_insert(struct kb_store *s, struct kb_budget *b, char **errmsg);
+enum kb_err sqlite__budget_get(struct kb_store *s, const char *name, int64_t now,
+                               struct kb_budget **out);
+enum kb_err sqlite__budget_list(struct kb_store *s, int64_t after_seq, int limit, int64_t now,
+                                struct kb_budget **out, size_t *n);
+enum kb_err sqlite__budget_update(struct kb_store *s, const char *name,
+                                  const struct kb_budget_change *c, int64_t now, char **errmsg);
+enum kb_err sqlite__budget_delete(struct kb_store *s, const char *name, char **errmsg);
+enum kb_err sqlite__key_budget_add(struct kb_store *s, int64_t key_seq, const char *name);
+enum kb_err sqlite__key_budgets(struct kb_store *s, int64_t key_seq, char ***names, size_t *n);
+enum kb_err sqlite__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now, int64_t amount,
+                                   struct kb_budget_hold **holds, size_t *n, char **exhausted);
+enum kb_err sqlite__budget_settle(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                                  int64_t reserved, int64_t actual);
+enum kb_err sqlite__budget_release(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                                   int64_t amount);
+/* At start: every budget reservation still open settled at its worst case
+ * (store_spend_settle_orphans); *count += rows touched. Inside the caller's
+ * transaction. */
+enum kb_err sqlite__budget_settle_orphans(struct kb_store *s, int64_t *count);
 
 /* The WAL upkeep beside the writer's connection (sqlite_wal.c). */
 void *sqlite__wal_attach(struct kb_store *s, const char *synchronous);

@@ -368,3 +368,88 @@ void store_key_list_free(struct kb_key *keys, size_t n)
         store_key_clear(&keys[i]);
     free(keys);
 }
+
+enum kb_err store_budget_insert(struct kb_store *s, struct kb_budget *b, char **errmsg)
+{
+    return s->be->budget_insert(s, b, errmsg);
+}
+
+enum kb_err store_budget_get(struct kb_store *s, const char *name, int64_t now,
+                             struct kb_budget **out)
+{
+    return s->be->budget_get(s, name, now, out);
+}
+
+enum kb_err store_budget_list(struct kb_store *s, int64_t after_seq, int limit, int64_t now,
+                              struct kb_budget **out, size_t *n)
+{
+    return s->be->budget_list(s, after_seq, limit, now, out, n);
+}
+
+enum kb_err store_budget_update(struct kb_store *s, const char *name,
+                                const struct kb_budget_change *c, int64_t now, char **errmsg)
+{
+    return s->be->budget_update(s, name, c, now, errmsg);
+}
+
+enum kb_err store_budget_delete(struct kb_store *s, const char *name, char **errmsg)
+{
+    return s->be->budget_delete(s, name, errmsg);
+}
+
+enum kb_err store_key_budget_add(struct kb_store *s, int64_t key_seq, const char *name)
+{
+    return s->be->key_budget_add(s, key_seq, name);
+}
+
+enum kb_err store_key_budgets(struct kb_store *s, int64_t key_seq, char ***names, size_t *n)
+{
+    return s->be->key_budgets(s, key_seq, names, n);
+}
+
+enum kb_err store_budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now, int64_t amount,
+                                 struct kb_budget_hold **holds, size_t *n, char **exhausted)
+{
+    return s->be->budget_reserve(s, key_seq, now, amount, holds, n, exhausted);
+}
+
+enum kb_err store_budget_settle(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                                int64_t reserved, int64_t actual)
+{
+    return s->be->budget_settle(s, holds, n, reserved, actual);
+}
+
+enum kb_err store_budget_release(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                                 int64_t amount)
+{
+    return s->be->budget_release(s, holds, n, amount);
+}
+
+void store_budget_free(struct kb_budget *b)
+{
+    if (!b)
+        return;
+    free(b->name);
+    free(b->parent);
+    free(b);
+}
+
+void store_budget_list_free(struct kb_budget *b, size_t n)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(b[i].name);
+        free(b[i].parent);
+    }
+    free(b);
+}
+
+void store_names_free(char **names, size_t n)
+{
+    if (!names)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}

@@ -206,6 +206,7 @@ KB_MUSTCHECK enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_
  * that died with the process, whose outcome at the vendor is unknown. Each
  * is settled at its worst case (as a cut stream is), so none is left to
  * block the cap and none of what the vendor may have billed is missed.
+ * Budgets' reservations (store_budget_reserve) are settled the same way.
  * *count is the number of counters touched. Single-node stores only: with
  * several nodes sharing a store, another node's reservations are live.
  */
@@ -255,6 +256,134 @@ KB_MUSTCHECK enum kb_err store_object_charged(struct kb_store *s, int64_t key_se
 KB_MUSTCHECK enum kb_err store_object_charge_set(struct kb_store *s, int64_t key_seq,
                                                  const char *object_id, int64_t micros, int64_t now,
                                                  int64_t not_before);
+
+/* ---- budgets (sqlite_budgets.c; docs/budgets.md) ---- */
+
+#define KB_BUDGET_NAME_MAX 256 /* bytes of a name (as a key label) */
+#define KB_BUDGET_DEPTH_MAX 8  /* budgets on one chain, the first included */
+#define KB_KEY_BUDGETS_MAX 8   /* budgets one key names */
+
+enum kb_budget_window {
+    KB_WIN_TOTAL = 0, /* one window for ever */
+    KB_WIN_DAY = 1,   /* UTC day */
+    KB_WIN_MONTH = 2, /* UTC calendar month */
+};
+
+struct kb_budget {
+    int64_t seq;                  /* internal row number; never reused */
+    char *name;                   /* owned */
+    int64_t cap;                  /* micro-dollars per window */
+    enum kb_budget_window window; /* what resets it */
+    char *parent;                 /* owned; the parent's name, NULL: none */
+    int64_t created_at;           /* epoch seconds */
+    int64_t updated_at;           /* epoch seconds */
+    /* usage in the window period that store_budget_get was asked about */
+    int64_t period;   /* store_budget_period() of that time */
+    int64_t spent;    /* settled micro-dollars */
+    int64_t reserved; /* in-flight reservations, micro-dollars */
+    int64_t requests; /* requests reserved in the period */
+    int64_t keys;     /* keys naming the budget directly */
+};
+
+/* What a request reserved on one budget: settled on exactly these, even if
+ * the chain changes before the request ends. */
+struct kb_budget_hold {
+    int64_t seq;    /* the budget */
+    int64_t period; /* its window period at admission */
+};
+
+/* What an update changes (has_*: the field was given). */
+struct kb_budget_change {
+    bool has_cap, has_window, has_parent;
+    int64_t cap;
+    enum kb_budget_window window;
+    const char *parent; /* NULL: detach from its parent */
+};
+
+/* The period of window w that contains `now` (epoch seconds): 0 for
+ * total, the UTC day number, or months since 1970-01. Pure. */
+int64_t store_budget_period(enum kb_budget_window w, int64_t now);
+
+/*
+ * Creates budget b (name, cap, window, parent by name or NULL, created_at);
+ * b->seq is set. KB_E_EXISTS when the name is taken, KB_E_NOT_FOUND when
+ * the parent is unknown, KB_E_INVALID when the chain would be longer than
+ * KB_BUDGET_DEPTH_MAX; *errmsg (may be NULL) says which.
+ */
+KB_MUSTCHECK enum kb_err store_budget_insert(struct kb_store *s, struct kb_budget *b,
+                                             char **errmsg);
+
+/* The budget named `name` with its usage in the window containing `now`;
+ * KB_E_NOT_FOUND. *out is owned by the caller (store_budget_free). */
+KB_MUSTCHECK enum kb_err store_budget_get(struct kb_store *s, const char *name, int64_t now,
+                                          struct kb_budget **out);
+
+/* Budgets with seq > after_seq in creation order, at most limit (1..1000,
+ * else KB_E_INVALID), each with its usage at `now`. *out: *n budgets owned
+ * by the caller (store_budget_list_free). */
+KB_MUSTCHECK enum kb_err store_budget_list(struct kb_store *s, int64_t after_seq, int limit,
+                                           int64_t now, struct kb_budget **out, size_t *n);
+
+/*
+ * Applies c to budget `name` at `now`. A new cap counts from the next
+ * reservation. KB_E_NOT_FOUND for an unknown budget; KB_E_INVALID for an
+ * unknown parent, or one that would make a cycle or a chain longer than
+ * KB_BUDGET_DEPTH_MAX (*errmsg says which).
+ */
+KB_MUSTCHECK enum kb_err store_budget_update(struct kb_store *s, const char *name,
+                                             const struct kb_budget_change *c, int64_t now,
+                                             char **errmsg);
+
+/*
+ * Deletes budget `name` and its spend. KB_E_BUDGET_IN_USE (nothing
+ * changes, *errmsg says by what) while an unrevoked key names it or
+ * another budget has it as parent; KB_E_NOT_FOUND. Links from revoked keys
+ * are dropped with it.
+ */
+KB_MUSTCHECK enum kb_err store_budget_delete(struct kb_store *s, const char *name, char **errmsg);
+
+/* Makes key `key_seq` spend from budget `name` (KB_OK if it did already);
+ * KB_E_NOT_FOUND for an unknown budget. Call it in the issuing transaction. */
+KB_MUSTCHECK enum kb_err store_key_budget_add(struct kb_store *s, int64_t key_seq,
+                                              const char *name);
+
+/* The names of the budgets key `key_seq` names, in name order: *names is an
+ * array of *n strings the caller frees (store_names_free). */
+KB_MUSTCHECK enum kb_err store_key_budgets(struct kb_store *s, int64_t key_seq, char ***names,
+                                           size_t *n);
+
+/*
+ * Reserves `amount` (>= 0) micro-dollars, counting one request, on every
+ * budget on the chains of key `key_seq` (its budgets and their parents,
+ * each once), each in its window period at `now`, if each fits: spent +
+ * reserved + amount <= cap, with the cap read in the same statement.
+ * All or nothing: when one does not fit, those already reserved are given
+ * back in the same transaction and KB_E_BUDGET_EXHAUSTED is returned with
+ * *exhausted (caller frees) the name of the one that refused. On KB_OK,
+ * *holds (caller frees; NULL when the key has no budgets) lists the *n
+ * reservations for store_budget_settle. Call it in the transaction that
+ * reserves the key's own cap.
+ */
+KB_MUSTCHECK enum kb_err store_budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now,
+                                              int64_t amount, struct kb_budget_hold **holds,
+                                              size_t *n, char **exhausted);
+
+/* Replaces the reservation of `reserved` on each of the n holds by the
+ * actual cost `actual` (0 releases it). A budget deleted since is skipped.
+ * Always succeeds unless the store fails. */
+KB_MUSTCHECK enum kb_err store_budget_settle(struct kb_store *s, const struct kb_budget_hold *holds,
+                                             size_t n, int64_t reserved, int64_t actual);
+
+/* Gives back, exactly, reservations of `amount` that store_budget_reserve
+ * just made (the request counted too): for a request refused after them,
+ * in the same transaction (the key's own cap). */
+KB_MUSTCHECK enum kb_err store_budget_release(struct kb_store *s,
+                                              const struct kb_budget_hold *holds, size_t n,
+                                              int64_t amount);
+
+void store_budget_free(struct kb_budget *b);
+void store_budget_list_free(struct kb_budget *b, size_t n);
+void store_names_free(char **names, size_t n);
 
 void store_key_free(struct kb_key *k);
 /* Frees k's strings but not k itself (a key embedded in another struct). */
