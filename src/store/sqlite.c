@@ -20,36 +20,6 @@
 extern const char *const kb_schema_migrations[];
 extern const int kb_schema_count;
 
-enum stmt_id {
-    S_KEY_INSERT = 0,    /* insert a key */
-    S_KEY_BY_ID = 1,     /* key + usage by public id */
-    S_KEY_BY_HASH = 2,   /* key + usage by token hash */
-    S_KEY_REVOKE = 3,    /* revoke one */
-    S_KEY_EXISTS = 4,    /* does id exist */
-    S_REVOKE_PREFIX = 5, /* revoke by label prefix */
-    S_SPEND_RESERVE = 6, /* create the day's row or charge it, if it fits */
-    S_SPEND_SETTLE = 7,  /* settle */
-    S_SPEND_GET = 8,     /* remaining after a change */
-    S_ADMIN_COUNT = 9,   /* count admin tokens */
-    S_ADMIN_ADD = 10,    /* add admin token */
-    S_ADMIN_CHECK = 11,  /* look up admin token */
-    S_PING = 12,         /* trivial query */
-    S_KEY_REVOKED = 13,  /* revocation state by seq */
-    S_RATE_ENSURE = 14,  /* create a full bucket */
-    S_RATE_TAKE = 15,    /* refill and take one request */
-    S_RATE_GET = 16,     /* units left after refill */
-    S_KEY_ACTIVE = 17,   /* count of active keys */
-    S_OBJ_GET = 18,      /* ledger: what a key was charged for an object */
-    S_OBJ_SET = 19,      /* ledger: raise that figure */
-    S__COUNT = 20,       /* number of statements */
-};
-
-#define KEY_COLS                                                                                   \
-    "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "        \
-    "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "                \
-    "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0), "       \
-    "k.allowed_accounts "
-
 static const char *const sql[S__COUNT] = {
     [S_KEY_INSERT] = "INSERT INTO keys (id, token_hash, label, vendor, allowed_endpoints, "
                      "daily_cap_micros, metadata, created_at, expires_at, rate_requests, "
@@ -120,7 +90,7 @@ static struct sq *sq(struct kb_store *s)
 
 static void sq_close(struct kb_store *s);
 
-static sqlite3_stmt *stmt(struct kb_store *s, enum stmt_id id)
+sqlite3_stmt *sqlite__stmt(struct kb_store *s, enum stmt_id id)
 {
     if (!sq(s)->stmts[id] && sqlite3_prepare_v3(sq(s)->db, sql[id], -1, SQLITE_PREPARE_PERSISTENT,
                                                 &sq(s)->stmts[id], NULL) != SQLITE_OK)
@@ -128,7 +98,7 @@ static sqlite3_stmt *stmt(struct kb_store *s, enum stmt_id id)
     return sq(s)->stmts[id];
 }
 
-static void done(sqlite3_stmt *st)
+void sqlite__done(sqlite3_stmt *st)
 {
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
@@ -280,291 +250,38 @@ static void sq_close(struct kb_store *s)
 
 static enum kb_err sq_ping(struct kb_store *s)
 {
-    sqlite3_stmt *st = stmt(s, S_PING);
+    sqlite3_stmt *st = sqlite__stmt(s, S_PING);
     if (!st)
         return KB_E_STORE;
     int rc = sqlite3_step(st);
-    done(st);
+    sqlite__done(st);
     return rc == SQLITE_ROW ? KB_OK : KB_E_STORE;
-}
-
-static char *col_str(sqlite3_stmt *st, int i)
-{
-    const unsigned char *t = sqlite3_column_text(st, i);
-    return kb_strdup(t ? (const char *)t : "");
-}
-
-static void row_to_key(sqlite3_stmt *st, struct kb_key *k, int64_t day)
-{
-    k->seq = sqlite3_column_int64(st, 0);
-    const unsigned char *id = sqlite3_column_text(st, 1);
-    snprintf(k->id, sizeof k->id, "%s", id ? (const char *)id : "");
-    k->label = col_str(st, 2);
-    k->vendor = col_str(st, 3);
-    k->allowed_endpoints = col_str(st, 4);
-    k->metadata = col_str(st, 5);
-    k->daily_cap = sqlite3_column_int64(st, 6);
-    k->created_at = sqlite3_column_int64(st, 7);
-    k->expires_at = sqlite3_column_int64(st, 8);
-    k->revoked_at = sqlite3_column_int64(st, 9);
-    k->rate_requests = sqlite3_column_int64(st, 10);
-    k->rate_period_ms = sqlite3_column_int64(st, 11);
-    k->usage_day = day;
-    k->spent = sqlite3_column_int64(st, 12);
-    k->reserved = sqlite3_column_int64(st, 13);
-    k->requests = sqlite3_column_int64(st, 14);
-    const unsigned char *acc = sqlite3_column_text(st, 15);
-    k->allowed_accounts = acc ? kb_strdup((const char *)acc) : NULL;
-}
-
-static enum kb_err sq_key_insert(struct kb_store *s, struct kb_key *k,
-                                 const uint8_t hash[KB_HASH_LEN])
-{
-    sqlite3_stmt *st = stmt(s, S_KEY_INSERT);
-    if (!st)
-        return KB_E_STORE;
-    sqlite3_bind_text(st, 1, k->id, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, hash, KB_HASH_LEN, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, k->label, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, k->vendor, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, k->allowed_endpoints, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, k->daily_cap);
-    sqlite3_bind_text(st, 7, k->metadata, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, k->created_at);
-    sqlite3_bind_int64(st, 9, k->expires_at);
-    sqlite3_bind_int64(st, 10, k->rate_requests);
-    sqlite3_bind_int64(st, 11, k->rate_period_ms);
-    if (k->allowed_accounts)
-        sqlite3_bind_text(st, 12, k->allowed_accounts, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 12);
-    int rc = sqlite3_step(st);
-    int ext = sqlite3_extended_errcode(sq(s)->db);
-    done(st);
-    if (rc == SQLITE_CONSTRAINT)
-        return ext == SQLITE_CONSTRAINT_UNIQUE ? KB_E_EXISTS : KB_E_INVALID;
-    if (rc != SQLITE_DONE)
-        return KB_E_STORE;
-    k->seq = sqlite3_last_insert_rowid(sq(s)->db);
-    return KB_OK;
-}
-
-static enum kb_err key_lookup(struct kb_store *s, enum stmt_id id, const void *arg, int arglen,
-                              int64_t day, struct kb_key **out)
-{
-    sqlite3_stmt *st = stmt(s, id);
-    if (!st)
-        return KB_E_STORE;
-    if (id == S_KEY_BY_HASH)
-        sqlite3_bind_blob(st, 1, arg, arglen, SQLITE_STATIC);
-    else
-        sqlite3_bind_text(st, 1, arg, arglen, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, day);
-    int rc = sqlite3_step(st);
-    enum kb_err err = KB_OK;
-    if (rc == SQLITE_ROW) {
-        struct kb_key *k = kb_calloc(1, sizeof *k);
-        row_to_key(st, k, day);
-        *out = k;
-    } else {
-        err = rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
-    }
-    done(st);
-    return err;
-}
-
-static enum kb_err sq_key_get(struct kb_store *s, const char *id, int64_t day, struct kb_key **out)
-{
-    return key_lookup(s, S_KEY_BY_ID, id, -1, day, out);
-}
-
-static enum kb_err sq_key_by_hash(struct kb_store *s, const uint8_t hash[KB_HASH_LEN], int64_t day,
-                                  struct kb_key **out)
-{
-    return key_lookup(s, S_KEY_BY_HASH, hash, KB_HASH_LEN, day, out);
-}
-
-static enum kb_err sq_key_revoked(struct kb_store *s, int64_t seq, bool *revoked)
-{
-    sqlite3_stmt *st = stmt(s, S_KEY_REVOKED);
-    if (!st)
-        return KB_E_STORE;
-    sqlite3_bind_int64(st, 1, seq);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *revoked = sqlite3_column_int(st, 0) != 0;
-    done(st);
-    return rc == SQLITE_ROW ? KB_OK : rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
-}
-
-static enum kb_err sq_key_list(struct kb_store *s, const struct kb_key_filter *f,
-                               struct kb_key **out, size_t *n)
-{
-    if (f->limit < 1 || f->limit > 1000)
-        return KB_E_INVALID;
-    /* Built per call: the filter combinations are few and this is not the
-     * proxy path. Values are always bound, never spliced. */
-    char q[1024];
-    int len = snprintf(q, sizeof q,
-                       "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s ON s.key_seq = k.seq "
-                       "AND s.day = ?1 WHERE 1");
-    if (f->label_prefix)
-        len +=
-            snprintf(q + len, sizeof q - (size_t)len, " AND substr(k.label, 1, length(?2)) = ?2");
-    if (f->vendor)
-        len += snprintf(q + len, sizeof q - (size_t)len, " AND k.vendor = ?3");
-    if (f->before_seq > 0)
-        len += snprintf(q + len, sizeof q - (size_t)len, " AND k.seq < ?4");
-    if (f->status == KB_KEY_ACTIVE)
-        len += snprintf(q + len, sizeof q - (size_t)len,
-                        " AND k.revoked_at IS NULL AND k.expires_at > ?5");
-    else if (f->status == KB_KEY_REVOKED)
-        len += snprintf(q + len, sizeof q - (size_t)len, " AND k.revoked_at IS NOT NULL");
-    else if (f->status == KB_KEY_EXPIRED)
-        len += snprintf(q + len, sizeof q - (size_t)len,
-                        " AND k.revoked_at IS NULL AND k.expires_at <= ?5");
-    snprintf(q + len, sizeof q - (size_t)len, " ORDER BY k.seq DESC LIMIT ?6");
-
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(sq(s)->db, q, -1, &st, NULL) != SQLITE_OK)
-        return KB_E_STORE;
-    int64_t day = f->now / 86400;
-    sqlite3_bind_int64(st, 1, day);
-    if (f->label_prefix)
-        sqlite3_bind_text(st, 2, f->label_prefix, -1, SQLITE_STATIC);
-    if (f->vendor)
-        sqlite3_bind_text(st, 3, f->vendor, -1, SQLITE_STATIC);
-    if (f->before_seq > 0)
-        sqlite3_bind_int64(st, 4, f->before_seq);
-    if (f->status == KB_KEY_ACTIVE || f->status == KB_KEY_EXPIRED)
-        sqlite3_bind_int64(st, 5, f->now);
-    sqlite3_bind_int(st, 6, f->limit);
-
-    struct kb_key *keys = kb_calloc((size_t)f->limit, sizeof *keys);
-    size_t count = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && count < (size_t)f->limit)
-        row_to_key(st, &keys[count++], day);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        store_key_list_free(keys, count);
-        return KB_E_STORE;
-    }
-    *out = keys;
-    *n = count;
-    return KB_OK;
-}
-
-static enum kb_err sq_key_count_active(struct kb_store *s, int64_t now, int64_t *count)
-{
-    sqlite3_stmt *st = stmt(s, S_KEY_ACTIVE);
-    if (!st)
-        return KB_E_STORE;
-    sqlite3_bind_int64(st, 1, now);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *count = sqlite3_column_int64(st, 0);
-    done(st);
-    return rc == SQLITE_ROW ? KB_OK : KB_E_STORE;
-}
-
-/* A RETURNING seq, token_hash row. */
-static void revoked_row(sqlite3_stmt *st, struct kb_revoked_key *k)
-{
-    k->seq = sqlite3_column_int64(st, 0);
-    memset(k->hash, 0, KB_HASH_LEN);
-    if (sqlite3_column_bytes(st, 1) == KB_HASH_LEN)
-        memcpy(k->hash, sqlite3_column_blob(st, 1), KB_HASH_LEN);
-}
-
-static enum kb_err sq_key_revoke(struct kb_store *s, const char *id, int64_t now,
-                                 struct kb_revoked_key *out)
-{
-    sqlite3_stmt *st = stmt(s, S_KEY_REVOKE);
-    if (!st)
-        return KB_E_STORE;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now);
-    struct kb_revoked_key k = {0};
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        revoked_row(st, &k);
-        rc = sqlite3_step(st);
-    }
-    done(st);
-    if (rc != SQLITE_DONE)
-        return KB_E_STORE;
-    if (out)
-        *out = k;
-    if (k.seq)
-        return KB_OK;
-    /* nothing changed: either already revoked (fine) or unknown */
-    st = stmt(s, S_KEY_EXISTS);
-    if (!st)
-        return KB_E_STORE;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    done(st);
-    return rc == SQLITE_ROW ? KB_OK : rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
-}
-
-static enum kb_err sq_key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
-                                        int64_t *count, struct kb_revoked_key **keys)
-{
-    if (!prefix || !*prefix)
-        return KB_E_INVALID; /* an empty prefix would revoke every key */
-    sqlite3_stmt *st = stmt(s, S_REVOKE_PREFIX);
-    if (!st)
-        return KB_E_STORE;
-    sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now);
-    struct kb_revoked_key *list = NULL;
-    size_t n = 0, cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (keys && n == cap) {
-            cap = cap ? cap * 2 : 16;
-            list = kb_realloc(list, cap * sizeof *list);
-        }
-        if (keys)
-            revoked_row(st, &list[n]);
-        n++;
-    }
-    done(st);
-    if (rc != SQLITE_DONE) {
-        free(list);
-        return KB_E_STORE;
-    }
-    *count = (int64_t)n;
-    if (keys)
-        *keys = list;
-    return KB_OK;
 }
 
 static enum kb_err step_done(struct kb_store *s, enum stmt_id id, int64_t a, int64_t b, int64_t c,
                              int64_t d, int nargs)
 {
-    sqlite3_stmt *st = stmt(s, id);
+    sqlite3_stmt *st = sqlite__stmt(s, id);
     if (!st)
         return KB_E_STORE;
     int64_t args[4] = {a, b, c, d};
     for (int i = 0; i < nargs; i++)
         sqlite3_bind_int64(st, i + 1, args[i]);
     int rc = sqlite3_step(st);
-    done(st);
+    sqlite__done(st);
     return rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
 }
 
 static enum kb_err used(struct kb_store *s, int64_t seq, int64_t day, int64_t *out)
 {
-    sqlite3_stmt *st = stmt(s, S_SPEND_GET);
+    sqlite3_stmt *st = sqlite__stmt(s, S_SPEND_GET);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_int64(st, 2, day);
     int rc = sqlite3_step(st);
     *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    done(st);
+    sqlite__done(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
 }
 
@@ -611,7 +328,7 @@ static enum kb_err sq_spend_settle(struct kb_store *s, int64_t seq, int64_t day,
 static enum kb_err rate_step(struct kb_store *s, enum stmt_id id, const int64_t args[5],
                              int64_t *value)
 {
-    sqlite3_stmt *st = stmt(s, id);
+    sqlite3_stmt *st = sqlite__stmt(s, id);
     if (!st)
         return KB_E_STORE;
     for (int i = 0; i < 5; i++)
@@ -619,7 +336,7 @@ static enum kb_err rate_step(struct kb_store *s, enum stmt_id id, const int64_t 
     int rc = sqlite3_step(st);
     if (value)
         *value = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    done(st);
+    sqlite__done(st);
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? KB_OK : KB_E_STORE;
 }
 
@@ -688,33 +405,33 @@ static enum kb_err sq_txn_run(struct kb_store *s, kb_txn_fn fn, void *arg)
 
 static enum kb_err sq_admin_token_count(struct kb_store *s, int64_t *count)
 {
-    sqlite3_stmt *st = stmt(s, S_ADMIN_COUNT);
+    sqlite3_stmt *st = sqlite__stmt(s, S_ADMIN_COUNT);
     if (!st)
         return KB_E_STORE;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *count = sqlite3_column_int64(st, 0);
-    done(st);
+    sqlite__done(st);
     return rc == SQLITE_ROW ? KB_OK : KB_E_STORE;
 }
 
 static enum kb_err sq_admin_token_add(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
                                       const char *label, int64_t now)
 {
-    sqlite3_stmt *st = stmt(s, S_ADMIN_ADD);
+    sqlite3_stmt *st = sqlite__stmt(s, S_ADMIN_ADD);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_blob(st, 1, hash, KB_HASH_LEN, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, label, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
     int rc = sqlite3_step(st);
-    done(st);
+    sqlite__done(st);
     return rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
 }
 
 static enum kb_err sq_admin_token_check(struct kb_store *s, const uint8_t hash[KB_HASH_LEN])
 {
-    sqlite3_stmt *st = stmt(s, S_ADMIN_CHECK);
+    sqlite3_stmt *st = sqlite__stmt(s, S_ADMIN_CHECK);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_blob(st, 1, hash, KB_HASH_LEN, SQLITE_STATIC);
@@ -728,7 +445,7 @@ static enum kb_err sq_admin_token_check(struct kb_store *s, const uint8_t hash[K
     } else if (rc != SQLITE_DONE) {
         err = KB_E_STORE;
     }
-    done(st);
+    sqlite__done(st);
     return err;
 }
 
@@ -737,7 +454,7 @@ static enum kb_err sq_object_charged(struct kb_store *s, int64_t key_seq, const 
 {
     if (!object_id || !micros)
         return KB_E_INVALID;
-    sqlite3_stmt *st = stmt(s, S_OBJ_GET);
+    sqlite3_stmt *st = sqlite__stmt(s, S_OBJ_GET);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_int64(st, 1, key_seq);
@@ -748,7 +465,7 @@ static enum kb_err sq_object_charged(struct kb_store *s, int64_t key_seq, const 
         *micros = sqlite3_column_int64(st, 0);
     else if (rc == SQLITE_DONE)
         *micros = -1;
-    done(st);
+    sqlite__done(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
 }
 
@@ -757,7 +474,7 @@ static enum kb_err sq_object_charge_set(struct kb_store *s, int64_t key_seq, con
 {
     if (!object_id || micros < 0)
         return KB_E_INVALID;
-    sqlite3_stmt *st = stmt(s, S_OBJ_SET);
+    sqlite3_stmt *st = sqlite__stmt(s, S_OBJ_SET);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_int64(st, 1, key_seq);
@@ -766,7 +483,7 @@ static enum kb_err sq_object_charge_set(struct kb_store *s, int64_t key_seq, con
     sqlite3_bind_int64(st, 4, now);
     sqlite3_bind_int64(st, 5, not_before);
     int rc = sqlite3_step(st);
-    done(st);
+    sqlite__done(st);
     return rc == SQLITE_DONE ? KB_OK : KB_E_STORE;
 }
 
@@ -873,14 +590,14 @@ const struct kb_store_backend kb_store_sqlite = {
     .writer_detach = sqlite__wal_detach,
     .writer_resident = sqlite__wal_resident,
     .ping = sq_ping,
-    .key_insert = sq_key_insert,
-    .key_get = sq_key_get,
-    .key_by_hash = sq_key_by_hash,
-    .key_revoked = sq_key_revoked,
-    .key_list = sq_key_list,
-    .key_count_active = sq_key_count_active,
-    .key_revoke = sq_key_revoke,
-    .key_revoke_prefix = sq_key_revoke_prefix,
+    .key_insert = sqlite__key_insert,
+    .key_get = sqlite__key_get,
+    .key_by_hash = sqlite__key_by_hash,
+    .key_revoked = sqlite__key_revoked,
+    .key_list = sqlite__key_list,
+    .key_count_active = sqlite__key_count_active,
+    .key_revoke = sqlite__key_revoke,
+    .key_revoke_prefix = sqlite__key_revoke_prefix,
     .spend_reserve = sq_spend_reserve,
     .spend_settle = sq_spend_settle,
     .rate_take = sq_rate_take,

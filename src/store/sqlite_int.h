@@ -95,4 +95,56 @@ void sqlite__audit_iter_free(struct kb_audit_iter *it);
 enum kb_err sqlite__audit_query(struct kb_store *s, const struct kb_audit_filter *f,
                                 kb_audit_entry_cb cb, void *arg);
 
+/* ---- sqlite.c's statements, shared by the backend's files ---- */
+
+enum stmt_id {
+    S_KEY_INSERT = 0,    /* insert a key */
+    S_KEY_BY_ID = 1,     /* key + usage by public id */
+    S_KEY_BY_HASH = 2,   /* key + usage by token hash */
+    S_KEY_REVOKE = 3,    /* revoke one */
+    S_KEY_EXISTS = 4,    /* does id exist */
+    S_REVOKE_PREFIX = 5, /* revoke by label prefix */
+    S_SPEND_RESERVE = 6, /* create the day's row or charge it, if it fits */
+    S_SPEND_SETTLE = 7,  /* settle */
+    S_SPEND_GET = 8,     /* remaining after a change */
+    S_ADMIN_COUNT = 9,   /* count admin tokens */
+    S_ADMIN_ADD = 10,    /* add admin token */
+    S_ADMIN_CHECK = 11,  /* look up admin token */
+    S_PING = 12,         /* trivial query */
+    S_KEY_REVOKED = 13,  /* revocation state by seq */
+    S_RATE_ENSURE = 14,  /* create a full bucket */
+    S_RATE_TAKE = 15,    /* refill and take one request */
+    S_RATE_GET = 16,     /* units left after refill */
+    S_KEY_ACTIVE = 17,   /* count of active keys */
+    S_OBJ_GET = 18,      /* ledger: what a key was charged for an object */
+    S_OBJ_SET = 19,      /* ledger: raise that figure */
+    S__COUNT = 20,       /* number of statements */
+};
+
+#define KEY_COLS                                                                                   \
+    "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "        \
+    "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "                \
+    "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0), "       \
+    "k.allowed_accounts "
+
+/* Statement `id` of the connection, prepared on first use and reset by
+ * sqlite__done after each use; NULL when it cannot be prepared. */
+sqlite3_stmt *sqlite__stmt(struct kb_store *s, enum stmt_id id);
+void sqlite__done(sqlite3_stmt *st);
+
+/* The key half of the backend's table (sqlite_keys.c); see store.h. */
+enum kb_err sqlite__key_insert(struct kb_store *s, struct kb_key *k,
+                               const uint8_t hash[KB_HASH_LEN]);
+enum kb_err sqlite__key_get(struct kb_store *s, const char *id, int64_t day, struct kb_key **out);
+enum kb_err sqlite__key_by_hash(struct kb_store *s, const uint8_t hash[KB_HASH_LEN], int64_t day,
+                                struct kb_key **out);
+enum kb_err sqlite__key_revoked(struct kb_store *s, int64_t seq, bool *revoked);
+enum kb_err sqlite__key_list(struct kb_store *s, const struct kb_key_filter *f, struct kb_key **out,
+                             size_t *n);
+enum kb_err sqlite__key_count_active(struct kb_store *s, int64_t now, int64_t *count);
+enum kb_err sqlite__key_revoke(struct kb_store *s, const char *id, int64_t now,
+                               struct kb_revoked_key *out);
+enum kb_err sqlite__key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
+                                      int64_t *count, struct kb_revoked_key **keys);
+
 #endif
