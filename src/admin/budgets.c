@@ -410,15 +410,8 @@ bool admin__key_budgets_parse(json_t *body, struct admin__key_budgets *kb, const
         if (json_is_object(e)) {
             static const char *const known[] = {"name", "usd_cap", "window", "parent", NULL};
             const char *f;
-            json_t *fv;
-            json_object_foreach(e, f, fv)
-            {
-                bool ok = false;
-                for (const char *const *kn = known; *kn && !ok; kn++)
-                    ok = strcmp(*kn, f) == 0;
-                if (!ok)
-                    return bad(field, msg, kb_asprintf("budgets[%zu]: unknown field \"%s\"", i, f));
-            }
+            if (!known_fields(e, known, &f))
+                return bad(field, msg, kb_asprintf("budgets[%zu]: unknown field \"%s\"", i, f));
             json_t *parent = json_object_get(e, "parent");
             if (!nested_cap(json_object_get(e, "usd_cap"), &ib->def.cap))
                 return bad(field, msg,

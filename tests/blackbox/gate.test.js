@@ -10,7 +10,7 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const zlib = require('node:zlib');
 
-const { assertError, rawRequest, startDaemon, statusOf, uniquePrefix } = require('./lib/harness');
+const { assertError, metric, rawRequest, startDaemon, statusOf, uniquePrefix } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
 const B62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -32,11 +32,6 @@ function forgedToken() {
   return r + check;
 }
 
-function metric(text, name) {
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  assert.ok(line, `${name} missing from /metrics`);
-  return Number(line.slice(name.length + 1));
-}
 
 describe('the body gate waits for a key read off the loop', () => {
   let mocks;

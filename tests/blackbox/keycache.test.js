@@ -8,14 +8,9 @@
 const { describe, it, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
 
-const { assertError, startDaemon, streamRequest, uniquePrefix } = require('./lib/harness');
+const { assertError, metric, startDaemon, streamRequest, uniquePrefix } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
-function metric(text, name) {
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  assert.ok(line, `${name} missing from /metrics`);
-  return Number(line.slice(name.length + 1));
-}
 
 describe('key cache and revocations', () => {
   let mocks;

@@ -550,6 +550,14 @@ function rawRequest(port, bytes, { timeoutMs = 10_000 } = {}) {
   });
 }
 
+// The value of Prometheus sample `name` (a whole line's name, labels
+// included) in /metrics text; fails the test when it is absent.
+function metric(text, name) {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  assert.ok(line, `${name} missing from /metrics`);
+  return Number(line.slice(name.length + 1));
+}
+
 // The status code of the first response in raw text, 0 if none.
 function statusOf(text) {
   const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
@@ -574,6 +582,7 @@ module.exports = {
   closedPort,
   hex,
   makeSecrets,
+  metric,
   mkTempDir,
   rawHeaderValues,
   rawRequest,
