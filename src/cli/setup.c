@@ -228,7 +228,8 @@ enum kb_err cli_lock_data_dir(const struct kb_config *cfg, int *fd_out, int *sto
      * real path (SQLite's locks on the file itself must not be disturbed) */
     char *url = config_store_url(cfg);
     const char *file = store_url_file(url);
-    if (err == KB_OK && file && *file) {
+    /* (":memory:" is refused by store_open, right after: no lock file for it) */
+    if (err == KB_OK && file && *file && strcmp(file, ":memory:") != 0) {
         const char *slash = strrchr(file, '/');
         char *dir =
             slash ? kb_strndup(file, (size_t)(slash - file) + (slash == file)) : kb_strdup(".");
