@@ -57,6 +57,8 @@
       "the server holds as many request bodies as it may; retry later")                            \
     X(UPSTREAM_TIMEOUT, 504, "upstream_timeout", "the vendor did not answer in time")              \
     X(EXISTS, 409, "conflict", "the resource already exists")                                      \
+    X(KEY_NOT_ACTIVE, 409, "key_not_active",                                                       \
+      "the vault key is revoked or expired and cannot be changed")                                 \
     X(BUDGET_IN_USE, 409, "budget_in_use", "the budget is still named by a key or a budget")       \
     X(CONFIG, 500, "config_invalid", "invalid configuration")                                      \
     X(IO, 500, "io_error", "input/output error")
