@@ -79,6 +79,8 @@ static json_t *key_json(const struct kb_key *k, int64_t now, bool usage)
                             : json_null());
     json_t *acc = k->allowed_accounts ? json_loads(k->allowed_accounts, 0, NULL) : NULL;
     json_object_set_new(o, "allowed_accounts", acc ? acc : json_null());
+    json_t *mods = k->allowed_models ? json_loads(k->allowed_models, 0, NULL) : NULL;
+    json_object_set_new(o, "allowed_models", mods ? mods : json_null());
     json_object_set_new(o, "rate_limit",
                         k->rate_requests
                             ? json_pack("{s:I, s:s}", "requests", (json_int_t)k->rate_requests,
@@ -164,7 +166,8 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
 {
     static const char *const known[] = {
         "label",    "vendor",     "allowed_endpoints", "daily_usd_cap", "expires_in",
-        "metadata", "rate_limit", "allowed_accounts",  "budgets",       NULL};
+        "metadata", "rate_limit", "allowed_accounts",  "budgets",       "allowed_models",
+        NULL};
     const char *name;
     json_t *v;
     json_object_foreach(body, name, v)
@@ -401,6 +404,7 @@ static void job_free(struct admin_job *j)
     free(j->key.allowed_endpoints);
     free(j->key.metadata);
     free(j->key.allowed_accounts);
+    free(j->key.allowed_models);
     free(j->prefix);
     free(j->change_detail);
     free(j->revoked_list);
@@ -598,6 +602,7 @@ static void issue(struct kb_admin *a, struct kb_hreq *req)
     struct field_err fe = {0};
     enum kb_err err = KB_E_INVALID;
     if (!parse_issue(a, raw.data, raw.len, body, &j->key, &fe, &err) ||
+        !admin__key_scopes_parse(body, &j->key, &fe.field, &fe.msg) ||
         !admin__key_budgets_parse(body, &j->budgets, &fe.field, &fe.msg)) {
         http_reply_error(req, err, fe.msg, fe.field);
         free(fe.msg);

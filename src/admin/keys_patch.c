@@ -100,3 +100,30 @@ bool admin__key_patch_parse(struct kb_admin *a, const char *raw, size_t rawlen, 
     json_decref(d);
     return true;
 }
+
+#define MAX_MODELS 64    /* allowed_models entries */
+#define MAX_MODEL_ID 128 /* bytes of one model id */
+
+bool admin__key_scopes_parse(json_t *body, struct kb_key *k, const char **field, char **msg)
+{
+    bool llm = strcmp(k->vendor, "openai") == 0 || strcmp(k->vendor, "anthropic") == 0;
+    json_t *mods = json_object_get(body, "allowed_models");
+    if (mods && !json_is_null(mods)) {
+        size_t n = json_array_size(mods);
+        bool ok = llm && json_is_array(mods) && n >= 1 && n <= MAX_MODELS;
+        for (size_t i = 0; ok && i < n; i++) {
+            const char *id = json_string_value(json_array_get(mods, i));
+            ok = id && admin__valid_text(id, MAX_MODEL_ID) && !strchr(id, ' ');
+        }
+        if (!ok) {
+            *field = "allowed_models";
+            *msg = llm ? kb_asprintf("allowed_models must be an array of 1-%d exact model ids "
+                                     "(1-%d printable bytes, no spaces)",
+                                     MAX_MODELS, MAX_MODEL_ID)
+                       : kb_asprintf("allowed_models applies to openai and anthropic keys only");
+            return false;
+        }
+        k->allowed_models = json_dumps(mods, JSON_COMPACT);
+    }
+    return true;
+}

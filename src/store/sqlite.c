@@ -23,8 +23,8 @@ extern const int kb_schema_count;
 static const char *const sql[S__COUNT] = {
     [S_KEY_INSERT] = "INSERT INTO keys (id, token_hash, label, vendor, allowed_endpoints, "
                      "daily_cap_micros, metadata, created_at, expires_at, rate_requests, "
-                     "rate_period_ms, allowed_accounts) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     "rate_period_ms, allowed_accounts, allowed_models, max_amount_micros) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     [S_KEY_BY_ID] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
                     "ON s.key_seq = k.seq AND s.day = ?2 WHERE k.id = ?1",
     [S_KEY_BY_HASH] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "

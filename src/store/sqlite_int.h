@@ -127,7 +127,7 @@ enum stmt_id {
     "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "        \
     "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "                \
     "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0), "       \
-    "k.allowed_accounts "
+    "k.allowed_accounts, k.allowed_models, k.max_amount_micros "
 
 /* Statement `id` of the connection, prepared on first use and reset by
  * sqlite__done after each use; NULL when it cannot be prepared. */

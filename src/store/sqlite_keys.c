@@ -42,6 +42,9 @@ static void row_to_key(sqlite3_stmt *st, struct kb_key *k, int64_t day)
     k->requests = sqlite3_column_int64(st, 14);
     const unsigned char *acc = sqlite3_column_text(st, 15);
     k->allowed_accounts = acc ? kb_strdup((const char *)acc) : NULL;
+    const unsigned char *mods = sqlite3_column_text(st, 16);
+    k->allowed_models = mods ? kb_strdup((const char *)mods) : NULL;
+    k->max_amount = sqlite3_column_int64(st, 17); /* NULL reads as 0: no ceiling */
 }
 
 enum kb_err sqlite__key_insert(struct kb_store *s, struct kb_key *k,
@@ -65,6 +68,14 @@ enum kb_err sqlite__key_insert(struct kb_store *s, struct kb_key *k,
         sqlite3_bind_text(st, 12, k->allowed_accounts, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 12);
+    if (k->allowed_models)
+        sqlite3_bind_text(st, 13, k->allowed_models, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 13);
+    if (k->max_amount > 0)
+        sqlite3_bind_int64(st, 14, k->max_amount);
+    else
+        sqlite3_bind_null(st, 14);
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(store__db(s));
     sqlite__done(st);

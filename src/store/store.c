@@ -361,6 +361,7 @@ void store_key_clear(struct kb_key *k)
     free(k->allowed_endpoints);
     free(k->metadata);
     free(k->allowed_accounts);
+    free(k->allowed_models);
 }
 
 void store_key_free(struct kb_key *k)

@@ -33,6 +33,8 @@ struct kb_key {
     char *allowed_endpoints; /* owned; JSON array text */
     char *metadata;          /* owned; JSON object text */
     char *allowed_accounts;  /* owned; JSON array of account ids, NULL: the configured one only */
+    char *allowed_models;    /* owned; JSON array of exact model ids, NULL: any model */
+    int64_t max_amount;      /* micro-dollars one payment request may move; 0: no ceiling */
     int64_t daily_cap;       /* micro-dollars */
     int64_t created_at;      /* epoch seconds */
     int64_t expires_at;      /* epoch seconds; expired when now >= expires_at */

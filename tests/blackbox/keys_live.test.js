@@ -220,3 +220,169 @@ describe('PATCH /v1/keys/{id}', () => {
     assert.equal(both.expires_at, Date.parse(r2.json.expires_at) / 1000);
   });
 });
+
+describe('allowed_models', () => {
+  const { OpenAI } = require('openai');
+  const { Anthropic } = require('@anthropic-ai/sdk');
+  let mocks;
+  let d;
+
+  before(async () => {
+    mocks = await startMockVendors();
+    d = await startDaemon({ mocks });
+  });
+
+  after(async () => {
+    try {
+      if (d) await d.kill();
+    } finally {
+      if (mocks) await mocks.close();
+    }
+  });
+
+  beforeEach(() => mocks.reset());
+
+  async function llmKey(vendor, allowed_models) {
+    const body = {
+      label: uniquePrefix(`models-${vendor}`),
+      vendor,
+      allowed_endpoints: ['/v1/*'],
+      daily_usd_cap: 100,
+      expires_in: '1h',
+    };
+    if (allowed_models !== undefined) body.allowed_models = allowed_models;
+    const r = await d.admin.post('/v1/keys', body);
+    assert.equal(r.status, 201, r.text);
+    return r.json;
+  }
+
+  it('issuance stores them, GET shows them; bad lists and other vendors are 400', async () => {
+    const k = await llmKey('openai', ['gpt-4o-mini', 'gpt-5.4-mini']);
+    assert.deepEqual(k.allowed_models, ['gpt-4o-mini', 'gpt-5.4-mini']);
+    assert.deepEqual((await getKey(d, k.id)).allowed_models, ['gpt-4o-mini', 'gpt-5.4-mini']);
+    assert.equal((await llmKey('anthropic')).allowed_models, null);
+    const bad = [
+      ['openai', []],
+      ['openai', 'gpt-4o-mini'],
+      ['openai', [1]],
+      ['openai', ['']],
+      ['openai', ['gpt 4']],
+      ['openai', Array.from({ length: 65 }, (_, i) => `m${i}`)],
+      ['stripe', ['gpt-4o-mini']],
+    ];
+    for (const [vendor, allowed_models] of bad) {
+      const r = await d.admin.post('/v1/keys', {
+        label: uniquePrefix('bad'),
+        vendor,
+        allowed_endpoints: ['/v1/*'],
+        daily_usd_cap: 1,
+        expires_in: 60,
+        allowed_models,
+      });
+      assertError(r, 400, 'invalid_request', JSON.stringify(allowed_models));
+      assert.equal(r.json.field, 'allowed_models');
+    }
+  });
+
+  it('openai-node: a listed model passes, another is refused before the vendor', async () => {
+    const k = await llmKey('openai', ['gpt-4o-mini']);
+    const openai = new OpenAI({
+      apiKey: k.token,
+      baseURL: `${d.proxyUrl}/openai/v1`,
+      organization: null,
+      project: null,
+      maxRetries: 0,
+    });
+    const ok = await openai.chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 16,
+    });
+    assert.equal(ok.object, 'chat.completion');
+    assert.equal(mocks.openai.requests.length, 1);
+    for (const model of ['gpt-5.4', 'gpt-4o-mini-2024-07-18', 'GPT-4O-MINI']) {
+      await assert.rejects(
+        openai.chat.completions.create({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 16 }),
+        (e) => {
+          assert.equal(e.status, 403, String(e));
+          assert.match(String(e.message), /model_not_allowed|allowed_models/);
+          return true;
+        },
+      );
+    }
+    await assert.rejects(openai.embeddings.create({ model: 'text-embedding-3-small', input: 'x' }), (e) => e.status === 403);
+    assert.equal(mocks.openai.requests.length, 1, 'refused requests never reached the vendor');
+    // no model in the request: unaffected
+    const list = await openai.models.list();
+    assert.ok(list);
+    assert.equal(mocks.openai.requests.length, 2);
+    // refusals are audited with their code
+    const a = await d.admin.get(`/v1/audit?key_id=${k.id}&decision=refused&limit=50`);
+    const codes = a.json.data.map((e) => e.code);
+    assert.equal(codes.filter((c) => c === 'model_not_allowed').length, 4, a.text);
+    // a key without the list is unchanged
+    const free = await llmKey('openai');
+    const o2 = new OpenAI({ apiKey: free.token, baseURL: `${d.proxyUrl}/openai/v1`, organization: null, project: null, maxRetries: 0 });
+    await o2.chat.completions.create({ model: 'gpt-5.4', messages: [{ role: 'user', content: 'hi' }], max_tokens: 16 });
+    assert.equal(mocks.openai.requests.length, 3);
+  });
+
+  it('raw: the error body names the code; a multipart body is refused for a restricted key', async () => {
+    const k = await llmKey('openai', ['gpt-4o-mini']);
+    const r = await d.proxy({
+      method: 'POST',
+      path: '/openai/v1/chat/completions',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-5.4', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
+    });
+    assertError(r, 403, 'model_not_allowed');
+    assert.match(r.json.message, /gpt-5\.4/);
+    const b = 'kbboundary';
+    const form =
+      `--${b}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n` +
+      `--${b}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n` +
+      `Content-Type: audio/wav\r\n\r\nRIFF\r\n--${b}--\r\n`;
+    const mp = await d.proxy({
+      method: 'POST',
+      path: '/openai/v1/audio/transcriptions',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': `multipart/form-data; boundary=${b}` },
+      body: form,
+    });
+    assertError(mp, 403, 'model_not_allowed');
+    assert.equal(mocks.openai.requests.length, 0);
+  });
+
+  it('anthropic-sdk: a listed model passes, another is refused, batches check every entry', async () => {
+    const k = await llmKey('anthropic', ['claude-haiku-4-5']);
+    const anthropic = new Anthropic({ apiKey: k.token, authToken: null, baseURL: `${d.proxyUrl}/anthropic`, maxRetries: 0 });
+    const msg = await anthropic.messages.create({
+      model: 'claude-haiku-4-5',
+      max_tokens: 64,
+      messages: [{ role: 'user', content: 'Hello' }],
+    });
+    assert.equal(msg.type, 'message');
+    assert.equal(mocks.anthropic.requests.length, 1);
+    await assert.rejects(
+      anthropic.messages.create({ model: 'claude-opus-5-5', max_tokens: 64, messages: [{ role: 'user', content: 'Hello' }] }),
+      (e) => {
+        assert.equal(e.status, 403, String(e));
+        return true;
+      },
+    );
+    const batch = (models) => ({
+      requests: models.map((model, i) => ({
+        custom_id: `r${i}`,
+        params: { model, max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] },
+      })),
+    });
+    const r = await d.proxy({
+      method: 'POST',
+      path: '/anthropic/v1/messages/batches',
+      headers: { 'x-api-key': k.token, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify(batch(['claude-haiku-4-5', 'claude-opus-5-5'])),
+    });
+    assertError(r, 403, 'model_not_allowed');
+    assert.match(r.json.message, /claude-opus-5-5/);
+    assert.equal(mocks.anthropic.requests.length, 1, 'refused requests never reached the vendor');
+  });
+});
