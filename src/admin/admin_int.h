@@ -81,10 +81,13 @@ bool admin__key_patch_parse(struct kb_admin *a, const char *raw, size_t rawlen, 
                             char **msg);
 
 /* Issuance's narrower scopes (keys_patch.c): "allowed_models" (an openai
- * or anthropic key: exact model ids) into k (k->vendor set). false with
+ * or anthropic key: exact model ids) and "max_amount_per_request" (a
+ * stripe key: exact USD, > 0; raw is the body's text) into k (k->vendor
+ * set). false with
  * *field and *msg (caller frees) on a bad one. */
 struct kb_key;
-bool admin__key_scopes_parse(json_t *body, struct kb_key *k, const char **field, char **msg);
+bool admin__key_scopes_parse(const char *raw, size_t rawlen, json_t *body, struct kb_key *k,
+                             const char **field, char **msg);
 
 /* GET /v1/audit: records filtered and paged (audit.c). */
 void admin__audit(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);

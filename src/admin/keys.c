@@ -81,6 +81,8 @@ static json_t *key_json(const struct kb_key *k, int64_t now, bool usage)
     json_object_set_new(o, "allowed_accounts", acc ? acc : json_null());
     json_t *mods = k->allowed_models ? json_loads(k->allowed_models, 0, NULL) : NULL;
     json_object_set_new(o, "allowed_models", mods ? mods : json_null());
+    json_object_set_new(o, "max_amount_per_request",
+                        k->max_amount ? json_real(usd(k->max_amount)) : json_null());
     json_object_set_new(o, "rate_limit",
                         k->rate_requests
                             ? json_pack("{s:I, s:s}", "requests", (json_int_t)k->rate_requests,
@@ -164,10 +166,18 @@ bool admin__valid_text(const char *s, size_t max)
 static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json_t *body,
                         struct kb_key *k, struct field_err *fe, enum kb_err *err)
 {
-    static const char *const known[] = {
-        "label",    "vendor",     "allowed_endpoints", "daily_usd_cap", "expires_in",
-        "metadata", "rate_limit", "allowed_accounts",  "budgets",       "allowed_models",
-        NULL};
+    static const char *const known[] = {"label",
+                                        "vendor",
+                                        "allowed_endpoints",
+                                        "daily_usd_cap",
+                                        "expires_in",
+                                        "metadata",
+                                        "rate_limit",
+                                        "allowed_accounts",
+                                        "budgets",
+                                        "allowed_models",
+                                        "max_amount_per_request",
+                                        NULL};
     const char *name;
     json_t *v;
     json_object_foreach(body, name, v)
@@ -602,7 +612,7 @@ static void issue(struct kb_admin *a, struct kb_hreq *req)
     struct field_err fe = {0};
     enum kb_err err = KB_E_INVALID;
     if (!parse_issue(a, raw.data, raw.len, body, &j->key, &fe, &err) ||
-        !admin__key_scopes_parse(body, &j->key, &fe.field, &fe.msg) ||
+        !admin__key_scopes_parse(raw.data, raw.len, body, &j->key, &fe.field, &fe.msg) ||
         !admin__key_budgets_parse(body, &j->budgets, &fe.field, &fe.msg)) {
         http_reply_error(req, err, fe.msg, fe.field);
         free(fe.msg);

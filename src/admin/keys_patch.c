@@ -7,6 +7,10 @@
  * change, so every worker reads it again on its next use; admission reads
  * cap and expiry in its own transaction (proxy/admit.c), so even a stale
  * cached key cannot overshoot a lowered cap.
+ *
+ * Also the narrower scopes given at issuance: allowed_models (openai and
+ * anthropic keys; checked by the meter, meter/meter.h) and
+ * max_amount_per_request (stripe keys; checked by the Stripe meter).
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -104,7 +108,8 @@ bool admin__key_patch_parse(struct kb_admin *a, const char *raw, size_t rawlen, 
 #define MAX_MODELS 64    /* allowed_models entries */
 #define MAX_MODEL_ID 128 /* bytes of one model id */
 
-bool admin__key_scopes_parse(json_t *body, struct kb_key *k, const char **field, char **msg)
+bool admin__key_scopes_parse(const char *raw, size_t rawlen, json_t *body, struct kb_key *k,
+                             const char **field, char **msg)
 {
     bool llm = strcmp(k->vendor, "openai") == 0 || strcmp(k->vendor, "anthropic") == 0;
     json_t *mods = json_object_get(body, "allowed_models");
@@ -124,6 +129,25 @@ bool admin__key_scopes_parse(json_t *body, struct kb_key *k, const char **field,
             return false;
         }
         k->allowed_models = json_dumps(mods, JSON_COMPACT);
+    }
+    json_t *max = json_object_get(body, "max_amount_per_request");
+    if (max && !json_is_null(max)) {
+        const char *num;
+        size_t numlen;
+        char *merr = NULL;
+        if (strcmp(k->vendor, "stripe") != 0 ||
+            money_json_number(raw, rawlen, "max_amount_per_request", &num, &numlen) != KB_OK ||
+            money_parse(num, numlen, &k->max_amount, &merr) != KB_OK || k->max_amount <= 0) {
+            *field = "max_amount_per_request";
+            *msg = strcmp(k->vendor, "stripe") != 0
+                       ? kb_asprintf("max_amount_per_request applies to stripe keys only")
+                       : kb_asprintf("max_amount_per_request must be a positive USD amount with "
+                                     "at most 6 decimals%s%s",
+                                     merr ? ": " : "", merr ? merr : "");
+            free(merr);
+            k->max_amount = 0;
+            return false;
+        }
     }
     return true;
 }

@@ -39,6 +39,8 @@
       "the vault key does not allow acting for another account or organisation")                   \
     X(MODEL_NOT_ALLOWED, 403, "model_not_allowed",                                                 \
       "the vault key does not allow this model")                                                   \
+    X(AMOUNT_TOO_LARGE, 403, "amount_too_large",                                                   \
+      "the payment amount exceeds this vault key's max_amount_per_request")                        \
     X(NOT_FOUND, 404, "not_found", "no such resource")                                             \
     X(METHOD_NOT_ALLOWED, 405, "method_not_allowed", "method not allowed")                         \
     X(BODY_TOO_LARGE, 413, "body_too_large", "the request body is too large")                      \

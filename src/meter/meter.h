@@ -57,6 +57,7 @@ struct kb_meter_req {
     const struct kb_hdr *headers; /* request headers as forwarded (NULL: none) */
     size_t nheaders;              /* entries in headers */
     const char *allowed_models;   /* the key's allowed_models (JSON array text), NULL: any */
+    int64_t max_amount;           /* the key's payment ceiling per request, micro-dollars; 0: none */
 };
 
 /*

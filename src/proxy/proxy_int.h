@@ -214,7 +214,6 @@ enum kb_err proxy__key_find(struct kb_proxy *px, const char *target, const struc
  * KB_E_INVALID_TOKEN, KB_E_KEY_REVOKED or KB_E_KEY_EXPIRED. */
 enum kb_err proxy__key_verdict(const struct kb_key *key, int64_t now);
 
-
 /* ---- lookup.c ---- */
 
 /* Where a waiter goes on once its key was read: key is a key-cache

@@ -386,3 +386,93 @@ describe('allowed_models', () => {
     assert.equal(mocks.anthropic.requests.length, 1, 'refused requests never reached the vendor');
   });
 });
+
+describe('max_amount_per_request', () => {
+  const Stripe = require('stripe');
+  let mocks;
+  let d;
+
+  before(async () => {
+    mocks = await startMockVendors();
+    d = await startDaemon({ mocks });
+  });
+
+  after(async () => {
+    try {
+      if (d) await d.kill();
+    } finally {
+      if (mocks) await mocks.close();
+    }
+  });
+
+  beforeEach(() => mocks.reset());
+
+  async function stripeKey(extra) {
+    const r = await d.admin.post('/v1/keys', {
+      label: uniquePrefix('maxamt'),
+      vendor: 'stripe',
+      allowed_endpoints: ['POST /v1/payment_intents', 'POST /v1/charges'],
+      daily_usd_cap: 1000,
+      expires_in: '1h',
+      ...extra,
+    });
+    return r;
+  }
+
+  it('issuance: exact USD, shown by GET; bad values and other vendors are 400', async () => {
+    const r = await stripeKey({ max_amount_per_request: 5.01 });
+    assert.equal(r.status, 201, r.text);
+    assert.equal(r.json.max_amount_per_request, 5.01);
+    assert.equal((await getKey(d, r.json.id)).max_amount_per_request, 5.01);
+    const none = await stripeKey({});
+    assert.equal(none.json.max_amount_per_request, null);
+    for (const v of [0, -1, '5', 1.0000001, true]) {
+      const b = await stripeKey({ max_amount_per_request: v });
+      assertError(b, 400, 'invalid_request', String(v));
+      assert.equal(b.json.field, 'max_amount_per_request');
+    }
+    const o = await d.admin.post('/v1/keys', {
+      label: uniquePrefix('maxamt'),
+      vendor: 'openai',
+      allowed_endpoints: ['/v1/*'],
+      daily_usd_cap: 1,
+      expires_in: 60,
+      max_amount_per_request: 5,
+    });
+    assertError(o, 400, 'invalid_request');
+    assert.equal(o.json.field, 'max_amount_per_request');
+  });
+
+  it('a payment of exactly the ceiling passes; one cent more is refused before the vendor', async () => {
+    const k = (await stripeKey({ max_amount_per_request: 5 })).json;
+    const stripe = new Stripe(k.token, { host: '127.0.0.1', port: d.proxyPort, protocol: 'http', maxNetworkRetries: 0 });
+    const pi = await stripe.paymentIntents.create({ amount: 500, currency: 'usd' });
+    assert.equal(pi.amount, 500);
+    assert.equal(mocks.stripe.requests.length, 1);
+    await assert.rejects(stripe.paymentIntents.create({ amount: 501, currency: 'usd' }), (e) => {
+      assert.equal(e.statusCode, 403, String(e));
+      assert.equal(e.code, 'amount_too_large', String(e));
+      return true;
+    });
+    const raw = await pay(d, k.token, 501);
+    assertError(raw, 403, 'amount_too_large');
+    assert.match(raw.json.message, /5\.010000/);
+    const ch = await d.proxy({
+      method: 'POST',
+      path: '/stripe/v1/charges',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'amount=100000&currency=usd&source=tok_visa',
+    });
+    assertError(ch, 403, 'amount_too_large');
+    assert.equal(mocks.stripe.requests.length, 1, 'refused payments never reached the vendor');
+    // nothing was reserved for the refusals
+    const u = (await getKey(d, k.id)).usage;
+    assert.equal(u.reserved_usd, 0);
+    assert.equal(u.requests, 1);
+    const a = await d.admin.get(`/v1/audit?key_id=${k.id}&decision=refused&limit=50`);
+    assert.equal(a.json.data.filter((e) => e.code === 'amount_too_large').length, 3, a.text);
+    // a key without a ceiling is unchanged
+    const free = (await stripeKey({})).json;
+    assert.equal((await pay(d, free.token, 100000)).status, 200);
+  });
+});

@@ -2,7 +2,8 @@
  * test_meter_models.c - the models a request names (meter_model) and a
  * key's allowed_models checked by meter_begin: exact ids, every entry of
  * an Anthropic batch, the allowlist speaking before any pricing error, a
- * body whose model cannot be read, and requests that name no model.
+ * body whose model cannot be read, and requests that name no model; and a
+ * Stripe key's max_amount_per_request, at its exact boundary.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -167,8 +168,52 @@ static void test_models(void **state)
     meter_pricing_free(p);
 }
 
+/* A Stripe key's max_amount_per_request: the amount the request states,
+ * in USD, at most the ceiling (equal passes, one cent more does not). */
+static void test_max_amount(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load_pricing(NULL);
+    static const struct {
+        const char *path, *body;
+        int64_t max;
+        enum kb_err want;
+    } rows[] = {
+        {"/v1/payment_intents", "amount=500&currency=usd", 5000000, KB_OK},
+        {"/v1/payment_intents", "amount=501&currency=usd", 5000000, KB_E_AMOUNT_TOO_LARGE},
+        {"/v1/payment_intents", "amount=501&currency=usd", 0, KB_OK},
+        {"/v1/charges", "amount=100000&currency=usd", 999999, KB_E_AMOUNT_TOO_LARGE},
+        {"/v1/payment_intents", "amount=500&currency=usd", 4999999, KB_E_AMOUNT_TOO_LARGE},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct kb_meter_req req = {.vendor = "stripe",
+                                   .method = "POST",
+                                   .path = rows[i].path,
+                                   .path_len = strlen(rows[i].path),
+                                   .content_type = "application/x-www-form-urlencoded",
+                                   .body = rows[i].body,
+                                   .body_len = strlen(rows[i].body),
+                                   .max_amount = rows[i].max};
+        struct kb_meter *m = NULL;
+        int64_t reserve = 0;
+        char *nb = NULL, *em = NULL;
+        size_t nbl = 0;
+        enum kb_err err = meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em);
+        if (err != rows[i].want)
+            print_error("row %zu: %s (%s)\n", i, kb_strerror(err), em ? em : "-");
+        assert_int_equal(err, rows[i].want);
+        if (err == KB_E_AMOUNT_TOO_LARGE)
+            assert_non_null(strstr(em, "max_amount_per_request"));
+        meter_free(m);
+        free(nb);
+        free(em);
+    }
+    meter_pricing_free(p);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_models)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_models),
+                                       cmocka_unit_test(test_max_amount)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
