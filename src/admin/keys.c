@@ -485,7 +485,16 @@ static void updated(struct kb_admin *a, struct admin_job *j, enum kb_err err)
     }
     if (err == KB_OK) {
         kb_log(KB_LOG_INFO, "key updated", "key_id", j->id, "change", j->change_detail, NULL);
-        http_reply_json(j->req, 200, key_json(k, now, true));
+        json_t *o = key_json(k, now, true), *arr = json_array();
+        char **names = NULL;
+        size_t nn = 0;
+        if (store_key_budgets(a->store, k->seq, &names, &nn) == KB_OK) {
+            for (size_t i = 0; i < nn; i++)
+                json_array_append_new(arr, json_string(names[i]));
+            store_names_free(names, nn);
+        }
+        json_object_set_new(o, "budgets", arr); /* as GET shows the key */
+        http_reply_json(j->req, 200, o);
     } else if (err == KB_E_KEY_NOT_ACTIVE) {
         char *m = kb_asprintf("key %s is %s: it cannot be changed", j->id,
                               k->revoked_at ? "revoked" : "expired");

@@ -137,6 +137,8 @@ describe('PATCH /v1/keys/{id}', () => {
     let exp = Date.parse(r.json.expires_at);
     assert.ok(Math.abs(exp - (t0 + 20 * 3600e3)) < 3000, r.json.expires_at);
     assert.equal(r.json.daily_usd_cap, 100, 'the cap is left alone');
+    assert.deepEqual(r.json.budgets, [], 'the answer is the key as GET shows it');
+    assert.equal(r.json.status, 'active');
     // max_ttl counts from now: 24h is allowed, one second more is not
     r = await patch(d, k.id, { expires_in: 86401 });
     assertError(r, 400, 'invalid_request');
