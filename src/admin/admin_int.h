@@ -71,6 +71,24 @@ enum kb_err admin__key_budgets_link(struct kb_store *s, struct admin__key_budget
                                     const struct kb_key *key, const struct kb_audit_rec *tmpl);
 void admin__key_budgets_cleanup(struct admin__key_budgets *kb);
 
+/* PATCH /v1/keys/{id}'s body (keys_patch.c): *c from "daily_usd_cap" and
+ * "expires_in" (from `now`, within max_ttl), *detail (caller frees) the
+ * audit detail. false with *field and *msg (caller frees) on an unknown
+ * field, a bad value or an empty change. */
+struct kb_key_change;
+bool admin__key_patch_parse(struct kb_admin *a, const char *raw, size_t rawlen, json_t *body,
+                            int64_t now, struct kb_key_change *c, char **detail, const char **field,
+                            char **msg);
+
+/* Issuance's narrower scopes (keys_patch.c): "allowed_models" (an openai
+ * or anthropic key: exact model ids) and "max_amount_per_request" (a
+ * stripe key: exact USD, > 0; raw is the body's text) into k (k->vendor
+ * set). false with
+ * *field and *msg (caller frees) on a bad one. */
+struct kb_key;
+bool admin__key_scopes_parse(const char *raw, size_t rawlen, json_t *body, struct kb_key *k,
+                             const char **field, char **msg);
+
 /* GET /v1/audit: records filtered and paged (audit.c). */
 void admin__audit(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
 /* GET /metrics: Prometheus text (metrics.c). */

@@ -4,6 +4,7 @@
  *   POST   /v1/keys          issue a key (the token is shown once)
  *   GET    /v1/keys          list, filtered, newest first, cursor paging
  *   GET    /v1/keys/{id}     one key with today's usage
+ *   PATCH  /v1/keys/{id}     change the cap and/or the TTL (keys_patch.c)
  *   DELETE /v1/keys/{id}     revoke (idempotent)
  *   POST   /v1/keys/revoke   revoke every key whose label has a prefix
  *
@@ -78,6 +79,10 @@ static json_t *key_json(const struct kb_key *k, int64_t now, bool usage)
                             : json_null());
     json_t *acc = k->allowed_accounts ? json_loads(k->allowed_accounts, 0, NULL) : NULL;
     json_object_set_new(o, "allowed_accounts", acc ? acc : json_null());
+    json_t *mods = k->allowed_models ? json_loads(k->allowed_models, 0, NULL) : NULL;
+    json_object_set_new(o, "allowed_models", mods ? mods : json_null());
+    json_object_set_new(o, "max_amount_per_request",
+                        k->max_amount ? json_real(usd(k->max_amount)) : json_null());
     json_object_set_new(o, "rate_limit",
                         k->rate_requests
                             ? json_pack("{s:I, s:s}", "requests", (json_int_t)k->rate_requests,
@@ -161,9 +166,18 @@ bool admin__valid_text(const char *s, size_t max)
 static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json_t *body,
                         struct kb_key *k, struct field_err *fe, enum kb_err *err)
 {
-    static const char *const known[] = {
-        "label",    "vendor",     "allowed_endpoints", "daily_usd_cap", "expires_in",
-        "metadata", "rate_limit", "allowed_accounts",  "budgets",       NULL};
+    static const char *const known[] = {"label",
+                                        "vendor",
+                                        "allowed_endpoints",
+                                        "daily_usd_cap",
+                                        "expires_in",
+                                        "metadata",
+                                        "rate_limit",
+                                        "allowed_accounts",
+                                        "budgets",
+                                        "allowed_models",
+                                        "max_amount_per_request",
+                                        NULL};
     const char *name;
     json_t *v;
     json_object_foreach(body, name, v)
@@ -329,7 +343,7 @@ static json_t *read_body(struct kb_hreq *req, struct kb_buf_view *view)
  * once; job_done answers once the batch is durable. The job owns copies of
  * everything its writer-thread function reads.
  */
-enum admin_op { OP_ISSUE, OP_REVOKE, OP_BULK_REVOKE };
+enum admin_op { OP_ISSUE, OP_REVOKE, OP_BULK_REVOKE, OP_UPDATE };
 
 struct admin_job {
     struct kb_admin *a;
@@ -343,7 +357,10 @@ struct admin_job {
     char *prefix;              /* bulk revoke: the label prefix; owned */
     int64_t now;
     int64_t count;                       /* bulk revoke: keys revoked */
-    struct kb_revoked_key revoked;       /* revoke: the key, seq 0 if revoked already */
+    struct kb_revoked_key revoked;       /* revoke: the key, seq 0 if revoked already;
+                                            update: the key changed */
+    struct kb_key_change change;         /* update: what it sets */
+    char *change_detail;                 /* update: owned; its audit detail */
     struct kb_revoked_key *revoked_list; /* bulk revoke: owned; count of them */
     struct kb_audit_rec rec;
     char detail[48];
@@ -374,6 +391,9 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
     case OP_REVOKE:
         err = store_key_revoke(s, j->id, j->now, &j->revoked);
         break;
+    case OP_UPDATE:
+        err = store_key_update(s, j->id, &j->change, j->now, &j->revoked);
+        break;
     default:
         free(j->revoked_list); /* a batch that failed may run the job again */
         j->revoked_list = NULL;
@@ -394,7 +414,9 @@ static void job_free(struct admin_job *j)
     free(j->key.allowed_endpoints);
     free(j->key.metadata);
     free(j->key.allowed_accounts);
+    free(j->key.allowed_models);
     free(j->prefix);
+    free(j->change_detail);
     free(j->revoked_list);
     admin__key_budgets_cleanup(&j->budgets);
     free(j);
@@ -443,6 +465,79 @@ static void keys_revoked(struct kb_admin *a, const struct kb_revoked_key *k, int
             revlog_publish(a->rt->revlog, k[i].seq, k[i].hash);
 }
 
+static struct admin_job *job_new(struct kb_admin *a, struct kb_hreq *req, enum admin_op op);
+
+/* A change committed (or refused): published as a change before the answer,
+ * so every worker reads the key again for its next request; the answer is
+ * the key as it now is. */
+static void updated(struct kb_admin *a, struct admin_job *j, enum kb_err err)
+{
+    struct kb_key *k = NULL;
+    int64_t now = clock_now();
+    if (err == KB_OK)
+        revlog_publish_change(a->rt->revlog, j->revoked.seq, j->revoked.hash);
+    if (err == KB_OK || err == KB_E_KEY_NOT_ACTIVE) {
+        if (store_key_get(a->store, j->id, clock_day(now), &k) != KB_OK) {
+            /* committed, but not readable back: say so, not that it failed */
+            http_reply_error(j->req, err == KB_OK ? KB_E_STORE : err, NULL, NULL);
+            return;
+        }
+    }
+    if (err == KB_OK) {
+        kb_log(KB_LOG_INFO, "key updated", "key_id", j->id, "change", j->change_detail, NULL);
+        json_t *o = key_json(k, now, true), *arr = json_array();
+        char **names = NULL;
+        size_t nn = 0;
+        if (store_key_budgets(a->store, k->seq, &names, &nn) == KB_OK) {
+            for (size_t i = 0; i < nn; i++)
+                json_array_append_new(arr, json_string(names[i]));
+            store_names_free(names, nn);
+        }
+        json_object_set_new(o, "budgets", arr); /* as GET shows the key */
+        http_reply_json(j->req, 200, o);
+    } else if (err == KB_E_KEY_NOT_ACTIVE) {
+        char *m = kb_asprintf("key %s is %s: it cannot be changed", j->id,
+                              k->revoked_at ? "revoked" : "expired");
+        http_reply_error(j->req, err, m, NULL);
+        free(m);
+    } else if (err == KB_E_NOT_FOUND) {
+        http_reply_error(j->req, err, "no such key", NULL);
+    } else if (err == KB_E_INVALID) {
+        http_reply_error(j->req, err, NULL, j->change.has_cap ? "daily_usd_cap" : "expires_in");
+    } else {
+        http_reply_error(j->req, write_error(err), NULL, NULL);
+    }
+    store_key_free(k);
+}
+
+static void update(struct kb_admin *a, struct kb_hreq *req, const char *id, int64_t now)
+{
+    struct kb_buf_view raw;
+    json_t *body = read_body(req, &raw);
+    if (!body) {
+        http_reply_error(req, KB_E_BAD_JSON, NULL, NULL);
+        return;
+    }
+    struct admin_job *j = job_new(a, req, OP_UPDATE);
+    const char *field = NULL;
+    char *msg = NULL;
+    if (!admin__key_patch_parse(a, raw.data, raw.len, body, now, &j->change, &j->change_detail,
+                                &field, &msg)) {
+        http_reply_error(req, KB_E_INVALID, msg, field); /* field: borrowed from body */
+        free(msg);
+        job_free(j);
+        json_decref(body);
+        return;
+    }
+    json_decref(body);
+    snprintf(j->id, sizeof j->id, "%s", id); /* valid_id: shorter than 32 */
+    j->now = now;
+    admin_rec(j, "key.updated");
+    j->rec.key_id = j->id;
+    j->rec.detail = j->change_detail;
+    job_submit(j);
+}
+
 /* Admin loop, once the job's batch committed (or failed to). */
 static void job_done(void *arg, enum kb_err err)
 {
@@ -485,6 +580,9 @@ static void job_done(void *arg, enum kb_err err)
                              err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
         }
         break;
+    case OP_UPDATE:
+        updated(a, j, err);
+        break;
     default:
         if (err != KB_OK) {
             http_reply_error(req, write_error(err), NULL, NULL);
@@ -523,6 +621,7 @@ static void issue(struct kb_admin *a, struct kb_hreq *req)
     struct field_err fe = {0};
     enum kb_err err = KB_E_INVALID;
     if (!parse_issue(a, raw.data, raw.len, body, &j->key, &fe, &err) ||
+        !admin__key_scopes_parse(raw.data, raw.len, body, &j->key, &fe.field, &fe.msg) ||
         !admin__key_budgets_parse(body, &j->budgets, &fe.field, &fe.msg)) {
         http_reply_error(req, err, fe.msg, fe.field);
         free(fe.msg);
@@ -682,6 +781,8 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
         admin_rec(j, "key.revoked");
         j->rec.key_id = j->id;
         job_submit(j);
+    } else if (cmd == KB_M_PATCH) {
+        update(a, req, id, now);
     } else {
         http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
     }

@@ -37,6 +37,10 @@
       "the vault key does not allow this endpoint")                                                \
     X(ACCOUNT_NOT_ALLOWED, 403, "account_not_allowed",                                             \
       "the vault key does not allow acting for another account or organisation")                   \
+    X(MODEL_NOT_ALLOWED, 403, "model_not_allowed",                                                 \
+      "the vault key does not allow this model")                                                   \
+    X(AMOUNT_TOO_LARGE, 403, "amount_too_large",                                                   \
+      "the payment amount exceeds this vault key's max_amount_per_request")                        \
     X(NOT_FOUND, 404, "not_found", "no such resource")                                             \
     X(METHOD_NOT_ALLOWED, 405, "method_not_allowed", "method not allowed")                         \
     X(BODY_TOO_LARGE, 413, "body_too_large", "the request body is too large")                      \
@@ -57,6 +61,8 @@
       "the server holds as many request bodies as it may; retry later")                            \
     X(UPSTREAM_TIMEOUT, 504, "upstream_timeout", "the vendor did not answer in time")              \
     X(EXISTS, 409, "conflict", "the resource already exists")                                      \
+    X(KEY_NOT_ACTIVE, 409, "key_not_active",                                                       \
+      "the vault key is revoked or expired and cannot be changed")                                 \
     X(BUDGET_IN_USE, 409, "budget_in_use", "the budget is still named by a key or a budget")       \
     X(CONFIG, 500, "config_invalid", "invalid configuration")                                      \
     X(IO, 500, "io_error", "input/output error")

@@ -450,6 +450,7 @@ static enum kb_err batch_begin(struct kb_meter *m, json_t *root, char **errmsg)
         char *text = json_dumps(params, JSON_COMPACT);
         size_t bytes = text ? strlen(text) : 0;
         free(text);
+        meter__note_model(m, json_string_value(json_object_get(params, "model")));
         enum kb_err err = params_reserve(m->p, params, bytes, pct, &st, &r, &em);
         if (err != KB_OK) {
             kb_set_errmsg(errmsg, "requests[%zu]: %s", i, em ? em : "cannot be priced");
@@ -487,6 +488,7 @@ enum kb_err meter__anthropic_begin(struct kb_meter *m, const struct kb_meter_req
         goto out;
     }
     st = kb_calloc(1, sizeof *st);
+    meter__note_model(m, json_string_value(json_object_get(root, "model")));
     if ((err = params_reserve(m->p, root, req->body_len, 1000000, st, &m->reserve, errmsg)) !=
         KB_OK)
         goto out;

@@ -472,6 +472,8 @@ static bool is_read(const char *method)
            strcmp(method, "OPTIONS") == 0 || strcmp(method, "DELETE") == 0;
 }
 
+static void note_llm_model(struct kb_meter *m, const struct kb_meter_req *req);
+
 enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *req,
                         struct kb_meter **out, int64_t *reserve, char **new_body,
                         size_t *new_body_len, char **errmsg)
@@ -489,12 +491,37 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     }
     m = kb_calloc(1, sizeof *m);
     m->p = p;
+    if (req->allowed_models) {
+        /* never stored otherwise; an unreadable list allows nothing */
+        m->allowed_models = json_loads(req->allowed_models, 0, NULL);
+        if (!json_is_array(m->allowed_models)) {
+            json_decref(m->allowed_models);
+            m->allowed_models = json_array();
+        }
+    }
     meter__sse_init(&m->sse_state);
     meter__jscan_init(&m->body_scan);
 
     const struct kb_vendor_profile *vp = vendor_profile(req->vendor);
     bool builtin = vp && vp->meter;
     err = builtin ? vp->meter(m, req, &metered, &nb, &nbl, errmsg) : KB_OK;
+    if (err == KB_OK &&
+        (strcmp(req->vendor, "openai") == 0 || strcmp(req->vendor, "anthropic") == 0))
+        note_llm_model(m, req);
+    if (m->allowed_models && (m->refused_model || m->model_unread)) {
+        /* before any pricing error: the allowlist speaks first */
+        if (errmsg) {
+            free(*errmsg);
+            *errmsg = m->refused_model
+                          ? kb_asprintf("model \"%.100s\" is not among this vault key's "
+                                        "allowed_models",
+                                        m->refused_model)
+                          : kb_strdup("the request's model cannot be read; this vault key "
+                                      "allows only its allowed_models");
+        }
+        err = KB_E_MODEL_NOT_ALLOWED;
+        goto out;
+    }
     if (err != KB_OK)
         goto out;
     if (!metered && !meter__fixed_begin(m, req) && builtin && !is_read(req->method)) {
@@ -680,5 +707,67 @@ void meter_free(struct kb_meter *m)
     meter__jscan_cleanup(&m->body_scan);
     codec_decoder_free(m->dec);
     meter__sse_cleanup(&m->sse_state);
+    for (size_t i = 0; i < m->nmodels; i++)
+        free(m->models[i]);
+    free(m->models);
+    json_decref(m->allowed_models);
+    free(m->refused_model);
     free(m);
+}
+
+/* A batch names at most this many distinct models worth keeping apart;
+ * past it the request is treated as unreadable (refused for a key with an
+ * allowlist, so nothing slips through). */
+#define MAX_NOTED_MODELS 64
+
+void meter__note_model(struct kb_meter *m, const char *id)
+{
+    if (!id)
+        return;
+    if (m->allowed_models && !m->refused_model) {
+        bool ok = false;
+        size_t i;
+        json_t *v;
+        json_array_foreach(m->allowed_models, i, v) ok =
+            ok || (json_is_string(v) && strcmp(json_string_value(v), id) == 0);
+        if (!ok)
+            m->refused_model = kb_strdup(id);
+    }
+    for (size_t i = 0; i < m->nmodels; i++)
+        if (strcmp(m->models[i], id) == 0)
+            return;
+    if (m->nmodels == MAX_NOTED_MODELS) {
+        m->model_unread = true;
+        return;
+    }
+    m->models = kb_realloc(m->models, (m->nmodels + 1) * sizeof *m->models);
+    m->models[m->nmodels++] = kb_strdup(id);
+}
+
+const char *meter_model(const struct kb_meter *m, size_t i, bool *unread)
+{
+    if (unread)
+        *unread = m && m->model_unread;
+    return m && i < m->nmodels ? m->models[i] : NULL;
+}
+
+/* Every model an LLM request names reaches meter_model, whichever route
+ * priced it (a fixed cost, a free route): a JSON body's top-level "model"
+ * is noted here when the vendor file noted none; a write whose body is not
+ * JSON is marked unread. */
+static void note_llm_model(struct kb_meter *m, const struct kb_meter_req *req)
+{
+    if (m->nmodels || is_read(req->method) || !req->body_len)
+        return;
+    json_t *root = json_loadb(req->body, req->body_len, 0, NULL);
+    if (json_is_object(root)) {
+        json_t *v = json_object_get(root, "model");
+        if (json_is_string(v))
+            meter__note_model(m, json_string_value(v));
+        else if (v && !json_is_null(v))
+            m->model_unread = true;
+    } else {
+        m->model_unread = true;
+    }
+    json_decref(root);
 }

@@ -45,17 +45,19 @@ KB_MUSTCHECK enum kb_err meter_pricing_add_fixed(struct kb_pricing *p, const cha
                                                  char **errmsg);
 
 struct kb_meter_req {
-    const char *vendor;       /* "stripe", "openai", "anthropic", "twilio" or a generic name */
-    const char *method;       /* "POST" */
-    const char *path;         /* canonical vendor path without query: "/v1/chat/completions" */
-    size_t path_len;          /* bytes of path */
-    const char *content_type; /* request Content-Type, may be NULL */
-    const char *body;         /* request body as it will be forwarded (Stripe: form) */
-    size_t body_len;          /* bytes of body */
-    const char *query;        /* canonical query as forwarded, without '?'; NULL if none */
-    size_t query_len;         /* bytes of query */
+    const char *vendor;           /* "stripe", "openai", "anthropic", "twilio" or a generic name */
+    const char *method;           /* "POST" */
+    const char *path;             /* canonical vendor path without query: "/v1/chat/completions" */
+    size_t path_len;              /* bytes of path */
+    const char *content_type;     /* request Content-Type, may be NULL */
+    const char *body;             /* request body as it will be forwarded (Stripe: form) */
+    size_t body_len;              /* bytes of body */
+    const char *query;            /* canonical query as forwarded, without '?'; NULL if none */
+    size_t query_len;             /* bytes of query */
     const struct kb_hdr *headers; /* request headers as forwarded (NULL: none) */
     size_t nheaders;              /* entries in headers */
+    const char *allowed_models;   /* the key's allowed_models (JSON array text), NULL: any */
+    int64_t max_amount;           /* the key's payment ceiling per request, micro-dollars; 0: none */
 };
 
 /*
@@ -106,6 +108,20 @@ void meter_response_data(struct kb_meter *m, const char *data, size_t len);
 int64_t meter_settle(struct kb_meter *m, bool complete);
 
 void meter_free(struct kb_meter *m);
+
+/*
+ * The i-th (0, 1, ...) model id the request names, as the meter read it
+ * (an LLM request's "model", each entry of a batch), or NULL past the
+ * last. A request that names no model (GET /v1/models) has none. *unread
+ * (may be NULL) is true for a write to an LLM vendor whose body is not
+ * JSON (multipart): it may name a model the meter did not read.
+ *
+ * With req->allowed_models set, meter_begin refuses a request naming any
+ * other model (exact ids), or a write whose model it cannot read, with
+ * KB_E_MODEL_NOT_ALLOWED, before any pricing error: the caller never
+ * learns more about a model the key may not use.
+ */
+const char *meter_model(const struct kb_meter *m, size_t i, bool *unread);
 
 /*
  * The per-key object ledger (Stripe; stripe_ledger.c). The store keeps, per

@@ -325,7 +325,17 @@ struct kb_meter {
     struct meter__jscan body_scan; /* the body as it streams (non-SSE, body_cap) */
     struct kb_decoder *dec;        /* owned; decodes a compressed answer, or NULL */
     struct meter__sse sse_state;   /* used when sse */
+    char **models;                 /* owned; the model ids the request names (meter_model) */
+    size_t nmodels;                /* entries in models */
+    bool model_unread;             /* a write whose body the meter could not read a model from */
+    json_t *allowed_models;        /* owned; the key's list, NULL: any model */
+    char *refused_model;           /* owned; the first noted model not in allowed_models */
 };
+
+/* Notes that the request names model `id` (each id once), for meter_model
+ * and the key's allowed_models: called where a vendor file reads the model
+ * it prices, before it prices it. */
+void meter__note_model(struct kb_meter *m, const char *id);
 
 /* ---- meter.c: arithmetic ---- */
 
@@ -355,9 +365,9 @@ bool meter__snapshot_match(const char *pattern, const char *id);
 struct meter__prices meter__prices_scale(const struct meter__prices *pr, int64_t mult);
 
 /* Parses the JSON request body into *root (caller decrefs, set even on a
- * pricing failure) and finds the price of its "model" in t: KB_E_INVALID
+ * pricing failure), notes its model in m (meter__note_model) and finds the price of its "model" in t: KB_E_INVALID
  * without a model, KB_E_MODEL_NOT_PRICED without a price. */
-KB_MUSTCHECK enum kb_err meter__model_for(const struct kb_meter_req *req,
+KB_MUSTCHECK enum kb_err meter__model_for(struct kb_meter *m, const struct kb_meter_req *req,
                                           const struct meter__models *t, json_t **root,
                                           const struct meter__model **mod, char **errmsg);
 /* The price of the "model" member of obj (a request, or a batch entry's

@@ -452,12 +452,14 @@ const struct meter__model *meter__model_find(const struct meter__models *t, cons
     return t->fallback;
 }
 
-enum kb_err meter__model_for(const struct kb_meter_req *req, const struct meter__models *t,
-                             json_t **root, const struct meter__model **mod, char **errmsg)
+enum kb_err meter__model_for(struct kb_meter *m, const struct kb_meter_req *req,
+                             const struct meter__models *t, json_t **root,
+                             const struct meter__model **mod, char **errmsg)
 {
     enum kb_err err = meter__json_body(req, root, errmsg);
     if (err != KB_OK)
         return err;
+    meter__note_model(m, json_string_value(json_object_get(*root, "model")));
     return meter__model_of(*root, t, mod, errmsg);
 }
 

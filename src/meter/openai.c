@@ -712,7 +712,7 @@ static enum kb_err tokens_begin(struct kb_meter *m, const struct kb_meter_req *r
 
     st->kind = kind;
     st->cfg = &m->p->openai_cfg;
-    if ((err = meter__model_for(req, &m->p->openai, &root, &mod, errmsg)) != KB_OK)
+    if ((err = meter__model_for(m, req, &m->p->openai, &root, &mod, errmsg)) != KB_OK)
         goto out;
     st->model = mod;
     if ((err = output_bound(kind, root, mod, &out_tokens, &capped, errmsg)) != KB_OK ||

@@ -310,6 +310,7 @@ enum kb_err meter__openai_image_begin(struct kb_meter *m, const struct kb_meter_
     /* The API's default model is dall-e-2. */
     model = json_object_get(root, "model");
     const char *name = json_is_string(model) ? json_string_value(model) : "dall-e-2";
+    meter__note_model(m, name); /* the model the vendor will use, named or not */
     if (model && !json_is_null(model) && !json_is_string(model)) {
         kb_set_errmsg(errmsg, "\"model\" must be a string");
         err = KB_E_INVALID;

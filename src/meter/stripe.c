@@ -500,6 +500,19 @@ enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *r
         err = KB_E_INVALID;
         goto out;
     }
+    /* The key's ceiling per request: on the amount the request states, in
+     * USD, or, when it states none, on the most it may move. */
+    int64_t amount = st->bound >= 0 ? st->bound : m->reserve;
+    if (req->max_amount > 0 && amount > req->max_amount) {
+        char a[32], c[32];
+        kb_set_errmsg(errmsg,
+                      "the payment amount (USD %s) exceeds this vault key's "
+                      "max_amount_per_request (USD %s)",
+                      money_format(amount, a, sizeof a),
+                      money_format(req->max_amount, c, sizeof c));
+        err = KB_E_AMOUNT_TOO_LARGE;
+        goto out;
+    }
     /* Every claimed, non-free Stripe write moves money: a 5xx may have. */
     m->charge_on_5xx = true;
     m->body_cap = RESPONSE_CAP;

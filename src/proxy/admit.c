@@ -95,7 +95,7 @@ void proxy__build_headers(const struct kb_hreq *req, const struct kb_vendor *v,
     buf_puts(out, cred->inject); /* ends in CRLF */
 }
 
-/* Writer thread: revocation and expiry, rate limit, reservation and the
+/* Writer thread: revocation, expiry and cap (read here), rate limit, reservation and the
  * audit record, committed together before a byte goes to the vendor. A
  * refusal here is recorded as one (the job succeeds; r->outcome says what
  * happened). Revocations are committed by the same writer, so an admission
@@ -106,17 +106,20 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
 {
     struct preq *r = arg;
     enum kb_err err;
-    bool revoked = false;
+    struct kb_key_state ks;
     r->outcome = KB_OK;
     free(r->holds); /* a batch that failed may run the job again */
     free(r->exhausted);
     free(r->refusal);
     r->holds = NULL, r->nholds = 0, r->exhausted = r->refusal = NULL;
-    if (store_key_revoked(s, r->key->seq, &revoked) != KB_OK)
+    /* revocation, cap and expiry as committed now, not as the worker's
+     * cached key has them: a PATCH that lowered the cap or shortened the
+     * TTL binds every admission after its commit */
+    if (store_key_state(s, r->key->seq, &ks) != KB_OK)
         return KB_E_STORE;
-    if (revoked)
+    if (ks.revoked)
         r->outcome = KB_E_KEY_REVOKED;
-    else if (clock_now() >= r->key->expires_at)
+    else if (clock_now() >= ks.expires_at)
         r->outcome = KB_E_KEY_EXPIRED;
     if (r->outcome == KB_OK && r->key->rate_requests) {
         err = store_rate_take(s, r->key->seq, r->key->rate_requests, r->key->rate_period_ms,
@@ -150,8 +153,7 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
             return KB_E_STORE;
     }
     if (r->outcome == KB_OK) {
-        err = store_spend_reserve(s, r->key->seq, r->day, r->reserved, r->key->daily_cap,
-                                  &r->remaining);
+        err = store_spend_reserve(s, r->key->seq, r->day, r->reserved, ks.daily_cap, &r->remaining);
         if (err == KB_E_CAP_EXHAUSTED) {
             r->outcome = err;
             if (store_budget_release(s, r->holds, r->nholds, r->reserved) != KB_OK)

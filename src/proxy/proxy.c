@@ -257,7 +257,9 @@ static void serve(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key 
                                 .query = canon.query,
                                 .query_len = canon.query_len,
                                 .headers = hdrs,
-                                .nheaders = nhdrs};
+                                .nheaders = nhdrs,
+                                .allowed_models = key->allowed_models,
+                                .max_amount = key->max_amount};
     int64_t reserve = 0;
     char *metered_body = NULL;
     size_t metered_len = 0;

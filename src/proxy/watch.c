@@ -97,7 +97,7 @@ void proxy__watch_revocations(evutil_socket_t fd, short what, void *arg)
     struct kb_proxy *px = arg;
     uint64_t head = revlog_head(px->rt->revlog);
     if (head != px->watch_seen) {
-        if (!revlog_read(px->rt->revlog, px->watch_seen, head, mark, px))
+        if (!revlog_read_revoked(px->rt->revlog, px->watch_seen, head, mark, px))
             px->watch_lost = true;
         px->watch_seen = head;
     }

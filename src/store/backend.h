@@ -54,6 +54,9 @@ struct kb_store_backend {
     enum kb_err (*key_by_hash)(struct kb_store *s, const uint8_t hash[KB_HASH_LEN], int64_t day,
                                struct kb_key **out);
     enum kb_err (*key_revoked)(struct kb_store *s, int64_t seq, bool *revoked);
+    enum kb_err (*key_state)(struct kb_store *s, int64_t seq, struct kb_key_state *out);
+    enum kb_err (*key_update)(struct kb_store *s, const char *id, const struct kb_key_change *c,
+                              int64_t now, struct kb_revoked_key *out);
     enum kb_err (*key_list)(struct kb_store *s, const struct kb_key_filter *f, struct kb_key **out,
                             size_t *n);
     enum kb_err (*key_count_active)(struct kb_store *s, int64_t now, int64_t *count);

@@ -23,6 +23,7 @@ struct kb_revlog {
     _Atomic uint64_t claimed; /* entries being or been written */
     _Atomic int64_t seq[REVLOG_RING];
     _Atomic uint64_t hint[REVLOG_RING];
+    _Atomic bool changed[REVLOG_RING]; /* a change (revlog_publish_change), not a revocation */
 };
 
 struct kb_revlog *revlog_new(void)
@@ -42,24 +43,30 @@ uint64_t revlog_hint(const uint8_t hash[KB_HASH_LEN])
     return h;
 }
 
-static void publish(struct kb_revlog *rl, int64_t seq, uint64_t hint)
+static void publish(struct kb_revlog *rl, int64_t seq, uint64_t hint, bool changed)
 {
     uint64_t n = atomic_load_explicit(&rl->head, memory_order_relaxed);
     atomic_store_explicit(&rl->claimed, n + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
     atomic_store_explicit(&rl->seq[n % REVLOG_RING], seq, memory_order_relaxed);
     atomic_store_explicit(&rl->hint[n % REVLOG_RING], hint, memory_order_relaxed);
+    atomic_store_explicit(&rl->changed[n % REVLOG_RING], changed, memory_order_relaxed);
     atomic_store_explicit(&rl->head, n + 1, memory_order_release);
 }
 
 void revlog_publish(struct kb_revlog *rl, int64_t seq, const uint8_t hash[KB_HASH_LEN])
 {
-    publish(rl, seq, revlog_hint(hash));
+    publish(rl, seq, revlog_hint(hash), false);
+}
+
+void revlog_publish_change(struct kb_revlog *rl, int64_t seq, const uint8_t hash[KB_HASH_LEN])
+{
+    publish(rl, seq, revlog_hint(hash), true);
 }
 
 void revlog_publish_all(struct kb_revlog *rl)
 {
-    publish(rl, ALL_KEYS, 0);
+    publish(rl, ALL_KEYS, 0, false);
 }
 
 uint64_t revlog_head(const struct kb_revlog *rl)
@@ -67,20 +74,34 @@ uint64_t revlog_head(const struct kb_revlog *rl)
     return atomic_load_explicit(&rl->head, memory_order_acquire);
 }
 
-bool revlog_read(const struct kb_revlog *rl, uint64_t from, uint64_t to,
-                 void (*fn)(void *arg, int64_t seq, uint64_t hint), void *arg)
+static bool read_log(const struct kb_revlog *rl, uint64_t from, uint64_t to, bool revoked_only,
+                     void (*fn)(void *arg, int64_t seq, uint64_t hint), void *arg)
 {
     if (to - from > REVLOG_RING)
         return false;
     for (uint64_t i = from; i < to; i++) {
         int64_t seq = atomic_load_explicit(&rl->seq[i % REVLOG_RING], memory_order_relaxed);
         uint64_t hint = atomic_load_explicit(&rl->hint[i % REVLOG_RING], memory_order_relaxed);
+        bool changed = atomic_load_explicit(&rl->changed[i % REVLOG_RING], memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&rl->claimed, memory_order_relaxed) - i > REVLOG_RING)
             return false; /* overwritten while (or before) we read it */
         if (seq == ALL_KEYS)
             return false;
-        fn(arg, seq, hint);
+        if (!(revoked_only && changed))
+            fn(arg, seq, hint);
     }
     return true;
+}
+
+bool revlog_read(const struct kb_revlog *rl, uint64_t from, uint64_t to,
+                 void (*fn)(void *arg, int64_t seq, uint64_t hint), void *arg)
+{
+    return read_log(rl, from, to, false, fn, arg);
+}
+
+bool revlog_read_revoked(const struct kb_revlog *rl, uint64_t from, uint64_t to,
+                         void (*fn)(void *arg, int64_t seq, uint64_t hint), void *arg)
+{
+    return read_log(rl, from, to, true, fn, arg);
 }

@@ -12,7 +12,9 @@
  * that fell more than the ring behind is told it lost entries (it then
  * forgets everything, as if every key had been revoked). A revocation of
  * many keys at once (by label prefix) may publish one "every key" entry,
- * which reads as lost too.
+ * which reads as lost too. A key changed live (PATCH /v1/keys/{id}) is
+ * published as a change: caches forget it as if revoked (the next use
+ * reads it again), the revocation watch ignores it.
  */
 #ifndef KB_STORE_REVLOG_H
 #define KB_STORE_REVLOG_H
@@ -31,6 +33,10 @@ void revlog_free(struct kb_revlog *rl);
 /* Key `seq`, whose token hashes to `hash`, was revoked (committed). */
 void revlog_publish(struct kb_revlog *rl, int64_t seq, const uint8_t hash[KB_HASH_LEN]);
 
+/* Key `seq` was changed (committed: a new cap or expiry): caches must
+ * forget it and read it again, but it is not revoked (its streams go on). */
+void revlog_publish_change(struct kb_revlog *rl, int64_t seq, const uint8_t hash[KB_HASH_LEN]);
+
 /* Any key may have been revoked. */
 void revlog_publish_all(struct kb_revlog *rl);
 
@@ -45,6 +51,11 @@ uint64_t revlog_head(const struct kb_revlog *rl);
  */
 bool revlog_read(const struct kb_revlog *rl, uint64_t from, uint64_t to,
                  void (*fn)(void *arg, int64_t seq, uint64_t hint), void *arg);
+
+/* As revlog_read, but calls fn for revocations only (changes are
+ * skipped): for the watch that cuts streams of revoked keys. */
+bool revlog_read_revoked(const struct kb_revlog *rl, uint64_t from, uint64_t to,
+                         void (*fn)(void *arg, int64_t seq, uint64_t hint), void *arg);
 
 /* The hint of a token hash. */
 uint64_t revlog_hint(const uint8_t hash[KB_HASH_LEN]);

@@ -23,8 +23,8 @@ extern const int kb_schema_count;
 static const char *const sql[S__COUNT] = {
     [S_KEY_INSERT] = "INSERT INTO keys (id, token_hash, label, vendor, allowed_endpoints, "
                      "daily_cap_micros, metadata, created_at, expires_at, rate_requests, "
-                     "rate_period_ms, allowed_accounts) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     "rate_period_ms, allowed_accounts, allowed_models, max_amount_micros) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     [S_KEY_BY_ID] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
                     "ON s.key_seq = k.seq AND s.day = ?2 WHERE k.id = ?1",
     [S_KEY_BY_HASH] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
@@ -54,6 +54,15 @@ static const char *const sql[S__COUNT] = {
     [S_PING] = "SELECT 1",
     [S_KEY_ACTIVE] = "SELECT count(*) FROM keys WHERE revoked_at IS NULL AND expires_at > ?1",
     [S_KEY_REVOKED] = "SELECT revoked_at IS NOT NULL FROM keys WHERE seq = ?1",
+    /* only an active key changes: the WHERE is the check, so a revocation
+     * or an expiry cannot slip in between a read and this write */
+    [S_KEY_UPDATE] = "UPDATE keys SET "
+                     "daily_cap_micros = CASE WHEN ?3 THEN ?4 ELSE daily_cap_micros END, "
+                     "expires_at = CASE WHEN ?5 THEN ?6 ELSE expires_at END "
+                     "WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2 "
+                     "RETURNING seq, token_hash",
+    [S_KEY_STATE] = "SELECT revoked_at IS NOT NULL, daily_cap_micros, expires_at FROM keys "
+                    "WHERE seq = ?1",
     /* ?2 capacity units, ?3 refill units per ms, ?4 now, ?5 units per request */
     [S_RATE_ENSURE] = "INSERT OR IGNORE INTO rate_buckets (key_seq, units, ts_ms) "
                       "VALUES (?1, ?2, ?4)",
@@ -594,6 +603,8 @@ const struct kb_store_backend kb_store_sqlite = {
     .key_get = sqlite__key_get,
     .key_by_hash = sqlite__key_by_hash,
     .key_revoked = sqlite__key_revoked,
+    .key_state = sqlite__key_state,
+    .key_update = sqlite__key_update,
     .key_list = sqlite__key_list,
     .key_count_active = sqlite__key_count_active,
     .key_revoke = sqlite__key_revoke,

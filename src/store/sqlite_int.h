@@ -118,14 +118,16 @@ enum stmt_id {
     S_KEY_ACTIVE = 17,   /* count of active keys */
     S_OBJ_GET = 18,      /* ledger: what a key was charged for an object */
     S_OBJ_SET = 19,      /* ledger: raise that figure */
-    S__COUNT = 20,       /* number of statements */
+    S_KEY_UPDATE = 20,   /* change an active key's cap and/or expiry */
+    S_KEY_STATE = 21,    /* revocation, cap and expiry by seq (admission) */
+    S__COUNT = 22,       /* number of statements */
 };
 
 #define KEY_COLS                                                                                   \
     "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "        \
     "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "                \
     "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0), "       \
-    "k.allowed_accounts "
+    "k.allowed_accounts, k.allowed_models, k.max_amount_micros "
 
 /* Statement `id` of the connection, prepared on first use and reset by
  * sqlite__done after each use; NULL when it cannot be prepared. */
@@ -139,6 +141,9 @@ enum kb_err sqlite__key_get(struct kb_store *s, const char *id, int64_t day, str
 enum kb_err sqlite__key_by_hash(struct kb_store *s, const uint8_t hash[KB_HASH_LEN], int64_t day,
                                 struct kb_key **out);
 enum kb_err sqlite__key_revoked(struct kb_store *s, int64_t seq, bool *revoked);
+enum kb_err sqlite__key_state(struct kb_store *s, int64_t seq, struct kb_key_state *out);
+enum kb_err sqlite__key_update(struct kb_store *s, const char *id, const struct kb_key_change *c,
+                               int64_t now, struct kb_revoked_key *out);
 enum kb_err sqlite__key_list(struct kb_store *s, const struct kb_key_filter *f, struct kb_key **out,
                              size_t *n);
 enum kb_err sqlite__key_count_active(struct kb_store *s, int64_t now, int64_t *count);

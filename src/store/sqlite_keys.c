@@ -1,7 +1,8 @@
 /*
  * sqlite_keys.c - the SQLite backend's vault keys (see store.h): insert,
  * the two lookups, listing with filters and pages, revocation one by one
- * and by label prefix. Statements are sqlite.c's, prepared once per
+ * and by label prefix, live changes (cap, expiry) and the state admission
+ * re-reads. Statements are sqlite.c's, prepared once per
  * connection (sqlite__stmt).
  */
 #include <sqlite3.h>
@@ -41,6 +42,9 @@ static void row_to_key(sqlite3_stmt *st, struct kb_key *k, int64_t day)
     k->requests = sqlite3_column_int64(st, 14);
     const unsigned char *acc = sqlite3_column_text(st, 15);
     k->allowed_accounts = acc ? kb_strdup((const char *)acc) : NULL;
+    const unsigned char *mods = sqlite3_column_text(st, 16);
+    k->allowed_models = mods ? kb_strdup((const char *)mods) : NULL;
+    k->max_amount = sqlite3_column_int64(st, 17); /* NULL reads as 0: no ceiling */
 }
 
 enum kb_err sqlite__key_insert(struct kb_store *s, struct kb_key *k,
@@ -64,6 +68,14 @@ enum kb_err sqlite__key_insert(struct kb_store *s, struct kb_key *k,
         sqlite3_bind_text(st, 12, k->allowed_accounts, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 12);
+    if (k->allowed_models)
+        sqlite3_bind_text(st, 13, k->allowed_models, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 13);
+    if (k->max_amount > 0)
+        sqlite3_bind_int64(st, 14, k->max_amount);
+    else
+        sqlite3_bind_null(st, 14);
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(store__db(s));
     sqlite__done(st);
@@ -265,4 +277,61 @@ enum kb_err sqlite__key_revoke_prefix(struct kb_store *s, const char *prefix, in
     if (keys)
         *keys = list;
     return KB_OK;
+}
+
+enum kb_err sqlite__key_state(struct kb_store *s, int64_t seq, struct kb_key_state *out)
+{
+    sqlite3_stmt *st = sqlite__stmt(s, S_KEY_STATE);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_int64(st, 1, seq);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->revoked = sqlite3_column_int(st, 0) != 0;
+        out->daily_cap = sqlite3_column_int64(st, 1);
+        out->expires_at = sqlite3_column_int64(st, 2);
+    }
+    sqlite__done(st);
+    return rc == SQLITE_ROW ? KB_OK : rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
+}
+
+enum kb_err sqlite__key_update(struct kb_store *s, const char *id, const struct kb_key_change *c,
+                               int64_t now, struct kb_revoked_key *out)
+{
+    if (c->has_cap && c->cap < 0)
+        return KB_E_INVALID;
+    sqlite3_stmt *st = sqlite__stmt(s, S_KEY_UPDATE);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int(st, 3, c->has_cap);
+    sqlite3_bind_int64(st, 4, c->cap);
+    sqlite3_bind_int(st, 5, c->has_expires);
+    sqlite3_bind_int64(st, 6, c->expires_at);
+    struct kb_revoked_key k = {0};
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        revoked_row(st, &k);
+        rc = sqlite3_step(st);
+    }
+    int ext = sqlite3_extended_errcode(store__db(s));
+    sqlite__done(st);
+    if (rc == SQLITE_CONSTRAINT)
+        return ext == SQLITE_CONSTRAINT_CHECK ? KB_E_INVALID : KB_E_STORE;
+    if (rc != SQLITE_DONE)
+        return KB_E_STORE;
+    if (k.seq) {
+        if (out)
+            *out = k;
+        return KB_OK;
+    }
+    /* nothing changed: unknown, or revoked or expired */
+    st = sqlite__stmt(s, S_KEY_EXISTS);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite__done(st);
+    return rc == SQLITE_ROW ? KB_E_KEY_NOT_ACTIVE : rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
 }

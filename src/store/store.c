@@ -167,6 +167,17 @@ enum kb_err store_key_revoked(struct kb_store *s, int64_t seq, bool *revoked)
     return s->be->key_revoked(s, seq, revoked);
 }
 
+enum kb_err store_key_state(struct kb_store *s, int64_t seq, struct kb_key_state *out)
+{
+    return s->be->key_state(s, seq, out);
+}
+
+enum kb_err store_key_update(struct kb_store *s, const char *id, const struct kb_key_change *c,
+                             int64_t now, struct kb_revoked_key *out)
+{
+    return s->be->key_update(s, id, c, now, out);
+}
+
 enum kb_err store_key_list(struct kb_store *s, const struct kb_key_filter *f, struct kb_key **out,
                            size_t *n)
 {
@@ -350,6 +361,7 @@ void store_key_clear(struct kb_key *k)
     free(k->allowed_endpoints);
     free(k->metadata);
     free(k->allowed_accounts);
+    free(k->allowed_models);
 }
 
 void store_key_free(struct kb_key *k)

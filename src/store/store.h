@@ -33,6 +33,8 @@ struct kb_key {
     char *allowed_endpoints; /* owned; JSON array text */
     char *metadata;          /* owned; JSON object text */
     char *allowed_accounts;  /* owned; JSON array of account ids, NULL: the configured one only */
+    char *allowed_models;    /* owned; JSON array of exact model ids, NULL: any model */
+    int64_t max_amount;      /* micro-dollars one payment request may move; 0: no ceiling */
     int64_t daily_cap;       /* micro-dollars */
     int64_t created_at;      /* epoch seconds */
     int64_t expires_at;      /* epoch seconds; expired when now >= expires_at */
@@ -172,6 +174,38 @@ KB_MUSTCHECK enum kb_err store_key_revoke(struct kb_store *s, const char *id, in
 KB_MUSTCHECK enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix,
                                                  int64_t now, int64_t *count,
                                                  struct kb_revoked_key **keys);
+
+/* What admission must read in its own transaction, not from a cached key:
+ * a change (store_key_update) or a revocation may have committed since the
+ * worker read the key. */
+struct kb_key_state {
+    bool revoked;
+    int64_t daily_cap;  /* micro-dollars */
+    int64_t expires_at; /* epoch seconds */
+};
+
+/* The current state of key `seq`: one indexed read. KB_E_NOT_FOUND. */
+KB_MUSTCHECK enum kb_err store_key_state(struct kb_store *s, int64_t seq, struct kb_key_state *out);
+
+/* What a change of a key sets (has_*: the field was given). */
+struct kb_key_change {
+    bool has_cap, has_expires;
+    int64_t cap;        /* micro-dollars, >= 0 */
+    int64_t expires_at; /* epoch seconds */
+};
+
+/*
+ * Applies c to key `id` if it is active at `now` (not revoked, now <
+ * expires_at), in one statement. A new cap counts from the next
+ * reservation; what is spent or reserved stays. *out (may be NULL) is the
+ * changed key, for the revocation log (a "forget this key" signal).
+ * KB_E_NOT_FOUND for an unknown id; KB_E_KEY_NOT_ACTIVE when it is revoked
+ * or expired (nothing changes); KB_E_INVALID when the schema refuses a
+ * value (negative cap).
+ */
+KB_MUSTCHECK enum kb_err store_key_update(struct kb_store *s, const char *id,
+                                          const struct kb_key_change *c, int64_t now,
+                                          struct kb_revoked_key *out);
 
 /*
  * Reserves `amount` (>= 0) micro-dollars on key `seq` for `day`, counting

@@ -1359,6 +1359,125 @@ static void test_revoke_returns_keys(void **state)
     free(list);
 }
 
+/* A live change of cap and expiry (PATCH /v1/keys/{id}): only an active
+ * key changes, spend stays, admission's state read sees the new figures,
+ * and the changed key comes back for the revocation log. */
+static void test_key_update(void **state)
+{
+    struct fixture *f = *state;
+    int64_t seq = add_key(f->s, "vk_up", "up", "stripe", 5000000, 5000);
+    add_key(f->s, "vk_upother", "up2", "stripe", 7000000, 5000);
+    assert_int_equal(store_spend_reserve(f->s, seq, DAY0, 3000000, 5000000, NULL), KB_OK);
+
+    struct kb_key_state ks;
+    assert_int_equal(store_key_state(f->s, seq, &ks), KB_OK);
+    assert_false(ks.revoked);
+    assert_int_equal(ks.daily_cap, 5000000);
+    assert_int_equal(ks.expires_at, 5000);
+    assert_int_equal(store_key_state(f->s, seq + 100, &ks), KB_E_NOT_FOUND);
+
+    /* lower the cap below what is reserved: the next reservation is refused */
+    struct kb_key_change c = {.has_cap = true, .cap = 2000000};
+    struct kb_revoked_key rk = {0};
+    uint8_t h[KB_HASH_LEN];
+    hash_of("vk_up", h);
+    assert_int_equal(store_key_update(f->s, "vk_up", &c, 1000, &rk), KB_OK);
+    assert_int_equal(rk.seq, seq);
+    assert_memory_equal(rk.hash, h, KB_HASH_LEN);
+    assert_int_equal(store_key_state(f->s, seq, &ks), KB_OK);
+    assert_int_equal(ks.daily_cap, 2000000);
+    assert_int_equal(ks.expires_at, 5000); /* not given: unchanged */
+    ASSERT_USAGE(f->s, "vk_up", DAY0, 0, 3000000, 1);
+    assert_int_equal(store_spend_reserve(f->s, seq, DAY0, 0, ks.daily_cap, NULL),
+                     KB_E_CAP_EXHAUSTED);
+
+    /* raise it: the reservations fit again, up to the new cap exactly */
+    c = (struct kb_key_change){
+        .has_cap = true, .cap = 4000000, .has_expires = true, .expires_at = 9000};
+    assert_int_equal(store_key_update(f->s, "vk_up", &c, 1000, NULL), KB_OK);
+    assert_int_equal(store_key_state(f->s, seq, &ks), KB_OK);
+    assert_int_equal(ks.daily_cap, 4000000);
+    assert_int_equal(ks.expires_at, 9000);
+    assert_int_equal(store_spend_reserve(f->s, seq, DAY0, 1000000, ks.daily_cap, NULL), KB_OK);
+    assert_int_equal(store_spend_reserve(f->s, seq, DAY0, 1, ks.daily_cap, NULL),
+                     KB_E_CAP_EXHAUSTED);
+
+    /* shorten the TTL only */
+    c = (struct kb_key_change){.has_expires = true, .expires_at = 1500};
+    assert_int_equal(store_key_update(f->s, "vk_up", &c, 1000, NULL), KB_OK);
+    struct kb_key *k = NULL;
+    assert_int_equal(store_key_get(f->s, "vk_up", DAY0, &k), KB_OK);
+    assert_int_equal(k->expires_at, 1500);
+    assert_int_equal(k->daily_cap, 4000000);
+    store_key_free(k);
+
+    /* expired at `now` (now >= expires_at): refused, nothing changes */
+    c = (struct kb_key_change){.has_cap = true, .cap = 1, .has_expires = true, .expires_at = 99999};
+    assert_int_equal(store_key_update(f->s, "vk_up", &c, 1500, NULL), KB_E_KEY_NOT_ACTIVE);
+    assert_int_equal(store_key_state(f->s, seq, &ks), KB_OK);
+    assert_int_equal(ks.daily_cap, 4000000);
+    assert_int_equal(ks.expires_at, 1500);
+
+    /* revoked: refused, nothing changes */
+    assert_int_equal(store_key_revoke(f->s, "vk_upother", 1000, NULL), KB_OK);
+    assert_int_equal(store_key_update(f->s, "vk_upother", &c, 1000, NULL), KB_E_KEY_NOT_ACTIVE);
+    assert_int_equal(store_key_get(f->s, "vk_upother", DAY0, &k), KB_OK);
+    assert_int_equal(k->daily_cap, 7000000);
+    assert_int_equal(k->expires_at, 5000);
+    store_key_free(k);
+
+    /* unknown; a negative cap */
+    assert_int_equal(store_key_update(f->s, "vk_nope", &c, 1000, NULL), KB_E_NOT_FOUND);
+    add_key(f->s, "vk_upneg", "up3", "stripe", 1, 5000);
+    c = (struct kb_key_change){.has_cap = true, .cap = -1};
+    assert_int_equal(store_key_update(f->s, "vk_upneg", &c, 1000, NULL), KB_E_INVALID);
+}
+
+/* A change in the log makes the caches forget the key (it is read again)
+ * but is not a revocation to the watch (revlog_read_revoked skips it). */
+static void count_entry(void *arg, int64_t seq, uint64_t hint)
+{
+    (void)seq;
+    (void)hint;
+    (*(int *)arg)++;
+}
+
+static void test_revlog_change(void **state)
+{
+    struct fixture *f = *state;
+    struct kb_revlog *log = revlog_new();
+    struct kb_keycache *c = keycache_new(16, log);
+    add_key(f->s, "vk_chg", "chg", "stripe", 5000000, INT64_C(4000000000));
+    uint8_t h[KB_HASH_LEN];
+    hash_of("vk_chg", h);
+    const struct kb_key *k = NULL;
+    assert_int_equal(cache_get(c, f->s, h, &k), KB_OK);
+    assert_int_equal(k->daily_cap, 5000000);
+    keycache_put(k);
+
+    struct kb_key_change ch = {.has_cap = true, .cap = 1000000};
+    struct kb_revoked_key rk = {0};
+    assert_int_equal(store_key_update(f->s, "vk_chg", &ch, 100, &rk), KB_OK);
+    assert_int_equal(keycache_find(c, h, &k), KB_OK); /* stale until published */
+    assert_int_equal(k->daily_cap, 5000000);
+    keycache_put(k);
+    uint64_t before = revlog_head(log);
+    revlog_publish_change(log, rk.seq, rk.hash);
+    assert_int_equal(keycache_find(c, h, &k), KB_E_NOT_FOUND);
+    assert_int_equal(cache_get(c, f->s, h, &k), KB_OK);
+    assert_int_equal(k->daily_cap, 1000000);
+    keycache_put(k);
+
+    int all = 0, revoked = 0;
+    revlog_publish(log, rk.seq, rk.hash);
+    assert_true(revlog_read(log, before, revlog_head(log), count_entry, &all));
+    assert_true(revlog_read_revoked(log, before, revlog_head(log), count_entry, &revoked));
+    assert_int_equal(all, 2);
+    assert_int_equal(revoked, 1);
+    keycache_free(c);
+    revlog_free(log);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1391,6 +1510,8 @@ int main(void)
         T(test_concurrent_reservations_never_overshoot),
         T(test_concurrent_reserved_equals_cap),
         T(test_keycache),
+        T(test_key_update),
+        T(test_revlog_change),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
