@@ -472,7 +472,7 @@ static bool is_read(const char *method)
            strcmp(method, "OPTIONS") == 0 || strcmp(method, "DELETE") == 0;
 }
 
-static void note_llm_model(struct kb_meter *m, const struct kb_meter_req *req);
+static void note_llm_model(struct kb_meter *m, const struct kb_meter_req *req, bool metered);
 
 enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *req,
                         struct kb_meter **out, int64_t *reserve, char **new_body,
@@ -507,7 +507,7 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     err = builtin ? vp->meter(m, req, &metered, &nb, &nbl, errmsg) : KB_OK;
     if (err == KB_OK &&
         (strcmp(req->vendor, "openai") == 0 || strcmp(req->vendor, "anthropic") == 0))
-        note_llm_model(m, req);
+        note_llm_model(m, req, metered);
     if (m->allowed_models && (m->refused_model || m->model_unread)) {
         /* before any pricing error: the allowlist speaks first */
         if (errmsg) {
@@ -524,6 +524,16 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     }
     if (err != KB_OK)
         goto out;
+    if (req->max_amount > 0 && !metered && !is_read(req->method)) {
+        /* a write no vendor rule reads (priced by a fixed cost, if at all):
+         * what it moves is unknown, so it passes no ceiling */
+        kb_set_errmsg(errmsg,
+                      "%s %.*s moves an amount this proxy cannot read; this vault key "
+                      "has a max_amount_per_request",
+                      req->method, (int)(req->path_len > 200 ? 200 : req->path_len), req->path);
+        err = KB_E_AMOUNT_TOO_LARGE;
+        goto out;
+    }
     if (!metered && !meter__fixed_begin(m, req) && builtin && !is_read(req->method)) {
         /* A write to a metered vendor that no rule prices could move money
          * or spend tokens: refused rather than let through at $0. */
@@ -751,20 +761,55 @@ const char *meter_model(const struct kb_meter *m, size_t i, bool *unread)
     return m && i < m->nmodels ? m->models[i] : NULL;
 }
 
+/* Whether a "model" member sits anywhere below the top level of v. */
+static bool nested_model(json_t *v, int depth)
+{
+    if (depth > 64)
+        return true; /* deeper than any request: unread */
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *e;
+        json_object_foreach(v, k, e)
+        {
+            if (depth > 0 && strcmp(k, "model") == 0)
+                return true;
+            if (nested_model(e, depth + 1))
+                return true;
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) if (nested_model(e, depth + 1)) return true;
+    }
+    return false;
+}
+
 /* Every model an LLM request names reaches meter_model, whichever route
  * priced it (a fixed cost, a free route): a JSON body's top-level "model"
  * is noted here when the vendor file noted none; a write whose body is not
- * JSON is marked unread. */
-static void note_llm_model(struct kb_meter *m, const struct kb_meter_req *req)
+ * JSON is marked unread. For a key with allowed_models, a write no vendor
+ * rule reads (priced by a fixed cost) is trusted only with one plain
+ * top-level model and no other: a model nested in a session or a data
+ * source, or none at all (a batch's input file, a run of an assistant),
+ * is unread, so refused. */
+static void note_llm_model(struct kb_meter *m, const struct kb_meter_req *req, bool metered)
 {
-    if (m->nmodels || is_read(req->method) || !req->body_len)
+    if (is_read(req->method))
         return;
-    json_t *root = json_loadb(req->body, req->body_len, 0, NULL);
+    bool strict = m->allowed_models && !metered;
+    if ((m->nmodels && !strict) || (!req->body_len && !strict))
+        return;
+    json_t *root =
+        req->body_len ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, NULL) : NULL;
     if (json_is_object(root)) {
         json_t *v = json_object_get(root, "model");
-        if (json_is_string(v))
-            meter__note_model(m, json_string_value(v));
-        else if (v && !json_is_null(v))
+        if (json_is_string(v)) {
+            if (!m->nmodels)
+                meter__note_model(m, json_string_value(v));
+        } else if (v && !json_is_null(v)) {
+            m->model_unread = true;
+        }
+        if (strict && (!json_is_string(v) || nested_model(root, 0)))
             m->model_unread = true;
     } else {
         m->model_unread = true;

@@ -78,9 +78,9 @@ void meter__llm_cfg_cleanup(struct meter__llm_cfg *cfg)
 static enum kb_err image_parse(const char *name, json_t *obj, const char *where,
                                struct meter__image_model *im, char **errmsg)
 {
-    static const char *const keys[] = {"per_image",    "text_input_per_mtok",
-                                       "image_input_per_mtok", "output_per_mtok",
-                                       "output_tokens", NULL};
+    static const char *const keys[] = {
+        "per_image",       "text_input_per_mtok", "image_input_per_mtok",
+        "output_per_mtok", "output_tokens",       NULL};
     json_t *tab, *v;
     const char *k;
     enum kb_err err;
@@ -105,8 +105,9 @@ static enum kb_err image_parse(const char *name, json_t *obj, const char *where,
             return err;
     }
     if (!json_is_object(tab) || json_object_size(tab) == 0 || json_object_size(tab) > MAX_SIZES) {
-        kb_set_errmsg(errmsg, "pricing: %s: needs a \"per_image\" or \"output_tokens\" table of "
-                              "\"quality/size\" entries",
+        kb_set_errmsg(errmsg,
+                      "pricing: %s: needs a \"per_image\" or \"output_tokens\" table of "
+                      "\"quality/size\" entries",
                       where);
         return KB_E_CONFIG;
     }
@@ -325,8 +326,7 @@ enum kb_err meter__openai_image_begin(struct kb_meter *m, const struct kb_meter_
         goto out;
     }
     if ((err = meter__json_opt_uint(root, "n", &n, &present, errmsg)) != KB_OK ||
-        (err = meter__json_opt_uint(root, "partial_images", &partial, &present, errmsg)) !=
-            KB_OK ||
+        (err = meter__json_opt_uint(root, "partial_images", &partial, &present, errmsg)) != KB_OK ||
         (err = opt_choice(root, "quality", &quality, errmsg)) != KB_OK ||
         (err = opt_choice(root, "size", &size, errmsg)) != KB_OK)
         goto out;
@@ -345,8 +345,8 @@ enum kb_err meter__openai_image_begin(struct kb_meter *m, const struct kb_meter_
         m->on_success = m->reserve;
         goto out;
     }
-    int64_t out_tokens = meter__mul_sat(
-        n, meter__add_sat(per, meter__mul_sat(partial, PARTIAL_IMAGE_TOKENS)));
+    int64_t out_tokens =
+        meter__mul_sat(n, meter__add_sat(per, meter__mul_sat(partial, PARTIAL_IMAGE_TOKENS)));
     int64_t in_tokens = meter__add_sat((int64_t)req->body_len, METER__INPUT_SLACK_TOKENS);
     m->reserve = meter__add_sat(meter__token_cost(in_tokens, im->text_input),
                                 meter__token_cost(out_tokens, im->output));
@@ -401,8 +401,8 @@ enum kb_err meter__openai_speech_begin(struct kb_meter *m, const struct kb_meter
         err = KB_E_MODEL_NOT_PRICED;
         goto out;
     }
-    m->reserve = meter__token_cost(
-        code_points(json_string_value(input), json_string_length(input)), sm->per_mchar);
+    m->reserve = meter__token_cost(code_points(json_string_value(input), json_string_length(input)),
+                                   sm->per_mchar);
     m->on_success = m->reserve;
 out:
     json_decref(root);
@@ -534,6 +534,7 @@ enum kb_err meter__openai_video_begin(struct kb_meter *m, const struct kb_meter_
             }
         }
     }
+    meter__note_model(m, model); /* the default, too, is the model that runs */
     for (size_t i = 0; i < cfg->nvideos && !vm; i++)
         if (strcmp(cfg->videos[i].name, model) == 0)
             vm = &cfg->videos[i];

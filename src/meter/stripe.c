@@ -500,9 +500,17 @@ enum kb_err meter__stripe_begin(struct kb_meter *m, const struct kb_meter_req *r
         err = KB_E_INVALID;
         goto out;
     }
-    /* The key's ceiling per request: on the amount the request states, in
-     * USD, or, when it states none, on the most it may move. */
-    int64_t amount = st->bound >= 0 ? st->bound : m->reserve;
+    /* The key's ceiling per request, on the amount the request states, in
+     * USD. One that states none (a confirm, a capture of the whole, a
+     * subscription to a price) may move any amount: refused on such a key. */
+    if (req->max_amount > 0 && st->bound < 0) {
+        kb_set_errmsg(errmsg,
+                      "this request does not state the amount it moves, and this vault key has a "
+                      "max_amount_per_request: state it (e.g. amount, amount_to_capture)");
+        err = KB_E_AMOUNT_TOO_LARGE;
+        goto out;
+    }
+    int64_t amount = st->bound;
     if (req->max_amount > 0 && amount > req->max_amount) {
         char a[32], c[32];
         kb_set_errmsg(errmsg,

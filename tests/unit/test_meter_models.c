@@ -211,9 +211,102 @@ static void test_max_amount(void **state)
     meter_pricing_free(p);
 }
 
+/* One meter_begin; returns its result (and frees everything). */
+static enum kb_err begin(const struct kb_pricing *p, const char *vendor, const char *path,
+                         const char *ctype, const char *body, const char *allowed, int64_t max)
+{
+    struct kb_meter_req req = {.vendor = vendor,
+                               .method = "POST",
+                               .path = path,
+                               .path_len = strlen(path),
+                               .content_type = ctype,
+                               .body = body,
+                               .body_len = strlen(body),
+                               .allowed_models = allowed,
+                               .max_amount = max};
+    struct kb_meter *m = NULL;
+    int64_t reserve = 0;
+    char *nb = NULL, *em = NULL;
+    size_t nbl = 0;
+    enum kb_err err = meter_begin(p, &req, &m, &reserve, &nb, &nbl, &em);
+    meter_free(m);
+    free(nb);
+    free(em);
+    return err;
+}
+
+/* Review findings (session 7): what a key's scopes must not let through. */
+static void test_scopes_fail_closed(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load_pricing(NULL);
+    char *em = NULL;
+    /* an operator prices every other OpenAI write at a fixed cost */
+    assert_int_equal(meter_pricing_add_fixed(p, "openai", "POST /v1/*", 10000, &em), KB_OK);
+    const char *mini = "[\"gpt-4o-mini\"]";
+    /* a video with no model runs the default one: it is the model named */
+    assert_int_equal(begin(p, "openai", "/v1/videos", "application/json",
+                           "{\"prompt\":\"a cat\",\"seconds\":\"8\"}", mini, 0),
+                     KB_E_MODEL_NOT_ALLOWED);
+    assert_int_equal(begin(p, "openai", "/v1/videos", "application/json",
+                           "{\"prompt\":\"a cat\",\"seconds\":\"8\"}", "[\"sora-2\"]", 0),
+                     KB_OK);
+    /* a route no vendor rule reads (priced by the fixed cost): a model
+     * nested in a session or a data source, or none at all, is unread */
+    assert_int_equal(begin(p, "openai", "/v1/realtime/client_secrets", "application/json",
+                           "{\"session\":{\"model\":\"gpt-realtime\"}}", mini, 0),
+                     KB_E_MODEL_NOT_ALLOWED);
+    assert_int_equal(begin(p, "openai", "/v1/evals/e1/runs", "application/json",
+                           "{\"data_source\":{\"model\":\"o3\"}}", mini, 0),
+                     KB_E_MODEL_NOT_ALLOWED);
+    assert_int_equal(begin(p, "openai", "/v1/batches", "application/json",
+                           "{\"input_file_id\":\"file_1\",\"endpoint\":\"/v1/chat/completions\"}",
+                           mini, 0),
+                     KB_E_MODEL_NOT_ALLOWED);
+    assert_int_equal(begin(p, "openai", "/v1/threads/t/runs", "application/json",
+                           "{\"assistant_id\":\"asst_1\"}", mini, 0),
+                     KB_E_MODEL_NOT_ALLOWED);
+    /* ... and a duplicate model is not read as its last one */
+    assert_int_equal(begin(p, "openai", "/v1/fine_tuning/jobs", "application/json",
+                           "{\"model\":\"gpt-4o-mini\",\"model\":\"o3\"}", mini, 0),
+                     KB_E_MODEL_NOT_ALLOWED);
+    /* a plain top-level model, alone, is trusted there */
+    assert_int_equal(begin(p, "openai", "/v1/fine_tuning/jobs", "application/json",
+                           "{\"model\":\"gpt-4o-mini\",\"training_file\":\"file_1\"}", mini, 0),
+                     KB_OK);
+    /* without a list, the same writes are the fixed cost's */
+    assert_int_equal(begin(p, "openai", "/v1/batches", "application/json",
+                           "{\"input_file_id\":\"file_1\"}", NULL, 0),
+                     KB_OK);
+
+    /* a Stripe request that states no amount may move any: refused on a
+     * key with a ceiling, whatever the ceiling */
+    const char *form = "application/x-www-form-urlencoded";
+    assert_int_equal(
+        begin(p, "stripe", "/v1/payment_intents/pi_X/confirm", form, "", NULL, 500000000),
+        KB_E_AMOUNT_TOO_LARGE);
+    assert_int_equal(
+        begin(p, "stripe", "/v1/payment_intents/pi_X/capture", form, "", NULL, 500000000),
+        KB_E_AMOUNT_TOO_LARGE);
+    assert_int_equal(begin(p, "stripe", "/v1/subscriptions", form,
+                           "customer=cus_1&items[0][price]=price_big", NULL, 500000000),
+                     KB_E_AMOUNT_TOO_LARGE);
+    /* with no ceiling, unchanged */
+    assert_int_equal(begin(p, "stripe", "/v1/payment_intents/pi_X/capture", form, "", NULL, 0),
+                     KB_OK);
+    /* a Stripe write only a fixed cost prices moves an unknown amount */
+    assert_int_equal(meter_pricing_add_fixed(p, "stripe", "POST /v1/payment_links", 0, &em), KB_OK);
+    assert_int_equal(
+        begin(p, "stripe", "/v1/payment_links", form, "line_items[0][price]=p_1", NULL, 500000000),
+        KB_E_AMOUNT_TOO_LARGE);
+    free(em);
+    meter_pricing_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_models),
-                                       cmocka_unit_test(test_max_amount)};
+                                       cmocka_unit_test(test_max_amount),
+                                       cmocka_unit_test(test_scopes_fail_closed)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
