@@ -117,6 +117,7 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
      * TTL binds every admission after its commit */
     if (store_key_state(s, r->key->seq, &ks) != KB_OK)
         return KB_E_STORE;
+    r->expires_at = ks.expires_at; /* the watch cuts streams on it */
     if (ks.revoked)
         r->outcome = KB_E_KEY_REVOKED;
     else if (clock_now() >= ks.expires_at)
@@ -181,6 +182,8 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
 void proxy__admit_done(void *arg, enum kb_err err)
 {
     struct preq *r = arg;
+    if (r->recheck)
+        r->px->watch_lost = true; /* its key changed meanwhile: the watch reads it again */
     if (err != KB_OK || r->outcome != KB_OK) {
         /* nothing was reserved (the batch rolled back, or it did not fit) */
         if (!r->client_gone) {

@@ -283,6 +283,7 @@ static void serve(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key 
     r->key = key;
     r->vendor = vendor;
     r->cred = cred;
+    r->expires_at = key->expires_at;
     r->meter = meter;
     r->body = canon.owned;
     r->fwd_body = canon.body;

@@ -131,6 +131,9 @@ struct preq {
     const struct kb_vendor *vendor; /* borrowed from the config */
     const struct kb_cred *cred;     /* borrowed; the vendor's credentials at admission */
     bool key_revoked;               /* the watch saw its key's revocation */
+    int64_t expires_at;             /* the key's expiry: as cached, then as admitted, then as
+                                       the watch re-read it after a change (a PATCH) */
+    bool recheck;                   /* worker: its key changed while it was being admitted */
     struct kb_meter *meter;         /* owned */
     char *body;                     /* owned when rewritten, else NULL */
     int64_t reserved;               /* micro-dollars reserved on `day` */

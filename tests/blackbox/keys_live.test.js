@@ -12,7 +12,7 @@
 const { describe, it, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
 
-const { assertError, startDaemon, uniquePrefix, waitUntilClock } = require('./lib/harness');
+const { assertError, startDaemon, streamRequest, uniquePrefix, waitUntilClock } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
 function pay(d, token, cents = 100) {
@@ -158,6 +158,39 @@ describe('PATCH /v1/keys/{id}', () => {
     assertError(r, 409, 'key_not_active');
     assert.match(r.json.message, /expired/);
     assert.equal(mocks.stripe.requests.length, 1);
+  });
+
+  // A stream in flight follows its key's TTL as PATCHed (review, session 7):
+  // cut at a shortened expiry, not cut at an extended one's old value.
+  it('a stream in flight is cut at a shortened TTL and outlives an extended one', { timeout: 30_000 }, async () => {
+    const open = async (k) => {
+      const upP = mocks.stripe.nextStream();
+      const c = await streamRequest({ port: d.proxyPort, method: 'GET', path: '/stripe/v1/events', headers: { authorization: `Bearer ${k.token}` } });
+      const up = await upP;
+      up.write('{"first":1}');
+      await c.readUntil((t) => t.includes('"first"'));
+      return { c, up };
+    };
+    // shortened: 1 h -> 2 s, the stream is cut once that passes
+    const short = await issue(d, { expires_in: '1h', allowed_endpoints: ['GET /v1/*'] });
+    const a = await open(short);
+    const r1 = await patch(d, short.id, { expires_in: '2s' });
+    assert.equal(r1.status, 200, r1.text);
+    await a.c.rest().catch(() => {});
+    assert.equal(a.c.res.complete, false, 'cut, not ended whole');
+    assert.ok(Date.now() >= Date.parse(r1.json.expires_at) - 1000, 'not cut before the new expiry');
+    // extended: 3 s -> 1 h, the stream goes on past the old expiry
+    const long = await issue(d, { expires_in: '3s', allowed_endpoints: ['GET /v1/*'] });
+    const b = await open(long);
+    const old = Date.parse((await getKey(d, long.id)).expires_at);
+    const r2 = await patch(d, long.id, { expires_in: '1h' });
+    assert.equal(r2.status, 200, r2.text);
+    await waitUntilClock(old + 1500); // the watch ticks every 250 ms
+    b.up.write('{"second":2}');
+    await b.c.readUntil((t) => t.includes('"second"'));
+    b.up.end();
+    await b.c.rest();
+    assert.equal(b.c.res.complete, true, 'the extended key\'s stream ended whole');
   });
 
   it('409 key_not_active on a revoked key; nothing changes', async () => {
