@@ -22,6 +22,7 @@
 #include "core/duration.h"
 #include "core/money.h"
 #include "core/runtime.h"
+#include "vendor/profile.h"
 
 /* A TTL as issuance takes it: whole seconds as an integer, or a duration
  * string of whole seconds ("30s", "5m", "2h"). */
@@ -111,7 +112,9 @@ bool admin__key_patch_parse(struct kb_admin *a, const char *raw, size_t rawlen, 
 bool admin__key_scopes_parse(const char *raw, size_t rawlen, json_t *body, struct kb_key *k,
                              const char **field, char **msg)
 {
-    bool llm = strcmp(k->vendor, "openai") == 0 || strcmp(k->vendor, "anthropic") == 0;
+    const struct kb_vendor_profile *vp = vendor_profile(k->vendor);
+    bool llm = vp && vp->names_models;
+    bool payments = vp && vp->moves_payments;
     json_t *mods = json_object_get(body, "allowed_models");
     if (mods && !json_is_null(mods)) {
         size_t n = json_array_size(mods);
@@ -135,11 +138,11 @@ bool admin__key_scopes_parse(const char *raw, size_t rawlen, json_t *body, struc
         const char *num;
         size_t numlen;
         char *merr = NULL;
-        if (strcmp(k->vendor, "stripe") != 0 ||
+        if (!payments ||
             money_json_number(raw, rawlen, "max_amount_per_request", &num, &numlen) != KB_OK ||
             money_parse(num, numlen, &k->max_amount, &merr) != KB_OK || k->max_amount <= 0) {
             *field = "max_amount_per_request";
-            *msg = strcmp(k->vendor, "stripe") != 0
+            *msg = !payments
                        ? kb_asprintf("max_amount_per_request applies to stripe keys only")
                        : kb_asprintf("max_amount_per_request must be a positive USD amount with "
                                      "at most 6 decimals%s%s",

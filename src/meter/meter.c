@@ -505,8 +505,7 @@ enum kb_err meter_begin(const struct kb_pricing *p, const struct kb_meter_req *r
     const struct kb_vendor_profile *vp = vendor_profile(req->vendor);
     bool builtin = vp && vp->meter;
     err = builtin ? vp->meter(m, req, &metered, &nb, &nbl, errmsg) : KB_OK;
-    if (err == KB_OK &&
-        (strcmp(req->vendor, "openai") == 0 || strcmp(req->vendor, "anthropic") == 0))
+    if (err == KB_OK && vp && vp->names_models)
         note_llm_model(m, req, metered);
     if (m->allowed_models && (m->refused_model || m->model_unread)) {
         /* before any pricing error: the allowlist speaks first */

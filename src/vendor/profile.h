@@ -41,12 +41,14 @@ struct kb_vendor_profile {
     const char *secret_env;  /* the vendor's usual environment variable for its secret */
     const char *account_env; /* and for the Basic user name, or NULL */
     enum kb_auth_style auth;
-    const char *auth_header;     /* KB_AUTH_HEADER: the header the secret goes in */
-    enum kb_body_style body;     /* how its writes carry parameters */
-    kb_meter_begin_fn meter;     /* prices its requests; a write it cannot price is refused */
-    bool charge_on_5xx;          /* a 5xx on a priced write may still have moved money */
-    const char *account_path;    /* paths under this prefix name the account next: only the
-                                    configured one may be named (Twilio), or NULL */
+    const char *auth_header;  /* KB_AUTH_HEADER: the header the secret goes in */
+    enum kb_body_style body;  /* how its writes carry parameters */
+    kb_meter_begin_fn meter;  /* prices its requests; a write it cannot price is refused */
+    bool charge_on_5xx;       /* a 5xx on a priced write may still have moved money */
+    bool names_models;        /* its requests name models: allowed_models applies */
+    bool moves_payments;      /* its writes move payment amounts: max_amount_per_request applies */
+    const char *account_path; /* paths under this prefix name the account next: only the
+                                 configured one may be named (Twilio), or NULL */
     const char *const *forward;  /* request headers forwarded besides the common ones */
     const char *const *accounts; /* of those, the account or organisation selectors */
 };
