@@ -118,8 +118,26 @@ struct kb_store_backend {
     void (*audit_iter_free)(struct kb_audit_iter *it);
     enum kb_err (*audit_query)(struct kb_store *s, const struct kb_audit_filter *f,
                                kb_audit_entry_cb cb, void *arg);
+    /* the audit chains of a shared store: one per node (NULL: one chain) */
+    enum kb_err (*audit_chains)(struct kb_store *s, char ***names, size_t *n);
+    enum kb_err (*audit_chain_use)(struct kb_store *s, const char *name);
+    /* several nodes (KB_STORE_SHARED backends only; NULL otherwise) */
+    enum kb_err (*node_join)(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN],
+                             char **errmsg);
+    enum kb_err (*node_heartbeat)(struct kb_store *s);
+    enum kb_err (*node_reap)(struct kb_store *s, int64_t dead_after_ms, int64_t *nodes,
+                             int64_t *counters);
+    enum kb_err (*key_changes)(struct kb_store *s, int64_t after_id, int64_t *last_id,
+                               struct kb_key_change_note **out, size_t *n);
+    enum kb_err (*wait_change)(struct kb_store *s, int timeout_ms, bool *notified);
 };
 
 extern const struct kb_store_backend kb_store_sqlite;
+extern const struct kb_store_backend kb_store_pg;
+
+/* This process's node and start (store_set_node), for backends that tag
+ * what a node owns. */
+const char *store__node_id(void);
+const char *store__boot_id(void);
 
 #endif

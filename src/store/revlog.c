@@ -1,7 +1,9 @@
 /*
  * revlog.c - the revocation ring (see revlog.h).
  *
- * The one publisher announces an entry's position in `claimed`, then a
+ * Publishers (the admin thread, and the cluster thread that relays other
+ * nodes' revocations) take `pub`, so there is one at a time. The publisher
+ * announces an entry's position in `claimed`, then a
  * release fence, then writes the entry, then moves `head`. A reader loads
  * `head` (acquire), reads entries, then an acquire fence and `claimed`: if
  * a read saw an entry's overwrite, the fences pair and `claimed` shows the
@@ -10,6 +12,7 @@
  */
 #include "store/revlog.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,7 @@
 #define ALL_KEYS INT64_MIN
 
 struct kb_revlog {
+    pthread_mutex_t pub;      /* one publisher at a time; readers never take it */
     _Atomic uint64_t head;    /* entries published */
     _Atomic uint64_t claimed; /* entries being or been written */
     _Atomic int64_t seq[REVLOG_RING];
@@ -28,11 +32,15 @@ struct kb_revlog {
 
 struct kb_revlog *revlog_new(void)
 {
-    return kb_calloc(1, sizeof(struct kb_revlog));
+    struct kb_revlog *rl = kb_calloc(1, sizeof *rl);
+    pthread_mutex_init(&rl->pub, NULL);
+    return rl;
 }
 
 void revlog_free(struct kb_revlog *rl)
 {
+    if (rl)
+        pthread_mutex_destroy(&rl->pub);
     free(rl);
 }
 
@@ -45,6 +53,7 @@ uint64_t revlog_hint(const uint8_t hash[KB_HASH_LEN])
 
 static void publish(struct kb_revlog *rl, int64_t seq, uint64_t hint, bool changed)
 {
+    pthread_mutex_lock(&rl->pub);
     uint64_t n = atomic_load_explicit(&rl->head, memory_order_relaxed);
     atomic_store_explicit(&rl->claimed, n + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
@@ -52,6 +61,7 @@ static void publish(struct kb_revlog *rl, int64_t seq, uint64_t hint, bool chang
     atomic_store_explicit(&rl->hint[n % REVLOG_RING], hint, memory_order_relaxed);
     atomic_store_explicit(&rl->changed[n % REVLOG_RING], changed, memory_order_relaxed);
     atomic_store_explicit(&rl->head, n + 1, memory_order_release);
+    pthread_mutex_unlock(&rl->pub);
 }
 
 void revlog_publish(struct kb_revlog *rl, int64_t seq, const uint8_t hash[KB_HASH_LEN])

@@ -6,8 +6,8 @@
  * from the store's change notifications).
  *
  * A ring of the last REVLOG_RING revocations, each the key's seq and a
- * hint (the first 8 bytes of its token hash: the key cache's slot). One
- * publisher thread at a time (the admin thread); readers on any thread,
+ * hint (the first 8 bytes of its token hash: the key cache's slot).
+ * Publishers on any thread (serialised inside); readers on any thread,
  * lock-free: a reader remembers the position it has seen, and a reader
  * that fell more than the ring behind is told it lost entries (it then
  * forgets everything, as if every key had been revoked). A revocation of

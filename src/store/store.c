@@ -3,6 +3,7 @@
  * backend is chosen by the store URL at open, and every call goes through
  * its table (backend.h). Nothing here knows SQL.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,8 +22,39 @@ const char *store_url_file(const char *url)
     return strstr(url, "://") ? NULL : url;
 }
 
+/* This process's names for the store (store_set_node). */
+static char node_id[KB_NODE_ID_MAX + 1] = "local";
+static char boot_id[40] = "0";
+
+bool store_set_node(const char *node, const char *boot)
+{
+    size_t n = node ? strlen(node) : 0;
+    if (n == 0 || n > KB_NODE_ID_MAX || strspn(node, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                    "abcdefghijklmnopqrstuvwxyz"
+                                                    "0123456789._:-") != n)
+        return false;
+    memcpy(node_id, node, n + 1);
+    snprintf(boot_id, sizeof boot_id, "%s", boot ? boot : "0");
+    return true;
+}
+
+const char *store_node_id(void)
+{
+    return node_id;
+}
+
+const char *store__node_id(void)
+{
+    return node_id;
+}
+
+const char *store__boot_id(void)
+{
+    return boot_id;
+}
+
 /* "sqlite:PATH", "sqlite://PATH" or a plain file path: the embedded file;
- * "postgres://..." and "postgresql://...": not in this build. */
+ * "postgres://..." and "postgresql://...": PostgreSQL (libpq's URI). */
 enum kb_err store_open(const char *url, const char *synchronous, bool check, struct kb_store **out,
                        char **errmsg)
 {
@@ -34,13 +66,11 @@ enum kb_err store_open(const char *url, const char *synchronous, bool check, str
     if (where) {
         /* the embedded file */
     } else if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
-        kb_set_errmsg(errmsg,
-                      "store URL %.16s...: this build has the embedded SQLite backend only "
-                      "(sqlite:PATH or a file path)",
-                      url);
-        return KB_E_CONFIG;
+        return kb_store_pg.open(url, synchronous, check, out, errmsg);
     } else if (strstr(url, "://")) {
-        kb_set_errmsg(errmsg, "store URL: unknown scheme in \"%.64s\" (sqlite:PATH)", url);
+        kb_set_errmsg(errmsg,
+                      "store URL: unknown scheme in \"%.64s\" (sqlite:PATH or postgres://...)",
+                      url);
         return KB_E_CONFIG;
     }
     if (!*where) {
@@ -455,6 +485,62 @@ void store_budget_list_free(struct kb_budget *b, size_t n)
         free(b[i].parent);
     }
     free(b);
+}
+
+/* ---- several nodes ---- */
+
+#define SHARED_ONLY(op)                                                                            \
+    if (!s->be->op)                                                                                \
+        return KB_E_INVALID;
+
+enum kb_err store_node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN],
+                            char **errmsg)
+{
+    SHARED_ONLY(node_join);
+    return s->be->node_join(s, key_check, errmsg);
+}
+
+enum kb_err store_node_heartbeat(struct kb_store *s)
+{
+    SHARED_ONLY(node_heartbeat);
+    return s->be->node_heartbeat(s);
+}
+
+enum kb_err store_node_reap(struct kb_store *s, int64_t dead_after_ms, int64_t *nodes,
+                            int64_t *counters)
+{
+    SHARED_ONLY(node_reap);
+    return s->be->node_reap(s, dead_after_ms, nodes, counters);
+}
+
+enum kb_err store_key_changes(struct kb_store *s, int64_t after_id, int64_t *last_id,
+                              struct kb_key_change_note **out, size_t *n)
+{
+    SHARED_ONLY(key_changes);
+    return s->be->key_changes(s, after_id, last_id, out, n);
+}
+
+enum kb_err store_wait_change(struct kb_store *s, int timeout_ms, bool *notified)
+{
+    SHARED_ONLY(wait_change);
+    return s->be->wait_change(s, timeout_ms, notified);
+}
+
+enum kb_err store_audit_chains(struct kb_store *s, char ***names, size_t *n)
+{
+    if (s->be->audit_chains)
+        return s->be->audit_chains(s, names, n);
+    *names = kb_calloc(1, sizeof **names);
+    (*names)[0] = kb_strdup("");
+    *n = 1;
+    return KB_OK;
+}
+
+enum kb_err store_audit_chain_use(struct kb_store *s, const char *name)
+{
+    if (s->be->audit_chain_use)
+        return s->be->audit_chain_use(s, name);
+    return name && *name ? KB_E_NOT_FOUND : KB_OK;
 }
 
 void store_names_free(char **names, size_t n)

@@ -241,8 +241,9 @@ KB_MUSTCHECK enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_
  * is settled at its worst case (as a cut stream is), so none is left to
  * block the cap and none of what the vendor may have billed is missed.
  * Budgets' reservations (store_budget_reserve) are settled the same way.
- * *count is the number of counters touched. Single-node stores only: with
- * several nodes sharing a store, another node's reservations are live.
+ * *count is the number of counters touched. On a store several nodes
+ * share (KB_STORE_SHARED) only this node's earlier starts' reservations
+ * are settled (store_node_join does it too): another node's are live.
  */
 KB_MUSTCHECK enum kb_err store_spend_settle_orphans(struct kb_store *s, int64_t *count);
 
@@ -418,6 +419,72 @@ KB_MUSTCHECK enum kb_err store_budget_release(struct kb_store *s,
 void store_budget_free(struct kb_budget *b);
 void store_budget_list_free(struct kb_budget *b, size_t n);
 void store_names_free(char **names, size_t n);
+
+/* ---- several nodes on one store (docs/cluster.md) ----
+ * Backends with KB_STORE_SHARED only; the others answer KB_E_INVALID. */
+
+#define KB_NODE_ID_MAX 64 /* bytes of a node id */
+
+/*
+ * Names this process for every connection opened after it: node_id (the
+ * node's stable name: its audit chain and its reservations' owner; 1 to
+ * KB_NODE_ID_MAX bytes of [A-Za-z0-9._:-]) and boot_id (new at every
+ * start). Call once at start, before store_open. False for a bad node id.
+ */
+bool store_set_node(const char *node_id, const char *boot_id);
+const char *store_node_id(void);
+
+/*
+ * Joins the cluster on this connection, which must stay open for the
+ * node's life: holds the node's lock (a second live process with the same
+ * node id is refused: KB_E_EXISTS), checks key_check against the store's
+ * (a node started with another server key is refused: KB_E_CONFIG; the
+ * first node records its own), registers this start with a heartbeat, and
+ * settles the reservations of this node's earlier starts at their worst
+ * case (they died with their process). *errmsg says why on failure.
+ */
+KB_MUSTCHECK enum kb_err store_node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN],
+                                         char **errmsg);
+/* Refreshes this start's heartbeat (re-registering it if another node
+ * reaped it meanwhile). */
+KB_MUSTCHECK enum kb_err store_node_heartbeat(struct kb_store *s);
+/*
+ * Settles, at their worst case, the open reservations of every node whose
+ * heartbeat is older than dead_after_ms and whose process is gone (its
+ * lock is free), and forgets the node. *nodes: nodes reaped; *counters:
+ * spend and budget counters touched. One transaction per node; safe to
+ * run on every node at once (each dead node is reaped once).
+ */
+KB_MUSTCHECK enum kb_err store_node_reap(struct kb_store *s, int64_t dead_after_ms, int64_t *nodes,
+                                         int64_t *counters);
+
+/* A key revoked or changed by any node, in commit order. */
+struct kb_key_change_note {
+    int64_t id;  /* position in the change log */
+    int64_t seq; /* the key */
+    uint8_t hash[KB_HASH_LEN];
+    bool revoked; /* false: changed (PATCH), still active */
+};
+/*
+ * The changes with id > after_id, oldest first, at most 1000: *out (caller
+ * frees) holds *n; *last_id is the last one's id (after_id when none).
+ * after_id < 0 asks for nothing but the current last id (*n = 0).
+ */
+KB_MUSTCHECK enum kb_err store_key_changes(struct kb_store *s, int64_t after_id, int64_t *last_id,
+                                           struct kb_key_change_note **out, size_t *n);
+/* Waits up to timeout_ms for a change notification on this connection
+ * (listening from the first call); *notified says whether one came. */
+KB_MUSTCHECK enum kb_err store_wait_change(struct kb_store *s, int timeout_ms, bool *notified);
+
+/*
+ * The audit chains of the store: one per node on a shared store ("" alone
+ * on the others). *names is an array of *n strings (store_names_free).
+ * store_audit_chain_use makes this connection's audit reads (rows,
+ * checkpoints, exists, cut) address chain `name`; by default a connection
+ * reads and appends its own node's chain.
+ */
+KB_MUSTCHECK enum kb_err store_audit_chains(struct kb_store *s, char ***names, size_t *n);
+KB_MUSTCHECK enum kb_err store_audit_chain_use(struct kb_store *s, const char *name);
 
 void store_key_free(struct kb_key *k);
 /* Frees k's strings but not k itself (a key embedded in another struct). */

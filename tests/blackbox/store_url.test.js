@@ -74,8 +74,8 @@ describe('store URL', () => {
 
   for (const [url, want] of [
     ['sqlite::memory:', /in-memory store cannot be shared/],
-    ['postgres://kb@127.0.0.1:1/kb', /embedded SQLite backend only/],
-    ['postgresql://kb@127.0.0.1:1/kb', /embedded SQLite backend only/],
+    ['postgres://kb@127.0.0.1:1/kb', /cannot connect to postgres:\/\/\*\*\*@127.0.0.1:1\/kb/],
+    ['postgresql://kb:secret@127.0.0.1:1/kb', /cannot connect to postgresql:\/\/\*\*\*@127.0.0.1:1\/kb/],
     ['mysql://127.0.0.1/kb', /unknown scheme/],
     ['sqlite:', /names no file/],
   ]) {

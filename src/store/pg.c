@@ -1,0 +1,572 @@
+/*
+ * pg.c - the PostgreSQL backend (see store.h, backend.h): the store that
+ * several Keybrake nodes share (docs/cluster.md).
+ *
+ * This file holds the connection: opening it from a postgres:// URL,
+ * migrating the schema (schema_pg/, serialised by an advisory lock so that
+ * nodes starting together apply each migration once), transactions,
+ * reconnection with back-off, and the helpers the other pg_*.c files run
+ * their statements with. The operations live beside it by subject:
+ * pg_keys.c, pg_budgets.c, pg_audit.c, pg_cluster.c.
+ *
+ * Every cap decision is PostgreSQL's own: a conditional UPDATE (spent +
+ * reserved + amount <= cap) under the row's lock, so no interleaving of
+ * nodes can overshoot. Commits are synchronous (synchronous_commit on)
+ * whatever [store] synchronous says: a commit another node builds on must
+ * survive a crash of the server.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "store/pg_int.h"
+
+extern const char *const kb_pg_schema_migrations[];
+extern const int kb_pg_schema_count;
+
+/* pg_advisory_xact_lock key of the migrations ("kbmg") */
+#define MIGRATION_LOCK INT64_C(0x6b626d67)
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+int64_t pg__mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- parameters and results ---- */
+
+static void arg_put(struct pg_args *a, const char *v, int len, int fmt)
+{
+    if (a->n >= PG_MAX_ARGS)
+        abort(); /* a statement with more parameters than PG_MAX_ARGS: a bug */
+    a->v[a->n] = v;
+    a->len[a->n] = len;
+    a->fmt[a->n] = fmt;
+    a->n++;
+}
+
+void pg_arg_i64(struct pg_args *a, int64_t x)
+{
+    if (a->n >= PG_MAX_ARGS)
+        abort();
+    snprintf(a->num[a->n], sizeof a->num[a->n], "%" PRId64, x);
+    arg_put(a, a->num[a->n], 0, 0);
+}
+
+void pg_arg_bool(struct pg_args *a, bool x)
+{
+    arg_put(a, x ? "t" : "f", 0, 0);
+}
+
+void pg_arg_text(struct pg_args *a, const char *s)
+{
+    arg_put(a, s, 0, 0);
+}
+
+void pg_arg_bytea(struct pg_args *a, const void *p, size_t n)
+{
+    arg_put(a, p, (int)n, 1); /* binary: the bytes as they are */
+}
+
+int64_t pg__i64(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+bool pg__is_null(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) != 0;
+}
+
+const char *pg__text(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+char *pg__strdup(const PGresult *r, int row, int col)
+{
+    const char *t = pg__text(r, row, col);
+    return t ? kb_strdup(t) : NULL;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+size_t pg__bytea(const PGresult *r, int row, int col, uint8_t *out, size_t cap)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    const char *t = PQgetvalue(r, row, col);
+    size_t len = (size_t)PQgetlength(r, row, col);
+    if (len < 2 || t[0] != '\\' || t[1] != 'x' || (len - 2) % 2 != 0 || (len - 2) / 2 > cap)
+        return (size_t)-1;
+    size_t n = (len - 2) / 2;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(t[2 + 2 * i]), lo = hexval(t[3 + 2 * i]);
+        if (hi < 0 || lo < 0)
+            return (size_t)-1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return n;
+}
+
+/* ---- errors and the connection's health ---- */
+
+static void set_err(struct kb_store *s, const char *what)
+{
+    struct pg *c = pg(s);
+    snprintf(c->err, sizeof c->err, "%s", what && *what ? what : "PostgreSQL failed");
+    size_t n = strlen(c->err);
+    while (n && (c->err[n - 1] == '\n' || c->err[n - 1] == ' '))
+        c->err[--n] = '\0';
+}
+
+enum kb_err pg__err_of(struct kb_store *s, const PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    set_err(s, r ? PQresultErrorMessage(r) : PQerrorMessage(pg(s)->conn));
+    if (!state)
+        return KB_E_STORE;
+    if (strcmp(state, "23505") == 0)
+        return KB_E_EXISTS;
+    if (strcmp(state, "23503") == 0)
+        return KB_E_NOT_FOUND;
+    if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)
+        return KB_E_INVALID;
+    return KB_E_STORE;
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg, (void)message; /* "relation already exists, skipping" and the like */
+}
+
+/* What every session of ours sets: commits durable before they answer, no
+ * statement waiting for ever on a lock (a writer stuck there would stall
+ * every admission: fail them instead). */
+static enum kb_err session_setup(struct kb_store *s)
+{
+    PQsetNoticeProcessor(pg(s)->conn, ignore_notice, NULL);
+    return pg__exec(s, "SET synchronous_commit = on; SET statement_timeout = '30s'; "
+                       "SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '60s'");
+}
+
+/* True when the connection can take a statement: outside a transaction, a
+ * broken one is reset (no sooner than the back-off allows). */
+static bool conn_ready(struct kb_store *s)
+{
+    struct pg *c = pg(s);
+    if (PQstatus(c->conn) == CONNECTION_OK)
+        return true;
+    int64_t now = pg__mono_ms();
+    if (now < c->retry_at_ms) {
+        set_err(s, "PostgreSQL is unreachable (waiting before the next attempt)");
+        return false;
+    }
+    PQreset(c->conn);
+    c->nprepared = 0;
+    c->listening = false;
+    c->node_locked = false;
+    if (PQstatus(c->conn) == CONNECTION_OK && session_setup(s) == KB_OK) {
+        c->backoff_ms = 0;
+        c->retry_at_ms = 0;
+        return true;
+    }
+    set_err(s, PQerrorMessage(c->conn));
+    c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (c->backoff_ms > BACKOFF_MAX_MS)
+        c->backoff_ms = BACKOFF_MAX_MS;
+    c->retry_at_ms = now + c->backoff_ms;
+    return false;
+}
+
+PGresult *pg__run(struct kb_store *s, const char *sql, const struct pg_args *a, enum kb_err *err)
+{
+    struct pg *c = pg(s);
+    *err = KB_E_STORE;
+    if (!conn_ready(s))
+        return NULL;
+    int i = 0;
+    while (i < c->nprepared && c->prepared[i] != sql)
+        i++;
+    char name[16];
+    snprintf(name, sizeof name, "kb%d", i);
+    int n = a ? a->n : 0;
+    PGresult *r;
+    if (i == c->nprepared && i == PG_MAX_STMTS) {
+        r = PQexecParams(c->conn, sql, n, NULL, a ? a->v : NULL, a ? a->len : NULL,
+                         a ? a->fmt : NULL, 0);
+    } else {
+        if (i == c->nprepared) {
+            PGresult *p = PQprepare(c->conn, name, sql, 0, NULL);
+            if (!p || PQresultStatus(p) != PGRES_COMMAND_OK) {
+                *err = pg__err_of(s, p);
+                return p;
+            }
+            PQclear(p);
+            c->prepared[c->nprepared++] = sql;
+        }
+        r = PQexecPrepared(c->conn, name, n, a ? a->v : NULL, a ? a->len : NULL,
+                           a ? a->fmt : NULL, 0);
+    }
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        *err = KB_OK;
+    else
+        *err = pg__err_of(s, r);
+    return r;
+}
+
+enum kb_err pg__do(struct kb_store *s, const char *sql, const struct pg_args *a)
+{
+    enum kb_err err;
+    PQclear(pg__run(s, sql, a, &err));
+    return err;
+}
+
+enum kb_err pg__exec(struct kb_store *s, const char *sql)
+{
+    struct pg *c = pg(s);
+    if (PQstatus(c->conn) != CONNECTION_OK) {
+        set_err(s, PQerrorMessage(c->conn));
+        return KB_E_STORE;
+    }
+    PGresult *r = PQexec(c->conn, sql);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    enum kb_err err = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? KB_OK : pg__err_of(s, r);
+    PQclear(r);
+    return err;
+}
+
+/* ---- transactions ---- */
+
+static bool in_tx(struct kb_store *s)
+{
+    PGTransactionStatusType t = PQtransactionStatus(pg(s)->conn);
+    return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+}
+
+enum kb_err pg__txn_begin(struct kb_store *s, bool *own)
+{
+    *own = !in_tx(s);
+    if (!*own)
+        return KB_OK;
+    if (!conn_ready(s))
+        return KB_E_STORE;
+    return pg__exec(s, "BEGIN");
+}
+
+enum kb_err pg__txn_end(struct kb_store *s, bool own, enum kb_err err)
+{
+    if (!own)
+        return err;
+    if (err == KB_OK && (err = pg__exec(s, "COMMIT")) == KB_OK)
+        return KB_OK;
+    if (in_tx(s))
+        (void)pg__exec(s, "ROLLBACK");
+    return err;
+}
+
+static enum kb_err pg_begin(struct kb_store *s)
+{
+    if (!conn_ready(s))
+        return KB_E_STORE;
+    return pg__exec(s, "BEGIN");
+}
+
+static enum kb_err pg_commit(struct kb_store *s)
+{
+    /* COMMIT of a failed transaction answers "ROLLBACK": not a success */
+    if (PQtransactionStatus(pg(s)->conn) != PQTRANS_INTRANS) {
+        set_err(s, "the transaction failed before its commit");
+        if (in_tx(s))
+            (void)pg__exec(s, "ROLLBACK");
+        return KB_E_STORE;
+    }
+    return pg__exec(s, "COMMIT");
+}
+
+static void pg_rollback(struct kb_store *s)
+{
+    if (in_tx(s))
+        (void)pg__exec(s, "ROLLBACK");
+}
+
+static enum kb_err pg_savepoint(struct kb_store *s)
+{
+    return pg__exec(s, "SAVEPOINT j");
+}
+
+static enum kb_err pg_release(struct kb_store *s)
+{
+    return pg__exec(s, "RELEASE j");
+}
+
+static enum kb_err pg_rollback_to(struct kb_store *s)
+{
+    enum kb_err err = pg__exec(s, "ROLLBACK TO j");
+    return err == KB_OK ? pg__exec(s, "RELEASE j") : err;
+}
+
+static bool pg_in_transaction(struct kb_store *s)
+{
+    return PQstatus(pg(s)->conn) == CONNECTION_OK && in_tx(s);
+}
+
+static const char *pg_last_error(struct kb_store *s)
+{
+    return pg(s)->err[0] ? pg(s)->err : "no error";
+}
+
+static enum kb_err pg_txn_run(struct kb_store *s, kb_txn_fn fn, void *arg)
+{
+    if (pg_begin(s) != KB_OK)
+        return KB_E_AUDIT_UNAVAILABLE;
+    enum kb_err err = fn(s, arg);
+    if (err == KB_OK) {
+        if (pg_commit(s) == KB_OK)
+            return KB_OK;
+        err = KB_E_AUDIT_UNAVAILABLE;
+    }
+    pg_rollback(s);
+    store_audit_head_drop(s); /* fn may have appended */
+    return err;
+}
+
+/* ---- opening, migrating, closing ---- */
+
+static enum kb_err migrate(struct kb_store *s, char **errmsg)
+{
+    enum kb_err err;
+    char q[160];
+    if ((err = pg__exec(s, "BEGIN")) != KB_OK)
+        goto fail;
+    snprintf(q, sizeof q, "SELECT pg_advisory_xact_lock(%" PRId64 ")", MIGRATION_LOCK);
+    if ((err = pg__exec(s, q)) != KB_OK ||
+        (err = pg__exec(s, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                           "version integer PRIMARY KEY, "
+                           "applied_at timestamptz NOT NULL DEFAULT now())")) != KB_OK)
+        goto fail;
+    PGresult *r = PQexec(pg(s)->conn, "SELECT coalesce(max(version), 0) FROM schema_migrations");
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        err = pg__err_of(s, r);
+        PQclear(r);
+        goto fail;
+    }
+    int version = (int)pg__i64(r, 0, 0);
+    PQclear(r);
+    if (version > kb_pg_schema_count) {
+        kb_set_errmsg(errmsg, "the store's schema version %d is newer than this binary's (%d)",
+                      version, kb_pg_schema_count);
+        (void)pg__exec(s, "ROLLBACK");
+        return KB_E_STORE;
+    }
+    for (int v = version; v < kb_pg_schema_count; v++) {
+        if ((err = pg__exec(s, kb_pg_schema_migrations[v])) != KB_OK)
+            goto fail;
+        snprintf(q, sizeof q, "INSERT INTO schema_migrations (version) VALUES (%d)", v + 1);
+        if ((err = pg__exec(s, q)) != KB_OK)
+            goto fail;
+    }
+    if ((err = pg__exec(s, "COMMIT")) == KB_OK)
+        return KB_OK;
+fail:
+    kb_set_errmsg(errmsg, "cannot migrate the schema: %s", pg(s)->err);
+    if (in_tx(s))
+        (void)pg__exec(s, "ROLLBACK");
+    return err == KB_OK ? KB_E_STORE : KB_E_STORE;
+}
+
+static void pg_close(struct kb_store *s)
+{
+    if (!s)
+        return;
+    pg__audit_free(s);
+    pg__budget_free(s);
+    PQfinish(pg(s)->conn);
+    free(s);
+}
+
+/* The URL's password is not repeated in messages: everything after the
+ * scheme's "//" up to the host is replaced. */
+static void url_for_people(const char *url, char *out, size_t cap)
+{
+    const char *at = strchr(url, '@'), *slashes = strstr(url, "//");
+    if (at && slashes && slashes < at)
+        snprintf(out, cap, "%.*s***%s", (int)(slashes + 2 - url), url, at);
+    else
+        snprintf(out, cap, "%s", url);
+}
+
+static enum kb_err pg_open(const char *url, const char *synchronous, bool check,
+                           struct kb_store **out, char **errmsg)
+{
+    (void)synchronous; /* commits are always synchronous (see the top) */
+    (void)check;       /* PostgreSQL checks its own pages */
+    struct pg *c = kb_calloc(1, sizeof *c);
+    c->base.be = &kb_store_pg;
+    struct kb_store *s = &c->base;
+    snprintf(c->node, sizeof c->node, "%s", store__node_id());
+    snprintf(c->boot, sizeof c->boot, "%s", store__boot_id());
+    /* the URL's own settings win over these defaults (expand_dbname) */
+    const char *keys[] = {"connect_timeout", "application_name", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", "dbname", NULL};
+    const char *vals[] = {"5", "keybrake", "10", "5", "3", url, NULL};
+    c->conn = PQconnectdbParams(keys, vals, 1);
+    char shown[256];
+    url_for_people(url, shown, sizeof shown);
+    if (!c->conn || PQstatus(c->conn) != CONNECTION_OK) {
+        kb_set_errmsg(errmsg, "cannot connect to %s: %s", shown,
+                      c->conn ? PQerrorMessage(c->conn) : "out of memory");
+        pg_close(s);
+        return KB_E_STORE;
+    }
+    if (PQserverVersion(c->conn) < 120000) {
+        kb_set_errmsg(errmsg, "%s: PostgreSQL %d is too old (12 or newer)", shown,
+                      PQserverVersion(c->conn) / 10000);
+        pg_close(s);
+        return KB_E_STORE;
+    }
+    enum kb_err err = session_setup(s);
+    if (err != KB_OK) {
+        kb_set_errmsg(errmsg, "%s: %s", shown, c->err);
+        pg_close(s);
+        return err;
+    }
+    if ((err = migrate(s, errmsg)) != KB_OK) {
+        pg_close(s);
+        return err;
+    }
+    *out = s;
+    return KB_OK;
+}
+
+static enum kb_err pg_ping(struct kb_store *s)
+{
+    return pg__do(s, "SELECT 1", NULL);
+}
+
+/* A write that must reach the server's WAL and changes nothing visible:
+ * this node's heartbeat is a real row update (a read-only or full server
+ * fails it where it fails requests). */
+static enum kb_err pg_probe_write(struct kb_store *s)
+{
+    struct pg_args a = {0};
+    pg_arg_text(&a, pg(s)->node);
+    return pg__do(s, "UPDATE nodes SET heartbeat_at = heartbeat_at WHERE node_id = $1", &a);
+}
+
+/* Nothing runs beside the writer's connection (the server checkpoints). */
+static void *pg_writer_attach(struct kb_store *s, const char *synchronous)
+{
+    (void)s, (void)synchronous;
+    return NULL;
+}
+
+static void pg_writer_idle(struct kb_store *s, void *state)
+{
+    (void)s, (void)state;
+}
+
+static void pg_writer_detach(struct kb_store *s, void *state)
+{
+    (void)s, (void)state;
+}
+
+static size_t pg_writer_resident(void *state)
+{
+    (void)state;
+    return 0;
+}
+
+const struct kb_store_backend kb_store_pg = {
+    .name = "postgres",
+    .caps = KB_STORE_SHARED | KB_STORE_NOTIFIES,
+    .open = pg_open,
+    .close = pg_close,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .savepoint = pg_savepoint,
+    .release = pg_release,
+    .rollback_to = pg_rollback_to,
+    .in_transaction = pg_in_transaction,
+    .last_error = pg_last_error,
+    .probe_write = pg_probe_write,
+    .writer_attach = pg_writer_attach,
+    .writer_idle = pg_writer_idle,
+    .writer_detach = pg_writer_detach,
+    .writer_resident = pg_writer_resident,
+    .ping = pg_ping,
+    .key_insert = pg__key_insert,
+    .key_get = pg__key_get,
+    .key_by_hash = pg__key_by_hash,
+    .key_revoked = pg__key_revoked,
+    .key_state = pg__key_state,
+    .key_update = pg__key_update,
+    .key_list = pg__key_list,
+    .key_count_active = pg__key_count_active,
+    .key_revoke = pg__key_revoke,
+    .key_revoke_prefix = pg__key_revoke_prefix,
+    .spend_reserve = pg__spend_reserve,
+    .spend_settle = pg__spend_settle,
+    .rate_take = pg__rate_take,
+    .spend_settle_orphans = pg__spend_settle_orphans,
+    .txn_run = pg_txn_run,
+    .admin_token_count = pg__admin_token_count,
+    .admin_token_add = pg__admin_token_add,
+    .admin_token_check = pg__admin_token_check,
+    .object_charged = pg__object_charged,
+    .object_charge_set = pg__object_charge_set,
+    .budget_insert = pg__budget_insert,
+    .budget_get = pg__budget_get,
+    .budget_list = pg__budget_list,
+    .budget_update = pg__budget_update,
+    .budget_delete = pg__budget_delete,
+    .key_budget_add = pg__key_budget_add,
+    .key_budgets = pg__key_budgets,
+    .budget_reserve = pg__budget_reserve,
+    .budget_settle = pg__budget_settle,
+    .budget_release = pg__budget_release,
+    .audit_last = pg__audit_last,
+    .audit_last_ckpt = pg__audit_last_ckpt,
+    .audit_exists = pg__audit_exists,
+    .audit_insert = pg__audit_insert,
+    .audit_ckpt_insert = pg__audit_ckpt_insert,
+    .audit_cut_find = pg__audit_cut_find,
+    .audit_prune = pg__audit_prune,
+    .audit_forget = pg__audit_forget,
+    .audit_head_sync = pg__audit_head_sync,
+    .audit_head_drop = pg__audit_head_drop,
+    .audit_read_begin = pg__audit_read_begin,
+    .audit_read_end = pg__audit_read_end,
+    .audit_rows = pg__audit_rows,
+    .audit_ckpts = pg__audit_ckpts,
+    .audit_row_next = pg__audit_row_next,
+    .audit_ckpt_next = pg__audit_ckpt_next,
+    .audit_iter_free = pg__audit_iter_free,
+    .audit_query = pg__audit_query,
+    .audit_chains = pg__audit_chains,
+    .audit_chain_use = pg__audit_chain_use,
+    .node_join = pg__node_join,
+    .node_heartbeat = pg__node_heartbeat,
+    .node_reap = pg__node_reap,
+    .key_changes = pg__key_changes,
+    .wait_change = pg__wait_change,
+};

@@ -1,0 +1,187 @@
+/*
+ * pg_int.h - shared by the PostgreSQL files of src/store/ only (pg.c,
+ * pg_keys.c, pg_budgets.c, pg_audit.c, pg_cluster.c).
+ *
+ * One connection per struct kb_store, used from one thread, blocking (the
+ * daemon's store threads own their connections; no worker loop waits on
+ * one). Statements are prepared on a connection at first use, named by
+ * the address of their SQL text, and run with text results. A connection
+ * that broke is reset at the next call outside a transaction, with a
+ * growing back-off, so a store that comes back is used again without a
+ * restart.
+ */
+#ifndef KB_STORE_PG_INT_H
+#define KB_STORE_PG_INT_H
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/crypto.h"
+#include "core/err.h"
+#include "store/audit_store.h"
+#include "store/backend.h"
+#include "store/store.h"
+
+#define PG_MAX_ARGS 24
+#define PG_MAX_STMTS 128
+
+/* A connection: the base every backend's starts with, then PostgreSQL's. */
+struct pg {
+    struct kb_store base;
+    PGconn *conn;                            /* owned */
+    const char *prepared[PG_MAX_STMTS];      /* SQL texts prepared on conn (by address) */
+    int nprepared;
+    char node[KB_NODE_ID_MAX + 1];           /* store__node_id() at open */
+    char boot[40];                           /* store__boot_id() at open */
+    char err[256];                           /* the last failure, for store_last_error */
+    int64_t retry_at_ms;                     /* no reset attempt before (monotonic ms) */
+    int64_t backoff_ms;                      /* the next back-off; 0 after a success */
+    bool listening;                          /* LISTEN keybrake_keys issued on conn */
+    bool node_locked;                        /* this connection holds the node's lock */
+    void *audit;                             /* pg_audit.c's state; freed by pg__audit_free */
+    void *budget;                            /* pg_budgets.c's state; freed by pg__budget_free */
+};
+
+static inline struct pg *pg(struct kb_store *s)
+{
+    return (struct pg *)s;
+}
+
+/* Statement parameters, built in order. Text unless set as bytea. */
+struct pg_args {
+    int n;
+    const char *v[PG_MAX_ARGS];
+    int len[PG_MAX_ARGS];
+    int fmt[PG_MAX_ARGS];
+    char num[PG_MAX_ARGS][24];
+};
+void pg_arg_i64(struct pg_args *a, int64_t x);
+void pg_arg_bool(struct pg_args *a, bool x);
+void pg_arg_text(struct pg_args *a, const char *s); /* NULL: SQL NULL */
+void pg_arg_bytea(struct pg_args *a, const void *p, size_t n);
+
+/*
+ * Runs `sql` (a static string: its address names the prepared statement)
+ * with a's parameters (a may be NULL) on s's connection. Returns the
+ * result (PQclear it) or NULL when the connection is unusable; *err is
+ * KB_OK for PGRES_COMMAND_OK / PGRES_TUPLES_OK, else the error mapped by
+ * pg__err_of (the result is still returned, for its SQLSTATE).
+ */
+PGresult *pg__run(struct kb_store *s, const char *sql, const struct pg_args *a, enum kb_err *err);
+/* As pg__run for statements whose result is not needed. */
+enum kb_err pg__do(struct kb_store *s, const char *sql, const struct pg_args *a);
+/* An unprepared statement without parameters (DDL, transaction control). */
+enum kb_err pg__exec(struct kb_store *s, const char *sql);
+
+/* A failed result's error: 23505 KB_E_EXISTS, 23503 KB_E_NOT_FOUND, other
+ * 22xxx/23xxx KB_E_INVALID, the rest KB_E_STORE. */
+enum kb_err pg__err_of(struct kb_store *s, const PGresult *r);
+
+/* Result fields (text format). NULL reads as 0 / NULL. */
+int64_t pg__i64(const PGresult *r, int row, int col);
+bool pg__is_null(const PGresult *r, int row, int col);
+const char *pg__text(const PGresult *r, int row, int col); /* NULL for SQL NULL; borrowed */
+char *pg__strdup(const PGresult *r, int row, int col);    /* owned copy; NULL for SQL NULL */
+/* Decodes a bytea (hex text "\x...") into out (cap bytes); the number of
+ * bytes it holds, or (size_t)-1 when it does not fit or is not hex. */
+size_t pg__bytea(const PGresult *r, int row, int col, uint8_t *out, size_t cap);
+
+/* Opens a write transaction unless one is open on s (the writer's group
+ * commit); *own says whether pg__txn_end must end it. */
+enum kb_err pg__txn_begin(struct kb_store *s, bool *own);
+enum kb_err pg__txn_end(struct kb_store *s, bool own, enum kb_err err);
+
+/* Milliseconds of the monotonic clock. */
+int64_t pg__mono_ms(void);
+
+/* ---- the table's halves, one file each; see store.h for each ---- */
+
+/* pg_keys.c: keys, spend, rate limits, admin tokens, object ledger */
+enum kb_err pg__key_insert(struct kb_store *s, struct kb_key *k, const uint8_t hash[KB_HASH_LEN]);
+enum kb_err pg__key_get(struct kb_store *s, const char *id, int64_t day, struct kb_key **out);
+enum kb_err pg__key_by_hash(struct kb_store *s, const uint8_t hash[KB_HASH_LEN], int64_t day,
+                            struct kb_key **out);
+enum kb_err pg__key_revoked(struct kb_store *s, int64_t seq, bool *revoked);
+enum kb_err pg__key_state(struct kb_store *s, int64_t seq, struct kb_key_state *out);
+enum kb_err pg__key_update(struct kb_store *s, const char *id, const struct kb_key_change *c,
+                           int64_t now, struct kb_revoked_key *out);
+enum kb_err pg__key_list(struct kb_store *s, const struct kb_key_filter *f, struct kb_key **out,
+                         size_t *n);
+enum kb_err pg__key_count_active(struct kb_store *s, int64_t now, int64_t *count);
+enum kb_err pg__key_revoke(struct kb_store *s, const char *id, int64_t now,
+                           struct kb_revoked_key *out);
+enum kb_err pg__key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
+                                  int64_t *count, struct kb_revoked_key **keys);
+enum kb_err pg__spend_reserve(struct kb_store *s, int64_t seq, int64_t day, int64_t amount,
+                              int64_t cap, int64_t *remaining);
+enum kb_err pg__spend_settle(struct kb_store *s, int64_t seq, int64_t day, int64_t reserved,
+                             int64_t actual, int64_t cap, int64_t *remaining);
+enum kb_err pg__rate_take(struct kb_store *s, int64_t seq, int64_t requests, int64_t period_ms,
+                          int64_t now_ms, int64_t *retry_after_ms);
+enum kb_err pg__admin_token_count(struct kb_store *s, int64_t *count);
+enum kb_err pg__admin_token_add(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
+                                const char *label, int64_t now);
+enum kb_err pg__admin_token_check(struct kb_store *s, const uint8_t hash[KB_HASH_LEN]);
+enum kb_err pg__object_charged(struct kb_store *s, int64_t key_seq, const char *object_id,
+                               int64_t not_before, int64_t *micros);
+enum kb_err pg__object_charge_set(struct kb_store *s, int64_t key_seq, const char *object_id,
+                                  int64_t micros, int64_t now, int64_t not_before);
+
+/* pg_budgets.c */
+enum kb_err pg__budget_insert(struct kb_store *s, struct kb_budget *b, char **errmsg);
+enum kb_err pg__budget_get(struct kb_store *s, const char *name, int64_t now,
+                           struct kb_budget **out);
+enum kb_err pg__budget_list(struct kb_store *s, int64_t after_seq, int limit, int64_t now,
+                            struct kb_budget **out, size_t *n);
+enum kb_err pg__budget_update(struct kb_store *s, const char *name,
+                              const struct kb_budget_change *c, int64_t now, char **errmsg);
+enum kb_err pg__budget_delete(struct kb_store *s, const char *name, char **errmsg);
+enum kb_err pg__key_budget_add(struct kb_store *s, int64_t key_seq, const char *name);
+enum kb_err pg__key_budgets(struct kb_store *s, int64_t key_seq, char ***names, size_t *n);
+enum kb_err pg__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now, int64_t amount,
+                               struct kb_budget_hold **holds, size_t *n, char **exhausted);
+enum kb_err pg__budget_settle(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                              int64_t reserved, int64_t actual);
+enum kb_err pg__budget_release(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
+                               int64_t amount);
+void pg__budget_free(struct kb_store *s);
+
+/* pg_cluster.c: nodes, their reservations, the change log */
+enum kb_err pg__spend_settle_orphans(struct kb_store *s, int64_t *count);
+enum kb_err pg__node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN], char **errmsg);
+enum kb_err pg__node_heartbeat(struct kb_store *s);
+enum kb_err pg__node_reap(struct kb_store *s, int64_t dead_after_ms, int64_t *nodes,
+                          int64_t *counters);
+enum kb_err pg__key_changes(struct kb_store *s, int64_t after_id, int64_t *last_id,
+                            struct kb_key_change_note **out, size_t *n);
+enum kb_err pg__wait_change(struct kb_store *s, int timeout_ms, bool *notified);
+
+/* pg_audit.c */
+enum kb_err pg__audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);
+enum kb_err pg__audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every);
+enum kb_err pg__audit_exists(struct kb_store *s, int64_t seq);
+enum kb_err pg__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
+                             const struct kb_audit_rec *rec, const uint8_t hash[KB_HASH_LEN]);
+enum kb_err pg__audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ckpt *ck);
+enum kb_err pg__audit_cut_find(struct kb_store *s, int64_t before_ms, int64_t max_seq,
+                               int64_t *seq);
+enum kb_err pg__audit_prune(struct kb_store *s, int64_t cut, int64_t *removed);
+void pg__audit_forget(struct kb_store *s);
+void pg__audit_head_sync(struct kb_store *s);
+void pg__audit_head_drop(struct kb_store *s);
+enum kb_err pg__audit_read_begin(struct kb_store *s);
+void pg__audit_read_end(struct kb_store *s);
+enum kb_err pg__audit_rows(struct kb_store *s, int64_t after_seq, int64_t since_ms,
+                           int64_t until_ms, struct kb_audit_iter **out);
+enum kb_err pg__audit_ckpts(struct kb_store *s, struct kb_audit_iter **out);
+enum kb_err pg__audit_row_next(struct kb_audit_iter *it, struct kb_audit_row *row);
+enum kb_err pg__audit_ckpt_next(struct kb_audit_iter *it, struct kb_audit_ckpt *ck);
+void pg__audit_iter_free(struct kb_audit_iter *it);
+enum kb_err pg__audit_query(struct kb_store *s, const struct kb_audit_filter *f,
+                            kb_audit_entry_cb cb, void *arg);
+enum kb_err pg__audit_chains(struct kb_store *s, char ***names, size_t *n);
+enum kb_err pg__audit_chain_use(struct kb_store *s, const char *name);
+void pg__audit_free(struct kb_store *s);
+
+#endif
