@@ -18,6 +18,7 @@ as_pg() {
 }
 case $cmd in
 start)
+    "$0" stop "$dir" # a server a killed run left behind
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres "$dir"
     as_pg "$bin/initdb" -D "$dir/data" -A trust -U keybrake -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 ||
