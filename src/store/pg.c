@@ -11,7 +11,14 @@
  *
  * Every cap decision is PostgreSQL's own: a conditional UPDATE (spent +
  * reserved + amount <= cap) under the row's lock, so no interleaving of
- * nodes can overshoot. Commits are synchronous (synchronous_commit on)
+ * nodes can overshoot. Every write transaction (a writer's batch, a
+ * start's settlement, a reap) first takes one cluster-wide advisory lock:
+ * the nodes' transactions run one after another, in one order that every
+ * admission, revocation and settlement shares. That costs parallelism
+ * between nodes' writers (a batch holds it for its round trips and its
+ * commit) and buys the absence of deadlocks: a batch runs many requests'
+ * jobs that lock spend, budget and key rows in whatever order requests
+ * came, and a deadlock would fail the whole batch (docs/cluster.md). Commits are synchronous (synchronous_commit on)
  * whatever [store] synchronous says: a commit another node builds on must
  * survive a crash of the server.
  */
@@ -29,6 +36,8 @@ extern const int kb_pg_schema_count;
 
 /* pg_advisory_xact_lock key of the migrations ("kbmg") */
 #define MIGRATION_LOCK INT64_C(0x6b626d67)
+/* ... and of every write transaction ("kbwr"): see the top */
+#define WRITE_LOCK_SQL "BEGIN; SELECT pg_advisory_xact_lock(1801615218)"
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
@@ -269,7 +278,7 @@ enum kb_err pg__txn_begin(struct kb_store *s, bool *own)
         return KB_OK;
     if (!conn_ready(s))
         return KB_E_STORE;
-    return pg__exec(s, "BEGIN");
+    return pg__exec(s, WRITE_LOCK_SQL);
 }
 
 enum kb_err pg__txn_end(struct kb_store *s, bool own, enum kb_err err)
@@ -287,7 +296,7 @@ static enum kb_err pg_begin(struct kb_store *s)
 {
     if (!conn_ready(s))
         return KB_E_STORE;
-    return pg__exec(s, "BEGIN");
+    return pg__exec(s, WRITE_LOCK_SQL);
 }
 
 static enum kb_err pg_commit(struct kb_store *s)
