@@ -32,6 +32,7 @@
 #include "meter/meter.h"
 #include "net/server.h"
 #include "proxy/proxy.h"
+#include "store/cluster.h"
 #include "store/store.h"
 #include "store/reader.h"
 #include "store/revlog.h"
@@ -310,6 +311,7 @@ static int serve(const char *config_path)
     struct kb_writer *writer = NULL;
     struct kb_reader *reader = NULL;
     struct kb_revlog *revlog = NULL;
+    struct kb_cluster *cluster = NULL;
     struct kb_audit_sink *sink = NULL;
     struct kb_runtime rt = {0};
     char *store_path = NULL;
@@ -351,10 +353,32 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
+    char node[KB_NODE_ID_MAX + 1], boot[33];
+    uint8_t boot_bytes[16];
+    crypto_random(boot_bytes, sizeof boot_bytes);
+    crypto_hex(boot_bytes, sizeof boot_bytes, boot);
+    if (cli_node_id(cfg, node, &errmsg) != KB_OK || !store_set_node(node, boot)) {
+        fprintf(stderr, "keybrake: %s\n", errmsg ? errmsg : "bad node id");
+        goto out;
+    }
     store_path = config_store_url(cfg);
     if (store_open(store_path, cfg->store_synchronous, true, &store, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: store: %s%s\n", errmsg, disk_note(cfg->data_dir));
         goto out;
+    }
+    revlog = revlog_new();
+    if (store_caps(store) & KB_STORE_SHARED) {
+        /* joining settles this node's earlier starts' reservations: its
+         * lock proves they are gone; other nodes' are live */
+        uint8_t check[KB_HASH_LEN];
+        cluster_key_check(rt.server_key, check);
+        if (cluster_start(store_path, check, revlog, cfg->cluster_heartbeat_ms,
+                          cfg->cluster_dead_after_ms, &cluster, &errmsg) != KB_OK) {
+            fprintf(stderr, "keybrake: cluster: %s\n", errmsg);
+            goto out;
+        }
+        kb_log(KB_LOG_INFO, "joined the cluster", "node", node, "backend",
+               store_backend(store), NULL);
     }
     int64_t orphans = 0;
     if (store_spend_settle_orphans(store, &orphans) != KB_OK) {
@@ -409,7 +433,6 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: store reader: %s\n", errmsg);
         goto out;
     }
-    revlog = revlog_new();
     const char *names[KB_METRICS_MAX_VENDORS];
     size_t nnames = 0;
     for (; nnames < cfg->nvendors && nnames < KB_METRICS_MAX_VENDORS; nnames++)
@@ -452,6 +475,7 @@ out:
     reader_free(reader); /* the workers are gone: nothing submits */
     writer_free(writer); /* runs every job still queued */
     audit_sink_free(sink);
+    cluster_stop(cluster); /* after the writer: heartbeats go on while it drains */
     store_close(store);
     /* the tables in force (the start's, or the last reload's) and every
      * one a reload replaced, the start's among them */

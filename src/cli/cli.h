@@ -8,6 +8,7 @@
 
 #include "core/crypto.h"
 #include "core/err.h"
+#include "store/store.h"
 
 struct kb_config;
 struct kb_store;
@@ -21,6 +22,12 @@ struct kb_store;
  */
 KB_MUSTCHECK enum kb_err cli_prepare_data_dir(const struct kb_config *cfg, uint8_t key[KB_HASH_LEN],
                                               char **errmsg);
+
+/* This node's id on a shared store: [cluster] node_id, else the one kept
+ * in <data_dir>/node-id, made at the first start from the host name and
+ * 8 random hex digits. */
+KB_MUSTCHECK enum kb_err cli_node_id(const struct kb_config *cfg, char out[KB_NODE_ID_MAX + 1],
+                                     char **errmsg);
 
 /*
  * Takes the data directory for this process alone: an exclusive flock on

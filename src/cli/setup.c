@@ -99,6 +99,61 @@ enum kb_err cli_prepare_data_dir(const struct kb_config *cfg, uint8_t key[KB_HAS
     return err;
 }
 
+enum kb_err cli_node_id(const struct kb_config *cfg, char out[KB_NODE_ID_MAX + 1], char **errmsg)
+{
+    if (cfg->node_id) {
+        if (!store_set_node(cfg->node_id, "check")) {
+            kb_set_errmsg(errmsg,
+                          "node_id \"%.80s\" must be 1 to %d characters of A-Z a-z 0-9 . _ : -",
+                          cfg->node_id, KB_NODE_ID_MAX);
+            return KB_E_CONFIG;
+        }
+        snprintf(out, KB_NODE_ID_MAX + 1, "%s", cfg->node_id);
+        return KB_OK;
+    }
+    char *path = kb_asprintf("%s/node-id", cfg->data_dir);
+    enum kb_err err = KB_OK;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        char text[KB_NODE_ID_MAX + 2] = "";
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+            n--;
+        text[n] = '\0';
+        if (!store_set_node(text, "check")) {
+            kb_set_errmsg(errmsg, "%s does not hold a node id (A-Z a-z 0-9 . _ : -)", path);
+            err = KB_E_CONFIG;
+        } else {
+            memcpy(out, text, n + 1); /* store_set_node checked n <= KB_NODE_ID_MAX */
+        }
+    } else if (errno == ENOENT) {
+        /* the host's name, made safe, and enough randomness to tell two
+         * nodes on one host apart; kept in the data dir for the restarts */
+        char host[256] = "node", id[KB_NODE_ID_MAX + 2];
+        (void)gethostname(host, sizeof host - 1);
+        host[40] = '\0';
+        for (char *p = host; *p; p++)
+            if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-", *p))
+                *p = '-';
+        uint8_t r[4];
+        char hex[9];
+        crypto_random(r, sizeof r);
+        crypto_hex(r, sizeof r, hex);
+        snprintf(id, sizeof id, "%.40s-%s\n", host[0] ? host : "node", hex);
+        if ((err = write_new_file(path, id, errmsg)) == KB_OK) {
+            size_t n = strlen(id) - 1; /* <= 40 + 1 + 8 */
+            id[n] = '\0';
+            memcpy(out, id, n + 1);
+        }
+    } else {
+        kb_set_errmsg(errmsg, "cannot read %s: %s", path, strerror(errno));
+        err = KB_E_IO;
+    }
+    free(path);
+    return err;
+}
+
 struct token_write {
     const uint8_t *hash;
     const char *label;

@@ -66,7 +66,8 @@ static const struct setting settings[] = {
     {"server", "pricing_file", "KEYBRAKE_PRICING_FILE", T_STR, OFF(pricing_file), NULL, 0, 0,
      "JSON file whose prices replace the embedded pricing.json entry by entry"},
     {"store", "url", "KEYBRAKE_STORE_URL", T_STR, OFF(store_url), NULL, 0, 0,
-     "where the store lives: sqlite:PATH or a file path (default <data_dir>/keybrake.db)"},
+     "where the store lives: sqlite:PATH or a file path (default <data_dir>/keybrake.db), or "
+     "postgres://USER@HOST:PORT/DB for several nodes on one PostgreSQL (docs/cluster.md)"},
     {"store", "synchronous", "KEYBRAKE_STORE_SYNCHRONOUS", T_STR, OFF(store_synchronous), "normal",
      0, 0, "SQLite synchronous setting: normal (survives crashes) or full (power loss)"},
     {"audit", "sink", "KEYBRAKE_AUDIT_SINK", T_STR, OFF(audit_sink), NULL, 0, 0,
@@ -84,6 +85,15 @@ static const struct setting settings[] = {
      "<data_dir>/audit-archive)"},
     {"store", "max_batch", "KEYBRAKE_STORE_MAX_BATCH", T_INT, OFF(writer_max_batch), "512", 1,
      100000, "most writes grouped into one commit"},
+    {"cluster", "node_id", "KEYBRAKE_NODE_ID", T_STR, OFF(node_id), NULL, 0, 0,
+     "this node's name on a store several nodes share (postgres://): its audit chain and its "
+     "reservations' owner; default <hostname>:<proxy port>"},
+    {"cluster", "heartbeat", "KEYBRAKE_CLUSTER_HEARTBEAT", T_DURATION, OFF(cluster_heartbeat_ms),
+     "1s", 100, 60000, "how often a node on a shared store says it is alive"},
+    {"cluster", "dead_after", "KEYBRAKE_CLUSTER_DEAD_AFTER", T_DURATION,
+     OFF(cluster_dead_after_ms), "5s", 1000, 3600000,
+     "a node silent this long, whose database session is gone, is dead: another node settles "
+     "its open reservations at their worst case"},
     {"upstream", "connect_timeout", "KEYBRAKE_UPSTREAM_CONNECT_TIMEOUT", T_DURATION,
      OFF(upstream_connect_timeout_ms), "10s", 1, 600000, "TCP+TLS connect timeout to a vendor"},
     {"upstream", "timeout", "KEYBRAKE_UPSTREAM_TIMEOUT", T_DURATION, OFF(upstream_timeout_ms),

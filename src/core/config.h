@@ -87,6 +87,9 @@ struct kb_config {
     int64_t audit_retention_ms;         /* prune records older than this; 0: keep all */
     char *audit_archive_dir;            /* owned; NULL: <data_dir>/audit-archive */
     int64_t writer_max_batch;           /* jobs per group-commit transaction */
+    char *node_id;                      /* owned; NULL: <hostname>:<proxy port> */
+    int64_t cluster_heartbeat_ms;       /* a shared store's node heartbeat */
+    int64_t cluster_dead_after_ms;      /* silent this long (and session gone): dead */
     struct kb_vendor *vendors;          /* owned */
     size_t nvendors;
 };
