@@ -68,6 +68,11 @@ static void *cluster_main(void *arg)
 {
     struct kb_cluster *c = arg;
     int64_t next_beat = mono_ms() + c->heartbeat_ms;
+    /* since when this node's own beats succeed: it reaps nobody before
+     * it has itself been up for dead_after, so that after an outage of
+     * the store (every heartbeat stale, every lock free) the other nodes
+     * get the time to come back before they are taken for dead */
+    int64_t healthy_since = mono_ms();
     bool failing = false;
     while (!atomic_load(&c->stopping)) {
         bool notified = false;
@@ -88,9 +93,13 @@ static void *cluster_main(void *arg)
                        "another live process has taken this node's id: give every node its own "
                        "node_id",
                        "node", store_node_id(), NULL);
+            if (hb != KB_OK)
+                healthy_since = -1;
+            else if (healthy_since < 0)
+                healthy_since = now;
             int64_t nodes = 0, counters = 0;
-            if (hb == KB_OK && store_node_reap(c->s, c->dead_after_ms, &nodes, &counters) ==
-                                   KB_OK &&
+            if (hb == KB_OK && now - healthy_since >= c->dead_after_ms &&
+                store_node_reap(c->s, c->dead_after_ms, &nodes, &counters) == KB_OK &&
                 nodes > 0) {
                 char a[24], b[24];
                 snprintf(a, sizeof a, "%lld", (long long)nodes);

@@ -4,6 +4,8 @@
 #   tests/pg/pg-test.sh start DIR   initdb in DIR (new), start on a free
 #                                   127.0.0.1 port, print the server's URL
 #   tests/pg/pg-test.sh stop DIR    stop it by the pid in DIR, remove DIR
+#   tests/pg/pg-test.sh pause DIR   stop it, keeping its data and port
+#   tests/pg/pg-test.sh resume DIR  start it again on the same port
 #
 # Run as root (CI), the server runs as the `postgres` user, which refuses
 # to run as root. Trust authentication on loopback only: nothing but this
@@ -37,6 +39,15 @@ start)
     echo "$port" >"$dir/port"
     echo "postgres://keybrake@127.0.0.1:$port/postgres"
     ;;
+pause)
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null
+    ;;
+resume)
+    port=$(cat "$dir/port")
+    as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200 -c shared_buffers=32MB" \
+        start >/dev/null || { tail -20 "$dir/server.log" >&2; exit 1; }
+    ;;
 stop)
     if [ -f "$dir/data/postmaster.pid" ]; then
         pid=$(head -1 "$dir/data/postmaster.pid")
@@ -49,7 +60,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|stop|pause|resume DIR" >&2
     exit 2
     ;;
 esac

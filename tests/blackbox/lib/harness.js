@@ -383,6 +383,14 @@ async function startDaemon(opts = {}) {
     if (!base[v] && opts.mocks && opts.mocks[v]) base[v] = opts.mocks[v].url;
     if (base[v]) env[`KEYBRAKE_${v.toUpperCase()}_BASE_URL`] = base[v];
   }
+  // KEYBRAKE_TEST_STORE=postgres runs every daemon on its own PostgreSQL
+  // database (lib/pg.js), kept with the data dir so that a restart on the
+  // same data dir finds the same store
+  if (process.env.KEYBRAKE_TEST_STORE === 'postgres' && !(opts.env && 'KEYBRAKE_STORE_URL' in opts.env)) {
+    const keep = path.join(d.dataDir, '.test-store-url');
+    if (!fs.existsSync(keep)) fs.writeFileSync(keep, require('./pg').freshDb().url);
+    env.KEYBRAKE_STORE_URL = fs.readFileSync(keep, 'utf8');
+  }
   Object.assign(env, opts.env || {});
   d.env = env;
 
