@@ -201,11 +201,16 @@ void proxy__admit_done(void *arg, enum kb_err err)
                 json_decref(extra);
                 free(m);
             } else {
-                http_reply_proxy_error(r->req, err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome,
+                http_reply_proxy_error(r->req,
+                                       err == KB_E_STORE ? KB_E_STORE
+                                       : err != KB_OK    ? KB_E_AUDIT_UNAVAILABLE
+                                                         : r->outcome,
                                        NULL);
             }
         }
-        enum kb_err code = err != KB_OK ? KB_E_AUDIT_UNAVAILABLE : r->outcome;
+        enum kb_err code = err == KB_E_STORE ? KB_E_STORE
+                           : err != KB_OK    ? KB_E_AUDIT_UNAVAILABLE
+                                             : r->outcome;
         struct proxy__end e = {.id = r->id,
                                .key_id = r->key->id,
                                .vendor_name = r->vendor->name,

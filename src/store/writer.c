@@ -159,7 +159,8 @@ static void run_batch(struct kb_writer *w, struct job *batch)
     struct kb_store *s = w->store;
     int64_t t0 = clock_mono_us();
     enum kb_err unguarded = KB_OK; /* an unguarded job's own failure */
-    bool ok = store_begin(s) == KB_OK;
+    bool began = store_begin(s) == KB_OK;
+    bool ok = began;
     if (ok)
         store_audit_head_sync(s); /* the chain head, from memory if nobody else wrote */
     for (struct job *j = batch; ok && j; j = j->next) {
@@ -212,10 +213,15 @@ static void run_batch(struct kb_writer *w, struct job *batch)
             kb_log(KB_LOG_ERROR, "an unguarded store job failed; answering audit_unavailable",
                    "code", kb_strerror(unguarded), NULL);
         else
-            kb_log(KB_LOG_ERROR, "store batch failed; answering audit_unavailable", "error", why,
-                   NULL);
+            kb_log(KB_LOG_ERROR,
+                   began ? "store batch failed; answering audit_unavailable"
+                         : "store unreachable; answering store_unavailable",
+                   "error", why, NULL);
+        /* nothing could even begin (a store server that does not answer):
+         * the store is unavailable; a batch that began and failed could
+         * not make its audit records durable */
         for (struct job *j = batch; j; j = j->next)
-            j->err = KB_E_AUDIT_UNAVAILABLE;
+            j->err = began ? KB_E_AUDIT_UNAVAILABLE : KB_E_STORE;
         int64_t zero = 0; /* keep the first failure's time */
         int64_t now = clock_now_ms();
         atomic_compare_exchange_strong(&w->failing_since, &zero, now > 0 ? now : 1);

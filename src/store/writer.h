@@ -34,7 +34,8 @@ struct kb_writer_port;
  * full, I/O error): they fail the whole batch, like a failed COMMIT. */
 typedef enum kb_err (*kb_job_fn)(struct kb_store *s, void *arg);
 /* Runs on the port's loop once the batch is durable: err is the job's
- * result, or KB_E_AUDIT_UNAVAILABLE when the batch could not commit. */
+ * result, or KB_E_AUDIT_UNAVAILABLE when the batch could not commit, or
+ * KB_E_STORE when it could not even begin (the store does not answer). */
 typedef void (*kb_job_done_cb)(void *arg, enum kb_err err);
 
 /*
