@@ -311,27 +311,27 @@ alive() { kill -0 "$KB_PID" 2>/dev/null || { tail -20 "$W/kb/stderr" >&2; die "k
 
 # run_wrk kind target conns duration round [delay_ms]
 run_wrk() {
-    local kind=$1 target=$2 conns=$3 dur=$4 round=$5 delay=${6:-0} url pids
-    if [ "$target" = keybrake ]; then
-        url="http://$KB_PROXY$PATH_REQ"
-        pids=$KB_PID
-    else
-        url="http://127.0.0.1:$PX_PORT$PATH_REQ"
-        pids=$NX_PIDS
-    fi
+    local kind=$1 target=$2 conns=$3 dur=$4 round=$5 delay=${6:-0} url pids tok=$TOKEN
+    case $target in
+    keybrake) url="http://$KB_PROXY$PATH_REQ" pids=$KB_PID ;;
+    pg1 | pg2) # bench/cluster.sh's nodes on PostgreSQL
+        url="http://$(node_addr "$target")$PATH_REQ" pids=$(node_pid "$target") tok=$PG_TOKEN ;;
+    *) url="http://127.0.0.1:$PX_PORT$PATH_REQ" pids=$NX_PIDS ;;
+    esac
     local t=$THREADS
     [ "$conns" -lt "$t" ] && t=$conns
     local c0 u0 c1 u1
     c0=$(cpu_ticks $pids)
     u0=$(cpu_ticks $UP_WORKERS)
     BENCH_DELAY_MS=$delay wrk -t"$t" -c"$conns" -d"${dur}s" --latency --timeout 10s \
-        -H "Authorization: Bearer $TOKEN" -s bench/wrk-report.lua "$url" >"$W/wrk.out" 2>&1 ||
+        -H "Authorization: Bearer $tok" -s bench/wrk-report.lua "$url" >"$W/wrk.out" 2>&1 ||
         { cat "$W/wrk.out" >&2; die "wrk failed"; }
     c1=$(cpu_ticks $pids)
     u1=$(cpu_ticks $UP_WORKERS)
     local line
     line=$(grep '^BENCH_RESULT' "$W/wrk.out") || { cat "$W/wrk.out" >&2; die "no wrk result"; }
     [ "$target" = keybrake ] && alive
+    [ "$target" = pg1 ] || [ "$target" = pg2 ] && node_alive "$target"
     echo "kind=$kind target=$target conns=$conns round=$round delay_ms=$delay" \
         "cpu_us=$(((c1 - c0) * 1000000 / CLK_TCK)) up_cpu_us=$(((u1 - u0) * 1000000 / CLK_TCK))" \
         "rss_kb=$(rss_kb $pids) ${line#BENCH_RESULT }" >>"$RESULTS"
@@ -535,6 +535,12 @@ if [ "$PROFILE" = 1 ]; then
             --us-per-req "$(median_field load keybrake "$first_c" cpu_per_req)" \
             "${stat_args[@]}" --fsync "$W/fsync.txt" --fsync-seconds "$LAT_DURATION" >"$PROFILE_MD"
     echo "bench: profile written to ${PROFILE_MD#$ROOT/}"
+fi
+
+# ---- 8. two nodes on PostgreSQL ---------------------------------------------------------
+if [ "${BENCH_CLUSTER:-1}" = 1 ]; then
+    . bench/cluster.sh
+    bench_cluster
 fi
 
 # ---- summary ---------------------------------------------------------------------------

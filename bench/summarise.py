@@ -172,6 +172,42 @@ def latency_table(rows, kind):
     return out, (nx[0]["conns"] if nx else 0), (nx[0].get("delay_ms", 0) if nx else 0)
 
 
+def cluster_section(rows, a):
+    """Section 8 (bench/cluster.sh): nodes on PostgreSQL beside the SQLite node."""
+    sq, p1, p12 = (pick(rows, "cluster", t) for t in ("keybrake", "pg1", "pg12"))
+    out = ["## Nodes on PostgreSQL (docs/cluster.md)", "",
+           "A throwaway PostgreSQL from Debian's packages (fsync on, synchronous_commit on) on the "
+           "same machine, two Keybrake nodes on it with the SQLite node's settings; the SQLite "
+           "node, one node on PostgreSQL, and both nodes at once (half the connections each) "
+           "alternate, %d rounds of %d s. Target: a node on PostgreSQL >= 0.5x the SQLite "
+           "node's requests/s; added p99 <= 5 ms at half load." % (a.rounds, a.duration), "",
+           "| round | SQLite node req/s | PG node req/s | **PG/SQLite** | 2 PG nodes req/s "
+           "| SQLite p99 ms | PG p99 ms | 2 nodes p99 ms | PG node CPU µs/req |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ratios = []
+    for x, y, z in zip(sq, p1, p12):
+        ratios.append(y["rps"] / x["rps"] if x["rps"] else 0.0)
+        out.append("| %d | %.0f | %.0f | %.2f× | %.0f | %s | %s | %s | %.1f |" % (
+            x["round"], x["rps"], y["rps"], ratios[-1], z["rps"], ms(x["p99_us"]),
+            ms(y["p99_us"]), ms(z["p99_us"]), y["cpu_per_req"]))
+    out.append("| **median** | %.0f | %.0f | **%.2f×** | %.0f | %s | %s | %s | %.1f |" % (
+        med(r["rps"] for r in sq), med(r["rps"] for r in p1), med(ratios),
+        med(r["rps"] for r in p12), ms(med(r["p99_us"] for r in sq)),
+        ms(med(r["p99_us"] for r in p1)), ms(med(r["p99_us"] for r in p12)),
+        med(r["cpu_per_req"] for r in p1)))
+    out.append("")
+    nx, pg = pick(rows, "cluster-paced", "nginx"), pick(rows, "cluster-paced", "pg1")
+    if nx and pg:
+        add99 = [b["p99_us"] - x["p99_us"] for x, b in zip(nx, pg)]
+        add50 = [b["p50_us"] - x["p50_us"] for x, b in zip(nx, pg)]
+        out.append("At about half of the PostgreSQL node's throughput (paced as above, nginx "
+                   "alternating): added p50 **%s ms**, added p99 **%s ms** (median of %d rounds; "
+                   "PG node %.0f req/s achieved)." % (
+                       ms(med(add50)), ms(med(add99)), len(add99), med(r["rps"] for r in pg)))
+        out.append("")
+    return out
+
+
 def runs_table(path):
     """The key-per-run workload (bench/runs.js): medians over rounds, nginx
     and keybrake side by side, and the peer gateway (routing only) when it
@@ -324,6 +360,9 @@ def main():
         md.append("")
         md.extend(t)
         md.append("")
+
+    if pick(rows, "cluster"):
+        md.extend(cluster_section(rows, a))
 
     md.append("## Admin API and store")
     md.append("")

@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev libbrotli-dev libzstd-dev
       libsqlite3-dev libssl-dev libinih-dev libpq-dev)
 if [ "$what" = test ]; then
-  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang)
+  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang postgresql)
 fi
 if [ "$what" = bench ]; then
-  pkgs+=(nginx-light wrk nodejs npm)
+  pkgs+=(nginx-light wrk nodejs npm postgresql)
 fi
 
 missing=()
