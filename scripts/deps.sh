@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev libbrotli-dev libzstd-dev
       libsqlite3-dev libssl-dev libinih-dev libpq-dev)
 if [ "$what" = test ]; then
-  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang)
+  # chromium: the dashboard's browser test (tests/blackbox/ui.test.js, via playwright-core)
+  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang chromium)
 fi
 if [ "$what" = bench ]; then
   pkgs+=(nginx-light wrk nodejs npm)
