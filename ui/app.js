@@ -74,10 +74,11 @@
     if (!t) throw new ApiError(401, { code: 'unauthorized', message: 'not signed in' });
     let url = path;
     if (params) {
-      const q = new URLSearchParams();
-      for (const [k, v] of Object.entries(params)) if (v !== '' && v !== null && v !== undefined) q.set(k, v);
-      const s = q.toString();
-      if (s) url += '?' + s;
+      // %20, never '+', for a space: a label prefix is matched byte for byte
+      const q = Object.entries(params)
+        .filter(([, v]) => v !== '' && v !== null && v !== undefined)
+        .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
+      if (q.length) url += '?' + q.join('&');
     }
     const init = {
       method,
@@ -406,6 +407,7 @@
   // ---- session ---------------------------------------------------------------------------
 
   function refreshAll() {
+    showError('dash-error', '');
     return Promise.all([loadKeys(), loadAudit(), loadStats(), loadBudgets()]);
   }
 

@@ -24,7 +24,7 @@
 #include "net/httpd.h"
 
 #define UI_CSP                                                                                     \
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "               \
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "                \
     "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 static const struct {

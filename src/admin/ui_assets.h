@@ -8,10 +8,10 @@
 #include <stddef.h>
 
 struct kb_ui_asset {
-    const char *name;           /* file name under ui/ ("app.js") */
-    const unsigned char *data;  /* the file's bytes (NUL after them, not counted) */
-    size_t len;                 /* bytes in data */
-    const char *etag;           /* strong ETag, quotes included */
+    const char *name;          /* file name under ui/ ("app.js") */
+    const unsigned char *data; /* the file's bytes (NUL after them, not counted) */
+    size_t len;                /* bytes in data */
+    const char *etag;          /* strong ETag, quotes included */
 };
 
 /* Sorted by name; kb_ui_asset_count of them. */

@@ -373,6 +373,40 @@ describe('dashboard in a headless browser', () => {
     }
   });
 
+  it('filters pass a label prefix byte for byte: spaces, plus signs, slashes, non-ASCII', async () => {
+    const { context, page, rec } = await recordedPage(browser);
+    const prefix = `${uniquePrefix('odd')}a+b c/é&x=1#`;
+    try {
+      const mine = await d.issueKey({ label: `${prefix}run` });
+      const near = await d.issueKey({ label: `${prefix.replace('a+b c', 'a b c')}run` });
+      await page.goto(`${d.adminUrl}/ui/`);
+      await signIn(page, d.adminToken);
+      await page.waitForSelector('#dash', { state: 'visible' });
+      await page.fill('#keys-prefix', prefix);
+      await page.click('#keys-filter button[type=submit]');
+      await page.waitForFunction(
+        (id) => {
+          const rows = [...document.querySelectorAll('#keys-table tbody tr')];
+          return rows.length === 1 && rows[0].getAttribute('data-key-id') === id;
+        },
+        mine.id,
+      );
+      assert.equal(await page.$(`tr[data-key-id="${near.id}"]`), null);
+      await page.fill('#audit-prefix', prefix);
+      await page.click('#audit-filter button[type=submit]');
+      await page.waitForFunction(
+        (id) => {
+          const rows = [...document.querySelectorAll('#audit-table tbody tr')];
+          return rows.length === 1 && rows[0].cells[4].textContent === id;
+        },
+        mine.id,
+      );
+      assert.deepEqual(rec.errors, [], 'console errors');
+    } finally {
+      await context.close();
+    }
+  });
+
   it('a wrong token is refused at sign-in and nothing is shown', async () => {
     const { context, page } = await recordedPage(browser);
     try {
