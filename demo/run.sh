@@ -37,16 +37,16 @@ mkdir -p "$data"
 
 sandbox_pid=""
 keybrake_pid=""
+keybrake_rc=0
 # Stops both (by pid) and exits: with keybrake's exit code, or $1 if given.
 stop() {
   trap - INT TERM
   [ -n "$keybrake_pid" ] && kill -TERM "$keybrake_pid" 2>/dev/null || true
   [ -n "$sandbox_pid" ] && kill -TERM "$sandbox_pid" 2>/dev/null || true
-  rc=0
-  if [ -n "$keybrake_pid" ]; then wait "$keybrake_pid" || rc=$?; fi
+  if [ -n "$keybrake_pid" ]; then wait "$keybrake_pid" || keybrake_rc=$?; fi
   if [ -n "$sandbox_pid" ]; then wait "$sandbox_pid" || true; fi
-  echo "demo: stopped (keybrake exit $rc)"
-  exit "${1:-$rc}"
+  echo "demo: stopped (keybrake exit $keybrake_rc)"
+  exit "${1:-$keybrake_rc}"
 }
 trap stop INT TERM
 
@@ -97,9 +97,16 @@ cat <<MSG
 
 MSG
 
-# Either one ending on its own ends the demo.
+# Either one ending ends the demo. Ctrl-C reaches the whole process group:
+# the trap, or the children first (they stop with 0 on SIGINT), whichever
+# bash sees first; an exit with another status is a failure.
 set +e
-wait -n "$keybrake_pid" "$sandbox_pid"
-echo "demo: a process exited on its own; stopping" >&2
-tail -5 "$data/keybrake.log" >&2
-stop 1
+wait -n -p done_pid "$keybrake_pid" "$sandbox_pid"
+st=$?
+if [ "$done_pid" = "$keybrake_pid" ]; then keybrake_pid="" keybrake_rc=$st; else sandbox_pid=""; fi
+if [ "$st" -ne 0 ]; then
+  echo "demo: ${done_pid:-a process} exited with status $st; stopping" >&2
+  tail -5 "$data/keybrake.log" >&2
+  stop 1
+fi
+stop
