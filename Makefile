@@ -3,6 +3,7 @@
 #
 #   make           build build/keybrake (release with debug info)
 #   make run       install deps, build, start the daemon on ./var
+#   make demo      the same in front of a sandbox vendor (no vendor account; ./var-demo)
 #   make test      install deps, build with ASan+UBSan, run every test
 #   make bench     benchmark against nginx (see bench/README.md)
 #   make bench-meter  CPU per exchange in the meters
@@ -13,7 +14,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 TEST_BUILD ?= build-asan
 
-.PHONY: all build run test test-unit test-blackbox test-fuzz deps deps-test fuzz bench bench-meter format clean
+.PHONY: all build run demo test test-unit test-blackbox test-fuzz deps deps-test fuzz bench bench-meter format clean
 
 all: build
 
@@ -29,6 +30,11 @@ deps-test:
 
 run: deps build
 	@exec $(BUILD)/keybrake serve $(if $(CONFIG),--config $(CONFIG))
+
+# demo/run.sh: demo/sandbox.js (not a real vendor) + the daemon with
+# demo/keybrake-demo.ini; prints the dashboard URL and admin token; Ctrl-C stops both.
+demo: deps build
+	@KEYBRAKE_BIN=$(BUILD)/keybrake exec demo/run.sh
 
 test: deps-test
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKB_SANITIZE=ON -DKB_WERROR=ON \

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev libbrotli-dev libzstd-dev
       libsqlite3-dev libssl-dev libinih-dev libpq-dev)
 if [ "$what" = test ]; then
-  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang postgresql)
+  # chromium: the dashboard's browser test (tests/blackbox/ui.test.js, via playwright-core);
+  # postgresql: the throwaway server of the PostgreSQL tests (tests/pg/pg-test.sh)
+  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang chromium postgresql)
 fi
 if [ "$what" = bench ]; then
   pkgs+=(nginx-light wrk nodejs npm postgresql)

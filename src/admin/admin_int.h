@@ -93,6 +93,9 @@ bool admin__key_scopes_parse(const char *raw, size_t rawlen, json_t *body, struc
 void admin__audit(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
 /* GET /metrics: Prometheus text (metrics.c). */
 void admin__metrics(struct kb_admin *a, struct kb_hreq *req);
+/* GET /ui and /ui/...: the dashboard's embedded files (ui.c); rest is the
+ * path after /ui ("", "/" or "/name"). Needs no token. */
+void admin__ui(struct kb_admin *a, struct kb_hreq *req, const char *rest);
 void admin__healthz(struct kb_admin *a, struct kb_hreq *req);
 void admin__readyz(struct kb_admin *a, struct kb_hreq *req);
 
