@@ -154,6 +154,18 @@ static void revoke_key(struct fixture *f, const char *id)
         assert_int_equal(store_key_revoke(f->s, id, NOW, NULL), KB_OK);
 }
 
+/* PostgreSQL: every budget_spend row's reserved is exactly what the
+ * nodes' rows say they hold of it (no-op on SQLite). */
+static void assert_owned_matches(struct fixture *f)
+{
+    if (!f->pg)
+        return;
+    assert_int_equal(sql(f, "SELECT count(*) FROM budget_spend s WHERE s.reserved_micros <> "
+                            "coalesce((SELECT sum(o.micros) FROM node_budget_reservations o "
+                            "WHERE o.budget_seq = s.budget_seq AND o.period = s.period), 0)"),
+                     0);
+}
+
 static enum kb_err add_budget(struct kb_store *s, const char *name, int64_t cap,
                               enum kb_budget_window w, const char *parent, char **msg)
 {
@@ -342,6 +354,7 @@ static void test_reserve_chain_all_or_nothing(void **state)
     ASSERT_BUDGET(f->s, "team", NOW, 0, 4);
     ASSERT_BUDGET(f->s, "user", NOW, 0, 4);
     ASSERT_BUDGET(f->s, "other", NOW, 0, 4);
+    assert_owned_matches(f);
 
     /* the chain changes before settlement: the holds still name the three */
     struct kb_budget_change c = {.has_parent = true, .parent = NULL};
@@ -379,6 +392,7 @@ static void test_reserve_chain_all_or_nothing(void **state)
     assert_int_equal(b->spent, 1);
     assert_int_equal(b->requests, requests);
     store_budget_free(b);
+    assert_owned_matches(f);
 }
 
 static void test_windows_roll_over(void **state)
@@ -407,6 +421,7 @@ static void test_windows_roll_over(void **state)
     free(h);
     assert_int_equal(store_budget_reserve(f->s, kt, NOW + 86400 * 400, 10, &h, &n, NULL),
                      KB_E_BUDGET_EXHAUSTED);
+    assert_owned_matches(f);
 }
 
 static void test_orphans_settled_at_start(void **state)
@@ -423,6 +438,29 @@ static void test_orphans_settled_at_start(void **state)
     assert_int_equal(store_spend_settle_orphans(f->s, &count), KB_OK);
     assert_int_equal(count, 1);
     ASSERT_BUDGET(f->s, "o", NOW, 30, 0); /* worst case, nothing left reserved */
+}
+
+/* A budget deleted while a request holds a reservation on it: the settle
+ * skips it, and a new budget of the same name is not touched. */
+static void test_settle_after_delete(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(add_budget(f->s, "gone", 100, KB_WIN_DAY, NULL, NULL), KB_OK);
+    int64_t k = add_key(f, "vk_gone");
+    assert_int_equal(store_key_budget_add(f->s, k, "gone"), KB_OK);
+    struct kb_budget_hold *h = NULL;
+    size_t n = 0;
+    assert_int_equal(store_budget_reserve(f->s, k, NOW, 5, &h, &n, NULL), KB_OK);
+    assert_int_equal(n, 1);
+    revoke_key(f, "vk_gone");
+    assert_int_equal(store_budget_delete(f->s, "gone", NULL), KB_OK);
+    assert_int_equal(add_budget(f->s, "gone", 100, KB_WIN_DAY, NULL, NULL), KB_OK);
+    assert_int_equal(store_budget_settle(f->s, h, n, 5, 5), KB_OK);
+    free(h);
+    ASSERT_BUDGET(f->s, "gone", NOW, 0, 0);
+    if (f->pg) /* the deleted budget's holders' rows went with it */
+        assert_int_equal(sql(f, "SELECT count(*) FROM node_budget_reservations"), 0);
+    assert_owned_matches(f);
 }
 
 /* ---- the races ---- */
@@ -544,6 +582,7 @@ static void test_concurrent_budget_never_overshoots(void **state)
         assert_int_equal(owned, RACE_CAP);
     ASSERT_BUDGET(f->s, "shared", NOW, RACE_CAP, 0);
     ASSERT_BUDGET(f->s, "calm", NOW, 0, 0);
+    assert_owned_matches(f);
     if (f->pg)
         assert_int_equal(sql(f, "SELECT sum(micros) FROM node_budget_reservations"), 0);
 }
@@ -566,6 +605,7 @@ static void test_concurrent_chain_never_overshoots(void **state)
     }
     int64_t held, owned;
     assert_int_equal(run_race(f, keys, NULL, "p", &held, &owned), RACE_CAP);
+    assert_owned_matches(f);
     assert_int_equal(held, RACE_CAP);
     if (f->pg)
         assert_int_equal(owned, RACE_CAP);
@@ -652,6 +692,7 @@ static void test_pg_two_nodes_own_their_reservations(void **state)
     ASSERT_BUDGET(f->s, "b", NOW, 35, 0);
     ASSERT_BUDGET(f->s, "top", NOW, 35, 0);
     assert_int_equal(owned_by(f, "node-b", "b"), 0); /* rows at 0 are kept */
+    assert_owned_matches(f);
     for (int i = 0; i < 3; i++)
         free(ha[i]);
     free(hb);
@@ -727,12 +768,14 @@ int main(void)
         T(test_reserve_chain_all_or_nothing),
         T(test_windows_roll_over),
         T(test_orphans_settled_at_start),
+        T(test_settle_after_delete),
         T(test_concurrent_budget_never_overshoots),
         T(test_concurrent_chain_never_overshoots),
         P(test_crud),
         P(test_cycles_and_depth),
         P(test_reserve_chain_all_or_nothing),
         P(test_windows_roll_over),
+        P(test_settle_after_delete),
         P(test_concurrent_budget_never_overshoots),
         P(test_concurrent_chain_never_overshoots),
         P(test_pg_two_nodes_own_their_reservations),
