@@ -474,9 +474,9 @@ struct racer {
     const char *url;
     const int64_t *keys;
     int index;
-    const char *only;            /* the only budget that may refuse; NULL: any */
-    pthread_barrier_t *barrier;  /* the racers */
-    pthread_barrier_t *mid;      /* the racers and the main thread, twice */
+    const char *only;           /* the only budget that may refuse; NULL: any */
+    pthread_barrier_t *barrier; /* the racers */
+    pthread_barrier_t *mid;     /* the racers and the main thread, twice */
     int open_err, ok, refused, other, settle_errors;
 };
 
@@ -531,8 +531,12 @@ static int run_race(struct fixture *f, const int64_t *keys, const char *only, co
     pthread_t threads[RACE_THREADS];
     memset(racers, 0, sizeof racers);
     for (int i = 0; i < RACE_THREADS; i++) {
-        racers[i] = (struct racer){.url = f->url, .keys = keys, .index = i, .only = only,
-                                   .barrier = &barrier, .mid = &mid};
+        racers[i] = (struct racer){.url = f->url,
+                                   .keys = keys,
+                                   .index = i,
+                                   .only = only,
+                                   .barrier = &barrier,
+                                   .mid = &mid};
         assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
     }
     pthread_barrier_wait(&mid);
@@ -760,7 +764,10 @@ static void test_pg_parent_changes_racing_make_no_cycle(void **state)
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
-#define P(fn) {"pg: " #fn, fn, setup_pg, teardown, NULL}
+#define P(fn)                                                                                      \
+    {                                                                                              \
+        "pg: " #fn, fn, setup_pg, teardown, NULL                                                   \
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_periods),
         T(test_crud),
