@@ -112,15 +112,18 @@ static const char SQL_KEY_NAMES[] =
     "SELECT b.name FROM key_budgets kb JOIN budgets b ON b.seq = kb.budget_seq "
     "WHERE kb.key_seq = $1::bigint ORDER BY b.name";
 
-/* Every budget on the key's chains, each once, by seq (the lock order).
- * The depth bound only stops a cycle, which the chain lock prevents. */
+/* Every budget on the key's chains, each once, by seq (the lock order),
+ * with its parent and whether the key names it (for refusal_ranks). The
+ * depth bound only stops a cycle, which the chain lock prevents. */
 static const char SQL_CHAINS[] =
     "WITH RECURSIVE c(seq, n) AS (SELECT budget_seq, 1 FROM key_budgets "
     "WHERE key_seq = $1::bigint UNION "
     "SELECT b.parent_seq, c.n + 1 FROM c JOIN budgets b ON b.seq = c.seq "
     "WHERE b.parent_seq IS NOT NULL AND c.n <= 16) "
-    "SELECT b.seq, b.win, b.name FROM budgets b WHERE b.seq IN (SELECT seq FROM c) "
-    "ORDER BY b.seq";
+    "SELECT b.seq, b.win, b.name, b.parent_seq, "
+    "EXISTS (SELECT 1 FROM key_budgets kb WHERE kb.key_seq = $1::bigint "
+    "AND kb.budget_seq = b.seq) "
+    "FROM budgets b WHERE b.seq IN (SELECT seq FROM c) ORDER BY b.seq";
 
 /* Reserves $3 on budget $1 in period $2 if it fits, the cap read in the
  * statement (a budget deleted since: no row in b), and mirrors it in this
@@ -522,6 +525,40 @@ static enum kb_err give_back(struct kb_store *s, const struct kb_budget_hold *h,
     return pg__do(s, SQL_RELEASE, &a);
 }
 
+/*
+ * rank[i]: row i's place in the order sqlite_budgets.c visits the chains
+ * (breadth first: the key's budgets by seq, then each level's parents as
+ * they are met), which decides the budget a refusal names when several
+ * would refuse. Rows are by seq; there are at most a few dozen.
+ */
+static void refusal_ranks(const PGresult *chains, int rows, int *rank)
+{
+    int *order = kb_calloc((size_t)rows, sizeof *order), len = 0;
+    for (int i = 0; i < rows; i++) {
+        const char *link = pg__text(chains, i, 4);
+        rank[i] = rows; /* unreached: cannot be, but last */
+        if (link && link[0] == 't')
+            order[len++] = i;
+    }
+    for (int k = 0; k < len; k++) {
+        rank[order[k]] = k;
+        if (pg__is_null(chains, order[k], 3))
+            continue;
+        int64_t parent = pg__i64(chains, order[k], 3);
+        for (int j = 0; j < rows; j++) {
+            if (pg__i64(chains, j, 0) != parent)
+                continue;
+            bool seen = false;
+            for (int m = 0; m < len && !seen; m++)
+                seen = order[m] == j;
+            if (!seen)
+                order[len++] = j;
+            break;
+        }
+    }
+    free(order);
+}
+
 enum kb_err pg__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now, int64_t amount,
                                struct kb_budget_hold **holds, size_t *n, char **exhausted)
 {
@@ -535,11 +572,23 @@ enum kb_err pg__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now,
     struct pg_args a = {0};
     pg_arg_i64(&a, key_seq);
     PGresult *chains = pg__run(s, SQL_CHAINS, &a, &err);
-    int rows = err == KB_OK ? PQntuples(chains) : 0;
-    if (rows)
+    int rows = err == KB_OK ? PQntuples(chains) : 0, best = rows;
+    int *rank = NULL;
+    if (rows) {
         v = kb_calloc((size_t)rows, sizeof *v);
-    /* by seq ascending: every transaction locks budget_spend rows in one order */
-    for (int i = 0; i < rows && err == KB_OK && !refused; i++) {
+        rank = kb_calloc((size_t)rows, sizeof *rank);
+        refusal_ranks(chains, rows, rank);
+    }
+    /*
+     * By seq ascending: every transaction locks budget_spend rows in one
+     * order, so two nodes reserving on the same budgets cannot deadlock.
+     * After a refusal only the budgets SQLite would have tried before it
+     * are still tried, so that the one named is SQLite's: the first to
+     * refuse in its order (rank), not in seq order.
+     */
+    for (int i = 0; i < rows && err == KB_OK; i++) {
+        if (rank[i] >= best)
+            continue;
         int64_t seq = pg__i64(chains, i, 0);
         int64_t period = store_budget_period((enum kb_budget_window)pg__i64(chains, i, 1), now);
         a = (struct pg_args){0};
@@ -550,20 +599,24 @@ enum kb_err pg__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now,
         pg_arg_text(&a, pg(s)->boot);
         PGresult *r = pg__run(s, SQL_RESERVE, &a, &err);
         if (err == KB_OK && PQntuples(r) == 1) {
-            if (pg__i64(r, 0, 0) == 0)
-                ; /* deleted since the walk: nothing to hold */
-            else if (pg__i64(r, 0, 1) == 0)
+            if (pg__i64(r, 0, 0) == 0) {
+                /* deleted since the walk: nothing to hold */
+            } else if (pg__i64(r, 0, 1) == 0) {
+                free(refused);
                 refused = pg__strdup(chains, i, 2);
-            else
+                best = rank[i];
+            } else {
                 v[held++] = (struct kb_budget_hold){.seq = seq, .period = period};
+            }
         } else if (err == KB_OK) {
             err = KB_E_STORE;
         }
         PQclear(r);
     }
+    free(rank);
     PQclear(chains);
-    /* all or nothing: give back what this call took before the refusal,
-     * in the same transaction, so no other transaction ever saw it */
+    /* all or nothing: give back what this call took, in the same
+     * transaction, so no other transaction ever saw it */
     for (size_t i = 0; err == KB_OK && refused && i < held; i++)
         err = give_back(s, &v[i], amount);
     err = pg__txn_end(s, own, err);

@@ -395,6 +395,39 @@ static void test_reserve_chain_all_or_nothing(void **state)
     assert_owned_matches(f);
 }
 
+/* When several budgets would refuse, the one named is the first in chain
+ * order (the key's own budgets, then their parents), whatever their seqs:
+ * here the parent is older than both of the key's budgets. */
+static void test_refusal_names_first_in_chain_order(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(add_budget(f->s, "top", 5, KB_WIN_TOTAL, NULL, NULL), KB_OK);
+    assert_int_equal(add_budget(f->s, "fine", 100, KB_WIN_TOTAL, "top", NULL), KB_OK);
+    assert_int_equal(add_budget(f->s, "mid", 5, KB_WIN_TOTAL, "top", NULL), KB_OK);
+    int64_t k = add_key(f, "vk_order"), k2 = add_key(f, "vk_order2");
+    assert_int_equal(store_key_budget_add(f->s, k, "fine"), KB_OK);
+    assert_int_equal(store_key_budget_add(f->s, k, "mid"), KB_OK);
+    assert_int_equal(store_key_budget_add(f->s, k2, "mid"), KB_OK);
+    struct kb_budget_hold *h = NULL;
+    size_t n = 0;
+    char *ex = NULL;
+    assert_int_equal(store_budget_reserve(f->s, k, NOW, 6, &h, &n, &ex), KB_E_BUDGET_EXHAUSTED);
+    assert_string_equal(ex, "mid");
+    free(ex);
+    ex = NULL;
+    assert_int_equal(store_budget_reserve(f->s, k2, NOW, 6, &h, &n, &ex), KB_E_BUDGET_EXHAUSTED);
+    assert_string_equal(ex, "mid");
+    free(ex);
+    static const char *const all[] = {"top", "fine", "mid"};
+    for (int i = 0; i < 3; i++) { /* nothing held, no request counted */
+        struct kb_budget *b = NULL;
+        assert_int_equal(store_budget_get(f->s, all[i], NOW, &b), KB_OK);
+        assert_int_equal(b->reserved + b->spent + b->requests, 0);
+        store_budget_free(b);
+    }
+    assert_owned_matches(f);
+}
+
 static void test_windows_roll_over(void **state)
 {
     struct fixture *f = *state;
@@ -773,6 +806,7 @@ int main(void)
         T(test_crud),
         T(test_cycles_and_depth),
         T(test_reserve_chain_all_or_nothing),
+        T(test_refusal_names_first_in_chain_order),
         T(test_windows_roll_over),
         T(test_orphans_settled_at_start),
         T(test_settle_after_delete),
@@ -781,6 +815,7 @@ int main(void)
         P(test_crud),
         P(test_cycles_and_depth),
         P(test_reserve_chain_all_or_nothing),
+        P(test_refusal_names_first_in_chain_order),
         P(test_windows_roll_over),
         P(test_settle_after_delete),
         P(test_concurrent_budget_never_overshoots),
