@@ -1,14 +1,26 @@
 /*
  * test_store_budgets.c - the store conformance suite's budget cases
- * (store.h, "budgets"): create, read, list, update and delete with their
- * refusals (duplicate names, unknown parents, cycles, chains longer than
- * KB_BUDGET_DEPTH_MAX, deleting one still in use); windows and periods;
- * reservations across a key's chains, all or nothing; settlement on the
- * holds a reservation returned, even after the chain changed; the orphan
- * settlement at start; and the money guarantee under threads: four
- * connections race reservations across keys on one shared budget and the
- * totals come out exact.
+ * (store.h, "budgets"), run on both backends (SQLite, and PostgreSQL with
+ * a fresh database per test from pg_fixture.h): create, read, list,
+ * update and delete with their refusals (duplicate names, unknown parents,
+ * cycles, chains longer than KB_BUDGET_DEPTH_MAX, deleting one still in
+ * use); windows and periods; reservations across a key's chains, all or
+ * nothing; settlement on the holds a reservation returned, even after the
+ * chain changed; and the money guarantee under threads: four connections
+ * race reservations across keys on one shared budget, and on a parent
+ * chain, and the totals come out exact.
+ *
+ * PostgreSQL only: who owns a reservation (node_budget_reservations, per
+ * node and start), a settle after this start's reservations were settled
+ * at their worst case by another node (no double count), and two chain
+ * changes racing on two connections (no cycle).
+ *
+ * Keys are made and revoked through the store on SQLite and by plain SQL
+ * on PostgreSQL, so that these cases test the budgets alone (pg_keys.c is
+ * a file of its own). The orphan settlement at start is SQLite's here;
+ * PostgreSQL's (this node's earlier starts only) is pg_cluster.c's.
  */
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,29 +30,48 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "core/crypto.h"
+#include "pg_fixture.h"
 #include "store/store.h"
 
 #define NOW INT64_C(1764547200) /* 2025-12-01 00:00:00 UTC */
 
 struct fixture {
+    bool pg;
     char dir[64];
-    char path[128];
+    char url[256]; /* the SQLite file's path or the PostgreSQL URL */
     struct kb_store *s;
 };
 
-static int setup(void **state)
+static int setup_sqlite(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
     snprintf(f->dir, sizeof f->dir, "%s", "/tmp/kb-test-budgets-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/keybrake.db", f->dir);
-    assert_int_equal(store_open(f->path, "normal", true, &f->s, NULL), KB_OK);
+    snprintf(f->url, sizeof f->url, "%s/keybrake.db", f->dir);
+    assert_int_equal(store_open(f->url, "normal", true, &f->s, NULL), KB_OK);
+    *state = f;
+    return 0;
+}
+
+static int setup_pg(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->pg = true;
+    assert_int_equal(test_pg_fresh(f->url, sizeof f->url), 0);
+    char *msg = NULL;
+    enum kb_err err = store_open(f->url, "normal", true, &f->s, &msg);
+    if (err != KB_OK)
+        fprintf(stderr, "store_open: %s\n", msg ? msg : "?");
+    free(msg);
+    assert_int_equal(err, KB_OK);
     *state = f;
     return 0;
 }
@@ -49,19 +80,55 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     store_close(f->s);
-    static const char *const names[] = {"keybrake.db", "keybrake.db-wal", "keybrake.db-shm"};
-    for (size_t i = 0; i < 3; i++) {
-        char p[160];
-        snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
-        unlink(p);
+    assert_true(store_set_node("local", "0")); /* the default, for the next case */
+    if (!f->pg) {
+        static const char *const names[] = {"keybrake.db", "keybrake.db-wal", "keybrake.db-shm"};
+        for (size_t i = 0; i < 3; i++) {
+            char p[160];
+            snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
+            unlink(p);
+        }
+        rmdir(f->dir);
     }
-    rmdir(f->dir);
     free(f);
     return 0;
 }
 
-static int64_t add_key(struct kb_store *s, const char *id)
+/* Runs one statement on PostgreSQL on a connection of its own; the first
+ * column of the first row as a number (0 without one). */
+static int64_t sql(const struct fixture *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int64_t sql(const struct fixture *f, const char *fmt, ...)
 {
+    char q[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q, sizeof q, fmt, ap);
+    va_end(ap);
+    PGconn *c = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, q);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
+    assert_true(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK);
+    int64_t v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
+                    ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                    : 0;
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+static int64_t add_key(struct fixture *f, const char *id)
+{
+    if (f->pg)
+        return sql(f,
+                   "INSERT INTO keys (id, token_hash, label, vendor, allowed_endpoints, "
+                   "daily_cap_micros, created_at, expires_at) VALUES ('%s', "
+                   "convert_to('%s', 'UTF8'), 'label', 'stripe', '[\"POST /v1/charges\"]', "
+                   "1000000000, %lld, %lld) RETURNING seq",
+                   id, id, (long long)NOW, (long long)(NOW + 86400 * 365));
     struct kb_key k;
     memset(&k, 0, sizeof k);
     snprintf(k.id, sizeof k.id, "%s", id);
@@ -75,8 +142,28 @@ static int64_t add_key(struct kb_store *s, const char *id)
     uint8_t h[KB_HASH_LEN];
     static const uint8_t key[] = "test-server-key";
     crypto_hmac(key, sizeof key - 1, id, strlen(id), h);
-    assert_int_equal(store_key_insert(s, &k, h), KB_OK);
+    assert_int_equal(store_key_insert(f->s, &k, h), KB_OK);
     return k.seq;
+}
+
+static void revoke_key(struct fixture *f, const char *id)
+{
+    if (f->pg)
+        sql(f, "UPDATE keys SET revoked_at = %lld WHERE id = '%s'", (long long)NOW, id);
+    else
+        assert_int_equal(store_key_revoke(f->s, id, NOW, NULL), KB_OK);
+}
+
+/* PostgreSQL: every budget_spend row's reserved is exactly what the
+ * nodes' rows say they hold of it (no-op on SQLite). */
+static void assert_owned_matches(struct fixture *f)
+{
+    if (!f->pg)
+        return;
+    assert_int_equal(sql(f, "SELECT count(*) FROM budget_spend s WHERE s.reserved_micros <> "
+                            "coalesce((SELECT sum(o.micros) FROM node_budget_reservations o "
+                            "WHERE o.budget_seq = s.budget_seq AND o.period = s.period), 0)"),
+                     0);
 }
 
 static enum kb_err add_budget(struct kb_store *s, const char *name, int64_t cap,
@@ -166,7 +253,7 @@ static void test_crud(void **state)
     assert_int_equal(store_budget_update(f->s, "user-42", &c, NOW, NULL), KB_E_INVALID);
 
     /* in use by a key: refused; once the key is revoked: gone */
-    int64_t k = add_key(f->s, "vk_crud");
+    int64_t k = add_key(f, "vk_crud");
     assert_int_equal(store_key_budget_add(f->s, k, "user-42"), KB_OK);
     assert_int_equal(store_key_budget_add(f->s, k, "user-42"), KB_OK); /* idempotent */
     assert_int_equal(store_key_budget_add(f->s, k, "ghost"), KB_E_NOT_FOUND);
@@ -179,7 +266,7 @@ static void test_crud(void **state)
     assert_int_equal(store_budget_delete(f->s, "user-42", &msg), KB_E_BUDGET_IN_USE);
     assert_non_null(msg);
     free(msg);
-    assert_int_equal(store_key_revoke(f->s, "vk_crud", NOW, NULL), KB_OK);
+    revoke_key(f, "vk_crud");
     assert_int_equal(store_budget_delete(f->s, "user-42", NULL), KB_OK);
     assert_int_equal(store_budget_get(f->s, "user-42", NOW, &b), KB_E_NOT_FOUND);
     assert_int_equal(store_budget_delete(f->s, "user-42", NULL), KB_E_NOT_FOUND);
@@ -238,8 +325,8 @@ static void test_reserve_chain_all_or_nothing(void **state)
     assert_int_equal(add_budget(f->s, "team", 6, KB_WIN_MONTH, NULL, NULL), KB_OK);
     assert_int_equal(add_budget(f->s, "user", 10, KB_WIN_DAY, "team", NULL), KB_OK);
     assert_int_equal(add_budget(f->s, "other", 100, KB_WIN_TOTAL, "team", NULL), KB_OK);
-    int64_t k = add_key(f->s, "vk_chain");
-    int64_t none = add_key(f->s, "vk_none");
+    int64_t k = add_key(f, "vk_chain");
+    int64_t none = add_key(f, "vk_none");
     assert_int_equal(store_key_budget_add(f->s, k, "user"), KB_OK);
     assert_int_equal(store_key_budget_add(f->s, k, "other"), KB_OK);
 
@@ -267,6 +354,7 @@ static void test_reserve_chain_all_or_nothing(void **state)
     ASSERT_BUDGET(f->s, "team", NOW, 0, 4);
     ASSERT_BUDGET(f->s, "user", NOW, 0, 4);
     ASSERT_BUDGET(f->s, "other", NOW, 0, 4);
+    assert_owned_matches(f);
 
     /* the chain changes before settlement: the holds still name the three */
     struct kb_budget_change c = {.has_parent = true, .parent = NULL};
@@ -304,6 +392,40 @@ static void test_reserve_chain_all_or_nothing(void **state)
     assert_int_equal(b->spent, 1);
     assert_int_equal(b->requests, requests);
     store_budget_free(b);
+    assert_owned_matches(f);
+}
+
+/* When several budgets would refuse, the one named is the first in chain
+ * order (the key's own budgets, then their parents), whatever their seqs:
+ * here the parent is older than both of the key's budgets. */
+static void test_refusal_names_first_in_chain_order(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(add_budget(f->s, "top", 5, KB_WIN_TOTAL, NULL, NULL), KB_OK);
+    assert_int_equal(add_budget(f->s, "fine", 100, KB_WIN_TOTAL, "top", NULL), KB_OK);
+    assert_int_equal(add_budget(f->s, "mid", 5, KB_WIN_TOTAL, "top", NULL), KB_OK);
+    int64_t k = add_key(f, "vk_order"), k2 = add_key(f, "vk_order2");
+    assert_int_equal(store_key_budget_add(f->s, k, "fine"), KB_OK);
+    assert_int_equal(store_key_budget_add(f->s, k, "mid"), KB_OK);
+    assert_int_equal(store_key_budget_add(f->s, k2, "mid"), KB_OK);
+    struct kb_budget_hold *h = NULL;
+    size_t n = 0;
+    char *ex = NULL;
+    assert_int_equal(store_budget_reserve(f->s, k, NOW, 6, &h, &n, &ex), KB_E_BUDGET_EXHAUSTED);
+    assert_string_equal(ex, "mid");
+    free(ex);
+    ex = NULL;
+    assert_int_equal(store_budget_reserve(f->s, k2, NOW, 6, &h, &n, &ex), KB_E_BUDGET_EXHAUSTED);
+    assert_string_equal(ex, "mid");
+    free(ex);
+    static const char *const all[] = {"top", "fine", "mid"};
+    for (int i = 0; i < 3; i++) { /* nothing held, no request counted */
+        struct kb_budget *b = NULL;
+        assert_int_equal(store_budget_get(f->s, all[i], NOW, &b), KB_OK);
+        assert_int_equal(b->reserved + b->spent + b->requests, 0);
+        store_budget_free(b);
+    }
+    assert_owned_matches(f);
 }
 
 static void test_windows_roll_over(void **state)
@@ -311,7 +433,7 @@ static void test_windows_roll_over(void **state)
     struct fixture *f = *state;
     assert_int_equal(add_budget(f->s, "m", 10, KB_WIN_MONTH, NULL, NULL), KB_OK);
     assert_int_equal(add_budget(f->s, "t", 15, KB_WIN_TOTAL, NULL, NULL), KB_OK);
-    int64_t km = add_key(f->s, "vk_m"), kt = add_key(f->s, "vk_t");
+    int64_t km = add_key(f, "vk_m"), kt = add_key(f, "vk_t");
     assert_int_equal(store_key_budget_add(f->s, km, "m"), KB_OK);
     assert_int_equal(store_key_budget_add(f->s, kt, "t"), KB_OK);
     struct kb_budget_hold *h = NULL;
@@ -332,13 +454,14 @@ static void test_windows_roll_over(void **state)
     free(h);
     assert_int_equal(store_budget_reserve(f->s, kt, NOW + 86400 * 400, 10, &h, &n, NULL),
                      KB_E_BUDGET_EXHAUSTED);
+    assert_owned_matches(f);
 }
 
 static void test_orphans_settled_at_start(void **state)
 {
     struct fixture *f = *state;
     assert_int_equal(add_budget(f->s, "o", 100, KB_WIN_DAY, NULL, NULL), KB_OK);
-    int64_t k = add_key(f->s, "vk_o");
+    int64_t k = add_key(f, "vk_o");
     assert_int_equal(store_key_budget_add(f->s, k, "o"), KB_OK);
     struct kb_budget_hold *h = NULL;
     size_t n = 0;
@@ -350,7 +473,30 @@ static void test_orphans_settled_at_start(void **state)
     ASSERT_BUDGET(f->s, "o", NOW, 30, 0); /* worst case, nothing left reserved */
 }
 
-/* ---- the race ---- */
+/* A budget deleted while a request holds a reservation on it: the settle
+ * skips it, and a new budget of the same name is not touched. */
+static void test_settle_after_delete(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(add_budget(f->s, "gone", 100, KB_WIN_DAY, NULL, NULL), KB_OK);
+    int64_t k = add_key(f, "vk_gone");
+    assert_int_equal(store_key_budget_add(f->s, k, "gone"), KB_OK);
+    struct kb_budget_hold *h = NULL;
+    size_t n = 0;
+    assert_int_equal(store_budget_reserve(f->s, k, NOW, 5, &h, &n, NULL), KB_OK);
+    assert_int_equal(n, 1);
+    revoke_key(f, "vk_gone");
+    assert_int_equal(store_budget_delete(f->s, "gone", NULL), KB_OK);
+    assert_int_equal(add_budget(f->s, "gone", 100, KB_WIN_DAY, NULL, NULL), KB_OK);
+    assert_int_equal(store_budget_settle(f->s, h, n, 5, 5), KB_OK);
+    free(h);
+    ASSERT_BUDGET(f->s, "gone", NOW, 0, 0);
+    if (f->pg) /* the deleted budget's holders' rows went with it */
+        assert_int_equal(sql(f, "SELECT count(*) FROM node_budget_reservations"), 0);
+    assert_owned_matches(f);
+}
+
+/* ---- the races ---- */
 
 #define RACE_THREADS 4
 #define RACE_KEYS 20
@@ -358,24 +504,26 @@ static void test_orphans_settled_at_start(void **state)
 #define RACE_CAP 100
 
 struct racer {
-    const char *path;
+    const char *url;
     const int64_t *keys;
     int index;
-    pthread_barrier_t *barrier;
+    const char *only;           /* the only budget that may refuse; NULL: any */
+    pthread_barrier_t *barrier; /* the racers */
+    pthread_barrier_t *mid;     /* the racers and the main thread, twice */
     int open_err, ok, refused, other, settle_errors;
 };
 
+/* Reserves 1 RACE_ATTEMPTS times with its keys, waits twice on mid (the
+ * main thread counts what is held in between), then settles each at 1. */
 static void *race(void *arg)
 {
     struct racer *r = arg;
     struct kb_store *s = NULL;
-    r->open_err = store_open(r->path, "normal", false, &s, NULL) != KB_OK;
+    r->open_err = store_open(r->url, "normal", false, &s, NULL) != KB_OK;
     pthread_barrier_wait(r->barrier);
-    if (r->open_err)
-        return NULL;
     struct kb_budget_hold *held[RACE_ATTEMPTS];
     size_t nheld[RACE_ATTEMPTS];
-    for (int i = 0; i < RACE_ATTEMPTS; i++) {
+    for (int i = 0; !r->open_err && i < RACE_ATTEMPTS; i++) {
         int64_t key = r->keys[(r->index + i * RACE_THREADS) % RACE_KEYS];
         struct kb_budget_hold *h = NULL;
         size_t n = 0;
@@ -384,14 +532,16 @@ static void *race(void *arg)
         if (err == KB_OK) {
             held[r->ok] = h;
             nheld[r->ok++] = n;
-        } else if (err == KB_E_BUDGET_EXHAUSTED && ex && strcmp(ex, "shared") == 0) {
+        } else if (err == KB_E_BUDGET_EXHAUSTED && ex && (!r->only || strcmp(ex, r->only) == 0)) {
             r->refused++;
         } else {
+            fprintf(stderr, "race: %s (%s)\n", kb_strerror(err), ex ? ex : "-");
             r->other++;
         }
         free(ex);
     }
-    pthread_barrier_wait(r->barrier);
+    pthread_barrier_wait(r->mid);
+    pthread_barrier_wait(r->mid);
     for (int i = 0; i < r->ok; i++) {
         if (store_budget_settle(s, held[i], nheld[i], 1, 1) != KB_OK)
             r->settle_errors++;
@@ -399,6 +549,55 @@ static void *race(void *arg)
     }
     store_close(s);
     return NULL;
+}
+
+/* Runs the racers over keys; *held is what the budget `name` had reserved
+ * between the phases and *owned what node_budget_reservations held for it
+ * (PostgreSQL; -1 on SQLite). Returns the reservations that succeeded. */
+static int run_race(struct fixture *f, const int64_t *keys, const char *only, const char *name,
+                    int64_t *held, int64_t *owned)
+{
+    pthread_barrier_t barrier, mid;
+    assert_int_equal(pthread_barrier_init(&barrier, NULL, RACE_THREADS), 0);
+    assert_int_equal(pthread_barrier_init(&mid, NULL, RACE_THREADS + 1), 0);
+    struct racer racers[RACE_THREADS];
+    pthread_t threads[RACE_THREADS];
+    memset(racers, 0, sizeof racers);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        racers[i] = (struct racer){.url = f->url,
+                                   .keys = keys,
+                                   .index = i,
+                                   .only = only,
+                                   .barrier = &barrier,
+                                   .mid = &mid};
+        assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
+    }
+    pthread_barrier_wait(&mid);
+    /* no assert between the barriers: the racers wait for the second */
+    struct kb_budget *b = NULL;
+    enum kb_err err = store_budget_get(f->s, name, NOW, &b);
+    *held = err == KB_OK ? b->reserved : -1;
+    store_budget_free(b);
+    *owned = f->pg ? sql(f,
+                         "SELECT coalesce(sum(o.micros), -1) FROM node_budget_reservations o "
+                         "JOIN budgets b ON b.seq = o.budget_seq WHERE b.name = '%s'",
+                         name)
+                   : -1;
+    pthread_barrier_wait(&mid);
+    for (int i = 0; i < RACE_THREADS; i++)
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+    pthread_barrier_destroy(&barrier);
+    pthread_barrier_destroy(&mid);
+    int ok = 0, refused = 0;
+    for (int i = 0; i < RACE_THREADS; i++) {
+        assert_int_equal(racers[i].open_err, 0);
+        assert_int_equal(racers[i].other, 0);
+        assert_int_equal(racers[i].settle_errors, 0);
+        ok += racers[i].ok;
+        refused += racers[i].refused;
+    }
+    assert_int_equal(ok + refused, RACE_THREADS * RACE_ATTEMPTS);
+    return ok;
 }
 
 static void test_concurrent_budget_never_overshoots(void **state)
@@ -410,46 +609,219 @@ static void test_concurrent_budget_never_overshoots(void **state)
     for (int i = 0; i < RACE_KEYS; i++) {
         char id[32];
         snprintf(id, sizeof id, "vk_race%d", i);
-        keys[i] = add_key(f->s, id);
+        keys[i] = add_key(f, id);
         assert_int_equal(store_key_budget_add(f->s, keys[i], "shared"), KB_OK);
     }
-    pthread_barrier_t barrier;
-    assert_int_equal(pthread_barrier_init(&barrier, NULL, RACE_THREADS), 0);
-    struct racer racers[RACE_THREADS];
-    pthread_t threads[RACE_THREADS];
-    memset(racers, 0, sizeof racers);
-    for (int i = 0; i < RACE_THREADS; i++) {
-        racers[i] = (struct racer){.path = f->path, .keys = keys, .index = i, .barrier = &barrier};
-        assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
-    }
-    for (int i = 0; i < RACE_THREADS; i++)
-        assert_int_equal(pthread_join(threads[i], NULL), 0);
-    pthread_barrier_destroy(&barrier);
-    int ok = 0, refused = 0;
-    for (int i = 0; i < RACE_THREADS; i++) {
-        assert_int_equal(racers[i].open_err, 0);
-        assert_int_equal(racers[i].other, 0);
-        assert_int_equal(racers[i].settle_errors, 0);
-        ok += racers[i].ok;
-        refused += racers[i].refused;
-    }
-    assert_int_equal(ok, RACE_CAP);
-    assert_int_equal(refused, RACE_THREADS * RACE_ATTEMPTS - RACE_CAP);
+    int64_t held, owned;
+    assert_int_equal(run_race(f, keys, "shared", "shared", &held, &owned), RACE_CAP);
+    assert_int_equal(held, RACE_CAP);
+    if (f->pg) /* this start's share: all of it (the racers are one node) */
+        assert_int_equal(owned, RACE_CAP);
     ASSERT_BUDGET(f->s, "shared", NOW, RACE_CAP, 0);
     ASSERT_BUDGET(f->s, "calm", NOW, 0, 0);
+    assert_owned_matches(f);
+    if (f->pg)
+        assert_int_equal(sql(f, "SELECT sum(micros) FROM node_budget_reservations"), 0);
+}
+
+/* Four children of cap 30 under a parent of cap 100, five keys on each:
+ * the children could take 120, the parent takes exactly 100. */
+static void test_concurrent_chain_never_overshoots(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(add_budget(f->s, "p", RACE_CAP, KB_WIN_MONTH, NULL, NULL), KB_OK);
+    static const char *const child[] = {"c0", "c1", "c2", "c3"};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(add_budget(f->s, child[i], 30, KB_WIN_DAY, "p", NULL), KB_OK);
+    int64_t keys[RACE_KEYS];
+    for (int i = 0; i < RACE_KEYS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "vk_chain%d", i);
+        keys[i] = add_key(f, id);
+        assert_int_equal(store_key_budget_add(f->s, keys[i], child[(i / 5) % 4]), KB_OK);
+    }
+    int64_t held, owned;
+    assert_int_equal(run_race(f, keys, NULL, "p", &held, &owned), RACE_CAP);
+    assert_owned_matches(f);
+    assert_int_equal(held, RACE_CAP);
+    if (f->pg)
+        assert_int_equal(owned, RACE_CAP);
+    ASSERT_BUDGET(f->s, "p", NOW, RACE_CAP, 0);
+    int64_t sum = 0;
+    for (int i = 0; i < 4; i++) {
+        struct kb_budget *b = NULL;
+        assert_int_equal(store_budget_get(f->s, child[i], NOW, &b), KB_OK);
+        assert_true(b->spent <= 30);
+        assert_int_equal(b->reserved, 0);
+        assert_int_equal(b->requests, b->spent); /* refusals gave their request back */
+        sum += b->spent;
+        store_budget_free(b);
+    }
+    assert_int_equal(sum, RACE_CAP);
+}
+
+/* ---- PostgreSQL: several nodes ---- */
+
+/* What node `node` holds on budget `name` (-1: no row). */
+static int64_t owned_by(struct fixture *f, const char *node, const char *name)
+{
+    return sql(f,
+               "SELECT coalesce((SELECT o.micros FROM node_budget_reservations o JOIN budgets b "
+               "ON b.seq = o.budget_seq WHERE b.name = '%s' AND o.node_id = '%s'), -1)",
+               name, node);
+}
+
+static void test_pg_two_nodes_own_their_reservations(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(add_budget(f->s, "top", 1000, KB_WIN_TOTAL, NULL, NULL), KB_OK);
+    assert_int_equal(add_budget(f->s, "b", 100, KB_WIN_DAY, "top", NULL), KB_OK);
+    int64_t k = add_key(f, "vk_nodes");
+    assert_int_equal(store_key_budget_add(f->s, k, "b"), KB_OK);
+    struct kb_store *sa = NULL, *sb = NULL;
+    assert_true(store_set_node("node-a", "boot-a1"));
+    assert_int_equal(store_open(f->url, "normal", false, &sa, NULL), KB_OK);
+    assert_true(store_set_node("node-b", "boot-b1"));
+    assert_int_equal(store_open(f->url, "normal", false, &sb, NULL), KB_OK);
+
+    struct kb_budget_hold *ha[3], *hb = NULL;
+    size_t na[3], nb = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_budget_reserve(sa, k, NOW, 10, &ha[i], &na[i], NULL), KB_OK);
+        assert_int_equal(na[i], 2);
+    }
+    assert_int_equal(store_budget_reserve(sb, k, NOW, 5, &hb, &nb, NULL), KB_OK);
+    /* each node's share of each budget, on its own start's rows */
+    assert_int_equal(owned_by(f, "node-a", "b"), 30);
+    assert_int_equal(owned_by(f, "node-a", "top"), 30);
+    assert_int_equal(owned_by(f, "node-b", "b"), 5);
+    assert_int_equal(owned_by(f, "node-b", "top"), 5);
+    assert_int_equal(sql(f, "SELECT count(*) FROM node_budget_reservations WHERE "
+                            "(node_id = 'node-a' AND boot_id <> 'boot-a1') OR "
+                            "(node_id = 'node-b' AND boot_id <> 'boot-b1')"),
+                     0);
+    ASSERT_BUDGET(f->s, "b", NOW, 0, 35);
+
+    /* a settle gives back the node's own share */
+    assert_int_equal(store_budget_settle(sa, ha[0], na[0], 10, 7), KB_OK);
+    assert_int_equal(owned_by(f, "node-a", "b"), 20);
+    ASSERT_BUDGET(f->s, "b", NOW, 7, 25);
+
+    /* node-a is taken for dead: another node settles its reservations at
+     * their worst case and drops its rows (what the reaper does) */
+    sql(f, "WITH o AS (DELETE FROM node_budget_reservations WHERE node_id = 'node-a' "
+           "RETURNING budget_seq, period, micros) "
+           "UPDATE budget_spend s SET spent_micros = s.spent_micros + o.micros, "
+           "reserved_micros = s.reserved_micros - o.micros FROM o "
+           "WHERE s.budget_seq = o.budget_seq AND s.period = o.period");
+    ASSERT_BUDGET(f->s, "b", NOW, 27, 5);
+    ASSERT_BUDGET(f->s, "top", NOW, 27, 5);
+    /* its requests end after all: charged already at 10, so 4 adds
+     * nothing and 13 adds 3; node-b's reservation is untouched */
+    assert_int_equal(store_budget_settle(sa, ha[1], na[1], 10, 4), KB_OK);
+    ASSERT_BUDGET(f->s, "b", NOW, 27, 5);
+    assert_int_equal(store_budget_settle(sa, ha[2], na[2], 10, 13), KB_OK);
+    ASSERT_BUDGET(f->s, "b", NOW, 30, 5);
+    ASSERT_BUDGET(f->s, "top", NOW, 30, 5);
+    assert_int_equal(owned_by(f, "node-a", "b"), -1);
+
+    assert_int_equal(store_budget_settle(sb, hb, nb, 5, 5), KB_OK);
+    ASSERT_BUDGET(f->s, "b", NOW, 35, 0);
+    ASSERT_BUDGET(f->s, "top", NOW, 35, 0);
+    assert_int_equal(owned_by(f, "node-b", "b"), 0); /* rows at 0 are kept */
+    assert_owned_matches(f);
+    for (int i = 0; i < 3; i++)
+        free(ha[i]);
+    free(hb);
+    store_close(sa);
+    store_close(sb);
+}
+
+struct updater {
+    const char *url;
+    const char *name, *parent;
+    enum kb_err err;
+    char *msg;
+};
+
+static void *update_parent(void *arg)
+{
+    struct updater *u = arg;
+    struct kb_store *s = NULL;
+    u->err = store_open(u->url, "normal", false, &s, NULL);
+    if (u->err != KB_OK)
+        return NULL;
+    struct kb_budget_change c = {.has_parent = true, .parent = u->parent};
+    u->err = store_budget_update(s, u->name, &c, NOW, &u->msg);
+    store_close(s);
+    return NULL;
+}
+
+/* With y under z: x's parent y on one connection, z's parent x on another
+ * at the same time. Each alone is fine; both would close x -> y -> z -> x.
+ * The second waits for the first (the chain lock) and then sees the cycle.
+ * (Row locks alone do not order them: the two rows changed differ.) */
+static void test_pg_parent_changes_racing_make_no_cycle(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(add_budget(f->s, "z", 10, KB_WIN_TOTAL, NULL, NULL), KB_OK);
+    assert_int_equal(add_budget(f->s, "y", 10, KB_WIN_TOTAL, "z", NULL), KB_OK);
+    assert_int_equal(add_budget(f->s, "x", 10, KB_WIN_TOTAL, NULL, NULL), KB_OK);
+    assert_int_equal(store_begin(f->s), KB_OK);
+    struct kb_budget_change c = {.has_parent = true, .parent = "y"};
+    assert_int_equal(store_budget_update(f->s, "x", &c, NOW, NULL), KB_OK);
+    struct updater u = {.url = f->url, .name = "z", .parent = "x"};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, update_parent, &u), 0);
+    /* until the other connection waits on a lock (at most 5 s; without
+     * the chain lock it never does, finishes first and makes the cycle) */
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        if (sql(f, "SELECT count(*) FROM pg_locks WHERE NOT granted") > 0)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (now.tv_sec - start.tv_sec < 5);
+    assert_int_equal(store_commit(f->s), KB_OK);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(u.err, KB_E_INVALID);
+    assert_non_null(u.msg);
+    assert_non_null(strstr(u.msg, "cycle"));
+    free(u.msg);
+    struct kb_budget *b = NULL;
+    assert_int_equal(store_budget_get(f->s, "z", NOW, &b), KB_OK);
+    assert_null(b->parent);
+    store_budget_free(b);
 }
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
+#define P(fn)                                                                                      \
+    {                                                                                              \
+        "pg: " #fn, fn, setup_pg, teardown, NULL                                                   \
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_periods),
         T(test_crud),
         T(test_cycles_and_depth),
         T(test_reserve_chain_all_or_nothing),
+        T(test_refusal_names_first_in_chain_order),
         T(test_windows_roll_over),
         T(test_orphans_settled_at_start),
+        T(test_settle_after_delete),
         T(test_concurrent_budget_never_overshoots),
+        T(test_concurrent_chain_never_overshoots),
+        P(test_crud),
+        P(test_cycles_and_depth),
+        P(test_reserve_chain_all_or_nothing),
+        P(test_refusal_names_first_in_chain_order),
+        P(test_windows_roll_over),
+        P(test_settle_after_delete),
+        P(test_concurrent_budget_never_overshoots),
+        P(test_concurrent_chain_never_overshoots),
+        P(test_pg_two_nodes_own_their_reservations),
+        P(test_pg_parent_changes_racing_make_no_cycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
