@@ -292,11 +292,33 @@ enum kb_err pg__txn_end(struct kb_store *s, bool own, enum kb_err err)
     return err;
 }
 
+/* A writer's transaction: the cluster-wide lock, then the fence: a start
+ * that another node reaped (reaped_boots) writes nothing more, since its
+ * reservations were settled already. One round trip. */
 static enum kb_err pg_begin(struct kb_store *s)
 {
+    struct pg *c = pg(s);
     if (!conn_ready(s))
         return KB_E_STORE;
-    return pg__exec(s, WRITE_LOCK_SQL);
+    char q[256];
+    /* node and boot ids are checked characters (store_set_node, hex) */
+    snprintf(q, sizeof q,
+             WRITE_LOCK_SQL "; SELECT count(*) FROM reaped_boots WHERE node_id = '%s' AND "
+                            "boot_id = '%s'",
+             c->node, c->boot);
+    PGresult *r = PQexec(c->conn, q);
+    enum kb_err err = KB_OK;
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+        err = pg__err_of(s, r);
+    else if (pg__i64(r, 0, 0) != 0) {
+        set_err(s, "this node was found dead by another node, which settled its reservations: "
+                   "it writes nothing more (restart it)");
+        err = KB_E_STORE;
+    }
+    PQclear(r);
+    if (err != KB_OK && in_tx(s))
+        (void)pg__exec(s, "ROLLBACK");
+    return err;
 }
 
 static enum kb_err pg_commit(struct kb_store *s)

@@ -91,6 +91,18 @@ CREATE TABLE nodes (
     heartbeat_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Starts that another node found dead and whose reservations it settled
+-- (node_reap). A start listed here may not write again: its writer's
+-- transactions check this first (a node whose session was gone long
+-- enough to be reaped, but whose process lives on, stops instead of
+-- settling reservations that were settled already).
+CREATE TABLE reaped_boots (
+    node_id text        NOT NULL,
+    boot_id text        NOT NULL,
+    at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (node_id, boot_id)
+);
+
 -- Which node (and which start of it) holds what part of spend.reserved
 -- and budget_spend.reserved: changed in the same transaction as those, so
 -- that the reservations of a node that died are settled exactly (at their
