@@ -15,8 +15,10 @@
  * (pg_keys.c, pg_budgets.c keep them beside spend and budget_spend):
  * settling moves each row's micros from reserved to spent (the worst
  * case) and deletes the row, in one transaction. Spend rows are locked
- * first, in key order, as reserve and settle lock them, so that a reaper
- * and a live writer cannot deadlock.
+ * first, in key order, as reserve and settle lock them; a live writer's
+ * batch may still hold several in another order, so a reaper waits for a
+ * row at most SETTLE_LOCK_WAIT and then gives up (to try again at its
+ * next round) rather than let the deadlock detector pick the writer.
  */
 #include <errno.h>
 #include <poll.h>
@@ -28,6 +30,7 @@
 #include "store/pg_int.h"
 
 #define NODE_LOCK "hashtextextended($1::text, 0)"
+#define SETTLE_LOCK_WAIT "SET LOCAL lock_timeout = '500ms'"
 
 /* Which reservation rows a move takes: node $1's, of every start but $2
  * ('' : all), and with $3 only those whose start has no nodes row. */
@@ -149,7 +152,10 @@ enum kb_err pg__spend_settle_orphans(struct kb_store *s, int64_t *count)
     enum kb_err err = pg__txn_begin(s, &own);
     if (err != KB_OK)
         return err;
-    err = move(s, pg(s)->node, pg(s)->boot, false, &n);
+    if (own)
+        err = pg__exec(s, SETTLE_LOCK_WAIT);
+    if (err == KB_OK)
+        err = move(s, pg(s)->node, pg(s)->boot, false, &n);
     if ((err = pg__txn_end(s, own, err)) == KB_OK)
         *count = n;
     return err;
@@ -223,7 +229,8 @@ enum kb_err pg__node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LE
         struct pg_args a = {0};
         pg_arg_text(&a, c->node);
         pg_arg_text(&a, c->boot);
-        if ((err = check_key(s, key_check, errmsg)) == KB_OK &&
+        if ((!own || (err = pg__exec(s, SETTLE_LOCK_WAIT)) == KB_OK) &&
+            (err = check_key(s, key_check, errmsg)) == KB_OK &&
             (err = pg__do(s, SQL_NODE_UPSERT, &a)) == KB_OK)
             err = move(s, c->node, c->boot, false, &settled);
         bool config = err == KB_E_CONFIG;
@@ -277,7 +284,10 @@ static enum kb_err reap_one(struct kb_store *s, const char *node, bool stale, in
     pg_arg_text(&a, node);
     bool free_lock = false;
     int64_t n = 0;
-    if ((err = one_value(s, SQL_XLOCK_NODE, &a, NULL, &free_lock)) == KB_OK && free_lock) {
+    if (own)
+        err = pg__exec(s, SETTLE_LOCK_WAIT);
+    if (err == KB_OK && (err = one_value(s, SQL_XLOCK_NODE, &a, NULL, &free_lock)) == KB_OK &&
+        free_lock) {
         if (stale) {
             /* the same stale condition: of two reapers, one deletes it */
             pg_arg_i64(&a, dead_after_ms);

@@ -115,6 +115,31 @@ static void make_stale(const struct fixture *f, const char *node)
     raw_int(f, q);
 }
 
+/* How many sessions hold node's lock (0 or 1). */
+static int64_t lock_holders(const struct fixture *f, const char *node)
+{
+    char q[320];
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+             "AND granted AND (classid::bigint << 32 | objid::bigint) = "
+             "hashtextextended('%s', 0)",
+             node);
+    return raw_int(f, q);
+}
+
+/* store_close returns before the server has ended the session (and let
+ * go of its locks): wait until node's lock is free, within a deadline. */
+static void wait_lock_free(const struct fixture *f, const char *node)
+{
+    int64_t held = 1;
+    for (int64_t deadline = mono_ms() + 10000; mono_ms() < deadline;) {
+        if ((held = lock_holders(f, node)) == 0)
+            break;
+        usleep(10000); /* polling a condition, within a deadline */
+    }
+    assert_int_equal(held, 0);
+}
+
 static int64_t add_key(struct kb_store *s, const char *id)
 {
     struct kb_key k;
@@ -168,6 +193,7 @@ static void test_reap_dead_node(void **state)
 
     /* A's process goes (its cluster session ends); fresh heartbeat: not yet */
     store_close(ca);
+    wait_lock_free(f, "node-a");
     assert_int_equal(store_node_heartbeat(cb), KB_OK);
     raw_int(f, "UPDATE nodes SET heartbeat_at = now() WHERE node_id = 'node-a'");
     assert_int_equal(store_node_reap(cb, 60000, &nodes, &counters), KB_OK);
@@ -215,6 +241,7 @@ static void test_restart_settles_own_earlier_start(void **state)
     assert_int_equal(store_spend_reserve(wb, seq, DAY0, 200, CAP, NULL), KB_OK);
     store_close(wa); /* the crash */
     store_close(ca);
+    wait_lock_free(f, "node-a");
 
     struct kb_store *wa2 = open_as(f, "node-a", "a2");
     assert_int_equal(store_spend_reserve(wa2, seq, DAY0, 70, CAP, NULL), KB_OK);
@@ -259,6 +286,7 @@ static void test_reap_unregistered_start(void **state)
     assert_int_equal(counters, 0);
     ASSERT_USAGE(wz, "vk_unreg", 0, 500);
     store_close(cz);
+    wait_lock_free(f, "node-z");
     assert_int_equal(store_node_reap(cb, 60000, &nodes, &counters), KB_OK);
     assert_int_equal(nodes, 0);
     assert_int_equal(counters, 1);
@@ -281,9 +309,11 @@ static void test_join_refusals(void **state)
     assert_non_null(strstr(msg, "node-x"));
     free(msg);
     msg = NULL;
+    assert_int_equal(lock_holders(f, "node-x"), 1);
     /* the first one's row is untouched */
     assert_int_equal(raw_int(f, "SELECT count(*) FROM nodes WHERE boot_id = 'x1'"), 1);
     store_close(c1);
+    wait_lock_free(f, "node-x");
     assert_int_equal(store_node_join(c2, f->kc, &msg), KB_OK);
     assert_null(msg);
 
