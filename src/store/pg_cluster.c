@@ -34,20 +34,22 @@
 
 /* Which reservation rows a move takes: node $1's, of every start but $2
  * ('' : all), and with $3 only those whose start has no nodes row. */
-#define MOVE_COND(t)                                                                               \
+#define MOVE_COND_OF(t)                                                                            \
     "node_id = $1::text AND boot_id <> $2::text AND (NOT $3::boolean OR NOT EXISTS "               \
     "(SELECT 1 FROM nodes n WHERE n.node_id = $1::text AND n.boot_id = " t ".boot_id))"
+#define MOVE_KEYS MOVE_COND_OF("node_reservations")
+#define MOVE_BUDGETS MOVE_COND_OF("node_budget_reservations")
 
 static const char SQL_LOCK_SPEND[] =
     "SELECT 1 FROM spend WHERE (key_seq, day) IN (SELECT key_seq, day FROM node_reservations "
-    "WHERE " MOVE_COND("node_reservations") ") ORDER BY key_seq, day FOR UPDATE";
+    "WHERE " MOVE_KEYS ") ORDER BY key_seq, day FOR UPDATE";
 static const char SQL_LOCK_BUDGET[] =
     "SELECT 1 FROM budget_spend WHERE (budget_seq, period) IN (SELECT budget_seq, period "
-    "FROM node_budget_reservations WHERE " MOVE_COND("node_budget_reservations") ") "
+    "FROM node_budget_reservations WHERE " MOVE_BUDGETS ") "
     "ORDER BY budget_seq, period FOR UPDATE";
 /* reserved -> spent, at the worst case; the rows go */
 static const char SQL_MOVE_SPEND[] =
-    "WITH r AS (DELETE FROM node_reservations WHERE " MOVE_COND("node_reservations") " "
+    "WITH r AS (DELETE FROM node_reservations WHERE " MOVE_KEYS " "
     "RETURNING key_seq, day, micros), "
     "a AS (SELECT key_seq, day, sum(micros)::bigint AS m FROM r GROUP BY key_seq, day "
     "HAVING sum(micros) > 0), "
@@ -56,8 +58,8 @@ static const char SQL_MOVE_SPEND[] =
     "WHERE spend.key_seq = a.key_seq AND spend.day = a.day RETURNING 1) "
     "SELECT count(*) FROM u";
 static const char SQL_MOVE_BUDGET[] =
-    "WITH r AS (DELETE FROM node_budget_reservations WHERE "
-    MOVE_COND("node_budget_reservations") " RETURNING budget_seq, period, micros), "
+    "WITH r AS (DELETE FROM node_budget_reservations WHERE " MOVE_BUDGETS
+    " RETURNING budget_seq, period, micros), "
     "a AS (SELECT budget_seq, period, sum(micros)::bigint AS m FROM r "
     "GROUP BY budget_seq, period HAVING sum(micros) > 0), "
     "u AS (UPDATE budget_spend SET "

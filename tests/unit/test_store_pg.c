@@ -206,8 +206,8 @@ static void test_reap_dead_node(void **state)
     assert_int_equal(counters, 1);
     ASSERT_USAGE(wb, "vk_shared", 400, 200);
     assert_int_equal(raw_int(f, "SELECT count(*) FROM nodes WHERE node_id = 'node-a'"), 0);
-    assert_int_equal(
-        raw_int(f, "SELECT count(*) FROM node_reservations WHERE node_id = 'node-a'"), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM node_reservations WHERE node_id = 'node-a'"),
+                     0);
     assert_int_equal(store_node_reap(cb, 60000, &nodes, &counters), KB_OK);
     assert_int_equal(nodes, 0);
     assert_int_equal(counters, 0);
@@ -295,6 +295,35 @@ static void test_reap_unregistered_start(void **state)
     assert_int_equal(counters, 0);
     store_close(wz);
     store_close(cb);
+}
+
+/* Budgets' reservations are a dead node's too: settled with its keys', at
+ * a restart (earlier starts) and by a reaper. (Made behind the API here:
+ * the budget operations are pg_budgets.c's and have their own tests.) */
+static void test_budget_reservations_settled(void **state)
+{
+    struct fixture *f = *state;
+    struct kb_store *cb = join_as(f, "node-b", "b1"); /* the schema, and a live node */
+    raw_int(f, "INSERT INTO budgets (name, cap_micros, win, created_at, updated_at) "
+               "VALUES ('team', 10000, 0, 1, 1)");
+    raw_int(f, "INSERT INTO budget_spend (budget_seq, period, spent_micros, reserved_micros, "
+               "requests) SELECT seq, 0, 100, 900, 3 FROM budgets");
+    raw_int(f, "INSERT INTO node_budget_reservations SELECT 'node-q', 'q1', seq, 0, 500 "
+               "FROM budgets UNION ALL SELECT 'node-p', 'p0', seq, 0, 300 FROM budgets "
+               "UNION ALL SELECT 'node-b', 'b1', seq, 0, 100 FROM budgets");
+    /* node-p restarts: its start p0's 300 is charged */
+    struct kb_store *cp = join_as(f, "node-p", "p1");
+    assert_int_equal(raw_int(f, "SELECT spent_micros FROM budget_spend"), 400);
+    assert_int_equal(raw_int(f, "SELECT reserved_micros FROM budget_spend"), 600);
+    /* node-q never registered and is gone: reaped, with its 500 */
+    int64_t nodes = -1, counters = -1;
+    assert_int_equal(store_node_reap(cb, 60000, &nodes, &counters), KB_OK);
+    assert_int_equal(counters, 1);
+    assert_int_equal(raw_int(f, "SELECT spent_micros FROM budget_spend"), 900);
+    assert_int_equal(raw_int(f, "SELECT reserved_micros FROM budget_spend"), 100);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM node_budget_reservations"), 1);
+    store_close(cb);
+    store_close(cp);
 }
 
 /* One live process per node id; one server key per cluster. */
@@ -430,8 +459,7 @@ static void test_migrations_once(void **state)
     }
     pthread_barrier_destroy(&barrier);
     assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_migrations"), kb_pg_schema_count);
-    assert_int_equal(raw_int(f, "SELECT max(version) FROM schema_migrations"),
-                     kb_pg_schema_count);
+    assert_int_equal(raw_int(f, "SELECT max(version) FROM schema_migrations"), kb_pg_schema_count);
 }
 
 /* Ends the server sessions of this database that keybrake opened. */
@@ -494,10 +522,10 @@ static void test_reconnect(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_reap_dead_node),         T(test_restart_settles_own_earlier_start),
-        T(test_reap_unregistered_start), T(test_join_refusals),
-        T(test_key_changes_and_wait),    T(test_migrations_once),
-        T(test_reconnect),
+        T(test_reap_dead_node),          T(test_restart_settles_own_earlier_start),
+        T(test_reap_unregistered_start), T(test_budget_reservations_settled),
+        T(test_join_refusals),           T(test_key_changes_and_wait),
+        T(test_migrations_once),         T(test_reconnect),
     };
     return cmocka_run_group_tests_name("postgres cluster", tests, NULL, NULL);
 }

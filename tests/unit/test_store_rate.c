@@ -23,7 +23,7 @@
 #define T0 INT64_C(1700000000000) /* ms */
 
 struct fixture {
-    bool pg;      /* PostgreSQL; else SQLite */
+    bool pg; /* PostgreSQL; else SQLite */
     char dir[64], path[128];
     char url[256]; /* what store_open is given */
     struct kb_store *s;
