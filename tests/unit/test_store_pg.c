@@ -326,6 +326,82 @@ static void test_budget_reservations_settled(void **state)
     store_close(cp);
 }
 
+struct mirror_racer {
+    struct kb_store *s; /* owned by the test */
+    int64_t seq;
+    pthread_barrier_t *barrier;
+    int ok, open, errors;
+};
+
+/* Reserves 10 at a time until refused; every other one is settled at once
+ * (cost 7), the rest stay open. */
+static void *mirror_race(void *arg)
+{
+    struct mirror_racer *r = arg;
+    pthread_barrier_wait(r->barrier);
+    for (int i = 0;; i++) {
+        enum kb_err err = store_spend_reserve(r->s, r->seq, DAY0, 10, 3000, NULL);
+        if (err == KB_E_CAP_EXHAUSTED)
+            break;
+        if (err != KB_OK) {
+            r->errors++;
+            break;
+        }
+        r->ok++;
+        if (i % 2 == 0) {
+            if (store_spend_settle(r->s, r->seq, DAY0, 10, 7, 3000, NULL) != KB_OK)
+                r->errors++;
+        } else {
+            r->open++;
+        }
+    }
+    return NULL;
+}
+
+/* Writers of two nodes race reservations and settlements on one key: the
+ * cap holds, no two wait on each other for good (reserve, settle and the
+ * mirror rows lock in one order), each node's mirror rows add up to its
+ * open reservations exactly, and a restart of one settles its own only. */
+static void test_mirror_exact_under_race(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 4 };
+    struct kb_store *conns[N];
+    for (int i = 0; i < N; i++)
+        conns[i] = open_as(f, i % 2 ? "node-odd" : "node-even", i % 2 ? "o1" : "e1");
+    int64_t seq = add_key(conns[0], "vk_mirror");
+    pthread_barrier_t barrier;
+    assert_int_equal(pthread_barrier_init(&barrier, NULL, N), 0);
+    struct mirror_racer r[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        r[i] = (struct mirror_racer){conns[i], seq, &barrier, 0, 0, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, mirror_race, &r[i]), 0);
+    }
+    int64_t open_even = 0, open_odd = 0, settled = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(r[i].errors, 0);
+        *(i % 2 ? &open_odd : &open_even) += r[i].open * 10;
+        settled += (r[i].ok - r[i].open) * 7;
+    }
+    pthread_barrier_destroy(&barrier);
+    ASSERT_USAGE(conns[0], "vk_mirror", settled, open_even + open_odd);
+    assert_true(settled + open_even + open_odd > 3000 - 10);
+    assert_int_equal(raw_int(f, "SELECT sum(micros) FROM node_reservations "
+                                "WHERE node_id = 'node-even'"),
+                     open_even);
+    assert_int_equal(raw_int(f, "SELECT sum(micros) FROM node_reservations "
+                                "WHERE node_id = 'node-odd'"),
+                     open_odd);
+    for (int i = 0; i < N; i++)
+        store_close(conns[i]);
+    /* node-even starts again: its open reservations are charged whole */
+    struct kb_store *c = join_as(f, "node-even", "e2");
+    ASSERT_USAGE(c, "vk_mirror", settled + open_even, open_odd);
+    store_close(c);
+}
+
 /* One live process per node id; one server key per cluster. */
 static void test_join_refusals(void **state)
 {
@@ -522,10 +598,15 @@ static void test_reconnect(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_reap_dead_node),          T(test_restart_settles_own_earlier_start),
-        T(test_reap_unregistered_start), T(test_budget_reservations_settled),
-        T(test_join_refusals),           T(test_key_changes_and_wait),
-        T(test_migrations_once),         T(test_reconnect),
+        T(test_reap_dead_node),
+        T(test_restart_settles_own_earlier_start),
+        T(test_reap_unregistered_start),
+        T(test_budget_reservations_settled),
+        T(test_mirror_exact_under_race),
+        T(test_join_refusals),
+        T(test_key_changes_and_wait),
+        T(test_migrations_once),
+        T(test_reconnect),
     };
     return cmocka_run_group_tests_name("postgres cluster", tests, NULL, NULL);
 }
