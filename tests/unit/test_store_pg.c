@@ -402,6 +402,73 @@ static void test_mirror_exact_under_race(void **state)
     store_close(c);
 }
 
+struct revoker {
+    struct kb_store *s;
+    enum kb_err err;
+};
+
+static void *revoke_thread(void *arg)
+{
+    struct revoker *r = arg;
+    r->err = store_key_revoke(r->s, "vk_share", 500, NULL);
+    return NULL;
+}
+
+/* Admission's read of a key (store_key_state, in the writer's
+ * transaction) holds it until that transaction ends: a revocation waits
+ * for it, so an admission is never ordered after a committed revocation. */
+static void test_key_state_holds_off_revocation(void **state)
+{
+    struct fixture *f = *state;
+    struct kb_store *w = open_as(f, "node-w", "w1"), *a = open_as(f, "node-a", "a1");
+    int64_t seq = add_key(w, "vk_share");
+    assert_int_equal(store_begin(w), KB_OK);
+    struct kb_key_state ks;
+    assert_int_equal(store_key_state(w, seq, &ks), KB_OK);
+    assert_false(ks.revoked);
+    struct revoker r = {a, KB_E_INTERNAL};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, revoke_thread, &r), 0);
+    /* the revocation is waiting on the admission's lock */
+    int64_t waiting = 0;
+    for (int64_t deadline = mono_ms() + 10000; mono_ms() < deadline;) {
+        if ((waiting = raw_int(f, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                  "datname = current_database() AND wait_event_type = 'Lock'")) ==
+            1)
+            break;
+        usleep(10000); /* polling a condition, within a deadline */
+    }
+    assert_int_equal(waiting, 1);
+    assert_int_equal(store_spend_reserve(w, seq, DAY0, 10, CAP, NULL), KB_OK);
+    assert_int_equal(store_commit(w), KB_OK);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(r.err, KB_OK);
+    /* after the revocation's commit, admission reads it */
+    assert_int_equal(store_key_state(w, seq, &ks), KB_OK);
+    assert_true(ks.revoked);
+    store_close(a);
+    store_close(w);
+}
+
+/* A node reaped while it lived on (its heartbeat late, its lock lost with
+ * a session) registers again at its next heartbeat, same start. */
+static void test_heartbeat_registers_again(void **state)
+{
+    struct fixture *f = *state;
+    struct kb_store *c = join_as(f, "node-h", "h1");
+    raw_int(f, "UPDATE nodes SET heartbeat_at = now() - interval '1 hour'");
+    assert_int_equal(store_node_heartbeat(c), KB_OK);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM nodes WHERE node_id = 'node-h' AND "
+                                "heartbeat_at > now() - interval '1 minute'"),
+                     1);
+    raw_int(f, "DELETE FROM nodes");
+    assert_int_equal(store_node_heartbeat(c), KB_OK);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM nodes WHERE node_id = 'node-h' "
+                                "AND boot_id = 'h1'"),
+                     1);
+    store_close(c);
+}
+
 /* One live process per node id; one server key per cluster. */
 static void test_join_refusals(void **state)
 {
@@ -603,6 +670,8 @@ int main(void)
         T(test_reap_unregistered_start),
         T(test_budget_reservations_settled),
         T(test_mirror_exact_under_race),
+        T(test_key_state_holds_off_revocation),
+        T(test_heartbeat_registers_again),
         T(test_join_refusals),
         T(test_key_changes_and_wait),
         T(test_migrations_once),
