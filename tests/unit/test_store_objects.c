@@ -1,5 +1,6 @@
 /*
- * test_store_objects.c - the per-key object ledger of the SQLite store
+ * test_store_objects.c - the per-key object ledger of the store, on each
+ * backend (a SQLite file; a fresh PostgreSQL database: pg_fixture.h)
  * (store_object_charged / store_object_charge_set, schema 006): absent
  * entries read -1, entries are per key, never lowered, expire by
  * not_before, survive a reopen, and work inside the writer's transaction.
@@ -17,11 +18,13 @@
 #include <cmocka.h>
 
 #include "core/crypto.h"
+#include "pg_fixture.h"
 #include "store/store.h"
 
 struct fixture {
-    char dir[64];       /* mkdtemp directory */
-    char path[128];     /* dir/keybrake.db */
+    bool pg;            /* PostgreSQL; else SQLite */
+    char dir[64];       /* SQLite: mkdtemp directory */
+    char path[256];     /* SQLite: dir/keybrake.db; PostgreSQL: the URL */
     struct kb_store *s; /* open on path */
     int64_t k1, k2;     /* two keys' seq */
 };
@@ -57,13 +60,18 @@ static int64_t add_key(struct kb_store *s, const char *id)
     return k.seq;
 }
 
-static int setup(void **state)
+static int setup_on(void **state, bool on_pg)
 {
     struct fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "%s", "/tmp/kb-test-objects-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/keybrake.db", f->dir);
+    f->pg = on_pg;
+    if (on_pg) {
+        assert_int_equal(test_pg_fresh(f->path, sizeof f->path), 0);
+    } else {
+        snprintf(f->dir, sizeof f->dir, "%s", "/tmp/kb-test-objects-XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        snprintf(f->path, sizeof f->path, "%s/keybrake.db", f->dir);
+    }
     f->s = open_store(f->path);
     f->k1 = add_key(f->s, "vk_ledger_one");
     f->k2 = add_key(f->s, "vk_ledger_two");
@@ -71,17 +79,28 @@ static int setup(void **state)
     return 0;
 }
 
+static int setup(void **state)
+{
+    return setup_on(state, false);
+}
+
+static int setup_pg(void **state)
+{
+    return setup_on(state, true);
+}
+
 static int teardown(void **state)
 {
     struct fixture *f = *state;
     static const char *const names[] = {"keybrake.db", "keybrake.db-wal", "keybrake.db-shm"};
     store_close(f->s);
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    for (size_t i = 0; !f->pg && i < sizeof names / sizeof names[0]; i++) {
         char p[160];
         snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
         unlink(p);
     }
-    rmdir(f->dir);
+    if (!f->pg)
+        rmdir(f->dir);
     free(f);
     return 0;
 }
@@ -175,14 +194,20 @@ static void test_inside_transaction(void **state)
     assert_int_equal(charged(f->s, f->k1, "ch_txn", 0), 4200);
 }
 
+#define CASES(X)                                                                                   \
+    X(test_absent_is_minus_one)                                                                    \
+    X(test_per_key_and_never_lowered)                                                              \
+    X(test_expiry)                                                                                 \
+    X(test_invalid_and_reopen)                                                                     \
+    X(test_inside_transaction)
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown),
+#define TPG(f) cmocka_unit_test_setup_teardown(f, setup_pg, teardown),
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_absent_is_minus_one, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_per_key_and_never_lowered, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_invalid_and_reopen, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_inside_transaction, setup, teardown),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest sqlite_tests[] = {CASES(T)};
+    const struct CMUnitTest pg_tests[] = {CASES(TPG)};
+    int failed = cmocka_run_group_tests_name("sqlite", sqlite_tests, NULL, NULL);
+    failed += cmocka_run_group_tests_name("postgres", pg_tests, NULL, NULL);
+    return failed;
 }

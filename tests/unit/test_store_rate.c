@@ -1,7 +1,8 @@
 /*
  * test_store_rate.c - the store's rate buckets (store_rate_take) and the
  * settlement of reservations a dead process left (store_spend_settle_orphans),
- * against a real SQLite file. Times are passed in: nothing sleeps.
+ * on each backend: a real SQLite file and a fresh PostgreSQL database
+ * (pg_fixture.h). Times are passed in: nothing sleeps.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,32 +16,56 @@
 #include <cmocka.h>
 
 #include "core/crypto.h"
+#include "pg_fixture.h"
 #include "store/store.h"
 
 #define DAY0 INT64_C(20000)
 #define T0 INT64_C(1700000000000) /* ms */
 
 struct fixture {
+    bool pg; /* PostgreSQL; else SQLite */
     char dir[64], path[128];
+    char url[256]; /* what store_open is given */
     struct kb_store *s;
 };
 
-static int setup(void **state)
+static int setup_on(void **state, bool on_pg)
 {
     struct fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "%s", "/tmp/kb-test-rate-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/keybrake.db", f->dir);
+    assert_non_null(f);
+    f->pg = on_pg;
+    if (on_pg) {
+        assert_int_equal(test_pg_fresh(f->url, sizeof f->url), 0);
+    } else {
+        snprintf(f->dir, sizeof f->dir, "%s", "/tmp/kb-test-rate-XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        snprintf(f->path, sizeof f->path, "%s/keybrake.db", f->dir);
+        snprintf(f->url, sizeof f->url, "sqlite:%s", f->path);
+    }
     char *msg = NULL;
-    assert_int_equal(store_open(f->path, "normal", true, &f->s, &msg), KB_OK);
+    assert_int_equal(store_open(f->url, "normal", true, &f->s, &msg), KB_OK);
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_on(state, false);
+}
+
+static int setup_pg(void **state)
+{
+    return setup_on(state, true);
 }
 
 static int teardown(void **state)
 {
     struct fixture *f = *state;
     store_close(f->s);
+    if (f->pg) {
+        free(f);
+        return 0;
+    }
     char p[192];
     static const char *const suffix[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < 3; i++) {
@@ -116,11 +141,18 @@ static void usage(struct kb_store *s, const char *id, int64_t *spent, int64_t *r
 }
 
 /* Reservations open at a crash are charged their worst case at the next
- * start, on every key and day; settled ones are left alone; a second run
- * finds nothing. */
+ * start (a new connection under a new start id: a shared store settles
+ * only earlier starts'), on every key and day; settled ones are left
+ * alone; a second run finds nothing. */
 static void test_orphans_settled_at_worst_case(void **state)
 {
     struct fixture *f = *state;
+    static int starts;
+    char boot[32];
+    snprintf(boot, sizeof boot, "rate-boot-%d", ++starts);
+    assert_true(store_set_node("local", boot));
+    store_close(f->s);
+    assert_int_equal(store_open(f->url, "normal", true, &f->s, NULL), KB_OK);
     int64_t a = add_key(f->s, "vk_o1", 10000), b = add_key(f->s, "vk_o2", 10000);
     assert_int_equal(store_spend_reserve(f->s, a, DAY0, 300, 10000, NULL), KB_OK);
     assert_int_equal(store_spend_reserve(f->s, a, DAY0, 200, 10000, NULL), KB_OK);
@@ -128,6 +160,11 @@ static void test_orphans_settled_at_worst_case(void **state)
     assert_int_equal(store_spend_reserve(f->s, b, DAY0, 700, 10000, NULL), KB_OK);
     assert_int_equal(store_spend_reserve(f->s, b, DAY0 - 1, 900, 10000, NULL), KB_OK);
     int64_t n = -1, spent, reserved;
+    /* the crash, and the next start */
+    snprintf(boot, sizeof boot, "rate-boot-%d", ++starts);
+    assert_true(store_set_node("local", boot));
+    store_close(f->s);
+    assert_int_equal(store_open(f->url, "normal", true, &f->s, NULL), KB_OK);
     assert_int_equal(store_spend_settle_orphans(f->s, &n), KB_OK);
     assert_int_equal(n, 3); /* counters with something open: a today, b today and yesterday */
     usage(f->s, "vk_o1", &spent, &reserved);
@@ -140,12 +177,16 @@ static void test_orphans_settled_at_worst_case(void **state)
     assert_int_equal(n, 0);
 }
 
+#define CASES(X)                                                                                   \
+    X(test_rate_bucket) X(test_rate_per_key_and_minute) X(test_orphans_settled_at_worst_case)
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown),
+#define TPG(f) cmocka_unit_test_setup_teardown(f, setup_pg, teardown),
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_rate_bucket, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rate_per_key_and_minute, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_orphans_settled_at_worst_case, setup, teardown),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest sqlite_tests[] = {CASES(T)};
+    const struct CMUnitTest pg_tests[] = {CASES(TPG)};
+    int failed = cmocka_run_group_tests_name("sqlite", sqlite_tests, NULL, NULL);
+    failed += cmocka_run_group_tests_name("postgres", pg_tests, NULL, NULL);
+    return failed;
 }
