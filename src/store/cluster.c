@@ -4,11 +4,13 @@
 #include "store/cluster.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/log.h"
@@ -26,6 +28,7 @@ struct kb_cluster {
     int64_t seen; /* the last key change relayed */
     pthread_t thread;
     _Atomic bool stopping;
+    bool stopping_self; /* this node asked itself to stop (it was reaped) */
 };
 
 static int64_t mono_ms(void)
@@ -88,6 +91,17 @@ static void *cluster_main(void *arg)
             if (err == KB_OK)
                 err = relay(c);
             enum kb_err hb = err == KB_OK ? store_node_heartbeat(c->s) : err;
+            if (hb == KB_E_NOT_FOUND && !c->stopping_self) {
+                /* the others took this node for dead (its session was gone
+                 * for dead_after) and settled its reservations: it stops,
+                 * for its supervisor to start it again as a new start */
+                c->stopping_self = true;
+                kb_log(KB_LOG_ERROR,
+                       "this node was found dead by another node, which settled its "
+                       "reservations; stopping",
+                       "node", store_node_id(), NULL);
+                kill(getpid(), SIGTERM);
+            }
             if (hb == KB_E_EXISTS)
                 kb_log(KB_LOG_ERROR,
                        "another live process has taken this node's id: give every node its own "
@@ -99,17 +113,16 @@ static void *cluster_main(void *arg)
                 healthy_since = now;
             int64_t nodes = 0, counters = 0;
             if (hb == KB_OK && now - healthy_since >= c->dead_after_ms &&
-                store_node_reap(c->s, c->dead_after_ms, &nodes, &counters) == KB_OK &&
-                nodes > 0) {
+                store_node_reap(c->s, c->dead_after_ms, &nodes, &counters) == KB_OK && nodes > 0) {
                 char a[24], b[24];
                 snprintf(a, sizeof a, "%lld", (long long)nodes);
                 snprintf(b, sizeof b, "%lld", (long long)counters);
-                kb_log(KB_LOG_WARN, "dead nodes' reservations settled at their worst case",
-                       "nodes", a, "counters", b, NULL);
+                kb_log(KB_LOG_WARN, "dead nodes' reservations settled at their worst case", "nodes",
+                       a, "counters", b, NULL);
             }
             err = hb;
         }
-        if (err != KB_OK && err != KB_E_EXISTS && !failing) {
+        if (err != KB_OK && err != KB_E_EXISTS && err != KB_E_NOT_FOUND && !failing) {
             failing = true;
             kb_log(KB_LOG_ERROR, "cluster: the store does not answer; retrying", "error",
                    store_last_error(c->s), NULL);

@@ -18,8 +18,8 @@
  * between nodes' writers (a batch holds it for its round trips and its
  * commit) and buys the absence of deadlocks: a batch runs many requests'
  * jobs that lock spend, budget and key rows in whatever order requests
- * came, and a deadlock would fail the whole batch (docs/cluster.md). Commits are synchronous (synchronous_commit on)
- * whatever [store] synchronous says: a commit another node builds on must
+ * came, and a deadlock would fail the whole batch (docs/cluster.md). Commits are synchronous
+ * (synchronous_commit on) whatever [store] synchronous says: a commit another node builds on must
  * survive a crash of the server.
  */
 #include <inttypes.h>
@@ -39,7 +39,7 @@ extern const int kb_pg_schema_count;
 /* ... and of every write transaction ("kbwr"): see the top */
 #define WRITE_LOCK_SQL "BEGIN; SELECT pg_advisory_xact_lock(1801615218)"
 #define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
+#define BACKOFF_MAX_MS 1000
 
 int64_t pg__mono_ms(void)
 {
@@ -231,8 +231,8 @@ PGresult *pg__run(struct kb_store *s, const char *sql, const struct pg_args *a, 
             PQclear(p);
             c->prepared[c->nprepared++] = sql;
         }
-        r = PQexecPrepared(c->conn, name, n, a ? a->v : NULL, a ? a->len : NULL,
-                           a ? a->fmt : NULL, 0);
+        r = PQexecPrepared(c->conn, name, n, a ? a->v : NULL, a ? a->len : NULL, a ? a->fmt : NULL,
+                           0);
     }
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
@@ -456,8 +456,13 @@ static enum kb_err pg_open(const char *url, const char *synchronous, bool check,
     snprintf(c->node, sizeof c->node, "%s", store__node_id());
     snprintf(c->boot, sizeof c->boot, "%s", store__boot_id());
     /* the URL's own settings win over these defaults (expand_dbname) */
-    const char *keys[] = {"connect_timeout", "application_name", "keepalives_idle",
-                          "keepalives_interval", "keepalives_count", "dbname", NULL};
+    const char *keys[] = {"connect_timeout",
+                          "application_name",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "dbname",
+                          NULL};
     const char *vals[] = {"5", "keybrake", "10", "5", "3", url, NULL};
     c->conn = PQconnectdbParams(keys, vals, 1);
     char shown[256];

@@ -88,9 +88,30 @@ static const char SQL_ZERO_ROWS[] =
 static const char SQL_STALE[] =
     "SELECT node_id FROM nodes WHERE node_id <> $1::text "
     "AND heartbeat_at < now() - $2::bigint * interval '1 millisecond' ORDER BY node_id";
+/* the start reaped is tombstoned in the same statement: the fence of
+ * pg.c's pg_begin keeps it from writing again if it still lives */
 static const char SQL_NODE_DELETE[] =
-    "DELETE FROM nodes WHERE node_id = $1::text "
-    "AND heartbeat_at < now() - $2::bigint * interval '1 millisecond' RETURNING 1";
+    "WITH d AS (DELETE FROM nodes WHERE node_id = $1::text "
+    "AND heartbeat_at < now() - $2::bigint * interval '1 millisecond' RETURNING node_id, boot_id) "
+    "INSERT INTO reaped_boots (node_id, boot_id) SELECT node_id, boot_id FROM d "
+    "ON CONFLICT DO NOTHING RETURNING 1";
+/* ... and so are the unregistered starts whose reservations are settled */
+static const char SQL_TOMB_UNREGISTERED[] =
+    "INSERT INTO reaped_boots (node_id, boot_id) "
+    "SELECT node_id, boot_id FROM node_reservations r WHERE node_id = $1::text AND NOT EXISTS "
+    "(SELECT 1 FROM nodes n WHERE n.node_id = r.node_id AND n.boot_id = r.boot_id) "
+    "UNION SELECT node_id, boot_id FROM node_budget_reservations r WHERE node_id = $1::text "
+    "AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = r.node_id "
+    "AND n.boot_id = r.boot_id) ON CONFLICT DO NOTHING";
+static const char SQL_REAPED[] =
+    "SELECT count(*) FROM reaped_boots WHERE node_id = $1::text AND boot_id = $2::text";
+/* what nobody needs after a day: the change log (a node away longer
+ * forgets its caches' doubts; admission reads the store anyway) and the
+ * tombstones (a start reaped a day ago is long gone) */
+static const char SQL_PRUNE_CHANGES[] =
+    "DELETE FROM key_changes WHERE at < now() - interval '1 day'";
+static const char SQL_PRUNE_TOMBS[] =
+    "DELETE FROM reaped_boots WHERE at < now() - interval '1 day'";
 /* reservations of starts with no nodes row (one that died before it
  * registered, or after it was reaped) */
 static const char SQL_UNREGISTERED[] =
@@ -263,11 +284,22 @@ enum kb_err pg__node_heartbeat(struct kb_store *s)
      * it again; held elsewhere, another process runs with our node id */
     if (!c->node_locked && (err = lock_node(s)) != KB_OK)
         return err;
-    if (!found && (err = pg__do(s, SQL_NODE_UPSERT, &a)) != KB_OK)
-        return err; /* reaped meanwhile: registered again */
+    if (!found) {
+        /* reaped meanwhile: its reservations were settled, and this start
+         * may not write again (the fence); the node must restart */
+        int64_t reaped = 0;
+        if ((err = one_value(s, SQL_REAPED, &a, &reaped, NULL)) != KB_OK)
+            return err;
+        if (reaped)
+            return KB_E_NOT_FOUND;
+        if ((err = pg__do(s, SQL_NODE_UPSERT, &a)) != KB_OK)
+            return err; /* its row was removed by hand: registered again */
+    }
     struct pg_args z = {0};
     pg_arg_text(&z, c->node);
     (void)pg__do(s, SQL_ZERO_ROWS, &z); /* housekeeping only */
+    (void)pg__do(s, SQL_PRUNE_CHANGES, NULL);
+    (void)pg__do(s, SQL_PRUNE_TOMBS, NULL);
     return KB_OK;
 }
 
@@ -297,7 +329,9 @@ static enum kb_err reap_one(struct kb_store *s, const char *node, bool stale, in
             *reaped = err == KB_OK && PQntuples(r) == 1;
             PQclear(r);
         } else {
-            *reaped = true;
+            struct pg_args t = {0};
+            pg_arg_text(&t, node);
+            *reaped = (err = pg__do(s, SQL_TOMB_UNREGISTERED, &t)) == KB_OK;
         }
         if (err == KB_OK && *reaped)
             err = move(s, node, "", !stale, &n);

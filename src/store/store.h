@@ -445,8 +445,9 @@ const char *store_node_id(void);
  */
 KB_MUSTCHECK enum kb_err store_node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN],
                                          char **errmsg);
-/* Refreshes this start's heartbeat (re-registering it if another node
- * reaped it meanwhile). */
+/* Refreshes this start's heartbeat. KB_E_NOT_FOUND when another node
+ * found this start dead and settled its reservations: it writes nothing
+ * more (the store refuses its write transactions) and must stop. */
 KB_MUSTCHECK enum kb_err store_node_heartbeat(struct kb_store *s);
 /*
  * Settles, at their worst case, the open reservations of every node whose

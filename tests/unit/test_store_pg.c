@@ -469,6 +469,49 @@ static void test_heartbeat_registers_again(void **state)
     store_close(c);
 }
 
+/* A start the others reaped while it lived on (its session lost, its
+ * process not) is fenced: its writer's transactions are refused, so that
+ * none of its reservations, settled already, is settled again, and its
+ * heartbeat says it was reaped (the daemon then stops). */
+static void test_reaped_start_is_fenced(void **state)
+{
+    struct fixture *f = *state;
+    struct kb_store *ca = join_as(f, "node-f", "f1");
+    struct kb_store *wa = open_as(f, "node-f", "f1"); /* A's writer */
+    int64_t seq = add_key(wa, "vk_fence");
+    assert_int_equal(store_begin(wa), KB_OK);
+    assert_int_equal(store_spend_reserve(wa, seq, DAY0, 10, CAP, NULL), KB_OK);
+    assert_int_equal(store_commit(wa), KB_OK);
+    store_close(ca); /* A's cluster session ends: its lock is free */
+    wait_lock_free(f, "node-f");
+    make_stale(f, "node-f");
+    struct kb_store *cb = join_as(f, "node-g", "g1");
+    int64_t nodes = 0, counters = 0;
+    assert_int_equal(store_node_reap(cb, 1000, &nodes, &counters), KB_OK);
+    assert_int_equal(nodes, 1);
+    ASSERT_USAGE(cb, "vk_fence", 10, 0); /* settled at its worst case */
+    /* A's writer lives on: it may not write (a settle would count twice) */
+    assert_int_equal(store_begin(wa), KB_E_STORE);
+    assert_non_null(strstr(store_last_error(wa), "found dead"));
+    assert_false(store_in_transaction(wa));
+    ASSERT_USAGE(cb, "vk_fence", 10, 0);
+    /* A's cluster thread, connected again, learns it was reaped */
+    struct kb_store *ca2 = open_as(f, "node-f", "f1");
+    assert_int_equal(store_node_heartbeat(ca2), KB_E_NOT_FOUND);
+    /* a new start of A (a restart) is not fenced */
+    store_close(ca2);
+    store_close(wa);
+    struct kb_store *ca3 = join_as(f, "node-f", "f2");
+    struct kb_store *wa3 = open_as(f, "node-f", "f2");
+    assert_int_equal(store_begin(wa3), KB_OK);
+    assert_int_equal(store_spend_reserve(wa3, seq, DAY0, 5, CAP, NULL), KB_OK);
+    assert_int_equal(store_commit(wa3), KB_OK);
+    ASSERT_USAGE(cb, "vk_fence", 10, 5);
+    store_close(wa3);
+    store_close(ca3);
+    store_close(cb);
+}
+
 /* One live process per node id; one server key per cluster. */
 static void test_join_refusals(void **state)
 {
@@ -672,6 +715,7 @@ int main(void)
         T(test_mirror_exact_under_race),
         T(test_key_state_holds_off_revocation),
         T(test_heartbeat_registers_again),
+        T(test_reaped_start_is_fenced),
         T(test_join_refusals),
         T(test_key_changes_and_wait),
         T(test_migrations_once),
