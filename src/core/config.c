@@ -91,7 +91,7 @@ static const struct setting settings[] = {
     {"cluster", "heartbeat", "KEYBRAKE_CLUSTER_HEARTBEAT", T_DURATION, OFF(cluster_heartbeat_ms),
      "1s", 100, 60000, "how often a node on a shared store says it is alive"},
     {"cluster", "dead_after", "KEYBRAKE_CLUSTER_DEAD_AFTER", T_DURATION,
-     OFF(cluster_dead_after_ms), "5s", 1000, 3600000,
+     OFF(cluster_dead_after_ms), "5s", 2000, 3600000,
      "a node silent this long, whose database session is gone, is dead: another node settles "
      "its open reservations at their worst case"},
     {"upstream", "connect_timeout", "KEYBRAKE_UPSTREAM_CONNECT_TIMEOUT", T_DURATION,

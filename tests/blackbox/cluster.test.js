@@ -40,7 +40,7 @@ describe('three nodes on one PostgreSQL', () => {
     KEYBRAKE_STORE_URL: db.url,
     KEYBRAKE_SERVER_KEY: serverKey,
     KEYBRAKE_CLUSTER_HEARTBEAT: '200ms',
-    KEYBRAKE_CLUSTER_DEAD_AFTER: '1s',
+    KEYBRAKE_CLUSTER_DEAD_AFTER: '2s',
   });
   const start = (i, extra = {}) => startDaemon({ mocks, adminToken, dataDir: dataDirs[i], env: { ...env(), ...extra } });
 
@@ -142,7 +142,7 @@ describe('three nodes on one PostgreSQL', () => {
     victim.child.kill('SIGKILL');
     await victim.exitPromise;
     await Promise.all(inflight);
-    // dead_after is 1 s: the survivors settle the victim's three at $10 each
+    // dead_after is 2 s: the survivors settle the victim's three at $10 each
     await waitFor(async () => (await usage(nodes[0], key.id)).reserved_usd === 0, { timeoutMs: 15_000, what: 'reservations settled' });
     u = await usage(nodes[1], key.id);
     assert.equal(u.spent_usd, 30, 'charged at the worst case: the vendor may have billed them');
