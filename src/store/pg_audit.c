@@ -43,7 +43,8 @@ struct pg_audit {
     bool cache;                     /* keep the chain head (head_sync was called) */
     bool known;                     /* last_seq/last_hash are the own chain's head */
     bool ck_known;                  /* ck_seq/ck_every are its last checkpoint */
-    bool reading;                   /* read_begin opened the transaction */
+    int read_depth;                 /* read_begin calls not ended yet */
+    bool read_own;                  /* the outermost read_begin opened the transaction */
     int64_t last_seq;
     uint8_t last_hash[KB_HASH_LEN];
     int64_t ck_seq;
@@ -336,23 +337,30 @@ static const char sql_read_begin[] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ
 enum kb_err pg__audit_read_begin(struct kb_store *s)
 {
     struct pg_audit *a = state(s);
-    a->reading = false;
-    if (PQtransactionStatus(pg(s)->conn) == PQTRANS_INTRANS)
-        return KB_OK; /* inside the caller's transaction: its snapshot */
-    /* through pg__do, which resets a broken connection first */
-    if (pg__do(s, sql_read_begin, NULL) != KB_OK)
-        return KB_E_STORE;
-    a->reading = true;
+    if (a->read_depth > 0) {
+        a->read_depth++; /* nested: the outer one's snapshot */
+        return KB_OK;
+    }
+    if (PQtransactionStatus(pg(s)->conn) == PQTRANS_INTRANS) {
+        a->read_own = false; /* inside the caller's transaction: its snapshot */
+    } else {
+        /* through pg__do, which resets a broken connection first */
+        if (pg__do(s, sql_read_begin, NULL) != KB_OK)
+            return KB_E_STORE;
+        a->read_own = true;
+    }
+    a->read_depth = 1;
     return KB_OK;
 }
 
 void pg__audit_read_end(struct kb_store *s)
 {
     struct pg_audit *a = state(s);
-    if (!a->reading)
+    if (a->read_depth == 0 || --a->read_depth > 0)
         return;
-    a->reading = false;
-    (void)pg__exec(s, "ROLLBACK"); /* it wrote nothing */
+    if (a->read_own && PQtransactionStatus(pg(s)->conn) != PQTRANS_IDLE)
+        (void)pg__exec(s, "ROLLBACK"); /* it wrote nothing */
+    a->read_own = false;
 }
 
 static const char sql_rows[] =
