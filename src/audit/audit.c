@@ -492,6 +492,17 @@ enum kb_err audit_verify_chains(struct kb_store *s, const uint8_t key[KB_HASH_LE
     bool found = !only;
     for (size_t i = 0; only && i < nn; i++)
         found = found || strcmp(names[i], only) == 0;
+    if (!found && anchor && !(nn == 1 && !names[0][0])) {
+        /* the whole chain is gone, checkpoints and all: what an anchor is for */
+        v = kb_calloc(1, sizeof *v);
+        v[0].node = kb_strdup(only);
+        report(&v[0].report, KB_AUDIT_TRUNCATED, 1,
+               "the store holds no record of node %s but the anchor holds record %lld: records "
+               "1..%lld were removed (truncated)",
+               only, (long long)anchor->top_seq, (long long)anchor->top_seq);
+        k = 1;
+        goto out;
+    }
     if (!found) {
         kb_set_errmsg(errmsg, "the store holds no audit chain of node \"%s\"", only);
         err = KB_E_NOT_FOUND;

@@ -204,7 +204,8 @@ struct kb_audit_chain_report {
  * node on a shared store, the only one "" elsewhere), each in its own read
  * snapshot (the chains are independent), in node id order; only, when not
  * NULL, names the one chain to verify (KB_E_NOT_FOUND when the store has
- * no such chain). The anchor, a copy of one node's chain (its sink file),
+ * no such chain; with an anchor, the chain is reported KB_AUDIT_TRUNCATED
+ * at 1 instead: every record of it was removed). The anchor, a copy of one node's chain (its sink file),
  * is held against chain `only`, or against the store's one chain;
  * KB_E_INVALID when the store has several and only is NULL. *out (free
  * with audit_chain_reports_free) holds *n reports, one per chain walked;

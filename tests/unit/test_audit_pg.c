@@ -237,6 +237,45 @@ static void test_delete_gap(void **state)
     assert_int_equal(v.r[1].bad_seq, 9);
 }
 
+/* A node's whole chain deleted, checkpoints and all, leaves nothing to
+ * verify; the node's anchor (its sink file) still catches it. */
+static void test_chain_gone_anchor(void **state)
+{
+    (void)state;
+    build(5, 4);
+    struct kb_store *s = open_node("a");
+    struct kb_audit_anchor an = {0};
+    assert_int_equal(store_audit_chain_use(s, "b"), KB_OK);
+    struct kb_audit_iter *it = NULL;
+    struct kb_audit_row row;
+    assert_int_equal(store_audit_rows(s, 2, 0, 0, &it), KB_OK);
+    assert_int_equal(store_audit_row_next(it, &row), KB_OK);
+    an.last_seq = an.top_seq = row.seq;
+    memcpy(an.last_hash, row.hash, KB_HASH_LEN);
+    memcpy(an.top_hash, row.hash, KB_HASH_LEN);
+    store_audit_iter_free(it);
+    struct kb_audit_chain_report *v = NULL;
+    size_t n = 0;
+    char *err = NULL;
+    assert_int_equal(audit_verify_chains(s, g_key, "b", &an, &v, &n, &err), KB_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(v[0].report.problem, KB_AUDIT_OK);
+    audit_chain_reports_free(v, n);
+    /* the selection went back to the own chain */
+    assert_int_equal(store_audit_exists(s, 5), KB_OK); /* b has 4 */
+
+    sql("DELETE FROM audit WHERE node_id = 'b'; DELETE FROM audit_checkpoints WHERE node_id = 'b'");
+    assert_int_equal(audit_verify_chains(s, g_key, "b", &an, &v, &n, &err), KB_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].node, "b");
+    assert_int_equal(v[0].report.problem, KB_AUDIT_TRUNCATED);
+    assert_int_equal(v[0].report.bad_seq, 1);
+    audit_chain_reports_free(v, n);
+    assert_int_equal(audit_verify_chains(s, g_key, "b", NULL, &v, &n, &err), KB_E_NOT_FOUND);
+    free(err);
+    close_store(s);
+}
+
 static void test_forged_checkpoint(void **state)
 {
     (void)state;
@@ -561,6 +600,7 @@ int main(void)
         cmocka_unit_test_setup(test_tamper_names_chain, setup),
         cmocka_unit_test_setup(test_delete_gap, setup),
         cmocka_unit_test_setup(test_forged_checkpoint, setup),
+        cmocka_unit_test_setup(test_chain_gone_anchor, setup),
         cmocka_unit_test_setup(test_prune_one_chain, setup),
         cmocka_unit_test_setup(test_query_merges, setup),
         cmocka_unit_test_setup(test_iterators_exact, setup),
