@@ -525,28 +525,33 @@ void pg__audit_iter_free(struct kb_audit_iter *base)
 /* ---- GET /v1/audit: every chain, by gid ---- */
 
 /* A begin record (ref_seq IS NULL) joined with its chain's first
- * completion; the completion's outcome fields win. One statement for every
- * filter combination (an absent filter is a NULL or 0 parameter). */
-static const char sql_query[] =
-    "SELECT b.gid, b.kind, b.ts_ms, b.request_id, b.action, b.key_id, b.label, b.vendor, "
-    "b.method, b.path, b.decision, coalesce(c.code, b.code), coalesce(c.status, b.status), "
-    "b.reserved_micros, coalesce(c.settled_micros, b.settled_micros), "
-    "coalesce(c.latency_us, b.latency_us), coalesce(c.bytes_in, b.bytes_in), "
-    "coalesce(c.bytes_out, b.bytes_out), coalesce(c.detail, b.detail), "
-    "c.seq IS NOT NULL OR b.settled_micros >= 0 "
-    "FROM audit b LEFT JOIN LATERAL (SELECT x.seq, x.code, x.status, x.settled_micros, "
-    "x.latency_us, x.bytes_in, x.bytes_out, x.detail FROM audit x "
-    "WHERE x.node_id = b.node_id AND x.ref_seq = b.seq ORDER BY x.seq LIMIT 1) c ON true "
+ * completion; the completion's outcome fields win. An absent filter is a
+ * NULL or 0 parameter. With a key_id the statement names the column
+ * outright: a prepared statement's generic plan cannot use audit_key for
+ * "$1 IS NULL OR key_id = $1", and without it a rare key's entries cost a
+ * walk of the whole log by gid. */
+#define QUERY_SELECT                                                                               \
+    "SELECT b.gid, b.kind, b.ts_ms, b.request_id, b.action, b.key_id, b.label, b.vendor, "         \
+    "b.method, b.path, b.decision, coalesce(c.code, b.code), coalesce(c.status, b.status), "       \
+    "b.reserved_micros, coalesce(c.settled_micros, b.settled_micros), "                            \
+    "coalesce(c.latency_us, b.latency_us), coalesce(c.bytes_in, b.bytes_in), "                     \
+    "coalesce(c.bytes_out, b.bytes_out), coalesce(c.detail, b.detail), "                           \
+    "c.seq IS NOT NULL OR b.settled_micros >= 0 "                                                  \
+    "FROM audit b LEFT JOIN LATERAL (SELECT x.seq, x.code, x.status, x.settled_micros, "           \
+    "x.latency_us, x.bytes_in, x.bytes_out, x.detail FROM audit x "                                \
+    "WHERE x.node_id = b.node_id AND x.ref_seq = b.seq ORDER BY x.seq LIMIT 1) c ON true "         \
     "WHERE b.ref_seq IS NULL "
-    "AND ($1::text IS NULL OR b.key_id = $1::text) "
-    "AND ($2::text IS NULL OR (b.label >= $2::text "
-    "AND substr(b.label, 1, length($2::text)) = $2::text)) "
-    "AND ($3::text IS NULL OR b.vendor = $3::text) "
-    "AND ($4::text IS NULL OR b.decision = $4::text) "
-    "AND ($5::bigint = 0 OR b.ts_ms >= $5::bigint) "
-    "AND ($6::bigint = 0 OR b.ts_ms < $6::bigint) "
-    "AND ($7::bigint <= 0 OR b.gid < $7::bigint) "
-    "ORDER BY b.gid DESC LIMIT $8::bigint";
+#define QUERY_FILTERS                                                                              \
+    "AND ($2::text IS NULL OR (b.label >= $2::text "                                               \
+    "AND substr(b.label, 1, length($2::text)) = $2::text)) "                                       \
+    "AND ($3::text IS NULL OR b.vendor = $3::text) "                                               \
+    "AND ($4::text IS NULL OR b.decision = $4::text) "                                             \
+    "AND ($5::bigint = 0 OR b.ts_ms >= $5::bigint) "                                               \
+    "AND ($6::bigint = 0 OR b.ts_ms < $6::bigint) "                                                \
+    "AND ($7::bigint <= 0 OR b.gid < $7::bigint) "                                                 \
+    "ORDER BY b.gid DESC LIMIT $8::bigint"
+static const char sql_query[] = QUERY_SELECT "AND $1::text IS NULL " QUERY_FILTERS;
+static const char sql_query_key[] = QUERY_SELECT "AND b.key_id = $1::text " QUERY_FILTERS;
 
 enum kb_err pg__audit_query(struct kb_store *s, const struct kb_audit_filter *f,
                             kb_audit_entry_cb cb, void *arg)
@@ -561,7 +566,7 @@ enum kb_err pg__audit_query(struct kb_store *s, const struct kb_audit_filter *f,
     pg_arg_i64(&args, f->before_seq);
     pg_arg_i64(&args, f->limit);
     enum kb_err err;
-    PGresult *r = pg__run(s, sql_query, &args, &err);
+    PGresult *r = pg__run(s, f->key_id ? sql_query_key : sql_query, &args, &err);
     if (err == KB_OK) {
         int n = PQntuples(r);
         for (int i = 0; i < n; i++) {
