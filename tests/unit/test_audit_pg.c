@@ -5,23 +5,28 @@
  * Two connections opened under node ids "a" and "b" (store_set_node before
  * each store_open) append their own chains into one fresh database; verify
  * walks both and names the chain and seq of the first bad record after a
- * raw libpq UPDATE or DELETE, catches a forged checkpoint mac, verifies a
- * chain pruned by retention from its cut checkpoint; GET /v1/audit's query
+ * raw libpq UPDATE or DELETE, catches a forged checkpoint mac and a chain
+ * deleted whole (against its anchor), verifies a chain pruned by the real
+ * retention step from its cut checkpoint (and its archive joining it there)
+ * while the other keeps all of its records; GET /v1/audit's query
  * merges both chains newest first by gid with its filters and cursor; the
  * iterators return exactly what was inserted (all fields, NULLs).
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "audit/audit.h"
+#include "audit/retention.h"
 #include "pg_fixture.h"
 #include "store/audit_store.h"
 #include "store/store.h"
@@ -329,7 +334,42 @@ static void test_prune_one_chain(void **state)
     assert_int_equal(store_audit_cut_find(a, 1700000000000LL + 7000, 10, &cut), KB_OK);
     assert_int_equal(cut, 5);
     assert_int_equal(store_audit_exists(a, 1), KB_OK);
+
+    /* a through the real retention step: plan, archive, delete with the
+     * signed audit.pruned record; a then verifies from its cut, and the
+     * archive joins it there */
+    char dir[] = "/tmp/kb-auditpg-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct kb_audit_cut c = {0};
+    atomic_bool stop = false;
+    char *err = NULL;
+    assert_int_equal(audit_prune_plan(a, 1700000000000LL + 10000, KB_AUDIT_PRUNE_MAX, &c), KB_OK);
+    assert_int_equal(c.first, 1);
+    assert_int_equal(c.cut, 9);
+    if (audit_archive_write(a, &c, dir, &stop, &err) != KB_OK)
+        fail_msg("archive: %s", err ? err : "?");
+    assert_int_equal(store_begin(a), KB_OK);
+    store_audit_head_sync(a);
+    assert_int_equal(audit_prune_job(a, &c), KB_OK);
+    assert_int_equal(store_commit(a), KB_OK);
+    assert_int_equal(c.removed, 9);
     close_store(a);
+    v = verify_all();
+    assert_int_equal(v.r[0].problem, KB_AUDIT_OK);
+    assert_int_equal(v.r[0].cut_seq, 9);
+    assert_int_equal(v.r[0].records, 4); /* 10, 11, 12 and the audit.pruned record */
+    assert_int_equal(v.r[1].problem, KB_AUDIT_REMOVED); /* b's cut is still unsigned */
+    struct kb_audit_report ar;
+    struct kb_audit_archive arch;
+    assert_int_equal(audit_archive_verify(dir, g_key, 9, &ar, &arch, &err), KB_OK);
+    assert_int_equal(ar.problem, KB_AUDIT_OK);
+    assert_int_equal(arch.last_seq, 9);
+    assert_true(arch.joined);
+    assert_memory_equal(arch.join_hash, v.r[0].cut_hash, KB_HASH_LEN);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, c.archive);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(dir), 0);
 }
 
 /* ---- GET /v1/audit ---- */
