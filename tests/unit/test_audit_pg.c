@@ -12,6 +12,7 @@
  * merges both chains newest first by gid with its filters and cursor; the
  * iterators return exactly what was inserted (all fields, NULLs).
  */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -27,6 +28,7 @@
 
 #include "audit/audit.h"
 #include "audit/retention.h"
+#include "cli/audit.h"
 #include "pg_fixture.h"
 #include "store/audit_store.h"
 #include "store/store.h"
@@ -633,6 +635,92 @@ static void test_head_cache(void **state)
     assert_int_equal(v.r[0].records, 4);
 }
 
+/* ---- `keybrake audit verify|export` on a shared store ---- */
+
+/* Runs cli_audit with args, its stdout into out; returns its exit status. */
+static int run_cli(const char *dir, const char *const *args, char *out, size_t cap)
+{
+    char conf[160], cap_path[160];
+    snprintf(conf, sizeof conf, "%s/keybrake.ini", dir);
+    snprintf(cap_path, sizeof cap_path, "%s/stdout", dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "[server]\ndata_dir = %s/data\nserver_key = 0102030405060708090a", dir);
+    for (int i = 0; i < 22; i++)
+        fputs("00", f);
+    fprintf(f, "\n[store]\nurl = %s\n", g_url);
+    fclose(f);
+    char *argv[16];
+    int argc = 0;
+    for (; args[argc]; argc++)
+        argv[argc] = (char *)args[argc];
+    argv[argc++] = "--config";
+    argv[argc++] = conf;
+    argv[argc] = NULL;
+    fflush(stdout);
+    int saved = dup(1), fd = open(cap_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 1);
+    int rc = cli_audit(argc, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    ssize_t n = pread(fd, out, cap - 1, 0);
+    close(fd);
+    out[n > 0 ? n : 0] = '\0';
+    unlink(cap_path);
+    unlink(conf);
+    return rc;
+}
+
+static void test_cli(void **state)
+{
+    (void)state;
+    build(6, 7);
+    char dir[] = "/tmp/kb-auditcli-XXXXXX", out[8192];
+    assert_non_null(mkdtemp(dir));
+    const char *verify[] = {"audit", "verify", NULL};
+    assert_int_equal(run_cli(dir, verify, out, sizeof out), 0);
+    assert_non_null(strstr(out, "audit: node a: 6 records, 2 checkpoints, chain intact\n"));
+    assert_non_null(strstr(out, "audit: node b: 7 records, 2 checkpoints, chain intact\n"));
+    assert_non_null(strstr(out, "audit: 2 chains, 13 records, 4 checkpoints: every chain intact\n"));
+
+    const char *export_all[] = {"audit", "export", NULL};
+    assert_int_equal(run_cli(dir, export_all, out, sizeof out), 0);
+    int lines = 0;
+    for (char *p = out; (p = strchr(p, '\n')); p++)
+        lines++;
+    assert_int_equal(lines, 13);
+    assert_true(strncmp(out, "{\"seq\":1,", 9) == 0);
+    assert_non_null(strstr(out, "\"request_id\":\"req_b_7\""));
+    assert_non_null(strstr(out, ",\"node\":\"a\"}\n"));
+    const char *export_b[] = {"audit", "export", "--node", "b", NULL};
+    assert_int_equal(run_cli(dir, export_b, out, sizeof out), 0);
+    assert_null(strstr(out, "\"node\":\"a\""));
+    assert_non_null(strstr(out, "\"request_id\":\"req_b_7\""));
+
+    sql("UPDATE audit SET request_id = 'zz' WHERE node_id = 'b' AND seq = 3");
+    assert_int_equal(run_cli(dir, verify, out, sizeof out), 1);
+    assert_non_null(strstr(out, "audit: node a: 6 records, 2 checkpoints, chain intact\n"));
+    assert_non_null(strstr(out, "audit: node b: FAILED at seq 3 (altered)"));
+    assert_non_null(strstr(out, ": FAILED\n"));
+    const char *verify_a[] = {"audit", "verify", "--node", "a", NULL};
+    assert_int_equal(run_cli(dir, verify_a, out, sizeof out), 0);
+    assert_null(strstr(out, "node b"));
+    const char *verify_x[] = {"audit", "verify", "--node", "x", NULL};
+    assert_int_equal(run_cli(dir, verify_x, out, sizeof out), 2);
+    /* an archive is one node's: which, on a store of several? */
+    const char *verify_ar[] = {"audit", "verify", "--archive", dir, NULL};
+    assert_int_equal(run_cli(dir, verify_ar, out, sizeof out), 2);
+
+    char p[200];
+    snprintf(p, sizeof p, "%s/data/server.key", dir);
+    unlink(p); /* not written: the key is in the config */
+    snprintf(p, sizeof p, "%s/data", dir);
+    assert_int_equal(rmdir(p), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -646,6 +734,7 @@ int main(void)
         cmocka_unit_test_setup(test_iterators_exact, setup),
         cmocka_unit_test_setup(test_iterator_pages, setup),
         cmocka_unit_test_setup(test_head_cache, setup),
+        cmocka_unit_test_setup(test_cli, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
