@@ -12,6 +12,9 @@
  * Per connection (struct pg_audit, allocated on first use): the chain the
  * read side addresses (store_audit_chain_use; the own node's by default;
  * appends always go to the own node's) and the writer's chain-head cache.
+ * Selecting another node's chain that holds neither a record nor a
+ * checkpoint is KB_E_NOT_FOUND (a typo must not verify as an empty, intact
+ * chain); the own chain, and NULL or "" for it, can always be selected.
  * Only this process appends to this node's chain, so the cached head stays
  * true until a rollback drops it (head_drop); there is no data_version to
  * consult as on SQLite. A failed insert drops it too, so that a stale head
