@@ -62,7 +62,7 @@ enum iter_kind {
 /* An iterator: the base, then a page of rows and where the next starts. */
 struct pg_iter {
     struct kb_audit_iter base;
-    struct kb_store *s;             /* borrowed: the connection it reads on */
+    struct kb_store *s; /* borrowed: the connection it reads on */
     enum iter_kind kind;
     char chain[KB_NODE_ID_MAX + 1]; /* the chain, fixed at creation */
     int64_t after;                  /* the next page starts after this seq */
@@ -298,8 +298,7 @@ static const char sql_prune_rows[] = "DELETE FROM audit WHERE node_id = $1::text
 static const char sql_prune_ckpts[] = "DELETE FROM audit_checkpoints WHERE node_id = $1::text "
                                       "AND seq < $2::bigint";
 
-enum kb_err pg__audit_cut_find(struct kb_store *s, int64_t before_ms, int64_t max_seq,
-                               int64_t *seq)
+enum kb_err pg__audit_cut_find(struct kb_store *s, int64_t before_ms, int64_t max_seq, int64_t *seq)
 {
     struct pg_args args = {0};
     pg_arg_text(&args, state(s)->chain);

@@ -359,7 +359,7 @@ static void test_prune_one_chain(void **state)
     v = verify_all();
     assert_int_equal(v.r[0].problem, KB_AUDIT_OK);
     assert_int_equal(v.r[0].cut_seq, 9);
-    assert_int_equal(v.r[0].records, 4); /* 10, 11, 12 and the audit.pruned record */
+    assert_int_equal(v.r[0].records, 4);                /* 10, 11, 12 and the audit.pruned record */
     assert_int_equal(v.r[1].problem, KB_AUDIT_REMOVED); /* b's cut is still unsigned */
     struct kb_audit_report ar;
     struct kb_audit_archive arch;
@@ -683,7 +683,8 @@ static void test_cli(void **state)
     assert_int_equal(run_cli(dir, verify, out, sizeof out), 0);
     assert_non_null(strstr(out, "audit: node a: 6 records, 2 checkpoints, chain intact\n"));
     assert_non_null(strstr(out, "audit: node b: 7 records, 2 checkpoints, chain intact\n"));
-    assert_non_null(strstr(out, "audit: 2 chains, 13 records, 4 checkpoints: every chain intact\n"));
+    assert_non_null(
+        strstr(out, "audit: 2 chains, 13 records, 4 checkpoints: every chain intact\n"));
 
     const char *export_all[] = {"audit", "export", NULL};
     assert_int_equal(run_cli(dir, export_all, out, sizeof out), 0);
