@@ -509,8 +509,9 @@ enum kb_err audit_verify_chains(struct kb_store *s, const uint8_t key[KB_HASH_LE
         goto out;
     }
     if (anchor && !only && nn > 1) {
-        kb_set_errmsg(errmsg, "the store holds %zu audit chains (one per node): name the node "
-                              "whose chain the anchor copies",
+        kb_set_errmsg(errmsg,
+                      "the store holds %zu audit chains (one per node): name the node "
+                      "whose chain the anchor copies",
                       nn);
         err = KB_E_INVALID;
         goto out;

@@ -132,8 +132,8 @@ static void print_chain(const char *prefix, const struct kb_audit_report *r,
                (long long)r->records, (long long)r->checkpoints);
         return;
     }
-    printf("audit: %s%lld records, %lld checkpoints, chain intact\n", prefix,
-           (long long)r->records, (long long)r->checkpoints);
+    printf("audit: %s%lld records, %lld checkpoints, chain intact\n", prefix, (long long)r->records,
+           (long long)r->checkpoints);
     if (r->cut_seq)
         printf("audit: %spruned before seq %lld at checkpoint %lld, archived; records %lld..%lld "
                "chain on from its signed hash\n",
@@ -184,8 +184,8 @@ static int verify(const struct kb_config *cfg, const char *node, const char *anc
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
-    enum kb_err err = audit_verify_chains(s, key, node, anchor_path ? &anchor : NULL, &v, &n,
-                                          &errmsg);
+    enum kb_err err =
+        audit_verify_chains(s, key, node, anchor_path ? &anchor : NULL, &v, &n, &errmsg);
     if (err == KB_E_INVALID || err == KB_E_NOT_FOUND) {
         fprintf(stderr, "keybrake: %s%s\n", errmsg, err == KB_E_INVALID ? " (--node)" : "");
         goto out;
@@ -196,8 +196,9 @@ static int verify(const struct kb_config *cfg, const char *node, const char *anc
     }
     /* the archive, like the anchor, is one node's: its chain's cut */
     if (archive_dir && !node && n > 1) {
-        fprintf(stderr, "keybrake: the store holds %zu audit chains (one per node): name the "
-                        "node whose archive this is (--node)\n",
+        fprintf(stderr,
+                "keybrake: the store holds %zu audit chains (one per node): name the "
+                "node whose archive this is (--node)\n",
                 n);
         goto out;
     }
@@ -349,8 +350,8 @@ int cli_audit(int argc, char **argv)
         free(errmsg);
         return EXIT_ERROR;
     }
-    int rc = is_export ? export(cfg, node, since, until)
-                       : verify(cfg, node, anchor_path, archive_dir);
+    int rc =
+        is_export ? export(cfg, node, since, until) : verify(cfg, node, anchor_path, archive_dir);
     config_free(cfg);
     return rc;
 }
