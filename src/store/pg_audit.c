@@ -587,7 +587,7 @@ enum kb_err pg__audit_query(struct kb_store *s, const struct kb_audit_filter *f,
 /* ---- the chains ---- */
 
 /* A skip scan over each primary key's first column: one index probe per
- * node, not a read of every record (checkpoints are listed too: a chain
+ * node, not a read of every record; listed in byte order (checkpoints are listed too: a chain
  * whose records were all deleted still has its own to verify). */
 static const char sql_chains[] =
     "WITH RECURSIVE r(n) AS (SELECT min(node_id) FROM audit UNION ALL "
@@ -595,7 +595,8 @@ static const char sql_chains[] =
     "c(n) AS (SELECT min(node_id) FROM audit_checkpoints UNION ALL "
     "SELECT (SELECT min(node_id) FROM audit_checkpoints WHERE node_id > c.n) FROM c "
     "WHERE c.n IS NOT NULL) "
-    "SELECT n FROM r WHERE n IS NOT NULL UNION SELECT n FROM c WHERE n IS NOT NULL ORDER BY 1";
+    "SELECT n FROM (SELECT n FROM r UNION SELECT n FROM c) u WHERE n IS NOT NULL "
+    "ORDER BY n COLLATE \"C\"";
 static const char sql_chain_any[] =
     "SELECT EXISTS (SELECT 1 FROM audit WHERE node_id = $1::text) "
     "OR EXISTS (SELECT 1 FROM audit_checkpoints WHERE node_id = $1::text)";
