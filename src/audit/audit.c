@@ -44,6 +44,7 @@
 #include "audit/audit_int.h"
 #include "core/alloc.h"
 #include "store/audit_store.h"
+#include "store/store.h"
 
 static uint8_t g_key[KB_HASH_LEN]; /* checkpoint HMAC key; set before threads start */
 static int64_t g_every = 1000;     /* records between checkpoints */
@@ -463,6 +464,85 @@ out:
     if (reading)
         store_audit_read_end(s);
     return err;
+}
+
+/* ---- every chain ---- */
+
+void audit_chain_reports_free(struct kb_audit_chain_report *v, size_t n)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(v[i].node);
+    free(v);
+}
+
+enum kb_err audit_verify_chains(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
+                                const char *only, const struct kb_audit_anchor *anchor,
+                                struct kb_audit_chain_report **out, size_t *n, char **errmsg)
+{
+    char **names = NULL;
+    size_t nn = 0, k = 0;
+    struct kb_audit_chain_report *v = NULL;
+    enum kb_err err = store_audit_chains(s, &names, &nn);
+    if (err != KB_OK) {
+        kb_set_errmsg(errmsg, "cannot list the audit chains");
+        return KB_E_STORE;
+    }
+    bool found = !only;
+    for (size_t i = 0; only && i < nn; i++)
+        found = found || strcmp(names[i], only) == 0;
+    if (!found && anchor && !(nn == 1 && !names[0][0])) {
+        /* the whole chain is gone, checkpoints and all: what an anchor is for */
+        v = kb_calloc(1, sizeof *v);
+        v[0].node = kb_strdup(only);
+        report(&v[0].report, KB_AUDIT_TRUNCATED, 1,
+               "the store holds no record of node %s but the anchor holds record %lld: records "
+               "1..%lld were removed (truncated)",
+               only, (long long)anchor->top_seq, (long long)anchor->top_seq);
+        k = 1;
+        goto out;
+    }
+    if (!found) {
+        kb_set_errmsg(errmsg, "the store holds no audit chain of node \"%s\"", only);
+        err = KB_E_NOT_FOUND;
+        goto out;
+    }
+    if (anchor && !only && nn > 1) {
+        kb_set_errmsg(errmsg,
+                      "the store holds %zu audit chains (one per node): name the node "
+                      "whose chain the anchor copies",
+                      nn);
+        err = KB_E_INVALID;
+        goto out;
+    }
+    v = kb_calloc(nn ? nn : 1, sizeof *v);
+    for (size_t i = 0; i < nn; i++) {
+        if (only && strcmp(names[i], only) != 0)
+            continue;
+        if ((err = store_audit_chain_use(s, names[i])) != KB_OK) {
+            kb_set_errmsg(errmsg, "cannot read the audit chain of node \"%s\"", names[i]);
+            err = KB_E_STORE;
+            goto out;
+        }
+        v[k].node = kb_strdup(names[i]);
+        err = audit_verify(s, key, anchor, &v[k].report, errmsg);
+        k++;
+        if (err != KB_OK)
+            goto out;
+    }
+out:
+    /* back to the connection's own chain: never fails (no statement runs) */
+    enum kb_err reset = store_audit_chain_use(s, NULL);
+    (void)reset;
+    store_names_free(names, nn);
+    if (err != KB_OK) {
+        audit_chain_reports_free(v, k);
+        return err;
+    }
+    *out = v;
+    *n = k;
+    return KB_OK;
 }
 
 /* ---- the anchor ---- */

@@ -193,6 +193,33 @@ KB_MUSTCHECK enum kb_err audit_verify(struct kb_store *s, const uint8_t key[KB_H
                                       const struct kb_audit_anchor *anchor,
                                       struct kb_audit_report *report, char **errmsg);
 
+/* One chain's verdict (audit_verify_chains). */
+struct kb_audit_chain_report {
+    char *node;                    /* owned; the chain's node id, "" on a store with one chain */
+    struct kb_audit_report report; /* as audit_verify's */
+};
+
+/*
+ * audit_verify on every chain of the store (store_audit_chains: one per
+ * node on a shared store, the only one "" elsewhere), each in its own read
+ * snapshot (the chains are independent), in node id order; only, when not
+ * NULL, names the one chain to verify (KB_E_NOT_FOUND when the store has
+ * no such chain; with an anchor, the chain is reported KB_AUDIT_TRUNCATED
+ * at 1 instead: every record of it was removed). The anchor, a copy of one
+ * node's chain (its sink file), is held against chain `only`, or against
+ * the store's one chain; KB_E_INVALID when the store has several and only
+ * is NULL. *out (free with audit_chain_reports_free) holds *n reports, one
+ * per chain walked; a chain's problem does not stop the walk of the
+ * others. KB_E_STORE when the store cannot be read. *errmsg says why on
+ * failure. The connection's chain selection is reset to its own on
+ * return. Any thread with its own connection.
+ */
+KB_MUSTCHECK enum kb_err audit_verify_chains(struct kb_store *s, const uint8_t key[KB_HASH_LEN],
+                                             const char *only, const struct kb_audit_anchor *anchor,
+                                             struct kb_audit_chain_report **out, size_t *n,
+                                             char **errmsg);
+void audit_chain_reports_free(struct kb_audit_chain_report *v, size_t n);
+
 /* The JSON line of a chain row (export and sink): the raw record with
  * seq, ref_seq and hash. New reference. */
 json_t *audit_row_json(const struct kb_audit_row *row);

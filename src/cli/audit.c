@@ -31,9 +31,11 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: keybrake audit verify [--anchor FILE] [--archive DIR] [--config FILE]\n"
-                    "       keybrake audit export [--since TIME] [--until TIME] "
+    fprintf(stderr, "usage: keybrake audit verify [--node ID] [--anchor FILE] [--archive DIR] "
                     "[--config FILE]\n"
+                    "       keybrake audit export [--node ID] [--since TIME] [--until TIME] "
+                    "[--config FILE]\n"
+                    "ID: a node's chain on a shared store (default: every chain)\n"
                     "TIME: RFC 3339 (2026-11-22T08:00:00Z) or epoch seconds\n");
 }
 
@@ -118,13 +120,49 @@ static int verify_archive(const char *dir, const uint8_t key[KB_HASH_LEN],
     return 0;
 }
 
-static int verify(const struct kb_config *cfg, const char *anchor_path, const char *archive_dir)
+/* Prints one chain's verdict; prefix names the chain on a shared store
+ * ("node b: "), "" on a store of one chain (whose output it keeps). */
+static void print_chain(const char *prefix, const struct kb_audit_report *r,
+                        const char *anchor_path, const struct kb_audit_anchor *anchor)
+{
+    if (r->problem != KB_AUDIT_OK) {
+        printf("audit: %sFAILED at seq %lld (%s): %s\n", prefix, (long long)r->bad_seq,
+               problem_name(r->problem), r->why);
+        printf("audit: %s%lld records and %lld checkpoints verified before it\n", prefix,
+               (long long)r->records, (long long)r->checkpoints);
+        return;
+    }
+    printf("audit: %s%lld records, %lld checkpoints, chain intact\n", prefix, (long long)r->records,
+           (long long)r->checkpoints);
+    if (r->cut_seq)
+        printf("audit: %spruned before seq %lld at checkpoint %lld, archived; records %lld..%lld "
+               "chain on from its signed hash\n",
+               prefix, (long long)(r->cut_seq + 1), (long long)r->cut_seq,
+               (long long)(r->cut_seq + 1), (long long)r->last_seq);
+    if (r->last_seq > r->last_ckpt_seq)
+        printf("audit: %srecords %lld..%lld follow the last signed checkpoint and are covered by "
+               "the hash chain only\n",
+               prefix, (long long)(r->last_ckpt_seq + 1), (long long)r->last_seq);
+    if (anchor_path && anchor->top_seq <= r->cut_seq)
+        printf("audit: %sanchor %s ends at record %lld, which was pruned: it was not compared "
+               "with the store\n",
+               prefix, anchor_path, (long long)anchor->top_seq);
+    else if (anchor_path)
+        printf("audit: %sanchor %s matches: record %lld has the anchor's hash, and the chain "
+               "vouches for every record before it\n",
+               prefix, anchor_path, (long long)anchor->top_seq);
+}
+
+static int verify(const struct kb_config *cfg, const char *node, const char *anchor_path,
+                  const char *archive_dir)
 {
     uint8_t key[KB_HASH_LEN];
     char *errmsg = NULL;
     int rc = EXIT_ERROR;
     struct kb_store *s = NULL;
     struct kb_audit_anchor anchor;
+    struct kb_audit_chain_report *v = NULL;
+    size_t n = 0;
     if (!cfg->server_key) {
         char *kp = kb_asprintf("%s/server.key", cfg->data_dir);
         int ok = access(kp, R_OK);
@@ -146,72 +184,113 @@ static int verify(const struct kb_config *cfg, const char *anchor_path, const ch
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
-    struct kb_audit_report r;
-    if (audit_verify(s, key, anchor_path ? &anchor : NULL, &r, &errmsg) != KB_OK) {
+    enum kb_err err =
+        audit_verify_chains(s, key, node, anchor_path ? &anchor : NULL, &v, &n, &errmsg);
+    if (err == KB_E_INVALID || err == KB_E_NOT_FOUND) {
+        fprintf(stderr, "keybrake: %s%s\n", errmsg, err == KB_E_INVALID ? " (--node)" : "");
+        goto out;
+    }
+    if (err != KB_OK) {
         fprintf(stderr, "keybrake: %s (is this store older than the audit log?)\n", errmsg);
         goto out;
     }
-    if (r.problem != KB_AUDIT_OK) {
-        printf("audit: FAILED at seq %lld (%s): %s\n", (long long)r.bad_seq,
-               problem_name(r.problem), r.why);
-        printf("audit: %lld records and %lld checkpoints verified before it\n",
-               (long long)r.records, (long long)r.checkpoints);
+    /* the archive, like the anchor, is one node's: its chain's cut */
+    if (archive_dir && !node && n > 1) {
+        fprintf(stderr,
+                "keybrake: the store holds %zu audit chains (one per node): name the "
+                "node whose archive this is (--node)\n",
+                n);
+        goto out;
+    }
+    int64_t records = 0, checkpoints = 0;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        char prefix[KB_NODE_ID_MAX + 16] = "";
+        if (v[i].node[0])
+            snprintf(prefix, sizeof prefix, "node %s: ", v[i].node);
+        print_chain(prefix, &v[i].report, anchor_path, &anchor);
+        records += v[i].report.records;
+        checkpoints += v[i].report.checkpoints;
+        bad += v[i].report.problem != KB_AUDIT_OK;
+    }
+    if (n == 0)
+        printf("audit: the store holds no audit record\n");
+    else if (v[0].node[0] && !node)
+        printf("audit: %zu chains, %lld records, %lld checkpoints: %s\n", n, (long long)records,
+               (long long)checkpoints, bad ? "FAILED" : "every chain intact");
+    if (bad) {
         rc = EXIT_BAD;
         goto out;
     }
-    printf("audit: %lld records, %lld checkpoints, chain intact\n", (long long)r.records,
-           (long long)r.checkpoints);
-    if (r.cut_seq)
-        printf("audit: pruned before seq %lld at checkpoint %lld, archived; records %lld..%lld "
-               "chain on from its signed hash\n",
-               (long long)(r.cut_seq + 1), (long long)r.cut_seq, (long long)(r.cut_seq + 1),
-               (long long)r.last_seq);
-    if (r.last_seq > r.last_ckpt_seq)
-        printf("audit: records %lld..%lld follow the last signed checkpoint and are covered by "
-               "the hash chain only\n",
-               (long long)(r.last_ckpt_seq + 1), (long long)r.last_seq);
-    if (anchor_path && anchor.top_seq <= r.cut_seq)
-        printf("audit: anchor %s ends at record %lld, which was pruned: it was not compared "
-               "with the store\n",
-               anchor_path, (long long)anchor.top_seq);
-    else if (anchor_path)
-        printf("audit: anchor %s matches: record %lld has the anchor's hash, and the chain "
-               "vouches for every record before it\n",
-               anchor_path, (long long)anchor.top_seq);
-    rc = archive_dir ? verify_archive(archive_dir, key, &r) : 0;
+    rc = archive_dir && n == 1 ? verify_archive(archive_dir, key, &v[0].report) : 0;
 out:
     fflush(stdout);
+    audit_chain_reports_free(v, n);
     store_close(s);
     free(errmsg);
     return rc;
 }
 
-static int export(const struct kb_config *cfg, int64_t since, int64_t until)
+/* Writes chain `node`'s records (the selected chain) as JSON lines; the
+ * "node" field only on a shared store. False when writing failed. */
+static bool export_chain(struct kb_store *s, const char *node, int64_t since, int64_t until,
+                         enum kb_err *err)
 {
-    int rc = EXIT_ERROR;
     struct kb_audit_iter *it = NULL;
     struct kb_audit_row row;
+    bool ok = true;
+    if ((*err = store_audit_rows(s, 0, since, until, &it)) != KB_OK)
+        return true;
+    while ((*err = store_audit_row_next(it, &row)) == KB_OK) {
+        json_t *j = audit_row_json(&row);
+        if (node[0])
+            json_object_set_new(j, "node", json_string(node));
+        if (json_dumpf(j, stdout, JSON_COMPACT) != 0 || putchar('\n') == EOF)
+            ok = false;
+        json_decref(j);
+        if (!ok) {
+            fprintf(stderr, "keybrake: writing the export failed: %s\n", strerror(errno));
+            break;
+        }
+    }
+    if (*err == KB_E_NOT_FOUND)
+        *err = KB_OK;
+    store_audit_iter_free(it);
+    return ok;
+}
+
+static int export(const struct kb_config *cfg, const char *node, int64_t since, int64_t until)
+{
+    int rc = EXIT_ERROR;
     bool reading = false;
+    char **names = NULL;
+    size_t n = 0;
+    enum kb_err err = KB_OK;
     struct kb_store *s = open_existing(cfg);
     if (!s)
         return EXIT_ERROR;
+    /* one snapshot for every chain */
     if (store_audit_read_begin(s) != KB_OK)
         goto fail;
     reading = true;
-    if (store_audit_rows(s, 0, since, until, &it) != KB_OK)
+    if (store_audit_chains(s, &names, &n) != KB_OK)
         goto fail;
-    enum kb_err err;
-    while ((err = store_audit_row_next(it, &row)) == KB_OK) {
-        json_t *j = audit_row_json(&row);
-        if (json_dumpf(j, stdout, JSON_COMPACT) != 0 || putchar('\n') == EOF) {
-            json_decref(j);
-            fprintf(stderr, "keybrake: writing the export failed: %s\n", strerror(errno));
+    bool found = !node;
+    for (size_t i = 0; i < n; i++) {
+        if (node && strcmp(names[i], node) != 0)
+            continue;
+        found = true;
+        if (store_audit_chain_use(s, names[i]) != KB_OK)
+            goto fail;
+        if (!export_chain(s, names[i], since, until, &err))
             goto out;
-        }
-        json_decref(j);
+        if (err != KB_OK)
+            goto fail;
     }
-    if (err != KB_E_NOT_FOUND)
-        goto fail;
+    if (!found) {
+        fprintf(stderr, "keybrake: the store holds no audit chain of node \"%s\"\n", node);
+        goto out;
+    }
     if (fflush(stdout) != 0) {
         fprintf(stderr, "keybrake: writing the export failed: %s\n", strerror(errno));
         goto out;
@@ -221,7 +300,7 @@ static int export(const struct kb_config *cfg, int64_t since, int64_t until)
 fail:
     fprintf(stderr, "keybrake: cannot read the audit log (is this store older than it?)\n");
 out:
-    store_audit_iter_free(it);
+    store_names_free(names, n);
     if (reading)
         store_audit_read_end(s);
     store_close(s);
@@ -235,7 +314,7 @@ int cli_audit(int argc, char **argv)
         return EXIT_ERROR;
     }
     bool is_export = strcmp(argv[1], "export") == 0;
-    const char *config_path = NULL, *anchor_path = NULL, *archive_dir = NULL;
+    const char *config_path = NULL, *anchor_path = NULL, *archive_dir = NULL, *node = NULL;
     int64_t since = 0, until = 0;
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
@@ -246,6 +325,8 @@ int cli_audit(int argc, char **argv)
         const char *val = argv[++i];
         if (strcmp(opt, "--config") == 0) {
             config_path = val;
+        } else if (strcmp(opt, "--node") == 0) {
+            node = val;
         } else if (!is_export && strcmp(opt, "--anchor") == 0) {
             anchor_path = val;
         } else if (!is_export && strcmp(opt, "--archive") == 0) {
@@ -269,7 +350,8 @@ int cli_audit(int argc, char **argv)
         free(errmsg);
         return EXIT_ERROR;
     }
-    int rc = is_export ? export(cfg, since, until) : verify(cfg, anchor_path, archive_dir);
+    int rc =
+        is_export ? export(cfg, node, since, until) : verify(cfg, node, anchor_path, archive_dir);
     config_free(cfg);
     return rc;
 }
