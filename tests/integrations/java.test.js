@@ -7,81 +7,50 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, spawnSync } = require('node:child_process');
-const readline = require('node:readline');
+const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
 const { mkTempDir, rmTempDir, startDaemon, uniquePrefix } = require('../blackbox/lib/harness');
 const { startMockVendors } = require('../blackbox/mock/vendor');
+const { requireTool, startDriver } = require('./lib/driver');
 const { writeSnippets } = require('./lib/snippets');
 
 const JACKSON = ['jackson-databind', 'jackson-core', 'jackson-annotations'].map((j) => `/usr/share/java/${j}.jar`);
-
-function run(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 60_000, ...opts });
-  if (r.error) throw new Error(`${cmd}: ${r.error.message} (make deps-test installs the JDK)`);
-  return r;
-}
 
 describe('Spring Boot guide: the Java core against the real binary', () => {
   let mocks;
   let d;
   let dir;
-  let cp;
+  let jvm; // GuideCheck: { check(...args), close() }
+  const check = (...args) => jvm.check(...args);
 
   before(async () => {
-    for (const t of ['javac', 'java']) {
-      const r = run(t, ['-version']);
-      assert.equal(r.status, 0, `${t} -version failed: ${r.stderr}`);
-    }
+    for (const t of ['javac', 'java']) requireTool(t, ['-version'], 'make deps-test installs the JDK');
     for (const j of JACKSON) assert.ok(fs.existsSync(j), `${j} missing: apt-get install libjackson2-databind-java (make deps-test)`);
     dir = mkTempDir();
     writeSnippets('spring-boot.md', ['KeybrakeAdmin.java', 'KeybrakeRefusal.java'], dir);
     fs.copyFileSync(path.join(__dirname, 'java/GuideCheck.java'), path.join(dir, 'GuideCheck.java'));
-    cp = [path.join(dir, 'out'), ...JACKSON].join(':');
-    const c = run('javac', ['-Xlint:all', '-Werror', '-d', path.join(dir, 'out'), '-cp', JACKSON.join(':'),
-      ...['KeybrakeAdmin.java', 'KeybrakeRefusal.java', 'GuideCheck.java'].map((f) => path.join(dir, f))]);
+    const c = spawnSync('javac', ['-Xlint:all', '-Werror', '-d', path.join(dir, 'out'), '-cp', JACKSON.join(':'),
+      ...['KeybrakeAdmin.java', 'KeybrakeRefusal.java', 'GuideCheck.java'].map((f) => path.join(dir, f))],
+      { encoding: 'utf8', timeout: 120_000 });
     assert.equal(c.status, 0, `javac:\n${c.stdout}${c.stderr}`);
     mocks = await startMockVendors();
     d = await startDaemon({ mocks });
-    startJvm();
+    jvm = startDriver('java', ['-cp', [path.join(dir, 'out'), ...JACKSON].join(':'), 'GuideCheck'], {
+      KB_ADMIN_URL: d.adminUrl, KB_ADMIN_TOKEN: d.adminToken, KB_PROXY_URL: d.proxyUrl,
+    });
   });
 
   after(async () => {
     try {
-      if (jvm) {
-        jvm.stdin.end();
-        await new Promise((r) => (jvm.exitCode !== null ? r() : jvm.once('exit', r)));
-      }
+      if (jvm) await jvm.close();
       if (d) await d.stop();
     } finally {
       if (mocks) await mocks.close();
       rmTempDir(dir);
     }
   });
-
-  // One GuideCheck command; its JSON line. The JVM starts once (before)
-  // and answers in order; asynchronous, as the mock vendors answer from
-  // this process's event loop.
-  let jvm;
-  const waiting = [];
-  function startJvm() {
-    const env = { ...process.env, KB_ADMIN_URL: d.adminUrl, KB_ADMIN_TOKEN: d.adminToken, KB_PROXY_URL: d.proxyUrl };
-    jvm = spawn('java', ['-cp', cp, 'GuideCheck'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stderr = '';
-    jvm.stderr.on('data', (c) => (stderr += c));
-    readline.createInterface({ input: jvm.stdout }).on('line', (l) => waiting.shift().resolve(JSON.parse(l)));
-    jvm.on('exit', (code) => {
-      for (const w of waiting.splice(0)) w.reject(new Error(`GuideCheck exited (${code}):\n${stderr}`));
-    });
-  }
-  function check(...args) {
-    return new Promise((resolve, reject) => {
-      waiting.push({ resolve, reject });
-      jvm.stdin.write(JSON.stringify(args) + '\n');
-    });
-  }
 
   const status = async (id) => (await d.admin.get(`/v1/keys/${id}`)).json;
 
