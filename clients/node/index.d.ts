@@ -202,17 +202,16 @@ interface ExecutionContextLike {
   getType?(): string;
   switchToHttp(): { getRequest<T = any>(): T };
 }
-interface ObservableLike<T> {
-  pipe(...ops: any[]): ObservableLike<T>;
-}
-interface CallHandlerLike<T = any> {
-  handle(): ObservableLike<T>;
+/** Nest's CallHandler; handle() returns an rxjs Observable (typed loosely: rxjs is optional). */
+interface CallHandlerLike {
+  handle(): any;
 }
 
 /** NestJS interceptor: a key per HTTP request on request.keybrake, revoked in rxjs finalize(). */
 export class KeybrakeInterceptor<Req extends NodeRequestLike = NodeRequestLike> {
   constructor(client: Keybrake, opts: RunOptions<Req> & { finalize?: (fn: () => void) => any });
-  intercept(context: ExecutionContextLike, next: CallHandlerLike): Promise<ObservableLike<any>>;
+  /** Resolves with next.handle() piped through finalize(revoke): an rxjs Observable. */
+  intercept(context: ExecutionContextLike, next: CallHandlerLike): Promise<any>;
 }
 export function keybrakeInterceptor<Req extends NodeRequestLike = NodeRequestLike>(
   client: Keybrake,
