@@ -10,6 +10,8 @@ pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev li
       libsqlite3-dev libssl-dev libinih-dev libpq-dev)
 if [ "$what" = test ]; then
   pkgs+=(libcmocka-dev nodejs npm sqlite3 clang)
+  # the integration guides' checks (tests/integrations): Rails (ruby), Spring Boot (JDK, Jackson)
+  pkgs+=(ruby openjdk-17-jdk-headless libjackson2-databind-java)
 fi
 if [ "$what" = bench ]; then
   pkgs+=(nginx-light wrk nodejs npm)

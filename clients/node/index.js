@@ -2,9 +2,26 @@
 // @keybrake/client - issue a Keybrake vault key per agent run, hand it to
 // the vendor SDK through the proxy, revoke it when the run ends. See
 // README.md; the types are in index.d.ts.
+//
+// The export list is one object literal of plain names: that is the form
+// Node's CommonJS lexer reads, so ES modules can `import { Keybrake }` too.
 
 const { Keybrake } = require('./src/client');
-const errors = require('./src/errors');
+const {
+  AuthError,
+  ConnectionError,
+  InvalidRequestError,
+  KeybrakeError,
+  NotFoundError,
+  RateLimitedError,
+  SpendExhaustedError,
+  UnavailableError,
+  errorCode,
+  isRetryable,
+  isSpendExhausted,
+  keybrakeError,
+  retryAfter,
+} = require('./src/errors');
 const { keybrakeRun } = require('./src/express');
 const { KeybrakeInterceptor, keybrakeInterceptor } = require('./src/nestjs');
 
@@ -13,17 +30,17 @@ module.exports = {
   keybrakeRun,
   KeybrakeInterceptor,
   keybrakeInterceptor,
-  KeybrakeError: errors.KeybrakeError,
-  SpendExhaustedError: errors.SpendExhaustedError,
-  RateLimitedError: errors.RateLimitedError,
-  UnavailableError: errors.UnavailableError,
-  NotFoundError: errors.NotFoundError,
-  InvalidRequestError: errors.InvalidRequestError,
-  AuthError: errors.AuthError,
-  ConnectionError: errors.ConnectionError,
-  keybrakeError: errors.keybrakeError,
-  errorCode: errors.errorCode,
-  isRetryable: errors.isRetryable,
-  isSpendExhausted: errors.isSpendExhausted,
-  retryAfter: errors.retryAfter,
+  KeybrakeError,
+  SpendExhaustedError,
+  RateLimitedError,
+  UnavailableError,
+  NotFoundError,
+  InvalidRequestError,
+  AuthError,
+  ConnectionError,
+  keybrakeError,
+  errorCode,
+  isRetryable,
+  isSpendExhausted,
+  retryAfter,
 };
