@@ -43,6 +43,9 @@ describe('Express: keybrakeRun middleware', () => {
   const prefix = uniquePrefix('express');
   const closed = new Map(); // x-test-id -> promise resolved on the response's 'close'
   const holds = new Map(); // x-test-id -> { started, release }
+  let gated; // a client whose issuance the test releases
+  let gate = null; // { arrived, open }
+  let ranGated = false;
 
   before(async () => {
     k = await startKeybrake();
@@ -83,6 +86,28 @@ describe('Express: keybrakeRun middleware', () => {
       res.json({ keyId: req.keybrake.id });
       h.done();
     });
+    // issuance held by the test: the POST /v1/keys goes out only when released
+    gated = new CountingKeybrake({
+      adminUrl: k.d.adminUrl,
+      adminToken: k.d.adminToken,
+      proxyUrl: k.d.proxyUrl,
+      fetch: async (url, init) => {
+        if (init.method === 'POST' && gate) {
+          const g = gate;
+          g.arrived();
+          await g.open;
+        }
+        return fetch(url, init);
+      },
+    });
+    app.post(
+      '/gated',
+      keybrakeRun(gated, { vendor: 'openai', allowedEndpoints: ['/v1/*'], dailyUsdCap: 1, label: () => prefix + 'gated' }),
+      (req, res) => {
+        ranGated = true;
+        res.json({ keyId: req.keybrake.id });
+      },
+    );
     app.post(
       '/bad',
       keybrakeRun(kb, { vendor: 'openai', allowedEndpoints: ['/v1/*'], dailyUsdCap: -1, label: () => prefix + 'bad' }),
@@ -180,6 +205,31 @@ describe('Express: keybrakeRun middleware', () => {
     assert.equal(again.status, 200);
     await assertRevokedOnce('after', again.json.keyId);
     assert.equal(kb.revocations.get(key.id), 1);
+  });
+
+  it('a client that goes away while its key is being issued: the key is revoked, the route never runs', async () => {
+    let arrived;
+    let open;
+    const inFlight = new Promise((r) => (arrived = r));
+    gate = { arrived, open: new Promise((r) => (open = r)) };
+    try {
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/gated', headers: { 'x-test-id': 'early' }, agent: false });
+      req.on('error', () => {});
+      req.end();
+      await inFlight; // the middleware is waiting for Keybrake
+      req.destroy();
+      await closed.get('early'); // the server saw the client go
+      open();
+      await harness.waitFor(async () => {
+        const page = await gated.listKeys({ labelPrefix: prefix + 'gated' });
+        return page.data.length === 1 && page.data[0].status === 'revoked';
+      }, { what: 'the gated key issued and revoked' });
+      const [key] = (await gated.listKeys({ labelPrefix: prefix + 'gated' })).data;
+      assert.equal(gated.revocations.get(key.id), 1);
+      assert.equal(ranGated, false, 'the route ran for a client that had left');
+    } finally {
+      gate = null;
+    }
   });
 
   it('a refused issuance goes to the error handler and the route never runs', async () => {
