@@ -252,6 +252,12 @@ describe('Keybrake admin client', () => {
     assert.equal(tls.vendorBaseUrl('openai'), 'https://kb.internal/openai/v1');
     assert.deepEqual(tls.stripeOptions(), { host: 'kb.internal', port: 443, protocol: 'https' });
     assert.throws(() => tls.vendorBaseUrl('../x'), TypeError);
-    assert.throws(() => new Keybrake({ adminUrl: k.d.adminUrl, adminToken: 'x' }).vendorBaseUrl('openai'), TypeError);
+    const saved = process.env.KEYBRAKE_PROXY_URL;
+    delete process.env.KEYBRAKE_PROXY_URL;
+    try {
+      assert.throws(() => new Keybrake({ adminUrl: k.d.adminUrl, adminToken: 'x' }).vendorBaseUrl('openai'), TypeError);
+    } finally {
+      if (saved !== undefined) process.env.KEYBRAKE_PROXY_URL = saved;
+    }
   });
 });
