@@ -1,6 +1,6 @@
 'use strict';
 // errors.test.js - the 429 distinction as an application sees it: the
-// official openai and stripe SDKs, pointed at the real binary with a kit
+// official openai, anthropic and stripe SDKs, pointed at the real binary with a kit
 // key, throw their own errors; keybrakeError()/isRetryable() tell a spent
 // cap or budget (final) from a rate limit (retry after Retry-After) and from
 // an unwritable audit log (retry), and leave the vendor's own errors to the
@@ -12,6 +12,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 
+const { Anthropic } = require('@anthropic-ai/sdk');
 const { OpenAI } = require('openai');
 const Stripe = require('stripe');
 
@@ -96,6 +97,28 @@ describe('refusals through the vendor SDKs', () => {
     assert.equal(kbe.code, 'cap_exhausted');
     assert.equal(isRetryable(err), false);
     assert.equal(k.mocks.stripe.requests.length, 0);
+  });
+
+  it('cap_exhausted (anthropic SDK): the same answer from its APIError', async () => {
+    const key = await k.kb.createKey({
+      label: uniquePrefix('err-anthropic'),
+      vendor: 'anthropic',
+      allowedEndpoints: ['POST /v1/messages'],
+      dailyUsdCap: 0.000001,
+    });
+    const anthropic = new Anthropic({ apiKey: key.token, baseURL: k.kb.vendorBaseUrl('anthropic'), maxRetries: 0 });
+    const err = await anthropic.messages
+      .create({ model: 'claude-3-5-haiku-20241022', max_tokens: 1000, messages: [{ role: 'user', content: 'hi' }] })
+      .then(
+        () => assert.fail('the call passed'),
+        (e) => e,
+      );
+    assert.equal(err.status, 429, String(err));
+    const kbe = keybrakeError(err);
+    assert.ok(kbe instanceof SpendExhaustedError, String(kbe));
+    assert.equal(kbe.code, 'cap_exhausted');
+    assert.equal(isRetryable(err), false);
+    assert.equal(k.mocks.anthropic.requests.length, 0);
   });
 
   it('budget_exhausted: a SpendExhaustedError naming the budget', async () => {
