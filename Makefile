@@ -14,7 +14,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 TEST_BUILD ?= build-asan
 
-.PHONY: all build run test test-unit test-blackbox test-clients test-fuzz deps deps-test fuzz bench bench-meter format clean
+.PHONY: all build run test test-unit test-blackbox test-fuzz deps deps-test fuzz bench bench-meter format clean
 
 all: build
 
@@ -49,6 +49,7 @@ test-blackbox:
 # The Node kit (clients/node) and the integration guides' snippets
 # (tests/integrations: Java, Ruby) against the same binary. The kit's npm
 # packages are installed from its lock file when missing or older than it.
+.PHONY: test-clients
 test-clients:
 	@if [ ! -d clients/node/node_modules ] || \
 	    [ clients/node/package-lock.json -nt clients/node/node_modules ]; then \

@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev libbrotli-dev libzstd-dev
       libsqlite3-dev libssl-dev libinih-dev libpq-dev)
+# the integration guides' checks (tests/integrations): Rails (ruby), Spring Boot (JDK, Jackson)
+[ "$what" != test ] || pkgs+=(ruby openjdk-17-jdk-headless libjackson2-databind-java)
 if [ "$what" = test ]; then
   pkgs+=(libcmocka-dev nodejs npm sqlite3 clang)
-  # the integration guides' checks (tests/integrations): Rails (ruby), Spring Boot (JDK, Jackson)
-  pkgs+=(ruby openjdk-17-jdk-headless libjackson2-databind-java)
 fi
 if [ "$what" = bench ]; then
   pkgs+=(nginx-light wrk nodejs npm)
