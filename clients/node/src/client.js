@@ -138,7 +138,8 @@ class Keybrake {
   // Issues a key; resolves with it, its one-time `token` included.
   async createKey(opts) {
     checkFields(opts, CREATE_FIELDS, 'createKey');
-    const body = convertKeys({ expiresIn: DEFAULT_TTL, ...opts }, snake);
+    const body = convertKeys(opts, snake);
+    if (body.expires_in === undefined) body.expires_in = DEFAULT_TTL;
     return convertKeys(await this._call('POST', '/v1/keys', body), camel);
   }
 

@@ -79,6 +79,8 @@ describe('Keybrake admin client', () => {
       dailyUsdCap: 1,
     });
     assert.equal(Date.parse(key.expiresAt) - Date.parse(key.createdAt), 3600_000);
+    const again = await k.kb.createKey({ ...openaiKey(uniquePrefix('kit-ttl')), expiresIn: undefined });
+    assert.equal(Date.parse(again.expiresAt) - Date.parse(again.createdAt), 3600_000);
   });
 
   it('an unknown option is a TypeError and nothing is issued', async () => {
