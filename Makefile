@@ -5,6 +5,7 @@
 #   make run       install deps, build, start the daemon on ./var
 #   make demo      the same in front of a sandbox vendor (no vendor account; ./var-demo)
 #   make test      install deps, build with ASan+UBSan, run every test
+#   make test-clients  the Node kit and the integration guides' checks (after make test's build)
 #   make bench     benchmark against nginx (see bench/README.md)
 #   make bench-meter  CPU per exchange in the meters
 #   make fuzz      build the libFuzzer targets
@@ -40,13 +41,30 @@ test: deps-test
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKB_SANITIZE=ON -DKB_WERROR=ON \
 		-DKB_TEST_HOOKS=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
-	@$(MAKE) --no-print-directory test-unit test-blackbox test-fuzz
+	@$(MAKE) --no-print-directory test-unit test-blackbox test-clients test-fuzz
 
 test-unit:
 	@cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 test-blackbox:
 	@cd tests/blackbox && KEYBRAKE_BIN=$(CURDIR)/$(TEST_BUILD)/keybrake \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		node --test --test-concurrency=$(JOBS) --test-timeout=120000 *.test.js
+
+# The Node kit (clients/node) and the integration guides' snippets
+# (tests/integrations: Java, Ruby) against the same binary. The kit's npm
+# packages are installed from its lock file when missing or older than it.
+.PHONY: test-clients
+test-clients:
+	@if [ ! -d clients/node/node_modules ] || \
+	    [ clients/node/package-lock.json -nt clients/node/node_modules ]; then \
+		(cd clients/node && npm ci --no-audit --no-fund --loglevel=error); fi
+	@cd clients/node && KEYBRAKE_BIN=$(CURDIR)/$(TEST_BUILD)/keybrake \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		node --test --test-concurrency=$(JOBS) --test-timeout=120000 test/*.test.js test/*.test.mjs
+	@cd tests/integrations && KEYBRAKE_BIN=$(CURDIR)/$(TEST_BUILD)/keybrake \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		node --test --test-concurrency=$(JOBS) --test-timeout=120000 *.test.js

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev libbrotli-dev libzstd-dev
       libsqlite3-dev libssl-dev libinih-dev libpq-dev)
+# the integration guides' checks (tests/integrations): Rails (ruby), Spring Boot (JDK, Jackson)
+[ "$what" != test ] || pkgs+=(ruby openjdk-17-jdk-headless libjackson2-databind-java)
 if [ "$what" = test ]; then
   # chromium: the dashboard's browser test (tests/blackbox/ui.test.js, via playwright-core);
   # postgresql: the throwaway server of the PostgreSQL tests (tests/pg/pg-test.sh)
