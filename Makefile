@@ -41,7 +41,7 @@ test: deps-test
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKB_SANITIZE=ON -DKB_WERROR=ON \
 		-DKB_TEST_HOOKS=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
-	@$(MAKE) --no-print-directory test-unit test-blackbox test-clients test-fuzz
+	@$(MAKE) --no-print-directory test-unit test-blackbox test-blackbox-pg test-clients test-fuzz
 
 test-unit:
 	@cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -51,6 +51,17 @@ test-blackbox:
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		node --test --test-concurrency=$(JOBS) --test-timeout=120000 *.test.js
+
+# The black-box suite again with every daemon on its own PostgreSQL
+# database (a throwaway server per test file, tests/pg/pg-test.sh); the
+# tests of the SQLite file itself say so and are skipped with the reason.
+# (The browser, demo and cluster files do not depend on the store.)
+test-blackbox-pg:
+	@cd tests/blackbox && KEYBRAKE_BIN=$(CURDIR)/$(TEST_BUILD)/keybrake KEYBRAKE_TEST_STORE=postgres \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		node --test --test-concurrency=$(JOBS) --test-timeout=120000 \
+		$$(ls *.test.js | grep -v -x -e cluster.test.js -e ui.test.js -e demo.test.js)
 
 # The Node kit (clients/node) and the integration guides' snippets
 # (tests/integrations: Java, Ruby) against the same binary. The kit's npm

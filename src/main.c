@@ -367,25 +367,27 @@ static int serve(const char *config_path)
         goto out;
     }
     revlog = revlog_new();
+    int64_t orphans = 0;
     if (store_caps(store) & KB_STORE_SHARED) {
         /* joining settles this node's earlier starts' reservations: its
          * lock proves they are gone; other nodes' are live */
         uint8_t check[KB_HASH_LEN];
         cluster_key_check(rt.server_key, check);
         if (cluster_start(store_path, check, revlog, cfg->cluster_heartbeat_ms,
-                          cfg->cluster_dead_after_ms, &cluster, &errmsg) != KB_OK) {
+                          cfg->cluster_dead_after_ms, &orphans, &cluster, &errmsg) != KB_OK) {
             fprintf(stderr, "keybrake: cluster: %s\n", errmsg);
             goto out;
         }
-        kb_log(KB_LOG_INFO, "joined the cluster", "node", node, "backend",
-               store_backend(store), NULL);
+        kb_log(KB_LOG_INFO, "joined the cluster", "node", node, "backend", store_backend(store),
+               NULL);
     }
-    int64_t orphans = 0;
-    if (store_spend_settle_orphans(store, &orphans) != KB_OK) {
+    int64_t more = 0;
+    if (store_spend_settle_orphans(store, &more) != KB_OK) {
         fprintf(stderr, "keybrake: store: cannot settle reservations left by a crash%s\n",
                 disk_note(cfg->data_dir));
         goto out;
     }
+    orphans += more;
     if (orphans > 0) {
         char n[24];
         snprintf(n, sizeof n, "%lld", (long long)orphans);

@@ -188,6 +188,10 @@ static enum kb_err read_chunk(struct kb_audit_sink *s, struct chunk *c)
         if (err != KB_OK)
             break;
         json_t *j = audit_row_json(&row);
+        /* on a store several nodes share, each line says whose chain it
+         * is on, as `keybrake audit export` does */
+        if (store_caps(s->rd) & KB_STORE_SHARED)
+            json_object_set_new(j, "node", json_string(store_node_id()));
         char *line = json_dumps(j, JSON_COMPACT);
         json_decref(j);
         buf_puts(&c->text, line);

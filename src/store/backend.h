@@ -123,7 +123,7 @@ struct kb_store_backend {
     enum kb_err (*audit_chain_use)(struct kb_store *s, const char *name);
     /* several nodes (KB_STORE_SHARED backends only; NULL otherwise) */
     enum kb_err (*node_join)(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN],
-                             char **errmsg);
+                             int64_t *settled, char **errmsg);
     enum kb_err (*node_heartbeat)(struct kb_store *s);
     enum kb_err (*node_reap)(struct kb_store *s, int64_t dead_after_ms, int64_t *nodes,
                              int64_t *counters);

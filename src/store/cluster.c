@@ -141,7 +141,7 @@ static void *cluster_main(void *arg)
 
 enum kb_err cluster_start(const char *url, const uint8_t key_check[KB_HASH_LEN],
                           struct kb_revlog *rl, int64_t heartbeat_ms, int64_t dead_after_ms,
-                          struct kb_cluster **out, char **errmsg)
+                          int64_t *orphans, struct kb_cluster **out, char **errmsg)
 {
     struct kb_cluster *c = kb_calloc(1, sizeof *c);
     c->rl = rl;
@@ -150,7 +150,7 @@ enum kb_err cluster_start(const char *url, const uint8_t key_check[KB_HASH_LEN],
     enum kb_err err = store_open(url, "full", false, &c->s, errmsg);
     if (err != KB_OK)
         goto fail;
-    if ((err = store_node_join(c->s, key_check, errmsg)) != KB_OK)
+    if ((err = store_node_join(c->s, key_check, orphans, errmsg)) != KB_OK)
         goto fail;
     /* listening first, then the log's end: a change committed in between
      * is in the log after `seen` (caches start empty: nothing before

@@ -29,8 +29,8 @@ struct kb_revlog;
  */
 KB_MUSTCHECK enum kb_err cluster_start(const char *url, const uint8_t key_check[KB_HASH_LEN],
                                        struct kb_revlog *rl, int64_t heartbeat_ms,
-                                       int64_t dead_after_ms, struct kb_cluster **out,
-                                       char **errmsg);
+                                       int64_t dead_after_ms, int64_t *orphans,
+                                       struct kb_cluster **out, char **errmsg);
 /* Stops the thread (within about 100 ms) and closes its connection, which
  * frees the node's lock. NULL-safe. Main thread. */
 void cluster_stop(struct kb_cluster *c);

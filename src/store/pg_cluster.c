@@ -232,7 +232,8 @@ static enum kb_err check_key(struct kb_store *s, const uint8_t key_check[KB_HASH
     return err;
 }
 
-enum kb_err pg__node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN], char **errmsg)
+enum kb_err pg__node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN],
+                          int64_t *settled_out, char **errmsg)
 {
     struct pg *c = pg(s);
     enum kb_err err = KB_OK;
@@ -265,6 +266,8 @@ enum kb_err pg__node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LE
     }
     if (err != KB_OK)
         unlock_node(s); /* a node that did not join does not hold its id */
+    else
+        *settled_out = settled;
     return err;
 }
 

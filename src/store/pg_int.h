@@ -29,18 +29,18 @@
 /* A connection: the base every backend's starts with, then PostgreSQL's. */
 struct pg {
     struct kb_store base;
-    PGconn *conn;                            /* owned */
-    const char *prepared[PG_MAX_STMTS];      /* SQL texts prepared on conn (by address) */
+    PGconn *conn;                       /* owned */
+    const char *prepared[PG_MAX_STMTS]; /* SQL texts prepared on conn (by address) */
     int nprepared;
-    char node[KB_NODE_ID_MAX + 1];           /* store__node_id() at open */
-    char boot[40];                           /* store__boot_id() at open */
-    char err[256];                           /* the last failure, for store_last_error */
-    int64_t retry_at_ms;                     /* no reset attempt before (monotonic ms) */
-    int64_t backoff_ms;                      /* the next back-off; 0 after a success */
-    bool listening;                          /* LISTEN keybrake_keys issued on conn */
-    bool node_locked;                        /* this connection holds the node's lock */
-    void *audit;                             /* pg_audit.c's state; freed by pg__audit_free */
-    void *budget;                            /* pg_budgets.c's state; freed by pg__budget_free */
+    char node[KB_NODE_ID_MAX + 1]; /* store__node_id() at open */
+    char boot[40];                 /* store__boot_id() at open */
+    char err[256];                 /* the last failure, for store_last_error */
+    int64_t retry_at_ms;           /* no reset attempt before (monotonic ms) */
+    int64_t backoff_ms;            /* the next back-off; 0 after a success */
+    bool listening;                /* LISTEN keybrake_keys issued on conn */
+    bool node_locked;              /* this connection holds the node's lock */
+    void *audit;                   /* pg_audit.c's state; freed by pg__audit_free */
+    void *budget;                  /* pg_budgets.c's state; freed by pg__budget_free */
 };
 
 static inline struct pg *pg(struct kb_store *s)
@@ -82,7 +82,7 @@ enum kb_err pg__err_of(struct kb_store *s, const PGresult *r);
 int64_t pg__i64(const PGresult *r, int row, int col);
 bool pg__is_null(const PGresult *r, int row, int col);
 const char *pg__text(const PGresult *r, int row, int col); /* NULL for SQL NULL; borrowed */
-char *pg__strdup(const PGresult *r, int row, int col);    /* owned copy; NULL for SQL NULL */
+char *pg__strdup(const PGresult *r, int row, int col);     /* owned copy; NULL for SQL NULL */
 /* Decodes a bytea (hex text "\x...") into out (cap bytes); the number of
  * bytes it holds, or (size_t)-1 when it does not fit or is not hex. */
 size_t pg__bytea(const PGresult *r, int row, int col, uint8_t *out, size_t cap);
@@ -149,7 +149,8 @@ void pg__budget_free(struct kb_store *s);
 
 /* pg_cluster.c: nodes, their reservations, the change log */
 enum kb_err pg__spend_settle_orphans(struct kb_store *s, int64_t *count);
-enum kb_err pg__node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN], char **errmsg);
+enum kb_err pg__node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN],
+                          int64_t *settled, char **errmsg);
 enum kb_err pg__node_heartbeat(struct kb_store *s);
 enum kb_err pg__node_reap(struct kb_store *s, int64_t dead_after_ms, int64_t *nodes,
                           int64_t *counters);

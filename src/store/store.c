@@ -29,9 +29,10 @@ static char boot_id[40] = "0";
 bool store_set_node(const char *node, const char *boot)
 {
     size_t n = node ? strlen(node) : 0;
-    if (n == 0 || n > KB_NODE_ID_MAX || strspn(node, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                    "abcdefghijklmnopqrstuvwxyz"
-                                                    "0123456789._:-") != n)
+    if (n == 0 || n > KB_NODE_ID_MAX ||
+        strspn(node, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "abcdefghijklmnopqrstuvwxyz"
+                     "0123456789._:-") != n)
         return false;
     memcpy(node_id, node, n + 1);
     snprintf(boot_id, sizeof boot_id, "%s", boot ? boot : "0");
@@ -68,9 +69,8 @@ enum kb_err store_open(const char *url, const char *synchronous, bool check, str
     } else if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
         return kb_store_pg.open(url, synchronous, check, out, errmsg);
     } else if (strstr(url, "://")) {
-        kb_set_errmsg(errmsg,
-                      "store URL: unknown scheme in \"%.64s\" (sqlite:PATH or postgres://...)",
-                      url);
+        kb_set_errmsg(
+            errmsg, "store URL: unknown scheme in \"%.64s\" (sqlite:PATH or postgres://...)", url);
         return KB_E_CONFIG;
     }
     if (!*where) {
@@ -494,10 +494,14 @@ void store_budget_list_free(struct kb_budget *b, size_t n)
         return KB_E_INVALID;
 
 enum kb_err store_node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN],
-                            char **errmsg)
+                            int64_t *settled, char **errmsg)
 {
     SHARED_ONLY(node_join);
-    return s->be->node_join(s, key_check, errmsg);
+    int64_t n = 0;
+    enum kb_err err = s->be->node_join(s, key_check, &n, errmsg);
+    if (settled)
+        *settled = err == KB_OK ? n : 0;
+    return err;
 }
 
 enum kb_err store_node_heartbeat(struct kb_store *s)

@@ -441,10 +441,11 @@ const char *store_node_id(void);
  * (a node started with another server key is refused: KB_E_CONFIG; the
  * first node records its own), registers this start with a heartbeat, and
  * settles the reservations of this node's earlier starts at their worst
- * case (they died with their process). *errmsg says why on failure.
+ * case (they died with their process; *settled counts the counters
+ * touched). *errmsg says why on failure.
  */
 KB_MUSTCHECK enum kb_err store_node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LEN],
-                                         char **errmsg);
+                                         int64_t *settled, char **errmsg);
 /* Refreshes this start's heartbeat. KB_E_NOT_FOUND when another node
  * found this start dead and settled its reservations: it writes nothing
  * more (the store refuses its write transactions) and must stop. */

@@ -14,11 +14,11 @@ const { execFileSync, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { BIN, assertError, closedPort, makeSecrets, mkTempDir, rmTempDir, startDaemon, uniquePrefix, waitFor } = require('./lib/harness');
+const { BIN, sqliteOnly, storeEnv, assertError, closedPort, makeSecrets, mkTempDir, rmTempDir, startDaemon, uniquePrefix, waitFor } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
 function verify(dataDir) {
-  const r = spawnSync(BIN, ['audit', 'verify'], { env: { ...process.env, KEYBRAKE_DATA_DIR: dataDir }, encoding: 'utf8' });
+  const r = spawnSync(BIN, ['audit', 'verify'], { env: { ...process.env, KEYBRAKE_DATA_DIR: dataDir, ...storeEnv(dataDir) }, encoding: 'utf8' });
   return { code: r.status, out: r.stdout + r.stderr };
 }
 
@@ -211,7 +211,7 @@ describe('audit log', () => {
     assert.match(v.out, /chain intact/);
   });
 
-  describe('keybrake audit verify detects tampering', () => {
+  describe('keybrake audit verify detects tampering', { skip: sqliteOnly('edits the SQLite file with sqlite3; test_audit_pg covers PostgreSQL') }, () => {
     for (const [name, q, re] of [
       ['an edited record', 'UPDATE audit SET settled_micros = 1 WHERE seq = 3', /altered|seq 3/],
       ['a deleted record', 'DELETE FROM audit WHERE seq = 4', /seq 4|removed/],

@@ -9,9 +9,9 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { mkTempDir, rmTempDir, startDaemon, uniquePrefix } = require('./lib/harness');
+const { mkTempDir, sqliteOnly, rmTempDir, startDaemon, uniquePrefix } = require('./lib/harness');
 
-describe('store URL', () => {
+describe('store URL', { skip: sqliteOnly('where the embedded store file lives') }, () => {
   it('sqlite:PATH keeps the store there, across restarts', async () => {
     const where = mkTempDir();
     const file = path.join(where, 'elsewhere.db');

@@ -81,7 +81,7 @@ static struct kb_store *join_as(const struct fixture *f, const char *node, const
 {
     struct kb_store *s = open_as(f, node, boot);
     char *msg = NULL;
-    enum kb_err err = store_node_join(s, f->kc, &msg);
+    enum kb_err err = store_node_join(s, f->kc, NULL, &msg);
     if (err != KB_OK)
         print_error("store_node_join: %s\n", msg ? msg : "-");
     free(msg);
@@ -278,7 +278,7 @@ static void test_reap_unregistered_start(void **state)
     char *msg = NULL;
     /* node-z's process holds its lock but has no nodes row (as after a
      * reap it has not noticed yet) */
-    assert_int_equal(store_node_join(cz, f->kc, &msg), KB_OK);
+    assert_int_equal(store_node_join(cz, f->kc, NULL, &msg), KB_OK);
     free(msg);
     raw_int(f, "DELETE FROM nodes WHERE node_id = 'node-z'");
     int64_t nodes = -1, counters = -1;
@@ -519,7 +519,7 @@ static void test_join_refusals(void **state)
     struct kb_store *c1 = join_as(f, "node-x", "x1");
     struct kb_store *c2 = open_as(f, "node-x", "x2");
     char *msg = NULL;
-    assert_int_equal(store_node_join(c2, f->kc, &msg), KB_E_EXISTS);
+    assert_int_equal(store_node_join(c2, f->kc, NULL, &msg), KB_E_EXISTS);
     assert_non_null(msg);
     assert_non_null(strstr(msg, "node-x"));
     free(msg);
@@ -529,7 +529,7 @@ static void test_join_refusals(void **state)
     assert_int_equal(raw_int(f, "SELECT count(*) FROM nodes WHERE boot_id = 'x1'"), 1);
     store_close(c1);
     wait_lock_free(f, "node-x");
-    assert_int_equal(store_node_join(c2, f->kc, &msg), KB_OK);
+    assert_int_equal(store_node_join(c2, f->kc, NULL, &msg), KB_OK);
     assert_null(msg);
 
     /* another server key */
@@ -537,7 +537,7 @@ static void test_join_refusals(void **state)
     memcpy(other, f->kc, KB_HASH_LEN);
     other[KB_HASH_LEN - 1] ^= 1;
     struct kb_store *c3 = open_as(f, "node-y", "y1");
-    assert_int_equal(store_node_join(c3, other, &msg), KB_E_CONFIG);
+    assert_int_equal(store_node_join(c3, other, NULL, &msg), KB_E_CONFIG);
     assert_non_null(msg);
     assert_non_null(strstr(msg, "server key differs"));
     free(msg);
@@ -678,7 +678,7 @@ static void test_reconnect(void **state)
     assert_int_equal(store_node_heartbeat(c), KB_OK);
     struct kb_store *twin = open_as(f, "node-r", "r2");
     char *msg = NULL;
-    assert_int_equal(store_node_join(twin, f->kc, &msg), KB_E_EXISTS);
+    assert_int_equal(store_node_join(twin, f->kc, NULL, &msg), KB_E_EXISTS);
     free(msg);
     /* ... and the wait listens again */
     struct kb_store *m = open_as(f, "node-m", "m1");

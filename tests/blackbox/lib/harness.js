@@ -336,6 +336,24 @@ class Daemon {
   }
 }
 
+// KEYBRAKE_TEST_STORE=postgres: every daemon on its own PostgreSQL database
+// (the black-box suite's second pass in `make test`).
+const PG_MODE = process.env.KEYBRAKE_TEST_STORE === 'postgres';
+
+// What a CLI run against a daemon's data dir needs beside KEYBRAKE_DATA_DIR
+// to find its store ({} on the embedded SQLite file).
+function storeEnv(dataDir) {
+  const keep = path.join(dataDir, '.test-store-url');
+  return fs.existsSync(keep) ? { KEYBRAKE_STORE_URL: fs.readFileSync(keep, 'utf8') } : {};
+}
+
+// For it()'s skip option: a test of the embedded SQLite file itself (it
+// reads or edits the file, fills its disk, ...) says why it does not run
+// on PostgreSQL; false on SQLite.
+function sqliteOnly(why) {
+  return PG_MODE ? `SQLite only: ${why}` : false;
+}
+
 // Starts `keybrake serve`. Options:
 //   args         extra arguments after `serve` (e.g. ['--config', file])
 //   dataDir      reuse a data dir (restart tests); default a fresh temp dir,
@@ -386,7 +404,7 @@ async function startDaemon(opts = {}) {
   // KEYBRAKE_TEST_STORE=postgres runs every daemon on its own PostgreSQL
   // database (lib/pg.js), kept with the data dir so that a restart on the
   // same data dir finds the same store
-  if (process.env.KEYBRAKE_TEST_STORE === 'postgres' && !(opts.env && 'KEYBRAKE_STORE_URL' in opts.env)) {
+  if (PG_MODE && !(opts.env && 'KEYBRAKE_STORE_URL' in opts.env)) {
     const keep = path.join(d.dataDir, '.test-store-url');
     if (!fs.existsSync(keep)) fs.writeFileSync(keep, require('./pg').freshDb().url);
     env.KEYBRAKE_STORE_URL = fs.readFileSync(keep, 'utf8');
@@ -579,6 +597,9 @@ function basic(user, pass) {
 const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
 module.exports = {
+  PG_MODE,
+  storeEnv,
+  sqliteOnly,
   BIN,
   REPO,
   AdminClient,
