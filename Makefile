@@ -15,7 +15,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 TEST_BUILD ?= build-asan
 
-.PHONY: all build run demo test test-unit test-blackbox test-fuzz deps deps-test fuzz bench bench-meter format clean
+.PHONY: all build run demo test test-unit test-blackbox test-blackbox-pg test-fuzz deps deps-test fuzz bench bench-meter format clean
 
 all: build
 
