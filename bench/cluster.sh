@@ -75,14 +75,14 @@ import sys
 rows = []
 for f in sys.argv[1:]:
     line = next(l for l in open(f) if l.startswith("BENCH_RESULT"))
-    rows.append({k: int(v) for k, v in (t.split("=") for t in line.split()[1:])})
+    rows.append({k: float(v) for k, v in (t.split("=") for t in line.split()[1:])})
 out = {}
 for k in rows[0]:
     if k in ("duration_us",) or k.startswith("p") or k.startswith("max"):
         out[k] = max(r[k] for r in rows)
     else:
         out[k] = sum(r[k] for r in rows)
-print(" ".join("%s=%d" % kv for kv in out.items()))
+print(" ".join("%s=%d" % (k, int(v)) for k, v in out.items()))
 PY
     echo "kind=$kind target=pg12 conns=$conns round=$round delay_ms=0" \
         "cpu_us=$(((c1 - c0) * 1000000 / CLK_TCK)) up_cpu_us=0 rss_kb=$(rss_kb "$p1" "$p2")" \
