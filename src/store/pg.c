@@ -263,6 +263,100 @@ enum kb_err pg__exec(struct kb_store *s, const char *sql)
     return err;
 }
 
+/* ---- deferred statements ---- */
+
+static void defer_put(struct pg *c, const char *p, size_t n)
+{
+    if (c->defer_len + n + 1 > c->defer_cap) {
+        size_t cap = c->defer_cap ? c->defer_cap : 4096;
+        while (cap < c->defer_len + n + 1)
+            cap *= 2;
+        c->defer = kb_realloc(c->defer, cap);
+        c->defer_cap = cap;
+    }
+    memcpy(c->defer + c->defer_len, p, n);
+    c->defer_len += n;
+    c->defer[c->defer_len] = '\0';
+}
+
+static void defer_drop(struct pg *c, size_t to)
+{
+    c->defer_len = to;
+    if (c->defer)
+        c->defer[to] = '\0';
+    if (c->defer_mark > to)
+        c->defer_mark = to;
+}
+
+static bool in_tx(struct kb_store *s);
+
+/* Appends parameter i of a as an SQL literal; false when PostgreSQL
+ * would refuse the text (not UTF-8). */
+static bool defer_literal(struct kb_store *s, const struct pg_args *a, int i)
+{
+    struct pg *c = pg(s);
+    if (!a->v[i]) {
+        defer_put(c, "NULL", 4);
+    } else if (a->fmt[i] == 1) { /* bytea: a hex literal */
+        static const char hex[] = "0123456789abcdef";
+        defer_put(c, "'\\x", 3);
+        for (int k = 0; k < a->len[i]; k++) {
+            uint8_t b = (uint8_t)a->v[i][k];
+            char h[2] = {hex[b >> 4], hex[b & 15]};
+            defer_put(c, h, 2);
+        }
+        defer_put(c, "'", 1);
+    } else {
+        char *lit = PQescapeLiteral(c->conn, a->v[i], strlen(a->v[i]));
+        if (!lit) {
+            set_err(s, PQerrorMessage(c->conn));
+            return false;
+        }
+        defer_put(c, lit, strlen(lit));
+        PQfreemem(lit);
+    }
+    return true;
+}
+
+enum kb_err pg__defer(struct kb_store *s, const char *sql, const struct pg_args *a)
+{
+    struct pg *c = pg(s);
+    if (!in_tx(s))
+        return pg__do(s, sql, a);
+    size_t start = c->defer_len;
+    for (const char *p = sql; *p;) {
+        if (*p != '$' || p[1] < '1' || p[1] > '9') {
+            const char *q = p + 1;
+            while (*q && *q != '$')
+                q++;
+            defer_put(c, p, (size_t)(q - p));
+            p = q;
+            continue;
+        }
+        char *end;
+        long i = strtol(p + 1, &end, 10) - 1;
+        p = end;
+        if (!a || i < 0 || i >= a->n)
+            abort(); /* a placeholder without its parameter: a bug */
+        if (!defer_literal(s, a, (int)i)) {
+            defer_drop(c, start);
+            return KB_E_INVALID;
+        }
+    }
+    defer_put(c, ";", 1);
+    return KB_OK;
+}
+
+enum kb_err pg__flush(struct kb_store *s)
+{
+    struct pg *c = pg(s);
+    if (c->defer_len == 0)
+        return KB_OK;
+    enum kb_err err = pg__exec(s, c->defer);
+    defer_drop(c, 0);
+    return err;
+}
+
 /* ---- transactions ---- */
 
 static bool in_tx(struct kb_store *s)
@@ -306,6 +400,7 @@ static enum kb_err pg_begin(struct kb_store *s)
              WRITE_LOCK_SQL "; SELECT count(*) FROM reaped_boots WHERE node_id = '%s' AND "
                             "boot_id = '%s'",
              c->node, c->boot);
+    defer_drop(c, 0);
     PGresult *r = PQexec(c->conn, q);
     enum kb_err err = KB_OK;
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
@@ -328,19 +423,32 @@ static enum kb_err pg_commit(struct kb_store *s)
         set_err(s, "the transaction failed before its commit");
         if (in_tx(s))
             (void)pg__exec(s, "ROLLBACK");
+        defer_drop(pg(s), 0);
         return KB_E_STORE;
     }
-    return pg__exec(s, "COMMIT");
+    struct pg *c = pg(s);
+    if (c->defer_len == 0)
+        return pg__exec(s, "COMMIT");
+    /* what was deferred and the COMMIT, in one round trip: a statement
+     * that fails stops the string there, and the transaction with it */
+    defer_put(c, "COMMIT", 6);
+    enum kb_err err = pg__exec(s, c->defer);
+    defer_drop(c, 0);
+    if (err != KB_OK && in_tx(s))
+        (void)pg__exec(s, "ROLLBACK");
+    return err == KB_OK ? KB_OK : KB_E_STORE; /* whatever refused, the commit failed */
 }
 
 static void pg_rollback(struct kb_store *s)
 {
+    defer_drop(pg(s), 0);
     if (in_tx(s))
         (void)pg__exec(s, "ROLLBACK");
 }
 
 static enum kb_err pg_savepoint(struct kb_store *s)
 {
+    pg(s)->defer_mark = pg(s)->defer_len;
     return pg__exec(s, "SAVEPOINT j");
 }
 
@@ -351,6 +459,7 @@ static enum kb_err pg_release(struct kb_store *s)
 
 static enum kb_err pg_rollback_to(struct kb_store *s)
 {
+    defer_drop(pg(s), pg(s)->defer_mark); /* the job's deferred work goes with it */
     enum kb_err err = pg__exec(s, "ROLLBACK TO j");
     return err == KB_OK ? pg__exec(s, "RELEASE j") : err;
 }
@@ -430,6 +539,7 @@ static void pg_close(struct kb_store *s)
         return;
     pg__audit_free(s);
     pg__budget_free(s);
+    free(pg(s)->defer);
     PQfinish(pg(s)->conn);
     free(s);
 }

@@ -153,6 +153,8 @@ enum kb_err pg__audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HAS
     struct pg_args args = {0};
     pg_arg_text(&args, pg(s)->node);
     enum kb_err err;
+    if (pg__flush(s) != KB_OK)
+        return KB_E_STORE;
     PGresult *r = pg__run(s, sql_last, &args, &err);
     if (err == KB_OK) {
         memset(hash, 0, KB_HASH_LEN);
@@ -185,6 +187,8 @@ enum kb_err pg__audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every
     struct pg_args args = {0};
     pg_arg_text(&args, pg(s)->node);
     enum kb_err err;
+    if (pg__flush(s) != KB_OK)
+        return KB_E_STORE;
     PGresult *r = pg__run(s, sql_last_ckpt, &args, &err);
     if (err == KB_OK) {
         bool any = PQntuples(r) > 0;
@@ -211,6 +215,8 @@ enum kb_err pg__audit_exists(struct kb_store *s, int64_t seq)
     pg_arg_text(&args, a->chain);
     pg_arg_i64(&args, seq);
     enum kb_err err;
+    if (pg__flush(s) != KB_OK)
+        return KB_E_STORE;
     PGresult *r = pg__run(s, sql_exists, &args, &err);
     if (err == KB_OK)
         err = PQntuples(r) > 0 ? KB_OK : KB_E_NOT_FOUND;
@@ -250,7 +256,9 @@ enum kb_err pg__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
     pg_arg_i64(&args, r->bytes_out);
     pg_arg_text(&args, r->detail);
     pg_arg_bytea(&args, hash, KB_HASH_LEN);
-    if (pg__do(s, sql_insert, &args) != KB_OK) {
+    /* the writer's appends go with its commit (pg__defer): nothing in its
+     * transaction reads them back, the head is cached */
+    if ((a->cache ? pg__defer : pg__do)(s, sql_insert, &args) != KB_OK) {
         /* seq taken: the cached head was stale; read it again next time */
         a->known = a->ck_known = false;
         return KB_E_STORE;
@@ -305,6 +313,8 @@ enum kb_err pg__audit_cut_find(struct kb_store *s, int64_t before_ms, int64_t ma
     pg_arg_i64(&args, before_ms);
     pg_arg_i64(&args, max_seq);
     enum kb_err err;
+    if (pg__flush(s) != KB_OK)
+        return KB_E_STORE;
     PGresult *r = pg__run(s, sql_cut_find, &args, &err);
     if (err == KB_OK)
         *seq = PQntuples(r) > 0 ? pg__i64(r, 0, 0) : 0;
@@ -316,7 +326,7 @@ enum kb_err pg__audit_prune(struct kb_store *s, int64_t cut, int64_t *removed)
 {
     bool own;
     enum kb_err err = pg__txn_begin(s, &own);
-    if (err != KB_OK)
+    if (err != KB_OK || pg__flush(s) != KB_OK)
         return KB_E_STORE;
     struct pg_args args = {0};
     pg_arg_text(&args, state(s)->chain);

@@ -39,8 +39,11 @@ struct pg {
     int64_t backoff_ms;            /* the next back-off; 0 after a success */
     bool listening;                /* LISTEN keybrake_keys issued on conn */
     bool node_locked;              /* this connection holds the node's lock */
-    void *audit;                   /* pg_audit.c's state; freed by pg__audit_free */
-    void *budget;                  /* pg_budgets.c's state; freed by pg__budget_free */
+    char *defer;                   /* deferred statements (pg__defer); owned */
+    size_t defer_len, defer_cap;
+    size_t defer_mark; /* defer_len at the open savepoint */
+    void *audit;       /* pg_audit.c's state; freed by pg__audit_free */
+    void *budget;      /* pg_budgets.c's state; freed by pg__budget_free */
 };
 
 static inline struct pg *pg(struct kb_store *s)
@@ -73,6 +76,19 @@ PGresult *pg__run(struct kb_store *s, const char *sql, const struct pg_args *a, 
 enum kb_err pg__do(struct kb_store *s, const char *sql, const struct pg_args *a);
 /* An unprepared statement without parameters (DDL, transaction control). */
 enum kb_err pg__exec(struct kb_store *s, const char *sql);
+
+/*
+ * Defers `sql` with a's parameters (as literals) to the commit of the open
+ * transaction, sent in the commit's own round trip: for appends that no
+ * statement of the transaction reads back (the audit records the writer
+ * caches the head of). A savepoint's rollback drops what was deferred
+ * after it; a failed deferred statement fails the commit. Outside a
+ * transaction it runs at once. KB_E_INVALID for text PostgreSQL would
+ * refuse (not UTF-8).
+ */
+enum kb_err pg__defer(struct kb_store *s, const char *sql, const struct pg_args *a);
+/* Runs what is deferred now (before a statement that reads it back). */
+enum kb_err pg__flush(struct kb_store *s);
 
 /* A failed result's error: 23505 KB_E_EXISTS, 23503 KB_E_NOT_FOUND, other
  * 22xxx/23xxx KB_E_INVALID, the rest KB_E_STORE. */
