@@ -59,6 +59,11 @@ struct kb_config {
     char *proxy_listen; /* owned; "host:port" */
     char *admin_listen; /* owned; "host:port" */
     char *admin_token;  /* owned; NULL: generate on first start */
+    char *tls_cert;       /* owned; PEM chain for the proxy listener, NULL: plain HTTP */
+    char *tls_key;        /* owned; its PEM key (set together with tls_cert) */
+    char *admin_tls_cert; /* owned; the admin listener's, NULL: tls_cert's pair */
+    char *admin_tls_key;  /* owned */
+    int64_t tls_handshake_timeout_ms; /* both listeners */
     char *server_key;   /* owned; hex, NULL: <data_dir>/server.key */
     int64_t workers;    /* proxy worker threads; 0 = one per core */
     int64_t shutdown_timeout_ms;
