@@ -46,21 +46,19 @@ bool cli_wants_help(int argc, char **argv)
     return false;
 }
 
-/* "http://host:port[/]", "host:port", "[v6]:port"; https:// is refused. */
+/* "http://host:port[/]", "https://host:port[/]", "host:port" (plain
+ * HTTP), "[v6]:port". */
 static int parse_addr(struct cli_ctx *c, const char *addr, const char *from)
 {
     const char *p = addr;
+    c->tls = false;
     if (strncmp(p, "https://", 8) == 0) {
-        fprintf(stderr,
-                "keybrake: %s is https://, which this CLI does not speak yet; the admin listener "
-                "is plain HTTP (use http://)\n",
-                from);
-        return CLI_EXIT_USAGE;
-    }
-    if (strncmp(p, "http://", 7) == 0)
+        c->tls = true;
+        p += 8;
+    } else if (strncmp(p, "http://", 7) == 0) {
         p += 7;
-    else if (strstr(p, "://")) {
-        fprintf(stderr, "keybrake: %s must be an http:// address\n", from);
+    } else if (strstr(p, "://")) {
+        fprintf(stderr, "keybrake: %s must be an http:// or https:// address\n", from);
         return CLI_EXIT_USAGE;
     }
     size_t n = strcspn(p, "/?#");
@@ -99,7 +97,7 @@ static int parse_addr(struct cli_ctx *c, const char *addr, const char *from)
         if (v < 1 || v > 65535)
             goto bad;
     } else {
-        snprintf(c->port, sizeof c->port, "80");
+        snprintf(c->port, sizeof c->port, "%s", c->tls ? "443" : "80");
     }
     /* a daemon listening on every address is reached on loopback */
     if (strcmp(c->host, "0.0.0.0") == 0)
@@ -200,8 +198,10 @@ int cli_api(struct cli_ctx *c, const char *method, const char *path, const char 
     int rc = CLI_EXIT_OK;
     json_t *j = NULL;
     *out = NULL;
-    enum kb_err err = cli_http_request(c->host, c->port, c->token, method, path, body, CONNECT_MS,
-                                       IO_MS, &r, &em);
+    const char *ca = getenv("KEYBRAKE_CA_FILE");
+    struct cli_http_target to = {c->host, c->port, c->tls, ca && *ca ? ca : NULL};
+    enum kb_err err = cli_http_request(&to, c->token, method, path, body, CONNECT_MS, IO_MS, &r,
+                                       &em);
     if (err == KB_E_CLIENT_CLOSED) {
         rc = -1;
         goto out;
