@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -99,7 +100,13 @@ static enum kb_err ctx_build(const char *cert, const char *key, SSL_CTX **out, c
         goto bad;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        kb_set_errmsg(errmsg, "cannot load the TLS key %s: %s", key, ssl_reason(why, sizeof why));
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+            kb_set_errmsg(errmsg, "the TLS key %s does not match the certificate %s", key, cert);
+        else
+            kb_set_errmsg(errmsg, "cannot load the TLS key %s: %s", key,
+                          ssl_reason(why, sizeof why));
+        ERR_clear_error();
         goto bad;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
