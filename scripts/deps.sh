@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev libbrotli-dev libzstd-dev
       libsqlite3-dev libssl-dev libinih-dev libpq-dev)
 if [ "$what" = test ]; then
-  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang)
+  # openssl, ruby and a JDK (java's source launcher, keytool): the TLS suite's certificates and clients
+  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang openssl ruby openjdk-17-jdk-headless)
 fi
 if [ "$what" = bench ]; then
   pkgs+=(nginx-light wrk nodejs npm)

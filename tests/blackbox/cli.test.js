@@ -275,9 +275,13 @@ describe('keybrake CLI', () => {
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.code}\n${r.stderr}`);
       assert.equal(r.stdout, '', args.join(' '));
     }
-    const tls = await run(['keys', 'list', '--addr', 'https://127.0.0.1:8421']);
-    assert.equal(tls.code, 2);
-    assert.match(tls.stderr, /https:\/\/.*not speak/);
+    const scheme = await run(['keys', 'list', '--addr', 'ftp://127.0.0.1:8421']);
+    assert.equal(scheme.code, 2);
+    assert.match(scheme.stderr, /must be an http:\/\/ or https:\/\/ address/);
+    // https:// to a plain-HTTP admin listener: the handshake fails, exit 3 (tls.test.js has the rest)
+    const tls = await run(['keys', 'list', '--addr', d.adminUrl.replace('http:', 'https:')]);
+    assert.equal(tls.code, 3, tls.stderr);
+    assert.match(tls.stderr, /TLS handshake with 127\.0\.0\.1:\d+ failed/);
     // no token anywhere: a usage error that says where it looked
     const none = await run(['keys', 'list'], { ...baseEnv(), KEYBRAKE_ADDR: d.adminUrl, KEYBRAKE_DATA_DIR: '/nonexistent' });
     assert.equal(none.code, 2);
