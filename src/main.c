@@ -54,6 +54,7 @@ static void usage(FILE *f)
                "\n"
                "a running daemon, through its admin API (KEYBRAKE_ADDR, KEYBRAKE_ADMIN_TOKEN):\n"
                "  keys create|list|show|revoke|revoke-prefix   vault keys\n"
+               "  budgets list|show|create|delete  shared USD budgets keys spend from\n"
                "  usage                            today's spend against the caps\n"
                "  audit tail [-f]                  the newest audit entries\n"
                "\n"
@@ -552,6 +553,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "keys") == 0)
         return cli_keys(argc - 1, argv + 1);
+    if (strcmp(cmd, "budgets") == 0)
+        return cli_budgets(argc - 1, argv + 1);
     if (strcmp(cmd, "usage") == 0)
         return cli_usage(argc - 1, argv + 1);
     if (strcmp(cmd, "audit") == 0) {

@@ -6,6 +6,7 @@
  */
 #include "cli/client.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,4 +340,45 @@ void cli_print_json(json_t *v)
     if (s)
         puts(s);
     free(s);
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("keybrake: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see --help)\n", stderr);
+    va_end(ap);
+    return CLI_EXIT_USAGE;
+}
+
+/* The value of option argv[*i], or NULL when missing (printed). */
+const char *cli_opt_value(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "keybrake: %s needs a value (see --help)\n", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+bool cli_parse_limit(const char *v, long max, long *out)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (!*v || *end || n < 1 || n > max || strspn(v, "0123456789") != strlen(v))
+        return false;
+    *out = n;
+    return true;
+}
+
+bool cli_amount_ok(const char *v)
+{
+    size_t n = strlen(v), d = strspn(v, "0123456789");
+    if (d == 0 || n > 24)
+        return false;
+    if (v[d] == '\0')
+        return true;
+    return v[d] == '.' && v[d + 1] && strspn(v + d + 1, "0123456789") == n - d - 1;
 }

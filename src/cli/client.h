@@ -97,6 +97,17 @@ void cli_table_row(struct cli_table *t, const char *const *cells);
 void cli_table_print(const struct cli_table *t, FILE *f);
 void cli_table_cleanup(struct cli_table *t);
 
+/* "keybrake: <message> (see --help)" on stderr; returns CLI_EXIT_USAGE. */
+__attribute__((format(printf, 1, 2))) int cli_usage_error(const char *fmt, ...);
+/* The value of option argv[*i], moving *i to it, or NULL when it is
+ * missing (printed). */
+const char *cli_opt_value(int argc, char **argv, int *i);
+/* A --limit value: an integer from 1 to max. */
+bool cli_parse_limit(const char *v, long max, long *out);
+/* A USD amount as typed: digits, optionally '.' and digits (sent to the
+ * API as typed, never through a double). */
+bool cli_amount_ok(const char *v);
+
 /* Prints a JSON value compactly on one line of stdout. */
 void cli_print_json(json_t *v);
 
