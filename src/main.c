@@ -215,8 +215,9 @@ static void tls_reload_all(struct kb_runtime *rt)
 }
 
 /*
- * SIGHUP: reopens the log and audit sink files, then re-reads the
- * configuration and applies what can change live: log level and format,
+ * SIGHUP: reopens the log and audit sink files, re-reads the listeners'
+ * TLS certificates and keys (whatever the configuration does next), then
+ * re-reads the configuration and applies what can change live: log level and format,
  * the pricing file and the vendors' fixed costs, the vendors' secrets and
  * accounts (requests admitted from then on use the new ones, those in
  * flight finish with the old), and the limits read where they are used
