@@ -270,7 +270,7 @@ static int create(struct cli_ctx *c, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-static int delete(struct cli_ctx *c, int argc, char **argv)
+static int delete (struct cli_ctx *c, int argc, char **argv)
 {
     const char *name;
     int rc = one_arg(c, argc, argv, &name);

@@ -201,8 +201,8 @@ int cli_api(struct cli_ctx *c, const char *method, const char *path, const char 
     *out = NULL;
     const char *ca = getenv("KEYBRAKE_CA_FILE");
     struct cli_http_target to = {c->host, c->port, c->tls, ca && *ca ? ca : NULL};
-    enum kb_err err = cli_http_request(&to, c->token, method, path, body, CONNECT_MS, IO_MS, &r,
-                                       &em);
+    enum kb_err err =
+        cli_http_request(&to, c->token, method, path, body, CONNECT_MS, IO_MS, &r, &em);
     if (err == KB_E_CLIENT_CLOSED) {
         rc = -1;
         goto out;

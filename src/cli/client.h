@@ -30,9 +30,9 @@ enum cli_exit {
 /* The text every API command's --help ends with. */
 #define CLI_HELP_COMMON                                                                            \
     "\ncommon options:\n"                                                                          \
-    "  --addr URL     admin API address, http:// or https:// (env KEYBRAKE_ADDR; default\n"    \
-    "                 " CLI_DEFAULT_ADDR "); https:// verifies the daemon's certificate\n"        \
-    "                 against env KEYBRAKE_CA_FILE (PEM), else the system store\n"              \
+    "  --addr URL     admin API address, http:// or https:// (env KEYBRAKE_ADDR; default\n"        \
+    "                 " CLI_DEFAULT_ADDR "); https:// verifies the daemon's certificate\n"         \
+    "                 against env KEYBRAKE_CA_FILE (PEM), else the system store\n"                 \
     "  --token TOKEN  admin token (env KEYBRAKE_ADMIN_TOKEN; default: the token file\n"            \
     "                 <KEYBRAKE_DATA_DIR or ./var>/admin-token, when readable)\n"                  \
     "  --json         print the API's JSON instead of a table\n"                                   \
@@ -45,7 +45,7 @@ struct cli_ctx {
     bool json;             /* --json */
     char host[256];        /* resolved by cli_ctx_ready */
     char port[8];
-    bool tls; /* https:// */
+    bool tls;    /* https:// */
     char *token; /* owned; wiped and freed by cli_ctx_cleanup */
 };
 

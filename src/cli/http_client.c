@@ -351,9 +351,10 @@ static enum kb_err tls_start(struct conn *c, const char *host, const char *port,
         else
             break;
         if (err != KB_OK) {
-            kb_set_errmsg(errmsg, "%s", err == KB_E_CLIENT_CLOSED
-                                            ? "interrupted"
-                                            : "the daemon did not finish the TLS handshake in time");
+            kb_set_errmsg(errmsg, "%s",
+                          err == KB_E_CLIENT_CLOSED
+                              ? "interrupted"
+                              : "the daemon did not finish the TLS handshake in time");
             return err;
         }
     }

@@ -97,8 +97,8 @@ static int create(struct cli_ctx *c, int argc, char **argv)
     }
     if (!vendor || !label || !cap || json_array_size(eps) == 0) {
         rc = cli_usage_error("keys create needs --vendor, --label, --cap and at least one "
-                         "--endpoint%s",
-                         "");
+                             "--endpoint%s",
+                             "");
         goto out;
     }
     if (!cli_amount_ok(cap)) {

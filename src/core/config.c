@@ -53,8 +53,7 @@ static const struct setting settings[] = {
      "speaks only TLS (1.2 or later); re-read on SIGHUP"},
     {"server", "tls_key", "KEYBRAKE_TLS_KEY", T_STR, OFF(tls_key), NULL, 0, 0,
      "PEM private key of tls_cert (both or neither); re-read on SIGHUP"},
-    {"server", "admin_tls_cert", "KEYBRAKE_ADMIN_TLS_CERT", T_STR, OFF(admin_tls_cert), NULL, 0,
-     0,
+    {"server", "admin_tls_cert", "KEYBRAKE_ADMIN_TLS_CERT", T_STR, OFF(admin_tls_cert), NULL, 0, 0,
      "PEM certificate chain for the admin listener; unset: the admin listener uses tls_cert and "
      "tls_key (plain HTTP only when those are unset too)"},
     {"server", "admin_tls_key", "KEYBRAKE_ADMIN_TLS_KEY", T_STR, OFF(admin_tls_key), NULL, 0, 0,

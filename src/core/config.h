@@ -59,11 +59,6 @@ struct kb_config {
     char *proxy_listen; /* owned; "host:port" */
     char *admin_listen; /* owned; "host:port" */
     char *admin_token;  /* owned; NULL: generate on first start */
-    char *tls_cert;       /* owned; PEM chain for the proxy listener, NULL: plain HTTP */
-    char *tls_key;        /* owned; its PEM key (set together with tls_cert) */
-    char *admin_tls_cert; /* owned; the admin listener's, NULL: tls_cert's pair */
-    char *admin_tls_key;  /* owned */
-    int64_t tls_handshake_timeout_ms; /* both listeners */
     char *server_key;   /* owned; hex, NULL: <data_dir>/server.key */
     int64_t workers;    /* proxy worker threads; 0 = one per core */
     int64_t shutdown_timeout_ms;
@@ -94,6 +89,13 @@ struct kb_config {
     int64_t writer_max_batch;           /* jobs per group-commit transaction */
     struct kb_vendor *vendors;          /* owned */
     size_t nvendors;
+
+    /* TLS (net/tls.h) */
+    char *tls_cert;                   /* owned; PEM chain for the proxy listener, NULL: plain */
+    char *tls_key;                    /* owned; its PEM key (set together with tls_cert) */
+    char *admin_tls_cert;             /* owned; the admin listener's, NULL: tls_cert's pair */
+    char *admin_tls_key;              /* owned */
+    int64_t tls_handshake_timeout_ms; /* both listeners */
 };
 
 /*

@@ -69,16 +69,16 @@ struct hoff {
 };
 
 struct hconn {
-    struct kb_httpd *h; /* borrowed */
-    int fd;             /* owned */
-    SSL *ssl;           /* owned; NULL on a plain listener */
-    bool tls_done;      /* the TLS handshake completed */
+    struct kb_httpd *h;      /* borrowed */
+    int fd;                  /* owned */
+    SSL *ssl;                /* owned; NULL on a plain listener */
+    bool tls_done;           /* the TLS handshake completed */
     bool tls_rd_wants_write; /* a TLS read waits for the socket to be writable */
     bool tls_wr_wants_read;  /* a TLS write waits for the socket to be readable */
-    char peer[48];      /* the client's address ("127.0.0.1"), "" if unknown */
-    int source_slot;    /* its per-source counter, -1 when not counted */
-    bool trusted;       /* a request on it carried valid credentials (hreq_trust, or
-                           on_head let its head through when evict_untrusted) */
+    char peer[48];           /* the client's address ("127.0.0.1"), "" if unknown */
+    int source_slot;         /* its per-source counter, -1 when not counted */
+    bool trusted;            /* a request on it carried valid credentials (hreq_trust, or
+                                on_head let its head through when evict_untrusted) */
     enum conn_state state;
     struct event *rev, *wev, *timer; /* owned */
     char *rbuf;                      /* owned until handed to a request */
