@@ -150,10 +150,20 @@ static bool handshake(struct hconn *c)
         arm(c, &c->h->read_tv); /* the first request's deadline starts now */
         return true;
     }
-    if (r == TLS_HS_PLAIN_HTTP)
+    if (r == TLS_HS_PLAIN_HTTP) {
+        /* answered, then lingering as after any refused request: the rest
+         * of what the client sent is swallowed raw, so that closing with it
+         * unread does not reset the connection before the answer is read */
         refuse_plain_http(c->fd);
-    if (r == TLS_HS_PLAIN_HTTP || r == TLS_HS_FAILED)
+        tls_conn_free(c->ssl, false);
+        c->ssl = NULL;
+        shutdown(c->fd, SHUT_WR);
+        c->state = C_LINGER;
+        c->rlen = 0;
+        arm(c, &c->h->linger_tv);
+    } else if (r == TLS_HS_FAILED) {
         httpd__conn_close(c);
+    }
     return false;
 }
 

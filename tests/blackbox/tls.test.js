@@ -228,6 +228,18 @@ describe('TLS listeners', () => {
       assert.match(data, /"code":"bad_request"/);
       assert.match(data, /use https:\/\//);
     }
+    // a plain POST with a big body: the answer arrives whole, the connection ends without a
+    // reset (the rest of the body is swallowed, as after any refused request)
+    for (let i = 0; i < 5; i++) {
+      const big = await connectRaw(d.proxyPort);
+      let err = null;
+      big.on('error', (e) => (err = e));
+      big.write(`POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ${4 << 20}\r\n\r\n`);
+      big.write(Buffer.alloc(4 << 20, 0x61));
+      const { data } = await untilClosed(big);
+      assert.match(data, /^HTTP\/1\.1 400 [^]*use https:\/\//, `try ${i}: ${data.slice(0, 80)}`);
+      assert.equal(err, null, `try ${i}: ${err}`);
+    }
     // garbage that is not even HTTP: closed, no answer
     const s = await connectRaw(d.proxyPort);
     s.write(Buffer.from('\x00\x01\x02garbage\r\n\r\n', 'latin1'));
