@@ -209,7 +209,7 @@ int cli_api(struct cli_ctx *c, const char *method, const char *path, const char 
     }
     if (err != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", em ? em : kb_errmsg(err));
-        rc = CLI_EXIT_UNAVAILABLE;
+        rc = err == KB_E_CONFIG ? CLI_EXIT_USAGE : CLI_EXIT_UNAVAILABLE; /* a bad CA file */
         goto out;
     }
     if (r.body.len > 0) {

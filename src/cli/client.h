@@ -20,7 +20,7 @@
 enum cli_exit {
     CLI_EXIT_OK = 0,          /* done */
     CLI_EXIT_REFUSED = 1,     /* the API refused (4xx): bad token, no such key, invalid field */
-    CLI_EXIT_USAGE = 2,       /* bad arguments, no admin token */
+    CLI_EXIT_USAGE = 2,       /* bad arguments, no admin token, an unreadable CA file */
     CLI_EXIT_UNAVAILABLE = 3, /* cannot reach the daemon (its TLS certificate not trusted
                                  included), it timed out, or answered 5xx */
 };

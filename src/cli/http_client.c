@@ -322,7 +322,7 @@ static enum kb_err tls_start(struct conn *c, const char *host, const char *port,
                 : SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
         kb_set_errmsg(errmsg, "cannot load the CA file %s (KEYBRAKE_CA_FILE): %s",
                       ca_file ? ca_file : "(system store)", ssl_reason(why, sizeof why));
-        return KB_E_UPSTREAM_ERROR;
+        return KB_E_CONFIG;
     }
     c->ssl = SSL_new(c->ctx);
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {

@@ -54,7 +54,8 @@ struct cli_http_target {
  * Sends METHOD path to host:port (over TLS when to->tls, the daemon's
  * certificate verified against to->ca_file or the system store and its
  * name or IP address matched to host; a certificate that fails is
- * KB_E_UPSTREAM_ERROR with *errmsg saying why) with Authorization: Bearer token (when
+ * KB_E_UPSTREAM_ERROR with *errmsg saying why; a CA file that cannot be
+ * read, KB_E_CONFIG) with Authorization: Bearer token (when
  * token is not NULL) and body (JSON; NULL: none), and reads the answer into
  * *out (caller's; release with buf_cleanup(&out->body)). connect_ms bounds
  * the connect, io_ms each wait for the socket. Errors: KB_E_UPSTREAM_UNREACHABLE

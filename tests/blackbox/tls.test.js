@@ -319,6 +319,11 @@ describe('TLS listeners', () => {
     assert.equal(no.stdout, '');
     assert.ok(!no.stderr.includes(d.adminToken));
 
+    // a CA file that cannot be read: a usage error
+    const noCa = await run(BIN, ['keys', 'list'], { env: cleanEnv({ ...base, KEYBRAKE_CA_FILE: '/nonexistent/ca.pem' }) });
+    assert.equal(noCa.code, 2, noCa.stderr);
+    assert.match(noCa.stderr, /cannot load the CA file \/nonexistent\/ca\.pem/);
+
     // a name the certificate does not list
     const other = await run(BIN, ['keys', 'list'], {
       env: cleanEnv({ ...base, KEYBRAKE_CA_FILE: pki.ca, KEYBRAKE_ADDR: `https://127.0.0.2:${d.adminPort}` }),
