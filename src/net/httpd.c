@@ -444,8 +444,10 @@ static void conn_free(struct hconn *c)
     event_free(c->rev);
     event_free(c->wev);
     event_free(c->timer);
+    /* close_notify only at a message boundary: never after an answer cut
+     * short or with bytes of one still unsent */
+    tls_conn_free(c->ssl, c->tls_done && !c->tls_cut && evbuffer_get_length(c->out) == 0);
     evbuffer_free(c->out);
-    tls_conn_free(c->ssl, c->tls_done);
     close(c->fd);
     free(c->rbuf);
     budget_release(h->o.buffered, &c->charged);

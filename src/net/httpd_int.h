@@ -75,6 +75,8 @@ struct hconn {
     bool tls_done;           /* the TLS handshake completed */
     bool tls_rd_wants_write; /* a TLS read waits for the socket to be writable */
     bool tls_wr_wants_read;  /* a TLS write waits for the socket to be readable */
+    bool tls_cut;            /* an answer was cut short (hreq_abort): no close_notify, which
+                                would make a body that ends at the close look complete */
     char peer[48];           /* the client's address ("127.0.0.1"), "" if unknown */
     int source_slot;         /* its per-source counter, -1 when not counted */
     bool trusted;            /* a request on it carried valid credentials (hreq_trust, or

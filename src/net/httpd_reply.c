@@ -340,6 +340,7 @@ void hreq_abort(struct kb_hreq *r)
         /* what is queued goes out first: the client then sees an answer cut
          * short, not a connection that died before answering */
         (void)httpd__conn_send(c);
+        c->tls_cut = true;
         c->req = NULL;
         r->conn = NULL;
         httpd__conn_close(c);

@@ -219,6 +219,32 @@ describe('TLS listeners', () => {
     assert.deepEqual(statuses, ['200', '200'], data);
   });
 
+  it('close_notify ends a whole answer, never one cut short (it would look complete)', async () => {
+    // openssl s_client -msg shows each alert received ("<<<")
+    const sclient = (port, input) => run('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-CAfile', pki.ca,
+      '-servername', 'localhost', '-msg', '-ign_eof', '-quiet'], { input, timeoutMs: 30_000 });
+    const whole = await sclient(d.adminPort, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.match(whole.stdout + whole.stderr, /HTTP\/1\.1 200/);
+    assert.match(whole.stdout + whole.stderr, /<<< TLS [\d.]+, Alert \[length 0002\], warning close_notify/);
+
+    const key = (await admin('POST', '/v1/keys', {
+      label: uniquePrefix('tls-cut'), vendor: 'openai', allowed_endpoints: ['POST /v1/chat/completions'],
+      daily_usd_cap: 5, expires_in: '1h',
+    })).json;
+    const streamP = mocks.openai.nextStream();
+    const body = JSON.stringify({ model: 'gpt-4o-mini', stream: true, max_tokens: 5, messages: [{ role: 'user', content: 'x' }] });
+    const cutP = sclient(d.proxyPort, `POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n` +
+      `Authorization: Bearer ${key.token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    const up = await streamP;
+    up.send({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini', choices: [{ index: 0, delta: { content: 'par' } }] });
+    up.res.socket.destroy(); // the vendor dies mid-stream: the proxy cuts the answer
+    const cut = await cutP;
+    const out = cut.stdout + cut.stderr;
+    assert.match(out, /HTTP\/1\.1 200/);
+    assert.doesNotMatch(out, /\r\n0\r\n\r\n/, 'the cut answer has no last chunk');
+    assert.doesNotMatch(out, /<<< TLS [\d.]+, Alert \[length 0002\], warning close_notify/, out);
+  });
+
   it('a plain HTTP request to a TLS port gets a 400 and a closed connection', async () => {
     for (const port of [d.proxyPort, d.adminPort]) {
       const s = await connectRaw(port);
