@@ -10,6 +10,7 @@
 
 const { describe, it, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
@@ -233,13 +234,37 @@ describe('TLS listeners', () => {
     })).json;
     const streamP = mocks.openai.nextStream();
     const body = JSON.stringify({ model: 'gpt-4o-mini', stream: true, max_tokens: 5, messages: [{ role: 'user', content: 'x' }] });
-    const cutP = sclient(d.proxyPort, `POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n` +
+    const child = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${d.proxyPort}`, '-CAfile', pki.ca,
+      '-servername', 'localhost', '-msg', '-ign_eof', '-quiet'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    const grew = [];
+    const onData = (c) => {
+      out += c;
+      for (const w of grew.splice(0)) w();
+    };
+    child.stdout.setEncoding('latin1').on('data', onData);
+    child.stderr.setEncoding('latin1').on('data', onData);
+    let done = false;
+    const exited = new Promise((resolve) => child.on('close', () => {
+      done = true;
+      for (const w of grew.splice(0)) w();
+      resolve();
+    }));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const until = async (re) => {
+      while (!re.test(out)) {
+        if (done) throw new Error(`s_client ended before ${re}:\n${out}`);
+        await new Promise((r) => grew.push(r));
+      }
+    };
+    child.stdin.end(`POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n` +
       `Authorization: Bearer ${key.token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
     const up = await streamP;
     up.send({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini', choices: [{ index: 0, delta: { content: 'par' } }] });
-    up.res.socket.destroy(); // the vendor dies mid-stream: the proxy cuts the answer
-    const cut = await cutP;
-    const out = cut.stdout + cut.stderr;
+    await until(/"content":"par"/); // the client has the head and the first event
+    up.res.socket.destroy(); // then the vendor dies mid-stream: the proxy cuts the answer
+    await exited;
+    clearTimeout(killer);
     assert.match(out, /HTTP\/1\.1 200/);
     assert.doesNotMatch(out, /\r\n0\r\n\r\n/, 'the cut answer has no last chunk');
     assert.doesNotMatch(out, /<<< TLS [\d.]+, Alert \[length 0002\], warning close_notify/, out);
