@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev libbrotli-dev libzstd-dev
       libsqlite3-dev libssl-dev libinih-dev libpq-dev)
 if [ "$what" = test ]; then
-  # openssl, ruby and a JDK (java's source launcher, keytool): the TLS suite's certificates and clients
-  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang openssl ruby openjdk-17-jdk-headless)
+  # openssl, ruby and a JDK (java's source launcher, keytool): the TLS suite's certificates and
+  # clients; groff, systemd-analyze and dpkg-dev: the packaging suite's man page, unit and .deb
+  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang openssl ruby openjdk-17-jdk-headless
+         groff-base systemd dpkg-dev)
 fi
 if [ "$what" = bench ]; then
   pkgs+=(nginx-light wrk nodejs npm)
