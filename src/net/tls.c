@@ -31,6 +31,9 @@ struct kb_tls {
     char *cert, *key;   /* owned; the files, re-read by a reload */
 };
 
+/* Sessions a context remembers for TLS 1.2 resumption by id. */
+#define TLS_SESSION_CACHE 4096
+
 /* Mozilla's "intermediate" TLS 1.2 suites without finite-field DHE:
  * forward secrecy and AEAD only. TLS 1.3 keeps OpenSSL's defaults. */
 #define TLS12_CIPHERS                                                                              \
@@ -89,6 +92,10 @@ static enum kb_err ctx_build(const char *cert, const char *key, SSL_CTX **out, c
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"keybrake", 8);
+    /* TLS 1.2 resumption by session id keeps sessions in the context: a
+     * cap of our own rather than OpenSSL's 20480 (TLS 1.3 and 1.2 tickets
+     * keep nothing) */
+    SSL_CTX_sess_set_cache_size(ctx, TLS_SESSION_CACHE);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
     if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
         kb_set_errmsg(errmsg, "cannot set the TLS ciphers: %s", ssl_reason(why, sizeof why));
