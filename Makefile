@@ -9,13 +9,18 @@
 #   make bench     benchmark against nginx (see bench/README.md)
 #   make bench-meter  CPU per exchange in the meters
 #   make fuzz      build the libFuzzer targets
+#   make install   install (PREFIX=/usr/local, DESTDIR=) binary, unit, man page, sample config
+#   make deb       build/keybrake_<version>_<arch>.deb with Debian's dpkg-deb
 #   make format    clang-format the C sources
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 TEST_BUILD ?= build-asan
 
-.PHONY: all build run demo test test-unit test-blackbox test-blackbox-pg test-fuzz deps deps-test fuzz bench bench-meter format clean
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+.PHONY: all build run demo test install deb test-unit test-blackbox test-blackbox-pg test-fuzz deps deps-test fuzz bench bench-meter format clean
 
 all: build
 
@@ -102,6 +107,18 @@ bench-meter: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) --target meter_cost
 	@$(BUILD)/meter_cost
+
+# The prefix is given at install time: the unit's paths follow it
+# (packaging/install.cmake); /usr puts the configuration in /etc.
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+
+# A .deb for this machine's architecture from a /usr install staged in
+# $(BUILD)/deb-root (packaging/keybrake.service is installed, not enabled).
+deb: build
+	@rm -rf $(BUILD)/deb-root
+	@DESTDIR="$(CURDIR)/$(BUILD)/deb-root" cmake --install $(BUILD) --prefix /usr >/dev/null
+	@scripts/mkdeb.sh $(BUILD)/deb-root $(BUILD)
 
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c')

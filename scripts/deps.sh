@@ -12,8 +12,11 @@ pkgs=(build-essential cmake pkg-config libevent-dev libjansson-dev zlib1g-dev li
 [ "$what" != test ] || pkgs+=(ruby openjdk-17-jdk-headless libjackson2-databind-java)
 if [ "$what" = test ]; then
   # chromium: the dashboard's browser test (tests/blackbox/ui.test.js, via playwright-core);
-  # postgresql: the throwaway server of the PostgreSQL tests (tests/pg/pg-test.sh)
-  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang chromium postgresql)
+  # postgresql: the throwaway server of the PostgreSQL tests (tests/pg/pg-test.sh);
+  # openssl, ruby and a JDK (java's source launcher, keytool): the TLS suite's certificates and
+  # clients; groff, systemd-analyze and dpkg-dev: the packaging suite's man page, unit and .deb
+  pkgs+=(libcmocka-dev nodejs npm sqlite3 clang chromium postgresql openssl ruby openjdk-17-jdk-headless
+         groff-base systemd dpkg-dev)
 fi
 if [ "$what" = bench ]; then
   pkgs+=(nginx-light wrk nodejs npm postgresql)

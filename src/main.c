@@ -31,6 +31,7 @@
 #include "core/runtime.h"
 #include "meter/meter.h"
 #include "net/server.h"
+#include "net/tls.h"
 #include "proxy/proxy.h"
 #include "store/cluster.h"
 #include "store/store.h"
@@ -54,6 +55,7 @@ static void usage(FILE *f)
                "\n"
                "a running daemon, through its admin API (KEYBRAKE_ADDR, KEYBRAKE_ADMIN_TOKEN):\n"
                "  keys create|list|show|revoke|revoke-prefix   vault keys\n"
+               "  budgets list|show|create|delete  shared USD budgets keys spend from\n"
                "  usage                            today's spend against the caps\n"
                "  audit tail [-f]                  the newest audit entries\n"
                "\n"
@@ -175,9 +177,48 @@ static void reopen_files(struct kb_audit_sink *sink)
     }
 }
 
+/* The listeners' TLS contexts from cfg: the proxy's pair, the admin's own
+ * pair or else the proxy's (the same object, reloaded once). Main thread,
+ * before the server starts. */
+static enum kb_err tls_setup(const struct kb_config *cfg, struct kb_runtime *rt, char **errmsg)
+{
+    if (cfg->tls_cert && tls_new(cfg->tls_cert, cfg->tls_key, &rt->tls_proxy, errmsg) != KB_OK)
+        return KB_E_CONFIG;
+    if (cfg->admin_tls_cert)
+        return tls_new(cfg->admin_tls_cert, cfg->admin_tls_key, &rt->tls_admin, errmsg);
+    rt->tls_admin = rt->tls_proxy;
+    return KB_OK;
+}
+
+/* SIGHUP: each listener's certificate and key, re-read from the files
+ * named at start (a renewal replaces them in place). New connections get
+ * the new pair; open ones keep theirs; a pair that does not load keeps the
+ * old one in force, and is logged. */
+static void tls_reload_all(struct kb_runtime *rt)
+{
+    struct kb_tls *const all[2] = {rt->tls_proxy,
+                                   rt->tls_admin != rt->tls_proxy ? rt->tls_admin : NULL};
+    static const char *const names[2] = {"proxy", "admin"};
+    for (int i = 0; i < 2; i++) {
+        char *em = NULL;
+        if (!all[i])
+            continue;
+        const char *which = i == 0 && rt->tls_admin == rt->tls_proxy ? "proxy admin" : names[i];
+        if (tls_reload(all[i], &em) != KB_OK) {
+            kb_log(KB_LOG_ERROR, "cannot reload the TLS certificate; still serving the old one",
+                   "listener", which, "error", em, NULL);
+            free(em);
+        } else {
+            kb_log(KB_LOG_INFO, "TLS certificate reloaded", "listener", which, "cert",
+                   tls_cert_path(all[i]), NULL);
+        }
+    }
+}
+
 /*
- * SIGHUP: reopens the log and audit sink files, then re-reads the
- * configuration and applies what can change live: log level and format,
+ * SIGHUP: reopens the log and audit sink files, re-reads the listeners'
+ * TLS certificates and keys (whatever the configuration does next), then
+ * re-reads the configuration and applies what can change live: log level and format,
  * the pricing file and the vendors' fixed costs, the vendors' secrets and
  * accounts (requests admitted from then on use the new ones, those in
  * flight finish with the old), and the limits read where they are used
@@ -195,6 +236,7 @@ static void reload(const char *config_path, struct kb_runtime *rt, struct retire
     struct kb_creds *nc = NULL;
     char *em = NULL;
     reopen_files(sink); /* first: the lines below go to the new file */
+    tls_reload_all(rt); /* the files, not the settings: whatever the config says */
     if (config_load(config_path, &ncfg, &em) != KB_OK || pricing_build(ncfg, &np, &em) != KB_OK ||
         creds_build(rt->cfg, ncfg, &nc, &em) != KB_OK ||
         (strcmp(ncfg->log_format, "logfmt") != 0 && strcmp(ncfg->log_format, "json") != 0) ||
@@ -449,12 +491,17 @@ static int serve(const char *config_path)
     rt.reader = reader;
     limits_set(&rt.limits, cfg);
 
+    if (tls_setup(cfg, &rt, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        goto out;
+    }
     if (server_start(&rt, &proxy_service, &admin_service, &srv, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }
     kb_log(KB_LOG_INFO, "keybrake started", "proxy", server_proxy_addr(srv), "admin",
-           server_admin_addr(srv), "version", KB_VERSION, NULL);
+           server_admin_addr(srv), "proxy_tls", rt.tls_proxy ? "on" : "off", "admin_tls",
+           rt.tls_admin ? "on" : "off", "version", KB_VERSION, NULL);
     printf("keybrake: ready proxy=%s admin=%s\n", server_proxy_addr(srv), server_admin_addr(srv));
     fflush(stdout);
 
@@ -490,6 +537,9 @@ out:
         creds_free(old.c[i]);
     free(old.c);
     revlog_free(revlog);
+    if (rt.tls_admin != rt.tls_proxy)
+        tls_free(rt.tls_admin);
+    tls_free(rt.tls_proxy);
     config_free(cfg);
     free(store_path);
     free(errmsg);
@@ -530,6 +580,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "keys") == 0)
         return cli_keys(argc - 1, argv + 1);
+    if (strcmp(cmd, "budgets") == 0)
+        return cli_budgets(argc - 1, argv + 1);
     if (strcmp(cmd, "usage") == 0)
         return cli_usage(argc - 1, argv + 1);
     if (strcmp(cmd, "audit") == 0) {

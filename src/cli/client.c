@@ -6,6 +6,7 @@
  */
 #include "cli/client.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,21 +47,19 @@ bool cli_wants_help(int argc, char **argv)
     return false;
 }
 
-/* "http://host:port[/]", "host:port", "[v6]:port"; https:// is refused. */
+/* "http://host:port[/]", "https://host:port[/]", "host:port" (plain
+ * HTTP), "[v6]:port". */
 static int parse_addr(struct cli_ctx *c, const char *addr, const char *from)
 {
     const char *p = addr;
+    c->tls = false;
     if (strncmp(p, "https://", 8) == 0) {
-        fprintf(stderr,
-                "keybrake: %s is https://, which this CLI does not speak yet; the admin listener "
-                "is plain HTTP (use http://)\n",
-                from);
-        return CLI_EXIT_USAGE;
-    }
-    if (strncmp(p, "http://", 7) == 0)
+        c->tls = true;
+        p += 8;
+    } else if (strncmp(p, "http://", 7) == 0) {
         p += 7;
-    else if (strstr(p, "://")) {
-        fprintf(stderr, "keybrake: %s must be an http:// address\n", from);
+    } else if (strstr(p, "://")) {
+        fprintf(stderr, "keybrake: %s must be an http:// or https:// address\n", from);
         return CLI_EXIT_USAGE;
     }
     size_t n = strcspn(p, "/?#");
@@ -99,7 +98,7 @@ static int parse_addr(struct cli_ctx *c, const char *addr, const char *from)
         if (v < 1 || v > 65535)
             goto bad;
     } else {
-        snprintf(c->port, sizeof c->port, "80");
+        snprintf(c->port, sizeof c->port, "%s", c->tls ? "443" : "80");
     }
     /* a daemon listening on every address is reached on loopback */
     if (strcmp(c->host, "0.0.0.0") == 0)
@@ -200,15 +199,17 @@ int cli_api(struct cli_ctx *c, const char *method, const char *path, const char 
     int rc = CLI_EXIT_OK;
     json_t *j = NULL;
     *out = NULL;
-    enum kb_err err = cli_http_request(c->host, c->port, c->token, method, path, body, CONNECT_MS,
-                                       IO_MS, &r, &em);
+    const char *ca = getenv("KEYBRAKE_CA_FILE");
+    struct cli_http_target to = {c->host, c->port, c->tls, ca && *ca ? ca : NULL};
+    enum kb_err err =
+        cli_http_request(&to, c->token, method, path, body, CONNECT_MS, IO_MS, &r, &em);
     if (err == KB_E_CLIENT_CLOSED) {
         rc = -1;
         goto out;
     }
     if (err != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", em ? em : kb_errmsg(err));
-        rc = CLI_EXIT_UNAVAILABLE;
+        rc = err == KB_E_CONFIG ? CLI_EXIT_USAGE : CLI_EXIT_UNAVAILABLE; /* a bad CA file */
         goto out;
     }
     if (r.body.len > 0) {
@@ -339,4 +340,45 @@ void cli_print_json(json_t *v)
     if (s)
         puts(s);
     free(s);
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("keybrake: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see --help)\n", stderr);
+    va_end(ap);
+    return CLI_EXIT_USAGE;
+}
+
+/* The value of option argv[*i], or NULL when missing (printed). */
+const char *cli_opt_value(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "keybrake: %s needs a value (see --help)\n", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+bool cli_parse_limit(const char *v, long max, long *out)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (!*v || *end || n < 1 || n > max || strspn(v, "0123456789") != strlen(v))
+        return false;
+    *out = n;
+    return true;
+}
+
+bool cli_amount_ok(const char *v)
+{
+    size_t n = strlen(v), d = strspn(v, "0123456789");
+    if (d == 0 || n > 24)
+        return false;
+    if (v[d] == '\0')
+        return true;
+    return v[d] == '.' && v[d + 1] && strspn(v + d + 1, "0123456789") == n - d - 1;
 }

@@ -20,8 +20,9 @@
 enum cli_exit {
     CLI_EXIT_OK = 0,          /* done */
     CLI_EXIT_REFUSED = 1,     /* the API refused (4xx): bad token, no such key, invalid field */
-    CLI_EXIT_USAGE = 2,       /* bad arguments, an https:// address, no admin token */
-    CLI_EXIT_UNAVAILABLE = 3, /* cannot reach the daemon, it timed out, or answered 5xx */
+    CLI_EXIT_USAGE = 2,       /* bad arguments, no admin token, an unreadable CA file */
+    CLI_EXIT_UNAVAILABLE = 3, /* cannot reach the daemon (its TLS certificate not trusted
+                                 included), it timed out, or answered 5xx */
 };
 
 #define CLI_DEFAULT_ADDR "http://127.0.0.1:8421" /* the daemon's default admin_listen */
@@ -29,7 +30,9 @@ enum cli_exit {
 /* The text every API command's --help ends with. */
 #define CLI_HELP_COMMON                                                                            \
     "\ncommon options:\n"                                                                          \
-    "  --addr URL     admin API address (env KEYBRAKE_ADDR; default " CLI_DEFAULT_ADDR ")\n"       \
+    "  --addr URL     admin API address, http:// or https:// (env KEYBRAKE_ADDR; default\n"        \
+    "                 " CLI_DEFAULT_ADDR "); https:// verifies the daemon's certificate\n"         \
+    "                 against env KEYBRAKE_CA_FILE (PEM), else the system store\n"                 \
     "  --token TOKEN  admin token (env KEYBRAKE_ADMIN_TOKEN; default: the token file\n"            \
     "                 <KEYBRAKE_DATA_DIR or ./var>/admin-token, when readable)\n"                  \
     "  --json         print the API's JSON instead of a table\n"                                   \
@@ -42,6 +45,7 @@ struct cli_ctx {
     bool json;             /* --json */
     char host[256];        /* resolved by cli_ctx_ready */
     char port[8];
+    bool tls;    /* https:// */
     char *token; /* owned; wiped and freed by cli_ctx_cleanup */
 };
 
@@ -92,6 +96,17 @@ void cli_table_init(struct cli_table *t, size_t ncols);
 void cli_table_row(struct cli_table *t, const char *const *cells);
 void cli_table_print(const struct cli_table *t, FILE *f);
 void cli_table_cleanup(struct cli_table *t);
+
+/* "keybrake: <message> (see --help)" on stderr; returns CLI_EXIT_USAGE. */
+__attribute__((format(printf, 1, 2))) int cli_usage_error(const char *fmt, ...);
+/* The value of option argv[*i], moving *i to it, or NULL when it is
+ * missing (printed). */
+const char *cli_opt_value(int argc, char **argv, int *i);
+/* A --limit value: an integer from 1 to max. */
+bool cli_parse_limit(const char *v, long max, long *out);
+/* A USD amount as typed: digits, optionally '.' and digits (sent to the
+ * API as typed, never through a double). */
+bool cli_amount_ok(const char *v);
 
 /* Prints a JSON value compactly on one line of stdout. */
 void cli_print_json(json_t *v);

@@ -5,11 +5,16 @@
  */
 #include "cli/http_client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -276,15 +281,149 @@ static enum kb_err connect_to(const char *host, const char *port, int ms, int *o
     return err;
 }
 
-static enum kb_err send_all(int fd, const char *p, size_t n, int ms)
+/* The connection: a socket, and TLS over it for an https:// address. */
+struct conn {
+    int fd;
+    SSL_CTX *ctx; /* owned; NULL: plain */
+    SSL *ssl;     /* owned */
+};
+
+/* OpenSSL's last error as text, the queue cleared. */
+static const char *ssl_reason(char *buf, size_t size)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (e)
+        ERR_error_string_n(e, buf, size);
+    else
+        snprintf(buf, size, "the connection closed during the TLS handshake");
+    ERR_clear_error();
+    return buf;
+}
+
+/*
+ * TLS over c->fd to `host`: TLS 1.2 or later, the daemon's certificate
+ * verified against ca_file (PEM; NULL: the system store) and matched to
+ * host (a name, or an IP address literal). There is no way to skip the
+ * verification.
+ */
+static enum kb_err tls_start(struct conn *c, const char *host, const char *port,
+                             const char *ca_file, int ms, char **errmsg)
+{
+    char why[256];
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (!c->ctx) {
+        kb_set_errmsg(errmsg, "cannot set up TLS: %s", ssl_reason(why, sizeof why));
+        return KB_E_UPSTREAM_ERROR;
+    }
+    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF); /* an answer may end at close */
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    if (ca_file ? SSL_CTX_load_verify_locations(c->ctx, ca_file, NULL) != 1
+                : SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
+        kb_set_errmsg(errmsg, "cannot load the CA file %s (KEYBRAKE_CA_FILE): %s",
+                      ca_file ? ca_file : "(system store)", ssl_reason(why, sizeof why));
+        return KB_E_CONFIG;
+    }
+    c->ssl = SSL_new(c->ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+        kb_set_errmsg(errmsg, "cannot set up TLS: %s", ssl_reason(why, sizeof why));
+        return KB_E_UPSTREAM_ERROR;
+    }
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_set_alpn_protos(c->ssl, alpn, sizeof alpn - 1);
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host);
+    } else {
+        SSL_set_tlsext_host_name(c->ssl, host);
+        SSL_set1_host(c->ssl, host);
+    }
+    for (;;) {
+        int rc = SSL_connect(c->ssl);
+        if (rc == 1)
+            return KB_OK;
+        int e = SSL_get_error(c->ssl, rc);
+        enum kb_err err = KB_OK;
+        if (e == SSL_ERROR_WANT_READ)
+            err = wait_fd(c->fd, POLLIN, ms);
+        else if (e == SSL_ERROR_WANT_WRITE)
+            err = wait_fd(c->fd, POLLOUT, ms);
+        else
+            break;
+        if (err != KB_OK) {
+            kb_set_errmsg(errmsg, "%s",
+                          err == KB_E_CLIENT_CLOSED
+                              ? "interrupted"
+                              : "the daemon did not finish the TLS handshake in time");
+            return err;
+        }
+    }
+    long v = SSL_get_verify_result(c->ssl);
+    if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        ERR_clear_error();
+        kb_set_errmsg(errmsg,
+                      "the certificate of %s:%s does not name %s (connect by a name or address "
+                      "it lists)",
+                      host, port, host);
+    } else if (v != X509_V_OK) {
+        ERR_clear_error();
+        kb_set_errmsg(errmsg,
+                      "the certificate of %s:%s is not trusted: %s (KEYBRAKE_CA_FILE names the CA "
+                      "file that signed it%s)",
+                      host, port, X509_verify_cert_error_string(v),
+                      ca_file ? "" : "; unset, the system store is used");
+    } else {
+        kb_set_errmsg(errmsg, "TLS handshake with %s:%s failed: %s", host, port,
+                      ssl_reason(why, sizeof why));
+    }
+    return KB_E_UPSTREAM_ERROR;
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        ERR_clear_error();
+    }
+    SSL_CTX_free(c->ctx);
+    if (c->fd >= 0)
+        close(c->fd);
+}
+
+/* As send(2) and recv(2) on the non-blocking socket, through TLS when the
+ * connection has it; *events says what to wait for after EAGAIN. */
+static ssize_t conn_io(struct conn *c, bool out, void *p, size_t n, short *events)
+{
+    *events = out ? POLLOUT : POLLIN;
+    if (!c->ssl)
+        return out ? send(c->fd, p, n, MSG_NOSIGNAL) : recv(c->fd, p, n, 0);
+    int len = n > INT32_MAX ? INT32_MAX : (int)n;
+    int r = out ? SSL_write(c->ssl, p, len) : SSL_read(c->ssl, p, len);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        *events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+        errno = EAGAIN;
+        return -1;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    errno = ECONNRESET;
+    return -1;
+}
+
+static enum kb_err send_all(struct conn *c, const char *p, size_t n, int ms)
 {
     while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        short ev;
+        ssize_t w = conn_io(c, true, (void *)p, n, &ev);
         if (w > 0) {
             p += w;
             n -= (size_t)w;
         } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            enum kb_err err = wait_fd(fd, POLLOUT, ms);
+            enum kb_err err = wait_fd(c->fd, ev, ms);
             if (err != KB_OK)
                 return err;
         } else if (w < 0 && errno == EINTR) {
@@ -297,7 +436,7 @@ static enum kb_err send_all(int fd, const char *p, size_t n, int ms)
 }
 
 /* Reads until the parser has a whole answer. */
-static enum kb_err read_answer(int fd, int ms, struct cli_http_resp *out, char **errmsg)
+static enum kb_err read_answer(struct conn *c, int ms, struct cli_http_resp *out, char **errmsg)
 {
     struct kb_buf in = KB_BUF_INIT;
     enum kb_err err = KB_OK;
@@ -322,14 +461,15 @@ static enum kb_err read_answer(int fd, int ms, struct cli_http_resp *out, char *
             break;
         }
         buf_reserve(&in, 16384);
-        ssize_t r = recv(fd, in.data + in.len, in.cap - in.len - 1, 0);
+        short ev;
+        ssize_t r = conn_io(c, false, in.data + in.len, in.cap - in.len - 1, &ev);
         if (r > 0) {
             in.len += (size_t)r;
             in.data[in.len] = '\0';
         } else if (r == 0) {
             eof = true;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if ((err = wait_fd(fd, POLLIN, ms)) != KB_OK) {
+            if ((err = wait_fd(c->fd, ev, ms)) != KB_OK) {
                 kb_set_errmsg(errmsg, err == KB_E_CLIENT_CLOSED
                                           ? "interrupted"
                                           : "the daemon did not answer in time");
@@ -348,14 +488,17 @@ static enum kb_err read_answer(int fd, int ms, struct cli_http_resp *out, char *
     return err;
 }
 
-enum kb_err cli_http_request(const char *host, const char *port, const char *token,
+enum kb_err cli_http_request(const struct cli_http_target *to, const char *token,
                              const char *method, const char *path, const char *body, int connect_ms,
                              int io_ms, struct cli_http_resp *out, char **errmsg)
 {
-    int fd = -1;
+    const char *host = to->host, *port = to->port;
+    struct conn c = {.fd = -1};
     struct kb_buf req = KB_BUF_INIT;
-    enum kb_err err = connect_to(host, port, connect_ms, &fd, errmsg);
+    enum kb_err err = connect_to(host, port, connect_ms, &c.fd, errmsg);
     if (err != KB_OK)
+        goto out;
+    if (to->tls && (err = tls_start(&c, host, port, to->ca_file, io_ms, errmsg)) != KB_OK)
         goto out;
     /* an IPv6 literal goes in brackets in Host */
     buf_printf(&req, "%s %s HTTP/1.1\r\nHost: %s%s%s:%s\r\n", method, path,
@@ -373,7 +516,7 @@ enum kb_err cli_http_request(const char *host, const char *port, const char *tok
         buf_puts(&req, "Content-Length: 0\r\n\r\n");
     else
         buf_puts(&req, "\r\n");
-    err = send_all(fd, req.data, req.len, io_ms);
+    err = send_all(&c, req.data, req.len, io_ms);
     if (err != KB_OK) {
         kb_set_errmsg(errmsg, "%s",
                       err == KB_E_CLIENT_CLOSED      ? "interrupted"
@@ -382,13 +525,12 @@ enum kb_err cli_http_request(const char *host, const char *port, const char *tok
         goto out;
     }
     out->body = (struct kb_buf)KB_BUF_INIT;
-    err = read_answer(fd, io_ms, out, errmsg);
+    err = read_answer(&c, io_ms, out, errmsg);
 out:
     /* the request held the admin token: wipe it before it goes back to malloc */
     if (req.data)
         explicit_bzero(req.data, req.cap);
     buf_cleanup(&req);
-    if (fd >= 0)
-        close(fd);
+    conn_close(&c);
     return err;
 }

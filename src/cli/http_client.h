@@ -43,8 +43,19 @@ struct cli_http_resp {
     struct kb_buf body; /* owned; the de-chunked body */
 };
 
+/* Where the admin API is. */
+struct cli_http_target {
+    const char *host, *port; /* borrowed */
+    bool tls;                /* https:// */
+    const char *ca_file;     /* borrowed; PEM CAs to trust for TLS, NULL: the system store */
+};
+
 /*
- * Sends METHOD path to host:port with Authorization: Bearer token (when
+ * Sends METHOD path to host:port (over TLS when to->tls, the daemon's
+ * certificate verified against to->ca_file or the system store and its
+ * name or IP address matched to host; a certificate that fails is
+ * KB_E_UPSTREAM_ERROR with *errmsg saying why; a CA file that cannot be
+ * read, KB_E_CONFIG) with Authorization: Bearer token (when
  * token is not NULL) and body (JSON; NULL: none), and reads the answer into
  * *out (caller's; release with buf_cleanup(&out->body)). connect_ms bounds
  * the connect, io_ms each wait for the socket. Errors: KB_E_UPSTREAM_UNREACHABLE
@@ -52,7 +63,7 @@ struct cli_http_resp {
  * (reset, or not an HTTP answer), KB_E_CLIENT_CLOSED (a signal interrupted
  * a wait: the caller decides whether to stop). *errmsg says what and where.
  */
-KB_MUSTCHECK enum kb_err cli_http_request(const char *host, const char *port, const char *token,
+KB_MUSTCHECK enum kb_err cli_http_request(const struct cli_http_target *to, const char *token,
                                           const char *method, const char *path, const char *body,
                                           int connect_ms, int io_ms, struct cli_http_resp *out,
                                           char **errmsg);

@@ -6,7 +6,6 @@
  * through a double: the API reads the cap exactly.
  */
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,49 +47,6 @@ static const char *const usage_help =
     "first, with totals. --limit bounds how many keys are read (default 1000).\n"
     "--json prints {\"keys\": [<key with usage>...], \"total\": {...}}.\n" CLI_HELP_COMMON;
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("keybrake: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputs(" (see --help)\n", stderr);
-    va_end(ap);
-    return CLI_EXIT_USAGE;
-}
-
-/* The value of option argv[*i], or NULL when missing (printed). */
-static const char *value(int argc, char **argv, int *i)
-{
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "keybrake: %s needs a value (see --help)\n", argv[*i]);
-        return NULL;
-    }
-    return argv[++*i];
-}
-
-/* A limit option: 1..max. */
-static bool parse_limit(const char *v, long max, long *out)
-{
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || n < 1 || n > max || strspn(v, "0123456789") != strlen(v))
-        return false;
-    *out = n;
-    return true;
-}
-
-/* A USD amount as typed: digits, optionally '.' and digits. */
-static bool amount_ok(const char *v)
-{
-    size_t n = strlen(v), d = strspn(v, "0123456789");
-    if (d == 0 || n > 24)
-        return false;
-    if (v[d] == '\0')
-        return true;
-    return v[d] == '.' && v[d + 1] && strspn(v + d + 1, "0123456789") == n - d - 1;
-}
-
 static double num(json_t *o, const char *k)
 {
     return json_number_value(json_object_get(o, k));
@@ -124,10 +80,10 @@ static int create(struct cli_ctx *c, int argc, char **argv)
                                                            : NULL;
         bool ep = strcmp(o, "--endpoint") == 0, acc = strcmp(o, "--account") == 0;
         if (!dest && !ep && !acc) {
-            rc = usage_error("keys create: unknown argument %s", o);
+            rc = cli_usage_error("keys create: unknown argument %s", o);
             goto out;
         }
-        if (!(v = value(argc, argv, &i)))
+        if (!(v = cli_opt_value(argc, argv, &i)))
             goto out;
         if (dest)
             *dest = v;
@@ -140,13 +96,13 @@ static int create(struct cli_ctx *c, int argc, char **argv)
         }
     }
     if (!vendor || !label || !cap || json_array_size(eps) == 0) {
-        rc = usage_error("keys create needs --vendor, --label, --cap and at least one "
-                         "--endpoint%s",
-                         "");
+        rc = cli_usage_error("keys create needs --vendor, --label, --cap and at least one "
+                             "--endpoint%s",
+                             "");
         goto out;
     }
-    if (!amount_ok(cap)) {
-        rc = usage_error("--cap must be a USD amount such as 25 or 0.50, not %s", cap);
+    if (!cli_amount_ok(cap)) {
+        rc = cli_usage_error("--cap must be a USD amount such as 25 or 0.50, not %s", cap);
         goto out;
     }
     json_object_set_new(body, "label", json_string(label));
@@ -159,14 +115,14 @@ static int create(struct cli_ctx *c, int argc, char **argv)
         json_t *m = json_loads(meta, 0, NULL);
         if (!json_is_object(m)) {
             json_decref(m);
-            rc = usage_error("--metadata must be a JSON object%s", "");
+            rc = cli_usage_error("--metadata must be a JSON object%s", "");
             goto out;
         }
         json_object_set_new(body, "metadata", m);
     }
     /* label/vendor may not be UTF-8: json_string then gave NULL and set nothing */
     if (!json_object_get(body, "label") || !json_object_get(body, "vendor")) {
-        rc = usage_error("--label and --vendor must be UTF-8 text%s", "");
+        rc = cli_usage_error("--label and --vendor must be UTF-8 text%s", "");
         goto out;
     }
     text = json_dumps(body, JSON_COMPACT);
@@ -223,13 +179,13 @@ static int list_opt(struct list_opts *lo, int argc, char **argv, int *i, long ma
     bool lim = strcmp(o, "--limit") == 0;
     if (!dest && !lim)
         return 0;
-    const char *v = value(argc, argv, i);
+    const char *v = cli_opt_value(argc, argv, i);
     if (!v)
         return -1;
     if (dest) {
         *dest = v;
-    } else if (!parse_limit(v, max, &lo->limit)) {
-        usage_error("--limit must be an integer from 1 to %ld", max);
+    } else if (!cli_parse_limit(v, max, &lo->limit)) {
+        cli_usage_error("--limit must be an integer from 1 to %ld", max);
         return -1;
     }
     return 1;
@@ -290,7 +246,7 @@ static int list(struct cli_ctx *c, int argc, char **argv)
         if (k < 0)
             return CLI_EXIT_USAGE;
         if (k == 0)
-            return usage_error("keys list: unknown argument %s", argv[i]);
+            return cli_usage_error("keys list: unknown argument %s", argv[i]);
     }
     int rc = cli_ctx_ready(c);
     json_t *res = NULL;
@@ -347,11 +303,11 @@ static int one_arg(struct cli_ctx *c, int argc, char **argv, const char **arg)
         if (k > 0)
             continue;
         if (argv[i][0] == '-' || *arg)
-            return usage_error("keys: unexpected argument %s", argv[i]);
+            return cli_usage_error("keys: unexpected argument %s", argv[i]);
         *arg = argv[i];
     }
     if (!*arg || !**arg)
-        return usage_error("keys %s needs one argument", argv[0]);
+        return cli_usage_error("keys %s needs one argument", argv[0]);
     return cli_ctx_ready(c);
 }
 
@@ -436,7 +392,7 @@ static int revoke_prefix(struct cli_ctx *c, int argc, char **argv)
         return rc;
     json_t *body = json_pack("{s:s}", "label_prefix", prefix), *res = NULL;
     if (!body)
-        return usage_error("the prefix must be UTF-8 text%s", "");
+        return cli_usage_error("the prefix must be UTF-8 text%s", "");
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     rc = cli_api(c, "POST", "/v1/keys/revoke", text, &res);
@@ -478,7 +434,7 @@ int cli_keys(int argc, char **argv)
             cli_ctx_cleanup(&c);
             return rc;
         }
-    return usage_error("keys: unknown command %s", argv[1]);
+    return cli_usage_error("keys: unknown command %s", argv[1]);
 }
 
 /* Descending by today's spend, then reservations, then id. */
@@ -512,7 +468,7 @@ int cli_usage(int argc, char **argv)
         if (k < 0)
             goto out;
         if (k == 0) {
-            rc = usage_error("usage: unknown argument %s", argv[i]);
+            rc = cli_usage_error("usage: unknown argument %s", argv[i]);
             goto out;
         }
     }

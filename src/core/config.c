@@ -48,6 +48,19 @@ static const struct setting settings[] = {
      0, 0, "admin API listener host:port"},
     {"server", "admin_token", "KEYBRAKE_ADMIN_TOKEN", T_STR, OFF(admin_token), NULL, 0, 0,
      "root admin token to accept; unset: one is generated into <data_dir>/admin-token"},
+    {"server", "tls_cert", "KEYBRAKE_TLS_CERT", T_STR, OFF(tls_cert), NULL, 0, 0,
+     "PEM certificate chain (leaf first) for the proxy listener; with tls_key, the listener "
+     "speaks only TLS (1.2 or later); re-read on SIGHUP"},
+    {"server", "tls_key", "KEYBRAKE_TLS_KEY", T_STR, OFF(tls_key), NULL, 0, 0,
+     "PEM private key of tls_cert (both or neither); re-read on SIGHUP"},
+    {"server", "admin_tls_cert", "KEYBRAKE_ADMIN_TLS_CERT", T_STR, OFF(admin_tls_cert), NULL, 0, 0,
+     "PEM certificate chain for the admin listener; unset: the admin listener uses tls_cert and "
+     "tls_key (plain HTTP only when those are unset too)"},
+    {"server", "admin_tls_key", "KEYBRAKE_ADMIN_TLS_KEY", T_STR, OFF(admin_tls_key), NULL, 0, 0,
+     "PEM private key of admin_tls_cert (both or neither)"},
+    {"server", "tls_handshake_timeout", "KEYBRAKE_TLS_HANDSHAKE_TIMEOUT", T_DURATION,
+     OFF(tls_handshake_timeout_ms), "10s", 100, 600000,
+     "deadline for a client's TLS handshake, both listeners; then client_timeout for the request"},
     {"server", "server_key", "KEYBRAKE_SERVER_KEY", T_STR, OFF(server_key), NULL, 0, 0,
      "64 hex characters of HMAC key; unset: <data_dir>/server.key, created on first start"},
     {"server", "workers", "KEYBRAKE_WORKERS", T_INT, OFF(workers), "0", 0, 256,
@@ -511,6 +524,13 @@ enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg)
     if (strcmp(c->store_synchronous ? c->store_synchronous : "", "normal") != 0 &&
         strcmp(c->store_synchronous ? c->store_synchronous : "", "full") != 0) {
         kb_set_errmsg(errmsg, "store.synchronous must be normal or full");
+        err = KB_E_CONFIG;
+        goto out;
+    }
+    if (!c->tls_cert != !c->tls_key || !c->admin_tls_cert != !c->admin_tls_key) {
+        kb_set_errmsg(errmsg, "%s must be set together with %s",
+                      !c->tls_cert != !c->tls_key ? "server.tls_cert" : "server.admin_tls_cert",
+                      !c->tls_cert != !c->tls_key ? "server.tls_key" : "server.admin_tls_key");
         err = KB_E_CONFIG;
         goto out;
     }

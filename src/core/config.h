@@ -92,6 +92,13 @@ struct kb_config {
     int64_t cluster_dead_after_ms;      /* silent this long (and session gone): dead */
     struct kb_vendor *vendors;          /* owned */
     size_t nvendors;
+
+    /* TLS (net/tls.h) */
+    char *tls_cert;                   /* owned; PEM chain for the proxy listener, NULL: plain */
+    char *tls_key;                    /* owned; its PEM key (set together with tls_cert) */
+    char *admin_tls_cert;             /* owned; the admin listener's, NULL: tls_cert's pair */
+    char *admin_tls_key;              /* owned */
+    int64_t tls_handshake_timeout_ms; /* both listeners */
 };
 
 /*

@@ -20,6 +20,7 @@ struct kb_pricing;
 struct kb_revlog;
 struct kb_reader;
 struct kb_writer;
+struct kb_tls;
 
 /* The limits a SIGHUP reload applies live: read where they are used, per
  * request or at stop, so the new value holds from the next use on. The
@@ -52,6 +53,9 @@ struct kb_runtime {
     struct kb_revlog *revlog;                 /* borrowed; each committed revocation, published
                                                  before it is answered (store/revlog.h) */
     struct kb_live_limits limits;             /* from cfg at start, then each reload */
+    struct kb_tls *tls_proxy;                 /* borrowed; the proxy listener's TLS, NULL: plain */
+    struct kb_tls *tls_admin;                 /* borrowed; the admin listener's (may be the same
+                                                 object as tls_proxy), NULL: plain */
 };
 
 /* The price tables in force (any thread). */

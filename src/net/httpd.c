@@ -39,8 +39,13 @@
 #include "core/alloc.h"
 #include "core/metrics.h"
 #include "net/httpd_int.h"
+#include "net/tls.h"
+
+/* Most bytes handed to one SSL_write: one full TLS record. */
+#define TLS_WRITE_MAX 16384
 
 static void conn_free(struct hconn *c);
+static void refuse_plain_http(int fd);
 
 void httpd__conn_leave(struct hconn *c)
 {
@@ -125,14 +130,100 @@ static void req_detach(struct hconn *c)
     /* else: detached; the handler's reply frees it */
 }
 
+/* ---- TLS ---- */
+
+/* One step of the TLS handshake; true once it is done. A client that
+ * spoke plain HTTP gets a plain answer saying so; any failure closes. */
+static bool handshake(struct hconn *c)
+{
+    enum kb_tls_hs r = tls_conn_handshake(c->ssl);
+    bool want_write = r == TLS_HS_WANT_WRITE;
+    if (want_write != c->writing) {
+        if (want_write)
+            event_add(c->wev, NULL);
+        else
+            event_del(c->wev);
+        c->writing = want_write;
+    }
+    if (r == TLS_HS_DONE) {
+        c->tls_done = true;
+        arm(c, &c->h->read_tv); /* the first request's deadline starts now */
+        return true;
+    }
+    if (r == TLS_HS_PLAIN_HTTP) {
+        /* answered, then lingering as after any refused request: the rest
+         * of what the client sent is swallowed raw, so that closing with it
+         * unread does not reset the connection before the answer is read */
+        refuse_plain_http(c->fd);
+        tls_conn_free(c->ssl, false);
+        c->ssl = NULL;
+        shutdown(c->fd, SHUT_WR);
+        c->state = C_LINGER;
+        c->rlen = 0;
+        arm(c, &c->h->linger_tv);
+    } else if (r == TLS_HS_FAILED) {
+        httpd__conn_close(c);
+    }
+    return false;
+}
+
+/* As read(2), through TLS when the connection has it. */
+static ssize_t conn_recv(struct hconn *c, void *buf, size_t len)
+{
+    if (!c->ssl)
+        return read(c->fd, buf, len);
+    int want_write;
+    ssize_t n = tls_conn_read(c->ssl, buf, len, &want_write);
+    if (want_write) {
+        /* rare (a post-handshake message to answer): read again once the
+         * socket takes bytes (on_writable) */
+        c->tls_rd_wants_write = true;
+        if (!c->writing) {
+            event_add(c->wev, NULL);
+            c->writing = true;
+        }
+    }
+    return n;
+}
+
+int httpd__conn_send(struct hconn *c)
+{
+    if (!c->ssl)
+        return evbuffer_write(c->out, c->fd);
+    size_t len = evbuffer_get_length(c->out);
+    if (len == 0)
+        return 0;
+    if (len > TLS_WRITE_MAX)
+        len = TLS_WRITE_MAX;
+    /* one record from contiguous bytes (a copy only when the buffer is
+     * fragmented); a retry after EAGAIN passes the same bytes, or more */
+    const unsigned char *p = evbuffer_pullup(c->out, (ev_ssize_t)len);
+    int want_read;
+    ssize_t n = tls_conn_write(c->ssl, p, len, &want_read);
+    if (n > 0)
+        evbuffer_drain(c->out, (size_t)n);
+    else if (want_read)
+        c->tls_wr_wants_read = true; /* on_readable flushes again */
+    return (int)n;
+}
+
 /* ---- reading ---- */
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
     (void)what;
     struct hconn *c = arg;
     bool over_budget = false;
     c->depth++;
+    if (c->ssl && !c->tls_done && !handshake(c))
+        goto out;
+    if (c->tls_wr_wants_read) {
+        c->tls_wr_wants_read = false;
+        httpd__conn_flush(c);
+        if (c->state == C_CLOSED)
+            goto out;
+    }
     for (;;) {
         if (c->rlen == c->rcap) {
             size_t lim = httpd__read_limit(c);
@@ -159,14 +250,16 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             c->rbuf = kb_realloc(c->rbuf, ncap);
             c->rcap = ncap;
         }
-        ssize_t n = read(fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        ssize_t n = conn_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (n > 0) {
             size_t want = c->rcap - c->rlen;
             c->rlen += (size_t)n;
             if (c->state == C_LINGER)
                 c->rlen = 0;
-            if ((size_t)n < want)
-                break; /* drained: epoll will say when there is more */
+            /* drained: epoll will say when there is more (TLS may hold
+             * more of a record it decrypted, which epoll cannot see) */
+            if ((size_t)n < want && !(c->ssl && tls_conn_pending(c->ssl) > 0))
+                break;
             continue;
         }
         if (n == 0) {
@@ -224,6 +317,12 @@ static void response_done(struct hconn *c)
         /* the client may still be sending what we refused to read: take it
          * and drop it for a moment, or the kernel answers it with a reset
          * that can destroy our answer before the client reads it */
+        if (c->ssl) {
+            /* close_notify, then raw reads: what is swallowed is never
+             * decrypted */
+            tls_conn_free(c->ssl, true);
+            c->ssl = NULL;
+        }
         shutdown(c->fd, SHUT_WR);
         c->state = C_LINGER;
         c->rlen = 0;
@@ -240,14 +339,14 @@ static void response_done(struct hconn *c)
         event_add(c->rev, NULL);
         c->reading = true;
     }
-    if (c->rlen)
+    if (c->rlen || (c->ssl && tls_conn_pending(c->ssl) > 0))
         event_active(c->rev, EV_READ, 1); /* a pipelined request: next loop turn */
 }
 
 void httpd__conn_flush(struct hconn *c)
 {
     while (evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
+        int n = httpd__conn_send(c);
         if (n > 0)
             continue;
         if (n < 0 && errno == EINTR)
@@ -282,6 +381,16 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     struct hconn *c = arg;
     c->depth++;
     c->flush_soon = false;
+    if (c->ssl && !c->tls_done) {
+        if (handshake(c))
+            event_active(c->rev, EV_READ, 1); /* the request may be in already */
+        httpd__conn_leave(c);
+        return;
+    }
+    if (c->tls_rd_wants_write) {
+        c->tls_rd_wants_write = false;
+        event_active(c->rev, EV_READ, 1);
+    }
     httpd__conn_flush(c);
     if (c->state == C_HANDLING && c->req && !c->req->finished && c->req->drain_cb &&
         evbuffer_get_length(c->out) == 0)
@@ -298,6 +407,8 @@ void httpd__conn_read(struct hconn *c, bool on)
     else if (!on && c->reading)
         event_del(c->rev);
     c->reading = on && c->state != C_CLOSED;
+    if (c->reading && c->ssl && tls_conn_pending(c->ssl) > 0)
+        event_active(c->rev, EV_READ, 1);
 }
 
 void httpd__conn_close(struct hconn *c)
@@ -333,6 +444,9 @@ static void conn_free(struct hconn *c)
     event_free(c->rev);
     event_free(c->wev);
     event_free(c->timer);
+    /* close_notify only at a message boundary: never after an answer cut
+     * short or with bytes of one still unsent */
+    tls_conn_free(c->ssl, c->tls_done && !c->tls_cut && evbuffer_get_length(c->out) == 0);
     evbuffer_free(c->out);
     close(c->fd);
     free(c->rbuf);
@@ -346,9 +460,31 @@ static void conn_free(struct hconn *c)
     metrics_connections((enum kb_listener)h->o.listener, -1);
 }
 
-/* Over the cap: one canned answer, best effort, and close. */
-static void refuse_connection(int fd)
+/* Plain HTTP on a TLS port: a plain answer saying so, best effort (the
+ * client reads it as any other 400), then the caller closes. */
+static void refuse_plain_http(int fd)
 {
+    static const char body[] = "{\"code\":\"bad_request\",\"message\":\"this port speaks TLS: "
+                               "use https://\"}\n";
+    char resp[320];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nKeybrake-Error: bad_request\r\nConnection: close"
+                     "\r\n\r\n%s",
+                     sizeof body - 1, body);
+    ssize_t w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+}
+
+/* Over the cap: one canned answer, best effort, and close. On a TLS
+ * listener just the close: a plain answer would be garbage to a TLS
+ * client, and a handshake is the work the cap exists to refuse. */
+static void refuse_connection(const struct kb_httpd *h, int fd)
+{
+    if (h->o.tls) {
+        close(fd);
+        return;
+    }
     char body[160], resp[384];
     int blen =
         snprintf(body, sizeof body, "{\"code\":\"%s\",\"message\":\"%s\"}\n",
@@ -424,7 +560,7 @@ static void accept_one(struct kb_httpd *h, int fd, struct sockaddr *sa, socklen_
         httpd__lim(h->o.max_conns)) {
         atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
         metrics_connection_refused();
-        refuse_connection(fd);
+        refuse_connection(h, fd);
         return;
     }
     if (slot >= 0) {
@@ -434,7 +570,7 @@ static void accept_one(struct kb_httpd *h, int fd, struct sockaddr *sa, socklen_
             atomic_fetch_sub_explicit(&h->o.per_source[slot], 1, memory_order_relaxed);
             atomic_fetch_sub_explicit(h->o.conns, 1, memory_order_relaxed);
             metrics_connection_refused();
-            refuse_connection(fd);
+            refuse_connection(h, fd);
             return;
         }
     }
@@ -463,6 +599,15 @@ static void accept_one(struct kb_httpd *h, int fd, struct sockaddr *sa, socklen_
     c->state = C_READING;
     event_add(c->rev, NULL);
     c->reading = true;
+    if (h->o.tls) {
+        /* the handshake has a deadline of its own: a client that opens the
+         * connection and never finishes it is dropped like a slow one */
+        arm(c, &h->handshake_tv);
+        c->ssl = tls_conn_new(h->o.tls, fd);
+        if (!c->ssl)
+            httpd__conn_close(c);
+        return;
+    }
     arm(c, &h->read_tv);
 }
 
@@ -495,6 +640,10 @@ struct kb_httpd *httpd_new(struct event_base *base, int listen_fd, const struct 
     struct timeval lv = {(time_t)(lms / 1000), (suseconds_t)(lms % 1000 * 1000)};
     ct = event_base_init_common_timeout(base, &lv);
     h->linger_tv = ct ? *ct : lv;
+    int64_t hms = o->handshake_timeout_ms > 0 ? o->handshake_timeout_ms : o->timeout_ms;
+    struct timeval hv = {(time_t)(hms / 1000), (suseconds_t)(hms % 1000 * 1000)};
+    ct = event_base_init_common_timeout(base, &hv);
+    h->handshake_tv = ct ? *ct : hv;
     h->listen_fd = listen_fd;
     h->accept_ev = event_new(base, listen_fd, EV_READ | EV_PERSIST, on_listen_readable, h);
     if (evutil_make_socket_nonblocking(listen_fd) != 0 || !h->accept_ev ||

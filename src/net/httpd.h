@@ -98,6 +98,8 @@ struct kb_httpd_opts {
                                             its place; only for a listener served by this one
                                             server, whose on_head passes only valid credentials */
     int listener;                        /* enum kb_listener, for the connection metrics */
+    struct kb_tls *tls;                  /* borrowed; NULL: plain HTTP (net/tls.h) */
+    int64_t handshake_timeout_ms;        /* TLS: deadline for the handshake (0: timeout_ms) */
     kb_hreq_cb on_request;               /* every request, refused ones included */
     kb_hreq_head_cb on_head;             /* may be NULL; a body's gate (see kb_hreq_head_cb) */
     void *arg;                           /* passed to on_request and on_head */

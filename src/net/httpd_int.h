@@ -28,6 +28,7 @@
 
 struct event;
 struct evbuffer;
+typedef struct ssl_st SSL;
 
 /* A limit of the options, now (see struct kb_httpd_opts). */
 static inline int64_t httpd__lim(const _Atomic int64_t *v)
@@ -68,12 +69,18 @@ struct hoff {
 };
 
 struct hconn {
-    struct kb_httpd *h; /* borrowed */
-    int fd;             /* owned */
-    char peer[48];      /* the client's address ("127.0.0.1"), "" if unknown */
-    int source_slot;    /* its per-source counter, -1 when not counted */
-    bool trusted;       /* a request on it carried valid credentials (hreq_trust, or
-                           on_head let its head through when evict_untrusted) */
+    struct kb_httpd *h;      /* borrowed */
+    int fd;                  /* owned */
+    SSL *ssl;                /* owned; NULL on a plain listener */
+    bool tls_done;           /* the TLS handshake completed */
+    bool tls_rd_wants_write; /* a TLS read waits for the socket to be writable */
+    bool tls_wr_wants_read;  /* a TLS write waits for the socket to be readable */
+    bool tls_cut;            /* an answer was cut short (hreq_abort): no close_notify, which
+                                would make a body that ends at the close look complete */
+    char peer[48];           /* the client's address ("127.0.0.1"), "" if unknown */
+    int source_slot;         /* its per-source counter, -1 when not counted */
+    bool trusted;            /* a request on it carried valid credentials (hreq_trust, or
+                                on_head let its head through when evict_untrusted) */
     enum conn_state state;
     struct event *rev, *wev, *timer; /* owned */
     char *rbuf;                      /* owned until handed to a request */
@@ -149,6 +156,7 @@ struct kb_httpd {
     struct event *accept_ev; /* owned; NULL once stopped */
     struct kb_httpd_opts o;
     struct timeval read_tv, linger_tv; /* common timeouts */
+    struct timeval handshake_tv;       /* TLS handshake deadline */
     struct hconn *conns;               /* open connections, doubly linked */
 };
 
@@ -159,8 +167,13 @@ void httpd__conn_leave(struct hconn *c);
 /* Closes `c` (the request detached: its close or complete callback runs);
  * freed now, or by the outermost of our callbacks on the stack. */
 void httpd__conn_close(struct hconn *c);
-/* Starts (on) or stops reading the connection's socket. */
+/* Starts (on) or stops reading the connection's socket; on, bytes TLS
+ * already decrypted are read on the next loop turn (the socket may never
+ * say so again). */
 void httpd__conn_read(struct hconn *c, bool on);
+/* One write of the answer's buffered bytes to the socket (through TLS
+ * when the listener has it): as evbuffer_write. */
+int httpd__conn_send(struct hconn *c);
 /* Writes what the kernel takes; registers for more, or finishes the
  * answer (the next request, linger or close). May close `c`. */
 void httpd__conn_flush(struct hconn *c);

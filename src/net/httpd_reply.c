@@ -339,7 +339,8 @@ void hreq_abort(struct kb_hreq *r)
     if (c) {
         /* what is queued goes out first: the client then sees an answer cut
          * short, not a connection that died before answering */
-        evbuffer_write(c->out, c->fd);
+        (void)httpd__conn_send(c);
+        c->tls_cut = true;
         c->req = NULL;
         r->conn = NULL;
         httpd__conn_close(c);

@@ -261,6 +261,8 @@ static enum kb_err thread_init(struct kb_server *srv, struct thread *t, int inde
         o.max_buffered = &l->max_buffered_body_bytes;
         o.listener = KB_L_ADMIN;
     }
+    o.tls = index >= 0 ? srv->rt->tls_proxy : srv->rt->tls_admin;
+    o.handshake_timeout_ms = cfg->tls_handshake_timeout_ms;
     o.on_request = t->svc->on_request;
     o.on_head = t->svc->on_head;
     o.arg = t->state;

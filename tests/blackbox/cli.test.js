@@ -275,9 +275,13 @@ describe('keybrake CLI', () => {
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.code}\n${r.stderr}`);
       assert.equal(r.stdout, '', args.join(' '));
     }
-    const tls = await run(['keys', 'list', '--addr', 'https://127.0.0.1:8421']);
-    assert.equal(tls.code, 2);
-    assert.match(tls.stderr, /https:\/\/.*not speak/);
+    const scheme = await run(['keys', 'list', '--addr', 'ftp://127.0.0.1:8421']);
+    assert.equal(scheme.code, 2);
+    assert.match(scheme.stderr, /must be an http:\/\/ or https:\/\/ address/);
+    // https:// to a plain-HTTP admin listener: the handshake fails, exit 3 (tls.test.js has the rest)
+    const tls = await run(['keys', 'list', '--addr', d.adminUrl.replace('http:', 'https:')]);
+    assert.equal(tls.code, 3, tls.stderr);
+    assert.match(tls.stderr, /TLS handshake with 127\.0\.0\.1:\d+ failed/);
     // no token anywhere: a usage error that says where it looked
     const none = await run(['keys', 'list'], { ...baseEnv(), KEYBRAKE_ADDR: d.adminUrl, KEYBRAKE_DATA_DIR: '/nonexistent' });
     assert.equal(none.code, 2);
@@ -291,6 +295,8 @@ describe('keybrake CLI', () => {
       ['keys', 'revoke', '--help'], ['keys', 'revoke-prefix', '--help'],
       ['usage', '--help'], ['audit', '--help'], ['audit', 'tail', '--help'], ['audit', 'verify', '--help'],
       ['audit', 'export', '--help'], ['serve', '--help'], ['config', '--help'], ['version', '--help'],
+      ['budgets', '--help'], ['budgets', 'list', '--help'], ['budgets', 'show', '-h'],
+      ['budgets', 'create', '--help'], ['budgets', 'delete', '--help'], ['budgets', 'create', 'x', '--cap', '1', '-h'],
     ]) {
       const r = await run(args, baseEnv()); // no address or token needed
       assert.equal(r.code, 0, `${args.join(' ')}: ${r.code}\n${r.stderr}`);
@@ -303,6 +309,84 @@ describe('keybrake CLI', () => {
       assert.equal(r.code, 0);
       assert.match(r.stdout, /^keybrake \d+\.\d+\.\d+\S*\n$/);
     }
+  });
+
+  it('budgets create, list, show and delete (the admin API /v1/budgets)', async () => {
+    const team = uniquePrefix('team');
+    const user = uniquePrefix('user');
+    const c = await run(['budgets', 'create', team, '--cap', '100', '--window', 'month', '--json']);
+    ok(c);
+    const tj = JSON.parse(c.stdout);
+    assert.equal(tj.name, team);
+    assert.equal(tj.usd_cap, 100);
+    assert.equal(tj.window, 'month');
+    assert.equal(tj.parent, null);
+    // for people: one row per field; the cap exactly as typed
+    const c2 = await run(['budgets', 'create', user, '--cap', '0.05', '--window', 'day', '--parent', team]);
+    ok(c2);
+    assert.match(row(c2.stdout, 'cap'), /\$0\.05$/);
+    assert.match(row(c2.stdout, 'parent'), new RegExp(`${team}$`));
+    assert.match(row(c2.stdout, 'window'), /day$/);
+
+    // refusals: the API's (exit 1), and usage errors before any call (exit 2)
+    const dup = await run(['budgets', 'create', team, '--cap', '1', '--window', 'day']);
+    assert.equal(dup.code, 1, dup.stderr);
+    assert.match(dup.stderr, /\(conflict\)$/m);
+    const badWin = await run(['budgets', 'create', uniquePrefix('b'), '--cap', '1', '--window', 'week']);
+    assert.equal(badWin.code, 1);
+    assert.match(badWin.stderr, /window must be/);
+    for (const args of [
+      ['budgets', 'create', 'x', '--cap', '1'], ['budgets', 'create', 'x', '--window', 'day'],
+      ['budgets', 'create', '--cap', '1', '--window', 'day'], ['budgets', 'create', 'x', '--cap', '1e3', '--window', 'day'],
+      ['budgets', 'show'], ['budgets', 'delete', 'a', 'b'], ['budgets', 'list', '--limit', '0'], ['budgets', 'nosuch'], ['budgets'],
+    ]) {
+      const r = await run(args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.code}\n${r.stderr}`);
+      assert.equal(r.stdout, '');
+    }
+
+    // list: a table, and --json
+    const l = await run(['budgets', 'list', '--limit', '10000']);
+    ok(l);
+    assert.match(l.stdout.split('\n')[0], /^NAME\s+WINDOW\s+CAP\s+PARENT\s+KEYS\s+USAGE$/);
+    assert.match(row(l.stdout, user), new RegExp(`^${user}\\s+day\\s+\\$0\\.05\\s+${team}\\s+0\\s`));
+    const lj = JSON.parse((await run(['budgets', 'list', '--json', '--limit', '10000'])).stdout);
+    assert.ok(lj.data.some((b) => b.name === team) && lj.data.some((b) => b.name === user));
+
+    // a key spending from the budget: show counts it and its spend
+    const issued = await d.admin.post('/v1/keys', {
+      label: uniquePrefix('cli-budget'), vendor: 'stripe', allowed_endpoints: ['POST /v1/payment_intents'],
+      daily_usd_cap: 10, expires_in: '1h', budgets: [user],
+    });
+    assert.equal(issued.status, 201, issued.text);
+    const key = issued.json;
+    const pay = await d.proxy({
+      method: 'POST', path: '/stripe/v1/payment_intents',
+      headers: { authorization: `Bearer ${key.token}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'amount=3&currency=usd',
+    });
+    assert.equal(pay.status, 200, pay.text);
+    const s = await run(['budgets', 'show', user]);
+    ok(s);
+    assert.match(row(s.stdout, 'keys'), /1$/);
+    assert.match(row(s.stdout, 'usage'), /^usage\s+\$0\.03 spent \+ \$0\.00 reserved of \$0\.05 \(60%\)$/);
+    const sj = JSON.parse((await run(['budgets', 'show', user, '--json'])).stdout);
+    assert.equal(sj.usage.spent_usd, 0.03);
+
+    // delete: refused while a live key names it, then done; gone after
+    const busy = await run(['budgets', 'delete', user]);
+    assert.equal(busy.code, 1);
+    assert.match(busy.stderr, /\(budget_in_use\)$/m);
+    ok(await run(['keys', 'revoke', key.id]));
+    const del = await run(['budgets', 'delete', user]);
+    ok(del);
+    assert.equal(del.stdout, `deleted budget ${user}\n`);
+    const gone = await run(['budgets', 'show', user]);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /\(not_found\)$/m);
+    const dj = await run(['budgets', 'delete', team, '--json']);
+    ok(dj);
+    assert.deepEqual(JSON.parse(dj.stdout), { name: team, deleted: true });
   });
 
   it('reads the token file the daemon wrote when no token is given', async () => {
