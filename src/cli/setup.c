@@ -121,7 +121,8 @@ enum kb_err cli_node_id(const struct kb_config *cfg, char out[KB_NODE_ID_MAX + 1
         while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
             n--;
         text[n] = '\0';
-        if (!store_set_node(text, "check")) {
+        /* a NUL inside the file would hide bytes from store_set_node's check */
+        if (strlen(text) != n || !store_set_node(text, "check")) {
             kb_set_errmsg(errmsg, "%s does not hold a node id (A-Z a-z 0-9 . _ : -)", path);
             err = KB_E_CONFIG;
         } else {

@@ -100,7 +100,7 @@ static const struct setting settings[] = {
      100000, "most writes grouped into one commit"},
     {"cluster", "node_id", "KEYBRAKE_NODE_ID", T_STR, OFF(node_id), NULL, 0, 0,
      "this node's name on a store several nodes share (postgres://): its audit chain and its "
-     "reservations' owner; default <hostname>:<proxy port>"},
+     "reservations' owner; default <hostname>-<8 hex>, kept in <data_dir>/node-id"},
     {"cluster", "heartbeat", "KEYBRAKE_CLUSTER_HEARTBEAT", T_DURATION, OFF(cluster_heartbeat_ms),
      "1s", 100, 60000, "how often a node on a shared store says it is alive"},
     {"cluster", "dead_after", "KEYBRAKE_CLUSTER_DEAD_AFTER", T_DURATION,

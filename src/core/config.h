@@ -69,28 +69,28 @@ struct kb_config {
     int64_t max_header_bytes;
     int64_t max_headers;
     int64_t max_path_bytes;
-    int64_t max_connections;            /* per worker */
-    int64_t max_connections_per_source; /* from one client address, all workers */
-    int64_t client_timeout_ms;          /* read/write timeout for proxy clients */
-    int64_t max_buffered_body_bytes;    /* request bodies in memory, whole process */
-    int64_t admin_max_connections;      /* open admin connections */
+    int64_t max_connections;                  /* per worker */
+    int64_t max_connections_per_source;       /* from one client address, all workers */
+    int64_t client_timeout_ms;                /* read/write timeout for proxy clients */
+    int64_t max_buffered_body_bytes;          /* request bodies in memory, whole process */
+    int64_t admin_max_connections;            /* open admin connections */
     int64_t admin_max_connections_per_source; /* admin connections from one address */
-    char *log_level;                    /* owned */
-    char *log_format;                   /* owned */
-    char *log_file;                     /* owned; NULL: stderr as inherited */
-    char *pricing_file;                 /* owned; NULL: embedded pricing only */
-    char *store_synchronous;            /* owned; SQLite synchronous: normal|full */
-    char *store_url;                    /* owned; NULL: <data_dir>/keybrake.db */
-    char *ca_file;                      /* owned; NULL: system CA store */
-    char *audit_sink;                   /* owned; NULL: no JSONL sink file */
-    int64_t audit_checkpoint_every;     /* records between signed checkpoints */
-    int64_t audit_retention_ms;         /* prune records older than this; 0: keep all */
-    char *audit_archive_dir;            /* owned; NULL: <data_dir>/audit-archive */
-    int64_t writer_max_batch;           /* jobs per group-commit transaction */
-    char *node_id;                      /* owned; NULL: <hostname>:<proxy port> */
-    int64_t cluster_heartbeat_ms;       /* a shared store's node heartbeat */
-    int64_t cluster_dead_after_ms;      /* silent this long (and session gone): dead */
-    struct kb_vendor *vendors;          /* owned */
+    char *log_level;                          /* owned */
+    char *log_format;                         /* owned */
+    char *log_file;                           /* owned; NULL: stderr as inherited */
+    char *pricing_file;                       /* owned; NULL: embedded pricing only */
+    char *store_synchronous;                  /* owned; SQLite synchronous: normal|full */
+    char *store_url;                          /* owned; NULL: <data_dir>/keybrake.db */
+    char *ca_file;                            /* owned; NULL: system CA store */
+    char *audit_sink;                         /* owned; NULL: no JSONL sink file */
+    int64_t audit_checkpoint_every;           /* records between signed checkpoints */
+    int64_t audit_retention_ms;               /* prune records older than this; 0: keep all */
+    char *audit_archive_dir;                  /* owned; NULL: <data_dir>/audit-archive */
+    int64_t writer_max_batch;                 /* jobs per group-commit transaction */
+    char *node_id;                            /* owned; NULL: <data_dir>/node-id */
+    int64_t cluster_heartbeat_ms;             /* a shared store's node heartbeat */
+    int64_t cluster_dead_after_ms;            /* silent this long (and session gone): dead */
+    struct kb_vendor *vendors;                /* owned */
     size_t nvendors;
 
     /* TLS (net/tls.h) */

@@ -271,13 +271,17 @@ static enum kb_err parse_request(const struct kb_meter_req *req, struct meter__f
     return KB_OK;
 }
 
-/* A copy of an id segment fit for the ledger, or NULL. */
+/* A copy of an id segment fit for the ledger, or NULL. Stripe's ids are
+ * printable ASCII; anything else (a percent-decoded byte >= 0x80 in a form
+ * field, say) names no Stripe object, and must not reach the store, whose
+ * text columns may refuse it (PostgreSQL refuses what is not UTF-8, and
+ * that would fail every request of the writer's batch). */
 static char *object_id(const char *s, size_t n)
 {
     if (n == 0 || n > OBJECT_ID_MAX)
         return NULL;
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f)
             return NULL;
     return kb_strndup(s, n);
 }

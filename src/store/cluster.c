@@ -91,22 +91,20 @@ static void *cluster_main(void *arg)
             if (err == KB_OK)
                 err = relay(c);
             enum kb_err hb = err == KB_OK ? store_node_heartbeat(c->s) : err;
-            if (hb == KB_E_NOT_FOUND && !c->stopping_self) {
+            if ((hb == KB_E_NOT_FOUND || hb == KB_E_EXISTS) && !c->stopping_self) {
                 /* the others took this node for dead (its session was gone
                  * for dead_after) and settled its reservations: it stops,
                  * for its supervisor to start it again as a new start */
                 c->stopping_self = true;
                 kb_log(KB_LOG_ERROR,
-                       "this node was found dead by another node, which settled its "
-                       "reservations; stopping",
+                       hb == KB_E_EXISTS
+                           ? "another process now runs under this node's id (this one lost "
+                             "its session); stopping"
+                           : "this node was found dead by another node, which settled its "
+                             "reservations; stopping",
                        "node", store_node_id(), NULL);
                 kill(getpid(), SIGTERM);
             }
-            if (hb == KB_E_EXISTS)
-                kb_log(KB_LOG_ERROR,
-                       "another live process has taken this node's id: give every node its own "
-                       "node_id",
-                       "node", store_node_id(), NULL);
             if (hb != KB_OK)
                 healthy_since = -1;
             else if (healthy_since < 0)

@@ -379,6 +379,11 @@ enum kb_err pg__txn_end(struct kb_store *s, bool own, enum kb_err err)
 {
     if (!own)
         return err;
+    /* COMMIT of a failed transaction answers "ROLLBACK", not an error */
+    if (err == KB_OK && PQtransactionStatus(pg(s)->conn) != PQTRANS_INTRANS) {
+        set_err(s, "the transaction failed before its commit");
+        err = KB_E_STORE;
+    }
     if (err == KB_OK && (err = pg__exec(s, "COMMIT")) == KB_OK)
         return KB_OK;
     if (in_tx(s))
@@ -544,15 +549,31 @@ static void pg_close(struct kb_store *s)
     free(s);
 }
 
-/* The URL's password is not repeated in messages: everything after the
- * scheme's "//" up to the host is replaced. */
+/* What messages say of the URL: user, host, port and database as libpq
+ * reads them, never a password, wherever the URL put it (userinfo or a
+ * password= parameter) and never any other parameter. */
 static void url_for_people(const char *url, char *out, size_t cap)
 {
-    const char *at = strchr(url, '@'), *slashes = strstr(url, "//");
-    if (at && slashes && slashes < at)
-        snprintf(out, cap, "%.*s***%s", (int)(slashes + 2 - url), url, at);
+    const char *user = NULL, *host = NULL, *port = NULL, *db = NULL;
+    PQconninfoOption *o = PQconninfoParse(url, NULL);
+    for (PQconninfoOption *i = o; i && i->keyword; i++) {
+        if (!i->val || !*i->val)
+            continue;
+        if (strcmp(i->keyword, "user") == 0)
+            user = i->val;
+        else if (strcmp(i->keyword, "host") == 0)
+            host = i->val;
+        else if (strcmp(i->keyword, "port") == 0)
+            port = i->val;
+        else if (strcmp(i->keyword, "dbname") == 0)
+            db = i->val;
+    }
+    if (!o)
+        snprintf(out, cap, "the store URL (unreadable)");
     else
-        snprintf(out, cap, "%s", url);
+        snprintf(out, cap, "postgres://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "",
+                 host ? host : "", port ? ":" : "", port ? port : "", db ? db : "");
+    PQconninfoFree(o);
 }
 
 static enum kb_err pg_open(const char *url, const char *synchronous, bool check,
@@ -566,14 +587,13 @@ static enum kb_err pg_open(const char *url, const char *synchronous, bool check,
     snprintf(c->node, sizeof c->node, "%s", store__node_id());
     snprintf(c->boot, sizeof c->boot, "%s", store__boot_id());
     /* the URL's own settings win over these defaults (expand_dbname) */
-    const char *keys[] = {"connect_timeout",
-                          "application_name",
-                          "keepalives_idle",
-                          "keepalives_interval",
-                          "keepalives_count",
-                          "dbname",
-                          NULL};
-    const char *vals[] = {"5", "keybrake", "10", "5", "3", url, NULL};
+    /* tcp_user_timeout: a server that stops acknowledging (a dead host, a
+     * black hole) fails the connection in 10 s instead of TCP's ~15 min
+     * of retransmissions, during which the writer would wait */
+    const char *keys[] = {
+        "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout", "dbname",          NULL};
+    const char *vals[] = {"5", "keybrake", "10", "5", "3", "10000", url, NULL};
     c->conn = PQconnectdbParams(keys, vals, 1);
     char shown[256];
     url_for_people(url, shown, sizeof shown);

@@ -103,6 +103,15 @@ static const char SQL_TOMB_UNREGISTERED[] =
     "UNION SELECT node_id, boot_id FROM node_budget_reservations r WHERE node_id = $1::text "
     "AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = r.node_id "
     "AND n.boot_id = r.boot_id) ON CONFLICT DO NOTHING";
+/* at a join: every earlier start of this node is over (the node's lock
+ * proves no process of it holds a session); fenced like a reaped one, so
+ * that one which merely lost its session writes nothing more */
+static const char SQL_TOMB_EARLIER[] =
+    "INSERT INTO reaped_boots (node_id, boot_id) "
+    "SELECT node_id, boot_id FROM nodes WHERE node_id = $1::text AND boot_id <> $2::text "
+    "UNION SELECT node_id, boot_id FROM node_reservations WHERE node_id = $1::text "
+    "AND boot_id <> $2::text UNION SELECT node_id, boot_id FROM node_budget_reservations "
+    "WHERE node_id = $1::text AND boot_id <> $2::text ON CONFLICT DO NOTHING";
 static const char SQL_REAPED[] =
     "SELECT count(*) FROM reaped_boots WHERE node_id = $1::text AND boot_id = $2::text";
 /* what nobody needs after a day: the change log (a node away longer
@@ -255,6 +264,7 @@ enum kb_err pg__node_join(struct kb_store *s, const uint8_t key_check[KB_HASH_LE
         pg_arg_text(&a, c->boot);
         if ((!own || (err = pg__exec(s, SETTLE_LOCK_WAIT)) == KB_OK) &&
             (err = check_key(s, key_check, errmsg)) == KB_OK &&
+            (err = pg__do(s, SQL_TOMB_EARLIER, &a)) == KB_OK &&
             (err = pg__do(s, SQL_NODE_UPSERT, &a)) == KB_OK)
             err = move(s, c->node, c->boot, false, &settled);
         bool config = err == KB_E_CONFIG;

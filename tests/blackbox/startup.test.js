@@ -252,6 +252,22 @@ describe('startup and shutdown', () => {
     await d.stop();
   });
 
+  it('a node-id file that holds no node id (a NUL inside, a bad character) stops the start, naming it', async () => {
+    // a regression: a NUL hid bytes from the check and overflowed the copy
+    for (const content of [Buffer.concat([Buffer.from('a\0'), Buffer.alloc(63, 0x61)]), Buffer.from('node one\n')]) {
+      const dataDir = mkTempDir();
+      try {
+        fs.writeFileSync(path.join(dataDir, 'node-id'), content);
+        await assert.rejects(
+          startDaemon({ dataDir }),
+          (e) => /exited \(code [1-9]\d*, signal null\) before ready/.test(e.message) && /node-id does not hold a node id/.test(e.message),
+        );
+      } finally {
+        rmTempDir(dataDir);
+      }
+    }
+  });
+
   it('refuses to start with an invalid configuration, with a message and non-zero exit', async () => {
     const dataDir = mkTempDir();
     try {

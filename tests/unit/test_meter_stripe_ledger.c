@@ -355,9 +355,33 @@ static void test_ledger_unwired_overcounts(void **state)
     meter_pricing_free(p);
 }
 
+/* An object id that is not printable ASCII names no Stripe object: the
+ * request is priced on its own, and the bytes never reach the store (a
+ * regression: invoice=%FF failed whole PostgreSQL batches). */
+static void test_ledger_object_ascii_only(void **state)
+{
+    (void)state;
+    struct kb_pricing *p = load(NULL);
+    static const char *const bodies[] = {
+        "customer=cus_1&invoice=%FF&amount=1250&currency=usd",
+        "customer=cus_1&invoice=in_%C3%A9&amount=1250&currency=usd",
+        "customer=cus_1&invoice=in_%7F&amount=1250&currency=usd",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        struct kb_meter *m = NULL;
+        int64_t reserve = -1, age = 0;
+        assert_int_equal(begin(p, "POST", "/v1/invoiceitems", bodies[i], &m, &reserve), KB_OK);
+        assert_null(meter_ledger_object(m, &age));
+        assert_int_equal(reserve, 12500000);
+        meter_free(m);
+    }
+    meter_pricing_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ledger_object_ascii_only),
         cmocka_unit_test(test_ledger_create_confirm_capture),
         cmocka_unit_test(test_ledger_foreign_objects),
         cmocka_unit_test(test_ledger_update_and_increment),

@@ -512,6 +512,31 @@ static void test_reaped_start_is_fenced(void **state)
     store_close(cb);
 }
 
+/* A start that lost its session (its lock) while its process lives on is
+ * over once a new start of the same node joins: the join settles its
+ * reservations and fences it, and it learns so at its next heartbeat. */
+static void test_rejoin_fences_earlier_start(void **state)
+{
+    struct fixture *f = *state;
+    struct kb_store *c1 = join_as(f, "node-j", "j1");
+    struct kb_store *w1 = open_as(f, "node-j", "j1");
+    int64_t seq = add_key(w1, "vk_rejoin");
+    assert_int_equal(store_begin(w1), KB_OK);
+    assert_int_equal(store_spend_reserve(w1, seq, DAY0, 10, CAP, NULL), KB_OK);
+    assert_int_equal(store_commit(w1), KB_OK);
+    store_close(c1);
+    wait_lock_free(f, "node-j");
+    struct kb_store *c2 = join_as(f, "node-j", "j2"); /* settles j1's at worst case */
+    ASSERT_USAGE(c2, "vk_rejoin", 10, 0);
+    assert_int_equal(store_begin(w1), KB_E_STORE); /* j1 writes nothing more */
+    ASSERT_USAGE(c2, "vk_rejoin", 10, 0);
+    struct kb_store *c1b = open_as(f, "node-j", "j1");
+    assert_int_not_equal(store_node_heartbeat(c1b), KB_OK);
+    store_close(c1b);
+    store_close(w1);
+    store_close(c2);
+}
+
 /* One live process per node id; one server key per cluster. */
 static void test_join_refusals(void **state)
 {
@@ -716,6 +741,7 @@ int main(void)
         T(test_key_state_holds_off_revocation),
         T(test_heartbeat_registers_again),
         T(test_reaped_start_is_fenced),
+        T(test_rejoin_fences_earlier_start),
         T(test_join_refusals),
         T(test_key_changes_and_wait),
         T(test_migrations_once),
