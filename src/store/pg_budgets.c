@@ -559,9 +559,63 @@ static void refusal_ranks(const PGresult *chains, int rows, int *rank)
     free(order);
 }
 
+/*
+ * Keys known to name no budget, per connection: a key names its budgets in
+ * the transaction that issues it and never gains one later (PATCH does not
+ * change them; a deleted budget only drops links), so once its chains read
+ * empty they stay empty, and the writer's admissions skip that round trip
+ * for the common key (a set of key seqs; cleared whole when full).
+ */
+#define NOBUDGET_SLOTS 65536 /* a power of two */
+struct nobudget {
+    int64_t *slot; /* 0: empty */
+    size_t n;
+};
+
+static bool nobudget_has(struct kb_store *s, int64_t seq)
+{
+    struct nobudget *nb = pg(s)->budget;
+    if (!nb || seq <= 0)
+        return false;
+    for (size_t i = (size_t)seq * 0x9E3779B97F4A7C15u & (NOBUDGET_SLOTS - 1);;
+         i = (i + 1) & (NOBUDGET_SLOTS - 1)) {
+        if (nb->slot[i] == seq)
+            return true;
+        if (nb->slot[i] == 0)
+            return false;
+    }
+}
+
+static void nobudget_add(struct kb_store *s, int64_t seq)
+{
+    struct nobudget *nb = pg(s)->budget;
+    if (seq <= 0)
+        return;
+    if (!nb) {
+        nb = pg(s)->budget = kb_calloc(1, sizeof *nb);
+        nb->slot = kb_calloc(NOBUDGET_SLOTS, sizeof *nb->slot);
+    }
+    if (nb->n >= NOBUDGET_SLOTS / 2) { /* half full: start again */
+        memset(nb->slot, 0, NOBUDGET_SLOTS * sizeof *nb->slot);
+        nb->n = 0;
+    }
+    size_t i = (size_t)seq * 0x9E3779B97F4A7C15u & (NOBUDGET_SLOTS - 1);
+    while (nb->slot[i] != 0 && nb->slot[i] != seq)
+        i = (i + 1) & (NOBUDGET_SLOTS - 1);
+    if (nb->slot[i] == 0) {
+        nb->slot[i] = seq;
+        nb->n++;
+    }
+}
+
 enum kb_err pg__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now, int64_t amount,
                                struct kb_budget_hold **holds, size_t *n, char **exhausted)
 {
+    if (nobudget_has(s, key_seq)) {
+        *holds = NULL;
+        *n = 0;
+        return KB_OK;
+    }
     bool own;
     enum kb_err err = pg__txn_begin(s, &own);
     if (err != KB_OK)
@@ -573,6 +627,8 @@ enum kb_err pg__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now,
     pg_arg_i64(&a, key_seq);
     PGresult *chains = pg__run(s, SQL_CHAINS, &a, &err);
     int rows = err == KB_OK ? PQntuples(chains) : 0, best = rows;
+    if (err == KB_OK && rows == 0)
+        nobudget_add(s, key_seq);
     int *rank = NULL;
     if (rows) {
         v = kb_calloc((size_t)rows, sizeof *v);
@@ -672,5 +728,9 @@ enum kb_err pg__budget_release(struct kb_store *s, const struct kb_budget_hold *
 
 void pg__budget_free(struct kb_store *s)
 {
-    (void)s; /* no state beyond the connection: nothing cached, nothing to free */
+    struct nobudget *nb = pg(s)->budget;
+    if (nb)
+        free(nb->slot);
+    free(nb);
+    pg(s)->budget = NULL;
 }

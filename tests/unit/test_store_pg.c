@@ -537,6 +537,37 @@ static void test_rejoin_fences_earlier_start(void **state)
     store_close(c2);
 }
 
+/* The writer's connection remembers keys that name no budget (their
+ * chains never change after issuance): such a key reserves no budget, and
+ * a key that names one still does, on the same connection. */
+static void test_keys_without_budgets_remembered(void **state)
+{
+    struct fixture *f = *state;
+    struct kb_store *w = open_as(f, "node-n", "n1");
+    int64_t plain = add_key(w, "vk_plain");
+    struct kb_budget b = {
+        .name = (char *)"team", .cap = 100, .window = KB_WIN_TOTAL, .created_at = 100};
+    assert_int_equal(store_budget_insert(w, &b, NULL), KB_OK);
+    int64_t member = add_key(w, "vk_member");
+    assert_int_equal(store_key_budget_add(w, member, "team"), KB_OK);
+    for (int round = 0; round < 2; round++) {
+        struct kb_budget_hold *h = NULL;
+        size_t n = 9;
+        assert_int_equal(store_budget_reserve(w, plain, 100, 10, &h, &n, NULL), KB_OK);
+        assert_int_equal(n, 0);
+        assert_null(h);
+        assert_int_equal(store_budget_reserve(w, member, 100, 10, &h, &n, NULL), KB_OK);
+        assert_int_equal(n, 1);
+        assert_int_equal(h[0].seq, b.seq);
+        free(h);
+    }
+    struct kb_budget *got = NULL;
+    assert_int_equal(store_budget_get(w, "team", 100, &got), KB_OK);
+    assert_int_equal(got->reserved, 20);
+    store_budget_free(got);
+    store_close(w);
+}
+
 /* One live process per node id; one server key per cluster. */
 static void test_join_refusals(void **state)
 {
@@ -742,6 +773,7 @@ int main(void)
         T(test_heartbeat_registers_again),
         T(test_reaped_start_is_fenced),
         T(test_rejoin_fences_earlier_start),
+        T(test_keys_without_budgets_remembered),
         T(test_join_refusals),
         T(test_key_changes_and_wait),
         T(test_migrations_once),
