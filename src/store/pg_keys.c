@@ -48,10 +48,13 @@ static const char SQL_KEY_BY_HASH[] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN 
                                       "WHERE k.token_hash = $1::bytea";
 static const char SQL_KEY_REVOKED[] =
     "SELECT revoked_at IS NOT NULL FROM keys WHERE seq = $1::bigint";
-/* FOR SHARE: a revocation's UPDATE waits for the admissions holding it,
- * and an admission after the revocation's commit reads it */
+/* No row lock needed: every write transaction takes the cluster-wide
+ * write lock first (pg.c), so a revocation waits for the admitting
+ * transaction, and an admission after the revocation's commit reads it
+ * (READ COMMITTED: each statement sees what committed before it). A FOR
+ * SHARE here cost a tuple lock, a WAL record and a dirty page per request. */
 static const char SQL_KEY_STATE[] = "SELECT revoked_at IS NOT NULL, daily_cap_micros, expires_at "
-                                    "FROM keys WHERE seq = $1::bigint FOR SHARE";
+                                    "FROM keys WHERE seq = $1::bigint";
 static const char SQL_KEY_EXISTS[] = "SELECT 1 FROM keys WHERE id = $1::text";
 static const char SQL_CHANGES_LOCK[] = "SELECT pg_advisory_xact_lock(" CHANGES_LOCK ")";
 /* the change, its log entry and the notification in one statement;
