@@ -414,9 +414,10 @@ static void *revoke_thread(void *arg)
     return NULL;
 }
 
-/* Admission's read of a key (store_key_state, in the writer's
- * transaction) holds it until that transaction ends: a revocation waits
- * for it, so an admission is never ordered after a committed revocation. */
+/* An admission (store_key_state in the writer's transaction, which holds
+ * the cluster-wide write lock) holds off a revocation until it ends: the
+ * revocation waits for it, so an admission is never ordered after a
+ * committed revocation. */
 static void test_key_state_holds_off_revocation(void **state)
 {
     struct fixture *f = *state;
