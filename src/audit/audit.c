@@ -533,8 +533,8 @@ enum kb_err audit_verify_chains(struct kb_store *s, const uint8_t key[KB_HASH_LE
     }
 out:
     /* back to the connection's own chain: never fails (no statement runs) */
-    enum kb_err reset = store_audit_chain_use(s, NULL);
-    (void)reset;
+    if (store_audit_chain_use(s, NULL) != KB_OK)
+        err = err == KB_OK ? KB_E_STORE : err;
     store_names_free(names, nn);
     if (err != KB_OK) {
         audit_chain_reports_free(v, k);
