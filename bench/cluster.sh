@@ -97,7 +97,7 @@ PY
 bench_cluster() {
     command -v psql >/dev/null || die "psql is missing (scripts/deps.sh bench installs postgresql)"
     PG_SERVER_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-    PG_URL=$(KEYBRAKE_PG_FSYNC=on tests/pg/pg-test.sh start "$W/pg") || die "PostgreSQL did not start"
+    PG_URL=$(KEYBRAKE_PG_FSYNC=${BENCH_PG_FSYNC:-on} tests/pg/pg-test.sh start "$W/pg") || die "PostgreSQL did not start"
     STARTED+=("$(head -1 "$W/pg/data/postmaster.pid")")
     start_pg_node pg1
     start_pg_node pg2
