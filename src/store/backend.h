@@ -96,6 +96,8 @@ struct kb_store_backend {
                                  int64_t reserved, int64_t actual);
     enum kb_err (*budget_release)(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
                                   int64_t amount);
+    enum kb_err (*usage)(struct kb_store *s, const struct kb_usage_query *q,
+                         struct kb_usage_row **out, size_t *n);
     enum kb_err (*audit_last)(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);
     enum kb_err (*audit_last_ckpt)(struct kb_store *s, int64_t *seq, int64_t *every);
     enum kb_err (*audit_exists)(struct kb_store *s, int64_t seq);

@@ -580,6 +580,7 @@ const struct kb_store_backend kb_store_pg = {
     .budget_reserve = pg__budget_reserve,
     .budget_settle = pg__budget_settle,
     .budget_release = pg__budget_release,
+    .usage = pg__usage,
     .audit_last = pg__audit_last,
     .audit_last_ckpt = pg__audit_last_ckpt,
     .audit_exists = pg__audit_exists,

@@ -143,6 +143,8 @@ enum kb_err pg__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now,
                                struct kb_budget_hold **holds, size_t *n, char **exhausted);
 enum kb_err pg__budget_settle(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
                               int64_t reserved, int64_t actual);
+enum kb_err pg__usage(struct kb_store *s, const struct kb_usage_query *q, struct kb_usage_row **out,
+                      size_t *n);
 enum kb_err pg__budget_release(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
                                int64_t amount);
 void pg__budget_free(struct kb_store *s);

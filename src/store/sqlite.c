@@ -629,6 +629,7 @@ const struct kb_store_backend kb_store_sqlite = {
     .budget_reserve = sqlite__budget_reserve,
     .budget_settle = sqlite__budget_settle,
     .budget_release = sqlite__budget_release,
+    .usage = sqlite__usage,
     .audit_last = sqlite__audit_last,
     .audit_last_ckpt = sqlite__audit_last_ckpt,
     .audit_exists = sqlite__audit_exists,

@@ -62,6 +62,8 @@ enum kb_err sqlite__budget_release(struct kb_store *s, const struct kb_budget_ho
 /* At start: every budget reservation still open settled at its worst case
  * (store_spend_settle_orphans); *count += rows touched. Inside the caller's
  * transaction. */
+enum kb_err sqlite__usage(struct kb_store *s, const struct kb_usage_query *q,
+                          struct kb_usage_row **out, size_t *n);
 enum kb_err sqlite__budget_settle_orphans(struct kb_store *s, int64_t *count);
 
 /* The WAL upkeep beside the writer's connection (sqlite_wal.c). */

@@ -487,6 +487,27 @@ void store_budget_list_free(struct kb_budget *b, size_t n)
     free(b);
 }
 
+/* ---- usage ---- */
+
+enum kb_err store_usage(struct kb_store *s, const struct kb_usage_query *q,
+                        struct kb_usage_row **out, size_t *n)
+{
+    if (q->from_day > q->to_day || q->to_day - q->from_day >= KB_USAGE_DAYS_MAX || q->limit < 1 ||
+        q->limit > KB_USAGE_LIMIT_MAX + 1 || q->offset < 0 || (unsigned)q->group > KB_USAGE_BUDGET ||
+        (q->group == KB_USAGE_LABEL_PREFIX && (!q->label_prefix || !*q->label_prefix)))
+        return KB_E_INVALID;
+    return s->be->usage(s, q, out, n);
+}
+
+void store_usage_free(struct kb_usage_row *rows, size_t n)
+{
+    if (!rows)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(rows[i].group);
+    free(rows);
+}
+
 /* ---- several nodes ---- */
 
 #define SHARED_ONLY(op)                                                                            \

@@ -420,6 +420,48 @@ void store_budget_free(struct kb_budget *b);
 void store_budget_list_free(struct kb_budget *b, size_t n);
 void store_names_free(char **names, size_t n);
 
+/* ---- usage (sqlite_usage.c, pg_usage.c; docs/budgets.md "Usage and alerts") ---- */
+
+#define KB_USAGE_DAYS_MAX 366 /* days one usage query may span */
+#define KB_USAGE_LIMIT_MAX 1000
+
+enum kb_usage_group {
+    KB_USAGE_KEY = 0,          /* group: the key's public id */
+    KB_USAGE_LABEL = 1,        /* group: the key's whole label */
+    KB_USAGE_LABEL_PREFIX = 2, /* group: the prefix itself (every key whose label starts with it) */
+    KB_USAGE_BUDGET = 3,       /* group: a budget's name (its keys' spend, through child budgets) */
+    /* KB_USAGE_TENANT: added with tenants (a key's tenant), same shape */
+};
+
+struct kb_usage_query {
+    enum kb_usage_group group;
+    int64_t from_day, to_day; /* UTC day numbers, inclusive; to - from < KB_USAGE_DAYS_MAX */
+    const char *label_prefix; /* NULL: any key; required for KB_USAGE_LABEL_PREFIX */
+    const char *budget;       /* KB_USAGE_BUDGET: NULL, or only this budget's rows */
+    int64_t offset;           /* rows to skip (paging) */
+    int limit;                /* 1..KB_USAGE_LIMIT_MAX + 1 */
+};
+
+struct kb_usage_row {
+    int64_t day;      /* UTC day number */
+    char *group;      /* owned */
+    int64_t spent;    /* settled micro-dollars */
+    int64_t reserved; /* in flight */
+    int64_t requests;
+};
+
+/*
+ * Daily spend per group over [from_day, to_day], ordered by day then
+ * group, at most q->limit rows after q->offset; only days and groups with
+ * a spend row appear. Source: the keys' daily spend rows (spend); a budget's
+ * row is the sum over the keys whose chain reaches it now (its own keys
+ * and its child budgets' keys, each key once). KB_E_INVALID for a bad
+ * range, limit or a missing prefix. *out: *n rows (store_usage_free).
+ */
+KB_MUSTCHECK enum kb_err store_usage(struct kb_store *s, const struct kb_usage_query *q,
+                                     struct kb_usage_row **out, size_t *n);
+void store_usage_free(struct kb_usage_row *rows, size_t n);
+
 /* ---- several nodes on one store (docs/cluster.md) ----
  * Backends with KB_STORE_SHARED only; the others answer KB_E_INVALID. */
 
