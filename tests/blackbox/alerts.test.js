@@ -17,8 +17,8 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 
-const { assertError, closedPort, startDaemon, uniquePrefix, waitFor } = require('./lib/harness');
-const { startWebhookReceiver, verifySignature } = require('./lib/webhook');
+const { assertError, closedPort, mkTempDir, rmTempDir, startDaemon, uniquePrefix, waitFor } = require('./lib/harness');
+const { makeCerts, startWebhookReceiver, verifySignature } = require('./lib/webhook');
 const { startMockVendors } = require('./mock/vendor');
 
 const SECRET = 'whsec_test_0123456789abcdef';
@@ -263,7 +263,59 @@ describe('alerts with the receiver down', () => {
     assert.ok(a.done_at);
     assert.deepEqual(a.attempt_log.map((x) => [x.attempt, x.status]), [[1, 0], [2, 0], [3, 0]]);
     for (const x of a.attempt_log) assert.match(x.error, /connect/);
-    assert.match(d.output(), /alert failed, no attempt left/);
+    await d.waitForStderr(/alert failed, no attempt left/, 0); // the log is written by its own thread
+  });
+});
+
+describe('alerts over https', () => {
+  let mocks;
+  let dir;
+  let good; // a certificate for localhost, signed by the test CA
+  let wrong; // one for other.example: the name does not match
+  let d;
+  let dWrong;
+
+  before(async () => {
+    mocks = await startMockVendors();
+    mocks.stripe.setHandler(() => false);
+    dir = mkTempDir();
+    const certs = makeCerts(dir);
+    good = await startWebhookReceiver({ tls: certs.localhost });
+    wrong = await startWebhookReceiver({ tls: certs.other });
+    d = await startDaemon({ mocks, env: alertEnv(good.url, { KEYBRAKE_CA_FILE: certs.caFile }) });
+    dWrong = await startDaemon({ mocks, env: alertEnv(wrong.url, { KEYBRAKE_CA_FILE: certs.caFile }) });
+  });
+
+  after(async () => {
+    try {
+      for (const x of [d, dWrong]) if (x) await x.kill();
+    } finally {
+      for (const x of [mocks, good, wrong]) if (x) await x.close();
+      rmTempDir(dir);
+    }
+  });
+
+  it('delivered over verified TLS, and never to a certificate for another name', async () => {
+    const name = uniquePrefix('tls');
+    await spend(d, await budgetWithKey(d, name, [50]), 500);
+    await waitFor(async () => (await alerts(d, name))[0]?.status === 'delivered', { what: 'https delivery' });
+    const [rec] = good.forBudget(name);
+    assert.ok(verifySignature(rec.headers['keybrake-signature'], rec.raw, SECRET));
+    assert.equal(rec.headers.host, `localhost:${good.port}`);
+
+    const other = uniquePrefix('tlsname');
+    await spend(dWrong, await budgetWithKey(dWrong, other, [50]), 500);
+    const [a] = await waitFor(
+      async () => {
+        const l = await alerts(dWrong, other);
+        return l.length === 1 && l[0].status !== 'pending' ? l : null;
+      },
+      { what: 'the alert to fail' },
+    );
+    assert.equal(a.status, 'failed');
+    assert.equal(a.attempts, 3);
+    for (const x of a.attempt_log) assert.match(x.error, /TLS/);
+    assert.equal(wrong.forBudget(other).length, 0);
   });
 });
 
