@@ -259,8 +259,13 @@ out:
     close(c.fd);
     if (cancel) {
         cancel->fd = -1;
-        if (cancel->stop && err == KB_OK)
-            err = KB_E_SHUTTING_DOWN; /* cut: its answer may be partial */
+        if (cancel->stop && err != KB_OK) { /* cut by alerts_stop, not the receiver's fault */
+            free(errmsg ? *errmsg : NULL);
+            if (errmsg)
+                *errmsg = NULL;
+            kb_set_errmsg(errmsg, "cut by a shutdown");
+            err = KB_E_SHUTTING_DOWN;
+        }
         pthread_mutex_unlock(&cancel->mu);
     }
     return err;

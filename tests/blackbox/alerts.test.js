@@ -16,6 +16,7 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const net = require('node:net');
 
 const { assertError, closedPort, mkTempDir, rmTempDir, startDaemon, uniquePrefix, waitFor } = require('./lib/harness');
 const { makeCerts, startWebhookReceiver, verifySignature } = require('./lib/webhook');
@@ -84,7 +85,7 @@ describe('alerts', () => {
 
   after(async () => {
     try {
-      if (d) await d.kill();
+      if (d) await d.stop(); // a clean exit: no leak report from a sanitizer build
     } finally {
       if (mocks) await mocks.close();
       if (hook) await hook.close();
@@ -141,6 +142,7 @@ describe('alerts', () => {
     assertError(await pay(d, token, 1), 429, 'budget_exhausted');
     assert.equal((await alerts(d, name)).length, 3);
     assert.equal(hook.forBudget(name).length, 3);
+    assert.ok(!d.output().includes(SECRET), 'the webhook secret reached the log');
   });
 
   it('a receiver answering 500 twice then 200: delivered once, three attempts recorded', async () => {
@@ -240,7 +242,7 @@ describe('alerts with the receiver down', () => {
 
   after(async () => {
     try {
-      if (d) await d.kill();
+      if (d) await d.stop(); // a clean exit: no leak report from a sanitizer build
     } finally {
       if (mocks) await mocks.close();
     }
@@ -288,7 +290,7 @@ describe('alerts over https', () => {
 
   after(async () => {
     try {
-      for (const x of [d, dWrong]) if (x) await x.kill();
+      for (const x of [d, dWrong]) if (x) await x.stop();
     } finally {
       for (const x of [mocks, good, wrong]) if (x) await x.close();
       rmTempDir(dir);
@@ -316,6 +318,55 @@ describe('alerts over https', () => {
     assert.equal(a.attempts, 3);
     for (const x of a.attempt_log) assert.match(x.error, /TLS/);
     assert.equal(wrong.forBudget(other).length, 0);
+  });
+});
+
+describe('alerts across a restart', () => {
+  it('an attempt cut by a shutdown is recorded and delivered at the next start', async () => {
+    const mocks = await startMockVendors();
+    mocks.stripe.setHandler(() => false);
+    // a receiver that takes the connection and never answers
+    const held = [];
+    const silent = net.createServer((sock) => held.push(sock));
+    await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const hook = await startWebhookReceiver();
+    const dataDir = mkTempDir();
+    let d;
+    try {
+      d = await startDaemon({
+        mocks,
+        dataDir,
+        env: alertEnv(`http://127.0.0.1:${silent.address().port}/hook`, { KEYBRAKE_ALERTS_TIMEOUT: '60s' }),
+      });
+      const name = uniquePrefix('cut');
+      await spend(d, await budgetWithKey(d, name, [50]), 500);
+      await waitFor(() => held.length === 1, { what: 'the attempt to connect' });
+      const t0 = Date.now();
+      await d.stop(); // does not wait out the 60 s attempt
+      assert.ok(Date.now() - t0 < 20_000, `stop took ${Date.now() - t0} ms`);
+
+      d = await startDaemon({ mocks, dataDir, env: alertEnv(hook.url) });
+      const [a] = await waitFor(
+        async () => {
+          const l = await alerts(d, name);
+          return l.length === 1 && l[0].status === 'delivered' ? l : null;
+        },
+        { what: 'delivery after the restart' },
+      );
+      assert.equal(a.attempts, 2);
+      assert.equal(a.attempt_log.length, 2);
+      assert.equal(a.attempt_log[0].status, 0);
+      assert.equal(a.attempt_log[0].error, 'cut by a shutdown');
+      assert.equal(a.attempt_log[1].status, 200);
+      assert.equal(hook.forBudget(name).length, 1);
+    } finally {
+      if (d) await d.stop();
+      for (const s of held) s.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+      await hook.close();
+      await mocks.close();
+      rmTempDir(dataDir);
+    }
   });
 });
 
