@@ -48,13 +48,12 @@ static json_t *alert_json(const struct kb_alert *a)
             json_array_append_new(log, o);
         p += n + (p[n] == '\n');
     }
-    json_t *o = json_pack("{s:I, s:s, s:i, s:s, s:s, s:f, s:f, s:o, s:s, s:i, s:i, s:o}", "id",
-                          (json_int_t)a->id, "budget", a->budget, "threshold", a->threshold,
-                          "window", window_names[a->window], "period",
-                          alerts_period_str(a->window, a->period, period, sizeof period),
-                          "spent_usd", usd(a->spent), "cap_usd", usd(a->cap), "at",
-                          ms_time(a->created_ms), "status", status_names[a->status], "attempts",
-                          a->attempts, "last_status", a->last_status, "attempt_log", log);
+    json_t *o = json_pack(
+        "{s:I, s:s, s:i, s:s, s:s, s:f, s:f, s:o, s:s, s:i, s:i, s:o}", "id", (json_int_t)a->id,
+        "budget", a->budget, "threshold", a->threshold, "window", window_names[a->window], "period",
+        alerts_period_str(a->window, a->period, period, sizeof period), "spent_usd", usd(a->spent),
+        "cap_usd", usd(a->cap), "at", ms_time(a->created_ms), "status", status_names[a->status],
+        "attempts", a->attempts, "last_status", a->last_status, "attempt_log", log);
     json_object_set_new(o, "next_attempt_at",
                         a->status == KB_ALERT_PENDING ? ms_time(a->next_at) : json_null());
     json_object_set_new(o, "done_at", ms_time(a->done_ms));
@@ -89,9 +88,9 @@ void admin__alerts(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *qu
         http_reply_error(req, KB_E_INVALID, "limit must be an integer from 1 to 200", "limit");
         return;
     }
-    if (cursor && (!*cursor || strlen(cursor) > 18 ||
-                   strspn(cursor, "0123456789") != strlen(cursor) ||
-                   (before = strtoll(cursor, &end, 10)) <= 0)) {
+    if (cursor &&
+        (!*cursor || strlen(cursor) > 18 || strspn(cursor, "0123456789") != strlen(cursor) ||
+         (before = strtoll(cursor, &end, 10)) <= 0)) {
         http_reply_error(req, KB_E_INVALID, "cursor is not one this API returned", "cursor");
         return;
     }

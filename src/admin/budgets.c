@@ -82,13 +82,13 @@ struct budget_job {
     struct kb_admin *a;
     struct kb_hreq *req; /* answered by job_done */
     enum bop op;
-    struct kb_budget b;        /* create: name, cap, window, parent (owned strings) */
-    struct kb_budget_change c; /* update: c.parent points into b.parent */
-    bool set_alerts;           /* alert_thresholds was given: thr[0..nthr) */
-    int thr[KB_ALERT_THRESHOLDS_MAX];
+    struct kb_budget b;               /* create: name, cap, window, parent (owned strings) */
+    struct kb_budget_change c;        /* update: c.parent points into b.parent */
+    bool set_alerts;                  /* alert_thresholds was given */
+    int thr[KB_ALERT_THRESHOLDS_MAX]; /* its percents, nthr of them */
     int nthr;
-    char *errmsg;              /* owned; the store's words for a refusal */
-    char *detail;              /* owned; the audit record's detail */
+    char *errmsg; /* owned; the store's words for a refusal */
+    char *detail; /* owned; the audit record's detail */
     struct kb_audit_rec rec;
 };
 
@@ -249,7 +249,7 @@ static bool parse_thresholds(json_t *v, int *thr, int *n)
     return true;
 }
 #define THRESHOLDS_MSG                                                                             \
-    "alert_thresholds must be null or an array of at most 10 integer percents of the cap, "       \
+    "alert_thresholds must be null or an array of at most 10 integer percents of the cap, "        \
     "1-100, strictly ascending"
 
 #define WINDOW_MSG "window must be \"day\" (UTC), \"month\" (UTC) or \"total\""
@@ -296,9 +296,8 @@ static void create(struct kb_admin *a, struct kb_hreq *req)
         j->set_alerts = nthr > 0;
         memcpy(j->thr, thr, sizeof thr);
         j->nthr = nthr;
-        json_t *d = json_pack("{s:s, s:I, s:s, s:O}", "budget", name, "cap_micros",
-                              (json_int_t)cap, "window", window_names[w], "parent",
-                              parent ? parent : json_null());
+        json_t *d = json_pack("{s:s, s:I, s:s, s:O}", "budget", name, "cap_micros", (json_int_t)cap,
+                              "window", window_names[w], "parent", parent ? parent : json_null());
         if (nthr)
             json_object_set(d, "alert_thresholds", alerts);
         submit(j, d);

@@ -73,8 +73,8 @@ static bool digits(const char *s, size_t max)
 
 void admin__usage(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query)
 {
-    static const char *const known[] = {"group_by", "from", "to", "label_prefix", "budget",
-                                        "limit", "cursor", NULL};
+    static const char *const known[] = {"group_by", "from",  "to",     "label_prefix",
+                                        "budget",   "limit", "cursor", NULL};
     for (struct evkeyval *kv = TAILQ_FIRST(query); kv; kv = TAILQ_NEXT(kv, next)) {
         bool ok = false;
         for (const char *const *k = known; *k && !ok; k++)
@@ -138,12 +138,12 @@ void admin__usage(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *que
         return;
     }
     if (budget && (q.group != KB_USAGE_BUDGET || !admin__valid_text(budget, KB_BUDGET_NAME_MAX))) {
-        http_reply_error(req, KB_E_INVALID,
-                         "budget must be a budget's name, with group_by=budget", "budget");
+        http_reply_error(req, KB_E_INVALID, "budget must be a budget's name, with group_by=budget",
+                         "budget");
         return;
     }
-    if (limit && (!digits(limit, 4) || (lim = strtoll(limit, &end, 10)) < 1 ||
-                  lim > KB_USAGE_LIMIT_MAX)) {
+    if (limit &&
+        (!digits(limit, 4) || (lim = strtoll(limit, &end, 10)) < 1 || lim > KB_USAGE_LIMIT_MAX)) {
         http_reply_error(req, KB_E_INVALID, "limit must be an integer from 1 to 1000", "limit");
         return;
     }
@@ -165,11 +165,11 @@ void admin__usage(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *que
     json_t *data = json_array();
     for (size_t i = 0; i < shown; i++) {
         char day[16];
-        json_array_append_new(
-            data, json_pack("{s:s, s:s, s:f, s:f, s:I}", "day",
-                            clock_day_str(rows[i].day, day, sizeof day), "group", rows[i].group,
-                            "spent_usd", usd(rows[i].spent), "reserved_usd", usd(rows[i].reserved),
-                            "requests", (json_int_t)rows[i].requests));
+        json_array_append_new(data, json_pack("{s:s, s:s, s:f, s:f, s:I}", "day",
+                                              clock_day_str(rows[i].day, day, sizeof day), "group",
+                                              rows[i].group, "spent_usd", usd(rows[i].spent),
+                                              "reserved_usd", usd(rows[i].reserved), "requests",
+                                              (json_int_t)rows[i].requests));
     }
     store_usage_free(rows, n);
     json_t *next = json_null();

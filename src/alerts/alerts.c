@@ -30,15 +30,15 @@
 #include "core/log.h"
 #include "core/money.h"
 
-#define ALERTS_POLL_MS 200          /* how often the thread looks for due alerts */
-#define ALERTS_BACKOFF_MAX 3600000  /* longest wait between two attempts, ms */
-#define ALERTS_STORE_RETRY_MS 1000  /* after a store error */
+#define ALERTS_POLL_MS 200         /* how often the thread looks for due alerts */
+#define ALERTS_BACKOFF_MAX 3600000 /* longest wait between two attempts, ms */
+#define ALERTS_STORE_RETRY_MS 1000 /* after a store error */
 
 struct kb_alerts {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    bool stopping;         /* under mu */
+    bool stopping; /* under mu */
     struct alerts_cancel cancel;
     struct kb_store *store; /* owned; the thread's connection */
     char *url;              /* owned */
@@ -87,16 +87,14 @@ char *alerts_body(const struct kb_alert *a)
     time_t secs = (time_t)(a->created_ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(at, sizeof at, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(a->created_ms % 1000));
-    json_t *o = json_pack(
-        "{s:I, s:s, s:s, s:i, s:s, s:s, s:f, s:f, s:s}", "id", (json_int_t)a->id, "type",
-        "budget.threshold", "budget", a->budget, "threshold", a->threshold, "window",
-        window_names[a->window], "period", alerts_period_str(a->window, a->period, period,
-                                                              sizeof period),
-        "spent_usd", (double)a->spent / (double)KB_MICROS_PER_USD, "cap_usd",
-        (double)a->cap / (double)KB_MICROS_PER_USD, "at", at);
+    snprintf(at, sizeof at, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(a->created_ms % 1000));
+    json_t *o = json_pack("{s:I, s:s, s:s, s:i, s:s, s:s, s:f, s:f, s:s}", "id", (json_int_t)a->id,
+                          "type", "budget.threshold", "budget", a->budget, "threshold",
+                          a->threshold, "window", window_names[a->window], "period",
+                          alerts_period_str(a->window, a->period, period, sizeof period),
+                          "spent_usd", (double)a->spent / (double)KB_MICROS_PER_USD, "cap_usd",
+                          (double)a->cap / (double)KB_MICROS_PER_USD, "at", at);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -114,8 +112,8 @@ static void attempt(struct kb_alerts *x, const struct kb_alert *al)
              (long long)al->id, al->attempts);
     int status = 0;
     char *why = NULL;
-    enum kb_err err = alerts_http_post(x->url, x->ca_file, hdrs, body, x->timeout_ms, &x->cancel,
-                                       &status, &why);
+    enum kb_err err =
+        alerts_http_post(x->url, x->ca_file, hdrs, body, x->timeout_ms, &x->cancel, &status, &why);
     free(body);
     int64_t now = clock_now_ms();
     bool ok = err == KB_OK && status >= 200 && status <= 299;
@@ -129,9 +127,9 @@ static void attempt(struct kb_alerts *x, const struct kb_alert *al)
         for (int i = 1; i < al->attempts && wait < ALERTS_BACKOFF_MAX; i++)
             wait *= 2;
         /* cut by a shutdown: due again at once, at the next start */
-        next = err == KB_E_SHUTTING_DOWN ? now
-                                         : now + (wait < ALERTS_BACKOFF_MAX ? wait
-                                                                            : ALERTS_BACKOFF_MAX);
+        next = err == KB_E_SHUTTING_DOWN
+                   ? now
+                   : now + (wait < ALERTS_BACKOFF_MAX ? wait : ALERTS_BACKOFF_MAX);
     }
     char ts[40];
     json_t *line = json_pack("{s:i, s:s, s:i, s:I}", "attempt", al->attempts, "at",
@@ -139,7 +137,9 @@ static void attempt(struct kb_alerts *x, const struct kb_alert *al)
                              (json_int_t)(now - start));
     if (!ok)
         json_object_set_new(line, "error",
-                            json_string(why ? why : status ? "not a 2xx answer" : "no answer"));
+                            json_string(why      ? why
+                                        : status ? "not a 2xx answer"
+                                                 : "no answer"));
     char *text = json_dumps(line, JSON_COMPACT);
     json_decref(line);
     char *logline = kb_asprintf("%s\n", text);
@@ -150,13 +150,17 @@ static void attempt(struct kb_alerts *x, const struct kb_alert *al)
     snprintf(stbuf, sizeof stbuf, "%d", status);
     snprintf(att, sizeof att, "%d", al->attempts);
     kb_log(ok ? KB_LOG_INFO : KB_LOG_WARN,
-           ok                          ? "alert delivered"
-           : st == KB_ALERT_FAILED     ? "alert failed, no attempt left"
-                                       : "alert attempt failed, retried",
+           ok                      ? "alert delivered"
+           : st == KB_ALERT_FAILED ? "alert failed, no attempt left"
+                                   : "alert attempt failed, retried",
            "alert_id", idbuf, "budget", al->budget, "threshold", thr, "attempt", att, "status",
-           stbuf, "error", ok ? "" : why ? why : "", NULL);
-    if (store_alert_record(x->store, al->id, status, logline, st, next, st == KB_ALERT_PENDING ? 0 : now) !=
-        KB_OK)
+           stbuf, "error",
+           ok    ? ""
+           : why ? why
+                 : "",
+           NULL);
+    if (store_alert_record(x->store, al->id, status, logline, st, next,
+                           st == KB_ALERT_PENDING ? 0 : now) != KB_OK)
         kb_log(KB_LOG_ERROR, "alert attempt not recorded", "alert_id", idbuf, "error",
                store_last_error(x->store), NULL);
     free(logline);

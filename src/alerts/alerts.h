@@ -68,7 +68,6 @@ struct alerts_cancel {
  * delivery thread only. */
 KB_MUSTCHECK enum kb_err alerts_http_post(const char *url, const char *ca_file, const char *hdrs,
                                           const char *body, int timeout_ms,
-                                          struct alerts_cancel *cancel, int *status,
-                                          char **errmsg);
+                                          struct alerts_cancel *cancel, int *status, char **errmsg);
 
 #endif

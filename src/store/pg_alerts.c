@@ -79,8 +79,8 @@ static void fill(const PGresult *r, int i, struct kb_alert *a)
     a->log = pg__strdup(r, i, 14);
 }
 
-enum kb_err pg__alerts_record_crossed(struct kb_store *s, int64_t seq, int64_t period, int64_t spent,
-                                      int64_t cap, const int *crossed, int n)
+enum kb_err pg__alerts_record_crossed(struct kb_store *s, int64_t seq, int64_t period,
+                                      int64_t spent, int64_t cap, const int *crossed, int n)
 {
     char arr[80] = "{";
     size_t len = 1;

@@ -147,8 +147,8 @@ enum kb_err pg__usage(struct kb_store *s, const struct kb_usage_query *q, struct
                       size_t *n);
 /* pg_alerts.c: records the alerts a settlement of budget seq in `period`
  * crossed (store__alerts_crossed), in its transaction: one statement. */
-enum kb_err pg__alerts_record_crossed(struct kb_store *s, int64_t seq, int64_t period, int64_t spent,
-                                      int64_t cap, const int *crossed, int n);
+enum kb_err pg__alerts_record_crossed(struct kb_store *s, int64_t seq, int64_t period,
+                                      int64_t spent, int64_t cap, const int *crossed, int n);
 enum kb_err pg__budget_alerts_set(struct kb_store *s, const char *name, const int *pct, int n);
 enum kb_err pg__alert_claim(struct kb_store *s, int64_t now_ms, int64_t lease_ms,
                             struct kb_alert **out);

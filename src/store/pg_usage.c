@@ -11,8 +11,7 @@
 #include "core/alloc.h"
 #include "store/pg_int.h"
 
-#define SUMS                                                                                       \
-    "sum(s.spent_micros)::bigint, sum(s.reserved_micros)::bigint, sum(s.requests)::bigint "
+#define SUMS "sum(s.spent_micros)::bigint, sum(s.reserved_micros)::bigint, sum(s.requests)::bigint "
 #define WHERE_DAYS "WHERE s.day BETWEEN $1::bigint AND $2::bigint "
 #define PREFIX "AND ($3::text IS NULL OR left(k.label, length($3::text)) = $3::text) "
 #define TAIL(g) "GROUP BY 1, 2 ORDER BY 1, " g " COLLATE \"C\" LIMIT $5::bigint OFFSET $6::bigint"
@@ -21,15 +20,15 @@
  * statement takes the same six parameters */
 #define UNUSED4 "AND ($4::text IS NULL OR true) "
 
-static const char SQL_KEY[] = "SELECT s.day, k.id, " SUMS
-                              "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX
-                                  UNUSED4 TAIL("k.id");
-static const char SQL_LABEL[] = "SELECT s.day, k.label, " SUMS
-                                "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX
-                                    UNUSED4 TAIL("k.label");
-static const char SQL_PREFIX[] = "SELECT s.day, $3::text, " SUMS
-                                 "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX
-                                     UNUSED4 TAIL("$3::text");
+static const char SQL_KEY[] =
+    "SELECT s.day, k.id, " SUMS
+    "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX UNUSED4 TAIL("k.id");
+static const char SQL_LABEL[] =
+    "SELECT s.day, k.label, " SUMS
+    "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX UNUSED4 TAIL("k.label");
+static const char SQL_PREFIX[] =
+    "SELECT s.day, $3::text, " SUMS
+    "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX UNUSED4 TAIL("$3::text");
 static const char SQL_BUDGET[] =
     "WITH RECURSIVE reach(budget_seq, key_seq) AS ("
     "SELECT budget_seq, key_seq FROM key_budgets UNION "

@@ -67,10 +67,10 @@ static sqlite3_stmt *prep(struct kb_store *s, const char *sql)
 enum kb_err sqlite__alerts_record_crossed(struct kb_store *s, int64_t seq, int64_t period,
                                           int64_t spent, int64_t cap, const int *crossed, int n)
 {
-    sqlite3_stmt *ins = prep(
-        s, "INSERT OR IGNORE INTO alert_deliveries (budget_seq, budget_name, win, period, "
-           "threshold, spent_micros, cap_micros, created_ms, next_at) "
-           "SELECT seq, name, win, ?2, ?3, ?4, ?5, ?6, ?6 FROM budgets WHERE seq = ?1");
+    sqlite3_stmt *ins =
+        prep(s, "INSERT OR IGNORE INTO alert_deliveries (budget_seq, budget_name, win, period, "
+                "threshold, spent_micros, cap_micros, created_ms, next_at) "
+                "SELECT seq, name, win, ?2, ?3, ?4, ?5, ?6, ?6 FROM budgets WHERE seq = ?1");
     sqlite3_stmt *lvl = prep(s, "UPDATE budget_spend SET alert_level = ?3 "
                                 "WHERE budget_seq = ?1 AND period = ?2 AND alert_level < ?3");
     enum kb_err err = ins && lvl ? KB_OK : KB_E_STORE;

@@ -48,7 +48,7 @@ _Static_assert(BS__COUNT <= KB_SQ_BUDGET_STMTS, "budget statement cache too smal
 
 #define BUDGET_COLS                                                                                \
     "b.seq, b.name, b.cap_micros, b.win, p.name, b.created_at, b.updated_at, "                     \
-    "(SELECT count(*) FROM key_budgets kb WHERE kb.budget_seq = b.seq), b.alert_thresholds "      \
+    "(SELECT count(*) FROM key_budgets kb WHERE kb.budget_seq = b.seq), b.alert_thresholds "       \
     "FROM budgets b LEFT JOIN budgets p ON p.seq = b.parent_seq "
 
 static const char *const bsql[BS__COUNT] = {
@@ -277,7 +277,8 @@ static enum kb_err fill(struct kb_store *s, sqlite3_stmt *st, int64_t now, struc
     b->created_at = sqlite3_column_int64(st, 5);
     b->updated_at = sqlite3_column_int64(st, 6);
     b->keys = sqlite3_column_int64(st, 7);
-    b->nthresholds = store__thresholds_parse((const char *)sqlite3_column_text(st, 8), b->thresholds);
+    b->nthresholds =
+        store__thresholds_parse((const char *)sqlite3_column_text(st, 8), b->thresholds);
     b->period = store_budget_period(b->window, now);
     sqlite3_stmt *u = bst(s, BS_USAGE);
     if (!u)

@@ -23,13 +23,13 @@
 
 /* ?1 from, ?2 to, ?3 label prefix or NULL, ?4 budget or NULL, ?5 limit, ?6 offset */
 static const char *const usage_sql[] = {
-    [KB_USAGE_KEY] = "SELECT s.day, k.id, " SUMS "FROM spend s JOIN keys k ON k.seq = s.key_seq "
-                     WHERE_DAYS PREFIX TAIL,
+    [KB_USAGE_KEY] = "SELECT s.day, k.id, " SUMS
+                     "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX TAIL,
     [KB_USAGE_LABEL] = "SELECT s.day, k.label, " SUMS
                        "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX TAIL,
-    [KB_USAGE_LABEL_PREFIX] = "SELECT s.day, ?3, " SUMS
-                              "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX
-                                  TAIL,
+    [KB_USAGE_LABEL_PREFIX] =
+        "SELECT s.day, ?3, " SUMS
+        "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX TAIL,
     [KB_USAGE_BUDGET] =
         "WITH RECURSIVE reach(budget_seq, key_seq) AS ("
         "SELECT budget_seq, key_seq FROM key_budgets UNION "

@@ -494,7 +494,8 @@ enum kb_err store_usage(struct kb_store *s, const struct kb_usage_query *q,
                         struct kb_usage_row **out, size_t *n)
 {
     if (q->from_day > q->to_day || q->to_day - q->from_day >= KB_USAGE_DAYS_MAX || q->limit < 1 ||
-        q->limit > KB_USAGE_LIMIT_MAX + 1 || q->offset < 0 || (unsigned)q->group > KB_USAGE_BUDGET ||
+        q->limit > KB_USAGE_LIMIT_MAX + 1 || q->offset < 0 ||
+        (unsigned)q->group > KB_USAGE_BUDGET ||
         (q->group == KB_USAGE_LABEL_PREFIX && (!q->label_prefix || !*q->label_prefix)))
         return KB_E_INVALID;
     return s->be->usage(s, q, out, n);
@@ -546,8 +547,8 @@ int store__alerts_crossed(int64_t spent, int64_t cap, const char *text, int leve
     for (int i = 0; i < n; i++)
         /* spent / cap >= t / 100, in integers (a cap too large to multiply
          * by 100 is compared a cent of a percent coarser) */
-        if (v[i] > level && (cap <= INT64_MAX / 100 ? spent * 100 >= cap * v[i]
-                                                     : spent >= cap / 100 * v[i]))
+        if (v[i] > level &&
+            (cap <= INT64_MAX / 100 ? spent * 100 >= cap * v[i] : spent >= cap / 100 * v[i]))
             crossed[k++] = v[i];
     return k;
 }

@@ -318,8 +318,10 @@ struct kb_budget {
     int64_t reserved; /* in-flight reservations, micro-dollars */
     int64_t requests; /* requests reserved in the period */
     int64_t keys;     /* keys naming the budget directly */
-    int thresholds[10]; /* alert thresholds, percents of the cap, ascending (KB_ALERT_THRESHOLDS_MAX) */
-    int nthresholds;    /* 0: no alerts */
+
+    /* alert thresholds: percents of the cap, ascending (KB_ALERT_THRESHOLDS_MAX) */
+    int thresholds[10];
+    int nthresholds; /* 0: no alerts */
 };
 
 /* What a request reserved on one budget: settled on exactly these, even if
@@ -475,8 +477,7 @@ void store_usage_free(struct kb_usage_row *rows, size_t n);
  * claims due rows and records each attempt. */
 
 #define KB_ALERT_THRESHOLDS_MAX 10 /* thresholds one budget carries */
-_Static_assert(KB_ALERT_THRESHOLDS_MAX == sizeof((struct kb_budget *)0)->thresholds /
-                                             sizeof(int),
+_Static_assert(KB_ALERT_THRESHOLDS_MAX == sizeof((struct kb_budget *)0)->thresholds / sizeof(int),
                "kb_budget.thresholds");
 
 enum kb_alert_status {
@@ -496,11 +497,11 @@ struct kb_alert {
     int64_t cap;                  /* the cap then */
     int64_t created_ms;           /* epoch ms it was recorded */
     enum kb_alert_status status;
-    int attempts;       /* made so far */
-    int last_status;    /* HTTP status of the last attempt; 0: no answer */
-    int64_t next_at;    /* epoch ms: the next attempt (pending), or the lease's end */
-    int64_t done_ms;    /* epoch ms it was delivered or given up; 0: pending */
-    char *log;          /* owned; one JSON object per attempt, one per line */
+    int attempts;    /* made so far */
+    int last_status; /* HTTP status of the last attempt; 0: no answer */
+    int64_t next_at; /* epoch ms: the next attempt (pending), or the lease's end */
+    int64_t done_ms; /* epoch ms it was delivered or given up; 0: pending */
+    char *log;       /* owned; one JSON object per attempt, one per line */
 };
 
 /* Sets budget `name`'s thresholds (n = 0: none): 1..100, strictly

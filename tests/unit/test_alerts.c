@@ -23,26 +23,26 @@ struct crossing {
     int64_t spent, cap;
     const char *thresholds;
     int level;
-    int n;         /* thresholds reached above level */
-    int first;     /* the lowest of them */
+    int n;     /* thresholds reached above level */
+    int first; /* the lowest of them */
 };
 
 static const struct crossing crossings[] = {
-    {4999999, 10000000, "50,80,100", 0, 0, 0},   /* just below */
-    {5000000, 10000000, "50,80,100", 0, 1, 50},  /* exactly 50% */
-    {8500000, 10000000, "50,80,100", 50, 1, 80}, /* 80 above level 50 */
-    {8500000, 10000000, "50,80,100", 80, 0, 0},  /* already alerted */
-    {10000000, 10000000, "50,80,100", 0, 3, 50}, /* all three at once */
+    {4999999, 10000000, "50,80,100", 0, 0, 0},     /* just below */
+    {5000000, 10000000, "50,80,100", 0, 1, 50},    /* exactly 50% */
+    {8500000, 10000000, "50,80,100", 50, 1, 80},   /* 80 above level 50 */
+    {8500000, 10000000, "50,80,100", 80, 0, 0},    /* already alerted */
+    {10000000, 10000000, "50,80,100", 0, 3, 50},   /* all three at once */
     {12000000, 10000000, "50,80,100", 80, 1, 100}, /* over the cap (a lowered cap) */
-    {2, 3, "50", 0, 1, 50},                      /* 2/3 >= 1/2, in integers */
-    {1, 3, "50", 0, 0, 0},                       /* 1/3 < 1/2 */
+    {2, 3, "50", 0, 1, 50},                        /* 2/3 >= 1/2, in integers */
+    {1, 3, "50", 0, 0, 0},                         /* 1/3 < 1/2 */
     {1, 1, "1,100", 0, 2, 1},
-    {100, 0, "50", 0, 0, 0},                     /* a cap of 0 never alerts */
-    {0, 100, "50", 0, 0, 0},                     /* nothing spent */
-    {100, 100, NULL, 0, 0, 0},                   /* no thresholds */
+    {100, 0, "50", 0, 0, 0},   /* a cap of 0 never alerts */
+    {0, 100, "50", 0, 0, 0},   /* nothing spent */
+    {100, 100, NULL, 0, 0, 0}, /* no thresholds */
     {100, 100, "", 0, 0, 0},
     {KB_MONEY_MAX_MICROS, KB_MONEY_MAX_MICROS, "99,100", 0, 2, 99}, /* the largest cap */
-    {INT64_MAX / 100 * 49, INT64_MAX, "50", 0, 0, 0}, /* no overflow on a huge cap */
+    {INT64_MAX / 100 * 49, INT64_MAX, "50", 0, 0, 0},               /* no overflow on a huge cap */
     {INT64_MAX / 100 * 51, INT64_MAX, "50", 0, 1, 50},
 };
 

@@ -95,7 +95,6 @@ static int64_t add_key(struct kb_store *s, const char *id, const char *label)
     return k.seq;
 }
 
-
 /* a budget of cap $10 (or `cap`) with thresholds, and one key on it */
 static int64_t budget_with_key(struct kb_store *s, const char *name, enum kb_budget_window w,
                                int64_t cap, const int *t, int n)
@@ -161,8 +160,8 @@ static void test_crossings_once_each(void **state)
     spend(f->s, key, NOW, 5000000, 4999999); /* just below 50% */
     assert_int_equal(alerts(f->s, NULL, &v), 0);
     store_alert_list_free(v, 0);
-    spend(f->s, key, NOW, 1000000, 1); /* exactly 50% */
-    spend(f->s, key, NOW, 1000000, 0); /* nothing settled: nothing new */
+    spend(f->s, key, NOW, 1000000, 1);       /* exactly 50% */
+    spend(f->s, key, NOW, 1000000, 0);       /* nothing settled: nothing new */
     spend(f->s, key, NOW, 4000000, 3500000); /* 85%: 80 */
     spend(f->s, key, NOW, 1500000, 1500000); /* 100% */
     size_t n = alerts(f->s, NULL, &v);
@@ -215,14 +214,14 @@ static void test_claim_lease_record(void **state)
     assert_int_equal(store_alert_claim(f->s, created + 1000, 1000, &a), KB_OK);
     assert_int_equal(a->attempts, 2);
     store_alert_free(a);
-    assert_int_equal(store_alert_record(f->s, id, 500, "{\"attempt\":2}\n", KB_ALERT_PENDING,
-                                        created + 5000, 0),
-                     KB_OK);
+    assert_int_equal(
+        store_alert_record(f->s, id, 500, "{\"attempt\":2}\n", KB_ALERT_PENDING, created + 5000, 0),
+        KB_OK);
     assert_int_equal(store_alert_claim(f->s, created + 4999, 1000, &a), KB_E_NOT_FOUND);
     assert_int_equal(store_alert_claim(f->s, created + 5000, 1000, &a), KB_OK);
     store_alert_free(a);
-    assert_int_equal(store_alert_record(f->s, id, 200, "{\"attempt\":3}\n", KB_ALERT_DELIVERED,
-                                        0, created + 6000),
+    assert_int_equal(store_alert_record(f->s, id, 200, "{\"attempt\":3}\n", KB_ALERT_DELIVERED, 0,
+                                        created + 6000),
                      KB_OK);
     assert_int_equal(store_alert_claim(f->s, created + 100000000, 1000, &a), KB_E_NOT_FOUND);
     assert_int_equal(alerts(f->s, "b", &v), 1);

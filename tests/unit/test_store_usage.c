@@ -156,8 +156,8 @@ static void test_groups(void **state)
 {
     struct fixture *f = *state;
     populate(f->s);
-    struct kb_usage_query q = {.group = KB_USAGE_KEY, .from_day = DAY, .to_day = DAY + 1,
-                               .limit = 100};
+    struct kb_usage_query q = {
+        .group = KB_USAGE_KEY, .from_day = DAY, .to_day = DAY + 1, .limit = 100};
     const struct want by_key[] = {{DAY, "vk_a1", 1500000, 0, 2},
                                   {DAY, "vk_a2", 3000000, 0, 1},
                                   {DAY + 1, "vk_a2", 0, 4000000, 1},
@@ -190,8 +190,8 @@ static void test_groups(void **state)
     check(f->s, &q, one_budget, 2);
 
     /* the range: the earlier day alone */
-    q = (struct kb_usage_query){.group = KB_USAGE_KEY, .from_day = DAY - 5, .to_day = DAY - 1,
-                                .limit = 10};
+    q = (struct kb_usage_query){
+        .group = KB_USAGE_KEY, .from_day = DAY - 5, .to_day = DAY - 1, .limit = 10};
     const struct want early[] = {{DAY - 5, "vk_b1", 1000000, 0, 1}};
     check(f->s, &q, early, 1);
 }
@@ -200,8 +200,8 @@ static void test_paging_and_refusals(void **state)
 {
     struct fixture *f = *state;
     populate(f->s);
-    struct kb_usage_query q = {.group = KB_USAGE_KEY, .from_day = DAY, .to_day = DAY + 1,
-                               .limit = 3, .offset = 0};
+    struct kb_usage_query q = {
+        .group = KB_USAGE_KEY, .from_day = DAY, .to_day = DAY + 1, .limit = 3, .offset = 0};
     struct kb_usage_row *rows = NULL;
     size_t n = 0;
     assert_int_equal(store_usage(f->s, &q, &rows, &n), KB_OK);
@@ -223,8 +223,11 @@ static void test_paging_and_refusals(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(store_usage(f->s, &bad[i], &rows, &n), KB_E_INVALID);
     /* a prefix with LIKE's wildcards is compared as it is */
-    q = (struct kb_usage_query){.group = KB_USAGE_KEY, .from_day = DAY, .to_day = DAY + 1,
-                                .label_prefix = "agent_", .limit = 10};
+    q = (struct kb_usage_query){.group = KB_USAGE_KEY,
+                                .from_day = DAY,
+                                .to_day = DAY + 1,
+                                .label_prefix = "agent_",
+                                .limit = 10};
     check(f->s, &q, NULL, 0);
 }
 
