@@ -90,8 +90,8 @@ static const struct setting settings[] = {
      "reservations' owner; default <hostname>:<proxy port>"},
     {"cluster", "heartbeat", "KEYBRAKE_CLUSTER_HEARTBEAT", T_DURATION, OFF(cluster_heartbeat_ms),
      "1s", 100, 60000, "how often a node on a shared store says it is alive"},
-    {"cluster", "dead_after", "KEYBRAKE_CLUSTER_DEAD_AFTER", T_DURATION, OFF(cluster_dead_after_ms),
-     "5s", 2000, 3600000,
+    {"cluster", "dead_after", "KEYBRAKE_CLUSTER_DEAD_AFTER", T_DURATION,
+     OFF(cluster_dead_after_ms), "5s", 2000, 3600000,
      "a node silent this long, whose database session is gone, is dead: another node settles "
      "its open reservations at their worst case"},
     {"alerts", "webhook_url", "KEYBRAKE_ALERTS_WEBHOOK_URL", T_STR, OFF(alerts_webhook_url), NULL,
