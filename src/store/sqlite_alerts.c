@@ -118,6 +118,19 @@ enum kb_err sqlite__budget_alerts_set(struct kb_store *s, const char *name, cons
 enum kb_err sqlite__alert_claim(struct kb_store *s, int64_t now_ms, int64_t lease_ms,
                                 struct kb_alert **out)
 {
+    /* a read first: the thread polls, and an UPDATE takes the write lock
+     * even when it matches nothing, which the store writer would wait on */
+    sqlite3_stmt *due = prep(s, "SELECT 1 FROM alert_deliveries WHERE status = 'pending' AND "
+                                "next_at <= ?1 LIMIT 1");
+    if (!due)
+        return KB_E_STORE;
+    sqlite3_bind_int64(due, 1, now_ms);
+    int drc = sqlite3_step(due);
+    sqlite3_finalize(due);
+    if (drc == SQLITE_DONE)
+        return KB_E_NOT_FOUND;
+    if (drc != SQLITE_ROW)
+        return KB_E_STORE;
     sqlite3_stmt *st =
         prep(s, "UPDATE alert_deliveries SET next_at = ?1 + ?2, attempts = attempts + 1 "
                 "WHERE id = (SELECT id FROM alert_deliveries WHERE status = 'pending' AND "
