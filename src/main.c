@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "admin/admin.h"
+#include "alerts/alerts.h"
 #include "audit/audit.h"
 #include "cli/api.h"
 #include "cli/audit.h"
@@ -352,6 +353,7 @@ static int serve(const char *config_path)
     struct kb_server *srv = NULL;
     struct kb_writer *writer = NULL;
     struct kb_reader *reader = NULL;
+    struct kb_alerts *alerts = NULL; /* NULL without [alerts] webhook_url */
     struct kb_revlog *revlog = NULL;
     struct kb_cluster *cluster = NULL;
     struct kb_audit_sink *sink = NULL;
@@ -477,6 +479,11 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: store reader: %s\n", errmsg);
         goto out;
     }
+    /* budget threshold alerts: a thread of its own, never the writer's */
+    if (alerts_start(store_path, cfg->store_synchronous, cfg, &alerts, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: alerts: %s\n", errmsg);
+        goto out;
+    }
     const char *names[KB_METRICS_MAX_VENDORS];
     size_t nnames = 0;
     for (; nnames < cfg->nvendors && nnames < KB_METRICS_MAX_VENDORS; nnames++)
@@ -521,6 +528,7 @@ static int serve(const char *config_path)
     rc = 0;
 out:
     server_stop(srv);    /* NULL after a clean stop; frees the threads' ports */
+    alerts_stop(alerts); /* an attempt in progress is cut, retried at the next start */
     reader_free(reader); /* the workers are gone: nothing submits */
     writer_free(writer); /* runs every job still queued */
     audit_sink_free(sink);

@@ -100,7 +100,12 @@ void admin_handle(struct kb_hreq *req, void *arg)
     }
     bool keys = strncmp(path, "/v1/keys", 8) == 0 && (path[8] == '\0' || path[8] == '/');
     bool budgets = strncmp(path, "/v1/budgets", 11) == 0 && (path[11] == '\0' || path[11] == '/');
-    if (keys || budgets || strcmp(path, "/v1/audit") == 0) {
+    bool usage = strcmp(path, "/v1/usage") == 0, alerts = strcmp(path, "/v1/alerts") == 0;
+    if ((usage || alerts) && cmd != KB_M_GET) {
+        http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
+        return;
+    }
+    if (keys || budgets || usage || alerts || strcmp(path, "/v1/audit") == 0) {
         struct evkeyvalq query;
         TAILQ_INIT(&query);
         if (q && evhttp_parse_query_str(q, &query) != 0) {
@@ -112,6 +117,10 @@ void admin_handle(struct kb_hreq *req, void *arg)
             admin__keys(a, req, path + 8, &query);
         else if (budgets)
             admin__budgets(a, req, path + 11, &query);
+        else if (usage)
+            admin__usage(a, req, &query);
+        else if (alerts)
+            admin__alerts(a, req, &query);
         else
             admin__audit(a, req, &query);
         evhttp_clear_headers(&query);

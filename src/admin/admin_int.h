@@ -89,6 +89,10 @@ struct kb_key;
 bool admin__key_scopes_parse(const char *raw, size_t rawlen, json_t *body, struct kb_key *k,
                              const char **field, char **msg);
 
+/* GET /v1/usage: daily spend grouped and paged (usage.c). */
+void admin__usage(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
+/* GET /v1/alerts: webhook deliveries, newest first (alerts.c). */
+void admin__alerts(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
 /* GET /v1/audit: records filtered and paged (audit.c). */
 void admin__audit(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
 /* GET /metrics: Prometheus text (metrics.c). */

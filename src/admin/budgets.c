@@ -65,6 +65,10 @@ json_t *admin__budget_json(const struct kb_budget *b)
                           clock_rfc3339(b->updated_at, updated, sizeof updated), "keys",
                           (json_int_t)b->keys);
     json_object_set_new(o, "parent", b->parent ? json_string(b->parent) : json_null());
+    json_t *t = json_array();
+    for (int i = 0; i < b->nthresholds; i++)
+        json_array_append_new(t, json_integer(b->thresholds[i]));
+    json_object_set_new(o, "alert_thresholds", t);
     json_object_set_new(o, "usage",
                         json_pack("{s:s, s:f, s:f, s:f, s:I}", "period", period, "spent_usd",
                                   usd(b->spent), "reserved_usd", usd(b->reserved), "remaining_usd",
@@ -78,10 +82,13 @@ struct budget_job {
     struct kb_admin *a;
     struct kb_hreq *req; /* answered by job_done */
     enum bop op;
-    struct kb_budget b;        /* create: name, cap, window, parent (owned strings) */
-    struct kb_budget_change c; /* update: c.parent points into b.parent */
-    char *errmsg;              /* owned; the store's words for a refusal */
-    char *detail;              /* owned; the audit record's detail */
+    struct kb_budget b;               /* create: name, cap, window, parent (owned strings) */
+    struct kb_budget_change c;        /* update: c.parent points into b.parent */
+    bool set_alerts;                  /* alert_thresholds was given */
+    int thr[KB_ALERT_THRESHOLDS_MAX]; /* its percents, nthr of them */
+    int nthr;
+    char *errmsg; /* owned; the store's words for a refusal */
+    char *detail; /* owned; the audit record's detail */
     struct kb_audit_rec rec;
 };
 
@@ -110,6 +117,8 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
     } else {
         err = store_budget_delete(s, j->b.name, &j->errmsg);
     }
+    if (err == KB_OK && j->set_alerts)
+        err = store_budget_alerts_set(s, j->b.name, j->thr, j->nthr);
     return err == KB_OK ? audit_append(s, &j->rec, NULL) : err;
 }
 
@@ -219,6 +228,30 @@ static bool known_fields(json_t *body, const char *const *known, const char **ba
     return true;
 }
 
+/* "alert_thresholds": null or an array of at most 10 integer percents,
+ * 1-100, strictly ascending, into thr. */
+static bool parse_thresholds(json_t *v, int *thr, int *n)
+{
+    *n = 0;
+    if (json_is_null(v))
+        return true;
+    if (!json_is_array(v) || json_array_size(v) > KB_ALERT_THRESHOLDS_MAX)
+        return false;
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x)
+    {
+        json_int_t p = json_integer_value(x);
+        if (!json_is_integer(x) || p < 1 || p > 100 || (i && p <= thr[i - 1]))
+            return false;
+        thr[(*n)++] = (int)p;
+    }
+    return true;
+}
+#define THRESHOLDS_MSG                                                                             \
+    "alert_thresholds must be null or an array of at most 10 integer percents of the cap, "        \
+    "1-100, strictly ascending"
+
 #define WINDOW_MSG "window must be \"day\" (UTC), \"month\" (UTC) or \"total\""
 
 static void create(struct kb_admin *a, struct kb_hreq *req)
@@ -230,9 +263,12 @@ static void create(struct kb_admin *a, struct kb_hreq *req)
         http_reply_error(req, KB_E_BAD_JSON, NULL, NULL);
         return;
     }
-    static const char *const known[] = {"name", "usd_cap", "window", "parent", NULL};
+    static const char *const known[] = {"name",   "usd_cap",          "window",
+                                        "parent", "alert_thresholds", NULL};
     const char *name = json_string_value(json_object_get(body, "name"));
     json_t *parent = json_object_get(body, "parent");
+    json_t *alerts = json_object_get(body, "alert_thresholds");
+    int thr[KB_ALERT_THRESHOLDS_MAX], nthr = 0;
     enum kb_budget_window w;
     int64_t cap = 0;
     char *msg = NULL;
@@ -249,14 +285,22 @@ static void create(struct kb_admin *a, struct kb_hreq *req)
                (!json_is_string(parent) ||
                 !admin__valid_text(json_string_value(parent), KB_BUDGET_NAME_MAX))) {
         http_reply_error(req, KB_E_INVALID, "parent must be a budget's name or null", "parent");
+    } else if (alerts && !parse_thresholds(alerts, thr, &nthr)) {
+        http_reply_error(req, KB_E_INVALID, THRESHOLDS_MSG, "alert_thresholds");
     } else {
         struct budget_job *j = job_new(a, req, BOP_CREATE, "budget.created");
         j->b.name = kb_strdup(name);
         j->b.cap = cap;
         j->b.window = w;
         j->b.parent = json_is_string(parent) ? kb_strdup(json_string_value(parent)) : NULL;
-        submit(j, json_pack("{s:s, s:I, s:s, s:O}", "budget", name, "cap_micros", (json_int_t)cap,
-                            "window", window_names[w], "parent", parent ? parent : json_null()));
+        j->set_alerts = nthr > 0;
+        memcpy(j->thr, thr, sizeof thr);
+        j->nthr = nthr;
+        json_t *d = json_pack("{s:s, s:I, s:s, s:O}", "budget", name, "cap_micros", (json_int_t)cap,
+                              "window", window_names[w], "parent", parent ? parent : json_null());
+        if (nthr)
+            json_object_set(d, "alert_thresholds", alerts);
+        submit(j, d);
     }
     free(msg);
     json_decref(body);
@@ -271,8 +315,10 @@ static void update(struct kb_admin *a, struct kb_hreq *req, const char *name)
         http_reply_error(req, KB_E_BAD_JSON, NULL, NULL);
         return;
     }
-    static const char *const known[] = {"usd_cap", "window", "parent", NULL};
+    static const char *const known[] = {"usd_cap", "window", "parent", "alert_thresholds", NULL};
     struct kb_budget_change c = {0};
+    json_t *alerts = json_object_get(body, "alert_thresholds");
+    int thr[KB_ALERT_THRESHOLDS_MAX], nthr = 0;
     json_t *parent = json_object_get(body, "parent");
     json_t *window = json_object_get(body, "window");
     char *msg = NULL;
@@ -281,7 +327,8 @@ static void update(struct kb_admin *a, struct kb_hreq *req, const char *name)
         msg = kb_asprintf("unknown field \"%s\"", unknown);
         http_reply_error(req, KB_E_INVALID, msg, unknown);
     } else if (json_object_size(body) == 0) {
-        http_reply_error(req, KB_E_INVALID, "give at least one of usd_cap, window, parent", NULL);
+        http_reply_error(req, KB_E_INVALID,
+                         "give at least one of usd_cap, window, parent, alert_thresholds", NULL);
     } else if (json_object_get(body, "usd_cap") && !parse_cap(raw, len, &c.cap, &msg)) {
         http_reply_error(req, KB_E_INVALID, msg, "usd_cap");
     } else if (window && !admin__budget_window(json_string_value(window), &c.window)) {
@@ -290,6 +337,8 @@ static void update(struct kb_admin *a, struct kb_hreq *req, const char *name)
                (!json_is_string(parent) ||
                 !admin__valid_text(json_string_value(parent), KB_BUDGET_NAME_MAX))) {
         http_reply_error(req, KB_E_INVALID, "parent must be a budget's name or null", "parent");
+    } else if (alerts && !parse_thresholds(alerts, thr, &nthr)) {
+        http_reply_error(req, KB_E_INVALID, THRESHOLDS_MSG, "alert_thresholds");
     } else {
         ok = true;
     }
@@ -302,7 +351,12 @@ static void update(struct kb_admin *a, struct kb_hreq *req, const char *name)
         j->c.has_parent = parent != NULL;
         j->b.parent = json_is_string(parent) ? kb_strdup(json_string_value(parent)) : NULL;
         j->c.parent = j->b.parent;
+        j->set_alerts = alerts != NULL;
+        memcpy(j->thr, thr, sizeof thr);
+        j->nthr = nthr;
         json_t *d = json_pack("{s:s}", "budget", name);
+        if (alerts)
+            json_object_set(d, "alert_thresholds", alerts);
         if (j->c.has_cap)
             json_object_set_new(d, "cap_micros", json_integer((json_int_t)c.cap));
         if (window)

@@ -450,6 +450,59 @@ static int by_spend(const void *a, const void *b)
     return strcmp(str(x, "id"), str(y, "id"));
 }
 
+/* Today's usage rows by key (GET /v1/usage, pages followed): *rows maps
+ * key id -> row, *day (caller frees) is the server's day. */
+static int fetch_today(struct cli_ctx *c, const char *label_prefix, json_t **rows, char **day)
+{
+    json_t *map = json_object(), *next = json_null();
+    char *d = NULL;
+    int rc = CLI_EXIT_OK;
+    for (int pages = 0; pages < 1000; pages++) {
+        struct kb_buf p = KB_BUF_INIT;
+        buf_puts(&p, "/v1/usage?group_by=key");
+        cli_query_add(&p, "label_prefix", label_prefix);
+        cli_query_add(&p, "limit", "1000");
+        cli_query_add(&p, "cursor", json_string_value(next));
+        json_t *page = NULL;
+        rc = cli_api(c, "GET", p.data, NULL, &page);
+        buf_cleanup(&p);
+        if (rc != CLI_EXIT_OK)
+            break;
+        json_t *data = json_object_get(page, "data");
+        const char *to = json_string_value(json_object_get(page, "to"));
+        if (!json_is_array(data) || !to) {
+            fprintf(stderr, "keybrake: the daemon's usage answer has no data array\n");
+            json_decref(page);
+            rc = CLI_EXIT_UNAVAILABLE;
+            break;
+        }
+        if (!d)
+            d = kb_strdup(to);
+        size_t i;
+        json_t *row;
+        json_array_foreach(data, i, row)
+        {
+            const char *g = json_string_value(json_object_get(row, "group"));
+            if (g)
+                json_object_set(map, g, row);
+        }
+        json_decref(next);
+        next = json_incref(json_object_get(page, "next_cursor"));
+        json_decref(page);
+        if (!json_is_string(next))
+            break;
+    }
+    json_decref(next);
+    if (rc != CLI_EXIT_OK) {
+        json_decref(map);
+        free(d);
+        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
+    }
+    *rows = map;
+    *day = d ? d : kb_strdup("");
+    return CLI_EXIT_OK;
+}
+
 int cli_usage(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -474,27 +527,31 @@ int cli_usage(int argc, char **argv)
     }
     if ((rc = cli_ctx_ready(&c)) != CLI_EXIT_OK || (rc = fetch_keys(&c, &lo, &res)) != CLI_EXIT_OK)
         goto out;
-    /* the list has no usage: one GET per key (a local daemon answers in well under 1 ms) */
+    /* the list has no usage: today's rows of GET /v1/usage (the server's
+     * day), joined to the keys by id; a key without a row spent nothing */
+    json_t *rows = NULL;
+    char *day = NULL;
+    if ((rc = fetch_today(&c, lo.label_prefix, &rows, &day)) != CLI_EXIT_OK)
+        goto out;
     json_t *data = json_object_get(res, "data");
     keys = kb_calloc(json_array_size(data) + 1, sizeof *keys);
     size_t i;
     json_t *k;
     json_array_foreach(data, i, k)
     {
-        char *path = key_path(str(k, "id"));
-        json_t *full = NULL;
-        rc = cli_api(&c, "GET", path, NULL, &full);
-        free(path);
-        if (rc == CLI_EXIT_REFUSED) {
-            rc = CLI_EXIT_OK; /* gone meanwhile */
-            continue;
-        }
-        if (rc != CLI_EXIT_OK) {
-            rc = rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-            goto out;
-        }
+        json_t *row = json_object_get(rows, str(k, "id"));
+        double sp = num(row, "spent_usd"), rs = num(row, "reserved_usd"),
+               left = num(k, "daily_usd_cap") - sp - rs;
+        json_t *full = json_deep_copy(k);
+        json_object_set_new(full, "usage",
+                            json_pack("{s:s, s:f, s:f, s:f, s:I}", "day", day, "spent_usd", sp,
+                                      "reserved_usd", rs, "remaining_usd", left > 0 ? left : 0.0,
+                                      "requests",
+                                      json_integer_value(json_object_get(row, "requests"))));
         keys[n++] = full;
     }
+    json_decref(rows);
+    free(day);
     qsort(keys, n, sizeof *keys, by_spend);
     double spent = 0, reserved = 0, cap = 0;
     for (i = 0; i < n; i++) {

@@ -103,10 +103,24 @@ static const struct setting settings[] = {
      "reservations' owner; default <hostname>-<8 hex>, kept in <data_dir>/node-id"},
     {"cluster", "heartbeat", "KEYBRAKE_CLUSTER_HEARTBEAT", T_DURATION, OFF(cluster_heartbeat_ms),
      "1s", 100, 60000, "how often a node on a shared store says it is alive"},
-    {"cluster", "dead_after", "KEYBRAKE_CLUSTER_DEAD_AFTER", T_DURATION,
-     OFF(cluster_dead_after_ms), "5s", 2000, 3600000,
+    {"cluster", "dead_after", "KEYBRAKE_CLUSTER_DEAD_AFTER", T_DURATION, OFF(cluster_dead_after_ms),
+     "5s", 2000, 3600000,
      "a node silent this long, whose database session is gone, is dead: another node settles "
      "its open reservations at their worst case"},
+    {"alerts", "webhook_url", "KEYBRAKE_ALERTS_WEBHOOK_URL", T_STR, OFF(alerts_webhook_url), NULL,
+     0, 0,
+     "http:// or https:// URL that budget threshold alerts are POSTed to, signed with "
+     "webhook_secret (docs/budgets.md); unset: alerts are recorded, not sent"},
+    {"alerts", "webhook_secret", "KEYBRAKE_ALERTS_WEBHOOK_SECRET", T_STR,
+     OFF(alerts_webhook_secret), NULL, 0, 0,
+     "the HMAC-SHA256 key of the Keybrake-Signature header, at least 16 characters; required "
+     "with webhook_url"},
+    {"alerts", "max_attempts", "KEYBRAKE_ALERTS_MAX_ATTEMPTS", T_INT, OFF(alerts_max_attempts), "6",
+     1, 20, "attempts per alert before it is recorded as failed"},
+    {"alerts", "backoff", "KEYBRAKE_ALERTS_BACKOFF", T_DURATION, OFF(alerts_backoff_ms), "2s", 10,
+     3600000, "wait before the first retry; doubled before each next one, at most 1h"},
+    {"alerts", "timeout", "KEYBRAKE_ALERTS_TIMEOUT", T_DURATION, OFF(alerts_timeout_ms), "10s", 100,
+     600000, "connect and answer deadline of one attempt"},
     {"upstream", "connect_timeout", "KEYBRAKE_UPSTREAM_CONNECT_TIMEOUT", T_DURATION,
      OFF(upstream_connect_timeout_ms), "10s", 1, 600000, "TCP+TLS connect timeout to a vendor"},
     {"upstream", "timeout", "KEYBRAKE_UPSTREAM_TIMEOUT", T_DURATION, OFF(upstream_timeout_ms),
@@ -531,6 +545,19 @@ enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg)
         kb_set_errmsg(errmsg, "%s must be set together with %s",
                       !c->tls_cert != !c->tls_key ? "server.tls_cert" : "server.admin_tls_cert",
                       !c->tls_cert != !c->tls_key ? "server.tls_key" : "server.admin_tls_key");
+        err = KB_E_CONFIG;
+        goto out;
+    }
+    if (c->alerts_webhook_url && strncmp(c->alerts_webhook_url, "http://", 7) != 0 &&
+        strncmp(c->alerts_webhook_url, "https://", 8) != 0) {
+        kb_set_errmsg(errmsg, "alerts.webhook_url must start with http:// or https://");
+        err = KB_E_CONFIG;
+        goto out;
+    }
+    if (c->alerts_webhook_url &&
+        (!c->alerts_webhook_secret || strlen(c->alerts_webhook_secret) < 16)) {
+        kb_set_errmsg(errmsg, "alerts.webhook_secret (or KEYBRAKE_ALERTS_WEBHOOK_SECRET) of at "
+                              "least 16 characters is required with alerts.webhook_url");
         err = KB_E_CONFIG;
         goto out;
     }

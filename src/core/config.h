@@ -90,7 +90,14 @@ struct kb_config {
     char *node_id;                            /* owned; NULL: <data_dir>/node-id */
     int64_t cluster_heartbeat_ms;             /* a shared store's node heartbeat */
     int64_t cluster_dead_after_ms;            /* silent this long (and session gone): dead */
-    struct kb_vendor *vendors;                /* owned */
+    /* [alerts] (src/alerts/) */
+    char *alerts_webhook_url;    /* owned; NULL: alerts recorded, not sent */
+    char *alerts_webhook_secret; /* owned; HMAC key of the signature header */
+    int64_t alerts_max_attempts; /* attempts before an alert is failed */
+    int64_t alerts_backoff_ms;   /* first retry's wait, doubled each time */
+    int64_t alerts_timeout_ms;   /* one attempt's connect and answer deadline */
+
+    struct kb_vendor *vendors; /* owned */
     size_t nvendors;
 
     /* TLS (net/tls.h) */

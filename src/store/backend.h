@@ -96,6 +96,16 @@ struct kb_store_backend {
                                  int64_t reserved, int64_t actual);
     enum kb_err (*budget_release)(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
                                   int64_t amount);
+    enum kb_err (*usage)(struct kb_store *s, const struct kb_usage_query *q,
+                         struct kb_usage_row **out, size_t *n);
+    enum kb_err (*budget_alerts_set)(struct kb_store *s, const char *name, const int *pct, int n);
+    enum kb_err (*alert_claim)(struct kb_store *s, int64_t now_ms, int64_t lease_ms,
+                               struct kb_alert **out);
+    enum kb_err (*alert_record)(struct kb_store *s, int64_t id, int http_status,
+                                const char *log_line, enum kb_alert_status status, int64_t next_at,
+                                int64_t done_ms);
+    enum kb_err (*alert_list)(struct kb_store *s, int64_t before_id, int limit, const char *budget,
+                              struct kb_alert **out, size_t *n);
     enum kb_err (*audit_last)(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);
     enum kb_err (*audit_last_ckpt)(struct kb_store *s, int64_t *seq, int64_t *every);
     enum kb_err (*audit_exists)(struct kb_store *s, int64_t seq);
@@ -134,6 +144,19 @@ struct kb_store_backend {
 
 extern const struct kb_store_backend kb_store_sqlite;
 extern const struct kb_store_backend kb_store_pg;
+
+/* Alert thresholds as stored ("50,80,100"; NULL or "" : none) into v
+ * (at most KB_ALERT_THRESHOLDS_MAX); the count. Pure (store.c). */
+int store__thresholds_parse(const char *text, int *v);
+/* The thresholds in text, of v[0..n) ascending ("" for none): buf. */
+const char *store__thresholds_format(const int *v, int n, char *buf, size_t size);
+/*
+ * After a settlement left `spent` in a period of a budget of cap `cap`
+ * whose stored thresholds are `text` and whose alert level in that period
+ * is `level`: the thresholds now reached above the level into crossed
+ * (ascending); their count (0: nothing to record, the common case).
+ */
+int store__alerts_crossed(int64_t spent, int64_t cap, const char *text, int level, int *crossed);
 
 /* This process's node and start (store_set_node), for backends that tag
  * what a node owns. */

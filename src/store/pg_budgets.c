@@ -47,6 +47,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "store/backend.h"
 #include "store/pg_int.h"
 
 /* pg_advisory_xact_lock(int, int) key of budget chain changes: "kbbg", 1 */
@@ -80,7 +81,8 @@ static const char SQL_HEIGHT[] =
 #define BUDGET_COLS                                                                                \
     "SELECT b.seq, b.name, b.cap_micros, b.win, p.name, b.created_at, b.updated_at, "              \
     "(SELECT count(*) FROM key_budgets kb WHERE kb.budget_seq = b.seq), "                          \
-    "coalesce(u.spent_micros, 0), coalesce(u.reserved_micros, 0), coalesce(u.requests, 0) "        \
+    "coalesce(u.spent_micros, 0), coalesce(u.reserved_micros, 0), coalesce(u.requests, 0), "       \
+    "b.alert_thresholds "                                                                          \
     "FROM budgets b LEFT JOIN budgets p ON p.seq = b.parent_seq "                                  \
     "LEFT JOIN budget_spend u ON u.budget_seq = b.seq AND u.period = "                             \
     "CASE b.win WHEN 1 THEN $2::bigint WHEN 2 THEN $3::bigint ELSE 0 END "
@@ -173,7 +175,11 @@ static const char SQL_SETTLE[] =
     "THEN greatest(reserved_micros - $3::bigint, 0) ELSE reserved_micros END, "
     "spent_micros = spent_micros + CASE WHEN EXISTS (SELECT 1 FROM o) "
     "THEN $4::bigint ELSE greatest($4::bigint - $3::bigint, 0) END "
-    "WHERE budget_seq = $1::bigint AND period = $2::bigint";
+    "WHERE budget_seq = $1::bigint AND period = $2::bigint "
+    /* what the alert check needs (pg_alerts.c), no statement of its own */
+    "RETURNING spent_micros, alert_level, "
+    "(SELECT cap_micros FROM budgets WHERE seq = $1::bigint), "
+    "(SELECT alert_thresholds FROM budgets WHERE seq = $1::bigint)";
 
 /* ---- helpers ---- */
 
@@ -300,6 +306,7 @@ static void fill(const PGresult *r, int i, int64_t now, struct kb_budget *b)
     b->spent = pg__i64(r, i, 8);
     b->reserved = pg__i64(r, i, 9);
     b->requests = pg__i64(r, i, 10);
+    b->nthresholds = store__thresholds_parse(pg__text(r, i, 11), b->thresholds);
     b->period = store_budget_period(b->window, now);
 }
 
@@ -709,7 +716,15 @@ enum kb_err pg__budget_settle(struct kb_store *s, const struct kb_budget_hold *h
         pg_arg_i64(&a, actual);
         pg_arg_text(&a, pg(s)->node);
         pg_arg_text(&a, pg(s)->boot);
-        err = pg__do(s, SQL_SETTLE, &a);
+        PGresult *r = pg__run(s, SQL_SETTLE, &a, &err);
+        int crossed[KB_ALERT_THRESHOLDS_MAX], nc = 0;
+        if (err == KB_OK && PQntuples(r) == 1) /* no row: a budget deleted since */
+            nc = store__alerts_crossed(pg__i64(r, 0, 0), pg__i64(r, 0, 2), pg__text(r, 0, 3),
+                                       (int)pg__i64(r, 0, 1), crossed);
+        if (nc > 0)
+            err = pg__alerts_record_crossed(s, holds[i].seq, holds[i].period, pg__i64(r, 0, 0),
+                                            pg__i64(r, 0, 2), crossed, nc);
+        PQclear(r);
     }
     return pg__txn_end(s, own, err);
 }

@@ -159,6 +159,19 @@ enum kb_err pg__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now,
                                struct kb_budget_hold **holds, size_t *n, char **exhausted);
 enum kb_err pg__budget_settle(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
                               int64_t reserved, int64_t actual);
+enum kb_err pg__usage(struct kb_store *s, const struct kb_usage_query *q, struct kb_usage_row **out,
+                      size_t *n);
+/* pg_alerts.c: records the alerts a settlement of budget seq in `period`
+ * crossed (store__alerts_crossed), in its transaction: one statement. */
+enum kb_err pg__alerts_record_crossed(struct kb_store *s, int64_t seq, int64_t period,
+                                      int64_t spent, int64_t cap, const int *crossed, int n);
+enum kb_err pg__budget_alerts_set(struct kb_store *s, const char *name, const int *pct, int n);
+enum kb_err pg__alert_claim(struct kb_store *s, int64_t now_ms, int64_t lease_ms,
+                            struct kb_alert **out);
+enum kb_err pg__alert_record(struct kb_store *s, int64_t id, int http_status, const char *log_line,
+                             enum kb_alert_status status, int64_t next_at, int64_t done_ms);
+enum kb_err pg__alert_list(struct kb_store *s, int64_t before_id, int limit, const char *budget,
+                           struct kb_alert **out, size_t *n);
 enum kb_err pg__budget_release(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
                                int64_t amount);
 void pg__budget_free(struct kb_store *s);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "store/backend.h"
 #include "store/sqlite_int.h"
 #include "store/store.h"
 
@@ -47,7 +48,7 @@ _Static_assert(BS__COUNT <= KB_SQ_BUDGET_STMTS, "budget statement cache too smal
 
 #define BUDGET_COLS                                                                                \
     "b.seq, b.name, b.cap_micros, b.win, p.name, b.created_at, b.updated_at, "                     \
-    "(SELECT count(*) FROM key_budgets kb WHERE kb.budget_seq = b.seq) "                           \
+    "(SELECT count(*) FROM key_budgets kb WHERE kb.budget_seq = b.seq), b.alert_thresholds "       \
     "FROM budgets b LEFT JOIN budgets p ON p.seq = b.parent_seq "
 
 static const char *const bsql[BS__COUNT] = {
@@ -88,7 +89,11 @@ static const char *const bsql[BS__COUNT] = {
     [BS_UNRESERVE] = "UPDATE budget_spend SET reserved_micros = reserved_micros - ?3, "
                      "requests = requests - 1 WHERE budget_seq = ?1 AND period = ?2",
     [BS_SETTLE] = "UPDATE budget_spend SET reserved_micros = max(reserved_micros - ?3, 0), "
-                  "spent_micros = spent_micros + ?4 WHERE budget_seq = ?1 AND period = ?2",
+                  "spent_micros = spent_micros + ?4 WHERE budget_seq = ?1 AND period = ?2 "
+                  /* what the alert check needs (sqlite_alerts.c), no statement of its own */
+                  "RETURNING spent_micros, alert_level, "
+                  "(SELECT cap_micros FROM budgets WHERE seq = ?1), "
+                  "(SELECT alert_thresholds FROM budgets WHERE seq = ?1)",
     [BS_ORPHANS] = "UPDATE budget_spend SET spent_micros = spent_micros + reserved_micros, "
                    "reserved_micros = 0 WHERE reserved_micros > 0",
 };
@@ -272,6 +277,8 @@ static enum kb_err fill(struct kb_store *s, sqlite3_stmt *st, int64_t now, struc
     b->created_at = sqlite3_column_int64(st, 5);
     b->updated_at = sqlite3_column_int64(st, 6);
     b->keys = sqlite3_column_int64(st, 7);
+    b->nthresholds =
+        store__thresholds_parse((const char *)sqlite3_column_text(st, 8), b->thresholds);
     b->period = store_budget_period(b->window, now);
     sqlite3_stmt *u = bst(s, BS_USAGE);
     if (!u)
@@ -592,9 +599,28 @@ enum kb_err sqlite__budget_settle(struct kb_store *s, const struct kb_budget_hol
     enum kb_err err = txn_begin(s, &own);
     if (err != KB_OK)
         return err;
+    sqlite3_stmt *st = bst(s, BS_SETTLE);
+    if (!st)
+        err = KB_E_STORE;
     for (size_t i = 0; err == KB_OK && i < n; i++) {
         const int64_t args[4] = {holds[i].seq, holds[i].period, reserved, actual};
-        err = run(s, BS_SETTLE, 4, args);
+        for (int j = 0; j < 4; j++)
+            sqlite3_bind_int64(st, j + 1, args[j]);
+        int rc = sqlite3_step(st), crossed[KB_ALERT_THRESHOLDS_MAX], nc = 0;
+        int64_t spent = 0, cap = 0;
+        if (rc == SQLITE_ROW) { /* no row: a budget deleted since */
+            spent = sqlite3_column_int64(st, 0);
+            cap = sqlite3_column_int64(st, 2);
+            nc = store__alerts_crossed(spent, cap, (const char *)sqlite3_column_text(st, 3),
+                                       sqlite3_column_int(st, 1), crossed);
+            rc = sqlite3_step(st);
+        }
+        done(st);
+        if (rc != SQLITE_DONE)
+            err = KB_E_STORE;
+        else if (nc > 0)
+            err = sqlite__alerts_record_crossed(s, holds[i].seq, holds[i].period, spent, cap,
+                                                crossed, nc);
     }
     return txn_end(s, own, err);
 }

@@ -62,6 +62,20 @@ enum kb_err sqlite__budget_release(struct kb_store *s, const struct kb_budget_ho
 /* At start: every budget reservation still open settled at its worst case
  * (store_spend_settle_orphans); *count += rows touched. Inside the caller's
  * transaction. */
+enum kb_err sqlite__usage(struct kb_store *s, const struct kb_usage_query *q,
+                          struct kb_usage_row **out, size_t *n);
+/* sqlite_alerts.c: records the alerts a settlement of budget seq in
+ * `period` crossed (store__alerts_crossed), in its transaction. */
+enum kb_err sqlite__alerts_record_crossed(struct kb_store *s, int64_t seq, int64_t period,
+                                          int64_t spent, int64_t cap, const int *crossed, int n);
+enum kb_err sqlite__budget_alerts_set(struct kb_store *s, const char *name, const int *pct, int n);
+enum kb_err sqlite__alert_claim(struct kb_store *s, int64_t now_ms, int64_t lease_ms,
+                                struct kb_alert **out);
+enum kb_err sqlite__alert_record(struct kb_store *s, int64_t id, int http_status,
+                                 const char *log_line, enum kb_alert_status status, int64_t next_at,
+                                 int64_t done_ms);
+enum kb_err sqlite__alert_list(struct kb_store *s, int64_t before_id, int limit, const char *budget,
+                               struct kb_alert **out, size_t *n);
 enum kb_err sqlite__budget_settle_orphans(struct kb_store *s, int64_t *count);
 
 /* The WAL upkeep beside the writer's connection (sqlite_wal.c). */

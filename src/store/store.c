@@ -3,6 +3,7 @@
  * backend is chosen by the store URL at open, and every call goes through
  * its table (backend.h). Nothing here knows SQL.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -485,6 +486,133 @@ void store_budget_list_free(struct kb_budget *b, size_t n)
         free(b[i].parent);
     }
     free(b);
+}
+
+/* ---- usage ---- */
+
+enum kb_err store_usage(struct kb_store *s, const struct kb_usage_query *q,
+                        struct kb_usage_row **out, size_t *n)
+{
+    if (q->from_day > q->to_day || q->to_day - q->from_day >= KB_USAGE_DAYS_MAX || q->limit < 1 ||
+        q->limit > KB_USAGE_LIMIT_MAX + 1 || q->offset < 0 ||
+        (unsigned)q->group > KB_USAGE_BUDGET ||
+        (q->group == KB_USAGE_LABEL_PREFIX && (!q->label_prefix || !*q->label_prefix)))
+        return KB_E_INVALID;
+    return s->be->usage(s, q, out, n);
+}
+
+void store_usage_free(struct kb_usage_row *rows, size_t n)
+{
+    if (!rows)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(rows[i].group);
+    free(rows);
+}
+
+/* ---- alerts ---- */
+
+int store__thresholds_parse(const char *text, int *v)
+{
+    int n = 0;
+    for (const char *p = text; p && *p && n < KB_ALERT_THRESHOLDS_MAX;) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        v[n++] = (int)x;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+const char *store__thresholds_format(const int *v, int n, char *buf, size_t size)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && len < size; i++) {
+        int w = snprintf(buf + len, size - len, "%s%d", i ? "," : "", v[i]);
+        if (w < 0)
+            break;
+        len += (size_t)w;
+    }
+    return buf;
+}
+
+int store__alerts_crossed(int64_t spent, int64_t cap, const char *text, int level, int *crossed)
+{
+    if (!text || !*text || cap <= 0 || spent <= 0)
+        return 0;
+    int v[KB_ALERT_THRESHOLDS_MAX], n = store__thresholds_parse(text, v), k = 0;
+    for (int i = 0; i < n; i++)
+        /* spent / cap >= t / 100, in integers (a cap too large to multiply
+         * by 100 is compared a cent of a percent coarser) */
+        if (v[i] > level &&
+            (cap <= INT64_MAX / 100 ? spent * 100 >= cap * v[i] : spent >= cap / 100 * v[i]))
+            crossed[k++] = v[i];
+    return k;
+}
+
+static bool thresholds_ok(const int *pct, int n)
+{
+    if (n < 0 || n > KB_ALERT_THRESHOLDS_MAX || (n && !pct))
+        return false;
+    for (int i = 0; i < n; i++)
+        if (pct[i] < 1 || pct[i] > 100 || (i && pct[i] <= pct[i - 1]))
+            return false;
+    return true;
+}
+
+enum kb_err store_budget_alerts_set(struct kb_store *s, const char *name, const int *pct, int n)
+{
+    if (!name || !thresholds_ok(pct, n))
+        return KB_E_INVALID;
+    return s->be->budget_alerts_set(s, name, pct, n);
+}
+
+enum kb_err store_alert_claim(struct kb_store *s, int64_t now_ms, int64_t lease_ms,
+                              struct kb_alert **out)
+{
+    return s->be->alert_claim(s, now_ms, lease_ms, out);
+}
+
+enum kb_err store_alert_record(struct kb_store *s, int64_t id, int http_status,
+                               const char *log_line, enum kb_alert_status status, int64_t next_at,
+                               int64_t done_ms)
+{
+    return s->be->alert_record(s, id, http_status, log_line ? log_line : "", status, next_at,
+                               done_ms);
+}
+
+enum kb_err store_alert_list(struct kb_store *s, int64_t before_id, int limit, const char *budget,
+                             struct kb_alert **out, size_t *n)
+{
+    if (limit < 1 || limit > 1000 || before_id < 0)
+        return KB_E_INVALID;
+    return s->be->alert_list(s, before_id, limit, budget, out, n);
+}
+
+static void alert_clear(struct kb_alert *a)
+{
+    free(a->budget);
+    free(a->log);
+}
+
+void store_alert_free(struct kb_alert *a)
+{
+    if (!a)
+        return;
+    alert_clear(a);
+    free(a);
+}
+
+void store_alert_list_free(struct kb_alert *a, size_t n)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < n; i++)
+        alert_clear(&a[i]);
+    free(a);
 }
 
 /* ---- several nodes ---- */

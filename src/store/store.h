@@ -318,6 +318,10 @@ struct kb_budget {
     int64_t reserved; /* in-flight reservations, micro-dollars */
     int64_t requests; /* requests reserved in the period */
     int64_t keys;     /* keys naming the budget directly */
+
+    /* alert thresholds: percents of the cap, ascending (KB_ALERT_THRESHOLDS_MAX) */
+    int thresholds[10];
+    int nthresholds; /* 0: no alerts */
 };
 
 /* What a request reserved on one budget: settled on exactly these, even if
@@ -419,6 +423,114 @@ KB_MUSTCHECK enum kb_err store_budget_release(struct kb_store *s,
 void store_budget_free(struct kb_budget *b);
 void store_budget_list_free(struct kb_budget *b, size_t n);
 void store_names_free(char **names, size_t n);
+
+/* ---- usage (sqlite_usage.c, pg_usage.c; docs/budgets.md "Usage and alerts") ---- */
+
+#define KB_USAGE_DAYS_MAX 366 /* days one usage query may span */
+#define KB_USAGE_LIMIT_MAX 1000
+
+enum kb_usage_group {
+    KB_USAGE_KEY = 0,          /* group: the key's public id */
+    KB_USAGE_LABEL = 1,        /* group: the key's whole label */
+    KB_USAGE_LABEL_PREFIX = 2, /* group: the prefix itself (every key whose label starts with it) */
+    KB_USAGE_BUDGET = 3,       /* group: a budget's name (its keys' spend, through child budgets) */
+    /* KB_USAGE_TENANT: added with tenants (a key's tenant), same shape */
+};
+
+struct kb_usage_query {
+    enum kb_usage_group group;
+    int64_t from_day, to_day; /* UTC day numbers, inclusive; to - from < KB_USAGE_DAYS_MAX */
+    const char *label_prefix; /* NULL: any key; required for KB_USAGE_LABEL_PREFIX */
+    const char *budget;       /* KB_USAGE_BUDGET: NULL, or only this budget's rows */
+    int64_t offset;           /* rows to skip (paging) */
+    int limit;                /* 1..KB_USAGE_LIMIT_MAX + 1 */
+};
+
+struct kb_usage_row {
+    int64_t day;      /* UTC day number */
+    char *group;      /* owned */
+    int64_t spent;    /* settled micro-dollars */
+    int64_t reserved; /* in flight */
+    int64_t requests;
+};
+
+/*
+ * Daily spend per group over [from_day, to_day], ordered by day then
+ * group, at most q->limit rows after q->offset; only days and groups with
+ * a spend row appear. Source: the keys' daily spend rows (spend); a budget's
+ * row is the sum over the keys whose chain reaches it now (its own keys
+ * and its child budgets' keys, each key once). KB_E_INVALID for a bad
+ * range, limit or a missing prefix. *out: *n rows (store_usage_free).
+ */
+KB_MUSTCHECK enum kb_err store_usage(struct kb_store *s, const struct kb_usage_query *q,
+                                     struct kb_usage_row **out, size_t *n);
+void store_usage_free(struct kb_usage_row *rows, size_t n);
+
+/* ---- threshold alerts (sqlite_alerts.c, pg_alerts.c; docs/budgets.md) ----
+ *
+ * A budget may carry alert thresholds, percents of its cap. The settlement
+ * (store_budget_settle) that brings a budget's settled spend in a period
+ * to a threshold above the highest one already alerted in that period
+ * records one alert per threshold reached, in its own transaction: one row
+ * per (budget, period, threshold), unique, so that several connections or
+ * nodes settling at once record it once. The delivery thread (src/alerts/)
+ * claims due rows and records each attempt. */
+
+#define KB_ALERT_THRESHOLDS_MAX 10 /* thresholds one budget carries */
+_Static_assert(KB_ALERT_THRESHOLDS_MAX == sizeof((struct kb_budget *)0)->thresholds / sizeof(int),
+               "kb_budget.thresholds");
+
+enum kb_alert_status {
+    KB_ALERT_PENDING = 0,   /* not delivered yet; retried at next_at */
+    KB_ALERT_DELIVERED = 1, /* the receiver answered 2xx */
+    KB_ALERT_FAILED = 2,    /* every attempt failed */
+};
+
+struct kb_alert {
+    int64_t id;                   /* the delivery's id (the receiver's dedup key) */
+    int64_t budget_seq;           /* the budget */
+    char *budget;                 /* owned; its name when the alert was recorded */
+    enum kb_budget_window window; /* its window then */
+    int64_t period;               /* store_budget_period of that window */
+    int threshold;                /* percent of the cap */
+    int64_t spent;                /* settled micro-dollars when it was crossed */
+    int64_t cap;                  /* the cap then */
+    int64_t created_ms;           /* epoch ms it was recorded */
+    enum kb_alert_status status;
+    int attempts;    /* made so far */
+    int last_status; /* HTTP status of the last attempt; 0: no answer */
+    int64_t next_at; /* epoch ms: the next attempt (pending), or the lease's end */
+    int64_t done_ms; /* epoch ms it was delivered or given up; 0: pending */
+    char *log;       /* owned; one JSON object per attempt, one per line */
+};
+
+/* Sets budget `name`'s thresholds (n = 0: none): 1..100, strictly
+ * ascending, at most KB_ALERT_THRESHOLDS_MAX, else KB_E_INVALID;
+ * KB_E_NOT_FOUND. Call it in the transaction that creates or updates it. */
+KB_MUSTCHECK enum kb_err store_budget_alerts_set(struct kb_store *s, const char *name,
+                                                 const int *pct, int n);
+
+/* Claims the oldest pending alert due at now_ms (next_at <= now_ms): its
+ * next_at moves to now_ms + lease_ms (no other claim takes it meanwhile,
+ * on any node) and its attempts count one more; *out (store_alert_free).
+ * KB_E_NOT_FOUND when none is due. */
+KB_MUSTCHECK enum kb_err store_alert_claim(struct kb_store *s, int64_t now_ms, int64_t lease_ms,
+                                           struct kb_alert **out);
+
+/* Records attempt `attempt` of alert `id`: the receiver's HTTP status
+ * (0: none), log_line appended to the log, the new status, next_at (for a
+ * pending one) and done_ms (for the others). */
+KB_MUSTCHECK enum kb_err store_alert_record(struct kb_store *s, int64_t id, int http_status,
+                                            const char *log_line, enum kb_alert_status status,
+                                            int64_t next_at, int64_t done_ms);
+
+/* Alerts with id < before_id (0: from the newest), newest first, at most
+ * limit (1..1000); budget: NULL or only that budget's. *out: *n alerts
+ * (store_alert_list_free). */
+KB_MUSTCHECK enum kb_err store_alert_list(struct kb_store *s, int64_t before_id, int limit,
+                                          const char *budget, struct kb_alert **out, size_t *n);
+void store_alert_free(struct kb_alert *a);
+void store_alert_list_free(struct kb_alert *a, size_t n);
 
 /* ---- several nodes on one store (docs/cluster.md) ----
  * Backends with KB_STORE_SHARED only; the others answer KB_E_INVALID. */
