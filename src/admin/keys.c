@@ -88,6 +88,7 @@ static json_t *key_json(const struct kb_key *k, int64_t now, bool usage)
                             ? json_pack("{s:I, s:s}", "requests", (json_int_t)k->rate_requests,
                                         "per", k->rate_period_ms == 1000 ? "second" : "minute")
                             : json_null());
+    json_object_set_new(o, "tenant", k->tenant ? json_string(k->tenant) : json_null());
     if (usage) {
         char day[16];
         int64_t left = k->daily_cap - k->spent - k->reserved;
@@ -177,6 +178,7 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
                                         "budgets",
                                         "allowed_models",
                                         "max_amount_per_request",
+                                        "tenant",
                                         NULL};
     const char *name;
     json_t *v;
@@ -397,7 +399,8 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
     default:
         free(j->revoked_list); /* a batch that failed may run the job again */
         j->revoked_list = NULL;
-        err = store_key_revoke_prefix(s, j->prefix, j->now, &j->count, &j->revoked_list);
+        err = store_key_revoke_prefix_in(s, j->key.tenant, j->prefix, j->now, &j->count,
+                                         &j->revoked_list);
         if (err == KB_OK) {
             snprintf(j->detail, sizeof j->detail, "{\"revoked\":%lld}", (long long)j->count);
             j->rec.detail = j->detail;
@@ -415,6 +418,7 @@ static void job_free(struct admin_job *j)
     free(j->key.metadata);
     free(j->key.allowed_accounts);
     free(j->key.allowed_models);
+    free(j->key.tenant);
     free(j->prefix);
     free(j->change_detail);
     free(j->revoked_list);
@@ -490,7 +494,7 @@ static void updated(struct kb_admin *a, struct admin_job *j, enum kb_err err)
         size_t nn = 0;
         if (store_key_budgets(a->store, k->seq, &names, &nn) == KB_OK) {
             for (size_t i = 0; i < nn; i++)
-                json_array_append_new(arr, json_string(names[i]));
+                json_array_append_new(arr, json_string(admin__budget_api_name(names[i])));
             store_names_free(names, nn);
         }
         json_object_set_new(o, "budgets", arr); /* as GET shows the key */
@@ -510,7 +514,8 @@ static void updated(struct kb_admin *a, struct admin_job *j, enum kb_err err)
     store_key_free(k);
 }
 
-static void update(struct kb_admin *a, struct kb_hreq *req, const char *id, int64_t now)
+static void update(struct kb_admin *a, struct kb_hreq *req, const char *id, int64_t now,
+                   char **tenant)
 {
     struct kb_buf_view raw;
     json_t *body = read_body(req, &raw);
@@ -534,6 +539,9 @@ static void update(struct kb_admin *a, struct kb_hreq *req, const char *id, int6
     j->now = now;
     admin_rec(j, "key.updated");
     j->rec.key_id = j->id;
+    j->key.tenant = *tenant; /* the record's tenant */
+    *tenant = NULL;
+    j->rec.tenant = j->key.tenant;
     j->rec.detail = j->change_detail;
     job_submit(j);
 }
@@ -563,7 +571,8 @@ static void job_done(void *arg, enum kb_err err)
         json_t *o = key_json(&j->key, j->key.created_at, false);
         json_t *names = json_array();
         for (size_t i = 0; i < j->budgets.n; i++)
-            json_array_append_new(names, json_string(j->budgets.v[i].def.name));
+            json_array_append_new(names,
+                                  json_string(admin__budget_api_name(j->budgets.v[i].def.name)));
         json_object_set_new(o, "budgets", names);
         json_object_set_new(o, "token", json_string(j->token));
         kb_log(KB_LOG_INFO, "key issued", "key_id", j->key.id, "label", j->key.label, "vendor",
@@ -626,8 +635,20 @@ static void issue(struct kb_admin *a, struct kb_hreq *req)
         http_reply_error(req, err, fe.msg, fe.field);
         free(fe.msg);
         job_free(j);
+    } else if (!json_is_null(json_object_get(body, "tenant")) &&
+               json_object_get(body, "tenant") &&
+               !json_is_string(json_object_get(body, "tenant"))) {
+        http_reply_error(req, KB_E_INVALID, "tenant must be a tenant's id or null", "tenant");
+        job_free(j);
+    } else if (!admin__acting_tenant(a, req, json_string_value(json_object_get(body, "tenant")),
+                                     &j->key.tenant)) {
+        job_free(j); /* answered: 404 no such tenant */
     } else {
+        /* a key names only budgets of its own tenant: their names are
+         * looked up in the tenant's namespace */
+        admin__key_budgets_scope(&j->budgets, j->key.tenant);
         admin_rec(j, "key.issued");
+        j->rec.tenant = j->key.tenant;
         j->rec.label = j->key.label;
         j->rec.vendor = j->key.vendor;
         j->rec.detail = j->budgets.key_detail;
@@ -655,7 +676,10 @@ static void bulk_revoke(struct kb_admin *a, struct kb_hreq *req)
     struct admin_job *j = job_new(a, req, OP_BULK_REVOKE);
     j->prefix = kb_strdup(json_string_value(p));
     j->now = clock_now();
+    const char *scope = admin__scope(a); /* a scoped token: its own keys only */
+    j->key.tenant = scope ? kb_strdup(scope) : NULL;
     admin_rec(j, "keys.bulk_revoked");
+    j->rec.tenant = j->key.tenant;
     j->rec.label = j->prefix;
     json_decref(body);
     job_submit(j);
@@ -667,6 +691,7 @@ static void list(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *q)
     f.now = clock_now();
     f.label_prefix = evhttp_find_header(q, "label_prefix");
     f.vendor = evhttp_find_header(q, "vendor");
+    f.tenant = admin__scope(a) ? admin__scope(a) : evhttp_find_header(q, "tenant");
     const char *status = evhttp_find_header(q, "status");
     const char *limit = evhttp_find_header(q, "limit");
     const char *cursor = evhttp_find_header(q, "cursor");
@@ -758,6 +783,21 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
         return;
     }
     int64_t now = clock_now();
+    /* the key's tenant: another tenant's key is not there for a scoped
+     * token (404, as an unknown id), and the audit record names it */
+    struct kb_key *owner = NULL;
+    enum kb_err oerr = store_key_get(a->store, id, clock_day(now), &owner);
+    const char *scope = admin__scope(a);
+    if (oerr == KB_OK && scope && (!owner->tenant || strcmp(owner->tenant, scope) != 0))
+        oerr = KB_E_NOT_FOUND;
+    if (oerr != KB_OK) {
+        store_key_free(owner);
+        http_reply_error(req, oerr == KB_E_NOT_FOUND ? oerr : KB_E_STORE,
+                         oerr == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
+        return;
+    }
+    char *key_tenant = owner->tenant ? kb_strdup(owner->tenant) : NULL;
+    store_key_free(owner);
     if (cmd == KB_M_GET) {
         struct kb_key *k = NULL;
         enum kb_err err = store_key_get(a->store, id, clock_day(now), &k);
@@ -766,7 +806,7 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
         if (err == KB_OK && (err = store_key_budgets(a->store, k->seq, &names, &nn)) == KB_OK) {
             json_t *o = key_json(k, now, true), *arr = json_array();
             for (size_t i = 0; i < nn; i++)
-                json_array_append_new(arr, json_string(names[i]));
+                json_array_append_new(arr, json_string(admin__budget_api_name(names[i])));
             json_object_set_new(o, "budgets", arr);
             store_names_free(names, nn);
             http_reply_json(req, 200, o);
@@ -780,10 +820,14 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
         j->now = now;
         admin_rec(j, "key.revoked");
         j->rec.key_id = j->id;
+        j->key.tenant = key_tenant;
+        key_tenant = NULL;
+        j->rec.tenant = j->key.tenant;
         job_submit(j);
     } else if (cmd == KB_M_PATCH) {
-        update(a, req, id, now);
+        update(a, req, id, now, &key_tenant);
     } else {
         http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
     }
+    free(key_tenant);
 }
