@@ -171,6 +171,13 @@ void admin_handle(struct kb_hreq *req, void *arg)
         evhttp_clear_headers(&query);
         return;
     }
+    if (strcmp(path, "/v1/secrets/reencrypt") == 0) {
+        if (a->who.root)
+            admin__secrets_reencrypt(a, req);
+        else
+            http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL); /* root's alone */
+        return;
+    }
 #ifdef KB_TEST_HOOKS
     /* test builds only: move the server clock (day rollover, expiry) */
     if (strcmp(path, "/v1/test/clock") == 0 && cmd == KB_M_POST) {

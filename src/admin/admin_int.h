@@ -142,6 +142,8 @@ void admin__tenants(struct kb_admin *a, struct kb_hreq *req, const char *rest,
  * id is a tenant the caller may see, rest the path after /vendors/. */
 void admin__tenant_secrets(struct kb_admin *a, struct kb_hreq *req, const char *id,
                            const char *rest);
+/* POST /v1/secrets/reencrypt (root only; secrets.c). */
+void admin__secrets_reencrypt(struct kb_admin *a, struct kb_hreq *req);
 /* /v1/admin-tokens and /v1/admin-tokens/{id} (tokens.c). */
 void admin__tokens(struct kb_admin *a, struct kb_hreq *req, const char *rest,
                    struct evkeyvalq *query);

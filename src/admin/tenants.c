@@ -294,8 +294,8 @@ void admin__tenants(struct kb_admin *a, struct kb_hreq *req, const char *rest,
         return;
     }
     const char *sub = rest + 1 + idlen;
-    if (strncmp(sub, "/vendors/", 9) == 0) {
-        admin__tenant_secrets(a, req, id, sub + 9);
+    if (strncmp(sub, "/vendors", 8) == 0 && (sub[8] == '\0' || (sub[8] == '/' && sub[9]))) {
+        admin__tenant_secrets(a, req, id, sub + 8);
         return;
     }
     if (*sub != '\0') {

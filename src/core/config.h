@@ -90,6 +90,10 @@ struct kb_config {
     char *node_id;                      /* owned; NULL: <hostname>:<proxy port> */
     int64_t cluster_heartbeat_ms;       /* a shared store's node heartbeat */
     int64_t cluster_dead_after_ms;      /* silent this long (and session gone): dead */
+    char *master_key_file;              /* owned; NULL: none ([secrets], docs/tenants.md) */
+    char *master_key;                   /* owned; hex, NULL: none */
+    char *previous_master_key_files;    /* owned; comma-separated, NULL: none */
+    char *tenant_fallback;              /* owned; "global" or "refuse" */
     struct kb_vendor *vendors;          /* owned */
     size_t nvendors;
 };

@@ -53,6 +53,12 @@ static const char SQL_SECRET_PUT[] =
     "VALUES ($1::text, $2::text, $3::text, $4::bytea, $5::text, $6::bigint) "
     "ON CONFLICT (tenant_id, vendor) DO UPDATE SET key_id = excluded.key_id, "
     "sealed = excluded.sealed, account = excluded.account, updated_at = excluded.updated_at";
+/* a change of a tenant's secret reaches the other nodes as a change of
+ * each of its keys (their key caches forget them; cluster.c) */
+static const char SQL_SECRET_CHANGED[] =
+    "WITH c AS (INSERT INTO key_changes (key_seq, token_hash, revoked) "
+    "SELECT seq, token_hash, false FROM keys WHERE tenant_id = $1::text AND revoked_at IS NULL "
+    "RETURNING 1) SELECT pg_notify('keybrake_keys', '')";
 static const char SQL_SECRET_GET[] = "SELECT " SECRET_COLS "FROM tenant_secrets "
                                      "WHERE tenant_id = $1::text AND vendor = $2::text";
 static const char SQL_SECRET_DELETE[] =
@@ -249,7 +255,17 @@ enum kb_err pg__secret_put(struct kb_store *s, const struct kb_tenant_secret *se
     pg_arg_bytea(&a, sec->sealed, sec->sealed_len);
     pg_arg_text(&a, sec->account);
     pg_arg_i64(&a, sec->updated_at);
-    return pg__do(s, SQL_SECRET_PUT, &a);
+    bool own;
+    enum kb_err err = pg__txn_begin(s, &own);
+    if (err != KB_OK)
+        return err;
+    err = pg__do(s, SQL_SECRET_PUT, &a);
+    if (err == KB_OK) {
+        struct pg_args b = {0};
+        pg_arg_text(&b, sec->tenant);
+        err = pg__do(s, SQL_SECRET_CHANGED, &b);
+    }
+    return pg__txn_end(s, own, err);
 }
 
 static bool row_secret(const PGresult *r, int row, struct kb_tenant_secret *sec)
@@ -294,11 +310,19 @@ enum kb_err pg__secret_delete(struct kb_store *s, const char *tenant, const char
     pg_arg_text(&a, tenant);
     pg_arg_text(&a, vendor);
     enum kb_err err;
+    bool own;
+    if ((err = pg__txn_begin(s, &own)) != KB_OK)
+        return err;
     PGresult *r = pg__run(s, SQL_SECRET_DELETE, &a, &err);
     if (err == KB_OK && PQntuples(r) == 0)
         err = KB_E_NOT_FOUND;
     PQclear(r);
-    return err;
+    if (err == KB_OK) {
+        struct pg_args b = {0};
+        pg_arg_text(&b, tenant);
+        err = pg__do(s, SQL_SECRET_CHANGED, &b);
+    }
+    return pg__txn_end(s, own, err);
 }
 
 enum kb_err pg__secret_list(struct kb_store *s, const char *tenant,

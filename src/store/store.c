@@ -399,6 +399,8 @@ void store_key_clear(struct kb_key *k)
     free(k->allowed_accounts);
     free(k->allowed_models);
     free(k->tenant);
+    if (k->ext_free)
+        k->ext_free(k->ext);
 }
 
 void store_key_free(struct kb_key *k)

@@ -36,6 +36,11 @@ struct kb_key {
     char *allowed_models;    /* owned; JSON array of exact model ids, NULL: any model */
     int64_t max_amount;      /* micro-dollars one payment request may move; 0: no ceiling */
     char *tenant;            /* owned; the owning tenant's id, NULL: root's own */
+    /* not the store's: what the proxy's key reader adds to a key it read
+     * (proxy/lookup.c: the tenant's own vendor credential); freed with
+     * the key through ext_free */
+    void *ext;
+    void (*ext_free)(void *ext);
     int64_t daily_cap;       /* micro-dollars */
     int64_t created_at;      /* epoch seconds */
     int64_t expires_at;      /* epoch seconds; expired when now >= expires_at */
