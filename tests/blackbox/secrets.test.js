@@ -15,7 +15,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { PG_MODE, assertError, hex, mkTempDir, rmTempDir, startDaemon, uniquePrefix } = require('./lib/harness');
+const { PG_MODE, assertError, hex, mkTempDir, rmTempDir, startDaemon, uniquePrefix, waitFor } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
 function keyFile(dir, name) {
@@ -270,6 +270,37 @@ describe('per-tenant vendor secrets', () => {
         assertError(await admin(d, 'POST', '/v1/secrets/reencrypt'), 500, 'config_invalid');
       } finally {
         await d.stop();
+      }
+    });
+  });
+
+  describe('two nodes on one PostgreSQL', { skip: PG_MODE ? false : 'PostgreSQL only: a second node needs a shared store' }, () => {
+    it("a secret set on one node reaches the other node's next requests", async () => {
+      const { freshDb } = require('./lib/pg');
+      const db = freshDb();
+      const dirs = [mkTempDir(), mkTempDir()];
+      const env = {
+        KEYBRAKE_STORE_URL: db.url,
+        KEYBRAKE_SERVER_KEY: crypto.randomBytes(32).toString('hex'),
+        KEYBRAKE_MASTER_KEY_FILE: k1.file,
+      };
+      const nodes = [];
+      try {
+        for (const dir of dirs) nodes.push(await startDaemon({ mocks, adminToken, dataDir: dir, env }));
+        const [n0, n1] = nodes;
+        const A = await tenant(n0, 'acme');
+        const kA = await issue(n0, A.id);
+        await putSecret(n0, A.id, SA);
+        assert.equal((await pay(n1, mocks, kA)).auth, `Bearer ${SA}`); // n1 caches kA
+        await putSecret(n0, A.id, SB);
+        assert.equal((await pay(n0, mocks, kA)).auth, `Bearer ${SB}`);
+        await waitFor(async () => (await pay(n1, mocks, kA)).auth === `Bearer ${SB}`, { timeoutMs: 10_000, what: 'the new secret on node 1' });
+        assert.equal((await admin(n1, 'DELETE', `/v1/tenants/${A.id}/vendors/stripe`)).status, 204);
+        assert.equal((await pay(n1, mocks, kA)).auth, `Bearer ${n1.secrets.stripe}`);
+        await waitFor(async () => (await pay(n0, mocks, kA)).auth === `Bearer ${n0.secrets.stripe}`, { timeoutMs: 10_000, what: 'the deletion on node 0' });
+      } finally {
+        for (const d of nodes) await d.stop();
+        for (const dir of dirs) rmTempDir(dir);
       }
     });
   });
