@@ -45,7 +45,7 @@ void admin__budgets(struct kb_admin *a, struct kb_hreq *req, const char *rest,
                     struct evkeyvalq *query);
 
 /* 1..max bytes of printable UTF-8 (no control, bidi, zero-width or line
- * separator characters): key labels and budget names (keys.c). */
+ * separator characters): key labels and budget names (text.c). */
 bool admin__valid_text(const char *s, size_t max);
 #define ADMIN_NAME_MSG                                                                             \
     "name must be a string of 1-256 bytes of printable UTF-8 (no control, bidi, zero-width or "    \
@@ -112,6 +112,13 @@ const char *admin__scope(const struct kb_admin *a);
  * frees; NULL for root's own).
  */
 bool admin__acting_tenant(struct kb_admin *a, struct kb_hreq *req, const char *asked, char **out);
+/* As admin__acting_tenant for the body's "tenant" member (a string or
+ * null); 400 when it is neither. */
+bool admin__body_tenant(struct kb_admin *a, struct kb_hreq *req, json_t *body, char **out);
+/* Whether the caller may see key `id`: false with the answer sent (404 for
+ * an unknown key or another tenant's, 503 when the store fails); else
+ * *tenant (caller frees) is the key's tenant, NULL for root's. */
+bool admin__key_visible(struct kb_admin *a, struct kb_hreq *req, const char *id, char **tenant);
 /* A budget's name in the store: a tenant's budgets live in their own
  * namespace, "<tenant id>\x1f<name>" (no API name holds a control
  * character); root's keep their plain name. Caller frees. */

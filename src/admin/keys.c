@@ -114,55 +114,6 @@ static bool bad(struct field_err *fe, const char *field, char *msg)
     return false;
 }
 
-/* Code points a label may not hold: C1 controls, bidi embeddings,
- * overrides, isolates and marks (Trojan Source), zero-width characters and
- * the line and paragraph separators that split log lines. */
-static bool forbidden_cp(uint32_t cp)
-{
-    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x61c || (cp >= 0x200b && cp <= 0x200f) ||
-           (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff;
-}
-
-/* 1..max bytes of valid UTF-8, with no control byte and none of the code
- * points above. jansson already refuses invalid UTF-8 in JSON strings;
- * checking again keeps this safe for any caller. */
-bool admin__valid_text(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max)
-        return false;
-    const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    while (p < end) {
-        uint32_t cp;
-        size_t len;
-        if (*p < 0x80) {
-            cp = *p, len = 1;
-        } else if ((*p & 0xe0) == 0xc0) {
-            cp = *p & 0x1f, len = 2;
-        } else if ((*p & 0xf0) == 0xe0) {
-            cp = *p & 0x0f, len = 3;
-        } else if ((*p & 0xf8) == 0xf0) {
-            cp = *p & 0x07, len = 4;
-        } else {
-            return false;
-        }
-        if ((size_t)(end - p) < len)
-            return false;
-        for (size_t i = 1; i < len; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i] & 0x3f);
-        }
-        static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false; /* over-long, out of range, surrogate */
-        if (cp < 0x20 || cp == 0x7f || forbidden_cp(cp))
-            return false;
-        p += len;
-    }
-    return true;
-}
-
 /* Validates the issuance body into k; the first bad field goes into fe. */
 static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json_t *body,
                         struct kb_key *k, struct field_err *fe, enum kb_err *err)
@@ -635,14 +586,8 @@ static void issue(struct kb_admin *a, struct kb_hreq *req)
         http_reply_error(req, err, fe.msg, fe.field);
         free(fe.msg);
         job_free(j);
-    } else if (!json_is_null(json_object_get(body, "tenant")) &&
-               json_object_get(body, "tenant") &&
-               !json_is_string(json_object_get(body, "tenant"))) {
-        http_reply_error(req, KB_E_INVALID, "tenant must be a tenant's id or null", "tenant");
-        job_free(j);
-    } else if (!admin__acting_tenant(a, req, json_string_value(json_object_get(body, "tenant")),
-                                     &j->key.tenant)) {
-        job_free(j); /* answered: 404 no such tenant */
+    } else if (!admin__body_tenant(a, req, body, &j->key.tenant)) {
+        job_free(j); /* answered */
     } else {
         /* a key names only budgets of its own tenant: their names are
          * looked up in the tenant's namespace */
@@ -783,21 +728,9 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
         return;
     }
     int64_t now = clock_now();
-    /* the key's tenant: another tenant's key is not there for a scoped
-     * token (404, as an unknown id), and the audit record names it */
-    struct kb_key *owner = NULL;
-    enum kb_err oerr = store_key_get(a->store, id, clock_day(now), &owner);
-    const char *scope = admin__scope(a);
-    if (oerr == KB_OK && scope && (!owner->tenant || strcmp(owner->tenant, scope) != 0))
-        oerr = KB_E_NOT_FOUND;
-    if (oerr != KB_OK) {
-        store_key_free(owner);
-        http_reply_error(req, oerr == KB_E_NOT_FOUND ? oerr : KB_E_STORE,
-                         oerr == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
-        return;
-    }
-    char *key_tenant = owner->tenant ? kb_strdup(owner->tenant) : NULL;
-    store_key_free(owner);
+    char *key_tenant = NULL; /* for the audit record */
+    if (!admin__key_visible(a, req, id, &key_tenant))
+        return; /* answered: 404 for another tenant's key */
     if (cmd == KB_M_GET) {
         struct kb_key *k = NULL;
         enum kb_err err = store_key_get(a->store, id, clock_day(now), &k);

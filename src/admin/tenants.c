@@ -71,6 +71,38 @@ void admin__budget_unscope_msg(char *msg)
     }
 }
 
+/* ---- whose objects the caller sees ---- */
+
+bool admin__body_tenant(struct kb_admin *a, struct kb_hreq *req, json_t *body, char **out)
+{
+    json_t *t = json_object_get(body, "tenant");
+    *out = NULL;
+    if (t && !json_is_null(t) && !json_is_string(t)) {
+        http_reply_error(req, KB_E_INVALID, "tenant must be a tenant's id or null", "tenant");
+        return false;
+    }
+    return admin__acting_tenant(a, req, json_string_value(t), out);
+}
+
+bool admin__key_visible(struct kb_admin *a, struct kb_hreq *req, const char *id, char **tenant)
+{
+    struct kb_key *k = NULL;
+    enum kb_err err = store_key_get(a->store, id, clock_day(clock_now()), &k);
+    const char *scope = admin__scope(a);
+    /* another tenant's key is not there for a scoped token: as an unknown id */
+    if (err == KB_OK && scope && (!k->tenant || strcmp(k->tenant, scope) != 0))
+        err = KB_E_NOT_FOUND;
+    if (err != KB_OK) {
+        store_key_free(k);
+        http_reply_error(req, err == KB_E_NOT_FOUND ? err : KB_E_STORE,
+                         err == KB_E_NOT_FOUND ? "no such key" : NULL, NULL);
+        return false;
+    }
+    *tenant = k->tenant ? kb_strdup(k->tenant) : NULL;
+    store_key_free(k);
+    return true;
+}
+
 /* ---- one audited write ---- */
 
 struct write_job {
