@@ -9,8 +9,10 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
 
-const { BIN, assertError, startDaemon, storeEnv, uniquePrefix } = require('./lib/harness');
+const { BIN, assertError, mkTempDir, rmTempDir, startDaemon, storeEnv, uniquePrefix } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 
 function patch(d, p, body, token) {
@@ -57,10 +59,12 @@ describe('tenants and scoped admin tokens', () => {
   let mocks;
   let d;
   let A, B, tA, tB, kA, kB, kR;
+  const sinkDir = mkTempDir();
+  const sink = path.join(sinkDir, 'audit.jsonl');
 
   before(async () => {
     mocks = await startMockVendors();
-    d = await startDaemon({ mocks });
+    d = await startDaemon({ mocks, env: { KEYBRAKE_AUDIT_SINK: sink, KEYBRAKE_AUDIT_CHECKPOINT_EVERY: '5' } });
     A = await tenant(d, 'acme');
     B = await tenant(d, 'globex');
     tA = await token(d, { label: 'acme ops', tenant: A.id });
@@ -79,6 +83,7 @@ describe('tenants and scoped admin tokens', () => {
   after(async () => {
     if (d) await d.stop();
     if (mocks) await mocks.close();
+    rmTempDir(sinkDir);
   });
 
   it('objects belong to the tenant of the token that made them', async () => {
@@ -264,11 +269,17 @@ describe('tenants and scoped admin tokens', () => {
     assert.equal(e.tenant, A.id);
   });
 
-  it('the audit chain verifies with tenant records in it', async () => {
-    const v = spawnSync(BIN, ['audit', 'verify'], {
-      env: { ...process.env, KEYBRAKE_DATA_DIR: d.dataDir, ...storeEnv(d.dataDir) },
-      encoding: 'utf8',
-    });
+  it('the audit chain verifies with tenant records in it, against the JSONL sink too', async () => {
+    const env = { ...process.env, KEYBRAKE_DATA_DIR: d.dataDir, ...storeEnv(d.dataDir) };
+    const v = spawnSync(BIN, ['audit', 'verify'], { env, encoding: 'utf8' });
     assert.equal(v.status, 0, v.stdout + v.stderr);
+    d.signal('SIGTERM'); // stopped, not cleaned up: after() checks its exit and removes it
+    await d.waitExit();
+    const lines = fs.readFileSync(sink, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(lines.some((r) => r.tenant === A.id && r.action === 'key.issued'));
+    assert.ok(lines.filter((r) => !r.tenant).every((r) => !('tenant' in r))); // root's: as before
+    const a = spawnSync(BIN, ['audit', 'verify', '--anchor', sink], { env, encoding: 'utf8' });
+    assert.equal(a.status, 0, a.stdout + a.stderr);
+    assert.match(a.stdout + a.stderr, /anchor .* matches/);
   });
 });
