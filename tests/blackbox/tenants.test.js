@@ -105,6 +105,29 @@ describe('tenants and scoped admin tokens', () => {
     assertError(await d.admin.get('/v1/budgets/team'), 404, 'not_found');
   });
 
+  it("a tenant's budget chains stay in its tenant, and refusals name its own names", async () => {
+    await budget(d, tA.token, { name: 'org', usd_cap: 500, window: 'month' });
+    const child = await budget(d, tA.token, { name: 'squad', usd_cap: 20, window: 'day', parent: 'org' });
+    assert.equal(child.parent, 'org');
+    assert.equal(child.tenant, A.id);
+    // root's budget and B's are not parents A can name
+    for (const parent of ['root-only', 'b-only']) {
+      const r = await d.admin.post('/v1/budgets', { name: `x-${parent}`, usd_cap: 1, window: 'day', parent }, { token: tA.token });
+      assertError(r, 400, 'invalid_request');
+      assert.ok(!r.text.includes(A.id) && !r.text.includes('\\u001f'), r.text);
+    }
+    const dup = await d.admin.post('/v1/budgets', { name: 'team', usd_cap: 1, window: 'day' }, { token: tA.token });
+    assertError(dup, 409, 'conflict');
+    assert.match(dup.json.message, /"team"/);
+    assert.ok(!dup.text.includes(A.id) && !dup.text.includes('\\u001f'), dup.text);
+    const inUse = await d.admin.del('/v1/budgets/team', { token: tA.token });
+    assertError(inUse, 409, 'budget_in_use');
+    const p = await d.admin.req('PATCH', '/v1/budgets/squad', { parent: null }, { token: tA.token });
+    assert.equal(p.status, 200, p.text);
+    assert.equal(p.json.parent, null);
+    assert.equal((await d.admin.del('/v1/budgets/squad', { token: tA.token })).status, 204);
+  });
+
   it("tenant A's token gets 404 on every route of tenant B's objects", async () => {
     const t = tA.token;
     const probes = [
@@ -164,7 +187,7 @@ describe('tenants and scoped admin tokens', () => {
     const keys = await d.admin.get('/v1/keys?limit=200', { token: tA.token });
     assert.deepEqual(keys.json.data.map((k) => k.id), [kA.id]);
     const budgets = await d.admin.get('/v1/budgets', { token: tA.token });
-    assert.deepEqual(budgets.json.data.map((b) => b.name), ['team']);
+    assert.deepEqual(budgets.json.data.map((b) => b.name), ['team', 'org']);
     const tenants = await d.admin.get('/v1/tenants', { token: tA.token });
     assert.deepEqual(tenants.json.data.map((t) => t.id), [A.id]);
     const toks = await d.admin.get('/v1/admin-tokens', { token: tA.token });
