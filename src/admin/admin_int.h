@@ -119,6 +119,9 @@ bool admin__body_tenant(struct kb_admin *a, struct kb_hreq *req, json_t *body, c
  * an unknown key or another tenant's, 503 when the store fails); else
  * *tenant (caller frees) is the key's tenant, NULL for root's. */
 bool admin__key_visible(struct kb_admin *a, struct kb_hreq *req, const char *id, char **tenant);
+/* Writer thread: KB_OK when tenant `id` exists (not deleted), in the
+ * caller's transaction; KB_E_NOT_FOUND. */
+enum kb_err admin__tenant_alive(struct kb_store *s, const char *id);
 /* A budget's name in the store: a tenant's budgets live in their own
  * namespace, "<tenant id>\x1f<name>" (no API name holds a control
  * character); root's keep their plain name. Caller frees. */

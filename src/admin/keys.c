@@ -337,6 +337,10 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
     enum kb_err err;
     switch (j->op) {
     case OP_ISSUE:
+        /* the tenant still there, in the transaction that issues (a
+         * deletion and an issuance never interleave) */
+        if (j->key.tenant && (err = admin__tenant_alive(s, j->key.tenant)) != KB_OK)
+            break;
         err = store_key_insert(s, &j->key, j->hash);
         if (err == KB_OK)
             err = admin__key_budgets_link(s, &j->budgets, &j->key, &j->rec);
@@ -515,7 +519,8 @@ static void job_done(void *arg, enum kb_err err)
             break;
         }
         if (err != KB_OK) {
-            http_reply_error(req, write_error(err), NULL, NULL);
+            http_reply_error(req, write_error(err),
+                             err == KB_E_NOT_FOUND ? "no such tenant" : NULL, NULL);
             break;
         }
         j->key.usage_day = clock_day(j->key.created_at);

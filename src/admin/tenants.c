@@ -103,6 +103,14 @@ bool admin__key_visible(struct kb_admin *a, struct kb_hreq *req, const char *id,
     return true;
 }
 
+enum kb_err admin__tenant_alive(struct kb_store *s, const char *id)
+{
+    struct kb_tenant *t = NULL;
+    enum kb_err err = store_tenant_get(s, id, &t);
+    store_tenant_free(t);
+    return err;
+}
+
 /* ---- one audited write ---- */
 
 struct write_job {

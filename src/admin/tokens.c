@@ -62,7 +62,8 @@ static void create_free(void *arg)
 static enum kb_err create_op(struct kb_store *s, void *arg)
 {
     struct create_job *c = arg;
-    return store_admin_token_insert(s, &c->tok, c->hash);
+    enum kb_err err = c->tok.tenant ? admin__tenant_alive(s, c->tok.tenant) : KB_OK;
+    return err == KB_OK ? store_admin_token_insert(s, &c->tok, c->hash) : err;
 }
 
 static void create_done(struct kb_admin *a, struct kb_hreq *req, enum kb_err err, void *arg)
@@ -70,7 +71,8 @@ static void create_done(struct kb_admin *a, struct kb_hreq *req, enum kb_err err
     struct create_job *c = arg;
     (void)a;
     if (err != KB_OK) {
-        http_reply_error(req, err == KB_E_STORE ? KB_E_AUDIT_UNAVAILABLE : err, NULL, NULL);
+        http_reply_error(req, err == KB_E_STORE ? KB_E_AUDIT_UNAVAILABLE : err,
+                         err == KB_E_NOT_FOUND ? "no such tenant" : NULL, NULL);
         return;
     }
     kb_log(KB_LOG_INFO, "admin token created", "token_id", c->tok.id, NULL);

@@ -37,8 +37,11 @@ static const char SQL_TENANT_SECRETS[] = "DELETE FROM tenant_secrets WHERE tenan
 static const char SQL_TOKEN_INSERT[] =
     "INSERT INTO admin_tokens (token_hash, label, created_at, public_id, tenant_id) "
     "VALUES ($1::bytea, $2::text, $3::bigint, $4::text, $5::text)";
-static const char SQL_TOKEN_LOOKUP[] = "SELECT " TOKEN_COLS "FROM admin_tokens "
-                                       "WHERE token_hash = $1::bytea AND revoked_at IS NULL";
+/* a scoped token lives no longer than its tenant */
+static const char SQL_TOKEN_LOOKUP[] =
+    "SELECT " TOKEN_COLS "FROM admin_tokens a WHERE token_hash = $1::bytea AND revoked_at IS NULL "
+    "AND (tenant_id IS NULL OR EXISTS (SELECT 1 FROM tenants t WHERE t.id = a.tenant_id "
+    "AND t.deleted_at IS NULL))";
 static const char SQL_TOKEN_LIST[] =
     "SELECT " TOKEN_COLS "FROM admin_tokens WHERE $1::boolean "
     "OR tenant_id IS NOT DISTINCT FROM $2::text ORDER BY id LIMIT 1000";

@@ -215,8 +215,11 @@ static void row_token(sqlite3_stmt *st, struct kb_admin_token *t)
 enum kb_err sqlite__admin_token_lookup(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
                                        struct kb_admin_token **out)
 {
-    sqlite3_stmt *st = prep(s, "SELECT " TOKEN_COLS "FROM admin_tokens "
-                               "WHERE token_hash = ?1 AND revoked_at IS NULL");
+    /* a scoped token lives no longer than its tenant */
+    sqlite3_stmt *st = prep(s, "SELECT " TOKEN_COLS "FROM admin_tokens a "
+                               "WHERE token_hash = ?1 AND revoked_at IS NULL AND (tenant_id IS NULL "
+                               "OR EXISTS (SELECT 1 FROM tenants t WHERE t.id = a.tenant_id "
+                               "AND t.deleted_at IS NULL))");
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_blob(st, 1, hash, KB_HASH_LEN, SQLITE_STATIC);

@@ -550,8 +550,8 @@ struct kb_admin_token {
 KB_MUSTCHECK enum kb_err store_admin_token_insert(struct kb_store *s,
                                                   const struct kb_admin_token *tok,
                                                   const uint8_t hash[KB_HASH_LEN]);
-/* The unrevoked token whose hash is `hash`: KB_E_NOT_FOUND when unknown or
- * revoked. One indexed read; *out is the caller's (store_admin_token_free). */
+/* The unrevoked token whose hash is `hash`: KB_E_NOT_FOUND when unknown,
+ * revoked, or scoped to a deleted tenant. One indexed read; *out is the caller's (store_admin_token_free). */
 KB_MUSTCHECK enum kb_err store_admin_token_lookup(struct kb_store *s,
                                                   const uint8_t hash[KB_HASH_LEN],
                                                   struct kb_admin_token **out);

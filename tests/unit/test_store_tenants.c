@@ -164,6 +164,10 @@ static void test_tenants_crud(void **state)
     assert_int_equal(store_admin_token_lookup(f->s, h, &tok), KB_E_NOT_FOUND); /* revoked */
     struct kb_tenant_secret *got = NULL;
     assert_int_equal(store_tenant_secret_get(f->s, "tn_a", "stripe", &got), KB_E_NOT_FOUND);
+    /* a token of a deleted tenant, however it got there, is not valid */
+    uint8_t late[KB_HASH_LEN];
+    add_token(f, "at_late", "tn_a", late);
+    assert_int_equal(store_admin_token_lookup(f->s, late, &tok), KB_E_NOT_FOUND);
     /* the name is free again */
     add_tenant(f, "tn_a2", "acme");
 }
