@@ -39,8 +39,7 @@ static json_t *secret_json(const struct kb_tenant_secret *sec)
 {
     char at[32];
     json_t *o = json_pack("{s:s, s:b, s:s, s:s}", "vendor", sec->vendor, "set", 1, "key_id",
-                          sec->key_id, "updated_at",
-                          clock_rfc3339(sec->updated_at, at, sizeof at));
+                          sec->key_id, "updated_at", clock_rfc3339(sec->updated_at, at, sizeof at));
     json_object_set_new(o, "account", sec->account ? json_string(sec->account) : json_null());
     return o;
 }
@@ -76,8 +75,8 @@ static void put_done(struct kb_admin *a, struct kb_hreq *req, enum kb_err err, v
         return;
     }
     published(a);
-    kb_log(KB_LOG_INFO, "tenant secret set", "tenant", sec->tenant, "vendor", sec->vendor,
-           "key_id", sec->key_id, NULL);
+    kb_log(KB_LOG_INFO, "tenant secret set", "tenant", sec->tenant, "vendor", sec->vendor, "key_id",
+           sec->key_id, NULL);
     http_reply_json(req, 200, secret_json(sec));
 }
 
@@ -86,8 +85,8 @@ static void delete_done(struct kb_admin *a, struct kb_hreq *req, enum kb_err err
     const struct kb_tenant_secret *sec = arg;
     if (err == KB_OK) {
         published(a);
-        kb_log(KB_LOG_INFO, "tenant secret deleted", "tenant", sec->tenant, "vendor",
-               sec->vendor, NULL);
+        kb_log(KB_LOG_INFO, "tenant secret deleted", "tenant", sec->tenant, "vendor", sec->vendor,
+               NULL);
         http_reply_json(req, 204, NULL);
     } else if (err == KB_E_NOT_FOUND) {
         http_reply_error(req, err, "no secret is set for this vendor", NULL);
@@ -123,8 +122,7 @@ static void put(struct kb_admin *a, struct kb_hreq *req, const char *tenant, con
         http_reply_error(req, KB_E_INVALID, "account must be a string of 1-256 printable bytes",
                          "account");
     } else if (vd && vd->auth == KB_AUTH_BASIC && !json_is_string(account)) {
-        http_reply_error(req, KB_E_INVALID, "this vendor's credential needs an account",
-                         "account");
+        http_reply_error(req, KB_E_INVALID, "this vendor's credential needs an account", "account");
     } else if (!secrets_enabled()) {
         http_reply_error(req, KB_E_CONFIG,
                          "no master key is configured: set [secrets] master_key_file or "
@@ -144,8 +142,8 @@ static void put(struct kb_admin *a, struct kb_hreq *req, const char *tenant, con
             sec->key_id = kb_strdup(kid);
             sec->account = json_is_string(account) ? kb_strdup(json_string_value(account)) : NULL;
             sec->updated_at = clock_now();
-            admin__write(a, req, put_op, put_done, sec, sec_free, "tenant.secret_set", tenant,
-                         NULL, json_pack("{s:s, s:s}", "vendor", vendor, "key_id", kid));
+            admin__write(a, req, put_op, put_done, sec, sec_free, "tenant.secret_set", tenant, NULL,
+                         json_pack("{s:s, s:s}", "vendor", vendor, "key_id", kid));
         }
     }
     /* the body held the secret in clear */

@@ -63,9 +63,9 @@ void admin__budget_unscope_msg(char *msg)
     while (msg && (sep = strchr(msg, NS_SEP)) != NULL) {
         /* the tenant id before it: [A-Za-z0-9_] back to a non-id byte */
         char *start = sep;
-        while (start > msg && (start[-1] == '_' || (start[-1] >= '0' && start[-1] <= '9') ||
-                               (start[-1] >= 'A' && start[-1] <= 'Z') ||
-                               (start[-1] >= 'a' && start[-1] <= 'z')))
+        while (start > msg &&
+               (start[-1] == '_' || (start[-1] >= '0' && start[-1] <= '9') ||
+                (start[-1] >= 'A' && start[-1] <= 'Z') || (start[-1] >= 'a' && start[-1] <= 'z')))
             start--;
         memmove(start, sep + 1, strlen(sep + 1) + 1);
     }
@@ -239,8 +239,8 @@ static void create(struct kb_admin *a, struct kb_hreq *req)
         crypto_id_new("tn_", 16, t->id, sizeof t->id);
         t->name = kb_strdup(name);
         t->created_at = clock_now();
-        admin__write(a, req, create_op, create_done, t, tenant_free, "tenant.created", t->id,
-                     name, json_pack("{s:s, s:s}", "tenant", t->id, "name", name));
+        admin__write(a, req, create_op, create_done, t, tenant_free, "tenant.created", t->id, name,
+                     json_pack("{s:s, s:s}", "tenant", t->id, "name", name));
     }
     json_decref(body);
 }

@@ -231,8 +231,8 @@ enum kb_err pg__admin_token_list(struct kb_store *s, bool all, const char *tenan
     return err;
 }
 
-enum kb_err pg__admin_token_revoke(struct kb_store *s, const char *id, bool all,
-                                   const char *tenant, int64_t now)
+enum kb_err pg__admin_token_revoke(struct kb_store *s, const char *id, bool all, const char *tenant,
+                                   int64_t now)
 {
     struct pg_args a = {0};
     pg_arg_text(&a, id);
@@ -328,8 +328,8 @@ enum kb_err pg__secret_delete(struct kb_store *s, const char *tenant, const char
     return pg__txn_end(s, own, err);
 }
 
-enum kb_err pg__secret_list(struct kb_store *s, const char *tenant,
-                            struct kb_tenant_secret **out, size_t *n)
+enum kb_err pg__secret_list(struct kb_store *s, const char *tenant, struct kb_tenant_secret **out,
+                            size_t *n)
 {
     struct pg_args a = {0};
     pg_arg_text(&a, tenant);

@@ -62,8 +62,7 @@ static enum kb_err exec_done(struct kb_store *s, sqlite3_stmt *st, int *changes)
 
 enum kb_err sqlite__tenant_insert(struct kb_store *s, struct kb_tenant *t)
 {
-    sqlite3_stmt *st =
-        prep(s, "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)");
+    sqlite3_stmt *st = prep(s, "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)");
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
@@ -216,10 +215,11 @@ enum kb_err sqlite__admin_token_lookup(struct kb_store *s, const uint8_t hash[KB
                                        struct kb_admin_token **out)
 {
     /* a scoped token lives no longer than its tenant */
-    sqlite3_stmt *st = prep(s, "SELECT " TOKEN_COLS "FROM admin_tokens a "
-                               "WHERE token_hash = ?1 AND revoked_at IS NULL AND (tenant_id IS NULL "
-                               "OR EXISTS (SELECT 1 FROM tenants t WHERE t.id = a.tenant_id "
-                               "AND t.deleted_at IS NULL))");
+    sqlite3_stmt *st =
+        prep(s, "SELECT " TOKEN_COLS "FROM admin_tokens a "
+                "WHERE token_hash = ?1 AND revoked_at IS NULL AND (tenant_id IS NULL "
+                "OR EXISTS (SELECT 1 FROM tenants t WHERE t.id = a.tenant_id "
+                "AND t.deleted_at IS NULL))");
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_blob(st, 1, hash, KB_HASH_LEN, SQLITE_STATIC);
@@ -334,8 +334,7 @@ enum kb_err sqlite__secret_get(struct kb_store *s, const char *tenant, const cha
 
 enum kb_err sqlite__secret_delete(struct kb_store *s, const char *tenant, const char *vendor)
 {
-    sqlite3_stmt *st =
-        prep(s, "DELETE FROM tenant_secrets WHERE tenant_id = ?1 AND vendor = ?2");
+    sqlite3_stmt *st = prep(s, "DELETE FROM tenant_secrets WHERE tenant_id = ?1 AND vendor = ?2");
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_text(st, 1, tenant, -1, SQLITE_STATIC);

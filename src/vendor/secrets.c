@@ -186,14 +186,14 @@ enum kb_err secrets_seal(const char *tenant, const char *vendor, const char *pla
     int alen = 0, n = 0, fin = 0;
     char *aad = aad_of(tenant, vendor, &alen);
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    bool ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) == 1 &&
-              EVP_EncryptInit_ex(ctx, NULL, NULL, g_keys[0].key, buf) == 1 &&
-              EVP_EncryptUpdate(ctx, NULL, &n, (const uint8_t *)aad, alen) == 1 &&
-              EVP_EncryptUpdate(ctx, buf + NONCE_LEN, &n, (const uint8_t *)plain, (int)len) == 1 &&
-              EVP_EncryptFinal_ex(ctx, buf + NONCE_LEN + n, &fin) == 1 &&
-              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN,
-                                  buf + NONCE_LEN + n + fin) == 1;
+    bool ok =
+        ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) == 1 &&
+        EVP_EncryptInit_ex(ctx, NULL, NULL, g_keys[0].key, buf) == 1 &&
+        EVP_EncryptUpdate(ctx, NULL, &n, (const uint8_t *)aad, alen) == 1 &&
+        EVP_EncryptUpdate(ctx, buf + NONCE_LEN, &n, (const uint8_t *)plain, (int)len) == 1 &&
+        EVP_EncryptFinal_ex(ctx, buf + NONCE_LEN + n, &fin) == 1 &&
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, buf + NONCE_LEN + n + fin) == 1;
     EVP_CIPHER_CTX_free(ctx);
     free(aad);
     if (!ok) {

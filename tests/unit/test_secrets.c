@@ -164,12 +164,12 @@ static void test_bad_settings(void **state)
     char *bad = write_file("not hex at all");
     load("abc", NULL, NULL, NULL, KB_E_CONFIG);
     load(KEY1 "00", NULL, NULL, NULL, KB_E_CONFIG);
-    load(KEY1, bad, NULL, NULL, KB_E_CONFIG);  /* both */
-    load(NULL, bad, NULL, NULL, KB_E_CONFIG);  /* not a key */
+    load(KEY1, bad, NULL, NULL, KB_E_CONFIG); /* both */
+    load(NULL, bad, NULL, NULL, KB_E_CONFIG); /* not a key */
     load(NULL, "/nonexistent/kb-master", NULL, NULL, KB_E_CONFIG);
     load(KEY1, NULL, "/nonexistent/kb-master", NULL, KB_E_CONFIG);
     load(KEY1, NULL, NULL, "sometimes", KB_E_CONFIG);
-    assert_false(secrets_enabled()); /* a failed load leaves no key */
+    assert_false(secrets_enabled());     /* a failed load leaves no key */
     load(NULL, NULL, NULL, NULL, KB_OK); /* no key at all: secrets off */
     assert_false(secrets_enabled());
     unlink(bad);

@@ -152,9 +152,12 @@ static void test_tenants_crud(void **state)
     store_tenant_free(t);
     uint8_t h[KB_HASH_LEN];
     add_token(f, "at_a", "tn_a", h);
-    struct kb_tenant_secret sec = {.tenant = (char *)"tn_a", .vendor = (char *)"stripe",
-                                   .key_id = (char *)"k1", .sealed = (uint8_t *)"xyz",
-                                   .sealed_len = 3, .updated_at = NOW};
+    struct kb_tenant_secret sec = {.tenant = (char *)"tn_a",
+                                   .vendor = (char *)"stripe",
+                                   .key_id = (char *)"k1",
+                                   .sealed = (uint8_t *)"xyz",
+                                   .sealed_len = 3,
+                                   .updated_at = NOW};
     assert_int_equal(store_tenant_secret_put(f->s, &sec), KB_OK);
     assert_int_equal(store_key_revoke(f->s, "vk_a1", NOW, NULL), KB_OK);
     assert_int_equal(store_tenant_delete(f->s, "tn_a", NOW + 1), KB_OK);
@@ -276,9 +279,12 @@ static void test_secrets(void **state)
     uint8_t blob[300];
     for (size_t i = 0; i < sizeof blob; i++)
         blob[i] = (uint8_t)i; /* NULs and high bytes survive */
-    struct kb_tenant_secret sec = {.tenant = (char *)"tn_a", .vendor = (char *)"openai",
-                                   .key_id = (char *)"abcd1234", .sealed = blob,
-                                   .sealed_len = sizeof blob, .account = NULL,
+    struct kb_tenant_secret sec = {.tenant = (char *)"tn_a",
+                                   .vendor = (char *)"openai",
+                                   .key_id = (char *)"abcd1234",
+                                   .sealed = blob,
+                                   .sealed_len = sizeof blob,
+                                   .account = NULL,
                                    .updated_at = NOW};
     assert_int_equal(store_tenant_secret_put(f->s, &sec), KB_OK);
     struct kb_tenant_secret *got = NULL;
