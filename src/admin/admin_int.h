@@ -138,8 +138,7 @@ void admin__budget_unscope_msg(char *msg);
  * the writer thread; done on the admin loop answers req. The write owns
  * arg only if free_arg is set. */
 typedef enum kb_err (*admin__op_fn)(struct kb_store *s, void *arg);
-typedef void (*admin__done_fn)(struct kb_admin *a, struct kb_hreq *req, enum kb_err err,
-                               void *arg);
+typedef void (*admin__done_fn)(struct kb_admin *a, struct kb_hreq *req, enum kb_err err, void *arg);
 struct kb_audit_rec;
 void admin__write(struct kb_admin *a, struct kb_hreq *req, admin__op_fn op, admin__done_fn done,
                   void *arg, void (*free_arg)(void *), const char *action, const char *tenant,

@@ -61,16 +61,15 @@ json_t *admin__budget_json(const struct kb_budget *b)
     int64_t left = b->cap - b->spent - b->reserved;
     char tenant[32];
     json_t *o = json_pack("{s:s, s:f, s:s, s:s, s:s, s:I}", "name", admin__budget_api_name(b->name),
-                          "usd_cap", usd(b->cap),
-                          "window", window_names[b->window], "created_at",
+                          "usd_cap", usd(b->cap), "window", window_names[b->window], "created_at",
                           clock_rfc3339(b->created_at, created, sizeof created), "updated_at",
                           clock_rfc3339(b->updated_at, updated, sizeof updated), "keys",
                           (json_int_t)b->keys);
     json_object_set_new(o, "parent",
                         b->parent ? json_string(admin__budget_api_name(b->parent)) : json_null());
-    json_object_set_new(o, "tenant", admin__budget_tenant(b->name, tenant, sizeof tenant)
-                                         ? json_string(tenant)
-                                         : json_null());
+    json_object_set_new(o, "tenant",
+                        admin__budget_tenant(b->name, tenant, sizeof tenant) ? json_string(tenant)
+                                                                             : json_null());
     json_object_set_new(o, "usage",
                         json_pack("{s:s, s:f, s:f, s:f, s:I}", "period", period, "spent_usd",
                                   usd(b->spent), "reserved_usd", usd(b->reserved), "remaining_usd",
@@ -279,8 +278,7 @@ static void create(struct kb_admin *a, struct kb_hreq *req)
     json_decref(body);
 }
 
-static void update(struct kb_admin *a, struct kb_hreq *req, const char *name,
-                   const char *tenant)
+static void update(struct kb_admin *a, struct kb_hreq *req, const char *name, const char *tenant)
 {
     const char *raw, *unknown = NULL;
     size_t len;
@@ -508,11 +506,10 @@ enum kb_err admin__key_budgets_link(struct kb_store *s, struct admin__key_budget
             err = store_budget_insert(s, &ib->def, &msg);
             if (err == KB_OK) {
                 static const char *const wn[] = {"total", "day", "month"};
-                json_t *d =
-                    json_pack("{s:s, s:I, s:s, s:s?, s:s}", "budget",
-                              admin__budget_api_name(ib->def.name), "cap_micros",
-                              (json_int_t)ib->def.cap, "window", wn[ib->def.window], "parent",
-                              admin__budget_api_name(ib->def.parent), "key_id", key->id);
+                json_t *d = json_pack(
+                    "{s:s, s:I, s:s, s:s?, s:s}", "budget", admin__budget_api_name(ib->def.name),
+                    "cap_micros", (json_int_t)ib->def.cap, "window", wn[ib->def.window], "parent",
+                    admin__budget_api_name(ib->def.parent), "key_id", key->id);
                 ib->detail = json_dumps(d, JSON_COMPACT);
                 json_decref(d);
                 struct kb_audit_rec rec = *tmpl;

@@ -519,8 +519,8 @@ static void job_done(void *arg, enum kb_err err)
             break;
         }
         if (err != KB_OK) {
-            http_reply_error(req, write_error(err),
-                             err == KB_E_NOT_FOUND ? "no such tenant" : NULL, NULL);
+            http_reply_error(req, write_error(err), err == KB_E_NOT_FOUND ? "no such tenant" : NULL,
+                             NULL);
             break;
         }
         j->key.usage_day = clock_day(j->key.created_at);

@@ -37,8 +37,9 @@ static const char *const append_sql[AS__COUNT] = {
                   "SELECT 1 FROM audit_checkpoints c WHERE ?1 >= 1 AND c.seq >= ?1 "
                   "AND c.seq = (SELECT min(seq) FROM audit_checkpoints) "
                   "AND NOT EXISTS (SELECT 1 FROM audit a WHERE a.seq = c.seq) LIMIT 1",
-    [AS_INSERT] = "INSERT INTO audit (seq, ref_seq, " REC_COLS ", hash) VALUES (?1, ?2, ?3, ?4, "
-                  "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+    [AS_INSERT] =
+        "INSERT INTO audit (seq, ref_seq, " REC_COLS ", hash) VALUES (?1, ?2, ?3, ?4, "
+        "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
     [AS_CKPT_INSERT] = "INSERT INTO audit_checkpoints (seq, prev_seq, every, ts_ms, hash, mac) "
                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [AS_DATA_VERSION] = "PRAGMA data_version",

@@ -183,8 +183,8 @@ KB_MUSTCHECK enum kb_err store_key_revoke_prefix(struct kb_store *s, const char 
                                                  struct kb_revoked_key **keys);
 /* The same, limited to the keys of tenant `tenant` (NULL: every key). */
 KB_MUSTCHECK enum kb_err store_key_revoke_prefix_in(struct kb_store *s, const char *tenant,
-                                                    const char *prefix, int64_t now,
-                                                    int64_t *count, struct kb_revoked_key **keys);
+                                                    const char *prefix, int64_t now, int64_t *count,
+                                                    struct kb_revoked_key **keys);
 
 /* What admission must read in its own transaction, not from a cached key:
  * a change (store_key_update) or a revocation may have committed since the
@@ -551,7 +551,8 @@ KB_MUSTCHECK enum kb_err store_admin_token_insert(struct kb_store *s,
                                                   const struct kb_admin_token *tok,
                                                   const uint8_t hash[KB_HASH_LEN]);
 /* The unrevoked token whose hash is `hash`: KB_E_NOT_FOUND when unknown,
- * revoked, or scoped to a deleted tenant. One indexed read; *out is the caller's (store_admin_token_free). */
+ * revoked, or scoped to a deleted tenant. One indexed read; *out is the caller's
+ * (store_admin_token_free). */
 KB_MUSTCHECK enum kb_err store_admin_token_lookup(struct kb_store *s,
                                                   const uint8_t hash[KB_HASH_LEN],
                                                   struct kb_admin_token **out);
@@ -569,10 +570,10 @@ void store_admin_token_list_free(struct kb_admin_token *t, size_t n);
 #define KB_SEALED_MAX 4096 /* bytes of one sealed secret */
 
 struct kb_tenant_secret {
-    char *tenant;       /* owned */
-    char *vendor;       /* owned */
-    char *key_id;       /* owned; the master key that sealed it */
-    uint8_t *sealed;    /* owned; nonce || ciphertext || tag */
+    char *tenant;    /* owned */
+    char *vendor;    /* owned */
+    char *key_id;    /* owned; the master key that sealed it */
+    uint8_t *sealed; /* owned; nonce || ciphertext || tag */
     size_t sealed_len;
     char *account;      /* owned; NULL: none */
     int64_t updated_at; /* epoch seconds */
@@ -583,8 +584,7 @@ KB_MUSTCHECK enum kb_err store_tenant_secret_put(struct kb_store *s,
                                                  const struct kb_tenant_secret *sec);
 /* KB_E_NOT_FOUND when none; *out the caller's (store_tenant_secret_free). */
 KB_MUSTCHECK enum kb_err store_tenant_secret_get(struct kb_store *s, const char *tenant,
-                                                 const char *vendor,
-                                                 struct kb_tenant_secret **out);
+                                                 const char *vendor, struct kb_tenant_secret **out);
 /* KB_E_NOT_FOUND when none. */
 KB_MUSTCHECK enum kb_err store_tenant_secret_delete(struct kb_store *s, const char *tenant,
                                                     const char *vendor);
