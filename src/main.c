@@ -40,6 +40,7 @@
 #include "store/revlog.h"
 #include "store/writer.h"
 #include "vendor/creds.h"
+#include "vendor/secrets.h"
 
 #ifndef KB_VERSION
 #define KB_VERSION "0.1.0"
@@ -410,6 +411,10 @@ static int serve(const char *config_path)
         fprintf(stderr, "keybrake: store: %s%s\n", errmsg, disk_note(cfg->data_dir));
         goto out;
     }
+    if (secrets_load(cfg, &errmsg) != KB_OK || secrets_check_store(store, &errmsg) != KB_OK) {
+        fprintf(stderr, "keybrake: %s\n", errmsg);
+        goto out;
+    }
     revlog = revlog_new();
     int64_t orphans = 0;
     if (store_caps(store) & KB_STORE_SHARED) {
@@ -534,6 +539,7 @@ out:
     audit_sink_free(sink);
     cluster_stop(cluster); /* after the writer: heartbeats go on while it drains */
     store_close(store);
+    secrets_unload();
     /* the tables in force (the start's, or the last reload's) and every
      * one a reload replaced, the start's among them */
     meter_pricing_free(old.n ? (struct kb_pricing *)rt.pricing : pricing);

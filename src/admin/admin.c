@@ -11,6 +11,7 @@
 #include <event2/http.h>
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -28,8 +29,11 @@
 #include "store/store.h"
 #include "store/writer.h"
 
+/* Reads the token's row on every request (no cache): a revocation
+ * committed by any node stops the token at its next request. */
 static bool authorized(struct kb_admin *a, const struct kb_hdr *h, size_t nh)
 {
+    memset(&a->who, 0, sizeof a->who);
     const char *auth = NULL;
     int n = 0;
     for (size_t i = 0; i < nh; i++)
@@ -43,7 +47,45 @@ static bool authorized(struct kb_admin *a, const struct kb_hdr *h, size_t nh)
         return false;
     uint8_t hash[KB_HASH_LEN];
     crypto_hmac(a->rt->server_key, KB_HASH_LEN, tok, len, hash);
-    return store_admin_token_check(a->store, hash) == KB_OK;
+    struct kb_admin_token *t = NULL;
+    if (store_admin_token_lookup(a->store, hash, &t) != KB_OK)
+        return false;
+    a->who.root = t->tenant == NULL;
+    snprintf(a->who.tenant, sizeof a->who.tenant, "%s", t->tenant ? t->tenant : "");
+    snprintf(a->who.token_id, sizeof a->who.token_id, "%s", t->id);
+    store_admin_token_free(t);
+    return true;
+}
+
+const char *admin__scope(const struct kb_admin *a)
+{
+    return a->who.root ? NULL : a->who.tenant;
+}
+
+bool admin__acting_tenant(struct kb_admin *a, struct kb_hreq *req, const char *asked, char **out)
+{
+    const char *scope = admin__scope(a);
+    *out = NULL;
+    if (scope) {
+        if (asked && strcmp(asked, scope) != 0) {
+            http_reply_error(req, KB_E_NOT_FOUND, "no such tenant", "tenant");
+            return false;
+        }
+        *out = kb_strdup(scope);
+        return true;
+    }
+    if (!asked)
+        return true;
+    struct kb_tenant *t = NULL;
+    enum kb_err err = store_tenant_get(a->store, asked, &t);
+    store_tenant_free(t);
+    if (err != KB_OK) {
+        http_reply_error(req, err == KB_E_NOT_FOUND ? KB_E_NOT_FOUND : KB_E_STORE,
+                         err == KB_E_NOT_FOUND ? "no such tenant" : NULL, "tenant");
+        return false;
+    }
+    *out = kb_strdup(asked);
+    return true;
 }
 
 void admin_handle(struct kb_hreq *req, void *arg)
@@ -91,6 +133,11 @@ void admin_handle(struct kb_hreq *req, void *arg)
     }
     /* an operator's connection: never closed to make room for another */
     hreq_trust(req);
+    /* root's own surfaces: a scoped token finds nothing there */
+    if (!a->who.root && (strcmp(path, "/metrics") == 0 || strncmp(path, "/v1/test/", 9) == 0)) {
+        http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
+        return;
+    }
     if (strcmp(path, "/metrics") == 0) {
         if (cmd == KB_M_GET)
             admin__metrics(a, req);
@@ -101,11 +148,20 @@ void admin_handle(struct kb_hreq *req, void *arg)
     bool keys = strncmp(path, "/v1/keys", 8) == 0 && (path[8] == '\0' || path[8] == '/');
     bool budgets = strncmp(path, "/v1/budgets", 11) == 0 && (path[11] == '\0' || path[11] == '/');
     bool usage = strcmp(path, "/v1/usage") == 0, alerts = strcmp(path, "/v1/alerts") == 0;
+    bool tenants = strncmp(path, "/v1/tenants", 11) == 0 && (path[11] == '\0' || path[11] == '/');
+    bool tokens =
+        strncmp(path, "/v1/admin-tokens", 16) == 0 && (path[16] == '\0' || path[16] == '/');
+    if ((usage || alerts) && !a->who.root) {
+        /* usage and alerts span every tenant: root's alone (a scoped
+         * token finds no such route, as for /metrics) */
+        http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);
+        return;
+    }
     if ((usage || alerts) && cmd != KB_M_GET) {
         http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
         return;
     }
-    if (keys || budgets || usage || alerts || strcmp(path, "/v1/audit") == 0) {
+    if (keys || budgets || tenants || tokens || usage || alerts || strcmp(path, "/v1/audit") == 0) {
         struct evkeyvalq query;
         TAILQ_INIT(&query);
         if (q && evhttp_parse_query_str(q, &query) != 0) {
@@ -121,9 +177,20 @@ void admin_handle(struct kb_hreq *req, void *arg)
             admin__usage(a, req, &query);
         else if (alerts)
             admin__alerts(a, req, &query);
+        else if (tenants)
+            admin__tenants(a, req, path + 11, &query);
+        else if (tokens)
+            admin__tokens(a, req, path + 16, &query);
         else
             admin__audit(a, req, &query);
         evhttp_clear_headers(&query);
+        return;
+    }
+    if (strcmp(path, "/v1/secrets/reencrypt") == 0) {
+        if (a->who.root)
+            admin__secrets_reencrypt(a, req);
+        else
+            http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL); /* root's alone */
         return;
     }
 #ifdef KB_TEST_HOOKS

@@ -14,7 +14,17 @@ struct kb_store;
 struct kb_writer_port;
 struct kb_audit_retention;
 
+/* Who sent the request being routed (admin.c, set by the token check):
+ * valid while its handler runs on the admin loop; a job that needs it
+ * later copies it. */
+struct admin__caller {
+    bool root;         /* a root token: every tenant's objects */
+    char tenant[32];   /* a scoped token's tenant ("" for root) */
+    char token_id[32]; /* the token's public id */
+};
+
 struct kb_admin {
+    struct admin__caller who;    /* the request being routed (see above) */
     const struct kb_runtime *rt; /* borrowed */
     struct kb_store *store;      /* borrowed; the admin thread's connection (reads) */
     struct kb_writer_port *port; /* borrowed; writes go through the store writer */
@@ -35,7 +45,7 @@ void admin__budgets(struct kb_admin *a, struct kb_hreq *req, const char *rest,
                     struct evkeyvalq *query);
 
 /* 1..max bytes of printable UTF-8 (no control, bidi, zero-width or line
- * separator characters): key labels and budget names (keys.c). */
+ * separator characters): key labels and budget names (text.c). */
 bool admin__valid_text(const char *s, size_t max);
 #define ADMIN_NAME_MSG                                                                             \
     "name must be a string of 1-256 bytes of printable UTF-8 (no control, bidi, zero-width or "    \
@@ -70,6 +80,9 @@ struct kb_audit_rec;
 enum kb_err admin__key_budgets_link(struct kb_store *s, struct admin__key_budgets *kb,
                                     const struct kb_key *key, const struct kb_audit_rec *tmpl);
 void admin__key_budgets_cleanup(struct admin__key_budgets *kb);
+/* Puts the names (and parents) of kb in tenant's namespace (NULL: root's,
+ * unchanged): admin__budget_store_name. */
+void admin__key_budgets_scope(struct admin__key_budgets *kb, const char *tenant);
 
 /* PATCH /v1/keys/{id}'s body (keys_patch.c): *c from "daily_usd_cap" and
  * "expires_in" (from `now`, within max_ttl), *detail (caller frees) the
@@ -93,6 +106,61 @@ bool admin__key_scopes_parse(const char *raw, size_t rawlen, json_t *body, struc
 void admin__usage(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
 /* GET /v1/alerts: webhook deliveries, newest first (alerts.c). */
 void admin__alerts(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
+/* The caller's tenant: NULL for a root token (admin.c). */
+const char *admin__scope(const struct kb_admin *a);
+/*
+ * The tenant a request acts for: a scoped token's own; for root, the
+ * `asked` tenant (a body field or ?tenant=; NULL: root's own). false (the
+ * answer sent: 404 no such tenant) when a scoped token names another
+ * tenant, or the tenant asked for does not exist. *out is a copy (caller
+ * frees; NULL for root's own).
+ */
+bool admin__acting_tenant(struct kb_admin *a, struct kb_hreq *req, const char *asked, char **out);
+/* As admin__acting_tenant for the body's "tenant" member (a string or
+ * null); 400 when it is neither. */
+bool admin__body_tenant(struct kb_admin *a, struct kb_hreq *req, json_t *body, char **out);
+/* Whether the caller may see key `id`: false with the answer sent (404 for
+ * an unknown key or another tenant's, 503 when the store fails); else
+ * *tenant (caller frees) is the key's tenant, NULL for root's. */
+bool admin__key_visible(struct kb_admin *a, struct kb_hreq *req, const char *id, char **tenant);
+/* Writer thread: KB_OK when tenant `id` exists (not deleted), in the
+ * caller's transaction; KB_E_NOT_FOUND. */
+enum kb_err admin__tenant_alive(struct kb_store *s, const char *id);
+/* A budget's name in the store: a tenant's budgets live in their own
+ * namespace, "<tenant id>\x1f<name>" (no API name holds a control
+ * character); root's keep their plain name. Caller frees. */
+char *admin__budget_store_name(const char *tenant, const char *name);
+/* The API's name of a stored budget name (a pointer into stored). */
+const char *admin__budget_api_name(const char *stored);
+/* The tenant of a stored budget name into out (size bytes); false for root's. */
+bool admin__budget_tenant(const char *stored, char *out, size_t size);
+/* Removes every "<tenant>\x1f" from msg in place (store messages). */
+void admin__budget_unscope_msg(char *msg);
+
+/* One write of the tenants and admin-tokens resources and its audit
+ * record, committed together by the store writer (tenants.c). op runs on
+ * the writer thread; done on the admin loop answers req. The write owns
+ * arg only if free_arg is set. */
+typedef enum kb_err (*admin__op_fn)(struct kb_store *s, void *arg);
+typedef void (*admin__done_fn)(struct kb_admin *a, struct kb_hreq *req, enum kb_err err, void *arg);
+struct kb_audit_rec;
+void admin__write(struct kb_admin *a, struct kb_hreq *req, admin__op_fn op, admin__done_fn done,
+                  void *arg, void (*free_arg)(void *), const char *action, const char *tenant,
+                  const char *label, json_t *detail);
+
+/* /v1/tenants and /v1/tenants/{id}[/vendors/{vendor}] (tenants.c). */
+void admin__tenants(struct kb_admin *a, struct kb_hreq *req, const char *rest,
+                    struct evkeyvalq *query);
+/* /v1/tenants/{id}/vendors/{vendor}: a tenant's vendor secret (secrets.c);
+ * id is a tenant the caller may see, rest the path after /vendors/. */
+void admin__tenant_secrets(struct kb_admin *a, struct kb_hreq *req, const char *id,
+                           const char *rest);
+/* POST /v1/secrets/reencrypt (root only; secrets.c). */
+void admin__secrets_reencrypt(struct kb_admin *a, struct kb_hreq *req);
+/* /v1/admin-tokens and /v1/admin-tokens/{id} (tokens.c). */
+void admin__tokens(struct kb_admin *a, struct kb_hreq *req, const char *rest,
+                   struct evkeyvalq *query);
+
 /* GET /v1/audit: records filtered and paged (audit.c). */
 void admin__audit(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *query);
 /* GET /metrics: Prometheus text (metrics.c). */

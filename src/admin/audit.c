@@ -73,6 +73,7 @@ static void add_entry(const struct kb_audit_entry *e, void *arg)
         json_t *d = json_loads(r->detail, 0, NULL);
         json_object_set_new(o, "detail", d ? d : json_string(r->detail));
     }
+    json_object_set_new(o, "tenant", r->tenant ? json_string(r->tenant) : json_null());
     json_object_set_new(o, "completed", json_boolean(e->completed));
     json_array_append_new(pg->data, o);
     pg->last_seq = e->seq;
@@ -122,6 +123,9 @@ void admin__audit(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *que
             return;
         }
     }
+    /* a scoped token sees its tenant's records only; root all, or one
+     * tenant's with ?tenant= */
+    f.tenant = admin__scope(a) ? admin__scope(a) : evhttp_find_header(query, "tenant");
     f.decision = evhttp_find_header(query, "decision");
     if (f.decision && strcmp(f.decision, "allowed") != 0 && strcmp(f.decision, "refused") != 0 &&
         strcmp(f.decision, "ok") != 0) {

@@ -59,12 +59,17 @@ json_t *admin__budget_json(const struct kb_budget *b)
     else
         snprintf(period, sizeof period, "total");
     int64_t left = b->cap - b->spent - b->reserved;
-    json_t *o = json_pack("{s:s, s:f, s:s, s:s, s:s, s:I}", "name", b->name, "usd_cap", usd(b->cap),
-                          "window", window_names[b->window], "created_at",
+    char tenant[32];
+    json_t *o = json_pack("{s:s, s:f, s:s, s:s, s:s, s:I}", "name", admin__budget_api_name(b->name),
+                          "usd_cap", usd(b->cap), "window", window_names[b->window], "created_at",
                           clock_rfc3339(b->created_at, created, sizeof created), "updated_at",
                           clock_rfc3339(b->updated_at, updated, sizeof updated), "keys",
                           (json_int_t)b->keys);
-    json_object_set_new(o, "parent", b->parent ? json_string(b->parent) : json_null());
+    json_object_set_new(o, "parent",
+                        b->parent ? json_string(admin__budget_api_name(b->parent)) : json_null());
+    json_object_set_new(o, "tenant",
+                        admin__budget_tenant(b->name, tenant, sizeof tenant) ? json_string(tenant)
+                                                                             : json_null());
     json_t *t = json_array();
     for (int i = 0; i < b->nthresholds; i++)
         json_array_append_new(t, json_integer(b->thresholds[i]));
@@ -89,6 +94,7 @@ struct budget_job {
     int nthr;
     char *errmsg; /* owned; the store's words for a refusal */
     char *detail; /* owned; the audit record's detail */
+    char *tenant; /* owned; the budget's tenant, NULL: root's */
     struct kb_audit_rec rec;
 };
 
@@ -98,6 +104,7 @@ static void job_free(struct budget_job *j)
     free(j->b.parent);
     free(j->errmsg);
     free(j->detail);
+    free(j->tenant);
     free(j);
 }
 
@@ -119,6 +126,7 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
     }
     if (err == KB_OK && j->set_alerts)
         err = store_budget_alerts_set(s, j->b.name, j->thr, j->nthr);
+    admin__budget_unscope_msg(j->errmsg);
     return err == KB_OK ? audit_append(s, &j->rec, NULL) : err;
 }
 
@@ -178,7 +186,8 @@ static void submit(struct budget_job *j, json_t *detail)
     j->detail = json_dumps(detail, JSON_COMPACT);
     json_decref(detail);
     j->rec.detail = j->detail;
-    j->rec.label = j->b.name;
+    j->rec.label = admin__budget_api_name(j->b.name);
+    j->rec.tenant = j->tenant;
     j->a->pending++;
     writer_submit(j->a->port, job_run, job_done, j);
 }
@@ -263,9 +272,11 @@ static void create(struct kb_admin *a, struct kb_hreq *req)
         http_reply_error(req, KB_E_BAD_JSON, NULL, NULL);
         return;
     }
-    static const char *const known[] = {"name",   "usd_cap",          "window",
-                                        "parent", "alert_thresholds", NULL};
+    static const char *const known[] = {"name",   "usd_cap", "window", "parent", "alert_thresholds",
+                                        "tenant", NULL};
     const char *name = json_string_value(json_object_get(body, "name"));
+    json_t *tenant = json_object_get(body, "tenant");
+    char *t = NULL;
     json_t *parent = json_object_get(body, "parent");
     json_t *alerts = json_object_get(body, "alert_thresholds");
     int thr[KB_ALERT_THRESHOLDS_MAX], nthr = 0;
@@ -287,12 +298,17 @@ static void create(struct kb_admin *a, struct kb_hreq *req)
         http_reply_error(req, KB_E_INVALID, "parent must be a budget's name or null", "parent");
     } else if (alerts && !parse_thresholds(alerts, thr, &nthr)) {
         http_reply_error(req, KB_E_INVALID, THRESHOLDS_MSG, "alert_thresholds");
-    } else {
+    } else if (tenant && !json_is_null(tenant) && !json_is_string(tenant)) {
+        http_reply_error(req, KB_E_INVALID, "tenant must be a tenant's id or null", "tenant");
+    } else if (admin__acting_tenant(a, req, json_string_value(tenant), &t)) {
+        /* names unique per tenant: a tenant's budgets live in its namespace */
         struct budget_job *j = job_new(a, req, BOP_CREATE, "budget.created");
-        j->b.name = kb_strdup(name);
+        j->tenant = t;
+        j->b.name = admin__budget_store_name(t, name);
         j->b.cap = cap;
         j->b.window = w;
-        j->b.parent = json_is_string(parent) ? kb_strdup(json_string_value(parent)) : NULL;
+        j->b.parent =
+            json_is_string(parent) ? admin__budget_store_name(t, json_string_value(parent)) : NULL;
         j->set_alerts = nthr > 0;
         memcpy(j->thr, thr, sizeof thr);
         j->nthr = nthr;
@@ -306,7 +322,7 @@ static void create(struct kb_admin *a, struct kb_hreq *req)
     json_decref(body);
 }
 
-static void update(struct kb_admin *a, struct kb_hreq *req, const char *name)
+static void update(struct kb_admin *a, struct kb_hreq *req, const char *name, const char *tenant)
 {
     const char *raw, *unknown = NULL;
     size_t len;
@@ -344,12 +360,15 @@ static void update(struct kb_admin *a, struct kb_hreq *req, const char *name)
     }
     if (ok) {
         struct budget_job *j = job_new(a, req, BOP_UPDATE, "budget.updated");
-        j->b.name = kb_strdup(name);
+        j->tenant = tenant ? kb_strdup(tenant) : NULL;
+        j->b.name = admin__budget_store_name(tenant, name);
         j->c = c;
         j->c.has_cap = json_object_get(body, "usd_cap") != NULL;
         j->c.has_window = window != NULL;
         j->c.has_parent = parent != NULL;
-        j->b.parent = json_is_string(parent) ? kb_strdup(json_string_value(parent)) : NULL;
+        j->b.parent = json_is_string(parent)
+                          ? admin__budget_store_name(tenant, json_string_value(parent))
+                          : NULL;
         j->c.parent = j->b.parent;
         j->set_alerts = alerts != NULL;
         memcpy(j->thr, thr, sizeof thr);
@@ -385,23 +404,42 @@ static void list(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *q)
         http_reply_error(req, KB_E_INVALID, "cursor is not one this API returned", "cursor");
         return;
     }
-    struct kb_budget *v = NULL;
-    size_t n = 0;
-    if (store_budget_list(a->store, after, (int)lim + 1, clock_now(), &v, &n) != KB_OK) {
-        http_reply_error(req, KB_E_STORE, NULL, NULL);
-        return;
-    }
-    size_t shown = n > (size_t)lim ? (size_t)lim : n;
+    /* a scoped token sees its tenant's budgets; root all, or one tenant's
+     * with ?tenant= (tenants.c: a tenant's names carry its id) */
+    const char *want = admin__scope(a) ? admin__scope(a) : evhttp_find_header(q, "tenant");
     json_t *data = json_array();
-    for (size_t i = 0; i < shown; i++)
-        json_array_append_new(data, admin__budget_json(&v[i]));
     json_t *next = json_null();
-    if (n > shown) {
-        char c[24];
-        snprintf(c, sizeof c, "%lld", (long long)v[shown - 1].seq);
-        next = json_string(c);
+    size_t shown = 0;
+    int64_t last = 0;
+    int64_t now = clock_now();
+    for (;;) {
+        struct kb_budget *v = NULL;
+        size_t n = 0;
+        if (store_budget_list(a->store, after, 1000, now, &v, &n) != KB_OK) {
+            json_decref(data);
+            http_reply_error(req, KB_E_STORE, NULL, NULL);
+            return;
+        }
+        for (size_t i = 0; i < n && json_is_null(next); i++) {
+            char t[32];
+            bool has = admin__budget_tenant(v[i].name, t, sizeof t);
+            if (want && (!has || strcmp(t, want) != 0))
+                continue;
+            if (shown == (size_t)lim) { /* one more: a next page exists */
+                char c[24];
+                snprintf(c, sizeof c, "%lld", (long long)last);
+                next = json_string(c);
+                break;
+            }
+            json_array_append_new(data, admin__budget_json(&v[i]));
+            last = v[i].seq;
+            shown++;
+        }
+        after = n ? v[n - 1].seq : after;
+        store_budget_list_free(v, n);
+        if (n < 1000 || !json_is_null(next))
+            break;
     }
-    store_budget_list_free(v, n);
     http_reply_json(req, 200, json_pack("{s:o, s:o}", "data", data, "next_cursor", next));
 }
 
@@ -522,17 +560,17 @@ enum kb_err admin__key_budgets_link(struct kb_store *s, struct admin__key_budget
             err = store_budget_insert(s, &ib->def, &msg);
             if (err == KB_OK) {
                 static const char *const wn[] = {"total", "day", "month"};
-                json_t *d =
-                    json_pack("{s:s, s:I, s:s, s:s?, s:s}", "budget", ib->def.name, "cap_micros",
-                              (json_int_t)ib->def.cap, "window", wn[ib->def.window], "parent",
-                              ib->def.parent, "key_id", key->id);
+                json_t *d = json_pack(
+                    "{s:s, s:I, s:s, s:s?, s:s}", "budget", admin__budget_api_name(ib->def.name),
+                    "cap_micros", (json_int_t)ib->def.cap, "window", wn[ib->def.window], "parent",
+                    admin__budget_api_name(ib->def.parent), "key_id", key->id);
                 ib->detail = json_dumps(d, JSON_COMPACT);
                 json_decref(d);
                 struct kb_audit_rec rec = *tmpl;
                 rec.action = "budget.created";
                 rec.key_id = NULL;
                 rec.vendor = NULL;
-                rec.label = ib->def.name;
+                rec.label = admin__budget_api_name(ib->def.name);
                 rec.detail = ib->detail;
                 crypto_id_new("adm_", 24, rec.request_id, sizeof rec.request_id);
                 err = audit_append(s, &rec, NULL);
@@ -540,6 +578,7 @@ enum kb_err admin__key_budgets_link(struct kb_store *s, struct admin__key_budget
                 err = KB_OK; /* reused as it is */
             }
             if (err == KB_E_NOT_FOUND || err == KB_E_INVALID) {
+                admin__budget_unscope_msg(msg);
                 kb->err = kb_asprintf("budgets[%zu]: %s", i, msg ? msg : "invalid");
                 err = KB_E_INVALID;
             }
@@ -549,13 +588,28 @@ enum kb_err admin__key_budgets_link(struct kb_store *s, struct admin__key_budget
         }
         err = store_key_budget_add(s, key->seq, ib->def.name);
         if (err == KB_E_NOT_FOUND) {
-            kb->err = kb_asprintf("budgets[%zu]: no budget named \"%s\"", i, ib->def.name);
+            kb->err = kb_asprintf("budgets[%zu]: no budget named \"%s\"", i,
+                                  admin__budget_api_name(ib->def.name));
             return KB_E_INVALID;
         }
         if (err != KB_OK)
             return err;
     }
     return KB_OK;
+}
+
+void admin__key_budgets_scope(struct admin__key_budgets *kb, const char *tenant)
+{
+    for (size_t i = 0; tenant && i < kb->n; i++) {
+        char *name = admin__budget_store_name(tenant, kb->v[i].def.name);
+        free(kb->v[i].def.name);
+        kb->v[i].def.name = name;
+        if (kb->v[i].def.parent) {
+            char *parent = admin__budget_store_name(tenant, kb->v[i].def.parent);
+            free(kb->v[i].def.parent);
+            kb->v[i].def.parent = parent;
+        }
+    }
 }
 
 void admin__key_budgets_cleanup(struct admin__key_budgets *kb)
@@ -585,11 +639,15 @@ void admin__budgets(struct kb_admin *a, struct kb_hreq *req, const char *rest,
     }
     size_t nlen = 0;
     char *name = evhttp_uridecode(rest + 1, 0, &nlen);
-    if (!name || nlen != strlen(name) || !admin__valid_text(name, KB_BUDGET_NAME_MAX)) {
+    /* the budget's tenant: a scoped token's own, or root's ?tenant= */
+    const char *tenant = admin__scope(a) ? admin__scope(a) : evhttp_find_header(query, "tenant");
+    char *stored = name ? admin__budget_store_name(tenant, name) : NULL;
+    if (!name || nlen != strlen(name) || !admin__valid_text(name, KB_BUDGET_NAME_MAX) ||
+        (tenant && !admin__valid_text(tenant, 31))) {
         http_reply_error(req, KB_E_NOT_FOUND, "no such budget", NULL);
     } else if (cmd == KB_M_GET) {
         struct kb_budget *b = NULL;
-        enum kb_err err = store_budget_get(a->store, name, clock_now(), &b);
+        enum kb_err err = store_budget_get(a->store, stored, clock_now(), &b);
         if (err == KB_OK)
             http_reply_json(req, 200, admin__budget_json(b));
         else
@@ -597,13 +655,15 @@ void admin__budgets(struct kb_admin *a, struct kb_hreq *req, const char *rest,
                              err == KB_E_NOT_FOUND ? "no such budget" : NULL, NULL);
         store_budget_free(b);
     } else if (cmd == KB_M_PATCH) {
-        update(a, req, name);
+        update(a, req, name, tenant);
     } else if (cmd == KB_M_DELETE) {
         struct budget_job *j = job_new(a, req, BOP_DELETE, "budget.deleted");
-        j->b.name = kb_strdup(name);
+        j->tenant = tenant ? kb_strdup(tenant) : NULL;
+        j->b.name = kb_strdup(stored);
         submit(j, json_pack("{s:s}", "budget", name));
     } else {
         http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
     }
+    free(stored);
     free(name);
 }

@@ -88,6 +88,7 @@ static json_t *key_json(const struct kb_key *k, int64_t now, bool usage)
                             ? json_pack("{s:I, s:s}", "requests", (json_int_t)k->rate_requests,
                                         "per", k->rate_period_ms == 1000 ? "second" : "minute")
                             : json_null());
+    json_object_set_new(o, "tenant", k->tenant ? json_string(k->tenant) : json_null());
     if (usage) {
         char day[16];
         int64_t left = k->daily_cap - k->spent - k->reserved;
@@ -113,55 +114,6 @@ static bool bad(struct field_err *fe, const char *field, char *msg)
     return false;
 }
 
-/* Code points a label may not hold: C1 controls, bidi embeddings,
- * overrides, isolates and marks (Trojan Source), zero-width characters and
- * the line and paragraph separators that split log lines. */
-static bool forbidden_cp(uint32_t cp)
-{
-    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x61c || (cp >= 0x200b && cp <= 0x200f) ||
-           (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff;
-}
-
-/* 1..max bytes of valid UTF-8, with no control byte and none of the code
- * points above. jansson already refuses invalid UTF-8 in JSON strings;
- * checking again keeps this safe for any caller. */
-bool admin__valid_text(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max)
-        return false;
-    const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    while (p < end) {
-        uint32_t cp;
-        size_t len;
-        if (*p < 0x80) {
-            cp = *p, len = 1;
-        } else if ((*p & 0xe0) == 0xc0) {
-            cp = *p & 0x1f, len = 2;
-        } else if ((*p & 0xf0) == 0xe0) {
-            cp = *p & 0x0f, len = 3;
-        } else if ((*p & 0xf8) == 0xf0) {
-            cp = *p & 0x07, len = 4;
-        } else {
-            return false;
-        }
-        if ((size_t)(end - p) < len)
-            return false;
-        for (size_t i = 1; i < len; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i] & 0x3f);
-        }
-        static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false; /* over-long, out of range, surrogate */
-        if (cp < 0x20 || cp == 0x7f || forbidden_cp(cp))
-            return false;
-        p += len;
-    }
-    return true;
-}
-
 /* Validates the issuance body into k; the first bad field goes into fe. */
 static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json_t *body,
                         struct kb_key *k, struct field_err *fe, enum kb_err *err)
@@ -177,6 +129,7 @@ static bool parse_issue(struct kb_admin *a, const char *raw, size_t rawlen, json
                                         "budgets",
                                         "allowed_models",
                                         "max_amount_per_request",
+                                        "tenant",
                                         NULL};
     const char *name;
     json_t *v;
@@ -384,6 +337,10 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
     enum kb_err err;
     switch (j->op) {
     case OP_ISSUE:
+        /* the tenant still there, in the transaction that issues (a
+         * deletion and an issuance never interleave) */
+        if (j->key.tenant && (err = admin__tenant_alive(s, j->key.tenant)) != KB_OK)
+            break;
         err = store_key_insert(s, &j->key, j->hash);
         if (err == KB_OK)
             err = admin__key_budgets_link(s, &j->budgets, &j->key, &j->rec);
@@ -397,7 +354,8 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
     default:
         free(j->revoked_list); /* a batch that failed may run the job again */
         j->revoked_list = NULL;
-        err = store_key_revoke_prefix(s, j->prefix, j->now, &j->count, &j->revoked_list);
+        err = store_key_revoke_prefix_in(s, j->key.tenant, j->prefix, j->now, &j->count,
+                                         &j->revoked_list);
         if (err == KB_OK) {
             snprintf(j->detail, sizeof j->detail, "{\"revoked\":%lld}", (long long)j->count);
             j->rec.detail = j->detail;
@@ -415,6 +373,7 @@ static void job_free(struct admin_job *j)
     free(j->key.metadata);
     free(j->key.allowed_accounts);
     free(j->key.allowed_models);
+    free(j->key.tenant);
     free(j->prefix);
     free(j->change_detail);
     free(j->revoked_list);
@@ -490,7 +449,7 @@ static void updated(struct kb_admin *a, struct admin_job *j, enum kb_err err)
         size_t nn = 0;
         if (store_key_budgets(a->store, k->seq, &names, &nn) == KB_OK) {
             for (size_t i = 0; i < nn; i++)
-                json_array_append_new(arr, json_string(names[i]));
+                json_array_append_new(arr, json_string(admin__budget_api_name(names[i])));
             store_names_free(names, nn);
         }
         json_object_set_new(o, "budgets", arr); /* as GET shows the key */
@@ -510,7 +469,8 @@ static void updated(struct kb_admin *a, struct admin_job *j, enum kb_err err)
     store_key_free(k);
 }
 
-static void update(struct kb_admin *a, struct kb_hreq *req, const char *id, int64_t now)
+static void update(struct kb_admin *a, struct kb_hreq *req, const char *id, int64_t now,
+                   char **tenant)
 {
     struct kb_buf_view raw;
     json_t *body = read_body(req, &raw);
@@ -534,6 +494,9 @@ static void update(struct kb_admin *a, struct kb_hreq *req, const char *id, int6
     j->now = now;
     admin_rec(j, "key.updated");
     j->rec.key_id = j->id;
+    j->key.tenant = *tenant; /* the record's tenant */
+    *tenant = NULL;
+    j->rec.tenant = j->key.tenant;
     j->rec.detail = j->change_detail;
     job_submit(j);
 }
@@ -556,14 +519,16 @@ static void job_done(void *arg, enum kb_err err)
             break;
         }
         if (err != KB_OK) {
-            http_reply_error(req, write_error(err), NULL, NULL);
+            http_reply_error(req, write_error(err), err == KB_E_NOT_FOUND ? "no such tenant" : NULL,
+                             NULL);
             break;
         }
         j->key.usage_day = clock_day(j->key.created_at);
         json_t *o = key_json(&j->key, j->key.created_at, false);
         json_t *names = json_array();
         for (size_t i = 0; i < j->budgets.n; i++)
-            json_array_append_new(names, json_string(j->budgets.v[i].def.name));
+            json_array_append_new(names,
+                                  json_string(admin__budget_api_name(j->budgets.v[i].def.name)));
         json_object_set_new(o, "budgets", names);
         json_object_set_new(o, "token", json_string(j->token));
         kb_log(KB_LOG_INFO, "key issued", "key_id", j->key.id, "label", j->key.label, "vendor",
@@ -626,8 +591,14 @@ static void issue(struct kb_admin *a, struct kb_hreq *req)
         http_reply_error(req, err, fe.msg, fe.field);
         free(fe.msg);
         job_free(j);
+    } else if (!admin__body_tenant(a, req, body, &j->key.tenant)) {
+        job_free(j); /* answered */
     } else {
+        /* a key names only budgets of its own tenant: their names are
+         * looked up in the tenant's namespace */
+        admin__key_budgets_scope(&j->budgets, j->key.tenant);
         admin_rec(j, "key.issued");
+        j->rec.tenant = j->key.tenant;
         j->rec.label = j->key.label;
         j->rec.vendor = j->key.vendor;
         j->rec.detail = j->budgets.key_detail;
@@ -655,7 +626,10 @@ static void bulk_revoke(struct kb_admin *a, struct kb_hreq *req)
     struct admin_job *j = job_new(a, req, OP_BULK_REVOKE);
     j->prefix = kb_strdup(json_string_value(p));
     j->now = clock_now();
+    const char *scope = admin__scope(a); /* a scoped token: its own keys only */
+    j->key.tenant = scope ? kb_strdup(scope) : NULL;
     admin_rec(j, "keys.bulk_revoked");
+    j->rec.tenant = j->key.tenant;
     j->rec.label = j->prefix;
     json_decref(body);
     job_submit(j);
@@ -667,6 +641,7 @@ static void list(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *q)
     f.now = clock_now();
     f.label_prefix = evhttp_find_header(q, "label_prefix");
     f.vendor = evhttp_find_header(q, "vendor");
+    f.tenant = admin__scope(a) ? admin__scope(a) : evhttp_find_header(q, "tenant");
     const char *status = evhttp_find_header(q, "status");
     const char *limit = evhttp_find_header(q, "limit");
     const char *cursor = evhttp_find_header(q, "cursor");
@@ -758,6 +733,9 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
         return;
     }
     int64_t now = clock_now();
+    char *key_tenant = NULL; /* for the audit record */
+    if (!admin__key_visible(a, req, id, &key_tenant))
+        return; /* answered: 404 for another tenant's key */
     if (cmd == KB_M_GET) {
         struct kb_key *k = NULL;
         enum kb_err err = store_key_get(a->store, id, clock_day(now), &k);
@@ -766,7 +744,7 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
         if (err == KB_OK && (err = store_key_budgets(a->store, k->seq, &names, &nn)) == KB_OK) {
             json_t *o = key_json(k, now, true), *arr = json_array();
             for (size_t i = 0; i < nn; i++)
-                json_array_append_new(arr, json_string(names[i]));
+                json_array_append_new(arr, json_string(admin__budget_api_name(names[i])));
             json_object_set_new(o, "budgets", arr);
             store_names_free(names, nn);
             http_reply_json(req, 200, o);
@@ -780,10 +758,14 @@ void admin__keys(struct kb_admin *a, struct kb_hreq *req, const char *rest, stru
         j->now = now;
         admin_rec(j, "key.revoked");
         j->rec.key_id = j->id;
+        j->key.tenant = key_tenant;
+        key_tenant = NULL;
+        j->rec.tenant = j->key.tenant;
         job_submit(j);
     } else if (cmd == KB_M_PATCH) {
-        update(a, req, id, now);
+        update(a, req, id, now, &key_tenant);
     } else {
         http_reply_error(req, KB_E_METHOD_NOT_ALLOWED, NULL, NULL);
     }
+    free(key_tenant);
 }

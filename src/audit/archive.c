@@ -114,6 +114,7 @@ static bool on_record(struct walk *w, json_t *j)
     rec.bytes_in = num(j, "bytes_in");
     rec.bytes_out = num(j, "bytes_out");
     rec.detail = str(j, "detail");
+    rec.tenant = str(j, "tenant");
     uint8_t h[KB_HASH_LEN], stored[KB_HASH_LEN];
     audit__rec_hash(w->prev, seq, num(j, "ref_seq"), &rec, h);
     if (!hex32(j, "hash", stored) || !crypto_equal(h, stored, KB_HASH_LEN))

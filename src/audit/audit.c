@@ -7,7 +7,11 @@
  *   "KBA1" I(seq) I(ref_seq) I(kind) I(ts_ms) T(request_id) T(action)
  *   T(key_id) T(label) T(vendor) T(method) T(path) T(decision) T(code)
  *   I(status) I(reserved) I(settled) I(latency_us) I(bytes_in) I(bytes_out)
- *   T(detail)
+ *   T(detail) [ "t" T(tenant) ]
+ *
+ * The bracketed part is present only when the record has a tenant
+ * (docs/tenants.md), so that records written before tenants existed, and
+ * root's records, hash exactly as they always did.
  *
  *   I(x) = 'I' then x as 8 bytes two's complement
  *   T(s) = 'N' when s is NULL, else 'T', 4-byte length, the bytes
@@ -158,6 +162,10 @@ void audit__rec_hash(const uint8_t prev[KB_HASH_LEN], int64_t seq, int64_t ref_s
     h_int(&b, r->bytes_in);
     h_int(&b, r->bytes_out);
     h_text(&b, r->detail);
+    if (r->tenant) {
+        rb_put(&b, "t", 1);
+        h_text(&b, r->tenant);
+    }
     pthread_once(&g_sha256_once, sha256_fetch);
     unsigned int len = 0;
     if (EVP_Digest(b.p, b.len, out, &len, g_sha256, NULL) != 1)
@@ -655,6 +663,8 @@ json_t *audit_row_json(const struct kb_audit_row *row)
     json_object_set_new(o, "bytes_in", json_integer(r->bytes_in));
     json_object_set_new(o, "bytes_out", json_integer(r->bytes_out));
     json_object_set_new(o, "detail", str_or_null(r->detail));
+    if (r->tenant) /* only then: records without one read as before */
+        json_object_set_new(o, "tenant", json_string(r->tenant));
     json_object_set_new(o, "hash", json_string(hex));
     return o;
 }

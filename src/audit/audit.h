@@ -48,6 +48,7 @@ struct kb_audit_rec {
     int64_t bytes_in;     /* request body bytes from the client */
     int64_t bytes_out;    /* response body bytes to the client */
     const char *detail;   /* admin: small JSON text (e.g. {"revoked":3}); may be NULL */
+    const char *tenant;   /* the tenant the record belongs to; NULL: root's */
 };
 
 /* Sets the HMAC key of the checkpoints (the server key), process-wide.

@@ -156,6 +156,17 @@ static const struct setting settings[] = {
      "30s", 1000, 3600000,
      "deadline for a whole request to arrive (and for an idle keep-alive connection); longest "
      "write stall"},
+    {"secrets", "master_key_file", "KEYBRAKE_MASTER_KEY_FILE", T_STR, OFF(master_key_file), NULL,
+     0, 0, "file holding the master key (64 hex digits) that seals tenants' vendor secrets"},
+    {"secrets", "master_key", "KEYBRAKE_MASTER_KEY", T_STR, OFF(master_key), NULL, 0, 0,
+     "the master key itself, 64 hex digits (prefer the environment to a config file)"},
+    {"secrets", "previous_master_key_files", "KEYBRAKE_PREVIOUS_MASTER_KEY_FILES", T_STR,
+     OFF(previous_master_key_files), NULL, 0, 0,
+     "comma-separated files of earlier master keys: they only decrypt (docs/tenants.md)"},
+    {"secrets", "tenant_fallback", "KEYBRAKE_TENANT_FALLBACK", T_STR, OFF(tenant_fallback),
+     "global", 0, 0,
+     "a tenant's key without the tenant's own vendor secret uses the global one (global) or is "
+     "refused with 403 tenant_secret_missing (refuse)"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

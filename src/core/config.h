@@ -97,7 +97,11 @@ struct kb_config {
     int64_t alerts_backoff_ms;   /* first retry's wait, doubled each time */
     int64_t alerts_timeout_ms;   /* one attempt's connect and answer deadline */
 
-    struct kb_vendor *vendors; /* owned */
+    char *master_key_file;           /* owned; NULL: none ([secrets], docs/tenants.md) */
+    char *master_key;                /* owned; hex, NULL: none */
+    char *previous_master_key_files; /* owned; comma-separated, NULL: none */
+    char *tenant_fallback;           /* owned; "global" or "refuse" */
+    struct kb_vendor *vendors;       /* owned */
     size_t nvendors;
 
     /* TLS (net/tls.h) */

@@ -206,3 +206,8 @@ char *crypto_base64(const void *in, size_t n)
     EVP_EncodeBlock((unsigned char *)out, in, (int)n);
     return out;
 }
+
+void crypto_wipe(void *p, size_t n)
+{
+    OPENSSL_cleanse(p, n);
+}

@@ -76,4 +76,7 @@ bool crypto_unhex(const char *in, size_t len, uint8_t *out, size_t n);
 /* Standard base64 (with padding) of n bytes into a heap string. */
 char *crypto_base64(const void *in, size_t n);
 
+/* Overwrites n bytes at p with zeros in a way the compiler keeps. */
+void crypto_wipe(void *p, size_t n);
+
 #endif

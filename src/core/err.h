@@ -64,6 +64,11 @@
     X(KEY_NOT_ACTIVE, 409, "key_not_active",                                                       \
       "the vault key is revoked or expired and cannot be changed")                                 \
     X(BUDGET_IN_USE, 409, "budget_in_use", "the budget is still named by a key or a budget")       \
+    X(TENANT_IN_USE, 409, "tenant_in_use", "the tenant still owns an active key")                  \
+    X(TENANT_SECRET_MISSING, 403, "tenant_secret_missing",                                         \
+      "the key's tenant has no secret of its own for this vendor")                                 \
+    X(SECRET_UNAVAILABLE, 500, "secret_unavailable",                                               \
+      "the tenant's secret cannot be decrypted: its master key is not configured")                 \
     X(CONFIG, 500, "config_invalid", "invalid configuration")                                      \
     X(IO, 500, "io_error", "input/output error")
 

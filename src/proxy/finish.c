@@ -54,7 +54,7 @@ struct refusal {
     char *msg;                                 /* owned; may be NULL */
     int vendor;                                /* vendor index for metrics, -1 if unknown */
     struct kb_audit_rec rec;                   /* strings below, or static */
-    char *key_id, *label, *vendor_name, *path; /* owned copies */
+    char *key_id, *label, *vendor_name, *path, *tenant; /* owned copies */
     int64_t start_us;                          /* arrival, monotonic */
 };
 
@@ -83,6 +83,7 @@ static void refusal_done(void *arg, enum kb_err err)
     free(f->msg);
     free(f->key_id);
     free(f->label);
+    free(f->tenant);
     free(f->vendor_name);
     free(f->path);
     free(f);
@@ -137,6 +138,7 @@ void proxy__refuse(struct kb_proxy *px, struct kb_hreq *req, enum kb_err err, ch
     f->msg = msg;
     f->key_id = key ? kb_strdup(key->id) : NULL;
     f->label = key ? kb_strdup(key->label) : NULL;
+    f->tenant = key && key->tenant ? kb_strdup(key->tenant) : NULL;
     f->vendor_name = vendor ? kb_strdup(vendor->name) : NULL;
     f->vendor = proxy__vendor_index(px, vendor);
     f->start_us = start_us;
@@ -147,6 +149,7 @@ void proxy__refuse(struct kb_proxy *px, struct kb_hreq *req, enum kb_err err, ch
     f->rec.action = "proxy.request";
     f->rec.key_id = f->key_id;
     f->rec.label = f->label;
+    f->rec.tenant = f->tenant;
     f->rec.vendor = f->vendor_name;
     f->rec.method = method;
     f->rec.path = f->path;

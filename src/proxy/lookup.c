@@ -11,6 +11,9 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/config.h"
+#include "core/crypto.h"
+#include "core/log.h"
 #include "core/clock.h"
 #include "core/mailbox.h"
 #include "core/metrics.h"
@@ -20,6 +23,8 @@
 #include "proxy/proxy_int.h"
 #include "store/reader.h"
 #include "store/store.h"
+#include "vendor/creds.h"
+#include "vendor/secrets.h"
 
 struct proxy__key_read {
     struct kb_read rd; /* first: the reader's */
@@ -38,11 +43,84 @@ struct proxy__key_read {
     enum kb_err err;
 };
 
+static void tenant_cred_free(void *arg)
+{
+    struct proxy__tenant_cred *tc = arg;
+    creds_one_free(tc->cred);
+    free(tc);
+}
+
+/* Reader thread: a tenant key's own secret for its vendor, opened here,
+ * off the worker's loop, and carried to the worker with the key. A
+ * changed or deleted secret reaches the next request: the admin API
+ * publishes it as a change of the tenant's keys (keycache forgets them). */
+static void tenant_cred_attach(struct kb_store *s, const struct kb_proxy *px, struct kb_key *k)
+{
+    struct proxy__tenant_cred *tc = kb_calloc(1, sizeof *tc);
+    k->ext = tc;
+    k->ext_free = tenant_cred_free;
+    struct kb_tenant_secret *sec = NULL;
+    enum kb_err err = store_tenant_secret_get(s, k->tenant, k->vendor, &sec);
+    if (err == KB_E_NOT_FOUND)
+        return; /* none of its own */
+    if (err != KB_OK) {
+        tc->err = KB_E_STORE;
+        return;
+    }
+    char *plain = NULL;
+    err = secrets_open(sec->tenant, sec->vendor, sec->key_id, sec->sealed, sec->sealed_len, &plain);
+    const struct kb_vendor *v = config_vendor(px->rt->cfg, k->vendor, strlen(k->vendor));
+    if (err == KB_OK && v) {
+        char *msg = NULL;
+        err = creds_one(v, plain, sec->account, &tc->cred, &msg);
+        free(msg);
+    } else if (err == KB_OK) {
+        err = KB_E_VENDOR_NOT_CONFIGURED;
+    }
+    if (err != KB_OK) {
+        /* never the secret: its tenant, vendor and key id only */
+        kb_log(KB_LOG_ERROR, "tenant secret cannot be used", "tenant", k->tenant, "vendor",
+               k->vendor, "key_id", sec->key_id, "error", kb_strerror(err), NULL);
+        tc->err = err == KB_E_SECRET_UNAVAILABLE ? err : KB_E_INTERNAL;
+    }
+    if (plain) {
+        crypto_wipe(plain, strlen(plain));
+        free(plain);
+    }
+    store_tenant_secret_free(sec);
+}
+
 static void run(struct kb_store *s, struct kb_read *rd)
 {
     struct proxy__key_read *l = (struct proxy__key_read *)rd;
     l->err = store_key_by_hash(s, l->hash, l->day, &l->key);
+    if (l->err == KB_OK && l->key->tenant)
+        tenant_cred_attach(s, l->px, l->key);
     metrics_key_read();
+}
+
+const struct kb_cred *proxy__cred_for(const struct kb_proxy *px, const struct kb_key *key,
+                                      size_t vi, enum kb_err *err)
+{
+    const struct kb_cred *global = &runtime_creds(px->rt)->v[vi];
+    if (key->tenant) {
+        const struct proxy__tenant_cred *tc = key->ext;
+        if (tc && tc->err != KB_OK) {
+            *err = tc->err;
+            return NULL;
+        }
+        if (tc && tc->cred)
+            return tc->cred;
+        if (!secrets_fallback_global()) {
+            *err = KB_E_TENANT_SECRET_MISSING;
+            return NULL;
+        }
+    }
+    if (!global->inject) {
+        *err = KB_E_VENDOR_NOT_CONFIGURED;
+        return NULL;
+    }
+    return global;
 }
 
 static void drop(struct kb_read *rd)

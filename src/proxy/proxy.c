@@ -221,11 +221,11 @@ static void serve(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key 
     }
     vendor = kv;
     /* the credentials in force now serve this request to its end */
-    const struct kb_cred *cred = vendor ? &runtime_creds(px->rt)->v[vendor - cfg->vendors] : NULL;
-    if (!cred || !cred->inject) {
-        err = KB_E_VENDOR_NOT_CONFIGURED;
-        goto refused;
-    }
+    err = KB_E_VENDOR_NOT_CONFIGURED;
+    const struct kb_cred *cred =
+        vendor ? proxy__cred_for(px, key, (size_t)(vendor - cfg->vendors), &err) : NULL;
+    if (!cred)
+        goto refused; /* err says why */
 
     /* 5. the one reading of the request: canonical path, decoded body,
      * query folded where the vendor reads it; everything below is built

@@ -217,6 +217,21 @@ enum kb_err proxy__key_find(struct kb_proxy *px, const char *target, const struc
  * KB_E_INVALID_TOKEN, KB_E_KEY_REVOKED or KB_E_KEY_EXPIRED. */
 enum kb_err proxy__key_verdict(const struct kb_key *key, int64_t now);
 
+/* A tenant key's own vendor credential, read and opened with the key on
+ * the reader thread (lookup.c) and kept with it (key->ext). */
+struct proxy__tenant_cred {
+    enum kb_err err;      /* KB_OK, or why the tenant's secret cannot be used
+                             (KB_E_SECRET_UNAVAILABLE: its master key is not configured) */
+    struct kb_cred *cred; /* owned; NULL: the tenant has no secret of its own */
+};
+/* The credential a request of `key` must use for vendor index vi: the
+ * tenant's own, or the global one when it has none and the setting allows;
+ * else *err (KB_E_TENANT_SECRET_MISSING, KB_E_SECRET_UNAVAILABLE,
+ * KB_E_VENDOR_NOT_CONFIGURED) and NULL. */
+struct kb_cred;
+const struct kb_cred *proxy__cred_for(const struct kb_proxy *px, const struct kb_key *key,
+                                      size_t vi, enum kb_err *err);
+
 /* ---- lookup.c ---- */
 
 /* Where a waiter goes on once its key was read: key is a key-cache

@@ -36,6 +36,7 @@ void proxy__rec_fill(const struct preq *r, struct kb_audit_rec *rec)
     rec->action = "proxy.request";
     rec->key_id = r->key->id;
     rec->label = r->key->label;
+    rec->tenant = r->key->tenant; /* NULL: root's key */
     rec->vendor = r->vendor->name;
     rec->method = r->method;
     rec->path = r->path;
@@ -170,7 +171,7 @@ struct detached {
     struct kb_budget_hold *holds; /* owned; nholds of them */
     size_t nholds;
     struct kb_audit_rec rec;                       /* strings below */
-    char *key_id, *label, *vendor, *path, *detail; /* owned copies */
+    char *key_id, *label, *vendor, *path, *detail, *tenant; /* owned copies */
 };
 
 /* Writer thread: settle and complete, then free (fire and forget). */
@@ -186,6 +187,7 @@ static enum kb_err detached_job(struct kb_store *s, void *arg)
     free(d->holds);
     free(d->key_id);
     free(d->label);
+    free(d->tenant);
     free(d->vendor);
     free(d->path);
     free(d->detail);
@@ -209,6 +211,7 @@ void proxy__settle_detached(struct preq *r, int64_t actual, enum kb_err fail)
     proxy__rec_fill(r, &d->rec);
     d->rec.key_id = d->key_id = kb_strdup(r->key->id);
     d->rec.label = d->label = kb_strdup(r->key->label);
+    d->rec.tenant = d->tenant = r->key->tenant ? kb_strdup(r->key->tenant) : NULL;
     d->rec.vendor = d->vendor = kb_strdup(r->vendor->name);
     d->rec.path = d->path = kb_strdup(r->path);
     d->rec.decision = "allowed";

@@ -126,6 +126,7 @@ struct kb_audit_filter {
     const char *label_prefix; /* NULL: any */
     const char *vendor;       /* NULL: any */
     const char *decision;     /* NULL: any */
+    const char *tenant;       /* NULL: any; else only that tenant's records */
     int64_t since_ms;         /* 0: no bound; ts_ms >= since_ms */
     int64_t until_ms;         /* 0: no bound; ts_ms < until_ms */
     int64_t before_seq;       /* 0: from the newest; else only seq < before_seq */

@@ -62,8 +62,8 @@ struct kb_store_backend {
     enum kb_err (*key_count_active)(struct kb_store *s, int64_t now, int64_t *count);
     enum kb_err (*key_revoke)(struct kb_store *s, const char *id, int64_t now,
                               struct kb_revoked_key *out);
-    enum kb_err (*key_revoke_prefix)(struct kb_store *s, const char *prefix, int64_t now,
-                                     int64_t *count, struct kb_revoked_key **keys);
+    enum kb_err (*key_revoke_prefix)(struct kb_store *s, const char *tenant, const char *prefix,
+                                     int64_t now, int64_t *count, struct kb_revoked_key **keys);
     enum kb_err (*spend_reserve)(struct kb_store *s, int64_t seq, int64_t day, int64_t amount,
                                  int64_t cap, int64_t *remaining);
     enum kb_err (*spend_settle)(struct kb_store *s, int64_t seq, int64_t day, int64_t reserved,
@@ -140,6 +140,26 @@ struct kb_store_backend {
     enum kb_err (*key_changes)(struct kb_store *s, int64_t after_id, int64_t *last_id,
                                struct kb_key_change_note **out, size_t *n);
     enum kb_err (*wait_change)(struct kb_store *s, int timeout_ms, bool *notified);
+    /* tenants (sqlite_tenants.c, pg_tenants.c) */
+    enum kb_err (*tenant_insert)(struct kb_store *s, struct kb_tenant *t);
+    enum kb_err (*tenant_get)(struct kb_store *s, const char *id, struct kb_tenant **out);
+    enum kb_err (*tenant_list)(struct kb_store *s, int64_t after_seq, int limit,
+                               struct kb_tenant **out, size_t *n);
+    enum kb_err (*tenant_delete)(struct kb_store *s, const char *id, int64_t now);
+    enum kb_err (*admin_token_insert)(struct kb_store *s, const struct kb_admin_token *tok,
+                                      const uint8_t hash[KB_HASH_LEN]);
+    enum kb_err (*admin_token_lookup)(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
+                                      struct kb_admin_token **out);
+    enum kb_err (*admin_token_list)(struct kb_store *s, bool all, const char *tenant,
+                                    struct kb_admin_token **out, size_t *n);
+    enum kb_err (*admin_token_revoke)(struct kb_store *s, const char *id, bool all,
+                                      const char *tenant, int64_t now);
+    enum kb_err (*secret_put)(struct kb_store *s, const struct kb_tenant_secret *sec);
+    enum kb_err (*secret_get)(struct kb_store *s, const char *tenant, const char *vendor,
+                              struct kb_tenant_secret **out);
+    enum kb_err (*secret_delete)(struct kb_store *s, const char *tenant, const char *vendor);
+    enum kb_err (*secret_list)(struct kb_store *s, const char *tenant,
+                               struct kb_tenant_secret **out, size_t *n);
 };
 
 extern const struct kb_store_backend kb_store_sqlite;

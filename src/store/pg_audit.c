@@ -38,7 +38,7 @@
 
 #define REC_COLS                                                                                   \
     "kind, ts_ms, request_id, action, key_id, label, vendor, method, path, decision, code, "       \
-    "status, reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail"
+    "status, reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail, tenant_id"
 
 /* The connection's audit state (pg(s)->audit). */
 struct pg_audit {
@@ -137,7 +137,7 @@ static const char sql_insert[] =
     "INSERT INTO audit (node_id, seq, ref_seq, " REC_COLS ", hash) VALUES ($1::text, "
     "$2::bigint, $3::bigint, $4::integer, $5::bigint, $6::text, $7::text, $8::text, $9::text, "
     "$10::text, $11::text, $12::text, $13::text, $14::text, $15::integer, $16::bigint, "
-    "$17::bigint, $18::bigint, $19::bigint, $20::bigint, $21::text, $22::bytea)";
+    "$17::bigint, $18::bigint, $19::bigint, $20::bigint, $21::text, $22::text, $23::bytea)";
 static const char sql_ckpt_insert[] =
     "INSERT INTO audit_checkpoints (node_id, seq, prev_seq, every, ts_ms, hash, mac) "
     "VALUES ($1::text, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bytea, $7::bytea)";
@@ -255,6 +255,7 @@ enum kb_err pg__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
     pg_arg_i64(&args, r->bytes_in);
     pg_arg_i64(&args, r->bytes_out);
     pg_arg_text(&args, r->detail);
+    pg_arg_text(&args, r->tenant);
     pg_arg_bytea(&args, hash, KB_HASH_LEN);
     /* the writer's appends go with its commit (pg__defer): nothing in its
      * transaction reads them back, the head is cached */
@@ -490,7 +491,8 @@ static void row_to_rec(const PGresult *res, int row, int first, struct kb_audit_
     r->latency_us = pg__i64(res, row, i++);
     r->bytes_in = pg__i64(res, row, i++);
     r->bytes_out = pg__i64(res, row, i++);
-    r->detail = pg__text(res, row, i);
+    r->detail = pg__text(res, row, i++);
+    r->tenant = pg__text(res, row, i);
 }
 
 enum kb_err pg__audit_row_next(struct kb_audit_iter *base, struct kb_audit_row *row)
@@ -502,7 +504,7 @@ enum kb_err pg__audit_row_next(struct kb_audit_iter *base, struct kb_audit_row *
     row->seq = pg__i64(it->page, it->row, 0);
     row->ref_seq = pg__i64(it->page, it->row, 1);
     row_to_rec(it->page, it->row, 2, &row->rec);
-    blob(it, 20, &it->b1, &it->cap1, &row->hash, &row->hash_len);
+    blob(it, 21, &it->b1, &it->cap1, &row->hash, &row->hash_len);
     it->row++;
     return KB_OK;
 }
@@ -547,7 +549,7 @@ void pg__audit_iter_free(struct kb_audit_iter *base)
     "b.method, b.path, b.decision, coalesce(c.code, b.code), coalesce(c.status, b.status), "       \
     "b.reserved_micros, coalesce(c.settled_micros, b.settled_micros), "                            \
     "coalesce(c.latency_us, b.latency_us), coalesce(c.bytes_in, b.bytes_in), "                     \
-    "coalesce(c.bytes_out, b.bytes_out), coalesce(c.detail, b.detail), "                           \
+    "coalesce(c.bytes_out, b.bytes_out), coalesce(c.detail, b.detail), b.tenant_id, "              \
     "c.seq IS NOT NULL OR b.settled_micros >= 0 "                                                  \
     "FROM audit b LEFT JOIN LATERAL (SELECT x.seq, x.code, x.status, x.settled_micros, "           \
     "x.latency_us, x.bytes_in, x.bytes_out, x.detail FROM audit x "                                \
@@ -561,6 +563,7 @@ void pg__audit_iter_free(struct kb_audit_iter *base)
     "AND ($5::bigint = 0 OR b.ts_ms >= $5::bigint) "                                               \
     "AND ($6::bigint = 0 OR b.ts_ms < $6::bigint) "                                                \
     "AND ($7::bigint <= 0 OR b.gid < $7::bigint) "                                                 \
+    "AND ($9::text IS NULL OR b.tenant_id = $9::text) "                                            \
     "ORDER BY b.gid DESC LIMIT $8::bigint"
 static const char sql_query[] = QUERY_SELECT "AND $1::text IS NULL " QUERY_FILTERS;
 static const char sql_query_key[] = QUERY_SELECT "AND b.key_id = $1::text " QUERY_FILTERS;
@@ -577,6 +580,7 @@ enum kb_err pg__audit_query(struct kb_store *s, const struct kb_audit_filter *f,
     pg_arg_i64(&args, f->until_ms);
     pg_arg_i64(&args, f->before_seq);
     pg_arg_i64(&args, f->limit);
+    pg_arg_text(&args, f->tenant);
     enum kb_err err;
     PGresult *r = pg__run(s, f->key_id ? sql_query_key : sql_query, &args, &err);
     if (err == KB_OK) {
@@ -585,7 +589,7 @@ enum kb_err pg__audit_query(struct kb_store *s, const struct kb_audit_filter *f,
             struct kb_audit_entry e;
             e.seq = pg__i64(r, i, 0); /* the gid: GET /v1/audit's cursor */
             row_to_rec(r, i, 1, &e.rec);
-            const char *done = pg__text(r, i, 19);
+            const char *done = pg__text(r, i, 20);
             e.completed = done && done[0] == 't';
             cb(&e, arg);
         }

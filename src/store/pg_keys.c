@@ -32,14 +32,14 @@
     "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "        \
     "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "                \
     "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0), "       \
-    "k.allowed_accounts, k.allowed_models, k.max_amount_micros "
+    "k.allowed_accounts, k.allowed_models, k.max_amount_micros, k.tenant_id "
 
 static const char SQL_KEY_INSERT[] =
     "INSERT INTO keys (id, token_hash, label, vendor, allowed_endpoints, daily_cap_micros, "
     "metadata, created_at, expires_at, rate_requests, rate_period_ms, allowed_accounts, "
-    "allowed_models, max_amount_micros) VALUES ($1::text, $2::bytea, $3::text, $4::text, "
-    "$5::text, $6::bigint, $7::text, $8::bigint, $9::bigint, $10::bigint, $11::bigint, "
-    "$12::text, $13::text, $14::bigint) RETURNING seq";
+    "allowed_models, max_amount_micros, tenant_id) VALUES ($1::text, $2::bytea, $3::text, "
+    "$4::text, $5::text, $6::bigint, $7::text, $8::bigint, $9::bigint, $10::bigint, "
+    "$11::bigint, $12::text, $13::text, $14::bigint, $15::text) RETURNING seq";
 static const char SQL_KEY_BY_ID[] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
                                     "ON s.key_seq = k.seq AND s.day = $2::bigint "
                                     "WHERE k.id = $1::text";
@@ -77,7 +77,8 @@ static const char SQL_KEY_REVOKE[] =
 /* left(): the prefix is compared as it is, % and _ included */
 static const char SQL_REVOKE_PREFIX[] =
     "WITH u AS (UPDATE keys SET revoked_at = $2::bigint WHERE revoked_at IS NULL "
-    "AND left(label, length($1::text)) = $1::text RETURNING seq, token_hash), "
+    "AND left(label, length($1::text)) = $1::text "
+    "AND ($3::text IS NULL OR tenant_id = $3::text) RETURNING seq, token_hash), "
     "c AS (INSERT INTO key_changes (key_seq, token_hash, revoked) "
     "SELECT seq, token_hash, true FROM u) "
     "SELECT seq, token_hash, pg_notify('keybrake_keys', '') FROM u ORDER BY seq";
@@ -94,6 +95,7 @@ static const char SQL_KEY_LIST[] =
     "WHEN 2 THEN k.revoked_at IS NOT NULL "
     "WHEN 3 THEN k.revoked_at IS NULL AND k.expires_at <= $6::bigint "
     "ELSE true END "
+    "AND ($8::text IS NULL OR k.tenant_id = $8::text) "
     "ORDER BY k.seq DESC LIMIT $7::bigint";
 static const char SQL_KEY_ACTIVE[] =
     "SELECT count(*) FROM keys WHERE revoked_at IS NULL AND expires_at > $1::bigint";
@@ -156,10 +158,12 @@ static const char SQL_RATE_GET[] =
 
 static const char SQL_ADMIN_COUNT[] = "SELECT count(*) FROM admin_tokens";
 static const char SQL_ADMIN_ADD[] =
-    "INSERT INTO admin_tokens (token_hash, label, created_at) "
-    "VALUES ($1::bytea, $2::text, $3::bigint) ON CONFLICT (token_hash) DO NOTHING";
+    "INSERT INTO admin_tokens (token_hash, label, created_at, public_id) "
+    "VALUES ($1::bytea, $2::text, $3::bigint, "
+    "'at_' || substr(md5(random()::text || clock_timestamp()::text), 1, 24)) "
+    "ON CONFLICT (token_hash) DO NOTHING";
 static const char SQL_ADMIN_CHECK[] =
-    "SELECT token_hash FROM admin_tokens WHERE token_hash = $1::bytea";
+    "SELECT token_hash FROM admin_tokens WHERE token_hash = $1::bytea AND revoked_at IS NULL";
 
 static const char SQL_OBJ_GET[] =
     "SELECT micros FROM object_charges WHERE key_seq = $1::bigint AND object_id = $2::text "
@@ -203,6 +207,7 @@ static void row_to_key(const PGresult *r, int row, struct kb_key *k, int64_t day
     k->allowed_accounts = pg__strdup(r, row, 15);
     k->allowed_models = pg__strdup(r, row, 16);
     k->max_amount = pg__i64(r, row, 17); /* NULL reads as 0: no ceiling */
+    k->tenant = pg__strdup(r, row, 18);
 }
 
 enum kb_err pg__key_insert(struct kb_store *s, struct kb_key *k, const uint8_t hash[KB_HASH_LEN])
@@ -225,6 +230,7 @@ enum kb_err pg__key_insert(struct kb_store *s, struct kb_key *k, const uint8_t h
         pg_arg_i64(&a, k->max_amount);
     else
         pg_arg_text(&a, NULL);
+    pg_arg_text(&a, k->tenant);
     enum kb_err err;
     PGresult *r = pg__run(s, SQL_KEY_INSERT, &a, &err);
     if (err == KB_OK && PQntuples(r) == 1)
@@ -394,6 +400,7 @@ enum kb_err pg__key_list(struct kb_store *s, const struct kb_key_filter *f, stru
     pg_arg_i64(&a, (int64_t)f->status);
     pg_arg_i64(&a, f->now);
     pg_arg_i64(&a, f->limit);
+    pg_arg_text(&a, f->tenant);
     enum kb_err err;
     PGresult *r = pg__run(s, SQL_KEY_LIST, &a, &err);
     if (err != KB_OK) {
@@ -448,14 +455,15 @@ enum kb_err pg__key_revoke(struct kb_store *s, const char *id, int64_t now,
     return key_exists(s, id);
 }
 
-enum kb_err pg__key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
-                                  int64_t *count, struct kb_revoked_key **keys)
+enum kb_err pg__key_revoke_prefix(struct kb_store *s, const char *tenant, const char *prefix,
+                                  int64_t now, int64_t *count, struct kb_revoked_key **keys)
 {
     if (!prefix || !*prefix)
         return KB_E_INVALID; /* an empty prefix would revoke every key */
     struct pg_args a = {0};
     pg_arg_text(&a, prefix);
     pg_arg_i64(&a, now);
+    pg_arg_text(&a, tenant);
     PGresult *r = NULL;
     enum kb_err err = run_logged(s, SQL_REVOKE_PREFIX, &a, &r);
     if (err != KB_OK)

@@ -23,8 +23,9 @@ extern const int kb_schema_count;
 static const char *const sql[S__COUNT] = {
     [S_KEY_INSERT] = "INSERT INTO keys (id, token_hash, label, vendor, allowed_endpoints, "
                      "daily_cap_micros, metadata, created_at, expires_at, rate_requests, "
-                     "rate_period_ms, allowed_accounts, allowed_models, max_amount_micros) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     "rate_period_ms, allowed_accounts, allowed_models, max_amount_micros, "
+                     "tenant_id) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     [S_KEY_BY_ID] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
                     "ON s.key_seq = k.seq AND s.day = ?2 WHERE k.id = ?1",
     [S_KEY_BY_HASH] = "SELECT " KEY_COLS "FROM keys k LEFT JOIN spend s "
@@ -33,7 +34,8 @@ static const char *const sql[S__COUNT] = {
                      "RETURNING seq, token_hash",
     [S_KEY_EXISTS] = "SELECT 1 FROM keys WHERE id = ?1",
     [S_REVOKE_PREFIX] = "UPDATE keys SET revoked_at = ?2 WHERE revoked_at IS NULL "
-                        "AND substr(label, 1, length(?1)) = ?1 RETURNING seq, token_hash",
+                        "AND substr(label, 1, length(?1)) = ?1 "
+                        "AND (?3 IS NULL OR tenant_id = ?3) RETURNING seq, token_hash",
     /* one statement, not an INSERT OR IGNORE then an UPDATE: a row only
      * when it fits. (Not RETURNING the day's use: SQLite builds an ephemeral
      * table for it on every run, and the writer's malloc arena then gave the
@@ -48,9 +50,10 @@ static const char *const sql[S__COUNT] = {
     [S_SPEND_GET] = "SELECT spent_micros + reserved_micros FROM spend "
                     "WHERE key_seq = ?1 AND day = ?2",
     [S_ADMIN_COUNT] = "SELECT count(*) FROM admin_tokens",
-    [S_ADMIN_ADD] = "INSERT OR IGNORE INTO admin_tokens (token_hash, label, created_at) "
-                    "VALUES (?1, ?2, ?3)",
-    [S_ADMIN_CHECK] = "SELECT token_hash FROM admin_tokens WHERE token_hash = ?1",
+    [S_ADMIN_ADD] = "INSERT OR IGNORE INTO admin_tokens (token_hash, label, created_at, public_id) "
+                    "VALUES (?1, ?2, ?3, 'at_' || lower(hex(randomblob(12))))",
+    [S_ADMIN_CHECK] = "SELECT token_hash FROM admin_tokens WHERE token_hash = ?1 "
+                      "AND revoked_at IS NULL",
     [S_PING] = "SELECT 1",
     [S_KEY_ACTIVE] = "SELECT count(*) FROM keys WHERE revoked_at IS NULL AND expires_at > ?1",
     [S_KEY_REVOKED] = "SELECT revoked_at IS NOT NULL FROM keys WHERE seq = ?1",
@@ -617,6 +620,18 @@ const struct kb_store_backend kb_store_sqlite = {
     .admin_token_count = sq_admin_token_count,
     .admin_token_add = sq_admin_token_add,
     .admin_token_check = sq_admin_token_check,
+    .tenant_insert = sqlite__tenant_insert,
+    .tenant_get = sqlite__tenant_get,
+    .tenant_list = sqlite__tenant_list,
+    .tenant_delete = sqlite__tenant_delete,
+    .admin_token_insert = sqlite__admin_token_insert,
+    .admin_token_lookup = sqlite__admin_token_lookup,
+    .admin_token_list = sqlite__admin_token_list,
+    .admin_token_revoke = sqlite__admin_token_revoke,
+    .secret_put = sqlite__secret_put,
+    .secret_get = sqlite__secret_get,
+    .secret_delete = sqlite__secret_delete,
+    .secret_list = sqlite__secret_list,
     .object_charged = sq_object_charged,
     .object_charge_set = sq_object_charge_set,
     .budget_insert = sqlite__budget_insert,

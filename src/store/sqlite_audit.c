@@ -25,7 +25,7 @@
 
 #define REC_COLS                                                                                   \
     "kind, ts_ms, request_id, action, key_id, label, vendor, method, path, decision, code, "       \
-    "status, reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail"
+    "status, reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail, tenant_id"
 
 /* The append path's statements, kept prepared (struct store_audit_state). */
 static const char *const append_sql[AS__COUNT] = {
@@ -37,8 +37,9 @@ static const char *const append_sql[AS__COUNT] = {
                   "SELECT 1 FROM audit_checkpoints c WHERE ?1 >= 1 AND c.seq >= ?1 "
                   "AND c.seq = (SELECT min(seq) FROM audit_checkpoints) "
                   "AND NOT EXISTS (SELECT 1 FROM audit a WHERE a.seq = c.seq) LIMIT 1",
-    [AS_INSERT] = "INSERT INTO audit (seq, ref_seq, " REC_COLS ", hash) VALUES (?1, ?2, ?3, ?4, "
-                  "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+    [AS_INSERT] =
+        "INSERT INTO audit (seq, ref_seq, " REC_COLS ", hash) VALUES (?1, ?2, ?3, ?4, "
+        "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
     [AS_CKPT_INSERT] = "INSERT INTO audit_checkpoints (seq, prev_seq, every, ts_ms, hash, mac) "
                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [AS_DATA_VERSION] = "PRAGMA data_version",
@@ -223,7 +224,8 @@ enum kb_err sqlite__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_se
     sqlite3_bind_int64(st, 18, r->bytes_in);
     sqlite3_bind_int64(st, 19, r->bytes_out);
     bind_text(st, 20, r->detail);
-    sqlite3_bind_blob(st, 21, hash, KB_HASH_LEN, SQLITE_STATIC);
+    bind_text(st, 21, r->tenant);
+    sqlite3_bind_blob(st, 22, hash, KB_HASH_LEN, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     done(st);
     if (rc != SQLITE_DONE)
@@ -397,7 +399,8 @@ static void row_to_rec(sqlite3_stmt *st, int first, struct kb_audit_rec *r)
     r->latency_us = sqlite3_column_int64(st, i++);
     r->bytes_in = sqlite3_column_int64(st, i++);
     r->bytes_out = sqlite3_column_int64(st, i++);
-    r->detail = col_text(st, i);
+    r->detail = col_text(st, i++);
+    r->tenant = col_text(st, i);
 }
 
 enum kb_err sqlite__audit_row_next(struct kb_audit_iter *it, struct kb_audit_row *row)
@@ -410,8 +413,8 @@ enum kb_err sqlite__audit_row_next(struct kb_audit_iter *it, struct kb_audit_row
     row->seq = sqlite3_column_int64(iter_st(it), 0);
     row->ref_seq = sqlite3_column_int64(iter_st(it), 1);
     row_to_rec(iter_st(it), 2, &row->rec);
-    row->hash = sqlite3_column_blob(iter_st(it), 20);
-    row->hash_len = (size_t)sqlite3_column_bytes(iter_st(it), 20);
+    row->hash = sqlite3_column_blob(iter_st(it), 21);
+    row->hash_len = (size_t)sqlite3_column_bytes(iter_st(it), 21);
     return KB_OK;
 }
 
@@ -452,7 +455,7 @@ enum kb_err sqlite__audit_query(struct kb_store *s, const struct kb_audit_filter
                  "coalesce(c.status, b.status), b.reserved_micros, "
                  "coalesce(c.settled_micros, b.settled_micros), "
                  "coalesce(c.latency_us, b.latency_us), coalesce(c.bytes_in, b.bytes_in), "
-                 "coalesce(c.bytes_out, b.bytes_out), coalesce(c.detail, b.detail), "
+                 "coalesce(c.bytes_out, b.bytes_out), coalesce(c.detail, b.detail), b.tenant_id, "
                  "c.seq IS NOT NULL OR b.settled_micros >= 0 "
                  "FROM audit b LEFT JOIN audit c ON c.seq = "
                  "(SELECT min(x.seq) FROM audit x WHERE x.ref_seq = b.seq) "
@@ -471,6 +474,8 @@ enum kb_err sqlite__audit_query(struct kb_store *s, const struct kb_audit_filter
         buf_puts(&q, " AND b.ts_ms < ?6");
     if (f->before_seq > 0)
         buf_puts(&q, " AND b.seq < ?7");
+    if (f->tenant)
+        buf_puts(&q, " AND b.tenant_id = ?9");
     buf_puts(&q, " ORDER BY b.seq DESC LIMIT ?8");
 
     sqlite3_stmt *st = NULL;
@@ -494,12 +499,14 @@ enum kb_err sqlite__audit_query(struct kb_store *s, const struct kb_audit_filter
     if (f->before_seq > 0)
         sqlite3_bind_int64(st, 7, f->before_seq);
     sqlite3_bind_int(st, 8, f->limit);
+    if (f->tenant)
+        sqlite3_bind_text(st, 9, f->tenant, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct kb_audit_entry e;
         e.seq = sqlite3_column_int64(st, 0);
         row_to_rec(st, 1, &e.rec);
-        e.completed = sqlite3_column_int(st, 19) != 0;
+        e.completed = sqlite3_column_int(st, 20) != 0;
         cb(&e, arg);
     }
     if (rc != SQLITE_DONE)

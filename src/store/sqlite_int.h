@@ -141,7 +141,7 @@ enum stmt_id {
     "k.seq, k.id, k.label, k.vendor, k.allowed_endpoints, k.metadata, k.daily_cap_micros, "        \
     "k.created_at, k.expires_at, k.revoked_at, k.rate_requests, k.rate_period_ms, "                \
     "coalesce(s.spent_micros, 0), coalesce(s.reserved_micros, 0), coalesce(s.requests, 0), "       \
-    "k.allowed_accounts, k.allowed_models, k.max_amount_micros "
+    "k.allowed_accounts, k.allowed_models, k.max_amount_micros, k.tenant_id "
 
 /* Statement `id` of the connection, prepared on first use and reset by
  * sqlite__done after each use; NULL when it cannot be prepared. */
@@ -163,7 +163,28 @@ enum kb_err sqlite__key_list(struct kb_store *s, const struct kb_key_filter *f, 
 enum kb_err sqlite__key_count_active(struct kb_store *s, int64_t now, int64_t *count);
 enum kb_err sqlite__key_revoke(struct kb_store *s, const char *id, int64_t now,
                                struct kb_revoked_key *out);
-enum kb_err sqlite__key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
-                                      int64_t *count, struct kb_revoked_key **keys);
+enum kb_err sqlite__key_revoke_prefix(struct kb_store *s, const char *tenant, const char *prefix,
+                                      int64_t now, int64_t *count, struct kb_revoked_key **keys);
+
+/* Tenants, scoped admin tokens and tenant secrets (sqlite_tenants.c). */
+enum kb_err sqlite__tenant_insert(struct kb_store *s, struct kb_tenant *t);
+enum kb_err sqlite__tenant_get(struct kb_store *s, const char *id, struct kb_tenant **out);
+enum kb_err sqlite__tenant_list(struct kb_store *s, int64_t after_seq, int limit,
+                                struct kb_tenant **out, size_t *n);
+enum kb_err sqlite__tenant_delete(struct kb_store *s, const char *id, int64_t now);
+enum kb_err sqlite__admin_token_insert(struct kb_store *s, const struct kb_admin_token *tok,
+                                       const uint8_t hash[KB_HASH_LEN]);
+enum kb_err sqlite__admin_token_lookup(struct kb_store *s, const uint8_t hash[KB_HASH_LEN],
+                                       struct kb_admin_token **out);
+enum kb_err sqlite__admin_token_list(struct kb_store *s, bool all, const char *tenant,
+                                     struct kb_admin_token **out, size_t *n);
+enum kb_err sqlite__admin_token_revoke(struct kb_store *s, const char *id, bool all,
+                                       const char *tenant, int64_t now);
+enum kb_err sqlite__secret_put(struct kb_store *s, const struct kb_tenant_secret *sec);
+enum kb_err sqlite__secret_get(struct kb_store *s, const char *tenant, const char *vendor,
+                               struct kb_tenant_secret **out);
+enum kb_err sqlite__secret_delete(struct kb_store *s, const char *tenant, const char *vendor);
+enum kb_err sqlite__secret_list(struct kb_store *s, const char *tenant,
+                                struct kb_tenant_secret **out, size_t *n);
 
 #endif

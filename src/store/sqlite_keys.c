@@ -45,6 +45,8 @@ static void row_to_key(sqlite3_stmt *st, struct kb_key *k, int64_t day)
     const unsigned char *mods = sqlite3_column_text(st, 16);
     k->allowed_models = mods ? kb_strdup((const char *)mods) : NULL;
     k->max_amount = sqlite3_column_int64(st, 17); /* NULL reads as 0: no ceiling */
+    const unsigned char *ten = sqlite3_column_text(st, 18);
+    k->tenant = ten ? kb_strdup((const char *)ten) : NULL;
 }
 
 enum kb_err sqlite__key_insert(struct kb_store *s, struct kb_key *k,
@@ -76,6 +78,10 @@ enum kb_err sqlite__key_insert(struct kb_store *s, struct kb_key *k,
         sqlite3_bind_int64(st, 14, k->max_amount);
     else
         sqlite3_bind_null(st, 14);
+    if (k->tenant)
+        sqlite3_bind_text(st, 15, k->tenant, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 15);
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(store__db(s));
     sqlite__done(st);
@@ -153,6 +159,8 @@ enum kb_err sqlite__key_list(struct kb_store *s, const struct kb_key_filter *f, 
         len += snprintf(q + len, sizeof q - (size_t)len, " AND k.vendor = ?3");
     if (f->before_seq > 0)
         len += snprintf(q + len, sizeof q - (size_t)len, " AND k.seq < ?4");
+    if (f->tenant)
+        len += snprintf(q + len, sizeof q - (size_t)len, " AND k.tenant_id = ?7");
     if (f->status == KB_KEY_ACTIVE)
         len += snprintf(q + len, sizeof q - (size_t)len,
                         " AND k.revoked_at IS NULL AND k.expires_at > ?5");
@@ -177,6 +185,8 @@ enum kb_err sqlite__key_list(struct kb_store *s, const struct kb_key_filter *f, 
     if (f->status == KB_KEY_ACTIVE || f->status == KB_KEY_EXPIRED)
         sqlite3_bind_int64(st, 5, f->now);
     sqlite3_bind_int(st, 6, f->limit);
+    if (f->tenant)
+        sqlite3_bind_text(st, 7, f->tenant, -1, SQLITE_STATIC);
 
     struct kb_key *keys = kb_calloc((size_t)f->limit, sizeof *keys);
     size_t count = 0;
@@ -246,8 +256,8 @@ enum kb_err sqlite__key_revoke(struct kb_store *s, const char *id, int64_t now,
     return rc == SQLITE_ROW ? KB_OK : rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
 }
 
-enum kb_err sqlite__key_revoke_prefix(struct kb_store *s, const char *prefix, int64_t now,
-                                      int64_t *count, struct kb_revoked_key **keys)
+enum kb_err sqlite__key_revoke_prefix(struct kb_store *s, const char *tenant, const char *prefix,
+                                      int64_t now, int64_t *count, struct kb_revoked_key **keys)
 {
     if (!prefix || !*prefix)
         return KB_E_INVALID; /* an empty prefix would revoke every key */
@@ -256,6 +266,10 @@ enum kb_err sqlite__key_revoke_prefix(struct kb_store *s, const char *prefix, in
         return KB_E_STORE;
     sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now);
+    if (tenant)
+        sqlite3_bind_text(st, 3, tenant, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 3);
     struct kb_revoked_key *list = NULL;
     size_t n = 0, cap = 0;
     int rc;

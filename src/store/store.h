@@ -35,6 +35,12 @@ struct kb_key {
     char *allowed_accounts;  /* owned; JSON array of account ids, NULL: the configured one only */
     char *allowed_models;    /* owned; JSON array of exact model ids, NULL: any model */
     int64_t max_amount;      /* micro-dollars one payment request may move; 0: no ceiling */
+    char *tenant;            /* owned; the owning tenant's id, NULL: root's own */
+    /* not the store's: what the proxy's key reader adds to a key it read
+     * (proxy/lookup.c: the tenant's own vendor credential); freed with
+     * the key through ext_free */
+    void *ext;
+    void (*ext_free)(void *ext);
     int64_t daily_cap;       /* micro-dollars */
     int64_t created_at;      /* epoch seconds */
     int64_t expires_at;      /* epoch seconds; expired when now >= expires_at */
@@ -58,6 +64,7 @@ enum kb_key_status {
 struct kb_key_filter {
     const char *label_prefix; /* NULL: any */
     const char *vendor;       /* NULL: any */
+    const char *tenant;       /* NULL: any tenant and root */
     enum kb_key_status status;
     int64_t now;        /* for the status filter */
     int64_t before_seq; /* 0: from the newest; else only seq < before_seq */
@@ -174,6 +181,10 @@ KB_MUSTCHECK enum kb_err store_key_revoke(struct kb_store *s, const char *id, in
 KB_MUSTCHECK enum kb_err store_key_revoke_prefix(struct kb_store *s, const char *prefix,
                                                  int64_t now, int64_t *count,
                                                  struct kb_revoked_key **keys);
+/* The same, limited to the keys of tenant `tenant` (NULL: every key). */
+KB_MUSTCHECK enum kb_err store_key_revoke_prefix_in(struct kb_store *s, const char *tenant,
+                                                    const char *prefix, int64_t now, int64_t *count,
+                                                    struct kb_revoked_key **keys);
 
 /* What admission must read in its own transaction, not from a cached key:
  * a change (store_key_update) or a revocation may have committed since the
@@ -604,5 +615,96 @@ void store_key_free(struct kb_key *k);
 /* Frees k's strings but not k itself (a key embedded in another struct). */
 void store_key_clear(struct kb_key *k);
 void store_key_list_free(struct kb_key *keys, size_t n);
+
+/* ---- tenants, scoped admin tokens, tenant secrets (sqlite_tenants.c,
+ * pg_tenants.c; docs/tenants.md) ---- */
+
+#define KB_TENANT_NAME_MAX 256 /* bytes of a tenant's name */
+
+struct kb_tenant {
+    int64_t seq;        /* creation order */
+    char id[32];        /* "tn_..." */
+    char *name;         /* owned; unique among live tenants */
+    int64_t created_at; /* epoch seconds */
+};
+
+/* Creates tenant t (id, name, created_at); t->seq is set. KB_E_EXISTS when
+ * the id or a live tenant's name is taken. */
+KB_MUSTCHECK enum kb_err store_tenant_insert(struct kb_store *s, struct kb_tenant *t);
+/* The live tenant `id`; KB_E_NOT_FOUND when unknown or deleted. *out is
+ * the caller's (store_tenant_free). */
+KB_MUSTCHECK enum kb_err store_tenant_get(struct kb_store *s, const char *id,
+                                          struct kb_tenant **out);
+/* Live tenants with seq > after_seq in creation order, at most limit
+ * (1..1000, else KB_E_INVALID); store_tenant_list_free. */
+KB_MUSTCHECK enum kb_err store_tenant_list(struct kb_store *s, int64_t after_seq, int limit,
+                                           struct kb_tenant **out, size_t *n);
+/*
+ * Deletes tenant `id` at `now`: KB_E_TENANT_IN_USE (nothing changes) while
+ * it owns a key that is neither revoked nor expired at `now`;
+ * KB_E_NOT_FOUND. Its admin tokens are revoked and its vendor secrets
+ * erased in the same transaction; its keys, budgets and audit records stay.
+ */
+KB_MUSTCHECK enum kb_err store_tenant_delete(struct kb_store *s, const char *id, int64_t now);
+void store_tenant_free(struct kb_tenant *t);
+void store_tenant_list_free(struct kb_tenant *t, size_t n);
+
+struct kb_admin_token {
+    char id[32];        /* "at_..." */
+    char *label;        /* owned */
+    char *tenant;       /* owned; NULL: a root token */
+    int64_t created_at; /* epoch seconds */
+    int64_t revoked_at; /* 0 while valid */
+};
+
+/* Adds a token by hash with public id tok->id, label and tenant (NULL:
+ * root). KB_E_EXISTS when the hash or id is taken. */
+KB_MUSTCHECK enum kb_err store_admin_token_insert(struct kb_store *s,
+                                                  const struct kb_admin_token *tok,
+                                                  const uint8_t hash[KB_HASH_LEN]);
+/* The unrevoked token whose hash is `hash`: KB_E_NOT_FOUND when unknown,
+ * revoked, or scoped to a deleted tenant. One indexed read; *out is the caller's
+ * (store_admin_token_free). */
+KB_MUSTCHECK enum kb_err store_admin_token_lookup(struct kb_store *s,
+                                                  const uint8_t hash[KB_HASH_LEN],
+                                                  struct kb_admin_token **out);
+/* Tokens (revoked ones too) of tenant `tenant`, or every token when
+ * `all`; in creation order, at most 1000. store_admin_token_list_free. */
+KB_MUSTCHECK enum kb_err store_admin_token_list(struct kb_store *s, bool all, const char *tenant,
+                                                struct kb_admin_token **out, size_t *n);
+/* Revokes token `id` at `now` if it belongs to `tenant` (or any token when
+ * `all`); KB_E_NOT_FOUND otherwise. Revoking a revoked token is KB_OK. */
+KB_MUSTCHECK enum kb_err store_admin_token_revoke(struct kb_store *s, const char *id, bool all,
+                                                  const char *tenant, int64_t now);
+void store_admin_token_free(struct kb_admin_token *t);
+void store_admin_token_list_free(struct kb_admin_token *t, size_t n);
+
+#define KB_SEALED_MAX 4096 /* bytes of one sealed secret */
+
+struct kb_tenant_secret {
+    char *tenant;    /* owned */
+    char *vendor;    /* owned */
+    char *key_id;    /* owned; the master key that sealed it */
+    uint8_t *sealed; /* owned; nonce || ciphertext || tag */
+    size_t sealed_len;
+    char *account;      /* owned; NULL: none */
+    int64_t updated_at; /* epoch seconds */
+};
+
+/* Sets (inserts or replaces) tenant's secret for vendor. */
+KB_MUSTCHECK enum kb_err store_tenant_secret_put(struct kb_store *s,
+                                                 const struct kb_tenant_secret *sec);
+/* KB_E_NOT_FOUND when none; *out the caller's (store_tenant_secret_free). */
+KB_MUSTCHECK enum kb_err store_tenant_secret_get(struct kb_store *s, const char *tenant,
+                                                 const char *vendor, struct kb_tenant_secret **out);
+/* KB_E_NOT_FOUND when none. */
+KB_MUSTCHECK enum kb_err store_tenant_secret_delete(struct kb_store *s, const char *tenant,
+                                                    const char *vendor);
+/* The secrets of tenant (NULL: of every tenant), by tenant then vendor:
+ * *out is *n of them (store_tenant_secret_list_free). */
+KB_MUSTCHECK enum kb_err store_tenant_secret_list(struct kb_store *s, const char *tenant,
+                                                  struct kb_tenant_secret **out, size_t *n);
+void store_tenant_secret_free(struct kb_tenant_secret *sec);
+void store_tenant_secret_list_free(struct kb_tenant_secret *sec, size_t n);
 
 #endif

@@ -12,6 +12,67 @@ static bool one_line(const char *s)
     return !s || !s[strcspn(s, "\r\n")];
 }
 
+/* Fills k for vendor v from secret and account (both one line). */
+static enum kb_err fill(const struct kb_vendor *v, const char *secret, const char *account,
+                        struct kb_cred *k, char **errmsg)
+{
+    k->secret = kb_strdup(secret);
+    k->account = account ? kb_strdup(account) : NULL;
+    if (v->auth == KB_AUTH_BEARER) {
+        k->inject = kb_asprintf("Authorization: Bearer %s\r\n", k->secret);
+    } else if (v->auth == KB_AUTH_HEADER) {
+        k->inject = kb_asprintf("%s: %s\r\n", v->auth_header, k->secret);
+    } else {
+        if (!k->account) {
+            kb_set_errmsg(errmsg, "vendor.%s: basic auth needs an account", v->name);
+            return KB_E_CONFIG;
+        }
+        char *pair = kb_asprintf("%s:%s", k->account, k->secret);
+        k->basic = crypto_base64(pair, strlen(pair));
+        k->inject = kb_asprintf("Authorization: Basic %s\r\n", k->basic);
+        crypto_wipe(pair, strlen(pair));
+        free(pair);
+    }
+    scrub_add(&k->scrub, k->secret);
+    scrub_add(&k->scrub, k->basic);
+    return KB_OK;
+}
+
+static void clear(struct kb_cred *k)
+{
+    if (k->secret)
+        crypto_wipe(k->secret, strlen(k->secret));
+    free(k->inject);
+    free(k->basic);
+    free(k->secret);
+    free(k->account);
+}
+
+enum kb_err creds_one(const struct kb_vendor *v, const char *secret, const char *account,
+                      struct kb_cred **out, char **errmsg)
+{
+    if (!one_line(secret) || !one_line(account)) {
+        kb_set_errmsg(errmsg, "the secret or account contains a line break");
+        return KB_E_INVALID;
+    }
+    struct kb_cred *k = kb_calloc(1, sizeof *k);
+    enum kb_err err = fill(v, secret, account, k, errmsg);
+    if (err != KB_OK) {
+        creds_one_free(k);
+        return err;
+    }
+    *out = k;
+    return KB_OK;
+}
+
+void creds_one_free(struct kb_cred *k)
+{
+    if (!k)
+        return;
+    clear(k);
+    free(k);
+}
+
 enum kb_err creds_build(const struct kb_config *running, const struct kb_config *from,
                         struct kb_creds **out, char **errmsg)
 {
@@ -29,26 +90,10 @@ enum kb_err creds_build(const struct kb_config *running, const struct kb_config 
             creds_free(c);
             return KB_E_CONFIG;
         }
-        struct kb_cred *k = &c->v[i];
-        k->secret = kb_strdup(f->secret);
-        k->account = f->account ? kb_strdup(f->account) : NULL;
-        if (v->auth == KB_AUTH_BEARER) {
-            k->inject = kb_asprintf("Authorization: Bearer %s\r\n", k->secret);
-        } else if (v->auth == KB_AUTH_HEADER) {
-            k->inject = kb_asprintf("%s: %s\r\n", v->auth_header, k->secret);
-        } else {
-            if (!k->account) {
-                kb_set_errmsg(errmsg, "vendor.%s: basic auth needs an account", v->name);
-                creds_free(c);
-                return KB_E_CONFIG;
-            }
-            char *pair = kb_asprintf("%s:%s", k->account, k->secret);
-            k->basic = crypto_base64(pair, strlen(pair));
-            k->inject = kb_asprintf("Authorization: Basic %s\r\n", k->basic);
-            free(pair);
+        if (fill(v, f->secret, f->account, &c->v[i], errmsg) != KB_OK) {
+            creds_free(c);
+            return KB_E_CONFIG;
         }
-        scrub_add(&k->scrub, k->secret);
-        scrub_add(&k->scrub, k->basic);
     }
     *out = c;
     return KB_OK;
@@ -58,11 +103,7 @@ void creds_free(struct kb_creds *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->n; i++) {
-        free(c->v[i].inject);
-        free(c->v[i].basic);
-        free(c->v[i].secret);
-        free(c->v[i].account);
-    }
+    for (size_t i = 0; i < c->n; i++)
+        clear(&c->v[i]);
     free(c);
 }

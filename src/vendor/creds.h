@@ -42,4 +42,15 @@ KB_MUSTCHECK enum kb_err creds_build(const struct kb_config *running, const stru
                                      struct kb_creds **out, char **errmsg);
 void creds_free(struct kb_creds *c);
 
+/*
+ * One credential for vendor v from a tenant's own secret and account
+ * (docs/tenants.md): as creds_build makes each of the set's. KB_E_INVALID
+ * for a line break, KB_E_CONFIG for Basic auth without an account; *out is
+ * the caller's (creds_one_free, which wipes the secret). Any thread.
+ */
+struct kb_vendor;
+KB_MUSTCHECK enum kb_err creds_one(const struct kb_vendor *v, const char *secret,
+                                   const char *account, struct kb_cred **out, char **errmsg);
+void creds_one_free(struct kb_cred *c);
+
 #endif

@@ -215,7 +215,7 @@ describe('audit log', () => {
     for (const [name, q, re] of [
       ['an edited record', 'UPDATE audit SET settled_micros = 1 WHERE seq = 3', /altered|seq 3/],
       ['a deleted record', 'DELETE FROM audit WHERE seq = 4', /seq 4|removed/],
-      ['an inserted record', "INSERT INTO audit SELECT 999999, ref_seq, kind, ts_ms, request_id, action, key_id, label, vendor, method, path, decision, code, status, reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail, hash FROM audit WHERE seq = 2", /seq|inserted|removed/],
+      ['an inserted record', "INSERT INTO audit SELECT 999999, ref_seq, kind, ts_ms, request_id, action, key_id, label, vendor, method, path, decision, code, status, reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail, hash, tenant_id FROM audit WHERE seq = 2", /seq|inserted|removed/],
     ]) {
       it(`names ${name}`, () => {
         const copy = mkTempDir();

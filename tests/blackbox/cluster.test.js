@@ -11,7 +11,10 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const { assertError, startDaemon, uniquePrefix, waitFor, mkTempDir, rmTempDir } = require('./lib/harness');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const { REPO, assertError, startDaemon, uniquePrefix, waitFor, mkTempDir, rmTempDir } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 const { freshDb, psql, pausePg, resumePg } = require('./lib/pg');
 

@@ -80,6 +80,10 @@ describe('audit retention', () => {
       },
     });
     key = await d.issueKey({ label: uniquePrefix('ret'), vendor: 'stripe', allowed_endpoints: ['GET /v1/payment_intents/*'] });
+    // a tenant's record in the history that gets archived: verify --archive
+    // must hash its tenant as the chain did (docs/audit.md)
+    const t = await d.admin.post('/v1/tenants', { name: 'archived' });
+    assert.equal(t.status, 201, t.text);
   });
 
   after(async () => {

@@ -346,12 +346,13 @@ static const struct tamper tampers[] = {
      "UPDATE audit SET seq = 1 - seq WHERE seq < 0;"
      "INSERT INTO audit SELECT 6, ref_seq, kind, ts_ms, request_id, action, key_id, 'forged', "
      "vendor, method, path, decision, code, status, reserved_micros, settled_micros, "
-     "latency_us, bytes_in, bytes_out, detail, randomblob(32) FROM audit WHERE seq = 5",
+     "latency_us, bytes_in, bytes_out, detail, randomblob(32), tenant_id FROM audit WHERE seq = 5",
      KB_AUDIT_INSERTED, 6},
     {"record with a foreign number",
      "INSERT INTO audit SELECT 0, ref_seq, kind, ts_ms, "
      "request_id, action, key_id, label, vendor, method, path, decision, code, status, "
-     "reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail, hash FROM "
+     "reserved_micros, settled_micros, latency_us, bytes_in, bytes_out, detail, hash, tenant_id "
+     "FROM "
      "audit WHERE seq = 1",
      KB_AUDIT_INSERTED, 0},
     {"checkpoint altered", "UPDATE audit_checkpoints SET every = 100 WHERE seq = 5",
@@ -386,8 +387,9 @@ static void test_tamper_every_field(void **state)
     static const char *const ints[] = {
         "kind",       "ts_ms",    "status",    "reserved_micros", "settled_micros",
         "latency_us", "bytes_in", "bytes_out", "ref_seq"};
-    static const char *const texts[] = {"request_id", "action", "key_id",   "label", "vendor",
-                                        "method",     "path",   "decision", "code",  "detail"};
+    static const char *const texts[] = {"request_id", "action", "key_id",   "label",
+                                        "vendor",     "method", "path",     "decision",
+                                        "code",       "detail", "tenant_id"};
     char q[256];
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         build();
