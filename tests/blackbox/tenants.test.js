@@ -169,6 +169,9 @@ describe('tenants and scoped admin tokens', () => {
       ['GET', '/v1/budgets/root-only'],
       ['DELETE', '/v1/budgets/root-only'],
       ['GET', '/metrics'],
+      // usage and alerts span every tenant: root's alone for now
+      ['GET', '/v1/usage?group_by=key'],
+      ['GET', '/v1/alerts'],
       ['POST', '/v1/tenants', { name: 'sneaky' }],
     ]) {
       const r = await d.admin.req(method, p, body, { token: t });
