@@ -24,13 +24,13 @@
 #include "net/httpd.h"
 #include "store/store.h"
 
-/* group_by values; a tenant grouping joins this table once keys carry a
- * tenant (the store's enum kb_usage_group gets KB_USAGE_TENANT) */
+/* group_by values */
 static const char *const group_names[] = {
     [KB_USAGE_KEY] = "key",
     [KB_USAGE_LABEL] = "label",
     [KB_USAGE_LABEL_PREFIX] = "label_prefix",
     [KB_USAGE_BUDGET] = "budget",
+    [KB_USAGE_TENANT] = "tenant",
 };
 
 /* "YYYY-MM-DD", a real date from 1970 to 9999, into a UTC day number. */
@@ -104,9 +104,10 @@ void admin__usage(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *que
     long long lim = 500, off = 0;
     char *end;
     if (!found) {
-        http_reply_error(req, KB_E_INVALID,
-                         "group_by must be \"key\", \"label\", \"label_prefix\" or \"budget\"",
-                         "group_by");
+        http_reply_error(
+            req, KB_E_INVALID,
+            "group_by must be \"key\", \"label\", \"label_prefix\", \"budget\" or \"tenant\"",
+            "group_by");
         return;
     }
     q.to_day = today;
@@ -164,12 +165,20 @@ void admin__usage(struct kb_admin *a, struct kb_hreq *req, struct evkeyvalq *que
     size_t shown = n > (size_t)lim ? (size_t)lim : n;
     json_t *data = json_array();
     for (size_t i = 0; i < shown; i++) {
-        char day[16];
-        json_array_append_new(data, json_pack("{s:s, s:s, s:f, s:f, s:I}", "day",
-                                              clock_day_str(rows[i].day, day, sizeof day), "group",
-                                              rows[i].group, "spent_usd", usd(rows[i].spent),
-                                              "reserved_usd", usd(rows[i].reserved), "requests",
-                                              (json_int_t)rows[i].requests));
+        char day[16], tenant[64];
+        /* a tenant's budget by its API name, with its tenant; root's keys'
+         * tenant group is null */
+        const char *g = rows[i].group;
+        json_t *gj = q.group == KB_USAGE_TENANT && !*g ? json_null()
+                     : q.group == KB_USAGE_BUDGET      ? json_string(admin__budget_api_name(g))
+                                                       : json_string(g);
+        json_t *row = json_pack("{s:s, s:o, s:f, s:f, s:I}", "day",
+                                clock_day_str(rows[i].day, day, sizeof day), "group", gj,
+                                "spent_usd", usd(rows[i].spent), "reserved_usd",
+                                usd(rows[i].reserved), "requests", (json_int_t)rows[i].requests);
+        if (q.group == KB_USAGE_BUDGET && admin__budget_tenant(g, tenant, sizeof tenant))
+            json_object_set_new(row, "tenant", json_string(tenant));
+        json_array_append_new(data, row);
     }
     store_usage_free(rows, n);
     json_t *next = json_null();

@@ -1,5 +1,5 @@
 /*
- * pg_usage.c - daily spend grouped by key, label, label prefix or budget
+ * pg_usage.c - daily spend grouped by key, label, label prefix, budget or tenant
  * on PostgreSQL (store.h, "usage"), behaving exactly as sqlite_usage.c:
  * the keys' daily spend rows, summed per group; a budget's rows over the
  * keys whose chain reaches it (UNION: each key once). Groups are ordered
@@ -38,11 +38,16 @@ static const char SQL_BUDGET[] =
     "JOIN spend s ON s.key_seq = r.key_seq JOIN keys k ON k.seq = r.key_seq " WHERE_DAYS PREFIX
     "AND ($4::text IS NULL OR b.name = $4::text) " TAIL("b.name");
 
+static const char SQL_TENANT[] =
+    "SELECT s.day, coalesce(k.tenant_id, ''), " SUMS
+    "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX UNUSED4
+    TAIL("coalesce(k.tenant_id, '')");
+
 enum kb_err pg__usage(struct kb_store *s, const struct kb_usage_query *q, struct kb_usage_row **out,
                       size_t *n)
 {
-    static const char *const sql[] = {SQL_KEY, SQL_LABEL, SQL_PREFIX, SQL_BUDGET};
-    if ((unsigned)q->group > KB_USAGE_BUDGET)
+    static const char *const sql[] = {SQL_KEY, SQL_LABEL, SQL_PREFIX, SQL_BUDGET, SQL_TENANT};
+    if ((unsigned)q->group > KB_USAGE_TENANT)
         return KB_E_INVALID;
     struct pg_args a = {0};
     pg_arg_i64(&a, q->from_day);

@@ -1,6 +1,6 @@
 /*
- * sqlite_usage.c - daily spend grouped by key, label, label prefix or
- * budget, on the embedded store (store.h, "usage"; docs/budgets.md).
+ * sqlite_usage.c - daily spend grouped by key, label, label prefix,
+ * budget or tenant, on the embedded store (store.h, "usage"; docs/budgets.md).
  *
  * The one source is the keys' daily spend rows (spend: per key and UTC
  * day): a budget's own counters (budget_spend) are per window period, so a
@@ -38,12 +38,14 @@ static const char *const usage_sql[] = {
         "SELECT s.day, b.name, " SUMS "FROM reach r JOIN budgets b ON b.seq = r.budget_seq "
         "JOIN spend s ON s.key_seq = r.key_seq JOIN keys k ON k.seq = r.key_seq " WHERE_DAYS PREFIX
         "AND (?4 IS NULL OR b.name = ?4) " TAIL,
+    [KB_USAGE_TENANT] = "SELECT s.day, coalesce(k.tenant_id, ''), " SUMS
+                        "FROM spend s JOIN keys k ON k.seq = s.key_seq " WHERE_DAYS PREFIX TAIL,
 };
 
 enum kb_err sqlite__usage(struct kb_store *s, const struct kb_usage_query *q,
                           struct kb_usage_row **out, size_t *n)
 {
-    if ((unsigned)q->group > KB_USAGE_BUDGET)
+    if ((unsigned)q->group > KB_USAGE_TENANT)
         return KB_E_INVALID;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(store__db(s), usage_sql[q->group], -1, &st, NULL) != SQLITE_OK)

@@ -504,7 +504,7 @@ enum kb_err store_usage(struct kb_store *s, const struct kb_usage_query *q,
 {
     if (q->from_day > q->to_day || q->to_day - q->from_day >= KB_USAGE_DAYS_MAX || q->limit < 1 ||
         q->limit > KB_USAGE_LIMIT_MAX + 1 || q->offset < 0 ||
-        (unsigned)q->group > KB_USAGE_BUDGET ||
+        (unsigned)q->group > KB_USAGE_TENANT ||
         (q->group == KB_USAGE_LABEL_PREFIX && (!q->label_prefix || !*q->label_prefix)))
         return KB_E_INVALID;
     return s->be->usage(s, q, out, n);

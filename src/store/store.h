@@ -41,12 +41,12 @@ struct kb_key {
      * the key through ext_free */
     void *ext;
     void (*ext_free)(void *ext);
-    int64_t daily_cap;       /* micro-dollars */
-    int64_t created_at;      /* epoch seconds */
-    int64_t expires_at;      /* epoch seconds; expired when now >= expires_at */
-    int64_t revoked_at;      /* epoch seconds; 0 when not revoked */
-    int64_t rate_requests;   /* requests per rate_period_ms; 0: no rate limit */
-    int64_t rate_period_ms;  /* 1000 (per second) or 60000 (per minute) */
+    int64_t daily_cap;      /* micro-dollars */
+    int64_t created_at;     /* epoch seconds */
+    int64_t expires_at;     /* epoch seconds; expired when now >= expires_at */
+    int64_t revoked_at;     /* epoch seconds; 0 when not revoked */
+    int64_t rate_requests;  /* requests per rate_period_ms; 0: no rate limit */
+    int64_t rate_period_ms; /* 1000 (per second) or 60000 (per minute) */
     /* usage on usage_day, filled by store_key_get and store_key_by_hash */
     int64_t usage_day; /* UTC day number */
     int64_t spent;     /* settled micro-dollars */
@@ -445,7 +445,7 @@ enum kb_usage_group {
     KB_USAGE_LABEL = 1,        /* group: the key's whole label */
     KB_USAGE_LABEL_PREFIX = 2, /* group: the prefix itself (every key whose label starts with it) */
     KB_USAGE_BUDGET = 3,       /* group: a budget's name (its keys' spend, through child budgets) */
-    /* KB_USAGE_TENANT: added with tenants (a key's tenant), same shape */
+    KB_USAGE_TENANT = 4,       /* group: the key's tenant id, "" for root's keys */
 };
 
 struct kb_usage_query {

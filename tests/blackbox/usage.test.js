@@ -171,7 +171,7 @@ describe('usage', () => {
 
   it('refuses bad parameters with a field, and other methods', async () => {
     const bad = [
-      [{ group_by: 'tenant' }, 'group_by'],
+      [{ group_by: 'tenants' }, 'group_by'],
       [{ group_by: '' }, 'group_by'],
       [{ from: '2026-13-01' }, 'from'],
       [{ from: '2026-02-30' }, 'from'],
@@ -199,5 +199,34 @@ describe('usage', () => {
     assert.equal((await d.admin.get('/v1/usage?from=2025-01-01&to=2026-01-01')).status, 200);
     assertError(await d.admin.post('/v1/usage', {}), 405, 'method_not_allowed');
     assertError(await d.admin.get('/v1/usage', { token: null }), 401, 'unauthorized');
+  });
+
+  it("groups by tenant (root's keys under null), and names a tenant's budget as its API does", async () => {
+    const q = uniquePrefix('use-t');
+    const t = await d.admin.post('/v1/tenants', { name: `${q}acme` });
+    assert.equal(t.status, 201, t.text);
+    const tid = t.json.id;
+    const b = await d.admin.post('/v1/budgets', { name: `${q}acme-team`, usd_cap: 100, window: 'month', tenant: tid });
+    assert.equal(b.status, 201, b.text);
+    const k = await d.admin.post('/v1/keys', {
+      label: `${q}acme-agent`, vendor: 'stripe', allowed_endpoints: ['POST /v1/payment_intents'],
+      daily_usd_cap: 1000, expires_in: '24h', tenant: tid, budgets: [`${q}acme-team`],
+    });
+    assert.equal(k.status, 201, k.text);
+    assert.equal((await pay(d, k.json.token, 300)).status, 200);
+    const r0 = await d.admin.post('/v1/keys', {
+      label: `${q}root-agent`, vendor: 'stripe', allowed_endpoints: ['POST /v1/payment_intents'],
+      daily_usd_cap: 1000, expires_in: '24h',
+    });
+    assert.equal(r0.status, 201, r0.text);
+    assert.equal((await pay(d, r0.json.token, 500)).status, 200);
+    const range = { from: day(), to: day() };
+    const byTenant = await usage(d, { ...range, group_by: 'tenant', label_prefix: `${q}` });
+    assert.deepEqual(
+      byTenant.data.map((r) => [r.group, r.spent_usd, r.requests]),
+      [[null, 5, 1], [tid, 3, 1]],
+    );
+    const byBudget = await usage(d, { ...range, group_by: 'budget', label_prefix: `${q}acme` });
+    assert.deepEqual(byBudget.data.map((r) => [r.group, r.tenant, r.spent_usd]), [[`${q}acme-team`, tid, 3]]);
   });
 });

@@ -196,6 +196,35 @@ static void test_groups(void **state)
     check(f->s, &q, early, 1);
 }
 
+/* by tenant: a tenant's keys under its id, root's under "" */
+static void test_tenant_group(void **state)
+{
+    struct fixture *f = *state;
+    populate(f->s);
+    struct kb_key k;
+    memset(&k, 0, sizeof k);
+    snprintf(k.id, sizeof k.id, "%s", "vk_t1");
+    k.label = (char *)"agent-t";
+    k.vendor = (char *)"stripe";
+    k.allowed_endpoints = (char *)"[\"POST /v1/charges\"]";
+    k.metadata = (char *)"{}";
+    k.daily_cap = INT64_C(1000000000);
+    k.created_at = NOW;
+    k.expires_at = NOW + 86400 * 365;
+    k.tenant = (char *)"tn_one";
+    uint8_t h[KB_HASH_LEN];
+    static const uint8_t key[] = "test-server-key";
+    crypto_hmac(key, sizeof key - 1, "vk_t1", 5, h);
+    assert_int_equal(store_key_insert(f->s, &k, h), KB_OK);
+    spend(f->s, k.seq, DAY, 700000, 600000);
+    struct kb_usage_query q = {
+        .group = KB_USAGE_TENANT, .from_day = DAY, .to_day = DAY + 1, .limit = 100};
+    const struct want by_tenant[] = {{DAY, "", 4500000, 0, 3},
+                                     {DAY, "tn_one", 600000, 0, 1},
+                                     {DAY + 1, "", 250000, 4000000, 2}};
+    check(f->s, &q, by_tenant, 3);
+}
+
 static void test_paging_and_refusals(void **state)
 {
     struct fixture *f = *state;
@@ -240,8 +269,10 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         T(test_groups),
+        T(test_tenant_group),
         T(test_paging_and_refusals),
         P(test_groups),
+        P(test_tenant_group),
         P(test_paging_and_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
