@@ -11,9 +11,6 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const fs = require('node:fs');
-const path = require('node:path');
-
 const { REPO, assertError, startDaemon, uniquePrefix, waitFor, mkTempDir, rmTempDir } = require('./lib/harness');
 const { startMockVendors } = require('./mock/vendor');
 const { freshDb, psql, pausePg, resumePg } = require('./lib/pg');
