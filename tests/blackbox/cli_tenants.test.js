@@ -126,6 +126,10 @@ describe('keybrake tenants and admin-tokens', () => {
     const stl = await cli(['tenants', 'list', '--json'], as(scoped));
     ok(stl);
     assert.deepEqual(JSON.parse(stl.stdout).data.map((t) => t.id), [tid]);
+    // usage reads /v1/usage, which spans every tenant: root's alone
+    const use = await cli(['usage'], as(scoped));
+    assert.equal(use.code, 1);
+    assert.match(use.stderr, /\(not_found\)\n$/);
     const noCreate = await cli(['tenants', 'create', `${prefix}mine`], as(scoped));
     assert.equal(noCreate.code, 1);
     assert.match(noCreate.stderr, /\(not_found\)\n$/);
