@@ -136,6 +136,7 @@ static int create(struct cli_ctx *c, int argc, char **argv)
     } else {
         struct cli_table t;
         cli_table_init(&t, 2);
+        /* clang-format off: one field a line, as the table prints them */
         const char *rows[][2] = {
             {"id", str(res, "id")},
             {"label", str(res, "label")},
@@ -143,6 +144,7 @@ static int create(struct cli_ctx *c, int argc, char **argv)
             {"created", str(res, "created_at")},
             {"token", str(res, "token")},
         };
+        /* clang-format on */
         for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
             cli_table_row(&t, rows[i]);
         cli_table_print(&t, stdout);
