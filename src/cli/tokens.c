@@ -136,7 +136,8 @@ static int create(struct cli_ctx *c, int argc, char **argv)
     } else {
         struct cli_table t;
         cli_table_init(&t, 2);
-        /* clang-format off: one field a line, as the table prints them */
+        /* one field a line, as the table prints them */
+        /* clang-format off */
         const char *rows[][2] = {
             {"id", str(res, "id")},
             {"label", str(res, "label")},
