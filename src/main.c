@@ -58,6 +58,8 @@ static void usage(FILE *f)
                "a running daemon, through its admin API (KEYBRAKE_ADDR, KEYBRAKE_ADMIN_TOKEN):\n"
                "  keys create|list|show|revoke|revoke-prefix   vault keys\n"
                "  budgets list|show|create|delete  shared USD budgets keys spend from\n"
+               "  tenants list|show|create|delete  tenants: customer organisations\n"
+               "  admin-tokens list|create|revoke  admin tokens, root or one tenant's\n"
                "  usage                            today's spend against the caps\n"
                "  audit tail [-f]                  the newest audit entries\n"
                "\n"
@@ -596,6 +598,10 @@ int main(int argc, char **argv)
         return cli_keys(argc - 1, argv + 1);
     if (strcmp(cmd, "budgets") == 0)
         return cli_budgets(argc - 1, argv + 1);
+    if (strcmp(cmd, "tenants") == 0)
+        return cli_tenants(argc - 1, argv + 1);
+    if (strcmp(cmd, "admin-tokens") == 0)
+        return cli_admin_tokens(argc - 1, argv + 1);
     if (strcmp(cmd, "usage") == 0)
         return cli_usage(argc - 1, argv + 1);
     if (strcmp(cmd, "audit") == 0) {

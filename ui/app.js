@@ -14,7 +14,18 @@
   const SVG = 'http://www.w3.org/2000/svg';
 
   const $ = (id) => document.getElementById(id);
-  const state = { keysCursor: null, auditCursor: null, timer: null, killPrefix: null };
+  const TENANT_COUNT_MAX = 200; // active keys counted per tenant (one page); more shows "200+"
+  // scope: undefined until known, null for a root token, the tenant id for a scoped one;
+  // tenants: id -> name of the tenants the token sees
+  const state = {
+    keysCursor: null,
+    auditCursor: null,
+    timer: null,
+    killPrefix: null,
+    scope: undefined,
+    tenants: new Map(),
+    created: new Map(), // tenant id -> created_at
+  };
 
   // ---- DOM helpers: text only ------------------------------------------------------------
 
@@ -133,7 +144,13 @@
       status: $('keys-status').value,
       label_prefix: $('keys-prefix').value,
       vendor: $('keys-vendor').value.trim(),
+      tenant: state.scope === null ? $('keys-tenant').value : '', // a scoped token sees its own alone
     };
+  }
+
+  function tenantName(id) {
+    if (!id) return 'root';
+    return state.tenants.get(id) || id;
   }
 
   function spendCell(k) {
@@ -167,6 +184,7 @@
       el('td', { class: 'label', text: k.label }),
       el('td', { class: 'mono', text: k.id }),
       el('td', { text: k.vendor }),
+      el('td', { class: 'tenant', text: tenantName(k.tenant), title: k.tenant || 'no tenant: root\'s own' }),
       el('td', { class: 'status status-' + k.status, text: k.status }),
       spendCell(k),
       el('td', { class: 'num requests', text: k.usage ? String(k.usage.requests) : '–' }),
@@ -195,6 +213,61 @@
     state.keysCursor = page.next_cursor;
     $('keys-more').hidden = !page.next_cursor;
     $('keys-empty').hidden = body.rows.length > 0;
+  }
+
+  // ---- who is signed in, and tenants -------------------------------------------------------
+
+  // Root or one tenant's token? A token's list of admin tokens holds a root token (tenant null)
+  // only for root: a scoped token sees its own tenant's tokens alone. Both may read it, so the
+  // page asks no route that answers 404 to a scoped token (/metrics, /v1/usage, /v1/alerts).
+  async function loadWho() {
+    const [toks, tens] = await Promise.all([api('GET', '/v1/admin-tokens'), api('GET', '/v1/tenants')]);
+    const root = toks.data.some((t) => t.tenant === null);
+    const own = toks.data.find((t) => t.tenant) || tens.data[0] || {};
+    state.scope = root ? null : own.tenant || own.id || '?'; // never null: that is root
+    state.tenants = new Map(tens.data.map((t) => [t.id, t.name]));
+    state.created = new Map(tens.data.map((t) => [t.id, t.created_at]));
+    $('who').textContent = root ? 'signed in: root' : `signed in: tenant ${tenantName(state.scope)}`;
+    $('tenants-card').hidden = !root;
+    $('keys-tenant-wrap').hidden = !root;
+    if (!root) return;
+    const sel = $('keys-tenant');
+    const keep = sel.value;
+    sel.replaceChildren(
+      el('option', { value: '', text: 'any' }),
+      ...tens.data.map((t) => el('option', { value: t.id, text: `${t.name} (${t.id})` })),
+    );
+    sel.value = state.tenants.has(keep) ? keep : '';
+  }
+
+  // Root's tenants with their active keys, each counted from one page of GET /v1/keys.
+  async function loadTenants() {
+    if (state.scope !== null) return;
+    const ids = [...state.tenants.keys()];
+    const counts = await pool(ids, 4, (id) =>
+      api('GET', '/v1/keys', { tenant: id, status: 'active', limit: TENANT_COUNT_MAX }),
+    );
+    const rows = ids.map((id, i) => {
+      const c = counts[i];
+      const n = c instanceof Error ? '?' : c.next_cursor ? `${c.data.length}+` : String(c.data.length);
+      const show = el('button', { type: 'button', class: 'show-keys', text: 'Show keys' });
+      show.addEventListener('click', () => {
+        $('keys-tenant').value = id;
+        loadKeys();
+        $('keys-card').scrollIntoView();
+      });
+      return el(
+        'tr',
+        { 'data-tenant-id': id },
+        el('td', { class: 'name', text: state.tenants.get(id) }),
+        el('td', { class: 'mono', text: id }),
+        el('td', { text: when(state.created.get(id)) }),
+        el('td', { class: 'num keys', text: n }),
+        el('td', {}, show),
+      );
+    });
+    $('tenants-table').tBodies[0].replaceChildren(...rows);
+    $('tenants-empty').hidden = rows.length > 0;
   }
 
   // ---- kill switch -----------------------------------------------------------------------
@@ -406,9 +479,15 @@
 
   // ---- session ---------------------------------------------------------------------------
 
-  function refreshAll() {
+  async function refreshAll() {
     showError('dash-error', '');
-    return Promise.all([loadKeys(), loadAudit(), loadStats(), loadBudgets()]);
+    try {
+      await loadWho(); // first: the keys table names tenants, the tenant views are root's
+    } catch (e) {
+      showError('dash-error', `Loading the token's scope failed: ${e.message}`);
+      return;
+    }
+    await Promise.all([loadKeys(), loadAudit(), loadStats(), loadBudgets(), loadTenants()]);
   }
 
   function showDash(on) {
@@ -417,11 +496,15 @@
     $('logout').hidden = !on;
     $('refresh-all').hidden = !on;
     $('auto-wrap').hidden = !on;
-    $('who').textContent = on ? 'signed in' : 'not signed in';
+    if (!on) $('who').textContent = 'not signed in';
   }
 
   function signOut(why) {
     sessionStorage.removeItem(TOKEN_KEY);
+    state.scope = undefined;
+    state.tenants = new Map();
+    $('tenants-card').hidden = true;
+    $('keys-tenant-wrap').hidden = true;
     if (state.timer) clearInterval(state.timer);
     state.timer = null;
     $('auto').checked = false;

@@ -6,7 +6,8 @@
 // against its cap, revoke it with its button, see the refusal in the audit
 // tail and in the refusals by code, pull the kill switch by label prefix.
 // The token never appears in a request URL or a cookie, and the page logs no
-// console error (a CSP violation would be one).
+// console error (a CSP violation would be one). With tenants: root sees them
+// and filters keys by tenant; a tenant's token sees its own keys alone.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -402,6 +403,145 @@ describe('dashboard in a headless browser', () => {
         mine.id,
       );
       assert.deepEqual(rec.errors, [], 'console errors');
+    } finally {
+      await context.close();
+    }
+  });
+
+  // A tenant, and a key of it issued by root (docs/tenants.md).
+  async function tenantWithKey(name, label) {
+    const t = await d.admin.post('/v1/tenants', { name });
+    assert.equal(t.status, 201, t.text);
+    const k = await d.admin.post('/v1/keys', {
+      label, vendor: 'stripe', allowed_endpoints: ['/v1/*'], daily_usd_cap: 5, expires_in: '1h', tenant: t.json.id,
+    });
+    assert.equal(k.status, 201, k.text);
+    return { tenant: t.json, key: k.json };
+  }
+
+  // Every API call the page made answered 2xx: no view asked a route its token may not see.
+  async function assertNoFailedCalls(rec) {
+    for (const r of rec.requests.filter((x) => new URL(x.url()).pathname.startsWith('/v1/'))) {
+      const res = await r.response();
+      assert.ok(res && res.status() < 400, `${r.method()} ${r.url()}: ${res && res.status()}`);
+    }
+  }
+
+  it('root sees the tenants with their keys and filters the keys by tenant', async () => {
+    const { context, page, rec } = await recordedPage(browser);
+    const prefix = uniquePrefix('uit');
+    try {
+      const a = await tenantWithKey(`${prefix}acme`, `${prefix}a-1`);
+      const b = await tenantWithKey(`${prefix}globex`, `${prefix}b-1`);
+      const rootKey = await d.issueKey({ label: `${prefix}r-1` });
+      await page.goto(`${d.adminUrl}/ui/`);
+      await signIn(page, d.adminToken);
+      await page.waitForSelector('#tenants-card', { state: 'visible' });
+      assert.equal(await page.textContent('#who'), 'signed in: root');
+      const ta = `#tenants-table tr[data-tenant-id="${a.tenant.id}"]`;
+      await page.waitForSelector(ta);
+      assert.equal(await page.textContent(`${ta} td.name`), `${prefix}acme`);
+      assert.equal(await page.textContent(`${ta} td.keys`), '1');
+      // the keys table names each key's tenant
+      await page.fill('#keys-prefix', prefix);
+      await page.click('#keys-filter button[type=submit]');
+      await page.waitForFunction(() => document.querySelectorAll('#keys-table tbody tr').length === 3);
+      assert.equal(await page.textContent(`tr[data-key-id="${a.key.id}"] td.tenant`), `${prefix}acme`);
+      assert.equal(await page.textContent(`tr[data-key-id="${rootKey.id}"] td.tenant`), 'root');
+      // the tenant filter: ?tenant= on GET /v1/keys
+      assert.ok(await page.isVisible('#keys-tenant'));
+      await page.selectOption('#keys-tenant', a.tenant.id);
+      await page.click('#keys-filter button[type=submit]');
+      await page.waitForFunction(
+        (id) => {
+          const rows = [...document.querySelectorAll('#keys-table tbody tr')];
+          return rows.length === 1 && rows[0].getAttribute('data-key-id') === id;
+        },
+        a.key.id,
+      );
+      const filtered = rec.requests.filter((r) => {
+        const u = new URL(r.url());
+        return u.pathname === '/v1/keys' && u.searchParams.get('tenant') === a.tenant.id &&
+          u.searchParams.get('label_prefix') === prefix;
+      });
+      assert.ok(filtered.length >= 1, 'the filter went to the API as ?tenant=');
+      // the tenant row's button shows that tenant's keys
+      await page.click(`#tenants-table tr[data-tenant-id="${b.tenant.id}"] button.show-keys`);
+      await page.waitForFunction(
+        (id) => {
+          const rows = [...document.querySelectorAll('#keys-table tbody tr')];
+          return rows.length === 1 && rows[0].getAttribute('data-key-id') === id;
+        },
+        b.key.id,
+      );
+      assert.equal(await page.inputValue('#keys-tenant'), b.tenant.id);
+      await assertNoFailedCalls(rec);
+      assert.deepEqual(rec.errors, [], 'console errors');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it("a tenant's token sees only its tenant's keys; root's views are hidden, not errors", async () => {
+    const { context, page, rec } = await recordedPage(browser);
+    const prefix = uniquePrefix('uis');
+    try {
+      const a = await tenantWithKey(`${prefix}acme`, `${prefix}a-1`);
+      const b = await tenantWithKey(`${prefix}globex`, `${prefix}b-1`);
+      const rootKey = await d.issueKey({ label: `${prefix}r-1` });
+      const tok = await d.admin.post('/v1/admin-tokens', { label: `${prefix}ops`, tenant: a.tenant.id });
+      assert.equal(tok.status, 201, tok.text);
+      const scoped = tok.json.token;
+      // a second key of the tenant, issued with its own token
+      const a2 = await d.admin.post('/v1/keys', {
+        label: `${prefix}a-2`, vendor: 'stripe', allowed_endpoints: ['/v1/*'], daily_usd_cap: 5, expires_in: '1h',
+      }, { token: scoped });
+      assert.equal(a2.status, 201, a2.text);
+      assert.equal(a2.json.tenant, a.tenant.id);
+
+      await page.goto(`${d.adminUrl}/ui/`);
+      await signIn(page, scoped);
+      await page.waitForSelector('#dash', { state: 'visible' });
+      await page.waitForFunction(() => /^signed in: tenant /.test(document.getElementById('who').textContent));
+      assert.equal(await page.textContent('#who'), `signed in: tenant ${prefix}acme`);
+      await page.waitForFunction(() => document.querySelectorAll('#keys-table tbody tr').length === 2);
+      const ids = await page.$$eval('#keys-table tbody tr', (trs) => trs.map((t) => t.getAttribute('data-key-id')));
+      assert.deepEqual(ids.sort(), [a.key.id, a2.json.id].sort());
+      for (const t of await page.$$eval('#keys-table td.tenant', (tds) => tds.map((x) => x.textContent))) {
+        assert.equal(t, `${prefix}acme`);
+      }
+      assert.equal(await page.$(`tr[data-key-id="${b.key.id}"]`), null);
+      assert.equal(await page.$(`tr[data-key-id="${rootKey.id}"]`), null);
+      // root's views are hidden
+      assert.ok(await page.isHidden('#tenants-card'));
+      assert.ok(await page.isHidden('#keys-tenant-wrap'));
+      // the audit tail: the tenant's records only (its key's issuance among them)
+      await page.waitForFunction(() => document.querySelectorAll('#audit-table tbody tr').length > 0);
+      const keyCells = await page.$$eval('#audit-table tbody tr', (trs) => trs.map((tr) => tr.cells[4].textContent));
+      for (const k of keyCells) assert.ok(['', a.key.id, a2.json.id].includes(k), `another tenant's record: ${k}`);
+      // the kill switch reaches the tenant's keys only
+      await page.fill('#kill-prefix', prefix);
+      await page.click('#kill-form button[type=submit]');
+      await page.waitForSelector('#kill-confirm', { state: 'visible' });
+      assert.match(await page.textContent('#kill-question'), /2 active key\(s\) match now/);
+      await page.click('#kill-yes');
+      await page.waitForFunction(() => /Revoked 2 key/.test(document.getElementById('kill-result').textContent));
+      assert.equal((await d.admin.get(`/v1/keys/${b.key.id}`)).json.status, 'active');
+      assert.equal((await d.admin.get(`/v1/keys/${rootKey.id}`)).json.status, 'active');
+      // a refresh while signed in as the tenant stays clean
+      await page.click('#refresh-all');
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('#keys-table td.status')].every((t) => t.textContent === 'revoked'),
+      );
+      assert.equal(await page.textContent('#dash-error'), '');
+      for (const r of rec.requests) {
+        const p = new URL(r.url()).pathname;
+        assert.ok(!['/metrics', '/v1/usage', '/v1/alerts'].includes(p), `asked ${p}`);
+        if (p.startsWith('/v1/')) assert.equal(r.headers().authorization, `Bearer ${scoped}`, r.url());
+      }
+      await assertNoFailedCalls(rec);
+      assert.deepEqual(rec.errors, [], 'console errors');
+      assert.deepEqual(rec.dialogs, []);
     } finally {
       await context.close();
     }

@@ -1,0 +1,219 @@
+/*
+ * tenants.c - `keybrake tenants list|show|create|delete`: the tenants
+ * resource of the admin API (src/admin/tenants.c, docs/tenants.md) for
+ * people (tables) and scripts (--json, the API's own JSON). Creating and
+ * deleting are root's; a tenant's own token lists and shows its tenant
+ * alone, and every other tenant answers 404 (exit 1) as an unknown id.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/api.h"
+#include "cli/client.h"
+#include "core/alloc.h"
+
+static const char *const tenants_help =
+    "usage: keybrake tenants list\n"
+    "       keybrake tenants show ID\n"
+    "       keybrake tenants create NAME\n"
+    "       keybrake tenants delete ID\n"
+    "\n"
+    "  list    live tenants in creation order (a tenant's own token: that tenant)\n"
+    "  show    one tenant (tn_...)\n"
+    "  create  a tenant named NAME, unique among live tenants (root token only);\n"
+    "          prints its id: give it to `keybrake admin-tokens create --tenant`\n"
+    "  delete  delete a tenant that owns no active key (else exit 1, tenant_in_use:\n"
+    "          revoke its keys first); its admin tokens are revoked and its vendor\n"
+    "          secrets erased with it (root token only; docs/tenants.md)\n" CLI_HELP_COMMON;
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "-";
+}
+
+/* The path of one tenant, its id percent-encoded. */
+static char *tenant_path(const char *id)
+{
+    struct kb_buf p = KB_BUF_INIT;
+    cli_query_add(&p, "x", id); /* "?x=<encoded>" */
+    char *path = kb_asprintf("/v1/tenants/%s", p.data + 3);
+    buf_cleanup(&p);
+    return path;
+}
+
+/* Only the common options. */
+static int no_args(struct cli_ctx *c, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        int k = cli_common_opt(c, argc, argv, &i);
+        if (k < 0)
+            return CLI_EXIT_USAGE;
+        if (k == 0)
+            return cli_usage_error("tenants %s: unexpected argument %s", argv[0], argv[i]);
+    }
+    return cli_ctx_ready(c);
+}
+
+/* One ID or NAME argument and the common options. */
+static int one_arg(struct cli_ctx *c, int argc, char **argv, const char *what, const char **arg)
+{
+    *arg = NULL;
+    for (int i = 1; i < argc; i++) {
+        int k = cli_common_opt(c, argc, argv, &i);
+        if (k < 0)
+            return CLI_EXIT_USAGE;
+        if (k > 0)
+            continue;
+        if (argv[i][0] == '-' || *arg)
+            return cli_usage_error("tenants %s: unexpected argument %s", argv[0], argv[i]);
+        *arg = argv[i];
+    }
+    if (!*arg || !**arg)
+        return cli_usage_error("tenants %s needs %s", argv[0], what);
+    return cli_ctx_ready(c);
+}
+
+static void print_tenant(json_t *t)
+{
+    struct cli_table tab;
+    cli_table_init(&tab, 2);
+    const char *rows[][2] = {
+        {"id", str(t, "id")},
+        {"name", str(t, "name")},
+        {"created", str(t, "created_at")},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        cli_table_row(&tab, rows[i]);
+    cli_table_print(&tab, stdout);
+    cli_table_cleanup(&tab);
+}
+
+static int list(struct cli_ctx *c, int argc, char **argv)
+{
+    int rc = no_args(c, argc, argv);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    json_t *res = NULL;
+    rc = cli_api(c, "GET", "/v1/tenants", NULL, &res); /* one page: every live tenant */
+    if (rc != CLI_EXIT_OK)
+        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
+    json_t *data = json_object_get(res, "data");
+    if (!json_is_array(data)) {
+        fprintf(stderr, "keybrake: the daemon's tenant list has no data array\n");
+        json_decref(res);
+        return CLI_EXIT_UNAVAILABLE;
+    }
+    if (c->json) {
+        cli_print_json(res);
+        json_decref(res);
+        return CLI_EXIT_OK;
+    }
+    struct cli_table t;
+    cli_table_init(&t, 3);
+    const char *head[] = {"ID", "NAME", "CREATED"};
+    cli_table_row(&t, head);
+    size_t i;
+    json_t *v;
+    json_array_foreach(data, i, v)
+    {
+        const char *row[] = {str(v, "id"), str(v, "name"), str(v, "created_at")};
+        cli_table_row(&t, row);
+    }
+    cli_table_print(&t, stdout);
+    cli_table_cleanup(&t);
+    json_decref(res);
+    return CLI_EXIT_OK;
+}
+
+static int show(struct cli_ctx *c, int argc, char **argv)
+{
+    const char *id;
+    int rc = one_arg(c, argc, argv, "a tenant id (tn_...)", &id);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    char *path = tenant_path(id);
+    json_t *t = NULL;
+    rc = cli_api(c, "GET", path, NULL, &t);
+    free(path);
+    if (rc != CLI_EXIT_OK)
+        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
+    if (c->json)
+        cli_print_json(t);
+    else
+        print_tenant(t);
+    json_decref(t);
+    return CLI_EXIT_OK;
+}
+
+static int create(struct cli_ctx *c, int argc, char **argv)
+{
+    const char *name;
+    int rc = one_arg(c, argc, argv, "a name", &name);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    json_t *body = json_pack("{s:s}", "name", name), *res = NULL;
+    if (!body)
+        return cli_usage_error("the name must be UTF-8 text%s", "");
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    rc = cli_api(c, "POST", "/v1/tenants", text, &res);
+    free(text);
+    if (rc != CLI_EXIT_OK)
+        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
+    if (c->json)
+        cli_print_json(res);
+    else
+        print_tenant(res);
+    json_decref(res);
+    return CLI_EXIT_OK;
+}
+
+static int delete (struct cli_ctx *c, int argc, char **argv)
+{
+    const char *id;
+    int rc = one_arg(c, argc, argv, "a tenant id (tn_...)", &id);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    char *path = tenant_path(id);
+    json_t *res = NULL;
+    rc = cli_api(c, "DELETE", path, NULL, &res);
+    free(path);
+    json_decref(res); /* 204: nothing */
+    if (rc != CLI_EXIT_OK)
+        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
+    if (c->json) {
+        json_t *o = json_pack("{s:s, s:b}", "id", id, "deleted", 1);
+        cli_print_json(o);
+        json_decref(o);
+    } else {
+        printf("deleted tenant %s\n", id);
+    }
+    return CLI_EXIT_OK;
+}
+
+int cli_tenants(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*run)(struct cli_ctx *, int, char **);
+    } cmds[] = {{"list", list}, {"show", show}, {"create", create}, {"delete", delete}};
+    if (cli_wants_help(argc, argv)) {
+        fputs(tenants_help, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (argc < 2) {
+        fputs(tenants_help, stderr);
+        return CLI_EXIT_USAGE;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(argv[1], cmds[i].name) == 0) {
+            struct cli_ctx c = {0};
+            int rc = cmds[i].run(&c, argc - 1, argv + 1);
+            cli_ctx_cleanup(&c);
+            return rc;
+        }
+    return cli_usage_error("tenants: unknown command %s", argv[1]);
+}
