@@ -108,12 +108,12 @@ bench_cluster() {
     PG_TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$body" 2>/dev/null) ||
         die "key issuance on pg1 failed: $body"
     local c=${CONNS%% *}
-    echo "bench: PostgreSQL: $c connections, $ROUNDS x ${DURATION}s: the SQLite node, one node on PostgreSQL, two nodes at once, alternating"
+    echo "bench: PostgreSQL: $c connections, $ROUNDS x ${LAT_DURATION}s: the SQLite node, one node on PostgreSQL, two nodes at once, alternating"
     run_wrk warmup pg1 "$c" "$WARMUP" 0 >/dev/null
     for r in $(seq "$ROUNDS"); do
-        run_wrk cluster keybrake "$c" "$DURATION" "$r"
-        run_wrk cluster pg1 "$c" "$DURATION" "$r"
-        run_wrk_pair cluster "$c" "$DURATION" "$r"
+        run_wrk cluster keybrake "$c" "$LAT_DURATION" "$r"
+        run_wrk cluster pg1 "$c" "$LAT_DURATION" "$r"
+        run_wrk_pair cluster "$c" "$LAT_DURATION" "$r"
     done
     local pg_rps half pace
     pg_rps=$(median_field cluster pg1 "$c" rps)

@@ -180,7 +180,7 @@ def cluster_section(rows, a):
            "same machine, two Keybrake nodes on it with the SQLite node's settings; the SQLite "
            "node, one node on PostgreSQL, and both nodes at once (half the connections each) "
            "alternate, %d rounds of %d s. Target: a node on PostgreSQL >= 0.5x the SQLite "
-           "node's requests/s; added p99 <= 5 ms at half load." % (a.rounds, a.duration), "",
+           "node's requests/s; added p99 <= 5 ms at half load." % (a.rounds, a.lat_duration), "",
            "| round | SQLite node req/s | PG node req/s | **PG/SQLite** | 2 PG nodes req/s "
            "| SQLite p99 ms | PG p99 ms | 2 nodes p99 ms | PG node CPU µs/req |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -50,13 +50,18 @@ static json_t *alert_json(const struct kb_alert *a)
     }
     json_t *o = json_pack(
         "{s:I, s:s, s:i, s:s, s:s, s:f, s:f, s:o, s:s, s:i, s:i, s:o}", "id", (json_int_t)a->id,
-        "budget", a->budget, "threshold", a->threshold, "window", window_names[a->window], "period",
+        "budget", admin__budget_api_name(a->budget), "threshold", a->threshold, "window",
+        window_names[a->window], "period",
         alerts_period_str(a->window, a->period, period, sizeof period), "spent_usd", usd(a->spent),
         "cap_usd", usd(a->cap), "at", ms_time(a->created_ms), "status", status_names[a->status],
         "attempts", a->attempts, "last_status", a->last_status, "attempt_log", log);
     json_object_set_new(o, "next_attempt_at",
                         a->status == KB_ALERT_PENDING ? ms_time(a->next_at) : json_null());
     json_object_set_new(o, "done_at", ms_time(a->done_ms));
+    char tenant[64];
+    json_object_set_new(o, "tenant",
+                        admin__budget_tenant(a->budget, tenant, sizeof tenant) ? json_string(tenant)
+                                                                               : json_null());
     return o;
 }
 

@@ -89,12 +89,17 @@ char *alerts_body(const struct kb_alert *a)
     gmtime_r(&secs, &tm);
     snprintf(at, sizeof at, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(a->created_ms % 1000));
+    /* a tenant's budget is stored as "<tenant>\x1f<name>" (docs/tenants.md):
+     * the receiver gets its name and, apart, its tenant */
+    const char *sep = strchr(a->budget, '\x1f');
     json_t *o = json_pack("{s:I, s:s, s:s, s:i, s:s, s:s, s:f, s:f, s:s}", "id", (json_int_t)a->id,
-                          "type", "budget.threshold", "budget", a->budget, "threshold",
+                          "type", "budget.threshold", "budget", sep ? sep + 1 : a->budget, "threshold",
                           a->threshold, "window", window_names[a->window], "period",
                           alerts_period_str(a->window, a->period, period, sizeof period),
                           "spent_usd", (double)a->spent / (double)KB_MICROS_PER_USD, "cap_usd",
                           (double)a->cap / (double)KB_MICROS_PER_USD, "at", at);
+    json_object_set_new(o, "tenant",
+                        sep ? json_stringn(a->budget, (size_t)(sep - a->budget)) : json_null());
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;

@@ -145,6 +145,27 @@ describe('alerts', () => {
     assert.ok(!d.output().includes(SECRET), 'the webhook secret reached the log');
   });
 
+  it("a tenant's budget: the receiver and GET /v1/alerts name it as its tenant does, with the tenant", async () => {
+    const t = await d.admin.post('/v1/tenants', { name: uniquePrefix('acme') });
+    assert.equal(t.status, 201, t.text);
+    const name = uniquePrefix('tthr');
+    const b = await d.admin.post('/v1/budgets', { name, usd_cap: 10, window: 'day', alert_thresholds: [50], tenant: t.json.id });
+    assert.equal(b.status, 201, b.text);
+    const k = await d.admin.post('/v1/keys', {
+      label: `${name}-key`, vendor: 'stripe', allowed_endpoints: ['POST /v1/payment_intents'],
+      daily_usd_cap: 1000, expires_in: '24h', budgets: [name], tenant: t.json.id,
+    });
+    assert.equal(k.status, 201, k.text);
+    await spend(d, k.json.token, 600);
+    await waitFor(() => hook.forBudget(name).length === 1, { what: 'the delivery' });
+    const got = hook.forBudget(name)[0].json;
+    assert.equal(got.tenant, t.json.id);
+    assert.ok(!/\\u001f|\x1f/.test(hook.forBudget(name)[0].raw), 'the store name leaked');
+    const listed = (await d.admin.get('/v1/alerts')).json.data.find((a) => a.budget === name);
+    assert.ok(listed, 'listed under its API name');
+    assert.equal(listed.tenant, t.json.id);
+  });
+
   it('a receiver answering 500 twice then 200: delivered once, three attempts recorded', async () => {
     const name = uniquePrefix('retry');
     let n = 0;
