@@ -21,7 +21,9 @@
 static const char *const keys_help =
     "usage: keybrake keys create --vendor V --label L --cap USD --endpoint PATTERN...\n"
     "                            [--ttl DUR] [--account ID]... [--metadata JSON]\n"
+    "                            [--tenant ID]\n"
     "       keybrake keys list [--label-prefix P] [--vendor V] [--status S] [--limit N]\n"
+    "                          [--tenant ID]\n"
     "       keybrake keys show ID\n"
     "       keybrake keys revoke ID\n"
     "       keybrake keys revoke-prefix PREFIX\n"
@@ -32,9 +34,11 @@ static const char *const keys_help =
     "                 one); --ttl is how long the key lives (30s, 5m, 2h; default " DEFAULT_TTL
     ");\n"
     "                 --account limits the key to a vendor account (repeatable);\n"
-    "                 --metadata is a JSON object kept with the key\n"
+    "                 --metadata is a JSON object kept with the key; --tenant issues\n"
+    "                 it for a tenant (a root token; docs/tenants.md)\n"
     "  list           keys, newest first; --status active|revoked|expired; --limit is\n"
-    "                 the most keys shown (default 50, pages followed up to it)\n"
+    "                 the most keys shown (default 50, pages followed up to it);\n"
+    "                 --tenant: one tenant's keys only (a root token)\n"
     "  show           one key with today's spend and reservations against its cap\n"
     "  revoke         revoke one key (revoking a revoked key is not an error)\n"
     "  revoke-prefix  revoke every key whose label starts with PREFIX; prints how "
@@ -42,6 +46,7 @@ static const char *const keys_help =
 
 static const char *const usage_help =
     "usage: keybrake usage [--label-prefix P] [--vendor V] [--status S] [--limit N]\n"
+    "                      [--tenant ID]\n"
     "\n"
     "Today's spend and reservations against the daily cap, one key a line, most spent\n"
     "first, with totals. --limit bounds how many keys are read (default 1000).\n"
@@ -60,7 +65,8 @@ static const char *str(json_t *o, const char *k)
 
 static int create(struct cli_ctx *c, int argc, char **argv)
 {
-    const char *vendor = NULL, *label = NULL, *cap = NULL, *ttl = DEFAULT_TTL, *meta = NULL;
+    const char *vendor = NULL, *label = NULL, *cap = NULL, *ttl = DEFAULT_TTL, *meta = NULL,
+               *tenant = NULL;
     json_t *body = json_object(), *eps = json_array(), *accs = NULL, *res = NULL;
     char *text = NULL;
     struct kb_buf b = KB_BUF_INIT;
@@ -77,6 +83,7 @@ static int create(struct cli_ctx *c, int argc, char **argv)
                             : strcmp(o, "--cap") == 0      ? &cap
                             : strcmp(o, "--ttl") == 0      ? &ttl
                             : strcmp(o, "--metadata") == 0 ? &meta
+                            : strcmp(o, "--tenant") == 0   ? &tenant
                                                            : NULL;
         bool ep = strcmp(o, "--endpoint") == 0, acc = strcmp(o, "--account") == 0;
         if (!dest && !ep && !acc) {
@@ -111,6 +118,8 @@ static int create(struct cli_ctx *c, int argc, char **argv)
     json_object_set_new(body, "expires_in", json_string(ttl));
     if (accs)
         json_object_set(body, "allowed_accounts", accs);
+    if (tenant)
+        json_object_set_new(body, "tenant", json_string(tenant));
     if (meta) {
         json_t *m = json_loads(meta, 0, NULL);
         if (!json_is_object(m)) {
@@ -164,7 +173,7 @@ out:
 }
 
 struct list_opts {
-    const char *label_prefix, *vendor, *status;
+    const char *label_prefix, *vendor, *status, *tenant;
     long limit;
 };
 
@@ -175,6 +184,7 @@ static int list_opt(struct list_opts *lo, int argc, char **argv, int *i, long ma
     const char **dest = strcmp(o, "--label-prefix") == 0 ? &lo->label_prefix
                         : strcmp(o, "--vendor") == 0     ? &lo->vendor
                         : strcmp(o, "--status") == 0     ? &lo->status
+                        : strcmp(o, "--tenant") == 0     ? &lo->tenant
                                                          : NULL;
     bool lim = strcmp(o, "--limit") == 0;
     if (!dest && !lim)
@@ -206,6 +216,7 @@ static int fetch_keys(struct cli_ctx *c, const struct list_opts *lo, json_t **ou
         cli_query_add(&p, "label_prefix", lo->label_prefix);
         cli_query_add(&p, "vendor", lo->vendor);
         cli_query_add(&p, "status", lo->status);
+        cli_query_add(&p, "tenant", lo->tenant);
         cli_query_add(&p, "limit", lim);
         cli_query_add(&p, "cursor", json_string_value(next));
         json_t *page = NULL;

@@ -107,7 +107,6 @@ describe('keybrake tenants and admin-tokens', () => {
     const kr = await cli(keyArgs(`${prefix}r`), env);
     ok(kr);
     const rkey = JSON.parse(kr.stdout);
-
     // keys list with the scoped token: its tenant's key alone
     const sl = await cli(['keys', 'list', '--json', '--limit', '1000'], as(scoped));
     ok(sl);
@@ -116,6 +115,18 @@ describe('keybrake tenants and admin-tokens', () => {
     const rl = await cli(['keys', 'list', '--json', '--label-prefix', prefix], env);
     ok(rl);
     assert.deepEqual(JSON.parse(rl.stdout).data.map((k) => k.id).sort(), [tkey.id, rkey.id].sort());
+    // root issues one for the tenant (--tenant), and lists one tenant's keys
+    // (under a prefix of its own: the checks below count the tenant's keys under `prefix`)
+    const fprefix = uniquePrefix('clif');
+    const kf = await cli([...keyArgs(`${fprefix}f`), '--tenant', tid], env);
+    ok(kf);
+    assert.equal(JSON.parse(kf.stdout).tenant, tid);
+    await cli([...keyArgs(`${fprefix}root`)], env);
+    const lt = await cli(['keys', 'list', '--label-prefix', fprefix, '--tenant', tid, '--json'], env);
+    ok(lt);
+    assert.deepEqual(JSON.parse(lt.stdout).data.map((k) => k.label), [`${fprefix}f`]);
+    ok(await cli(['keys', 'revoke', JSON.parse(kf.stdout).id], env)); // the tenant's deletion below counts active keys
+
     // the scoped token: root's key and the other tenant are not there (404, exit 1)
     const hidden = await cli(['keys', 'show', rkey.id], as(scoped));
     assert.equal(hidden.code, 1);
