@@ -131,8 +131,11 @@ void admin_handle(struct kb_hreq *req, void *arg)
         http_reply_error(req, KB_E_UNAUTHORIZED, NULL, NULL);
         return;
     }
-    /* an operator's connection: never closed to make room for another */
-    hreq_trust(req);
+    /* the operator's connection: never closed to make room for another. A
+     * tenant's is not trusted: a tenant holding every admin connection
+     * open must not lock root (and its kill switch) out */
+    if (a->who.root)
+        hreq_trust(req);
     /* root's own surfaces: a scoped token finds nothing there */
     if (!a->who.root && (strcmp(path, "/metrics") == 0 || strncmp(path, "/v1/test/", 9) == 0)) {
         http_reply_error(req, KB_E_NOT_FOUND, NULL, NULL);

@@ -355,4 +355,32 @@ describe('the admin listener keeps room for revocations', () => {
       await mocks.close();
     }
   });
+  it("a tenant's token holding every admin slot does not lock root out (only root's connections are kept)", async () => {
+    const d = await startDaemon({
+      env: { KEYBRAKE_ADMIN_MAX_CONNECTIONS: '4', KEYBRAKE_ADMIN_MAX_CONNECTIONS_PER_SOURCE: '4' },
+    });
+    const conns = [];
+    try {
+      const t = await d.admin.post('/v1/tenants', { name: uniquePrefix('hog') });
+      assert.equal(t.status, 201, t.text);
+      const tok = await d.admin.post('/v1/admin-tokens', { label: 'hog', tenant: t.json.id });
+      assert.equal(tok.status, 201, tok.text);
+      // the tenant takes every slot, each authenticated and kept alive
+      for (let i = 0; i < 4; i++) {
+        const c = await openConn(d.adminPort, `127.0.2.${i + 1}`);
+        conns.push(c);
+        c.send(`GET /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tok.json.token}\r\n\r\n`);
+        assert.equal((await c.response()).status, 200);
+      }
+      // root still gets in: one of the tenant's connections makes room
+      const root = await openConn(d.adminPort, '127.0.3.1');
+      conns.push(root);
+      root.send(`GET /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\n\r\n`);
+      assert.equal((await root.response()).status, 200);
+      await conns[0].closed; // the oldest of the tenant's was closed
+    } finally {
+      for (const c of conns) c.destroy();
+      await d.stop();
+    }
+  });
 });
