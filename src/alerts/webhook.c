@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alerts/alerts.h"
@@ -123,30 +124,72 @@ static enum kb_err dial(const struct url *u, int timeout_ms, int *fd_out, char *
                       last ? strerror(last) : "no address");
         return err;
     }
-    /* blocking from here, each read and write bounded */
-    int fl = fcntl(fd, F_GETFL);
-    (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    /* non-blocking from here: every wait is a poll against the attempt's
+     * one deadline (io), so a receiver that drips its answer a byte at a
+     * time cannot stretch an attempt past its timeout */
     *fd_out = fd;
     return KB_OK;
 }
 
 struct conn {
     int fd;
-    SSL_CTX *ctx; /* owned; NULL for http */
-    SSL *ssl;     /* owned */
+    SSL_CTX *ctx;        /* owned; NULL for http */
+    SSL *ssl;            /* owned */
+    int64_t deadline_ms; /* monotonic: the whole attempt ends by then */
 };
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until fd is ready for `events`, or the deadline: false (errno
+ * EAGAIN) when the deadline passed. */
+static bool wait_ready(struct conn *c, short events)
+{
+    for (;;) {
+        int64_t left = c->deadline_ms - mono_ms();
+        if (left <= 0) {
+            errno = EAGAIN;
+            return false;
+        }
+        struct pollfd p = {.fd = c->fd, .events = events};
+        int r = poll(&p, 1, (int)(left > 60000 ? 60000 : left));
+        if (r > 0)
+            return true;
+        if (r < 0 && errno != EINTR)
+            return false;
+    }
+}
+
+/* One read or write (some bytes), waiting at most until the deadline: the
+ * bytes moved, or -1 (errno EAGAIN when the deadline passed). */
 static long io(struct conn *c, bool wr, void *buf, size_t n)
 {
-    if (c->ssl) {
-        size_t done = 0;
-        int ok = wr ? SSL_write_ex(c->ssl, buf, n, &done) : SSL_read_ex(c->ssl, buf, n, &done);
-        return ok ? (long)done : -1;
+    for (;;) {
+        short want;
+        if (c->ssl) {
+            size_t done = 0;
+            int ok = wr ? SSL_write_ex(c->ssl, buf, n, &done) : SSL_read_ex(c->ssl, buf, n, &done);
+            if (ok)
+                return (long)done;
+            int e = SSL_get_error(c->ssl, ok);
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+                return -1;
+            want = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+        } else {
+            long got = wr ? (long)send(c->fd, buf, n, MSG_NOSIGNAL) : (long)recv(c->fd, buf, n, 0);
+            if (got >= 0)
+                return got;
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                return -1;
+            want = wr ? POLLOUT : POLLIN;
+        }
+        if (!wait_ready(c, want))
+            return -1;
     }
-    return wr ? (long)send(c->fd, buf, n, MSG_NOSIGNAL) : (long)recv(c->fd, buf, n, 0);
 }
 
 static enum kb_err tls_start(struct conn *c, const struct url *u, const char *ca_file,
@@ -164,8 +207,15 @@ static enum kb_err tls_start(struct conn *c, const struct url *u, const char *ca
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1 ||
         SSL_set_tlsext_host_name(c->ssl, u->host) != 1 || SSL_set1_host(c->ssl, u->host) != 1)
         goto fail;
-    if (SSL_connect(c->ssl) == 1)
-        return KB_OK;
+    for (;;) { /* the handshake, within the attempt's deadline too */
+        int r = SSL_connect(c->ssl);
+        if (r == 1)
+            return KB_OK;
+        int e = SSL_get_error(c->ssl, r);
+        if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) ||
+            !wait_ready(c, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT))
+            break;
+    }
 fail:;
     unsigned long e = ERR_get_error();
     char buf[256];
@@ -185,7 +235,7 @@ enum kb_err alerts_http_post(const char *url, const char *ca_file, const char *h
         kb_set_errmsg(errmsg, "not an http:// or https:// URL");
         return KB_E_CONFIG;
     }
-    struct conn c = {.fd = -1};
+    struct conn c = {.fd = -1, .deadline_ms = mono_ms() + timeout_ms};
     enum kb_err err = dial(&u, timeout_ms, &c.fd, errmsg);
     if (err != KB_OK)
         return err;

@@ -250,6 +250,63 @@ describe('alerts', () => {
   });
 });
 
+describe('alerts with a receiver that drips its answer', () => {
+  let mocks;
+  let d;
+  let server;
+  const timers = new Set();
+
+  before(async () => {
+    mocks = await startMockVendors();
+    mocks.stripe.setHandler(() => false);
+    // takes the request, then sends one byte of a status line every 200 ms,
+    // never a whole line: each read is quick, the attempt must still end
+    server = net.createServer((sock) => {
+      sock.on('error', () => {});
+      sock.once('data', () => {
+        const t = setInterval(() => sock.write('H'), 200);
+        timers.add(t);
+        sock.on('close', () => {
+          clearInterval(t);
+          timers.delete(t);
+        });
+      });
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${server.address().port}/hook`;
+    d = await startDaemon({
+      mocks,
+      env: alertEnv(url, { KEYBRAKE_ALERTS_TIMEOUT: '1s', KEYBRAKE_ALERTS_BACKOFF: '20ms', KEYBRAKE_ALERTS_MAX_ATTEMPTS: '2' }),
+    });
+  });
+
+  after(async () => {
+    try {
+      if (d) await d.stop();
+    } finally {
+      for (const t of timers) clearInterval(t);
+      if (server) await new Promise((resolve) => { server.close(resolve); for (const t of timers) clearInterval(t); });
+      if (mocks) await mocks.close();
+    }
+  });
+
+  it('each attempt ends at its timeout however the answer trickles (a regression)', async () => {
+    const name = uniquePrefix('drip');
+    const token = await budgetWithKey(d, name, [50]);
+    const t0 = Date.now();
+    await spend(d, token, 500);
+    // two attempts of at most ~1 s each, 20 ms apart: failed well within 10 s
+    // (before the fix each attempt read a 4 KiB status line a byte at a time)
+    await waitFor(async () => (await alerts(d, name)).every((a) => a.status === 'failed'), {
+      timeoutMs: 10_000,
+      what: 'the alert failed after its attempts',
+    });
+    const [a] = await alerts(d, name);
+    assert.equal(a.attempts, 2);
+    assert.ok(Date.now() - t0 < 10_000);
+  });
+});
+
 describe('alerts with the receiver down', () => {
   let mocks;
   let d;
