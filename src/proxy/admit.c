@@ -171,6 +171,12 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
     rec.code = r->outcome == KB_OK ? NULL : kb_strerror(r->outcome);
     rec.settled = r->outcome == KB_OK ? -1 : 0;
     if (r->outcome == KB_E_BUDGET_EXHAUSTED && r->exhausted) {
+        /* a tenant's budget is stored as "<tenant>\x1f<name>" (a key names
+         * only its own tenant's): the agent and the record get the name its
+         * tenant's API uses */
+        char *sep = strchr(r->exhausted, '\x1f');
+        if (sep)
+            memmove(r->exhausted, sep + 1, strlen(sep + 1) + 1);
         json_t *d = json_pack("{s:s}", "budget", r->exhausted);
         r->refusal = d ? json_dumps(d, JSON_COMPACT) : NULL;
         json_decref(d);

@@ -295,6 +295,25 @@ describe('tenants and scoped admin tokens', () => {
     assert.equal(e.tenant, A.id);
   });
 
+  it("a tenant's exhausted budget is named in the 429 and the audit as its tenant names it", async () => {
+    // a regression: the stored name "<tenant>\x1f<name>" reached the agent
+    await budget(d, tB.token, { name: 'tiny', usd_cap: 1, window: 'day' });
+    const k = await issue(d, tB.token, { budgets: ['tiny'] });
+    const r = await d.proxy({
+      method: 'POST',
+      path: '/stripe/v1/payment_intents',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'amount=500&currency=usd',
+    });
+    assertError(r, 429, 'budget_exhausted');
+    assert.equal(r.json.budget, 'tiny');
+    assert.ok(!r.text.includes(B.id) && !r.text.includes('\\u001f'), r.text);
+    const a = await d.admin.get(`/v1/audit?key_id=${k.id}`, { token: tB.token });
+    const e = a.json.data.find((x) => x.decision === 'refused');
+    assert.ok(e, a.text);
+    assert.equal(e.detail.budget, 'tiny', a.text);
+  });
+
   it('the audit chain verifies with tenant records in it, against the JSONL sink too', async () => {
     const env = { ...process.env, KEYBRAKE_DATA_DIR: d.dataDir, ...storeEnv(d.dataDir) };
     const v = spawnSync(BIN, ['audit', 'verify'], { env, encoding: 'utf8' });
