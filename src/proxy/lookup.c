@@ -94,8 +94,15 @@ static void run(struct kb_store *s, struct kb_read *rd)
 {
     struct proxy__key_read *l = (struct proxy__key_read *)rd;
     l->err = store_key_by_hash(s, l->hash, l->day, &l->key);
-    if (l->err == KB_OK && l->key->tenant)
+    if (l->err == KB_OK && l->key->tenant) {
         tenant_cred_attach(s, l->px, l->key);
+        /* a store that failed reading the secret fails the lookup: the
+         * key is not cached with a passing error (the next request reads
+         * both again) */
+        const struct proxy__tenant_cred *tc = l->key->ext;
+        if (tc && tc->err == KB_E_STORE)
+            l->err = KB_E_STORE;
+    }
     metrics_key_read();
 }
 

@@ -40,8 +40,13 @@ static enum kb_err fill(const struct kb_vendor *v, const char *secret, const cha
 
 static void clear(struct kb_cred *k)
 {
+    /* the secret, and both forms that carry it */
     if (k->secret)
         crypto_wipe(k->secret, strlen(k->secret));
+    if (k->inject)
+        crypto_wipe(k->inject, strlen(k->inject));
+    if (k->basic)
+        crypto_wipe(k->basic, strlen(k->basic));
     free(k->inject);
     free(k->basic);
     free(k->secret);
