@@ -42,16 +42,6 @@ static const char *str(json_t *o, const char *k)
     return s ? s : "-";
 }
 
-/* The path of one budget, its name percent-encoded. */
-static char *budget_path(const char *name)
-{
-    struct kb_buf p = KB_BUF_INIT;
-    cli_query_add(&p, "x", name); /* "?x=<encoded>" */
-    char *path = kb_asprintf("/v1/budgets/%s", p.data + 3);
-    buf_cleanup(&p);
-    return path;
-}
-
 /* "$12.50 + $1.00 of $100.00 (13%)" for a budget's usage. */
 static const char *usage_text(json_t *b, char *out, size_t size)
 {
@@ -151,25 +141,6 @@ static int list(struct cli_ctx *c, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-/* One NAME argument and the common options. */
-static int one_arg(struct cli_ctx *c, int argc, char **argv, const char **arg)
-{
-    *arg = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = cli_common_opt(c, argc, argv, &i);
-        if (k < 0)
-            return CLI_EXIT_USAGE;
-        if (k > 0)
-            continue;
-        if (argv[i][0] == '-' || *arg)
-            return cli_usage_error("budgets %s: unexpected argument %s", argv[0], argv[i]);
-        *arg = argv[i];
-    }
-    if (!*arg || !**arg)
-        return cli_usage_error("budgets %s needs a budget name", argv[0]);
-    return cli_ctx_ready(c);
-}
-
 /* A budget as a two-column table. */
 static void print_budget(json_t *b)
 {
@@ -199,10 +170,10 @@ static void print_budget(json_t *b)
 static int show(struct cli_ctx *c, int argc, char **argv)
 {
     const char *name;
-    int rc = one_arg(c, argc, argv, &name);
+    int rc = cli_one_arg(c, argc, argv, "budgets", "a budget name", &name);
     if (rc != CLI_EXIT_OK)
         return rc;
-    char *path = budget_path(name);
+    char *path = cli_path("/v1/budgets", name);
     json_t *b = NULL;
     rc = cli_api(c, "GET", path, NULL, &b);
     free(path);
@@ -273,46 +244,18 @@ static int create(struct cli_ctx *c, int argc, char **argv)
 static int delete (struct cli_ctx *c, int argc, char **argv)
 {
     const char *name;
-    int rc = one_arg(c, argc, argv, &name);
+    int rc = cli_one_arg(c, argc, argv, "budgets", "a budget name", &name);
     if (rc != CLI_EXIT_OK)
         return rc;
-    char *path = budget_path(name);
-    json_t *res = NULL;
-    rc = cli_api(c, "DELETE", path, NULL, &res);
+    char *path = cli_path("/v1/budgets", name);
+    rc = cli_delete(c, path, "name", name, "deleted", "budget");
     free(path);
-    json_decref(res); /* 204: nothing */
-    if (rc != CLI_EXIT_OK)
-        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-    if (c->json) {
-        json_t *o = json_pack("{s:s, s:b}", "name", name, "deleted", 1);
-        cli_print_json(o);
-        json_decref(o);
-    } else {
-        printf("deleted budget %s\n", name);
-    }
-    return CLI_EXIT_OK;
+    return rc;
 }
 
 int cli_budgets(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*run)(struct cli_ctx *, int, char **);
-    } cmds[] = {{"list", list}, {"show", show}, {"create", create}, {"delete", delete}};
-    if (cli_wants_help(argc, argv)) {
-        fputs(budgets_help, stdout);
-        return CLI_EXIT_OK;
-    }
-    if (argc < 2) {
-        fputs(budgets_help, stderr);
-        return CLI_EXIT_USAGE;
-    }
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(argv[1], cmds[i].name) == 0) {
-            struct cli_ctx c = {0};
-            int rc = cmds[i].run(&c, argc - 1, argv + 1);
-            cli_ctx_cleanup(&c);
-            return rc;
-        }
-    return cli_usage_error("budgets: unknown command %s", argv[1]);
+    static const struct cli_cmd cmds[] = {
+        {"list", list}, {"show", show}, {"create", create}, {"delete", delete}};
+    return cli_dispatch("budgets", budgets_help, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
 }

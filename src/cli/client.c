@@ -254,6 +254,73 @@ void cli_query_add(struct kb_buf *b, const char *name, const char *value)
     }
 }
 
+char *cli_path(const char *base, const char *id)
+{
+    struct kb_buf p = KB_BUF_INIT;
+    cli_query_add(&p, "x", id); /* "?x=<encoded>" */
+    char *path = kb_asprintf("%s/%s", base, p.data + 3);
+    buf_cleanup(&p);
+    return path;
+}
+
+int cli_one_arg(struct cli_ctx *c, int argc, char **argv, const char *group, const char *what,
+                const char **arg)
+{
+    *arg = NULL;
+    for (int i = 1; i < argc; i++) {
+        int k = cli_common_opt(c, argc, argv, &i);
+        if (k < 0)
+            return CLI_EXIT_USAGE;
+        if (k > 0)
+            continue;
+        if (argv[i][0] == '-' || *arg)
+            return cli_usage_error("%s %s: unexpected argument %s", group, argv[0], argv[i]);
+        *arg = argv[i];
+    }
+    if (!*arg || !**arg)
+        return cli_usage_error("%s %s needs %s", group, argv[0], what);
+    return cli_ctx_ready(c);
+}
+
+int cli_dispatch(const char *group, const char *help, const struct cli_cmd *cmds, size_t n,
+                 int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        fputs(help, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (argc < 2) {
+        fputs(help, stderr);
+        return CLI_EXIT_USAGE;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(argv[1], cmds[i].name) == 0) {
+            struct cli_ctx c = {0};
+            int rc = cmds[i].run(&c, argc - 1, argv + 1);
+            cli_ctx_cleanup(&c);
+            return rc;
+        }
+    return cli_usage_error("%s: unknown command %s", group, argv[1]);
+}
+
+int cli_delete(struct cli_ctx *c, const char *path, const char *id_field, const char *id,
+               const char *done, const char *noun)
+{
+    json_t *res = NULL;
+    int rc = cli_api(c, "DELETE", path, NULL, &res);
+    json_decref(res); /* 204: nothing */
+    if (rc != CLI_EXIT_OK)
+        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
+    if (c->json) {
+        json_t *o = json_pack("{s:s, s:b}", id_field, id, done, 1);
+        cli_print_json(o);
+        json_decref(o);
+    } else {
+        printf("%s %s %s\n", done, noun, id);
+    }
+    return CLI_EXIT_OK;
+}
+
 const char *cli_text(json_t *v, char *tmp, size_t size)
 {
     if (!v || json_is_null(v))

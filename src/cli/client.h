@@ -77,6 +77,32 @@ int cli_api(struct cli_ctx *c, const char *method, const char *path, const char 
  * nothing when value is NULL. */
 void cli_query_add(struct kb_buf *b, const char *name, const char *value);
 
+/* "<base>/<id>" with id percent-encoded (a resource's path); caller frees. */
+char *cli_path(const char *base, const char *id);
+
+/*
+ * Reads exactly one positional argument (an id or a name, what says which)
+ * and the common options of `keybrake <group> <argv[0]> ...`, then readies
+ * the context. CLI_EXIT_USAGE with the reason printed otherwise.
+ */
+int cli_one_arg(struct cli_ctx *c, int argc, char **argv, const char *group, const char *what,
+                const char **arg);
+
+/* A subcommand of a command group (keys, budgets, tenants, ...). */
+struct cli_cmd {
+    const char *name;
+    int (*run)(struct cli_ctx *c, int argc, char **argv);
+};
+/* Runs `keybrake <group> <cmd> ...`: help on -h/--help, usage without a
+ * subcommand, the subcommand with a fresh context. */
+int cli_dispatch(const char *group, const char *help, const struct cli_cmd *cmds, size_t n,
+                 int argc, char **argv);
+
+/* DELETE path and reports it: {"<id_field>": id, "<done>": true} with --json,
+ * else "<done> <noun> <id>". */
+int cli_delete(struct cli_ctx *c, const char *path, const char *id_field, const char *id,
+               const char *done, const char *noun);
+
 /* A JSON value as display text: strings as they are, null as "-",
  * numbers and the rest as JSON. Returns a pointer into tmp or the value. */
 const char *cli_text(json_t *v, char *tmp, size_t size);

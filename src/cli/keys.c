@@ -293,42 +293,13 @@ static int list(struct cli_ctx *c, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-/* The path of one key, its id percent-encoded. */
-static char *key_path(const char *id)
-{
-    struct kb_buf p = KB_BUF_INIT;
-    cli_query_add(&p, "x", id); /* "?x=<encoded>" */
-    char *path = kb_asprintf("/v1/keys/%s", p.data + 3);
-    buf_cleanup(&p);
-    return path;
-}
-
-/* One argument (ID or PREFIX) and the common options. */
-static int one_arg(struct cli_ctx *c, int argc, char **argv, const char **arg)
-{
-    *arg = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = cli_common_opt(c, argc, argv, &i);
-        if (k < 0)
-            return CLI_EXIT_USAGE;
-        if (k > 0)
-            continue;
-        if (argv[i][0] == '-' || *arg)
-            return cli_usage_error("keys: unexpected argument %s", argv[i]);
-        *arg = argv[i];
-    }
-    if (!*arg || !**arg)
-        return cli_usage_error("keys %s needs one argument", argv[0]);
-    return cli_ctx_ready(c);
-}
-
 static int show(struct cli_ctx *c, int argc, char **argv)
 {
     const char *id;
-    int rc = one_arg(c, argc, argv, &id);
+    int rc = cli_one_arg(c, argc, argv, "keys", "one argument", &id);
     if (rc != CLI_EXIT_OK)
         return rc;
-    char *path = key_path(id);
+    char *path = cli_path("/v1/keys", id);
     json_t *k = NULL;
     rc = cli_api(c, "GET", path, NULL, &k);
     free(path);
@@ -375,10 +346,10 @@ static int show(struct cli_ctx *c, int argc, char **argv)
 static int revoke(struct cli_ctx *c, int argc, char **argv)
 {
     const char *id;
-    int rc = one_arg(c, argc, argv, &id);
+    int rc = cli_one_arg(c, argc, argv, "keys", "one argument", &id);
     if (rc != CLI_EXIT_OK)
         return rc;
-    char *path = key_path(id);
+    char *path = cli_path("/v1/keys", id);
     json_t *res = NULL;
     rc = cli_api(c, "DELETE", path, NULL, &res);
     free(path);
@@ -398,7 +369,7 @@ static int revoke(struct cli_ctx *c, int argc, char **argv)
 static int revoke_prefix(struct cli_ctx *c, int argc, char **argv)
 {
     const char *prefix;
-    int rc = one_arg(c, argc, argv, &prefix);
+    int rc = cli_one_arg(c, argc, argv, "keys", "one argument", &prefix);
     if (rc != CLI_EXIT_OK)
         return rc;
     json_t *body = json_pack("{s:s}", "label_prefix", prefix), *res = NULL;
@@ -422,30 +393,12 @@ static int revoke_prefix(struct cli_ctx *c, int argc, char **argv)
 
 int cli_keys(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*run)(struct cli_ctx *, int, char **);
-    } cmds[] = {{"create", create},
-                {"list", list},
-                {"show", show},
-                {"revoke", revoke},
-                {"revoke-prefix", revoke_prefix}};
-    if (cli_wants_help(argc, argv)) {
-        fputs(keys_help, stdout);
-        return CLI_EXIT_OK;
-    }
-    if (argc < 2) {
-        fputs(keys_help, stderr);
-        return CLI_EXIT_USAGE;
-    }
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(argv[1], cmds[i].name) == 0) {
-            struct cli_ctx c = {0};
-            int rc = cmds[i].run(&c, argc - 1, argv + 1);
-            cli_ctx_cleanup(&c);
-            return rc;
-        }
-    return cli_usage_error("keys: unknown command %s", argv[1]);
+    static const struct cli_cmd cmds[] = {{"create", create},
+                                          {"list", list},
+                                          {"show", show},
+                                          {"revoke", revoke},
+                                          {"revoke-prefix", revoke_prefix}};
+    return cli_dispatch("keys", keys_help, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
 }
 
 /* Descending by today's spend, then reservations, then id. */

@@ -34,16 +34,6 @@ static const char *str(json_t *o, const char *k)
     return s ? s : "-";
 }
 
-/* The path of one tenant, its id percent-encoded. */
-static char *tenant_path(const char *id)
-{
-    struct kb_buf p = KB_BUF_INIT;
-    cli_query_add(&p, "x", id); /* "?x=<encoded>" */
-    char *path = kb_asprintf("/v1/tenants/%s", p.data + 3);
-    buf_cleanup(&p);
-    return path;
-}
-
 /* Only the common options. */
 static int no_args(struct cli_ctx *c, int argc, char **argv)
 {
@@ -54,25 +44,6 @@ static int no_args(struct cli_ctx *c, int argc, char **argv)
         if (k == 0)
             return cli_usage_error("tenants %s: unexpected argument %s", argv[0], argv[i]);
     }
-    return cli_ctx_ready(c);
-}
-
-/* One ID or NAME argument and the common options. */
-static int one_arg(struct cli_ctx *c, int argc, char **argv, const char *what, const char **arg)
-{
-    *arg = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = cli_common_opt(c, argc, argv, &i);
-        if (k < 0)
-            return CLI_EXIT_USAGE;
-        if (k > 0)
-            continue;
-        if (argv[i][0] == '-' || *arg)
-            return cli_usage_error("tenants %s: unexpected argument %s", argv[0], argv[i]);
-        *arg = argv[i];
-    }
-    if (!*arg || !**arg)
-        return cli_usage_error("tenants %s needs %s", argv[0], what);
     return cli_ctx_ready(c);
 }
 
@@ -131,10 +102,10 @@ static int list(struct cli_ctx *c, int argc, char **argv)
 static int show(struct cli_ctx *c, int argc, char **argv)
 {
     const char *id;
-    int rc = one_arg(c, argc, argv, "a tenant id (tn_...)", &id);
+    int rc = cli_one_arg(c, argc, argv, "tenants", "a tenant id (tn_...)", &id);
     if (rc != CLI_EXIT_OK)
         return rc;
-    char *path = tenant_path(id);
+    char *path = cli_path("/v1/tenants", id);
     json_t *t = NULL;
     rc = cli_api(c, "GET", path, NULL, &t);
     free(path);
@@ -151,7 +122,7 @@ static int show(struct cli_ctx *c, int argc, char **argv)
 static int create(struct cli_ctx *c, int argc, char **argv)
 {
     const char *name;
-    int rc = one_arg(c, argc, argv, "a name", &name);
+    int rc = cli_one_arg(c, argc, argv, "tenants", "a name", &name);
     if (rc != CLI_EXIT_OK)
         return rc;
     json_t *body = json_pack("{s:s}", "name", name), *res = NULL;
@@ -174,46 +145,18 @@ static int create(struct cli_ctx *c, int argc, char **argv)
 static int delete (struct cli_ctx *c, int argc, char **argv)
 {
     const char *id;
-    int rc = one_arg(c, argc, argv, "a tenant id (tn_...)", &id);
+    int rc = cli_one_arg(c, argc, argv, "tenants", "a tenant id (tn_...)", &id);
     if (rc != CLI_EXIT_OK)
         return rc;
-    char *path = tenant_path(id);
-    json_t *res = NULL;
-    rc = cli_api(c, "DELETE", path, NULL, &res);
+    char *path = cli_path("/v1/tenants", id);
+    rc = cli_delete(c, path, "id", id, "deleted", "tenant");
     free(path);
-    json_decref(res); /* 204: nothing */
-    if (rc != CLI_EXIT_OK)
-        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-    if (c->json) {
-        json_t *o = json_pack("{s:s, s:b}", "id", id, "deleted", 1);
-        cli_print_json(o);
-        json_decref(o);
-    } else {
-        printf("deleted tenant %s\n", id);
-    }
-    return CLI_EXIT_OK;
+    return rc;
 }
 
 int cli_tenants(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*run)(struct cli_ctx *, int, char **);
-    } cmds[] = {{"list", list}, {"show", show}, {"create", create}, {"delete", delete}};
-    if (cli_wants_help(argc, argv)) {
-        fputs(tenants_help, stdout);
-        return CLI_EXIT_OK;
-    }
-    if (argc < 2) {
-        fputs(tenants_help, stderr);
-        return CLI_EXIT_USAGE;
-    }
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(argv[1], cmds[i].name) == 0) {
-            struct cli_ctx c = {0};
-            int rc = cmds[i].run(&c, argc - 1, argv + 1);
-            cli_ctx_cleanup(&c);
-            return rc;
-        }
-    return cli_usage_error("tenants: unknown command %s", argv[1]);
+    static const struct cli_cmd cmds[] = {
+        {"list", list}, {"show", show}, {"create", create}, {"delete", delete}};
+    return cli_dispatch("tenants", tenants_help, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
 }

@@ -158,62 +158,19 @@ static int create(struct cli_ctx *c, int argc, char **argv)
 
 static int revoke(struct cli_ctx *c, int argc, char **argv)
 {
-    const char *id = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = cli_common_opt(c, argc, argv, &i);
-        if (k < 0)
-            return CLI_EXIT_USAGE;
-        if (k > 0)
-            continue;
-        if (argv[i][0] == '-' || id)
-            return cli_usage_error("admin-tokens revoke: unexpected argument %s", argv[i]);
-        id = argv[i];
-    }
-    if (!id || !*id)
-        return cli_usage_error("admin-tokens revoke needs a token id (at_...)%s", "");
-    int rc = cli_ctx_ready(c);
+    const char *id;
+    int rc = cli_one_arg(c, argc, argv, "admin-tokens", "a token id (at_...)", &id);
     if (rc != CLI_EXIT_OK)
         return rc;
-    struct kb_buf p = KB_BUF_INIT;
-    cli_query_add(&p, "x", id); /* "?x=<encoded>" */
-    char *path = kb_asprintf("/v1/admin-tokens/%s", p.data + 3);
-    buf_cleanup(&p);
-    json_t *res = NULL;
-    rc = cli_api(c, "DELETE", path, NULL, &res);
+    char *path = cli_path("/v1/admin-tokens", id);
+    rc = cli_delete(c, path, "id", id, "revoked", "admin token");
     free(path);
-    json_decref(res); /* 204: nothing */
-    if (rc != CLI_EXIT_OK)
-        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-    if (c->json) {
-        json_t *o = json_pack("{s:s, s:b}", "id", id, "revoked", 1);
-        cli_print_json(o);
-        json_decref(o);
-    } else {
-        printf("revoked admin token %s\n", id);
-    }
-    return CLI_EXIT_OK;
+    return rc;
 }
 
 int cli_admin_tokens(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*run)(struct cli_ctx *, int, char **);
-    } cmds[] = {{"list", list}, {"create", create}, {"revoke", revoke}};
-    if (cli_wants_help(argc, argv)) {
-        fputs(tokens_help, stdout);
-        return CLI_EXIT_OK;
-    }
-    if (argc < 2) {
-        fputs(tokens_help, stderr);
-        return CLI_EXIT_USAGE;
-    }
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(argv[1], cmds[i].name) == 0) {
-            struct cli_ctx c = {0};
-            int rc = cmds[i].run(&c, argc - 1, argv + 1);
-            cli_ctx_cleanup(&c);
-            return rc;
-        }
-    return cli_usage_error("admin-tokens: unknown command %s", argv[1]);
+    static const struct cli_cmd cmds[] = {{"list", list}, {"create", create}, {"revoke", revoke}};
+    return cli_dispatch("admin-tokens", tokens_help, cmds, sizeof cmds / sizeof cmds[0], argc,
+                        argv);
 }
