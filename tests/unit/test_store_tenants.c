@@ -23,62 +23,10 @@
 #include <cmocka.h>
 
 #include "core/crypto.h"
-#include "pg_fixture.h"
+#include "store_fixture.h"
 #include "store/store.h"
 
 #define NOW INT64_C(1764547200) /* 2025-12-01 00:00:00 UTC */
-
-struct fixture {
-    bool pg;
-    char dir[64];
-    char url[256];
-    struct kb_store *s;
-};
-
-static int setup_sqlite(void **state)
-{
-    struct fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "%s", "/tmp/kb-test-tenants-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->url, sizeof f->url, "%s/keybrake.db", f->dir);
-    assert_int_equal(store_open(f->url, "normal", true, &f->s, NULL), KB_OK);
-    *state = f;
-    return 0;
-}
-
-static int setup_pg(void **state)
-{
-    struct fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    f->pg = true;
-    assert_int_equal(test_pg_fresh(f->url, sizeof f->url), 0);
-    char *msg = NULL;
-    enum kb_err err = store_open(f->url, "normal", true, &f->s, &msg);
-    if (err != KB_OK)
-        fprintf(stderr, "store_open: %s\n", msg ? msg : "?");
-    free(msg);
-    assert_int_equal(err, KB_OK);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    store_close(f->s);
-    if (!f->pg) {
-        static const char *const names[] = {"keybrake.db", "keybrake.db-wal", "keybrake.db-shm"};
-        for (size_t i = 0; i < 3; i++) {
-            char p[160];
-            snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
-            unlink(p);
-        }
-        rmdir(f->dir);
-    }
-    free(f);
-    return 0;
-}
 
 static void add_tenant(struct fixture *f, const char *id, const char *name)
 {

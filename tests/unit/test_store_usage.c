@@ -18,58 +18,11 @@
 #include <cmocka.h>
 
 #include "core/crypto.h"
-#include "pg_fixture.h"
+#include "store_fixture.h"
 #include "store/store.h"
 
 #define NOW INT64_C(1764547200) /* 2025-12-01 00:00:00 UTC */
 #define DAY (NOW / 86400)
-
-struct fixture {
-    bool pg;
-    char dir[64];
-    char url[256];
-    struct kb_store *s;
-};
-
-static int setup_sqlite(void **state)
-{
-    struct fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "%s", "/tmp/kb-test-usage-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->url, sizeof f->url, "%s/keybrake.db", f->dir);
-    assert_int_equal(store_open(f->url, "normal", true, &f->s, NULL), KB_OK);
-    *state = f;
-    return 0;
-}
-
-static int setup_pg(void **state)
-{
-    struct fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    f->pg = true;
-    assert_int_equal(test_pg_fresh(f->url, sizeof f->url), 0);
-    assert_int_equal(store_open(f->url, "normal", true, &f->s, NULL), KB_OK);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    store_close(f->s);
-    if (!f->pg) {
-        static const char *const names[] = {"keybrake.db", "keybrake.db-wal", "keybrake.db-shm"};
-        for (size_t i = 0; i < 3; i++) {
-            char p[160];
-            snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
-            unlink(p);
-        }
-        rmdir(f->dir);
-    }
-    free(f);
-    return 0;
-}
 
 static int64_t add_key(struct kb_store *s, const char *id, const char *label)
 {
@@ -219,9 +172,8 @@ static void test_tenant_group(void **state)
     spend(f->s, k.seq, DAY, 700000, 600000);
     struct kb_usage_query q = {
         .group = KB_USAGE_TENANT, .from_day = DAY, .to_day = DAY + 1, .limit = 100};
-    const struct want by_tenant[] = {{DAY, "", 4500000, 0, 3},
-                                     {DAY, "tn_one", 600000, 0, 1},
-                                     {DAY + 1, "", 250000, 4000000, 2}};
+    const struct want by_tenant[] = {
+        {DAY, "", 4500000, 0, 3}, {DAY, "tn_one", 600000, 0, 1}, {DAY + 1, "", 250000, 4000000, 2}};
     check(f->s, &q, by_tenant, 3);
 }
 
@@ -268,12 +220,8 @@ int main(void)
         "pg: " #fn, fn, setup_pg, teardown, NULL                                                   \
     }
     const struct CMUnitTest tests[] = {
-        T(test_groups),
-        T(test_tenant_group),
-        T(test_paging_and_refusals),
-        P(test_groups),
-        P(test_tenant_group),
-        P(test_paging_and_refusals),
+        T(test_groups), T(test_tenant_group), T(test_paging_and_refusals),
+        P(test_groups), P(test_tenant_group), P(test_paging_and_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
