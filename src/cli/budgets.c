@@ -76,45 +76,15 @@ static int list(struct cli_ctx *c, int argc, char **argv)
     int rc = cli_ctx_ready(c);
     if (rc != CLI_EXIT_OK)
         return rc;
-    json_t *all = json_array(), *next = json_null();
-    while ((long)json_array_size(all) < limit) {
-        long want = limit - (long)json_array_size(all);
-        char lim[24];
-        snprintf(lim, sizeof lim, "%ld", want > PAGE_MAX ? PAGE_MAX : want);
-        struct kb_buf p = KB_BUF_INIT;
-        buf_puts(&p, "/v1/budgets");
-        cli_query_add(&p, "limit", lim);
-        cli_query_add(&p, "cursor", json_string_value(next));
-        json_t *page = NULL;
-        rc = cli_api(c, "GET", p.data, NULL, &page);
-        buf_cleanup(&p);
-        if (rc != CLI_EXIT_OK)
-            break;
-        json_t *data = json_object_get(page, "data");
-        if (!json_is_array(data)) {
-            fprintf(stderr, "keybrake: the daemon's budget list has no data array\n");
-            json_decref(page);
-            rc = CLI_EXIT_UNAVAILABLE;
-            break;
-        }
-        json_array_extend(all, data);
-        json_decref(next);
-        next = json_incref(json_object_get(page, "next_cursor"));
-        json_decref(page);
-        if (!json_is_string(next) || json_array_size(data) == 0)
-            break;
-    }
-    if (rc != CLI_EXIT_OK) {
-        json_decref(all);
-        json_decref(next);
-        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-    }
+    json_t *res = NULL;
+    if ((rc = cli_fetch_list(c, "/v1/budgets", limit, PAGE_MAX, "budget", &res)) != CLI_EXIT_OK)
+        return rc;
     if (c->json) {
-        json_t *o = json_pack("{s:o, s:o}", "data", all, "next_cursor", next ? next : json_null());
-        cli_print_json(o);
-        json_decref(o);
+        cli_print_json(res);
+        json_decref(res);
         return CLI_EXIT_OK;
     }
+    json_t *all = json_object_get(res, "data"), *next = json_object_get(res, "next_cursor");
     struct cli_table t;
     cli_table_init(&t, 6);
     const char *head[] = {"NAME", "WINDOW", "CAP", "PARENT", "KEYS", "USAGE"};
@@ -136,8 +106,7 @@ static int list(struct cli_ctx *c, int argc, char **argv)
     if (json_is_string(next))
         fprintf(stderr, "keybrake: more budgets than --limit %ld\n", limit);
     cli_table_cleanup(&t);
-    json_decref(all);
-    json_decref(next);
+    json_decref(res);
     return CLI_EXIT_OK;
 }
 

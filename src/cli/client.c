@@ -254,6 +254,47 @@ void cli_query_add(struct kb_buf *b, const char *name, const char *value)
     }
 }
 
+int cli_fetch_list(struct cli_ctx *c, const char *base, long limit, long page_max, const char *what,
+                   json_t **out)
+{
+    json_t *all = json_array(), *next = json_null();
+    int rc = CLI_EXIT_OK;
+    while ((long)json_array_size(all) < limit) {
+        long want = limit - (long)json_array_size(all);
+        char lim[24];
+        snprintf(lim, sizeof lim, "%ld", want > page_max ? page_max : want);
+        struct kb_buf p = KB_BUF_INIT;
+        buf_puts(&p, base);
+        cli_query_add(&p, "limit", lim);
+        cli_query_add(&p, "cursor", json_string_value(next));
+        json_t *page = NULL;
+        rc = cli_api(c, "GET", p.data, NULL, &page);
+        buf_cleanup(&p);
+        if (rc != CLI_EXIT_OK)
+            break;
+        json_t *data = json_object_get(page, "data");
+        if (!json_is_array(data)) {
+            fprintf(stderr, "keybrake: the daemon's %s list has no data array\n", what);
+            json_decref(page);
+            rc = CLI_EXIT_UNAVAILABLE;
+            break;
+        }
+        json_array_extend(all, data);
+        json_decref(next);
+        next = json_incref(json_object_get(page, "next_cursor"));
+        json_decref(page);
+        if (!json_is_string(next) || json_array_size(data) == 0)
+            break;
+    }
+    if (rc != CLI_EXIT_OK) {
+        json_decref(all);
+        json_decref(next);
+        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
+    }
+    *out = json_pack("{s:o, s:o}", "data", all, "next_cursor", next ? next : json_null());
+    return CLI_EXIT_OK;
+}
+
 char *cli_path(const char *base, const char *id)
 {
     struct kb_buf p = KB_BUF_INIT;

@@ -77,6 +77,16 @@ int cli_api(struct cli_ctx *c, const char *method, const char *path, const char 
  * nothing when value is NULL. */
 void cli_query_add(struct kb_buf *b, const char *name, const char *value);
 
+/*
+ * GET `base` (a path, with its filters as a query string or none) page
+ * after page (at most page_max each, the API's cursor followed) until
+ * `limit` items or the end. On CLI_EXIT_OK *out is {"data": [...],
+ * "next_cursor": ...}; `what` names the list in the message when the
+ * daemon's answer has no data array.
+ */
+int cli_fetch_list(struct cli_ctx *c, const char *base, long limit, long page_max, const char *what,
+                   json_t **out);
+
 /* "<base>/<id>" with id percent-encoded (a resource's path); caller frees. */
 char *cli_path(const char *base, const char *id);
 

@@ -205,46 +205,15 @@ static int list_opt(struct list_opts *lo, int argc, char **argv, int *i, long ma
  * On CLI_EXIT_OK *out is {"data": [...], "next_cursor": ...}. */
 static int fetch_keys(struct cli_ctx *c, const struct list_opts *lo, json_t **out)
 {
-    json_t *all = json_array(), *next = json_null();
-    int rc = CLI_EXIT_OK;
-    while ((long)json_array_size(all) < lo->limit) {
-        long want = lo->limit - (long)json_array_size(all);
-        char lim[24];
-        snprintf(lim, sizeof lim, "%ld", want > PAGE_MAX ? PAGE_MAX : want);
-        struct kb_buf p = KB_BUF_INIT;
-        buf_puts(&p, "/v1/keys");
-        cli_query_add(&p, "label_prefix", lo->label_prefix);
-        cli_query_add(&p, "vendor", lo->vendor);
-        cli_query_add(&p, "status", lo->status);
-        cli_query_add(&p, "tenant", lo->tenant);
-        cli_query_add(&p, "limit", lim);
-        cli_query_add(&p, "cursor", json_string_value(next));
-        json_t *page = NULL;
-        rc = cli_api(c, "GET", p.data, NULL, &page);
-        buf_cleanup(&p);
-        if (rc != CLI_EXIT_OK)
-            break;
-        json_t *data = json_object_get(page, "data");
-        if (!json_is_array(data)) {
-            fprintf(stderr, "keybrake: the daemon's key list has no data array\n");
-            json_decref(page);
-            rc = CLI_EXIT_UNAVAILABLE;
-            break;
-        }
-        json_array_extend(all, data);
-        json_decref(next);
-        next = json_incref(json_object_get(page, "next_cursor"));
-        json_decref(page);
-        if (!json_is_string(next) || json_array_size(data) == 0)
-            break;
-    }
-    if (rc != CLI_EXIT_OK) {
-        json_decref(all);
-        json_decref(next);
-        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-    }
-    *out = json_pack("{s:o, s:o}", "data", all, "next_cursor", next ? next : json_null());
-    return CLI_EXIT_OK;
+    struct kb_buf p = KB_BUF_INIT;
+    buf_puts(&p, "/v1/keys");
+    cli_query_add(&p, "label_prefix", lo->label_prefix);
+    cli_query_add(&p, "vendor", lo->vendor);
+    cli_query_add(&p, "status", lo->status);
+    cli_query_add(&p, "tenant", lo->tenant);
+    int rc = cli_fetch_list(c, p.data, lo->limit, PAGE_MAX, "key", out);
+    buf_cleanup(&p);
+    return rc;
 }
 
 static int list(struct cli_ctx *c, int argc, char **argv)
