@@ -8,7 +8,10 @@
  * RELEASE were ~1 us of each proxy job, and its jobs never fail alone),
  * then posts each job to its port's mailbox (core/mailbox.h, the same
  * thread-to-loop mailbox the store readers answer through); the port's
- * loop runs the `done` callbacks.
+ * loop runs the `done` callbacks. Consecutive jobs of one group
+ * (writer_submit_group: the proxy's admissions, its settlements) run as
+ * one call with their arguments, so a backend that pays a round trip per
+ * statement (PostgreSQL) pays one for the run, not one per request.
  *
  * Failure: a BEGIN or COMMIT that fails, a job that reports the store
  * itself failing (KB_E_STORE, KB_E_AUDIT_UNAVAILABLE), or a transaction
@@ -50,7 +53,8 @@
 struct job {
     struct kb_mail mail; /* first: back to the port's loop (core/mailbox.h) */
     struct job *next;    /* queue link */
-    kb_job_fn fn;
+    kb_job_fn fn;                     /* NULL for a grouped job */
+    const struct kb_job_group *group; /* NULL for a job of its own */
     kb_job_done_cb done;         /* may be NULL */
     void *arg;                   /* borrowed; the submitter's */
     struct kb_writer_port *port; /* loop thread only: its free list */
@@ -71,6 +75,7 @@ struct kb_writer {
     pthread_t thread;
     struct kb_store *store; /* owned; the writer thread's connection */
     int max_batch;
+    void **run_args;         /* max_batch slots: a group's arguments (writer thread) */
     pthread_mutex_t mu;      /* guards head/tail/stopping/idle */
     pthread_cond_t cond;     /* signalled on submit and on stop */
     struct job *head, *tail; /* submitted, not yet taken */
@@ -153,6 +158,43 @@ static void complete_all(struct job *batch)
         mailbox_post_chain(c[i].mb, c[i].first, c[i].last, c[i].n);
 }
 
+/* Writer thread: the grouped jobs first..last (a run), each group's in
+ * one call, the groups by ascending rank; the first failure. */
+static enum kb_err run_groups(struct kb_writer *w, struct kb_store *s, struct job *first,
+                              struct job *last)
+{
+    const struct kb_job_group *done[8];
+    int ndone = 0;
+    for (;;) {
+        /* the group of lowest rank not yet run */
+        const struct kb_job_group *g = NULL;
+        for (struct job *j = first;; j = j->next) {
+            bool ran = false;
+            for (int i = 0; i < ndone; i++)
+                ran |= done[i] == j->group;
+            if (!ran && (!g || j->group->rank < g->rank))
+                g = j->group;
+            if (j == last)
+                break;
+        }
+        if (!g)
+            return KB_OK;
+        if (ndone == (int)(sizeof done / sizeof *done))
+            return KB_E_INTERNAL; /* more kinds of group than there are: a bug */
+        done[ndone++] = g;
+        size_t n = 0;
+        for (struct job *j = first;; j = j->next) {
+            if (j->group == g)
+                w->run_args[n++] = j->arg;
+            if (j == last)
+                break;
+        }
+        enum kb_err err = g->run(s, w->run_args, n);
+        if (err != KB_OK)
+            return err;
+    }
+}
+
 /* Runs one batch in one transaction; sets every job's err. */
 static void run_batch(struct kb_writer *w, struct job *batch)
 {
@@ -164,6 +206,28 @@ static void run_batch(struct kb_writer *w, struct job *batch)
     if (ok)
         store_audit_head_sync(s); /* the chain head, from memory if nobody else wrote */
     for (struct job *j = batch; ok && j; j = j->next) {
+        if (j->group) {
+            /* the run of grouped jobs that starts here: each group's jobs
+             * of it in one call, the groups by rank */
+            struct job *last = j;
+            while (last->next && last->next->group)
+                last = last->next;
+            enum kb_err err = run_groups(w, s, j, last);
+            for (struct job *g = j;; g = g->next) {
+                g->ran = true;
+                g->err = err;
+                if (g == last)
+                    break;
+            }
+            j = last;
+            if (!store_in_transaction(s) || err != KB_OK) {
+                if (err != KB_OK && err != KB_E_STORE && err != KB_E_AUDIT_UNAVAILABLE)
+                    unguarded = err;
+                ok = false;
+                break;
+            }
+            continue;
+        }
         if (j->guarded && store_savepoint(s) != KB_OK) {
             ok = false;
             break;
@@ -285,6 +349,7 @@ enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
     struct kb_writer *w = kb_calloc(1, sizeof *w);
     w->store = s;
     w->max_batch = max_batch > 0 ? max_batch : 1;
+    w->run_args = kb_calloc((size_t)w->max_batch, sizeof *w->run_args);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cond, NULL);
     w->upkeep = store_writer_attach(s, synchronous);
@@ -295,6 +360,7 @@ enum kb_err writer_new(const char *path, const char *synchronous, int max_batch,
         pthread_cond_destroy(&w->cond);
         pthread_mutex_destroy(&w->mu);
         store_close(s);
+        free(w->run_args);
         free(w);
         return KB_E_INTERNAL;
     }
@@ -324,6 +390,7 @@ void writer_free(struct kb_writer *w)
     store_close(w->store);
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->mu);
+    free(w->run_args);
     free(w);
 }
 
@@ -348,8 +415,8 @@ void writer_port_free(struct kb_writer_port *p)
     free(p);
 }
 
-static void submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, void *arg,
-                   bool guarded)
+static void submit(struct kb_writer_port *p, kb_job_fn fn, const struct kb_job_group *group,
+                   kb_job_done_cb done, void *arg, bool guarded)
 {
     struct job *j = p->free_list;
     if (j) {
@@ -360,6 +427,7 @@ static void submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, 
     }
     j->next = NULL;
     j->fn = fn;
+    j->group = group;
     j->done = done;
     j->arg = arg;
     j->port = p;
@@ -383,12 +451,18 @@ static void submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, 
 
 void writer_submit(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, void *arg)
 {
-    submit(p, fn, done, arg, true);
+    submit(p, fn, NULL, done, arg, true);
 }
 
 void writer_submit_unguarded(struct kb_writer_port *p, kb_job_fn fn, kb_job_done_cb done, void *arg)
 {
-    submit(p, fn, done, arg, false);
+    submit(p, fn, NULL, done, arg, false);
+}
+
+void writer_submit_group(struct kb_writer_port *p, const struct kb_job_group *g,
+                         kb_job_done_cb done, void *arg)
+{
+    submit(p, NULL, g, done, arg, false);
 }
 
 /* ---- readiness ---- */

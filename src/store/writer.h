@@ -89,6 +89,27 @@ void writer_submit_unguarded(struct kb_writer_port *p, kb_job_fn fn, kb_job_done
                              void *arg);
 
 /*
+ * A kind of unguarded job that a backend can run many of at once (one
+ * round trip for a run of requests, not one per request). In a batch, the
+ * jobs submitted with writer_submit_group that follow each other (no job
+ * of its own between them) form a run; each group's jobs of the run are
+ * done by one call of its `run` with their arguments in submission order,
+ * the groups by ascending `rank` (the proxy's settlements before its
+ * admissions: a reservation given back in a batch counts for the
+ * admissions of the same batch). Its result stands for each of them as an
+ * unguarded job's does (KB_OK, or the store failed and the batch fails).
+ * Writer thread.
+ */
+struct kb_job_group {
+    enum kb_err (*run)(struct kb_store *s, void *const *args, size_t n);
+    int rank;
+};
+
+/* As writer_submit_unguarded, for a job of group g (static storage). */
+void writer_submit_group(struct kb_writer_port *p, const struct kb_job_group *g,
+                         kb_job_done_cb done, void *arg);
+
+/*
  * Readiness: the server clock (clock_now_ms) of the first batch that
  * failed to commit since the last one that committed, or 0 while commits
  * succeed. A failed batch means every request of it was refused
