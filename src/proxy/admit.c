@@ -95,76 +95,15 @@ void proxy__build_headers(const struct kb_hreq *req, const struct kb_vendor *v,
     buf_puts(out, cred->inject); /* ends in CRLF */
 }
 
-/* Writer thread: revocation, expiry and cap (read here), rate limit, reservation and the
- * audit record, committed together before a byte goes to the vendor. A
- * refusal here is recorded as one (the job succeeds; r->outcome says what
- * happened). Revocations are committed by the same writer, so an admission
- * is ordered after every revocation committed before its batch, and one in
- * the same batch before it: the worker's key cache may be stale, this is
- * not. */
-enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
+/* The ledger's reservation for a request (struct kb_admit's ledger). */
+static int64_t ledger_reserve(void *meter, int64_t charged)
 {
-    struct preq *r = arg;
-    enum kb_err err;
-    struct kb_key_state ks;
-    r->outcome = KB_OK;
-    free(r->holds); /* a batch that failed may run the job again */
-    free(r->exhausted);
-    free(r->refusal);
-    r->holds = NULL, r->nholds = 0, r->exhausted = r->refusal = NULL;
-    /* revocation, cap and expiry as committed now, not as the worker's
-     * cached key has them: a PATCH that lowered the cap or shortened the
-     * TTL binds every admission after its commit */
-    if (store_key_state(s, r->key->seq, &ks) != KB_OK)
-        return KB_E_STORE;
-    r->expires_at = ks.expires_at; /* the watch cuts streams on it */
-    if (ks.revoked)
-        r->outcome = KB_E_KEY_REVOKED;
-    else if (clock_now() >= ks.expires_at)
-        r->outcome = KB_E_KEY_EXPIRED;
-    if (r->outcome == KB_OK && r->key->rate_requests) {
-        err = store_rate_take(s, r->key->seq, r->key->rate_requests, r->key->rate_period_ms,
-                              r->ts_ms, &r->retry_ms);
-        if (err == KB_E_RATE_LIMITED)
-            r->outcome = err;
-        else if (err != KB_OK)
-            return KB_E_STORE;
-    }
-    if (r->outcome == KB_OK) {
-        /* what this key already paid for the object the request acts on
-         * (a PaymentIntent it created, an Idempotency-Key it used) counts
-         * against it, read in the transaction that reserves */
-        int64_t max_age = 0, charged = -1, now = clock_now();
-        const char *obj = meter_ledger_object(r->meter, &max_age);
-        if (obj) {
-            if (store_object_charged(s, r->key->seq, obj, max_age ? now - max_age : 0, &charged) !=
-                KB_OK)
-                return KB_E_STORE;
-            r->reserved = meter_ledger_reserve(r->meter, charged);
-        }
-        /* the budgets on the key's chains, then the key's own cap, all
-         * or nothing in this transaction: a refusal by the key gives the
-         * budgets' reservations back before anything commits. The holds
-         * stay with the request, so settlement charges exactly these. */
-        err = store_budget_reserve(s, r->key->seq, r->ts_ms / 1000, r->reserved, &r->holds,
-                                   &r->nholds, &r->exhausted);
-        if (err == KB_E_BUDGET_EXHAUSTED)
-            r->outcome = err;
-        else if (err != KB_OK)
-            return KB_E_STORE;
-    }
-    if (r->outcome == KB_OK) {
-        err = store_spend_reserve(s, r->key->seq, r->day, r->reserved, ks.daily_cap, &r->remaining);
-        if (err == KB_E_CAP_EXHAUSTED) {
-            r->outcome = err;
-            if (store_budget_release(s, r->holds, r->nholds, r->reserved) != KB_OK)
-                return KB_E_STORE;
-            free(r->holds);
-            r->holds = NULL, r->nholds = 0;
-        } else if (err != KB_OK) {
-            return KB_E_STORE;
-        }
-    }
+    return meter_ledger_reserve(meter, charged);
+}
+
+/* Writer thread: one admission's audit record, once it is decided. */
+static enum kb_err admit_record(struct kb_store *s, struct preq *r)
+{
     struct kb_audit_rec rec;
     proxy__rec_fill(r, &rec);
     rec.decision = r->outcome == KB_OK ? "allowed" : "refused";
@@ -184,6 +123,63 @@ enum kb_err proxy__admit_job(struct kb_store *s, void *arg)
     }
     return audit_append(s, &rec, &r->audit_seq);
 }
+
+/* Writer thread: a run of admissions (writer_submit_group): revocation,
+ * expiry and cap (as committed), rate limit, reservation and each one's
+ * audit record, committed together before a byte goes to the vendor. A
+ * refusal is recorded as one (r->outcome says what happened). Revocations
+ * are committed by the same writer, so an admission is ordered after every
+ * revocation committed before its batch, and one in the same batch before
+ * it: the worker's key cache may be stale, this is not. */
+static enum kb_err admit_run(struct kb_store *s, void *const *args, size_t n)
+{
+    struct kb_admit stack[16];
+    struct kb_admit *v = n <= 16 ? stack : kb_calloc(n, sizeof *v);
+    int64_t now = clock_now();
+    for (size_t i = 0; i < n; i++) {
+        struct preq *r = args[i];
+        free(r->holds); /* a batch that failed may run the job again */
+        free(r->exhausted);
+        free(r->refusal);
+        r->holds = NULL, r->nholds = 0, r->exhausted = r->refusal = NULL;
+        int64_t max_age = 0;
+        const char *obj = meter_ledger_object(r->meter, &max_age);
+        v[i] = (struct kb_admit){.key_seq = r->key->seq,
+                                 .day = r->day,
+                                 .now = now,
+                                 .ts_ms = r->ts_ms,
+                                 .amount = r->reserved,
+                                 .rate_requests = r->key->rate_requests,
+                                 .rate_period_ms = r->key->rate_period_ms,
+                                 .object = obj,
+                                 .object_not_before = obj && max_age ? now - max_age : 0,
+                                 .ledger = ledger_reserve,
+                                 .ledger_ctx = r->meter};
+    }
+    enum kb_err err = store_admit(s, v, n);
+    for (size_t i = 0; i < n; i++) {
+        struct preq *r = args[i];
+        if (err == KB_OK) {
+            r->outcome = v[i].outcome;
+            r->reserved = v[i].reserved;
+            r->expires_at = v[i].expires_at; /* the watch cuts streams on it */
+            r->remaining = v[i].remaining;
+            r->retry_ms = v[i].retry_ms;
+            r->holds = v[i].holds;
+            r->nholds = v[i].nholds;
+            r->exhausted = v[i].exhausted;
+            err = admit_record(s, r);
+        } else {
+            free(v[i].holds);
+            free(v[i].exhausted);
+        }
+    }
+    if (v != stack)
+        free(v);
+    return err;
+}
+
+const struct kb_job_group proxy__admit_group = {admit_run, 1};
 
 void proxy__admit_done(void *arg, enum kb_err err)
 {

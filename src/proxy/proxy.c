@@ -311,7 +311,7 @@ static void serve(struct kb_proxy *px, struct kb_hreq *req, const struct kb_key 
     px->ninflight++;
     metrics_inflight(1);
     hreq_set_close_cb(req, proxy__client_closed, r);
-    writer_submit_unguarded(px->port, proxy__admit_job, proxy__admit_done, r);
+    writer_submit_group(px->port, &proxy__admit_group, proxy__admit_done, r);
     free(msg);
     return;
 

@@ -269,8 +269,10 @@ const struct kb_policy *proxy__key_policy(struct kb_proxy *px, const struct kb_k
 void proxy__build_headers(const struct kb_hreq *req, const struct kb_vendor *v,
                           const struct kb_cred *cred, const struct kb_canon_req *c,
                           struct kb_buf *out);
-/* Writer thread: rate limit, reservation and audit record, in one batch. */
-enum kb_err proxy__admit_job(struct kb_store *s, void *arg);
+/* Writer thread: rate limit, reservation and audit record, in one batch
+ * (writer_submit_group; struct kb_job_group is store/writer.h's). */
+struct kb_job_group;
+extern const struct kb_job_group proxy__admit_group;
 /* Worker: answers a refusal, or forwards the admitted request. */
 void proxy__admit_done(void *arg, enum kb_err err);
 

@@ -44,25 +44,10 @@ void proxy__rec_fill(const struct preq *r, struct kb_audit_rec *rec)
     rec->bytes_in = r->bytes_in;
 }
 
-/* Writer thread: the actual cost replaces the reservation and the audit
- * record is completed, in one transaction. */
-static enum kb_err settle_job(struct kb_store *s, void *arg)
+/* Writer thread: one settlement's ledger entries and audit completion,
+ * once its cost is settled. */
+static enum kb_err settle_record(struct kb_store *s, struct preq *r)
 {
-    struct preq *r = arg;
-#ifdef KB_TEST_HOOKS
-    /* KEYBRAKE_TEST_FAIL_SETTLES=N: the first N settlements fail, as on a
-     * full disk, so the retry below is tested */
-    static _Atomic long failed = 0;
-    const char *n = getenv("KEYBRAKE_TEST_FAIL_SETTLES");
-    if (n && atomic_fetch_add(&failed, 1) < strtol(n, NULL, 10))
-        return KB_E_STORE;
-#endif
-    enum kb_err err =
-        store_spend_settle(s, r->key->seq, r->day, r->reserved, r->actual, r->key->daily_cap, NULL);
-    if (err == KB_OK)
-        err = store_budget_settle(s, r->holds, r->nholds, r->reserved, r->actual);
-    if (err != KB_OK)
-        return KB_E_STORE;
     /* the objects this answer paid for, for the key's later requests */
     int64_t max_age = 0, total = 0, now = clock_now();
     meter_ledger_object(r->meter, &max_age);
@@ -84,6 +69,42 @@ static enum kb_err settle_job(struct kb_store *s, void *arg)
     return audit_complete(s, r->audit_seq, &rec);
 }
 
+/* Writer thread: a run of settlements (writer_submit_group): the actual
+ * costs replace the reservations and the audit records are completed, in
+ * one transaction. */
+static enum kb_err settle_run(struct kb_store *s, void *const *args, size_t n)
+{
+#ifdef KB_TEST_HOOKS
+    /* KEYBRAKE_TEST_FAIL_SETTLES=N: the first N settlements fail, as on a
+     * full disk, so the retry of settle_done is tested */
+    static _Atomic long failed = 0;
+    const char *fail = getenv("KEYBRAKE_TEST_FAIL_SETTLES");
+    if (fail && atomic_fetch_add(&failed, (long)n) < strtol(fail, NULL, 10))
+        return KB_E_STORE;
+#endif
+    struct kb_settle stack[16] = {0};
+    struct kb_settle *v = n <= 16 ? stack : kb_calloc(n, sizeof *v);
+    for (size_t i = 0; i < n; i++) {
+        const struct preq *r = args[i];
+        v[i] = (struct kb_settle){.key_seq = r->key->seq,
+                                  .day = r->day,
+                                  .reserved = r->reserved,
+                                  .actual = r->actual,
+                                  .holds = r->holds,
+                                  .nholds = r->nholds};
+    }
+    enum kb_err err = store_settle(s, v, n);
+    if (v != stack)
+        free(v);
+    if (err != KB_OK)
+        return KB_E_STORE;
+    for (size_t i = 0; i < n && err == KB_OK; i++)
+        err = settle_record(s, args[i]);
+    return err;
+}
+
+static const struct kb_job_group settle_group = {settle_run, 0};
+
 static void settle_done(void *arg, enum kb_err err);
 
 /* Timer: a settlement that did not commit goes to the writer again. */
@@ -92,7 +113,7 @@ static void settle_retry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct preq *r = arg;
-    writer_submit_unguarded(r->px->port, settle_job, settle_done, r);
+    writer_submit_group(r->px->port, &settle_group, settle_done, r);
 }
 
 static void settle_done(void *arg, enum kb_err err)
@@ -161,7 +182,7 @@ void proxy__settle(struct preq *r, int64_t actual, enum kb_err fail, enum reply_
     r->fail = fail;
     r->reply = reply;
     r->latency_us = clock_mono_us() - r->start_us;
-    writer_submit_unguarded(r->px->port, settle_job, settle_done, r);
+    writer_submit_group(r->px->port, &settle_group, settle_done, r);
 }
 
 /* A settlement that outlives its request (shutdown): everything the job

@@ -70,6 +70,10 @@ struct kb_store_backend {
                                 int64_t actual, int64_t cap, int64_t *remaining);
     enum kb_err (*rate_take)(struct kb_store *s, int64_t seq, int64_t requests, int64_t period_ms,
                              int64_t now_ms, int64_t *retry_after_ms);
+    /* many admissions or settlements at once; NULL: store__admit_each,
+     * store__settle_each */
+    enum kb_err (*admit)(struct kb_store *s, struct kb_admit *v, size_t n);
+    enum kb_err (*settle)(struct kb_store *s, const struct kb_settle *v, size_t n);
     enum kb_err (*spend_settle_orphans)(struct kb_store *s, int64_t *count);
     enum kb_err (*txn_run)(struct kb_store *s, kb_txn_fn fn, void *arg);
     enum kb_err (*admin_token_count)(struct kb_store *s, int64_t *count);
@@ -177,6 +181,12 @@ const char *store__thresholds_format(const int *v, int n, char *buf, size_t size
  * (ascending); their count (0: nothing to record, the common case).
  */
 int store__alerts_crossed(int64_t spent, int64_t cap, const char *text, int level, int *crossed);
+
+/* store_admit and store_settle one element at a time, with the table's
+ * single operations (store_admit.c): every backend's way, and
+ * PostgreSQL's for the elements its batch statements do not take. */
+enum kb_err store__admit_each(struct kb_store *s, struct kb_admit *v, size_t n);
+enum kb_err store__settle_each(struct kb_store *s, const struct kb_settle *v, size_t n);
 
 /* This process's node and start (store_set_node), for backends that tag
  * what a node owns. */

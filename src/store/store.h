@@ -247,6 +247,60 @@ KB_MUSTCHECK enum kb_err store_rate_take(struct kb_store *s, int64_t seq, int64_
                                          int64_t *retry_after_ms);
 
 /*
+ * One proxy admission (store_admit): the key's committed state, its rate
+ * limit, what the key already paid for the object the request acts on
+ * (the ledger), its budgets and its cap, all or nothing.
+ */
+struct kb_admit {
+    /* in */
+    int64_t key_seq;
+    int64_t day;    /* UTC day of the reservation */
+    int64_t now;    /* epoch seconds: expiry */
+    int64_t ts_ms;  /* the request's time: the rate bucket and the budgets' windows */
+    int64_t amount; /* the reservation (>= 0), unless the ledger gives another */
+    int64_t rate_requests, rate_period_ms; /* 0: no rate limit */
+    const char *object;                    /* the ledger's object; NULL: none */
+    int64_t object_not_before;             /* charges older than this do not count */
+    /* the reservation, given what the key paid for `object` (-1: nothing) */
+    int64_t (*ledger)(void *ctx, int64_t charged);
+    void *ledger_ctx;
+    /* out */
+    enum kb_err outcome; /* KB_OK, KB_E_KEY_REVOKED, _KEY_EXPIRED, _RATE_LIMITED,
+                            _BUDGET_EXHAUSTED or _CAP_EXHAUSTED */
+    int64_t reserved;    /* what is reserved (KB_OK) or was asked */
+    int64_t expires_at;  /* the key's expiry as committed */
+    int64_t remaining;   /* cap - spent - reserved (KB_OK, CAP_EXHAUSTED) */
+    int64_t retry_ms;    /* RATE_LIMITED: until one request fits */
+    struct kb_budget_hold *holds; /* KB_OK: caller frees; the n budgets held */
+    size_t nholds;
+    char *exhausted; /* BUDGET_EXHAUSTED: caller frees; the budget that refused */
+};
+
+/*
+ * Decides the n admissions of v in order, inside the open write
+ * transaction, each as if alone: revoked, then expired, then rate limited,
+ * then the ledger, the budgets and the cap, whose reservations are made
+ * only when all fit. A refusal is an outcome, not an error: KB_OK unless
+ * the store failed (KB_E_STORE; the transaction must then roll back).
+ * Admissions of different keys share no row but their budgets', so a
+ * backend may decide those of keys without budgets, rate limit or ledger
+ * together (PostgreSQL: one statement for the run).
+ */
+KB_MUSTCHECK enum kb_err store_admit(struct kb_store *s, struct kb_admit *v, size_t n);
+
+/* One settlement (store_settle): spend_settle and budget_settle of one
+ * admission. */
+struct kb_settle {
+    int64_t key_seq, day, reserved, actual;
+    const struct kb_budget_hold *holds;
+    size_t nholds;
+};
+
+/* Settles the n of v in order, in the open transaction. KB_OK unless the
+ * store failed. */
+KB_MUSTCHECK enum kb_err store_settle(struct kb_store *s, const struct kb_settle *v, size_t n);
+
+/*
  * At start, after a crash: every reservation still open belongs to a request
  * that died with the process, whose outcome at the vendor is unknown. Each
  * is settled at its worst case (as a cut stream is), so none is left to
