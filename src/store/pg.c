@@ -37,7 +37,6 @@ extern const int kb_pg_schema_count;
 /* pg_advisory_xact_lock key of the migrations ("kbmg") */
 #define MIGRATION_LOCK INT64_C(0x6b626d67)
 /* ... and of every write transaction ("kbwr"): see the top */
-#define WRITE_LOCK_SQL "BEGIN; SELECT pg_advisory_xact_lock(1801615218)"
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 1000
 
@@ -137,7 +136,7 @@ size_t pg__bytea(const PGresult *r, int row, int col, uint8_t *out, size_t cap)
 
 /* ---- errors and the connection's health ---- */
 
-static void set_err(struct kb_store *s, const char *what)
+void pg__set_err(struct kb_store *s, const char *what)
 {
     struct pg *c = pg(s);
     snprintf(c->err, sizeof c->err, "%s", what && *what ? what : "PostgreSQL failed");
@@ -149,7 +148,7 @@ static void set_err(struct kb_store *s, const char *what)
 enum kb_err pg__err_of(struct kb_store *s, const PGresult *r)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    set_err(s, r ? PQresultErrorMessage(r) : PQerrorMessage(pg(s)->conn));
+    pg__set_err(s, r ? PQresultErrorMessage(r) : PQerrorMessage(pg(s)->conn));
     if (!state)
         return KB_E_STORE;
     if (strcmp(state, "23505") == 0)
@@ -178,14 +177,14 @@ static enum kb_err session_setup(struct kb_store *s)
 
 /* True when the connection can take a statement: outside a transaction, a
  * broken one is reset (no sooner than the back-off allows). */
-static bool conn_ready(struct kb_store *s)
+bool pg__conn_ready(struct kb_store *s)
 {
     struct pg *c = pg(s);
     if (PQstatus(c->conn) == CONNECTION_OK)
         return true;
     int64_t now = pg__mono_ms();
     if (now < c->retry_at_ms) {
-        set_err(s, "PostgreSQL is unreachable (waiting before the next attempt)");
+        pg__set_err(s, "PostgreSQL is unreachable (waiting before the next attempt)");
         return false;
     }
     PQreset(c->conn);
@@ -197,7 +196,7 @@ static bool conn_ready(struct kb_store *s)
         c->retry_at_ms = 0;
         return true;
     }
-    set_err(s, PQerrorMessage(c->conn));
+    pg__set_err(s, PQerrorMessage(c->conn));
     c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (c->backoff_ms > BACKOFF_MAX_MS)
         c->backoff_ms = BACKOFF_MAX_MS;
@@ -205,17 +204,26 @@ static bool conn_ready(struct kb_store *s)
     return false;
 }
 
+int pg__stmt_slot(struct kb_store *s, const char *sql, char name[16])
+{
+    struct pg *c = pg(s);
+    int i = 0;
+    while (i < c->nprepared && c->prepared[i] != sql)
+        i++;
+    snprintf(name, 16, "kb%d", i);
+    return i;
+}
+
 PGresult *pg__run(struct kb_store *s, const char *sql, const struct pg_args *a, enum kb_err *err)
 {
     struct pg *c = pg(s);
     *err = KB_E_STORE;
-    if (!conn_ready(s))
+    if (c->begin_pending) /* the writer's BEGIN goes with this statement */
+        return pg__pipeline(s, sql, a, false, err);
+    if (!pg__conn_ready(s))
         return NULL;
-    int i = 0;
-    while (i < c->nprepared && c->prepared[i] != sql)
-        i++;
     char name[16];
-    snprintf(name, sizeof name, "kb%d", i);
+    int i = pg__stmt_slot(s, sql, name);
     int n = a ? a->n : 0;
     PGresult *r;
     if (i == c->nprepared && i == PG_MAX_STMTS) {
@@ -252,8 +260,14 @@ enum kb_err pg__do(struct kb_store *s, const char *sql, const struct pg_args *a)
 enum kb_err pg__exec(struct kb_store *s, const char *sql)
 {
     struct pg *c = pg(s);
+    if (c->begin_pending) { /* the writer's BEGIN first (a savepoint) */
+        enum kb_err err;
+        PQclear(pg__pipeline(s, NULL, NULL, false, &err));
+        if (err != KB_OK)
+            return err;
+    }
     if (PQstatus(c->conn) != CONNECTION_OK) {
-        set_err(s, PQerrorMessage(c->conn));
+        pg__set_err(s, PQerrorMessage(c->conn));
         return KB_E_STORE;
     }
     PGresult *r = PQexec(c->conn, sql);
@@ -263,235 +277,9 @@ enum kb_err pg__exec(struct kb_store *s, const char *sql)
     return err;
 }
 
-/* ---- deferred statements ---- */
-
-static void defer_put(struct pg *c, const char *p, size_t n)
-{
-    if (c->defer_len + n + 1 > c->defer_cap) {
-        size_t cap = c->defer_cap ? c->defer_cap : 4096;
-        while (cap < c->defer_len + n + 1)
-            cap *= 2;
-        c->defer = kb_realloc(c->defer, cap);
-        c->defer_cap = cap;
-    }
-    memcpy(c->defer + c->defer_len, p, n);
-    c->defer_len += n;
-    c->defer[c->defer_len] = '\0';
-}
-
-static void defer_drop(struct pg *c, size_t to)
-{
-    c->defer_len = to;
-    if (c->defer)
-        c->defer[to] = '\0';
-    if (c->defer_mark > to)
-        c->defer_mark = to;
-}
-
-static bool in_tx(struct kb_store *s);
-
-/* Appends parameter i of a as an SQL literal; false when PostgreSQL
- * would refuse the text (not UTF-8). */
-static bool defer_literal(struct kb_store *s, const struct pg_args *a, int i)
-{
-    struct pg *c = pg(s);
-    if (!a->v[i]) {
-        defer_put(c, "NULL", 4);
-    } else if (a->fmt[i] == 1) { /* bytea: a hex literal */
-        static const char hex[] = "0123456789abcdef";
-        defer_put(c, "'\\x", 3);
-        for (int k = 0; k < a->len[i]; k++) {
-            uint8_t b = (uint8_t)a->v[i][k];
-            char h[2] = {hex[b >> 4], hex[b & 15]};
-            defer_put(c, h, 2);
-        }
-        defer_put(c, "'", 1);
-    } else {
-        char *lit = PQescapeLiteral(c->conn, a->v[i], strlen(a->v[i]));
-        if (!lit) {
-            set_err(s, PQerrorMessage(c->conn));
-            return false;
-        }
-        defer_put(c, lit, strlen(lit));
-        PQfreemem(lit);
-    }
-    return true;
-}
-
-enum kb_err pg__defer(struct kb_store *s, const char *sql, const struct pg_args *a)
-{
-    struct pg *c = pg(s);
-    if (!in_tx(s))
-        return pg__do(s, sql, a);
-    size_t start = c->defer_len;
-    for (const char *p = sql; *p;) {
-        if (*p != '$' || p[1] < '1' || p[1] > '9') {
-            const char *q = p + 1;
-            while (*q && *q != '$')
-                q++;
-            defer_put(c, p, (size_t)(q - p));
-            p = q;
-            continue;
-        }
-        char *end;
-        long i = strtol(p + 1, &end, 10) - 1;
-        p = end;
-        if (!a || i < 0 || i >= a->n)
-            abort(); /* a placeholder without its parameter: a bug */
-        if (!defer_literal(s, a, (int)i)) {
-            defer_drop(c, start);
-            return KB_E_INVALID;
-        }
-    }
-    defer_put(c, ";", 1);
-    return KB_OK;
-}
-
-enum kb_err pg__flush(struct kb_store *s)
-{
-    struct pg *c = pg(s);
-    if (c->defer_len == 0)
-        return KB_OK;
-    enum kb_err err = pg__exec(s, c->defer);
-    defer_drop(c, 0);
-    return err;
-}
-
-/* ---- transactions ---- */
-
-static bool in_tx(struct kb_store *s)
-{
-    PGTransactionStatusType t = PQtransactionStatus(pg(s)->conn);
-    return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
-}
-
-enum kb_err pg__txn_begin(struct kb_store *s, bool *own)
-{
-    *own = !in_tx(s);
-    if (!*own)
-        return KB_OK;
-    if (!conn_ready(s))
-        return KB_E_STORE;
-    return pg__exec(s, WRITE_LOCK_SQL);
-}
-
-enum kb_err pg__txn_end(struct kb_store *s, bool own, enum kb_err err)
-{
-    if (!own)
-        return err;
-    /* COMMIT of a failed transaction answers "ROLLBACK", not an error */
-    if (err == KB_OK && PQtransactionStatus(pg(s)->conn) != PQTRANS_INTRANS) {
-        set_err(s, "the transaction failed before its commit");
-        err = KB_E_STORE;
-    }
-    if (err == KB_OK && (err = pg__exec(s, "COMMIT")) == KB_OK)
-        return KB_OK;
-    if (in_tx(s))
-        (void)pg__exec(s, "ROLLBACK");
-    return err;
-}
-
-/* A writer's transaction: the cluster-wide lock, then the fence: a start
- * that another node reaped (reaped_boots) writes nothing more, since its
- * reservations were settled already. One round trip. */
-static enum kb_err pg_begin(struct kb_store *s)
-{
-    struct pg *c = pg(s);
-    if (!conn_ready(s))
-        return KB_E_STORE;
-    char q[256];
-    /* node and boot ids are checked characters (store_set_node, hex) */
-    snprintf(q, sizeof q,
-             WRITE_LOCK_SQL "; SELECT count(*) FROM reaped_boots WHERE node_id = '%s' AND "
-                            "boot_id = '%s'",
-             c->node, c->boot);
-    defer_drop(c, 0);
-    PGresult *r = PQexec(c->conn, q);
-    enum kb_err err = KB_OK;
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-        err = pg__err_of(s, r);
-    else if (pg__i64(r, 0, 0) != 0) {
-        set_err(s, "this node was found dead by another node, which settled its reservations: "
-                   "it writes nothing more (restart it)");
-        err = KB_E_STORE;
-    }
-    PQclear(r);
-    if (err != KB_OK && in_tx(s))
-        (void)pg__exec(s, "ROLLBACK");
-    return err;
-}
-
-static enum kb_err pg_commit(struct kb_store *s)
-{
-    /* COMMIT of a failed transaction answers "ROLLBACK": not a success */
-    if (PQtransactionStatus(pg(s)->conn) != PQTRANS_INTRANS) {
-        set_err(s, "the transaction failed before its commit");
-        if (in_tx(s))
-            (void)pg__exec(s, "ROLLBACK");
-        defer_drop(pg(s), 0);
-        return KB_E_STORE;
-    }
-    struct pg *c = pg(s);
-    if (c->defer_len == 0)
-        return pg__exec(s, "COMMIT");
-    /* what was deferred and the COMMIT, in one round trip: a statement
-     * that fails stops the string there, and the transaction with it */
-    defer_put(c, "COMMIT", 6);
-    enum kb_err err = pg__exec(s, c->defer);
-    defer_drop(c, 0);
-    if (err != KB_OK && in_tx(s))
-        (void)pg__exec(s, "ROLLBACK");
-    return err == KB_OK ? KB_OK : KB_E_STORE; /* whatever refused, the commit failed */
-}
-
-static void pg_rollback(struct kb_store *s)
-{
-    defer_drop(pg(s), 0);
-    if (in_tx(s))
-        (void)pg__exec(s, "ROLLBACK");
-}
-
-static enum kb_err pg_savepoint(struct kb_store *s)
-{
-    pg(s)->defer_mark = pg(s)->defer_len;
-    return pg__exec(s, "SAVEPOINT j");
-}
-
-static enum kb_err pg_release(struct kb_store *s)
-{
-    return pg__exec(s, "RELEASE j");
-}
-
-static enum kb_err pg_rollback_to(struct kb_store *s)
-{
-    defer_drop(pg(s), pg(s)->defer_mark); /* the job's deferred work goes with it */
-    enum kb_err err = pg__exec(s, "ROLLBACK TO j");
-    return err == KB_OK ? pg__exec(s, "RELEASE j") : err;
-}
-
-static bool pg_in_transaction(struct kb_store *s)
-{
-    return PQstatus(pg(s)->conn) == CONNECTION_OK && in_tx(s);
-}
-
 static const char *pg_last_error(struct kb_store *s)
 {
     return pg(s)->err[0] ? pg(s)->err : "no error";
-}
-
-static enum kb_err pg_txn_run(struct kb_store *s, kb_txn_fn fn, void *arg)
-{
-    if (pg_begin(s) != KB_OK)
-        return KB_E_AUDIT_UNAVAILABLE;
-    enum kb_err err = fn(s, arg);
-    if (err == KB_OK) {
-        if (pg_commit(s) == KB_OK)
-            return KB_OK;
-        err = KB_E_AUDIT_UNAVAILABLE;
-    }
-    pg_rollback(s);
-    store_audit_head_drop(s); /* fn may have appended */
-    return err;
 }
 
 /* ---- opening, migrating, closing ---- */
@@ -533,7 +321,7 @@ static enum kb_err migrate(struct kb_store *s, char **errmsg)
         return KB_OK;
 fail:
     kb_set_errmsg(errmsg, "cannot migrate the schema: %s", pg(s)->err);
-    if (in_tx(s))
+    if (pg__in_tx(s))
         (void)pg__exec(s, "ROLLBACK");
     return err == KB_OK ? KB_E_STORE : KB_E_STORE;
 }
@@ -544,7 +332,7 @@ static void pg_close(struct kb_store *s)
         return;
     pg__audit_free(s);
     pg__budget_free(s);
-    free(pg(s)->defer);
+    pg__rows_free(s);
     PQfinish(pg(s)->conn);
     free(s);
 }
@@ -666,13 +454,13 @@ const struct kb_store_backend kb_store_pg = {
     .caps = KB_STORE_SHARED | KB_STORE_NOTIFIES,
     .open = pg_open,
     .close = pg_close,
-    .begin = pg_begin,
-    .commit = pg_commit,
-    .rollback = pg_rollback,
-    .savepoint = pg_savepoint,
-    .release = pg_release,
-    .rollback_to = pg_rollback_to,
-    .in_transaction = pg_in_transaction,
+    .begin = pg__begin,
+    .commit = pg__commit,
+    .rollback = pg__rollback,
+    .savepoint = pg__savepoint,
+    .release = pg__release,
+    .rollback_to = pg__rollback_to,
+    .in_transaction = pg__in_transaction,
     .last_error = pg_last_error,
     .probe_write = pg_probe_write,
     .writer_attach = pg_writer_attach,
@@ -693,8 +481,10 @@ const struct kb_store_backend kb_store_pg = {
     .spend_reserve = pg__spend_reserve,
     .spend_settle = pg__spend_settle,
     .rate_take = pg__rate_take,
+    .admit = pg__admit,
+    .settle = pg__settle,
     .spend_settle_orphans = pg__spend_settle_orphans,
-    .txn_run = pg_txn_run,
+    .txn_run = pg__txn_run,
     .admin_token_count = pg__admin_token_count,
     .admin_token_add = pg__admin_token_add,
     .admin_token_check = pg__admin_token_check,

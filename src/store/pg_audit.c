@@ -138,6 +138,13 @@ static const char sql_insert[] =
     "$2::bigint, $3::bigint, $4::integer, $5::bigint, $6::text, $7::text, $8::text, $9::text, "
     "$10::text, $11::text, $12::text, $13::text, $14::text, $15::integer, $16::bigint, "
     "$17::bigint, $18::bigint, $19::bigint, $20::bigint, $21::text, $22::text, $23::bytea)";
+/* the same rows from arrays, one per parameter of sql_insert (pg__defer) */
+static const char sql_insert_rows[] =
+    "INSERT INTO audit (node_id, seq, ref_seq, " REC_COLS ", hash) SELECT * FROM unnest("
+    "$1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::bigint[], $6::text[], "
+    "$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], "
+    "$14::text[], $15::integer[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], "
+    "$20::bigint[], $21::text[], $22::text[], $23::bytea[])";
 static const char sql_ckpt_insert[] =
     "INSERT INTO audit_checkpoints (node_id, seq, prev_seq, every, ts_ms, hash, mac) "
     "VALUES ($1::text, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bytea, $7::bytea)";
@@ -259,7 +266,8 @@ enum kb_err pg__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
     pg_arg_bytea(&args, hash, KB_HASH_LEN);
     /* the writer's appends go with its commit (pg__defer): nothing in its
      * transaction reads them back, the head is cached */
-    if ((a->cache ? pg__defer : pg__do)(s, sql_insert, &args) != KB_OK) {
+    if ((a->cache ? pg__defer(s, sql_insert_rows, sql_insert, &args)
+                  : pg__do(s, sql_insert, &args)) != KB_OK) {
         /* seq taken: the cached head was stale; read it again next time */
         a->known = a->ck_known = false;
         return KB_E_STORE;
@@ -354,7 +362,7 @@ enum kb_err pg__audit_read_begin(struct kb_store *s)
         a->read_depth++; /* nested: the outer one's snapshot */
         return KB_OK;
     }
-    if (PQtransactionStatus(pg(s)->conn) == PQTRANS_INTRANS) {
+    if (pg__in_tx(s)) {
         a->read_own = false; /* inside the caller's transaction: its snapshot */
     } else {
         /* through pg__do, which resets a broken connection first */

@@ -579,7 +579,7 @@ struct nobudget {
     size_t n;
 };
 
-static bool nobudget_has(struct kb_store *s, int64_t seq)
+bool pg__nobudget_has(struct kb_store *s, int64_t seq)
 {
     struct nobudget *nb = pg(s)->budget;
     if (!nb || seq <= 0)
@@ -618,7 +618,7 @@ static void nobudget_add(struct kb_store *s, int64_t seq)
 enum kb_err pg__budget_reserve(struct kb_store *s, int64_t key_seq, int64_t now, int64_t amount,
                                struct kb_budget_hold **holds, size_t *n, char **exhausted)
 {
-    if (nobudget_has(s, key_seq)) {
+    if (pg__nobudget_has(s, key_seq)) {
         *holds = NULL;
         *n = 0;
         return KB_OK;

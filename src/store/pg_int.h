@@ -1,6 +1,6 @@
 /*
  * pg_int.h - shared by the PostgreSQL files of src/store/ only (pg.c,
- * pg_keys.c, pg_budgets.c, pg_audit.c, pg_cluster.c).
+ * pg_keys.c, pg_budgets.c, pg_audit.c, pg_cluster.c, pg_admit.c).
  *
  * One connection per struct kb_store, used from one thread, blocking (the
  * daemon's store threads own their connections; no worker loop waits on
@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/crypto.h"
 #include "core/err.h"
 #include "store/audit_store.h"
@@ -39,9 +40,13 @@ struct pg {
     int64_t backoff_ms;            /* the next back-off; 0 after a success */
     bool listening;                /* LISTEN keybrake_keys issued on conn */
     bool node_locked;              /* this connection holds the node's lock */
-    char *defer;                   /* deferred statements (pg__defer); owned */
-    size_t defer_len, defer_cap;
-    size_t defer_mark; /* defer_len at the open savepoint */
+    bool begin_pending;            /* the writer's BEGIN, not sent yet (pg_txn.c) */
+    /* rows deferred to the commit (pg__defer): one array literal per column */
+    const char *rows_sql;
+    struct kb_buf rows[PG_MAX_ARGS];
+    int rows_cols;
+    size_t rows_n;
+    size_t rows_mark_n, rows_mark[PG_MAX_ARGS]; /* at the open savepoint */
     void *audit;       /* pg_audit.c's state; freed by pg__audit_free */
     void *budget;      /* pg_budgets.c's state; freed by pg__budget_free */
 };
@@ -78,17 +83,50 @@ enum kb_err pg__do(struct kb_store *s, const char *sql, const struct pg_args *a)
 enum kb_err pg__exec(struct kb_store *s, const char *sql);
 
 /*
- * Defers `sql` with a's parameters (as literals) to the commit of the open
- * transaction, sent in the commit's own round trip: for appends that no
- * statement of the transaction reads back (the audit records the writer
- * caches the head of). A savepoint's rollback drops what was deferred
- * after it; a failed deferred statement fails the commit. Outside a
- * transaction it runs at once. KB_E_INVALID for text PostgreSQL would
- * refuse (not UTF-8).
+ * Defers one row of an INSERT to the commit of the open transaction, sent
+ * in the commit's own round trip: for appends that no statement of the
+ * transaction reads back (the audit records the writer caches the head
+ * of). `row_sql` inserts one row from a's parameters (run at once outside
+ * a transaction); `rows_sql` inserts the rows of arrays, one per
+ * parameter of row_sql, in order (INSERT ... SELECT * FROM unnest(...)):
+ * a batch's rows cost one statement. A savepoint's rollback drops the rows
+ * deferred after it; a failed insert fails the commit. KB_E_INVALID for
+ * text PostgreSQL would refuse (not UTF-8).
  */
-enum kb_err pg__defer(struct kb_store *s, const char *sql, const struct pg_args *a);
-/* Runs what is deferred now (before a statement that reads it back). */
+enum kb_err pg__defer(struct kb_store *s, const char *rows_sql, const char *row_sql,
+                      const struct pg_args *a);
+/* Inserts what is deferred now (before a statement that reads it back). */
 enum kb_err pg__flush(struct kb_store *s);
+void pg__rows_free(struct kb_store *s);
+
+/*
+ * pg_txn.c: the writer's transactions. pg__begin sends nothing; the BEGIN,
+ * the write lock and the fence go with the transaction's first statement
+ * in one libpq pipeline (pg__pipeline, which pg__run and pg__exec call
+ * while the BEGIN is pending); pg__commit sends the deferred rows and the
+ * COMMIT in one more.
+ */
+enum kb_err pg__begin(struct kb_store *s);
+enum kb_err pg__commit(struct kb_store *s);
+void pg__rollback(struct kb_store *s);
+enum kb_err pg__savepoint(struct kb_store *s);
+enum kb_err pg__release(struct kb_store *s);
+enum kb_err pg__rollback_to(struct kb_store *s);
+bool pg__in_transaction(struct kb_store *s);
+enum kb_err pg__txn_run(struct kb_store *s, kb_txn_fn fn, void *arg);
+/* In a transaction, or about to be (a pending BEGIN). */
+bool pg__in_tx(struct kb_store *s);
+/* The pending BEGIN (if any), `sql` with a (if not NULL), then a COMMIT
+ * (if commit), in one round trip; the result of sql (PQclear it) and *err
+ * as pg__run's. A failure leaves the transaction failed, not ended. */
+PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args *a, bool commit,
+                       enum kb_err *err);
+/* pg.c: the connection's helpers pg_txn.c uses. */
+void pg__set_err(struct kb_store *s, const char *what);
+bool pg__conn_ready(struct kb_store *s);
+/* The prepared statement slot of sql on s's connection (== nprepared: not
+ * prepared yet) and its name. */
+int pg__stmt_slot(struct kb_store *s, const char *sql, char name[16]);
 
 /* A failed result's error: 23505 KB_E_EXISTS, 23503 KB_E_NOT_FOUND, other
  * 22xxx/23xxx KB_E_INVALID, the rest KB_E_STORE. */
@@ -175,6 +213,12 @@ enum kb_err pg__alert_list(struct kb_store *s, int64_t before_id, int limit, con
 enum kb_err pg__budget_release(struct kb_store *s, const struct kb_budget_hold *holds, size_t n,
                                int64_t amount);
 void pg__budget_free(struct kb_store *s);
+/* Whether key seq is known (on this connection) to name no budget. */
+bool pg__nobudget_has(struct kb_store *s, int64_t seq);
+
+/* pg_admit.c: runs of admissions and settlements, a statement each */
+enum kb_err pg__admit(struct kb_store *s, struct kb_admit *v, size_t n);
+enum kb_err pg__settle(struct kb_store *s, const struct kb_settle *v, size_t n);
 
 /* pg_cluster.c: nodes, their reservations, the change log */
 enum kb_err pg__spend_settle_orphans(struct kb_store *s, int64_t *count);

@@ -26,6 +26,7 @@
 
 #include "core/crypto.h"
 #include "pg_fixture.h"
+#include "store/audit_store.h"
 #include "store/store.h"
 
 extern const int kb_pg_schema_count;
@@ -491,11 +492,29 @@ static void test_reaped_start_is_fenced(void **state)
     assert_int_equal(store_node_reap(cb, 1000, &nodes, &counters), KB_OK);
     assert_int_equal(nodes, 1);
     ASSERT_USAGE(cb, "vk_fence", 10, 0); /* settled at its worst case */
-    /* A's writer lives on: it may not write (a settle would count twice) */
-    assert_int_equal(store_begin(wa), KB_E_STORE);
+    /* A's writer lives on: it may not write (a settle would count twice).
+     * Its BEGIN goes with the first statement: that statement fails. */
+    assert_int_equal(store_begin(wa), KB_OK);
+    assert_int_equal(store_spend_settle(wa, seq, DAY0, 10, 0, CAP, NULL), KB_E_STORE);
     assert_non_null(strstr(store_last_error(wa), "found dead"));
+    assert_int_not_equal(store_commit(wa), KB_OK);
+    store_rollback(wa);
     assert_false(store_in_transaction(wa));
     ASSERT_USAGE(cb, "vk_fence", 10, 0);
+    /* nor when the batch's only writes are rows deferred to the commit,
+     * sent with the BEGIN and the COMMIT in one round trip */
+    struct kb_audit_rec rec = {.kind = KB_AUDIT_PROXY, .ts_ms = 1, .action = "proxy.request",
+                               .key_id = "vk_fence", .decision = "refused", .settled = 0};
+    uint8_t hash[KB_HASH_LEN] = {1};
+    assert_int_equal(store_begin(wa), KB_OK);
+    store_audit_head_sync(wa);
+    assert_int_equal(store_audit_insert(wa, 1, 0, &rec, hash), KB_OK); /* deferred */
+    assert_int_equal(store_commit(wa), KB_E_STORE);
+    assert_non_null(strstr(store_last_error(wa), "found dead"));
+    store_rollback(wa);
+    assert_false(store_in_transaction(wa));
+    /* node-f's chain has no record at all: nothing of it landed */
+    assert_int_equal(store_audit_chain_use(cb, "node-f"), KB_E_NOT_FOUND);
     /* A's cluster thread, connected again, learns it was reaped */
     struct kb_store *ca2 = open_as(f, "node-f", "f1");
     assert_int_equal(store_node_heartbeat(ca2), KB_E_NOT_FOUND);
@@ -529,7 +548,10 @@ static void test_rejoin_fences_earlier_start(void **state)
     wait_lock_free(f, "node-j");
     struct kb_store *c2 = join_as(f, "node-j", "j2"); /* settles j1's at worst case */
     ASSERT_USAGE(c2, "vk_rejoin", 10, 0);
-    assert_int_equal(store_begin(w1), KB_E_STORE); /* j1 writes nothing more */
+    /* j1 writes nothing more */
+    assert_int_equal(store_begin(w1), KB_OK);
+    assert_int_equal(store_spend_settle(w1, seq, DAY0, 10, 0, CAP, NULL), KB_E_STORE);
+    store_rollback(w1);
     ASSERT_USAGE(c2, "vk_rejoin", 10, 0);
     struct kb_store *c1b = open_as(f, "node-j", "j1");
     assert_int_not_equal(store_node_heartbeat(c1b), KB_OK);
