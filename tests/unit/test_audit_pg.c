@@ -739,6 +739,92 @@ static void test_cli(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* ---- text through the deferred rows (pg_txn.c: array literals) ---- */
+
+struct texts {
+    int n;
+    char label[4][128], path[4][128], detail[4][128], rid[4][40];
+    bool key_null[4], code_null[4];
+};
+
+static void texts_cb(const struct kb_audit_entry *e, void *arg)
+{
+    struct texts *t = arg;
+    if (t->n >= 4)
+        return;
+    snprintf(t->label[t->n], 128, "%s", e->rec.label ? e->rec.label : "(null)");
+    snprintf(t->path[t->n], 128, "%s", e->rec.path ? e->rec.path : "(null)");
+    snprintf(t->detail[t->n], 128, "%s", e->rec.detail ? e->rec.detail : "(null)");
+    snprintf(t->rid[t->n], 40, "%s", e->rec.request_id);
+    t->key_null[t->n] = e->rec.key_id == NULL;
+    t->code_null[t->n] = e->rec.code == NULL;
+    t->n++;
+}
+
+static const char ODD_LABEL[] = "a \"q\" \\ {x,y} , ; NULL é 漢 \xF0\x9F\x94\x91";
+static const char ODD_PATH[] = "/v1/{}/\\\\/\",\"/ sp";
+static const char ODD_DETAIL[] = "{\"k\":\"v,\\\"w\\\"\",\"u\":\"漢\"}";
+
+static void test_deferred_text_roundtrip(void **state)
+{
+    (void)state;
+    struct kb_store *s = open_node("a");
+    struct kb_audit_rec r = rec("a", 1);
+    r.label = ODD_LABEL;
+    r.path = ODD_PATH;
+    r.detail = ODD_DETAIL;
+    r.key_id = NULL;
+    r.code = NULL;
+    struct kb_audit_rec r2 = rec("a", 2);
+    r2.label = "";
+    r2.path = NULL;
+    int64_t seq = 0;
+    /* both in one transaction: the deferred rows go as one array each */
+    assert_int_equal(store_begin(s), KB_OK);
+    store_audit_head_sync(s);
+    assert_int_equal(audit_append(s, &r, &seq), KB_OK);
+    assert_int_equal(audit_append(s, &r2, &seq), KB_OK);
+    assert_int_equal(store_commit(s), KB_OK);
+    struct texts t = {0};
+    struct kb_audit_filter f = {.limit = 4};
+    assert_int_equal(store_audit_query(s, &f, texts_cb, &t), KB_OK);
+    assert_int_equal(t.n, 2);
+    int i = strcmp(t.rid[0], "req_a_1") == 0 ? 0 : 1; /* whatever the order */
+    assert_string_equal(t.rid[i], "req_a_1");
+    assert_string_equal(t.label[i], ODD_LABEL);
+    assert_string_equal(t.path[i], ODD_PATH);
+    assert_string_equal(t.detail[i], ODD_DETAIL);
+    assert_true(t.key_null[i]);
+    assert_true(t.code_null[i]);
+    assert_string_equal(t.label[1 - i], "");
+    assert_string_equal(t.path[1 - i], "(null)");
+
+    /* invalid UTF-8: refused, and nothing of it lands */
+    struct kb_audit_rec bad = rec("a", 3);
+    bad.label = "bad \xff label";
+    assert_int_equal(store_begin(s), KB_OK);
+    store_audit_head_sync(s);
+    enum kb_err err = audit_append(s, &bad, &seq);
+    assert_int_equal(err, KB_E_STORE);
+    /* what the code does: the record is refused before it is deferred, so
+     * the transaction is still good and its COMMIT goes through */
+    assert_int_equal(store_commit(s), KB_OK);
+    /* the writer goes on: the next record chains on */
+    assert_int_equal(append(s, "a", 4), 3);
+    close_store(s);
+    s = open_node("a");
+    struct collect c = query(s, (struct kb_audit_filter){0});
+    assert_int_equal(c.n, 3);
+    for (int k = 0; k < c.n; k++)
+        assert_string_not_equal(c.rid[k], "req_a_3");
+    close_store(s);
+    struct verdict v = verify_all();
+    assert_int_equal(v.n, 1);
+    if (v.r[0].problem != KB_AUDIT_OK)
+        fail_msg("chain a: %s", v.r[0].why);
+    assert_int_equal(v.r[0].records, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -753,6 +839,7 @@ int main(void)
         cmocka_unit_test_setup(test_iterator_pages, setup),
         cmocka_unit_test_setup(test_head_cache, setup),
         cmocka_unit_test_setup(test_cli, setup),
+        cmocka_unit_test_setup(test_deferred_text_roundtrip, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
