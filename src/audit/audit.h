@@ -110,10 +110,11 @@ KB_MUSTCHECK enum kb_err audit_sink_start(struct kb_audit_sink *sink, const char
                                           const char *synchronous, char **errmsg);
 /*
  * A kb_writer_commit_cb: notes the last committed seq (the writer's chain
- * head, in memory) and wakes the sink thread; never touches the file, so
- * the batch's answers do not wait for it. Writer thread.
+ * head once the batch appended, known false when the writer could not
+ * tell) and wakes the sink thread; never touches the file or the store,
+ * so the batch's answers do not wait for it. Writer thread.
  */
-void audit_sink_commit(struct kb_store *s, void *sink);
+void audit_sink_commit(int64_t last_seq, bool known, void *sink);
 /*
  * Reopens the sink file at its path (logrotate renamed it; SIGHUP): the
  * lines the sink thread writes from now on go to the new file, created if

@@ -293,13 +293,9 @@ enum kb_err audit_sink_start(struct kb_audit_sink *s, const char *store_path,
     return KB_OK;
 }
 
-void audit_sink_commit(struct kb_store *store, void *arg)
+void audit_sink_commit(int64_t seq, bool known, void *arg)
 {
     struct kb_audit_sink *s = arg;
-    int64_t seq = 0;
-    uint8_t hash[KB_HASH_LEN];
-    /* from the writer's chain head in memory, once the batch appended */
-    bool known = store_audit_last(store, &seq, hash) == KB_OK;
     pthread_mutex_lock(&s->mu);
     bool wake = !known || seq > s->committed;
     if (!known)

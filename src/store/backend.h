@@ -34,6 +34,10 @@ struct kb_store_backend {
     /* explicit write transactions, and savepoints inside them */
     enum kb_err (*begin)(struct kb_store *s);
     enum kb_err (*commit)(struct kb_store *s);
+    /* store_commit_later / _flush; NULL: commit at once */
+    bool (*commit_later)(struct kb_store *s, void (*done)(void *, enum kb_err), void *arg,
+                         enum kb_err *err);
+    void (*commit_flush)(struct kb_store *s);
     void (*rollback)(struct kb_store *s);
     enum kb_err (*savepoint)(struct kb_store *s);
     enum kb_err (*release)(struct kb_store *s);

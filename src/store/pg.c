@@ -218,7 +218,7 @@ PGresult *pg__run(struct kb_store *s, const char *sql, const struct pg_args *a, 
 {
     struct pg *c = pg(s);
     *err = KB_E_STORE;
-    if (c->begin_pending) /* the writer's BEGIN goes with this statement */
+    if (c->begin_pending || c->commit_pending) /* they go with this statement (pg_txn.c) */
         return pg__pipeline(s, sql, a, false, err);
     if (!pg__conn_ready(s))
         return NULL;
@@ -260,7 +260,7 @@ enum kb_err pg__do(struct kb_store *s, const char *sql, const struct pg_args *a)
 enum kb_err pg__exec(struct kb_store *s, const char *sql)
 {
     struct pg *c = pg(s);
-    if (c->begin_pending) { /* the writer's BEGIN first (a savepoint) */
+    if (c->begin_pending || c->commit_pending) { /* what the writer deferred first */
         enum kb_err err;
         PQclear(pg__pipeline(s, NULL, NULL, false, &err));
         if (err != KB_OK)
@@ -456,6 +456,8 @@ const struct kb_store_backend kb_store_pg = {
     .close = pg_close,
     .begin = pg__begin,
     .commit = pg__commit,
+    .commit_later = pg__commit_later,
+    .commit_flush = pg__commit_flush,
     .rollback = pg__rollback,
     .savepoint = pg__savepoint,
     .release = pg__release,

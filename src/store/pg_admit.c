@@ -37,10 +37,11 @@ static const char *array_end(struct kb_buf *b)
     return b->data;
 }
 
-/* Whether admission a can be decided by kb_admit. */
-static bool admit_simple(struct kb_store *s, const struct kb_admit *a)
+/* Whether admission a can be decided by kb_admit, which reads the clock
+ * of the run's first admission (`now`) for all. */
+static bool admit_simple(struct kb_store *s, const struct kb_admit *a, int64_t now)
 {
-    return a->rate_requests == 0 && !a->object && a->amount >= 0 &&
+    return a->rate_requests == 0 && !a->object && a->amount >= 0 && a->now == now &&
            pg__nobudget_has(s, a->key_seq);
 }
 
@@ -52,7 +53,7 @@ enum kb_err pg__admit(struct kb_store *s, struct kb_admit *v, size_t n)
     bool *simple = n <= 64 ? stack : kb_calloc(n, sizeof *simple);
     size_t nsimple = 0, nslow = 0;
     for (size_t i = 0; i < n; i++)
-        if (!(simple[i] = admit_simple(s, &v[i])))
+        if (!(simple[i] = admit_simple(s, &v[i], v[0].now)))
             nslow++;
     if (nslow > 0 && nslow < n) {
         int64_t *slow = kb_calloc(nslow, sizeof *slow);
@@ -71,19 +72,17 @@ enum kb_err pg__admit(struct kb_store *s, struct kb_admit *v, size_t n)
     enum kb_err err = KB_OK;
     if (nsimple > 0) {
         struct kb_buf seq = KB_BUF_INIT, day = KB_BUF_INIT, amount = KB_BUF_INIT;
-        int64_t now = 0;
         for (size_t i = 0; i < n; i++)
             if (simple[i]) {
                 array_add(&seq, v[i].key_seq);
                 array_add(&day, v[i].day);
                 array_add(&amount, v[i].amount);
-                now = v[i].now; /* one clock reading for the run (admit.c) */
             }
         struct pg_args a = {0};
         pg_arg_text(&a, array_end(&seq));
         pg_arg_text(&a, array_end(&day));
         pg_arg_text(&a, array_end(&amount));
-        pg_arg_i64(&a, now);
+        pg_arg_i64(&a, v[0].now); /* every simple one's (admit_simple) */
         pg_arg_text(&a, pg(s)->node);
         pg_arg_text(&a, pg(s)->boot);
         PGresult *r = pg__run(s, SQL_ADMIT, &a, &err);

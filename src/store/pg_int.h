@@ -27,6 +27,15 @@
 #define PG_MAX_ARGS 24
 #define PG_MAX_STMTS 128
 
+/* Rows deferred to a commit: one array literal per column (pg__defer). */
+struct pg_rows {
+    const char *sql; /* the INSERT ... SELECT * FROM unnest(...) they go to */
+    struct kb_buf col[PG_MAX_ARGS];
+    int cols;
+    size_t n;
+    size_t mark_n, mark[PG_MAX_ARGS]; /* at the open savepoint */
+};
+
 /* A connection: the base every backend's starts with, then PostgreSQL's. */
 struct pg {
     struct kb_store base;
@@ -40,13 +49,14 @@ struct pg {
     int64_t backoff_ms;            /* the next back-off; 0 after a success */
     bool listening;                /* LISTEN keybrake_keys issued on conn */
     bool node_locked;              /* this connection holds the node's lock */
-    bool begin_pending;            /* the writer's BEGIN, not sent yet (pg_txn.c) */
-    /* rows deferred to the commit (pg__defer): one array literal per column */
-    const char *rows_sql;
-    struct kb_buf rows[PG_MAX_ARGS];
-    int rows_cols;
-    size_t rows_n;
-    size_t rows_mark_n, rows_mark[PG_MAX_ARGS]; /* at the open savepoint */
+    /* the writer's transactions (pg_txn.c) */
+    bool begin_pending;    /* its BEGIN, lock and fence are not sent yet */
+    struct pg_rows rows;   /* rows deferred to its commit (pg__defer) */
+    bool commit_pending;   /* the last one's COMMIT is deferred (pg__commit_later) */
+    bool commit_begin;     /* ... and so are its BEGIN, lock and fence */
+    struct pg_rows crows;  /* ... and its deferred rows */
+    void (*commit_done)(void *arg, enum kb_err err);
+    void *commit_arg;
     void *audit;       /* pg_audit.c's state; freed by pg__audit_free */
     void *budget;      /* pg_budgets.c's state; freed by pg__budget_free */
 };
@@ -108,6 +118,9 @@ void pg__rows_free(struct kb_store *s);
  */
 enum kb_err pg__begin(struct kb_store *s);
 enum kb_err pg__commit(struct kb_store *s);
+bool pg__commit_later(struct kb_store *s, void (*done)(void *, enum kb_err), void *arg,
+                      enum kb_err *err);
+void pg__commit_flush(struct kb_store *s);
 void pg__rollback(struct kb_store *s);
 enum kb_err pg__savepoint(struct kb_store *s);
 enum kb_err pg__release(struct kb_store *s);
@@ -116,9 +129,10 @@ bool pg__in_transaction(struct kb_store *s);
 enum kb_err pg__txn_run(struct kb_store *s, kb_txn_fn fn, void *arg);
 /* In a transaction, or about to be (a pending BEGIN). */
 bool pg__in_tx(struct kb_store *s);
-/* The pending BEGIN (if any), `sql` with a (if not NULL), then a COMMIT
- * (if commit), in one round trip; the result of sql (PQclear it) and *err
- * as pg__run's. A failure leaves the transaction failed, not ended. */
+/* A deferred COMMIT (if any: its outcome goes to its done), the pending
+ * BEGIN (if any), `sql` with a (if not NULL), then a COMMIT (if commit),
+ * in one round trip; the result of sql (PQclear it) and *err as pg__run's.
+ * A failure leaves the transaction failed, not ended. */
 PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args *a, bool commit,
                        enum kb_err *err);
 /* pg.c: the connection's helpers pg_txn.c uses. */

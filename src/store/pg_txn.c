@@ -30,9 +30,12 @@ static const char SQL_FENCE[] = "SELECT kb_fence($1::text, $2::text)";
 
 bool pg__in_tx(struct kb_store *s)
 {
-    if (pg(s)->begin_pending)
+    struct pg *c = pg(s);
+    if (c->begin_pending)
         return true;
-    PGTransactionStatusType t = PQtransactionStatus(pg(s)->conn);
+    if (c->commit_pending)
+        return false; /* the open one on the server is the deferred commit's */
+    PGTransactionStatusType t = PQtransactionStatus(c->conn);
     return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
 
@@ -96,47 +99,49 @@ static void element_put(struct kb_buf *b, const struct pg_args *a, int i)
     }
 }
 
-static void rows_drop(struct pg *c, size_t to_rows, const size_t *to_len)
+static void rows_drop(struct pg_rows *r, size_t to_rows, const size_t *to_len)
 {
-    for (int i = 0; i < c->rows_cols; i++) {
-        c->rows[i].len = to_len ? to_len[i] : 0;
-        if (c->rows[i].data)
-            c->rows[i].data[c->rows[i].len] = '\0';
+    for (int i = 0; i < r->cols; i++) {
+        r->col[i].len = to_len ? to_len[i] : 0;
+        if (r->col[i].data)
+            r->col[i].data[r->col[i].len] = '\0';
     }
-    c->rows_n = to_rows;
+    r->n = to_rows;
     if (to_rows == 0)
-        c->rows_sql = NULL;
-    if (c->rows_mark_n > to_rows)
-        c->rows_mark_n = to_rows; /* no savepoint after the cut */
+        r->sql = NULL;
+    if (r->mark_n > to_rows)
+        r->mark_n = to_rows; /* no savepoint after the cut */
 }
 
 void pg__rows_free(struct kb_store *s)
 {
     struct pg *c = pg(s);
-    for (int i = 0; i < PG_MAX_ARGS; i++)
-        buf_cleanup(&c->rows[i]);
+    for (int i = 0; i < PG_MAX_ARGS; i++) {
+        buf_cleanup(&c->rows.col[i]);
+        buf_cleanup(&c->crows.col[i]);
+    }
 }
 
 /* The deferred rows as the array parameters of their statement; the
  * column buffers are closed ("}") and must be dropped after. */
-static void rows_args(struct pg *c, struct pg_args *a)
+static void rows_args(struct pg_rows *r, struct pg_args *a)
 {
     *a = (struct pg_args){0};
-    for (int i = 0; i < c->rows_cols; i++) {
-        buf_putc(&c->rows[i], '}');
-        pg_arg_text(a, c->rows[i].data);
+    for (int i = 0; i < r->cols; i++) {
+        buf_putc(&r->col[i], '}');
+        pg_arg_text(a, r->col[i].data);
     }
 }
 
 enum kb_err pg__flush(struct kb_store *s)
 {
     struct pg *c = pg(s);
-    if (c->rows_n == 0)
+    if (c->rows.n == 0)
         return KB_OK;
     struct pg_args a;
-    rows_args(c, &a);
-    enum kb_err err = pg__do(s, c->rows_sql, &a);
-    rows_drop(c, 0, NULL);
+    rows_args(&c->rows, &a);
+    enum kb_err err = pg__do(s, c->rows.sql, &a);
+    rows_drop(&c->rows, 0, NULL);
     return err;
 }
 
@@ -151,18 +156,19 @@ enum kb_err pg__defer(struct kb_store *s, const char *rows_sql, const char *row_
             pg__set_err(s, "text that is not UTF-8");
             return KB_E_INVALID;
         }
-    if (c->rows_n > 0 && (c->rows_sql != rows_sql || c->rows_cols != a->n)) {
+    struct pg_rows *r = &c->rows;
+    if (r->n > 0 && (r->sql != rows_sql || r->cols != a->n)) {
         enum kb_err err = pg__flush(s); /* another statement's rows go first */
         if (err != KB_OK)
             return err;
     }
-    c->rows_sql = rows_sql;
-    c->rows_cols = a->n;
+    r->sql = rows_sql;
+    r->cols = a->n;
     for (int i = 0; i < a->n; i++) {
-        buf_putc(&c->rows[i], c->rows_n ? ',' : '{');
-        element_put(&c->rows[i], a, i);
+        buf_putc(&r->col[i], r->n ? ',' : '{');
+        element_put(&r->col[i], a, i);
     }
-    c->rows_n++;
+    r->n++;
     return KB_OK;
 }
 
@@ -182,69 +188,144 @@ static PGresult *next_result(PGconn *conn)
     return NULL;
 }
 
+/* What one pipeline sends, in order. `prior` steps are the deferred
+ * commit's; the others the caller's. */
+enum step_kind { K_BEGIN, K_LOCK, K_FENCE, K_PREPARE, K_STMT, K_COMMIT };
+struct plan {
+    int n, new_prepared;
+    struct step {
+        enum step_kind kind;
+        bool prior;
+        const char *sql;
+        const struct pg_args *a;
+        char name[16]; /* "": unnamed */
+    } step[12];
+};
+
+static void plan_add(struct plan *p, enum step_kind kind, bool prior)
+{
+    p->step[p->n++] = (struct step){.kind = kind, .prior = prior};
+}
+
+static void plan_begin(struct plan *p, bool prior)
+{
+    plan_add(p, K_BEGIN, prior);
+    plan_add(p, K_LOCK, prior);
+    plan_add(p, K_FENCE, prior);
+}
+
+/* sql with a, prepared first unless it is (or an earlier step does it) */
+static void plan_stmt(struct kb_store *s, struct plan *p, const char *sql,
+                      const struct pg_args *a, bool prior)
+{
+    struct pg *c = pg(s);
+    char name[16];
+    int slot = pg__stmt_slot(s, sql, name);
+    if (slot == c->nprepared) { /* not prepared on the server yet */
+        int k = 0;
+        while (k < p->n && !(p->step[k].kind == K_PREPARE && p->step[k].sql == sql))
+            k++;
+        if (k < p->n) {
+            snprintf(name, sizeof name, "%s", p->step[k].name);
+        } else if (c->nprepared + p->new_prepared < PG_MAX_STMTS) {
+            snprintf(name, sizeof name, "kb%d", c->nprepared + p->new_prepared++);
+            p->step[p->n] = (struct step){.kind = K_PREPARE, .prior = prior, .sql = sql};
+            snprintf(p->step[p->n++].name, sizeof name, "%s", name);
+        } else {
+            name[0] = '\0'; /* every slot taken: unnamed */
+        }
+    }
+    p->step[p->n] = (struct step){.kind = K_STMT, .prior = prior, .sql = sql, .a = a};
+    snprintf(p->step[p->n++].name, sizeof name, "%s", name);
+}
+
+static int send_step(struct pg *c, const struct step *t)
+{
+    static const char SQL_BEGIN[] = "BEGIN", SQL_LOCK[] = WRITE_LOCK, SQL_COMMIT[] = "COMMIT";
+    const char *fence[2] = {c->node, c->boot};
+    const struct pg_args *a = t->a;
+    int n = a ? a->n : 0;
+    const char *const *v = a ? a->v : NULL;
+    const int *len = a ? a->len : NULL, *fmt = a ? a->fmt : NULL;
+    switch (t->kind) {
+    case K_BEGIN:
+        return PQsendQueryParams(c->conn, SQL_BEGIN, 0, NULL, NULL, NULL, NULL, 0);
+    case K_LOCK:
+        return PQsendQueryParams(c->conn, SQL_LOCK, 0, NULL, NULL, NULL, NULL, 0);
+    case K_FENCE:
+        return PQsendQueryParams(c->conn, SQL_FENCE, 2, NULL, fence, NULL, NULL, 0);
+    case K_PREPARE:
+        return PQsendPrepare(c->conn, t->name, t->sql, 0, NULL);
+    case K_STMT:
+        return t->name[0] ? PQsendQueryPrepared(c->conn, t->name, n, v, len, fmt, 0)
+                          : PQsendQueryParams(c->conn, t->sql, n, NULL, v, len, fmt, 0);
+    case K_COMMIT:
+        return PQsendQueryParams(c->conn, SQL_COMMIT, 0, NULL, NULL, NULL, NULL, 0);
+    }
+    return 0;
+}
+
 PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args *a, bool commit,
                        enum kb_err *err)
 {
     struct pg *c = pg(s);
     PGconn *conn = c->conn;
-    bool begin = c->begin_pending;
-    c->begin_pending = false;
-    *err = KB_E_STORE;
-    if (PQstatus(conn) != CONNECTION_OK || !PQenterPipelineMode(conn)) {
-        pg__set_err(s, PQerrorMessage(conn));
-        return NULL;
+    struct plan p = {0};
+    struct pg_args prior_args;
+    bool prior = c->commit_pending;
+    void (*done)(void *, enum kb_err) = c->commit_done;
+    void *done_arg = c->commit_arg;
+    if (prior) { /* the deferred commit first, whole */
+        if (c->commit_begin)
+            plan_begin(&p, true);
+        if (c->crows.n > 0) {
+            rows_args(&c->crows, &prior_args);
+            plan_stmt(s, &p, c->crows.sql, &prior_args, true);
+        }
+        plan_add(&p, K_COMMIT, true);
     }
-    enum { BEGIN, LOCK, FENCE, PREPARE, STMT, COMMIT, NSTEPS };
-    bool step[NSTEPS] = {begin, begin, begin, false, sql != NULL, commit};
-    char name[16] = "";
-    int slot = sql ? pg__stmt_slot(s, sql, name) : 0;
-    bool unnamed = sql && slot == c->nprepared && slot == PG_MAX_STMTS;
-    step[PREPARE] = sql && !unnamed && slot == c->nprepared;
-    const char *fence[2] = {c->node, c->boot};
-    int n = a ? a->n : 0;
-    const char *const *v = a ? a->v : NULL;
-    const int *len = a ? a->len : NULL, *fmt = a ? a->fmt : NULL;
-    int sent = 1;
-    if (begin)
-        sent = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
-               PQsendQueryParams(conn, WRITE_LOCK, 0, NULL, NULL, NULL, NULL, 0) &&
-               PQsendQueryParams(conn, SQL_FENCE, 2, NULL, fence, NULL, NULL, 0);
-    if (sent && step[PREPARE])
-        sent = PQsendPrepare(conn, name, sql, 0, NULL);
-    if (sent && sql)
-        sent = unnamed ? PQsendQueryParams(conn, sql, n, NULL, v, len, fmt, 0)
-                       : PQsendQueryPrepared(conn, name, n, v, len, fmt, 0);
-    if (sent && commit)
-        sent = PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+    if (c->begin_pending)
+        plan_begin(&p, false);
+    if (sql)
+        plan_stmt(s, &p, sql, a, false);
+    if (commit)
+        plan_add(&p, K_COMMIT, false);
+    c->begin_pending = c->commit_pending = false;
+
+    /* a deferred commit that fails aborts the pipeline: what follows it
+     * fails too (its records chained on the failed ones) */
+    enum kb_err e = KB_OK, prior_err = KB_OK;
+    PGresult *out = NULL;
+    int sent = PQstatus(conn) == CONNECTION_OK && PQenterPipelineMode(conn);
+    bool piped = sent;
+    for (int k = 0; sent && k < p.n; k++)
+        sent = send_step(c, &p.step[k]);
     if (sent)
         sent = PQpipelineSync(conn);
-
-    enum kb_err e = KB_OK;
-    PGresult *out = NULL;
     if (!sent) {
         pg__set_err(s, PQerrorMessage(conn));
-        e = KB_E_STORE;
+        e = prior_err = KB_E_STORE;
     }
-    for (int k = 0; sent && k < NSTEPS; k++) {
-        if (!step[k])
-            continue;
+    for (int k = 0; sent && k < p.n; k++) {
+        const struct step *t = &p.step[k];
+        enum kb_err *into = t->prior ? &prior_err : &e;
         PGresult *r = next_result(conn);
         if (!r) {
             pg__set_err(s, PQerrorMessage(conn));
-            e = KB_E_STORE;
+            e = prior_err = KB_E_STORE;
             break;
         }
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_PIPELINE_ABORTED) {
-            if (e == KB_OK)
-                e = KB_E_STORE;
+            if (*into == KB_OK)
+                *into = KB_E_STORE;
         } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-            if (e == KB_OK)
-                e = pg__err_of(s, r);
-        } else if (k == PREPARE) {
-            c->prepared[c->nprepared++] = sql;
+            if (*into == KB_OK)
+                *into = pg__err_of(s, r);
+        } else if (t->kind == K_PREPARE) {
+            c->prepared[c->nprepared++] = t->sql; /* named kb<nprepared> in plan order */
         }
-        if (k == STMT && !out)
+        if (t->kind == K_STMT && !t->prior && !out)
             out = r; /* the caller's, failed or not (its SQLSTATE) */
         else
             PQclear(r);
@@ -253,18 +334,24 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
         PGresult *r = next_result(conn); /* the sync */
         if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
             pg__set_err(s, "PostgreSQL's pipeline answered out of order");
-            e = KB_E_STORE;
+            e = prior_err = KB_E_STORE;
         }
         PQclear(r);
     }
-    if (!PQexitPipelineMode(conn)) {
+    if (piped && !PQexitPipelineMode(conn)) {
         /* results left unread: this session cannot be trusted any more */
         pg__set_err(s, PQerrorMessage(conn));
-        e = KB_E_STORE;
+        e = prior_err = KB_E_STORE;
         PQreset(conn);
         c->nprepared = 0;
         c->listening = false;
         c->node_locked = false;
+    }
+    if (prior) {
+        rows_drop(&c->crows, 0, NULL);
+        if (prior_err != KB_OK && e == KB_OK)
+            e = KB_E_STORE;
+        done(done_arg, prior_err);
     }
     /* a failure leaves the transaction failed (not rolled back): nothing
      * after it runs outside it, and the caller's rollback ends it */
@@ -279,44 +366,98 @@ enum kb_err pg__begin(struct kb_store *s)
     struct pg *c = pg(s);
     if (!pg__conn_ready(s))
         return KB_E_STORE;
-    rows_drop(c, 0, NULL);
+    rows_drop(&c->rows, 0, NULL);
     c->begin_pending = true; /* sent with the first statement (pg__pipeline) */
     return KB_OK;
+}
+
+/* Whether the writer's transaction can commit: false (and rolled back,
+ * *err set) when it failed before its commit, or when it wrote nothing
+ * (*err KB_OK: there is nothing to send). */
+static bool commit_worth_sending(struct kb_store *s, enum kb_err *err)
+{
+    struct pg *c = pg(s);
+    if (!c->begin_pending && PQtransactionStatus(c->conn) != PQTRANS_INTRANS) {
+        /* COMMIT of a failed transaction answers "ROLLBACK": not a success */
+        pg__set_err(s, "the transaction failed before its commit");
+        if (pg__in_tx(s))
+            (void)pg__exec(s, "ROLLBACK");
+        rows_drop(&c->rows, 0, NULL);
+        *err = KB_E_STORE;
+        return false;
+    }
+    if (c->begin_pending && c->rows.n == 0) {
+        c->begin_pending = false; /* nothing was written: nothing to send */
+        *err = KB_OK;
+        return false;
+    }
+    return true;
 }
 
 enum kb_err pg__commit(struct kb_store *s)
 {
     struct pg *c = pg(s);
     enum kb_err err;
-    if (!c->begin_pending && PQtransactionStatus(c->conn) != PQTRANS_INTRANS) {
-        /* COMMIT of a failed transaction answers "ROLLBACK": not a success */
-        pg__set_err(s, "the transaction failed before its commit");
-        if (pg__in_tx(s))
-            (void)pg__exec(s, "ROLLBACK");
-        rows_drop(c, 0, NULL);
-        return KB_E_STORE;
-    }
-    if (c->begin_pending && c->rows_n == 0) {
-        c->begin_pending = false; /* nothing was written: nothing to send */
-        return KB_OK;
-    }
+    if (!commit_worth_sending(s, &err))
+        return err;
     /* the deferred rows and the COMMIT (and the BEGIN, when nothing else
      * was sent) in one round trip */
     struct pg_args a;
     const char *sql = NULL;
-    if (c->rows_n > 0) {
-        rows_args(c, &a);
-        sql = c->rows_sql;
+    if (c->rows.n > 0) {
+        rows_args(&c->rows, &a);
+        sql = c->rows.sql;
     }
     PQclear(pg__pipeline(s, sql, sql ? &a : NULL, true, &err));
-    rows_drop(c, 0, NULL);
+    rows_drop(&c->rows, 0, NULL);
     return err == KB_OK ? KB_OK : KB_E_STORE; /* whatever refused, the commit failed */
+}
+
+bool pg__commit_later(struct kb_store *s, void (*done)(void *, enum kb_err), void *arg,
+                      enum kb_err *err)
+{
+    struct pg *c = pg(s);
+    if (c->commit_pending) {
+        /* an earlier one that nothing carried (this transaction sent
+         * nothing yet): both now, in one round trip, the earlier first */
+        *err = pg__commit(s);
+        pg__commit_flush(s); /* when this one had nothing to send */
+        return false;
+    }
+    if (!commit_worth_sending(s, err))
+        return false;
+    /* the COMMIT (with the BEGIN, lock and fence if nothing was sent, and
+     * the deferred rows) waits for the next transaction's first round
+     * trip: the rows move aside for it */
+    struct pg_rows spare = c->crows;
+    c->crows = c->rows;
+    c->rows = spare;
+    rows_drop(&c->rows, 0, NULL);
+    c->commit_begin = c->begin_pending;
+    c->begin_pending = false;
+    c->commit_pending = true;
+    c->commit_done = done;
+    c->commit_arg = arg;
+    return true;
+}
+
+void pg__commit_flush(struct kb_store *s)
+{
+    enum kb_err err;
+    if (!pg(s)->commit_pending)
+        return;
+    PQclear(pg__pipeline(s, NULL, NULL, false, &err));
+    /* a commit that failed left its transaction open, failed: no later
+     * transaction of this connection may start inside it */
+    PGTransactionStatusType t = PQtransactionStatus(pg(s)->conn);
+    if (t == PQTRANS_INERROR || t == PQTRANS_INTRANS)
+        (void)pg__exec(s, "ROLLBACK");
 }
 
 void pg__rollback(struct kb_store *s)
 {
     struct pg *c = pg(s);
-    rows_drop(c, 0, NULL);
+    rows_drop(&c->rows, 0, NULL);
     c->begin_pending = false;
     if (pg__in_tx(s))
         (void)pg__exec(s, "ROLLBACK");
@@ -325,9 +466,9 @@ void pg__rollback(struct kb_store *s)
 enum kb_err pg__savepoint(struct kb_store *s)
 {
     struct pg *c = pg(s);
-    c->rows_mark_n = c->rows_n;
+    c->rows.mark_n = c->rows.n;
     for (int i = 0; i < PG_MAX_ARGS; i++)
-        c->rows_mark[i] = c->rows[i].len;
+        c->rows.mark[i] = c->rows.col[i].len;
     return pg__exec(s, "SAVEPOINT j");
 }
 
@@ -339,7 +480,7 @@ enum kb_err pg__release(struct kb_store *s)
 enum kb_err pg__rollback_to(struct kb_store *s)
 {
     struct pg *c = pg(s);
-    rows_drop(c, c->rows_mark_n, c->rows_mark); /* the job's deferred rows go with it */
+    rows_drop(&c->rows, c->rows.mark_n, c->rows.mark); /* the job's deferred rows go with it */
     enum kb_err err = pg__exec(s, "ROLLBACK TO j");
     return err == KB_OK ? pg__exec(s, "RELEASE j") : err;
 }

@@ -115,6 +115,21 @@ enum kb_err store_commit(struct kb_store *s)
     return s->be->commit(s);
 }
 
+bool store_commit_later(struct kb_store *s, void (*done)(void *arg, enum kb_err err), void *arg,
+                        enum kb_err *err)
+{
+    if (s->be->commit_later)
+        return s->be->commit_later(s, done, arg, err);
+    *err = s->be->commit(s);
+    return false;
+}
+
+void store_commit_flush(struct kb_store *s)
+{
+    if (s->be->commit_flush)
+        s->be->commit_flush(s);
+}
+
 void store_rollback(struct kb_store *s)
 {
     s->be->rollback(s);

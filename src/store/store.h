@@ -109,6 +109,19 @@ unsigned store_caps(const struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_begin(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_commit(struct kb_store *s);
 void store_rollback(struct kb_store *s);
+/*
+ * Commits as store_commit, except that a backend that pays a round trip
+ * per exchange (PostgreSQL) may send the COMMIT with the next
+ * transaction's first round trip. false: it committed (or failed) now,
+ * *err says which. true: done(arg, err) is called exactly once, on this
+ * thread, when the outcome is known: from inside a later call on s (the
+ * next transaction's first statement, or its commit) or from
+ * store_commit_flush. A transaction after a failed deferred commit fails.
+ */
+bool store_commit_later(struct kb_store *s, void (*done)(void *arg, enum kb_err err), void *arg,
+                        enum kb_err *err);
+/* Sends a deferred commit now (if any) and calls its done. */
+void store_commit_flush(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_savepoint(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_release(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_rollback_to(struct kb_store *s);

@@ -19,6 +19,14 @@
  * batch: every job gets KB_E_AUDIT_UNAVAILABLE. The thread keeps going; the
  * next batch simply tries again, so recovery needs nothing.
  *
+ * Deferred commit: where a round trip costs more than the work
+ * (PostgreSQL), a batch's COMMIT goes with the next batch's first round
+ * trip (store_commit_later), so that a batch costs one round trip less;
+ * the batch is completed once its outcome is known (pending_done). With no
+ * next batch in the queue it is sent at once (store_commit_flush). A batch
+ * whose deferred commit failed fails the batch that carried it too, since
+ * its audit records chained on the failed one's.
+ *
  * Backend upkeep: between batches the writer lets its backend do what it
  * runs beside the writer (store_writer_idle; SQLite: the WAL checkpointer,
  * sqlite_wal.c). The transactions themselves are the backend's explicit
@@ -83,6 +91,13 @@ struct kb_writer {
     bool idle; /* the thread waits on cond */
     kb_writer_commit_cb hook;
     void *hook_arg;
+    /* a batch whose COMMIT the backend sends with the next batch's first
+     * round trip (store_commit_later), until its outcome is known (writer
+     * thread) */
+    struct job *pending;
+    int64_t pending_t0;
+    int64_t pending_head;
+    bool pending_known;
     void *upkeep; /* the backend's, beside this connection (store_writer_attach) */
     /* readiness (writer_failing_since, writer_probe) */
     _Atomic int64_t failing_since; /* clock_now_ms of the first failed batch since the last
@@ -195,8 +210,67 @@ static enum kb_err run_groups(struct kb_writer *w, struct kb_store *s, struct jo
     }
 }
 
-/* Runs one batch in one transaction; sets every job's err. */
-static void run_batch(struct kb_writer *w, struct job *batch)
+/* Writer thread: the batch committed (ok) or not: every job's result,
+ * readiness, the commit hook, then the answers. `deferred`: called from
+ * the backend once a deferred commit's outcome is known, inside the next
+ * transaction: nothing here may use the store then. */
+static void batch_end(struct kb_writer *w, struct job *batch, bool ok, bool began,
+                      enum kb_err unguarded, int64_t t0, int64_t head, bool head_known,
+                      bool deferred)
+{
+    struct kb_store *s = w->store;
+    metrics_observe(KB_H_COMMIT, clock_mono_us() - t0);
+    if (!ok) {
+        store_audit_head_drop(s); /* memory only */
+        const char *why = store_last_error(s);
+        if (!deferred)
+            store_rollback(s);
+        if (unguarded != KB_OK)
+            kb_log(KB_LOG_ERROR, "an unguarded store job failed; answering audit_unavailable",
+                   "code", kb_strerror(unguarded), NULL);
+        else
+            kb_log(KB_LOG_ERROR,
+                   began ? "store batch failed; answering audit_unavailable"
+                         : "store unreachable; answering store_unavailable",
+                   "error", why, NULL);
+        /* nothing could even begin (a store server that does not answer):
+         * the store is unavailable; a batch that began and failed could
+         * not make its audit records durable */
+        for (struct job *j = batch; j; j = j->next)
+            j->err = began ? KB_E_AUDIT_UNAVAILABLE : KB_E_STORE;
+        int64_t zero = 0; /* keep the first failure's time */
+        int64_t now = clock_now_ms();
+        atomic_compare_exchange_strong(&w->failing_since, &zero, now > 0 ? now : 1);
+    } else {
+        if (atomic_load_explicit(&w->failing_since, memory_order_relaxed) != 0) {
+            atomic_store(&w->failing_since, 0);
+            kb_log(KB_LOG_INFO, "store commits again", NULL);
+        }
+        if (w->hook)
+            w->hook(head, head_known, w->hook_arg);
+    }
+    if (deferred)
+        complete_all(batch); /* the loop completes the others */
+}
+
+/* Backend: the outcome of the pending batch's deferred commit. */
+static void pending_done(void *arg, enum kb_err err)
+{
+    struct kb_writer *w = arg;
+    struct job *batch = w->pending;
+    w->pending = NULL;
+    batch_end(w, batch, err == KB_OK, true, KB_OK, w->pending_t0, w->pending_head,
+              w->pending_known, true);
+}
+
+/*
+ * Runs one batch in one transaction; sets every job's err. With `later`,
+ * a batch that ran whole may leave its commit to the backend to send with
+ * the next batch's first round trip (store_commit_later): it is then the
+ * pending batch, completed by pending_done, and true is returned. False:
+ * the batch is over, its completion is the caller's.
+ */
+static bool run_batch(struct kb_writer *w, struct job *batch, bool later)
 {
     struct kb_store *s = w->store;
     int64_t t0 = clock_mono_us();
@@ -266,37 +340,29 @@ static void run_batch(struct kb_writer *w, struct job *batch)
             break;
         }
     }
-    if (ok && store_commit(s) != KB_OK)
+    int64_t head = 0;
+    bool head_known = false;
+    if (ok && w->hook) {
+        uint8_t hash[KB_HASH_LEN];
+        head_known = store_audit_last(s, &head, hash) == KB_OK; /* memory, as a rule */
+    }
+    if (ok && later) {
+        /* an older pending batch may be completed inside (pending_done):
+         * this one is pending only once the call returns */
+        enum kb_err err = KB_OK;
+        if (store_commit_later(s, pending_done, w, &err)) {
+            w->pending = batch;
+            w->pending_t0 = t0;
+            w->pending_head = head;
+            w->pending_known = head_known;
+            return true;
+        }
+        ok = err == KB_OK;
+    } else if (ok && store_commit(s) != KB_OK) {
         ok = false;
-    metrics_observe(KB_H_COMMIT, clock_mono_us() - t0);
-    if (!ok) {
-        store_audit_head_drop(s);
-        const char *why = store_last_error(s);
-        store_rollback(s);
-        if (unguarded != KB_OK)
-            kb_log(KB_LOG_ERROR, "an unguarded store job failed; answering audit_unavailable",
-                   "code", kb_strerror(unguarded), NULL);
-        else
-            kb_log(KB_LOG_ERROR,
-                   began ? "store batch failed; answering audit_unavailable"
-                         : "store unreachable; answering store_unavailable",
-                   "error", why, NULL);
-        /* nothing could even begin (a store server that does not answer):
-         * the store is unavailable; a batch that began and failed could
-         * not make its audit records durable */
-        for (struct job *j = batch; j; j = j->next)
-            j->err = began ? KB_E_AUDIT_UNAVAILABLE : KB_E_STORE;
-        int64_t zero = 0; /* keep the first failure's time */
-        int64_t now = clock_now_ms();
-        atomic_compare_exchange_strong(&w->failing_since, &zero, now > 0 ? now : 1);
-        return;
     }
-    if (atomic_load_explicit(&w->failing_since, memory_order_relaxed) != 0) {
-        atomic_store(&w->failing_since, 0);
-        kb_log(KB_LOG_INFO, "store commits again", NULL);
-    }
-    if (w->hook)
-        w->hook(w->store, w->hook_arg);
+    batch_end(w, batch, ok, began, unguarded, t0, head, head_known, false);
+    return false;
 }
 
 static void *writer_main(void *arg)
@@ -305,12 +371,24 @@ static void *writer_main(void *arg)
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->head && !w->stopping) {
+            if (w->pending) {
+                /* no next batch to carry the pending COMMIT: send it now */
+                pthread_mutex_unlock(&w->mu);
+                store_commit_flush(w->store);
+                pthread_mutex_lock(&w->mu);
+                continue;
+            }
             w->idle = true;
             pthread_cond_wait(&w->cond, &w->mu);
             w->idle = false;
         }
-        if (!w->head)
-            break; /* stopping, and everything submitted has run */
+        if (!w->head) {
+            /* stopping, and everything submitted has run */
+            pthread_mutex_unlock(&w->mu);
+            store_commit_flush(w->store);
+            pthread_mutex_lock(&w->mu);
+            break;
+        }
         struct job *batch = w->head, *last = batch;
         for (int n = 1; n < w->max_batch && last->next; n++)
             last = last->next;
@@ -320,18 +398,19 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&w->mu);
 
-        run_batch(w, batch);
-        /* A fire-and-forget job owns its argument (it frees it): one that
-         * an earlier job's failure kept from running runs now, alone, so it
-         * is neither lost nor leaked. */
-        for (struct job *j = batch; j; j = j->next)
-            if (!j->ran && !j->done) {
-                struct job *rest = j->next;
-                j->next = NULL;
-                run_batch(w, j);
-                j->next = rest;
-            }
-        complete_all(batch);
+        if (!run_batch(w, batch, true)) {
+            /* A fire-and-forget job owns its argument (it frees it): one
+             * that an earlier job's failure kept from running runs now,
+             * alone, so it is neither lost nor leaked. */
+            for (struct job *j = batch; j; j = j->next)
+                if (!j->ran && !j->done) {
+                    struct job *rest = j->next;
+                    j->next = NULL;
+                    run_batch(w, j, false);
+                    j->next = rest;
+                }
+            complete_all(batch);
+        }
         store_writer_idle(w->store, w->upkeep); /* the backend's upkeep (WAL) */
         pthread_mutex_lock(&w->mu);
     }

@@ -46,12 +46,14 @@ KB_MUSTCHECK enum kb_err writer_new(const char *path, const char *synchronous, i
                                     struct kb_writer **out, char **errmsg);
 
 /*
- * Runs on the writer thread after each batch that committed, outside any
- * transaction, with the writer's connection, before the batch's `done`
- * callbacks are queued: for work that must follow durability and must not
- * be undone by a rollback (the audit JSONL sink, audit_sink_commit).
+ * Runs on the writer thread after each batch that committed, before the
+ * batch's `done` callbacks are queued, with the last seq of the writer's
+ * audit chain the batch committed (known false: the writer could not
+ * tell): for work that must follow durability and must not be undone by a
+ * rollback (the audit JSONL sink, audit_sink_commit). It must not use the
+ * store: it may run while the next batch's transaction is open.
  */
-typedef void (*kb_writer_commit_cb)(struct kb_store *s, void *arg);
+typedef void (*kb_writer_commit_cb)(int64_t last_seq, bool known, void *arg);
 
 /* Installs the commit hook (one; NULL removes it). Main thread, before the
  * first writer_submit. */
