@@ -218,7 +218,7 @@ PGresult *pg__run(struct kb_store *s, const char *sql, const struct pg_args *a, 
 {
     struct pg *c = pg(s);
     *err = KB_E_STORE;
-    if (c->begin_pending || c->commit_pending) /* they go with this statement (pg_txn.c) */
+    if (c->begin_pending || c->commit_pending || c->queue.n) /* they go with it (pg_txn.c) */
         return pg__pipeline(s, sql, a, false, err);
     if (!pg__conn_ready(s))
         return NULL;
@@ -260,7 +260,7 @@ enum kb_err pg__do(struct kb_store *s, const char *sql, const struct pg_args *a)
 enum kb_err pg__exec(struct kb_store *s, const char *sql)
 {
     struct pg *c = pg(s);
-    if (c->begin_pending || c->commit_pending) { /* what the writer deferred first */
+    if (c->begin_pending || c->commit_pending || c->queue.n) { /* what the writer deferred */
         enum kb_err err;
         PQclear(pg__pipeline(s, NULL, NULL, false, &err));
         if (err != KB_OK)

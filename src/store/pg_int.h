@@ -27,6 +27,15 @@
 #define PG_MAX_ARGS 24
 #define PG_MAX_STMTS 128
 
+/* Statement parameters, built in order. Text unless set as bytea. */
+struct pg_args {
+    int n;
+    const char *v[PG_MAX_ARGS];
+    int len[PG_MAX_ARGS];
+    int fmt[PG_MAX_ARGS];
+    char num[PG_MAX_ARGS][24];
+};
+
 /* Rows deferred to a commit: one array literal per column (pg__defer). */
 struct pg_rows {
     const char *sql; /* the INSERT ... SELECT * FROM unnest(...) they go to */
@@ -34,6 +43,19 @@ struct pg_rows {
     int cols;
     size_t n;
     size_t mark_n, mark[PG_MAX_ARGS]; /* at the open savepoint */
+};
+
+/* Statements of the writer's transaction whose result nobody reads, sent
+ * with the next round trip (pg__queue): their parameters copied. */
+#define PG_QUEUE_MAX 8
+struct pg_queue {
+    struct pg_queued {
+        const char *sql;
+        struct pg_args a; /* values point into buf */
+        char *buf;        /* owned */
+    } q[PG_QUEUE_MAX];
+    int n;
+    int mark; /* n at the open savepoint */
 };
 
 /* A connection: the base every backend's starts with, then PostgreSQL's. */
@@ -52,9 +74,11 @@ struct pg {
     /* the writer's transactions (pg_txn.c) */
     bool begin_pending;    /* its BEGIN, lock and fence are not sent yet */
     struct pg_rows rows;   /* rows deferred to its commit (pg__defer) */
+    struct pg_queue queue; /* statements sent with its next round trip (pg__queue) */
     bool commit_pending;   /* the last one's COMMIT is deferred (pg__commit_later) */
     bool commit_begin;     /* ... and so are its BEGIN, lock and fence */
     struct pg_rows crows;  /* ... and its deferred rows */
+    struct pg_queue cqueue; /* ... and its queued statements */
     void (*commit_done)(void *arg, enum kb_err err);
     void *commit_arg;
     void *audit;       /* pg_audit.c's state; freed by pg__audit_free */
@@ -66,14 +90,6 @@ static inline struct pg *pg(struct kb_store *s)
     return (struct pg *)s;
 }
 
-/* Statement parameters, built in order. Text unless set as bytea. */
-struct pg_args {
-    int n;
-    const char *v[PG_MAX_ARGS];
-    int len[PG_MAX_ARGS];
-    int fmt[PG_MAX_ARGS];
-    char num[PG_MAX_ARGS][24];
-};
 void pg_arg_i64(struct pg_args *a, int64_t x);
 void pg_arg_bool(struct pg_args *a, bool x);
 void pg_arg_text(struct pg_args *a, const char *s); /* NULL: SQL NULL */
@@ -105,6 +121,12 @@ enum kb_err pg__exec(struct kb_store *s, const char *sql);
  */
 enum kb_err pg__defer(struct kb_store *s, const char *rows_sql, const char *row_sql,
                       const struct pg_args *a);
+/* Queues `sql` with a (copied) in the writer's transaction, to be sent
+ * with its next round trip (the next statement's, or the commit's): for a
+ * statement whose result nobody reads (pg_admit.c's settlements). Its
+ * failure fails the call that carries it, as KB_E_STORE, and with it the
+ * transaction. Outside a transaction it runs at once. */
+enum kb_err pg__queue(struct kb_store *s, const char *sql, const struct pg_args *a);
 /* Inserts what is deferred now (before a statement that reads it back). */
 enum kb_err pg__flush(struct kb_store *s);
 void pg__rows_free(struct kb_store *s);

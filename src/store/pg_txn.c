@@ -113,9 +113,13 @@ static void rows_drop(struct pg_rows *r, size_t to_rows, const size_t *to_len)
         r->mark_n = to_rows; /* no savepoint after the cut */
 }
 
+static void queue_drop(struct pg_queue *q, int to);
+
 void pg__rows_free(struct kb_store *s)
 {
     struct pg *c = pg(s);
+    queue_drop(&c->queue, 0);
+    queue_drop(&c->cqueue, 0);
     for (int i = 0; i < PG_MAX_ARGS; i++) {
         buf_cleanup(&c->rows.col[i]);
         buf_cleanup(&c->crows.col[i]);
@@ -172,6 +176,52 @@ enum kb_err pg__defer(struct kb_store *s, const char *rows_sql, const char *row_
     return KB_OK;
 }
 
+/* ---- queued statements ---- */
+
+static void queue_drop(struct pg_queue *q, int to)
+{
+    for (int i = to; i < q->n; i++) {
+        free(q->q[i].buf);
+        q->q[i].buf = NULL;
+    }
+    q->n = to;
+    if (q->mark > to)
+        q->mark = to;
+}
+
+enum kb_err pg__queue(struct kb_store *s, const char *sql, const struct pg_args *a)
+{
+    struct pg *c = pg(s);
+    if (!pg__in_tx(s))
+        return pg__do(s, sql, a);
+    if (c->queue.n == PG_QUEUE_MAX) { /* full: send what is queued first */
+        enum kb_err err;
+        PQclear(pg__pipeline(s, NULL, NULL, false, &err));
+        if (err != KB_OK)
+            return KB_E_STORE;
+    }
+    struct pg_queued *e = &c->queue.q[c->queue.n++];
+    size_t total = 0;
+    int len[PG_MAX_ARGS];
+    for (int i = 0; i < a->n; i++) {
+        len[i] = !a->v[i] ? 0 : a->fmt[i] == 1 ? a->len[i] : (int)strlen(a->v[i]) + 1;
+        total += (size_t)len[i];
+    }
+    e->sql = sql;
+    e->buf = kb_malloc(total ? total : 1);
+    e->a = (struct pg_args){.n = a->n};
+    char *p = e->buf;
+    for (int i = 0; i < a->n; i++) {
+        e->a.fmt[i] = a->fmt[i];
+        e->a.len[i] = a->len[i];
+        e->a.v[i] = a->v[i] ? p : NULL;
+        if (a->v[i])
+            memcpy(p, a->v[i], (size_t)len[i]);
+        p += len[i];
+    }
+    return KB_OK;
+}
+
 /* ---- the pipeline ---- */
 
 /* Reads one result of the pipeline: the next non-NULL one (NULLs end each
@@ -198,8 +248,9 @@ struct plan {
         bool prior;
         const char *sql;
         const struct pg_args *a;
+        bool queued;   /* a queued statement: its failure is KB_E_STORE */
         char name[16]; /* "": unnamed */
-    } step[12];
+    } step[3 + 2 * PG_QUEUE_MAX + 3 + 3 + 2 * PG_QUEUE_MAX + 3];
 };
 
 static void plan_add(struct plan *p, enum step_kind kind, bool prior)
@@ -216,7 +267,7 @@ static void plan_begin(struct plan *p, bool prior)
 
 /* sql with a, prepared first unless it is (or an earlier step does it) */
 static void plan_stmt(struct kb_store *s, struct plan *p, const char *sql,
-                      const struct pg_args *a, bool prior)
+                      const struct pg_args *a, bool prior, bool queued)
 {
     struct pg *c = pg(s);
     char name[16];
@@ -235,7 +286,8 @@ static void plan_stmt(struct kb_store *s, struct plan *p, const char *sql,
             name[0] = '\0'; /* every slot taken: unnamed */
         }
     }
-    p->step[p->n] = (struct step){.kind = K_STMT, .prior = prior, .sql = sql, .a = a};
+    p->step[p->n] =
+        (struct step){.kind = K_STMT, .prior = prior, .sql = sql, .a = a, .queued = queued};
     snprintf(p->step[p->n++].name, sizeof name, "%s", name);
 }
 
@@ -278,16 +330,20 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
     if (prior) { /* the deferred commit first, whole */
         if (c->commit_begin)
             plan_begin(&p, true);
+        for (int i = 0; i < c->cqueue.n; i++)
+            plan_stmt(s, &p, c->cqueue.q[i].sql, &c->cqueue.q[i].a, true, true);
         if (c->crows.n > 0) {
             rows_args(&c->crows, &prior_args);
-            plan_stmt(s, &p, c->crows.sql, &prior_args, true);
+            plan_stmt(s, &p, c->crows.sql, &prior_args, true, false);
         }
         plan_add(&p, K_COMMIT, true);
     }
     if (c->begin_pending)
         plan_begin(&p, false);
+    for (int i = 0; i < c->queue.n; i++)
+        plan_stmt(s, &p, c->queue.q[i].sql, &c->queue.q[i].a, false, true);
     if (sql)
-        plan_stmt(s, &p, sql, a, false);
+        plan_stmt(s, &p, sql, a, false, false);
     if (commit)
         plan_add(&p, K_COMMIT, false);
     c->begin_pending = c->commit_pending = false;
@@ -322,6 +378,8 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
         } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
             if (*into == KB_OK)
                 *into = pg__err_of(s, r);
+            if (t->queued)
+                *into = KB_E_STORE; /* not the carrier's own failure */
         } else if (t->kind == K_PREPARE) {
             c->prepared[c->nprepared++] = t->sql; /* named kb<nprepared> in plan order */
         }
@@ -347,8 +405,10 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
         c->listening = false;
         c->node_locked = false;
     }
+    queue_drop(&c->queue, 0); /* sent (or failed with the transaction) */
     if (prior) {
         rows_drop(&c->crows, 0, NULL);
+        queue_drop(&c->cqueue, 0);
         if (prior_err != KB_OK && e == KB_OK)
             e = KB_E_STORE;
         done(done_arg, prior_err);
@@ -380,13 +440,14 @@ static bool commit_worth_sending(struct kb_store *s, enum kb_err *err)
     if (!c->begin_pending && PQtransactionStatus(c->conn) != PQTRANS_INTRANS) {
         /* COMMIT of a failed transaction answers "ROLLBACK": not a success */
         pg__set_err(s, "the transaction failed before its commit");
+        queue_drop(&c->queue, 0);
+        rows_drop(&c->rows, 0, NULL);
         if (pg__in_tx(s))
             (void)pg__exec(s, "ROLLBACK");
-        rows_drop(&c->rows, 0, NULL);
         *err = KB_E_STORE;
         return false;
     }
-    if (c->begin_pending && c->rows.n == 0) {
+    if (c->begin_pending && c->rows.n == 0 && c->queue.n == 0) {
         c->begin_pending = false; /* nothing was written: nothing to send */
         *err = KB_OK;
         return false;
@@ -433,6 +494,10 @@ bool pg__commit_later(struct kb_store *s, void (*done)(void *, enum kb_err), voi
     c->crows = c->rows;
     c->rows = spare;
     rows_drop(&c->rows, 0, NULL);
+    struct pg_queue q = c->cqueue; /* empty: its statements were sent */
+    c->cqueue = c->queue;
+    c->queue = q;
+    c->cqueue.mark = 0;
     c->commit_begin = c->begin_pending;
     c->begin_pending = false;
     c->commit_pending = true;
@@ -458,6 +523,7 @@ void pg__rollback(struct kb_store *s)
 {
     struct pg *c = pg(s);
     rows_drop(&c->rows, 0, NULL);
+    queue_drop(&c->queue, 0);
     c->begin_pending = false;
     if (pg__in_tx(s))
         (void)pg__exec(s, "ROLLBACK");
@@ -469,7 +535,9 @@ enum kb_err pg__savepoint(struct kb_store *s)
     c->rows.mark_n = c->rows.n;
     for (int i = 0; i < PG_MAX_ARGS; i++)
         c->rows.mark[i] = c->rows.col[i].len;
-    return pg__exec(s, "SAVEPOINT j");
+    enum kb_err err = pg__exec(s, "SAVEPOINT j"); /* sends what is queued first */
+    c->queue.mark = c->queue.n;
+    return err;
 }
 
 enum kb_err pg__release(struct kb_store *s)
@@ -481,6 +549,7 @@ enum kb_err pg__rollback_to(struct kb_store *s)
 {
     struct pg *c = pg(s);
     rows_drop(&c->rows, c->rows.mark_n, c->rows.mark); /* the job's deferred rows go with it */
+    queue_drop(&c->queue, c->queue.mark);
     enum kb_err err = pg__exec(s, "ROLLBACK TO j");
     return err == KB_OK ? pg__exec(s, "RELEASE j") : err;
 }

@@ -1,0 +1,317 @@
+/*
+ * test_writer_pg.c - the writer on PostgreSQL, where a batch's COMMIT goes
+ * with the next batch's first round trip (store_commit_later, pg_txn.c):
+ * each job's callback still follows its batch's durability, in submission
+ * order; a deferred commit that fails fails its batch and the batch that
+ * carried it, and the writer recovers; a deferred commit with no batch to
+ * carry it is sent at once, and at writer_free.
+ *
+ * Two "gate" jobs hold the writer thread inside a batch, so that the test
+ * knows which jobs share a batch and which batch carries which commit.
+ */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+
+#include "pg_fixture.h"
+#include "store/audit_store.h"
+#include "store/pg_int.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+static char g_url[256];
+
+static int64_t sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int64_t sql(const char *fmt, ...)
+{
+    char q[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q, sizeof q, fmt, ap);
+    va_end(ap);
+    PGconn *c = PQconnectdb(g_url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, q);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
+    assert_true(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK);
+    int64_t v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
+                    ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                    : 0;
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    assert_int_equal(test_pg_fresh(g_url, sizeof g_url), 0);
+    struct kb_store *s = NULL;
+    assert_int_equal(store_open(g_url, "normal", true, &s, NULL), KB_OK); /* the schema */
+    store_close(s);
+    sql("CREATE TABLE t (v bigint PRIMARY KEY)");
+    return 0;
+}
+
+/* ---- jobs ---- */
+
+struct item {
+    int64_t v;         /* inserted into t (or the audit seq) */
+    enum kb_err got;   /* what done saw */
+    bool called;       /* done ran */
+    int64_t seen;      /* rows of t with v, read by done (another connection) */
+    int order;         /* done's turn */
+    int *counter;      /* incremented by done */
+    struct event_base *base;
+    int target;
+};
+
+static const char SQL_T_INSERT[] = "INSERT INTO t (v) VALUES ($1::bigint)";
+
+static enum kb_err job_insert(struct kb_store *s, void *arg)
+{
+    struct item *it = arg;
+    struct pg_args a = {0};
+    pg_arg_i64(&a, it->v);
+    return pg__do(s, SQL_T_INSERT, &a) == KB_OK ? KB_OK : KB_E_STORE;
+}
+
+/* an audit record of seq it->v, deferred to the commit (the writer's
+ * chain head is cached: store_audit_head_sync) */
+static enum kb_err job_audit(struct kb_store *s, void *arg)
+{
+    struct item *it = arg;
+    struct kb_audit_rec rec = {.kind = KB_AUDIT_PROXY,
+                               .ts_ms = 1,
+                               .action = "proxy.request",
+                               .key_id = "vk_w",
+                               .decision = "allowed",
+                               .settled = -1};
+    uint8_t hash[KB_HASH_LEN] = {7};
+    return store_audit_insert(s, it->v, 0, &rec, hash);
+}
+
+static void on_done(void *arg, enum kb_err err)
+{
+    struct item *it = arg;
+    it->got = err;
+    it->called = true;
+    it->order = ++*it->counter;
+    it->seen = sql("SELECT count(*) FROM t WHERE v = %lld", (long long)it->v);
+    if (*it->counter >= it->target)
+        event_base_loopbreak(it->base);
+}
+
+/* Holds the writer thread until opened. */
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool entered, open;
+};
+
+static enum kb_err job_gate(struct kb_store *s, void *arg)
+{
+    (void)s;
+    struct gate *g = arg;
+    pthread_mutex_lock(&g->mu);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    return KB_OK;
+}
+
+static void gate_init(struct gate *g)
+{
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    g->entered = g->open = false;
+}
+
+static void gate_wait_entered(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->entered)
+        pthread_cond_wait(&g->cond, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static struct kb_writer *start(void)
+{
+    struct kb_writer *w = NULL;
+    char *err = NULL;
+    assert_int_equal(writer_new(g_url, "normal", 64, &w, &err), KB_OK);
+    return w;
+}
+
+static void run_until(struct event_base *base, int *counter, int target)
+{
+    struct timeval tv = {10, 0};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+    if (*counter < target)
+        fail_msg("timed out: %d of %d callbacks", *counter, target);
+}
+
+static void item_init(struct item *it, int64_t v, int *counter, struct event_base *base,
+                      int target)
+{
+    memset(it, 0, sizeof *it);
+    it->v = v;
+    it->got = KB_E__COUNT;
+    it->counter = counter;
+    it->base = base;
+    it->target = target;
+}
+
+/*
+ * Batch 1 = [gate1], batch 2 = [a1, a2, gate2], batch 3 = [b]: batch 2's
+ * COMMIT waits for batch 3, which is queued while gate2 holds the writer.
+ * `a_job` is a1's and a2's job.
+ */
+static struct gate g1, g2; /* the writer thread may still hold them when the test moves on */
+
+static void three_batches(struct kb_writer_port *p, kb_job_fn a_job, struct item *a,
+                          struct item *b)
+{
+    gate_init(&g1);
+    gate_init(&g2);
+    writer_submit(p, job_gate, NULL, &g1);
+    gate_wait_entered(&g1);
+    writer_submit_unguarded(p, a_job, on_done, &a[0]);
+    writer_submit_unguarded(p, a_job, on_done, &a[1]);
+    writer_submit(p, job_gate, NULL, &g2);
+    gate_open(&g1);
+    gate_wait_entered(&g2);
+    writer_submit_unguarded(p, job_insert, on_done, b);
+    gate_open(&g2);
+}
+
+/* Each callback follows its own batch's commit, in submission order, with
+ * a commit carried by the next batch's round trip. */
+static void test_deferred_commit_in_order(void **state)
+{
+    (void)state;
+    struct kb_writer *w = start();
+    struct event_base *base = event_base_new();
+    struct kb_writer_port *p = writer_port_new(w, base);
+    int counter = 0;
+    struct item a[2], b;
+    item_init(&a[0], 1, &counter, base, 3);
+    item_init(&a[1], 2, &counter, base, 3);
+    item_init(&b, 3, &counter, base, 3);
+    three_batches(p, job_insert, a, &b);
+    run_until(base, &counter, 3);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(a[i].got, KB_OK);
+        assert_int_equal(a[i].order, i + 1);
+        assert_int_equal(a[i].seen, 1); /* durable when its callback ran */
+    }
+    assert_int_equal(b.got, KB_OK);
+    assert_int_equal(b.order, 3);
+    assert_int_equal(b.seen, 1);
+    assert_int_equal(writer_failing_since(w), 0);
+    writer_port_free(p);
+    writer_free(w);
+    event_base_free(base);
+}
+
+/* A deferred commit that fails (its audit rows collide with a record
+ * already there) fails its batch and the batch that carried it; the next
+ * batch commits. */
+static void test_deferred_commit_fails_carrier(void **state)
+{
+    (void)state;
+    struct kb_writer *w = start();
+    struct event_base *base = event_base_new();
+    struct kb_writer_port *p = writer_port_new(w, base);
+    int counter = 0;
+    /* record 1 of the chain, committed; the writer caches the head */
+    struct item first;
+    item_init(&first, 1, &counter, base, 1);
+    writer_submit_unguarded(p, job_audit, on_done, &first);
+    run_until(base, &counter, 1);
+    assert_int_equal(first.got, KB_OK);
+    /* a2 appends record 1 again: the unique (node, seq) refuses it at the
+     * deferred commit */
+    counter = 0;
+    struct item a[2], b;
+    item_init(&a[0], 2, &counter, base, 3);
+    item_init(&a[1], 1, &counter, base, 3);
+    item_init(&b, 30, &counter, base, 3);
+    three_batches(p, job_audit, a, &b);
+    run_until(base, &counter, 3);
+    assert_int_equal(a[0].got, KB_E_AUDIT_UNAVAILABLE);
+    assert_int_equal(a[1].got, KB_E_AUDIT_UNAVAILABLE);
+    assert_int_not_equal(b.got, KB_OK); /* it chained on what failed */
+    assert_int_equal(b.seen, 0);
+    assert_int_equal(sql("SELECT count(*) FROM audit"), 1);
+    assert_int_not_equal(writer_failing_since(w), 0);
+    /* then the writer commits again */
+    counter = 0;
+    struct item c;
+    item_init(&c, 40, &counter, base, 1);
+    writer_submit_unguarded(p, job_insert, on_done, &c);
+    run_until(base, &counter, 1);
+    assert_int_equal(c.got, KB_OK);
+    assert_int_equal(c.seen, 1);
+    assert_int_equal(writer_failing_since(w), 0);
+    writer_port_free(p);
+    writer_free(w);
+    event_base_free(base);
+}
+
+/* With nothing queued behind it, a deferred commit is sent at once; a
+ * fire-and-forget job is durable once writer_free returns. */
+static void test_deferred_commit_alone_and_at_free(void **state)
+{
+    (void)state;
+    struct kb_writer *w = start();
+    struct event_base *base = event_base_new();
+    struct kb_writer_port *p = writer_port_new(w, base);
+    int counter = 0;
+    struct item a;
+    item_init(&a, 7, &counter, base, 1);
+    writer_submit_unguarded(p, job_insert, on_done, &a);
+    run_until(base, &counter, 1);
+    assert_int_equal(a.got, KB_OK);
+    assert_int_equal(a.seen, 1);
+    struct item last;
+    item_init(&last, 8, &counter, base, 99);
+    writer_submit_unguarded(p, job_insert, NULL, &last);
+    writer_port_free(p);
+    writer_free(w);
+    assert_int_equal(sql("SELECT count(*) FROM t WHERE v = 8"), 1);
+    event_base_free(base);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_deferred_commit_in_order, setup),
+        cmocka_unit_test_setup(test_deferred_commit_fails_carrier, setup),
+        cmocka_unit_test_setup(test_deferred_commit_alone_and_at_free, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
