@@ -86,8 +86,10 @@ enum kb_err pg__admit(struct kb_store *s, struct kb_admit *v, size_t n)
         pg_arg_text(&a, pg(s)->node);
         pg_arg_text(&a, pg(s)->boot);
         PGresult *r = pg__run(s, SQL_ADMIT, &a, &err);
-        if (err == KB_OK && PQntuples(r) != (int)nsimple)
+        if (err == KB_OK && PQntuples(r) != (int)nsimple) {
+            pg__set_err(s, "kb_admit answered another number of rows than it was asked");
             err = KB_E_STORE;
+        }
         for (size_t i = 0, row = 0; err == KB_OK && i < n; i++) {
             if (!simple[i])
                 continue;
@@ -96,6 +98,7 @@ enum kb_err pg__admit(struct kb_store *s, struct kb_admit *v, size_t n)
                                                   KB_E_CAP_EXHAUSTED};
             int64_t o = pg__i64(r, (int)row, 0);
             if (o < 0 || o > 3) {
+                pg__set_err(s, "kb_admit answered an unknown outcome");
                 err = KB_E_STORE;
                 break;
             }

@@ -383,7 +383,7 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
         } else if (t->kind == K_PREPARE) {
             c->prepared[c->nprepared++] = t->sql; /* named kb<nprepared> in plan order */
         }
-        if (t->kind == K_STMT && !t->prior && !out)
+        if (t->kind == K_STMT && !t->prior && !t->queued && !out)
             out = r; /* the caller's, failed or not (its SQLSTATE) */
         else
             PQclear(r);

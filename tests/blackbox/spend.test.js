@@ -45,6 +45,31 @@ describe('spend caps', () => {
       body: `amount=${amount}&currency=${currency}`,
     });
 
+  it('a steady stream (admissions and settlements interleaved in the batches) stops at the cap exactly', async () => {
+    // 8 clients, each sending its next payment as soon as the last is
+    // answered: the store writer's batches then hold some requests'
+    // settlements and others' admissions together (on PostgreSQL, one
+    // round trip carries both). Whatever the mix, $500 / $10 is 50.
+    const key = await d.issueKey({ label: uniquePrefix('stream'), vendor: 'stripe', daily_usd_cap: 500, allowed_endpoints: ['POST /v1/payment_intents'] });
+    let forwarded = 0;
+    const client = async () => {
+      for (let refused = 0; refused < 3; ) {
+        const r = await pay(key.token);
+        if (r.status === 200) forwarded++;
+        else {
+          assertError(r, 429, 'cap_exhausted');
+          refused++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, client));
+    assert.equal(forwarded, 50, 'exactly 50 forwarded');
+    assert.equal(mocks.stripe.requests.length, 50, 'the vendor saw exactly 50');
+    const u = await usage(d, key.id);
+    assert.equal(u.spent_usd, 500);
+    assert.equal(u.reserved_usd, 0);
+  });
+
   it('200 concurrent $10 payment intents on a $500 key: exactly 50 reach the vendor', async () => {
     const key = await d.issueKey({ label: uniquePrefix('cap'), vendor: 'stripe', daily_usd_cap: 500, allowed_endpoints: ['POST /v1/payment_intents'] });
     const results = await Promise.all(Array.from({ length: 200 }, () => pay(key.token)));

@@ -379,6 +379,57 @@ static void test_exact_run(void **state)
     }
 }
 
+/* As the writer runs a batch: settlements, then admissions, in one
+ * transaction (PostgreSQL queues the settlements into the admissions'
+ * round trip). Each admission sees the settlements before it, and reads
+ * its own answer, not theirs: one admission alone in its run is the case
+ * a confusion of the two would pass as admitted. */
+static void test_settle_then_admit(void **state)
+{
+    struct fixture *f = *state;
+    int64_t seq = add_key(f->s, 98, 100, NOW + 86400);
+    for (int round = 0; round < 3; round++) { /* the first teaches PostgreSQL "no budget" */
+        int64_t day = DAY + round;
+        struct kb_admit fill[10];
+        for (int i = 0; i < 10; i++)
+            fill[i] = (struct kb_admit){.key_seq = seq, .day = day, .now = NOW,
+                                        .ts_ms = NOW * 1000, .amount = 10};
+        assert_int_equal(store_begin(f->s), KB_OK);
+        assert_int_equal(store_admit(f->s, fill, 10), KB_OK);
+        assert_int_equal(store_commit(f->s), KB_OK);
+        for (int i = 0; i < 10; i++)
+            assert_int_equal(fill[i].outcome, KB_OK);
+        /* full: a settlement at its reservation frees nothing */
+        struct kb_settle keep = {seq, day, 10, 10, NULL, 0};
+        struct kb_admit one = {.key_seq = seq, .day = day, .now = NOW, .ts_ms = NOW * 1000,
+                               .amount = 10};
+        assert_int_equal(store_begin(f->s), KB_OK);
+        assert_int_equal(store_settle(f->s, &keep, 1), KB_OK);
+        assert_int_equal(store_admit(f->s, &one, 1), KB_OK);
+        assert_int_equal(one.outcome, KB_E_CAP_EXHAUSTED);
+        assert_int_equal(one.remaining, 0);
+        /* a settlement at 0 frees 10: the next admission of the same
+         * transaction fits, exactly, and the one after does not */
+        struct kb_settle give = {seq, day, 10, 0, NULL, 0};
+        struct kb_admit two[2] = {one, one};
+        assert_int_equal(store_settle(f->s, &give, 1), KB_OK);
+        assert_int_equal(store_admit(f->s, &two[0], 1), KB_OK);
+        assert_int_equal(store_admit(f->s, &two[1], 1), KB_OK);
+        assert_int_equal(store_commit(f->s), KB_OK);
+        assert_int_equal(two[0].outcome, KB_OK);
+        assert_int_equal(two[0].remaining, 0);
+        assert_int_equal(two[0].expires_at, NOW + 86400);
+        assert_int_equal(two[1].outcome, KB_E_CAP_EXHAUSTED);
+        struct kb_key *k = NULL;
+        assert_int_equal(store_key_get(f->s, "vk_admit_98", day, &k), KB_OK);
+        assert_int_equal(k->spent, 10);
+        assert_int_equal(k->reserved, 90);
+        assert_int_equal(k->requests, 11);
+        store_key_free(k);
+        assert_mirror(f);
+    }
+}
+
 /* PostgreSQL: the mirror stays equal to spend through runs of several
  * keys and days, refusals, and settlements below, at and above what was
  * reserved. */
@@ -419,6 +470,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_differential, setup_pair_pg, teardown_pair),
         cmocka_unit_test_setup_teardown(test_exact_run, setup_sqlite, teardown),
         cmocka_unit_test_setup_teardown(test_exact_run, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_then_admit, setup_sqlite, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_then_admit, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_pg_mirror, setup_pg, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
