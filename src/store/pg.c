@@ -180,7 +180,7 @@ static enum kb_err session_setup(struct kb_store *s)
 bool pg__conn_ready(struct kb_store *s)
 {
     struct pg *c = pg(s);
-    if (PQstatus(c->conn) == CONNECTION_OK)
+    if (PQstatus(c->conn) == CONNECTION_OK && !c->broken)
         return true;
     int64_t now = pg__mono_ms();
     if (now < c->retry_at_ms) {
@@ -188,6 +188,7 @@ bool pg__conn_ready(struct kb_store *s)
         return false;
     }
     PQreset(c->conn);
+    c->broken = false;
     c->nprepared = 0;
     c->listening = false;
     c->node_locked = false;
@@ -218,6 +219,10 @@ PGresult *pg__run(struct kb_store *s, const char *sql, const struct pg_args *a, 
 {
     struct pg *c = pg(s);
     *err = KB_E_STORE;
+    if (c->txn_failed) {
+        pg__set_err(s, "the transaction failed earlier");
+        return NULL;
+    }
     if (c->begin_pending || c->commit_pending || c->queue.n) /* they go with it (pg_txn.c) */
         return pg__pipeline(s, sql, a, false, err);
     if (!pg__conn_ready(s))
@@ -266,8 +271,8 @@ enum kb_err pg__exec(struct kb_store *s, const char *sql)
         if (err != KB_OK)
             return err;
     }
-    if (PQstatus(c->conn) != CONNECTION_OK) {
-        pg__set_err(s, PQerrorMessage(c->conn));
+    if (PQstatus(c->conn) != CONNECTION_OK || c->broken) {
+        pg__set_err(s, c->broken ? "the connection was left mid-pipeline" : PQerrorMessage(c->conn));
         return KB_E_STORE;
     }
     PGresult *r = PQexec(c->conn, sql);

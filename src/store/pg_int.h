@@ -73,6 +73,9 @@ struct pg {
     bool node_locked;              /* this connection holds the node's lock */
     /* the writer's transactions (pg_txn.c) */
     bool begin_pending;    /* its BEGIN, lock and fence are not sent yet */
+    bool in_writer_txn;    /* between pg__begin and its commit or rollback */
+    bool txn_failed;       /* ... and a round trip of it failed: nothing more is sent */
+    bool broken;           /* results were left unread: reset before the next use */
     struct pg_rows rows;   /* rows deferred to its commit (pg__defer) */
     struct pg_queue queue; /* statements sent with its next round trip (pg__queue) */
     bool commit_pending;   /* the last one's COMMIT is deferred (pg__commit_later) */

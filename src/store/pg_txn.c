@@ -102,15 +102,18 @@ static void element_put(struct kb_buf *b, const struct pg_args *a, int i)
 static void rows_drop(struct pg_rows *r, size_t to_rows, const size_t *to_len)
 {
     for (int i = 0; i < r->cols; i++) {
-        r->col[i].len = to_len ? to_len[i] : 0;
+        r->col[i].len = to_rows && to_len ? to_len[i] : 0;
         if (r->col[i].data)
             r->col[i].data[r->col[i].len] = '\0';
     }
     r->n = to_rows;
     if (to_rows == 0)
         r->sql = NULL;
-    if (r->mark_n > to_rows)
-        r->mark_n = to_rows; /* no savepoint after the cut */
+    if (r->mark_n > to_rows) { /* the savepoint's mark moves to the cut */
+        r->mark_n = to_rows;
+        for (int i = 0; i < PG_MAX_ARGS; i++)
+            r->mark[i] = i < r->cols ? r->col[i].len : 0;
+    }
 }
 
 static void queue_drop(struct pg_queue *q, int to);
@@ -153,6 +156,8 @@ enum kb_err pg__defer(struct kb_store *s, const char *rows_sql, const char *row_
                       const struct pg_args *a)
 {
     struct pg *c = pg(s);
+    if (c->txn_failed)
+        return KB_E_STORE;
     if (!pg__in_tx(s))
         return pg__do(s, row_sql, a);
     for (int i = 0; i < a->n; i++)
@@ -192,6 +197,8 @@ static void queue_drop(struct pg_queue *q, int to)
 enum kb_err pg__queue(struct kb_store *s, const char *sql, const struct pg_args *a)
 {
     struct pg *c = pg(s);
+    if (c->txn_failed)
+        return KB_E_STORE;
     if (!pg__in_tx(s))
         return pg__do(s, sql, a);
     if (c->queue.n == PG_QUEUE_MAX) { /* full: send what is queued first */
@@ -397,14 +404,14 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
         PQclear(r);
     }
     if (piped && !PQexitPipelineMode(conn)) {
-        /* results left unread: this session cannot be trusted any more */
+        /* results left unread: this session cannot be trusted any more;
+         * pg__conn_ready resets it (session settings, back-off) */
         pg__set_err(s, PQerrorMessage(conn));
         e = prior_err = KB_E_STORE;
-        PQreset(conn);
-        c->nprepared = 0;
-        c->listening = false;
-        c->node_locked = false;
+        c->broken = true;
     }
+    if (e != KB_OK && c->in_writer_txn)
+        c->txn_failed = true; /* nothing more of it may run, in it or outside */
     queue_drop(&c->queue, 0); /* sent (or failed with the transaction) */
     if (prior) {
         rows_drop(&c->crows, 0, NULL);
@@ -428,6 +435,8 @@ enum kb_err pg__begin(struct kb_store *s)
         return KB_E_STORE;
     rows_drop(&c->rows, 0, NULL);
     c->begin_pending = true; /* sent with the first statement (pg__pipeline) */
+    c->in_writer_txn = true;
+    c->txn_failed = false;
     return KB_OK;
 }
 
@@ -437,18 +446,21 @@ enum kb_err pg__begin(struct kb_store *s)
 static bool commit_worth_sending(struct kb_store *s, enum kb_err *err)
 {
     struct pg *c = pg(s);
-    if (!c->begin_pending && PQtransactionStatus(c->conn) != PQTRANS_INTRANS) {
+    if (c->txn_failed ||
+        (!c->begin_pending && PQtransactionStatus(c->conn) != PQTRANS_INTRANS)) {
         /* COMMIT of a failed transaction answers "ROLLBACK": not a success */
         pg__set_err(s, "the transaction failed before its commit");
         queue_drop(&c->queue, 0);
         rows_drop(&c->rows, 0, NULL);
         if (pg__in_tx(s))
             (void)pg__exec(s, "ROLLBACK");
+        c->in_writer_txn = c->txn_failed = false;
         *err = KB_E_STORE;
         return false;
     }
     if (c->begin_pending && c->rows.n == 0 && c->queue.n == 0) {
         c->begin_pending = false; /* nothing was written: nothing to send */
+        c->in_writer_txn = false;
         *err = KB_OK;
         return false;
     }
@@ -471,6 +483,8 @@ enum kb_err pg__commit(struct kb_store *s)
     }
     PQclear(pg__pipeline(s, sql, sql ? &a : NULL, true, &err));
     rows_drop(&c->rows, 0, NULL);
+    if (err == KB_OK)
+        c->in_writer_txn = false;
     return err == KB_OK ? KB_OK : KB_E_STORE; /* whatever refused, the commit failed */
 }
 
@@ -503,6 +517,7 @@ bool pg__commit_later(struct kb_store *s, void (*done)(void *, enum kb_err), voi
     c->commit_pending = true;
     c->commit_done = done;
     c->commit_arg = arg;
+    c->in_writer_txn = false; /* what follows belongs to the next one */
     return true;
 }
 
@@ -524,6 +539,7 @@ void pg__rollback(struct kb_store *s)
     struct pg *c = pg(s);
     rows_drop(&c->rows, 0, NULL);
     queue_drop(&c->queue, 0);
+    c->in_writer_txn = c->txn_failed = false;
     c->begin_pending = false;
     if (pg__in_tx(s))
         (void)pg__exec(s, "ROLLBACK");
@@ -532,10 +548,14 @@ void pg__rollback(struct kb_store *s)
 enum kb_err pg__savepoint(struct kb_store *s)
 {
     struct pg *c = pg(s);
+    /* what earlier jobs deferred goes to the database before the savepoint,
+     * so that no rollback to it, and no flush inside it, can touch them */
+    enum kb_err err = pg__flush(s);
+    if (err == KB_OK)
+        err = pg__exec(s, "SAVEPOINT j"); /* after what is queued */
     c->rows.mark_n = c->rows.n;
     for (int i = 0; i < PG_MAX_ARGS; i++)
         c->rows.mark[i] = c->rows.col[i].len;
-    enum kb_err err = pg__exec(s, "SAVEPOINT j"); /* sends what is queued first */
     c->queue.mark = c->queue.n;
     return err;
 }
