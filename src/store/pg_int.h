@@ -58,6 +58,20 @@ struct pg_queue {
     int mark; /* n at the open savepoint */
 };
 
+/* What one libpq pipeline sends, in order (pg_txn.c). */
+enum pg_step_kind { K_BEGIN, K_LOCK, K_FENCE, K_PREPARE, K_STMT, K_COMMIT };
+struct plan {
+    int n, new_prepared;
+    struct pg_step {
+        enum pg_step_kind kind;
+        const char *sql;
+        const struct pg_args *a;
+        bool queued;   /* a queued statement: its failure is KB_E_STORE */
+        int slot;      /* K_PREPARE: its index in struct pg's prepared */
+        char name[16]; /* "": unnamed */
+    } step[3 + 2 * PG_QUEUE_MAX + 2 + 1];
+};
+
 /* A connection: the base every backend's starts with, then PostgreSQL's. */
 struct pg {
     struct kb_store base;
@@ -78,10 +92,8 @@ struct pg {
     bool broken;           /* results were left unread: reset before the next use */
     struct pg_rows rows;   /* rows deferred to its commit (pg__defer) */
     struct pg_queue queue; /* statements sent with its next round trip (pg__queue) */
-    bool commit_pending;   /* the last one's COMMIT is deferred (pg__commit_later) */
-    bool commit_begin;     /* ... and so are its BEGIN, lock and fence */
-    struct pg_rows crows;  /* ... and its deferred rows */
-    struct pg_queue cqueue; /* ... and its queued statements */
+    bool commit_pending;   /* the last one's COMMIT is sent, not yet read (pg__commit_later) */
+    struct plan inflight;  /* ... what was sent with it, to read its answers */
     void (*commit_done)(void *arg, enum kb_err err);
     void *commit_arg;
     void *audit;       /* pg_audit.c's state; freed by pg__audit_free */

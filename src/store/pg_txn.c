@@ -10,9 +10,14 @@
  *   - pg__begin sends nothing: the BEGIN, lock and fence go in one libpq
  *     pipeline with the first statement of the batch (pg__pipeline);
  *   - audit rows are deferred (pg__defer) into one array per column and
- *     inserted by one statement in the pipeline that carries the COMMIT.
- * A batch of admissions is then two round trips (the run's statement,
- * the commit), however many requests it holds; one of refusals, one.
+ *     inserted by one statement in the pipeline that carries the COMMIT;
+ *   - statements whose answer nobody reads (settlements) are queued
+ *     (pg__queue) into the next round trip;
+ *   - the writer's COMMIT is sent without waiting for its answer
+ *     (pg__commit_later), which is read, first, with the next
+ *     transaction's round trip (or by pg__commit_flush).
+ * A batch of admissions and settlements is then one round trip, however
+ * many requests it holds, and the reading of its COMMIT's answer.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -122,10 +127,8 @@ void pg__rows_free(struct kb_store *s)
 {
     struct pg *c = pg(s);
     queue_drop(&c->queue, 0);
-    queue_drop(&c->cqueue, 0);
     for (int i = 0; i < PG_MAX_ARGS; i++) {
         buf_cleanup(&c->rows.col[i]);
-        buf_cleanup(&c->crows.col[i]);
     }
 }
 
@@ -245,36 +248,21 @@ static PGresult *next_result(PGconn *conn)
     return NULL;
 }
 
-/* What one pipeline sends, in order. `prior` steps are the deferred
- * commit's; the others the caller's. */
-enum step_kind { K_BEGIN, K_LOCK, K_FENCE, K_PREPARE, K_STMT, K_COMMIT };
-struct plan {
-    int n, new_prepared;
-    struct step {
-        enum step_kind kind;
-        bool prior;
-        const char *sql;
-        const struct pg_args *a;
-        bool queued;   /* a queued statement: its failure is KB_E_STORE */
-        char name[16]; /* "": unnamed */
-    } step[3 + 2 * PG_QUEUE_MAX + 3 + 3 + 2 * PG_QUEUE_MAX + 3];
-};
-
-static void plan_add(struct plan *p, enum step_kind kind, bool prior)
+static void plan_add(struct plan *p, enum pg_step_kind kind)
 {
-    p->step[p->n++] = (struct step){.kind = kind, .prior = prior};
+    p->step[p->n++] = (struct pg_step){.kind = kind};
 }
 
-static void plan_begin(struct plan *p, bool prior)
+static void plan_begin(struct plan *p)
 {
-    plan_add(p, K_BEGIN, prior);
-    plan_add(p, K_LOCK, prior);
-    plan_add(p, K_FENCE, prior);
+    plan_add(p, K_BEGIN);
+    plan_add(p, K_LOCK);
+    plan_add(p, K_FENCE);
 }
 
 /* sql with a, prepared first unless it is (or an earlier step does it) */
 static void plan_stmt(struct kb_store *s, struct plan *p, const char *sql,
-                      const struct pg_args *a, bool prior, bool queued)
+                      const struct pg_args *a, bool queued)
 {
     struct pg *c = pg(s);
     char name[16];
@@ -287,18 +275,18 @@ static void plan_stmt(struct kb_store *s, struct plan *p, const char *sql,
             snprintf(name, sizeof name, "%s", p->step[k].name);
         } else if (c->nprepared + p->new_prepared < PG_MAX_STMTS) {
             snprintf(name, sizeof name, "kb%d", c->nprepared + p->new_prepared++);
-            p->step[p->n] = (struct step){.kind = K_PREPARE, .prior = prior, .sql = sql};
+            p->step[p->n] = (struct pg_step){
+                .kind = K_PREPARE, .sql = sql, .slot = c->nprepared + p->new_prepared - 1};
             snprintf(p->step[p->n++].name, sizeof name, "%s", name);
         } else {
             name[0] = '\0'; /* every slot taken: unnamed */
         }
     }
-    p->step[p->n] =
-        (struct step){.kind = K_STMT, .prior = prior, .sql = sql, .a = a, .queued = queued};
+    p->step[p->n] = (struct pg_step){.kind = K_STMT, .sql = sql, .a = a, .queued = queued};
     snprintf(p->step[p->n++].name, sizeof name, "%s", name);
 }
 
-static int send_step(struct pg *c, const struct step *t)
+static int send_step(struct pg *c, const struct pg_step *t)
 {
     static const char SQL_BEGIN[] = "BEGIN", SQL_LOCK[] = WRITE_LOCK, SQL_COMMIT[] = "COMMIT";
     const char *fence[2] = {c->node, c->boot};
@@ -324,102 +312,121 @@ static int send_step(struct pg *c, const struct step *t)
     return 0;
 }
 
+/* Sends the steps of p and a sync, in pipeline mode (entered if need be);
+ * the statements p prepares are taken as prepared from now on (a failed
+ * PREPARE marks the connection broken: its reset forgets them all). */
+static bool send_plan(struct kb_store *s, const struct plan *p)
+{
+    struct pg *c = pg(s);
+    PGconn *conn = c->conn;
+    if (PQstatus(conn) != CONNECTION_OK ||
+        (PQpipelineStatus(conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(conn)))
+        return false;
+    for (int k = 0; k < p->n; k++) {
+        if (!send_step(c, &p->step[k]))
+            return false;
+        if (p->step[k].kind == K_PREPARE)
+            c->prepared[c->nprepared++] = p->step[k].sql; /* kb<n>, in plan order */
+    }
+    return PQpipelineSync(conn) == 1;
+}
+
+/* Reads the results of a plan sent by send_plan, and its sync: the first
+ * failure into *err; the caller's statement's result into *out (NULL: not
+ * wanted). false when the connection can no longer be read in step. */
+static bool read_plan(struct kb_store *s, const struct plan *p, enum kb_err *err, PGresult **out)
+{
+    struct pg *c = pg(s);
+    PGconn *conn = c->conn;
+    for (int k = 0; k < p->n; k++) {
+        const struct pg_step *t = &p->step[k];
+        PGresult *r = next_result(conn);
+        if (!r) {
+            pg__set_err(s, PQerrorMessage(conn));
+            *err = KB_E_STORE;
+            return false;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_ABORTED) {
+            if (*err == KB_OK)
+                *err = KB_E_STORE;
+        } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            if (*err == KB_OK)
+                *err = pg__err_of(s, r);
+            if (t->queued)
+                *err = KB_E_STORE; /* not the carrier's own failure */
+        }
+        if (t->kind == K_PREPARE && st != PGRES_COMMAND_OK)
+            c->prepared[t->slot] = NULL; /* not prepared after all: a new slot next time */
+        if (out && t->kind == K_STMT && !t->queued && !*out)
+            *out = r; /* the caller's, failed or not (its SQLSTATE) */
+        else
+            PQclear(r);
+    }
+    PGresult *r = next_result(conn); /* the sync */
+    bool ok = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+    if (!ok) {
+        pg__set_err(s, "PostgreSQL's pipeline answered out of order");
+        *err = KB_E_STORE;
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* The writer's statements not sent yet, into p: the pending BEGIN (lock,
+ * fence), the queued statements, then sql and a COMMIT if asked. */
+static void plan_own(struct kb_store *s, struct plan *p, const char *sql,
+                     const struct pg_args *a, bool commit)
+{
+    struct pg *c = pg(s);
+    if (c->begin_pending)
+        plan_begin(p);
+    for (int i = 0; i < c->queue.n; i++)
+        plan_stmt(s, p, c->queue.q[i].sql, &c->queue.q[i].a, true);
+    if (sql)
+        plan_stmt(s, p, sql, a, false);
+    if (commit)
+        plan_add(p, K_COMMIT);
+    c->begin_pending = false;
+}
+
 PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args *a, bool commit,
                        enum kb_err *err)
 {
     struct pg *c = pg(s);
     PGconn *conn = c->conn;
     struct plan p = {0};
-    struct pg_args prior_args;
-    bool prior = c->commit_pending;
-    void (*done)(void *, enum kb_err) = c->commit_done;
-    void *done_arg = c->commit_arg;
-    if (prior) { /* the deferred commit first, whole */
-        if (c->commit_begin)
-            plan_begin(&p, true);
-        for (int i = 0; i < c->cqueue.n; i++)
-            plan_stmt(s, &p, c->cqueue.q[i].sql, &c->cqueue.q[i].a, true, true);
-        if (c->crows.n > 0) {
-            rows_args(&c->crows, &prior_args);
-            plan_stmt(s, &p, c->crows.sql, &prior_args, true, false);
-        }
-        plan_add(&p, K_COMMIT, true);
-    }
-    if (c->begin_pending)
-        plan_begin(&p, false);
-    for (int i = 0; i < c->queue.n; i++)
-        plan_stmt(s, &p, c->queue.q[i].sql, &c->queue.q[i].a, false, true);
-    if (sql)
-        plan_stmt(s, &p, sql, a, false, false);
-    if (commit)
-        plan_add(&p, K_COMMIT, false);
-    c->begin_pending = c->commit_pending = false;
-
-    /* a deferred commit that fails aborts the pipeline: what follows it
-     * fails too (its records chained on the failed ones) */
+    plan_own(s, &p, sql, a, commit);
+    bool prior = c->commit_pending; /* a COMMIT in flight: its answers come first */
+    c->commit_pending = false;
     enum kb_err e = KB_OK, prior_err = KB_OK;
     PGresult *out = NULL;
-    int sent = PQstatus(conn) == CONNECTION_OK && PQenterPipelineMode(conn);
-    bool piped = sent;
-    for (int k = 0; sent && k < p.n; k++)
-        sent = send_step(c, &p.step[k]);
-    if (sent)
-        sent = PQpipelineSync(conn);
+    bool sent = p.n == 0 || send_plan(s, &p);
     if (!sent) {
         pg__set_err(s, PQerrorMessage(conn));
-        e = prior_err = KB_E_STORE;
+        e = KB_E_STORE;
     }
-    for (int k = 0; sent && k < p.n; k++) {
-        const struct step *t = &p.step[k];
-        enum kb_err *into = t->prior ? &prior_err : &e;
-        PGresult *r = next_result(conn);
-        if (!r) {
-            pg__set_err(s, PQerrorMessage(conn));
-            e = prior_err = KB_E_STORE;
-            break;
-        }
-        ExecStatusType st = PQresultStatus(r);
-        if (st == PGRES_PIPELINE_ABORTED) {
-            if (*into == KB_OK)
-                *into = KB_E_STORE;
-        } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-            if (*into == KB_OK)
-                *into = pg__err_of(s, r);
-            if (t->queued)
-                *into = KB_E_STORE; /* not the carrier's own failure */
-        } else if (t->kind == K_PREPARE) {
-            c->prepared[c->nprepared++] = t->sql; /* named kb<nprepared> in plan order */
-        }
-        if (t->kind == K_STMT && !t->prior && !t->queued && !out)
-            out = r; /* the caller's, failed or not (its SQLSTATE) */
-        else
-            PQclear(r);
+    bool in_step = true;
+    if (prior) {
+        in_step = read_plan(s, &c->inflight, &prior_err, NULL);
+        c->commit_done(c->commit_arg, prior_err); /* its batch completes now */
+        /* what follows chained on it: it fails with it (and its BEGIN,
+         * sent after a failed transaction, fails anyway) */
+        if (prior_err != KB_OK)
+            e = KB_E_STORE;
     }
-    if (sent && PQstatus(conn) == CONNECTION_OK) {
-        PGresult *r = next_result(conn); /* the sync */
-        if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
-            pg__set_err(s, "PostgreSQL's pipeline answered out of order");
-            e = prior_err = KB_E_STORE;
-        }
-        PQclear(r);
-    }
-    if (piped && !PQexitPipelineMode(conn)) {
+    if (sent && p.n > 0 && in_step)
+        in_step = read_plan(s, &p, &e, &out);
+    if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF && !PQexitPipelineMode(conn)) {
         /* results left unread: this session cannot be trusted any more;
          * pg__conn_ready resets it (session settings, back-off) */
         pg__set_err(s, PQerrorMessage(conn));
-        e = prior_err = KB_E_STORE;
+        e = KB_E_STORE;
         c->broken = true;
     }
     if (e != KB_OK && c->in_writer_txn)
         c->txn_failed = true; /* nothing more of it may run, in it or outside */
     queue_drop(&c->queue, 0); /* sent (or failed with the transaction) */
-    if (prior) {
-        rows_drop(&c->crows, 0, NULL);
-        queue_drop(&c->cqueue, 0);
-        if (prior_err != KB_OK && e == KB_OK)
-            e = KB_E_STORE;
-        done(done_arg, prior_err);
-    }
     /* a failure leaves the transaction failed (not rolled back): nothing
      * after it runs outside it, and the caller's rollback ends it */
     *err = e;
@@ -501,23 +508,35 @@ bool pg__commit_later(struct kb_store *s, void (*done)(void *, enum kb_err), voi
     }
     if (!commit_worth_sending(s, err))
         return false;
-    /* the COMMIT (with the BEGIN, lock and fence if nothing was sent, and
-     * the deferred rows) waits for the next transaction's first round
-     * trip: the rows move aside for it */
-    struct pg_rows spare = c->crows;
-    c->crows = c->rows;
-    c->rows = spare;
+    /* the deferred rows and the COMMIT (with the BEGIN, lock and fence if
+     * nothing was sent) go now, and the answers are read with the next
+     * transaction's first round trip, or by pg__commit_flush */
+    struct pg_args ra;
+    const char *sql = NULL;
+    if (c->rows.n > 0) {
+        rows_args(&c->rows, &ra);
+        sql = c->rows.sql;
+    }
+    c->inflight = (struct plan){0};
+    plan_own(s, &c->inflight, sql, sql ? &ra : NULL, true);
+    bool sent = send_plan(s, &c->inflight);
+    for (int k = 0; k < c->inflight.n; k++)
+        c->inflight.step[k].a = NULL; /* sent: read_plan needs no parameter */
     rows_drop(&c->rows, 0, NULL);
-    struct pg_queue q = c->cqueue; /* empty: its statements were sent */
-    c->cqueue = c->queue;
-    c->queue = q;
-    c->cqueue.mark = 0;
-    c->commit_begin = c->begin_pending;
-    c->begin_pending = false;
+    queue_drop(&c->queue, 0);
+    c->in_writer_txn = false; /* what follows belongs to the next one */
+    if (!sent) {
+        pg__set_err(s, PQerrorMessage(c->conn));
+        if (PQpipelineStatus(c->conn) != PQ_PIPELINE_OFF && !PQexitPipelineMode(c->conn))
+            c->broken = true;
+        if (pg__in_tx(s))
+            (void)pg__exec(s, "ROLLBACK");
+        *err = KB_E_STORE;
+        return false;
+    }
     c->commit_pending = true;
     c->commit_done = done;
     c->commit_arg = arg;
-    c->in_writer_txn = false; /* what follows belongs to the next one */
     return true;
 }
 

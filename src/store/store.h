@@ -111,8 +111,8 @@ KB_MUSTCHECK enum kb_err store_commit(struct kb_store *s);
 void store_rollback(struct kb_store *s);
 /*
  * Commits as store_commit, except that a backend that pays a round trip
- * per exchange (PostgreSQL) may send the COMMIT with the next
- * transaction's first round trip. false: it committed (or failed) now,
+ * per exchange (PostgreSQL) may send the COMMIT and read its answer with
+ * the next transaction's first round trip. false: it committed (or failed) now,
  * *err says which. true: done(arg, err) is called exactly once, on this
  * thread, when the outcome is known: from inside a later call on s (the
  * next transaction's first statement, or its commit) or from

@@ -20,12 +20,13 @@
  * next batch simply tries again, so recovery needs nothing.
  *
  * Deferred commit: where a round trip costs more than the work
- * (PostgreSQL), a batch's COMMIT goes with the next batch's first round
- * trip (store_commit_later), so that a batch costs one round trip less;
- * the batch is completed once its outcome is known (pending_done). With no
- * next batch in the queue it is sent at once (store_commit_flush). A batch
- * whose deferred commit failed fails the batch that carried it too, since
- * its audit records chained on the failed one's.
+ * (PostgreSQL), a batch's COMMIT is sent and the writer goes on to the
+ * next batch without waiting for its answer (store_commit_later), which is
+ * read with the next batch's first round trip; the batch is completed once
+ * its outcome is known (pending_done). With no next batch in the queue the
+ * answer is waited for at once (store_commit_flush). A batch whose
+ * deferred commit failed fails the next one too, since its audit records
+ * chained on the failed one's.
  *
  * Backend upkeep: between batches the writer lets its backend do what it
  * runs beside the writer (store_writer_idle; SQLite: the WAL checkpointer,
