@@ -166,10 +166,11 @@ bool pg__in_transaction(struct kb_store *s);
 enum kb_err pg__txn_run(struct kb_store *s, kb_txn_fn fn, void *arg);
 /* In a transaction, or about to be (a pending BEGIN). */
 bool pg__in_tx(struct kb_store *s);
-/* A deferred COMMIT (if any: its outcome goes to its done), the pending
- * BEGIN (if any), `sql` with a (if not NULL), then a COMMIT (if commit),
- * in one round trip; the result of sql (PQclear it) and *err as pg__run's.
- * A failure leaves the transaction failed, not ended. */
+/* The pending BEGIN (if any), the queued statements, `sql` with a (if not
+ * NULL), then a COMMIT (if commit), in one round trip, after reading the
+ * answers of a COMMIT in flight (pg__commit_later: its outcome goes to its
+ * done); the result of sql (PQclear it) and *err as pg__run's. A failure
+ * leaves the transaction failed, not ended. */
 PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args *a, bool commit,
                        enum kb_err *err);
 /* pg.c: the connection's helpers pg_txn.c uses. */
