@@ -191,7 +191,7 @@ struct detached {
     int64_t key_seq, day, reserved, actual, cap, audit_seq;
     struct kb_budget_hold *holds; /* owned; nholds of them */
     size_t nholds;
-    struct kb_audit_rec rec;                       /* strings below */
+    struct kb_audit_rec rec;                                /* strings below */
     char *key_id, *label, *vendor, *path, *detail, *tenant; /* owned copies */
 };
 

@@ -272,7 +272,8 @@ enum kb_err pg__exec(struct kb_store *s, const char *sql)
             return err;
     }
     if (PQstatus(c->conn) != CONNECTION_OK || c->broken) {
-        pg__set_err(s, c->broken ? "the connection was left mid-pipeline" : PQerrorMessage(c->conn));
+        pg__set_err(s,
+                    c->broken ? "the connection was left mid-pipeline" : PQerrorMessage(c->conn));
         return KB_E_STORE;
     }
     PGresult *r = PQexec(c->conn, sql);

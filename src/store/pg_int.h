@@ -96,8 +96,8 @@ struct pg {
     struct plan inflight;  /* ... what was sent with it, to read its answers */
     void (*commit_done)(void *arg, enum kb_err err);
     void *commit_arg;
-    void *audit;       /* pg_audit.c's state; freed by pg__audit_free */
-    void *budget;      /* pg_budgets.c's state; freed by pg__budget_free */
+    void *audit;  /* pg_audit.c's state; freed by pg__audit_free */
+    void *budget; /* pg_budgets.c's state; freed by pg__budget_free */
 };
 
 static inline struct pg *pg(struct kb_store *s)

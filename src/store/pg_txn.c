@@ -261,8 +261,8 @@ static void plan_begin(struct plan *p)
 }
 
 /* sql with a, prepared first unless it is (or an earlier step does it) */
-static void plan_stmt(struct kb_store *s, struct plan *p, const char *sql,
-                      const struct pg_args *a, bool queued)
+static void plan_stmt(struct kb_store *s, struct plan *p, const char *sql, const struct pg_args *a,
+                      bool queued)
 {
     struct pg *c = pg(s);
     char name[16];
@@ -375,8 +375,8 @@ static bool read_plan(struct kb_store *s, const struct plan *p, enum kb_err *err
 
 /* The writer's statements not sent yet, into p: the pending BEGIN (lock,
  * fence), the queued statements, then sql and a COMMIT if asked. */
-static void plan_own(struct kb_store *s, struct plan *p, const char *sql,
-                     const struct pg_args *a, bool commit)
+static void plan_own(struct kb_store *s, struct plan *p, const char *sql, const struct pg_args *a,
+                     bool commit)
 {
     struct pg *c = pg(s);
     if (c->begin_pending)
@@ -453,8 +453,7 @@ enum kb_err pg__begin(struct kb_store *s)
 static bool commit_worth_sending(struct kb_store *s, enum kb_err *err)
 {
     struct pg *c = pg(s);
-    if (c->txn_failed ||
-        (!c->begin_pending && PQtransactionStatus(c->conn) != PQTRANS_INTRANS)) {
+    if (c->txn_failed || (!c->begin_pending && PQtransactionStatus(c->conn) != PQTRANS_INTRANS)) {
         /* COMMIT of a failed transaction answers "ROLLBACK": not a success */
         pg__set_err(s, "the transaction failed before its commit");
         queue_drop(&c->queue, 0);

@@ -56,8 +56,8 @@ static enum kb_err admit_one(struct kb_store *s, struct kb_admit *a)
     /* the budgets on the key's chains, then the key's own cap, all or
      * nothing: a refusal by the key gives the budgets' reservations back
      * before anything commits */
-    err = s->be->budget_reserve(s, a->key_seq, a->ts_ms / 1000, a->reserved, &a->holds,
-                                &a->nholds, &a->exhausted);
+    err = s->be->budget_reserve(s, a->key_seq, a->ts_ms / 1000, a->reserved, &a->holds, &a->nholds,
+                                &a->exhausted);
     if (err == KB_E_BUDGET_EXHAUSTED) {
         a->outcome = err;
         return KB_OK;

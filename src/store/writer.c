@@ -60,17 +60,17 @@
 #define FREELIST_MAX 256 /* job nodes a port keeps for reuse */
 
 struct job {
-    struct kb_mail mail; /* first: back to the port's loop (core/mailbox.h) */
-    struct job *next;    /* queue link */
+    struct kb_mail mail;              /* first: back to the port's loop (core/mailbox.h) */
+    struct job *next;                 /* queue link */
     kb_job_fn fn;                     /* NULL for a grouped job */
     const struct kb_job_group *group; /* NULL for a job of its own */
-    kb_job_done_cb done;         /* may be NULL */
-    void *arg;                   /* borrowed; the submitter's */
-    struct kb_writer_port *port; /* loop thread only: its free list */
-    struct kb_mailbox *mb;       /* the port's; a hold per job in flight */
-    enum kb_err err;             /* result, set by the writer */
-    bool guarded;                /* runs in a savepoint of its own */
-    bool ran;                    /* fn was called */
+    kb_job_done_cb done;              /* may be NULL */
+    void *arg;                        /* borrowed; the submitter's */
+    struct kb_writer_port *port;      /* loop thread only: its free list */
+    struct kb_mailbox *mb;            /* the port's; a hold per job in flight */
+    enum kb_err err;                  /* result, set by the writer */
+    bool guarded;                     /* runs in a savepoint of its own */
+    bool ran;                         /* fn was called */
 };
 
 struct kb_writer_port {
@@ -260,8 +260,8 @@ static void pending_done(void *arg, enum kb_err err)
     struct kb_writer *w = arg;
     struct job *batch = w->pending;
     w->pending = NULL;
-    batch_end(w, batch, err == KB_OK, true, KB_OK, w->pending_t0, w->pending_head,
-              w->pending_known, true);
+    batch_end(w, batch, err == KB_OK, true, KB_OK, w->pending_t0, w->pending_head, w->pending_known,
+              true);
 }
 
 /*

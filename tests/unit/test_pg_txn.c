@@ -119,8 +119,7 @@ static void test_settle_then_admit_one(void **state)
     assert_int_equal(store_commit(f->s), KB_OK);
     /* FAILS UNTIL FIXED: reads KB_OK (kb_settle's result row, "" -> 0) */
     assert_int_equal(a.outcome, KB_E_KEY_REVOKED);
-    assert_int_equal(sql(f, "SELECT spent_micros FROM spend WHERE key_seq = %lld",
-                         (long long)pay),
+    assert_int_equal(sql(f, "SELECT spent_micros FROM spend WHERE key_seq = %lld", (long long)pay),
                      50);
 }
 
@@ -137,7 +136,7 @@ static void test_settle_then_admit_two(void **state)
     /* FAILS UNTIL FIXED: KB_E_STORE (kb_settle's 1 row != 2) */
     assert_int_equal(store_admit(f->s, a, 2), KB_OK);
     assert_int_equal(store_commit(f->s), KB_OK);
-    assert_int_equal(a[0].outcome, KB_OK);             /* 50 spent + 900 */
+    assert_int_equal(a[0].outcome, KB_OK);              /* 50 spent + 900 */
     assert_int_equal(a[1].outcome, KB_E_CAP_EXHAUSTED); /* 950 + 100 > 1000 */
 }
 
@@ -162,10 +161,10 @@ static void test_flush_inside_savepoint(void **state)
     sql(f, "CREATE TABLE review_t (v text)");
     assert_int_equal(store_begin(s), KB_OK);
     assert_int_equal(defer_text(s, "before"), KB_OK); /* job 1, released */
-    assert_int_equal(store_savepoint(s), KB_OK);        /* job 2 */
-    assert_int_equal(pg__flush(s), KB_OK);              /* e.g. pg__audit_last */
-    assert_int_equal(store_rollback_to(s), KB_OK);      /* job 2 failed */
-    assert_int_equal(defer_text(s, "after"), KB_OK);    /* job 3 */
+    assert_int_equal(store_savepoint(s), KB_OK);      /* job 2 */
+    assert_int_equal(pg__flush(s), KB_OK);            /* e.g. pg__audit_last */
+    assert_int_equal(store_rollback_to(s), KB_OK);    /* job 2 failed */
+    assert_int_equal(defer_text(s, "after"), KB_OK);  /* job 3 */
     assert_int_equal(store_commit(s), KB_OK);
     assert_int_equal(sql(f, "SELECT count(*) FROM review_t WHERE v = 'before'"), 1);
     assert_int_equal(sql(f, "SELECT count(*) FROM review_t WHERE v = 'after'"), 1);
@@ -219,8 +218,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_settle_then_admit_one, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_settle_then_admit_two, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_flush_inside_savepoint, setup_pg, teardown),
-        cmocka_unit_test_setup_teardown(test_flush_inside_savepoint_loses_rows, setup_pg,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_flush_inside_savepoint_loses_rows, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_after_a_failure, setup_pg, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

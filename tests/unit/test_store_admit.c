@@ -114,7 +114,8 @@ static void build(struct pair *p, int j)
     char id[32];
     snprintf(id, sizeof id, "vk_admit_%d", K_REVOKED);
     assert_int_equal(store_key_revoke(s, id, NOW - 1, NULL), KB_OK);
-    struct kb_budget b = {.name = (char *)"bud", .cap = 2500, .window = KB_WIN_DAY, .created_at = NOW};
+    struct kb_budget b = {
+        .name = (char *)"bud", .cap = 2500, .window = KB_WIN_DAY, .created_at = NOW};
     assert_int_equal(store_budget_insert(s, &b, NULL), KB_OK);
     assert_int_equal(store_key_budget_add(s, p->seq[j][K_BUDGET], "bud"), KB_OK);
     /* K_BIG already paid 300 for "obj-paid" */
@@ -221,14 +222,22 @@ static void settle_some(struct pair *p, struct open_req *open, size_t *nopen)
         struct open_req *o = &open[i];
         int64_t actual;
         switch (rnd(4)) {
-        case 0: actual = 0; break;
-        case 1: actual = o->reserved; break;
-        case 2: actual = o->reserved / 2; break;
-        default: actual = o->reserved + 1 + rnd(50); break;
+        case 0:
+            actual = 0;
+            break;
+        case 1:
+            actual = o->reserved;
+            break;
+        case 2:
+            actual = o->reserved / 2;
+            break;
+        default:
+            actual = o->reserved + 1 + rnd(50);
+            break;
         }
         for (int j = 0; j < 2; j++)
-            batch[n][j] = (struct kb_settle){p->seq[j][o->key], o->day, o->reserved, actual,
-                                             o->holds[j], o->nholds[j]};
+            batch[n][j] = (struct kb_settle){p->seq[j][o->key], o->day,      o->reserved, actual,
+                                             o->holds[j],       o->nholds[j]};
         n++;
         open[i] = open[--*nopen]; /* its holds are batch's now */
     }
@@ -311,8 +320,8 @@ static void test_differential(void **state)
             while (p->seq[1][key] != y->key_seq)
                 key++;
             if (x->outcome == KB_OK && nopen < MAX_OPEN) {
-                open[nopen++] = (struct open_req){key, y->day, y->reserved, {x->holds, y->holds},
-                                                  {x->nholds, y->nholds}};
+                open[nopen++] = (struct open_req){
+                    key, y->day, y->reserved, {x->holds, y->holds}, {x->nholds, y->nholds}};
             } else {
                 free(x->holds);
                 free(y->holds);
@@ -341,8 +350,8 @@ static void test_exact_run(void **state)
     int64_t seq = add_key(f->s, 99, 500, NOW + 86400);
     static struct kb_admit v[200];
     for (int i = 0; i < 200; i++)
-        v[i] = (struct kb_admit){.key_seq = seq, .day = DAY, .now = NOW, .ts_ms = NOW * 1000,
-                                 .amount = 10};
+        v[i] = (struct kb_admit){
+            .key_seq = seq, .day = DAY, .now = NOW, .ts_ms = NOW * 1000, .amount = 10};
     /* twice: PostgreSQL takes the run in one statement once it knows the
      * key names no budget (its first admission told it) */
     for (int round = 0; round < 2; round++) {
@@ -392,8 +401,8 @@ static void test_settle_then_admit(void **state)
         int64_t day = DAY + round;
         struct kb_admit fill[10];
         for (int i = 0; i < 10; i++)
-            fill[i] = (struct kb_admit){.key_seq = seq, .day = day, .now = NOW,
-                                        .ts_ms = NOW * 1000, .amount = 10};
+            fill[i] = (struct kb_admit){
+                .key_seq = seq, .day = day, .now = NOW, .ts_ms = NOW * 1000, .amount = 10};
         assert_int_equal(store_begin(f->s), KB_OK);
         assert_int_equal(store_admit(f->s, fill, 10), KB_OK);
         assert_int_equal(store_commit(f->s), KB_OK);
@@ -401,8 +410,8 @@ static void test_settle_then_admit(void **state)
             assert_int_equal(fill[i].outcome, KB_OK);
         /* full: a settlement at its reservation frees nothing */
         struct kb_settle keep = {seq, day, 10, 10, NULL, 0};
-        struct kb_admit one = {.key_seq = seq, .day = day, .now = NOW, .ts_ms = NOW * 1000,
-                               .amount = 10};
+        struct kb_admit one = {
+            .key_seq = seq, .day = day, .now = NOW, .ts_ms = NOW * 1000, .amount = 10};
         assert_int_equal(store_begin(f->s), KB_OK);
         assert_int_equal(store_settle(f->s, &keep, 1), KB_OK);
         assert_int_equal(store_admit(f->s, &one, 1), KB_OK);
@@ -444,8 +453,11 @@ static void test_pg_mirror(void **state)
     struct kb_settle st[48];
     for (int round = 0; round < 20; round++) {
         for (int i = 0; i < 48; i++)
-            v[i] = (struct kb_admit){.key_seq = seq[rnd(3)], .day = DAY + rnd(2), .now = NOW,
-                                     .ts_ms = NOW * 1000, .amount = amounts[rnd(7)] / 5};
+            v[i] = (struct kb_admit){.key_seq = seq[rnd(3)],
+                                     .day = DAY + rnd(2),
+                                     .now = NOW,
+                                     .ts_ms = NOW * 1000,
+                                     .amount = amounts[rnd(7)] / 5};
         assert_int_equal(store_begin(f->s), KB_OK);
         assert_int_equal(store_admit(f->s, v, 48), KB_OK);
         assert_int_equal(store_commit(f->s), KB_OK);
@@ -453,8 +465,9 @@ static void test_pg_mirror(void **state)
         size_t n = 0;
         for (int i = 0; i < 48; i++)
             if (v[i].outcome == KB_OK)
-                st[n++] = (struct kb_settle){v[i].key_seq, v[i].day, v[i].reserved,
-                                             v[i].reserved * (int64_t)rnd(3) / 2, NULL, 0};
+                st[n++] = (struct kb_settle){v[i].key_seq,  v[i].day,
+                                             v[i].reserved, v[i].reserved * (int64_t)rnd(3) / 2,
+                                             NULL,          0};
         assert_int_equal(store_begin(f->s), KB_OK);
         assert_int_equal(store_settle(f->s, st, n), KB_OK);
         assert_int_equal(store_commit(f->s), KB_OK);

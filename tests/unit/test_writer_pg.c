@@ -68,12 +68,12 @@ static int setup(void **state)
 /* ---- jobs ---- */
 
 struct item {
-    int64_t v;         /* inserted into t (or the audit seq) */
-    enum kb_err got;   /* what done saw */
-    bool called;       /* done ran */
-    int64_t seen;      /* rows of t with v, read by done (another connection) */
-    int order;         /* done's turn */
-    int *counter;      /* incremented by done */
+    int64_t v;       /* inserted into t (or the audit seq) */
+    enum kb_err got; /* what done saw */
+    bool called;     /* done ran */
+    int64_t seen;    /* rows of t with v, read by done (another connection) */
+    int order;       /* done's turn */
+    int *counter;    /* incremented by done */
     struct event_base *base;
     int target;
 };
@@ -174,8 +174,7 @@ static void run_until(struct event_base *base, int *counter, int target)
         fail_msg("timed out: %d of %d callbacks", *counter, target);
 }
 
-static void item_init(struct item *it, int64_t v, int *counter, struct event_base *base,
-                      int target)
+static void item_init(struct item *it, int64_t v, int *counter, struct event_base *base, int target)
 {
     memset(it, 0, sizeof *it);
     it->v = v;
@@ -192,8 +191,7 @@ static void item_init(struct item *it, int64_t v, int *counter, struct event_bas
  */
 static struct gate g1, g2; /* the writer thread may still hold them when the test moves on */
 
-static void three_batches(struct kb_writer_port *p, kb_job_fn a_job, struct item *a,
-                          struct item *b)
+static void three_batches(struct kb_writer_port *p, kb_job_fn a_job, struct item *a, struct item *b)
 {
     gate_init(&g1);
     gate_init(&g2);
