@@ -171,8 +171,14 @@ static void ignore_notice(void *arg, const char *message)
 static enum kb_err session_setup(struct kb_store *s)
 {
     PQsetNoticeProcessor(pg(s)->conn, ignore_notice, NULL);
-    return pg__exec(s, "SET synchronous_commit = on; SET statement_timeout = '30s'; "
-                       "SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '60s'");
+    /* on the session itself (not through pg__exec: nothing the writer
+     * deferred belongs to a fresh session) */
+    PGresult *r = PQexec(pg(s)->conn, "SET synchronous_commit = on; SET statement_timeout = '30s'; "
+                                      "SET lock_timeout = '10s'; "
+                                      "SET idle_in_transaction_session_timeout = '60s'");
+    enum kb_err err = PQresultStatus(r) == PGRES_COMMAND_OK ? KB_OK : pg__err_of(s, r);
+    PQclear(r);
+    return err;
 }
 
 /* True when the connection can take a statement: outside a transaction, a
@@ -186,6 +192,12 @@ bool pg__conn_ready(struct kb_store *s)
     if (now < c->retry_at_ms) {
         pg__set_err(s, "PostgreSQL is unreachable (waiting before the next attempt)");
         return false;
+    }
+    if (c->commit_pending) {
+        /* a COMMIT in flight on the session being reset: its outcome is
+         * unknown, so its batch fails (docs/cluster.md, "Limits") */
+        c->commit_pending = false;
+        c->commit_done(c->commit_arg, KB_E_STORE);
     }
     PQreset(c->conn);
     c->broken = false;

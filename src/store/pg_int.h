@@ -61,7 +61,7 @@ struct pg_queue {
 /* What one libpq pipeline sends, in order (pg_txn.c). */
 enum pg_step_kind { K_BEGIN, K_LOCK, K_FENCE, K_PREPARE, K_STMT, K_COMMIT };
 struct plan {
-    int n, new_prepared;
+    int n;
     struct pg_step {
         enum pg_step_kind kind;
         const char *sql;

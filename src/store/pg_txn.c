@@ -267,16 +267,19 @@ static void plan_stmt(struct kb_store *s, struct plan *p, const char *sql, const
     struct pg *c = pg(s);
     char name[16];
     int slot = pg__stmt_slot(s, sql, name);
-    if (slot == c->nprepared) { /* not prepared on the server yet */
-        int k = 0;
-        while (k < p->n && !(p->step[k].kind == K_PREPARE && p->step[k].sql == sql))
-            k++;
-        if (k < p->n) {
-            snprintf(name, sizeof name, "%s", p->step[k].name);
-        } else if (c->nprepared + p->new_prepared < PG_MAX_STMTS) {
-            snprintf(name, sizeof name, "kb%d", c->nprepared + p->new_prepared++);
-            p->step[p->n] = (struct pg_step){
-                .kind = K_PREPARE, .sql = sql, .slot = c->nprepared + p->new_prepared - 1};
+    if (slot == c->nprepared) {
+        /* not prepared: it takes the first free slot now (read_plan gives
+         * it back if its PREPARE does not run), so that a second use in
+         * this plan finds it */
+        slot = 0;
+        while (slot < c->nprepared && c->prepared[slot])
+            slot++;
+        if (slot < PG_MAX_STMTS) {
+            c->prepared[slot] = sql;
+            if (slot == c->nprepared)
+                c->nprepared++;
+            snprintf(name, sizeof name, "kb%d", slot);
+            p->step[p->n] = (struct pg_step){.kind = K_PREPARE, .sql = sql, .slot = slot};
             snprintf(p->step[p->n++].name, sizeof name, "%s", name);
         } else {
             name[0] = '\0'; /* every slot taken: unnamed */
@@ -312,9 +315,9 @@ static int send_step(struct pg *c, const struct pg_step *t)
     return 0;
 }
 
-/* Sends the steps of p and a sync, in pipeline mode (entered if need be);
- * the statements p prepares are taken as prepared from now on (a failed
- * PREPARE marks the connection broken: its reset forgets them all). */
+/* Sends the steps of p and a sync, in pipeline mode (entered if need be).
+ * false: the connection failed (its caller marks it broken: the slots its
+ * plan took are forgotten with the reset). */
 static bool send_plan(struct kb_store *s, const struct plan *p)
 {
     struct pg *c = pg(s);
@@ -322,12 +325,9 @@ static bool send_plan(struct kb_store *s, const struct plan *p)
     if (PQstatus(conn) != CONNECTION_OK ||
         (PQpipelineStatus(conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(conn)))
         return false;
-    for (int k = 0; k < p->n; k++) {
+    for (int k = 0; k < p->n; k++)
         if (!send_step(c, &p->step[k]))
             return false;
-        if (p->step[k].kind == K_PREPARE)
-            c->prepared[c->nprepared++] = p->step[k].sql; /* kb<n>, in plan order */
-    }
     return PQpipelineSync(conn) == 1;
 }
 
@@ -401,12 +401,25 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
     c->commit_pending = false;
     enum kb_err e = KB_OK, prior_err = KB_OK;
     PGresult *out = NULL;
-    bool sent = p.n == 0 || send_plan(s, &p);
+    bool in_step = true;
+    /* a plan that commits is not sent before the COMMIT in flight is known
+     * to have succeeded: after one that failed at its commit (the session
+     * idle again), its BEGIN would start afresh and its COMMIT land rows
+     * that chain on the lost ones */
+    bool commits = p.n > 0 && p.step[p.n - 1].kind == K_COMMIT;
+    if (prior && commits) {
+        in_step = read_plan(s, &c->inflight, &prior_err, NULL);
+        c->commit_done(c->commit_arg, prior_err);
+        prior = false;
+    }
+    bool sent = p.n == 0 || (in_step && prior_err == KB_OK && send_plan(s, &p));
     if (!sent) {
-        pg__set_err(s, PQerrorMessage(conn));
+        if (prior_err == KB_OK) {
+            pg__set_err(s, PQerrorMessage(conn));
+            c->broken = true; /* the slots its plan took go with the reset */
+        }
         e = KB_E_STORE;
     }
-    bool in_step = true;
     if (prior) {
         in_step = read_plan(s, &c->inflight, &prior_err, NULL);
         c->commit_done(c->commit_arg, prior_err); /* its batch completes now */
@@ -526,8 +539,7 @@ bool pg__commit_later(struct kb_store *s, void (*done)(void *, enum kb_err), voi
     c->in_writer_txn = false; /* what follows belongs to the next one */
     if (!sent) {
         pg__set_err(s, PQerrorMessage(c->conn));
-        if (PQpipelineStatus(c->conn) != PQ_PIPELINE_OFF && !PQexitPipelineMode(c->conn))
-            c->broken = true;
+        c->broken = true; /* the slots its plan took go with the reset */
         if (pg__in_tx(s))
             (void)pg__exec(s, "ROLLBACK");
         *err = KB_E_STORE;
