@@ -43,6 +43,9 @@ describe('three nodes on one PostgreSQL', () => {
     KEYBRAKE_SERVER_KEY: serverKey,
     KEYBRAKE_CLUSTER_HEARTBEAT: '200ms',
     KEYBRAKE_CLUSTER_DEAD_AFTER: '2s',
+    // a fixed price for a read, so that its admissions take the
+    // one-statement path (kb_admit) as a hot generic key's do
+    KEYBRAKE_STRIPE_COST: 'GET /v1/payment_intents 10',
   });
   const start = (i, extra = {}) => startDaemon({ mocks, adminToken, dataDir: dataDirs[i], env: { ...env(), ...extra } });
 
@@ -80,6 +83,32 @@ describe('three nodes on one PostgreSQL', () => {
     assert.equal(ok.length, 50, `forwarded: ${ok.length}; statuses ${[...new Set(results.map((r) => r.status))]}`);
     assert.equal(capped.length, 950);
     for (const r of capped) assertError(r, 429, 'cap_exhausted');
+    assert.equal(mocks.stripe.requests.length, 50, 'the vendor saw exactly 50');
+    for (const d of nodes) {
+      const u = await usage(d, key.id);
+      assert.equal(u.spent_usd, 500);
+      assert.equal(u.reserved_usd, 0);
+    }
+  });
+
+  it('a steady stream of $10 reads from 12 clients across the nodes on a $500 key stops at exactly 50', async () => {
+    // each client sends its next request when the last is answered, so
+    // every node's batches mix settlements and admissions, and the three
+    // writers take the cluster lock in turn
+    const key = await nodes[0].issueKey({ label: uniquePrefix('stream'), vendor: 'stripe', daily_usd_cap: 500, allowed_endpoints: ['GET /v1/payment_intents'] });
+    let forwarded = 0;
+    const client = async (d) => {
+      for (let refused = 0; refused < 3; ) {
+        const r = await d.proxy({ method: 'GET', path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${key.token}` } });
+        if (r.status === 200) forwarded++;
+        else {
+          assertError(r, 429, 'cap_exhausted');
+          refused++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 12 }, (_, i) => client(nodes[i % 3])));
+    assert.equal(forwarded, 50, 'exactly 50 forwarded');
     assert.equal(mocks.stripe.requests.length, 50, 'the vendor saw exactly 50');
     for (const d of nodes) {
       const u = await usage(d, key.id);
