@@ -7,10 +7,16 @@
 #ifndef KB_TEST_PG_FIXTURE_H
 #define KB_TEST_PG_FIXTURE_H
 #include <libpq-fe.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <cmocka.h>
 
 /* The server's URL for database `db` into out; 0 on success. */
 static inline int test_pg_url(const char *db, char *out, size_t cap)
@@ -53,6 +59,34 @@ static inline int test_pg_fresh(char *out, size_t cap)
     PQclear(r);
     PQfinish(c);
     return ok ? test_pg_url(db, out, cap) : -1;
+}
+
+/* Runs one statement on database `url` on a connection of its own (the
+ * test's view of the store, outside the code under test); the first
+ * column of its first row as an integer, 0 when there is none. A
+ * statement that fails fails the test. */
+static inline int64_t test_pg_sql(const char *url, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static inline int64_t test_pg_sql(const char *url, const char *fmt, ...)
+{
+    char q[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q, sizeof q, fmt, ap);
+    va_end(ap);
+    PGconn *c = PQconnectdb(url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, q);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
+    assert_true(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK);
+    int64_t v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
+                    ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                    : 0;
+    PQclear(r);
+    PQfinish(c);
+    return v;
 }
 
 #endif

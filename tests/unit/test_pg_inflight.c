@@ -47,22 +47,7 @@
 #include "store_fixture.h"
 #include "store/store.h"
 
-static int64_t sql(const struct fixture *f, const char *q)
-{
-    PGconn *c = PQconnectdb(f->url);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PGresult *r = PQexec(c, q);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-        fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
-    assert_true(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK);
-    int64_t v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
-                    ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
-                    : 0;
-    PQclear(r);
-    PQfinish(c);
-    return v;
-}
+#define sql(f, ...) test_pg_sql((f)->url, __VA_ARGS__)
 
 static const char D_ROWS[] = "INSERT INTO review_d (v) SELECT * FROM unnest($1::text[])";
 static const char D_ROW[] = "INSERT INTO review_d (v) VALUES ($1::text)";
@@ -169,7 +154,7 @@ static void kill_backend(struct fixture *f, struct kb_store *s)
 {
     char q[96];
     snprintf(q, sizeof q, "SELECT pg_terminate_backend(%d)", PQbackendPID(pg(s)->conn));
-    sql(f, q);
+    sql(f, "%s", q);
 }
 
 static void assert_session_settings(struct kb_store *s)

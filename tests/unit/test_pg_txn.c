@@ -36,29 +36,7 @@
 #define NOW INT64_C(1764547200) /* 2025-12-01 00:00:00 UTC */
 #define DAY (NOW / 86400)
 
-static int64_t sql(const struct fixture *f, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int64_t sql(const struct fixture *f, const char *fmt, ...)
-{
-    char q[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(q, sizeof q, fmt, ap);
-    va_end(ap);
-    PGconn *c = PQconnectdb(f->url);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PGresult *r = PQexec(c, q);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-        fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
-    assert_true(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK);
-    int64_t v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
-                    ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
-                    : 0;
-    PQclear(r);
-    PQfinish(c);
-    return v;
-}
+#define sql(f, ...) test_pg_sql((f)->url, __VA_ARGS__)
 
 static int64_t add_key(struct kb_store *s, const char *id, int64_t cap)
 {

@@ -44,29 +44,7 @@ struct pair {
     int64_t seq[2][NKEYS];
 };
 
-static int64_t sql(const struct fixture *f, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int64_t sql(const struct fixture *f, const char *fmt, ...)
-{
-    char q[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(q, sizeof q, fmt, ap);
-    va_end(ap);
-    PGconn *c = PQconnectdb(f->url);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PGresult *r = PQexec(c, q);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-        fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
-    assert_true(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK);
-    int64_t v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
-                    ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
-                    : 0;
-    PQclear(r);
-    PQfinish(c);
-    return v;
-}
+#define sql(f, ...) test_pg_sql((f)->url, __VA_ARGS__)
 
 /* PostgreSQL: this node's mirror of the key reservations, and of the
  * budgets', equals the spend rows' reserved (no-op on SQLite). */

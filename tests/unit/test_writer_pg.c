@@ -28,31 +28,11 @@
 #include "store/pg_int.h"
 #include "store/store.h"
 #include "store/writer.h"
+#include "writer_gate.h"
 
 static char g_url[256];
 
-static int64_t sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int64_t sql(const char *fmt, ...)
-{
-    char q[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(q, sizeof q, fmt, ap);
-    va_end(ap);
-    PGconn *c = PQconnectdb(g_url);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PGresult *r = PQexec(c, q);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-        fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
-    assert_true(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK);
-    int64_t v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
-                    ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
-                    : 0;
-    PQclear(r);
-    PQfinish(c);
-    return v;
-}
+#define sql(...) test_pg_sql(g_url, __VA_ARGS__)
 
 static int setup(void **state)
 {
@@ -112,49 +92,6 @@ static void on_done(void *arg, enum kb_err err)
     it->seen = sql("SELECT count(*) FROM t WHERE v = %lld", (long long)it->v);
     if (*it->counter >= it->target)
         event_base_loopbreak(it->base);
-}
-
-/* Holds the writer thread until opened. */
-struct gate {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    bool entered, open;
-};
-
-static enum kb_err job_gate(struct kb_store *s, void *arg)
-{
-    (void)s;
-    struct gate *g = arg;
-    pthread_mutex_lock(&g->mu);
-    g->entered = true;
-    pthread_cond_broadcast(&g->cond);
-    while (!g->open)
-        pthread_cond_wait(&g->cond, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-    return KB_OK;
-}
-
-static void gate_init(struct gate *g)
-{
-    pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cond, NULL);
-    g->entered = g->open = false;
-}
-
-static void gate_wait_entered(struct gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    while (!g->entered)
-        pthread_cond_wait(&g->cond, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static void gate_open(struct gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->open = true;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->mu);
 }
 
 static struct kb_writer *start(void)

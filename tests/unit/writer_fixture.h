@@ -30,6 +30,7 @@
 #include "store/sqlite_int.h"
 #include "store/store.h"
 #include "store/writer.h"
+#include "writer_gate.h"
 
 static char g_dir[64];
 static char g_path[128];
@@ -125,51 +126,6 @@ static inline void must_not_run(void *arg, enum kb_err err)
     (void)err;
     struct item *it = arg;
     it->called = true;
-}
-
-/* Blocks the writer thread until released. */
-struct gate {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    bool entered, open;
-};
-
-__attribute__((unused)) static struct gate g_gate = {PTHREAD_MUTEX_INITIALIZER,
-                                                     PTHREAD_COND_INITIALIZER, false, false};
-
-static inline enum kb_err job_gate(struct kb_store *s, void *arg)
-{
-    (void)s;
-    struct gate *g = arg;
-    pthread_mutex_lock(&g->mu);
-    g->entered = true;
-    pthread_cond_broadcast(&g->cond);
-    while (!g->open)
-        pthread_cond_wait(&g->cond, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-    return KB_OK;
-}
-
-static inline void gate_wait_entered(struct gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    while (!g->entered)
-        pthread_cond_wait(&g->cond, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static inline void gate_open(struct gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->open = true;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static inline void gate_reset(struct gate *g)
-{
-    g->entered = false;
-    g->open = false;
 }
 
 static inline struct kb_writer *start(int max_batch)
