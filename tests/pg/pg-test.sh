@@ -8,13 +8,15 @@
 #   tests/pg/pg-test.sh resume DIR  start it again on the same port
 #
 # KEYBRAKE_PG_FSYNC=on makes it durable (the benchmark); tests run with
-# fsync off. Run as root (CI), the server runs as the `postgres` user, which refuses
+# fsync off. KEYBRAKE_PG_OPTS adds server settings (-c name=value ...): the
+# benchmark sizes memory and WAL as docs/cluster.md recommends. Run as root (CI), the server runs as the `postgres` user, which refuses
 # to run as root. Trust authentication on loopback only: nothing but this
 # machine reaches it, and it lives as long as one test run.
 set -eu
 cmd=${1:?start|stop}
 dir=${2:?directory}
 fsync=${KEYBRAKE_PG_FSYNC:-off}
+opts=${KEYBRAKE_PG_OPTS:-}
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$bin/initdb" ] || { echo "pg-test: PostgreSQL's server is not installed (apt-get install postgresql)" >&2; exit 1; }
 as_pg() {
@@ -31,7 +33,7 @@ start)
     while :; do
         port=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom) % 40000 ))
         if as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=$fsync -c max_connections=200 -c shared_buffers=32MB" \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=$fsync -c max_connections=200 -c shared_buffers=32MB $opts" \
             start >/dev/null 2>&1; then
             break
         fi
@@ -47,7 +49,7 @@ pause)
 resume)
     port=$(cat "$dir/port")
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=$fsync -c max_connections=200 -c shared_buffers=32MB" \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=$fsync -c max_connections=200 -c shared_buffers=32MB $opts" \
         start >/dev/null || { tail -20 "$dir/server.log" >&2; exit 1; }
     ;;
 stop)
