@@ -146,14 +146,7 @@ static int show(struct cli_ctx *c, int argc, char **argv)
     json_t *b = NULL;
     rc = cli_api(c, "GET", path, NULL, &b);
     free(path);
-    if (rc != CLI_EXIT_OK)
-        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-    if (c->json)
-        cli_print_json(b);
-    else
-        print_budget(b);
-    json_decref(b);
-    return CLI_EXIT_OK;
+    return cli_answer(c, rc, b, print_budget);
 }
 
 static int create(struct cli_ctx *c, int argc, char **argv)
@@ -200,26 +193,13 @@ static int create(struct cli_ctx *c, int argc, char **argv)
     if (rc == CLI_EXIT_OK)
         rc = cli_api(c, "POST", "/v1/budgets", b.data, &res);
     buf_cleanup(&b);
-    if (rc != CLI_EXIT_OK)
-        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-    if (c->json)
-        cli_print_json(res);
-    else
-        print_budget(res);
-    json_decref(res);
-    return CLI_EXIT_OK;
+    return cli_answer(c, rc, res, print_budget);
 }
 
 static int delete (struct cli_ctx *c, int argc, char **argv)
 {
-    const char *name;
-    int rc = cli_one_arg(c, argc, argv, "budgets", "a budget name", &name);
-    if (rc != CLI_EXIT_OK)
-        return rc;
-    char *path = cli_path("/v1/budgets", name);
-    rc = cli_delete(c, path, "name", name, "deleted", "budget");
-    free(path);
-    return rc;
+    return cli_delete(c, argc, argv, "budgets", "a budget name", "/v1/budgets", "name", "deleted",
+                      "budget");
 }
 
 int cli_budgets(int argc, char **argv)

@@ -344,11 +344,29 @@ int cli_dispatch(const char *group, const char *help, const struct cli_cmd *cmds
     return cli_usage_error("%s: unknown command %s", group, argv[1]);
 }
 
-int cli_delete(struct cli_ctx *c, const char *path, const char *id_field, const char *id,
-               const char *done, const char *noun)
+int cli_answer(struct cli_ctx *c, int rc, json_t *res, void (*print)(json_t *res))
 {
+    if (rc == CLI_EXIT_OK) {
+        if (c->json)
+            cli_print_json(res);
+        else
+            print(res);
+    }
+    json_decref(res);
+    return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
+}
+
+int cli_delete(struct cli_ctx *c, int argc, char **argv, const char *group, const char *what,
+               const char *base, const char *id_field, const char *done, const char *noun)
+{
+    const char *id;
+    int rc = cli_one_arg(c, argc, argv, group, what, &id);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    char *path = cli_path(base, id);
     json_t *res = NULL;
-    int rc = cli_api(c, "DELETE", path, NULL, &res);
+    rc = cli_api(c, "DELETE", path, NULL, &res);
+    free(path);
     json_decref(res); /* 204: nothing */
     if (rc != CLI_EXIT_OK)
         return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;

@@ -108,10 +108,18 @@ struct cli_cmd {
 int cli_dispatch(const char *group, const char *help, const struct cli_cmd *cmds, size_t n,
                  int argc, char **argv);
 
-/* DELETE path and reports it: {"<id_field>": id, "<done>": true} with --json,
- * else "<done> <noun> <id>". */
-int cli_delete(struct cli_ctx *c, const char *path, const char *id_field, const char *id,
-               const char *done, const char *noun);
+/*
+ * `keybrake <group> <verb> <id>`: reads the one argument (cli_one_arg,
+ * `what` describing it), DELETEs "<base>/<id>" and reports it:
+ * {"<id_field>": id, "<done>": true} with --json, else "<done> <noun> <id>".
+ */
+int cli_delete(struct cli_ctx *c, int argc, char **argv, const char *group, const char *what,
+               const char *base, const char *id_field, const char *done, const char *noun);
+
+/* The end of a command that answers one object: rc as cli_api returned it
+ * (mapped to an exit code), else the object printed as JSON with --json or
+ * by print; res is released either way. */
+int cli_answer(struct cli_ctx *c, int rc, json_t *res, void (*print)(json_t *res));
 
 /* A JSON value as display text: strings as they are, null as "-",
  * numbers and the rest as JSON. Returns a pointer into tmp or the value. */

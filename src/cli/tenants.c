@@ -109,14 +109,7 @@ static int show(struct cli_ctx *c, int argc, char **argv)
     json_t *t = NULL;
     rc = cli_api(c, "GET", path, NULL, &t);
     free(path);
-    if (rc != CLI_EXIT_OK)
-        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-    if (c->json)
-        cli_print_json(t);
-    else
-        print_tenant(t);
-    json_decref(t);
-    return CLI_EXIT_OK;
+    return cli_answer(c, rc, t, print_tenant);
 }
 
 static int create(struct cli_ctx *c, int argc, char **argv)
@@ -132,26 +125,13 @@ static int create(struct cli_ctx *c, int argc, char **argv)
     json_decref(body);
     rc = cli_api(c, "POST", "/v1/tenants", text, &res);
     free(text);
-    if (rc != CLI_EXIT_OK)
-        return rc < 0 ? CLI_EXIT_UNAVAILABLE : rc;
-    if (c->json)
-        cli_print_json(res);
-    else
-        print_tenant(res);
-    json_decref(res);
-    return CLI_EXIT_OK;
+    return cli_answer(c, rc, res, print_tenant);
 }
 
 static int delete (struct cli_ctx *c, int argc, char **argv)
 {
-    const char *id;
-    int rc = cli_one_arg(c, argc, argv, "tenants", "a tenant id (tn_...)", &id);
-    if (rc != CLI_EXIT_OK)
-        return rc;
-    char *path = cli_path("/v1/tenants", id);
-    rc = cli_delete(c, path, "id", id, "deleted", "tenant");
-    free(path);
-    return rc;
+    return cli_delete(c, argc, argv, "tenants", "a tenant id (tn_...)", "/v1/tenants", "id",
+                      "deleted", "tenant");
 }
 
 int cli_tenants(int argc, char **argv)

@@ -158,14 +158,8 @@ static int create(struct cli_ctx *c, int argc, char **argv)
 
 static int revoke(struct cli_ctx *c, int argc, char **argv)
 {
-    const char *id;
-    int rc = cli_one_arg(c, argc, argv, "admin-tokens", "a token id (at_...)", &id);
-    if (rc != CLI_EXIT_OK)
-        return rc;
-    char *path = cli_path("/v1/admin-tokens", id);
-    rc = cli_delete(c, path, "id", id, "revoked", "admin token");
-    free(path);
-    return rc;
+    return cli_delete(c, argc, argv, "admin-tokens", "a token id (at_...)", "/v1/admin-tokens",
+                      "id", "revoked", "admin token");
 }
 
 int cli_admin_tokens(int argc, char **argv)
