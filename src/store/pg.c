@@ -350,7 +350,7 @@ static void pg_close(struct kb_store *s)
         return;
     pg__audit_free(s);
     pg__budget_free(s);
-    pg__rows_free(s);
+    pg__txn_free(s);
     PQfinish(pg(s)->conn);
     free(s);
 }

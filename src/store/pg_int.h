@@ -144,7 +144,8 @@ enum kb_err pg__defer(struct kb_store *s, const char *rows_sql, const char *row_
 enum kb_err pg__queue(struct kb_store *s, const char *sql, const struct pg_args *a);
 /* Inserts what is deferred now (before a statement that reads it back). */
 enum kb_err pg__flush(struct kb_store *s);
-void pg__rows_free(struct kb_store *s);
+/* Frees the writer transaction's buffers (deferred rows, queued statements). */
+void pg__txn_free(struct kb_store *s);
 
 /*
  * pg_txn.c: the writer's transactions. pg__begin sends nothing; the BEGIN,

@@ -121,15 +121,23 @@ static void rows_drop(struct pg_rows *r, size_t to_rows, const size_t *to_len)
     }
 }
 
-static void queue_drop(struct pg_queue *q, int to);
+static void queue_drop(struct pg_queue *q, int to)
+{
+    for (int i = to; i < q->n; i++) {
+        free(q->q[i].buf);
+        q->q[i].buf = NULL;
+    }
+    q->n = to;
+    if (q->mark > to)
+        q->mark = to;
+}
 
-void pg__rows_free(struct kb_store *s)
+void pg__txn_free(struct kb_store *s)
 {
     struct pg *c = pg(s);
     queue_drop(&c->queue, 0);
-    for (int i = 0; i < PG_MAX_ARGS; i++) {
+    for (int i = 0; i < PG_MAX_ARGS; i++)
         buf_cleanup(&c->rows.col[i]);
-    }
 }
 
 /* The deferred rows as the array parameters of their statement; the
@@ -185,17 +193,6 @@ enum kb_err pg__defer(struct kb_store *s, const char *rows_sql, const char *row_
 }
 
 /* ---- queued statements ---- */
-
-static void queue_drop(struct pg_queue *q, int to)
-{
-    for (int i = to; i < q->n; i++) {
-        free(q->q[i].buf);
-        q->q[i].buf = NULL;
-    }
-    q->n = to;
-    if (q->mark > to)
-        q->mark = to;
-}
 
 enum kb_err pg__queue(struct kb_store *s, const char *sql, const struct pg_args *a)
 {
