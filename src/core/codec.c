@@ -333,6 +333,44 @@ enum kb_err codec_decode(struct kb_decoder *d, const char *in, size_t len, kb_de
     return d->fail == FAIL_NONE ? KB_OK : KB_E_INVALID;
 }
 
+/* ---- UTF-8 ---- */
+
+/* Decodes each sequence and checks the code point against the smallest one
+ * its length may carry (overlong), the surrogates and U+10FFFF. A lead byte
+ * past F4 or below C2 is refused at once. A truncated sequence stops at a
+ * byte that is not a continuation (the NUL at the latest): nothing past the
+ * terminator is read. */
+bool codec_utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        int n;
+        unsigned min;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            n = 1, min = 0x80, c &= 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2, min = 0x800, c &= 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3, min = 0x10000, c &= 0x07;
+        } else {
+            return false;
+        }
+        for (int i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+            c = c << 6 | (p[i] & 0x3f);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
+
 /* ---- whole bodies ---- */
 
 struct collect {

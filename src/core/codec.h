@@ -57,6 +57,15 @@ bool codec_finished(const struct kb_decoder *d);
 void codec_decoder_free(struct kb_decoder *d);
 
 /*
+ * Whether the NUL-terminated s is well-formed UTF-8 (RFC 3629, Unicode
+ * Table 3-7): no overlong forms (C0 80, E0 80 80), no surrogates (ED A0 80),
+ * nothing past U+10FFFF (F4 90 80 80), no truncated sequence and no stray
+ * continuation byte. "" is valid. What PostgreSQL's text input accepts in a
+ * UTF-8 database. Pure; any thread.
+ */
+bool codec_utf8_valid(const char *s);
+
+/*
  * One-shot decoding of a whole body (a request): *out (heap, caller frees,
  * NUL-terminated for convenience) and *out_len on KB_OK. KB_E_BODY_TOO_LARGE
  * past max_out or max_ratio; KB_E_INVALID for a corrupt or truncated body;

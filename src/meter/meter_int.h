@@ -4,7 +4,8 @@
  * kb_meter, the SSE line splitter, the form decoder and the saturating
  * integer arithmetic every cost goes through.
  *
- * meter.c owns loading, dispatch and the request life cycle; each vendor file
+ * meter.c owns loading, dispatch and the request life cycle, common.c the
+ * helpers every vendor meter uses; each vendor file
  * (stripe.c, twilio.c, openai.c, anthropic.c, fixed.c) fills a struct
  * kb_meter in its meter__<vendor>_begin() and, when the cost depends on the
  * response, points m->ops at its callbacks.
@@ -337,7 +338,7 @@ struct kb_meter {
  * it prices, before it prices it. */
 void meter__note_model(struct kb_meter *m, const char *id);
 
-/* ---- meter.c: arithmetic ---- */
+/* ---- common.c: arithmetic ---- */
 
 /* ceil(a * b / d) for a, b >= 0, d > 0, saturating at KB_MONEY_MAX_MICROS. */
 int64_t meter__mul_div_ceil(int64_t a, int64_t b, int64_t d);
@@ -347,7 +348,7 @@ int64_t meter__add_sat(int64_t a, int64_t b);
 /* Micro-dollars for `tokens` at `per_mtok` micros per million, rounded up. */
 int64_t meter__token_cost(int64_t tokens, int64_t per_mtok);
 
-/* ---- meter.c: models ---- */
+/* ---- models.c, openai_media.c, common.c: models and prices ---- */
 
 /* Reads the price member `key` of obj ("where.key" in messages): required,
  * or, with dflt >= 0, optional with that default. */
@@ -406,7 +407,7 @@ KB_MUSTCHECK enum kb_err meter__price_parse(json_t *v, const char *where, int64_
 KB_MUSTCHECK enum kb_err meter__keys_check(json_t *obj, const char *where,
                                            const char *const *allowed, char **errmsg);
 
-/* ---- meter.c: JSON helpers ---- */
+/* ---- common.c: JSON helpers ---- */
 
 /* A non-negative JSON integer member of obj. Returns false when absent,
  * null or not a non-negative integer (then *out is untouched). */
@@ -441,7 +442,7 @@ struct meter__jkeep {
 json_t *meter__json_loadb(const char *text, size_t len, size_t flags,
                           const struct meter__jkeep *keep, json_error_t *err);
 
-/* ---- meter.c: request paths ---- */
+/* ---- common.c: request paths ---- */
 
 /* Splits path into at most max segments (pointers into path). Returns the
  * number of segments, or max + 1 when there are more. */
@@ -464,7 +465,7 @@ struct meter__route {
 int meter__route_find(const struct meter__route *routes, size_t n,
                       const struct kb_meter_req *req);
 
-/* ---- meter.c: form bodies ---- */
+/* ---- common.c: form bodies ---- */
 
 struct meter__form_pair {
     char *key;   /* owned, decoded, NUL-terminated */

@@ -3,7 +3,7 @@
  * public functions of store.h and audit_store.h are one-line calls through
  * this table (store.c); a backend fills one table and is chosen at run
  * time by the store URL (store_open). Every backend must pass the
- * conformance suite (tests/unit/test_store.c).
+ * conformance suite (tests/unit/test_store*.c).
  */
 #ifndef KB_STORE_BACKEND_H
 #define KB_STORE_BACKEND_H

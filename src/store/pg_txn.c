@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/codec.h"
 #include "store/pg_int.h"
 
 /* pg_advisory_xact_lock key of every write transaction ("kbwr"), pg.c */
@@ -45,39 +46,6 @@ bool pg__in_tx(struct kb_store *s)
 }
 
 /* ---- deferred rows ---- */
-
-/* A strict UTF-8 check (no overlong forms, surrogates or code points past
- * U+10FFFF): what PostgreSQL's text input refuses is refused here, before
- * it could fail a whole batch's commit. */
-static bool utf8_ok(const unsigned char *p)
-{
-    while (*p) {
-        unsigned c = *p;
-        int n;
-        unsigned min;
-        if (c < 0x80) {
-            p++;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            n = 1, min = 0x80, c &= 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2, min = 0x800, c &= 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3, min = 0x10000, c &= 0x07;
-        } else {
-            return false;
-        }
-        for (int i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            c = c << 6 | (p[i] & 0x3f);
-        }
-        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-            return false;
-        p += n + 1;
-    }
-    return true;
-}
 
 /* Appends parameter i of a to column buffer b as an array element. */
 static void element_put(struct kb_buf *b, const struct pg_args *a, int i)
@@ -171,8 +139,10 @@ enum kb_err pg__defer(struct kb_store *s, const char *rows_sql, const char *row_
         return KB_E_STORE;
     if (!pg__in_tx(s))
         return pg__do(s, row_sql, a);
+    /* what PostgreSQL's text input refuses, refused before it could fail a
+     * whole batch's commit */
     for (int i = 0; i < a->n; i++)
-        if (a->v[i] && a->fmt[i] != 1 && !utf8_ok((const unsigned char *)a->v[i])) {
+        if (a->v[i] && a->fmt[i] != 1 && !codec_utf8_valid(a->v[i])) {
             pg__set_err(s, "text that is not UTF-8");
             return KB_E_INVALID;
         }

@@ -4,7 +4,7 @@
  * chosen at run time by the store URL. sqlite.c is the embedded default; a
  * PostgreSQL backend fills the same table for several nodes sharing one
  * store. Every backend passes the same conformance suite
- * (tests/unit/test_store.c).
+ * (tests/unit/test_store*.c).
  *
  * Every operation is atomic on its own: callers never read, modify and
  * write back. Spend in particular is reserved with one conditional update

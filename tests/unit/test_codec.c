@@ -455,6 +455,92 @@ static void test_deflate_header_split(void **state)
     }
 }
 
+/* ---- UTF-8 (codec_utf8_valid) ---- */
+
+struct utf8_case {
+    const char *name;
+    const char *s;
+    bool valid;
+};
+
+static const struct utf8_case utf8_cases[] = {
+    {"empty", "", true},
+    {"ASCII", "plain ASCII, 0x7F: \x7f", true},
+    {"2-byte min U+0080", "\xc2\x80", true},
+    {"2-byte max U+07FF", "\xdf\xbf", true},
+    {"2-byte e-acute", "caf\xc3\xa9", true},
+    {"3-byte min U+0800", "\xe0\xa0\x80", true},
+    {"3-byte CJK", "\xe6\xbc\xa2", true},
+    {"3-byte U+D7FF (below the surrogates)", "\xed\x9f\xbf", true},
+    {"3-byte U+E000 (above the surrogates)", "\xee\x80\x80", true},
+    {"3-byte max U+FFFF", "\xef\xbf\xbf", true},
+    {"4-byte min U+10000", "\xf0\x90\x80\x80", true},
+    {"4-byte emoji", "\xf0\x9f\x94\x91", true},
+    {"4-byte max U+10FFFF", "\xf4\x8f\xbf\xbf", true},
+    {"mixed", "a\xc3\xa9\xe6\xbc\xa2\xf0\x9f\x94\x91z", true},
+    {"overlong C0 80 (NUL)", "\xc0\x80", false},
+    {"overlong C1 BF", "\xc1\xbf", false},
+    {"overlong E0 80 80", "\xe0\x80\x80", false},
+    {"overlong E0 9F BF", "\xe0\x9f\xbf", false},
+    {"overlong F0 80 80 80", "\xf0\x80\x80\x80", false},
+    {"overlong F0 8F BF BF", "\xf0\x8f\xbf\xbf", false},
+    {"surrogate ED A0 80 (U+D800)", "\xed\xa0\x80", false},
+    {"surrogate ED BF BF (U+DFFF)", "\xed\xbf\xbf", false},
+    {"surrogate pair as CESU-8", "\xed\xa0\xbd\xed\xb4\x91", false},
+    {"past U+10FFFF: F4 90 80 80", "\xf4\x90\x80\x80", false},
+    {"past U+10FFFF: F5 80 80 80", "\xf5\x80\x80\x80", false},
+    {"lead F8 (5-byte form)", "\xf8\x88\x80\x80\x80", false},
+    {"lead FF", "\xff", false},
+    {"lead FE", "a\xfe", false},
+    {"truncated 2-byte", "\xc3", false},
+    {"truncated 3-byte (1 of 2)", "\xe6", false},
+    {"truncated 3-byte (2 of 2)", "\xe6\xbc", false},
+    {"truncated 4-byte (3 of 3)", "\xf0\x9f\x94", false},
+    {"truncated then ASCII",
+     "\xe6\xbc"
+     "a",
+     false},
+    {"truncated before the end of a text", "ab\xc3 cd", false},
+    {"stray continuation 80", "\x80", false},
+    {"stray continuation BF after ASCII", "abc\xbf", false},
+    {"continuation after a full sequence", "\xc3\xa9\xa9", false},
+    {"two leads", "\xc3\xc3\xa9", false},
+};
+
+static void test_utf8_valid(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof utf8_cases / sizeof utf8_cases[0]; i++) {
+        const struct utf8_case *c = &utf8_cases[i];
+        if (codec_utf8_valid(c->s) != c->valid)
+            fail_msg("%s: codec_utf8_valid gave %d, want %d", c->name, !c->valid, c->valid);
+    }
+}
+
+/* Every code point, encoded by hand: the scalar values are valid, the
+ * surrogates are not. */
+static void test_utf8_every_code_point(void **state)
+{
+    (void)state;
+    for (unsigned cp = 1; cp <= 0x10ffff; cp++) {
+        char b[5] = {0};
+        if (cp < 0x80) {
+            b[0] = (char)cp;
+        } else if (cp < 0x800) {
+            b[0] = (char)(0xc0 | cp >> 6), b[1] = (char)(0x80 | (cp & 0x3f));
+        } else if (cp < 0x10000) {
+            b[0] = (char)(0xe0 | cp >> 12), b[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+            b[2] = (char)(0x80 | (cp & 0x3f));
+        } else {
+            b[0] = (char)(0xf0 | cp >> 18), b[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+            b[2] = (char)(0x80 | (cp >> 6 & 0x3f)), b[3] = (char)(0x80 | (cp & 0x3f));
+        }
+        bool want = cp < 0xd800 || cp > 0xdfff;
+        if (codec_utf8_valid(b) != want)
+            fail_msg("U+%04X: codec_utf8_valid gave %d", cp, !want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -470,6 +556,8 @@ int main(void)
         cmocka_unit_test(test_ratio_grace),
         cmocka_unit_test(test_decode_all_identity),
         cmocka_unit_test(test_deflate_header_split),
+        cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_utf8_every_code_point),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -165,7 +165,7 @@ static void test_harness_detects_quadratic(void **state)
     assert_true(r > RATIO_MAX);
 }
 
-/* ---- form bodies (meter/meter.c) ---- */
+/* ---- form bodies (meter/common.c) ---- */
 
 static void w_form(const char *in, size_t n)
 {

@@ -12,7 +12,9 @@
  * reads: a small cap (refusals, zero amounts, exact fits), a revoked key,
  * one that expires during the stream, a rate limit, a budget, a ledger
  * object. Then exactness on one run (200 admissions of 10 on a cap of
- * 500), and, on PostgreSQL, the node_reservations mirror against spend.
+ * 500), and, on PostgreSQL, the node_reservations mirror against spend,
+ * and kb_settle when the mirror no longer holds what it settles (another
+ * node reaped the start) or the key's spend row is gone.
  */
 #include <libpq-fe.h>
 #include <setjmp.h>
@@ -454,6 +456,159 @@ static void test_pg_mirror(void **state)
     }
 }
 
+/* ---- kb_settle (schema_pg/004_batch.sql) when the mirror lost rows ---- */
+
+/* PostgreSQL: spend's spent and reserved, and this node's mirror row, of
+ * key seq on DAY; -1 for a row that is not there. */
+static int64_t spent_of(const struct fixture *f, int64_t seq)
+{
+    return sql(f,
+               "SELECT coalesce((SELECT spent_micros FROM spend WHERE key_seq = %lld "
+               "AND day = %lld), -1)",
+               (long long)seq, (long long)DAY);
+}
+
+static int64_t reserved_of(const struct fixture *f, int64_t seq)
+{
+    return sql(f,
+               "SELECT coalesce((SELECT reserved_micros FROM spend WHERE key_seq = %lld "
+               "AND day = %lld), -1)",
+               (long long)seq, (long long)DAY);
+}
+
+static int64_t mirror_of(const struct fixture *f, int64_t seq)
+{
+    return sql(f,
+               "SELECT coalesce((SELECT micros FROM node_reservations WHERE key_seq = %lld "
+               "AND day = %lld AND node_id <> 'other'), -1)",
+               (long long)seq, (long long)DAY);
+}
+
+/* n reservations of 100 on each key of seq[0..nk) in one run, all
+ * admitted. */
+static void reserve_100s(struct fixture *f, const int64_t *seq, const int *n, int nk)
+{
+    struct kb_admit v[16];
+    int m = 0;
+    for (int k = 0; k < nk; k++)
+        for (int i = 0; i < n[k]; i++)
+            v[m++] = (struct kb_admit){
+                .key_seq = seq[k], .day = DAY, .now = NOW, .ts_ms = NOW * 1000, .amount = 100};
+    assert_int_equal(store_begin(f->s), KB_OK);
+    assert_int_equal(store_admit(f->s, v, (size_t)m), KB_OK);
+    assert_int_equal(store_commit(f->s), KB_OK);
+    for (int i = 0; i < m; i++) {
+        assert_int_equal(v[i].outcome, KB_OK);
+        assert_int_equal(v[i].reserved, 100);
+    }
+    for (int k = 0; k < nk; k++) {
+        assert_int_equal(reserved_of(f, seq[k]), 100 * n[k]);
+        assert_int_equal(mirror_of(f, seq[k]), 100 * n[k]);
+    }
+}
+
+/* Another node reaped this start and settled some of its reservations at
+ * their worst case: each was charged in full (spend: reserved -> spent)
+ * and left this start's mirror row. One store_settle call then settles
+ * all of them, interleaved with a key whose mirror is whole: what the
+ * mirror still holds is released and charged at its actual cost; what it
+ * no longer holds was charged its reservation already, so only the cost
+ * beyond it is added, and spend's reserved (another node's 100 on the
+ * same row) is not touched. */
+static void test_pg_settle_partly_reaped(void **state)
+{
+    struct fixture *f = *state;
+    int64_t a = add_key(f->s, 80, 1000, NOW + 86400); /* mirror reduced: 2 of 4 reaped */
+    int64_t b = add_key(f->s, 81, 1000, NOW + 86400); /* mirror whole */
+    int64_t c = add_key(f->s, 82, 1000, NOW + 86400); /* mirror row gone: all 3 reaped */
+    reserve_100s(f, (int64_t[]){a, b, c}, (int[]){4, 2, 3}, 3);
+
+    /* the reaper, on a: two of 100 charged, out of the mirror; and another
+     * node holds 100 of its own on the same row */
+    sql(f, "UPDATE node_reservations SET micros = micros - 200 WHERE key_seq = %lld", (long long)a);
+    sql(f,
+        "UPDATE spend SET reserved_micros = reserved_micros - 200 + 100, "
+        "spent_micros = spent_micros + 200 WHERE key_seq = %lld",
+        (long long)a);
+    sql(f,
+        "INSERT INTO node_reservations (node_id, boot_id, key_seq, day, micros) "
+        "VALUES ('other', 'boot-other', %lld, %lld, 100)",
+        (long long)a, (long long)DAY);
+    /* on c: all three charged, the row removed */
+    sql(f, "DELETE FROM node_reservations WHERE key_seq = %lld", (long long)c);
+    sql(f,
+        "UPDATE spend SET reserved_micros = 0, spent_micros = spent_micros + 300 "
+        "WHERE key_seq = %lld",
+        (long long)c);
+    assert_mirror(f);
+    assert_int_equal(spent_of(f, a), 200);
+    assert_int_equal(reserved_of(f, a), 300);
+    assert_int_equal(mirror_of(f, a), 200);
+
+    const struct kb_settle st[] = {
+        {a, DAY, 100, 30, NULL, 0},  /* held (200 -> 100): releases 100, spends 30 */
+        {c, DAY, 100, 30, NULL, 0},  /* not held: 30 < the 100 charged, nothing */
+        {b, DAY, 100, 100, NULL, 0}, /* held: releases 100, spends 100 */
+        {a, DAY, 100, 150, NULL, 0}, /* held (100 -> 0): releases 100, spends 150 */
+        {a, DAY, 100, 70, NULL, 0},  /* not held: nothing */
+        {c, DAY, 100, 260, NULL, 0}, /* not held: the 160 beyond the 100 */
+        {b, DAY, 100, 0, NULL, 0},   /* held: releases 100 */
+        {a, DAY, 100, 250, NULL, 0}, /* not held: the 150 beyond the 100 */
+        {c, DAY, 100, 100, NULL, 0}, /* not held: exactly what was charged */
+        {a, DAY, 0, 40, NULL, 0},    /* reserved nothing: its actual */
+    };
+    assert_int_equal(store_begin(f->s), KB_OK);
+    assert_int_equal(store_settle(f->s, st, sizeof st / sizeof st[0]), KB_OK);
+    assert_int_equal(store_commit(f->s), KB_OK);
+
+    assert_int_equal(spent_of(f, a), 200 + 30 + 150 + 150 + 40);
+    assert_int_equal(reserved_of(f, a), 100); /* the other node's */
+    assert_int_equal(mirror_of(f, a), 0);
+    assert_int_equal(sql(f,
+                         "SELECT micros FROM node_reservations WHERE node_id = 'other' "
+                         "AND key_seq = %lld",
+                         (long long)a),
+                     100);
+    assert_int_equal(spent_of(f, b), 100);
+    assert_int_equal(reserved_of(f, b), 0);
+    assert_int_equal(mirror_of(f, b), 0);
+    assert_int_equal(spent_of(f, c), 300 + 160);
+    assert_int_equal(reserved_of(f, c), 0);
+    assert_int_equal(mirror_of(f, c), -1); /* not made again */
+    assert_mirror(f);
+}
+
+/* A settlement whose key has no spend row on its day (nothing reserved
+ * there, or the row is gone) settles nothing: no row is made, this node's
+ * mirror row is left as it is, and the other settlements of the same call
+ * still count. */
+static void test_pg_settle_no_spend_row(void **state)
+{
+    struct fixture *f = *state;
+    int64_t d = add_key(f->s, 83, 1000, NOW + 86400); /* spend row deleted */
+    int64_t e = add_key(f->s, 84, 1000, NOW + 86400); /* never reserved */
+    int64_t g = add_key(f->s, 85, 1000, NOW + 86400); /* as usual */
+    reserve_100s(f, (int64_t[]){d, g}, (int[]){2, 1}, 2);
+    sql(f, "DELETE FROM spend WHERE key_seq = %lld", (long long)d);
+
+    const struct kb_settle st[] = {
+        {d, DAY, 100, 50, NULL, 0},  {e, DAY, 0, 40, NULL, 0},    {g, DAY, 100, 20, NULL, 0},
+        {d, DAY, 100, 300, NULL, 0}, {e, DAY, 100, 100, NULL, 0}, {d, DAY, 0, 40, NULL, 0},
+    };
+    assert_int_equal(store_begin(f->s), KB_OK);
+    assert_int_equal(store_settle(f->s, st, sizeof st / sizeof st[0]), KB_OK);
+    assert_int_equal(store_commit(f->s), KB_OK);
+
+    assert_int_equal(sql(f, "SELECT count(*) FROM spend WHERE key_seq IN (%lld, %lld)",
+                         (long long)d, (long long)e),
+                     0);
+    assert_int_equal(mirror_of(f, d), 200); /* untouched */
+    assert_int_equal(mirror_of(f, e), -1);
+    assert_int_equal(spent_of(f, g), 20);
+    assert_int_equal(reserved_of(f, g), 0);
+    assert_int_equal(mirror_of(f, g), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +619,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_settle_then_admit, setup_sqlite, teardown),
         cmocka_unit_test_setup_teardown(test_settle_then_admit, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_pg_mirror, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_settle_partly_reaped, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_settle_no_spend_row, setup_pg, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
