@@ -193,12 +193,8 @@ bool pg__conn_ready(struct kb_store *s)
         pg__set_err(s, "PostgreSQL is unreachable (waiting before the next attempt)");
         return false;
     }
-    if (c->commit_pending) {
-        /* a COMMIT in flight on the session being reset: its outcome is
-         * unknown, so its batch fails (docs/cluster.md, "Limits") */
-        c->commit_pending = false;
-        c->commit_done(c->commit_arg, KB_E_STORE);
-    }
+    if (c->commit_pending) /* a COMMIT in flight on the session being reset */
+        pg__inflight_lost(s);
     PQreset(c->conn);
     c->broken = false;
     c->nprepared = 0;

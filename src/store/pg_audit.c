@@ -272,6 +272,8 @@ enum kb_err pg__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
         a->known = a->ck_known = false;
         return KB_E_STORE;
     }
+    if (a->cache)
+        pg__txn_appended(s, seq);
     if (a->cache && a->known && seq == a->last_seq + 1) {
         a->last_seq = seq;
         memcpy(a->last_hash, hash, KB_HASH_LEN);

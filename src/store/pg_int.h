@@ -96,6 +96,23 @@ struct pg {
     struct plan inflight;  /* ... what was sent with it, to read its answers */
     void (*commit_done)(void *arg, enum kb_err err);
     void *commit_arg;
+    /* the seq of the last audit record the writer's open transaction
+     * appended to the own chain (0: none), at its savepoint, and of the
+     * transaction the COMMIT in flight ends: what tells, after a lost
+     * answer, whether that COMMIT happened */
+    int64_t txn_mark, txn_mark_sp, inflight_mark;
+    /* a COMMIT whose answer was lost with its session ("limbo", pg_txn.c):
+     * its batch is completed (limbo_done) once a new session has read
+     * whether record limbo_mark exists, or fails at limbo_until_ms */
+    bool limbo;
+    bool resolving;
+    int64_t limbo_mark;
+    int64_t limbo_until_ms;
+    void (*limbo_done)(void *arg, enum kb_err err);
+    void *limbo_arg;
+#ifdef KB_TEST_HOOKS
+    bool test_rollback; /* the in-flight plan's COMMIT is sent as ROLLBACK */
+#endif
     void *audit;  /* pg_audit.c's state; freed by pg__audit_free */
     void *budget; /* pg_budgets.c's state; freed by pg__budget_free */
 };
@@ -164,6 +181,11 @@ enum kb_err pg__savepoint(struct kb_store *s);
 enum kb_err pg__release(struct kb_store *s);
 enum kb_err pg__rollback_to(struct kb_store *s);
 bool pg__in_transaction(struct kb_store *s);
+/* The session carrying a COMMIT in flight was lost before its answer: its
+ * batch waits in limbo when the answer can be recovered, else fails. */
+void pg__inflight_lost(struct kb_store *s);
+/* The writer's audit append of seq, in its open transaction (the mark). */
+void pg__txn_appended(struct kb_store *s, int64_t seq);
 enum kb_err pg__txn_run(struct kb_store *s, kb_txn_fn fn, void *arg);
 /* In a transaction, or about to be (a pending BEGIN). */
 bool pg__in_tx(struct kb_store *s);

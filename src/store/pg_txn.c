@@ -23,6 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/codec.h"
@@ -277,6 +281,10 @@ static int send_step(struct pg *c, const struct pg_step *t)
         return t->name[0] ? PQsendQueryPrepared(c->conn, t->name, n, v, len, fmt, 0)
                           : PQsendQueryParams(c->conn, t->sql, n, NULL, v, len, fmt, 0);
     case K_COMMIT:
+#ifdef KB_TEST_HOOKS
+        if (c->test_rollback)
+            return PQsendQueryParams(c->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+#endif
         return PQsendQueryParams(c->conn, SQL_COMMIT, 0, NULL, NULL, NULL, NULL, 0);
     }
     return 0;
@@ -300,8 +308,11 @@ static bool send_plan(struct kb_store *s, const struct plan *p)
 
 /* Reads the results of a plan sent by send_plan, and its sync: the first
  * failure into *err; the caller's statement's result into *out (NULL: not
- * wanted). false when the connection can no longer be read in step. */
-static bool read_plan(struct kb_store *s, const struct plan *p, enum kb_err *err, PGresult **out)
+ * wanted); into *commit_read (may be NULL) whether the server answered
+ * its COMMIT (committed, or refused on a session that lives on). false
+ * when the connection can no longer be read in step. */
+static bool read_plan(struct kb_store *s, const struct plan *p, enum kb_err *err, PGresult **out,
+                      bool *commit_read)
 {
     struct pg *c = pg(s);
     PGconn *conn = c->conn;
@@ -325,6 +336,8 @@ static bool read_plan(struct kb_store *s, const struct plan *p, enum kb_err *err
         }
         if (t->kind == K_PREPARE && st != PGRES_COMMAND_OK)
             c->prepared[t->slot] = NULL; /* not prepared after all: a new slot next time */
+        if (t->kind == K_COMMIT && commit_read)
+            *commit_read = st == PGRES_COMMAND_OK || PQstatus(conn) == CONNECTION_OK;
         if (out && t->kind == K_STMT && !t->queued && !*out)
             *out = r; /* the caller's, failed or not (its SQLSTATE) */
         else
@@ -357,6 +370,144 @@ static void plan_own(struct kb_store *s, struct plan *p, const char *sql, const 
     c->begin_pending = false;
 }
 
+/* ---- a COMMIT whose answer was lost ---- */
+
+/*
+ * The session that carried a writer's COMMIT can be lost before its
+ * answer (PostgreSQL restarted, a network cut): the COMMIT may or may not
+ * have happened. Failing its batch as if it had not would leave its
+ * reservations reserved for requests never forwarded, and retry its
+ * settlements on top of ones that counted. So the batch waits "in limbo"
+ * (its done is not called; no batch begins meanwhile) until a new session
+ * reads whether the batch's last audit record exists, under the write
+ * lock, which the lost transaction held to its end: then the batch
+ * completes as it really ended. One that cannot be read within LIMBO_MS
+ * fails as unknown (docs/cluster.md, "Limits"). A batch without an audit
+ * record has no mark to read: it fails as unknown at once.
+ */
+#define LIMBO_MS 5000
+
+static const char SQL_LIMBO[] = "SELECT 1 FROM audit WHERE node_id = $1 AND seq = $2";
+
+void pg__txn_appended(struct kb_store *s, int64_t seq)
+{
+    struct pg *c = pg(s);
+    if (c->in_writer_txn)
+        c->txn_mark = seq;
+}
+
+static void limbo_leave(struct kb_store *s, enum kb_err err, const char *why)
+{
+    struct pg *c = pg(s);
+    c->limbo = false;
+    if (why)
+        pg__set_err(s, why);
+    c->limbo_done(c->limbo_arg, err);
+}
+
+/* The answers of the COMMIT in flight are read, or lost (answered: the
+ * server answered its COMMIT): its batch's outcome goes to its done, or
+ * the batch waits in limbo. */
+static void inflight_end(struct kb_store *s, enum kb_err err, bool answered)
+{
+    struct pg *c = pg(s);
+    if (err != KB_OK && !answered && c->inflight_mark > 0) {
+        c->limbo = true;
+        c->limbo_mark = c->inflight_mark;
+        c->limbo_until_ms = pg__mono_ms() + LIMBO_MS;
+        c->limbo_done = c->commit_done;
+        c->limbo_arg = c->commit_arg;
+        c->broken = true; /* its outcome is read on a new session */
+        return;
+    }
+    c->commit_done(c->commit_arg, err);
+}
+
+void pg__inflight_lost(struct kb_store *s)
+{
+    struct pg *c = pg(s);
+    c->commit_pending = false;
+    pg__set_err(s, "the session was lost with a COMMIT in flight");
+    inflight_end(s, KB_E_STORE, false);
+}
+
+/* Reads whether the limbo batch committed; leaves it in limbo when the
+ * database does not answer. */
+static void limbo_read(struct kb_store *s)
+{
+    struct pg *c = pg(s);
+    bool own;
+    int found = -1;
+    enum kb_err err = pg__txn_begin(s, &own); /* BEGIN and the write lock */
+    if (err == KB_OK) {
+        struct pg_args a = {0};
+        pg_arg_text(&a, c->node);
+        pg_arg_i64(&a, c->limbo_mark);
+        PGresult *r = pg__run(s, SQL_LIMBO, &a, &err);
+        if (err == KB_OK)
+            found = PQntuples(r) > 0;
+        PQclear(r);
+        if (pg__txn_end(s, own, err) != KB_OK)
+            found = -1;
+    }
+    if (found == 1)
+        limbo_leave(s, KB_OK, NULL);
+    else if (found == 0)
+        limbo_leave(s, KB_E_STORE, "a COMMIT whose answer was lost did not happen");
+}
+
+/* Whether no batch waits in limbo any more: its outcome is read when the
+ * database answers; it fails once LIMBO_MS are over. */
+static bool limbo_over(struct kb_store *s)
+{
+    struct pg *c = pg(s);
+    if (!c->limbo)
+        return true;
+    if (pg__conn_ready(s))
+        limbo_read(s);
+    if (c->limbo && pg__mono_ms() >= c->limbo_until_ms)
+        limbo_leave(s, KB_E_STORE,
+                    "a COMMIT's answer was lost and its outcome could not be read in time");
+    if (c->limbo)
+        pg__set_err(s, "PostgreSQL is unreachable (a COMMIT's outcome is not known yet)");
+    return !c->limbo;
+}
+
+#ifdef KB_TEST_HOOKS
+/* KEYBRAKE_TEST_PG_LOSE_COMMIT=<file>: when the file exists, the next
+ * deferred COMMIT's answer is lost (its session is shut down once it is
+ * sent; PostgreSQL still runs it) and the file is removed; a file that
+ * says "rollback" has a ROLLBACK sent in the COMMIT's place. */
+static bool lose_commit(struct pg *c)
+{
+    const char *f = getenv("KEYBRAKE_TEST_PG_LOSE_COMMIT");
+    FILE *fp = f && *f ? fopen(f, "r") : NULL;
+    if (!fp)
+        return false;
+    char buf[16] = {0};
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    if (unlink(f) != 0)
+        return false;
+    c->test_rollback = n >= 8 && strncmp(buf, "rollback", 8) == 0;
+    return true;
+}
+
+/* Once the server has answered (it ran the COMMIT: a small pipeline's
+ * answers come in one piece, after its last statement), the answer is
+ * thrown away and the session cut, before libpq reads a byte of it. */
+static void lose_answer(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 10000) != 1)
+        return;
+    char buf[4096];
+    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0)
+        ;
+    shutdown(fd, SHUT_RDWR);
+}
+#endif
+
 PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args *a, bool commit,
                        enum kb_err *err)
 {
@@ -374,9 +525,10 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
      * idle again), its BEGIN would start afresh and its COMMIT land rows
      * that chain on the lost ones */
     bool commits = p.n > 0 && p.step[p.n - 1].kind == K_COMMIT;
+    bool answered = false;
     if (prior && commits) {
-        in_step = read_plan(s, &c->inflight, &prior_err, NULL);
-        c->commit_done(c->commit_arg, prior_err);
+        in_step = read_plan(s, &c->inflight, &prior_err, NULL, &answered);
+        inflight_end(s, prior_err, answered);
         prior = false;
     }
     bool sent = p.n == 0 || (in_step && prior_err == KB_OK && send_plan(s, &p));
@@ -388,15 +540,15 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
         e = KB_E_STORE;
     }
     if (prior) {
-        in_step = read_plan(s, &c->inflight, &prior_err, NULL);
-        c->commit_done(c->commit_arg, prior_err); /* its batch completes now */
+        in_step = read_plan(s, &c->inflight, &prior_err, NULL, &answered);
+        inflight_end(s, prior_err, answered); /* its batch completes now (or in limbo) */
         /* what follows chained on it: it fails with it (and its BEGIN,
          * sent after a failed transaction, fails anyway) */
         if (prior_err != KB_OK)
             e = KB_E_STORE;
     }
     if (sent && p.n > 0 && in_step)
-        in_step = read_plan(s, &p, &e, &out);
+        in_step = read_plan(s, &p, &e, &out, NULL);
     if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF && !PQexitPipelineMode(conn)) {
         /* results left unread: this session cannot be trusted any more;
          * pg__conn_ready resets it (session settings, back-off) */
@@ -418,6 +570,9 @@ PGresult *pg__pipeline(struct kb_store *s, const char *sql, const struct pg_args
 enum kb_err pg__begin(struct kb_store *s)
 {
     struct pg *c = pg(s);
+    if (!limbo_over(s)) /* nothing chains on a batch of unknown outcome */
+        return KB_E_STORE;
+    c->txn_mark = c->txn_mark_sp = 0;
     if (!pg__conn_ready(s))
         return KB_E_STORE;
     rows_drop(&c->rows, 0, NULL);
@@ -498,32 +653,58 @@ bool pg__commit_later(struct kb_store *s, void (*done)(void *, enum kb_err), voi
     }
     c->inflight = (struct plan){0};
     plan_own(s, &c->inflight, sql, sql ? &ra : NULL, true);
+#ifdef KB_TEST_HOOKS
+    bool lose = lose_commit(c);
+#endif
     bool sent = send_plan(s, &c->inflight);
+#ifdef KB_TEST_HOOKS
+    c->test_rollback = false;
+    if (lose && sent && PQflush(c->conn) == 0)
+        lose_answer(PQsocket(c->conn));
+#endif
     for (int k = 0; k < c->inflight.n; k++)
         c->inflight.step[k].a = NULL; /* sent: read_plan needs no parameter */
     rows_drop(&c->rows, 0, NULL);
     queue_drop(&c->queue, 0);
     c->in_writer_txn = false; /* what follows belongs to the next one */
+    c->inflight_mark = c->txn_mark;
+    c->commit_done = done;
+    c->commit_arg = arg;
     if (!sent) {
         pg__set_err(s, PQerrorMessage(c->conn));
         c->broken = true; /* the slots its plan took go with the reset */
+        if (c->inflight_mark > 0) {
+            /* its COMMIT may have reached the server all the same */
+            inflight_end(s, KB_E_STORE, false);
+            return true;
+        }
         if (pg__in_tx(s))
             (void)pg__exec(s, "ROLLBACK");
         *err = KB_E_STORE;
         return false;
     }
     c->commit_pending = true;
-    c->commit_done = done;
-    c->commit_arg = arg;
     return true;
 }
 
 void pg__commit_flush(struct kb_store *s)
 {
     enum kb_err err;
+    if (pg(s)->limbo) {
+        if (!limbo_over(s)) {
+            /* the writer has nothing else to do meanwhile: no busy loop */
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        return;
+    }
     if (!pg(s)->commit_pending)
         return;
     PQclear(pg__pipeline(s, NULL, NULL, false, &err));
+    if (pg(s)->limbo) {
+        (void)limbo_over(s); /* a session that comes back at once tells at once */
+        return;
+    }
     /* a commit that failed left its transaction open, failed: no later
      * transaction of this connection may start inside it */
     PGTransactionStatusType t = PQtransactionStatus(pg(s)->conn);
@@ -554,6 +735,7 @@ enum kb_err pg__savepoint(struct kb_store *s)
     for (int i = 0; i < PG_MAX_ARGS; i++)
         c->rows.mark[i] = c->rows.col[i].len;
     c->queue.mark = c->queue.n;
+    c->txn_mark_sp = c->txn_mark;
     return err;
 }
 
@@ -567,6 +749,7 @@ enum kb_err pg__rollback_to(struct kb_store *s)
     struct pg *c = pg(s);
     rows_drop(&c->rows, c->rows.mark_n, c->rows.mark); /* the job's deferred rows go with it */
     queue_drop(&c->queue, c->queue.mark);
+    c->txn_mark = c->txn_mark_sp; /* and its audit records */
     enum kb_err err = pg__exec(s, "ROLLBACK TO j");
     return err == KB_OK ? pg__exec(s, "RELEASE j") : err;
 }

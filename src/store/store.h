@@ -115,12 +115,17 @@ void store_rollback(struct kb_store *s);
  * the next transaction's first round trip. false: it committed (or failed) now,
  * *err says which. true: done(arg, err) is called exactly once, on this
  * thread, when the outcome is known: from inside a later call on s (the
- * next transaction's first statement, or its commit) or from
+ * next transaction's begin, first statement or commit) or from
  * store_commit_flush. A transaction after a failed deferred commit fails.
+ * A COMMIT whose answer was lost with its connection is not a failure
+ * until the backend has read, on a new one, whether it happened: until
+ * then (a bound of its own) no transaction begins, and done waits.
  */
 bool store_commit_later(struct kb_store *s, void (*done)(void *arg, enum kb_err err), void *arg,
                         enum kb_err *err);
-/* Sends a deferred commit now (if any) and calls its done. */
+/* Sends a deferred commit now (if any) and calls its done, unless its
+ * outcome cannot be known yet (its answer was lost): then it returns after
+ * a short wait, to be called again. */
 void store_commit_flush(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_savepoint(struct kb_store *s);
 KB_MUSTCHECK enum kb_err store_release(struct kb_store *s);
@@ -278,12 +283,12 @@ struct kb_admit {
     int64_t (*ledger)(void *ctx, int64_t charged);
     void *ledger_ctx;
     /* out */
-    enum kb_err outcome; /* KB_OK, KB_E_KEY_REVOKED, _KEY_EXPIRED, _RATE_LIMITED,
-                            _BUDGET_EXHAUSTED or _CAP_EXHAUSTED */
-    int64_t reserved;    /* what is reserved (KB_OK) or was asked */
-    int64_t expires_at;  /* the key's expiry as committed */
-    int64_t remaining;   /* cap - spent - reserved (KB_OK, CAP_EXHAUSTED) */
-    int64_t retry_ms;    /* RATE_LIMITED: until one request fits */
+    enum kb_err outcome;          /* KB_OK, KB_E_KEY_REVOKED, _KEY_EXPIRED, _RATE_LIMITED,
+                                     _BUDGET_EXHAUSTED or _CAP_EXHAUSTED */
+    int64_t reserved;             /* what is reserved (KB_OK) or was asked */
+    int64_t expires_at;           /* the key's expiry as committed */
+    int64_t remaining;            /* cap - spent - reserved (KB_OK, CAP_EXHAUSTED) */
+    int64_t retry_ms;             /* RATE_LIMITED: until one request fits */
     struct kb_budget_hold *holds; /* KB_OK: caller frees; the n budgets held */
     size_t nholds;
     char *exhausted; /* BUDGET_EXHAUSTED: caller frees; the budget that refused */

@@ -384,9 +384,13 @@ static void *writer_main(void *arg)
             w->idle = false;
         }
         if (!w->head) {
-            /* stopping, and everything submitted has run */
+            /* stopping, and everything submitted has run: the last commit's
+             * outcome too (a backend that lost its answer reads it, within
+             * a bound of its own) */
             pthread_mutex_unlock(&w->mu);
-            store_commit_flush(w->store);
+            do
+                store_commit_flush(w->store);
+            while (w->pending);
             pthread_mutex_lock(&w->mu);
             break;
         }

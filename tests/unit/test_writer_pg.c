@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <event2/event.h>
@@ -243,12 +244,87 @@ static void test_deferred_commit_alone_and_at_free(void **state)
     event_base_free(base);
 }
 
+#ifdef KB_TEST_HOOKS
+/* ---- a COMMIT whose answer is lost (pg_txn.c, "limbo") ---- */
+
+/* KEYBRAKE_TEST_PG_LOSE_COMMIT: the next deferred COMMIT's session is cut
+ * once the server has answered it; "rollback" has it rolled back instead. */
+static void lose_next_commit(const char *how)
+{
+    static char path[] = "/tmp/kb-lose-commit-XXXXXX";
+    static bool made;
+    if (!made) {
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        close(fd);
+        made = true;
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(how, f);
+    fclose(f);
+    setenv("KEYBRAKE_TEST_PG_LOSE_COMMIT", path, 1);
+}
+
+/* A batch whose COMMIT happened completes as committed, read on a new
+ * session; one whose COMMIT did not happen fails, and the writer goes on. */
+static void test_lost_answer(void **state)
+{
+    (void)state;
+    struct kb_writer *w = start();
+    struct event_base *base = event_base_new();
+    struct kb_writer_port *p = writer_port_new(w, base);
+    int counter = 0;
+
+    struct item a;
+    item_init(&a, 1, &counter, base, 1);
+    lose_next_commit("commit");
+    writer_submit_unguarded(p, job_audit, on_done, &a);
+    run_until(base, &counter, 1);
+    assert_int_equal(a.got, KB_OK);
+    assert_int_equal(sql("SELECT count(*) FROM audit WHERE seq = 1"), 1);
+
+    struct item b;
+    item_init(&b, 2, &counter, base, 2);
+    lose_next_commit("rollback");
+    writer_submit_unguarded(p, job_audit, on_done, &b);
+    run_until(base, &counter, 2);
+    assert_int_not_equal(b.got, KB_OK);
+    assert_int_equal(sql("SELECT count(*) FROM audit WHERE seq = 2"), 0);
+
+    /* the next batch chains on what really is there */
+    struct item c;
+    item_init(&c, 2, &counter, base, 3);
+    writer_submit_unguarded(p, job_audit, on_done, &c);
+    run_until(base, &counter, 3);
+    assert_int_equal(c.got, KB_OK);
+    assert_int_equal(sql("SELECT count(*) FROM audit WHERE seq = 2"), 1);
+
+    /* a batch without an audit record has no mark to read: it fails as
+     * unknown at once (docs/cluster.md, "Limits"), and does not hang */
+    struct item d;
+    item_init(&d, 9, &counter, base, 4);
+    lose_next_commit("commit");
+    writer_submit_unguarded(p, job_insert, on_done, &d);
+    run_until(base, &counter, 4);
+    assert_int_not_equal(d.got, KB_OK);
+
+    unsetenv("KEYBRAKE_TEST_PG_LOSE_COMMIT");
+    writer_port_free(p);
+    writer_free(w);
+    event_base_free(base);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_deferred_commit_in_order, setup),
         cmocka_unit_test_setup(test_deferred_commit_fails_carrier, setup),
         cmocka_unit_test_setup(test_deferred_commit_alone_and_at_free, setup),
+#ifdef KB_TEST_HOOKS
+        cmocka_unit_test_setup(test_lost_answer, setup),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
