@@ -1,0 +1,258 @@
+'use strict';
+// hunt_money.test.js - metering and caps against realistic vendor answers
+// (adversarial probes): streamed usage in odd places, compressed and cut
+// answers, outcomes the vendor may have billed, request spellings, Stripe
+// and Twilio forms, concurrency at the edge of a cap. Each test compares
+// what the mock vendor received with the key's usage and the audit log.
+
+const { describe, it, before, after, beforeEach } = require('node:test');
+const assert = require('node:assert/strict');
+const net = require('node:net');
+const zlib = require('node:zlib');
+
+const { startDaemon, uniquePrefix, assertError } = require('./lib/harness');
+const { startMockVendors } = require('./mock/vendor');
+
+const FORM = 'application/x-www-form-urlencoded';
+
+// ceil(tokens x $/Mtok) in µ$
+function micros(tokens, perMtok) {
+  const [i, f = ''] = perMtok.split('.');
+  const scale = 10n ** BigInt(f.length);
+  const price = BigInt(i) * scale + BigInt(f || '0');
+  return Number((BigInt(tokens) * price + scale - 1n) / scale);
+}
+
+// one raw HTTP exchange; resolves with the whole answer text once the
+// daemon closes the connection (Connection: close is sent)
+function raw(port, text) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    const chunks = [];
+    s.on('data', (c) => chunks.push(c));
+    s.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')));
+    s.on('error', reject);
+    s.write(text);
+  });
+}
+
+describe('hunt: money', () => {
+  let mocks;
+  let d;
+
+  before(async () => {
+    mocks = await startMockVendors();
+    d = await startDaemon({ mocks });
+  });
+
+  after(async () => {
+    try {
+      if (d) await d.kill();
+    } finally {
+      if (mocks) await mocks.close();
+    }
+  });
+
+  beforeEach(() => mocks.reset());
+
+  async function usage(key) {
+    const r = await d.admin.get(`/v1/keys/${key.id}`);
+    assert.equal(r.status, 200, r.text);
+    return {
+      spent: Math.round(r.json.usage.spent_usd * 1e6),
+      reserved: Math.round(r.json.usage.reserved_usd * 1e6),
+    };
+  }
+
+  async function settled(key) {
+    // the usage once nothing is reserved any more
+    let u;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      u = await usage(key);
+      if (u.reserved === 0 || Date.now() > deadline) return u;
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  async function auditOf(key) {
+    const r = await d.admin.get(`/v1/audit?key_id=${key.id}&limit=50`);
+    assert.equal(r.status, 200, r.text);
+    return r.json.records || r.json.items || r.json.data || r.json;
+  }
+
+  const key = (vendor, cap, eps = ['/v1/*']) =>
+    d.issueKey({ label: uniquePrefix(`hunt-${vendor}`), vendor, daily_usd_cap: cap, allowed_endpoints: eps });
+
+  // ---- OpenAI streams ------------------------------------------------------------------
+
+  async function chatStream(k, body, feed) {
+    const streamP = mocks.openai.nextStream();
+    const resP = d.proxy({
+      method: 'POST',
+      path: '/openai/v1/chat/completions',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const up = await streamP;
+    await feed(up);
+    return { r: await resP, up };
+  }
+
+  const CHUNK = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini-2024-07-18', service_tier: 'default' };
+  const mini = (inTok, outTok, cached = 0) => {
+    const m = { input_per_mtok: '0.15', cached_input_per_mtok: '0.075', output_per_mtok: '0.60' };
+    return micros(inTok - cached, m.input_per_mtok) + micros(cached, m.cached_input_per_mtok) + micros(outTok, m.output_per_mtok);
+  };
+
+  it('chat stream: CRLF line ends, comments, usage split byte by byte: exact usage', async () => {
+    const k = await key('openai', 5);
+    const usageObj = { prompt_tokens: 1000, completion_tokens: 3000, total_tokens: 4000, prompt_tokens_details: { cached_tokens: 400 } };
+    const { r } = await chatStream(k, { model: 'gpt-4o-mini', stream: true, max_tokens: 4000, messages: [{ role: 'user', content: 'x' }] }, async (up) => {
+      up.write(': keep-alive\r\n\r\n');
+      up.write(`data: ${JSON.stringify({ ...CHUNK, choices: [{ index: 0, delta: { content: 'hi' } }], usage: null })}\r\n\r\n`);
+      const last = `data: ${JSON.stringify({ ...CHUNK, choices: [], usage: usageObj })}\r\n\r\ndata: [DONE]\r\n\r\n`;
+      for (const ch of last) up.write(ch);
+      up.end();
+    });
+    assert.equal(r.status, 200);
+    assert.equal((await settled(k)).spent, mini(1000, 3000, 400));
+  });
+
+  it('chat stream: usage never arrives ([DONE], no usage chunk): the reservation is charged', async () => {
+    const k = await key('openai', 5);
+    const { r } = await chatStream(k, { model: 'gpt-4o-mini', stream: true, max_tokens: 100, messages: [{ role: 'user', content: 'x' }] }, async (up) => {
+      up.send({ ...CHUNK, choices: [{ index: 0, delta: { content: 'hi' }, finish_reason: 'stop' }], usage: null });
+      up.send('[DONE]');
+      up.end();
+    });
+    assert.equal(r.status, 200);
+    const u = await settled(k);
+    assert.ok(u.spent > mini(1000, 100) / 2, `charged ${u.spent}`);
+  });
+
+  // ---- Anthropic streams ---------------------------------------------------------------
+
+  async function antStream(k, body, feed) {
+    const streamP = mocks.anthropic.nextStream();
+    const resP = d.proxy({
+      method: 'POST',
+      path: '/anthropic/v1/messages',
+      headers: { 'x-api-key': k.token, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const up = await streamP;
+    await feed(up);
+    return { r: await resP, up };
+  }
+
+  const haiku = (inTok, outTok) => micros(inTok, '1.00') + micros(outTok, '5.00');
+  const MSG = { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-haiku-4-5-20251001', content: [], stop_reason: null };
+
+  it('anthropic stream ending in an error event after a message_delta: charged the reservation', async () => {
+    const k = await key('anthropic', 5);
+    const body = { model: 'claude-haiku-4-5', max_tokens: 1000, stream: true, messages: [{ role: 'user', content: 'x' }] };
+    const { r } = await antStream(k, body, async (up) => {
+      up.send({ type: 'message_start', message: { ...MSG, usage: { input_tokens: 10, output_tokens: 1 } } }, { event: 'message_start' });
+      up.send({ type: 'message_delta', delta: { stop_reason: null }, usage: { output_tokens: 5 } }, { event: 'message_delta' });
+      up.send({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, { event: 'error' });
+      up.end();
+    });
+    assert.equal(r.status, 200);
+    const u = await settled(k);
+    const reservation = micros(Buffer.byteLength(JSON.stringify(body)) + 1024, '1.00') + micros(1000, '5.00');
+    assert.equal(u.spent, reservation, `charged ${u.spent}, usage would be ${haiku(10, 5)}`);
+  });
+
+  it('anthropic stream: message_delta figures are cumulative (largest kept, not first, not summed)', async () => {
+    const k = await key('anthropic', 5);
+    const body = { model: 'claude-haiku-4-5', max_tokens: 1000, stream: true, messages: [{ role: 'user', content: 'x' }] };
+    const { r } = await antStream(k, body, async (up) => {
+      up.send({ type: 'message_start', message: { ...MSG, usage: { input_tokens: 10, output_tokens: 1 } } }, { event: 'message_start' });
+      up.send({ type: 'message_delta', delta: { stop_reason: 'pause_turn' }, usage: { input_tokens: 10, output_tokens: 50 } }, { event: 'message_delta' });
+      up.send({ type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { input_tokens: 900, output_tokens: 400 } }, { event: 'message_delta' });
+      up.send({ type: 'message_stop' }, { event: 'message_stop' });
+      up.end();
+    });
+    assert.equal(r.status, 200);
+    assert.equal((await settled(k)).spent, haiku(900, 400));
+  });
+
+  // ---- compressed answers --------------------------------------------------------------
+
+  it('a gzip chat stream cut before its trailer: the reservation, though usage was decoded', async () => {
+    const k = await key('openai', 5);
+    const usageObj = { prompt_tokens: 10, completion_tokens: 10, total_tokens: 20 };
+    const text = `data: ${JSON.stringify({ ...CHUNK, choices: [], usage: usageObj })}\n\ndata: [DONE]\n\n`;
+    const gz = zlib.gzipSync(Buffer.from(text));
+    const { r } = await chatStream(k, { model: 'gpt-4o-mini', stream: true, max_tokens: 100, messages: [{ role: 'user', content: 'x' }] }, async (up) => {
+      up.res.setHeader && 0;
+      up.write(gz.subarray(0, gz.length - 8));
+      up.end();
+    });
+    assert.equal(r.status, 200);
+    const u = await settled(k);
+    assert.ok(u.spent >= mini(1000, 100), `charged ${u.spent}`);
+  });
+
+  // ---- request spellings ----------------------------------------------------------------
+
+  it('a lower-case "post" never reaches the vendor unmetered', async () => {
+    const k = await key('stripe', 10);
+    const body = 'amount=500000&currency=usd';
+    const text = await raw(d.proxyPort,
+      `post /stripe/v1/payment_intents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${k.token}\r\nContent-Type: ${FORM}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    assert.equal(mocks.stripe.requests.length, 0, `forwarded: ${text.slice(0, 200)}`);
+  });
+
+  for (const m of ['PROPFIND', 'Post', 'PUT', 'PATCH']) {
+    it(`method ${m} to a money route: metered or refused, never free`, async () => {
+      const k = await key('stripe', 10);
+      const body = 'amount=500000&currency=usd';
+      const text = await raw(d.proxyPort,
+        `${m} /stripe/v1/payment_intents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${k.token}\r\nContent-Type: ${FORM}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      assert.equal(mocks.stripe.requests.length, 0, `forwarded: ${text.slice(0, 300)}`);
+    });
+  }
+
+  // ---- Stripe ---------------------------------------------------------------------------
+
+  it('stripe amount with leading zeros is its value', async () => {
+    const k = await key('stripe', 10);
+    const r = await d.proxy({
+      method: 'POST', path: '/stripe/v1/payment_intents',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': FORM },
+      body: 'amount=0000001001&currency=usd',
+    });
+    assertError(r, 429, 'cap_exhausted');
+    assert.equal(mocks.stripe.requests.length, 0);
+  });
+
+  it('stripe: exactly at the cap passes, one cent over is refused, concurrently', async () => {
+    const k = await key('stripe', 10);
+    const go = (amt) => d.proxy({
+      method: 'POST', path: '/stripe/v1/payment_intents',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': FORM },
+      body: `amount=${amt}&currency=usd`,
+    });
+    const rs = await Promise.all([go(500), go(500), go(500), go(1), go(1)]);
+    const ok = rs.filter((r) => r.status === 200).length;
+    assert.equal(ok, 2, rs.map((r) => r.status).join(','));
+    assert.equal(mocks.stripe.requests.length, 2);
+    assert.equal((await settled(k)).spent, 10_000_000);
+  });
+
+  it('stripe idempotent replay with an empty Idempotency-Key is charged again', async () => {
+    const k = await key('stripe', 100);
+    for (let i = 0; i < 2; i++) {
+      const r = await d.proxy({
+        method: 'POST', path: '/stripe/v1/payment_intents',
+        headers: { authorization: `Bearer ${k.token}`, 'content-type': FORM, 'idempotency-key': '' },
+        body: 'amount=1000&currency=usd',
+      });
+      assert.ok(r.status === 200 || r.status === 400, r.text);
+    }
+    const u = await settled(k);
+    assert.equal(u.spent, 10_000_000 * mocks.stripe.requests.length);
+  });
+});
