@@ -178,6 +178,67 @@ describe('hunt: money', () => {
     assert.equal((await settled(k)).spent, haiku(900, 400));
   });
 
+  // ---- inline documents ------------------------------------------------------------------
+
+  // A PDF of many near-empty pages: a few dozen bytes a page, yet each page
+  // is billed as an image (about 1,600 tokens on Claude, more on
+  // gpt-4o-mini) plus its text. The body's bytes do not bound its tokens.
+  function thinPdf(pages) {
+    const objs = ['<< /Type /Catalog /Pages 2 0 R >>', `<< /Type /Pages /Count ${pages} /Kids [${Array.from({ length: pages }, (_, i) => `${i + 3} 0 R`).join(' ')}] >>`];
+    for (let i = 0; i < pages; i++) objs.push('<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>');
+    let out = '%PDF-1.4\n';
+    objs.forEach((o, i) => (out += `${i + 1} 0 obj ${o} endobj\n`));
+    return Buffer.from(out + 'trailer << /Root 1 0 R >>\n%%EOF\n').toString('base64');
+  }
+
+  it('anthropic: an inline base64 PDF is reserved at the context window, not its bytes', async () => {
+    const pdf = thinPdf(100); // ~8 KB of base64, ~160k tokens billed
+    const body = {
+      model: 'claude-haiku-4-5', max_tokens: 100,
+      messages: [{ role: 'user', content: [
+        { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: pdf } },
+        { type: 'text', text: 'Summarise.' },
+      ] }],
+    };
+    const cap = 0.05; // far above the body's bytes, below a 200k-token context
+    const k = await key('anthropic', cap);
+    mocks.anthropic.nextHandler((rec, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ...MSG, content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', usage: { input_tokens: 160_000, output_tokens: 10 } }));
+    });
+    const r = await d.proxy({
+      method: 'POST', path: '/anthropic/v1/messages',
+      headers: { 'x-api-key': k.token, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const u = await settled(k);
+    assert.ok(u.spent <= cap * 1e6, `spent ${u.spent} µ$ on a ${cap * 1e6} µ$ cap (status ${r.status}, vendor saw ${mocks.anthropic.requests.length})`);
+  });
+
+  for (const [what, pathName, body] of [
+    ['responses input_file', '/openai/v1/responses', (pdf) => ({ model: 'gpt-4o-mini', max_output_tokens: 100, input: [{ role: 'user', content: [{ type: 'input_file', filename: 'a.pdf', file_data: `data:application/pdf;base64,${pdf}` }, { type: 'input_text', text: 'Summarise.' }] }] })],
+    ['chat file', '/openai/v1/chat/completions', (pdf) => ({ model: 'gpt-4o-mini', max_tokens: 100, messages: [{ role: 'user', content: [{ type: 'file', file: { filename: 'a.pdf', file_data: `data:application/pdf;base64,${pdf}` } }, { type: 'text', text: 'Summarise.' }] }] })],
+  ]) {
+    it(`openai ${what}: an inline PDF (file_data) is reserved at the context window, not its bytes`, async () => {
+      const cap = 0.01; // gpt-4o-mini: 128k tokens of context is $0.032 at the priority input price
+      const k = await key('openai', cap);
+      const responses = pathName.endsWith('responses');
+      mocks.openai.nextHandler((rec, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(responses
+          ? { id: 'resp_1', object: 'response', status: 'completed', model: 'gpt-4o-mini', service_tier: 'default', output: [], usage: { input_tokens: 120_000, output_tokens: 10, total_tokens: 120_010 } }
+          : { id: 'c', object: 'chat.completion', model: 'gpt-4o-mini', service_tier: 'default', choices: [], usage: { prompt_tokens: 120_000, completion_tokens: 10, total_tokens: 120_010 } }));
+      });
+      const r = await d.proxy({
+        method: 'POST', path: pathName,
+        headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body(thinPdf(60))),
+      });
+      const u = await settled(k);
+      assert.ok(u.spent <= cap * 1e6, `spent ${u.spent} µ$ on a ${cap * 1e6} µ$ cap (status ${r.status}, vendor saw ${mocks.openai.requests.length})`);
+    });
+  }
+
   // ---- compressed answers --------------------------------------------------------------
 
   it('a gzip chat stream cut before its trailer: the reservation, though usage was decoded', async () => {
