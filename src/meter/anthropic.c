@@ -251,7 +251,8 @@ static void cache_scan(json_t *v, int depth, bool *any, bool *hour)
 
 
 /* True when v refers to input the body does not hold: a file id, a
- * document or image fetched from a URL, an encrypted search result. */
+ * document or image fetched from a URL, an encrypted search result, or an
+ * inline (base64) document. */
 static bool external_input(json_t *v, int depth)
 {
     const char *k;
@@ -267,6 +268,12 @@ static bool external_input(json_t *v, int depth)
         if (json_object_get(v, "file_id") || json_object_get(v, "encrypted_content") ||
             (t && (strcmp(t, "url") == 0 || strcmp(t, "file") == 0 ||
                    strcmp(t, "container_upload") == 0)))
+            return true;
+        /* An inline PDF is billed per page, as an image plus its text: a
+         * page of a few dozen bytes costs over a thousand tokens, so its
+         * bytes bound nothing. */
+        const char *mt = json_string_value(json_object_get(v, "media_type"));
+        if (t && strcmp(t, "base64") == 0 && !(mt && strncmp(mt, "image/", 6) == 0))
             return true;
         json_object_foreach(v, k, x) if (external_input(x, depth + 1)) return true;
     } else if (json_is_array(v)) {
