@@ -25,11 +25,18 @@ function micros(tokens, perMtok) {
 
 // one raw HTTP exchange; resolves with the whole answer text once the
 // daemon closes the connection (Connection: close is sent)
-function raw(port, text) {
+function raw(port, text, { headOnly = false } = {}) {
   return new Promise((resolve, reject) => {
     const s = net.connect(port, '127.0.0.1');
     const chunks = [];
-    s.on('data', (c) => chunks.push(c));
+    s.on('data', (c) => {
+      chunks.push(c);
+      const t = Buffer.concat(chunks).toString('latin1');
+      if (headOnly && t.includes('\r\n\r\n')) {
+        s.destroy();
+        resolve(t);
+      }
+    });
     s.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')));
     s.on('error', reject);
     s.write(text);
@@ -316,5 +323,142 @@ describe('hunt: money', () => {
     }
     const u = await settled(k);
     assert.equal(u.spent, 10_000_000 * mocks.stripe.requests.length);
+  });
+
+  // ---- probes batch 2 ---------------------------------------------------------------------
+
+  it('a websocket upgrade (GET /v1/realtime) never reaches the vendor as an upgrade', async () => {
+    const k = await key('openai', 5);
+    const text = await raw(d.proxyPort,
+      `GET /openai/v1/realtime?model=gpt-4o-realtime-preview HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${k.token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, { headOnly: true });
+    const got = mocks.openai.requests.map((r) => r.headers);
+    assert.ok(got.every((h) => !h.upgrade && !/upgrade/i.test(h.connection || '')), JSON.stringify(got) + text.slice(0, 200));
+  });
+
+  it('stripe: a multipart/form-data payment intent is metered or refused, never free', async () => {
+    const k = await key('stripe', 10);
+    const b = 'XyZ';
+    const body = `--${b}\r\nContent-Disposition: form-data; name="amount"\r\n\r\n500000\r\n--${b}\r\nContent-Disposition: form-data; name="currency"\r\n\r\nusd\r\n--${b}--\r\n`;
+    const r = await d.proxy({
+      method: 'POST', path: '/stripe/v1/payment_intents',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': `multipart/form-data; boundary=${b}` },
+      body,
+    });
+    assert.equal(mocks.stripe.requests.length, 0, `status ${r.status} ${r.text}`);
+  });
+
+  for (const ct of [null, 'text/plain', 'application/octet-stream', 'application/x-www-form-urlencoded; charset=utf-8']) {
+    it(`stripe: a form body with Content-Type ${ct}: metered`, async () => {
+      const k = await key('stripe', 10);
+      const headers = { authorization: `Bearer ${k.token}` };
+      if (ct) headers['content-type'] = ct;
+      const r = await d.proxy({ method: 'POST', path: '/stripe/v1/payment_intents', headers, body: 'amount=500000&currency=usd' });
+      assert.equal(mocks.stripe.requests.length, 0, `status ${r.status} ${r.text}`);
+    });
+  }
+
+  it('stripe: a JSON body with a repeated amount is refused', async () => {
+    const k = await key('stripe', 10);
+    const r = await d.proxy({
+      method: 'POST', path: '/stripe/v1/payment_intents',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/json' },
+      body: '{"amount": 100, "currency": "usd", "amount": 500000}',
+    });
+    assert.equal(mocks.stripe.requests.length, 0, `status ${r.status} ${r.text}`);
+  });
+
+  it('a chat answer whose Content-Encoding lies (gzip, plain body): the reservation', async () => {
+    const k = await key('openai', 5);
+    mocks.openai.nextHandler((rec, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+      res.end(JSON.stringify({ id: 'c', object: 'chat.completion', model: 'gpt-4o-mini', service_tier: 'default', choices: [], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }));
+    });
+    const r = await d.proxy({
+      method: 'POST', path: '/openai/v1/chat/completions',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/json', 'accept-encoding': 'gzip' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 100, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(r.status, 200);
+    assert.ok((await settled(k)).spent > mini(1, 1) * 10);
+  });
+
+  it('twilio: a 5xx to a message is charged (audited unknown); a 4xx is released', async () => {
+    const k = await key('twilio', 10, ['/2010-04-01/*']);
+    const sid = d.secrets.twilioSid;
+    const send = () => d.proxy({
+      method: 'POST', path: `/twilio/2010-04-01/Accounts/${sid}/Messages.json`,
+      headers: { authorization: 'Basic ' + Buffer.from(`${sid}:${k.token}`).toString('base64'), 'content-type': FORM },
+      body: 'To=%2B15005550006&From=%2B15005550001&Body=hello',
+    });
+    mocks.twilio.nextHandler((rec, res) => { res.writeHead(503, { 'content-type': 'application/json' }); res.end('{"code":20500,"message":"x","status":503}'); });
+    assert.equal((await send()).status, 503);
+    const after5xx = (await settled(k)).spent;
+    assert.ok(after5xx > 0, 'a 5xx message is charged');
+    mocks.twilio.nextHandler((rec, res) => { res.writeHead(400, { 'content-type': 'application/json' }); res.end('{"code":21211,"message":"invalid To","status":400}'); });
+    assert.equal((await send()).status, 400);
+    assert.equal((await settled(k)).spent, after5xx, 'a 4xx is not');
+  });
+
+  it('responses stream ending in response.failed without usage: the reservation', async () => {
+    const k = await key('openai', 5);
+    const streamP = mocks.openai.nextStream();
+    const resP = d.proxy({
+      method: 'POST', path: '/openai/v1/responses',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', stream: true, max_output_tokens: 100, input: 'x' }),
+    });
+    const up = await streamP;
+    up.send({ type: 'response.created', response: { id: 'r', status: 'in_progress', usage: null } }, { event: 'response.created' });
+    up.send({ type: 'response.failed', response: { id: 'r', status: 'failed', error: { code: 'server_error' }, usage: null } }, { event: 'response.failed' });
+    up.end();
+    assert.equal((await resP).status, 200);
+    assert.ok((await settled(k)).spent >= micros(100, '1.00'));
+  });
+
+  // ---- outcomes: usage, audit and the vendor agree ------------------------------------------
+
+  async function auditFor(k, n = 1) {
+    let recs;
+    await require('./lib/harness').waitFor(async () => {
+      recs = (await d.admin.get(`/v1/audit?key_id=${k.id}&limit=50`)).json.data.filter((x) => x.kind !== 'admin');
+      return recs.filter((x) => x.completed).length >= n;
+    }, { what: 'audit completion' });
+    return recs;
+  }
+
+  it('a client that leaves before the status: the reservation, audited unknown, usage and audit agree, sent once', async () => {
+    const k = await key('stripe', 100);
+    const hold = mocks.stripe.nextHold();
+    const req = require('node:http').request({ host: '127.0.0.1', port: d.proxyPort, method: 'POST', path: '/stripe/v1/payment_intents', agent: false,
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': FORM, 'content-length': 24 } });
+    req.on('error', () => {});
+    req.end('amount=2500&currency=usd');
+    const held = await hold;
+    req.destroy();
+    held.respond(); // the vendor answers after the client left
+    const u = await settled(k);
+    assert.equal(u.spent, 25_000_000, 'charged the reservation');
+    const rec = (await auditFor(k))[0];
+    assert.equal(rec.settled_usd, 25);
+    assert.deepEqual(rec.detail, { outcome: 'unknown' });
+    assert.equal(mocks.stripe.requests.length, 1);
+  });
+
+  it('a key revoked mid-stream before usage: the stream is cut, the reservation charged and audited', async () => {
+    const k = await key('openai', 5);
+    const streamP = mocks.openai.nextStream();
+    const body = { model: 'gpt-4o-mini', stream: true, max_tokens: 100, messages: [{ role: 'user', content: 'x' }] };
+    const cli = await require('./lib/harness').streamRequest({ port: d.proxyPort, method: 'POST', path: '/openai/v1/chat/completions',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const up = await streamP;
+    up.send({ ...CHUNK, choices: [{ index: 0, delta: { content: 'hi' } }], usage: null });
+    await cli.readUntil((t) => t.includes('hi'));
+    assert.equal((await d.admin.del(`/v1/keys/${k.id}`)).status, 204);
+    await cli.rest().catch(() => {});
+    const u = await settled(k);
+    const reservation = (await auditFor(k))[0];
+    assert.ok(u.spent > 0 && u.reserved === 0, JSON.stringify(u));
+    assert.equal(Math.round(reservation.settled_usd * 1e6), u.spent, JSON.stringify(reservation));
+    up.end();
   });
 });
