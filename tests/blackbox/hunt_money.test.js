@@ -461,4 +461,10 @@ describe('hunt: money', () => {
     assert.equal(Math.round(reservation.settled_usd * 1e6), u.spent, JSON.stringify(reservation));
     up.end();
   });
+
+  it('the daemon stops cleanly (exit 0, no sanitizer report) after all of the above', async () => {
+    await d.stop();
+    assert.doesNotMatch(d.stderr, /AddressSanitizer|LeakSanitizer|runtime error/);
+    d = null;
+  });
 });
