@@ -462,6 +462,51 @@ describe('hunt: money', () => {
     up.end();
   });
 
+  it('anthropic ?beta=true (the SDK\'s beta.messages) is metered like /v1/messages', async () => {
+    const k = await key('anthropic', 5);
+    mocks.anthropic.nextHandler((rec, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ...MSG, content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', usage: { input_tokens: 20, output_tokens: 30 } }));
+    });
+    const r = await d.proxy({
+      method: 'POST', path: '/anthropic/v1/messages?beta=true',
+      headers: { 'x-api-key': k.token, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(mocks.anthropic.requests[0].url, '/v1/messages?beta=true');
+    assert.equal((await settled(k)).spent, haiku(20, 30));
+  });
+
+  it('responses stream without event: lines settles from the terminal data', async () => {
+    const k = await key('openai', 5);
+    const streamP = mocks.openai.nextStream();
+    const resP = d.proxy({
+      method: 'POST', path: '/openai/v1/responses',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', stream: true, max_output_tokens: 100, input: 'x' }),
+    });
+    const up = await streamP;
+    up.write('data: {"type":"response.output_text.delta","delta":"hi"}\r\n\r\n');
+    up.write('data: {"type":"response.completed",\r\ndata: "response":{"id":"r","status":"completed","service_tier":"default","output":[],\r\ndata: "usage":{"input_tokens":30,"output_tokens":40,"total_tokens":70}}}\r\n\r\n');
+    up.end();
+    assert.equal((await resP).status, 200);
+    assert.equal((await settled(k)).spent, mini(30, 40));
+  });
+
+  for (const model of ['GPT-4o-mini', 'gpt-4o-mini ', 'gpt-4o-mini-2024-07-18-x', 'gpt-4o-mini-20240718', 'gpt-4o-mini\u0000']) {
+    it(`openai model ${JSON.stringify(model)}: refused, nothing forwarded`, async () => {
+      const k = await key('openai', 5);
+      const r = await d.proxy({
+        method: 'POST', path: '/openai/v1/chat/completions',
+        headers: { authorization: `Bearer ${k.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model, max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
+      });
+      assertError(r, 400, model.includes('\u0000') ? 'invalid_request' : 'model_not_priced');
+      assert.equal(mocks.openai.requests.length, 0);
+    });
+  }
+
   it('the daemon stops cleanly (exit 0, no sanitizer report) after all of the above', async () => {
     await d.stop();
     assert.doesNotMatch(d.stderr, /AddressSanitizer|LeakSanitizer|runtime error/);
