@@ -507,6 +507,23 @@ describe('hunt: money', () => {
     });
   }
 
+  it('stripe: confirming an intent this key never paid for cannot take the key past its cap', {
+    todo: 'bug: the unknown amount is reserved at stripe.unknown_amount_reserve ($100) and settled at the answer\'s amount, so a $500 intent made on the dashboard and confirmed through a $150 key leaves it at $500 spent',
+  }, async () => {
+    const k = await key('stripe', 150);
+    mocks.stripe.nextHandler((rec, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ id: 'pi_dash', object: 'payment_intent', amount: 50000, amount_received: 50000, currency: 'usd', status: 'succeeded' }));
+    });
+    const r = await d.proxy({
+      method: 'POST', path: '/stripe/v1/payment_intents/pi_dash/confirm',
+      headers: { authorization: `Bearer ${k.token}`, 'content-type': FORM },
+      body: 'payment_method=pm_card_visa',
+    });
+    const u = await settled(k);
+    assert.ok(u.spent <= 150_000_000, `spent ${u.spent / 1e6} USD on a 150 USD cap (status ${r.status}, vendor saw ${mocks.stripe.requests.length})`);
+  });
+
   it('the daemon stops cleanly (exit 0, no sanitizer report) after all of the above', async () => {
     await d.stop();
     assert.doesNotMatch(d.stderr, /AddressSanitizer|LeakSanitizer|runtime error/);
