@@ -80,6 +80,7 @@ struct ant_state {
     bool code_exec;                   /* the request offered code execution */
     bool has_input;                   /* input_tokens was read */
     bool final;                       /* the final output count was read */
+    bool errored;                     /* the stream carried an error event */
     bool standard_speed;              /* usage.speed said "standard" */
     int geo_seen;                     /* usage.inference_geo: 0 none, 1 global, 2 other */
     int64_t input;                    /* uncached input tokens */
@@ -182,13 +183,22 @@ static void ant_event(struct kb_meter *m, const char *event, const char *data, s
     struct ant_state *st = m->state;
     json_t *root, *type;
 
+    /* An error event ends the stream before what was billed is known
+     * (overloaded mid-turn, a server-tool loop cut short): whatever usage
+     * was read, the stream settles at its reservation. */
+    if (strcmp(event, "error") == 0) {
+        st->errored = true;
+        return;
+    }
     /* Skip the many content deltas without parsing them. */
     if (event[0] ? strcmp(event, "message_start") != 0 && strcmp(event, "message_delta") != 0
-                 : !memmem(data, len, "\"message_", 9))
+                 : !memmem(data, len, "\"message_", 9) && !memmem(data, len, "\"error\"", 7))
         return;
     root = meter__json_loadb(data, len, 0, keep_event, NULL);
     type = json_object_get(root, "type");
-    if (json_is_string(type) && strcmp(json_string_value(type), "message_start") == 0)
+    if (json_is_string(type) && strcmp(json_string_value(type), "error") == 0)
+        st->errored = true;
+    else if (json_is_string(type) && strcmp(json_string_value(type), "message_start") == 0)
         usage_merge(json_object_get(json_object_get(root, "message"), "usage"), st);
     else if (json_is_string(type) && strcmp(json_string_value(type), "message_delta") == 0 &&
              usage_merge(json_object_get(root, "usage"), st))
@@ -207,7 +217,7 @@ static int64_t ant_settle(struct kb_meter *m, bool complete)
             st->final = true;
         json_decref(root);
     }
-    return st->final && st->has_input ? usage_cost(st) : m->reserve;
+    return st->final && st->has_input && !st->errored ? usage_cost(st) : m->reserve;
 }
 
 static const struct meter__ops ant_ops = {ant_event, ant_settle, free};
@@ -241,7 +251,8 @@ static void cache_scan(json_t *v, int depth, bool *any, bool *hour)
 
 
 /* True when v refers to input the body does not hold: a file id, a
- * document or image fetched from a URL, an encrypted search result. */
+ * document or image fetched from a URL, an encrypted search result, or an
+ * inline (base64) document. */
 static bool external_input(json_t *v, int depth)
 {
     const char *k;
@@ -257,6 +268,12 @@ static bool external_input(json_t *v, int depth)
         if (json_object_get(v, "file_id") || json_object_get(v, "encrypted_content") ||
             (t && (strcmp(t, "url") == 0 || strcmp(t, "file") == 0 ||
                    strcmp(t, "container_upload") == 0)))
+            return true;
+        /* An inline PDF is billed per page, as an image plus its text: a
+         * page of a few dozen bytes costs over a thousand tokens, so its
+         * bytes bound nothing. */
+        const char *mt = json_string_value(json_object_get(v, "media_type"));
+        if (t && strcmp(t, "base64") == 0 && !(mt && strncmp(mt, "image/", 6) == 0))
             return true;
         json_object_foreach(v, k, x) if (external_input(x, depth + 1)) return true;
     } else if (json_is_array(v)) {

@@ -501,8 +501,11 @@ static bool is_inline(json_t *v)
  * strcmp calls. */
 static bool external_key(const char *k, json_t *x)
 {
-    static const char *const names[] = {"file_id",      "file_url",         "previous_response_id",
-                                        "conversation", "vector_store_ids", "server_url"};
+    /* file_data: an inline file (a PDF is billed per page, as an image
+     * plus its text: its bytes bound nothing) */
+    static const char *const names[] = {"file_id",      "file_url",         "file_data",
+                                        "previous_response_id", "conversation",
+                                        "vector_store_ids",     "server_url"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (k[0] == names[i][0] && strcmp(k, names[i]) == 0)
             return true;
