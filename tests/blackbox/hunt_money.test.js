@@ -508,7 +508,7 @@ describe('hunt: money', () => {
   }
 
   it('stripe: confirming an intent this key never paid for cannot take the key past its cap', {
-    todo: 'bug: the unknown amount is reserved at stripe.unknown_amount_reserve ($100) and settled at the answer\'s amount, so a $500 intent made on the dashboard and confirmed through a $150 key leaves it at $500 spent',
+    todo: 'known limit (docs/metering.md, Limits, Stripe; a fix reads the object before forwarding): the unknown amount is reserved at stripe.unknown_amount_reserve ($100) and settled at the answer\'s amount, so a $500 intent made on the dashboard and confirmed through a $150 key leaves it at $500 spent',
   }, async () => {
     const k = await key('stripe', 150);
     mocks.stripe.nextHandler((rec, res) => {
