@@ -30,8 +30,10 @@
 #include "store/writer.h"
 
 /* Reads the token's row on every request (no cache): a revocation
- * committed by any node stops the token at its next request. */
-static bool authorized(struct kb_admin *a, const struct kb_hdr *h, size_t nh)
+ * committed by any node stops the token at its next request. KB_OK,
+ * KB_E_UNAUTHORIZED, or KB_E_STORE when the row could not be read (an
+ * unreachable store is not a bad token). */
+static enum kb_err authorized(struct kb_admin *a, const struct kb_hdr *h, size_t nh)
 {
     memset(&a->who, 0, sizeof a->who);
     const char *auth = NULL;
@@ -40,21 +42,22 @@ static bool authorized(struct kb_admin *a, const struct kb_hdr *h, size_t nh)
         if (strcasecmp(h[i].name, "authorization") == 0)
             auth = h[i].value, n++;
     if (n != 1 || strncasecmp(auth, "Bearer ", 7) != 0)
-        return false;
+        return KB_E_UNAUTHORIZED;
     const char *tok = auth + 7;
     size_t len = strlen(tok);
     if (len < 16 || len > 256)
-        return false;
+        return KB_E_UNAUTHORIZED;
     uint8_t hash[KB_HASH_LEN];
     crypto_hmac(a->rt->server_key, KB_HASH_LEN, tok, len, hash);
     struct kb_admin_token *t = NULL;
-    if (store_admin_token_lookup(a->store, hash, &t) != KB_OK)
-        return false;
+    enum kb_err err = store_admin_token_lookup(a->store, hash, &t);
+    if (err != KB_OK)
+        return err == KB_E_NOT_FOUND ? KB_E_UNAUTHORIZED : KB_E_STORE;
     a->who.root = t->tenant == NULL;
     snprintf(a->who.tenant, sizeof a->who.tenant, "%s", t->tenant ? t->tenant : "");
     snprintf(a->who.token_id, sizeof a->who.token_id, "%s", t->id);
     store_admin_token_free(t);
-    return true;
+    return KB_OK;
 }
 
 const char *admin__scope(const struct kb_admin *a)
@@ -127,8 +130,8 @@ void admin_handle(struct kb_hreq *req, void *arg)
     }
     const struct kb_hdr *h;
     size_t nh = hreq_headers(req, &h);
-    if (!authorized(a, h, nh)) {
-        http_reply_error(req, KB_E_UNAUTHORIZED, NULL, NULL);
+    if ((err = authorized(a, h, nh)) != KB_OK) {
+        http_reply_error(req, err, NULL, NULL);
         return;
     }
     /* the operator's connection: never closed to make room for another. A
@@ -225,7 +228,7 @@ enum kb_err admin_head_gate(struct kb_hgate *g, const char *target, const struct
     /* every route that reads a body needs the admin token: without it the
      * body is never read (nor charged to the body budget) */
     (void)target;
-    return authorized(arg, h, nh) ? KB_OK : KB_E_UNAUTHORIZED;
+    return authorized(arg, h, nh);
 }
 
 enum kb_err admin_new(struct event_base *base, const struct kb_runtime *rt, struct kb_admin **out,

@@ -270,6 +270,19 @@ enum kb_err pg__do(struct kb_store *s, const char *sql, const struct pg_args *a)
     return err;
 }
 
+PGresult *pg__read(struct kb_store *s, const char *sql, const struct pg_args *a, enum kb_err *err)
+{
+    PGresult *r = pg__run(s, sql, a, err);
+    /* the session was found lost by this statement (the server restarted
+     * since the last one): a read outside a transaction runs again, once,
+     * on a new session, instead of failing the request that found it */
+    if (*err == KB_E_STORE && PQstatus(pg(s)->conn) == CONNECTION_BAD && !pg__in_tx(s)) {
+        PQclear(r);
+        r = pg__run(s, sql, a, err);
+    }
+    return r;
+}
+
 enum kb_err pg__exec(struct kb_store *s, const char *sql)
 {
     struct pg *c = pg(s);

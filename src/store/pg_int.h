@@ -135,6 +135,9 @@ void pg_arg_bytea(struct pg_args *a, const void *p, size_t n);
  * pg__err_of (the result is still returned, for its SQLSTATE).
  */
 PGresult *pg__run(struct kb_store *s, const char *sql, const struct pg_args *a, enum kb_err *err);
+/* As pg__run, for a statement that only reads: run again once on a new
+ * session when it found its session lost (outside a transaction). */
+PGresult *pg__read(struct kb_store *s, const char *sql, const struct pg_args *a, enum kb_err *err);
 /* As pg__run for statements whose result is not needed. */
 enum kb_err pg__do(struct kb_store *s, const char *sql, const struct pg_args *a);
 /* An unprepared statement without parameters (DDL, transaction control). */

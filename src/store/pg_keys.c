@@ -245,7 +245,7 @@ static enum kb_err key_lookup(struct kb_store *s, const char *sql, const struct 
                               int64_t day, struct kb_key **out)
 {
     enum kb_err err;
-    PGresult *r = pg__run(s, sql, a, &err);
+    PGresult *r = pg__read(s, sql, a, &err);
     if (err == KB_OK) {
         if (PQntuples(r) == 1) {
             struct kb_key *k = kb_calloc(1, sizeof *k);

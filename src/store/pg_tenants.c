@@ -199,7 +199,7 @@ enum kb_err pg__admin_token_lookup(struct kb_store *s, const uint8_t hash[KB_HAS
     struct pg_args a = {0};
     pg_arg_bytea(&a, hash, KB_HASH_LEN);
     enum kb_err err;
-    PGresult *r = pg__run(s, SQL_TOKEN_LOOKUP, &a, &err);
+    PGresult *r = pg__read(s, SQL_TOKEN_LOOKUP, &a, &err);
     if (err == KB_OK && PQntuples(r) == 1) {
         struct kb_admin_token *t = kb_calloc(1, sizeof *t);
         row_token(r, 0, t);

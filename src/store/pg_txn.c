@@ -385,7 +385,7 @@ static void plan_own(struct kb_store *s, struct plan *p, const char *sql, const 
  * fails as unknown (docs/cluster.md, "Limits"). A batch without an audit
  * record has no mark to read: it fails as unknown at once.
  */
-#define LIMBO_MS 5000
+#define LIMBO_MS 30000 /* as long as statement_timeout lets a statement run */
 
 static const char SQL_LIMBO[] = "SELECT 1 FROM audit WHERE node_id = $1 AND seq = $2";
 

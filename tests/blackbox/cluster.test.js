@@ -200,6 +200,8 @@ describe('three nodes on one PostgreSQL', () => {
         assert.match(r.json.code, /^(store_unavailable|audit_unavailable)$/);
         const ready = await d.admin.get('/readyz', { token: null });
         assert.equal(ready.status, 503, ready.text);
+        // the admin token's row cannot be read: that is not a bad token
+        assertError(await d.admin.get('/v1/keys'), 503, 'store_unavailable');
       }
       assert.equal(mocks.stripe.requests.length, seen, 'nothing forwarded while the store is down');
     } finally {
@@ -212,6 +214,46 @@ describe('three nodes on one PostgreSQL', () => {
     const u = await usage(nodes[0], key.id);
     assert.equal(u.reserved_usd, 0);
     assert.equal(u.spent_usd, 4);
+  });
+
+  it('PostgreSQL restarted under load: exactly the cap reaches the vendor, nothing stays reserved, every charge is one the vendor got', async () => {
+    // 12 clients loop $10 reads across the nodes on a $3,000 key; PostgreSQL
+    // is stopped and started again under them (the runner's loop is blocked
+    // meanwhile: the requests in flight in the nodes ride through it). A
+    // COMMIT whose answer the restart cut is read back before its batch
+    // completes, so no reservation stays behind a request never forwarded
+    // and no settlement counts twice.
+    const key = await nodes[0].issueKey({ label: uniquePrefix('restart'), vendor: 'stripe', daily_usd_cap: 3000, allowed_endpoints: ['GET /v1/payment_intents'] });
+    let forwarded = 0;
+    let unavailable = 0;
+    const client = async (d) => {
+      for (let refused = 0; refused < 3; ) {
+        const r = await d.proxy({ method: 'GET', path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${key.token}` } });
+        if (r.status === 200) {
+          forwarded++;
+        } else if (r.status === 503) {
+          assert.match(r.json.code, /^(store_unavailable|audit_unavailable)$/, r.text);
+          unavailable++;
+          await waitFor(async () => (await d.admin.get('/readyz', { token: null })).status === 200, { timeoutMs: 40_000, what: 'ready again' });
+        } else {
+          assertError(r, 429, 'cap_exhausted');
+          refused++;
+        }
+      }
+    };
+    const load = Promise.all(Array.from({ length: 12 }, (_, i) => client(nodes[i % 3])));
+    await waitFor(() => mocks.stripe.requests.length >= 30, { timeoutMs: 20_000, what: 'the load under way' });
+    pausePg();
+    resumePg();
+    await load;
+    assert.equal(forwarded, 300, `forwarded ${forwarded} (${unavailable} answered 503)`);
+    assert.equal(mocks.stripe.requests.length, 300, 'the vendor saw exactly the cap');
+    await waitFor(async () => (await usage(nodes[0], key.id)).reserved_usd === 0, { timeoutMs: 40_000, what: 'nothing reserved' });
+    for (const d of nodes) {
+      const u = await usage(d, key.id);
+      assert.equal(u.spent_usd, 3000, 'charged exactly what the vendor got');
+      assert.equal(u.reserved_usd, 0);
+    }
   });
 
   it('keybrake audit verify checks every node\'s chain after all of it', () => {
