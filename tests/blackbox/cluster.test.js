@@ -216,9 +216,9 @@ describe('three nodes on one PostgreSQL', () => {
     assert.equal(u.spent_usd, 4);
   });
 
-  it('PostgreSQL restarted under load: exactly the cap reaches the vendor, nothing stays reserved, every charge is one the vendor got', async () => {
+  it('PostgreSQL crashed and restarted under load: exactly the cap reaches the vendor, nothing stays reserved, every charge is one the vendor got', async () => {
     // 12 clients loop $10 reads across the nodes on a $3,000 key; PostgreSQL
-    // is stopped and started again under them (the runner's loop is blocked
+    // is stopped as a crash would stop it, and started again, under them (the runner's loop is blocked
     // meanwhile: the requests in flight in the nodes ride through it). A
     // COMMIT whose answer the restart cut is read back before its batch
     // completes, so no reservation stays behind a request never forwarded
@@ -243,10 +243,42 @@ describe('three nodes on one PostgreSQL', () => {
     };
     const load = Promise.all(Array.from({ length: 12 }, (_, i) => client(nodes[i % 3])));
     await waitFor(() => mocks.stripe.requests.length >= 30, { timeoutMs: 20_000, what: 'the load under way' });
-    pausePg();
+    pausePg('immediate'); // a crash: sessions cut mid-commit too
     resumePg();
     await load;
     assert.equal(forwarded, 300, `forwarded ${forwarded} (${unavailable} answered 503)`);
+    assert.equal(mocks.stripe.requests.length, 300, 'the vendor saw exactly the cap');
+    await waitFor(async () => (await usage(nodes[0], key.id)).reserved_usd === 0, { timeoutMs: 40_000, what: 'nothing reserved' });
+    for (const d of nodes) {
+      const u = await usage(d, key.id);
+      assert.equal(u.spent_usd, 3000, 'charged exactly what the vendor got');
+      assert.equal(u.reserved_usd, 0);
+    }
+  });
+
+  it('every node\'s sessions cut three times under load: exactly the cap reaches the vendor, nothing stays reserved, every charge is one the vendor got', async () => {
+    // pg_terminate_backend on every Keybrake session while requests are in
+    // flight: a COMMIT whose answer is cut is read back on a new session
+    const key = await nodes[0].issueKey({ label: uniquePrefix('cut'), vendor: 'stripe', daily_usd_cap: 3000, allowed_endpoints: ['GET /v1/payment_intents'] });
+    let forwarded = 0;
+    const client = async (d) => {
+      for (let refused = 0; refused < 3; ) {
+        const r = await d.proxy({ method: 'GET', path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${key.token}` } });
+        if (r.status === 200) forwarded++;
+        else if (r.status === 503) assert.match(r.json.code, /^(store_unavailable|audit_unavailable)$/, r.text);
+        else {
+          assertError(r, 429, 'cap_exhausted');
+          refused++;
+        }
+      }
+    };
+    const load = Promise.all(Array.from({ length: 12 }, (_, i) => client(nodes[i % 3])));
+    for (const at of [30, 120, 210]) {
+      await waitFor(() => mocks.stripe.requests.length >= at, { timeoutMs: 20_000, what: `${at} forwarded` });
+      psql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${db.name}' AND application_name = 'keybrake'`);
+    }
+    await load;
+    assert.equal(forwarded, 300);
     assert.equal(mocks.stripe.requests.length, 300, 'the vendor saw exactly the cap');
     await waitFor(async () => (await usage(nodes[0], key.id)).reserved_usd === 0, { timeoutMs: 40_000, what: 'nothing reserved' });
     for (const d of nodes) {

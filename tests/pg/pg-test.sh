@@ -43,8 +43,8 @@ start)
     echo "$port" >"$dir/port"
     echo "postgres://keybrake@127.0.0.1:$port/postgres"
     ;;
-pause)
-    as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null
+pause) # [immediate]: a crash (no checkpoint; sessions cut at once, mid-commit too)
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m "${3:-fast}" -w -t 30 stop >/dev/null
     ;;
 resume)
     port=$(cat "$dir/port")

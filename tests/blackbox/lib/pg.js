@@ -46,8 +46,9 @@ function freshDb() {
 }
 
 // Stops the server (keeping its data) and starts it again on its port.
-function pausePg() {
-  run(['pause', pgServer().dir]);
+// mode 'immediate' stops it as a crash would (recovery at the start).
+function pausePg(mode = 'fast') {
+  run(['pause', pgServer().dir, mode]);
 }
 function resumePg() {
   run(['resume', pgServer().dir]);
