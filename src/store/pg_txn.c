@@ -338,6 +338,11 @@ static bool read_plan(struct kb_store *s, const struct plan *p, enum kb_err *err
             c->prepared[t->slot] = NULL; /* not prepared after all: a new slot next time */
         if (t->kind == K_COMMIT && commit_read)
             *commit_read = st == PGRES_COMMAND_OK || PQstatus(conn) == CONNECTION_OK;
+        /* the server refused an earlier statement (a shutdown ends the
+         * session with an error): it skipped what followed, the COMMIT too */
+        if (t->kind != K_COMMIT && commit_read && st == PGRES_FATAL_ERROR &&
+            PQresultErrorField(r, PG_DIAG_SQLSTATE))
+            *commit_read = true;
         if (out && t->kind == K_STMT && !t->queued && !*out)
             *out = r; /* the caller's, failed or not (its SQLSTATE) */
         else
