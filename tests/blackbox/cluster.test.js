@@ -31,6 +31,43 @@ async function usage(d, id) {
   return r.json.usage;
 }
 
+// 12 clients across the nodes, each sending its next $10 read when the
+// last is answered, until each was refused at the cap 3 times: every
+// node's batches mix settlements and admissions. A 503 (the store
+// unreachable) is allowed when `outage`, and then waits for the node's
+// /readyz. Resolves to how many were forwarded and answered 503.
+async function readLoop(nodes, token, { outage = false } = {}) {
+  const n = { forwarded: 0, unavailable: 0 };
+  const client = async (d) => {
+    for (let refused = 0; refused < 3; ) {
+      const r = await d.proxy({ method: 'GET', path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${token}` } });
+      if (r.status === 200) {
+        n.forwarded++;
+      } else if (outage && r.status === 503) {
+        assert.match(r.json.code, /^(store_unavailable|audit_unavailable)$/, r.text);
+        n.unavailable++;
+        await waitFor(async () => (await d.admin.get('/readyz', { token: null })).status === 200, { timeoutMs: 40_000, what: 'ready again' });
+      } else {
+        assertError(r, 429, 'cap_exhausted');
+        refused++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 12 }, (_, i) => client(nodes[i % nodes.length])));
+  return n;
+}
+
+// Every node reads the key's usage as exactly `spent` and nothing reserved
+// (once the last reservation is settled, within `settleMs`).
+async function assertSettled(nodes, id, spent, settleMs = 0) {
+  if (settleMs) await waitFor(async () => (await usage(nodes[0], id)).reserved_usd === 0, { timeoutMs: settleMs, what: 'nothing reserved' });
+  for (const d of nodes) {
+    const u = await usage(d, id);
+    assert.equal(u.spent_usd, spent, 'charged exactly what the vendor got');
+    assert.equal(u.reserved_usd, 0);
+  }
+}
+
 describe('three nodes on one PostgreSQL', () => {
   let mocks;
   let db;
@@ -96,25 +133,10 @@ describe('three nodes on one PostgreSQL', () => {
     // every node's batches mix settlements and admissions, and the three
     // writers take the cluster lock in turn
     const key = await nodes[0].issueKey({ label: uniquePrefix('stream'), vendor: 'stripe', daily_usd_cap: 500, allowed_endpoints: ['GET /v1/payment_intents'] });
-    let forwarded = 0;
-    const client = async (d) => {
-      for (let refused = 0; refused < 3; ) {
-        const r = await d.proxy({ method: 'GET', path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${key.token}` } });
-        if (r.status === 200) forwarded++;
-        else {
-          assertError(r, 429, 'cap_exhausted');
-          refused++;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: 12 }, (_, i) => client(nodes[i % 3])));
+    const { forwarded } = await readLoop(nodes, key.token);
     assert.equal(forwarded, 50, 'exactly 50 forwarded');
     assert.equal(mocks.stripe.requests.length, 50, 'the vendor saw exactly 50');
-    for (const d of nodes) {
-      const u = await usage(d, key.id);
-      assert.equal(u.spent_usd, 500);
-      assert.equal(u.reserved_usd, 0);
-    }
+    await assertSettled(nodes, key.id, 500);
   });
 
   it('a key revoked on node A is refused by B and C on their next request', async () => {
@@ -218,74 +240,35 @@ describe('three nodes on one PostgreSQL', () => {
 
   it('PostgreSQL crashed and restarted under load: exactly the cap reaches the vendor, nothing stays reserved, every charge is one the vendor got', async () => {
     // 12 clients loop $10 reads across the nodes on a $3,000 key; PostgreSQL
-    // is stopped as a crash would stop it, and started again, under them (the runner's loop is blocked
-    // meanwhile: the requests in flight in the nodes ride through it). A
-    // COMMIT whose answer the restart cut is read back before its batch
-    // completes, so no reservation stays behind a request never forwarded
-    // and no settlement counts twice.
+    // is stopped as a crash would stop it, and started again, under them
+    // (the runner's loop is blocked meanwhile: the requests in flight in
+    // the nodes ride through it). A COMMIT whose answer the crash cut is
+    // read back before its batch completes, so no reservation stays behind
+    // a request never forwarded and no settlement counts twice.
     const key = await nodes[0].issueKey({ label: uniquePrefix('restart'), vendor: 'stripe', daily_usd_cap: 3000, allowed_endpoints: ['GET /v1/payment_intents'] });
-    let forwarded = 0;
-    let unavailable = 0;
-    const client = async (d) => {
-      for (let refused = 0; refused < 3; ) {
-        const r = await d.proxy({ method: 'GET', path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${key.token}` } });
-        if (r.status === 200) {
-          forwarded++;
-        } else if (r.status === 503) {
-          assert.match(r.json.code, /^(store_unavailable|audit_unavailable)$/, r.text);
-          unavailable++;
-          await waitFor(async () => (await d.admin.get('/readyz', { token: null })).status === 200, { timeoutMs: 40_000, what: 'ready again' });
-        } else {
-          assertError(r, 429, 'cap_exhausted');
-          refused++;
-        }
-      }
-    };
-    const load = Promise.all(Array.from({ length: 12 }, (_, i) => client(nodes[i % 3])));
+    const load = readLoop(nodes, key.token, { outage: true });
     await waitFor(() => mocks.stripe.requests.length >= 30, { timeoutMs: 20_000, what: 'the load under way' });
     pausePg('immediate'); // a crash: sessions cut mid-commit too
     resumePg();
-    await load;
+    const { forwarded, unavailable } = await load;
     assert.equal(forwarded, 300, `forwarded ${forwarded} (${unavailable} answered 503)`);
     assert.equal(mocks.stripe.requests.length, 300, 'the vendor saw exactly the cap');
-    await waitFor(async () => (await usage(nodes[0], key.id)).reserved_usd === 0, { timeoutMs: 40_000, what: 'nothing reserved' });
-    for (const d of nodes) {
-      const u = await usage(d, key.id);
-      assert.equal(u.spent_usd, 3000, 'charged exactly what the vendor got');
-      assert.equal(u.reserved_usd, 0);
-    }
+    await assertSettled(nodes, key.id, 3000, 40_000);
   });
 
   it('every node\'s sessions cut three times under load: exactly the cap reaches the vendor, nothing stays reserved, every charge is one the vendor got', async () => {
     // pg_terminate_backend on every Keybrake session while requests are in
     // flight: a COMMIT whose answer is cut is read back on a new session
     const key = await nodes[0].issueKey({ label: uniquePrefix('cut'), vendor: 'stripe', daily_usd_cap: 3000, allowed_endpoints: ['GET /v1/payment_intents'] });
-    let forwarded = 0;
-    const client = async (d) => {
-      for (let refused = 0; refused < 3; ) {
-        const r = await d.proxy({ method: 'GET', path: '/stripe/v1/payment_intents', headers: { authorization: `Bearer ${key.token}` } });
-        if (r.status === 200) forwarded++;
-        else if (r.status === 503) assert.match(r.json.code, /^(store_unavailable|audit_unavailable)$/, r.text);
-        else {
-          assertError(r, 429, 'cap_exhausted');
-          refused++;
-        }
-      }
-    };
-    const load = Promise.all(Array.from({ length: 12 }, (_, i) => client(nodes[i % 3])));
+    const load = readLoop(nodes, key.token, { outage: true });
     for (const at of [30, 120, 210]) {
       await waitFor(() => mocks.stripe.requests.length >= at, { timeoutMs: 20_000, what: `${at} forwarded` });
       psql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${db.name}' AND application_name = 'keybrake'`);
     }
-    await load;
+    const { forwarded } = await load;
     assert.equal(forwarded, 300);
     assert.equal(mocks.stripe.requests.length, 300, 'the vendor saw exactly the cap');
-    await waitFor(async () => (await usage(nodes[0], key.id)).reserved_usd === 0, { timeoutMs: 40_000, what: 'nothing reserved' });
-    for (const d of nodes) {
-      const u = await usage(d, key.id);
-      assert.equal(u.spent_usd, 3000, 'charged exactly what the vendor got');
-      assert.equal(u.reserved_usd, 0);
-    }
+    await assertSettled(nodes, key.id, 3000, 40_000);
   });
 
   it('keybrake audit verify checks every node\'s chain after all of it', () => {

@@ -266,53 +266,52 @@ static void lose_next_commit(const char *how)
     setenv("KEYBRAKE_TEST_PG_LOSE_COMMIT", path, 1);
 }
 
+/* One job in a batch of its own, its COMMIT's answer lost as `how` says
+ * (NULL: not lost); what its done saw. */
+struct lone {
+    struct kb_writer_port *p;
+    struct event_base *base;
+    int counter;
+};
+
+static enum kb_err lone_batch(struct lone *l, kb_job_fn job, int64_t v, const char *how)
+{
+    struct item it;
+    item_init(&it, v, &l->counter, l->base, l->counter + 1);
+    if (how)
+        lose_next_commit(how);
+    writer_submit_unguarded(l->p, job, on_done, &it);
+    run_until(l->base, &l->counter, it.target);
+    return it.got;
+}
+
 /* A batch whose COMMIT happened completes as committed, read on a new
  * session; one whose COMMIT did not happen fails, and the writer goes on. */
 static void test_lost_answer(void **state)
 {
     (void)state;
     struct kb_writer *w = start();
-    struct event_base *base = event_base_new();
-    struct kb_writer_port *p = writer_port_new(w, base);
-    int counter = 0;
+    struct lone l = {.base = event_base_new()};
+    l.p = writer_port_new(w, l.base);
 
-    struct item a;
-    item_init(&a, 1, &counter, base, 1);
-    lose_next_commit("commit");
-    writer_submit_unguarded(p, job_audit, on_done, &a);
-    run_until(base, &counter, 1);
-    assert_int_equal(a.got, KB_OK);
+    assert_int_equal(lone_batch(&l, job_audit, 1, "commit"), KB_OK);
     assert_int_equal(sql("SELECT count(*) FROM audit WHERE seq = 1"), 1);
 
-    struct item b;
-    item_init(&b, 2, &counter, base, 2);
-    lose_next_commit("rollback");
-    writer_submit_unguarded(p, job_audit, on_done, &b);
-    run_until(base, &counter, 2);
-    assert_int_not_equal(b.got, KB_OK);
+    assert_int_not_equal(lone_batch(&l, job_audit, 2, "rollback"), KB_OK);
     assert_int_equal(sql("SELECT count(*) FROM audit WHERE seq = 2"), 0);
 
     /* the next batch chains on what really is there */
-    struct item c;
-    item_init(&c, 2, &counter, base, 3);
-    writer_submit_unguarded(p, job_audit, on_done, &c);
-    run_until(base, &counter, 3);
-    assert_int_equal(c.got, KB_OK);
+    assert_int_equal(lone_batch(&l, job_audit, 2, NULL), KB_OK);
     assert_int_equal(sql("SELECT count(*) FROM audit WHERE seq = 2"), 1);
 
     /* a batch without an audit record has no mark to read: it fails as
      * unknown at once (docs/cluster.md, "Limits"), and does not hang */
-    struct item d;
-    item_init(&d, 9, &counter, base, 4);
-    lose_next_commit("commit");
-    writer_submit_unguarded(p, job_insert, on_done, &d);
-    run_until(base, &counter, 4);
-    assert_int_not_equal(d.got, KB_OK);
+    assert_int_not_equal(lone_batch(&l, job_insert, 9, "commit"), KB_OK);
 
     unsetenv("KEYBRAKE_TEST_PG_LOSE_COMMIT");
-    writer_port_free(p);
+    writer_port_free(l.p);
     writer_free(w);
-    event_base_free(base);
+    event_base_free(l.base);
 }
 #endif
 
