@@ -3,7 +3,7 @@
  * echoes it back (an error that quotes the Authorization header, a debug
  * endpoint). Every occurrence of the injected secret, and of the exact
  * header value it was sent in, is replaced by '*' of the same length in
- * response header values and in the body as it streams, so lengths (and a
+ * response header names and values and in the body as it streams, so lengths (and a
  * Content-Length) stay right. Across chunk boundaries only the bytes that
  * could still begin a secret are held back, so streams are not delayed.
  *
