@@ -315,3 +315,44 @@ describe('a vendor that echoes or misbehaves', () => {
     await d.stop();
   });
 });
+
+describe('configuration that cannot work is refused at start', () => {
+  async function refused(ini, re) {
+    const dir = mkTempDir();
+    try {
+      const file = path.join(dir, 'keybrake.ini');
+      fs.writeFileSync(file, ini);
+      await assert.rejects(
+        startDaemon({ dataDir: path.join(dir, 'data'), args: ['--config', file] }),
+        (e) => {
+          assert.match(e.message, /exited \(code [1-9]\d*, signal null\) before ready/, e.message);
+          assert.match(e.message, re, e.message);
+          return true;
+        },
+      );
+    } finally {
+      rmTempDir(dir);
+    }
+  }
+
+  // the name is sent as a request header line to the vendor: one that is not
+  // a token breaks the request, and a framing or routing header (a second
+  // Content-Length, Transfer-Encoding, Host) would reframe or reroute it
+  for (const name of ['X Y', 'X:Y', '@@', 'Content-Length', 'Transfer-Encoding', 'Host', 'Connection', 'Keybrake-Cost-USD']) {
+    it(`auth = header:${name} is refused, naming the vendor`, async () => {
+      await refused(
+        `[vendor.acme]\nbase_url = http://127.0.0.1:1\nauth = header:${name}\nsecret = abcdefghijkl\n`,
+        /vendor\.acme[^\n]*auth/,
+      );
+    });
+  }
+
+  for (const url of ['http://', 'https://:443/x', 'http://a b/', 'http://127.0.0.1:99999/x']) {
+    it(`alerts.webhook_url = ${url} is refused`, async () => {
+      await refused(
+        `[alerts]\nwebhook_url = ${url}\nwebhook_secret = 0123456789abcdef0123\n`,
+        /webhook_url/,
+      );
+    });
+  }
+});
