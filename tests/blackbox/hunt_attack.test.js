@@ -356,3 +356,115 @@ describe('configuration that cannot work is refused at start', () => {
     });
   }
 });
+
+describe('clients that leave at every stage', () => {
+  let mocks;
+  let d;
+  let key;
+
+  before(async () => {
+    mocks = await startMockVendors();
+    d = await startDaemon({ mocks });
+    key = await d.issueKey({ label: uniquePrefix('hunt'), vendor: 'openai', daily_usd_cap: 1000 });
+  });
+  after(async () => {
+    try {
+      if (d) await d.kill();
+    } finally {
+      if (mocks) await mocks.close();
+    }
+  });
+
+  it('a client cut after every byte of a request: the daemon serves on and ends with nothing held', async () => {
+    const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    const req =
+      `POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key.token}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    // cut at every 7th byte, and right after the whole request (the vendor may be answering)
+    const cuts = [];
+    for (let i = 1; i < req.length; i += 7) cuts.push(i);
+    cuts.push(req.length, req.length, req.length);
+    await Promise.all(
+      cuts.map(
+        (n) =>
+          new Promise((resolve) => {
+            const s = net.connect(d.proxyPort, '127.0.0.1', () => {
+              s.write(req.slice(0, n), () => {
+                if (n === req.length) setImmediate(() => s.resetAndDestroy());
+                else s.destroy();
+              });
+            });
+            s.on('error', () => {});
+            s.on('close', resolve);
+          }),
+      ),
+    );
+    // the vendor gets slow streams too: a client that leaves mid-stream
+    const ctl = mocks.openai.nextStream();
+    const s = net.connect(d.proxyPort, '127.0.0.1');
+    s.on('error', () => {});
+    s.write(req.replace(body, body.replace('}]}', '}],"stream":true}')).replace(`Content-Length: ${body.length}`, `Content-Length: ${body.length + 14}`));
+    const c = await ctl;
+    c.send({ id: 'x', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: 'a' } }] });
+    s.destroy();
+    const ok = await d.proxy({ path: '/openai/v1/models', headers: { authorization: `Bearer ${key.token}` } });
+    assert.equal(ok.status, 200);
+    await waitFor(async () => {
+      const m = await d.admin.get('/metrics');
+      const line = m.text.split('\n').find((l) => l.startsWith('keybrake_buffered_body_bytes '));
+      return line && Number(line.split(' ')[1]) === 0;
+    }, { what: 'buffered body bytes back to 0' });
+    await waitFor(async () => (await d.admin.get(`/v1/keys/${key.id}`)).json.usage.reserved_usd === 0, {
+      what: 'no reservation left',
+    });
+    try { c.end(); } catch { /* the stream was cut */ }
+  });
+
+  it('stops cleanly', async () => {
+    await d.stop();
+  });
+});
+
+describe('secret rotation by SIGHUP', () => {
+  // docs/operations.md: after a reload "requests admitted from then on carry
+  // the new secret, requests in flight finish with theirs, and answers are
+  // scrubbed of both"
+  it('an answer echoing the secret of before the reload is masked too', async () => {
+    const mocks = await startMockVendors();
+    const dir = mkTempDir();
+    const conf = path.join(dir, 'keybrake.ini');
+    const oldSecret = 'sk-proj-hunt-old-' + require('node:crypto').randomBytes(12).toString('hex');
+    const newSecret = 'sk-proj-hunt-new-' + require('node:crypto').randomBytes(12).toString('hex');
+    fs.writeFileSync(conf, `[vendor.openai]\nsecret = ${oldSecret}\n`);
+    const secrets = require('./lib/harness').makeSecrets();
+    secrets.openai = null;
+    const d = await startDaemon({ mocks, secrets, args: ['--config', conf] });
+    try {
+      const key = await d.issueKey({ label: uniquePrefix('rot'), vendor: 'openai', daily_usd_cap: 10 });
+      const auth = { authorization: `Bearer ${key.token}` };
+      let r = await d.proxy({ path: '/openai/v1/models', headers: auth });
+      assert.equal(r.status, 200);
+      assert.equal(mocks.openai.requests[0].headers.authorization, `Bearer ${oldSecret}`);
+      fs.writeFileSync(conf, `[vendor.openai]\nsecret = ${newSecret}\n`);
+      const done = d.waitForStderr(/reloaded/);
+      d.signal('SIGHUP');
+      await done;
+      // a vendor (or a cache in front of it) still quoting the old key
+      mocks.openai.nextHandler((rec, res) => {
+        res.writeHead(401, { 'content-type': 'application/json', 'x-old-key': oldSecret });
+        res.end(JSON.stringify({ error: { message: `Incorrect API key provided: ${oldSecret} (now ${rec.headers.authorization})` } }));
+      });
+      r = await d.proxy({ path: '/openai/v1/models', headers: auth });
+      assert.equal(r.status, 401);
+      assert.equal(mocks.openai.requests[1].headers.authorization, `Bearer ${newSecret}`);
+      assert.ok(!r.text.includes(newSecret), `new secret leaked: ${r.text}`);
+      assert.ok(!r.text.includes(oldSecret), `old secret leaked: ${r.text}`);
+      assert.ok(!JSON.stringify(r.rawHeaders).includes(oldSecret), `old secret leaked in a header: ${r.rawHeaders}`);
+      assert.ok(!d.stderr.includes(oldSecret) && !d.stderr.includes(newSecret), 'a secret in the log');
+    } finally {
+      await d.stop();
+      await mocks.close();
+      rmTempDir(dir);
+    }
+  });
+});
