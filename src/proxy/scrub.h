@@ -21,8 +21,13 @@
 /* Secrets shorter than this are not scrubbed: they would match ordinary text. */
 #define KB_SCRUB_MIN 8
 
+/* Needles one scrubber holds: the secret and the header value it is sent
+ * in, then those of the sets replaced by the last reloads (newest first). */
+#define KB_SCRUB_NEEDLES 6
+
 struct kb_scrub {
-    const char *needle[2]; /* borrowed; the secret, the header value it is sent in */
+    const char *needle[KB_SCRUB_NEEDLES]; /* borrowed; the secret, the header value it is
+                                             sent in, then earlier secrets' */
     size_t len[2];         /* their lengths */
     size_t n;              /* needles in use (0: nothing to scrub) */
 };
