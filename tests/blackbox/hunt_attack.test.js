@@ -106,6 +106,10 @@ describe('framing after a refusal', () => {
       'chunk size overflow': h('Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff1\r\namount=1\r\n0\r\n\r\n'),
       'chunk size negative': h('Transfer-Encoding: chunked\r\n\r\n-8\r\namount=1\r\n0\r\n\r\n'),
       'chunk size space': h('Transfer-Encoding: chunked\r\n\r\n8 \r\namount=1\r\n0\r\n\r\n'),
+      // a bare CR ends the line for some parsers: the extension would then
+      // be read as data by one and as framing by the other
+      'chunk extension with a bare CR': h('Transfer-Encoding: chunked\r\n\r\n8;a\rb\r\namount=1\r\n0\r\n\r\n'),
+      'chunk extension with a NUL': h('Transfer-Encoding: chunked\r\n\r\n8;a\0b\r\namount=1\r\n0\r\n\r\n'),
       'NUL in value': h('X-A: a\0b\r\nContent-Length: 0\r\n\r\n'),
       'NUL in name': h('X-\0A: ab\r\nContent-Length: 0\r\n\r\n'),
       'space before colon': h('Content-Length : 0\r\n\r\n'),
