@@ -242,7 +242,7 @@ static void reload(const char *config_path, struct kb_runtime *rt, struct retire
     reopen_files(sink); /* first: the lines below go to the new file */
     tls_reload_all(rt); /* the files, not the settings: whatever the config says */
     if (config_load(config_path, &ncfg, &em) != KB_OK || pricing_build(ncfg, &np, &em) != KB_OK ||
-        creds_build(rt->cfg, ncfg, &nc, &em) != KB_OK ||
+        creds_build(rt->cfg, ncfg, atomic_load(&rt->creds), &nc, &em) != KB_OK ||
         (strcmp(ncfg->log_format, "logfmt") != 0 && strcmp(ncfg->log_format, "json") != 0) ||
         !log_set_level(ncfg->log_level)) {
         kb_log(KB_LOG_ERROR, "reload failed; nothing changed", "error",
@@ -458,7 +458,7 @@ static int serve(const char *config_path)
         goto out;
     }
     if (pricing_build(cfg, &pricing, &errmsg) != KB_OK ||
-        creds_build(cfg, cfg, &creds, &errmsg) != KB_OK) {
+        creds_build(cfg, cfg, NULL, &creds, &errmsg) != KB_OK) {
         fprintf(stderr, "keybrake: %s\n", errmsg);
         goto out;
     }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "core/alloc.h"
@@ -311,6 +312,66 @@ static enum kb_err add_cost(struct kb_vendor *v, const char *value, const char *
     return KB_OK;
 }
 
+/* The header the secret is sent in (auth = header:<name>): a token, and
+ * not one that frames, routes or belongs to a hop, since it is written
+ * into every request to the vendor. */
+static bool valid_auth_header(const char *n)
+{
+    static const char tchar[] = "!#$%&'+-.^`|~_0123456789"
+                                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    static const char *const reserved[] = {
+        "host",    "content-length", "transfer-encoding", "connection", "keep-alive",
+        "te",      "trailer",        "upgrade",           "expect",     "proxy-connection",
+        "cookie",  "content-type",   "content-encoding",  NULL};
+    size_t len = strlen(n);
+    if (len == 0 || strspn(n, tchar) != len || strncasecmp(n, "keybrake-", 9) == 0 ||
+        strncasecmp(n, "proxy-", 6) == 0)
+        return false;
+    for (size_t i = 0; reserved[i]; i++)
+        if (strcasecmp(n, reserved[i]) == 0)
+            return false;
+    return true;
+}
+
+/* http(s)://host[:port][/path]: a host of visible bytes, a port 1-65535.
+ * Checked at load so that an alert is not the first to find out. */
+static bool valid_http_url(const char *u)
+{
+    const char *p = strncmp(u, "http://", 7) == 0    ? u + 7
+                    : strncmp(u, "https://", 8) == 0 ? u + 8
+                                                     : NULL;
+    if (!p)
+        return false;
+    size_t hl;
+    if (*p == '[') {
+        const char *e = strchr(p, ']');
+        if (!e || e == p + 1)
+            return false;
+        hl = (size_t)(e - p) + 1;
+    } else {
+        hl = strcspn(p, ":/?#@");
+    }
+    if (hl == 0)
+        return false;
+    for (size_t i = 0; i < hl; i++)
+        if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f)
+            return false;
+    p += hl;
+    if (*p == ':') {
+        size_t pl = strspn(p + 1, "0123456789");
+        long port = pl && pl <= 5 ? strtol(p + 1, NULL, 10) : 0;
+        if (port < 1 || port > 65535)
+            return false;
+        p += 1 + pl;
+    }
+    if (*p && *p != '/')
+        return false;
+    for (; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return false;
+    return true;
+}
+
 /* "x-foo, x-bar-*": header names (tchar, lower-cased), a '*' only last. */
 static enum kb_err add_forward(struct kb_vendor *v, const char *value, const char *where,
                                char **errmsg)
@@ -372,11 +433,13 @@ static enum kb_err vendor_set(struct kb_config *c, const char *vname, const char
             v->auth = KB_AUTH_BEARER;
         else if (strcmp(value, "basic") == 0)
             v->auth = KB_AUTH_BASIC;
-        else if (strncmp(value, "header:", 7) == 0 && value[7]) {
+        else if (strncmp(value, "header:", 7) == 0 && valid_auth_header(value + 7)) {
             v->auth = KB_AUTH_HEADER;
             set_str(&v->auth_header, value + 7);
         } else {
-            kb_set_errmsg(errmsg, "%s: vendor.%s auth must be bearer, basic or header:<name>",
+            kb_set_errmsg(errmsg,
+                          "%s: vendor.%s auth must be bearer, basic or header:<name> (a header "
+                          "name that does not frame, route or belong to a hop)",
                           where, vname);
             return KB_E_CONFIG;
         }
@@ -559,9 +622,9 @@ enum kb_err config_load(const char *path, struct kb_config **out, char **errmsg)
         err = KB_E_CONFIG;
         goto out;
     }
-    if (c->alerts_webhook_url && strncmp(c->alerts_webhook_url, "http://", 7) != 0 &&
-        strncmp(c->alerts_webhook_url, "https://", 8) != 0) {
-        kb_set_errmsg(errmsg, "alerts.webhook_url must start with http:// or https://");
+    if (c->alerts_webhook_url && !valid_http_url(c->alerts_webhook_url)) {
+        kb_set_errmsg(errmsg, "alerts.webhook_url must be http(s)://host[:port][/path] (port "
+                              "1-65535)");
         err = KB_E_CONFIG;
         goto out;
     }

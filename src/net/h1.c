@@ -135,6 +135,10 @@ bool h1_chunk_size(const char *l, size_t n, int64_t *out)
     }
     if (i == 0 || (i < n && l[i] != ';'))
         return false;
+    /* an extension is ignored, but not one holding a control byte: a bare
+     * CR ends the line for some parsers, which would read the rest as data */
+    if (i < n && !text(l + i, n - i))
+        return false;
     *out = x;
     return true;
 }

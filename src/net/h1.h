@@ -55,7 +55,8 @@ enum h1_field h1_field_line(const char *l, size_t n, size_t *nlen, size_t *voff,
 bool h1_content_length(const char *v, size_t n, int64_t *out);
 
 /* A chunk-size line: 1..H1_MAX_CHUNK_DIGITS hex digits, then the end or a
- * ';' starting extensions (which are not read). */
+ * ';' starting extensions (which are not read, but may hold no control
+ * byte other than HTAB: no bare CR, no NUL). */
 bool h1_chunk_size(const char *l, size_t n, int64_t *out);
 
 #endif

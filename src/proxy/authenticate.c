@@ -83,6 +83,11 @@ static bool find_token(const struct kb_hdr *h, size_t nh, const struct kb_vendor
     }
     if (!tok || len == 0 || len >= size)
         return false;
+    /* the vendor's own key header beside an Authorization credential:
+     * one token said twice is one credential; two different ones are
+     * ambiguous (which key pays?) */
+    if (xkey && tok != xkey && (strlen(xkey) != len || memcmp(xkey, tok, len) != 0))
+        return false;
     memcpy(out, tok, len);
     out[len] = '\0';
     return true;

@@ -58,9 +58,14 @@ static void on_header(void *arg, const char *name, size_t nlen, const char *valu
     }
     const struct kb_scrub *sc = &r->cred->scrub;
     if (sc->n) {
-        char *copy = kb_strndup(value, vlen); /* a header echoing the secret is masked */
+        /* a header echoing the secret is masked, in its value and in its
+         * name ('*' is a token byte, so the name stays a valid one) */
+        char *ncopy = kb_strndup(name, nlen);
+        char *copy = kb_strndup(value, vlen);
+        scrub_all(sc, ncopy, nlen);
         scrub_all(sc, copy, vlen);
-        hreq_add_header(r->req, name, nlen, copy, vlen);
+        hreq_add_header(r->req, ncopy, nlen, copy, vlen);
+        free(ncopy);
         free(copy);
         return;
     }

@@ -3,7 +3,7 @@
  * echoes it back (an error that quotes the Authorization header, a debug
  * endpoint). Every occurrence of the injected secret, and of the exact
  * header value it was sent in, is replaced by '*' of the same length in
- * response header values and in the body as it streams, so lengths (and a
+ * response header names and values and in the body as it streams, so lengths (and a
  * Content-Length) stay right. Across chunk boundaries only the bytes that
  * could still begin a secret are held back, so streams are not delayed.
  *
@@ -21,8 +21,13 @@
 /* Secrets shorter than this are not scrubbed: they would match ordinary text. */
 #define KB_SCRUB_MIN 8
 
+/* Needles one scrubber holds: the secret and the header value it is sent
+ * in, then those of the sets replaced by the last reloads (newest first). */
+#define KB_SCRUB_NEEDLES 6
+
 struct kb_scrub {
-    const char *needle[2]; /* borrowed; the secret, the header value it is sent in */
+    const char *needle[KB_SCRUB_NEEDLES]; /* borrowed; the secret, the header value it is
+                                             sent in, then earlier secrets' */
     size_t len[2];         /* their lengths */
     size_t n;              /* needles in use (0: nothing to scrub) */
 };

@@ -79,7 +79,7 @@ void creds_one_free(struct kb_cred *k)
 }
 
 enum kb_err creds_build(const struct kb_config *running, const struct kb_config *from,
-                        struct kb_creds **out, char **errmsg)
+                        const struct kb_creds *prev, struct kb_creds **out, char **errmsg)
 {
     struct kb_creds *c = kb_calloc(1, sizeof *c + running->nvendors * sizeof c->v[0]);
     c->n = running->nvendors;
@@ -99,6 +99,14 @@ enum kb_err creds_build(const struct kb_config *running, const struct kb_config 
             creds_free(c);
             return KB_E_CONFIG;
         }
+        /* a vendor (or a cache in front of it) may still quote the secret
+         * of before: answers are scrubbed of it too. The replaced set
+         * lives until exit, so its strings may be borrowed. */
+        const struct kb_scrub *ps = prev && i < prev->n ? &prev->v[i].scrub : NULL;
+        for (size_t k = 0; ps && k < ps->n; k++)
+            if (strcmp(ps->needle[k], c->v[i].secret) != 0 &&
+                (!c->v[i].basic || strcmp(ps->needle[k], c->v[i].basic) != 0))
+                scrub_add(&c->v[i].scrub, ps->needle[k]);
     }
     *out = c;
     return KB_OK;

@@ -22,7 +22,7 @@ struct kb_cred {
     char *basic;           /* owned; the base64 of a Basic credential, or NULL */
     char *secret;          /* owned; as configured, or NULL */
     char *account;         /* owned; the Basic user name (Twilio account SID), or NULL */
-    struct kb_scrub scrub; /* masks secret and basic in answers */
+    struct kb_scrub scrub; /* masks secret and basic in answers, and earlier sets' */
 };
 
 struct kb_creds {
@@ -34,12 +34,17 @@ struct kb_creds {
  * Builds the set for the vendors of `running` (by index) from the secrets
  * and accounts `from` gives them (the same configuration at start, a newly
  * loaded one on reload; vendors `from` adds are ignored: the vendor set
- * changes at the next start). Refuses (KB_E_CONFIG) a secret or account
- * with a line break, or Basic auth without an account. *out is the
- * caller's (creds_free).
+ * changes at the next start). `prev` (NULL at start) is the set being
+ * replaced: each vendor's scrubber also masks what prev's masked (its
+ * secrets, newest first, as many as KB_SCRUB_NEEDLES holds), so an answer
+ * quoting the secret of before a rotation does not hand it out; prev must
+ * outlive the new set (replaced sets are kept until exit). Refuses
+ * (KB_E_CONFIG) a secret or account with a line break, or Basic auth
+ * without an account. *out is the caller's (creds_free).
  */
 KB_MUSTCHECK enum kb_err creds_build(const struct kb_config *running, const struct kb_config *from,
-                                     struct kb_creds **out, char **errmsg);
+                                     const struct kb_creds *prev, struct kb_creds **out,
+                                     char **errmsg);
 void creds_free(struct kb_creds *c);
 
 /*

@@ -668,6 +668,12 @@ static const struct bad_row vendor_bad_rows[] = {
     {"[vendor.acme]\nbase_url = https://x.test\nauth = header:\n", "auth", NULL},
     {"[vendor.acme]\nbase_url = https://x.test\nauth = header\n", "auth", NULL},
     {"[vendor.acme]\nbase_url = https://x.test\nauth =\n", "auth", NULL},
+    /* the header the secret goes in: a token that neither frames nor routes */
+    {"[vendor.acme]\nbase_url = https://x.test\nauth = header:X Y\n", "auth", "line 3"},
+    {"[vendor.acme]\nbase_url = https://x.test\nauth = header:Content-Length\n", "auth", NULL},
+    {"[vendor.acme]\nbase_url = https://x.test\nauth = header:transfer-encoding\n", "auth", NULL},
+    {"[vendor.acme]\nbase_url = https://x.test\nauth = header:Host\n", "auth", NULL},
+    {"[vendor.acme]\nbase_url = https://x.test\nauth = header:Keybrake-Cost-USD\n", "auth", NULL},
     /* Basic auth with a secret needs the account */
     {"[vendor.acme]\nbase_url = https://x.test\nauth = basic\nsecret = s\n", "vendor.acme",
      "account"},

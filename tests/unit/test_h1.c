@@ -129,6 +129,10 @@ static void test_numbers(void **state)
     assert_false(h1_chunk_size("x", 1, &x));
     assert_false(h1_chunk_size("", 0, &x));
     assert_false(h1_chunk_size("-1", 2, &x));
+    assert_true(h1_chunk_size("5;a=\"b c\"\t", 10, &x)); /* HTAB and spaces: text */
+    assert_false(h1_chunk_size("5;a\rb", 6, &x));           /* a bare CR ends a line elsewhere */
+    assert_false(h1_chunk_size("5;a\0b", 6, &x));
+    assert_false(h1_chunk_size("5;\x7f", 3, &x));
 }
 
 int main(void)
