@@ -249,7 +249,6 @@ static void cache_scan(json_t *v, int depth, bool *any, bool *hour)
     }
 }
 
-
 /* True when v refers to input the body does not hold: a file id, a
  * document or image fetched from a URL, an encrypted search result, or an
  * inline (base64) document. */
@@ -285,8 +284,8 @@ static bool external_input(json_t *v, int depth)
 /* Tool type prefixes the client runs itself (versioned: "bash_20250124"). */
 static bool client_tool(const char *t)
 {
-    static const char *const client[] = {"custom", "computer_", "bash_", "text_editor_",
-                                         "memory_", NULL};
+    static const char *const client[] = {"custom",       "computer_", "bash_",
+                                         "text_editor_", "memory_",   NULL};
     for (size_t i = 0; client[i]; i++)
         if (strncmp(t, client[i], strlen(client[i])) == 0)
             return true;
@@ -295,10 +294,10 @@ static bool client_tool(const char *t)
 
 /* What a Messages request's tools can cost beyond its own tokens. */
 struct tool_plan {
-    bool server;       /* a tool runs at the vendor and loops back to the model */
-    bool code_exec;    /* code execution is offered */
-    int64_t searches;  /* most web searches (sum of max_uses) */
-    int64_t fetches;   /* most web fetches (sum of max_uses, or the loop bound) */
+    bool server;      /* a tool runs at the vendor and loops back to the model */
+    bool code_exec;   /* code execution is offered */
+    int64_t searches; /* most web searches (sum of max_uses) */
+    int64_t fetches;  /* most web fetches (sum of max_uses, or the loop bound) */
 };
 
 static enum kb_err tools_scan(json_t *params, struct tool_plan *tp, char **errmsg)
@@ -421,8 +420,7 @@ static enum kb_err params_reserve(const struct kb_pricing *p, json_t *params, si
         out_tokens = meter__mul_sat(out_tokens, loops + 1);
     }
 
-    struct meter__prices pr =
-        meter__prices_scale(meter__prices_for(mod, in_tokens), mult);
+    struct meter__prices pr = meter__prices_scale(meter__prices_for(mod, in_tokens), mult);
     if (pct_mult != 1000000)
         pr = meter__prices_scale(&pr, pct_mult);
     int64_t in_price = pr.input;

@@ -167,8 +167,8 @@ static bool string(struct jp *j, const char **out, size_t *out_len, char *stack,
             memcpy(&w, q, 8);
             const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
             uint64_t qt = w ^ (ones * '"'), bs = w ^ (ones * '\\');
-            uint64_t bad = (w | ((w - ones * 0x20) & ~w) | ((qt - ones) & ~qt) |
-                            ((bs - ones) & ~bs)) & high;
+            uint64_t bad =
+                (w | ((w - ones * 0x20) & ~w) | ((qt - ones) & ~qt) | ((bs - ones) & ~bs)) & high;
             if (bad) {
                 /* The lowest flag is exact (a borrow only runs upward from
                  * a true match): on little-endian it is the first byte. */
@@ -249,7 +249,12 @@ static bool string(struct jp *j, const char **out, size_t *out_len, char *stack,
         }
         unsigned char c = p[1];
         if (c != 'u') {
-            char x = c == 'b' ? '\b' : c == 'f' ? '\f' : c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : (char)c;
+            char x = c == 'b'   ? '\b'
+                     : c == 'f' ? '\f'
+                     : c == 'n' ? '\n'
+                     : c == 'r' ? '\r'
+                     : c == 't' ? '\t'
+                                : (char)c;
             if (d)
                 d[k] = x;
             k++;
@@ -341,7 +346,7 @@ static bool number(struct jp *j, json_t **v)
         if (x > (uint64_t)INT64_MAX + neg)
             return false;
         if (v)
-            *v = json_integer(!neg                              ? (json_int_t)x
+            *v = json_integer(!neg                           ? (json_int_t)x
                               : x == (uint64_t)INT64_MAX + 1 ? INT64_MIN
                                                              : -(json_int_t)x);
         return true;

@@ -59,15 +59,15 @@ struct meter__prices {
 #define METER__MAX_SNAPSHOTS 32
 
 struct meter__model {
-    char *name;                   /* owned; the configured id, matched exactly */
-    char **snapshots;             /* owned; other ids of the same model: exact, or a
-                                     pattern where YYYY, MM, DD stand for digits */
-    size_t nsnapshots;            /* entries in snapshots */
-    struct meter__prices base;    /* normal prices */
-    struct meter__prices longctx; /* used when input tokens exceed long_threshold */
-    int64_t long_threshold;       /* input tokens; 0 = no long-context pricing */
-    int64_t max_output;           /* output cap when the request sets none */
-    int64_t context;              /* context window in tokens; 0 = not configured */
+    char *name;                    /* owned; the configured id, matched exactly */
+    char **snapshots;              /* owned; other ids of the same model: exact, or a
+                                      pattern where YYYY, MM, DD stand for digits */
+    size_t nsnapshots;             /* entries in snapshots */
+    struct meter__prices base;     /* normal prices */
+    struct meter__prices longctx;  /* used when input tokens exceed long_threshold */
+    int64_t long_threshold;        /* input tokens; 0 = no long-context pricing */
+    int64_t max_output;            /* output cap when the request sets none */
+    int64_t context;               /* context window in tokens; 0 = not configured */
     struct meter__prices priority; /* OpenAI service_tier "priority" (valid if has_priority) */
     struct meter__prices flex;     /* OpenAI service_tier "flex" (valid if has_flex) */
     bool has_priority;             /* the model is sold at a priority tier */
@@ -115,15 +115,15 @@ struct meter__llm_cfg {
     size_t nspeech;                     /* entries in speech */
     struct meter__image_model *videos;  /* owned array (OpenAI): size -> µ$ per second */
     size_t nvideos;                     /* entries in videos */
-    int64_t web_search_per_call;    /* micros per web search call (tool fee) */
-    int64_t file_search_per_call;   /* OpenAI: micros per file_search call */
-    int64_t web_fetch_per_call;     /* Anthropic: micros per web fetch (0: tokens only) */
-    int64_t code_execution_per_call; /* micros charged per request that may run code */
-    int64_t geo_multiplier;         /* Anthropic inference_geo other than global: micro-units */
-    bool default_geo_regional;      /* Anthropic: the workspace's default geo is not global */
-    int64_t residency_multiplier;   /* OpenAI data residency uplift on token costs (micro-
-                                       units); 0 = the project has none */
-    int64_t batch_percent;          /* Anthropic batches: percent of the normal price */
+    int64_t web_search_per_call;        /* micros per web search call (tool fee) */
+    int64_t file_search_per_call;       /* OpenAI: micros per file_search call */
+    int64_t web_fetch_per_call;         /* Anthropic: micros per web fetch (0: tokens only) */
+    int64_t code_execution_per_call;    /* micros charged per request that may run code */
+    int64_t geo_multiplier;             /* Anthropic inference_geo other than global: micro-units */
+    bool default_geo_regional;          /* Anthropic: the workspace's default geo is not global */
+    int64_t residency_multiplier;       /* OpenAI data residency uplift on token costs (micro-
+                                           units); 0 = the project has none */
+    int64_t batch_percent;              /* Anthropic batches: percent of the normal price */
 };
 
 struct meter__currency {
@@ -185,9 +185,9 @@ struct meter__fixed {
 };
 
 struct kb_pricing {
-    char *version;                  /* owned; "YYYY-MM-DD" */
-    struct meter__models openai;    /* OpenAI models */
-    struct meter__models anthropic; /* Anthropic models */
+    char *version;                       /* owned; "YYYY-MM-DD" */
+    struct meter__models openai;         /* OpenAI models */
+    struct meter__models anthropic;      /* Anthropic models */
     struct meter__llm_cfg openai_cfg;    /* OpenAI fees beside the models */
     struct meter__llm_cfg anthropic_cfg; /* Anthropic fees beside the models */
     struct meter__stripe_cfg stripe;
@@ -269,18 +269,18 @@ bool meter__jscan_finish(struct meter__jscan *j, const char **skel, size_t *len)
 #define METER__BODY_RAW_MAX (64 * 1024)
 
 struct meter__sse {
-    struct meter__jscan scan;     /* the current event's data, joined by '\n' */
-    struct kb_buf raw;            /* the same data as sent, while it fits in
-                                     METER__SSE_RAW_MAX (owned) */
-    bool scanning;                /* it did not: the data goes to scan instead */
-    char field[8];                /* the current line's field name, while it may matter */
-    size_t field_len;             /* bytes in field; > sizeof field: no field we read */
-    unsigned char lstate;         /* where in the line we are (meter.c) */
-    char event[64];               /* event: name of the current event, "" if none */
-    size_t event_len;             /* bytes in event */
-    bool has_data;                /* a data: line was seen in the current event */
-    bool line_seen;               /* the current line has bytes */
-    bool cr;                      /* the last byte was CR: a following LF is part of it */
+    struct meter__jscan scan; /* the current event's data, joined by '\n' */
+    struct kb_buf raw;        /* the same data as sent, while it fits in
+                                 METER__SSE_RAW_MAX (owned) */
+    bool scanning;            /* it did not: the data goes to scan instead */
+    char field[8];            /* the current line's field name, while it may matter */
+    size_t field_len;         /* bytes in field; > sizeof field: no field we read */
+    unsigned char lstate;     /* where in the line we are (meter.c) */
+    char event[64];           /* event: name of the current event, "" if none */
+    size_t event_len;         /* bytes in event */
+    bool has_data;            /* a data: line was seen in the current event */
+    bool line_seen;           /* the current line has bytes */
+    bool cr;                  /* the last byte was CR: a following LF is part of it */
 };
 
 typedef void meter__sse_cb(void *ctx, const char *event, const char *data, size_t len);
@@ -366,8 +366,8 @@ bool meter__snapshot_match(const char *pattern, const char *id);
 struct meter__prices meter__prices_scale(const struct meter__prices *pr, int64_t mult);
 
 /* Parses the JSON request body into *root (caller decrefs, set even on a
- * pricing failure), notes its model in m (meter__note_model) and finds the price of its "model" in t: KB_E_INVALID
- * without a model, KB_E_MODEL_NOT_PRICED without a price. */
+ * pricing failure), notes its model in m (meter__note_model) and finds the price of its "model" in
+ * t: KB_E_INVALID without a model, KB_E_MODEL_NOT_PRICED without a price. */
 KB_MUSTCHECK enum kb_err meter__model_for(struct kb_meter *m, const struct kb_meter_req *req,
                                           const struct meter__models *t, json_t **root,
                                           const struct meter__model **mod, char **errmsg);
@@ -385,9 +385,8 @@ KB_MUSTCHECK enum kb_err meter__models_parse(json_t *models, const char *kind,
                                              struct meter__models *t, char **errmsg);
 /* Parses the "openai" or "anthropic" section (kind) of pricing.json: its
  * models into t and its fees into cfg. */
-KB_MUSTCHECK enum kb_err meter__llm_section(json_t *sec, const char *kind,
-                                            struct meter__models *t, struct meter__llm_cfg *cfg,
-                                            char **errmsg);
+KB_MUSTCHECK enum kb_err meter__llm_section(json_t *sec, const char *kind, struct meter__models *t,
+                                            struct meter__llm_cfg *cfg, char **errmsg);
 void meter__models_cleanup(struct meter__models *t);
 void meter__llm_cfg_cleanup(struct meter__llm_cfg *cfg);
 /* Parses openai.images, openai.speech and openai.videos (absent: none priced). */
@@ -462,8 +461,7 @@ struct meter__route {
 /* Index of the first route in routes[0..n) whose method and path match req
  * (segments ASCII case-insensitive, "*" any one non-empty segment; a
  * trailing '/' matches nothing); -1 when none. */
-int meter__route_find(const struct meter__route *routes, size_t n,
-                      const struct kb_meter_req *req);
+int meter__route_find(const struct meter__route *routes, size_t n, const struct kb_meter_req *req);
 
 /* ---- common.c: form bodies ---- */
 

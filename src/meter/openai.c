@@ -78,7 +78,7 @@ static const struct meter__route routes[] = {
     {"POST", "/v1/conversations", KIND_FREE},
     {"POST", "/v1/conversations/*", KIND_FREE},
     {"POST", "/v1/conversations/*/items", KIND_FREE},
-    {"POST", "/v1/vector_stores/*", KIND_FREE}, /* rename, expiry */
+    {"POST", "/v1/vector_stores/*", KIND_FREE},         /* rename, expiry */
     {"POST", "/v1/vector_stores/*/files/*", KIND_FREE}, /* attributes */
     {"POST", "/v1/vector_stores/*/file_batches/*/cancel", KIND_FREE},
     {"POST", "/v1/containers/*/files", KIND_FREE},
@@ -102,15 +102,15 @@ static const struct meter__route routes[] = {
 
 /* What one answer reported. */
 struct oai_usage {
-    bool seen;          /* the token fields below are valid */
-    int64_t input;      /* prompt tokens, cached and audio ones included */
-    int64_t cached;     /* prompt tokens served from cache */
-    int64_t audio_in;   /* prompt tokens that are audio */
-    int64_t output;     /* completion tokens, reasoning and audio included */
-    int64_t audio_out;  /* completion tokens that are audio */
-    int64_t searches;   /* web_search calls in the output */
-    int64_t files;      /* file_search calls in the output */
-    char tier[16];      /* service_tier the answer reports; "" if none */
+    bool seen;         /* the token fields below are valid */
+    int64_t input;     /* prompt tokens, cached and audio ones included */
+    int64_t cached;    /* prompt tokens served from cache */
+    int64_t audio_in;  /* prompt tokens that are audio */
+    int64_t output;    /* completion tokens, reasoning and audio included */
+    int64_t audio_out; /* completion tokens that are audio */
+    int64_t searches;  /* web_search calls in the output */
+    int64_t files;     /* file_search calls in the output */
+    char tier[16];     /* service_tier the answer reports; "" if none */
 };
 
 struct oai_state {
@@ -503,9 +503,9 @@ static bool external_key(const char *k, json_t *x)
 {
     /* file_data: an inline file (a PDF is billed per page, as an image
      * plus its text: its bytes bound nothing) */
-    static const char *const names[] = {"file_id",      "file_url",         "file_data",
-                                        "previous_response_id", "conversation",
-                                        "vector_store_ids",     "server_url"};
+    static const char *const names[] = {
+        "file_id",      "file_url",         "file_data", "previous_response_id",
+        "conversation", "vector_store_ids", "server_url"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (k[0] == names[i][0] && strcmp(k, names[i]) == 0)
             return true;
@@ -551,7 +551,7 @@ static bool external_input(json_t *v, int depth)
  * request, whose body bounds them. */
 static bool client_tool(const char *t)
 {
-    static const char *const client[] = {"function", "custom",      "computer_use_preview",
+    static const char *const client[] = {"function",     "custom",      "computer_use_preview",
                                          "computer_use", "local_shell", "shell",
                                          "apply_patch",  NULL};
     for (size_t i = 0; client[i]; i++)
@@ -563,8 +563,8 @@ static bool client_tool(const char *t)
 /* Reads "tools": *server true when a tool runs at the vendor and feeds
  * results back to the model; *fee the dearest fee per such call.
  * Refuses tools whose cost the meter cannot bound (KB_E_INVALID). */
-static enum kb_err tools_scan(json_t *root, const struct oai_state *st, bool *server,
-                              int64_t *fee, char **errmsg)
+static enum kb_err tools_scan(json_t *root, const struct oai_state *st, bool *server, int64_t *fee,
+                              char **errmsg)
 {
     json_t *tools = json_object_get(root, "tools"), *t;
     size_t i;
@@ -690,8 +690,8 @@ static int64_t max_out(const struct meter__prices *p)
 static int64_t bound_cost(const struct oai_state *st, int64_t in, int64_t out)
 {
     const struct meter__prices *pr = meter__prices_for(st->model, in);
-    int64_t c = meter__add_sat(meter__token_cost(in, max_in(pr)),
-                               meter__token_cost(out, max_out(pr)));
+    int64_t c =
+        meter__add_sat(meter__token_cost(in, max_in(pr)), meter__token_cost(out, max_out(pr)));
     if (st->allow_priority) {
         const struct meter__prices *pp = &st->model->priority;
         c = max64(c, meter__add_sat(meter__token_cost(in, max_in(pp)),
@@ -729,8 +729,7 @@ static enum kb_err tokens_begin(struct kb_meter *m, const struct kb_meter_req *r
     if (server) {
         /* Each tool result goes back to the model: up to max_tool_calls
          * more model calls, each reading up to a full context. */
-        if ((err = meter__json_opt_uint(root, "max_tool_calls", &calls, &present, errmsg)) !=
-            KB_OK)
+        if ((err = meter__json_opt_uint(root, "max_tool_calls", &calls, &present, errmsg)) != KB_OK)
             goto out;
         if (!present || kind != KIND_RESPONSES) {
             kb_set_errmsg(errmsg, "a request with server-side tools must set max_tool_calls so "
