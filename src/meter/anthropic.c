@@ -194,7 +194,7 @@ static void ant_event(struct kb_meter *m, const char *event, const char *data, s
     if (event[0] ? strcmp(event, "message_start") != 0 && strcmp(event, "message_delta") != 0
                  : !memmem(data, len, "\"message_", 9) && !memmem(data, len, "\"error\"", 7))
         return;
-    root = meter__json_loadb(data, len, 0, keep_event, NULL);
+    root = meter__json_loadb(data, len, METER_JSON_KEPT_ONCE, keep_event, NULL);
     type = json_object_get(root, "type");
     if (json_is_string(type) && strcmp(json_string_value(type), "error") == 0)
         st->errored = true;
@@ -212,7 +212,8 @@ static int64_t ant_settle(struct kb_meter *m, bool complete)
 
     (void)complete; /* usage seen is the real figure; unseen is the reservation */
     if (!m->sse && !m->body_over && m->body.data) {
-        json_t *root = meter__json_loadb(m->body.data, m->body.len, 0, keep_usage, NULL);
+        json_t *root =
+            meter__json_loadb(m->body.data, m->body.len, METER_JSON_KEPT_ONCE, keep_usage, NULL);
         if (usage_merge(json_object_get(root, "usage"), st))
             st->final = true;
         json_decref(root);

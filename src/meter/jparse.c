@@ -42,7 +42,7 @@
 struct jp {
     const unsigned char *p;   /* cursor */
     const unsigned char *end; /* end of the text */
-    size_t flags;             /* 0 or JSON_REJECT_DUPLICATES */
+    size_t flags;             /* 0, JSON_REJECT_DUPLICATES or METER_JSON_KEPT_ONCE */
     int depth;                /* values open, as jansson counts them */
     char *scratch;            /* owned; decoded string values (one at a time) */
     size_t scratch_cap;       /* bytes at scratch */
@@ -451,7 +451,8 @@ static bool object(struct jp *j, const struct meter__jkeep *keep, json_t **out)
              * duplicate shows, without a lookup of its own. */
             size_t before = json_object_size(obj);
             if (json_object_setn_new_nocheck(obj, key, klen, v) != 0 ||
-                ((j->flags & JSON_REJECT_DUPLICATES) && json_object_size(obj) == before)) {
+                ((j->flags & (JSON_REJECT_DUPLICATES | METER_JSON_KEPT_ONCE)) &&
+                 json_object_size(obj) == before)) {
                 free(heap);
                 goto fail;
             }
@@ -568,7 +569,7 @@ json_t *meter__json_loadb(const char *text, size_t len, size_t flags,
     struct jp j = {0};
     json_t *root = NULL;
 
-    if (!text || (flags & ~(size_t)JSON_REJECT_DUPLICATES) ||
+    if (!text || (flags & ~(size_t)(JSON_REJECT_DUPLICATES | METER_JSON_KEPT_ONCE)) ||
         (keep && (flags & JSON_REJECT_DUPLICATES)))
         goto jansson; /* duplicates in a skipped value would go unseen */
     j.p = (const unsigned char *)text;
@@ -588,5 +589,7 @@ json_t *meter__json_loadb(const char *text, size_t len, size_t flags,
 jansson:
     free(j.scratch);
     json_decref(root);
+    if (flags & METER_JSON_KEPT_ONCE) /* stricter: a repeated name anywhere */
+        flags = (flags & ~METER_JSON_KEPT_ONCE) | JSON_REJECT_DUPLICATES;
     return json_loadb(text, len, flags, err);
 }

@@ -433,13 +433,24 @@ struct meter__jkeep {
 /* json_loadb(text, len, flags, err), faster: the same result for every
  * text (the same tree on success; NULL and jansson's own error on
  * failure, since every text this parser does not accept goes to
- * json_loadb). flags other than 0 and JSON_REJECT_DUPLICATES also go to
- * json_loadb. With keep (and flags 0) the root object holds only the
- * members keep names, but the text is accepted or refused exactly as a
- * whole: a caller that reads only those members reads what it read
- * before. The caller owns the result (json_decref). Any thread. */
+ * json_loadb). flags other than 0, JSON_REJECT_DUPLICATES and
+ * METER_JSON_KEPT_ONCE also go to json_loadb. With keep (and flags 0) the
+ * root object holds only the members keep names, but the text is accepted
+ * or refused exactly as a whole: a caller that reads only those members
+ * reads what it read before. The caller owns the result (json_decref).
+ * Any thread. */
 json_t *meter__json_loadb(const char *text, size_t len, size_t flags,
                           const struct meter__jkeep *keep, json_error_t *err);
+
+/* A flag of meter__json_loadb with a keep list: a member named twice in
+ * an object the result holds (a kept one, or one inside a value kept
+ * whole) refuses the text, as JSON_REJECT_DUPLICATES would; names repeated
+ * only in skipped values do not. For answers, whose figures must not be
+ * read last-wins (a usage, then a zero one): such an answer is unreadable,
+ * so charged its reservation. Not a jansson flag: text this parser hands
+ * to json_loadb goes with JSON_REJECT_DUPLICATES instead, which refuses a
+ * repeated name anywhere. */
+#define METER_JSON_KEPT_ONCE ((size_t)1 << 20)
 
 /* ---- common.c: request paths ---- */
 

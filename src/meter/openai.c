@@ -316,7 +316,7 @@ static void oai_event(struct kb_meter *m, const char *event, const char *data, s
     if (st->kind == KIND_RESPONSES) {
         /* A web search starts: billed even if the stream is cut later. */
         if (memmem(data, len, "response.web_search_call.in_progress", 36)) {
-            root = meter__json_loadb(data, len, 0, keep_type, NULL);
+            root = meter__json_loadb(data, len, METER_JSON_KEPT_ONCE, keep_type, NULL);
             const char *t = json_string_value(json_object_get(root, "type"));
             if (t && strcmp(t, "response.web_search_call.in_progress") == 0)
                 st->stream_searches++;
@@ -326,7 +326,7 @@ static void oai_event(struct kb_meter *m, const char *event, const char *data, s
         /* Only the terminal event carries usage; skip parsing the deltas. */
         if (event[0] ? !is_terminal(event) : !memmem(data, len, "\"response.", 10))
             return;
-        root = meter__json_loadb(data, len, 0, keep_terminal, NULL);
+        root = meter__json_loadb(data, len, METER_JSON_KEPT_ONCE, keep_terminal, NULL);
         json_t *type = json_object_get(root, "type");
         if (json_is_string(type) && is_terminal(json_string_value(type)))
             answer_read(st->kind, json_object_get(root, "response"), &st->u);
@@ -334,13 +334,13 @@ static void oai_event(struct kb_meter *m, const char *event, const char *data, s
         /* Every chunk names the service tier; the last one the usage. */
         if (!has_usage_object(data, len)) { /* also skips "[DONE]" */
             if (!st->u.tier[0] && memmem(data, len, "\"service_tier\"", 14)) {
-                root = meter__json_loadb(data, len, 0, keep_tier, NULL);
+                root = meter__json_loadb(data, len, METER_JSON_KEPT_ONCE, keep_tier, NULL);
                 tier_read(root, &st->u);
                 json_decref(root);
             }
             return;
         }
-        root = meter__json_loadb(data, len, 0, keep_answer, NULL);
+        root = meter__json_loadb(data, len, METER_JSON_KEPT_ONCE, keep_answer, NULL);
         answer_read(st->kind, root, &st->u);
     }
     json_decref(root);
@@ -352,7 +352,8 @@ static int64_t oai_settle(struct kb_meter *m, bool complete)
 
     (void)complete; /* usage seen is the real figure; unseen is the reservation */
     if (!st->u.seen && !m->sse && !m->body_over && m->body.data) {
-        json_t *root = meter__json_loadb(m->body.data, m->body.len, 0, keep_answer, NULL);
+        json_t *root =
+            meter__json_loadb(m->body.data, m->body.len, METER_JSON_KEPT_ONCE, keep_answer, NULL);
         answer_read(st->kind, root, &st->u);
         json_decref(root);
     }

@@ -243,7 +243,7 @@ static int64_t img_settle(struct kb_meter *m, bool complete)
     (void)complete;
     if (m->body_over || !m->body.data)
         return m->reserve;
-    root = meter__json_loadb(m->body.data, m->body.len, 0, NULL, NULL);
+    root = meter__json_loadb(m->body.data, m->body.len, JSON_REJECT_DUPLICATES, NULL, NULL);
     u = json_object_get(root, "usage");
     d = json_object_get(u, "input_tokens_details");
     if (meter__json_uint(u, "input_tokens", &in) && meter__json_uint(u, "output_tokens", &out)) {

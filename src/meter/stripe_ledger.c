@@ -122,7 +122,7 @@ static int64_t settle(struct kb_meter *m, bool complete)
     const struct meter__jkeep keep[] = {
         {"currency", NULL}, {"id", NULL}, {st->route->resp_key, NULL}, {NULL, NULL}};
     if (!m->body_over && m->body.data)
-        root = meter__json_loadb(m->body.data, m->body.len, 0, keep, NULL);
+        root = meter__json_loadb(m->body.data, m->body.len, METER_JSON_KEPT_ONCE, keep, NULL);
     if (json_is_object(root)) {
         t = answer_amount(m, root, st->route->resp_key);
         json_t *id = json_object_get(root, "id");

@@ -254,7 +254,7 @@ static int64_t settle_message(struct kb_meter *m, bool complete)
     (void)complete; /* the message was accepted once a 2xx status arrived */
     if (m->body_over || !m->body.data)
         goto out;
-    root = meter__json_loadb(m->body.data, m->body.len, 0, NULL, NULL);
+    root = meter__json_loadb(m->body.data, m->body.len, JSON_REJECT_DUPLICATES, NULL, NULL);
     if (!json_is_object(root))
         goto out;
     if (reply_price(root, &price)) {
@@ -310,7 +310,7 @@ static int64_t settle_number(struct kb_meter *m, bool complete)
     (void)complete;
     if (m->body_over || !m->body.data)
         goto out;
-    root = meter__json_loadb(m->body.data, m->body.len, 0, NULL, NULL);
+    root = meter__json_loadb(m->body.data, m->body.len, JSON_REJECT_DUPLICATES, NULL, NULL);
     type = json_object_get(root, "type");
     num = json_object_get(root, "phone_number");
     if (!json_is_string(type) || !json_is_string(num))

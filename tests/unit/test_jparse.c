@@ -480,12 +480,52 @@ static void test_vendor_shapes(void **state)
                 "1.5e-5,-3E+2]}],\"usage\":{\"prompt_tokens\":8,\"total_tokens\":8}}");
 }
 
+/* METER_JSON_KEPT_ONCE: a name repeated in what the result holds refuses
+ * the text (an answer must not be read last-wins); one repeated only in a
+ * skipped value does not; text handed to jansson is refused for a
+ * repeated name anywhere. */
+static bool kept_once(const char *text, const struct meter__jkeep *keep)
+{
+    json_t *v = meter__json_loadb(text, strlen(text), METER_JSON_KEPT_ONCE, keep, NULL);
+    json_decref(v);
+    return v != NULL;
+}
+
+static void test_kept_once(void **state)
+{
+    (void)state;
+    assert_true(kept_once("{\"usage\":{\"prompt_tokens\":3}}", keep_root));
+    /* a kept member twice, a member of a kept one twice, at any depth */
+    assert_false(
+        kept_once("{\"usage\":{\"prompt_tokens\":3},\"usage\":{\"prompt_tokens\":0}}", keep_root));
+    assert_false(kept_once("{\"usage\":{\"prompt_tokens\":3,\"prompt_tokens\":0}}", keep_root));
+    assert_false(kept_once("{\"a\":{\"x\":1,\"x\":0}}", keep_root)); /* "a": kept whole */
+    assert_false(kept_once("{\"usage\":{\"prompt_tokens_details\":{\"cached_tokens\":1,"
+                           "\"cached_tokens\":0}}}",
+                           keep_root));
+    assert_false(
+        kept_once("{\"output\":[{\"type\":\"a\"},{\"type\":\"b\",\"type\":\"c\"}]}", keep_root));
+    /* repeated only where nothing is kept: as before */
+    assert_true(kept_once("{\"id\":1,\"id\":2,\"usage\":{\"prompt_tokens\":3}}", keep_root));
+    assert_true(
+        kept_once("{\"choices\":[{\"x\":1,\"x\":2}],\"usage\":{\"zz\":1,\"zz\":2}}", keep_root));
+    /* nested past this parser's depth: jansson decides, stricter */
+    char deep[2 * 200 + 64];
+    size_t n = 0;
+    n += (size_t)snprintf(deep + n, sizeof deep - n, "{\"id\":1,\"id\":2,\"x\":");
+    for (int i = 0; i < 200; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 200; i++)
+        deep[n++] = ']';
+    snprintf(deep + n, sizeof deep - n, "}");
+    assert_false(kept_once(deep, keep_root));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_edge_cases),
-        cmocka_unit_test(test_depth),
-        cmocka_unit_test(test_generated),
+        cmocka_unit_test(test_kept_once),     cmocka_unit_test(test_edge_cases),
+        cmocka_unit_test(test_depth),         cmocka_unit_test(test_generated),
         cmocka_unit_test(test_vendor_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
