@@ -10,7 +10,10 @@
  *  (c) on refusal the error text and position are jansson's;
  *  (d) with a keep list (flags 0), acceptance is the same, and each kept
  *      member equals jansson's (the filtered tree, or the whole tree when
- *      the text went to jansson).
+ *      the text went to jansson);
+ *  (e) with a keep list and METER_JSON_KEPT_ONCE, nothing jansson refuses
+ *      is accepted, a text jansson accepts with JSON_REJECT_DUPLICATES is
+ *      accepted, and an accepted one keeps what (d) kept.
  */
 #include <jansson.h>
 #include <stdbool.h>
@@ -96,6 +99,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (a && !kept_same(a, c))
             abort();
+        json_t *o = meter__json_loadb(text, n, METER_JSON_KEPT_ONCE, keep_root, NULL);
+        json_t *strict = json_loadb(text, n, JSON_REJECT_DUPLICATES, NULL);
+        if ((o && !a) || (strict && !o) || (o && !kept_same(a, o)))
+            abort();
+        json_decref(strict);
+        json_decref(o);
         json_decref(c);
     }
     json_decref(a);
