@@ -858,3 +858,156 @@ describe('budgets and rate limits under concurrency', () => {
     await d.admin.post('/v1/test/clock', { offset_seconds: 0 });
   });
 });
+
+// ---- retention archives tampered ------------------------------------------------------------
+
+describe('retention archives tampered by hand', { skip: sqliteOnly('reads the SQLite file') }, () => {
+  let mocks;
+  let dataDir;
+  let archiveDir;
+  const files = () =>
+    fs
+      .readdirSync(archiveDir)
+      .filter((f) => /^audit-\d{12}-\d{12}\.jsonl$/.test(f))
+      .sort();
+
+  before(async () => {
+    mocks = await startMockVendors();
+    dataDir = mkTempDir();
+    archiveDir = path.join(dataDir, 'archive');
+    const d = await startDaemon({
+      mocks,
+      dataDir,
+      env: {
+        KEYBRAKE_AUDIT_RETENTION: '1500ms',
+        KEYBRAKE_AUDIT_ARCHIVE_DIR: archiveDir,
+        KEYBRAKE_AUDIT_CHECKPOINT_EVERY: '5',
+      },
+    });
+    try {
+      const key = await d.issueKey({ allowed_endpoints: ['GET /v1/payment_intents/*'] });
+      let i = 0;
+      await waitFor(
+        async () => {
+          for (let j = 0; j < 5; j++) {
+            const r = await d.proxy({ path: `/stripe/v1/payment_intents/pi_${i++}`, headers: { authorization: `Bearer ${key.token}` } });
+            assert.equal(r.status, 200, r.text);
+          }
+          return fs.existsSync(archiveDir) && files().length >= 3;
+        },
+        { timeoutMs: 60_000, stepMs: 300, what: 'three archive files' },
+      );
+    } finally {
+      await d.stop();
+    }
+    const v = verify(dataDir, ['--archive', archiveDir]);
+    assert.equal(v.code, 0, v.out);
+  });
+
+  after(async () => {
+    rmTempDir(dataDir);
+    if (mocks) await mocks.close();
+  });
+
+  function withArchiveCopy(fn) {
+    const copy = mkTempDir();
+    try {
+      for (const f of files()) fs.copyFileSync(path.join(archiveDir, f), path.join(copy, f));
+      fn(copy, files());
+      return verify(dataDir, ['--archive', copy]);
+    } finally {
+      rmTempDir(copy);
+    }
+  }
+  const readLines = (dir, f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean);
+  const writeLines = (dir, f, lines) => fs.writeFileSync(path.join(dir, f), lines.join('\n') + '\n');
+
+  it('a middle archive file deleted fails', () => {
+    const v = withArchiveCopy((c, fs_) => fs.rmSync(path.join(c, fs_[1])));
+    assert.equal(v.code, 1, v.out);
+    assert.match(v.out, /removed/);
+  });
+
+  it('the first archive file deleted fails as removed at 1', () => {
+    const v = withArchiveCopy((c, fs_) => fs.rmSync(path.join(c, fs_[0])));
+    assert.equal(v.code, 1, v.out);
+    assert.match(v.out, /FAILED at seq 1\b/);
+  });
+
+  it('a record edited in an archive fails', () => {
+    const v = withArchiveCopy((c, fs_) => {
+      const lines = readLines(c, fs_[1]);
+      const i = lines.findIndex((l) => l.includes('"settled_micros":1'));
+      const at = i >= 0 ? i : 1;
+      lines[at] = lines[at].replace(/"bytes_out":(\d+)/, (m, n) => `"bytes_out":${Number(n) + 1}`);
+      writeLines(c, fs_[1], lines);
+    });
+    assert.equal(v.code, 1, v.out);
+  });
+
+  it('a record edited in an archive with every later hash recomputed fails at a checkpoint', () => {
+    const v = withArchiveCopy((c, fs_) => {
+      // rewrite from file 2 line 2 onward, through every later file, chaining the hashes
+      let prev = null;
+      let started = false;
+      for (const f of fs_) {
+        const lines = readLines(c, f);
+        for (let i = 0; i < lines.length; i++) {
+          const o = JSON.parse(lines[i]);
+          if (o.checkpoint !== undefined) {
+            if (started) o.hash = prev.toString('hex');
+            lines[i] = JSON.stringify(o);
+            continue;
+          }
+          const r = () => ({ ...o, kind: o.kind === 'admin' ? 1 : 0, tenant_id: o.tenant || null });
+          if (!started && prev) {
+            // the forger's hash function is the daemon's
+            assert.equal(recHash(prev, r()).toString('hex'), o.hash, `${f} line ${i}`);
+          }
+          if (!started && f === fs_[1] && i >= 1) {
+            started = true;
+            o.bytes_out += 1;
+          }
+          if (started) {
+            const h = recHash(prev, r());
+            o.hash = h.toString('hex');
+            lines[i] = JSON.stringify(o);
+          }
+          prev = Buffer.from(o.hash, 'hex');
+        }
+        writeLines(c, f, lines);
+      }
+    });
+    assert.equal(v.code, 1, v.out);
+  });
+
+  it('a checkpoint line removed from an archive fails', () => {
+    const v = withArchiveCopy((c, fs_) => {
+      const lines = readLines(c, fs_[1]);
+      const i = lines.findIndex((l) => l.startsWith('{"checkpoint"'));
+      assert.ok(i >= 0 && i < lines.length - 1, 'a checkpoint before the cut');
+      lines.splice(i, 1);
+      writeLines(c, fs_[1], lines);
+    });
+    assert.equal(v.code, 1, v.out);
+  });
+
+  it('the last file cut short (its cut checkpoint and last record gone) fails', () => {
+    const v = withArchiveCopy((c, fs_) => {
+      const f = fs_[fs_.length - 1];
+      const lines = readLines(c, f);
+      writeLines(c, f, lines.slice(0, -2));
+    });
+    assert.equal(v.code, 1, v.out);
+  });
+
+  it('two files swapped in content (names kept) fail', () => {
+    const v = withArchiveCopy((c, fs_) => {
+      const a = fs.readFileSync(path.join(c, fs_[0]));
+      const b = fs.readFileSync(path.join(c, fs_[1]));
+      fs.writeFileSync(path.join(c, fs_[0]), b);
+      fs.writeFileSync(path.join(c, fs_[1]), a);
+    });
+    assert.equal(v.code, 1, v.out);
+  });
+});
