@@ -822,6 +822,66 @@ describe('budgets and rate limits under concurrency', () => {
     assert.equal(h.status, 200);
   });
 
+  it('a request in flight across UTC midnight settles on the day it reserved in; the new day starts free', async () => {
+    const now = Date.now();
+    const mid = Math.ceil(now / 86_400_000) * 86_400_000;
+    const off = Math.floor((mid - now) / 1000) - 30; // 30 s before the next UTC midnight
+    assert.equal((await d.admin.post('/v1/test/clock', { offset_seconds: off })).status, 200);
+    try {
+      const n = uniquePrefix('mid');
+      await mkBudget({ name: n, usd_cap: 1, window: 'day' });
+      const k = await issueB([n], { daily_usd_cap: 1 });
+      const held = mocks.stripe.nextHold();
+      const p = pay(d, k.token);
+      const ctl = await held;
+      const before = await getB(n);
+      assert.equal(before.usage.reserved_usd, 1);
+      assert.equal((await d.admin.post('/v1/test/clock', { offset_seconds: off + 60 })).status, 200);
+      ctl.respond();
+      assert.equal((await p).status, 200);
+      const after = await getB(n);
+      assert.notEqual(after.usage.period, before.usage.period);
+      assert.deepEqual([after.usage.spent_usd, after.usage.reserved_usd], [0, 0], JSON.stringify(after.usage));
+      const ku = (await d.admin.get(`/v1/keys/${k.id}`)).json.usage;
+      assert.deepEqual([ku.spent_usd, ku.reserved_usd], [0, 0], JSON.stringify(ku));
+      const again = await pay(d, k.token);
+      assert.equal(again.status, 200, again.text);
+      // the old day kept what it spent
+      const u = await d.admin.get(`/v1/usage?group_by=budget&budget=${encodeURIComponent(n)}&from=${before.usage.period}&to=${after.usage.period}`);
+      assert.equal(u.status, 200, u.text);
+      assert.deepEqual(u.json.data.map((r) => [r.day, r.spent_usd]), [[before.usage.period, 1], [after.usage.period, 1]]);
+    } finally {
+      await d.admin.post('/v1/test/clock', { offset_seconds: 0 });
+    }
+  });
+
+  it("a parent changed, or deleted and made again, while a reservation is in flight: the reservation settles where it was taken", async () => {
+    const p = uniquePrefix('mv');
+    for (const n of ['P1', 'P2']) await mkBudget({ name: `${p}-${n}`, usd_cap: 10, window: 'day' });
+    await mkBudget({ name: `${p}-C`, usd_cap: 10, window: 'day', parent: `${p}-P1` });
+    const k = await issueB([`${p}-C`]);
+    let held = mocks.stripe.nextHold();
+    let req = pay(d, k.token);
+    let ctl = await held;
+    assert.equal((await patch(d, `/v1/budgets/${p}-C`, { parent: `${p}-P2` })).status, 200);
+    ctl.respond();
+    assert.equal((await req).status, 200);
+    const u = async (n) => (await getB(`${p}-${n}`)).usage;
+    assert.deepEqual([(await u('P1')).spent_usd, (await u('P1')).reserved_usd], [1, 0]);
+    assert.deepEqual([(await u('P2')).spent_usd, (await u('P2')).reserved_usd], [0, 0]);
+    // reserve on P2, unlink it, delete it, make a new P2: the new one is untouched
+    held = mocks.stripe.nextHold();
+    req = pay(d, k.token);
+    ctl = await held;
+    assert.equal((await patch(d, `/v1/budgets/${p}-C`, { parent: null })).status, 200);
+    assert.equal((await d.admin.del(`/v1/budgets/${p}-P2`)).status, 204);
+    await mkBudget({ name: `${p}-P2`, usd_cap: 5, window: 'day' });
+    ctl.respond();
+    assert.equal((await req).status, 200);
+    assert.deepEqual([(await u('P2')).spent_usd, (await u('P2')).reserved_usd, (await u('P2')).requests], [0, 0, 0]);
+    assert.deepEqual([(await u('C')).spent_usd, (await u('C')).reserved_usd], [2, 0]);
+  });
+
   it('a rate limit is exact under concurrency, and Retry-After names when the next request passes', async () => {
     const r0 = await d.admin.post('/v1/keys', {
       label: uniquePrefix('rl'),
