@@ -510,6 +510,21 @@ describe('tenant isolation under spellings, parameters and escalation', () => {
     assert.equal((await d.admin.get(`/v1/keys/${kR.id}`)).json.status, 'active');
   });
 
+  it("root's bulk revocation of a tenant's keys is in that tenant's audit log", { todo: "bug: root's keys.bulk_revoked record carries no tenant, so the tenant whose keys it revoked never sees their revocation" }, async () => {
+    const pfx = uniquePrefix('rootbulk') + '/';
+    const k1 = await mk('/v1/keys', keyBody({ label: `${pfx}1` }), tA.token);
+    await mk('/v1/keys', keyBody({ label: `${pfx}2` }), tA.token);
+    const r = await d.admin.post('/v1/keys/revoke', { label_prefix: pfx });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.revoked, 2);
+    assert.equal((await d.admin.get(`/v1/keys/${k1.id}`, { token: tA.token })).json.status, 'revoked');
+    // docs/tenants.md: keys.bulk_revoked carries the tenant of the keys it changed
+    const mine = await allAudit(d, '', tA.token);
+    const rev = mine.filter((e) => (e.action === 'keys.bulk_revoked' && e.label === pfx) || (e.action === 'key.revoked' && e.key_id === k1.id));
+    assert.ok(rev.length >= 1, `tenant A's audit shows no revocation of its keys: ${JSON.stringify(mine.slice(0, 3))}`);
+    for (const e of rev) assert.equal(e.tenant, A.id);
+  });
+
   it('deleting a tenant with a live key is refused; its tokens go with it once deleted', async () => {
     const T = await mk('/v1/tenants', { name: uniquePrefix('t') });
     const tt = await mk('/v1/admin-tokens', { label: 't', tenant: T.id });
