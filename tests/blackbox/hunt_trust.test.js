@@ -1086,3 +1086,75 @@ describe('retention archives tampered by hand', { skip: sqliteOnly('reads the SQ
     assert.equal(v.code, 1, v.out);
   });
 });
+
+// ---- spend that did not happen --------------------------------------------------------------
+
+describe('a request that never reached the vendor is not charged', () => {
+  // A vendor behind https:// that takes the TCP connection and reads the
+  // TLS ClientHello but never answers it: the handshake never ends, so not
+  // one byte of the HTTP request can have been written to it.
+  let stall;
+  let conns = [];
+  let d;
+
+  before(async () => {
+    stall = net.createServer((s) => {
+      conns.push(s);
+      s.on('error', () => {});
+      s.on('data', () => {});
+    });
+    await new Promise((r) => stall.listen(0, '127.0.0.1', r));
+    d = await startDaemon({
+      baseUrls: { stripe: `https://127.0.0.1:${stall.address().port}` },
+      env: { KEYBRAKE_UPSTREAM_TIMEOUT: '60' },
+    });
+  });
+
+  after(async () => {
+    try {
+      if (d) await d.stop();
+    } finally {
+      for (const s of conns) s.destroy();
+      stall.close();
+    }
+  });
+
+  async function usage(k) {
+    return (await d.admin.get(`/v1/keys/${k.id}`)).json.usage;
+  }
+
+  async function stalled(k) {
+    const before = conns.length;
+    const c = rawConn(d.proxyPort);
+    c.sock.write(rawPay(k.token, 1));
+    await waitFor(() => conns.length > before, { what: 'the connection to the vendor' });
+    await waitFor(async () => (await usage(k)).reserved_usd === 1, { what: 'the reservation' });
+    return c;
+  }
+
+  it('the client leaves while the vendor connection is still in its TLS handshake: released, not charged', async () => {
+    const k = await d.issueKey({ allowed_endpoints: ['POST /v1/payment_intents'], daily_usd_cap: 10 });
+    const c = await stalled(k);
+    c.sock.destroy();
+    await waitFor(async () => (await usage(k)).reserved_usd === 0, { what: 'the settlement' });
+    const u = await usage(k);
+    assert.equal(u.spent_usd, 0, `nothing reached the vendor, yet ${u.spent_usd} USD was charged`);
+    const recs = (await allAudit(d, `key_id=${k.id}`)).filter((e) => e.kind === 'proxy');
+    assert.equal(recs.length, 1, JSON.stringify(recs));
+    assert.equal(recs[0].completed, true);
+    assert.equal(recs[0].settled_usd, 0, JSON.stringify(recs[0]));
+    assert.notDeepEqual(recs[0].detail, { outcome: 'unknown' });
+  });
+
+  it('the key is revoked while the vendor connection is still in its TLS handshake: 401, released', async () => {
+    const k = await d.issueKey({ allowed_endpoints: ['POST /v1/payment_intents'], daily_usd_cap: 10 });
+    const c = await stalled(k);
+    assert.equal((await d.admin.del(`/v1/keys/${k.id}`)).status, 204);
+    await waitFor(() => statuses(c.text).length >= 1 || c.closed, { what: 'the answer' });
+    c.sock.destroy();
+    assert.deepEqual(statuses(c.text), [401], c.text);
+    await waitFor(async () => (await usage(k)).reserved_usd === 0, { what: 'the settlement' });
+    const u = await usage(k);
+    assert.equal(u.spent_usd, 0, `nothing reached the vendor, yet ${u.spent_usd} USD was charged`);
+  });
+});
