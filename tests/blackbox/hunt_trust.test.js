@@ -1146,6 +1146,31 @@ describe('a request that never reached the vendor is not charged', () => {
     assert.notDeepEqual(recs[0].detail, { outcome: 'unknown' });
   });
 
+  it('a shutdown timeout while the vendor connection is still in its TLS handshake: released, not charged', async () => {
+    const dataDir = mkTempDir();
+    const secrets = d.secrets;
+    const env = { KEYBRAKE_UPSTREAM_TIMEOUT: '60', KEYBRAKE_SHUTDOWN_TIMEOUT: '300ms' };
+    const baseUrls = { stripe: `https://127.0.0.1:${stall.address().port}` };
+    let d2 = await startDaemon({ dataDir, secrets, baseUrls, env });
+    try {
+      const k = await d2.issueKey({ allowed_endpoints: ['POST /v1/payment_intents'], daily_usd_cap: 10 });
+      const before = conns.length;
+      const c = rawConn(d2.proxyPort);
+      c.sock.write(rawPay(k.token, 1));
+      await waitFor(() => conns.length > before, { what: 'the connection to the vendor' });
+      await waitFor(async () => (await d2.admin.get(`/v1/keys/${k.id}`)).json.usage.reserved_usd === 1, { what: 'the reservation' });
+      await d2.stop();
+      c.sock.destroy();
+      d2 = await startDaemon({ dataDir, secrets, baseUrls, env });
+      const u = (await d2.admin.get(`/v1/keys/${k.id}`)).json.usage;
+      assert.deepEqual([u.spent_usd, u.reserved_usd], [0, 0], `nothing reached the vendor: ${JSON.stringify(u)}`);
+      await d2.stop();
+    } finally {
+      if (!d2.exited) await d2.kill();
+      rmTempDir(dataDir);
+    }
+  });
+
   it('the key is revoked while the vendor connection is still in its TLS handshake: 401, released', async () => {
     const k = await d.issueKey({ allowed_endpoints: ['POST /v1/payment_intents'], daily_usd_cap: 10 });
     const c = await stalled(k);
