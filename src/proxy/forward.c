@@ -180,6 +180,13 @@ static void on_done(void *arg, enum kb_err err, bool sent)
 
 const struct kb_upstream_ops proxy__upstream_ops = {on_header, on_head, on_body, on_done};
 
+/* Whether the vendor may have read the request: false only when its
+ * transfer is known and not one byte of it was written (fails closed). */
+static bool may_have_sent(const struct preq *r)
+{
+    return !r->up || upstream_wrote(r->up);
+}
+
 /* The client connection closed while its request was in flight; the
  * server frees the request when this returns. */
 void proxy__client_closed(struct kb_hreq *req, void *arg)
@@ -192,29 +199,34 @@ void proxy__client_closed(struct kb_hreq *req, void *arg)
     kb_log(KB_LOG_INFO, "client closed before the response ended", "request_id", r->id, NULL);
     if (r->stage != ST_UPSTREAM)
         return; /* the writer's callback finishes it */
+    bool sent = may_have_sent(r);
     if (r->up) {
         upstream_cancel(r->up);
         r->up = NULL;
     }
     /* The vendor may have acted on a request we could not see the end of:
-     * charge the worst case unless the meter knows better. */
-    r->outcome_unknown = !r->status;
-    proxy__settle(r, r->status ? meter_settle(r->meter, false) : r->reserved, KB_E_CLIENT_CLOSED,
-                  REPLY_NONE);
+     * charge the worst case unless the meter knows better. A request of
+     * which no byte was written (its connection still opening) never
+     * reached the vendor: released. */
+    r->outcome_unknown = !r->status && sent;
+    proxy__settle(r, r->status ? meter_settle(r->meter, false) : sent ? r->reserved : 0,
+                  KB_E_CLIENT_CLOSED, REPLY_NONE);
 }
 
 /* The key of a request in flight was revoked or expired (why): stop the
  * vendor transfer and end the client's response where it stands. */
 void proxy__cut(struct preq *r, enum kb_err why)
 {
+    bool sent = may_have_sent(r);
     if (r->up) {
         upstream_cancel(r->up);
         r->up = NULL;
     }
     /* the vendor may have acted already: a metered response is charged as
-     * a cut stream, an unanswered one at the reservation */
-    int64_t actual = r->status ? meter_settle(r->meter, false) : r->reserved;
-    r->outcome_unknown = !r->status;
+     * a cut stream, an unanswered one at the reservation, one of which no
+     * byte was written not at all */
+    int64_t actual = r->status ? meter_settle(r->meter, false) : sent ? r->reserved : 0;
+    r->outcome_unknown = !r->status && sent;
     kb_log(KB_LOG_INFO, "response cut", "request_id", r->id, "key_id", r->key->id, "code",
            kb_strerror(why), NULL);
     if (!r->head_sent) {

@@ -440,7 +440,7 @@ void proxy_free(struct kb_proxy *px)
      * settlements waiting for a retry, are settled by a job of their own,
      * with their completion record: at their worst case (the vendor may
      * have acted; cut answers are audited as outcome unknown), or at the
-     * cost already known. The writer runs them before it stops. */
+     * cost already known, or at nothing when no byte of theirs was written. The writer runs them before it stops. */
     for (struct preq *r = px->inflight, *next; r; r = next) {
         next = r->next;
         if (r->req)
@@ -452,10 +452,13 @@ void proxy_free(struct kb_proxy *px)
         }
         if (r->stage != ST_UPSTREAM)
             continue;
+        /* not one byte written (the connection still opening): the
+         * vendor never saw it, nothing is charged */
+        bool sent = !r->up || upstream_wrote(r->up);
         upstream_cancel(r->up);
         r->up = NULL;
-        r->outcome_unknown = true;
-        proxy__settle_detached(r, r->reserved, KB_E_SHUTTING_DOWN);
+        r->outcome_unknown = sent;
+        proxy__settle_detached(r, sent ? r->reserved : 0, KB_E_SHUTTING_DOWN);
         if (r->req && r->head_sent)
             proxy__abort_connection(r); /* cut: the client must not take it as whole */
         r->req = NULL;

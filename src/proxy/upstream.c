@@ -220,6 +220,11 @@ static void list_remove(struct kb_upstream_req **head, struct kb_upstream_req *r
     }
 }
 
+bool upstream_wrote(const struct kb_upstream_req *r)
+{
+    return r && r->wrote;
+}
+
 void upstream_cancel(struct kb_upstream_req *r)
 {
     if (!r)

@@ -99,4 +99,9 @@ void upstream_resume(struct kb_upstream_req *r);
 /* Stops a transfer: no callback fires after this returns; frees it. */
 void upstream_cancel(struct kb_upstream_req *r);
 
+/* True once any byte of the request was written to the vendor's connection
+ * (the vendor may have read it and acted on it): the `sent` of on_done, for
+ * a caller about to cancel. */
+bool upstream_wrote(const struct kb_upstream_req *r);
+
 #endif
