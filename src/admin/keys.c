@@ -330,6 +330,33 @@ static void admin_rec(struct admin_job *j, const char *action)
     j->rec.settled = 0;
 }
 
+/* Writer thread: root's bulk revocation is in each tenant's audit too:
+ * one record per tenant whose keys it revoked (tenant t, {"revoked":n of
+ * t's}), besides root's own for the whole. */
+static enum kb_err bulk_tenant_records(struct kb_store *s, struct admin_job *j)
+{
+    for (int64_t i = 0; i < j->count; i++) {
+        const char *t = j->revoked_list[i].tenant;
+        bool first = t[0] != '\0';
+        for (int64_t k = 0; first && k < i; k++)
+            first = strcmp(j->revoked_list[k].tenant, t) != 0;
+        if (!first)
+            continue; /* no tenant, or counted at its first key */
+        int64_t n = 0;
+        for (int64_t k = i; k < j->count; k++)
+            n += strcmp(j->revoked_list[k].tenant, t) == 0;
+        char detail[64];
+        snprintf(detail, sizeof detail, "{\"revoked\":%lld}", (long long)n);
+        struct kb_audit_rec rec = j->rec;
+        rec.tenant = t;
+        rec.detail = detail;
+        enum kb_err err = audit_append(s, &rec, NULL);
+        if (err != KB_OK)
+            return err;
+    }
+    return KB_OK;
+}
+
 /* Writer thread. */
 static enum kb_err job_run(struct kb_store *s, void *arg)
 {
@@ -359,6 +386,8 @@ static enum kb_err job_run(struct kb_store *s, void *arg)
         if (err == KB_OK) {
             snprintf(j->detail, sizeof j->detail, "{\"revoked\":%lld}", (long long)j->count);
             j->rec.detail = j->detail;
+            if (!j->key.tenant && j->revoked_list)
+                err = bulk_tenant_records(s, j);
         }
         break;
     }

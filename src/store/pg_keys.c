@@ -78,10 +78,10 @@ static const char SQL_KEY_REVOKE[] =
 static const char SQL_REVOKE_PREFIX[] =
     "WITH u AS (UPDATE keys SET revoked_at = $2::bigint WHERE revoked_at IS NULL "
     "AND left(label, length($1::text)) = $1::text "
-    "AND ($3::text IS NULL OR tenant_id = $3::text) RETURNING seq, token_hash), "
+    "AND ($3::text IS NULL OR tenant_id = $3::text) RETURNING seq, token_hash, tenant_id), "
     "c AS (INSERT INTO key_changes (key_seq, token_hash, revoked) "
     "SELECT seq, token_hash, true FROM u) "
-    "SELECT seq, token_hash, pg_notify('keybrake_keys', '') FROM u ORDER BY seq";
+    "SELECT seq, token_hash, tenant_id, pg_notify('keybrake_keys', '') FROM u ORDER BY seq";
 /* one statement for every filter: NULL / 0 parameters switch a condition
  * off (the admin API's listing, not the proxy's path) */
 static const char SQL_KEY_LIST[] =
@@ -473,8 +473,11 @@ enum kb_err pg__key_revoke_prefix(struct kb_store *s, const char *tenant, const 
         struct kb_revoked_key *list = NULL;
         if (rows > 0) {
             list = kb_calloc((size_t)rows, sizeof *list);
-            for (int i = 0; i < rows; i++)
+            for (int i = 0; i < rows; i++) {
                 revoked_row(r, i, &list[i]);
+                const char *t = pg__text(r, i, 2);
+                snprintf(list[i].tenant, sizeof list[i].tenant, "%s", t ? t : "");
+            }
         }
         *keys = list;
     }

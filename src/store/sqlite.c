@@ -35,7 +35,7 @@ static const char *const sql[S__COUNT] = {
     [S_KEY_EXISTS] = "SELECT 1 FROM keys WHERE id = ?1",
     [S_REVOKE_PREFIX] = "UPDATE keys SET revoked_at = ?2 WHERE revoked_at IS NULL "
                         "AND substr(label, 1, length(?1)) = ?1 "
-                        "AND (?3 IS NULL OR tenant_id = ?3) RETURNING seq, token_hash",
+                        "AND (?3 IS NULL OR tenant_id = ?3) RETURNING seq, token_hash, tenant_id",
     /* one statement, not an INSERT OR IGNORE then an UPDATE: a row only
      * when it fits. (Not RETURNING the day's use: SQLite builds an ephemeral
      * table for it on every run, and the writer's malloc arena then gave the

@@ -278,8 +278,11 @@ enum kb_err sqlite__key_revoke_prefix(struct kb_store *s, const char *tenant, co
             cap = cap ? cap * 2 : 16;
             list = kb_realloc(list, cap * sizeof *list);
         }
-        if (keys)
+        if (keys) {
             revoked_row(st, &list[n]);
+            const unsigned char *t = sqlite3_column_text(st, 2);
+            snprintf(list[n].tenant, sizeof list[n].tenant, "%s", t ? (const char *)t : "");
+        }
         n++;
     }
     sqlite__done(st);

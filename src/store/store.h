@@ -184,6 +184,7 @@ KB_MUSTCHECK enum kb_err store_key_count_active(struct kb_store *s, int64_t now,
 struct kb_revoked_key {
     int64_t seq; /* 0: none */
     uint8_t hash[KB_HASH_LEN];
+    char tenant[32]; /* store_key_revoke_prefix*: the key's tenant ("": none) */
 };
 
 /* Revokes key `id` at `now` (keeps the first revocation time); *out (may
