@@ -114,11 +114,39 @@ static void test_fast_path(void **state)
     assert_int_equal(none.n, 0);
 }
 
+/* FAILS UNTIL FIXED (review-10): struct kb_scrub holds KB_SCRUB_NEEDLES
+ * needles but only len[2] lengths, so a third needle (a Basic vendor's old
+ * secret after one rotation, a Bearer vendor's after two) writes its length
+ * past len[] (into n) and is scrubbed at a wrong length: most of an old
+ * secret reaches the client. Every needle up to the table's size must be
+ * masked whole. */
+static void test_every_needle_whole(void **state)
+{
+    (void)state;
+    static const char *const needles[KB_SCRUB_NEEDLES] = {
+        "needle-zero-0000", "needle-one-11111", "needle-two-22222",
+        "needle-three-333", "needle-four-4444", "needle-five-5555"};
+    struct kb_scrub s;
+    memset(&s, 0, sizeof s);
+    for (int i = 0; i < KB_SCRUB_NEEDLES; i++)
+        scrub_add(&s, needles[i]);
+    assert_int_equal(s.n, KB_SCRUB_NEEDLES);
+    for (int i = 0; i < KB_SCRUB_NEEDLES; i++) {
+        char buf[64];
+        size_t n = strlen(needles[i]);
+        memcpy(buf, needles[i], n + 1);
+        scrub_all(&s, buf, n);
+        for (size_t k = 0; k < n; k++)
+            assert_int_equal(buf[k], '*');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_splits),
         cmocka_unit_test(test_fast_path),
+        cmocka_unit_test(test_every_needle_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
