@@ -28,9 +28,12 @@
 struct kb_scrub {
     const char *needle[KB_SCRUB_NEEDLES]; /* borrowed; the secret, the header value it is
                                              sent in, then earlier secrets' */
-    size_t len[2];         /* their lengths */
-    size_t n;              /* needles in use (0: nothing to scrub) */
+    size_t len[KB_SCRUB_NEEDLES];         /* their lengths */
+    size_t n;                             /* needles in use (0: nothing to scrub) */
 };
+_Static_assert(sizeof((struct kb_scrub *)0)->len / sizeof(size_t) ==
+                   sizeof((struct kb_scrub *)0)->needle / sizeof(const char *),
+               "a length per needle");
 
 /* Adds `needle` (borrowed, must outlive s) unless shorter than KB_SCRUB_MIN
  * or the table is full. */

@@ -114,11 +114,11 @@ static void test_fast_path(void **state)
     assert_int_equal(none.n, 0);
 }
 
-/* FAILS UNTIL FIXED (review-10): struct kb_scrub holds KB_SCRUB_NEEDLES
+/* Regression (review of session 10): struct kb_scrub held KB_SCRUB_NEEDLES
  * needles but only len[2] lengths, so a third needle (a Basic vendor's old
- * secret after one rotation, a Bearer vendor's after two) writes its length
- * past len[] (into n) and is scrubbed at a wrong length: most of an old
- * secret reaches the client. Every needle up to the table's size must be
+ * secret after one rotation, a Bearer vendor's after two) wrote its length
+ * past len[] (into n) and was scrubbed at a wrong length: most of an old
+ * secret reached the client. Every needle up to the table's size must be
  * masked whole. */
 static void test_every_needle_whole(void **state)
 {
