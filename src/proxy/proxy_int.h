@@ -152,6 +152,10 @@ struct preq {
     bool ended;                /* logged, counted and answered (settle.c) */
     struct event *retry;       /* owned; a settlement that did not commit, again */
     int64_t settle_backoff_ms; /* its current back-off */
+    bool settle_again;         /* a settlement of it failed: it may have committed all
+                                  the same (an answer lost), so the retry first looks
+                                  for its completion record */
+    bool settle_done_already;  /* writer: that record was there (nothing to do) */
     char id[40];               /* request id */
     char *resp_ctype;          /* owned; the vendor's Content-Type */
     char *resp_cenc;           /* owned; the vendor's Content-Encoding(s), or NULL */

@@ -24,6 +24,7 @@
 #include "net/http.h"
 #include "net/httpd.h"
 #include "proxy/proxy_int.h"
+#include "store/audit_store.h"
 #include "store/store.h"
 #include "store/writer.h"
 
@@ -84,22 +85,41 @@ static enum kb_err settle_run(struct kb_store *s, void *const *args, size_t n)
 #endif
     struct kb_settle stack[16] = {0};
     struct kb_settle *v = n <= 16 ? stack : kb_calloc(n, sizeof *v);
+    size_t m = 0;
+    enum kb_err err = KB_OK;
     for (size_t i = 0; i < n; i++) {
-        const struct preq *r = args[i];
-        v[i] = (struct kb_settle){.key_seq = r->key->seq,
-                                  .day = r->day,
-                                  .reserved = r->reserved,
-                                  .actual = r->actual,
-                                  .holds = r->holds,
-                                  .nholds = r->nholds};
+        struct preq *r = args[i];
+        /* A retry of a settlement whose earlier attempt may have committed
+         * after all (its answer lost with its connection, a backend that
+         * could not tell in time): applied once, so a second one never
+         * takes another request's part of the reservations. */
+        r->settle_done_already = false;
+        if (r->settle_again && r->audit_seq > 0) {
+            err = store_audit_completed(s, r->audit_seq);
+            if (err == KB_OK) {
+                r->settle_done_already = true;
+                continue;
+            }
+            if (err != KB_E_NOT_FOUND)
+                break;
+            err = KB_OK;
+        }
+        v[m++] = (struct kb_settle){.key_seq = r->key->seq,
+                                    .day = r->day,
+                                    .reserved = r->reserved,
+                                    .actual = r->actual,
+                                    .holds = r->holds,
+                                    .nholds = r->nholds};
     }
-    enum kb_err err = store_settle(s, v, n);
+    if (err == KB_OK && m > 0)
+        err = store_settle(s, v, m);
     if (v != stack)
         free(v);
     if (err != KB_OK)
         return KB_E_STORE;
     for (size_t i = 0; i < n && err == KB_OK; i++)
-        err = settle_record(s, args[i]);
+        if (!((struct preq *)args[i])->settle_done_already)
+            err = settle_record(s, args[i]);
     return err;
 }
 
@@ -159,6 +179,7 @@ answered:
          * closed), and it is retried until it does: a reservation left
          * behind would block spend that did not happen. The answer went
          * out; the request stays in flight (a drain waits for it). */
+        r->settle_again = true;
         r->settle_backoff_ms =
             r->settle_backoff_ms
                 ? (r->settle_backoff_ms * 2 > 5000 ? 5000 : r->settle_backoff_ms * 2)
@@ -189,6 +210,7 @@ void proxy__settle(struct preq *r, int64_t actual, enum kb_err fail, enum reply_
  * needs, copied, so the request can be freed at once. */
 struct detached {
     int64_t key_seq, day, reserved, actual, cap, audit_seq;
+    bool again;                   /* an earlier attempt failed (settle_again) */
     struct kb_budget_hold *holds; /* owned; nholds of them */
     size_t nholds;
     struct kb_audit_rec rec;                                /* strings below */
@@ -199,12 +221,18 @@ struct detached {
 static enum kb_err detached_job(struct kb_store *s, void *arg)
 {
     struct detached *d = arg;
+    /* applied once, as settle_run's retries */
     enum kb_err err =
-        store_spend_settle(s, d->key_seq, d->day, d->reserved, d->actual, d->cap, NULL);
+        d->again && d->audit_seq > 0 ? store_audit_completed(s, d->audit_seq) : KB_E_NOT_FOUND;
+    if (err == KB_E_NOT_FOUND)
+        err = store_spend_settle(s, d->key_seq, d->day, d->reserved, d->actual, d->cap, NULL);
+    else if (err == KB_OK)
+        goto out; /* settled already */
     if (err == KB_OK)
         err = store_budget_settle(s, d->holds, d->nholds, d->reserved, d->actual);
     if (err == KB_OK)
         err = audit_complete(s, d->audit_seq, &d->rec);
+out:
     free(d->holds);
     free(d->key_id);
     free(d->label);
@@ -225,6 +253,7 @@ void proxy__settle_detached(struct preq *r, int64_t actual, enum kb_err fail)
     d->actual = actual;
     d->cap = r->key->daily_cap;
     d->audit_seq = r->audit_seq;
+    d->again = r->settle_again;
     d->holds = r->holds; /* taken: r is freed at once */
     d->nholds = r->nholds;
     r->holds = NULL;

@@ -56,6 +56,11 @@ KB_MUSTCHECK enum kb_err store_audit_last_ckpt(struct kb_store *s, int64_t *seq,
  * or before the oldest checkpoint, whose record is gone): a completion may
  * follow a begin record that was archived meanwhile. KB_E_NOT_FOUND when not. */
 KB_MUSTCHECK enum kb_err store_audit_exists(struct kb_store *s, int64_t seq);
+/* KB_OK when a completion of record seq (ref_seq = seq) is in the store
+ * (this node's chain on PostgreSQL), KB_E_NOT_FOUND when none: what makes
+ * a settlement that is retried after an outcome it could not know apply
+ * once (src/proxy/settle.c). */
+KB_MUSTCHECK enum kb_err store_audit_completed(struct kb_store *s, int64_t seq);
 /* Inserts record `seq` (must be last + 1) with its chain hash; ref_seq 0 for none. */
 KB_MUSTCHECK enum kb_err store_audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
                                             const struct kb_audit_rec *rec,

@@ -117,6 +117,7 @@ struct kb_store_backend {
     enum kb_err (*audit_last)(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);
     enum kb_err (*audit_last_ckpt)(struct kb_store *s, int64_t *seq, int64_t *every);
     enum kb_err (*audit_exists)(struct kb_store *s, int64_t seq);
+    enum kb_err (*audit_completed)(struct kb_store *s, int64_t seq);
     enum kb_err (*audit_insert)(struct kb_store *s, int64_t seq, int64_t ref_seq,
                                 const struct kb_audit_rec *rec, const uint8_t hash[KB_HASH_LEN]);
     enum kb_err (*audit_ckpt_insert)(struct kb_store *s, const struct kb_audit_ckpt *ck);

@@ -549,6 +549,7 @@ const struct kb_store_backend kb_store_pg = {
     .audit_last = pg__audit_last,
     .audit_last_ckpt = pg__audit_last_ckpt,
     .audit_exists = pg__audit_exists,
+    .audit_completed = pg__audit_completed,
     .audit_insert = pg__audit_insert,
     .audit_ckpt_insert = pg__audit_ckpt_insert,
     .audit_cut_find = pg__audit_cut_find,

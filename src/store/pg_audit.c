@@ -233,6 +233,26 @@ enum kb_err pg__audit_exists(struct kb_store *s, int64_t seq)
     return err;
 }
 
+static const char sql_completed[] =
+    "SELECT 1 FROM audit WHERE node_id = $1::text AND ref_seq = $2::bigint LIMIT 1";
+
+enum kb_err pg__audit_completed(struct kb_store *s, int64_t seq)
+{
+    struct pg_args args = {0};
+    pg_arg_text(&args, pg(s)->node);
+    pg_arg_i64(&args, seq);
+    enum kb_err err;
+    if (pg__flush(s) != KB_OK)
+        return KB_E_STORE;
+    PGresult *r = pg__run(s, sql_completed, &args, &err);
+    if (err == KB_OK)
+        err = PQntuples(r) > 0 ? KB_OK : KB_E_NOT_FOUND;
+    else
+        err = KB_E_STORE;
+    PQclear(r);
+    return err;
+}
+
 enum kb_err pg__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
                              const struct kb_audit_rec *r, const uint8_t hash[KB_HASH_LEN])
 {

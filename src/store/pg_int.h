@@ -105,7 +105,6 @@ struct pg {
      * its batch is completed (limbo_done) once a new session has read
      * whether record limbo_mark exists, or fails at limbo_until_ms */
     bool limbo;
-    bool resolving;
     int64_t limbo_mark;
     int64_t limbo_until_ms;
     void (*limbo_done)(void *arg, enum kb_err err);
@@ -313,6 +312,7 @@ enum kb_err pg__wait_change(struct kb_store *s, int timeout_ms, bool *notified);
 enum kb_err pg__audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);
 enum kb_err pg__audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every);
 enum kb_err pg__audit_exists(struct kb_store *s, int64_t seq);
+enum kb_err pg__audit_completed(struct kb_store *s, int64_t seq);
 enum kb_err pg__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
                              const struct kb_audit_rec *rec, const uint8_t hash[KB_HASH_LEN]);
 enum kb_err pg__audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ckpt *ck);

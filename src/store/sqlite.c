@@ -652,6 +652,7 @@ const struct kb_store_backend kb_store_sqlite = {
     .audit_last = sqlite__audit_last,
     .audit_last_ckpt = sqlite__audit_last_ckpt,
     .audit_exists = sqlite__audit_exists,
+    .audit_completed = sqlite__audit_completed,
     .audit_insert = sqlite__audit_insert,
     .audit_ckpt_insert = sqlite__audit_ckpt_insert,
     .audit_cut_find = sqlite__audit_cut_find,

@@ -37,6 +37,7 @@ static const char *const append_sql[AS__COUNT] = {
                   "SELECT 1 FROM audit_checkpoints c WHERE ?1 >= 1 AND c.seq >= ?1 "
                   "AND c.seq = (SELECT min(seq) FROM audit_checkpoints) "
                   "AND NOT EXISTS (SELECT 1 FROM audit a WHERE a.seq = c.seq) LIMIT 1",
+    [AS_COMPLETED] = "SELECT 1 FROM audit WHERE ref_seq = ?1 LIMIT 1",
     [AS_INSERT] =
         "INSERT INTO audit (seq, ref_seq, " REC_COLS ", hash) VALUES (?1, ?2, ?3, ?4, "
         "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
@@ -179,6 +180,17 @@ enum kb_err sqlite__audit_exists(struct kb_store *s, int64_t seq)
     if (a->cache && a->known && seq >= 1 && seq <= a->last_seq)
         return KB_OK;
     sqlite3_stmt *st = stmt(s, AS_EXISTS);
+    if (!st)
+        return KB_E_STORE;
+    sqlite3_bind_int64(st, 1, seq);
+    int rc = sqlite3_step(st);
+    done(st);
+    return rc == SQLITE_ROW ? KB_OK : rc == SQLITE_DONE ? KB_E_NOT_FOUND : KB_E_STORE;
+}
+
+enum kb_err sqlite__audit_completed(struct kb_store *s, int64_t seq)
+{
+    sqlite3_stmt *st = stmt(s, AS_COMPLETED);
     if (!st)
         return KB_E_STORE;
     sqlite3_bind_int64(st, 1, seq);

@@ -19,6 +19,7 @@ enum {
     AS_LAST = 0,
     AS_LAST_CKPT,
     AS_EXISTS,
+    AS_COMPLETED,
     AS_INSERT,
     AS_CKPT_INSERT,
     AS_DATA_VERSION,
@@ -89,6 +90,7 @@ size_t sqlite__wal_resident(void *state);
 enum kb_err sqlite__audit_last(struct kb_store *s, int64_t *seq, uint8_t hash[KB_HASH_LEN]);
 enum kb_err sqlite__audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every);
 enum kb_err sqlite__audit_exists(struct kb_store *s, int64_t seq);
+enum kb_err sqlite__audit_completed(struct kb_store *s, int64_t seq);
 enum kb_err sqlite__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,
                                  const struct kb_audit_rec *rec, const uint8_t hash[KB_HASH_LEN]);
 enum kb_err sqlite__audit_ckpt_insert(struct kb_store *s, const struct kb_audit_ckpt *ck);

@@ -319,6 +319,11 @@ enum kb_err store_audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *eve
     return s->be->audit_last_ckpt(s, seq, every);
 }
 
+enum kb_err store_audit_completed(struct kb_store *s, int64_t seq)
+{
+    return s->be->audit_completed(s, seq);
+}
+
 enum kb_err store_audit_exists(struct kb_store *s, int64_t seq)
 {
     return s->be->audit_exists(s, seq);

@@ -326,8 +326,10 @@ describe('configuration that cannot work is refused at start', () => {
     try {
       const file = path.join(dir, 'keybrake.ini');
       fs.writeFileSync(file, ini);
+      const dataDir = path.join(dir, 'data');
+      fs.mkdirSync(dataDir, { mode: 0o700 }); // on PostgreSQL the harness keeps its store URL there
       await assert.rejects(
-        startDaemon({ dataDir: path.join(dir, 'data'), args: ['--config', file] }),
+        startDaemon({ dataDir, args: ['--config', file] }),
         (e) => {
           assert.match(e.message, /exited \(code [1-9]\d*, signal null\) before ready/, e.message);
           assert.match(e.message, re, e.message);

@@ -134,3 +134,67 @@ describe('a node on PostgreSQL that loses the answer of a COMMIT', () => {
     assert.equal(v.status, 0, v.stdout + v.stderr);
   });
 });
+
+describe('a node on PostgreSQL that cannot read a lost COMMIT\'s outcome in time', () => {
+  // KEYBRAKE_TEST_PG_LIMBO_BLIND: the outcome of a lost COMMIT is never
+  // read (as when PostgreSQL stays away past the bound): its batch fails as
+  // unknown although it committed. A settlement in it is retried; the retry
+  // finds its completion record and applies nothing. Before, the retry ran
+  // kb_settle again: it released another request's reservation (the node's
+  // reservations of a key are one figure) and counted the cost twice.
+  let mocks;
+  let db;
+  let d;
+  const dir = mkTempDir();
+  const lose = path.join(dir, 'lose-commit');
+  const serverKey = crypto.randomBytes(32).toString('hex');
+
+  before(async () => {
+    mocks = await startMockVendors();
+    db = freshDb();
+    d = await startDaemon({
+      mocks,
+      env: {
+        KEYBRAKE_STORE_URL: db.url,
+        KEYBRAKE_SERVER_KEY: serverKey,
+        KEYBRAKE_TEST_PG_LOSE_COMMIT: lose,
+        KEYBRAKE_TEST_PG_LIMBO_BLIND: '1',
+      },
+    });
+  });
+
+  after(async () => {
+    if (d) await d.kill();
+    if (mocks) await mocks.close();
+    rmTempDir(dir);
+  });
+
+  it('a settlement retried after an unknown outcome is applied once: the other request keeps its reservation', async () => {
+    const key = await d.issueKey({ label: uniquePrefix('blind'), vendor: 'stripe', daily_usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const usage = async () => (await d.admin.get(`/v1/keys/${key.id}`)).json.usage;
+    const heldB = mocks.stripe.nextHold();
+    const b = pay(d, key.token, 1000);
+    const hb = await heldB;
+    const heldA = mocks.stripe.nextHold();
+    const a = pay(d, key.token, 1000);
+    const ha = await heldA;
+    fs.writeFileSync(lose, 'commit'); // A's settlement commits, its answer is lost and not read back
+    ha.respond();
+    assert.equal((await a).status, 200);
+    assert.equal(fs.existsSync(lose), false, 'the hook cut a session');
+    // A is done once its retried settlement went through; B is still held
+    await waitFor(async () => /^keybrake_requests_in_flight 1$/m.test((await d.admin.get('/metrics')).text), {
+      timeoutMs: 10_000,
+      what: 'only B in flight',
+    });
+    let u = await usage();
+    assert.equal(u.spent_usd, 10, 'A counted once');
+    assert.equal(u.reserved_usd, 10, "B's reservation untouched");
+    hb.respond();
+    assert.equal((await b).status, 200);
+    u = await usage();
+    assert.equal(u.spent_usd, 20);
+    assert.equal(u.reserved_usd, 0);
+    assert.equal(psql(`SELECT count(*) FROM audit WHERE ref_seq IS NOT NULL AND key_id = '${key.id}'`, db.name), '2', 'one completion each');
+  });
+});
