@@ -211,20 +211,17 @@ enum kb_err pg__audit_last_ckpt(struct kb_store *s, int64_t *seq, int64_t *every
     return err == KB_OK ? KB_OK : KB_E_STORE;
 }
 
-enum kb_err pg__audit_exists(struct kb_store *s, int64_t seq)
+/* KB_OK when sql (chain, seq) finds a row, KB_E_NOT_FOUND when not; the
+ * rows deferred to the commit go first, so that it sees them. */
+static enum kb_err row_found(struct kb_store *s, const char *sql, const char *chain, int64_t seq)
 {
-    struct pg_audit *a = state(s);
-    /* records are numbered from 1 without gaps, and only this connection
-     * appended to its chain since the head was read */
-    if (a->cache && a->known && reads_own(s) && seq >= 1 && seq <= a->last_seq)
-        return KB_OK;
     struct pg_args args = {0};
-    pg_arg_text(&args, a->chain);
+    pg_arg_text(&args, chain);
     pg_arg_i64(&args, seq);
     enum kb_err err;
     if (pg__flush(s) != KB_OK)
         return KB_E_STORE;
-    PGresult *r = pg__run(s, sql_exists, &args, &err);
+    PGresult *r = pg__run(s, sql, &args, &err);
     if (err == KB_OK)
         err = PQntuples(r) > 0 ? KB_OK : KB_E_NOT_FOUND;
     else
@@ -233,24 +230,22 @@ enum kb_err pg__audit_exists(struct kb_store *s, int64_t seq)
     return err;
 }
 
+enum kb_err pg__audit_exists(struct kb_store *s, int64_t seq)
+{
+    struct pg_audit *a = state(s);
+    /* records are numbered from 1 without gaps, and only this connection
+     * appended to its chain since the head was read */
+    if (a->cache && a->known && reads_own(s) && seq >= 1 && seq <= a->last_seq)
+        return KB_OK;
+    return row_found(s, sql_exists, a->chain, seq);
+}
+
 static const char sql_completed[] =
     "SELECT 1 FROM audit WHERE node_id = $1::text AND ref_seq = $2::bigint LIMIT 1";
 
 enum kb_err pg__audit_completed(struct kb_store *s, int64_t seq)
 {
-    struct pg_args args = {0};
-    pg_arg_text(&args, pg(s)->node);
-    pg_arg_i64(&args, seq);
-    enum kb_err err;
-    if (pg__flush(s) != KB_OK)
-        return KB_E_STORE;
-    PGresult *r = pg__run(s, sql_completed, &args, &err);
-    if (err == KB_OK)
-        err = PQntuples(r) > 0 ? KB_OK : KB_E_NOT_FOUND;
-    else
-        err = KB_E_STORE;
-    PQclear(r);
-    return err;
+    return row_found(s, sql_completed, pg(s)->node, seq);
 }
 
 enum kb_err pg__audit_insert(struct kb_store *s, int64_t seq, int64_t ref_seq,

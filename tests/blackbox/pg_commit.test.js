@@ -31,32 +31,31 @@ const pay = (d, token, amount = 1000) =>
     body: `amount=${amount}&currency=usd`,
   });
 
-describe('a node on PostgreSQL that loses the answer of a COMMIT', () => {
-  let mocks;
-  let db;
-  let d;
-  const dir = mkTempDir();
-  const lose = path.join(dir, 'lose-commit');
-  const serverKey = crypto.randomBytes(32).toString('hex');
-
+// A node on a fresh PostgreSQL database whose COMMIT answers are lost
+// while the file at n.lose exists; the suite's before/after hooks.
+function losingNode(env = {}) {
+  const n = { dir: mkTempDir(), serverKey: crypto.randomBytes(32).toString('hex') };
+  n.lose = path.join(n.dir, 'lose-commit');
   before(async () => {
-    mocks = await startMockVendors();
-    db = freshDb();
-    d = await startDaemon({
-      mocks,
-      env: {
-        KEYBRAKE_STORE_URL: db.url,
-        KEYBRAKE_SERVER_KEY: serverKey,
-        KEYBRAKE_TEST_PG_LOSE_COMMIT: lose,
-      },
+    n.mocks = await startMockVendors();
+    n.db = freshDb();
+    n.d = await startDaemon({
+      mocks: n.mocks,
+      env: { KEYBRAKE_STORE_URL: n.db.url, KEYBRAKE_SERVER_KEY: n.serverKey, KEYBRAKE_TEST_PG_LOSE_COMMIT: n.lose, ...env },
     });
   });
-
   after(async () => {
-    if (d) await d.kill();
-    if (mocks) await mocks.close();
-    rmTempDir(dir);
+    if (n.d) await n.d.kill();
+    if (n.mocks) await n.mocks.close();
+    rmTempDir(n.dir);
   });
+  return n;
+}
+
+describe('a node on PostgreSQL that loses the answer of a COMMIT', () => {
+  const n = losingNode();
+  let mocks, db, d, lose, serverKey;
+  before(() => ({ mocks, db, d, lose, serverKey } = n));
 
   beforeEach(() => {
     mocks.reset();
@@ -142,32 +141,9 @@ describe('a node on PostgreSQL that cannot read a lost COMMIT\'s outcome in time
   // finds its completion record and applies nothing. Before, the retry ran
   // kb_settle again: it released another request's reservation (the node's
   // reservations of a key are one figure) and counted the cost twice.
-  let mocks;
-  let db;
-  let d;
-  const dir = mkTempDir();
-  const lose = path.join(dir, 'lose-commit');
-  const serverKey = crypto.randomBytes(32).toString('hex');
-
-  before(async () => {
-    mocks = await startMockVendors();
-    db = freshDb();
-    d = await startDaemon({
-      mocks,
-      env: {
-        KEYBRAKE_STORE_URL: db.url,
-        KEYBRAKE_SERVER_KEY: serverKey,
-        KEYBRAKE_TEST_PG_LOSE_COMMIT: lose,
-        KEYBRAKE_TEST_PG_LIMBO_BLIND: '1',
-      },
-    });
-  });
-
-  after(async () => {
-    if (d) await d.kill();
-    if (mocks) await mocks.close();
-    rmTempDir(dir);
-  });
+  const n = losingNode({ KEYBRAKE_TEST_PG_LIMBO_BLIND: '1' });
+  let mocks, db, d, lose;
+  before(() => ({ mocks, db, d, lose } = n));
 
   it('a settlement retried after an unknown outcome is applied once: the other request keeps its reservation', async () => {
     const key = await d.issueKey({ label: uniquePrefix('blind'), vendor: 'stripe', daily_usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });

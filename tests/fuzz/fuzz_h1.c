@@ -131,6 +131,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         while (d < n && strchr("0123456789abcdefABCDEF", l[d]) && l[d])
             d++;
         bool want = d > 0 && d <= H1_MAX_CHUNK_DIGITS && (d == n || l[d] == ';');
+        for (size_t i = d; want && i < n; i++)
+            want = !ctl((unsigned char)l[i]); /* an extension holds no control byte */
         if (ok != want || (ok && v != naive_number(l, d, 16)))
             abort();
         break;
