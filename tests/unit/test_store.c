@@ -28,6 +28,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "store/audit_store.h"
 #include "store/store.h"
 #include "store_conf.h"
 
@@ -596,6 +597,31 @@ static void test_key_update(void **state)
 }
 
 /* The cases every backend passes. */
+/* store_audit_completed: whether a completion of a record is in the store
+ * (what makes a retried settlement apply once, src/proxy/settle.c). */
+static void test_audit_completed(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t h[KB_HASH_LEN] = {1};
+    struct kb_audit_rec begin = {.kind = KB_AUDIT_PROXY,
+                                 .ts_ms = 1,
+                                 .request_id = "req_a",
+                                 .action = "proxy.request",
+                                 .key_id = "vk_a",
+                                 .decision = "allowed",
+                                 .settled = -1};
+    struct kb_audit_rec done = begin;
+    done.settled = 10;
+    assert_int_equal(store_audit_insert(f->s, 1, 0, &begin, h), KB_OK);
+    assert_int_equal(store_audit_insert(f->s, 2, 0, &begin, h), KB_OK);
+    assert_int_equal(store_audit_completed(f->s, 1), KB_E_NOT_FOUND);
+    assert_int_equal(store_audit_insert(f->s, 3, 1, &done, h), KB_OK);
+    assert_int_equal(store_audit_completed(f->s, 1), KB_OK);
+    assert_int_equal(store_audit_completed(f->s, 2), KB_E_NOT_FOUND);
+    assert_int_equal(store_audit_completed(f->s, 3), KB_E_NOT_FOUND);
+    assert_int_equal(store_audit_completed(f->s, 99), KB_E_NOT_FOUND);
+}
+
 #define NEUTRAL(X)                                                                                 \
     X(test_open_twice_idempotent)                                                                  \
     X(test_key_insert_get)                                                                         \
@@ -607,17 +633,18 @@ static void test_key_update(void **state)
     X(test_revoke_prefix)                                                                          \
     X(test_revoke_prefix_wildcards_literal)                                                        \
     X(test_admin_tokens)                                                                           \
-    X(test_key_update)
+    X(test_key_update)                                                                             \
+    X(test_audit_completed)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown),
 #define TPG(f) cmocka_unit_test_setup_teardown(f, setup_pg, teardown),
 
 int main(void)
 {
-    const struct CMUnitTest sqlite_tests[] = {
-        /* SQLite: the file itself */
-        T(test_open_creates_and_migrates) T(test_open_without_check_migrates)
-            T(test_open_refusals) NEUTRAL(T)};
+    const struct CMUnitTest sqlite_tests[] = {/* SQLite: the file itself */
+                                              T(test_open_creates_and_migrates)
+                                                  T(test_open_without_check_migrates)
+                                                      T(test_open_refusals) NEUTRAL(T)};
     const struct CMUnitTest pg_tests[] = {NEUTRAL(TPG)};
     int failed = cmocka_run_group_tests_name("sqlite", sqlite_tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("postgres", pg_tests, NULL, NULL);
